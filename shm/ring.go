@@ -1,0 +1,514 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// Ring capacity limits, in bytes of data area.
+const (
+	MinRingCapacity = 1 << 10
+	MaxRingCapacity = 1 << 30
+)
+
+// RingRegionSize returns the bytes a ring of the given data capacity needs:
+// its control block plus its data area.
+func RingRegionSize(capacity int) int { return ringCtlSize + capacity }
+
+// MaxBody returns the largest frame body a ring of the given capacity
+// accepts. Half the ring is the most one frame may take, so that a frame
+// always fits once the ring drains, whatever padding the wrap needs.
+func MaxBody(capacity int) int { return capacity/2 - HeaderSize }
+
+func checkCapacity(c uint64) error {
+	if c < MinRingCapacity || c > MaxRingCapacity || bits.OnesCount64(c) != 1 {
+		return fmt.Errorf("shm: ring capacity %d is not a power of two in [%d, %d]", c, MinRingCapacity, MaxRingCapacity)
+	}
+	return nil
+}
+
+// ring is the shared part of a ring as one side sees it. The geometry is
+// private (validated once); the counters live in the region.
+type ring struct {
+	head, tail, sleeping, waiting *atomic.Uint64
+	data                          []byte
+	size                          uint64 // capacity of data, a power of two
+	mask                          uint64
+	maxBody                       uint64
+}
+
+func newRing(region []byte) (ring, error) {
+	if !isAligned(region) {
+		return ring{}, fmt.Errorf("shm: ring region is not 8-byte aligned")
+	}
+	if len(region) < ringCtlSize {
+		return ring{}, fmt.Errorf("shm: ring region of %d bytes is smaller than its control block", len(region))
+	}
+	size := uint64(len(region) - ringCtlSize)
+	if err := checkCapacity(size); err != nil {
+		return ring{}, err
+	}
+	data := region[ringCtlSize:len(region):len(region)]
+	return ring{
+		head:     atomicWord(region, offHead),
+		tail:     atomicWord(region, offTail),
+		sleeping: atomicWord(region, offSleeping),
+		waiting:  atomicWord(region, offWaiting),
+		data:     data,
+		size:     size,
+		mask:     size - 1,
+		maxBody:  uint64(MaxBody(int(size))),
+	}, nil
+}
+
+// Option configures a Producer or a Consumer.
+type Option func(*options)
+
+type options struct {
+	data, space *Doorbell
+	spin        time.Duration
+	spinSet     bool
+}
+
+// WithDoorbells gives the ring end its wake-ups: data is rung by the
+// producer when the consumer sleeps, space is rung by the consumer when the
+// producer waits for room. Without doorbells, blocking waits spin and yield.
+func WithDoorbells(data, space *Doorbell) Option {
+	return func(o *options) { o.data, o.space = data, space }
+}
+
+// WithSpin sets the longest a waiter spins before it parks; 0 never spins.
+// The default is DefaultSpin().
+func WithSpin(d time.Duration) Option {
+	return func(o *options) { o.spin, o.spinSet = d, true }
+}
+
+func buildOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !o.spinSet {
+		o.spin = DefaultSpin()
+	}
+	return o
+}
+
+// checkCounters validates a head/tail pair read from shared memory.
+func (r *ring) checkCounters(head, tail uint64) error {
+	if tail > head || head-tail > r.size || head%frameAlign != 0 || tail%frameAlign != 0 {
+		return &FrameError{Pos: tail, Reason: fmt.Sprintf("counters out of range (head %d, tail %d)", head, tail)}
+	}
+	return nil
+}
+
+// Producer is the writing end of a ring. It is used by one goroutine at a
+// time.
+type Producer struct {
+	r         ring
+	o         options
+	spin      spinner
+	head      uint64 // local head: end of the committed frames
+	published uint64 // head as last stored in shared memory
+	tail      uint64 // last tail read from shared memory
+	resvPos   uint64 // position of the reserved frame's header
+	resvLen   int    // body bytes reserved, -1 when nothing is reserved
+	err       error  // sticky: the ring is corrupt
+}
+
+// NewProducer returns the producing end of the ring held in region
+// (RingRegionSize(capacity) bytes, 8-byte aligned, counters as the creator
+// left them: zero for a new ring).
+func NewProducer(region []byte, opts ...Option) (*Producer, error) {
+	r, err := newRing(region)
+	if err != nil {
+		return nil, err
+	}
+	head, tail := r.head.Load(), r.tail.Load()
+	if err := r.checkCounters(head, tail); err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
+	return &Producer{r: r, o: o, spin: newSpinner(o.spin), head: head, published: head, tail: tail, resvLen: -1}, nil
+}
+
+// MaxBody returns the largest body this ring accepts.
+func (p *Producer) MaxBody() int { return int(p.r.maxBody) }
+
+// Capacity returns the size of the ring's data area.
+func (p *Producer) Capacity() int { return int(p.r.size) }
+
+// Err returns the error that made the ring unusable, or nil.
+func (p *Producer) Err() error { return p.err }
+
+// refreshTail reads the consumer's tail and checks it.
+func (p *Producer) refreshTail() error {
+	t := p.r.tail.Load()
+	if t < p.tail || t > p.published || p.published-t > p.r.size || t%frameAlign != 0 {
+		p.err = &FrameError{Pos: p.tail, Reason: fmt.Sprintf("tail %d out of range [%d, %d]", t, p.tail, p.published)}
+		return p.err
+	}
+	p.tail = t
+	return nil
+}
+
+// need returns the bytes the next frame of n body bytes takes at the
+// current head, padding to the end of the ring included.
+func (p *Producer) need(n int) (pad, size uint64) {
+	size = frameSize64(uint64(n))
+	if off := p.head & p.r.mask; off+size > p.r.size {
+		pad = p.r.size - off
+	}
+	return pad, size
+}
+
+func (p *Producer) fits(pad, size uint64) bool {
+	return p.r.size-(p.head-p.tail) >= pad+size
+}
+
+// Reserve returns room for a body of n bytes, to be filled by the caller and
+// made visible by Commit and Flush. A second Reserve abandons the first. It
+// returns ErrRingFull if the consumer has not yet made room, ErrTooLarge if
+// it never will.
+func (p *Producer) Reserve(n int) ([]byte, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	if n < 0 || uint64(n) > p.r.maxBody {
+		return nil, fmt.Errorf("%w: %d bytes, ring limit %d", ErrTooLarge, n, p.r.maxBody)
+	}
+	p.resvLen = -1
+	pad, size := p.need(n)
+	if !p.fits(pad, size) {
+		if err := p.refreshTail(); err != nil {
+			return nil, err
+		}
+		if !p.fits(pad, size) {
+			return nil, ErrRingFull
+		}
+	}
+	pos := p.head
+	if pad > 0 {
+		off := pos & p.r.mask
+		binary.LittleEndian.PutUint32(p.r.data[off+offLength:], uint32(pad))
+		binary.LittleEndian.PutUint16(p.r.data[off+offKind:], KindPad)
+		pos += pad
+	}
+	off := pos & p.r.mask
+	p.resvPos, p.resvLen = pos, n
+	return p.r.data[off+HeaderSize : off+HeaderSize+uint64(n) : off+HeaderSize+uint64(n)], nil
+}
+
+// Commit finishes the reserved frame with header h and the first n bytes of
+// the reserved body (n may be less than reserved). The frame becomes visible
+// to the consumer at the next Flush.
+func (p *Producer) Commit(h Header, n int) error {
+	if p.resvLen < 0 || n < 0 || n > p.resvLen {
+		return ErrNotReserved
+	}
+	if h.Kind == 0 || h.Kind == KindPad {
+		return fmt.Errorf("shm: frame kind %#x is reserved", h.Kind)
+	}
+	off := p.resvPos & p.r.mask
+	putHeader(p.r.data[off:], h, uint32(n))
+	p.head = p.resvPos + frameSize64(uint64(n))
+	p.resvLen = -1
+	return nil
+}
+
+// Flush publishes the committed frames and wakes the consumer if it sleeps.
+func (p *Producer) Flush() {
+	if p.head == p.published {
+		return
+	}
+	p.published = p.head
+	p.r.head.Store(p.head)
+	if p.r.sleeping.Load() != 0 && p.r.sleeping.CompareAndSwap(1, 0) && p.o.data != nil {
+		p.o.data.Ring() // an error means the doorbell is closed: the peer is gone anyway
+	}
+}
+
+// Buffered reports whether committed frames wait for a Flush.
+func (p *Producer) Buffered() bool { return p.head != p.published }
+
+// TryWrite writes one frame whose body is the concatenation of bufs
+// (scatter-gather), and flushes it. It does not wait: ErrRingFull means try
+// later.
+func (p *Producer) TryWrite(h Header, bufs ...[]byte) error {
+	if err := p.Append(h, bufs...); err != nil {
+		return err
+	}
+	p.Flush()
+	return nil
+}
+
+// Append writes one frame like TryWrite but leaves it for the next Flush,
+// so that a batch of frames costs one publication and at most one wake-up.
+func (p *Producer) Append(h Header, bufs ...[]byte) error {
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	dst, err := p.Reserve(n)
+	if err != nil {
+		return err
+	}
+	off := 0
+	for _, b := range bufs {
+		off += copy(dst[off:], b)
+	}
+	return p.Commit(h, n)
+}
+
+// Write writes and flushes one frame, waiting for room while the ring is
+// full (flow control). The wait ends with ctx's error, or ErrClosed when the
+// space doorbell is closed.
+func (p *Producer) Write(ctx context.Context, h Header, bufs ...[]byte) error {
+	for {
+		err := p.TryWrite(h, bufs...)
+		if err != ErrRingFull {
+			return err
+		}
+		n := 0
+		for _, b := range bufs {
+			n += len(b)
+		}
+		if err := p.WaitSpace(ctx, n); err != nil {
+			return err
+		}
+	}
+}
+
+// WaitSpace flushes, then waits until a frame with an n-byte body fits.
+func (p *Producer) WaitSpace(ctx context.Context, n int) error {
+	if uint64(n) > p.r.maxBody {
+		return fmt.Errorf("%w: %d bytes, ring limit %d", ErrTooLarge, n, p.r.maxBody)
+	}
+	p.Flush()
+	pad, size := p.need(n)
+	ready := func() bool {
+		return p.err != nil || p.r.size-(p.head-p.r.tail.Load()) >= pad+size
+	}
+	check := func() error {
+		if p.err != nil {
+			return p.err
+		}
+		if err := p.refreshTail(); err != nil {
+			return err
+		}
+		return nil
+	}
+	for {
+		if p.fits(pad, size) {
+			return nil
+		}
+		if ready() || p.spin.spin(ready) {
+			if err := check(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p.o.space == nil {
+			time.Sleep(50 * time.Microsecond)
+			if err := check(); err != nil {
+				return err
+			}
+			continue
+		}
+		p.r.waiting.Store(1)
+		if ready() {
+			p.r.waiting.CompareAndSwap(1, 0)
+		} else if err := p.o.space.Wait(ctx); err != nil {
+			p.r.waiting.CompareAndSwap(1, 0)
+			return err
+		}
+		if err := check(); err != nil {
+			return err
+		}
+	}
+}
+
+// Consumer is the reading end of a ring. It is used by one goroutine at a
+// time.
+type Consumer struct {
+	r        ring
+	o        options
+	spin     spinner
+	tail     uint64 // local tail: start of the next frame to read
+	released uint64 // tail as last stored in shared memory
+	head     uint64 // last head read from shared memory
+	err      error  // sticky: the ring is corrupt
+}
+
+// NewConsumer returns the consuming end of the ring held in region.
+func NewConsumer(region []byte, opts ...Option) (*Consumer, error) {
+	r, err := newRing(region)
+	if err != nil {
+		return nil, err
+	}
+	head, tail := r.head.Load(), r.tail.Load()
+	if err := r.checkCounters(head, tail); err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
+	return &Consumer{r: r, o: o, spin: newSpinner(o.spin), tail: tail, released: tail, head: head}, nil
+}
+
+// MaxBody returns the largest body this ring carries.
+func (c *Consumer) MaxBody() int { return int(c.r.maxBody) }
+
+// Err returns the error that made the ring unusable, or nil.
+func (c *Consumer) Err() error { return c.err }
+
+func (c *Consumer) corrupt(reason string) error {
+	c.err = &FrameError{Pos: c.tail, Reason: reason}
+	return c.err
+}
+
+// refreshHead reads the producer's head and checks it.
+func (c *Consumer) refreshHead() error {
+	h := c.r.head.Load()
+	if h < c.head || h-c.released > c.r.size || h%frameAlign != 0 {
+		return c.corrupt(fmt.Sprintf("head %d out of range [%d, %d]", h, c.head, c.released+c.r.size))
+	}
+	c.head = h
+	return nil
+}
+
+// Next returns the next frame without copying it. The frame's body is a view
+// of the ring, valid until Release; frames read since the last Release stay
+// valid together, so a batch can be handled before releasing it. Next
+// returns ErrRingEmpty when no frame is ready, and a *FrameError (which
+// matches ErrCorrupt) when the producer broke the ring's rules; that error
+// is sticky.
+func (c *Consumer) Next() (Frame, error) {
+	if c.err != nil {
+		return Frame{}, c.err
+	}
+	for {
+		if c.tail == c.head {
+			if err := c.refreshHead(); err != nil {
+				return Frame{}, err
+			}
+			if c.tail == c.head {
+				return Frame{}, ErrRingEmpty
+			}
+		}
+		off := c.tail & c.r.mask
+		avail := c.head - c.tail
+		toEnd := c.r.size - off
+		length := uint64(binary.LittleEndian.Uint32(c.r.data[off+offLength:]))
+		kind := binary.LittleEndian.Uint16(c.r.data[off+offKind:])
+		if kind == KindPad {
+			if length != toEnd {
+				return Frame{}, c.corrupt(fmt.Sprintf("pad frame spans %d bytes, %d remain to the end", length, toEnd))
+			}
+			if toEnd > avail {
+				return Frame{}, c.corrupt("pad frame beyond published data")
+			}
+			c.tail += toEnd
+			continue
+		}
+		if toEnd < HeaderSize || avail < HeaderSize {
+			return Frame{}, c.corrupt("frame header beyond published data or the ring's end")
+		}
+		h, n := getHeader(c.r.data[off:])
+		length = uint64(n) // read once: the peer may change the bytes meanwhile
+		switch {
+		case h.Kind == 0:
+			return Frame{}, c.corrupt("frame kind 0")
+		case length > c.r.maxBody:
+			return Frame{}, c.corrupt(fmt.Sprintf("frame length %d exceeds the ring limit %d", length, c.r.maxBody))
+		}
+		size := frameSize64(length)
+		if size > toEnd {
+			return Frame{}, c.corrupt("frame crosses the end of the ring")
+		}
+		if size > avail {
+			return Frame{}, c.corrupt("frame extends beyond published data")
+		}
+		body := c.r.data[off+HeaderSize : off+HeaderSize+length : off+HeaderSize+length]
+		c.tail += size
+		return Frame{Header: h, Body: body}, nil
+	}
+}
+
+// Release gives the frames read since the last Release back to the
+// producer, and wakes it if it waits for room. Their views become invalid.
+func (c *Consumer) Release() {
+	if c.tail == c.released {
+		return
+	}
+	c.released = c.tail
+	c.r.tail.Store(c.tail)
+	if c.r.waiting.Load() != 0 && c.r.waiting.CompareAndSwap(1, 0) && c.o.space != nil {
+		c.o.space.Ring()
+	}
+}
+
+// Read copies the next frame's body into buf (grown as needed) and releases
+// it. It returns ErrRingEmpty when no frame is ready.
+func (c *Consumer) Read(buf []byte) (Frame, error) {
+	f, err := c.Next()
+	if err != nil {
+		return Frame{}, err
+	}
+	buf = append(buf[:0], f.Body...)
+	c.Release()
+	f.Body = buf
+	return f, nil
+}
+
+// Pending returns the bytes published by the producer and not yet read.
+func (c *Consumer) Pending() int {
+	h := c.r.head.Load()
+	if h < c.tail || h-c.tail > c.r.size {
+		return 0
+	}
+	return int(h - c.tail)
+}
+
+// Wait releases what was read, then waits until a frame is ready: it spins
+// for a while if so configured, then parks on the data doorbell. It returns
+// ctx's error when ctx ends, and ErrClosed when the doorbell is closed.
+func (c *Consumer) Wait(ctx context.Context) error {
+	c.Release()
+	ready := func() bool { return c.r.head.Load() != c.tail }
+	if c.tail != c.head || ready() {
+		return nil
+	}
+	for {
+		if c.spin.spin(ready) {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if c.o.data == nil {
+			time.Sleep(50 * time.Microsecond)
+			if ready() {
+				return nil
+			}
+			continue
+		}
+		c.r.sleeping.Store(1)
+		if ready() {
+			c.r.sleeping.CompareAndSwap(1, 0) // if it fails, the producer rang: one spurious wake-up later
+			return nil
+		}
+		if err := c.o.data.Wait(ctx); err != nil {
+			c.r.sleeping.CompareAndSwap(1, 0)
+			return err
+		}
+		if ready() {
+			return nil
+		}
+	}
+}

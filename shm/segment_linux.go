@@ -1,0 +1,223 @@
+package shm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Segment header, at offset 0 of the memfd, little-endian:
+//
+//	offset size field
+//	0      8    magic     "SWBDSEG1"
+//	8      4    version   layout version, SegmentVersion
+//	12     4    rings     number of rings, 1 to MaxRings
+//	16     8    size      total bytes of the memfd; must equal its sealed size
+//	24     8    reserved  zero
+//	32     16×n ring descriptors: offset (u64) and data capacity (u64) of
+//	            ring i; the region (control block + data) starts at a page
+//	            boundary after the header page, regions do not overlap
+//
+// Rings start page-aligned, so every control word is 128-byte aligned.
+const (
+	segOffMagic   = 0
+	segOffVersion = 8
+	segOffRings   = 12
+	segOffSize    = 16
+	segOffDesc    = 32
+	segDescSize   = 16
+	segHeaderPage = 4096
+
+	// SegmentVersion is the layout version this package writes and accepts.
+	SegmentVersion = 1
+	// MaxRings is the most rings one segment holds.
+	MaxRings = 4
+	// MaxSegmentSize bounds what OpenSegment maps.
+	MaxSegmentSize = 4 << 30
+
+	pageSize = 4096
+)
+
+var segMagic = binary.LittleEndian.Uint64([]byte("SWBDSEG1"))
+
+// requiredSeals are the seals a segment must carry: nobody can change its
+// size (a shrink under a peer's mapping would SIGBUS it), nor the seals.
+const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
+type ringDesc struct{ off, capacity uint64 }
+
+// Segment is a sealed memfd mapped shared, holding a header and rings.
+type Segment struct {
+	mem   []byte
+	fd    int
+	rings []ringDesc
+	once  sync.Once
+	err   error
+}
+
+func pageAlign(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
+
+// CreateSegment creates a sealed memfd holding one ring per capacity (each
+// a power of two between MinRingCapacity and MaxRingCapacity), maps it and
+// writes its header. Nothing appears in any file system. name shows in
+// /proc/PID/fd and maps, for debugging.
+func CreateSegment(name string, capacities ...int) (*Segment, error) {
+	if len(capacities) == 0 || len(capacities) > MaxRings {
+		return nil, fmt.Errorf("shm: a segment holds 1 to %d rings, not %d", MaxRings, len(capacities))
+	}
+	rings := make([]ringDesc, len(capacities))
+	size := uint64(segHeaderPage)
+	for i, c := range capacities {
+		if c < 0 {
+			return nil, checkCapacity(0)
+		}
+		if err := checkCapacity(uint64(c)); err != nil {
+			return nil, err
+		}
+		rings[i] = ringDesc{off: size, capacity: uint64(c)}
+		size += pageAlign(uint64(ringCtlSize + c))
+	}
+	if size > MaxSegmentSize {
+		return nil, fmt.Errorf("shm: segment of %d bytes exceeds %d", size, MaxSegmentSize)
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, &OpError{Op: "memfd_create", Err: err}
+	}
+	fail := func(op string, err error) (*Segment, error) {
+		unix.Close(fd)
+		return nil, &OpError{Op: op, Err: err}
+	}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		return fail("ftruncate", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
+		return fail("seal", err)
+	}
+	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fail("mmap", err)
+	}
+	binary.LittleEndian.PutUint64(mem[segOffMagic:], segMagic)
+	binary.LittleEndian.PutUint32(mem[segOffVersion:], SegmentVersion)
+	binary.LittleEndian.PutUint32(mem[segOffRings:], uint32(len(rings)))
+	binary.LittleEndian.PutUint64(mem[segOffSize:], size)
+	for i, r := range rings {
+		d := mem[segOffDesc+i*segDescSize:]
+		binary.LittleEndian.PutUint64(d[0:], r.off)
+		binary.LittleEndian.PutUint64(d[8:], r.capacity)
+	}
+	return &Segment{mem: mem, fd: fd, rings: rings}, nil
+}
+
+// OpenSegment maps a segment received from another process. It takes
+// ownership of fd (closing it on error) and refuses, with a *SegmentError,
+// a memfd that is not sealed against resizing, or whose header does not
+// describe a valid layout of exactly its size.
+func OpenSegment(fd int) (*Segment, error) {
+	bad := func(reason string, err error) (*Segment, error) {
+		unix.Close(fd)
+		return nil, &SegmentError{Reason: reason, Err: err}
+	}
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return bad("cannot read seals (not a memfd?)", err)
+	}
+	if seals&requiredSeals != requiredSeals {
+		return bad(fmt.Sprintf("seals %#x lack shrink, grow or seal", seals), nil)
+	}
+	if seals&(unix.F_SEAL_WRITE|unix.F_SEAL_FUTURE_WRITE) != 0 {
+		return bad("sealed against writing", nil)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return bad("fstat", err)
+	}
+	size := uint64(st.Size)
+	if st.Size < segHeaderPage || size > MaxSegmentSize || size%pageSize != 0 {
+		return bad(fmt.Sprintf("size %d out of range", st.Size), nil)
+	}
+	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return bad("mmap", err)
+	}
+	rings, reason := parseSegmentHeader(mem, size)
+	if reason != "" {
+		unix.Munmap(mem)
+		return bad(reason, nil)
+	}
+	return &Segment{mem: mem, fd: fd, rings: rings}, nil
+}
+
+// parseSegmentHeader validates the header in mem against the sealed size
+// and returns a private copy of the geometry, or the reason it is refused.
+func parseSegmentHeader(mem []byte, size uint64) ([]ringDesc, string) {
+	if uint64(len(mem)) < segHeaderPage {
+		return nil, "shorter than its header"
+	}
+	if binary.LittleEndian.Uint64(mem[segOffMagic:]) != segMagic {
+		return nil, "wrong magic"
+	}
+	if v := binary.LittleEndian.Uint32(mem[segOffVersion:]); v != SegmentVersion {
+		return nil, fmt.Sprintf("layout version %d, want %d", v, SegmentVersion)
+	}
+	if s := binary.LittleEndian.Uint64(mem[segOffSize:]); s != size {
+		return nil, fmt.Sprintf("header says %d bytes, memfd has %d", s, size)
+	}
+	n := binary.LittleEndian.Uint32(mem[segOffRings:])
+	if n == 0 || n > MaxRings {
+		return nil, fmt.Sprintf("%d rings", n)
+	}
+	rings := make([]ringDesc, n)
+	next := uint64(segHeaderPage)
+	for i := range rings {
+		d := mem[segOffDesc+i*segDescSize:]
+		r := ringDesc{off: binary.LittleEndian.Uint64(d[0:]), capacity: binary.LittleEndian.Uint64(d[8:])}
+		if checkCapacity(r.capacity) != nil {
+			return nil, fmt.Sprintf("ring %d capacity %d", i, r.capacity)
+		}
+		if r.off < next || r.off%pageSize != 0 || r.off > size || size-r.off < ringCtlSize+r.capacity {
+			return nil, fmt.Sprintf("ring %d at offset %d does not fit", i, r.off)
+		}
+		next = r.off + ringCtlSize + r.capacity
+		rings[i] = r
+	}
+	return rings, ""
+}
+
+// Fd returns the memfd, for passing to another process. Valid until Close.
+func (s *Segment) Fd() int { return s.fd }
+
+// Size returns the mapped size in bytes.
+func (s *Segment) Size() int { return len(s.mem) }
+
+// NumRings returns the number of rings in the segment.
+func (s *Segment) NumRings() int { return len(s.rings) }
+
+// Ring returns the region of ring i (control block and data area), to pass
+// to NewProducer or NewConsumer. It is valid until Close.
+func (s *Segment) Ring(i int) []byte {
+	r := s.rings[i]
+	end := r.off + ringCtlSize + r.capacity
+	return s.mem[r.off:end:end]
+}
+
+// Close unmaps the segment and closes the memfd. Nothing may use the
+// segment's rings afterwards. Close is idempotent.
+func (s *Segment) Close() error {
+	s.once.Do(func() {
+		err := unix.Munmap(s.mem)
+		if cerr := unix.Close(s.fd); err == nil {
+			err = cerr
+		}
+		s.mem = nil
+		if err != nil {
+			s.err = &OpError{Op: "close segment", Err: err}
+		}
+	})
+	return s.err
+}
+
+func closeFd(fd int) { unix.Close(fd) }
