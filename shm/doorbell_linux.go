@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,11 +18,18 @@ import (
 // thread. One goroutine at a time may Wait; any number may Ring.
 type Doorbell struct {
 	f   *os.File
+	rc  syscall.RawConn
 	fd  int
 	buf [8]byte
 
 	mu       sync.Mutex // orders a cancellation's deadline against the end of Wait
 	waitDone bool
+	closed   atomic.Bool
+
+	// The waiter's condition and the netpoller callbacks, built once so
+	// that a wait allocates nothing.
+	cond            func() bool
+	drainFn, condFn func(fd uintptr) bool
 }
 
 var one = [8]byte{1} // little-endian 1 for eventfd writes
@@ -31,7 +40,23 @@ func NewDoorbell() (*Doorbell, error) {
 	if err != nil {
 		return nil, &OpError{Op: "eventfd", Err: err}
 	}
-	return &Doorbell{f: os.NewFile(uintptr(fd), "doorbell"), fd: fd}, nil
+	return newDoorbell(fd)
+}
+
+func newDoorbell(fd int) (*Doorbell, error) {
+	f := os.NewFile(uintptr(fd), "doorbell")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, &OpError{Op: "eventfd", Err: err}
+	}
+	d := &Doorbell{f: f, rc: rc, fd: fd}
+	d.drainFn = func(fd uintptr) bool {
+		_, err := unix.Read(int(fd), d.buf[:])
+		return err != unix.EAGAIN
+	}
+	d.condFn = func(uintptr) bool { return d.cond() }
+	return d, nil
 }
 
 // DoorbellFromFd wraps an eventfd received from another process. It takes
@@ -50,7 +75,7 @@ func DoorbellFromFd(fd int) (*Doorbell, error) {
 		return nil, &OpError{Op: "doorbell: set nonblock", Err: err}
 	}
 	unix.CloseOnExec(fd)
-	return &Doorbell{f: os.NewFile(uintptr(fd), "doorbell"), fd: fd}, nil
+	return newDoorbell(fd)
 }
 
 // Fd returns the eventfd, for passing to another process. It is valid until
@@ -73,7 +98,30 @@ var longAgo = time.Unix(1, 0)
 // Wait blocks until the doorbell rings (consuming every ring since the last
 // Wait), ctx ends, or the doorbell is closed (ErrClosed).
 func (d *Doorbell) Wait(ctx context.Context) error {
-	if done := ctx.Done(); done != nil {
+	return d.wait(ctx, d.drainFn)
+}
+
+// WaitUntil blocks until cond reports true, ctx ends, or the doorbell is
+// closed (ErrClosed). cond is called once before parking and again after
+// each ring; it must not block. Rings are not consumed: the eventfd counter
+// only grows (it would take centuries of rings to saturate it), and the
+// netpoller reports every write as a new edge, so a wait costs no read(2).
+//
+// The caller's protocol makes this safe: it publishes "I am going to sleep"
+// before calling, and the peer publishes its data before it rings. A ring
+// whose edge was reported before this wait started is then always matched
+// by data that cond already sees.
+func (d *Doorbell) WaitUntil(ctx context.Context, cond func() bool) error {
+	d.cond = cond
+	err := d.wait(ctx, d.condFn)
+	d.cond = nil
+	return err
+}
+
+// wait runs the netpoller loop of RawConn.Read around done, with ctx's
+// deadline and cancellation mapped onto the file's read deadline.
+func (d *Doorbell) wait(ctx context.Context, done func(fd uintptr) bool) error {
+	if c := ctx.Done(); c != nil {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -99,25 +147,26 @@ func (d *Doorbell) Wait(ctx context.Context) error {
 			d.f.SetReadDeadline(time.Time{})
 		}()
 	}
-	_, err := d.f.Read(d.buf[:])
+	err := d.rc.Read(done)
 	switch {
 	case err == nil:
 		return nil
+	case d.closed.Load() || errors.Is(err, os.ErrClosed):
+		return ErrClosed
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		return context.DeadlineExceeded
-	case errors.Is(err, os.ErrClosed):
-		return ErrClosed
 	default:
-		return &OpError{Op: "eventfd read", Err: err}
+		return &OpError{Op: "eventfd wait", Err: err}
 	}
 }
 
 // Close closes the eventfd. A Wait in progress returns ErrClosed. Close is
 // idempotent.
 func (d *Doorbell) Close() error {
+	d.closed.Store(true)
 	if err := d.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return err
 	}

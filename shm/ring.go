@@ -118,6 +118,8 @@ type Producer struct {
 	resvPos   uint64 // position of the reserved frame's header
 	resvLen   int    // body bytes reserved, -1 when nothing is reserved
 	err       error  // sticky: the ring is corrupt
+	waitNeed  uint64 // bytes WaitSpace waits for
+	spaceFn   func() bool
 }
 
 // NewProducer returns the producing end of the ring held in region
@@ -133,7 +135,15 @@ func NewProducer(region []byte, opts ...Option) (*Producer, error) {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	return &Producer{r: r, o: o, spin: newSpinner(o.spin), head: head, published: head, tail: tail, resvLen: -1}, nil
+	p := &Producer{r: r, o: o, spin: newSpinner(o.spin), head: head, published: head, tail: tail, resvLen: -1}
+	p.spaceFn = p.hasSpace
+	return p, nil
+}
+
+// hasSpace reports whether waitNeed bytes are free, or the ring is broken.
+// The tail is not checked here; the caller checks it when this says yes.
+func (p *Producer) hasSpace() bool {
+	return p.err != nil || p.r.size-(p.head-p.r.tail.Load()) >= p.waitNeed
 }
 
 // MaxBody returns the largest body this ring accepts.
@@ -290,9 +300,8 @@ func (p *Producer) WaitSpace(ctx context.Context, n int) error {
 	}
 	p.Flush()
 	pad, size := p.need(n)
-	ready := func() bool {
-		return p.err != nil || p.r.size-(p.head-p.r.tail.Load()) >= pad+size
-	}
+	p.waitNeed = pad + size
+	ready := p.spaceFn
 	check := func() error {
 		if p.err != nil {
 			return p.err
@@ -323,10 +332,9 @@ func (p *Producer) WaitSpace(ctx context.Context, n int) error {
 			continue
 		}
 		p.r.waiting.Store(1)
-		if ready() {
-			p.r.waiting.CompareAndSwap(1, 0)
-		} else if err := p.o.space.Wait(ctx); err != nil {
-			p.r.waiting.CompareAndSwap(1, 0)
+		err := p.o.space.WaitUntil(ctx, ready)
+		p.r.waiting.CompareAndSwap(1, 0) // if it fails, the consumer rang: harmless
+		if err != nil {
 			return err
 		}
 		if err := check(); err != nil {
@@ -345,6 +353,7 @@ type Consumer struct {
 	released uint64 // tail as last stored in shared memory
 	head     uint64 // last head read from shared memory
 	err      error  // sticky: the ring is corrupt
+	readyFn  func() bool
 }
 
 // NewConsumer returns the consuming end of the ring held in region.
@@ -358,8 +367,13 @@ func NewConsumer(region []byte, opts ...Option) (*Consumer, error) {
 		return nil, err
 	}
 	o := buildOptions(opts)
-	return &Consumer{r: r, o: o, spin: newSpinner(o.spin), tail: tail, released: tail, head: head}, nil
+	c := &Consumer{r: r, o: o, spin: newSpinner(o.spin), tail: tail, released: tail, head: head}
+	c.readyFn = c.ready
+	return c, nil
 }
+
+// ready reports whether the producer published past what was read.
+func (c *Consumer) ready() bool { return c.r.head.Load() != c.tail }
 
 // MaxBody returns the largest body this ring carries.
 func (c *Consumer) MaxBody() int { return int(c.r.maxBody) }
@@ -480,7 +494,7 @@ func (c *Consumer) Pending() int {
 // ctx's error when ctx ends, and ErrClosed when the doorbell is closed.
 func (c *Consumer) Wait(ctx context.Context) error {
 	c.Release()
-	ready := func() bool { return c.r.head.Load() != c.tail }
+	ready := c.readyFn
 	if c.tail != c.head || ready() {
 		return nil
 	}
@@ -499,16 +513,8 @@ func (c *Consumer) Wait(ctx context.Context) error {
 			continue
 		}
 		c.r.sleeping.Store(1)
-		if ready() {
-			c.r.sleeping.CompareAndSwap(1, 0) // if it fails, the producer rang: one spurious wake-up later
-			return nil
-		}
-		if err := c.o.data.Wait(ctx); err != nil {
-			c.r.sleeping.CompareAndSwap(1, 0)
-			return err
-		}
-		if ready() {
-			return nil
-		}
+		err := c.o.data.WaitUntil(ctx, ready)
+		c.r.sleeping.CompareAndSwap(1, 0) // if it fails, the producer rang: harmless
+		return err
 	}
 }
