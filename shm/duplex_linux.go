@@ -3,6 +3,8 @@ package shm
 import (
 	"fmt"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Duplex is one side of a two-way link with one peer process: a segment of
@@ -33,7 +35,17 @@ func NewDuplex(name string, capacity int, opts ...Option) (*Duplex, error) {
 	}
 	d := &Duplex{Seg: seg}
 	for i := range d.bells {
-		if d.bells[i], err = NewDoorbell(); err != nil {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			d.Close()
+			return nil, &OpError{Op: "eventfd", Err: err}
+		}
+		if waitsOn(0, i) {
+			d.bells[i], err = newDoorbell(fd)
+		} else {
+			d.bells[i] = &Doorbell{fd: fd}
+		}
+		if err != nil {
 			d.Close()
 			return nil, err
 		}
@@ -66,7 +78,12 @@ func OpenDuplex(fds []int, opts ...Option) (*Duplex, error) {
 	}
 	d := &Duplex{Seg: seg}
 	for i := range d.bells {
-		if d.bells[i], err = DoorbellFromFd(fds[1+i]); err != nil {
+		if waitsOn(1, i) {
+			d.bells[i], err = DoorbellFromFd(fds[1+i])
+		} else {
+			d.bells[i], err = RingerFromFd(fds[1+i])
+		}
+		if err != nil {
 			closeFds(fds[2+i:])
 			d.Close()
 			return nil, err
@@ -83,6 +100,16 @@ func OpenDuplex(fds []int, opts ...Option) (*Duplex, error) {
 	return d, nil
 }
 
+// waitsOn reports whether side (0 creator, 1 peer) waits on bell i: the
+// creator waits for ring 0 space and ring 1 data, the peer for ring 0 data
+// and ring 1 space. Each side registers only those with its netpoller and
+// rings the others through a bare descriptor.
+func waitsOn(side, i int) bool {
+	ring, space := i/2, i%2 == 1
+	writes := ring == side // the side that writes ring r waits for its space
+	return writes == space
+}
+
 func (d *Duplex) attach(tx, rx int, opts []Option) error {
 	var err error
 	popts := append([]Option{WithDoorbells(d.bells[2*tx], d.bells[2*tx+1])}, opts...)
@@ -92,6 +119,18 @@ func (d *Duplex) attach(tx, rx int, opts []Option) error {
 	copts := append([]Option{WithDoorbells(d.bells[2*rx], d.bells[2*rx+1])}, opts...)
 	d.Rx, err = NewConsumer(d.Seg.Ring(rx), copts...)
 	return err
+}
+
+// Rescued returns how many of this side's waits were ended by a re-check
+// instead of the ring that should have woken them (see Doorbell.WaitUntil).
+func (d *Duplex) Rescued() uint64 {
+	var n uint64
+	for _, b := range d.bells {
+		if b != nil {
+			n += b.Rescued()
+		}
+	}
+	return n
 }
 
 // Shutdown closes the doorbells: every wait on Tx or Rx ends with ErrClosed.

@@ -248,8 +248,8 @@ func runChild(role string, p childParams, fds []int, sock *net.UnixConn) error {
 			if err != nil {
 				return err
 			}
-			if f.Kind == kindStop {
-				return nil
+			if f.Kind == kindStop { // report how many waits a re-check rescued
+				return d.Tx.Write(ctx, Header{Kind: kindAck, ID: d.Rescued()})
 			}
 			if err := d.Tx.Write(ctx, f.Header, f.Body); err != nil {
 				return err
