@@ -234,15 +234,21 @@ func BenchmarkStream(b *testing.B) {
 			for _, size := range []int{64, 64 << 10} {
 				for _, sm := range spinModes {
 					b.Run(fmt.Sprintf("size=%d/%s", size, sm.name), func(b *testing.B) {
-						benchStream(b, cm.parent, cm.child, size, sm.spin)
+						benchStream(b, cm.parent, cm.child, size, sm.spin, false)
 					})
 				}
+				b.Run(fmt.Sprintf("size=%d/park-copy", size), func(b *testing.B) {
+					benchStream(b, cm.parent, cm.child, size, 0, true)
+				})
 			}
 		})
 	}
 }
 
-func benchStream(b *testing.B, parent, childCPUs []int, size int, spin time.Duration) {
+// benchStream streams frames to a sink child. The sink takes zero-copy
+// views and does not read the bodies, unless copy is set: then it copies
+// each body out (Consumer.Read), as a receiver that keeps the bytes would.
+func benchStream(b *testing.B, parent, childCPUs []int, size int, spin time.Duration, copy bool) {
 	pinForBench(b, parent)
 	capacity := 1 << 20
 	if size > 4096 {
@@ -253,7 +259,7 @@ func benchStream(b *testing.B, parent, childCPUs []int, size int, spin time.Dura
 		b.Fatal(err)
 	}
 	defer d.Close()
-	c := startChild(b, "sink", childParams{Spin: spin, CPUs: childCPUs}, d.Fds()...)
+	c := startChild(b, "sink", childParams{Spin: spin, CPUs: childCPUs, Copy: copy}, d.Fds()...)
 	ctx := context.Background()
 	payload := make([]byte, size)
 	h := Header{Kind: kindData}

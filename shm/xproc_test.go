@@ -44,6 +44,7 @@ type childParams struct {
 	Size    int   // payload size for fixed-size roles
 	CPUs    []int // pin the child to these CPUs
 	Capture bool  // role uses the socket for data: do not treat it as the parent-death pipe
+	Copy    bool  // sink: copy each body out instead of only viewing it
 }
 
 // Frame kinds used by the test protocols.
@@ -257,6 +258,7 @@ func runChild(role string, p childParams, fds []int, sock *net.UnixConn) error {
 		}
 	case "sink":
 		var frames, bytes uint64
+		var buf []byte
 		for {
 			if err := d.Rx.Wait(ctx); err != nil {
 				return err
@@ -274,6 +276,9 @@ func runChild(role string, p childParams, fds []int, sock *net.UnixConn) error {
 				}
 				frames++
 				bytes += uint64(len(f.Body))
+				if p.Copy {
+					buf = append(buf[:0], f.Body...)
+				}
 			}
 		}
 	case "stream":
