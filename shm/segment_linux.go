@@ -16,9 +16,11 @@ import (
 //	12     4    rings     number of rings, 1 to MaxRings
 //	16     8    size      total bytes of the memfd; must equal its sealed size
 //	24     8    reserved  zero
-//	32     16×n ring descriptors: offset (u64) and data capacity (u64) of
-//	            ring i; the region (control block + data) starts at a page
-//	            boundary after the header page, regions do not overlap
+//	32     16×n ring descriptors: offset (u64), data capacity (u32) and
+//	            flags (u32) of ring i; the region (control block + data)
+//	            starts at a page boundary after the header page, regions do
+//	            not overlap. Flag bit 0 (ringCreatorWrites) says the creator
+//	            of the segment writes the ring; the other bits are zero.
 //
 // Rings start page-aligned, so every control word is 128-byte aligned.
 const (
@@ -46,7 +48,14 @@ var segMagic = binary.LittleEndian.Uint64([]byte("SWBDSEG1"))
 // size (a shrink under a peer's mapping would SIGBUS it), nor the seals.
 const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 
-type ringDesc struct{ off, capacity uint64 }
+// ringCreatorWrites is descriptor flag bit 0: the segment's creator is the
+// ring's producer.
+const ringCreatorWrites = 1
+
+type ringDesc struct {
+	off, capacity uint64
+	flags         uint32
+}
 
 // Segment is a sealed memfd mapped shared, holding a header and rings.
 type Segment struct {
@@ -59,17 +68,34 @@ type Segment struct {
 
 func pageAlign(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 
+// RingSpec describes one ring of a new segment.
+type RingSpec struct {
+	Capacity      int  // data bytes: a power of two in [MinRingCapacity, MaxRingCapacity]
+	CreatorWrites bool // the segment's creator produces; otherwise the peer does
+}
+
 // CreateSegment creates a sealed memfd holding one ring per capacity (each
 // a power of two between MinRingCapacity and MaxRingCapacity), maps it and
 // writes its header. Nothing appears in any file system. name shows in
-// /proc/PID/fd and maps, for debugging.
+// /proc/PID/fd and maps, for debugging. The creator writes every ring; use
+// CreateSegmentSpec to say otherwise.
 func CreateSegment(name string, capacities ...int) (*Segment, error) {
-	if len(capacities) == 0 || len(capacities) > MaxRings {
-		return nil, fmt.Errorf("shm: a segment holds 1 to %d rings, not %d", MaxRings, len(capacities))
-	}
-	rings := make([]ringDesc, len(capacities))
-	size := uint64(segHeaderPage)
+	specs := make([]RingSpec, len(capacities))
 	for i, c := range capacities {
+		specs[i] = RingSpec{Capacity: c, CreatorWrites: true}
+	}
+	return CreateSegmentSpec(name, specs...)
+}
+
+// CreateSegmentSpec is CreateSegment with each ring's direction given.
+func CreateSegmentSpec(name string, specs ...RingSpec) (*Segment, error) {
+	if len(specs) == 0 || len(specs) > MaxRings {
+		return nil, fmt.Errorf("shm: a segment holds 1 to %d rings, not %d", MaxRings, len(specs))
+	}
+	rings := make([]ringDesc, len(specs))
+	size := uint64(segHeaderPage)
+	for i, sp := range specs {
+		c := sp.Capacity
 		if c < 0 {
 			return nil, checkCapacity(0)
 		}
@@ -77,6 +103,9 @@ func CreateSegment(name string, capacities ...int) (*Segment, error) {
 			return nil, err
 		}
 		rings[i] = ringDesc{off: size, capacity: uint64(c)}
+		if sp.CreatorWrites {
+			rings[i].flags = ringCreatorWrites
+		}
 		size += pageAlign(uint64(ringCtlSize + c))
 	}
 	if size > MaxSegmentSize {
@@ -107,7 +136,8 @@ func CreateSegment(name string, capacities ...int) (*Segment, error) {
 	for i, r := range rings {
 		d := mem[segOffDesc+i*segDescSize:]
 		binary.LittleEndian.PutUint64(d[0:], r.off)
-		binary.LittleEndian.PutUint64(d[8:], r.capacity)
+		binary.LittleEndian.PutUint32(d[8:], uint32(r.capacity))
+		binary.LittleEndian.PutUint32(d[12:], r.flags)
 	}
 	return &Segment{mem: mem, fd: fd, rings: rings}, nil
 }
@@ -174,9 +204,16 @@ func parseSegmentHeader(mem []byte, size uint64) ([]ringDesc, string) {
 	next := uint64(segHeaderPage)
 	for i := range rings {
 		d := mem[segOffDesc+i*segDescSize:]
-		r := ringDesc{off: binary.LittleEndian.Uint64(d[0:]), capacity: binary.LittleEndian.Uint64(d[8:])}
+		r := ringDesc{
+			off:      binary.LittleEndian.Uint64(d[0:]),
+			capacity: uint64(binary.LittleEndian.Uint32(d[8:])),
+			flags:    binary.LittleEndian.Uint32(d[12:]),
+		}
 		if checkCapacity(r.capacity) != nil {
 			return nil, fmt.Sprintf("ring %d capacity %d", i, r.capacity)
+		}
+		if r.flags&^ringCreatorWrites != 0 {
+			return nil, fmt.Sprintf("ring %d has unknown flags %#x", i, r.flags)
 		}
 		if r.off < next || r.off%pageSize != 0 || r.off > size || size-r.off < ringCtlSize+r.capacity {
 			return nil, fmt.Sprintf("ring %d at offset %d does not fit", i, r.off)
@@ -195,6 +232,9 @@ func (s *Segment) Size() int { return len(s.mem) }
 
 // NumRings returns the number of rings in the segment.
 func (s *Segment) NumRings() int { return len(s.rings) }
+
+// CreatorWrites reports whether the segment's creator produces ring i.
+func (s *Segment) CreatorWrites(i int) bool { return s.rings[i].flags&ringCreatorWrites != 0 }
 
 // Ring returns the region of ring i (control block and data area), to pass
 // to NewProducer or NewConsumer. It is valid until Close.

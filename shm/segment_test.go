@@ -139,7 +139,8 @@ func validHeader(size uint64, rings ...ringDesc) func([]byte) {
 		for i, r := range rings {
 			d := mem[segOffDesc+i*segDescSize:]
 			binary.LittleEndian.PutUint64(d[0:], r.off)
-			binary.LittleEndian.PutUint64(d[8:], r.capacity)
+			binary.LittleEndian.PutUint32(d[8:], uint32(r.capacity))
+			binary.LittleEndian.PutUint32(d[12:], r.flags)
 		}
 	}
 }
@@ -173,6 +174,7 @@ func TestOpenSegmentRefuses(t *testing.T) {
 		{"ring over the header", requiredSeals, validHeader(size, ringDesc{off: 0, capacity: 4096})},
 		{"rings overlap", requiredSeals, validHeader(size, good, good)},
 		{"offset overflow", requiredSeals, validHeader(size, ringDesc{off: 1<<64 - pageSize, capacity: 4096})},
+		{"unknown ring flags", requiredSeals, validHeader(size, ringDesc{off: pageSize, capacity: 4096, flags: 2})},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,217 @@
+package shm
+
+import (
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Link is one side of a set of rings shared with one peer process: a
+// segment, a Producer for each ring this side writes, a Consumer for each
+// ring it reads, and two doorbells per ring (data, rung by the producer for
+// a sleeping consumer; space, rung by the consumer for a waiting producer).
+// Each side registers with its netpoller only the doorbells it waits on,
+// and rings the others through a bare descriptor.
+//
+// The creator sends Fds to the peer (SendFds), which opens its side with
+// OpenLink. Producers and Consumers follow their own concurrency rules (one
+// goroutine each). Shutdown wakes every wait with ErrClosed; Close also
+// unmaps, so the owner stops its goroutines between the two.
+type Link struct {
+	Seg *Segment
+
+	creator  bool
+	prod     []*Producer // by ring number; nil where this side reads
+	cons     []*Consumer // by ring number; nil where this side writes
+	bells    []*Doorbell // 2 per ring: data, space
+	shutOnce sync.Once
+	once     sync.Once
+}
+
+// NewLink creates a segment with the given rings and the creator's side of
+// the link.
+func NewLink(name string, rings []RingSpec, opts ...Option) (*Link, error) {
+	seg, err := CreateSegmentSpec(name, rings...)
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{Seg: seg, creator: true, bells: make([]*Doorbell, 2*len(rings))}
+	for i := range l.bells {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			l.Close()
+			return nil, &OpError{Op: "eventfd", Err: err}
+		}
+		if l.waitsOn(i) {
+			l.bells[i], err = newDoorbell(fd)
+		} else {
+			l.bells[i] = &Doorbell{fd: fd}
+		}
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if err := l.attach(opts); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Fds returns the descriptors the peer needs, in the order OpenLink takes
+// them: the segment, then two doorbells per ring.
+func (l *Link) Fds() []int {
+	fds := []int{l.Seg.Fd()}
+	for _, b := range l.bells {
+		fds = append(fds, b.Fd())
+	}
+	return fds
+}
+
+// OpenLink opens the peer's side of a link from the descriptors sent by the
+// creator. It takes ownership of fds, closing them all on error.
+func OpenLink(fds []int, opts ...Option) (*Link, error) {
+	if len(fds) < 3 {
+		closeFds(fds)
+		return nil, fmt.Errorf("shm: a link needs at least 3 descriptors, got %d", len(fds))
+	}
+	seg, err := OpenSegment(fds[0])
+	if err != nil {
+		closeFds(fds[1:])
+		return nil, err
+	}
+	if want := 1 + 2*seg.NumRings(); len(fds) != want {
+		closeFds(fds[1:])
+		seg.Close()
+		return nil, &SegmentError{Reason: fmt.Sprintf("%d rings need %d descriptors, got %d", seg.NumRings(), want, len(fds))}
+	}
+	l := &Link{Seg: seg, bells: make([]*Doorbell, 2*seg.NumRings())}
+	for i := range l.bells {
+		if l.waitsOn(i) {
+			l.bells[i], err = DoorbellFromFd(fds[1+i])
+		} else {
+			l.bells[i], err = RingerFromFd(fds[1+i])
+		}
+		if err != nil {
+			closeFds(fds[2+i:])
+			l.Close()
+			return nil, err
+		}
+	}
+	if err := l.attach(opts); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// writes reports whether this side produces ring r.
+func (l *Link) writes(r int) bool { return l.Seg.CreatorWrites(r) == l.creator }
+
+// waitsOn reports whether this side waits on bell i: the data bell of a
+// ring it reads, the space bell of a ring it writes.
+func (l *Link) waitsOn(i int) bool {
+	space := i%2 == 1
+	return l.writes(i/2) == space
+}
+
+func (l *Link) attach(opts []Option) error {
+	n := l.Seg.NumRings()
+	l.prod, l.cons = make([]*Producer, n), make([]*Consumer, n)
+	for r := range n {
+		ropts := append([]Option{WithDoorbells(l.bells[2*r], l.bells[2*r+1])}, opts...)
+		var err error
+		if l.writes(r) {
+			l.prod[r], err = NewProducer(l.Seg.Ring(r), ropts...)
+		} else {
+			l.cons[r], err = NewConsumer(l.Seg.Ring(r), ropts...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Producer returns the producer of ring r, or nil if this side reads it.
+func (l *Link) Producer(r int) *Producer { return l.prod[r] }
+
+// Consumer returns the consumer of ring r, or nil if this side writes it.
+func (l *Link) Consumer(r int) *Consumer { return l.cons[r] }
+
+// Rescued returns how many of this side's waits were ended by a re-check
+// instead of the ring that should have woken them (see Doorbell.WaitUntil).
+func (l *Link) Rescued() uint64 {
+	var n uint64
+	for _, b := range l.bells {
+		if b != nil {
+			n += b.Rescued()
+		}
+	}
+	return n
+}
+
+// Shutdown closes the doorbells: every wait on the link's rings ends with
+// ErrClosed. The rings stay mapped. It is idempotent.
+func (l *Link) Shutdown() {
+	l.shutOnce.Do(func() {
+		for _, b := range l.bells {
+			if b != nil {
+				b.Close()
+			}
+		}
+	})
+}
+
+// Close shuts down and unmaps the segment. Nothing may touch the link's
+// rings or frames read from them afterwards. It is idempotent.
+func (l *Link) Close() error {
+	l.Shutdown()
+	var err error
+	l.once.Do(func() {
+		if l.Seg != nil {
+			err = l.Seg.Close()
+		}
+	})
+	return err
+}
+
+// Duplex is a Link of two rings of equal capacity: Tx carries frames from
+// this side to the peer, Rx from the peer to this side.
+type Duplex struct {
+	*Link
+	Tx *Producer
+	Rx *Consumer
+}
+
+// NewDuplex creates a two-ring link: the creator writes ring 0 and reads
+// ring 1.
+func NewDuplex(name string, capacity int, opts ...Option) (*Duplex, error) {
+	l, err := NewLink(name, []RingSpec{{Capacity: capacity, CreatorWrites: true}, {Capacity: capacity}}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Duplex{Link: l, Tx: l.Producer(0), Rx: l.Consumer(1)}, nil
+}
+
+// OpenDuplex opens the peer's side of a duplex: it reads ring 0 and writes
+// ring 1. It takes ownership of fds, closing them all on error.
+func OpenDuplex(fds []int, opts ...Option) (*Duplex, error) {
+	l, err := OpenLink(fds, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if l.Seg.NumRings() != 2 || l.Consumer(0) == nil || l.Producer(1) == nil {
+		l.Close()
+		return nil, &SegmentError{Reason: "not a duplex: want ring 0 from the creator and ring 1 to it"}
+	}
+	return &Duplex{Link: l, Tx: l.Producer(1), Rx: l.Consumer(0)}, nil
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		closeFd(fd)
+	}
+}
