@@ -9,10 +9,12 @@ import (
 
 // Link is one side of a set of rings shared with one peer process: a
 // segment, a Producer for each ring this side writes, a Consumer for each
-// ring it reads, and two doorbells per ring (data, rung by the producer for
-// a sleeping consumer; space, rung by the consumer for a waiting producer).
-// Each side registers with its netpoller only the doorbells it waits on,
-// and rings the others through a bare descriptor.
+// ring it reads, and the doorbells named by the rings' specs (each ring has
+// a data doorbell, rung by the producer for a sleeping consumer, and a
+// space doorbell, rung by the consumer for a waiting producer; rings waited
+// for by the same goroutine can share one). Every doorbell is waited on by
+// exactly one side; each side registers with its netpoller only those, and
+// rings the others through a bare descriptor.
 //
 // The creator sends Fds to the peer (SendFds), which opens its side with
 // OpenLink. Producers and Consumers follow their own concurrency rules (one
@@ -36,7 +38,13 @@ func NewLink(name string, rings []RingSpec, opts ...Option) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Link{Seg: seg, creator: true, bells: make([]*Doorbell, 2*len(rings))}
+	l := &Link{Seg: seg, creator: true}
+	nbells, err := l.checkBells()
+	if err != nil {
+		seg.Close()
+		return nil, err
+	}
+	l.bells = make([]*Doorbell, nbells)
 	for i := range l.bells {
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 		if err != nil {
@@ -61,7 +69,7 @@ func NewLink(name string, rings []RingSpec, opts ...Option) (*Link, error) {
 }
 
 // Fds returns the descriptors the peer needs, in the order OpenLink takes
-// them: the segment, then two doorbells per ring.
+// them: the segment, then the doorbells.
 func (l *Link) Fds() []int {
 	fds := []int{l.Seg.Fd()}
 	for _, b := range l.bells {
@@ -82,12 +90,17 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 		closeFds(fds[1:])
 		return nil, err
 	}
-	if want := 1 + 2*seg.NumRings(); len(fds) != want {
+	l := &Link{Seg: seg}
+	nbells, err := l.checkBells()
+	if err == nil && len(fds) != 1+nbells {
+		err = &SegmentError{Reason: fmt.Sprintf("%d doorbells named, %d descriptors received", nbells, len(fds)-1)}
+	}
+	if err != nil {
 		closeFds(fds[1:])
 		seg.Close()
-		return nil, &SegmentError{Reason: fmt.Sprintf("%d rings need %d descriptors, got %d", seg.NumRings(), want, len(fds))}
+		return nil, err
 	}
-	l := &Link{Seg: seg, bells: make([]*Doorbell, 2*seg.NumRings())}
+	l.bells = make([]*Doorbell, nbells)
 	for i := range l.bells {
 		if l.waitsOn(i) {
 			l.bells[i], err = DoorbellFromFd(fds[1+i])
@@ -110,18 +123,60 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 // writes reports whether this side produces ring r.
 func (l *Link) writes(r int) bool { return l.Seg.CreatorWrites(r) == l.creator }
 
-// waitsOn reports whether this side waits on bell i: the data bell of a
-// ring it reads, the space bell of a ring it writes.
-func (l *Link) waitsOn(i int) bool {
-	space := i%2 == 1
-	return l.writes(i/2) == space
+// checkBells returns the number of doorbells the rings name, after
+// checking that they are numbered from 0 without gaps and that each is
+// waited on by one side only: the data bell of a ring waits on its
+// consumer, the space bell on its producer.
+func (l *Link) checkBells() (int, error) {
+	waiter := map[int]bool{} // bell -> does the creator wait on it
+	use := func(bell int, creatorWaits bool) error {
+		if w, ok := waiter[bell]; ok && w != creatorWaits {
+			return &SegmentError{Reason: fmt.Sprintf("doorbell %d is waited on by both sides", bell)}
+		}
+		waiter[bell] = creatorWaits
+		return nil
+	}
+	for r := range l.Seg.NumRings() {
+		data, space := l.Seg.Bells(r)
+		cw := l.Seg.CreatorWrites(r)
+		if err := use(data, !cw); err != nil {
+			return 0, err
+		}
+		if err := use(space, cw); err != nil {
+			return 0, err
+		}
+	}
+	for i := range len(waiter) {
+		if _, ok := waiter[i]; !ok {
+			return 0, &SegmentError{Reason: fmt.Sprintf("doorbell %d of %d is not used", i, len(waiter))}
+		}
+	}
+	return len(waiter), nil
 }
+
+// waitsOn reports whether this side waits on bell i.
+func (l *Link) waitsOn(i int) bool {
+	for r := range l.Seg.NumRings() {
+		data, space := l.Seg.Bells(r)
+		if data == i {
+			return !l.writes(r)
+		}
+		if space == i {
+			return l.writes(r)
+		}
+	}
+	return false
+}
+
+// Bell returns doorbell i, as the rings' specs number them.
+func (l *Link) Bell(i int) *Doorbell { return l.bells[i] }
 
 func (l *Link) attach(opts []Option) error {
 	n := l.Seg.NumRings()
 	l.prod, l.cons = make([]*Producer, n), make([]*Consumer, n)
 	for r := range n {
-		ropts := append([]Option{WithDoorbells(l.bells[2*r], l.bells[2*r+1])}, opts...)
+		data, space := l.Seg.Bells(r)
+		ropts := append([]Option{WithDoorbells(l.bells[data], l.bells[space])}, opts...)
 		var err error
 		if l.writes(r) {
 			l.prod[r], err = NewProducer(l.Seg.Ring(r), ropts...)
@@ -189,7 +244,10 @@ type Duplex struct {
 // NewDuplex creates a two-ring link: the creator writes ring 0 and reads
 // ring 1.
 func NewDuplex(name string, capacity int, opts ...Option) (*Duplex, error) {
-	l, err := NewLink(name, []RingSpec{{Capacity: capacity, CreatorWrites: true}, {Capacity: capacity}}, opts...)
+	l, err := NewLink(name, []RingSpec{
+		{Capacity: capacity, CreatorWrites: true, DataBell: 0, SpaceBell: 1},
+		{Capacity: capacity, DataBell: 2, SpaceBell: 3},
+	}, opts...)
 	if err != nil {
 		return nil, err
 	}

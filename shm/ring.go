@@ -518,3 +518,59 @@ func (c *Consumer) Wait(ctx context.Context) error {
 		return err
 	}
 }
+
+// Waiting on several rings at once. A goroutine that serves more than one
+// ring (a connection's pump) shares one doorbell among them (RingSpec's
+// DataBell and SpaceBell), arms each ring it wants to hear from, re-checks
+// them all, parks on the shared doorbell with WaitUntil, and disarms when
+// awake. Wait and WaitSpace do the same for a single ring.
+
+// Ready reports whether a frame is published past what was read.
+func (c *Consumer) Ready() bool { return c.tail != c.head || c.ready() }
+
+// Arm releases what was read and announces that the consumer's goroutine
+// is about to park: the producer rings the data doorbell at its next flush.
+// Re-check Ready after arming and before parking; Disarm once awake.
+func (c *Consumer) Arm() {
+	c.Release()
+	c.r.sleeping.Store(1)
+}
+
+// Disarm withdraws Arm.
+func (c *Consumer) Disarm() { c.r.sleeping.CompareAndSwap(1, 0) }
+
+// Wake rings the data doorbell if the consumer is armed, as the producer
+// would. It lets this process wake its own parked consumer for a reason
+// outside the ring; any goroutine may call it.
+func (c *Consumer) Wake() {
+	if c.r.sleeping.Load() != 0 && c.r.sleeping.CompareAndSwap(1, 0) && c.o.data != nil {
+		c.o.data.Ring()
+	}
+}
+
+// Fits reports whether a frame with an n-byte body fits now. A ring that
+// turned out corrupt reports true, so that the next write returns the error.
+func (p *Producer) Fits(n int) bool {
+	if p.err != nil {
+		return true
+	}
+	pad, size := p.need(n)
+	if p.fits(pad, size) {
+		return true
+	}
+	if p.refreshTail() != nil {
+		return true
+	}
+	return p.fits(pad, size)
+}
+
+// ArmSpace flushes and announces that the producer's goroutine is about to
+// park until the consumer makes room: the consumer rings the space doorbell
+// at its next release. Re-check Fits after arming; DisarmSpace once awake.
+func (p *Producer) ArmSpace() {
+	p.Flush()
+	p.r.waiting.Store(1)
+}
+
+// DisarmSpace withdraws ArmSpace.
+func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }

@@ -19,8 +19,11 @@ import (
 //	32     16×n ring descriptors: offset (u64), data capacity (u32) and
 //	            flags (u32) of ring i; the region (control block + data)
 //	            starts at a page boundary after the header page, regions do
-//	            not overlap. Flag bit 0 (ringCreatorWrites) says the creator
-//	            of the segment writes the ring; the other bits are zero.
+//	            not overlap. Flags: bit 0 (ringCreatorWrites) says the
+//	            creator of the segment writes the ring; bits 8-15 are the
+//	            index of the ring's data doorbell, bits 16-23 of its space
+//	            doorbell, in the link's list of doorbells; the other bits
+//	            are zero.
 //
 // Rings start page-aligned, so every control word is 128-byte aligned.
 const (
@@ -48,9 +51,13 @@ var segMagic = binary.LittleEndian.Uint64([]byte("SWBDSEG1"))
 // size (a shrink under a peer's mapping would SIGBUS it), nor the seals.
 const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 
-// ringCreatorWrites is descriptor flag bit 0: the segment's creator is the
-// ring's producer.
-const ringCreatorWrites = 1
+// Ring descriptor flags.
+const (
+	ringCreatorWrites = 1 << 0 // the segment's creator is the ring's producer
+	ringDataShift     = 8      // bits 8-15: data doorbell index
+	ringSpaceShift    = 16     // bits 16-23: space doorbell index
+	ringFlagsKnown    = ringCreatorWrites | 0xff<<ringDataShift | 0xff<<ringSpaceShift
+)
 
 type ringDesc struct {
 	off, capacity uint64
@@ -72,6 +79,12 @@ func pageAlign(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 type RingSpec struct {
 	Capacity      int  // data bytes: a power of two in [MinRingCapacity, MaxRingCapacity]
 	CreatorWrites bool // the segment's creator produces; otherwise the peer does
+
+	// DataBell and SpaceBell index the link's doorbells (see NewLink): the
+	// producer rings DataBell for a sleeping consumer, the consumer rings
+	// SpaceBell for a producer waiting for room. Rings may share a
+	// doorbell when the same goroutine waits for all of them.
+	DataBell, SpaceBell int
 }
 
 // CreateSegment creates a sealed memfd holding one ring per capacity (each
@@ -102,9 +115,12 @@ func CreateSegmentSpec(name string, specs ...RingSpec) (*Segment, error) {
 		if err := checkCapacity(uint64(c)); err != nil {
 			return nil, err
 		}
-		rings[i] = ringDesc{off: size, capacity: uint64(c)}
+		if sp.DataBell < 0 || sp.DataBell > 0xff || sp.SpaceBell < 0 || sp.SpaceBell > 0xff {
+			return nil, fmt.Errorf("shm: ring %d doorbell index out of range", i)
+		}
+		rings[i] = ringDesc{off: size, capacity: uint64(c), flags: uint32(sp.DataBell)<<ringDataShift | uint32(sp.SpaceBell)<<ringSpaceShift}
 		if sp.CreatorWrites {
-			rings[i].flags = ringCreatorWrites
+			rings[i].flags |= ringCreatorWrites
 		}
 		size += pageAlign(uint64(ringCtlSize + c))
 	}
@@ -212,7 +228,7 @@ func parseSegmentHeader(mem []byte, size uint64) ([]ringDesc, string) {
 		if checkCapacity(r.capacity) != nil {
 			return nil, fmt.Sprintf("ring %d capacity %d", i, r.capacity)
 		}
-		if r.flags&^ringCreatorWrites != 0 {
+		if r.flags&^ringFlagsKnown != 0 {
 			return nil, fmt.Sprintf("ring %d has unknown flags %#x", i, r.flags)
 		}
 		if r.off < next || r.off%pageSize != 0 || r.off > size || size-r.off < ringCtlSize+r.capacity {
@@ -235,6 +251,12 @@ func (s *Segment) NumRings() int { return len(s.rings) }
 
 // CreatorWrites reports whether the segment's creator produces ring i.
 func (s *Segment) CreatorWrites(i int) bool { return s.rings[i].flags&ringCreatorWrites != 0 }
+
+// Bells returns the indices of ring i's data and space doorbells.
+func (s *Segment) Bells(i int) (data, space int) {
+	f := s.rings[i].flags
+	return int(f >> ringDataShift & 0xff), int(f >> ringSpaceShift & 0xff)
+}
 
 // Ring returns the region of ring i (control block and data area), to pass
 // to NewProducer or NewConsumer. It is valid until Close.

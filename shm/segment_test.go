@@ -174,7 +174,7 @@ func TestOpenSegmentRefuses(t *testing.T) {
 		{"ring over the header", requiredSeals, validHeader(size, ringDesc{off: 0, capacity: 4096})},
 		{"rings overlap", requiredSeals, validHeader(size, good, good)},
 		{"offset overflow", requiredSeals, validHeader(size, ringDesc{off: 1<<64 - pageSize, capacity: 4096})},
-		{"unknown ring flags", requiredSeals, validHeader(size, ringDesc{off: pageSize, capacity: 4096, flags: 2})},
+		{"unknown ring flags", requiredSeals, validHeader(size, ringDesc{off: pageSize, capacity: 4096, flags: 1 << 30})},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,6 +30,9 @@ if ((${#files[@]} > 0)); then
 	fi
 fi
 
+step "generated code is current"
+bash proto/gen.sh --check
+
 step "go vet"
 go vet ./...
 
