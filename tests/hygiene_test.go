@@ -196,10 +196,13 @@ func checkUnsafeImports(root string) ([]problem, error) {
 				continue
 			}
 			path := filepath.Join(root, filepath.FromSlash(dir), gf.name)
-			f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly|parser.ParseComments)
 			if err != nil {
 				probs = append(probs, problem{joinSlash(dir, gf.name), err.Error()})
 				continue
+			}
+			if ast.IsGenerated(f) {
+				continue // protoc-gen-go's unsafe is not ours
 			}
 			for _, imp := range f.Imports {
 				if p, _ := strconv.Unquote(imp.Path.Value); p == "unsafe" {

@@ -1,0 +1,502 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// Request is one call or send, reassembled from its chunks.
+type Request struct {
+	ID       uint64
+	Service  uint16
+	Command  uint16
+	Payload  []byte // valid until the Serve call returns, unless Owned
+	NoReply  bool   // a send: no reply is expected
+	Deadline time.Time
+	Owned    bool // Payload was reassembled from chunks and may be kept
+}
+
+// Result is what Serve returns for a request.
+type Result struct {
+	Payload []byte
+	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
+	Pending bool    // the reply will come later through Conn.Reply
+}
+
+// Reason says why a connection ended.
+type Reason struct {
+	Code pb.Code // CODE_OK for a client that closed, else why
+	Text string
+}
+
+// OverflowPolicy is what happens when a client's event queue is full.
+type OverflowPolicy int
+
+const (
+	DropOldest OverflowPolicy = iota // drop the oldest queued event and count it
+	Disconnect                       // disconnect the client as a slow consumer
+)
+
+// Config describes a connection to start.
+type Config struct {
+	ID      uint64
+	Address string
+	Name    string // the client's name, from Hello
+	Cred    shm.Cred
+	Link    *shm.Link     // node side: reads RingRequest, writes RingResponse and RingEvent
+	Sock    *net.UnixConn // control socket; EOF on it ends the connection
+	Parent  *actor.PID    // spawns the actor (see Spawn) and supervises it
+
+	MaxMessage  int // largest reassembled message
+	EventQueue  int // events queued when the event ring is full
+	EventBytes  int // bytes queued when the event ring is full
+	Overflow    OverflowPolicy
+	Serve       func(ctx context.Context, c *Conn, r *Request) Result // on the pump; must not keep r.Payload unless Owned
+	OnClose     func(c *Conn, why Reason)                             // after the pump stopped, before the rings go
+	Logger      *slog.Logger
+	ConnContext context.Context // parent of the connection's context
+}
+
+// Conn is the node side of one connection.
+type Conn struct {
+	cfg    Config
+	sys    *actor.ActorSystem
+	pid    *actor.PID
+	in     *shm.Consumer
+	resp   *shm.Producer
+	ev     *shm.Producer
+	bell   *shm.Doorbell
+	ctx    context.Context // ends when the connection ends
+	cancel context.CancelFunc
+
+	qmu sync.Mutex
+	q   []func() // mailbox runs handed over by the dispatcher
+	qn  atomic.Int32
+
+	// Pump state.
+	partial  map[uint64]*partialMsg
+	backlog  eventQueue
+	stopping bool // Stopping received: stop serving requests
+	stopped  bool // Stopped received: the pump exits
+	why      Reason
+	whyOnce  sync.Once
+
+	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
+
+	stats Stats
+	done  chan struct{}
+}
+
+// Stats are the connection's counters.
+type Stats struct {
+	Calls, Sends, Replies, Events, EventsDropped, Panics atomic.Uint64
+	BytesIn, BytesOut                                    atomic.Uint64
+}
+
+type partialMsg struct {
+	kind, service, command uint16
+	buf                    []byte
+	deadline               time.Time
+}
+
+// Messages the actor accepts.
+type (
+	// Event asks the actor to send an event to its client.
+	Event struct {
+		Service, Command uint16
+		Payload          []byte // not modified; may be shared between connections
+	}
+	// Reply delivers a pending request's result.
+	Reply struct {
+		ID     uint64
+		Result Result
+	}
+	// Goodbye tells the client why the node closes the connection, then stops it.
+	Goodbye struct{ Reason Reason }
+)
+
+// Start creates the connection's actor as a child of cfg.Parent (through a
+// Spawn message the parent's Receive must pass to Spawn) and starts its
+// goroutines. Without a parent, the actor is a top-level actor with a
+// guardian that stops it on failure.
+func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) (*actor.PID, error)) (*Conn, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	parent := cfg.ConnContext
+	if parent == nil {
+		parent = context.Background()
+	}
+	c := &Conn{
+		cfg:     cfg,
+		sys:     sys,
+		in:      cfg.Link.Consumer(pb.RingRequest),
+		resp:    cfg.Link.Producer(pb.RingResponse),
+		ev:      cfg.Link.Producer(pb.RingEvent),
+		bell:    cfg.Link.Bell(pb.BellNode),
+		partial: map[uint64]*partialMsg{},
+		done:    make(chan struct{}),
+	}
+	if c.in == nil || c.resp == nil || c.ev == nil {
+		return nil, errors.New("conn: link is not a node-side connection link")
+	}
+	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
+	c.ctx, c.cancel = context.WithCancel(parent)
+	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
+		actor.WithDispatcher(pumpDispatcher{c}))
+	pid, err := spawn(props, fmt.Sprintf("conn-%d", cfg.ID))
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.pid = pid
+	var wg sync.WaitGroup
+	wg.Go(c.pump)
+	wg.Go(c.watch)
+	go func() {
+		wg.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// PID returns the connection's actor.
+func (c *Conn) PID() *actor.PID { return c.pid }
+
+// ID returns the connection id.
+func (c *Conn) ID() uint64 { return c.cfg.ID }
+
+// Address returns the connection's unique address.
+func (c *Conn) Address() string { return c.cfg.Address }
+
+// Name returns the client's name.
+func (c *Conn) Name() string { return c.cfg.Name }
+
+// Cred returns the client's kernel-checked credentials.
+func (c *Conn) Cred() shm.Cred { return c.cfg.Cred }
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() *Stats { return &c.stats }
+
+// Context ends when the connection ends.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Done is closed when the connection is fully released.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// SendEvent queues an event for the client. Any goroutine may call it.
+func (c *Conn) SendEvent(service, command uint16, payload []byte) {
+	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload})
+}
+
+// Reply delivers the result of a request that Serve left pending.
+func (c *Conn) Reply(id uint64, r Result) {
+	c.sys.Root.Send(c.pid, &Reply{ID: id, Result: r})
+}
+
+// Close says goodbye to the client with why and stops the connection. It
+// does not wait; use Done.
+func (c *Conn) Close(why Reason) {
+	c.sys.Root.Send(c.pid, &Goodbye{Reason: why})
+}
+
+// end records the first reason the connection ends and starts the stop.
+func (c *Conn) end(why Reason) {
+	c.whyOnce.Do(func() {
+		c.why = why
+		c.cancel()
+		c.sys.Root.Stop(c.pid)
+	})
+}
+
+// watch reads control frames from the socket until it fails: EOF means the
+// client is gone.
+func (c *Conn) watch() {
+	buf := make([]byte, 0, 4096)
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.cfg.Sock.Read(tmp)
+		if err != nil {
+			c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			f, size, err := shm.DecodeFrame(buf, 64<<10)
+			if errors.Is(err, shm.ErrIncomplete) {
+				break
+			}
+			if err != nil || f.Kind != pb.KindControl {
+				c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad control frame"})
+				c.cfg.Sock.CloseRead()
+				return
+			}
+			var m pb.Control
+			if gproto.Unmarshal(f.Body, &m) == nil {
+				if cm := m.GetCancel(); cm != nil {
+					if cancel, ok := c.cancels.Load(cm.GetId()); ok {
+						cancel.(context.CancelFunc)()
+					}
+				}
+			}
+			buf = buf[size:]
+		}
+		buf = append(buf[:0], buf...)
+	}
+}
+
+// pump serves the request ring and runs the actor until the actor stops.
+func (c *Conn) pump() {
+	defer c.release()
+	for !c.stopped {
+		c.serveRequests()
+		c.runMailbox()
+		c.drainBacklog()
+		c.resp.Flush()
+		c.ev.Flush()
+		if c.stopped {
+			break
+		}
+		c.park()
+	}
+}
+
+func (c *Conn) park() {
+	if !c.stopping {
+		c.in.Arm()
+	}
+	backlogged := c.backlog.len() > 0
+	if backlogged {
+		c.ev.ArmSpace()
+	}
+	err := c.bell.WaitUntil(context.Background(), c.readyToRun)
+	c.in.Disarm()
+	c.ev.DisarmSpace()
+	if err != nil { // the doorbell closed under us: only release does that
+		c.end(Reason{Code: pb.Code_CODE_INTERNAL, Text: err.Error()})
+	}
+}
+
+func (c *Conn) readyToRun() bool {
+	return c.qn.Load() > 0 || (!c.stopping && c.in.Ready()) ||
+		(c.backlog.len() > 0 && c.ev.Fits(len(c.backlog.peek().Payload)))
+}
+
+func (c *Conn) runMailbox() {
+	for c.qn.Load() > 0 {
+		c.qmu.Lock()
+		q := c.q
+		c.q = nil
+		c.qn.Store(0)
+		c.qmu.Unlock()
+		for _, fn := range q {
+			fn()
+		}
+	}
+}
+
+// serveRequests handles up to a batch of request frames.
+func (c *Conn) serveRequests() {
+	if c.stopping {
+		return
+	}
+	for range 64 {
+		f, err := c.in.Next()
+		if err == shm.ErrRingEmpty {
+			break
+		}
+		if err != nil {
+			c.violation(err.Error())
+			return
+		}
+		c.stats.BytesIn.Add(uint64(len(f.Body)))
+		if !c.frame(f) {
+			return
+		}
+	}
+	c.in.Release()
+}
+
+func (c *Conn) violation(what string) {
+	c.cfg.Logger.Warn("protocol violation, closing connection", slog.Uint64("conn", c.cfg.ID), slog.String("reason", what))
+	c.stopping = true
+	c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: what})
+}
+
+// frame handles one request frame; false means the connection is broken.
+func (c *Conn) frame(f shm.Frame) bool {
+	if f.Kind != pb.KindCall && f.Kind != pb.KindSend {
+		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
+		return false
+	}
+	p := c.partial[f.ID]
+	if p != nil || f.Flags&pb.FlagMore != 0 {
+		if p == nil {
+			if len(c.partial) >= 64 {
+				c.violation("too many chunked messages in flight")
+				return false
+			}
+			p = &partialMsg{kind: f.Kind, service: f.Service, command: f.Command, deadline: deadline(f.Aux)}
+			c.partial[f.ID] = p
+		}
+		if p.kind != f.Kind || len(p.buf)+len(f.Body) > c.cfg.MaxMessage {
+			c.violation("chunked message exceeds the limit or changes kind")
+			return false
+		}
+		p.buf = append(p.buf, f.Body...)
+		if f.Flags&pb.FlagMore != 0 {
+			return true
+		}
+		delete(c.partial, f.ID)
+		c.serve(&Request{ID: f.ID, Service: p.service, Command: p.command, Payload: p.buf, NoReply: p.kind == pb.KindSend, Deadline: p.deadline, Owned: true})
+		return true
+	}
+	c.serve(&Request{ID: f.ID, Service: f.Service, Command: f.Command, Payload: f.Body, NoReply: f.Kind == pb.KindSend, Deadline: deadline(f.Aux)})
+	return true
+}
+
+func deadline(aux uint32) time.Time {
+	if aux == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(aux) * time.Microsecond)
+}
+
+// serve runs the Serve callback for r, recovering a panic into
+// CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
+func (c *Conn) serve(r *Request) {
+	if r.NoReply {
+		c.stats.Sends.Add(1)
+	} else {
+		c.stats.Calls.Add(1)
+	}
+	ctx := c.ctx
+	var cancel context.CancelFunc
+	if !r.Deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, r.Deadline)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	if !r.NoReply {
+		c.cancels.Store(r.ID, cancel)
+	}
+	res := c.call(ctx, r)
+	if !r.NoReply {
+		c.cancels.Delete(r.ID)
+	}
+	cancel()
+	if r.NoReply || res.Pending {
+		return
+	}
+	c.writeReply(r.ID, res)
+}
+
+func (c *Conn) call(ctx context.Context, r *Request) (res Result) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.stats.Panics.Add(1)
+			c.cfg.Logger.Error("handler panic", slog.Uint64("conn", c.cfg.ID), slog.Int("service", int(r.Service)),
+				slog.Int("command", int(r.Command)), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			res = Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("handler panicked")}
+		}
+	}()
+	return c.cfg.Serve(ctx, c, r)
+}
+
+// writeReply writes a reply, in chunks if needed, waiting for room.
+func (c *Conn) writeReply(id uint64, res Result) {
+	c.stats.Replies.Add(1)
+	c.stats.BytesOut.Add(uint64(len(res.Payload)))
+	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
+	if err := writeChunked(c.ctx, c.resp, h, res.Payload); err != nil && c.ctx.Err() == nil {
+		c.violation("response ring: " + err.Error())
+	}
+}
+
+// writeChunked writes body as one frame, or as FlagMore chunks when it is
+// larger than the ring's frame limit.
+func writeChunked(ctx context.Context, p *shm.Producer, h shm.Header, body []byte) error {
+	max := p.MaxBody()
+	for len(body) > max {
+		h.Flags |= pb.FlagMore
+		if err := p.Write(ctx, h, body[:max]); err != nil {
+			return err
+		}
+		body = body[max:]
+	}
+	h.Flags &^= pb.FlagMore
+	if err := p.Append(h, body); err == shm.ErrRingFull {
+		return p.Write(ctx, h, body)
+	} else {
+		return err
+	}
+}
+
+// release runs once the pump has stopped.
+func (c *Conn) release() {
+	c.cancel()
+	if c.cfg.OnClose != nil {
+		c.cfg.OnClose(c, c.why)
+	}
+	c.cfg.Sock.Close() // ends watch
+	c.cfg.Link.Close()
+}
+
+// pumpDispatcher hands mailbox runs to the pump. Schedule never blocks: it
+// may be called by the pump itself.
+type pumpDispatcher struct{ c *Conn }
+
+func (d pumpDispatcher) Schedule(fn func()) {
+	c := d.c
+	c.qmu.Lock()
+	c.q = append(c.q, fn)
+	c.qn.Store(int32(len(c.q)))
+	c.qmu.Unlock()
+	c.in.Wake()
+}
+
+func (d pumpDispatcher) Throughput() int { return 300 }
+
+// connActor is the actor's behaviour; it runs on the pump.
+type connActor Conn
+
+func (a *connActor) Receive(ac actor.Context) {
+	c := (*Conn)(a)
+	switch m := ac.Message().(type) {
+	case *Event:
+		c.queueEvent(m)
+	case *Reply:
+		c.writeReply(m.ID, m.Result)
+	case *Goodbye:
+		c.sayGoodbye(m.Reason)
+		c.stopping = true
+		c.end(m.Reason)
+	case *actor.Stopping:
+		c.stopping = true
+		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })
+	case *actor.Stopped:
+		c.stopped = true
+	}
+}
+
+// sayGoodbye sends a Goodbye control frame on the socket, best effort.
+func (c *Conn) sayGoodbye(why Reason) {
+	body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}})
+	if err != nil {
+		return
+	}
+	c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
+}

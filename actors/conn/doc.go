@@ -1,0 +1,37 @@
+// Package conn implements the node side of one client connection: a
+// protoactor-go actor and the pump goroutine that runs it.
+//
+// # Execution
+//
+// The pump is the connection's only goroutine that touches its rings. It
+// drains the request ring in batches and serves each request inline (the
+// Serve callback), then runs the actor's mailbox: the actor uses a
+// dispatcher that hands each mailbox run to the pump instead of starting a
+// goroutine, so Receive always runs on the pump, and the actor is the only
+// writer of the response and event rings. The pump parks on one doorbell
+// shared by the request ring (data), the response and event rings (space)
+// and the mailbox (a wake from the dispatcher).
+//
+// # Ordering
+//
+// Replies leave in the order the pump finishes requests; a request's
+// chunks are contiguous. Events sent to one connection from one goroutine
+// arrive in send order.
+//
+// # Backpressure
+//
+// A full response ring blocks the pump (the client is not reading its
+// replies: flow control). A full event ring never blocks: events wait in a
+// bounded queue, and past its bounds the connection's policy drops the
+// oldest (the next event delivered carries the count) or disconnects the
+// client as a slow consumer.
+//
+// # Lifetime
+//
+// A connection ends when its socket reaches EOF (the client closed it or
+// died), when the client breaks the protocol, or when the node stops it.
+// In every case the actor is stopped through protoactor (so its parent
+// sees Terminated), the pump exits after the actor's Stopped, then the
+// OnClose callback runs and the rings and socket are released. Done is
+// closed when all of that is finished.
+package conn
