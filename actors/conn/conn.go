@@ -92,6 +92,7 @@ type Conn struct {
 	stopped  bool // Stopped received: the pump exits
 	why      Reason
 	whyOnce  sync.Once
+	byeOnce  sync.Once
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
@@ -123,8 +124,6 @@ type (
 		ID     uint64
 		Result Result
 	}
-	// Goodbye tells the client why the node closes the connection, then stops it.
-	Goodbye struct{ Reason Reason }
 )
 
 // Start creates the connection's actor as a child of cfg.Parent (through a
@@ -206,10 +205,12 @@ func (c *Conn) Reply(id uint64, r Result) {
 	c.sys.Root.Send(c.pid, &Reply{ID: id, Result: r})
 }
 
-// Close says goodbye to the client with why and stops the connection. It
-// does not wait; use Done.
+// Close says goodbye to the client with why, cancels the context of the
+// request being served, and stops the connection. It does not wait; use
+// Done.
 func (c *Conn) Close(why Reason) {
-	c.sys.Root.Send(c.pid, &Goodbye{Reason: why})
+	c.sayGoodbye(why)
+	c.end(why)
 }
 
 // end records the first reason the connection ends and starts the stop.
@@ -479,10 +480,6 @@ func (a *connActor) Receive(ac actor.Context) {
 		c.queueEvent(m)
 	case *Reply:
 		c.writeReply(m.ID, m.Result)
-	case *Goodbye:
-		c.sayGoodbye(m.Reason)
-		c.stopping = true
-		c.end(m.Reason)
 	case *actor.Stopping:
 		c.stopping = true
 		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })
@@ -491,12 +488,15 @@ func (a *connActor) Receive(ac actor.Context) {
 	}
 }
 
-// sayGoodbye sends a Goodbye control frame on the socket, best effort.
+// sayGoodbye sends a Goodbye control frame on the socket, once, best
+// effort. Any goroutine may call it.
 func (c *Conn) sayGoodbye(why Reason) {
-	body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}})
-	if err != nil {
-		return
-	}
-	c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
+	c.byeOnce.Do(func() {
+		body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}})
+		if err != nil {
+			return
+		}
+		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
+	})
 }

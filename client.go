@@ -1,0 +1,698 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
+)
+
+// DialOption configures Dial.
+type DialOption func(*dialOptions) error
+
+type dialOptions struct {
+	socket     string
+	name       string
+	rings      [3]uint32
+	maxMessage uint32
+	nodeUID    *uint32
+	onEvent    func(Event)
+	actorSys   *actor.ActorSystem
+	actorPID   *actor.PID
+	eventQueue int
+	spin       *time.Duration
+	logger     *slog.Logger
+}
+
+// WithSocket sets the node's socket path (default DefaultSocketPath()).
+func WithSocket(path string) DialOption {
+	return func(o *dialOptions) error { o.socket = path; return nil }
+}
+
+// WithClientName names this client to the node (listings, logs).
+func WithClientName(name string) DialOption {
+	return func(o *dialOptions) error { o.name = name; return nil }
+}
+
+// WithRings asks for ring sizes in bytes (0 keeps the node's default); the
+// node rounds them to powers of two within its limits.
+func WithRings(request, response, event int) DialOption {
+	return func(o *dialOptions) error {
+		for _, n := range []int{request, response, event} {
+			if n < 0 || n > math.MaxUint32 {
+				return fmt.Errorf("switchboard: ring size %d out of range", n)
+			}
+		}
+		o.rings = [3]uint32{uint32(request), uint32(response), uint32(event)}
+		return nil
+	}
+}
+
+// WithMaxMessageSize asks for a smaller message limit than the node's.
+func WithMaxMessageSize(n int) DialOption {
+	return func(o *dialOptions) error {
+		if n <= 0 || n > math.MaxUint32 {
+			return fmt.Errorf("switchboard: max message %d out of range", n)
+		}
+		o.maxMessage = uint32(n)
+		return nil
+	}
+}
+
+// WithNodeUID sets the uid the node's process must run as; the default
+// accepts root and this process's own uid. A node running as anyone else
+// is refused with ErrNotAuthentic before anything is sent to it.
+func WithNodeUID(uid uint32) DialOption {
+	return func(o *dialOptions) error { o.nodeUID = &uid; return nil }
+}
+
+// WithEventHandler delivers events to f, called in order on a goroutine of
+// the connection's own.
+func WithEventHandler(f func(Event)) DialOption {
+	return func(o *dialOptions) error { o.onEvent = f; return nil }
+}
+
+// WithEventActor delivers each event as an *Event message to pid.
+func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
+	return func(o *dialOptions) error { o.actorSys, o.actorPID = sys, pid; return nil }
+}
+
+// WithEventBuffer bounds the events held in this process before they are
+// delivered (default 1024). When it is full the connection stops reading
+// its event ring, and the node's queue and overflow policy take over.
+func WithEventBuffer(n int) DialOption {
+	return func(o *dialOptions) error {
+		if n <= 0 {
+			return errors.New("switchboard: event queue must hold at least one event")
+		}
+		o.eventQueue = n
+		return nil
+	}
+}
+
+// WithSpin sets how long waits spin before parking (see shm.WithSpin).
+func WithSpin(d time.Duration) DialOption {
+	return func(o *dialOptions) error { o.spin = &d; return nil }
+}
+
+// WithClientLogger sets the connection's logger (default: discard).
+func WithClientLogger(l *slog.Logger) DialOption {
+	return func(o *dialOptions) error { o.logger = l; return nil }
+}
+
+// Event is an asynchronous message from the node.
+type Event struct {
+	Service, Command uint16
+	Payload          []byte
+	Seq              uint64 // the event's number on this connection
+	Dropped          uint64 // events the node dropped just before this one
+}
+
+// Conn is a client's connection to a node. It is safe for concurrent use.
+type Conn struct {
+	o       dialOptions
+	sock    *net.UnixConn
+	link    *shm.Link
+	req     *shm.Producer
+	resp    *shm.Consumer
+	ev      *shm.Consumer
+	bell    *shm.Doorbell
+	welcome *pb.Welcome
+	maxMsg  int
+
+	wmu    sync.Mutex // request writers, one at a time (the ring has one producer)
+	closed bool       // under wmu: the rings are unmapped
+
+	pmu     sync.Mutex
+	pending map[uint64]*call
+	goneErr error // under pmu: why the connection ended
+	nextID  atomic.Uint64
+	gone    chan struct{}
+
+	emu      sync.Mutex
+	equeue   []Event
+	ehead    int
+	ewake    chan struct{}
+	pollFd   int
+	received atomic.Uint64
+	dropped  atomic.Uint64
+	late     atomic.Uint64
+
+	dmu  sync.Mutex
+	data any
+
+	closing   atomic.Bool
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+type call struct {
+	done    chan struct{}
+	payload []byte
+	code    pb.Code
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// Dial connects to a node, checks that the node's process runs as the
+// expected user, and sets up the connection's rings.
+func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
+	o := dialOptions{eventQueue: 1024, name: "switchboard-go"}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.socket == "" {
+		o.socket = DefaultSocketPath()
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", o.socket)
+	if err != nil {
+		return nil, fmt.Errorf("switchboard: dial %s: %w", o.socket, err)
+	}
+	sock := nc.(*net.UnixConn)
+	c, err := handshake(ctx, sock, o)
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, error) {
+	cred, err := shm.PeerCred(sock)
+	if err != nil {
+		return nil, err
+	}
+	if o.nodeUID != nil && cred.UID != *o.nodeUID || o.nodeUID == nil && cred.UID != 0 && cred.UID != uint32(os.Geteuid()) {
+		return nil, codeError(pb.Code_CODE_NOT_AUTHENTIC, fmt.Sprintf("node process %d runs as uid %d", cred.PID, cred.UID))
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	sock.SetDeadline(deadline)
+	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: pb.Transport_TRANSPORT_SHM,
+		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage}
+	if err := writeControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil); err != nil {
+		return nil, fmt.Errorf("switchboard: hello: %w", err)
+	}
+	hdr := make([]byte, shm.HeaderSize)
+	n, fds, err := shm.RecvFds(sock, hdr, 8)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("switchboard: node closed the connection during the handshake: %w", ErrNodeGone)
+		}
+		return nil, fmt.Errorf("switchboard: handshake: %w", err)
+	}
+	closeFds := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	if _, err := io.ReadFull(sock, hdr[n:]); err != nil {
+		closeFds()
+		return nil, fmt.Errorf("switchboard: handshake: %w", err)
+	}
+	msg, err := finishControl(sock, hdr)
+	if err != nil {
+		closeFds()
+		return nil, fmt.Errorf("switchboard: handshake: %w", err)
+	}
+	if r := msg.GetRefused(); r != nil {
+		closeFds()
+		return nil, codeError(r.GetCode(), r.GetReason())
+	}
+	w := msg.GetWelcome()
+	if w == nil {
+		closeFds()
+		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Welcome")
+	}
+	link, err := shm.OpenLink(fds, spinOpts(o.spin)...)
+	if err != nil {
+		return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
+	}
+	if link.Seg.NumRings() != 3 || link.Producer(pb.RingRequest) == nil || link.Consumer(pb.RingResponse) == nil || link.Consumer(pb.RingEvent) == nil {
+		link.Close()
+		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "unexpected ring layout")
+	}
+	sock.SetDeadline(time.Time{})
+	pollFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		link.Close()
+		return nil, err
+	}
+	c := &Conn{
+		o: o, sock: sock, link: link, welcome: w, maxMsg: int(w.GetMaxMessageBytes()),
+		req: link.Producer(pb.RingRequest), resp: link.Consumer(pb.RingResponse), ev: link.Consumer(pb.RingEvent),
+		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
+		ewake: make(chan struct{}, 1), pollFd: pollFd,
+	}
+	c.wg.Go(c.pump)
+	c.wg.Go(c.watch)
+	if o.onEvent != nil || o.actorPID != nil {
+		c.wg.Go(c.deliver)
+	}
+	return c, nil
+}
+
+func spinOpts(d *time.Duration) []shm.Option {
+	if d == nil {
+		return nil
+	}
+	return []shm.Option{shm.WithSpin(*d)}
+}
+
+// ID returns the connection id the node assigned.
+func (c *Conn) ID() uint64 { return c.welcome.GetConnectionId() }
+
+// Address returns the connection's unique address on the node.
+func (c *Conn) Address() string { return c.welcome.GetAddress() }
+
+// MaxMessage returns the negotiated largest message.
+func (c *Conn) MaxMessage() int { return c.maxMsg }
+
+// SetData stores the connection's private data (libqb's context).
+func (c *Conn) SetData(v any) {
+	c.dmu.Lock()
+	c.data = v
+	c.dmu.Unlock()
+}
+
+// Data returns what SetData stored.
+func (c *Conn) Data() any {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return c.data
+}
+
+// Call sends a request to service and command and waits for the reply.
+// ctx's deadline travels to the handler; cancelling ctx abandons the call
+// (a late reply is discarded) and tells the node. If the node goes away
+// the call fails with ErrNodeGone at once.
+func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte) ([]byte, error) {
+	if len(payload) > c.maxMsg {
+		return nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+	}
+	var aux uint32
+	if dl, ok := ctx.Deadline(); ok {
+		us := time.Until(dl).Microseconds()
+		if us <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		aux = uint32(min(us, math.MaxUint32))
+	}
+	id := c.nextID.Add(1)
+	cl := callPool.Get().(*call)
+	c.pmu.Lock()
+	if err := c.goneErr; err != nil {
+		c.pmu.Unlock()
+		callPool.Put(cl)
+		return nil, err
+	}
+	c.pending[id] = cl
+	c.pmu.Unlock()
+	if err := c.write(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command, Aux: aux, ID: id}, payload); err != nil {
+		if c.forget(id) {
+			callPool.Put(cl)
+		}
+		return nil, err
+	}
+	select {
+	case <-cl.done:
+		payload, code := cl.payload, cl.code
+		cl.payload = nil
+		callPool.Put(cl)
+		if code != pb.Code_CODE_OK {
+			return nil, codeError(code, string(payload))
+		}
+		return payload, nil
+	case <-ctx.Done():
+		if c.forget(id) {
+			callPool.Put(cl)
+			c.cancelCall(id)
+		}
+		return nil, ctx.Err()
+	case <-c.gone:
+		c.forget(id)
+		return nil, c.err()
+	}
+}
+
+// forget removes a pending call; false means a reply is being delivered.
+func (c *Conn) forget(id uint64) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if _, ok := c.pending[id]; !ok {
+		return false
+	}
+	delete(c.pending, id)
+	return true
+}
+
+// cancelCall tells the node to cancel call id's context (best effort).
+func (c *Conn) cancelCall(id uint64) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return
+	}
+	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	writeControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
+	c.sock.SetWriteDeadline(time.Time{})
+}
+
+// Send sends a request without waiting for, or getting, a reply.
+func (c *Conn) Send(ctx context.Context, service, command uint16, payload []byte) error {
+	if len(payload) > c.maxMsg {
+		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+	}
+	if err := c.err(); err != nil {
+		return err
+	}
+	return c.write(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, payload)
+}
+
+// write writes a request, in chunks if it is larger than a frame, waiting
+// for room in the ring.
+func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	max := c.req.MaxBody()
+	var err error
+	for len(payload) > max && err == nil {
+		h.Flags |= pb.FlagMore
+		err = c.req.Write(ctx, h, payload[:max])
+		payload = payload[max:]
+	}
+	if err == nil {
+		h.Flags &^= pb.FlagMore
+		err = c.req.Write(ctx, h, payload)
+	}
+	if errors.Is(err, shm.ErrClosed) {
+		return c.err()
+	}
+	return err
+}
+
+// err returns why the connection ended, or nil.
+func (c *Conn) err() error {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	return c.goneErr
+}
+
+// end records why the connection ended, fails every pending call, and
+// wakes every wait on the rings.
+func (c *Conn) end(err error) {
+	c.pmu.Lock()
+	if c.goneErr != nil {
+		c.pmu.Unlock()
+		return
+	}
+	c.goneErr = err
+	c.pending = map[uint64]*call{}
+	close(c.gone)
+	c.pmu.Unlock()
+	c.closing.Store(true)
+	c.link.Shutdown()
+	c.emu.Lock()
+	select {
+	case c.ewake <- struct{}{}:
+	default:
+	}
+	c.emu.Unlock()
+}
+
+// watch reads the node's control frames; EOF means the node is gone.
+func (c *Conn) watch() {
+	reason := error(codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, "the node closed the connection"))
+	for {
+		msg, err := readControl(c.sock)
+		if err != nil {
+			c.end(reason)
+			return
+		}
+		if g := msg.GetGoodbye(); g != nil {
+			reason = codeError(g.GetCode(), g.GetReason())
+			if g.GetCode() != pb.Code_CODE_NODE_SHUTTING_DOWN {
+				reason = fmt.Errorf("%w (%w)", ErrNodeGone, reason)
+			}
+		}
+	}
+}
+
+// pump reads replies and events.
+func (c *Conn) pump() {
+	partial := map[uint64][]byte{}
+	var evPartial []byte
+	for !c.closing.Load() {
+		for range 64 {
+			f, err := c.resp.Next()
+			if err == shm.ErrRingEmpty {
+				break
+			}
+			if err != nil {
+				c.end(fmt.Errorf("%w: response ring: %w", ErrProtocol, err))
+				return
+			}
+			if f.Kind != pb.KindReply {
+				c.end(fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind))
+				return
+			}
+			if p, ok := partial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
+				p = append(p, f.Body...)
+				if len(p) > c.maxMsg {
+					c.end(fmt.Errorf("%w: reply larger than the limit", ErrProtocol))
+					return
+				}
+				if f.Flags&pb.FlagMore != 0 {
+					partial[f.ID] = p
+					continue
+				}
+				delete(partial, f.ID)
+				c.reply(f.ID, pb.Code(f.Aux), p)
+				continue
+			}
+			c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+		}
+		c.resp.Release()
+		for range 64 {
+			if !c.eventRoom() {
+				break
+			}
+			f, err := c.ev.Next()
+			if err == shm.ErrRingEmpty {
+				break
+			}
+			if err != nil {
+				c.end(fmt.Errorf("%w: event ring: %w", ErrProtocol, err))
+				return
+			}
+			if f.Kind != pb.KindEvent {
+				c.end(fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind))
+				return
+			}
+			if evPartial != nil || f.Flags&pb.FlagMore != 0 {
+				evPartial = append(evPartial, f.Body...)
+				if len(evPartial) > c.maxMsg {
+					c.end(fmt.Errorf("%w: event larger than the limit", ErrProtocol))
+					return
+				}
+				if f.Flags&pb.FlagMore != 0 {
+					continue
+				}
+				c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
+				evPartial = nil
+				continue
+			}
+			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: append([]byte(nil), f.Body...), Seq: f.ID, Dropped: uint64(f.Aux)})
+		}
+		c.ev.Release()
+		if c.closing.Load() {
+			return
+		}
+		c.resp.Arm()
+		room := c.eventRoom()
+		if room {
+			c.ev.Arm()
+		}
+		err := c.bell.WaitUntil(context.Background(), func() bool {
+			return c.closing.Load() || c.resp.Ready() || (room && c.ev.Ready()) || (!room && c.eventRoom())
+		})
+		c.resp.Disarm()
+		c.ev.Disarm()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
+	c.pmu.Lock()
+	cl := c.pending[id]
+	delete(c.pending, id)
+	c.pmu.Unlock()
+	if cl == nil {
+		c.late.Add(1) // the caller gave up
+		return
+	}
+	cl.payload, cl.code = payload, code
+	cl.done <- struct{}{}
+}
+
+func (c *Conn) eventRoom() bool {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	return len(c.equeue)-c.ehead < c.o.eventQueue
+}
+
+func (c *Conn) pushEvent(e Event) {
+	c.received.Add(1)
+	c.dropped.Add(e.Dropped)
+	c.emu.Lock()
+	if len(c.equeue) == c.ehead {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(c.pollFd, one[:]) // readable while events wait
+	}
+	c.equeue = append(c.equeue, e)
+	c.emu.Unlock()
+	select {
+	case c.ewake <- struct{}{}:
+	default:
+	}
+}
+
+// TryRecvEvent returns the next event if one is waiting (poll mode).
+func (c *Conn) TryRecvEvent() (Event, bool) {
+	c.emu.Lock()
+	if len(c.equeue) == c.ehead {
+		c.emu.Unlock()
+		return Event{}, false
+	}
+	wasFull := len(c.equeue)-c.ehead >= c.o.eventQueue
+	e := c.equeue[c.ehead]
+	c.equeue[c.ehead] = Event{}
+	c.ehead++
+	if c.ehead == len(c.equeue) {
+		c.equeue, c.ehead = c.equeue[:0], 0
+		var b [8]byte
+		unix.Read(c.pollFd, b[:]) // no more events: not readable
+	} else if c.ehead > 1024 && 2*c.ehead > len(c.equeue) {
+		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
+		c.ehead = 0
+	}
+	c.emu.Unlock()
+	if wasFull {
+		c.resp.Wake() // the pump may have stopped reading events for lack of room
+	}
+	return e, true
+}
+
+// RecvEvent waits for the next event (poll mode).
+func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
+	for {
+		if e, ok := c.TryRecvEvent(); ok {
+			return e, nil
+		}
+		select {
+		case <-c.ewake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		case <-c.gone:
+			if e, ok := c.TryRecvEvent(); ok {
+				return e, nil
+			}
+			return Event{}, c.err()
+		}
+	}
+}
+
+// Fd returns a descriptor that polls readable while events wait to be
+// taken with TryRecvEvent (poll mode), for a caller's own event loop.
+func (c *Conn) Fd() int { return c.pollFd }
+
+// deliver hands events to the handler or actor, in order.
+func (c *Conn) deliver() {
+	for {
+		e, ok := c.TryRecvEvent()
+		if !ok {
+			select {
+			case <-c.ewake:
+				continue
+			case <-c.gone:
+				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
+					c.dispatch(e)
+				}
+				return
+			}
+		}
+		c.dispatch(e)
+	}
+}
+
+func (c *Conn) dispatch(e Event) {
+	if c.o.onEvent != nil {
+		c.o.onEvent(e)
+		return
+	}
+	c.o.actorSys.Root.Send(c.o.actorPID, &e)
+}
+
+// FlowControl describes the connection's backlog.
+type FlowControl struct {
+	InFlight      int    // calls waiting for a reply
+	EventsWaiting int    // events received and not yet taken
+	EventsTotal   uint64 // events received
+	EventsDropped uint64 // events the node dropped for this connection
+	LateReplies   uint64 // replies that arrived after their call gave up
+}
+
+// FlowControl reports the connection's backlog and losses.
+func (c *Conn) FlowControl() FlowControl {
+	c.pmu.Lock()
+	inflight := len(c.pending)
+	c.pmu.Unlock()
+	c.emu.Lock()
+	waiting := len(c.equeue) - c.ehead
+	c.emu.Unlock()
+	return FlowControl{InFlight: inflight, EventsWaiting: waiting, EventsTotal: c.received.Load(),
+		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load()}
+}
+
+// Close closes the connection: pending calls fail with ErrClosed, the
+// node sees the client go, and every goroutine of the connection is waited
+// for. It is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.end(ErrClosed)
+		c.sock.Close()
+		c.wg.Wait()
+		c.wmu.Lock()
+		c.closed = true
+		c.link.Close()
+		c.wmu.Unlock()
+		unix.Close(c.pollFd)
+	})
+	return nil
+}

@@ -1,0 +1,43 @@
+package switchboard
+
+import (
+	"errors"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+)
+
+// Errors a caller can test for with errors.Is. Each compares by its wire
+// code, so an error from the node with a reason attached still matches.
+var (
+	// ErrRefused: the node refused the connection (credentials, policy) or
+	// the service refused the caller. The error's text has the reason.
+	ErrRefused error = &pb.Error{Code: pb.Code_CODE_REFUSED}
+	// ErrNotAuthentic: the process serving the socket is not running as the
+	// expected user (see WithNodeUID).
+	ErrNotAuthentic error = &pb.Error{Code: pb.Code_CODE_NOT_AUTHENTIC}
+	// ErrTooLarge: the message exceeds the negotiated maximum. Nothing was
+	// sent; the connection is still usable.
+	ErrTooLarge error = &pb.Error{Code: pb.Code_CODE_TOO_LARGE}
+	// ErrUnknownService: no handler serves the service.
+	ErrUnknownService error = &pb.Error{Code: pb.Code_CODE_UNKNOWN_SERVICE}
+	// ErrUnknownCommand: the service does not know the command.
+	ErrUnknownCommand error = &pb.Error{Code: pb.Code_CODE_UNKNOWN_COMMAND}
+	// ErrNodeGone: the node closed the connection, shut down or died.
+	ErrNodeGone error = &pb.Error{Code: pb.Code_CODE_NODE_SHUTTING_DOWN}
+	// ErrInternal: the handler panicked, or the node failed serving the call.
+	ErrInternal error = &pb.Error{Code: pb.Code_CODE_INTERNAL}
+	// ErrHandler: the handler returned an error; the text is its message.
+	ErrHandler error = &pb.Error{Code: pb.Code_CODE_HANDLER_ERROR}
+	// ErrVersionMismatch: the node and the client speak different protocol versions.
+	ErrVersionMismatch error = &pb.Error{Code: pb.Code_CODE_VERSION_MISMATCH}
+	// ErrProtocol: the peer broke the protocol.
+	ErrProtocol error = &pb.Error{Code: pb.Code_CODE_PROTOCOL_VIOLATION}
+	// ErrSlowConsumer: the node disconnected this client for not reading its events.
+	ErrSlowConsumer error = &pb.Error{Code: pb.Code_CODE_SLOW_CONSUMER}
+)
+
+// ErrClosed is returned by a Conn or Node used after Close.
+var ErrClosed = errors.New("switchboard: closed")
+
+// codeError returns the error for a wire code and reason.
+func codeError(code pb.Code, reason string) error { return code.Err(reason) }

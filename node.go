@@ -1,0 +1,661 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// Version is the version of this module's node and client.
+const Version = "0.1.0-dev"
+
+// SystemService is the service id of the node's built-in service, served
+// by every node: SysPing answers an empty reply, SysEcho returns the
+// payload, SysInfo returns a NodeInfo protobuf message.
+const (
+	SystemService uint16 = 0xFFFF
+	SysPing       uint16 = 1
+	SysEcho       uint16 = 2
+	SysInfo       uint16 = 3
+)
+
+// DefaultSocketPath returns where a node listens and a client connects by
+// default: $SWITCHBOARD_SOCKET if set, /run/switchboard/node.sock as root,
+// else $XDG_RUNTIME_DIR/switchboard/node.sock (or a per-user directory
+// under the system temp dir when XDG_RUNTIME_DIR is unset).
+func DefaultSocketPath() string {
+	if p := os.Getenv("SWITCHBOARD_SOCKET"); p != "" {
+		return p
+	}
+	if os.Geteuid() == 0 {
+		return "/run/switchboard/node.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "switchboard", "node.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-%d", os.Geteuid()), "node.sock")
+}
+
+// NodeOption configures a Node.
+type NodeOption func(*nodeOptions) error
+
+type nodeOptions struct {
+	socket           string
+	name             string
+	logger           *slog.Logger
+	authorize        func(Cred) error
+	maxMessage       int
+	rings            [3]int
+	eventQueue       int
+	eventBytes       int
+	overflow         conn.OverflowPolicy
+	handshakeTimeout time.Duration
+	selector         func(service, command uint16) Handler
+	spin             *time.Duration
+}
+
+// WithSocketPath sets the Unix socket the node listens on.
+func WithSocketPath(path string) NodeOption {
+	return func(o *nodeOptions) error { o.socket = path; return nil }
+}
+
+// WithNodeName names the node (Welcome, NodeInfo, addresses).
+func WithNodeName(name string) NodeOption {
+	return func(o *nodeOptions) error { o.name = name; return nil }
+}
+
+// WithLogger sets the node's logger; protoactor's own logs go to it too.
+// The default discards everything.
+func WithLogger(l *slog.Logger) NodeOption {
+	return func(o *nodeOptions) error { o.logger = l; return nil }
+}
+
+// WithAuthorize decides whether a connecting process may use the node,
+// from its kernel-checked credentials; an error refuses it with the
+// error's text. The default admits root and the node's own uid.
+func WithAuthorize(f func(Cred) error) NodeOption {
+	return func(o *nodeOptions) error { o.authorize = f; return nil }
+}
+
+// WithMaxMessage sets the largest message, in bytes, a connection may send
+// or receive (default 16 MiB). Messages larger than a ring frame are
+// chunked.
+func WithMaxMessage(n int) NodeOption {
+	return func(o *nodeOptions) error {
+		if n <= 0 || n > 1<<30 {
+			return fmt.Errorf("switchboard: max message %d out of range", n)
+		}
+		o.maxMessage = n
+		return nil
+	}
+}
+
+// WithRingSizes sets the default request, response and event ring sizes
+// (powers of two; default 1 MiB each). A client may ask for others.
+func WithRingSizes(request, response, event int) NodeOption {
+	return func(o *nodeOptions) error {
+		for _, n := range []int{request, response, event} {
+			if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
+				return fmt.Errorf("switchboard: ring size %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
+			}
+		}
+		o.rings = [3]int{request, response, event}
+		return nil
+	}
+}
+
+// OverflowPolicy says what happens to events for a client that does not
+// read them fast enough, once its queue in the node is full.
+type OverflowPolicy = conn.OverflowPolicy
+
+const (
+	// DropOldest drops the oldest queued event; the client sees the number
+	// dropped with its next event (Event.Dropped).
+	DropOldest = conn.DropOldest
+	// DisconnectSlow disconnects the client as a slow consumer.
+	DisconnectSlow = conn.Disconnect
+)
+
+// WithEventQueue bounds the events the node queues for one client whose
+// event ring is full (default 1024 events or 4 MiB), and sets the policy
+// past that bound.
+func WithEventQueue(events, bytes int, policy OverflowPolicy) NodeOption {
+	return func(o *nodeOptions) error {
+		if events < 0 || bytes < 0 {
+			return errors.New("switchboard: negative event queue bound")
+		}
+		o.eventQueue, o.eventBytes, o.overflow = events, bytes, policy
+		return nil
+	}
+}
+
+// WithHandshakeTimeout bounds how long a connecting client may take to say
+// Hello (default 2s).
+func WithHandshakeTimeout(d time.Duration) NodeOption {
+	return func(o *nodeOptions) error { o.handshakeTimeout = d; return nil }
+}
+
+// WithSelector picks the handler for a service that Handle did not
+// register (coroipc's user-defined selector); nil means unknown service.
+func WithSelector(f func(service, command uint16) Handler) NodeOption {
+	return func(o *nodeOptions) error { o.selector = f; return nil }
+}
+
+// WithNodeSpin sets how long the node's pumps spin before parking (see
+// shm.WithSpin); the default spins only when a core is to spare.
+func WithNodeSpin(d time.Duration) NodeOption {
+	return func(o *nodeOptions) error { o.spin = &d; return nil }
+}
+
+// Node serves connections. Create it with NewNode, register services with
+// Handle, then Listen and Serve (or ListenAndServe); Close stops it.
+type Node struct {
+	o        nodeOptions
+	sys      *actor.ActorSystem
+	root     *actor.PID
+	services [1 << 16]atomic.Pointer[service]
+	started  time.Time
+
+	mu     sync.Mutex
+	ln     *net.UnixListener
+	conns  map[uint64]*conn.Conn
+	nextID uint64
+	hs     map[*net.UnixConn]struct{} // handshakes in progress
+	closed bool
+
+	wg        sync.WaitGroup // accept loop and handshakes
+	closeOnce sync.Once
+	closeErr  error
+
+	calls, events atomic.Uint64
+}
+
+// NewNode returns a node configured by opts. It does not listen yet.
+func NewNode(opts ...NodeOption) (*Node, error) {
+	o := nodeOptions{
+		name:             "n1",
+		maxMessage:       16 << 20,
+		rings:            [3]int{1 << 20, 1 << 20, 1 << 20},
+		eventQueue:       1024,
+		eventBytes:       4 << 20,
+		handshakeTimeout: 2 * time.Second,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.socket == "" {
+		o.socket = DefaultSocketPath()
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.authorize == nil {
+		uid := uint32(os.Geteuid())
+		o.authorize = func(c Cred) error {
+			if c.UID == 0 || c.UID == uid {
+				return nil
+			}
+			return fmt.Errorf("uid %d may not connect", c.UID)
+		}
+	}
+	lg := o.logger.With(slog.String("lib", "protoactor"))
+	n := &Node{
+		o:       o,
+		sys:     actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
+		conns:   map[uint64]*conn.Conn{},
+		hs:      map[*net.UnixConn]struct{}{},
+		started: time.Now(),
+	}
+	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} },
+		actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, func(reason any) actor.Directive {
+			n.o.logger.Error("connection actor failed; stopping it", slog.Any("reason", reason))
+			return actor.StopDirective
+		}))), "node")
+	if err != nil {
+		return nil, err
+	}
+	n.root = root
+	n.Handle(SystemService, HandlerFunc(n.serveSystem))
+	return n, nil
+}
+
+// Handle registers h for service id, replacing any earlier handler.
+func (n *Node) Handle(id uint16, h Handler, opts ...ServiceOption) {
+	s := &service{id: id, h: h}
+	for _, opt := range opts {
+		opt(s)
+	}
+	n.services[id].Store(s)
+}
+
+// HandleFunc registers f for service id.
+func (n *Node) HandleFunc(id uint16, f func(ctx context.Context, r *Request) ([]byte, error), opts ...ServiceOption) {
+	n.Handle(id, HandlerFunc(f), opts...)
+}
+
+// HandleActor makes the actor pid serve service id: each request arrives as
+// an *ActorRequest, which the actor answers with Respond.
+func (n *Node) HandleActor(id uint16, pid *actor.PID, opts ...ServiceOption) {
+	s := &service{id: id, pid: pid}
+	for _, opt := range opts {
+		opt(s)
+	}
+	n.services[id].Store(s)
+}
+
+// ActorSystem returns the node's actor system, for actors that serve
+// services or send events.
+func (n *Node) ActorSystem() *actor.ActorSystem { return n.sys }
+
+// SocketPath returns the path the node listens on.
+func (n *Node) SocketPath() string { return n.o.socket }
+
+// Listen creates the node's socket: its directory is created 0750; a
+// socket left by a dead node is replaced, a live node's is not.
+func (n *Node) Listen() error {
+	path := n.o.socket
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("switchboard: another node serves %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("switchboard: removing stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("switchboard: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		ln.Close()
+		return ErrClosed
+	}
+	n.ln = ln
+	return nil
+}
+
+// Serve accepts connections until ctx ends or Close is called; then it
+// closes the node and returns nil (or the accept error that stopped it).
+func (n *Node) Serve(ctx context.Context) error {
+	n.mu.Lock()
+	ln := n.ln
+	n.mu.Unlock()
+	if ln == nil {
+		return errors.New("switchboard: Serve before Listen")
+	}
+	stop := context.AfterFunc(ctx, func() { n.Close() })
+	defer stop()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			n.mu.Lock()
+			closed := n.closed
+			n.mu.Unlock()
+			if closed {
+				return nil
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			n.Close()
+			return fmt.Errorf("switchboard: accept: %w", err)
+		}
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		n.hs[c] = struct{}{}
+		n.wg.Add(1)
+		n.mu.Unlock()
+		go func() {
+			defer n.wg.Done()
+			n.handshake(c)
+		}()
+	}
+}
+
+// ListenAndServe is Listen followed by Serve.
+func (n *Node) ListenAndServe(ctx context.Context) error {
+	if err := n.Listen(); err != nil {
+		return err
+	}
+	return n.Serve(ctx)
+}
+
+// handshake runs the node side of a connection's handshake and starts it.
+func (n *Node) handshake(c *net.UnixConn) {
+	done := func() {
+		n.mu.Lock()
+		delete(n.hs, c)
+		n.mu.Unlock()
+	}
+	fail := func(code pb.Code, reason string) {
+		writeControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: reason}}}, nil)
+		c.Close()
+		done()
+	}
+	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
+	cred, err := shm.PeerCred(c)
+	if err != nil {
+		fail(pb.Code_CODE_INTERNAL, err.Error())
+		return
+	}
+	if err := n.o.authorize(cred); err != nil {
+		n.o.logger.Info("connection refused", slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)), slog.String("reason", err.Error()))
+		fail(pb.Code_CODE_REFUSED, err.Error())
+		return
+	}
+	msg, err := readControl(c)
+	if err != nil {
+		n.o.logger.Debug("handshake failed", slog.String("error", err.Error()))
+		c.Close()
+		done()
+		return
+	}
+	hello := msg.GetHello()
+	switch {
+	case hello == nil:
+		fail(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Hello")
+		return
+	case hello.GetProtocolVersion() != pb.ProtocolVersion:
+		fail(pb.Code_CODE_VERSION_MISMATCH, fmt.Sprintf("node speaks protocol %d, client %d", pb.ProtocolVersion, hello.GetProtocolVersion()))
+		return
+	case hello.GetTransport() == pb.Transport_TRANSPORT_SOCKET:
+		fail(pb.Code_CODE_REFUSED, "this node serves the shared-memory transport only")
+		return
+	}
+	rings := n.o.rings
+	for i, want := range []uint32{hello.GetRequestRingBytes(), hello.GetResponseRingBytes(), hello.GetEventRingBytes()} {
+		if want != 0 {
+			rings[i] = ringSize(int(want))
+		}
+	}
+	maxMsg := n.o.maxMessage
+	if m := int(hello.GetMaxMessageBytes()); m > 0 && m < maxMsg {
+		maxMsg = m
+	}
+	n.mu.Lock()
+	n.nextID++
+	id := n.nextID
+	n.mu.Unlock()
+	var lopts []shm.Option
+	if n.o.spin != nil {
+		lopts = append(lopts, shm.WithSpin(*n.o.spin))
+	}
+	link, err := shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), []shm.RingSpec{
+		pb.RingRequest:  {Capacity: rings[0], DataBell: pb.BellNode, SpaceBell: pb.BellRequestSpace},
+		pb.RingResponse: {Capacity: rings[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
+		pb.RingEvent:    {Capacity: rings[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
+	}, lopts...)
+	if err != nil {
+		fail(pb.Code_CODE_INTERNAL, err.Error())
+		return
+	}
+	address := fmt.Sprintf("%s.c%d", n.o.name, id)
+	welcome := &pb.Welcome{
+		ProtocolVersion:   pb.ProtocolVersion,
+		ConnectionId:      id,
+		Address:           address,
+		NodeName:          n.o.name,
+		Transport:         pb.Transport_TRANSPORT_SHM,
+		RequestRingBytes:  uint32(rings[0]),
+		ResponseRingBytes: uint32(rings[1]),
+		EventRingBytes:    uint32(rings[2]),
+		MaxMessageBytes:   uint32(maxMsg),
+		MaxFrameBytes:     uint32(link.Producer(pb.RingResponse).MaxBody()),
+		EventQueueLimit:   uint32(n.o.eventQueue),
+		EventQueueBytes:   uint64(n.o.eventBytes),
+		NodeUid:           uint32(os.Geteuid()),
+		NodePid:           int32(os.Getpid()),
+	}
+	if err := writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds()); err != nil {
+		link.Close()
+		c.Close()
+		done()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		link.Close()
+		c.Close()
+		done()
+		return
+	}
+	srv := n.newServer()
+	cfg := conn.Config{
+		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c,
+		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
+		Serve: srv.serve, Logger: n.o.logger,
+		OnClose: func(c *conn.Conn, why conn.Reason) {
+			srv.closed()
+			n.connClosed(c, why)
+		},
+	}
+	cn, err := conn.Start(n.sys, cfg, n.spawn)
+	if err != nil {
+		n.mu.Unlock()
+		link.Close()
+		c.Close()
+		done()
+		return
+	}
+	n.conns[id] = cn
+	delete(n.hs, c)
+	n.mu.Unlock()
+	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
+		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
+}
+
+func ringSize(want int) int {
+	want = max(shm.MinRingCapacity, min(want, 64<<20))
+	return 1 << bits.Len(uint(want-1))
+}
+
+// spawn creates a connection actor as a child of the node's root actor.
+func (n *Node) spawn(props *actor.Props, name string) (*actor.PID, error) {
+	reply := make(chan spawned, 1)
+	n.sys.Root.Send(n.root, &spawnChild{props: props, name: name, reply: reply})
+	select {
+	case r := <-reply:
+		return r.pid, r.err
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("switchboard: root actor did not spawn the connection")
+	}
+}
+
+type spawnChild struct {
+	props *actor.Props
+	name  string
+	reply chan spawned
+}
+
+type spawned struct {
+	pid *actor.PID
+	err error
+}
+
+// rootActor is the node's supervisor: connection actors are its children.
+type rootActor struct{ n *Node }
+
+func (a *rootActor) Receive(ac actor.Context) {
+	if m, ok := ac.Message().(*spawnChild); ok {
+		pid, err := ac.SpawnNamed(m.props, m.name)
+		m.reply <- spawned{pid, err}
+	}
+}
+
+// connClosed runs on a connection's pump after it stopped.
+func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
+	n.mu.Lock()
+	delete(n.conns, c.ID())
+	n.mu.Unlock()
+	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
+}
+
+// SendEvent queues an event for connection id. It never blocks.
+func (n *Node) SendEvent(id uint64, service, command uint16, payload []byte) error {
+	n.mu.Lock()
+	c := n.conns[id]
+	n.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("switchboard: no connection %d", id)
+	}
+	n.events.Add(1)
+	c.SendEvent(service, command, payload)
+	return nil
+}
+
+// ConnInfo describes a connection.
+type ConnInfo struct {
+	ID      uint64
+	Address string
+	Name    string
+	Cred    Cred
+	Calls   uint64
+	Events  uint64
+	Dropped uint64
+}
+
+// Connections lists the node's connections.
+func (n *Node) Connections() []ConnInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]ConnInfo, 0, len(n.conns))
+	for _, c := range n.conns {
+		st := c.Stats()
+		out = append(out, ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(),
+			Calls: st.Calls.Load(), Events: st.Events.Load(), Dropped: st.EventsDropped.Load()})
+	}
+	return out
+}
+
+// Close stops the node: it stops accepting, tells every client that the
+// node is shutting down, stops every connection and actor, waits for all
+// of the node's goroutines, and removes the socket. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		ln := n.ln
+		for c := range n.hs {
+			c.Close()
+		}
+		conns := make([]*conn.Conn, 0, len(n.conns))
+		for _, c := range n.conns {
+			conns = append(conns, c)
+		}
+		n.mu.Unlock()
+		if ln != nil {
+			ln.Close()
+		}
+		n.wg.Wait()
+		for _, c := range conns {
+			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
+		}
+		for _, c := range conns {
+			<-c.Done()
+		}
+		if _, err := n.sys.Root.StopFuture(n.root).Result(); err != nil {
+			n.closeErr = fmt.Errorf("switchboard: stopping the root actor: %w", err)
+		}
+		n.sys.Shutdown()
+	})
+	return n.closeErr
+}
+
+// serveSystem serves SystemService.
+func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
+	switch r.Command {
+	case SysPing:
+		return nil, nil
+	case SysEcho:
+		return append([]byte(nil), r.Payload...), nil
+	case SysInfo:
+		n.mu.Lock()
+		conns := len(n.conns)
+		n.mu.Unlock()
+		return gproto.Marshal(&pb.NodeInfo{Name: n.o.name, Version: Version, Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()),
+			StartedUnixNano: n.started.UnixNano(), Connections: uint32(conns), Calls: n.calls.Load(), Events: n.events.Load(),
+			TransportDefault: pb.Transport_TRANSPORT_SHM})
+	}
+	return nil, ErrUnknownCommand
+}
+
+// writeControl sends a control frame, with fds attached if any.
+func writeControl(c *net.UnixConn, m *pb.Control, fds []int) error {
+	body, err := gproto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	frame := shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body)
+	if len(fds) > 0 {
+		return shm.SendFds(c, frame, fds...)
+	}
+	_, err = c.Write(frame)
+	return err
+}
+
+// readControl reads one control frame (and no more) from c.
+func readControl(c *net.UnixConn) (*pb.Control, error) {
+	hdr := make([]byte, shm.HeaderSize)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		return nil, err
+	}
+	return finishControl(c, hdr)
+}
+
+// finishControl reads the rest of a control frame whose header is in hdr.
+func finishControl(c io.Reader, hdr []byte) (*pb.Control, error) {
+	const maxControl = 64 << 10
+	_, _, err := shm.DecodeFrame(hdr, maxControl)
+	if err != nil && !errors.Is(err, shm.ErrIncomplete) {
+		return nil, err
+	}
+	n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16 | uint32(hdr[3])<<24)
+	buf := make([]byte, shm.FrameSize(n))
+	copy(buf, hdr)
+	if _, err := io.ReadFull(c, buf[len(hdr):]); err != nil {
+		return nil, err
+	}
+	f, _, err := shm.DecodeFrame(buf, maxControl)
+	if err != nil {
+		return nil, err
+	}
+	if f.Kind != pb.KindControl {
+		return nil, fmt.Errorf("switchboard: frame kind %d, want a control frame", f.Kind)
+	}
+	var m pb.Control
+	if err := gproto.Unmarshal(f.Body, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}

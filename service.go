@@ -1,0 +1,199 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// Cred is a peer's identity as the kernel reports it (SO_PEERCRED).
+type Cred = shm.Cred
+
+// Request is one call or send as a handler sees it.
+type Request struct {
+	Service, Command uint16
+	// Payload is valid until the handler returns: it may be a view of the
+	// shared ring, which the client can overwrite. Copy what you keep, and
+	// treat the bytes as untrusted.
+	Payload []byte
+	// Session is the caller's connection as this service sees it.
+	Session *Session
+	// NoReply is set for a Send: the handler's result is discarded.
+	NoReply bool
+}
+
+// Handler serves the requests of one service. The context carries the
+// caller's deadline and ends when the caller cancels or disconnects.
+// Returning ErrUnknownCommand tells the caller so; any other error reaches
+// the caller as ErrHandler with the error's text.
+type Handler interface {
+	ServeIPC(ctx context.Context, r *Request) ([]byte, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, r *Request) ([]byte, error)
+
+// ServeIPC calls f.
+func (f HandlerFunc) ServeIPC(ctx context.Context, r *Request) ([]byte, error) { return f(ctx, r) }
+
+// Session is one connection's use of one service: created at the
+// connection's first request to the service, ended when the connection
+// goes. Its Data belongs to the service (libqb's per-connection private
+// data); handlers of one connection run one at a time, so it needs no lock.
+type Session struct {
+	Data any
+
+	c       *conn.Conn
+	service uint16
+}
+
+// ConnID returns the connection's id.
+func (s *Session) ConnID() uint64 { return s.c.ID() }
+
+// Address returns the connection's unique address.
+func (s *Session) Address() string { return s.c.Address() }
+
+// Name returns the name the client gave in its handshake.
+func (s *Session) Name() string { return s.c.Name() }
+
+// Cred returns the client's kernel-checked credentials.
+func (s *Session) Cred() Cred { return s.c.Cred() }
+
+// Service returns the service this session belongs to.
+func (s *Session) Service() uint16 { return s.service }
+
+// SendEvent queues an event to this connection. It never blocks.
+func (s *Session) SendEvent(command uint16, payload []byte) {
+	s.c.SendEvent(s.service, command, payload)
+}
+
+// ServiceOption configures a service in Handle.
+type ServiceOption func(*service)
+
+// WithAccept decides, at a connection's first request to the service,
+// whether the caller may use it; a refused caller gets ErrRefused, and is
+// asked again at its next request.
+func WithAccept(accept func(Cred) bool) ServiceOption {
+	return func(s *service) { s.accept = accept }
+}
+
+// WithOnConnect is called at a connection's first request to the service,
+// before the request is served; an error refuses the request (ErrRefused
+// with the error's text) and the session is not created.
+func WithOnConnect(f func(*Session) error) ServiceOption {
+	return func(s *service) { s.onConnect = f }
+}
+
+// WithOnDisconnect is called when a connection that used the service goes.
+func WithOnDisconnect(f func(*Session)) ServiceOption {
+	return func(s *service) { s.onDisconnect = f }
+}
+
+type service struct {
+	id           uint16
+	h            Handler
+	pid          *actor.PID // set for an actor handler
+	accept       func(Cred) bool
+	onConnect    func(*Session) error
+	onDisconnect func(*Session)
+}
+
+// ActorRequest is what an actor handler (HandleActor) receives. The actor
+// must call Respond exactly once (for a Send it may not call it at all).
+type ActorRequest struct {
+	Service, Command uint16
+	Payload          []byte // a copy: the actor may keep it
+	Session          *Session
+	NoReply          bool
+	Context          context.Context // the caller's deadline and cancellation
+
+	c  *conn.Conn
+	id uint64
+}
+
+// Respond sends the reply. Any goroutine may call it.
+func (r *ActorRequest) Respond(payload []byte, err error) {
+	if r.NoReply {
+		return
+	}
+	r.c.Reply(r.id, result(payload, err))
+}
+
+// result turns a handler's return values into a wire result.
+func result(payload []byte, err error) conn.Result {
+	if err == nil {
+		return conn.Result{Payload: payload}
+	}
+	var pe *pb.Error
+	if errors.As(err, &pe) {
+		return conn.Result{Code: pe.Code, Payload: []byte(pe.Reason)}
+	}
+	return conn.Result{Code: pb.Code_CODE_HANDLER_ERROR, Payload: []byte(err.Error())}
+}
+
+// connServer serves one connection's requests, on its pump goroutine.
+type connServer struct {
+	n        *Node
+	sessions map[uint16]*Session
+	svcs     map[uint16]*service
+	req      Request // reused: a handler must not keep it
+}
+
+func (n *Node) newServer() *connServer {
+	return &connServer{n: n, sessions: map[uint16]*Session{}, svcs: map[uint16]*service{}}
+}
+
+func (s *connServer) serve(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Result {
+	s.n.calls.Add(1)
+	svc := s.n.services[r.Service].Load()
+	if svc == nil {
+		var h Handler
+		if sel := s.n.o.selector; sel != nil {
+			h = sel(r.Service, r.Command)
+		}
+		if h == nil {
+			return conn.Result{Code: pb.Code_CODE_UNKNOWN_SERVICE, Payload: []byte(fmt.Sprintf("no service %d", r.Service))}
+		}
+		svc = &service{id: r.Service, h: h}
+	}
+	sess := s.sessions[r.Service]
+	if sess == nil {
+		if svc.accept != nil && !svc.accept(c.Cred()) {
+			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(fmt.Sprintf("service %d refuses uid %d", r.Service, c.Cred().UID))}
+		}
+		sess = &Session{c: c, service: r.Service}
+		if svc.onConnect != nil {
+			if err := svc.onConnect(sess); err != nil {
+				return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
+			}
+		}
+		s.sessions[r.Service], s.svcs[r.Service] = sess, svc
+	}
+	if svc.pid != nil {
+		payload := r.Payload
+		if !r.Owned {
+			payload = append([]byte(nil), payload...)
+		}
+		s.n.sys.Root.Send(svc.pid, &ActorRequest{Service: r.Service, Command: r.Command, Payload: payload,
+			Session: sess, NoReply: r.NoReply, Context: ctx, c: c, id: r.ID})
+		return conn.Result{Pending: true}
+	}
+	s.req = Request{Service: r.Service, Command: r.Command, Payload: r.Payload, Session: sess, NoReply: r.NoReply}
+	payload, err := svc.h.ServeIPC(ctx, &s.req)
+	s.req = Request{}
+	return result(payload, err)
+}
+
+// closed runs the services' disconnect hooks.
+func (s *connServer) closed() {
+	for id, sess := range s.sessions {
+		if f := s.svcs[id].onDisconnect; f != nil {
+			f(sess)
+		}
+	}
+}
