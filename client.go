@@ -210,12 +210,15 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	sock.SetDeadline(deadline)
 	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: pb.Transport_TRANSPORT_SHM,
 		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage}
-	if err := writeControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil); err != nil {
-		return nil, fmt.Errorf("switchboard: hello: %w", err)
-	}
+	// A node that refuses us may do so, and close, before reading Hello: a
+	// failed write still leaves its Refused to read.
+	helloErr := writeControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
 	hdr := make([]byte, shm.HeaderSize)
 	n, fds, err := shm.RecvFds(sock, hdr, 8)
 	if err != nil {
+		if helloErr != nil {
+			return nil, fmt.Errorf("switchboard: hello: %w", helloErr)
+		}
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("switchboard: node closed the connection during the handshake: %w", ErrNodeGone)
 		}
@@ -339,10 +342,15 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 		payload, code := cl.payload, cl.code
 		cl.payload = nil
 		callPool.Put(cl)
-		if code != pb.Code_CODE_OK {
-			return nil, codeError(code, string(payload))
+		switch code {
+		case pb.Code_CODE_OK:
+			return payload, nil
+		case pb.Code_CODE_DEADLINE_EXCEEDED: // the handler saw the deadline first
+			return nil, context.DeadlineExceeded
+		case pb.Code_CODE_CANCELED:
+			return nil, context.Canceled
 		}
-		return payload, nil
+		return nil, codeError(code, string(payload))
 	case <-ctx.Done():
 		if c.forget(id) {
 			callPool.Put(cl)

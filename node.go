@@ -215,7 +215,9 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 			return fmt.Errorf("uid %d may not connect", c.UID)
 		}
 	}
-	lg := o.logger.With(slog.String("lib", "protoactor"))
+	// protoactor logs routine lines at Info ("actor system started", one per
+	// recovered panic); keep only its warnings and errors.
+	lg := slog.New(minLevel{o.logger.Handler(), slog.LevelWarn}).With(slog.String("lib", "protoactor"))
 	n := &Node{
 		o:       o,
 		sys:     actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
@@ -659,3 +661,19 @@ func finishControl(c io.Reader, hdr []byte) (*pb.Control, error) {
 	}
 	return &m, nil
 }
+
+// minLevel drops records below min.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler { return minLevel{h.Handler.WithGroup(name), h.min} }

@@ -129,6 +129,12 @@ func result(payload []byte, err error) conn.Result {
 	if err == nil {
 		return conn.Result{Payload: payload}
 	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return conn.Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED}
+	case errors.Is(err, context.Canceled):
+		return conn.Result{Code: pb.Code_CODE_CANCELED}
+	}
 	var pe *pb.Error
 	if errors.As(err, &pe) {
 		return conn.Result{Code: pe.Code, Payload: []byte(pe.Reason)}

@@ -22,8 +22,9 @@ const (
 	// CODE_HANDLER_ERROR the body is the error text.
 	KindReply uint16 = 4
 	// KindEvent is an asynchronous message from the node. ID is the event's
-	// sequence number on this connection; Aux is how many events were
-	// dropped just before this one (the overflow policy's gap).
+	// number among all events offered to this connection, dropped ones
+	// included; Aux is how many were dropped just before this one (the
+	// overflow policy's gap), so ID grows by 1 + Aux.
 	KindEvent uint16 = 5
 )
 

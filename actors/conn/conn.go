@@ -398,8 +398,8 @@ func (c *Conn) serve(r *Request) {
 		c.cancels.Delete(r.ID)
 	}
 	cancel()
-	if r.NoReply || res.Pending {
-		return
+	if r.NoReply || res.Pending || c.ctx.Err() != nil {
+		return // a connection that is ending replies nothing: its client learns why from the socket
 	}
 	c.writeReply(r.ID, res)
 }

@@ -67,13 +67,13 @@ func (c *Conn) tryEvent(m *Event) bool {
 		if !c.ev.Fits(c.ev.MaxBody()) {
 			return false
 		}
+		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.eventSeq()}
 		c.stats.Events.Add(1)
-		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.stats.Events.Load()}
 		c.backlog.dropped = 0
 		writeChunked(c.ctx, c.ev, h, m.Payload)
 		return true
 	}
-	h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.stats.Events.Load() + 1}
+	h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.eventSeq()}
 	if err := c.ev.Append(h, m.Payload); err != nil {
 		return false
 	}
@@ -91,4 +91,11 @@ func (c *Conn) drainBacklog() {
 		}
 		c.backlog.pop()
 	}
+}
+
+// eventSeq is the number of the event about to be written among all the
+// events offered to this connection: the ones written before it, the ones
+// dropped, and itself. A client sees Seq grow by 1 + Dropped.
+func (c *Conn) eventSeq() uint64 {
+	return c.stats.Events.Load() + c.stats.EventsDropped.Load() + 1
 }

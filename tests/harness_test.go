@@ -1,0 +1,334 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+// Multi-process tests re-execute this test binary in a role given by
+// SB_TEST_ROLE: "node" runs a node with the test services below; the
+// client roles connect to one. Every child gets a parent-death pipe on fd
+// 3: it exits when the pipe closes, so a dead test leaves no process.
+
+const roleEnv = "SB_TEST_ROLE"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		go func() { // parent-death pipe
+			f := os.NewFile(3, "parent")
+			var b [1]byte
+			f.Read(b[:])
+			os.Exit(7)
+		}()
+		os.Exit(runRole(role))
+	}
+	os.Exit(m.Run())
+}
+
+// Test services served by the "node" role.
+const (
+	svcTest  uint16 = 7
+	cmdEcho  uint16 = 1
+	cmdSlow  uint16 = 2 // waits for its context to end
+	cmdPanic uint16 = 3
+	cmdEmit  uint16 = 4 // payload: decimal count; sends that many events, numbered
+	cmdFail  uint16 = 5
+)
+
+func runRole(role string) int {
+	ctx := context.Background()
+	socket := os.Getenv("SB_SOCKET")
+	switch role {
+	case "node":
+		var opts []switchboard.NodeOption
+		if q := os.Getenv("SB_EVENT_QUEUE"); q != "" {
+			n, _ := strconv.Atoi(q)
+			policy := switchboard.DropOldest
+			if os.Getenv("SB_OVERFLOW") == "disconnect" {
+				policy = switchboard.DisconnectSlow
+			}
+			opts = append(opts, switchboard.WithEventQueue(n, 1<<30, policy))
+		}
+		if r := os.Getenv("SB_EVENT_RING"); r != "" {
+			n, _ := strconv.Atoi(r)
+			opts = append(opts, switchboard.WithRingSizes(1<<20, 1<<20, n))
+		}
+		n, err := switchboard.NewNode(append(opts, switchboard.WithSocketPath(socket))...)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		n.HandleFunc(svcTest, testService)
+		if err := n.Listen(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		sctx, stop := signalContext()
+		defer stop()
+		if err := n.Serve(sctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "slowcall": // connects, starts a call that never ends, says so on stdout
+		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go c.Call(ctx, svcTest, cmdSlow, nil)
+		fmt.Println("calling")
+		select {}
+	case "dial": // connects once and reports the error, or "ok"
+		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+		if err != nil {
+			switch {
+			case errors.Is(err, switchboard.ErrRefused):
+				fmt.Println("refused:", err)
+			default:
+				fmt.Println("error:", err)
+			}
+			return 0
+		}
+		c.Close()
+		fmt.Println("ok")
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "unknown role", role)
+	return 2
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signalNotify(ch)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
+	switch r.Command {
+	case cmdEcho:
+		return append([]byte(nil), r.Payload...), nil
+	case cmdSlow:
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case cmdPanic:
+		panic("test panic")
+	case cmdFail:
+		return nil, errors.New("failed on purpose")
+	case cmdEmit:
+		n, err := strconv.Atoi(string(r.Payload))
+		if err != nil {
+			return nil, err
+		}
+		for i := range n {
+			r.Session.SendEvent(uint16(i), []byte(strconv.Itoa(i)))
+		}
+		return nil, nil
+	}
+	return nil, switchboard.ErrUnknownCommand
+}
+
+// child is a process started by the tests.
+type child struct {
+	cmd    *exec.Cmd
+	death  *os.File // parent end of the parent-death pipe
+	stdout *syncBuffer
+}
+
+// syncBuffer collects a child's output; the test reads it while it grows.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startRole starts this test binary in role with env, and registers its
+// cleanup: SIGTERM, then SIGKILL after a grace period, always waited for.
+func startRole(t *testing.T, role string, env []string, attr *syscall.SysProcAttr) *child {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cmd := exec.CommandContext(ctx, selfBinary(t, attr != nil), "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), roleEnv+"="+role), env...)
+	cmd.ExtraFiles = []*os.File{r}
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = attr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r.Close()
+	c := &child{cmd: cmd, death: w, stdout: out}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		}
+		w.Close()
+		cancel()
+	})
+	return c
+}
+
+// selfBinary returns this test binary, or a copy that any user can run
+// (for children started under another uid).
+func selfBinary(t *testing.T, forOthers bool) string {
+	if !forOthers {
+		return os.Args[0]
+	}
+	dir := publicDir(t)
+	dst := filepath.Join(dir, "tests.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// publicDir returns a directory that every user can enter.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "switchboard-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// nodeChild runs a node in a child process and waits until it serves and
+// has released the connection that checked it.
+func nodeChild(t *testing.T, env ...string) (*child, string) {
+	t.Helper()
+	socket := filepath.Join(publicDir(t), "node.sock")
+	c := startRole(t, "node", append(env, "SB_SOCKET="+socket), nil)
+	checkFor(t, 10*time.Second, func() error {
+		conn, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+		if err != nil {
+			return err
+		}
+		conn.Close()
+		return nil
+	})
+	checkFor(t, 5*time.Second, func() error {
+		fds, err := fdsOf(c.cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		if n := countMatching(fds, "memfd:"); n != 0 {
+			return fmt.Errorf("node still holds %d segments", n)
+		}
+		return nil
+	})
+	return c, socket
+}
+
+// checkFor polls f until it returns nil or the time is up.
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", total, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fdsOf lists the targets of a process's open descriptors.
+func fdsOf(pid int) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func countMatching(list []string, sub string) int {
+	n := 0
+	for _, s := range list {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// leakCheck fails the test if this process ends it with more goroutines
+// or descriptors than it started with.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	g0 := runtime.NumGoroutine()
+	f0, _ := fdsOf(os.Getpid())
+	t.Cleanup(func() {
+		checkFor(t, 5*time.Second, func() error {
+			g1 := runtime.NumGoroutine()
+			f1, _ := fdsOf(os.Getpid())
+			if g1 > g0 || len(f1) > len(f0) {
+				return fmt.Errorf("leak: goroutines %d -> %d, fds %d -> %d", g0, g1, len(f0), len(f1))
+			}
+			return nil
+		})
+	})
+}
