@@ -135,6 +135,11 @@ type Conn struct {
 	wmu    sync.Mutex // request writers, one at a time (the ring has one producer)
 	closed bool       // under wmu: the rings are unmapped
 
+	rmu      sync.Mutex        // the response ring's reader: the pump, or a caller spinning for its reply
+	rpartial map[uint64][]byte // under rmu: replies arriving in chunks
+	spin     time.Duration     // how long one caller spins for its reply (0: never)
+	spinning atomic.Bool       // a caller is spinning; the others block
+
 	pmu     sync.Mutex
 	pending map[uint64]*call
 	goneErr error // under pmu: why the connection ended
@@ -209,7 +214,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	sock.SetDeadline(deadline)
 	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: pb.Transport_TRANSPORT_SHM,
-		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage}
+		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage,
+		Cpus: shm.CPUMask()}
 	// A node that refuses us may do so, and close, before reading Hello: a
 	// failed write still leaves its Refused to read.
 	helloErr := writeControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
@@ -247,7 +253,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		closeFds()
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Welcome")
 	}
-	link, err := shm.OpenLink(fds, spinOpts(o.spin)...)
+	spin := derefOr(o.spin, shm.SpinWith(w.GetCpus()))
+	link, err := shm.OpenLink(fds, shm.WithSpin(spin))
 	if err != nil {
 		return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
 	}
@@ -265,6 +272,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		o: o, sock: sock, link: link, welcome: w, maxMsg: int(w.GetMaxMessageBytes()),
 		req: link.Producer(pb.RingRequest), resp: link.Consumer(pb.RingResponse), ev: link.Consumer(pb.RingEvent),
 		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
+		rpartial: map[uint64][]byte{}, spin: spin,
 		ewake: make(chan struct{}, 1), pollFd: pollFd,
 	}
 	c.wg.Go(c.pump)
@@ -273,13 +281,6 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		c.wg.Go(c.deliver)
 	}
 	return c, nil
-}
-
-func spinOpts(d *time.Duration) []shm.Option {
-	if d == nil {
-		return nil
-	}
-	return []shm.Option{shm.WithSpin(*d)}
 }
 
 // ID returns the connection id the node assigned.
@@ -337,6 +338,7 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 		}
 		return nil, err
 	}
+	c.lead(cl)
 	select {
 	case <-cl.done:
 		payload, code := cl.payload, cl.code
@@ -360,6 +362,31 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 	case <-c.gone:
 		c.forget(id)
 		return nil, c.err()
+	}
+}
+
+// lead spins for a while reading the response ring itself, so that a reply
+// that comes quickly reaches its caller without a wake-up of the pump and
+// a goroutine switch. One caller at a time spins; the others block.
+func (c *Conn) lead(cl *call) {
+	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {
+		return
+	}
+	defer c.spinning.Store(false)
+	start := time.Now()
+	for i := 1; len(cl.done) == 0; i++ {
+		if c.resp.Unreleased() && c.rmu.TryLock() {
+			err := c.readResponses()
+			c.rmu.Unlock()
+			if err != nil {
+				c.end(err)
+				return
+			}
+			continue
+		}
+		if i%64 == 0 && time.Since(start) > c.spin {
+			return
+		}
 	}
 }
 
@@ -471,39 +498,15 @@ func (c *Conn) watch() {
 
 // pump reads replies and events.
 func (c *Conn) pump() {
-	partial := map[uint64][]byte{}
 	var evPartial []byte
 	for !c.closing.Load() {
-		for range 64 {
-			f, err := c.resp.Next()
-			if err == shm.ErrRingEmpty {
-				break
-			}
-			if err != nil {
-				c.end(fmt.Errorf("%w: response ring: %w", ErrProtocol, err))
-				return
-			}
-			if f.Kind != pb.KindReply {
-				c.end(fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind))
-				return
-			}
-			if p, ok := partial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
-				p = append(p, f.Body...)
-				if len(p) > c.maxMsg {
-					c.end(fmt.Errorf("%w: reply larger than the limit", ErrProtocol))
-					return
-				}
-				if f.Flags&pb.FlagMore != 0 {
-					partial[f.ID] = p
-					continue
-				}
-				delete(partial, f.ID)
-				c.reply(f.ID, pb.Code(f.Aux), p)
-				continue
-			}
-			c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+		c.rmu.Lock()
+		err := c.readResponses()
+		c.rmu.Unlock()
+		if err != nil {
+			c.end(err)
+			return
 		}
-		c.resp.Release()
 		for range 64 {
 			if !c.eventRoom() {
 				break
@@ -539,13 +542,15 @@ func (c *Conn) pump() {
 		if c.closing.Load() {
 			return
 		}
+		c.rmu.Lock()
 		c.resp.Arm()
+		c.rmu.Unlock()
 		room := c.eventRoom()
 		if room {
 			c.ev.Arm()
 		}
-		err := c.bell.WaitUntil(context.Background(), func() bool {
-			return c.closing.Load() || c.resp.Ready() || (room && c.ev.Ready()) || (!room && c.eventRoom())
+		err = c.bell.WaitUntil(context.Background(), func() bool {
+			return c.closing.Load() || c.resp.Unreleased() || (room && c.ev.Ready()) || (!room && c.eventRoom())
 		})
 		c.resp.Disarm()
 		c.ev.Disarm()
@@ -553,6 +558,39 @@ func (c *Conn) pump() {
 			return
 		}
 	}
+}
+
+// readResponses delivers the replies waiting in the response ring. The
+// caller holds rmu.
+func (c *Conn) readResponses() error {
+	defer c.resp.Release()
+	for range 64 {
+		f, err := c.resp.Next()
+		if err == shm.ErrRingEmpty {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
+		}
+		if f.Kind != pb.KindReply {
+			return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
+		}
+		if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
+			p = append(p, f.Body...)
+			if len(p) > c.maxMsg {
+				return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
+			}
+			if f.Flags&pb.FlagMore != 0 {
+				c.rpartial[f.ID] = p
+				continue
+			}
+			delete(c.rpartial, f.ID)
+			c.reply(f.ID, pb.Code(f.Aux), p)
+			continue
+		}
+		c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+	}
+	return nil
 }
 
 func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {

@@ -436,6 +436,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		EventQueueBytes:   uint64(n.o.eventBytes),
 		NodeUid:           uint32(os.Geteuid()),
 		NodePid:           int32(os.Getpid()),
+		Cpus:              shm.CPUMask(),
 	}
 	if err := writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds()); err != nil {
 		link.Close()
@@ -457,6 +458,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
 		Serve: srv.serve, Logger: n.o.logger,
+		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 		OnClose: func(c *conn.Conn, why conn.Reason) {
 			srv.closed()
 			n.connClosed(c, why)
@@ -678,4 +680,11 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
+}
+
+func derefOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }

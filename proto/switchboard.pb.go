@@ -194,8 +194,12 @@ type Hello struct {
 	EventRingBytes uint32 `protobuf:"varint,6,opt,name=event_ring_bytes,json=eventRingBytes,proto3" json:"event_ring_bytes,omitempty"`
 	// Largest message the client wants to send or receive (0 = node default).
 	MaxMessageBytes uint32 `protobuf:"varint,7,opt,name=max_message_bytes,json=maxMessageBytes,proto3" json:"max_message_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The CPUs the client may run on, as a little-endian bit mask (bit i: CPU
+	// i). A node whose own mask is disjoint knows that both sides have a core
+	// of their own, so spinning before parking is worth it.
+	Cpus          []byte `protobuf:"bytes,8,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -277,6 +281,13 @@ func (x *Hello) GetMaxMessageBytes() uint32 {
 	return 0
 }
 
+func (x *Hello) GetCpus() []byte {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
+}
+
 // Welcome is the node's answer to an accepted Hello: the negotiated settings.
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -307,7 +318,9 @@ type Welcome struct {
 	// User id the node runs as.
 	NodeUid uint32 `protobuf:"varint,13,opt,name=node_uid,json=nodeUid,proto3" json:"node_uid,omitempty"`
 	// Process id of the node.
-	NodePid       int32 `protobuf:"varint,14,opt,name=node_pid,json=nodePid,proto3" json:"node_pid,omitempty"`
+	NodePid int32 `protobuf:"varint,14,opt,name=node_pid,json=nodePid,proto3" json:"node_pid,omitempty"`
+	// The CPUs the node may run on, as in Hello.cpus.
+	Cpus          []byte `protobuf:"bytes,15,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +451,13 @@ func (x *Welcome) GetNodePid() int32 {
 		return x.NodePid
 	}
 	return 0
+}
+
+func (x *Welcome) GetCpus() []byte {
+	if x != nil {
+		return x.Cpus
+	}
+	return nil
 }
 
 // Refused is the node's answer to a rejected Hello.
@@ -856,7 +876,7 @@ var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
 	"\n" +
-	"\x11switchboard.proto\x12\x0eswitchboard.v1\"\xc0\x02\n" +
+	"\x11switchboard.proto\x12\x0eswitchboard.v1\"\xd4\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
@@ -865,7 +885,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x12request_ring_bytes\x18\x04 \x01(\rR\x10requestRingBytes\x12.\n" +
 	"\x13response_ring_bytes\x18\x05 \x01(\rR\x11responseRingBytes\x12(\n" +
 	"\x10event_ring_bytes\x18\x06 \x01(\rR\x0eeventRingBytes\x12*\n" +
-	"\x11max_message_bytes\x18\a \x01(\rR\x0fmaxMessageBytes\"\xb3\x04\n" +
+	"\x11max_message_bytes\x18\a \x01(\rR\x0fmaxMessageBytes\x12\x12\n" +
+	"\x04cpus\x18\b \x01(\fR\x04cpus\"\xc7\x04\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\x04R\fconnectionId\x12\x18\n" +
@@ -881,7 +902,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x11event_queue_limit\x18\v \x01(\rR\x0feventQueueLimit\x12*\n" +
 	"\x11event_queue_bytes\x18\f \x01(\x04R\x0feventQueueBytes\x12\x19\n" +
 	"\bnode_uid\x18\r \x01(\rR\anodeUid\x12\x19\n" +
-	"\bnode_pid\x18\x0e \x01(\x05R\anodePid\"K\n" +
+	"\bnode_pid\x18\x0e \x01(\x05R\anodePid\x12\x12\n" +
+	"\x04cpus\x18\x0f \x01(\fR\x04cpus\"K\n" +
 	"\aRefused\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"K\n" +

@@ -574,3 +574,9 @@ func (p *Producer) ArmSpace() {
 
 // DisarmSpace withdraws ArmSpace.
 func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }
+
+// Unreleased reports, from shared counters only, whether the producer has
+// published frames this consumer has not released. Unlike Ready it reads
+// no state private to the consumer's goroutine, so another goroutine may
+// call it.
+func (c *Consumer) Unreleased() bool { return c.r.head.Load() != c.r.tail.Load() }

@@ -69,3 +69,55 @@ func (s *spinner) spin(ready func() bool) bool {
 		}
 	}
 }
+
+// Spinner is the adaptive spin of Wait and WaitSpace, for a goroutine that
+// waits on several rings at once: Spin polls a condition for up to the
+// current budget. One goroutine at a time uses a Spinner.
+type Spinner struct{ s spinner }
+
+// NewSpinner returns a spinner whose budget is at most max (0 never spins).
+func NewSpinner(max time.Duration) *Spinner { return &Spinner{newSpinner(max)} }
+
+// Spin polls ready until it reports true (then Spin does too) or the
+// budget runs out. Success doubles the budget, up to its maximum; failure
+// halves it.
+func (s *Spinner) Spin(ready func() bool) bool { return s.s.spin(ready) }
+
+// CPUMask returns the CPUs this process may run on, as a little-endian bit
+// mask (bit i: CPU i), for telling a peer.
+func CPUMask() []byte {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil
+	}
+	var mask []byte
+	for cpu := 0; cpu < len(set)*64; cpu++ {
+		if set.IsSet(cpu) {
+			for len(mask) <= cpu/8 {
+				mask = append(mask, 0)
+			}
+			mask[cpu/8] |= 1 << (cpu % 8)
+		}
+	}
+	return mask
+}
+
+// SpinWith returns the spin limit for a wait whose peer runs on the CPUs of
+// peerMask (from CPUMask): DefaultSpin, or, when this process has a single
+// CPU, the default 20µs if the peer's CPUs are all different from ours (each
+// side has a core of its own), else 0.
+func SpinWith(peerMask []byte) time.Duration {
+	if d := DefaultSpin(); d > 0 {
+		return d
+	}
+	mine := CPUMask()
+	if len(mine) == 0 || len(peerMask) == 0 {
+		return 0
+	}
+	for i := range min(len(mine), len(peerMask)) {
+		if mine[i]&peerMask[i] != 0 {
+			return 0
+		}
+	}
+	return defaultSpin
+}

@@ -62,6 +62,12 @@ func runRole(role string) int {
 			}
 			opts = append(opts, switchboard.WithEventQueue(n, 1<<30, policy))
 		}
+		if cpus := os.Getenv("SB_CPUS"); cpus != "" {
+			if err := pinProcess(cpuList(cpus)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
 		if r := os.Getenv("SB_EVENT_RING"); r != "" {
 			n, _ := strconv.Atoi(r)
 			opts = append(opts, switchboard.WithRingSizes(1<<20, 1<<20, n))
@@ -136,10 +142,22 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 		panic("test panic")
 	case cmdFail:
 		return nil, errors.New("failed on purpose")
-	case cmdEmit:
-		n, err := strconv.Atoi(string(r.Payload))
+	case cmdEmit: // "COUNT" numbers the events; "COUNT:SIZE" sends SIZE-byte events
+		count, size, sized := strings.Cut(string(r.Payload), ":")
+		n, err := strconv.Atoi(count)
 		if err != nil {
 			return nil, err
+		}
+		if sized {
+			sz, err := strconv.Atoi(size)
+			if err != nil {
+				return nil, err
+			}
+			payload := make([]byte, sz) // shared by every event: the node copies it into the ring
+			for i := range n {
+				r.Session.SendEvent(uint16(i), payload)
+			}
+			return nil, nil
 		}
 		for i := range n {
 			r.Session.SendEvent(uint16(i), []byte(strconv.Itoa(i)))
@@ -176,7 +194,7 @@ func (s *syncBuffer) String() string {
 
 // startRole starts this test binary in role with env, and registers its
 // cleanup: SIGTERM, then SIGKILL after a grace period, always waited for.
-func startRole(t *testing.T, role string, env []string, attr *syscall.SysProcAttr) *child {
+func startRole(t testing.TB, role string, env []string, attr *syscall.SysProcAttr) *child {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -218,7 +236,7 @@ func startRole(t *testing.T, role string, env []string, attr *syscall.SysProcAtt
 
 // selfBinary returns this test binary, or a copy that any user can run
 // (for children started under another uid).
-func selfBinary(t *testing.T, forOthers bool) string {
+func selfBinary(t testing.TB, forOthers bool) string {
 	if !forOthers {
 		return os.Args[0]
 	}
@@ -235,7 +253,7 @@ func selfBinary(t *testing.T, forOthers bool) string {
 }
 
 // publicDir returns a directory that every user can enter.
-func publicDir(t *testing.T) string {
+func publicDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "switchboard-test-")
 	if err != nil {
@@ -274,7 +292,7 @@ func nodeChild(t *testing.T, env ...string) (*child, string) {
 }
 
 // checkFor polls f until it returns nil or the time is up.
-func checkFor(t *testing.T, total time.Duration, f func() error) {
+func checkFor(t testing.TB, total time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	for {

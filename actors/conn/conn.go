@@ -67,6 +67,8 @@ type Config struct {
 	OnClose     func(c *Conn, why Reason)                             // after the pump stopped, before the rings go
 	Logger      *slog.Logger
 	ConnContext context.Context // parent of the connection's context
+	Spin        time.Duration   // the pump's longest spin before it parks (shm.DefaultSpin when unset)
+	SpinSet     bool
 }
 
 // Conn is the node side of one connection.
@@ -96,8 +98,10 @@ type Conn struct {
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
-	stats Stats
-	done  chan struct{}
+	stats   Stats
+	spinner *shm.Spinner
+	readyFn func() bool
+	done    chan struct{}
 }
 
 // Stats are the connection's counters.
@@ -152,6 +156,12 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		return nil, errors.New("conn: link is not a node-side connection link")
 	}
 	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
+	spin := shm.DefaultSpin()
+	if cfg.SpinSet {
+		spin = cfg.Spin
+	}
+	c.spinner = shm.NewSpinner(spin)
+	c.readyFn = c.readyToRun
 	c.ctx, c.cancel = context.WithCancel(parent)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
 		actor.WithDispatcher(pumpDispatcher{c}))
@@ -275,6 +285,9 @@ func (c *Conn) pump() {
 }
 
 func (c *Conn) park() {
+	if c.spinner.Spin(c.readyFn) {
+		return
+	}
 	if !c.stopping {
 		c.in.Arm()
 	}
@@ -282,7 +295,7 @@ func (c *Conn) park() {
 	if backlogged {
 		c.ev.ArmSpace()
 	}
-	err := c.bell.WaitUntil(context.Background(), c.readyToRun)
+	err := c.bell.WaitUntil(context.Background(), c.readyFn)
 	c.in.Disarm()
 	c.ev.DisarmSpace()
 	if err != nil { // the doorbell closed under us: only release does that

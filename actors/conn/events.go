@@ -46,6 +46,14 @@ func (c *Conn) queueEvent(m *Event) {
 	if c.backlog.len() == 0 && c.tryEvent(m) {
 		return
 	}
+	// The ring looks full: publish what it holds, so that a client that
+	// keeps up can make room while the mailbox is still being drained, and
+	// move queued events in before this one.
+	c.ev.Flush()
+	c.drainBacklog()
+	if c.backlog.len() == 0 && c.tryEvent(m) {
+		return
+	}
 	c.backlog.push(m)
 	for c.backlog.full() && c.backlog.len() > 0 {
 		if c.cfg.Overflow == Disconnect {

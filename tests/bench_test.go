@@ -1,0 +1,200 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+	"golang.org/x/sys/unix"
+)
+
+// Cross-process benchmarks against a node in a child process. Run them in
+// one command with the shm baselines (raw ring and socketpair ping-pong):
+//
+//	go test -run '^$' -bench 'PingPong|Call|Events' -count 5 ./shm ./tests
+//
+// cpus=any pins nothing (both processes may run anywhere, and spin before
+// parking by default); cpus=separate pins this process to CPU 0 and the
+// node to CPU 1; cpus=shared pins both to CPU 0 (GOMAXPROCS to match). A
+// pinned process sees one CPU and so does not spin by default.
+
+var benchCPUs = []struct {
+	name         string
+	client, node []int
+}{
+	{"cpus=any", nil, nil},
+	{"cpus=separate", []int{0}, []int{1}},
+	{"cpus=shared", []int{0}, []int{0}},
+}
+
+func benchNode(b *testing.B, clientCPUs, nodeCPUs []int, env ...string) string {
+	b.Helper()
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs two CPUs")
+	}
+	if clientCPUs != nil {
+		old, err := pinnedTo(clientCPUs)
+		if err != nil {
+			b.Skipf("cannot pin: %v", err)
+		}
+		b.Cleanup(func() { restoreCPUs(old) })
+	}
+	socket := publicDir(b) + "/node.sock"
+	if nodeCPUs != nil {
+		env = append(env, "SB_CPUS="+cpuString(nodeCPUs))
+	}
+	startRole(b, "node", append(env, "SB_SOCKET="+socket), nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+		if err == nil {
+			c.Close()
+			return socket
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("node not serving: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func BenchmarkCall(b *testing.B) {
+	for _, cpus := range benchCPUs {
+		b.Run(cpus.name, func(b *testing.B) {
+			for _, size := range []int{64, 64 << 10} {
+				b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+					socket := benchNode(b, cpus.client, cpus.node)
+					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer c.Close()
+					ctx := context.Background()
+					payload := make([]byte, size)
+					lat := make([]int64, 0, 1<<16)
+					b.SetBytes(int64(2 * size))
+					b.ReportAllocs()
+					for b.Loop() {
+						t0 := time.Now()
+						if _, err := c.Call(ctx, svcTest, cmdEcho, payload); err != nil {
+							b.Fatal(err)
+						}
+						lat = append(lat, int64(time.Since(t0)))
+					}
+					reportLatency(b, lat)
+				})
+			}
+		})
+	}
+}
+
+func BenchmarkEvents(b *testing.B) {
+	for _, cpus := range benchCPUs {
+		b.Run(cpus.name, func(b *testing.B) {
+			for _, size := range []int{64, 64 << 10} {
+				b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+					socket := benchNode(b, cpus.client, cpus.node, "SB_EVENT_QUEUE=10000000")
+					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(4096))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer c.Close()
+					ctx := context.Background()
+					b.SetBytes(int64(size))
+					b.ReportAllocs()
+					b.ResetTimer()
+					start := time.Now()
+					if err := c.Send(ctx, svcTest, cmdEmit, []byte(fmt.Sprintf("%d:%d", b.N, size))); err != nil {
+						b.Fatal(err)
+					}
+					var got, dropped uint64
+					for got+dropped < uint64(b.N) {
+						e, err := c.RecvEvent(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						got++
+						dropped += e.Dropped
+					}
+					el := time.Since(start).Seconds()
+					b.ReportMetric(float64(got)/el, "events/s")
+					b.ReportMetric(float64(dropped), "dropped")
+				})
+			}
+		})
+	}
+}
+
+func reportLatency(b *testing.B, lat []int64) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2]), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100]), "p99-ns")
+}
+
+func cpuString(cpus []int) string {
+	s := make([]string, len(cpus))
+	for i, c := range cpus {
+		s[i] = strconv.Itoa(c)
+	}
+	return strings.Join(s, ",")
+}
+
+func cpuList(s string) []int {
+	var cpus []int
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			cpus = append(cpus, n)
+		}
+	}
+	return cpus
+}
+
+// pinProcess pins every thread of this process to cpus (threads created
+// later inherit it) and sets GOMAXPROCS to match.
+func pinProcess(cpus []int) error {
+	_, err := pinnedTo(cpus)
+	return err
+}
+
+func pinnedTo(cpus []int) (unix.CPUSet, error) {
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return old, err
+	}
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	if err := setAffinity(&set); err != nil {
+		return old, err
+	}
+	runtime.GOMAXPROCS(len(cpus))
+	return old, nil
+}
+
+func restoreCPUs(old unix.CPUSet) {
+	setAffinity(&old)
+	runtime.GOMAXPROCS(old.Count())
+}
+
+func setAffinity(set *unix.CPUSet) error {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			unix.SchedSetaffinity(tid, set)
+		}
+	}
+	return nil
+}
