@@ -1,0 +1,336 @@
+package switchboard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// TestSessions: per-service accept checks, connect and disconnect hooks,
+// and private data kept per (connection, service).
+func TestSessions(t *testing.T) {
+	n := startNode(t)
+	var mu sync.Mutex
+	var connected, disconnected []uint64
+	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) {
+		count, _ := r.Session.Data.(int)
+		r.Session.Data = count + 1
+		return []byte(fmt.Sprint(count + 1)), nil
+	},
+		WithOnConnect(func(s *Session) error {
+			mu.Lock()
+			connected = append(connected, s.ConnID())
+			mu.Unlock()
+			s.Data = 100
+			return nil
+		}),
+		WithOnDisconnect(func(s *Session) {
+			mu.Lock()
+			disconnected = append(disconnected, s.ConnID())
+			mu.Unlock()
+		}))
+	n.HandleFunc(2, func(ctx context.Context, r *Request) ([]byte, error) { return nil, nil },
+		WithAccept(func(c Cred) bool { return false }))
+	n.HandleFunc(3, func(ctx context.Context, r *Request) ([]byte, error) { return nil, nil },
+		WithOnConnect(func(s *Session) error { return errors.New("not today") }))
+
+	a, b := dial(t, n), dial(t, n)
+	ctx := context.Background()
+	for i, want := range []string{"101", "102", "103"} {
+		got, err := a.Call(ctx, 1, 0, nil)
+		if err != nil || string(got) != want {
+			t.Fatalf("call %d on a: %q %v", i, got, err)
+		}
+	}
+	if got, err := b.Call(ctx, 1, 0, nil); err != nil || string(got) != "101" {
+		t.Fatalf("b has its own session: %q %v", got, err)
+	}
+	if _, err := a.Call(ctx, 2, 0, nil); !errors.Is(err, ErrRefused) {
+		t.Fatalf("refused by accept: %v", err)
+	}
+	if _, err := a.Call(ctx, 3, 0, nil); !errors.Is(err, ErrRefused) || !contains(err.Error(), "not today") {
+		t.Fatalf("refused by connect hook: %v", err)
+	}
+	a.Close()
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(disconnected) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(connected) != 2 || disconnected[0] != a.ID() {
+		t.Fatalf("connected %v, disconnected %v (a is %d)", connected, disconnected, a.ID())
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSelector: a service nobody registered is served by the selector.
+func TestSelector(t *testing.T) {
+	n := startNode(t, WithSelector(func(service, command uint16) Handler {
+		if service >= 1000 && service < 2000 {
+			return HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+				return []byte(fmt.Sprint(r.Service, "/", r.Command)), nil
+			})
+		}
+		return nil
+	}))
+	c := dial(t, n)
+	if got, err := c.Call(context.Background(), 1234, 5, nil); err != nil || string(got) != "1234/5" {
+		t.Fatalf("selected: %q %v", got, err)
+	}
+	if _, err := c.Call(context.Background(), 2000, 5, nil); !errors.Is(err, ErrUnknownService) {
+		t.Fatalf("not selected: %v", err)
+	}
+}
+
+// echoActor serves ActorRequests, replying after a hop through its mailbox.
+type echoActor struct{}
+
+func (echoActor) Receive(ac actor.Context) {
+	if r, ok := ac.Message().(*ActorRequest); ok {
+		if r.Command == 2 {
+			r.Respond(nil, errors.New("actor says no"))
+			return
+		}
+		r.Respond(append([]byte("actor: "), r.Payload...), nil)
+	}
+}
+
+func TestActorHandler(t *testing.T) {
+	n := startNode(t)
+	pid := n.ActorSystem().Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return echoActor{} }))
+	n.HandleActor(9, pid)
+	c := dial(t, n)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			p := []byte(fmt.Sprint(i))
+			got, err := c.Call(context.Background(), 9, 1, p)
+			if err != nil || string(got) != "actor: "+string(p) {
+				t.Errorf("actor call: %q %v", got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := c.Call(context.Background(), 9, 2, nil); !errors.Is(err, ErrHandler) {
+		t.Fatalf("actor error: %v", err)
+	}
+}
+
+// TestEventModes: events through a handler, to an actor, and by polling Fd.
+func TestEventModes(t *testing.T) {
+	n := startNode(t)
+	var conns sync.Map
+	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) {
+		conns.Store(r.Session.ConnID(), r.Session)
+		return nil, nil
+	})
+	emit := func(c *Conn, count int) {
+		t.Helper()
+		if _, err := c.Call(context.Background(), 1, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		s, _ := conns.Load(c.ID())
+		for i := range count {
+			s.(*Session).SendEvent(uint16(i), []byte{byte(i)})
+		}
+	}
+
+	got := make(chan Event, 100)
+	h := dial(t, n, WithEventHandler(func(e Event) { got <- e }))
+	emit(h, 10)
+	for i := range 10 {
+		select {
+		case e := <-got:
+			if e.Command != uint16(i) || e.Service != 1 {
+				t.Fatalf("handler event %d: %+v", i, e)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("handler got no event")
+		}
+	}
+
+	sys := actor.NewActorSystem()
+	actorGot := make(chan *Event, 100)
+	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
+		if e, ok := ac.Message().(*Event); ok {
+			actorGot <- e
+		}
+	}))
+	a := dial(t, n, WithEventActor(sys, pid))
+	emit(a, 10)
+	for i := range 10 {
+		select {
+		case e := <-actorGot:
+			if e.Command != uint16(i) {
+				t.Fatalf("actor event %d: %+v", i, e)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("actor got no event")
+		}
+	}
+
+	p := dial(t, n)
+	if readable(t, p.Fd(), 0) {
+		t.Fatal("Fd readable with no event")
+	}
+	if _, ok := p.TryRecvEvent(); ok {
+		t.Fatal("event out of nowhere")
+	}
+	emit(p, 3)
+	if !readable(t, p.Fd(), 5000) {
+		t.Fatal("Fd not readable with events waiting")
+	}
+	for i := range 3 {
+		var e Event
+		var ok bool
+		waitFor(t, func() bool { e, ok = p.TryRecvEvent(); return ok })
+		if e.Command != uint16(i) {
+			t.Fatalf("polled event %d: %+v", i, e)
+		}
+	}
+	if readable(t, p.Fd(), 0) {
+		t.Fatal("Fd readable after the last event was taken")
+	}
+	if fc := p.FlowControl(); fc.EventsTotal != 3 || fc.EventsWaiting != 0 {
+		t.Fatalf("flow control %+v", fc)
+	}
+}
+
+func readable(t *testing.T, fd int, timeoutMs int) bool {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, timeoutMs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+func TestConnData(t *testing.T) {
+	n := startNode(t)
+	c := dial(t, n)
+	if c.Data() != nil {
+		t.Fatal("data before SetData")
+	}
+	c.SetData("mine")
+	if c.Data() != "mine" {
+		t.Fatal("data lost")
+	}
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	n := startNode(t)
+	c := dial(t, n)
+	c.Close()
+	c.Close()
+	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after close: %v", err)
+	}
+	n.Close()
+	n.Close()
+}
+
+func TestListenRefusesLiveSocket(t *testing.T) {
+	n := startNode(t)
+	other, err := NewNode(WithSocketPath(n.SocketPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Listen(); err == nil || !contains(err.Error(), "another node serves") {
+		t.Fatalf("second node on a live socket: %v", err)
+	}
+}
+
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := t.TempDir() + "/node.sock"
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // a socket file nobody serves: what a killed node leaves
+	n, err := NewNode(WithSocketPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Listen(); err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+}
+
+// TestGarbageHandshake: a client that sends garbage, or nothing, is
+// dropped; the node keeps serving the others.
+func TestGarbageHandshake(t *testing.T) {
+	n := startNode(t, WithHandshakeTimeout(200*time.Millisecond))
+	for _, junk := range [][]byte{
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		make([]byte, 24),
+		shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, []byte{0xff, 0xff, 0xff}),
+		shm.AppendFrame(nil, shm.Header{Kind: pb.KindCall}, nil),
+		nil, // silence: the handshake timeout ends it
+	} {
+		c, err := net.Dial("unix", n.SocketPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(junk)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("junk %q: node did not close the connection: %v", junk, err)
+		}
+	}
+	c := dial(t, n)
+	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzControlFrame feeds arbitrary bytes to the node's control-frame
+// reader: it must fail cleanly, never panic.
+func FuzzControlFrame(f *testing.F) {
+	hello, _ := gproto.Marshal(&pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 1, ClientName: "x"}}})
+	f.Add(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, hello))
+	f.Add(shm.AppendFrame(nil, shm.Header{Kind: pb.KindCall}, hello))
+	f.Add([]byte{})
+	f.Add(make([]byte, 24))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < shm.HeaderSize {
+			return
+		}
+		m, err := finishControl(bytes.NewReader(b[shm.HeaderSize:]), b[:shm.HeaderSize])
+		if err == nil && m == nil {
+			t.Fatal("nil message without error")
+		}
+	})
+}
