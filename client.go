@@ -17,12 +17,25 @@ import (
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // DialOption configures Dial.
 type DialOption func(*dialOptions) error
 
+// Transport is how a connection's frames travel.
+type Transport int
+
+const (
+	// TransportSHM: shared-memory rings in a sealed memfd (the default).
+	TransportSHM Transport = iota
+	// TransportSocket: the same frames over the Unix socket, for a client
+	// that cannot map memory shared with the node.
+	TransportSocket
+)
+
 type dialOptions struct {
+	transport  Transport
 	socket     string
 	name       string
 	rings      [3]uint32
@@ -39,6 +52,11 @@ type dialOptions struct {
 // WithSocket sets the node's socket path (default DefaultSocketPath()).
 func WithSocket(path string) DialOption {
 	return func(o *dialOptions) error { o.socket = path; return nil }
+}
+
+// WithTransport chooses how frames travel (default TransportSHM).
+func WithTransport(t Transport) DialOption {
+	return func(o *dialOptions) error { o.transport = t; return nil }
 }
 
 // WithClientName names this client to the node (listings, logs).
@@ -134,6 +152,12 @@ type Conn struct {
 
 	wmu    sync.Mutex // request writers, one at a time (the ring has one producer)
 	closed bool       // under wmu: the rings are unmapped
+	sockMu sync.Mutex // frames written to the socket do not interleave
+	bridge *shm.Link  // socket transport: the node's side of the local rings
+	// sockEvents bounds the events held for the socket transport: what the
+	// client's buffer, the node's queue and a full event ring of the
+	// smallest frames would hold together with shared memory.
+	sockEvents int
 
 	rmu      sync.Mutex        // the response ring's reader: the pump, or a caller spinning for its reply
 	rpartial map[uint64][]byte // under rmu: replies arriving in chunks
@@ -213,7 +237,11 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		deadline = time.Now().Add(10 * time.Second)
 	}
 	sock.SetDeadline(deadline)
-	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: pb.Transport_TRANSPORT_SHM,
+	transport := pb.Transport_TRANSPORT_SHM
+	if o.transport == TransportSocket {
+		transport = pb.Transport_TRANSPORT_SOCKET
+	}
+	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: transport,
 		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage,
 		Cpus: shm.CPUMask()}
 	// A node that refuses us may do so, and close, before reading Hello: a
@@ -254,11 +282,23 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Welcome")
 	}
 	spin := derefOr(o.spin, shm.SpinWith(w.GetCpus()))
-	link, err := shm.OpenLink(fds, shm.WithSpin(spin))
-	if err != nil {
-		return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
+	var link, bridge *shm.Link
+	if w.GetTransport() == pb.Transport_TRANSPORT_SOCKET {
+		closeFds()
+		if transport != pb.Transport_TRANSPORT_SOCKET {
+			return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "node chose the socket transport")
+		}
+		sizes := [3]int{int(w.GetRequestRingBytes()), int(w.GetResponseRingBytes()), int(w.GetEventRingBytes())}
+		bridge, link, err = shm.NewLocalLink(clientLocalRings(sizes), shm.WithSpin(0))
+		if err != nil {
+			return nil, fmt.Errorf("switchboard: rings for the socket transport: %w", err)
+		}
+	} else {
+		if link, err = shm.OpenLink(fds, shm.WithSpin(spin)); err != nil {
+			return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
+		}
 	}
-	if link.Seg.NumRings() != 3 || link.Producer(pb.RingRequest) == nil || link.Consumer(pb.RingResponse) == nil || link.Consumer(pb.RingEvent) == nil {
+	if link.NumRings() != 3 || link.Producer(pb.RingRequest) == nil || link.Consumer(pb.RingResponse) == nil || link.Consumer(pb.RingEvent) == nil {
 		link.Close()
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "unexpected ring layout")
 	}
@@ -272,11 +312,18 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		o: o, sock: sock, link: link, welcome: w, maxMsg: int(w.GetMaxMessageBytes()),
 		req: link.Producer(pb.RingRequest), resp: link.Consumer(pb.RingResponse), ev: link.Consumer(pb.RingEvent),
 		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
-		rpartial: map[uint64][]byte{}, spin: spin,
+		rpartial: map[uint64][]byte{}, spin: spin, bridge: bridge,
+		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
 		ewake: make(chan struct{}, 1), pollFd: pollFd,
+	}
+	if bridge != nil {
+		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
 	}
 	c.wg.Go(c.pump)
 	c.wg.Go(c.watch)
+	if bridge != nil {
+		c.wg.Go(c.sendFrames)
+	}
 	if o.onEvent != nil || o.actorPID != nil {
 		c.wg.Go(c.deliver)
 	}
@@ -408,6 +455,8 @@ func (c *Conn) cancelCall(id uint64) {
 	if c.closed {
 		return
 	}
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
 	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	writeControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
 	c.sock.SetWriteDeadline(time.Time{})
@@ -478,21 +527,133 @@ func (c *Conn) end(err error) {
 	c.emu.Unlock()
 }
 
-// watch reads the node's control frames; EOF means the node is gone.
+// watch reads frames from the socket; EOF means the node is gone. With
+// the socket transport, replies and events go into the local rings.
 func (c *Conn) watch() {
 	reason := error(codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, "the node closed the connection"))
+	defer func() { c.end(reason) }()
+	if c.bridge == nil {
+		for {
+			msg, err := readControl(c.sock)
+			if err != nil {
+				return
+			}
+			reason = c.control(msg, reason)
+		}
+	}
+	resp := c.bridge.Producer(pb.RingResponse)
+	maxFrame := resp.MaxBody()
+	var evPartial []byte
+	buf := make([]byte, 0, 64<<10)
+	tmp := make([]byte, 64<<10)
 	for {
-		msg, err := readControl(c.sock)
+		n, err := c.sock.Read(tmp)
 		if err != nil {
-			c.end(reason)
 			return
 		}
-		if g := msg.GetGoodbye(); g != nil {
-			reason = codeError(g.GetCode(), g.GetReason())
-			if g.GetCode() != pb.Code_CODE_NODE_SHUTTING_DOWN {
-				reason = fmt.Errorf("%w (%w)", ErrNodeGone, reason)
+		buf = append(buf, tmp[:n]...)
+		for {
+			f, size, err := shm.DecodeFrame(buf, maxFrame)
+			if errors.Is(err, shm.ErrIncomplete) {
+				break
 			}
+			if err != nil {
+				reason = fmt.Errorf("%w: %w", ErrProtocol, err)
+				return
+			}
+			switch f.Kind {
+			case pb.KindReply:
+				err = resp.Write(context.Background(), f.Header, f.Body)
+			case pb.KindEvent:
+				// Events skip the local ring: a full ring must not stop this
+				// loop, or the replies behind the events would wait too.
+				evPartial = append(evPartial, f.Body...)
+				if len(evPartial) > c.maxMsg {
+					reason = fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+					return
+				}
+				if f.Flags&pb.FlagMore == 0 {
+					c.pushEventDropOldest(Event{Service: f.Service, Command: f.Command, Payload: evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
+					evPartial = nil
+				}
+			case pb.KindControl:
+				var m pb.Control
+				if gproto.Unmarshal(f.Body, &m) == nil {
+					reason = c.control(&m, reason)
+				}
+			default:
+				reason = fmt.Errorf("%w: frame kind %d from the node", ErrProtocol, f.Kind)
+				return
+			}
+			if err != nil { // the connection is closing
+				return
+			}
+			buf = buf[size:]
 		}
+		buf = append(buf[:0], buf...)
+	}
+}
+
+// control handles a control message from the node and returns the reason
+// the connection will give when it ends.
+func (c *Conn) control(msg *pb.Control, reason error) error {
+	if g := msg.GetGoodbye(); g != nil {
+		reason = codeError(g.GetCode(), g.GetReason())
+		if g.GetCode() != pb.Code_CODE_NODE_SHUTTING_DOWN {
+			reason = fmt.Errorf("%w (%w)", ErrNodeGone, reason)
+		}
+	}
+	return reason
+}
+
+// sendFrames, for the socket transport, sends the requests written to the
+// local request ring over the socket, a batch per write.
+func (c *Conn) sendFrames() {
+	req := c.bridge.Consumer(pb.RingRequest)
+	bell := c.bridge.Bell(clientBellRequestData)
+	var buf []byte
+	for {
+		buf = buf[:0]
+		for len(buf) < 256<<10 {
+			f, err := req.Next()
+			if err != nil {
+				break
+			}
+			buf = shm.AppendFrame(buf, f.Header, f.Body)
+		}
+		req.Release()
+		if len(buf) > 0 {
+			c.sockMu.Lock()
+			_, err := c.sock.Write(buf)
+			c.sockMu.Unlock()
+			if err != nil {
+				c.end(fmt.Errorf("%w: %w", ErrNodeGone, err))
+				return
+			}
+			continue
+		}
+		req.Arm()
+		err := bell.WaitUntil(context.Background(), req.Ready)
+		req.Disarm()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// The client's local rings for the socket transport, seen from the node's
+// side (the bridge): unlike the node's layout, the bridge's two goroutines
+// (socket to rings, rings to socket) each wait on a doorbell of their own.
+const (
+	clientBellRequestData = 0
+	clientBellRingSpace   = 3
+)
+
+func clientLocalRings(sizes [3]int) []shm.RingSpec {
+	return []shm.RingSpec{
+		pb.RingRequest:  {Capacity: sizes[0], DataBell: clientBellRequestData, SpaceBell: pb.BellRequestSpace},
+		pb.RingResponse: {Capacity: sizes[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: clientBellRingSpace},
+		pb.RingEvent:    {Capacity: sizes[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: clientBellRingSpace},
 	}
 }
 
@@ -613,8 +774,13 @@ func (c *Conn) eventRoom() bool {
 }
 
 func (c *Conn) pushEvent(e Event) {
-	c.received.Add(1)
 	c.dropped.Add(e.Dropped)
+	c.pushEventCounted(e)
+}
+
+// pushEventCounted queues e; its drops are already counted.
+func (c *Conn) pushEventCounted(e Event) {
+	c.received.Add(1)
 	c.emu.Lock()
 	if len(c.equeue) == c.ehead {
 		var one [8]byte
@@ -627,6 +793,31 @@ func (c *Conn) pushEvent(e Event) {
 	case c.ewake <- struct{}{}:
 	default:
 	}
+}
+
+// pushEventDropOldest queues an event received over the socket transport.
+// The reader of the socket cannot wait for room, so past sockEvents the
+// oldest queued event is dropped, and counted in the Dropped of the event
+// after it, as the node counts its own drops.
+func (c *Conn) pushEventDropOldest(e Event) {
+	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
+	c.emu.Lock()
+	for len(c.equeue)-c.ehead >= c.sockEvents {
+		old := c.equeue[c.ehead]
+		c.equeue[c.ehead] = Event{}
+		c.ehead++
+		carry := 1 + old.Dropped
+		if c.ehead < len(c.equeue) {
+			c.equeue[c.ehead].Dropped += carry
+		} else {
+			e.Dropped += carry
+			c.equeue, c.ehead = c.equeue[:0], 0
+		}
+		c.received.Add(^uint64(0)) // it was counted when queued
+		c.dropped.Add(1)
+	}
+	c.emu.Unlock()
+	c.pushEventCounted(e)
 }
 
 // TryRecvEvent returns the next event if one is waiting (poll mode).

@@ -389,10 +389,8 @@ func (n *Node) handshake(c *net.UnixConn) {
 	case hello.GetProtocolVersion() != pb.ProtocolVersion:
 		fail(pb.Code_CODE_VERSION_MISMATCH, fmt.Sprintf("node speaks protocol %d, client %d", pb.ProtocolVersion, hello.GetProtocolVersion()))
 		return
-	case hello.GetTransport() == pb.Transport_TRANSPORT_SOCKET:
-		fail(pb.Code_CODE_REFUSED, "this node serves the shared-memory transport only")
-		return
 	}
+	socketOnly := hello.GetTransport() == pb.Transport_TRANSPORT_SOCKET
 	rings := n.o.rings
 	for i, want := range []uint32{hello.GetRequestRingBytes(), hello.GetResponseRingBytes(), hello.GetEventRingBytes()} {
 		if want != 0 {
@@ -411,11 +409,12 @@ func (n *Node) handshake(c *net.UnixConn) {
 	if n.o.spin != nil {
 		lopts = append(lopts, shm.WithSpin(*n.o.spin))
 	}
-	link, err := shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), []shm.RingSpec{
-		pb.RingRequest:  {Capacity: rings[0], DataBell: pb.BellNode, SpaceBell: pb.BellRequestSpace},
-		pb.RingResponse: {Capacity: rings[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
-		pb.RingEvent:    {Capacity: rings[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
-	}, lopts...)
+	var link, bridge *shm.Link
+	if socketOnly {
+		link, bridge, err = shm.NewLocalLink(connRings(rings), shm.WithSpin(0))
+	} else {
+		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), connRings(rings), lopts...)
+	}
 	if err != nil {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
@@ -438,6 +437,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 		NodePid:           int32(os.Getpid()),
 		Cpus:              shm.CPUMask(),
 	}
+	if socketOnly {
+		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
+	}
 	if err := writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds()); err != nil {
 		link.Close()
 		c.Close()
@@ -455,7 +457,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	}
 	srv := n.newServer()
 	cfg := conn.Config{
-		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c,
+		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
 		Serve: srv.serve, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
@@ -477,6 +479,19 @@ func (n *Node) handshake(c *net.UnixConn) {
 	n.mu.Unlock()
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
+}
+
+// connRings is the ring layout of a connection, seen from the node (the
+// segment's creator). The node's pump waits on one doorbell for requests,
+// and for room in the response and event rings; the client's pump on
+// another for replies and events; a client caller on a third for room in
+// the request ring.
+func connRings(sizes [3]int) []shm.RingSpec {
+	return []shm.RingSpec{
+		pb.RingRequest:  {Capacity: sizes[0], DataBell: pb.BellNode, SpaceBell: pb.BellRequestSpace},
+		pb.RingResponse: {Capacity: sizes[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
+		pb.RingEvent:    {Capacity: sizes[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
+	}
 }
 
 func ringSize(want int) int {

@@ -72,10 +72,12 @@ func echoService(n *Node) {
 	})
 }
 
-func TestCallInProcess(t *testing.T) {
+func TestCallInProcess(t *testing.T) { bothTransports(t, testCallInProcess) }
+
+func testCallInProcess(t *testing.T, tr Transport) {
 	n := startNode(t)
 	echoService(n)
-	c := dial(t, n)
+	c := dial(t, n, WithTransport(tr))
 	ctx := context.Background()
 	for _, size := range []int{0, 1, 100, 64 << 10, 1 << 20, 3<<20 + 7} {
 		p := bytes.Repeat([]byte{byte(size)}, size)
@@ -113,10 +115,12 @@ func TestCallInProcess(t *testing.T) {
 	}
 }
 
-func TestConcurrentCalls(t *testing.T) {
+func TestConcurrentCalls(t *testing.T) { bothTransports(t, testConcurrentCalls) }
+
+func testConcurrentCalls(t *testing.T, tr Transport) {
 	n := startNode(t)
 	echoService(n)
-	c := dial(t, n)
+	c := dial(t, n, WithTransport(tr))
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for g := range 64 {
@@ -138,7 +142,9 @@ func TestConcurrentCalls(t *testing.T) {
 	}
 }
 
-func TestEventsInOrder(t *testing.T) {
+func TestEventsInOrder(t *testing.T) { bothTransports(t, testEventsInOrder) }
+
+func testEventsInOrder(t *testing.T, tr Transport) {
 	n := startNode(t)
 	var sess *Session
 	ready := make(chan struct{})
@@ -147,7 +153,7 @@ func TestEventsInOrder(t *testing.T) {
 		close(ready)
 		return nil, nil
 	})
-	c := dial(t, n)
+	c := dial(t, n, WithTransport(tr))
 	if _, err := c.Call(context.Background(), svcEcho, 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +177,12 @@ func TestEventsInOrder(t *testing.T) {
 	}
 }
 
-func TestNodeCloseFailsCalls(t *testing.T) {
+func TestNodeCloseFailsCalls(t *testing.T) { bothTransports(t, testNodeCloseFailsCalls) }
+
+func testNodeCloseFailsCalls(t *testing.T, tr Transport) {
 	n := startNode(t)
 	echoService(n)
-	c := dial(t, n)
+	c := dial(t, n, WithTransport(tr))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Call(context.Background(), svcEcho, cmdSlow, nil)
@@ -195,4 +203,10 @@ func TestNodeCloseFailsCalls(t *testing.T) {
 	if _, err := c.Call(context.Background(), svcEcho, cmdEcho, nil); !errors.Is(err, ErrNodeGone) {
 		t.Fatalf("call after shutdown: %v", err)
 	}
+}
+
+// bothTransports runs f over shared memory and over the socket.
+func bothTransports(t *testing.T, f func(*testing.T, Transport)) {
+	t.Run("shm", func(t *testing.T) { f(t, TransportSHM) })
+	t.Run("socket", func(t *testing.T) { f(t, TransportSocket) })
 }

@@ -21,8 +21,10 @@ import (
 // goroutine each). Shutdown wakes every wait with ErrClosed; Close also
 // unmaps, so the owner stops its goroutines between the two.
 type Link struct {
-	Seg *Segment
+	Seg *Segment // nil for a local link
 
+	specs    []RingSpec
+	regions  [][]byte
 	creator  bool
 	prod     []*Producer // by ring number; nil where this side reads
 	cons     []*Consumer // by ring number; nil where this side writes
@@ -39,6 +41,7 @@ func NewLink(name string, rings []RingSpec, opts ...Option) (*Link, error) {
 		return nil, err
 	}
 	l := &Link{Seg: seg, creator: true}
+	l.fromSegment()
 	nbells, err := l.checkBells()
 	if err != nil {
 		seg.Close()
@@ -69,8 +72,11 @@ func NewLink(name string, rings []RingSpec, opts ...Option) (*Link, error) {
 }
 
 // Fds returns the descriptors the peer needs, in the order OpenLink takes
-// them: the segment, then the doorbells.
+// them: the segment, then the doorbells. A local link has none.
 func (l *Link) Fds() []int {
+	if l.Seg == nil {
+		return nil
+	}
 	fds := []int{l.Seg.Fd()}
 	for _, b := range l.bells {
 		fds = append(fds, b.Fd())
@@ -91,6 +97,7 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 		return nil, err
 	}
 	l := &Link{Seg: seg}
+	l.fromSegment()
 	nbells, err := l.checkBells()
 	if err == nil && len(fds) != 1+nbells {
 		err = &SegmentError{Reason: fmt.Sprintf("%d doorbells named, %d descriptors received", nbells, len(fds)-1)}
@@ -120,8 +127,60 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 	return l, nil
 }
 
+// fromSegment takes the link's geometry from its segment's header.
+func (l *Link) fromSegment() {
+	n := l.Seg.NumRings()
+	l.specs, l.regions = make([]RingSpec, n), make([][]byte, n)
+	for r := range n {
+		data, space := l.Seg.Bells(r)
+		l.specs[r] = RingSpec{Capacity: len(l.Seg.Ring(r)) - ringCtlSize, CreatorWrites: l.Seg.CreatorWrites(r), DataBell: data, SpaceBell: space}
+		l.regions[r] = l.Seg.Ring(r)
+	}
+}
+
+// NewLocalLink returns both sides of a link whose rings live in this
+// process's memory: a transport for a peer that cannot map shared memory,
+// whose frames a bridge moves between the rings and a socket, so that the
+// code on each side sees the same rings either way. Shutdown or Close of
+// either side wakes and ends the other's waits too.
+func NewLocalLink(rings []RingSpec, opts ...Option) (creator, peer *Link, err error) {
+	creator = &Link{creator: true, specs: rings}
+	peer = &Link{specs: rings}
+	nbells, err := creator.checkBells()
+	if err != nil {
+		return nil, nil, err
+	}
+	bells := make([]*Doorbell, nbells)
+	for i := range bells {
+		if bells[i], err = NewDoorbell(); err != nil {
+			for _, b := range bells[:i] {
+				b.Close()
+			}
+			return nil, nil, err
+		}
+	}
+	regions := make([][]byte, len(rings))
+	for r, sp := range rings {
+		if sp.Capacity < 0 {
+			return nil, nil, checkCapacity(0)
+		}
+		if err := checkCapacity(uint64(sp.Capacity)); err != nil {
+			return nil, nil, err
+		}
+		regions[r] = AlignedBuffer(RingRegionSize(sp.Capacity))
+	}
+	for _, l := range []*Link{creator, peer} {
+		l.bells, l.regions = bells, regions
+		if err := l.attach(opts); err != nil {
+			creator.Close()
+			return nil, nil, err
+		}
+	}
+	return creator, peer, nil
+}
+
 // writes reports whether this side produces ring r.
-func (l *Link) writes(r int) bool { return l.Seg.CreatorWrites(r) == l.creator }
+func (l *Link) writes(r int) bool { return l.specs[r].CreatorWrites == l.creator }
 
 // checkBells returns the number of doorbells the rings name, after
 // checking that they are numbered from 0 without gaps and that each is
@@ -130,15 +189,18 @@ func (l *Link) writes(r int) bool { return l.Seg.CreatorWrites(r) == l.creator }
 func (l *Link) checkBells() (int, error) {
 	waiter := map[int]bool{} // bell -> does the creator wait on it
 	use := func(bell int, creatorWaits bool) error {
+		if bell < 0 || bell > 0xff {
+			return &SegmentError{Reason: fmt.Sprintf("doorbell index %d out of range", bell)}
+		}
 		if w, ok := waiter[bell]; ok && w != creatorWaits {
 			return &SegmentError{Reason: fmt.Sprintf("doorbell %d is waited on by both sides", bell)}
 		}
 		waiter[bell] = creatorWaits
 		return nil
 	}
-	for r := range l.Seg.NumRings() {
-		data, space := l.Seg.Bells(r)
-		cw := l.Seg.CreatorWrites(r)
+	for r := range l.specs {
+		data, space := l.specs[r].DataBell, l.specs[r].SpaceBell
+		cw := l.specs[r].CreatorWrites
 		if err := use(data, !cw); err != nil {
 			return 0, err
 		}
@@ -156,8 +218,8 @@ func (l *Link) checkBells() (int, error) {
 
 // waitsOn reports whether this side waits on bell i.
 func (l *Link) waitsOn(i int) bool {
-	for r := range l.Seg.NumRings() {
-		data, space := l.Seg.Bells(r)
+	for r := range l.specs {
+		data, space := l.specs[r].DataBell, l.specs[r].SpaceBell
 		if data == i {
 			return !l.writes(r)
 		}
@@ -172,16 +234,16 @@ func (l *Link) waitsOn(i int) bool {
 func (l *Link) Bell(i int) *Doorbell { return l.bells[i] }
 
 func (l *Link) attach(opts []Option) error {
-	n := l.Seg.NumRings()
+	n := len(l.specs)
 	l.prod, l.cons = make([]*Producer, n), make([]*Consumer, n)
 	for r := range n {
-		data, space := l.Seg.Bells(r)
+		data, space := l.specs[r].DataBell, l.specs[r].SpaceBell
 		ropts := append([]Option{WithDoorbells(l.bells[data], l.bells[space])}, opts...)
 		var err error
 		if l.writes(r) {
-			l.prod[r], err = NewProducer(l.Seg.Ring(r), ropts...)
+			l.prod[r], err = NewProducer(l.regions[r], ropts...)
 		} else {
-			l.cons[r], err = NewConsumer(l.Seg.Ring(r), ropts...)
+			l.cons[r], err = NewConsumer(l.regions[r], ropts...)
 		}
 		if err != nil {
 			return err
@@ -261,7 +323,7 @@ func OpenDuplex(fds []int, opts ...Option) (*Duplex, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.Seg.NumRings() != 2 || l.Consumer(0) == nil || l.Producer(1) == nil {
+	if len(l.specs) != 2 || l.Consumer(0) == nil || l.Producer(1) == nil {
 		l.Close()
 		return nil, &SegmentError{Reason: "not a duplex: want ring 0 from the creator and ring 1 to it"}
 	}
@@ -273,3 +335,6 @@ func closeFds(fds []int) {
 		closeFd(fd)
 	}
 }
+
+// NumRings returns the number of rings in the link.
+func (l *Link) NumRings() int { return len(l.specs) }

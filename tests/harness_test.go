@@ -90,7 +90,8 @@ func runRole(role string) int {
 		}
 		return 0
 	case "slowcall": // connects, starts a call that never ends, says so on stdout
-		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+		tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
+		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithTransport(switchboard.Transport(tr)))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

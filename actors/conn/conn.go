@@ -57,6 +57,10 @@ type Config struct {
 	Cred    shm.Cred
 	Link    *shm.Link     // node side: reads RingRequest, writes RingResponse and RingEvent
 	Sock    *net.UnixConn // control socket; EOF on it ends the connection
+	// Bridge, for the socket transport, is the other side of a local Link:
+	// the connection's socket reader writes the client's frames into its
+	// request ring, and a socket writer sends what the pump writes.
+	Bridge *shm.Link
 	Parent  *actor.PID    // spawns the actor (see Spawn) and supervises it
 
 	MaxMessage  int // largest reassembled message
@@ -95,6 +99,7 @@ type Conn struct {
 	why      Reason
 	whyOnce  sync.Once
 	byeOnce  sync.Once
+	sockMu   sync.Mutex // frames written to the socket do not interleave
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
@@ -174,6 +179,9 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 	var wg sync.WaitGroup
 	wg.Go(c.pump)
 	wg.Go(c.watch)
+	if cfg.Bridge != nil {
+		wg.Go(c.sendFrames)
+	}
 	go func() {
 		wg.Wait()
 		close(c.done)
@@ -232,11 +240,18 @@ func (c *Conn) end(why Reason) {
 	})
 }
 
-// watch reads control frames from the socket until it fails: EOF means the
-// client is gone.
+// watch reads frames from the socket until it fails: EOF means the client
+// is gone. Control frames are handled here; with the socket transport the
+// others go into the request ring.
 func (c *Conn) watch() {
-	buf := make([]byte, 0, 4096)
-	tmp := make([]byte, 4096)
+	maxFrame := 64 << 10
+	var req *shm.Producer
+	if c.cfg.Bridge != nil {
+		req = c.cfg.Bridge.Producer(pb.RingRequest)
+		maxFrame = req.MaxBody()
+	}
+	buf := make([]byte, 0, 64<<10)
+	tmp := make([]byte, 64<<10)
 	for {
 		n, err := c.cfg.Sock.Read(tmp)
 		if err != nil {
@@ -245,12 +260,19 @@ func (c *Conn) watch() {
 		}
 		buf = append(buf, tmp[:n]...)
 		for {
-			f, size, err := shm.DecodeFrame(buf, 64<<10)
+			f, size, err := shm.DecodeFrame(buf, maxFrame)
 			if errors.Is(err, shm.ErrIncomplete) {
 				break
 			}
+			if err == nil && f.Kind != pb.KindControl && req != nil {
+				if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
+					return // the connection is ending
+				}
+				buf = buf[size:]
+				continue
+			}
 			if err != nil || f.Kind != pb.KindControl {
-				c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad control frame"})
+				c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
 				c.cfg.Sock.CloseRead()
 				return
 			}
@@ -265,6 +287,47 @@ func (c *Conn) watch() {
 			buf = buf[size:]
 		}
 		buf = append(buf[:0], buf...)
+	}
+}
+
+// sendFrames, for the socket transport, sends what the pump writes to the
+// response and event rings over the socket, a batch per write.
+func (c *Conn) sendFrames() {
+	br := c.cfg.Bridge
+	resp, ev := br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent)
+	bell := br.Bell(pb.BellClient)
+	ready := func() bool { return resp.Ready() || ev.Ready() }
+	var buf []byte
+	for {
+		buf = buf[:0]
+		for _, cons := range []*shm.Consumer{resp, ev} {
+			for len(buf) < 256<<10 {
+				f, err := cons.Next()
+				if err != nil {
+					break
+				}
+				buf = shm.AppendFrame(buf, f.Header, f.Body)
+			}
+			cons.Release()
+		}
+		if len(buf) > 0 {
+			c.sockMu.Lock()
+			_, err := c.cfg.Sock.Write(buf)
+			c.sockMu.Unlock()
+			if err != nil {
+				c.end(Reason{Code: pb.Code_CODE_OK, Text: "socket write: " + err.Error()})
+				return
+			}
+			continue
+		}
+		resp.Arm()
+		ev.Arm()
+		err := bell.WaitUntil(context.Background(), ready)
+		resp.Disarm()
+		ev.Disarm()
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -465,7 +528,7 @@ func (c *Conn) release() {
 		c.cfg.OnClose(c, c.why)
 	}
 	c.cfg.Sock.Close() // ends watch
-	c.cfg.Link.Close()
+	c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
 }
 
 // pumpDispatcher hands mailbox runs to the pump. Schedule never blocks: it
@@ -509,6 +572,8 @@ func (c *Conn) sayGoodbye(why Reason) {
 		if err != nil {
 			return
 		}
+		c.sockMu.Lock()
+		defer c.sockMu.Unlock()
 		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
 	})
