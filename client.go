@@ -314,7 +314,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
 		rpartial: map[uint64][]byte{}, spin: spin, bridge: bridge,
 		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
-		ewake: make(chan struct{}, 1), pollFd: pollFd,
+		ewake:      make(chan struct{}, 1), pollFd: pollFd,
 	}
 	if bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge

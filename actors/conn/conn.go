@@ -61,7 +61,7 @@ type Config struct {
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
 	Bridge *shm.Link
-	Parent  *actor.PID    // spawns the actor (see Spawn) and supervises it
+	Parent *actor.PID // spawns the actor (see Spawn) and supervises it
 
 	MaxMessage  int // largest reassembled message
 	EventQueue  int // events queued when the event ring is full
