@@ -175,6 +175,7 @@ type Conn struct {
 	ehead    int
 	ewake    chan struct{}
 	pollFd   int
+	polled   atomic.Bool // Fd was called: keep pollFd readable while events wait
 	received atomic.Uint64
 	dropped  atomic.Uint64
 	late     atomic.Uint64
@@ -782,7 +783,7 @@ func (c *Conn) pushEvent(e Event) {
 func (c *Conn) pushEventCounted(e Event) {
 	c.received.Add(1)
 	c.emu.Lock()
-	if len(c.equeue) == c.ehead {
+	if len(c.equeue) == c.ehead && c.polled.Load() {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:]) // readable while events wait
@@ -833,8 +834,10 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 	c.ehead++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
-		var b [8]byte
-		unix.Read(c.pollFd, b[:]) // no more events: not readable
+		if c.polled.Load() {
+			var b [8]byte
+			unix.Read(c.pollFd, b[:]) // no more events: not readable
+		}
 	} else if c.ehead > 1024 && 2*c.ehead > len(c.equeue) {
 		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
 		c.ehead = 0
@@ -866,8 +869,18 @@ func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 }
 
 // Fd returns a descriptor that polls readable while events wait to be
-// taken with TryRecvEvent (poll mode), for a caller's own event loop.
-func (c *Conn) Fd() int { return c.pollFd }
+// taken with TryRecvEvent (poll mode), for a caller's own event loop. The
+// descriptor is kept up to date from the first call of Fd on.
+func (c *Conn) Fd() int {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if !c.polled.Swap(true) && len(c.equeue) > c.ehead {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(c.pollFd, one[:])
+	}
+	return c.pollFd
+}
 
 // deliver hands events to the handler or actor, in order.
 func (c *Conn) deliver() {

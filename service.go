@@ -27,6 +27,19 @@ type Request struct {
 	NoReply bool
 }
 
+// SendEvent queues an event to the caller, from the service of the
+// request, without the actor hop of Session.SendEvent: call it only from
+// the handler, before it returns (a goroutine started by the handler uses
+// Session.SendEvent). The payload is not copied until it reaches the ring:
+// do not change it afterwards. Events sent either way by one goroutine
+// arrive in order.
+func (r *Request) SendEvent(command uint16, payload []byte) {
+	if r.NoReply && r.Session == nil {
+		return
+	}
+	r.Session.c.SendEventFromServe(r.Service, command, payload)
+}
+
 // Handler serves the requests of one service. The context carries the
 // caller's deadline and ends when the caller cancels or disconnects.
 // Returning ErrUnknownCommand tells the caller so; any other error reaches

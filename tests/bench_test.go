@@ -111,7 +111,7 @@ func BenchmarkEvents(b *testing.B) {
 					}
 					defer c.Close()
 					ctx := context.Background()
-					window := 512
+					window := 4096
 					if size > 4096 {
 						window = 16 // 1 MiB in flight per window
 					}

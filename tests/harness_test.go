@@ -156,7 +156,7 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 			}
 			payload := make([]byte, sz) // shared by every event: the node copies it into the ring
 			for i := range n {
-				r.Session.SendEvent(uint16(i), payload)
+				r.SendEvent(uint16(i), payload)
 			}
 			return nil, nil
 		}

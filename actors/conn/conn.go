@@ -218,6 +218,13 @@ func (c *Conn) SendEvent(service, command uint16, payload []byte) {
 	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload})
 }
 
+// SendEventFromServe queues an event for the client without the mailbox
+// hop. Only Serve may call it, on the pump, during its call; events sent
+// this way keep their order among themselves.
+func (c *Conn) SendEventFromServe(service, command uint16, payload []byte) {
+	c.queueEvent(&Event{Service: service, Command: command, Payload: payload})
+}
+
 // Reply delivers the result of a request that Serve left pending.
 func (c *Conn) Reply(id uint64, r Result) {
 	c.sys.Root.Send(c.pid, &Reply{ID: id, Result: r})
