@@ -61,7 +61,6 @@ type Config struct {
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
 	Bridge *shm.Link
-	Parent *actor.PID // spawns the actor (see Spawn) and supervises it
 
 	MaxMessage  int // largest reassembled message
 	EventQueue  int // events queued when the event ring is full
@@ -135,10 +134,9 @@ type (
 	}
 )
 
-// Start creates the connection's actor as a child of cfg.Parent (through a
-// Spawn message the parent's Receive must pass to Spawn) and starts its
-// goroutines. Without a parent, the actor is a top-level actor with a
-// guardian that stops it on failure.
+// Start creates the connection's actor with spawn (the node spawns it as a
+// child of its root actor, which supervises it) and starts the
+// connection's goroutines.
 func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) (*actor.PID, error)) (*Conn, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
