@@ -359,14 +359,24 @@ func (c *Conn) Data() any {
 // (a late reply is discarded) and tells the node. If the node goes away
 // the call fails with ErrNodeGone at once.
 func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte) ([]byte, error) {
+	id, cl, err := c.startCall(ctx, service, command, payload)
+	if err != nil {
+		return nil, err
+	}
+	c.lead(cl)
+	return c.finishCall(ctx, id, cl)
+}
+
+// startCall registers a call and writes its request.
+func (c *Conn) startCall(ctx context.Context, service, command uint16, payload []byte) (uint64, *call, error) {
 	if len(payload) > c.maxMsg {
-		return nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
 	}
 	var aux uint32
 	if dl, ok := ctx.Deadline(); ok {
 		us := time.Until(dl).Microseconds()
 		if us <= 0 {
-			return nil, context.DeadlineExceeded
+			return 0, nil, context.DeadlineExceeded
 		}
 		aux = uint32(min(us, math.MaxUint32))
 	}
@@ -376,7 +386,7 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 	if err := c.goneErr; err != nil {
 		c.pmu.Unlock()
 		callPool.Put(cl)
-		return nil, err
+		return 0, nil, err
 	}
 	c.pending[id] = cl
 	c.pmu.Unlock()
@@ -384,23 +394,22 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 		if c.forget(id) {
 			callPool.Put(cl)
 		}
-		return nil, err
+		return 0, nil, err
 	}
-	c.lead(cl)
+	return id, cl, nil
+}
+
+// finishCall waits for a call's reply.
+func (c *Conn) finishCall(ctx context.Context, id uint64, cl *call) ([]byte, error) {
 	select {
 	case <-cl.done:
 		payload, code := cl.payload, cl.code
 		cl.payload = nil
 		callPool.Put(cl)
-		switch code {
-		case pb.Code_CODE_OK:
-			return payload, nil
-		case pb.Code_CODE_DEADLINE_EXCEEDED: // the handler saw the deadline first
-			return nil, context.DeadlineExceeded
-		case pb.Code_CODE_CANCELED:
-			return nil, context.Canceled
+		if code != pb.Code_CODE_OK {
+			return nil, replyError(code, string(payload))
 		}
-		return nil, codeError(code, string(payload))
+		return payload, nil
 	case <-ctx.Done():
 		if c.forget(id) {
 			callPool.Put(cl)
@@ -411,6 +420,17 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 		c.forget(id)
 		return nil, c.err()
 	}
+}
+
+// replyError turns a reply's code and text into the caller's error.
+func replyError(code pb.Code, text string) error {
+	switch code {
+	case pb.Code_CODE_DEADLINE_EXCEEDED: // the handler saw the deadline first
+		return context.DeadlineExceeded
+	case pb.Code_CODE_CANCELED:
+		return context.Canceled
+	}
+	return codeError(code, text)
 }
 
 // lead spins for a while reading the response ring itself, so that a reply
@@ -734,25 +754,120 @@ func (c *Conn) readResponses() error {
 		if err != nil {
 			return fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
 		}
-		if f.Kind != pb.KindReply {
-			return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
+		if err := c.deliverReply(f); err != nil {
+			return err
 		}
-		if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
-			p = append(p, f.Body...)
-			if len(p) > c.maxMsg {
-				return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
-			}
-			if f.Flags&pb.FlagMore != 0 {
-				c.rpartial[f.ID] = p
-				continue
-			}
-			delete(c.rpartial, f.ID)
-			c.reply(f.ID, pb.Code(f.Aux), p)
-			continue
-		}
-		c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
 	}
 	return nil
+}
+
+// deliverReply hands a reply frame (a copy of it) to its caller. The
+// caller of deliverReply holds rmu.
+func (c *Conn) deliverReply(f shm.Frame) error {
+	if f.Kind != pb.KindReply {
+		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
+	}
+	if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
+		p = append(p, f.Body...)
+		if len(p) > c.maxMsg {
+			return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
+		}
+		if f.Flags&pb.FlagMore != 0 {
+			c.rpartial[f.ID] = p
+			return nil
+		}
+		delete(c.rpartial, f.ID)
+		c.reply(f.ID, pb.Code(f.Aux), p)
+		return nil
+	}
+	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+	return nil
+}
+
+// Reply is the result of CallView.
+type Reply struct {
+	// Body is the reply's payload. When the caller found its reply in the
+	// response ring itself, Body is a view of shared memory: valid until
+	// Release, untrusted, and holding up every other reply of the
+	// connection until then. Otherwise it is a copy.
+	Body []byte
+	c    *Conn
+}
+
+// Release gives the reply's memory back. Call it once, as soon as possible.
+func (r *Reply) Release() {
+	if r.c != nil {
+		r.c.resp.Release()
+		r.c.rmu.Unlock()
+		r.c = nil
+	}
+	r.Body = nil
+}
+
+// CallView is Call with the reply read in place (coroipc's
+// reply_receive_in_buf): when the reply comes while the caller is still
+// spinning for it, the caller gets a view of the response ring instead of
+// a copy, and must Release it. Errors are as for Call.
+func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []byte) (*Reply, error) {
+	id, cl, err := c.startCall(ctx, service, command, payload)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for i := 1; len(cl.done) == 0; i++ {
+		if c.rmu.TryLock() {
+			f, found, err := c.findReply(id)
+			if err != nil {
+				c.resp.Release()
+				c.rmu.Unlock()
+				c.end(err)
+				break
+			}
+			if found && c.forget(id) {
+				callPool.Put(cl)
+				if code := pb.Code(f.Aux); code != pb.Code_CODE_OK {
+					text := string(f.Body)
+					c.resp.Release()
+					c.rmu.Unlock()
+					return nil, replyError(code, text)
+				}
+				return &Reply{Body: f.Body, c: c}, nil
+			}
+			c.resp.Release()
+			c.rmu.Unlock()
+		}
+		if i%64 == 0 && time.Since(start) > c.spin {
+			break
+		}
+	}
+	body, err := c.finishCall(ctx, id, cl)
+	if err != nil {
+		return nil, err
+	}
+	return &Reply{Body: body}, nil
+}
+
+// findReply reads the response ring up to the single-frame reply to call
+// id, delivering the others, and returns it without releasing it. The
+// caller holds rmu and releases the ring.
+func (c *Conn) findReply(id uint64) (shm.Frame, bool, error) {
+	for {
+		f, err := c.resp.Next()
+		if err == shm.ErrRingEmpty {
+			return shm.Frame{}, false, nil
+		}
+		if err != nil {
+			return shm.Frame{}, false, fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
+		}
+		if f.Kind == pb.KindReply && f.ID == id && f.Flags&pb.FlagMore == 0 {
+			if _, chunked := c.rpartial[id]; !chunked {
+				return f, true, nil
+			}
+		}
+		if err := c.deliverReply(f); err != nil {
+			return shm.Frame{}, false, err
+		}
+	}
 }
 
 func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {

@@ -334,3 +334,56 @@ func FuzzControlFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestCallView(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		echoService(n)
+		c := dial(t, n, WithTransport(tr), WithSpin(50*time.Millisecond))
+		ctx := context.Background()
+		inPlace := 0
+		for i := range 100 {
+			p := []byte(fmt.Sprint("view ", i))
+			r, err := c.CallView(ctx, svcEcho, cmdEcho, p)
+			if err != nil || string(r.Body) != string(p) {
+				t.Fatalf("call %d: %q %v", i, r.Body, err)
+			}
+			if r.c != nil {
+				inPlace++
+			}
+			r.Release()
+			r.Release() // idempotent
+		}
+		if inPlace == 0 && tr == TransportSHM { // over the socket the client's own pump is as quick as the caller
+			t.Fatal("no reply was read in place")
+		}
+		t.Logf("%d of 100 replies read in place", inPlace)
+		if _, err := c.CallView(ctx, svcEcho, cmdFail, nil); !errors.Is(err, ErrHandler) {
+			t.Fatalf("error through CallView: %v", err)
+		}
+		// Calls from other goroutines go on while views come and go.
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 50 {
+					p := []byte(fmt.Sprint(g, "/", i))
+					if g%2 == 0 {
+						r, err := c.CallView(ctx, svcEcho, cmdEcho, p)
+						if err != nil || string(r.Body) != string(p) {
+							t.Errorf("view %s: %q %v", p, r.Body, err)
+							return
+						}
+						r.Release()
+						continue
+					}
+					got, err := c.Call(ctx, svcEcho, cmdEcho, p)
+					if err != nil || string(got) != string(p) {
+						t.Errorf("call %s: %q %v", p, got, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
