@@ -136,6 +136,55 @@ type Event struct {
 	Payload          []byte
 	Seq              uint64 // the event's number on this connection
 	Dropped          uint64 // events the node dropped just before this one
+
+	pool *bufPool
+}
+
+// Release hands the event's payload buffer back for reuse by later events
+// of the same size class, sparing the allocation and the cache misses of a
+// fresh buffer (worth it for large events). The payload must not be used
+// afterwards. Calling it is optional; call it at most once.
+func (e Event) Release() {
+	if e.pool != nil {
+		e.pool.put(e.Payload)
+	}
+}
+
+// bufPool keeps a few large payload buffers for reuse.
+type bufPool struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+const (
+	poolMin  = 4 << 10 // smaller payloads are cheap to allocate
+	poolKeep = 64      // buffers kept at most
+)
+
+// get returns a buffer holding a copy of b: a pooled one if it fits.
+func (p *bufPool) get(b []byte) []byte {
+	if len(b) >= poolMin {
+		p.mu.Lock()
+		if n := len(p.free); n > 0 && cap(p.free[n-1]) >= len(b) {
+			buf := p.free[n-1]
+			p.free = p.free[:n-1]
+			p.mu.Unlock()
+			return append(buf[:0], b...)
+		}
+		p.mu.Unlock()
+	}
+	return append([]byte(nil), b...)
+}
+
+func (p *bufPool) put(b []byte) {
+	if cap(b) < poolMin {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free) < poolKeep {
+		p.free = append(p.free, b[:0])
+	}
+	p.mu.Unlock()
 }
 
 // Conn is a client's connection to a node. It is safe for concurrent use.
@@ -176,6 +225,7 @@ type Conn struct {
 	ewake    chan struct{}
 	pollFd   int
 	polled   atomic.Bool // Fd was called: keep pollFd readable while events wait
+	evbufs   bufPool
 	received atomic.Uint64
 	dropped  atomic.Uint64
 	late     atomic.Uint64
@@ -718,7 +768,7 @@ func (c *Conn) pump() {
 				evPartial = nil
 				continue
 			}
-			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: append([]byte(nil), f.Body...), Seq: f.ID, Dropped: uint64(f.Aux)})
+			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
 		}
 		c.ev.Release()
 		if c.closing.Load() {
