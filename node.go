@@ -617,7 +617,7 @@ func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
 	case SysPing:
 		return nil, nil
 	case SysEcho:
-		return append([]byte(nil), r.Payload...), nil
+		return r.Payload, nil // copied into the response ring before the request is released
 	case SysInfo:
 		n.mu.Lock()
 		conns := len(n.conns)

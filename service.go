@@ -19,7 +19,9 @@ type Request struct {
 	Service, Command uint16
 	// Payload is valid until the handler returns: it may be a view of the
 	// shared ring, which the client can overwrite. Copy what you keep, and
-	// treat the bytes as untrusted.
+	// treat the bytes as untrusted. A handler may return Payload, or part
+	// of it, as its reply: the reply is copied out before the request's
+	// memory is given back.
 	Payload []byte
 	// Session is the caller's connection as this service sees it.
 	Session *Session

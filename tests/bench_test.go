@@ -68,8 +68,16 @@ func benchNode(b *testing.B, clientCPUs, nodeCPUs []int, env ...string) string {
 func BenchmarkCall(b *testing.B) {
 	for _, cpus := range benchCPUs {
 		b.Run(cpus.name, func(b *testing.B) {
-			for _, size := range []int{64, 64 << 10} {
-				b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			for _, bc := range []struct {
+				size int
+				view bool
+			}{{64, false}, {64 << 10, false}, {64 << 10, true}} {
+				size := bc.size
+				name := fmt.Sprintf("size=%d", size)
+				if bc.view {
+					name += "/view"
+				}
+				b.Run(name, func(b *testing.B) {
 					socket := benchNode(b, cpus.client, cpus.node)
 					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
 					if err != nil {
@@ -83,7 +91,13 @@ func BenchmarkCall(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
 						t0 := time.Now()
-						if _, err := c.Call(ctx, svcTest, cmdEcho, payload); err != nil {
+						if bc.view {
+							r, err := c.CallView(ctx, svcTest, cmdEcho, payload)
+							if err != nil {
+								b.Fatal(err)
+							}
+							r.Release()
+						} else if _, err := c.Call(ctx, svcTest, cmdEcho, payload); err != nil {
 							b.Fatal(err)
 						}
 						lat = append(lat, int64(time.Since(t0)))
@@ -94,6 +108,8 @@ func BenchmarkCall(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCall's size=65536/view variant reads replies in place (CallView).
 
 // BenchmarkEvents measures event throughput from the node to one client.
 // The client asks for events a window at a time (two windows in flight),
