@@ -332,7 +332,9 @@ func (p *Producer) WaitSpace(ctx context.Context, n int) error {
 			continue
 		}
 		p.r.waiting.Store(1)
+		parked := time.Now()
 		err := p.o.space.WaitUntil(ctx, ready)
+		p.spin.woke(time.Since(parked))
 		p.r.waiting.CompareAndSwap(1, 0) // if it fails, the consumer rang: harmless
 		if err != nil {
 			return err
@@ -513,7 +515,9 @@ func (c *Consumer) Wait(ctx context.Context) error {
 			continue
 		}
 		c.r.sleeping.Store(1)
+		parked := time.Now()
 		err := c.o.data.WaitUntil(ctx, ready)
+		c.spin.woke(time.Since(parked))
 		c.r.sleeping.CompareAndSwap(1, 0) // if it fails, the producer rang: harmless
 		return err
 	}

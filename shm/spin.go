@@ -38,9 +38,15 @@ func DefaultSpin() time.Duration {
 
 // spinner is an adaptive spin budget: it doubles (up to max) each time a
 // spin ends in success and halves (down to minSpin) each time it ends in a
-// park, so a peer that stops answering quickly costs little CPU.
+// park, so a peer that stops answering quickly costs little CPU. Parks
+// that end sooner than max after they began suggest that a full spin would
+// have won: every 16th such park, the budget goes back to max, to try.
+// Without that, a budget shrunk below the peer's answer time would never
+// grow again; doing it at every such park would spin in vain when the peer
+// shares our CPU (it answers quickly only because we parked).
 type spinner struct {
 	max, cur time.Duration
+	short    uint32 // parks shorter than max
 }
 
 func newSpinner(max time.Duration) spinner {
@@ -48,6 +54,15 @@ func newSpinner(max time.Duration) spinner {
 		max = 0
 	}
 	return spinner{max: max, cur: max}
+}
+
+// woke reports how long a park that followed a failed spin lasted.
+func (s *spinner) woke(parked time.Duration) {
+	if parked < s.max {
+		if s.short++; s.short%16 == 0 {
+			s.cur = s.max
+		}
+	}
 }
 
 // spin polls ready until it returns true or the budget runs out.
@@ -82,6 +97,10 @@ func NewSpinner(max time.Duration) *Spinner { return &Spinner{newSpinner(max)} }
 // budget runs out. Success doubles the budget, up to its maximum; failure
 // halves it.
 func (s *Spinner) Spin(ready func() bool) bool { return s.s.spin(ready) }
+
+// Woke reports how long the park that followed a failed Spin lasted, so
+// that the budget recovers when spinning a little longer would have won.
+func (s *Spinner) Woke(parked time.Duration) { s.s.woke(parked) }
 
 // CPUMask returns the CPUs this process may run on, as a little-endian bit
 // mask (bit i: CPU i), for telling a peer.

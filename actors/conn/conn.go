@@ -363,7 +363,9 @@ func (c *Conn) park() {
 	if backlogged {
 		c.ev.ArmSpace()
 	}
+	parked := time.Now()
 	err := c.bell.WaitUntil(context.Background(), c.readyFn)
+	c.spinner.Woke(time.Since(parked))
 	c.in.Disarm()
 	c.ev.DisarmSpace()
 	if err != nil { // the doorbell closed under us: only release does that
