@@ -493,14 +493,22 @@ func (c *Conn) lead(cl *call) {
 	defer c.spinning.Store(false)
 	start := time.Now()
 	for i := 1; len(cl.done) == 0; i++ {
-		if c.resp.Unreleased() && c.rmu.TryLock() {
-			err := c.readResponses()
+		// The ring is touched only under rmu, which Close takes before it
+		// unmaps.
+		if c.rmu.TryLock() {
+			if c.closing.Load() {
+				c.rmu.Unlock()
+				return
+			}
+			var err error
+			if c.resp.Unreleased() {
+				err = c.readResponses()
+			}
 			c.rmu.Unlock()
 			if err != nil {
 				c.end(err)
 				return
 			}
-			continue
 		}
 		if i%64 == 0 && time.Since(start) > c.spin {
 			return
@@ -857,7 +865,7 @@ func (r *Reply) Release() {
 // CallView is Call with the reply read in place (coroipc's
 // reply_receive_in_buf): when the reply comes while the caller is still
 // spinning for it, the caller gets a view of the response ring instead of
-// a copy, and must Release it. Errors are as for Call.
+// a copy, and must Release it, before Close too. Errors are as for Call.
 func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []byte) (*Reply, error) {
 	id, cl, err := c.startCall(ctx, service, command, payload)
 	if err != nil {
@@ -866,6 +874,10 @@ func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []
 	start := time.Now()
 	for i := 1; len(cl.done) == 0; i++ {
 		if c.rmu.TryLock() {
+			if c.closing.Load() {
+				c.rmu.Unlock()
+				break
+			}
 			f, found, err := c.findReply(id)
 			if err != nil {
 				c.resp.Release()
@@ -1103,10 +1115,14 @@ func (c *Conn) Close() error {
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()
+		// Writers (wmu) and callers reading replies (rmu) touch the rings
+		// only under these locks: once both are held, nobody does.
+		c.rmu.Lock()
 		c.wmu.Lock()
 		c.closed = true
 		c.link.Close()
 		c.wmu.Unlock()
+		c.rmu.Unlock()
 		unix.Close(c.pollFd)
 	})
 	return nil
