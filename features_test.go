@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -386,4 +387,106 @@ func TestCallView(t *testing.T) {
 		}
 		wg.Wait()
 	})
+}
+
+// TestEventMailboxBound: events sent while the connection's pump is busy
+// wait in its mailbox only up to the queue bound; the rest are dropped
+// and counted, none lost silently.
+func TestEventMailboxBound(t *testing.T) {
+	n := startNode(t, WithEventQueue(64, 1<<20, DropOldest))
+	echoService(n)
+	c := dial(t, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { // keeps the pump inside a handler
+		_, err := c.Call(ctx, svcEcho, cmdSlow, nil)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	const sent = 5000
+	for i := range sent {
+		if err := n.SendEvent(c.ID(), 1, uint16(i), []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-done
+	var got, dropped uint64
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	for got+dropped < sent {
+		e, err := c.RecvEvent(rctx)
+		if err != nil {
+			t.Fatalf("after %d events and %d dropped: %v", got, dropped, err)
+		}
+		got++
+		dropped += e.Dropped
+	}
+	if dropped < sent-64-1 || got+dropped != sent {
+		t.Fatalf("%d received, %d dropped of %d, with a bound of 64", got, dropped, sent)
+	}
+	t.Logf("%d received, %d dropped", got, dropped)
+}
+
+// TestProtocolViolation: a client that writes a frame the protocol does
+// not allow is disconnected with that reason; the node serves the others.
+func TestProtocolViolation(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		echoService(n)
+		bad, good := dial(t, n, WithTransport(tr)), dial(t, n, WithTransport(tr))
+		bad.wmu.Lock()
+		err := bad.req.Write(context.Background(), shm.Header{Kind: pb.KindReply, ID: 1}, []byte("not a request"))
+		bad.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-bad.gone:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the node kept a client that broke the protocol")
+		}
+		if err := bad.err(); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("bad client ended with %v, want ErrProtocol", err)
+		}
+		if _, err := good.Call(context.Background(), svcEcho, cmdEcho, []byte("x")); err != nil {
+			t.Fatalf("other client: %v", err)
+		}
+	})
+}
+
+// TestVersionMismatch: a client speaking another protocol version is
+// refused with a reason saying so.
+func TestVersionMismatch(t *testing.T) {
+	n := startNode(t)
+	c, err := net.Dial("unix", n.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	if err := writeControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 99}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readControl(uc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.GetRefused()
+	if r == nil || !errors.Is(codeError(r.GetCode(), r.GetReason()), ErrVersionMismatch) || !strings.Contains(r.GetReason(), "99") {
+		t.Fatalf("got %v, want a version-mismatch refusal naming version 99", m)
+	}
+}
+
+func TestConnections(t *testing.T) {
+	n := startNode(t)
+	a := dial(t, n, WithClientName("alpha"))
+	b := dial(t, n, WithClientName("beta"))
+	var list []ConnInfo
+	waitFor(t, func() bool { list = n.Connections(); return len(list) == 2 })
+	if list[0].ID != a.ID() || list[0].Name != "alpha" || list[1].Address != b.Address() || list[0].Cred.PID != int32(os.Getpid()) {
+		t.Fatalf("connections %+v", list)
+	}
+	a.Close()
+	waitFor(t, func() bool { list = n.Connections(); return len(list) == 1 && list[0].ID == b.ID() })
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	gproto "google.golang.org/protobuf/proto"
@@ -168,6 +169,7 @@ type Node struct {
 	o        nodeOptions
 	sys      *actor.ActorSystem
 	root     *actor.PID
+	registry *actor.PID // the table of live connections
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 
@@ -234,6 +236,10 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		return nil, err
 	}
 	n.root = root
+	if n.registry, err = n.spawn(actor.PropsFromProducer(registry.New), "registry"); err != nil {
+		n.sys.Root.StopFuture(root).Wait()
+		return nil, err
+	}
 	n.Handle(SystemService, HandlerFunc(n.serveSystem))
 	return n, nil
 }
@@ -477,6 +483,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	n.conns[id] = cn
 	delete(n.hs, c)
 	n.mu.Unlock()
+	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}})
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
 }
@@ -537,6 +544,7 @@ func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
 	n.mu.Lock()
 	delete(n.conns, c.ID())
 	n.mu.Unlock()
+	n.sys.Root.Send(n.registry, &registry.Unregister{ID: c.ID()})
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }
 
@@ -559,19 +567,28 @@ type ConnInfo struct {
 	Address string
 	Name    string
 	Cred    Cred
+	Since   time.Time
 	Calls   uint64
 	Events  uint64
 	Dropped uint64
 }
 
-// Connections lists the node's connections.
+// Connections lists the node's connections, in id order, as the registry
+// actor knows them.
 func (n *Node) Connections() []ConnInfo {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]ConnInfo, 0, len(n.conns))
-	for _, c := range n.conns {
+	reply := make(chan []registry.Entry, 1)
+	n.sys.Root.Send(n.registry, &registry.List{Reply: reply})
+	var entries []registry.Entry
+	select {
+	case entries = <-reply:
+	case <-time.After(5 * time.Second):
+		return nil
+	}
+	out := make([]ConnInfo, 0, len(entries))
+	for _, e := range entries {
+		c := e.Conn
 		st := c.Stats()
-		out = append(out, ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(),
+		out = append(out, ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Since: e.Since,
 			Calls: st.Calls.Load(), Events: st.Events.Load(), Dropped: st.EventsDropped.Load()})
 	}
 	return out

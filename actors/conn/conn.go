@@ -102,16 +102,18 @@ type Conn struct {
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
-	stats   Stats
-	spinner *shm.Spinner
-	readyFn func() bool
-	done    chan struct{}
+	stats     Stats
+	inbox     atomic.Int64  // events sent through the mailbox and not yet received
+	lateDrops atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
+	spinner   *shm.Spinner
+	readyFn   func() bool
+	done      chan struct{}
 }
 
 // Stats are the connection's counters.
 type Stats struct {
-	Calls, Sends, Replies, Events, EventsDropped, Panics atomic.Uint64
-	BytesIn, BytesOut                                    atomic.Uint64
+	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
+	BytesIn, BytesOut                                                atomic.Uint64
 }
 
 type partialMsg struct {
@@ -126,6 +128,7 @@ type (
 	Event struct {
 		Service, Command uint16
 		Payload          []byte // not modified; may be shared between connections
+		counted          bool   // counted in inbox by SendEvent
 	}
 	// Reply delivers a pending request's result.
 	Reply struct {
@@ -211,9 +214,20 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // Done is closed when the connection is fully released.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// SendEvent queues an event for the client. Any goroutine may call it.
+// SendEvent queues an event for the client. Any goroutine may call it; it
+// never blocks. Events waiting in the actor's mailbox count against the
+// connection's event queue bound: past it, the event is dropped at once
+// and counted like any other drop, so the mailbox never grows without
+// bound. Such a drop is reported with the next event the actor handles,
+// which may be one sent before the dropped one: the count is exact, the
+// position of the gap is not.
 func (c *Conn) SendEvent(service, command uint16, payload []byte) {
-	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload})
+	if c.inbox.Add(1) > int64(max(c.cfg.EventQueue, 1)) {
+		c.inbox.Add(-1)
+		c.lateDrops.Add(1)
+		return
+	}
+	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload, counted: true})
 }
 
 // SendEventFromServe queues an event for the client without the mailbox
@@ -413,10 +427,18 @@ func (c *Conn) serveRequests() {
 	c.in.Release()
 }
 
+// violation closes a connection whose client broke the protocol: logged
+// once, counted, and the client is told why.
 func (c *Conn) violation(what string) {
+	if c.stopping {
+		return
+	}
 	c.cfg.Logger.Warn("protocol violation, closing connection", slog.Uint64("conn", c.cfg.ID), slog.String("reason", what))
+	c.stats.Violations.Add(1)
 	c.stopping = true
-	c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: what})
+	why := Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: what}
+	c.sayGoodbye(why)
+	c.end(why)
 }
 
 // frame handles one request frame; false means the connection is broken.
@@ -560,6 +582,9 @@ func (a *connActor) Receive(ac actor.Context) {
 	c := (*Conn)(a)
 	switch m := ac.Message().(type) {
 	case *Event:
+		if m.counted {
+			c.inbox.Add(-1)
+		}
 		c.queueEvent(m)
 	case *Reply:
 		c.writeReply(m.ID, m.Result)

@@ -43,6 +43,10 @@ func (c *Conn) queueEvent(m *Event) {
 	if c.stopping {
 		return
 	}
+	if n := c.lateDrops.Swap(0); n > 0 { // dropped by SendEvent before the mailbox
+		c.backlog.dropped += uint32(n)
+		c.stats.EventsDropped.Add(n)
+	}
 	if c.backlog.len() == 0 && c.tryEvent(m) {
 		return
 	}
