@@ -161,7 +161,7 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 			return nil, nil
 		}
 		for i := range n {
-			r.Session.SendEvent(uint16(i), []byte(strconv.Itoa(i)))
+			r.SendEvent(uint16(i), []byte(strconv.Itoa(i)))
 		}
 		return nil, nil
 	}

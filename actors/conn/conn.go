@@ -102,12 +102,13 @@ type Conn struct {
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
-	stats     Stats
-	inbox     atomic.Int64  // events sent through the mailbox and not yet received
-	lateDrops atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
-	spinner   *shm.Spinner
-	readyFn   func() bool
-	done      chan struct{}
+	stats      Stats
+	inbox      atomic.Int64  // events sent through the mailbox and not yet received
+	inboxBytes atomic.Int64  // their payload bytes
+	lateDrops  atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
+	spinner    *shm.Spinner
+	readyFn    func() bool
+	done       chan struct{}
 }
 
 // Stats are the connection's counters.
@@ -215,15 +216,20 @@ func (c *Conn) Context() context.Context { return c.ctx }
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // SendEvent queues an event for the client. Any goroutine may call it; it
-// never blocks. Events waiting in the actor's mailbox count against the
-// connection's event queue bound: past it, the event is dropped at once
-// and counted like any other drop, so the mailbox never grows without
-// bound. Such a drop is reported with the next event the actor handles,
-// which may be one sent before the dropped one: the count is exact, the
-// position of the gap is not.
+// never blocks. Events waiting in the actor's mailbox are bounded by what
+// the event ring and the event queue could hold together (in events and in
+// bytes): past that, the event is dropped at once and counted like any
+// other drop, so the mailbox never grows without bound. Such a drop is
+// reported with the next event the actor handles, which may be one sent
+// before the dropped one: the count is exact, the position of the gap is
+// not.
 func (c *Conn) SendEvent(service, command uint16, payload []byte) {
-	if c.inbox.Add(1) > int64(max(c.cfg.EventQueue, 1)) {
+	ring := c.ev.Capacity()
+	limit := int64(c.cfg.EventQueue + ring/shm.FrameSize(0))
+	byteLimit := int64(c.cfg.EventBytes + ring)
+	if c.inbox.Add(1) > limit || c.inboxBytes.Add(int64(len(payload))) > byteLimit {
 		c.inbox.Add(-1)
+		c.inboxBytes.Add(-int64(len(payload)))
 		c.lateDrops.Add(1)
 		return
 	}
@@ -584,6 +590,7 @@ func (a *connActor) Receive(ac actor.Context) {
 	case *Event:
 		if m.counted {
 			c.inbox.Add(-1)
+			c.inboxBytes.Add(-int64(len(m.Payload)))
 		}
 		c.queueEvent(m)
 	case *Reply:
