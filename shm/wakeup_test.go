@@ -80,10 +80,13 @@ func TestWaitRescuesLostWakeup(t *testing.T) {
 	p, c := newTestRing(t, 1024, WithDoorbells(data, space), WithSpin(0))
 	done := make(chan error, 1)
 	go func() { done <- c.Wait(context.Background()) }()
-	// Wait until the consumer is parked, then publish behind its back.
+	// Wait until the consumer has announced its sleep and had ample time to
+	// check the ring and park (it cannot be observed parking), then publish
+	// behind its back.
 	for c.r.sleeping.Load() == 0 {
 		time.Sleep(100 * time.Microsecond)
 	}
+	time.Sleep(20 * time.Millisecond)
 	if err := p.Append(Header{Kind: 1}); err != nil {
 		t.Fatal(err)
 	}
