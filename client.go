@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -46,7 +45,6 @@ type dialOptions struct {
 	actorPID   *actor.PID
 	eventQueue int
 	spin       *time.Duration
-	logger     *slog.Logger
 }
 
 // WithSocket sets the node's socket path (default DefaultSocketPath()).
@@ -123,11 +121,6 @@ func WithEventBuffer(n int) DialOption {
 // WithSpin sets how long waits spin before parking (see shm.WithSpin).
 func WithSpin(d time.Duration) DialOption {
 	return func(o *dialOptions) error { o.spin = &d; return nil }
-}
-
-// WithClientLogger sets the connection's logger (default: discard).
-func WithClientLogger(l *slog.Logger) DialOption {
-	return func(o *dialOptions) error { o.logger = l; return nil }
 }
 
 // Event is an asynchronous message from the node.
@@ -257,9 +250,6 @@ func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
 	}
 	if o.socket == "" {
 		o.socket = DefaultSocketPath()
-	}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
 	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", o.socket)
@@ -692,15 +682,7 @@ func (c *Conn) sendFrames() {
 	bell := c.bridge.Bell(clientBellRequestData)
 	var buf []byte
 	for {
-		buf = buf[:0]
-		for len(buf) < 256<<10 {
-			f, err := req.Next()
-			if err != nil {
-				break
-			}
-			buf = shm.AppendFrame(buf, f.Header, f.Body)
-		}
-		req.Release()
+		buf = shm.AppendFrames(buf[:0], 256<<10, req)
 		if len(buf) > 0 {
 			c.sockMu.Lock()
 			_, err := c.sock.Write(buf)

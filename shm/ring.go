@@ -584,3 +584,21 @@ func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }
 // no state private to the consumer's goroutine, so another goroutine may
 // call it.
 func (c *Consumer) Unreleased() bool { return c.r.head.Load() != c.r.tail.Load() }
+
+// AppendFrames moves frames from the consumers into dst, encoded as
+// AppendFrame encodes them, until they are empty or dst holds limit bytes,
+// and releases what it took: the pump of a bridge between rings and a
+// stream.
+func AppendFrames(dst []byte, limit int, cons ...*Consumer) []byte {
+	for _, c := range cons {
+		for len(dst) < limit {
+			f, err := c.Next()
+			if err != nil {
+				break
+			}
+			dst = AppendFrame(dst, f.Header, f.Body)
+		}
+		c.Release()
+	}
+	return dst
+}

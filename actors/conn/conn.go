@@ -324,17 +324,7 @@ func (c *Conn) sendFrames() {
 	ready := func() bool { return resp.Ready() || ev.Ready() }
 	var buf []byte
 	for {
-		buf = buf[:0]
-		for _, cons := range []*shm.Consumer{resp, ev} {
-			for len(buf) < 256<<10 {
-				f, err := cons.Next()
-				if err != nil {
-					break
-				}
-				buf = shm.AppendFrame(buf, f.Header, f.Body)
-			}
-			cons.Release()
-		}
+		buf = shm.AppendFrames(buf[:0], 256<<10, resp, ev)
 		if len(buf) > 0 {
 			c.sockMu.Lock()
 			_, err := c.cfg.Sock.Write(buf)
