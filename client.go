@@ -130,7 +130,9 @@ type Event struct {
 	Seq              uint64 // the event's number on this connection
 	Dropped          uint64 // events the node dropped just before this one
 
-	pool *bufPool
+	pool *bufPool // the payload's buffer comes from this pool
+	view *Conn    // the payload is in place in this connection's event ring
+	gen  uint64   // which in-place event, for Release
 }
 
 // Release hands the event's payload buffer back for reuse by later events
@@ -138,7 +140,10 @@ type Event struct {
 // fresh buffer (worth it for large events). The payload must not be used
 // afterwards. Calling it is optional; call it at most once.
 func (e Event) Release() {
-	if e.pool != nil {
+	switch {
+	case e.view != nil:
+		e.view.releaseView(e.gen)
+	case e.pool != nil:
 		e.pool.put(e.Payload)
 	}
 }
@@ -212,16 +217,20 @@ type Conn struct {
 	nextID  atomic.Uint64
 	gone    chan struct{}
 
-	emu      sync.Mutex
-	equeue   []Event
-	ehead    int
-	ewake    chan struct{}
-	pollFd   int
-	polled   atomic.Bool // Fd was called: keep pollFd readable while events wait
-	evbufs   bufPool
-	received atomic.Uint64
-	dropped  atomic.Uint64
-	late     atomic.Uint64
+	emu    sync.Mutex
+	equeue []Event
+	ehead  int
+	ewake  chan struct{}
+	pollFd int
+	polled atomic.Bool // Fd was called: keep pollFd readable while events wait
+	evbufs bufPool
+
+	evmu      sync.Mutex    // the event ring's reader: the pump, or RecvEventView
+	evPartial []byte        // under evmu: an event arriving in chunks
+	viewGen   atomic.Uint64 // bumped when an event is viewed in place and when it is released
+	received  atomic.Uint64
+	dropped   atomic.Uint64
+	late      atomic.Uint64
 
 	dmu  sync.Mutex
 	data any
@@ -720,47 +729,19 @@ func clientLocalRings(sizes [3]int) []shm.RingSpec {
 
 // pump reads replies and events.
 func (c *Conn) pump() {
-	var evPartial []byte
 	for !c.closing.Load() {
 		c.rmu.Lock()
 		err := c.readResponses()
 		c.rmu.Unlock()
+		if err == nil {
+			c.evmu.Lock()
+			err = c.readEvents()
+			c.evmu.Unlock()
+		}
 		if err != nil {
 			c.end(err)
 			return
 		}
-		for range 64 {
-			if !c.eventRoom() {
-				break
-			}
-			f, err := c.ev.Next()
-			if err == shm.ErrRingEmpty {
-				break
-			}
-			if err != nil {
-				c.end(fmt.Errorf("%w: event ring: %w", ErrProtocol, err))
-				return
-			}
-			if f.Kind != pb.KindEvent {
-				c.end(fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind))
-				return
-			}
-			if evPartial != nil || f.Flags&pb.FlagMore != 0 {
-				evPartial = append(evPartial, f.Body...)
-				if len(evPartial) > c.maxMsg {
-					c.end(fmt.Errorf("%w: event larger than the limit", ErrProtocol))
-					return
-				}
-				if f.Flags&pb.FlagMore != 0 {
-					continue
-				}
-				c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
-				evPartial = nil
-				continue
-			}
-			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
-		}
-		c.ev.Release()
 		if c.closing.Load() {
 			return
 		}
@@ -769,16 +750,144 @@ func (c *Conn) pump() {
 		c.rmu.Unlock()
 		room := c.eventRoom()
 		if room {
+			c.evmu.Lock()
 			c.ev.Arm()
+			c.evmu.Unlock()
 		}
 		err = c.bell.WaitUntil(context.Background(), func() bool {
-			return c.closing.Load() || c.resp.Unreleased() || (room && c.ev.Ready()) || (!room && c.eventRoom())
+			return c.closing.Load() || c.resp.Unreleased() || (room && c.ev.Unreleased()) || (!room && c.eventRoom())
 		})
 		c.resp.Disarm()
 		c.ev.Disarm()
 		if err != nil {
 			return
 		}
+	}
+}
+
+// readEvents moves events from the event ring to the event queue while it
+// has room. The caller holds evmu.
+func (c *Conn) readEvents() error {
+	defer c.ev.Release()
+	for range 64 {
+		if !c.eventRoom() {
+			return nil
+		}
+		f, err := c.ev.Next()
+		if err == shm.ErrRingEmpty {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
+		}
+		if err := c.queueEventFrame(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queueEventFrame queues (a copy of) one event frame, reassembling chunks.
+// The caller holds evmu.
+func (c *Conn) queueEventFrame(f shm.Frame) error {
+	if f.Kind != pb.KindEvent {
+		return fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind)
+	}
+	if c.evPartial != nil || f.Flags&pb.FlagMore != 0 {
+		c.evPartial = append(c.evPartial, f.Body...)
+		if len(c.evPartial) > c.maxMsg {
+			return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+		}
+		if f.Flags&pb.FlagMore == 0 {
+			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
+			c.evPartial = nil
+		}
+		return nil
+	}
+	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
+	return nil
+}
+
+// RecvEventView is RecvEvent without the copy, when it can: an event still
+// in the event ring is returned in place, its Payload a view of shared
+// memory, valid (and holding up the connection's other events) until the
+// event's Release, which must then be called, before Close too. Events
+// already queued in this process come first, as copies. Treat the bytes as
+// untrusted.
+func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
+	start := time.Now()
+	for i := 1; ; i++ {
+		if e, ok := c.TryRecvEvent(); ok {
+			return e, nil
+		}
+		if c.evmu.TryLock() {
+			e, ok, err := c.viewEvent()
+			if ok {
+				return e, nil // evmu stays held until e.Release
+			}
+			c.evmu.Unlock()
+			if err != nil {
+				c.end(err)
+				return Event{}, err
+			}
+		}
+		if i%64 != 0 || time.Since(start) < c.spin {
+			continue // spin a while: the event may come before the pump wakes
+		}
+		select {
+		case <-c.ewake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		case <-c.gone:
+			if e, ok := c.TryRecvEvent(); ok {
+				return e, nil
+			}
+			return Event{}, c.err()
+		}
+	}
+}
+
+// viewEvent returns the next event in place if the queue is empty and the
+// ring holds a whole one. The caller holds evmu, and keeps holding it when
+// ok is true.
+func (c *Conn) viewEvent() (Event, bool, error) {
+	if c.closing.Load() {
+		return Event{}, false, nil
+	}
+	c.emu.Lock()
+	queued := len(c.equeue) > c.ehead
+	c.emu.Unlock()
+	if queued { // the pump got there first; keep the order
+		return Event{}, false, nil
+	}
+	for {
+		f, err := c.ev.Next()
+		if err == shm.ErrRingEmpty {
+			c.ev.Release()
+			return Event{}, false, nil
+		}
+		if err != nil {
+			c.ev.Release()
+			return Event{}, false, fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
+		}
+		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 {
+			c.received.Add(1)
+			c.dropped.Add(uint64(f.Aux))
+			gen := c.viewGen.Add(1)
+			return Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux), view: c, gen: gen}, true, nil
+		}
+		if err := c.queueEventFrame(f); err != nil { // a chunk: reassembled into the queue
+			c.ev.Release()
+			return Event{}, false, err
+		}
+	}
+}
+
+// releaseView ends the in-place event gen, once.
+func (c *Conn) releaseView(gen uint64) {
+	if c.viewGen.CompareAndSwap(gen, gen+1) {
+		c.ev.Release()
+		c.evmu.Unlock()
 	}
 }
 
@@ -1100,10 +1209,12 @@ func (c *Conn) Close() error {
 		// Writers (wmu) and callers reading replies (rmu) touch the rings
 		// only under these locks: once both are held, nobody does.
 		c.rmu.Lock()
+		c.evmu.Lock()
 		c.wmu.Lock()
 		c.closed = true
 		c.link.Close()
 		c.wmu.Unlock()
+		c.evmu.Unlock()
 		c.rmu.Unlock()
 		unix.Close(c.pollFd)
 	})

@@ -491,3 +491,42 @@ func TestConnections(t *testing.T) {
 	a.Close()
 	waitFor(t, func() bool { list = n.Connections(); return len(list) == 1 && list[0].ID == b.ID() })
 }
+
+func TestRecvEventView(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		const count = 20000
+		n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) {
+			for i := range count {
+				r.SendEvent(uint16(i), []byte(fmt.Sprint(i)))
+			}
+			return nil, nil
+		})
+		c := dial(t, n, WithTransport(tr), WithSpin(time.Millisecond))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := c.Send(ctx, 1, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		inPlace := 0
+		for i := range count {
+			e, err := c.RecvEventView(ctx)
+			if err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+			if e.Command != uint16(i) || string(e.Payload) != fmt.Sprint(i) || e.Dropped != 0 {
+				t.Fatalf("event %d: %+v", i, e)
+			}
+			if e.view != nil {
+				inPlace++
+			}
+			e.Release()
+			e.Release() // a second Release is harmless
+		}
+		t.Logf("%d of %d events read in place", inPlace, count)
+		// Replies keep flowing while events are viewed.
+		if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
