@@ -95,7 +95,8 @@ func WithNodeUID(uid uint32) DialOption {
 }
 
 // WithEventHandler delivers events to f, called in order on a goroutine of
-// the connection's own.
+// the connection's own. f must not call Close (Close waits for that
+// goroutine): hand the Close to another goroutine.
 func WithEventHandler(f func(Event)) DialOption {
 	return func(o *dialOptions) error { o.onEvent = f; return nil }
 }
@@ -228,6 +229,7 @@ type Conn struct {
 	evmu      sync.Mutex    // the event ring's reader: the pump, or RecvEventView
 	evPartial []byte        // under evmu: an event arriving in chunks
 	viewGen   atomic.Uint64 // bumped when an event is viewed in place and when it is released
+	viewHeld  atomic.Bool   // an event is viewed in place: the pump leaves the event ring alone
 	received  atomic.Uint64
 	dropped   atomic.Uint64
 	late      atomic.Uint64
@@ -348,7 +350,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 			return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
 		}
 	}
-	if link.NumRings() != 3 || link.Producer(pb.RingRequest) == nil || link.Consumer(pb.RingResponse) == nil || link.Consumer(pb.RingEvent) == nil {
+	if bridge == nil && !clientLayout(link) {
 		link.Close()
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "unexpected ring layout")
 	}
@@ -719,6 +721,22 @@ const (
 	clientBellRingSpace   = 3
 )
 
+// clientLayout reports whether the node's segment has the ring layout of
+// the protocol, doorbells included (connRings).
+func clientLayout(l *shm.Link) bool {
+	if l.NumRings() != 3 {
+		return false
+	}
+	want := connRings([3]int{})
+	for r := range 3 {
+		got := l.Spec(r)
+		if got.CreatorWrites != want[r].CreatorWrites || got.DataBell != want[r].DataBell || got.SpaceBell != want[r].SpaceBell {
+			return false
+		}
+	}
+	return true
+}
+
 func clientLocalRings(sizes [3]int) []shm.RingSpec {
 	return []shm.RingSpec{
 		pb.RingRequest:  {Capacity: sizes[0], DataBell: clientBellRequestData, SpaceBell: pb.BellRequestSpace},
@@ -733,8 +751,7 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		err := c.readResponses()
 		c.rmu.Unlock()
-		if err == nil {
-			c.evmu.Lock()
+		if err == nil && c.evmu.TryLock() { // held by an event viewed in place: replies go on
 			err = c.readEvents()
 			c.evmu.Unlock()
 		}
@@ -748,18 +765,21 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		c.resp.Arm()
 		c.rmu.Unlock()
-		room := c.eventRoom()
-		if room {
-			c.evmu.Lock()
+		room := c.eventRoom() && !c.viewHeld.Load()
+		if room && c.evmu.TryLock() {
 			c.ev.Arm()
 			c.evmu.Unlock()
 		}
 		err = c.bell.WaitUntil(context.Background(), func() bool {
-			return c.closing.Load() || c.resp.Unreleased() || (room && c.ev.Unreleased()) || (!room && c.eventRoom())
+			return c.closing.Load() || c.resp.Unreleased() ||
+				(room && c.ev.Unreleased()) || (!room && c.eventRoom() && !c.viewHeld.Load())
 		})
 		c.resp.Disarm()
 		c.ev.Disarm()
 		if err != nil {
+			if !errors.Is(err, shm.ErrClosed) {
+				c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
+			}
 			return
 		}
 	}
@@ -818,6 +838,7 @@ func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
 	start := time.Now()
 	for i := 1; ; i++ {
 		if e, ok := c.TryRecvEvent(); ok {
+			c.passWake()
 			return e, nil
 		}
 		if c.evmu.TryLock() {
@@ -874,6 +895,7 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 			c.received.Add(1)
 			c.dropped.Add(uint64(f.Aux))
 			gen := c.viewGen.Add(1)
+			c.viewHeld.Store(true)
 			return Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux), view: c, gen: gen}, true, nil
 		}
 		if err := c.queueEventFrame(f); err != nil { // a chunk: reassembled into the queue
@@ -887,7 +909,9 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 func (c *Conn) releaseView(gen uint64) {
 	if c.viewGen.CompareAndSwap(gen, gen+1) {
 		c.ev.Release()
+		c.viewHeld.Store(false)
 		c.evmu.Unlock()
+		c.bell.Ring() // the pump left the events alone meanwhile
 	}
 }
 
@@ -917,6 +941,9 @@ func (c *Conn) deliverReply(f shm.Frame) error {
 		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
 	}
 	if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
+		if !ok && len(c.rpartial) >= 64 {
+			return fmt.Errorf("%w: too many chunked replies in flight", ErrProtocol)
+		}
 		p = append(p, f.Body...)
 		if len(p) > c.maxMsg {
 			return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
@@ -1051,7 +1078,7 @@ func (c *Conn) pushEvent(e Event) {
 func (c *Conn) pushEventCounted(e Event) {
 	c.received.Add(1)
 	c.emu.Lock()
-	if len(c.equeue) == c.ehead && c.polled.Load() {
+	if len(c.equeue) == c.ehead && c.polled.Load() && c.pollFd >= 0 {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:]) // readable while events wait
@@ -1102,7 +1129,7 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 	c.ehead++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
-		if c.polled.Load() {
+		if c.polled.Load() && c.pollFd >= 0 {
 			var b [8]byte
 			unix.Read(c.pollFd, b[:]) // no more events: not readable
 		}
@@ -1112,7 +1139,7 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 	}
 	c.emu.Unlock()
 	if wasFull {
-		c.resp.Wake() // the pump may have stopped reading events for lack of room
+		c.bell.Ring() // the pump may have stopped reading events for lack of room
 	}
 	return e, true
 }
@@ -1121,6 +1148,7 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	for {
 		if e, ok := c.TryRecvEvent(); ok {
+			c.passWake()
 			return e, nil
 		}
 		select {
@@ -1136,13 +1164,27 @@ func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	}
 }
 
+// passWake hands the wake-up on to another receiver if events remain: one
+// token serves any number of waiting receivers.
+func (c *Conn) passWake() {
+	c.emu.Lock()
+	more := len(c.equeue) > c.ehead
+	c.emu.Unlock()
+	if more {
+		select {
+		case c.ewake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Fd returns a descriptor that polls readable while events wait to be
 // taken with TryRecvEvent (poll mode), for a caller's own event loop. The
 // descriptor is kept up to date from the first call of Fd on.
 func (c *Conn) Fd() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	if !c.polled.Swap(true) && len(c.equeue) > c.ehead {
+	if !c.polled.Swap(true) && len(c.equeue) > c.ehead && c.pollFd >= 0 {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:])
@@ -1216,7 +1258,10 @@ func (c *Conn) Close() error {
 		c.wmu.Unlock()
 		c.evmu.Unlock()
 		c.rmu.Unlock()
+		c.emu.Lock()
 		unix.Close(c.pollFd)
+		c.pollFd = -1
+		c.emu.Unlock()
 	})
 	return nil
 }

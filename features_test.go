@@ -115,6 +115,10 @@ type echoActor struct{}
 
 func (echoActor) Receive(ac actor.Context) {
 	if r, ok := ac.Message().(*ActorRequest); ok {
+		if err := r.Context.Err(); err != nil {
+			r.Respond(nil, fmt.Errorf("context already ended: %w", err))
+			return
+		}
 		if r.Command == 2 {
 			r.Respond(nil, errors.New("actor says no"))
 			return
@@ -527,6 +531,40 @@ func TestRecvEventView(t *testing.T) {
 		// Replies keep flowing while events are viewed.
 		if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestEventLargerThanRing: an event larger than the whole event ring goes
+// out in chunks as the client makes room, without blocking the node, and
+// arrives whole and in order with the small ones around it.
+func TestEventLargerThanRing(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t, WithRingSizes(1<<20, 1<<20, 4096))
+		big := make([]byte, 20000)
+		for i := range big {
+			big[i] = byte(i * 13)
+		}
+		n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) {
+			r.SendEvent(1, []byte("before"))
+			r.SendEvent(2, big)
+			r.SendEvent(3, []byte("after"))
+			return nil, nil
+		})
+		c := dial(t, n, WithTransport(tr))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := c.Call(ctx, 1, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range [][]byte{[]byte("before"), big, []byte("after")} {
+			e, err := c.RecvEvent(ctx)
+			if err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+			if e.Command != uint16(i+1) || !bytes.Equal(e.Payload, want) || e.Seq != uint64(i+1) {
+				t.Fatalf("event %d: command %d, %d bytes, seq %d", i, e.Command, len(e.Payload), e.Seq)
+			}
 		}
 	})
 }

@@ -32,9 +32,9 @@ type Request struct {
 // SendEvent queues an event to the caller, from the service of the
 // request, without the actor hop of Session.SendEvent: call it only from
 // the handler, before it returns (a goroutine started by the handler uses
-// Session.SendEvent). The payload is not copied until it reaches the ring:
-// do not change it afterwards. Events sent either way by one goroutine
-// arrive in order.
+// Session.SendEvent). The payload goes into the ring at once, or is copied
+// if it has to wait, so it may be the request's Payload. Events sent by a
+// handler arrive in the order it sent them.
 func (r *Request) SendEvent(command uint16, payload []byte) {
 	if r.NoReply && r.Session == nil {
 		return
@@ -82,7 +82,10 @@ func (s *Session) Cred() Cred { return s.c.Cred() }
 // Service returns the service this session belongs to.
 func (s *Session) Service() uint16 { return s.service }
 
-// SendEvent queues an event to this connection. It never blocks.
+// SendEvent queues an event to this connection. It never blocks. The
+// payload is shared, not copied, until the event reaches the ring: it must
+// stay valid and unchanged until then, so never pass a request's Payload
+// (copy it; Request.SendEvent may take it, during the handler).
 func (s *Session) SendEvent(command uint16, payload []byte) {
 	s.c.SendEvent(s.service, command, payload)
 }

@@ -338,3 +338,6 @@ func closeFds(fds []int) {
 
 // NumRings returns the number of rings in the link.
 func (l *Link) NumRings() int { return len(l.specs) }
+
+// Spec returns the geometry of ring r.
+func (l *Link) Spec(r int) RingSpec { return l.specs[r] }

@@ -86,9 +86,10 @@ type Conn struct {
 	ctx    context.Context // ends when the connection ends
 	cancel context.CancelFunc
 
-	qmu sync.Mutex
-	q   []func() // mailbox runs handed over by the dispatcher
-	qn  atomic.Int32
+	qmu    sync.Mutex
+	q      []func() // mailbox runs handed over by the dispatcher
+	qn     atomic.Int32
+	parked atomic.Bool // the pump is parked or about to: Schedule must ring
 
 	// Pump state.
 	partial  map[uint64]*partialMsg
@@ -130,6 +131,9 @@ type (
 		Service, Command uint16
 		Payload          []byte // not modified; may be shared between connections
 		counted          bool   // counted in inbox by SendEvent
+		sent             int    // bytes already written (chunked events)
+		seq              uint64 // sequence number, once the first chunk is written
+		aux              uint32 // drop count carried by its frames
 	}
 	// Reply delivers a pending request's result.
 	Reply struct {
@@ -374,7 +378,9 @@ func (c *Conn) park() {
 		c.ev.ArmSpace()
 	}
 	parked := time.Now()
+	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
 	err := c.bell.WaitUntil(context.Background(), c.readyFn)
+	c.parked.Store(false)
 	c.spinner.Woke(time.Since(parked))
 	c.in.Disarm()
 	c.ev.DisarmSpace()
@@ -385,7 +391,7 @@ func (c *Conn) park() {
 
 func (c *Conn) readyToRun() bool {
 	return c.qn.Load() > 0 || (!c.stopping && c.in.Ready()) ||
-		(c.backlog.len() > 0 && c.ev.Fits(len(c.backlog.peek().Payload)))
+		(c.backlog.len() > 0 && c.ev.Fits(c.nextChunk(c.backlog.peek())))
 }
 
 func (c *Conn) runMailbox() {
@@ -479,27 +485,27 @@ func deadline(aux uint32) time.Time {
 // serve runs the Serve callback for r, recovering a panic into
 // CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
 func (c *Conn) serve(r *Request) {
-	if r.NoReply {
+	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
 		c.stats.Sends.Add(1)
-	} else {
-		c.stats.Calls.Add(1)
+		c.call(c.ctx, r)
+		return
 	}
-	ctx := c.ctx
+	c.stats.Calls.Add(1)
+	var ctx context.Context
 	var cancel context.CancelFunc
 	if !r.Deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, r.Deadline)
+		ctx, cancel = context.WithDeadline(c.ctx, r.Deadline)
 	} else {
-		ctx, cancel = context.WithCancel(ctx)
+		ctx, cancel = context.WithCancel(c.ctx)
 	}
-	if !r.NoReply {
-		c.cancels.Store(r.ID, cancel)
-	}
+	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
 	res := c.call(ctx, r)
-	if !r.NoReply {
-		c.cancels.Delete(r.ID)
+	if res.Pending {
+		return // the context lives until the Reply, which cancels it (see Receive)
 	}
+	c.cancels.Delete(r.ID)
 	cancel()
-	if r.NoReply || res.Pending || c.ctx.Err() != nil {
+	if c.ctx.Err() != nil {
 		return // a connection that is ending replies nothing: its client learns why from the socket
 	}
 	c.writeReply(r.ID, res)
@@ -566,7 +572,12 @@ func (d pumpDispatcher) Schedule(fn func()) {
 	c.q = append(c.q, fn)
 	c.qn.Store(int32(len(c.q)))
 	c.qmu.Unlock()
-	c.in.Wake()
+	// The flag lives in this process's memory, not in the segment: the
+	// client cannot clear it, and it outlives the mapping (a late Schedule
+	// after release only rings a closed doorbell).
+	if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
+		c.bell.Ring()
+	}
 }
 
 func (d pumpDispatcher) Throughput() int { return 300 }
@@ -584,7 +595,12 @@ func (a *connActor) Receive(ac actor.Context) {
 		}
 		c.queueEvent(m)
 	case *Reply:
-		c.writeReply(m.ID, m.Result)
+		if cancel, ok := c.cancels.LoadAndDelete(m.ID); ok {
+			cancel.(context.CancelFunc)()
+		}
+		if c.ctx.Err() == nil {
+			c.writeReply(m.ID, m.Result)
+		}
 	case *actor.Stopping:
 		c.stopping = true
 		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })

@@ -6,6 +6,8 @@ import (
 )
 
 // eventQueue holds events that did not fit the event ring, oldest first.
+// The head may be partly written: an event larger than one frame goes out
+// chunk by chunk as room appears, never blocking the pump.
 type eventQueue struct {
 	items            []*Event
 	head             int
@@ -36,6 +38,27 @@ func (q *eventQueue) pop() *Event {
 	return e
 }
 
+// dropOldest drops the oldest event not yet partly written, and reports
+// whether there was one.
+func (q *eventQueue) dropOldest() bool {
+	if q.len() == 0 {
+		return false
+	}
+	if q.peek().sent == 0 {
+		q.pop()
+		return true
+	}
+	if q.len() == 1 {
+		return false
+	}
+	i := q.head + 1
+	q.bytes -= len(q.items[i].Payload)
+	copy(q.items[i:], q.items[i+1:])
+	q.items[len(q.items)-1] = nil
+	q.items = q.items[:len(q.items)-1]
+	return true
+}
+
 func (q *eventQueue) full() bool { return q.len() >= q.limit || q.bytes > q.byteLimit }
 
 // queueEvent writes m to the event ring, or queues it behind earlier ones.
@@ -58,8 +81,11 @@ func (c *Conn) queueEvent(m *Event) {
 	if c.backlog.len() == 0 && c.tryEvent(m) {
 		return
 	}
+	// Queued, the payload must outlive the caller's: a handler may have
+	// passed a view of its request, which the ring gives back soon.
+	m.Payload = append([]byte(nil), m.Payload...)
 	c.backlog.push(m)
-	for c.backlog.full() && c.backlog.len() > 0 {
+	for c.backlog.full() {
 		if c.cfg.Overflow == Disconnect {
 			why := Reason{Code: pb.Code_CODE_SLOW_CONSUMER, Text: "event queue overflow"}
 			c.sayGoodbye(why)
@@ -67,31 +93,47 @@ func (c *Conn) queueEvent(m *Event) {
 			c.end(why)
 			return
 		}
-		c.backlog.pop()
+		if !c.backlog.dropOldest() {
+			break
+		}
 		c.backlog.dropped++
 		c.stats.EventsDropped.Add(1)
 	}
 }
 
-// tryEvent writes one event if it fits now, with the drop count.
+// nextChunk is the size of the next frame of m.
+func (c *Conn) nextChunk(m *Event) int { return min(c.ev.MaxBody(), len(m.Payload)-m.sent) }
+
+// tryEvent writes what fits now of m, with the drop count, and reports
+// whether all of it was written. An event larger than a frame goes in
+// chunks (FlagMore) with one sequence number; its progress is kept in m.
 func (c *Conn) tryEvent(m *Event) bool {
-	if len(m.Payload) > c.ev.MaxBody() { // too large for one frame: chunks, waiting for room
-		if !c.ev.Fits(c.ev.MaxBody()) {
+	if m.sent == 0 {
+		if !c.ev.Fits(c.nextChunk(m)) {
 			return false
 		}
-		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.eventSeq()}
-		c.stats.Events.Add(1)
+		m.seq, m.aux = c.eventSeq(), c.backlog.dropped
 		c.backlog.dropped = 0
-		writeChunked(c.ctx, c.ev, h, m.Payload)
-		return true
 	}
-	h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: c.backlog.dropped, ID: c.eventSeq()}
-	if err := c.ev.Append(h, m.Payload); err != nil {
-		return false
+	for {
+		n := c.nextChunk(m)
+		if !c.ev.Fits(n) {
+			return false
+		}
+		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: m.aux, ID: m.seq}
+		if m.sent+n < len(m.Payload) {
+			h.Flags = pb.FlagMore
+		}
+		if err := c.ev.Append(h, m.Payload[m.sent:m.sent+n]); err != nil {
+			return false
+		}
+		m.sent += n
+		if m.sent == len(m.Payload) {
+			break
+		}
 	}
 	c.stats.Events.Add(1)
 	c.stats.BytesOut.Add(uint64(len(m.Payload)))
-	c.backlog.dropped = 0
 	return true
 }
 
