@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -211,6 +212,7 @@ type Conn struct {
 	rpartial map[uint64][]byte // under rmu: replies arriving in chunks
 	spin     time.Duration     // how long one caller spins for its reply (0: never)
 	spinning atomic.Bool       // a caller is spinning; the others block
+	mapRefs  atomic.Int32      // callers about to look at the rings without a lock
 
 	pmu     sync.Mutex
 	pending map[uint64]*call
@@ -494,23 +496,23 @@ func (c *Conn) lead(cl *call) {
 	defer c.spinning.Store(false)
 	start := time.Now()
 	for i := 1; len(cl.done) == 0; i++ {
-		// The ring is touched only under rmu, which Close takes before it
-		// unmaps.
-		if c.rmu.TryLock() {
-			if c.closing.Load() {
-				c.rmu.Unlock()
-				return
-			}
-			var err error
-			if c.resp.Unreleased() {
-				err = c.readResponses()
-			}
+		// Close unmaps only once closing is set and no caller counts in
+		// mapRefs; the ring is read only under rmu, which Close takes too.
+		c.mapRefs.Add(1)
+		if c.closing.Load() {
+			c.mapRefs.Add(-1)
+			return
+		}
+		if c.resp.Unreleased() && c.rmu.TryLock() {
+			err := c.readResponses()
 			c.rmu.Unlock()
 			if err != nil {
+				c.mapRefs.Add(-1)
 				c.end(err)
 				return
 			}
 		}
+		c.mapRefs.Add(-1)
 		if i%64 == 0 && time.Since(start) > c.spin {
 			return
 		}
@@ -837,8 +839,10 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
 	start := time.Now()
 	for i := 1; ; i++ {
-		if e, ok := c.TryRecvEvent(); ok {
-			c.passWake()
+		if e, ok, more := c.tryRecv(); ok {
+			if more {
+				c.passWake()
+			}
 			return e, nil
 		}
 		if c.evmu.TryLock() {
@@ -1118,10 +1122,16 @@ func (c *Conn) pushEventDropOldest(e Event) {
 
 // TryRecvEvent returns the next event if one is waiting (poll mode).
 func (c *Conn) TryRecvEvent() (Event, bool) {
+	e, ok, _ := c.tryRecv()
+	return e, ok
+}
+
+// tryRecv is TryRecvEvent, also telling whether more events wait.
+func (c *Conn) tryRecv() (Event, bool, bool) {
 	c.emu.Lock()
 	if len(c.equeue) == c.ehead {
 		c.emu.Unlock()
-		return Event{}, false
+		return Event{}, false, false
 	}
 	wasFull := len(c.equeue)-c.ehead >= c.o.eventQueue
 	e := c.equeue[c.ehead]
@@ -1137,18 +1147,21 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
 		c.ehead = 0
 	}
+	more := len(c.equeue) > c.ehead
 	c.emu.Unlock()
 	if wasFull {
 		c.bell.Ring() // the pump may have stopped reading events for lack of room
 	}
-	return e, true
+	return e, true, more
 }
 
 // RecvEvent waits for the next event (poll mode).
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	for {
-		if e, ok := c.TryRecvEvent(); ok {
-			c.passWake()
+		if e, ok, more := c.tryRecv(); ok {
+			if more {
+				c.passWake()
+			}
 			return e, nil
 		}
 		select {
@@ -1164,17 +1177,12 @@ func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	}
 }
 
-// passWake hands the wake-up on to another receiver if events remain: one
-// token serves any number of waiting receivers.
+// passWake hands the wake-up on to another receiver while events remain:
+// one token serves any number of waiting receivers.
 func (c *Conn) passWake() {
-	c.emu.Lock()
-	more := len(c.equeue) > c.ehead
-	c.emu.Unlock()
-	if more {
-		select {
-		case c.ewake <- struct{}{}:
-		default:
-		}
+	select {
+	case c.ewake <- struct{}{}:
+	default:
 	}
 }
 
@@ -1248,6 +1256,9 @@ func (c *Conn) Close() error {
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()
+		for c.mapRefs.Load() != 0 { // a caller spinning on the ring sees closing and leaves
+			runtime.Gosched()
+		}
 		// Writers (wmu) and callers reading replies (rmu) touch the rings
 		// only under these locks: once both are held, nobody does.
 		c.rmu.Lock()
