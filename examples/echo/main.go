@@ -1,0 +1,90 @@
+// Command echo is a libqb-style echo service and its client in one small
+// program: a node embedded in the serving process, one numbered service,
+// and a client that calls it and prints the reply.
+//
+//	go run ./examples/echo serve                 # terminal 1
+//	go run ./examples/echo call "hello, echo"    # terminal 2
+//
+// Both take -socket (default: a socket in the system temp directory).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+const (
+	echoService = 100 // the service id this example serves
+	echoCommand = 1
+)
+
+func main() {
+	socket := flag.String("socket", filepath.Join(os.TempDir(), "switchboard-echo.sock"), "the node's socket")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch flag.Arg(0) {
+	case "serve":
+		err = serve(ctx, *socket)
+	case "call":
+		err = call(ctx, *socket, flag.Arg(1))
+	default:
+		fmt.Fprintln(os.Stderr, "usage: echo [-socket PATH] serve | call MESSAGE")
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		os.Exit(1)
+	}
+}
+
+// serve runs a node with the echo service until interrupted.
+func serve(ctx context.Context, socket string) error {
+	node, err := switchboard.NewNode(switchboard.WithSocketPath(socket))
+	if err != nil {
+		return err
+	}
+	node.HandleFunc(echoService, func(ctx context.Context, r *switchboard.Request) ([]byte, error) {
+		if r.Command != echoCommand {
+			return nil, switchboard.ErrUnknownCommand
+		}
+		return r.Payload, nil // the node copies the reply before it releases the request
+	},
+		switchboard.WithOnConnect(func(s *switchboard.Session) error {
+			fmt.Printf("%s (pid %d, uid %d) uses the echo service\n", s.Address(), s.Cred().PID, s.Cred().UID)
+			return nil
+		}))
+	if err := node.Listen(); err != nil {
+		node.Close()
+		return err
+	}
+	fmt.Println("echo service", echoService, "on", socket, "- Ctrl-C to stop")
+	return node.Serve(ctx)
+}
+
+// call sends one message and prints the reply and the round trip.
+func call(ctx context.Context, socket, msg string) error {
+	c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("echo-client"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	reply, err := c.Call(ctx, echoService, echoCommand, []byte(msg))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s (round trip %v)\n", reply, time.Since(start))
+	return nil
+}
