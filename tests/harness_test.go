@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 		}()
 		os.Exit(runRole(role))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if nodeDir != "" {
+		os.RemoveAll(nodeDir) // the cmd/node binary built by buildNode
+	}
+	os.Exit(code)
 }
 
 // Test services served by the "node" role.
