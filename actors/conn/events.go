@@ -108,24 +108,27 @@ func (c *Conn) nextChunk(m *Event) int { return min(c.ev.MaxBody(), len(m.Payloa
 // whether all of it was written. An event larger than a frame goes in
 // chunks (FlagMore) with one sequence number; its progress is kept in m.
 func (c *Conn) tryEvent(m *Event) bool {
-	if m.sent == 0 {
-		if !c.ev.Fits(c.nextChunk(m)) {
-			return false
-		}
-		m.seq, m.aux = c.eventSeq(), c.backlog.dropped
-		c.backlog.dropped = 0
-	}
 	for {
 		n := c.nextChunk(m)
 		if !c.ev.Fits(n) {
 			return false
+		}
+		first := m.sent == 0 && m.seq == 0
+		if first { // the first frame fixes the event's number and drop count
+			m.seq, m.aux = c.eventSeq(), c.backlog.dropped
 		}
 		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: m.aux, ID: m.seq}
 		if m.sent+n < len(m.Payload) {
 			h.Flags = pb.FlagMore
 		}
 		if err := c.ev.Append(h, m.Payload[m.sent:m.sent+n]); err != nil {
+			if first {
+				m.seq, m.aux = 0, 0
+			}
 			return false
+		}
+		if first {
+			c.backlog.dropped = 0
 		}
 		m.sent += n
 		if m.sent == len(m.Payload) {
