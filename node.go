@@ -68,6 +68,8 @@ type nodeOptions struct {
 	handshakeTimeout time.Duration
 	selector         func(service, command uint16) Handler
 	spin             *time.Duration
+	policy           Policy
+	listener         *net.UnixListener
 }
 
 // WithSocketPath sets the Unix socket the node listens on.
@@ -157,6 +159,23 @@ func WithSelector(f func(service, command uint16) Handler) NodeOption {
 	return func(o *nodeOptions) error { o.selector = f; return nil }
 }
 
+// WithListener makes the node serve on ln, a listener it did not create
+// (systemd socket activation, a test): Listen then uses ln instead of
+// creating the socket, and Close closes ln but leaves its path alone
+// unless ln unlinks on close.
+func WithListener(ln *net.UnixListener) NodeOption {
+	return func(o *nodeOptions) error {
+		if ln == nil {
+			return errors.New("switchboard: nil listener")
+		}
+		o.listener = ln
+		if a, ok := ln.Addr().(*net.UnixAddr); ok && o.socket == "" {
+			o.socket = a.Name
+		}
+		return nil
+	}
+}
+
 // WithNodeSpin sets how long the node's pumps spin before parking (see
 // shm.WithSpin); the default spins only when a core is to spare.
 func WithNodeSpin(d time.Duration) NodeOption {
@@ -185,6 +204,12 @@ type Node struct {
 	closeErr  error
 
 	calls, events atomic.Uint64
+	policy        atomic.Pointer[policyBox]
+	refused       atomic.Uint64 // handshakes refused by authorization or policy
+	accepted      atomic.Uint64
+	violations    atomic.Uint64 // totals of closed connections' counters, plus live ones at Stats
+	evictions     atomic.Uint64
+	dropped       atomic.Uint64
 }
 
 // NewNode returns a node configured by opts. It does not listen yet.
@@ -236,6 +261,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		return nil, err
 	}
 	n.root = root
+	n.SetPolicy(o.policy)
 	if n.registry, err = n.spawn(actor.PropsFromProducer(registry.New), "registry"); err != nil {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
@@ -278,6 +304,15 @@ func (n *Node) SocketPath() string { return n.o.socket }
 // Listen creates the node's socket: its directory is created 0750; a
 // socket left by a dead node is replaced, a live node's is not.
 func (n *Node) Listen() error {
+	if n.o.listener != nil {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.closed {
+			return ErrClosed
+		}
+		n.ln = n.o.listener
+		return nil
+	}
 	path := n.o.socket
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("switchboard: socket directory: %w", err)
@@ -375,7 +410,12 @@ func (n *Node) handshake(c *net.UnixConn) {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
 	}
-	if err := n.o.authorize(cred); err != nil {
+	err = n.o.authorize(cred)
+	if err == nil {
+		err = n.allow(cred, ActionConnect, "")
+	}
+	if err != nil {
+		n.refused.Add(1)
 		n.o.logger.Info("connection refused", slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)), slog.String("reason", err.Error()))
 		fail(pb.Code_CODE_REFUSED, err.Error())
 		return
@@ -464,6 +504,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	srv := n.newServer()
 	cfg := conn.Config{
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
+		Transport:  transportName(socketOnly),
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
 		Serve: srv.serve, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
@@ -481,6 +522,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		return
 	}
 	n.conns[id] = cn
+	n.accepted.Add(1)
 	delete(n.hs, c)
 	n.mu.Unlock()
 	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}})
@@ -541,6 +583,14 @@ func (a *rootActor) Receive(ac actor.Context) {
 
 // connClosed runs on a connection's pump after it stopped.
 func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
+	st := c.Stats()
+	n.dropped.Add(st.EventsDropped.Load())
+	if why.Code == pb.Code_CODE_PROTOCOL_VIOLATION {
+		n.violations.Add(1)
+	}
+	if why.Code == pb.Code_CODE_SLOW_CONSUMER {
+		n.evictions.Add(1)
+	}
 	n.mu.Lock()
 	delete(n.conns, c.ID())
 	n.mu.Unlock()
@@ -563,14 +613,25 @@ func (n *Node) SendEvent(id uint64, service, command uint16, payload []byte) err
 
 // ConnInfo describes a connection.
 type ConnInfo struct {
-	ID      uint64
-	Address string
-	Name    string
-	Cred    Cred
-	Since   time.Time
-	Calls   uint64
-	Events  uint64
-	Dropped uint64
+	ID        uint64
+	Address   string // unique on the bus, never reused by this node
+	Name      string // the client's name, from its Hello
+	Cred      Cred
+	Transport string // "shm" or "socket"
+	Since     time.Time
+	Groups    []string // groups it is subscribed to, sorted
+	Names     []string // well-known names it owns, sorted
+
+	Calls, Sends, Replies uint64 // requests it made to node services, and replies it got
+	Events, Dropped       uint64 // events delivered to it, and dropped for it
+	BytesIn, BytesOut     uint64
+	Violations, Panics    uint64
+	Pending               int // its calls to peers waiting for a reply
+
+	// Bytes waiting in its rings, and events queued in the node behind
+	// its event ring.
+	RequestFill, ResponseFill, EventFill, EventsQueued int
+	RingBytes                                          [3]int // ring capacities: request, response, event
 }
 
 // Connections lists the node's connections, in id order, as the registry
@@ -586,12 +647,48 @@ func (n *Node) Connections() []ConnInfo {
 	}
 	out := make([]ConnInfo, 0, len(entries))
 	for _, e := range entries {
-		c := e.Conn
-		st := c.Stats()
-		out = append(out, ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Since: e.Since,
-			Calls: st.Calls.Load(), Events: st.Events.Load(), Dropped: st.EventsDropped.Load()})
+		out = append(out, connInfo(e.Conn))
 	}
 	return out
+}
+
+func connInfo(c *conn.Conn) ConnInfo {
+	st := c.Stats()
+	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Transport: c.Transport(), Since: c.Since(),
+		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
+		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
+		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
+		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
+	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
+	return ci
+}
+
+// NodeStats are the node's totals since it started.
+type NodeStats struct {
+	Name              string
+	Started           time.Time
+	Connections       int    // open now
+	Accepted          uint64 // connections accepted since start
+	HandshakesRefused uint64 // refused by WithAuthorize or the policy
+	Calls             uint64 // requests served by node services
+	Events            uint64 // events offered through Node.SendEvent and Session.SendEvent
+	Violations        uint64 // connections closed for breaking the protocol
+	Evictions         uint64 // clients disconnected as slow consumers
+	Dropped           uint64 // events dropped for slow clients
+	Groups, Names     int    // groups with members, names owned
+	Published         uint64 // group publications
+	Delivered         uint64 // bus messages delivered to peers (direct, group, name)
+	Undeliverable     uint64 // want-answer messages nobody could take
+}
+
+// Stats returns the node's totals. It does not wait for any actor.
+func (n *Node) Stats() NodeStats {
+	n.mu.Lock()
+	conns := len(n.conns)
+	n.mu.Unlock()
+	return NodeStats{Name: n.o.name, Started: n.started, Connections: conns, Accepted: n.accepted.Load(),
+		HandshakesRefused: n.refused.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
+		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load()}
 }
 
 // Close stops the node: it stops accepting, tells every client that the
@@ -719,4 +816,11 @@ func derefOr[T any](p *T, def T) T {
 		return def
 	}
 	return *p
+}
+
+func transportName(socketOnly bool) string {
+	if socketOnly {
+		return "socket"
+	}
+	return "shm"
 }

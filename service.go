@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -187,6 +188,9 @@ func (s *connServer) serve(ctx context.Context, c *conn.Conn, r *conn.Request) c
 	}
 	sess := s.sessions[r.Service]
 	if sess == nil {
+		if err := s.n.allow(c.Cred(), ActionCall, strconv.Itoa(int(r.Service))); err != nil {
+			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
+		}
 		if svc.accept != nil && !svc.accept(c.Cred()) {
 			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(fmt.Sprintf("service %d refuses uid %d", r.Service, c.Cred().UID))}
 		}

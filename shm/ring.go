@@ -602,3 +602,28 @@ func AppendFrames(dst []byte, limit int, cons ...*Consumer) []byte {
 	}
 	return dst
 }
+
+// Fill returns the bytes published and not yet released by the consumer,
+// as the shared counters say (clamped to the ring's size: the other side
+// may lie). Unlike the rest of Producer, any goroutine may call it; it is
+// a gauge for listings and metrics.
+func (p *Producer) Fill() int {
+	h, t := p.r.head.Load(), p.r.tail.Load()
+	if t > h {
+		return 0
+	}
+	return int(min(h-t, p.r.size))
+}
+
+// Fill is Producer.Fill seen from the consumer's side; any goroutine may
+// call it.
+func (c *Consumer) Fill() int {
+	h, t := c.r.head.Load(), c.r.tail.Load()
+	if t > h {
+		return 0
+	}
+	return int(min(h-t, c.r.size))
+}
+
+// Capacity returns the size of the ring's data area.
+func (c *Consumer) Capacity() int { return int(c.r.size) }

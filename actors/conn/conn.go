@@ -61,6 +61,8 @@ type Config struct {
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
 	Bridge *shm.Link
+	// Transport names the transport for listings ("shm", "socket").
+	Transport string
 
 	MaxMessage  int // largest reassembled message
 	EventQueue  int // events queued when the event ring is full
@@ -104,12 +106,18 @@ type Conn struct {
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 
 	stats      Stats
+	queued     atomic.Int64  // events in the backlog (a gauge for Fill)
 	inbox      atomic.Int64  // events sent through the mailbox and not yet received
 	inboxBytes atomic.Int64  // their payload bytes
 	lateDrops  atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
 	spinner    *shm.Spinner
 	readyFn    func() bool
 	done       chan struct{}
+	started    time.Time
+	ringCap    [3]int
+
+	mapMu    sync.RWMutex // Fill reads the rings under it; release unmaps under it
+	unmapped bool
 }
 
 // Stats are the connection's counters.
@@ -162,10 +170,12 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		bell:    cfg.Link.Bell(pb.BellNode),
 		partial: map[uint64]*partialMsg{},
 		done:    make(chan struct{}),
+		started: time.Now(),
 	}
 	if c.in == nil || c.resp == nil || c.ev == nil {
 		return nil, errors.New("conn: link is not a node-side connection link")
 	}
+	c.ringCap = [3]int{c.in.Capacity(), c.resp.Capacity(), c.ev.Capacity()}
 	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
 	spin := shm.DefaultSpin()
 	if cfg.SpinSet {
@@ -209,6 +219,31 @@ func (c *Conn) Name() string { return c.cfg.Name }
 
 // Cred returns the client's kernel-checked credentials.
 func (c *Conn) Cred() shm.Cred { return c.cfg.Cred }
+
+// Transport names the connection's transport ("shm" or "socket").
+func (c *Conn) Transport() string { return c.cfg.Transport }
+
+// RingBytes returns the capacities of the request, response and event
+// rings.
+func (c *Conn) RingBytes() [3]int {
+	return [3]int{c.ringCap[0], c.ringCap[1], c.ringCap[2]}
+}
+
+// Since returns when the connection started.
+func (c *Conn) Since() time.Time { return c.started }
+
+// Fill returns the bytes waiting in the connection's request, response
+// and event rings, and how many events wait in the node's queue behind
+// the event ring. Any goroutine may call it; after the connection is
+// released it returns zeros.
+func (c *Conn) Fill() (request, response, event, queued int) {
+	c.mapMu.RLock()
+	defer c.mapMu.RUnlock()
+	if c.unmapped {
+		return 0, 0, 0, 0
+	}
+	return c.in.Fill(), c.resp.Fill(), c.ev.Fill(), int(c.queued.Load())
+}
 
 // Stats returns the connection's counters.
 func (c *Conn) Stats() *Stats { return &c.stats }
@@ -357,6 +392,7 @@ func (c *Conn) pump() {
 		c.serveRequests()
 		c.runMailbox()
 		c.drainBacklog()
+		c.queued.Store(int64(c.backlog.len()))
 		c.resp.Flush()
 		c.ev.Flush()
 		if c.stopped {
@@ -559,6 +595,9 @@ func (c *Conn) release() {
 		c.cfg.OnClose(c, c.why)
 	}
 	c.cfg.Sock.Close() // ends watch
+	c.mapMu.Lock()
+	c.unmapped = true
+	c.mapMu.Unlock()
 	c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
 }
 

@@ -1,0 +1,91 @@
+package switchboard
+
+import (
+	"fmt"
+)
+
+// Action is something a client does that the node's [Policy] may refuse.
+type Action int
+
+const (
+	// ActionConnect: a process connects (target "").
+	ActionConnect Action = iota
+	// ActionCall: a call or send to a node service (target: the service id
+	// in decimal, e.g. "7").
+	ActionCall
+	// ActionSend: a message or request to a peer's address (target: the
+	// address, e.g. "n1.c42").
+	ActionSend
+	// ActionPublish: a publication or group request (target: the group).
+	ActionPublish
+	// ActionSubscribe: a subscription (target: the group).
+	ActionSubscribe
+	// ActionOwn: claiming a well-known name (target: the name).
+	ActionOwn
+	// ActionList: a listing of connections, groups, names or a group's
+	// members (target: the group for Members, else "").
+	ActionList
+	// ActionMonitor: a live tail of the bus's traffic (target "").
+	ActionMonitor
+)
+
+var actionNames = [...]string{"connect", "call", "send", "publish", "subscribe", "own", "list", "monitor"}
+
+// String returns the action's name in lower case ("publish").
+func (a Action) String() string {
+	if a >= 0 && int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// ParseAction is the inverse of Action.String.
+func ParseAction(s string) (Action, error) {
+	for i, n := range actionNames {
+		if n == s {
+			return Action(i), nil
+		}
+	}
+	return 0, fmt.Errorf("switchboard: unknown action %q", s)
+}
+
+// Policy decides whether a client, known by its kernel-checked
+// credentials, may do something. A non-nil error refuses the action; its
+// text reaches the client. The node asks on every path that leads to the
+// action (a direct send, a name, a group, a listing), so a policy needs
+// only to answer for the action and its target. Allow is called
+// concurrently from many goroutines and must not block.
+type Policy interface {
+	Allow(who Cred, what Action, target string) error
+}
+
+// PolicyFunc adapts a function to [Policy].
+type PolicyFunc func(who Cred, what Action, target string) error
+
+// Allow calls f.
+func (f PolicyFunc) Allow(who Cred, what Action, target string) error { return f(who, what, target) }
+
+// WithPolicy sets the node's policy. Without one, every action of a
+// connected client is allowed (who may connect is then WithAuthorize's
+// decision alone). A policy and WithAuthorize both apply to connecting.
+func WithPolicy(p Policy) NodeOption {
+	return func(o *nodeOptions) error { o.policy = p; return nil }
+}
+
+// SetPolicy replaces the node's policy at once, without dropping any
+// connection (cmd/node calls it on SIGHUP); nil allows everything.
+// Actions already decided stand; subscriptions and names held stay held.
+func (n *Node) SetPolicy(p Policy) {
+	n.policy.Store(&policyBox{p})
+}
+
+type policyBox struct{ p Policy }
+
+// allow asks the current policy.
+func (n *Node) allow(who Cred, what Action, target string) error {
+	b := n.policy.Load()
+	if b == nil || b.p == nil {
+		return nil
+	}
+	return b.p.Allow(who, what, target)
+}
