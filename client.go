@@ -42,6 +42,9 @@ type dialOptions struct {
 	maxMessage uint32
 	nodeUID    *uint32
 	onEvent    func(Event)
+	onRequest  func(context.Context, *PeerRequest) ([]byte, error)
+	requestSys *actor.ActorSystem
+	requestPID *actor.PID
 	actorSys   *actor.ActorSystem
 	actorPID   *actor.PID
 	eventQueue int
@@ -131,6 +134,15 @@ type Event struct {
 	Payload          []byte
 	Seq              uint64 // the event's number on this connection
 	Dropped          uint64 // events the node dropped just before this one
+
+	// Bus messages (Service is BusService): what it is, the sender's
+	// address ("" for the node), and where it was sent (an address, a
+	// name, a group).
+	Kind     EventKind
+	From, To string
+
+	rc     *Conn // a request's connection, for Reply
+	handle [pb.ReplyHandleSize]byte
 
 	pool *bufPool // the payload's buffer comes from this pool
 	view *Conn    // the payload is in place in this connection's event ring
@@ -238,6 +250,9 @@ type Conn struct {
 
 	dmu  sync.Mutex
 	data any
+
+	reqq   []*PeerRequest // under emu: requests waiting for the request handler
+	rqwake chan struct{}
 
 	closing   atomic.Bool
 	closeOnce sync.Once
@@ -368,7 +383,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
 		rpartial: map[uint64][]byte{}, spin: spin, bridge: bridge,
 		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
-		ewake:      make(chan struct{}, 1), pollFd: pollFd,
+		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
 	}
 	if bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
@@ -380,6 +395,9 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	if o.onEvent != nil || o.actorPID != nil {
 		c.wg.Go(c.deliver)
+	}
+	if o.onRequest != nil || o.requestPID != nil {
+		c.wg.Go(c.serveRequests)
 	}
 	return c, nil
 }
@@ -422,18 +440,24 @@ func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte
 
 // startCall registers a call and writes its request.
 func (c *Conn) startCall(ctx context.Context, service, command uint16, payload []byte) (uint64, *call, error) {
-	if len(payload) > c.maxMsg {
+	return c.startFrame(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, payload)
+}
+
+// startFrame registers a call and writes its frame: h with its ID and
+// deadline filled in, and a body of prefix then payload.
+func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []byte) (uint64, *call, error) {
+	if len(prefix)+len(payload) > c.maxMsg {
 		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
 	}
-	var aux uint32
 	if dl, ok := ctx.Deadline(); ok {
 		us := time.Until(dl).Microseconds()
 		if us <= 0 {
 			return 0, nil, context.DeadlineExceeded
 		}
-		aux = uint32(min(us, math.MaxUint32))
+		h.Aux = uint32(min(us, math.MaxUint32))
 	}
 	id := c.nextID.Add(1)
+	h.ID = id
 	cl := callPool.Get().(*call)
 	c.pmu.Lock()
 	if err := c.goneErr; err != nil {
@@ -443,7 +467,7 @@ func (c *Conn) startCall(ctx context.Context, service, command uint16, payload [
 	}
 	c.pending[id] = cl
 	c.pmu.Unlock()
-	if err := c.write(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command, Aux: aux, ID: id}, payload); err != nil {
+	if err := c.writeParts(ctx, h, prefix, payload); err != nil {
 		if c.forget(id) {
 			callPool.Put(cl)
 		}
@@ -558,6 +582,11 @@ func (c *Conn) Send(ctx context.Context, service, command uint16, payload []byte
 // write writes a request, in chunks if it is larger than a frame, waiting
 // for room in the ring.
 func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
+	return c.writeParts(ctx, h, nil, payload)
+}
+
+// writeParts writes a frame whose body is prefix then payload.
+func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closed {
@@ -565,14 +594,21 @@ func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
 	}
 	max := c.req.MaxBody()
 	var err error
-	for len(payload) > max && err == nil {
-		h.Flags |= pb.FlagMore
-		err = c.req.Write(ctx, h, payload[:max])
-		payload = payload[max:]
-	}
-	if err == nil {
-		h.Flags &^= pb.FlagMore
-		err = c.req.Write(ctx, h, payload)
+	if len(prefix)+len(payload) <= max {
+		err = c.req.Write(ctx, h, prefix, payload)
+	} else {
+		if len(prefix) > 0 {
+			payload = append(append(make([]byte, 0, len(prefix)+len(payload)), prefix...), payload...)
+		}
+		for len(payload) > max && err == nil {
+			h.Flags |= pb.FlagMore
+			err = c.req.Write(ctx, h, payload[:max])
+			payload = payload[max:]
+		}
+		if err == nil {
+			h.Flags &^= pb.FlagMore
+			err = c.req.Write(ctx, h, payload)
+		}
 	}
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
@@ -895,16 +931,23 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 			c.ev.Release()
 			return Event{}, false, fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
 		}
-		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 {
+		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && f.Service != pb.BusService {
 			c.received.Add(1)
 			c.dropped.Add(uint64(f.Aux))
 			gen := c.viewGen.Add(1)
 			c.viewHeld.Store(true)
 			return Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux), view: c, gen: gen}, true, nil
 		}
-		if err := c.queueEventFrame(f); err != nil { // a chunk: reassembled into the queue
+		if err := c.queueEventFrame(f); err != nil { // a chunk or a bus message: into the queue
 			c.ev.Release()
 			return Event{}, false, err
+		}
+		c.emu.Lock()
+		queued := len(c.equeue) > c.ehead
+		c.emu.Unlock()
+		if queued { // it comes first
+			c.ev.Release()
+			return Event{}, false, nil
 		}
 	}
 }
@@ -1070,11 +1113,14 @@ func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
 func (c *Conn) eventRoom() bool {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	return len(c.equeue)-c.ehead < c.o.eventQueue
+	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
 }
 
 func (c *Conn) pushEvent(e Event) {
 	c.dropped.Add(e.Dropped)
+	if e.Service == pb.BusService && c.busIntercept(&e) {
+		return
+	}
 	c.pushEventCounted(e)
 }
 
@@ -1101,6 +1147,9 @@ func (c *Conn) pushEventCounted(e Event) {
 // after it, as the node counts its own drops.
 func (c *Conn) pushEventDropOldest(e Event) {
 	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
+	if e.Service == pb.BusService && c.busIntercept(&e) {
+		return
+	}
 	c.emu.Lock()
 	for len(c.equeue)-c.ehead >= c.sockEvents {
 		old := c.equeue[c.ehead]
@@ -1253,6 +1302,7 @@ func (c *Conn) FlowControl() FlowControl {
 // for. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.sayGoodbye()
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()

@@ -34,6 +34,16 @@ var (
 	ErrProtocol error = &pb.Error{Code: pb.Code_CODE_PROTOCOL_VIOLATION}
 	// ErrSlowConsumer: the node disconnected this client for not reading its events.
 	ErrSlowConsumer error = &pb.Error{Code: pb.Code_CODE_SLOW_CONSUMER}
+	// ErrUndeliverable: a request, or a message sent with WantAnswer, found
+	// no recipient (unknown address, unowned name, empty group).
+	ErrUndeliverable error = &pb.Error{Code: pb.Code_CODE_UNDELIVERABLE}
+	// ErrPeerGone: the peer of a request disconnected before it replied.
+	ErrPeerGone error = &pb.Error{Code: pb.Code_CODE_PEER_GONE}
+	// ErrTooManyPending: the connection already waits for as many replies
+	// from peers as the node allows (see WithMaxPending).
+	ErrTooManyPending error = &pb.Error{Code: pb.Code_CODE_TOO_MANY_PENDING}
+	// ErrInvalidArgument: a malformed group, name or address.
+	ErrInvalidArgument error = &pb.Error{Code: pb.Code_CODE_INVALID_ARGUMENT}
 )
 
 // ErrClosed is returned by a Conn or Node used after Close.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/group"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
@@ -70,6 +71,7 @@ type nodeOptions struct {
 	spin             *time.Duration
 	policy           Policy
 	listener         *net.UnixListener
+	maxPending       int
 }
 
 // WithSocketPath sets the Unix socket the node listens on.
@@ -210,6 +212,13 @@ type Node struct {
 	violations    atomic.Uint64 // totals of closed connections' counters, plus live ones at Stats
 	evictions     atomic.Uint64
 	dropped       atomic.Uint64
+	published     atomic.Uint64
+	delivered     atomic.Uint64
+	undeliverable atomic.Uint64
+
+	dir   *group.Dir
+	names atomic.Pointer[map[string]*conn.Conn]
+	byID  sync.Map // connection id → *conn.Conn, for the bus
 }
 
 // NewNode returns a node configured by opts. It does not listen yet.
@@ -262,7 +271,9 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	}
 	n.root = root
 	n.SetPolicy(o.policy)
-	if n.registry, err = n.spawn(actor.PropsFromProducer(registry.New), "registry"); err != nil {
+	rc, gc := n.initBus()
+	n.dir = group.NewDir(gc)
+	if n.registry, err = n.spawn(actor.PropsFromProducer(registry.New(rc)), "registry"); err != nil {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
 	}
@@ -465,7 +476,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
 	}
-	address := fmt.Sprintf("%s.c%d", n.o.name, id)
+	address := fmt.Sprintf(":%s.%d", n.o.name, id)
 	welcome := &pb.Welcome{
 		ProtocolVersion:   pb.ProtocolVersion,
 		ConnectionId:      id,
@@ -486,12 +497,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
 	}
-	if err := writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds()); err != nil {
-		link.Close()
-		c.Close()
-		done()
-		return
-	}
+	// The connection starts, and is registered, before the client hears
+	// Welcome: once its Dial returns, peers can reach it and observers
+	// have seen it connect.
 	c.SetDeadline(time.Time{})
 	n.mu.Lock()
 	if n.closed {
@@ -504,7 +512,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	srv := n.newServer()
 	cfg := conn.Config{
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
-		Transport:  transportName(socketOnly),
+		Transport: transportName(socketOnly), Route: n.route, MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
 		Serve: srv.serve, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
@@ -522,10 +530,20 @@ func (n *Node) handshake(c *net.UnixConn) {
 		return
 	}
 	n.conns[id] = cn
+	n.byID.Store(id, cn)
 	n.accepted.Add(1)
 	delete(n.hs, c)
 	n.mu.Unlock()
 	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}})
+	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
+	err = cn.WriteControl(func() error {
+		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
+	})
+	c.SetWriteDeadline(time.Time{})
+	if err != nil {
+		cn.Close(conn.Reason{Code: pb.Code_CODE_OK, Text: "welcome not sent: " + err.Error(), Lost: true})
+		return
+	}
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
 }
@@ -594,7 +612,8 @@ func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
 	n.mu.Lock()
 	delete(n.conns, c.ID())
 	n.mu.Unlock()
-	n.sys.Root.Send(n.registry, &registry.Unregister{ID: c.ID()})
+	n.byID.Delete(c.ID())
+	n.sys.Root.Send(n.registry, &registry.Unregister{ID: c.ID(), Reason: disconnectReason(why), Detail: why.Text})
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }
 
@@ -647,7 +666,9 @@ func (n *Node) Connections() []ConnInfo {
 	}
 	out := make([]ConnInfo, 0, len(entries))
 	for _, e := range entries {
-		out = append(out, connInfo(e.Conn))
+		ci := connInfo(e.Conn)
+		ci.Groups, ci.Names = e.Groups, e.Names
+		out = append(out, ci)
 	}
 	return out
 }
@@ -660,6 +681,7 @@ func connInfo(c *conn.Conn) ConnInfo {
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
+	ci.Pending = c.Waiting()
 	return ci
 }
 
@@ -688,7 +710,9 @@ func (n *Node) Stats() NodeStats {
 	n.mu.Unlock()
 	return NodeStats{Name: n.o.name, Started: n.started, Connections: conns, Accepted: n.accepted.Load(),
 		HandshakesRefused: n.refused.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
-		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load()}
+		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
+		Groups: len(n.dir.List()), Names: namesLen(n.names.Load()), Published: n.published.Load(),
+		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load()}
 }
 
 // Close stops the node: it stops accepting, tells every client that the
@@ -823,4 +847,11 @@ func transportName(socketOnly bool) string {
 		return "socket"
 	}
 	return "shm"
+}
+
+func namesLen(t *map[string]*conn.Conn) int {
+	if t == nil {
+		return 0
+	}
+	return len(*t)
 }

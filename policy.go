@@ -14,7 +14,7 @@ const (
 	// in decimal, e.g. "7").
 	ActionCall
 	// ActionSend: a message or request to a peer's address (target: the
-	// address, e.g. "n1.c42").
+	// address, e.g. ":n1.42").
 	ActionSend
 	// ActionPublish: a publication or group request (target: the group).
 	ActionPublish

@@ -174,6 +174,9 @@ func (n *Node) newServer() *connServer {
 }
 
 func (s *connServer) serve(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Result {
+	if r.Service == pb.BusService {
+		return s.n.busOp(ctx, c, r)
+	}
 	s.n.calls.Add(1)
 	svc := s.n.services[r.Service].Load()
 	if svc == nil {

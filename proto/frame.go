@@ -26,7 +26,69 @@ const (
 	// included; Aux is how many were dropped just before this one (the
 	// overflow policy's gap), so ID grows by 1 + Aux.
 	KindEvent uint16 = 5
+
+	// Bus frames, client → node. The body starts with the destination: one
+	// length byte and that many bytes (an address, a well-known name or a
+	// group), then the payload.
+
+	// KindPeerSend sends a message to an address or a well-known name. With
+	// FlagWantAnswer, ID is a call id and the node replies (KindReply, a
+	// little-endian u32 count of recipients) or fails it with
+	// CODE_UNDELIVERABLE; without, ID is a sequence number.
+	KindPeerSend uint16 = 6
+	// KindPublish publishes to a group; ID and FlagWantAnswer as for
+	// KindPeerSend. FlagEcho delivers it to the sender too if it is a
+	// member.
+	KindPublish uint16 = 7
+	// KindPeerCall is a request to an address or a well-known name. ID is
+	// the call id, Aux the deadline as for KindCall. The reply comes as a
+	// KindReply with that ID.
+	KindPeerCall uint16 = 8
+	// KindGroupCall is a request to every member of a group but the sender.
+	// ID and Aux as for KindPeerCall; the one reply is a GroupReply.
+	KindGroupCall uint16 = 9
+	// KindPeerReply answers a request delivered to this client. The body
+	// starts with the request's 16-byte reply handle; ID is unused; Aux is
+	// a Code.
+	KindPeerReply uint16 = 10
 )
+
+// Flags of bus frames.
+const (
+	// FlagWantAnswer: the sender wants to know whether anyone got it.
+	FlagWantAnswer uint16 = 1 << 1
+	// FlagEcho: a publication reaches the sender too.
+	FlagEcho uint16 = 1 << 2
+)
+
+// The bus service: its commands are bus operations (a call whose body and
+// reply are the messages named), and its events are bus messages.
+const (
+	BusService uint16 = 0xFFFE
+
+	// Operations (calls).
+	BusSubscribe            uint16 = 1 // BusGroup → empty
+	BusSubscribeWithMembers uint16 = 2 // BusGroup → MemberList
+	BusUnsubscribe          uint16 = 3 // BusName → empty
+	BusOwn                  uint16 = 4 // BusName → OwnReply
+	BusRelease              uint16 = 5 // BusName → empty
+	BusMembers              uint16 = 6 // BusName → MemberList
+	BusGroups               uint16 = 7 // empty → GroupList
+	BusNames                uint16 = 8 // empty → NameList
+	BusConnections          uint16 = 9 // empty → ConnectionList
+
+	// Messages (events). The event body starts with the sender's address
+	// and the destination it was sent to (a length byte and the bytes,
+	// each); a request's then has its 16-byte reply handle; the payload
+	// follows.
+	MsgDirect  uint16 = 1 // to this client's address or a name it owns
+	MsgGroup   uint16 = 2 // published to a group it belongs to
+	MsgRequest uint16 = 3 // a request, to be answered with KindPeerReply
+	MsgNotice  uint16 = 4 // a Notice from the node; the sender is ""
+)
+
+// ReplyHandleSize is the size of a request's reply handle.
+const ReplyHandleSize = 16
 
 // FlagMore marks a chunk of a message too large for one frame: more frames
 // with the same kind and ID follow, the last one without the flag.
@@ -47,3 +109,67 @@ const (
 	BellClient       = 1 // the client's pump: response and event data
 	BellRequestSpace = 2 // a client caller waiting for room in the request ring
 )
+
+// MaxNameLen is the longest address, well-known name or group, in bytes.
+const MaxNameLen = 255
+
+// AppendMsg appends a bus message's event body: the sender's address, the
+// destination, a request's reply handle (nil for other messages), then
+// the payload. from and to must be at most MaxNameLen bytes.
+func AppendMsg(b []byte, from, to string, handle []byte, payload []byte) []byte {
+	b = append(b, byte(len(from)))
+	b = append(b, from...)
+	b = append(b, byte(len(to)))
+	b = append(b, to...)
+	b = append(b, handle...)
+	return append(b, payload...)
+}
+
+// MsgPrefixLen returns the length of the prefix AppendMsg writes.
+func MsgPrefixLen(from, to string, request bool) int {
+	n := 2 + len(from) + len(to)
+	if request {
+		n += ReplyHandleSize
+	}
+	return n
+}
+
+// DecodeMsg splits a bus message's event body; request says whether it
+// carries a reply handle. The results are views of body.
+func DecodeMsg(body []byte, request bool) (from, to []byte, handle, payload []byte, err error) {
+	from, body, ok := cutName(body)
+	if !ok {
+		return nil, nil, nil, nil, errBadMsg
+	}
+	to, body, ok = cutName(body)
+	if !ok {
+		return nil, nil, nil, nil, errBadMsg
+	}
+	if request {
+		if len(body) < ReplyHandleSize {
+			return nil, nil, nil, nil, errBadMsg
+		}
+		handle, body = body[:ReplyHandleSize], body[ReplyHandleSize:]
+	}
+	return from, to, handle, body, nil
+}
+
+// CutDest splits a client's bus frame body into its destination and
+// payload.
+func CutDest(body []byte) (dest, payload []byte, err error) {
+	dest, payload, ok := cutName(body)
+	if !ok {
+		return nil, nil, errBadMsg
+	}
+	return dest, payload, nil
+}
+
+func cutName(b []byte) (name, rest []byte, ok bool) {
+	if len(b) < 1 || len(b)-1 < int(b[0]) {
+		return nil, nil, false
+	}
+	n := int(b[0])
+	return b[1 : 1+n], b[1+n:], true
+}
+
+var errBadMsg = Code_CODE_PROTOCOL_VIOLATION.Err("truncated bus message")

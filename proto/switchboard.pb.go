@@ -59,6 +59,15 @@ const (
 	Code_CODE_SLOW_CONSUMER Code = 12
 	// The peer could not prove who it is.
 	Code_CODE_NOT_AUTHENTIC Code = 13
+	// A want-answer message or a request found no recipient: unknown
+	// address, empty group, unowned name.
+	Code_CODE_UNDELIVERABLE Code = 14
+	// The peer of a request disconnected before it replied.
+	Code_CODE_PEER_GONE Code = 15
+	// The connection has too many requests to peers waiting for replies.
+	Code_CODE_TOO_MANY_PENDING Code = 16
+	// A malformed argument: a bad group, name or address.
+	Code_CODE_INVALID_ARGUMENT Code = 17
 )
 
 // Enum value maps for Code.
@@ -78,6 +87,10 @@ var (
 		11: "CODE_HANDLER_ERROR",
 		12: "CODE_SLOW_CONSUMER",
 		13: "CODE_NOT_AUTHENTIC",
+		14: "CODE_UNDELIVERABLE",
+		15: "CODE_PEER_GONE",
+		16: "CODE_TOO_MANY_PENDING",
+		17: "CODE_INVALID_ARGUMENT",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":                 0,
@@ -94,6 +107,10 @@ var (
 		"CODE_HANDLER_ERROR":      11,
 		"CODE_SLOW_CONSUMER":      12,
 		"CODE_NOT_AUTHENTIC":      13,
+		"CODE_UNDELIVERABLE":      14,
+		"CODE_PEER_GONE":          15,
+		"CODE_TOO_MANY_PENDING":   16,
+		"CODE_INVALID_ARGUMENT":   17,
 	}
 )
 
@@ -122,6 +139,144 @@ func (x Code) Number() protoreflect.EnumNumber {
 // Deprecated: Use Code.Descriptor instead.
 func (Code) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_proto_rawDescGZIP(), []int{0}
+}
+
+// Why a connection ended, as announced on sys.connections.
+type DisconnectReason int32
+
+const (
+	// Not known.
+	DisconnectReason_DISCONNECT_UNSPECIFIED DisconnectReason = 0
+	// The client said goodbye and closed.
+	DisconnectReason_DISCONNECT_CLOSED DisconnectReason = 1
+	// The client's socket closed without a goodbye: killed or crashed.
+	DisconnectReason_DISCONNECT_LOST DisconnectReason = 2
+	// Evicted as a slow consumer.
+	DisconnectReason_DISCONNECT_EVICTED DisconnectReason = 3
+	// Closed for breaking the protocol.
+	DisconnectReason_DISCONNECT_VIOLATION DisconnectReason = 4
+	// The node shut down.
+	DisconnectReason_DISCONNECT_SHUTDOWN DisconnectReason = 5
+)
+
+// Enum value maps for DisconnectReason.
+var (
+	DisconnectReason_name = map[int32]string{
+		0: "DISCONNECT_UNSPECIFIED",
+		1: "DISCONNECT_CLOSED",
+		2: "DISCONNECT_LOST",
+		3: "DISCONNECT_EVICTED",
+		4: "DISCONNECT_VIOLATION",
+		5: "DISCONNECT_SHUTDOWN",
+	}
+	DisconnectReason_value = map[string]int32{
+		"DISCONNECT_UNSPECIFIED": 0,
+		"DISCONNECT_CLOSED":      1,
+		"DISCONNECT_LOST":        2,
+		"DISCONNECT_EVICTED":     3,
+		"DISCONNECT_VIOLATION":   4,
+		"DISCONNECT_SHUTDOWN":    5,
+	}
+)
+
+func (x DisconnectReason) Enum() *DisconnectReason {
+	p := new(DisconnectReason)
+	*p = x
+	return p
+}
+
+func (x DisconnectReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DisconnectReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_proto_enumTypes[1].Descriptor()
+}
+
+func (DisconnectReason) Type() protoreflect.EnumType {
+	return &file_switchboard_proto_enumTypes[1]
+}
+
+func (x DisconnectReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DisconnectReason.Descriptor instead.
+func (DisconnectReason) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{1}
+}
+
+// What a Notice announces.
+type NoticeKind int32
+
+const (
+	// Not a valid notice.
+	NoticeKind_NOTICE_UNSPECIFIED NoticeKind = 0
+	// A client connected (sys.connections).
+	NoticeKind_NOTICE_CONNECTED NoticeKind = 1
+	// A client disconnected (sys.connections); reason says why.
+	NoticeKind_NOTICE_DISCONNECTED NoticeKind = 2
+	// A client joined a group (sys.groups, and the group's watchers).
+	NoticeKind_NOTICE_SUBSCRIBED NoticeKind = 3
+	// A client left a group (sys.groups, and the group's watchers).
+	NoticeKind_NOTICE_UNSUBSCRIBED NoticeKind = 4
+	// A well-known name changed owner (sys.names).
+	NoticeKind_NOTICE_NAME_OWNER_CHANGED NoticeKind = 5
+	// Sent to a client that became a name's owner.
+	NoticeKind_NOTICE_NAME_ACQUIRED NoticeKind = 6
+	// Sent to a client that stopped being a name's owner.
+	NoticeKind_NOTICE_NAME_LOST NoticeKind = 7
+)
+
+// Enum value maps for NoticeKind.
+var (
+	NoticeKind_name = map[int32]string{
+		0: "NOTICE_UNSPECIFIED",
+		1: "NOTICE_CONNECTED",
+		2: "NOTICE_DISCONNECTED",
+		3: "NOTICE_SUBSCRIBED",
+		4: "NOTICE_UNSUBSCRIBED",
+		5: "NOTICE_NAME_OWNER_CHANGED",
+		6: "NOTICE_NAME_ACQUIRED",
+		7: "NOTICE_NAME_LOST",
+	}
+	NoticeKind_value = map[string]int32{
+		"NOTICE_UNSPECIFIED":        0,
+		"NOTICE_CONNECTED":          1,
+		"NOTICE_DISCONNECTED":       2,
+		"NOTICE_SUBSCRIBED":         3,
+		"NOTICE_UNSUBSCRIBED":       4,
+		"NOTICE_NAME_OWNER_CHANGED": 5,
+		"NOTICE_NAME_ACQUIRED":      6,
+		"NOTICE_NAME_LOST":          7,
+	}
+)
+
+func (x NoticeKind) Enum() *NoticeKind {
+	p := new(NoticeKind)
+	*p = x
+	return p
+}
+
+func (x NoticeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NoticeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_proto_enumTypes[2].Descriptor()
+}
+
+func (NoticeKind) Type() protoreflect.EnumType {
+	return &file_switchboard_proto_enumTypes[2]
+}
+
+func (x NoticeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NoticeKind.Descriptor instead.
+func (NoticeKind) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{2}
 }
 
 // Transport selects how calls and events travel after the handshake.
@@ -161,11 +316,11 @@ func (x Transport) String() string {
 }
 
 func (Transport) Descriptor() protoreflect.EnumDescriptor {
-	return file_switchboard_proto_enumTypes[1].Descriptor()
+	return file_switchboard_proto_enumTypes[3].Descriptor()
 }
 
 func (Transport) Type() protoreflect.EnumType {
-	return &file_switchboard_proto_enumTypes[1]
+	return &file_switchboard_proto_enumTypes[3]
 }
 
 func (x Transport) Number() protoreflect.EnumNumber {
@@ -174,7 +329,7 @@ func (x Transport) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Transport.Descriptor instead.
 func (Transport) EnumDescriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{1}
+	return file_switchboard_proto_rawDescGZIP(), []int{3}
 }
 
 // Hello is the first message a client sends to the node.
@@ -570,6 +725,44 @@ func (x *Goodbye) GetReason() string {
 	return ""
 }
 
+// ClientGoodbye is sent by a client just before it closes the connection,
+// so that its disconnection is announced as closed rather than lost.
+type ClientGoodbye struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientGoodbye) Reset() {
+	*x = ClientGoodbye{}
+	mi := &file_switchboard_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientGoodbye) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientGoodbye) ProtoMessage() {}
+
+func (x *ClientGoodbye) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientGoodbye.ProtoReflect.Descriptor instead.
+func (*ClientGoodbye) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{4}
+}
+
 // Cancel asks the node to abandon a call in flight (client->node).
 type Cancel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -581,7 +774,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_switchboard_proto_msgTypes[4]
+	mi := &file_switchboard_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +786,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[4]
+	mi := &file_switchboard_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +799,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{4}
+	return file_switchboard_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Cancel) GetId() uint64 {
@@ -628,6 +821,7 @@ type Control struct {
 	//	*Control_Refused
 	//	*Control_Goodbye
 	//	*Control_Cancel
+	//	*Control_ClientGoodbye
 	Msg           isControl_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -635,7 +829,7 @@ type Control struct {
 
 func (x *Control) Reset() {
 	*x = Control{}
-	mi := &file_switchboard_proto_msgTypes[5]
+	mi := &file_switchboard_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +841,7 @@ func (x *Control) String() string {
 func (*Control) ProtoMessage() {}
 
 func (x *Control) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[5]
+	mi := &file_switchboard_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +854,7 @@ func (x *Control) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Control.ProtoReflect.Descriptor instead.
 func (*Control) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Control) GetMsg() isControl_Msg {
@@ -715,6 +909,15 @@ func (x *Control) GetCancel() *Cancel {
 	return nil
 }
 
+func (x *Control) GetClientGoodbye() *ClientGoodbye {
+	if x != nil {
+		if x, ok := x.Msg.(*Control_ClientGoodbye); ok {
+			return x.ClientGoodbye
+		}
+	}
+	return nil
+}
+
 type isControl_Msg interface {
 	isControl_Msg()
 }
@@ -744,6 +947,11 @@ type Control_Cancel struct {
 	Cancel *Cancel `protobuf:"bytes,5,opt,name=cancel,proto3,oneof"`
 }
 
+type Control_ClientGoodbye struct {
+	// Client->node: closing on purpose.
+	ClientGoodbye *ClientGoodbye `protobuf:"bytes,6,opt,name=client_goodbye,json=clientGoodbye,proto3,oneof"`
+}
+
 func (*Control_Hello) isControl_Msg() {}
 
 func (*Control_Welcome) isControl_Msg() {}
@@ -753,6 +961,8 @@ func (*Control_Refused) isControl_Msg() {}
 func (*Control_Goodbye) isControl_Msg() {}
 
 func (*Control_Cancel) isControl_Msg() {}
+
+func (*Control_ClientGoodbye) isControl_Msg() {}
 
 // NodeInfo is the reply of the built-in system service's info command.
 type NodeInfo struct {
@@ -781,7 +991,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_switchboard_proto_msgTypes[6]
+	mi := &file_switchboard_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1003,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[6]
+	mi := &file_switchboard_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1016,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -872,6 +1082,933 @@ func (x *NodeInfo) GetTransportDefault() Transport {
 	return Transport_TRANSPORT_UNSPECIFIED
 }
 
+// BusGroup asks to join a group (command 1), or to join it and learn
+// its members atomically (command 2: the reply is a MemberList, and the
+// group's later membership changes come to the caller as notices).
+type BusGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	Group         string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BusGroup) Reset() {
+	*x = BusGroup{}
+	mi := &file_switchboard_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BusGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BusGroup) ProtoMessage() {}
+
+func (x *BusGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BusGroup.ProtoReflect.Descriptor instead.
+func (*BusGroup) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BusGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// BusName names a group or a well-known name: Unsubscribe (3), Own (4),
+// Release (5), Members (6).
+type BusName struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group or name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BusName) Reset() {
+	*x = BusName{}
+	mi := &file_switchboard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BusName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BusName) ProtoMessage() {}
+
+func (x *BusName) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BusName.ProtoReflect.Descriptor instead.
+func (*BusName) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BusName) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// OwnReply answers Own.
+type OwnReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller owns the name now.
+	Primary bool `protobuf:"varint,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	// Otherwise its place in the standby queue, from 1.
+	Position      uint32 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnReply) Reset() {
+	*x = OwnReply{}
+	mi := &file_switchboard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnReply) ProtoMessage() {}
+
+func (x *OwnReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnReply.ProtoReflect.Descriptor instead.
+func (*OwnReply) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *OwnReply) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+func (x *OwnReply) GetPosition() uint32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+// Member is a connection as listed in a group or a connection listing.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its unique address.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Its client name.
+	ClientName string `protobuf:"bytes,2,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
+	// Kernel-checked credentials.
+	Uid           uint32 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid           int32  `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_switchboard_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Member) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Member) GetClientName() string {
+	if x != nil {
+		return x.ClientName
+	}
+	return ""
+}
+
+func (x *Member) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Member) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Member) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+// MemberList answers Members and SubscribeWithMembers.
+type MemberList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group's members, in address order.
+	Members       []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberList) Reset() {
+	*x = MemberList{}
+	mi := &file_switchboard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberList) ProtoMessage() {}
+
+func (x *MemberList) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberList.ProtoReflect.Descriptor instead.
+func (*MemberList) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MemberList) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// GroupInfo describes a group.
+type GroupInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How many members it has.
+	Members       uint32 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfo) Reset() {
+	*x = GroupInfo{}
+	mi := &file_switchboard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfo) ProtoMessage() {}
+
+func (x *GroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
+func (*GroupInfo) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GroupInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+// GroupList answers Groups (command 7).
+type GroupList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Groups with members, by name.
+	Groups        []*GroupInfo `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupList) Reset() {
+	*x = GroupList{}
+	mi := &file_switchboard_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupList) ProtoMessage() {}
+
+func (x *GroupList) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
+func (*GroupList) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GroupList) GetGroups() []*GroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// NameInfo describes a well-known name.
+type NameInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Address of its owner.
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Addresses of its standby owners, next first.
+	Standby       []string `protobuf:"bytes,3,rep,name=standby,proto3" json:"standby,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NameInfo) Reset() {
+	*x = NameInfo{}
+	mi := &file_switchboard_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NameInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NameInfo) ProtoMessage() {}
+
+func (x *NameInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NameInfo.ProtoReflect.Descriptor instead.
+func (*NameInfo) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NameInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NameInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *NameInfo) GetStandby() []string {
+	if x != nil {
+		return x.Standby
+	}
+	return nil
+}
+
+// NameList answers Names (command 8).
+type NameList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Owned names, by name.
+	Names         []*NameInfo `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NameList) Reset() {
+	*x = NameList{}
+	mi := &file_switchboard_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NameList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NameList) ProtoMessage() {}
+
+func (x *NameList) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NameList.ProtoReflect.Descriptor instead.
+func (*NameList) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *NameList) GetNames() []*NameInfo {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// ConnectionInfo describes a connection in a listing.
+type ConnectionInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Address, client name and credentials.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// Groups it belongs to, sorted.
+	Groups []string `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Names it owns, sorted.
+	Names []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	// "shm" or "socket".
+	Transport string `protobuf:"bytes,4,opt,name=transport,proto3" json:"transport,omitempty"`
+	// When it connected, Unix nanoseconds.
+	SinceUnixNano int64 `protobuf:"varint,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// Counters.
+	Calls    uint64 `protobuf:"varint,6,opt,name=calls,proto3" json:"calls,omitempty"`
+	Sends    uint64 `protobuf:"varint,7,opt,name=sends,proto3" json:"sends,omitempty"`
+	Events   uint64 `protobuf:"varint,8,opt,name=events,proto3" json:"events,omitempty"`
+	Dropped  uint64 `protobuf:"varint,9,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	BytesIn  uint64 `protobuf:"varint,10,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut uint64 `protobuf:"varint,11,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	// Its requests to peers waiting for a reply.
+	Pending uint32 `protobuf:"varint,12,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Bytes waiting in its request, response and event rings.
+	RequestFill  uint32 `protobuf:"varint,13,opt,name=request_fill,json=requestFill,proto3" json:"request_fill,omitempty"`
+	ResponseFill uint32 `protobuf:"varint,14,opt,name=response_fill,json=responseFill,proto3" json:"response_fill,omitempty"`
+	EventFill    uint32 `protobuf:"varint,15,opt,name=event_fill,json=eventFill,proto3" json:"event_fill,omitempty"`
+	// Events queued in the node behind its event ring.
+	EventsQueued  uint32 `protobuf:"varint,16,opt,name=events_queued,json=eventsQueued,proto3" json:"events_queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectionInfo) Reset() {
+	*x = ConnectionInfo{}
+	mi := &file_switchboard_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionInfo) ProtoMessage() {}
+
+func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionInfo.ProtoReflect.Descriptor instead.
+func (*ConnectionInfo) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConnectionInfo) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *ConnectionInfo) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *ConnectionInfo) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *ConnectionInfo) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *ConnectionInfo) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetSends() uint64 {
+	if x != nil {
+		return x.Sends
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetPending() uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetRequestFill() uint32 {
+	if x != nil {
+		return x.RequestFill
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetResponseFill() uint32 {
+	if x != nil {
+		return x.ResponseFill
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetEventFill() uint32 {
+	if x != nil {
+		return x.EventFill
+	}
+	return 0
+}
+
+func (x *ConnectionInfo) GetEventsQueued() uint32 {
+	if x != nil {
+		return x.EventsQueued
+	}
+	return 0
+}
+
+// ConnectionList answers Connections (command 9).
+type ConnectionList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Connections by id.
+	Connections   []*ConnectionInfo `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectionList) Reset() {
+	*x = ConnectionList{}
+	mi := &file_switchboard_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionList) ProtoMessage() {}
+
+func (x *ConnectionList) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionList.ProtoReflect.Descriptor instead.
+func (*ConnectionList) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ConnectionList) GetConnections() []*ConnectionInfo {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+// Notice is the payload of a message on a reserved group (sys.*), or of a
+// notice sent to one client.
+type Notice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind NoticeKind `protobuf:"varint,1,opt,name=kind,proto3,enum=switchboard.v1.NoticeKind" json:"kind,omitempty"`
+	// The connection concerned.
+	Member *Member `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	// The group, for (un)subscribed.
+	Group string `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	// The name, for name notices.
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// Old and new owner, for NAME_OWNER_CHANGED ("" for none).
+	OldOwner string `protobuf:"bytes,5,opt,name=old_owner,json=oldOwner,proto3" json:"old_owner,omitempty"`
+	NewOwner string `protobuf:"bytes,6,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"`
+	// Why, for DISCONNECTED and UNSUBSCRIBED caused by a disconnection.
+	Reason DisconnectReason `protobuf:"varint,7,opt,name=reason,proto3,enum=switchboard.v1.DisconnectReason" json:"reason,omitempty"`
+	// Human-readable detail.
+	Detail        string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notice) Reset() {
+	*x = Notice{}
+	mi := &file_switchboard_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notice) ProtoMessage() {}
+
+func (x *Notice) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notice.ProtoReflect.Descriptor instead.
+func (*Notice) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Notice) GetKind() NoticeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NoticeKind_NOTICE_UNSPECIFIED
+}
+
+func (x *Notice) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *Notice) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Notice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Notice) GetOldOwner() string {
+	if x != nil {
+		return x.OldOwner
+	}
+	return ""
+}
+
+func (x *Notice) GetNewOwner() string {
+	if x != nil {
+		return x.NewOwner
+	}
+	return ""
+}
+
+func (x *Notice) GetReason() DisconnectReason {
+	if x != nil {
+		return x.Reason
+	}
+	return DisconnectReason_DISCONNECT_UNSPECIFIED
+}
+
+func (x *Notice) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// GroupResult is one member's part of a group request's reply.
+type GroupResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's address.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// CODE_OK, CODE_PEER_GONE, CODE_DEADLINE_EXCEEDED, or the member's error.
+	Code Code `protobuf:"varint,2,opt,name=code,proto3,enum=switchboard.v1.Code" json:"code,omitempty"`
+	// The reply, or the error text.
+	Payload       []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupResult) Reset() {
+	*x = GroupResult{}
+	mi := &file_switchboard_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupResult) ProtoMessage() {}
+
+func (x *GroupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
+func (*GroupResult) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GroupResult) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *GroupResult) GetCode() Code {
+	if x != nil {
+		return x.Code
+	}
+	return Code_CODE_OK
+}
+
+func (x *GroupResult) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+// GroupReply is the reply to a group request: one result per member
+// present when it was sent, in address order.
+type GroupReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*GroupResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupReply) Reset() {
+	*x = GroupReply{}
+	mi := &file_switchboard_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupReply) ProtoMessage() {}
+
+func (x *GroupReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupReply.ProtoReflect.Descriptor instead.
+func (*GroupReply) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GroupReply) GetResults() []*GroupResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
@@ -909,15 +2046,17 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"K\n" +
 	"\aGoodbye\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
+	"\rClientGoodbye\"\x18\n" +
 	"\x06Cancel\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\x90\x02\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xd8\x02\n" +
 	"\aControl\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.switchboard.v1.HelloH\x00R\x05hello\x123\n" +
 	"\awelcome\x18\x02 \x01(\v2\x17.switchboard.v1.WelcomeH\x00R\awelcome\x123\n" +
 	"\arefused\x18\x03 \x01(\v2\x17.switchboard.v1.RefusedH\x00R\arefused\x123\n" +
 	"\agoodbye\x18\x04 \x01(\v2\x17.switchboard.v1.GoodbyeH\x00R\agoodbye\x120\n" +
-	"\x06cancel\x18\x05 \x01(\v2\x16.switchboard.v1.CancelH\x00R\x06cancelB\x05\n" +
+	"\x06cancel\x18\x05 \x01(\v2\x16.switchboard.v1.CancelH\x00R\x06cancel\x12F\n" +
+	"\x0eclient_goodbye\x18\x06 \x01(\v2\x1d.switchboard.v1.ClientGoodbyeH\x00R\rclientGoodbyeB\x05\n" +
 	"\x03msg\"\xa0\x02\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -928,7 +2067,72 @@ const file_switchboard_proto_rawDesc = "" +
 	"\vconnections\x18\x06 \x01(\rR\vconnections\x12\x14\n" +
 	"\x05calls\x18\a \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06events\x18\b \x01(\x04R\x06events\x12F\n" +
-	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault*\xcc\x02\n" +
+	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\" \n" +
+	"\bBusGroup\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\"\x1d\n" +
+	"\aBusName\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"@\n" +
+	"\bOwnReply\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\bR\aprimary\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\rR\bposition\"y\n" +
+	"\x06Member\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
+	"\vclient_name\x18\x02 \x01(\tR\n" +
+	"clientName\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x04 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\x05R\x03pid\">\n" +
+	"\n" +
+	"MemberList\x120\n" +
+	"\amembers\x18\x01 \x03(\v2\x16.switchboard.v1.MemberR\amembers\"9\n" +
+	"\tGroupInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\rR\amembers\">\n" +
+	"\tGroupList\x121\n" +
+	"\x06groups\x18\x01 \x03(\v2\x19.switchboard.v1.GroupInfoR\x06groups\"N\n" +
+	"\bNameInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x18\n" +
+	"\astandby\x18\x03 \x03(\tR\astandby\":\n" +
+	"\bNameList\x12.\n" +
+	"\x05names\x18\x01 \x03(\v2\x18.switchboard.v1.NameInfoR\x05names\"\xf0\x03\n" +
+	"\x0eConnectionInfo\x12.\n" +
+	"\x06member\x18\x01 \x01(\v2\x16.switchboard.v1.MemberR\x06member\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\tR\x06groups\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12\x1c\n" +
+	"\ttransport\x18\x04 \x01(\tR\ttransport\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x03R\rsinceUnixNano\x12\x14\n" +
+	"\x05calls\x18\x06 \x01(\x04R\x05calls\x12\x14\n" +
+	"\x05sends\x18\a \x01(\x04R\x05sends\x12\x16\n" +
+	"\x06events\x18\b \x01(\x04R\x06events\x12\x18\n" +
+	"\adropped\x18\t \x01(\x04R\adropped\x12\x19\n" +
+	"\bbytes_in\x18\n" +
+	" \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\v \x01(\x04R\bbytesOut\x12\x18\n" +
+	"\apending\x18\f \x01(\rR\apending\x12!\n" +
+	"\frequest_fill\x18\r \x01(\rR\vrequestFill\x12#\n" +
+	"\rresponse_fill\x18\x0e \x01(\rR\fresponseFill\x12\x1d\n" +
+	"\n" +
+	"event_fill\x18\x0f \x01(\rR\teventFill\x12#\n" +
+	"\revents_queued\x18\x10 \x01(\rR\feventsQueued\"R\n" +
+	"\x0eConnectionList\x12@\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1e.switchboard.v1.ConnectionInfoR\vconnections\"\x9e\x02\n" +
+	"\x06Notice\x12.\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1a.switchboard.v1.NoticeKindR\x04kind\x12.\n" +
+	"\x06member\x18\x02 \x01(\v2\x16.switchboard.v1.MemberR\x06member\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\tR\x05group\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1b\n" +
+	"\told_owner\x18\x05 \x01(\tR\boldOwner\x12\x1b\n" +
+	"\tnew_owner\x18\x06 \x01(\tR\bnewOwner\x128\n" +
+	"\x06reason\x18\a \x01(\x0e2 .switchboard.v1.DisconnectReasonR\x06reason\x12\x16\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\"k\n" +
+	"\vGroupResult\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12(\n" +
+	"\x04code\x18\x02 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"C\n" +
+	"\n" +
+	"GroupReply\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.switchboard.v1.GroupResultR\aresults*\xae\x03\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x18\n" +
 	"\x14CODE_UNKNOWN_SERVICE\x10\x01\x12\x18\n" +
@@ -944,7 +2148,28 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x12\x16\n" +
 	"\x12CODE_HANDLER_ERROR\x10\v\x12\x16\n" +
 	"\x12CODE_SLOW_CONSUMER\x10\f\x12\x16\n" +
-	"\x12CODE_NOT_AUTHENTIC\x10\r*O\n" +
+	"\x12CODE_NOT_AUTHENTIC\x10\r\x12\x16\n" +
+	"\x12CODE_UNDELIVERABLE\x10\x0e\x12\x12\n" +
+	"\x0eCODE_PEER_GONE\x10\x0f\x12\x19\n" +
+	"\x15CODE_TOO_MANY_PENDING\x10\x10\x12\x19\n" +
+	"\x15CODE_INVALID_ARGUMENT\x10\x11*\xa5\x01\n" +
+	"\x10DisconnectReason\x12\x1a\n" +
+	"\x16DISCONNECT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11DISCONNECT_CLOSED\x10\x01\x12\x13\n" +
+	"\x0fDISCONNECT_LOST\x10\x02\x12\x16\n" +
+	"\x12DISCONNECT_EVICTED\x10\x03\x12\x18\n" +
+	"\x14DISCONNECT_VIOLATION\x10\x04\x12\x17\n" +
+	"\x13DISCONNECT_SHUTDOWN\x10\x05*\xd2\x01\n" +
+	"\n" +
+	"NoticeKind\x12\x16\n" +
+	"\x12NOTICE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10NOTICE_CONNECTED\x10\x01\x12\x17\n" +
+	"\x13NOTICE_DISCONNECTED\x10\x02\x12\x15\n" +
+	"\x11NOTICE_SUBSCRIBED\x10\x03\x12\x17\n" +
+	"\x13NOTICE_UNSUBSCRIBED\x10\x04\x12\x1d\n" +
+	"\x19NOTICE_NAME_OWNER_CHANGED\x10\x05\x12\x18\n" +
+	"\x14NOTICE_NAME_ACQUIRED\x10\x06\x12\x14\n" +
+	"\x10NOTICE_NAME_LOST\x10\a*O\n" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTRANSPORT_SHM\x10\x01\x12\x14\n" +
@@ -962,35 +2187,63 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_switchboard_proto_goTypes = []any{
-	(Code)(0),        // 0: switchboard.v1.Code
-	(Transport)(0),   // 1: switchboard.v1.Transport
-	(*Hello)(nil),    // 2: switchboard.v1.Hello
-	(*Welcome)(nil),  // 3: switchboard.v1.Welcome
-	(*Refused)(nil),  // 4: switchboard.v1.Refused
-	(*Goodbye)(nil),  // 5: switchboard.v1.Goodbye
-	(*Cancel)(nil),   // 6: switchboard.v1.Cancel
-	(*Control)(nil),  // 7: switchboard.v1.Control
-	(*NodeInfo)(nil), // 8: switchboard.v1.NodeInfo
+	(Code)(0),              // 0: switchboard.v1.Code
+	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
+	(NoticeKind)(0),        // 2: switchboard.v1.NoticeKind
+	(Transport)(0),         // 3: switchboard.v1.Transport
+	(*Hello)(nil),          // 4: switchboard.v1.Hello
+	(*Welcome)(nil),        // 5: switchboard.v1.Welcome
+	(*Refused)(nil),        // 6: switchboard.v1.Refused
+	(*Goodbye)(nil),        // 7: switchboard.v1.Goodbye
+	(*ClientGoodbye)(nil),  // 8: switchboard.v1.ClientGoodbye
+	(*Cancel)(nil),         // 9: switchboard.v1.Cancel
+	(*Control)(nil),        // 10: switchboard.v1.Control
+	(*NodeInfo)(nil),       // 11: switchboard.v1.NodeInfo
+	(*BusGroup)(nil),       // 12: switchboard.v1.BusGroup
+	(*BusName)(nil),        // 13: switchboard.v1.BusName
+	(*OwnReply)(nil),       // 14: switchboard.v1.OwnReply
+	(*Member)(nil),         // 15: switchboard.v1.Member
+	(*MemberList)(nil),     // 16: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 17: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 18: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 19: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 20: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 21: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 22: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 23: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 24: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 25: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
-	1,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
-	1,  // 1: switchboard.v1.Welcome.transport:type_name -> switchboard.v1.Transport
+	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
+	3,  // 1: switchboard.v1.Welcome.transport:type_name -> switchboard.v1.Transport
 	0,  // 2: switchboard.v1.Refused.code:type_name -> switchboard.v1.Code
 	0,  // 3: switchboard.v1.Goodbye.code:type_name -> switchboard.v1.Code
-	2,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
-	3,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
-	4,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
-	5,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
-	6,  // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
-	1,  // 9: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
+	5,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
+	6,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
+	7,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
+	9,  // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
+	8,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
+	3,  // 10: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
+	15, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	17, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	19, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	15, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	21, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	2,  // 16: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
+	15, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	1,  // 18: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
+	0,  // 19: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
+	24, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -998,20 +2251,21 @@ func file_switchboard_proto_init() {
 	if File_switchboard_proto != nil {
 		return
 	}
-	file_switchboard_proto_msgTypes[5].OneofWrappers = []any{
+	file_switchboard_proto_msgTypes[6].OneofWrappers = []any{
 		(*Control_Hello)(nil),
 		(*Control_Welcome)(nil),
 		(*Control_Refused)(nil),
 		(*Control_Goodbye)(nil),
 		(*Control_Cancel)(nil),
+		(*Control_ClientGoodbye)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   7,
+			NumEnums:      4,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,6 +39,7 @@ type Result struct {
 type Reason struct {
 	Code pb.Code // CODE_OK for a client that closed, else why
 	Text string
+	Lost bool // CODE_OK: the socket closed without the client's goodbye
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
@@ -61,6 +62,12 @@ type Config struct {
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
 	Bridge *shm.Link
+	// Route handles the client's bus frames (sends, publications, requests
+	// to peers), on the pump. Unset: bus frames are protocol violations.
+	Route func(c *Conn, f BusFrame)
+	// MaxPending bounds the replies from peers this connection waits for
+	// (default 4096).
+	MaxPending int
 	// Transport names the transport for listings ("shm", "socket").
 	Transport string
 
@@ -104,17 +111,21 @@ type Conn struct {
 	sockMu   sync.Mutex // frames written to the socket do not interleave
 
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
+	saidBye atomic.Bool
 
-	stats      Stats
-	queued     atomic.Int64  // events in the backlog (a gauge for Fill)
-	inbox      atomic.Int64  // events sent through the mailbox and not yet received
-	inboxBytes atomic.Int64  // their payload bytes
-	lateDrops  atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
-	spinner    *shm.Spinner
-	readyFn    func() bool
-	done       chan struct{}
-	started    time.Time
-	ringCap    [3]int
+	bus busState
+
+	stats        Stats
+	queued       atomic.Int64  // events in the backlog (a gauge for Fill)
+	pendingGauge atomic.Int64  // bus.pending, for Waiting
+	inbox        atomic.Int64  // events sent through the mailbox and not yet received
+	inboxBytes   atomic.Int64  // their payload bytes
+	lateDrops    atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
+	spinner      *shm.Spinner
+	readyFn      func() bool
+	done         chan struct{}
+	started      time.Time
+	ringCap      [3]int
 
 	mapMu    sync.RWMutex // Fill reads the rings under it; release unmaps under it
 	unmapped bool
@@ -124,12 +135,14 @@ type Conn struct {
 type Stats struct {
 	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
 	BytesIn, BytesOut                                                atomic.Uint64
+	LateReplies                                                      atomic.Uint64 // peer answers that came after their caller gave up
 }
 
 type partialMsg struct {
-	kind, service, command uint16
-	buf                    []byte
-	deadline               time.Time
+	kind, flags, service, command uint16
+	aux                           uint32
+	buf                           []byte
+	deadline                      time.Time
 }
 
 // Messages the actor accepts.
@@ -319,7 +332,11 @@ func (c *Conn) watch() {
 	for {
 		n, err := c.cfg.Sock.Read(tmp)
 		if err != nil {
-			c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+			if c.saidBye.Load() {
+				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+			} else {
+				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
+			}
 			return
 		}
 		buf = append(buf, tmp[:n]...)
@@ -345,7 +362,12 @@ func (c *Conn) watch() {
 				if cm := m.GetCancel(); cm != nil {
 					if cancel, ok := c.cancels.Load(cm.GetId()); ok {
 						cancel.(context.CancelFunc)()
+					} else {
+						c.sys.Root.Send(c.pid, &callExpired{id: cm.GetId(), canceled: true})
 					}
+				}
+				if m.GetClientGoodbye() != nil {
+					c.saidBye.Store(true)
 				}
 			}
 			buf = buf[size:]
@@ -463,6 +485,7 @@ func (c *Conn) serveRequests() {
 		}
 	}
 	c.in.Release()
+	c.flushOutbox()
 }
 
 // violation closes a connection whose client broke the protocol: logged
@@ -481,9 +504,12 @@ func (c *Conn) violation(what string) {
 
 // frame handles one request frame; false means the connection is broken.
 func (c *Conn) frame(f shm.Frame) bool {
-	if f.Kind != pb.KindCall && f.Kind != pb.KindSend {
+	if f.Kind < pb.KindCall || f.Kind > pb.KindPeerReply || f.Kind == pb.KindReply || f.Kind == pb.KindEvent {
 		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
 		return false
+	}
+	if f.Kind >= pb.KindPeerSend && f.Flags&pb.FlagMore == 0 && c.partial[f.ID] == nil {
+		return c.busFrame(BusFrame{Kind: f.Kind, Flags: f.Flags, ID: f.ID, Aux: f.Aux, Body: f.Body})
 	}
 	p := c.partial[f.ID]
 	if p != nil || f.Flags&pb.FlagMore != 0 {
@@ -492,7 +518,7 @@ func (c *Conn) frame(f shm.Frame) bool {
 				c.violation("too many chunked messages in flight")
 				return false
 			}
-			p = &partialMsg{kind: f.Kind, service: f.Service, command: f.Command, deadline: deadline(f.Aux)}
+			p = &partialMsg{kind: f.Kind, flags: f.Flags &^ pb.FlagMore, service: f.Service, command: f.Command, aux: f.Aux, deadline: deadline(f.Aux)}
 			c.partial[f.ID] = p
 		}
 		if p.kind != f.Kind || len(p.buf)+len(f.Body) > c.cfg.MaxMessage {
@@ -504,6 +530,9 @@ func (c *Conn) frame(f shm.Frame) bool {
 			return true
 		}
 		delete(c.partial, f.ID)
+		if p.kind >= pb.KindPeerSend {
+			return c.busFrame(BusFrame{Kind: p.kind, Flags: p.flags, ID: f.ID, Aux: p.aux, Body: p.buf, Owned: true})
+		}
 		c.serve(&Request{ID: f.ID, Service: p.service, Command: p.command, Payload: p.buf, NoReply: p.kind == pb.KindSend, Deadline: p.deadline, Owned: true})
 		return true
 	}
@@ -591,6 +620,8 @@ func writeChunked(ctx context.Context, p *shm.Producer, h shm.Header, body []byt
 // release runs once the pump has stopped.
 func (c *Conn) release() {
 	c.cancel()
+	c.failIncoming()
+	c.stopTimers()
 	if c.cfg.OnClose != nil {
 		c.cfg.OnClose(c, c.why)
 	}
@@ -640,12 +671,30 @@ func (a *connActor) Receive(ac actor.Context) {
 		if c.ctx.Err() == nil {
 			c.writeReply(m.ID, m.Result)
 		}
+	case *eventBatch:
+		c.inbox.Add(-int64(len(m.evs)))
+		c.inboxBytes.Add(-m.bytes)
+		for _, e := range m.evs {
+			c.queueEvent(e)
+		}
+	case *PeerResult:
+		c.peerResult(m)
+	case *callExpired:
+		c.expire(m)
 	case *actor.Stopping:
 		c.stopping = true
 		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })
 	case *actor.Stopped:
 		c.stopped = true
 	}
+}
+
+// WriteControl runs write, which writes on the connection's socket, so
+// that nothing else the connection writes there interleaves with it.
+func (c *Conn) WriteControl(write func() error) error {
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	return write()
 }
 
 // sayGoodbye sends a Goodbye control frame on the socket, once, best

@@ -22,7 +22,7 @@ func list(t *testing.T, sys *actor.ActorSystem, reg *actor.PID) []Entry {
 
 func TestRegistry(t *testing.T) {
 	sys := actor.NewActorSystem()
-	reg := sys.Root.Spawn(actor.PropsFromProducer(New))
+	reg := sys.Root.Spawn(actor.PropsFromProducer(New(Config{})))
 	defer func() { sys.Root.StopFuture(reg).Wait() }() // not defer x.StopFuture(reg).Wait(): that stops it now
 	idle := actor.PropsFromFunc(func(actor.Context) {})
 	a, b := sys.Root.Spawn(idle), sys.Root.Spawn(idle)

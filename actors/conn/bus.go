@@ -1,0 +1,364 @@
+package conn
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// BusFrame is a bus frame from the client, reassembled from its chunks.
+type BusFrame struct {
+	Kind, Flags uint16
+	ID          uint64
+	Aux         uint32
+	Body        []byte // valid until Route returns, unless Owned
+	Owned       bool
+}
+
+// PeerResult is a peer's answer to one of this connection's requests (or
+// the node's verdict that none will come).
+type PeerResult struct {
+	CallID  uint64
+	From    uint64 // the answering connection's id
+	Code    pb.Code
+	Payload []byte
+}
+
+// callExpired ends a request to peers at its deadline, or when the client
+// cancels it.
+type callExpired struct {
+	id       uint64
+	canceled bool
+}
+
+// eventBatch is several events for one connection, sent as one actor
+// message: a publisher's pump sends one per destination per batch of
+// frames it reads.
+type eventBatch struct {
+	evs   []*Event
+	bytes int64
+}
+
+type handle struct{ caller, call uint64 }
+
+// busState is a connection's part of the bus: the requests it waits for
+// (owned by the pump), the requests it was sent (under inMu, since other
+// connections' pumps add to it), and its outbox.
+type busState struct {
+	pending  int // replies from peers it waits for
+	calls    map[uint64]*peerCall
+	inMu     sync.Mutex
+	incoming map[handle]*Conn // requests delivered to this client, by handle, with their caller
+	inClosed bool
+	outbox   map[*Conn][]*Event
+	outOrder []*Conn
+}
+
+// peerCall is one request of this connection to one peer or a group.
+type peerCall struct {
+	group   bool
+	left    int // replies still expected
+	timer   *time.Timer
+	slots   map[uint64]int // group: member id → index in results
+	results []*pb.GroupResult
+}
+
+// Expect records that this connection's client will be asked call of
+// caller, and reports false if the connection is ending (the caller then
+// knows at once that no answer will come). Any goroutine may call it.
+func (c *Conn) expect(caller *Conn, call uint64) bool {
+	c.bus.inMu.Lock()
+	defer c.bus.inMu.Unlock()
+	if c.bus.inClosed {
+		return false
+	}
+	if c.bus.incoming == nil {
+		c.bus.incoming = map[handle]*Conn{}
+	}
+	c.bus.incoming[handle{caller.ID(), call}] = caller
+	return true
+}
+
+// failIncoming, at release, tells every caller still waiting for this
+// client that it is gone.
+func (c *Conn) failIncoming() {
+	c.bus.inMu.Lock()
+	in := c.bus.incoming
+	c.bus.incoming, c.bus.inClosed = nil, true
+	c.bus.inMu.Unlock()
+	for h, caller := range in {
+		caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: pb.Code_CODE_PEER_GONE, Payload: []byte(c.Address() + " disconnected")})
+	}
+}
+
+// Waiting returns how many replies from peers the connection waits for.
+// Any goroutine may call it (the count may be a moment old).
+func (c *Conn) Waiting() int { return int(c.pendingGauge.Load()) }
+
+// PostResult delivers a peer's answer to this connection's actor. Any
+// goroutine may call it.
+func (c *Conn) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
+
+// Deliver queues ev for dst's client. On this connection's pump only (from
+// Route): the events go out when the pump has read its batch of frames,
+// one actor message per destination, in the order Deliver was called.
+func (c *Conn) Deliver(dst *Conn, ev *Event) {
+	if c.bus.outbox == nil {
+		c.bus.outbox = map[*Conn][]*Event{}
+	}
+	q, ok := c.bus.outbox[dst]
+	if !ok {
+		c.bus.outOrder = append(c.bus.outOrder, dst)
+	}
+	c.bus.outbox[dst] = append(q, ev)
+}
+
+func (c *Conn) flushOutbox() {
+	for _, dst := range c.bus.outOrder {
+		dst.SendEvents(c.bus.outbox[dst])
+		delete(c.bus.outbox, dst)
+	}
+	clear(c.bus.outOrder)
+	c.bus.outOrder = c.bus.outOrder[:0]
+}
+
+// SendEvents queues events for the client, as one actor message, with the
+// bounds of SendEvent. Any goroutine may call it; it never blocks. The
+// events must not be shared with another connection (their payloads may).
+func (c *Conn) SendEvents(evs []*Event) {
+	ring := c.ev.Capacity()
+	limit := int64(c.cfg.EventQueue + ring/64)
+	byteLimit := int64(c.cfg.EventBytes + ring)
+	var bytes int64
+	for _, e := range evs {
+		bytes += int64(len(e.Payload))
+	}
+	if n := c.inbox.Add(int64(len(evs))); n > limit || c.inboxBytes.Add(bytes) > byteLimit {
+		if n <= limit {
+			c.inboxBytes.Add(-bytes)
+		}
+		c.inbox.Add(-int64(len(evs)))
+		// Keep what fits: drop from the end of the batch.
+		keep := 0
+		var kb int64
+		for _, e := range evs {
+			if c.inbox.Add(1) > limit || c.inboxBytes.Add(int64(len(e.Payload))) > byteLimit {
+				c.inbox.Add(-1)
+				c.inboxBytes.Add(-int64(len(e.Payload)))
+				break
+			}
+			keep++
+			kb += int64(len(e.Payload))
+		}
+		c.lateDrops.Add(uint64(len(evs) - keep))
+		evs, bytes = evs[:keep], kb
+		if keep == 0 {
+			return
+		}
+	}
+	for _, e := range evs {
+		e.counted = false // counted by the batch
+	}
+	c.sys.Root.Send(c.pid, &eventBatch{evs: evs, bytes: bytes})
+}
+
+// busFrame hands a bus frame to Route; false means the connection broke
+// the protocol.
+func (c *Conn) busFrame(f BusFrame) bool {
+	if c.cfg.Route == nil {
+		c.violation("bus frames are not served here")
+		return false
+	}
+	if f.Kind == pb.KindPeerReply {
+		return c.peerReply(f)
+	}
+	c.cfg.Route(c, f)
+	return !c.stopping
+}
+
+// peerReply routes the client's answer to a request back to its caller.
+func (c *Conn) peerReply(f BusFrame) bool {
+	if len(f.Body) < pb.ReplyHandleSize {
+		c.violation("peer reply without its handle")
+		return false
+	}
+	h := handle{binary.LittleEndian.Uint64(f.Body), binary.LittleEndian.Uint64(f.Body[8:])}
+	c.bus.inMu.Lock()
+	caller := c.bus.incoming[h]
+	delete(c.bus.incoming, h)
+	c.bus.inMu.Unlock()
+	if caller == nil {
+		c.stats.LateReplies.Add(1) // its caller gave up, or a handle the client made up
+		return true
+	}
+	payload := f.Body[pb.ReplyHandleSize:]
+	if !f.Owned {
+		payload = append([]byte(nil), payload...)
+	}
+	code := pb.Code(f.Aux)
+	if _, ok := pb.Code_name[int32(code)]; !ok || code == pb.Code_CODE_PEER_GONE || code == pb.Code_CODE_UNDELIVERABLE {
+		code = pb.Code_CODE_HANDLER_ERROR // a client may not pretend to be the node
+	}
+	caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: code, Payload: payload})
+	return true
+}
+
+// ReplyHandle returns the handle of call of this connection, as the
+// request's recipient must quote it.
+func (c *Conn) ReplyHandle(call uint64) []byte {
+	var b [pb.ReplyHandleSize]byte
+	binary.LittleEndian.PutUint64(b[:], c.ID())
+	binary.LittleEndian.PutUint64(b[8:], call)
+	return b[:]
+}
+
+// Fail answers the client's call id with an error at once (a bus
+// operation refused, a request nobody can take). On the pump, from Route.
+func (c *Conn) Fail(id uint64, code pb.Code, text string) {
+	c.writeReply(id, Result{Code: code, Payload: []byte(text)})
+}
+
+// Answer answers the client's call id with payload. On the pump.
+func (c *Conn) Answer(id uint64, payload []byte) {
+	c.writeReply(id, Result{Payload: payload})
+}
+
+// StartRequest sends the client's request id to targets (one peer, or the
+// members of a group), built for each by body (the event body, shared),
+// and arranges for the answers: one peer's answer is the reply; a group's
+// answers are gathered into one GroupReply, in the order of targets, with
+// CODE_PEER_GONE for a member that leaves and CODE_DEADLINE_EXCEEDED for
+// one that has not answered by the deadline (aux microseconds; 0: none).
+// On the pump, from Route.
+func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, body []byte) {
+	max := c.cfg.MaxPending
+	if max <= 0 {
+		max = 4096
+	}
+	if c.bus.pending+len(targets) > max {
+		c.Fail(id, pb.Code_CODE_TOO_MANY_PENDING, "too many requests waiting for replies")
+		return
+	}
+	if c.bus.calls == nil {
+		c.bus.calls = map[uint64]*peerCall{}
+	}
+	if _, dup := c.bus.calls[id]; dup {
+		c.violation("request id reused while in flight")
+		return
+	}
+	pc := &peerCall{group: group}
+	if group {
+		pc.slots = make(map[uint64]int, len(targets))
+		pc.results = make([]*pb.GroupResult, len(targets))
+	}
+	for i, t := range targets {
+		if group {
+			pc.slots[t.ID()] = i
+			pc.results[i] = &pb.GroupResult{Address: t.Address(), Code: pb.Code_CODE_DEADLINE_EXCEEDED}
+		}
+		if !t.expect(c, id) {
+			if group {
+				pc.results[i].Code = pb.Code_CODE_PEER_GONE
+				continue
+			}
+			c.Fail(id, pb.Code_CODE_PEER_GONE, t.Address()+" disconnected")
+			return
+		}
+		pc.left++
+		c.Deliver(t, &Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: body})
+	}
+	if pc.left == 0 {
+		c.finishGroup(id, pc)
+		return
+	}
+	c.bus.pending += pc.left
+	c.pendingGauge.Store(int64(c.bus.pending))
+	c.bus.calls[id] = pc
+	if aux > 0 {
+		pid, sys := c.pid, c.sys
+		pc.timer = time.AfterFunc(time.Duration(aux)*time.Microsecond, func() {
+			sys.Root.Send(pid, &callExpired{id: id})
+		})
+	}
+}
+
+// peerResult takes one answer to a request of this connection.
+func (c *Conn) peerResult(r *PeerResult) {
+	pc := c.bus.calls[r.CallID]
+	if pc == nil {
+		c.stats.LateReplies.Add(1)
+		return
+	}
+	if pc.group {
+		i, ok := pc.slots[r.From]
+		if !ok {
+			return
+		}
+		delete(pc.slots, r.From)
+		pc.results[i].Code, pc.results[i].Payload = r.Code, r.Payload
+	}
+	pc.left--
+	c.bus.pending--
+	c.pendingGauge.Store(int64(c.bus.pending))
+	if !pc.group {
+		c.endCall(r.CallID, pc)
+		if c.ctx.Err() == nil {
+			c.writeReply(r.CallID, Result{Code: r.Code, Payload: r.Payload})
+		}
+		return
+	}
+	if pc.left == 0 {
+		c.endCall(r.CallID, pc)
+		c.finishGroup(r.CallID, pc)
+	}
+}
+
+// expire ends a request at its deadline, or when the client cancels it.
+func (c *Conn) expire(m *callExpired) {
+	pc := c.bus.calls[m.id]
+	if pc == nil {
+		return
+	}
+	c.bus.pending -= pc.left
+	c.pendingGauge.Store(int64(c.bus.pending))
+	c.endCall(m.id, pc)
+	if m.canceled {
+		return // the client no longer waits
+	}
+	if pc.group {
+		c.finishGroup(m.id, pc)
+		return
+	}
+	if c.ctx.Err() == nil {
+		c.writeReply(m.id, Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED, Payload: []byte("no reply by the deadline")})
+	}
+}
+
+func (c *Conn) endCall(id uint64, pc *peerCall) {
+	if pc.timer != nil {
+		pc.timer.Stop()
+	}
+	delete(c.bus.calls, id)
+}
+
+func (c *Conn) finishGroup(id uint64, pc *peerCall) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	b, err := gproto.Marshal(&pb.GroupReply{Results: pc.results})
+	if err != nil {
+		c.Fail(id, pb.Code_CODE_INTERNAL, err.Error())
+		return
+	}
+	c.writeReply(id, Result{Payload: b})
+}
+
+// stopTimers, at release, stops the deadline timers of requests in flight.
+func (c *Conn) stopTimers() {
+	for id, pc := range c.bus.calls {
+		c.endCall(id, pc)
+	}
+}

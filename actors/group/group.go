@@ -1,0 +1,303 @@
+// Package group holds the bus's groups: one actor per group, created on
+// first use and stopped when its last member leaves, which owns the
+// group's membership. Publishers do not go through the actor: they read
+// the member list it publishes (a copy-on-write snapshot), so a
+// publication goes from the publisher's pump straight to the members'
+// connection actors, and its recipients are the members at one instant.
+package group
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// Change is a membership change, as the group announces it.
+type Change struct {
+	Group  string
+	Conn   *conn.Conn
+	Joined bool
+	// Lost: the member left because its connection ended (the actor saw it
+	// terminate), not by unsubscribing.
+	Lost bool
+}
+
+// Config is what groups need from the node.
+type Config struct {
+	// System is the node's actor system.
+	System *actor.ActorSystem
+	// Spawn starts a group's actor (as a child of the node's root).
+	Spawn func(props *actor.Props, name string) (*actor.PID, error)
+	// Announce is told of every membership change, in the group's order,
+	// before the member that asked for it gets its reply.
+	Announce func(Change)
+	// Member describes a connection in member lists and notices.
+	Member func(c *conn.Conn) *pb.Member
+}
+
+// Dir is the directory of groups.
+type Dir struct {
+	cfg    Config
+	mu     sync.RWMutex
+	groups map[string]*Handle
+	next   uint64
+}
+
+// Handle is a group as its users see it.
+type Handle struct {
+	name      string
+	pid       *actor.PID
+	members   atomic.Pointer[[]*conn.Conn] // sorted by connection id
+	ops       int                          // under Dir.mu: operations sent and not yet handled
+	Published atomic.Uint64                // messages published to it
+}
+
+// NewDir returns an empty directory.
+func NewDir(cfg Config) *Dir {
+	return &Dir{cfg: cfg, groups: map[string]*Handle{}}
+}
+
+// Members returns the group's members at this instant, sorted by
+// connection id; nil if the group has none. The slice must not be
+// modified.
+func (d *Dir) Members(group string) []*conn.Conn {
+	d.mu.RLock()
+	h := d.groups[group]
+	d.mu.RUnlock()
+	if h == nil {
+		return nil
+	}
+	if p := h.members.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Handle returns the group's handle, or nil.
+func (d *Dir) Handle(group string) *Handle {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.groups[group]
+}
+
+// Info is a group in a listing.
+type Info struct {
+	Name    string
+	Members int
+}
+
+// List returns the groups with members, by name.
+func (d *Dir) List() []Info {
+	d.mu.RLock()
+	out := make([]Info, 0, len(d.groups))
+	for name, h := range d.groups {
+		if p := h.members.Load(); p != nil && len(*p) > 0 {
+			out = append(out, Info{name, len(*p)})
+		}
+	}
+	d.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Info) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Join adds c to group, creating the group if needed; the group answers
+// c's call id (with the member list if withMembers, and c then gets the
+// group's later membership changes as notices).
+func (d *Dir) Join(group string, c *conn.Conn, id uint64, withMembers bool) error {
+	return d.op(group, true, &join{c: c, id: id, withMembers: withMembers})
+}
+
+// Leave removes c from group and answers its call id.
+func (d *Dir) Leave(group string, c *conn.Conn, id uint64) {
+	if err := d.op(group, false, &leave{c: c, id: id}); err != nil {
+		c.Reply(id, conn.Result{})
+	}
+}
+
+type (
+	join struct {
+		c           *conn.Conn
+		id          uint64
+		withMembers bool
+	}
+	leave struct {
+		c  *conn.Conn
+		id uint64
+	}
+)
+
+// op sends m to the group's actor, creating it first if create.
+func (d *Dir) op(group string, create bool, m any) error {
+	d.mu.Lock()
+	h := d.groups[group]
+	if h == nil {
+		if !create {
+			d.mu.Unlock()
+			return errNoGroup
+		}
+		h = &Handle{name: group}
+		d.next++
+		g := &groupActor{d: d, h: h, members: map[uint64]*conn.Conn{}, byPID: map[string]*conn.Conn{}}
+		pid, err := d.cfg.Spawn(actor.PropsFromProducer(func() actor.Actor { return g }), "group-"+itoa(d.next))
+		if err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		h.pid = pid
+		d.groups[group] = h
+	}
+	h.ops++
+	d.mu.Unlock()
+	d.cfg.System.Root.Send(h.pid, m)
+	return nil
+}
+
+var errNoGroup = pb.Code_CODE_INVALID_ARGUMENT.Err("no such group")
+
+// groupActor owns one group's membership.
+type groupActor struct {
+	d        *Dir
+	h        *Handle
+	members  map[uint64]*conn.Conn
+	byPID    map[string]*conn.Conn
+	watchers map[uint64]*conn.Conn // members that asked for membership notices
+}
+
+func (g *groupActor) Receive(ac actor.Context) {
+	switch m := ac.Message().(type) {
+	case *join:
+		g.join(ac, m)
+		g.done(ac, true)
+	case *leave:
+		g.remove(ac, m.c, false)
+		m.c.Reply(m.id, conn.Result{})
+		g.done(ac, true)
+	case *actor.Terminated:
+		if c := g.byPID[m.Who.Id]; c != nil {
+			g.remove(ac, c, true)
+		}
+		g.done(ac, false)
+	}
+}
+
+func (g *groupActor) join(ac actor.Context, m *join) {
+	c := m.c
+	if _, ok := g.members[c.ID()]; !ok && c.Context().Err() == nil {
+		g.members[c.ID()] = c
+		g.byPID[c.PID().Id] = c
+		ac.Watch(c.PID())
+		g.publish()
+		g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Joined: true})
+		g.notify(c, pb.NoticeKind_NOTICE_SUBSCRIBED, false)
+	}
+	if !m.withMembers {
+		c.Reply(m.id, conn.Result{})
+		return
+	}
+	list := &pb.MemberList{}
+	for _, mc := range g.sorted() {
+		list.Members = append(list.Members, g.d.cfg.Member(mc))
+	}
+	b, _ := gproto.Marshal(list)
+	c.Reply(m.id, conn.Result{Payload: b})
+	if _, ok := g.members[c.ID()]; ok {
+		if g.watchers == nil {
+			g.watchers = map[uint64]*conn.Conn{}
+		}
+		g.watchers[c.ID()] = c
+	}
+}
+
+func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool) {
+	if _, ok := g.members[c.ID()]; !ok {
+		return
+	}
+	delete(g.members, c.ID())
+	delete(g.byPID, c.PID().Id)
+	delete(g.watchers, c.ID())
+	if !lost {
+		ac.Unwatch(c.PID())
+	}
+	g.publish()
+	g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Lost: lost})
+	g.notify(c, pb.NoticeKind_NOTICE_UNSUBSCRIBED, lost)
+}
+
+// notify tells the group's watchers (but the member concerned) of a
+// change.
+func (g *groupActor) notify(c *conn.Conn, kind pb.NoticeKind, lost bool) {
+	if len(g.watchers) == 0 {
+		return
+	}
+	n := &pb.Notice{Kind: kind, Member: g.d.cfg.Member(c), Group: g.h.name}
+	if lost {
+		n.Reason = pb.DisconnectReason_DISCONNECT_LOST
+		n.Detail = "disconnected"
+	}
+	b, _ := gproto.Marshal(n)
+	body := pb.AppendMsg(nil, "", g.h.name, nil, b)
+	for id, w := range g.watchers {
+		if id != c.ID() {
+			w.SendEvents([]*conn.Event{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+		}
+	}
+}
+
+func (g *groupActor) sorted() []*conn.Conn {
+	out := make([]*conn.Conn, 0, len(g.members))
+	for _, c := range g.members {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *conn.Conn) int {
+		if a.ID() < b.ID() {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (g *groupActor) publish() {
+	s := g.sorted()
+	g.h.members.Store(&s)
+}
+
+// done ends an operation; an empty group with nothing in flight leaves the
+// directory and stops.
+func (g *groupActor) done(ac actor.Context, op bool) {
+	g.d.mu.Lock()
+	defer g.d.mu.Unlock()
+	if op {
+		g.h.ops--
+	}
+	if len(g.members) == 0 && g.h.ops == 0 && g.d.groups[g.h.name] == g.h {
+		delete(g.d.groups, g.h.name)
+		ac.Stop(ac.Self())
+	}
+}
+
+func itoa(n uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,516 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// EventKind says what an Event is.
+type EventKind int
+
+const (
+	// EventService: an event from a node service (Service, Command set).
+	EventService EventKind = iota
+	// EventMessage: a message from a peer, sent to this client's address
+	// or to a name it owns (From, To set).
+	EventMessage
+	// EventGroup: a message published to a group this client belongs to
+	// (From, and To: the group).
+	EventGroup
+	// EventRequest: a request from a peer, to be answered with Reply (only
+	// without WithRequestHandler or WithRequestActor, which take them).
+	EventRequest
+	// EventNotice: a notice from the node (To: the reserved group, or this
+	// client's address); see Notice.
+	EventNotice
+)
+
+// Notice types, re-exported from the protocol.
+type (
+	// NoticeKind says what a Notice announces.
+	NoticeKind = pb.NoticeKind
+	// DisconnectReason says why a connection ended.
+	DisconnectReason = pb.DisconnectReason
+)
+
+// Notice kinds.
+const (
+	NoticeConnected        = pb.NoticeKind_NOTICE_CONNECTED
+	NoticeDisconnected     = pb.NoticeKind_NOTICE_DISCONNECTED
+	NoticeSubscribed       = pb.NoticeKind_NOTICE_SUBSCRIBED
+	NoticeUnsubscribed     = pb.NoticeKind_NOTICE_UNSUBSCRIBED
+	NoticeNameOwnerChanged = pb.NoticeKind_NOTICE_NAME_OWNER_CHANGED
+	NoticeNameAcquired     = pb.NoticeKind_NOTICE_NAME_ACQUIRED
+	NoticeNameLost         = pb.NoticeKind_NOTICE_NAME_LOST
+)
+
+// Disconnect reasons.
+const (
+	DisconnectClosed    = pb.DisconnectReason_DISCONNECT_CLOSED
+	DisconnectLost      = pb.DisconnectReason_DISCONNECT_LOST
+	DisconnectEvicted   = pb.DisconnectReason_DISCONNECT_EVICTED
+	DisconnectViolation = pb.DisconnectReason_DISCONNECT_VIOLATION
+	DisconnectShutdown  = pb.DisconnectReason_DISCONNECT_SHUTDOWN
+)
+
+// Member is a connection as the bus lists it.
+type Member struct {
+	Address    string
+	ClientName string
+	Cred       Cred
+}
+
+func memberOf(m *pb.Member) Member {
+	return Member{Address: m.GetAddress(), ClientName: m.GetClientName(),
+		Cred: Cred{UID: m.GetUid(), GID: m.GetGid(), PID: m.GetPid()}}
+}
+
+// Notice is what the node announces about the bus.
+type Notice struct {
+	Kind     NoticeKind
+	Member   Member // the connection concerned (for name changes: the new owner)
+	Group    string // (un)subscribed
+	Name     string // name notices
+	OldOwner string // name notices: addresses, "" for none
+	NewOwner string
+	Reason   DisconnectReason // disconnected, and unsubscribed by a disconnection
+	Detail   string
+}
+
+// Notice decodes an EventNotice.
+func (e Event) Notice() (Notice, error) {
+	if e.Kind != EventNotice {
+		return Notice{}, errors.New("switchboard: not a notice")
+	}
+	var n pb.Notice
+	if err := gproto.Unmarshal(e.Payload, &n); err != nil {
+		return Notice{}, fmt.Errorf("%w: bad notice: %w", ErrProtocol, err)
+	}
+	return Notice{Kind: n.GetKind(), Member: memberOf(n.GetMember()), Group: n.GetGroup(), Name: n.GetName(),
+		OldOwner: n.GetOldOwner(), NewOwner: n.GetNewOwner(), Reason: n.GetReason(), Detail: n.GetDetail()}, nil
+}
+
+// Reply answers an EventRequest: payload, or err's text (a *pb.Error
+// keeps its code). Call it once.
+func (e Event) Reply(payload []byte, err error) error {
+	if e.Kind != EventRequest || e.rc == nil {
+		return errors.New("switchboard: not a request")
+	}
+	return e.rc.replyPeer(e.handle, payload, err)
+}
+
+// PeerRequest is a request from a peer, for WithRequestHandler or
+// WithRequestActor.
+type PeerRequest struct {
+	From    string // the caller's address
+	To      string // what it was sent to: this client's address, a name it owns, or a group
+	Payload []byte // the handler may keep it
+
+	c      *Conn
+	handle [pb.ReplyHandleSize]byte
+}
+
+// Respond answers the request (for an actor: call it once).
+func (r *PeerRequest) Respond(payload []byte, err error) error {
+	return r.c.replyPeer(r.handle, payload, err)
+}
+
+// WithRequestHandler serves requests from peers (Request, RequestGroup)
+// with f, one at a time in arrival order, on a goroutine of the
+// connection's own. The returned payload, or error, is the reply. Without
+// it (or WithRequestActor) requests arrive as events of kind EventRequest.
+func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, error)) DialOption {
+	return func(o *dialOptions) error { o.onRequest = f; return nil }
+}
+
+// WithRequestActor delivers requests from peers to pid as *PeerRequest
+// messages; the actor answers each with Respond.
+func WithRequestActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
+	return func(o *dialOptions) error { o.requestSys, o.requestPID = sys, pid; return nil }
+}
+
+// MsgOption modifies SendTo and Publish.
+type MsgOption func(*msgOptions)
+
+type msgOptions struct{ wantAnswer, echo bool }
+
+// WantAnswer makes SendTo or Publish wait for the node to deliver the
+// message, and fail with ErrUndeliverable if nobody can take it (unknown
+// address, unowned name, empty group).
+func WantAnswer() MsgOption { return func(o *msgOptions) { o.wantAnswer = true } }
+
+// Echo delivers a publication to the sender too, if it is a member.
+func Echo() MsgOption { return func(o *msgOptions) { o.echo = true } }
+
+func destPrefix(dest string) ([]byte, error) {
+	if len(dest) == 0 || len(dest) > pb.MaxNameLen {
+		return nil, pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("destination %q: must be 1 to %d bytes", dest, pb.MaxNameLen))
+	}
+	return append([]byte{byte(len(dest))}, dest...), nil
+}
+
+// SendTo sends payload to a peer: an address (":n1.42") or a well-known
+// name's owner. Messages from one sender to one destination arrive in the
+// order sent. Without WantAnswer it returns once the message is in the
+// ring; a message nobody can take is dropped (and counted by the node).
+func (c *Conn) SendTo(ctx context.Context, to string, payload []byte, opts ...MsgOption) error {
+	return c.sendMsg(ctx, pb.KindPeerSend, to, payload, opts)
+}
+
+// Publish sends payload to every member of group (but this client, unless
+// Echo). Publishing to an empty group is not an error, unless WantAnswer.
+func (c *Conn) Publish(ctx context.Context, group string, payload []byte, opts ...MsgOption) error {
+	return c.sendMsg(ctx, pb.KindPublish, group, payload, opts)
+}
+
+func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []byte, opts []MsgOption) error {
+	var o msgOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	prefix, err := destPrefix(dest)
+	if err != nil {
+		return err
+	}
+	h := shm.Header{Kind: kind}
+	if o.echo {
+		h.Flags |= pb.FlagEcho
+	}
+	if !o.wantAnswer {
+		if len(prefix)+len(payload) > c.maxMsg {
+			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+		}
+		if err := c.err(); err != nil {
+			return err
+		}
+		h.ID = c.nextID.Add(1)
+		return c.writeParts(ctx, h, prefix, payload)
+	}
+	h.Flags |= pb.FlagWantAnswer
+	id, cl, err := c.startFrame(ctx, h, prefix, payload)
+	if err != nil {
+		return err
+	}
+	c.lead(cl)
+	_, err = c.finishCall(ctx, id, cl)
+	return err
+}
+
+// Request sends a request to a peer (an address or a well-known name) and
+// waits for its reply. It fails with ErrUndeliverable at once if nobody is
+// there, and with ErrPeerGone at once if the peer disconnects before
+// replying; ctx's deadline bounds the wait.
+func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, error) {
+	prefix, err := destPrefix(to)
+	if err != nil {
+		return nil, err
+	}
+	id, cl, err := c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, payload)
+	if err != nil {
+		return nil, err
+	}
+	c.lead(cl)
+	return c.finishCall(ctx, id, cl)
+}
+
+// GroupResult is one member's answer to RequestGroup.
+type GroupResult struct {
+	Address string
+	Payload []byte
+	Err     error // nil, ErrPeerGone, context.DeadlineExceeded, or the member's error
+}
+
+// groupGrace is how long RequestGroup waits past its deadline for the
+// node's gathered answer, which the node sends at the deadline.
+const groupGrace = 250 * time.Millisecond
+
+// RequestGroup sends a request to the members of group present at the
+// moment of sending (but this client) and returns one result per member,
+// in address order: its reply, ErrPeerGone if it left before replying, or
+// context.DeadlineExceeded if ctx's deadline came first. A group with no
+// other member fails with ErrUndeliverable.
+func (c *Conn) RequestGroup(ctx context.Context, group string, payload []byte) ([]GroupResult, error) {
+	prefix, err := destPrefix(group)
+	if err != nil {
+		return nil, err
+	}
+	id, cl, err := c.startFrame(ctx, shm.Header{Kind: pb.KindGroupCall}, prefix, payload)
+	if err != nil {
+		return nil, err
+	}
+	// The node answers at the deadline with what it has: wait a little
+	// longer than ctx for that answer, but not when ctx is canceled.
+	wait := context.WithoutCancel(ctx)
+	var cancel context.CancelFunc
+	if dl, ok := ctx.Deadline(); ok {
+		wait, cancel = context.WithDeadline(wait, dl.Add(groupGrace))
+	} else {
+		wait, cancel = context.WithCancel(wait)
+	}
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	defer stop()
+	body, err := c.finishCall(wait, id, cl)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	var gr pb.GroupReply
+	if err := gproto.Unmarshal(body, &gr); err != nil {
+		return nil, fmt.Errorf("%w: bad group reply: %w", ErrProtocol, err)
+	}
+	out := make([]GroupResult, len(gr.GetResults()))
+	for i, r := range gr.GetResults() {
+		out[i] = GroupResult{Address: r.GetAddress()}
+		if r.GetCode() == pb.Code_CODE_OK {
+			out[i].Payload = r.GetPayload()
+		} else {
+			out[i].Err = replyError(r.GetCode(), string(r.GetPayload()))
+		}
+	}
+	return out, nil
+}
+
+// busCall calls a bus operation.
+func (c *Conn) busCall(ctx context.Context, cmd uint16, m gproto.Message, reply gproto.Message) error {
+	var body []byte
+	if m != nil {
+		var err error
+		if body, err = gproto.Marshal(m); err != nil {
+			return err
+		}
+	}
+	out, err := c.Call(ctx, pb.BusService, cmd, body)
+	if err != nil {
+		return err
+	}
+	if reply != nil {
+		if err := gproto.Unmarshal(out, reply); err != nil {
+			return fmt.Errorf("%w: bad bus reply: %w", ErrProtocol, err)
+		}
+	}
+	return nil
+}
+
+// Subscribe joins group: every message published to it reaches this
+// client's events from the moment Subscribe returns. Subscribing twice is
+// harmless. Reserved groups (GroupConnections, GroupGroups, GroupNames)
+// carry the node's notices.
+func (c *Conn) Subscribe(ctx context.Context, group string) error {
+	return c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil)
+}
+
+// SubscribeWithMembers joins group and returns its members (this client
+// included), atomically: every later change of the group's membership
+// comes to this client as a notice (EventNotice, To: the group), none
+// missed and none already reflected in the list.
+func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member, error) {
+	var l pb.MemberList
+	if err := c.busCall(ctx, pb.BusSubscribeWithMembers, &pb.BusGroup{Group: group}, &l); err != nil {
+		return nil, err
+	}
+	return members(&l), nil
+}
+
+func members(l *pb.MemberList) []Member {
+	out := make([]Member, 0, len(l.GetMembers()))
+	for _, m := range l.GetMembers() {
+		out = append(out, memberOf(m))
+	}
+	return out
+}
+
+// Unsubscribe leaves group. Leaving a group one is not in is harmless.
+func (c *Conn) Unsubscribe(ctx context.Context, group string) error {
+	return c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil)
+}
+
+// Own claims a well-known name. It returns true if this client owns it
+// now; otherwise the client waits in the name's standby queue (at
+// position, from 1) and becomes the owner when those before it go, which a
+// NoticeNameAcquired event announces.
+func (c *Conn) Own(ctx context.Context, name string) (primary bool, position int, err error) {
+	var r pb.OwnReply
+	if err := c.busCall(ctx, pb.BusOwn, &pb.BusName{Name: name}, &r); err != nil {
+		return false, 0, err
+	}
+	return r.GetPrimary(), int(r.GetPosition()), nil
+}
+
+// Release gives up a name (the next standby becomes its owner), or a place
+// in its queue.
+func (c *Conn) Release(ctx context.Context, name string) error {
+	return c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
+}
+
+// Members lists group's members, by connection id.
+func (c *Conn) Members(ctx context.Context, group string) ([]Member, error) {
+	var l pb.MemberList
+	if err := c.busCall(ctx, pb.BusMembers, &pb.BusName{Name: group}, &l); err != nil {
+		return nil, err
+	}
+	return members(&l), nil
+}
+
+// Groups lists the groups with members, by name (Published is not set).
+func (c *Conn) Groups(ctx context.Context) ([]GroupInfo, error) {
+	var l pb.GroupList
+	if err := c.busCall(ctx, pb.BusGroups, nil, &l); err != nil {
+		return nil, err
+	}
+	out := make([]GroupInfo, 0, len(l.GetGroups()))
+	for _, g := range l.GetGroups() {
+		out = append(out, GroupInfo{Name: g.GetName(), Members: int(g.GetMembers())})
+	}
+	return out, nil
+}
+
+// Names lists the owned well-known names, by name.
+func (c *Conn) Names(ctx context.Context) ([]NameInfo, error) {
+	var l pb.NameList
+	if err := c.busCall(ctx, pb.BusNames, nil, &l); err != nil {
+		return nil, err
+	}
+	out := make([]NameInfo, 0, len(l.GetNames()))
+	for _, n := range l.GetNames() {
+		out = append(out, NameInfo{Name: n.GetName(), Owner: n.GetOwner(), Standby: n.GetStandby()})
+	}
+	return out, nil
+}
+
+// Connections lists the node's connections, by id (RingBytes, Replies,
+// Violations and Panics are not set).
+func (c *Conn) Connections(ctx context.Context) ([]ConnInfo, error) {
+	var l pb.ConnectionList
+	if err := c.busCall(ctx, pb.BusConnections, nil, &l); err != nil {
+		return nil, err
+	}
+	out := make([]ConnInfo, 0, len(l.GetConnections()))
+	for _, ci := range l.GetConnections() {
+		m := memberOf(ci.GetMember())
+		out = append(out, ConnInfo{Address: m.Address, Name: m.ClientName, Cred: m.Cred, Transport: ci.GetTransport(),
+			Since: time.Unix(0, ci.GetSinceUnixNano()), Groups: ci.GetGroups(), Names: ci.GetNames(),
+			Calls: ci.GetCalls(), Sends: ci.GetSends(), Events: ci.GetEvents(), Dropped: ci.GetDropped(),
+			BytesIn: ci.GetBytesIn(), BytesOut: ci.GetBytesOut(), Pending: int(ci.GetPending()),
+			RequestFill: int(ci.GetRequestFill()), ResponseFill: int(ci.GetResponseFill()), EventFill: int(ci.GetEventFill()),
+			EventsQueued: int(ci.GetEventsQueued())})
+	}
+	return out, nil
+}
+
+// busIntercept decodes a bus event in place; it reports true if the event
+// was taken (a request for the request handler, or a malformed message,
+// dropped and counted).
+func (c *Conn) busIntercept(e *Event) bool {
+	request := e.Command == pb.MsgRequest
+	from, to, handle, payload, err := pb.DecodeMsg(e.Payload, request)
+	if err != nil || e.Command < pb.MsgDirect || e.Command > pb.MsgNotice {
+		c.dropped.Add(1)
+		return true
+	}
+	e.From, e.To, e.Payload = string(from), string(to), payload
+	switch e.Command {
+	case pb.MsgDirect:
+		e.Kind = EventMessage
+	case pb.MsgGroup:
+		e.Kind = EventGroup
+	case pb.MsgNotice:
+		e.Kind = EventNotice
+	case pb.MsgRequest:
+		e.Kind = EventRequest
+		e.rc = c
+		copy(e.handle[:], handle)
+		if c.o.onRequest != nil || c.o.requestPID != nil {
+			r := &PeerRequest{From: e.From, To: e.To, Payload: append([]byte(nil), payload...), c: c, handle: e.handle}
+			e.Release()
+			c.emu.Lock()
+			c.reqq = append(c.reqq, r)
+			c.emu.Unlock()
+			select {
+			case c.rqwake <- struct{}{}:
+			default:
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// serveRequests runs the request handler, or feeds the request actor.
+func (c *Conn) serveRequests() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.gone
+		cancel()
+	}()
+	for {
+		c.emu.Lock()
+		q := c.reqq
+		c.reqq = nil
+		c.emu.Unlock()
+		if len(q) == 0 {
+			select {
+			case <-c.rqwake:
+				continue
+			case <-c.gone:
+				return
+			}
+		}
+		c.bell.Ring() // the pump may have stopped reading events for want of room
+		for _, r := range q {
+			if c.o.requestPID != nil {
+				c.o.requestSys.Root.Send(c.o.requestPID, r)
+				continue
+			}
+			payload, err := c.o.onRequest(ctx, r)
+			if ctx.Err() != nil {
+				return // closing: the node tells the caller its peer is gone
+			}
+			r.Respond(payload, err)
+		}
+	}
+}
+
+// replyPeer writes the answer to a peer's request.
+func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err error) error {
+	code := pb.Code_CODE_OK
+	if err != nil {
+		var e *pb.Error
+		if errors.As(err, &e) {
+			code = e.Code
+			payload = []byte(e.Reason)
+		} else {
+			code = pb.Code_CODE_HANDLER_ERROR
+			payload = []byte(err.Error())
+		}
+	}
+	if len(payload)+pb.ReplyHandleSize > c.maxMsg {
+		code, payload = pb.Code_CODE_TOO_LARGE, []byte("reply too large")
+	}
+	return c.writeParts(context.Background(), shm.Header{Kind: pb.KindPeerReply, Aux: uint32(code), ID: c.nextID.Add(1)}, handle[:], payload)
+}
+
+// sayGoodbye tells the node this client closes on purpose (best effort).
+func (c *Conn) sayGoodbye() {
+	if c.err() != nil {
+		return
+	}
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	writeControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
+}

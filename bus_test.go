@@ -1,0 +1,358 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func ctx5(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func recv(t *testing.T, c *Conn) Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := c.RecvEvent(ctx)
+	if err != nil {
+		t.Fatalf("%s: waiting for an event: %v", c.Address(), err)
+	}
+	return e
+}
+
+func noEvent(t *testing.T, c *Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if e, err := c.RecvEvent(ctx); err == nil {
+		t.Fatalf("%s: unexpected event %+v", c.Address(), e)
+	}
+}
+
+func TestBusDirect(t *testing.T) { bothTransports(t, testBusDirect) }
+
+func testBusDirect(t *testing.T, tr Transport) {
+	n := startNode(t)
+	a := dial(t, n, WithTransport(tr))
+	b := dial(t, n, WithTransport(tr))
+	ctx := ctx5(t)
+	if a.Address() == b.Address() || a.Address()[0] != ':' {
+		t.Fatalf("addresses %q %q", a.Address(), b.Address())
+	}
+	if err := a.SendTo(ctx, b.Address(), []byte("hi"), WantAnswer()); err != nil {
+		t.Fatal(err)
+	}
+	e := recv(t, b)
+	if e.Kind != EventMessage || e.From != a.Address() || e.To != b.Address() || string(e.Payload) != "hi" {
+		t.Fatalf("got %+v", e)
+	}
+	if err := a.SendTo(ctx, ":n1.999", []byte("x"), WantAnswer()); !errors.Is(err, ErrUndeliverable) {
+		t.Fatalf("to nobody: %v", err)
+	}
+	if err := a.SendTo(ctx, ":n1.999", []byte("x")); err != nil {
+		t.Fatalf("to nobody without want-answer: %v", err)
+	}
+	if _, err := a.Request(ctx, "no.such.name", nil); !errors.Is(err, ErrUndeliverable) {
+		t.Fatalf("request to nobody: %v", err)
+	}
+	// A request without a handler arrives as an event and is answered with Reply.
+	done := make(chan error, 1)
+	go func() {
+		r, err := a.Request(ctx, b.Address(), []byte("q"))
+		if err == nil && string(r) != "a:q" {
+			err = fmt.Errorf("reply %q", r)
+		}
+		done <- err
+	}()
+	e = recv(t, b)
+	if e.Kind != EventRequest || string(e.Payload) != "q" {
+		t.Fatalf("request event %+v", e)
+	}
+	if err := e.Reply([]byte("a:q"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBusRequestHandler(t *testing.T) { bothTransports(t, testBusRequestHandler) }
+
+func testBusRequestHandler(t *testing.T, tr Transport) {
+	n := startNode(t)
+	srv := dial(t, n, WithTransport(tr), WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		if string(r.Payload) == "fail" {
+			return nil, errors.New("no way")
+		}
+		return append([]byte("re:"), r.Payload...), nil
+	}))
+	cl := dial(t, n, WithTransport(tr))
+	ctx := ctx5(t)
+	if primary, _, err := srv.Own(ctx, "svc.kv"); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	for i := range 100 {
+		r, err := cl.Request(ctx, "svc.kv", []byte(fmt.Sprint(i)))
+		if err != nil || string(r) != fmt.Sprintf("re:%d", i) {
+			t.Fatalf("request %d: %q %v", i, r, err)
+		}
+	}
+	if _, err := cl.Request(ctx, srv.Address(), []byte("fail")); !errors.Is(err, ErrHandler) || !contains(err.Error(), "no way") {
+		t.Fatalf("failing handler: %v", err)
+	}
+	names, err := cl.Names(ctx)
+	if err != nil || len(names) != 1 || names[0].Owner != srv.Address() {
+		t.Fatalf("names %+v %v", names, err)
+	}
+}
+
+func TestBusPeerGone(t *testing.T) {
+	n := startNode(t)
+	started := make(chan struct{})
+	srv := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	cl := dial(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		<-started
+		srv.Close()
+	}()
+	t0 := time.Now()
+	_, err := cl.Request(ctx, srv.Address(), nil)
+	if !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("peer gone took %v", d)
+	}
+}
+
+func TestBusGroups(t *testing.T) { bothTransports(t, testBusGroups) }
+
+func testBusGroups(t *testing.T, tr Transport) {
+	n := startNode(t)
+	ctx := ctx5(t)
+	pub := dial(t, n, WithTransport(tr))
+	subs := []*Conn{dial(t, n, WithTransport(tr)), dial(t, n, WithTransport(tr)), dial(t, n, WithTransport(tr))}
+	if err := pub.Publish(ctx, "g", []byte("nobody")); err != nil {
+		t.Fatalf("publish to an empty group: %v", err)
+	}
+	if err := pub.Publish(ctx, "g", []byte("nobody"), WantAnswer()); !errors.Is(err, ErrUndeliverable) {
+		t.Fatalf("want-answer publish to an empty group: %v", err)
+	}
+	for _, s := range subs {
+		if err := s.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := pub.Members(ctx, "g")
+	if err != nil || len(ms) != 4 {
+		t.Fatalf("members %+v %v", ms, err)
+	}
+	for i := range 100 {
+		if err := pub.Publish(ctx, "g", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range subs {
+		for i := range 100 {
+			e := recv(t, s)
+			if e.Kind != EventGroup || e.To != "g" || e.From != pub.Address() || string(e.Payload) != fmt.Sprint(i) {
+				t.Fatalf("%d: %+v", i, e)
+			}
+		}
+	}
+	noEvent(t, pub) // not its own publication
+	if err := pub.Publish(ctx, "g", []byte("echo"), Echo()); err != nil {
+		t.Fatal(err)
+	}
+	if e := recv(t, pub); string(e.Payload) != "echo" {
+		t.Fatalf("echo %+v", e)
+	}
+	// A group request: every other member answers, or does not.
+	go func() {
+		for i, s := range subs {
+			e := recv(t, s)
+			for e.Kind != EventRequest {
+				e = recv(t, s) // the echo publication first
+			}
+			if i == 2 {
+				s.Close()
+				continue
+			}
+			e.Reply([]byte(fmt.Sprint("r", i)), nil)
+		}
+	}()
+	rs, err := pub.RequestGroup(ctx, "g", []byte("q"))
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("request group: %+v %v", rs, err)
+	}
+	for i, r := range rs {
+		if r.Address != subs[i].Address() {
+			t.Fatalf("result %d from %s, want %s", i, r.Address, subs[i].Address())
+		}
+		if i < 2 && (r.Err != nil || string(r.Payload) != fmt.Sprint("r", i)) || i == 2 && !errors.Is(r.Err, ErrPeerGone) {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+	}
+	groups, err := pub.Groups(ctx)
+	if err != nil || len(groups) != 1 || groups[0].Members != 3 {
+		t.Fatalf("groups %+v %v", groups, err)
+	}
+}
+
+func notices(t *testing.T, c *Conn, n int) []Notice {
+	t.Helper()
+	var out []Notice
+	for range n {
+		e := recv(t, c)
+		nt, err := e.Notice()
+		if err != nil {
+			t.Fatalf("%+v: %v", e, err)
+		}
+		out = append(out, nt)
+	}
+	return out
+}
+
+func TestBusNotices(t *testing.T) {
+	n := startNode(t)
+	ctx := ctx5(t)
+	obs := dial(t, n)
+	for _, g := range []string{GroupConnections, GroupGroups, GroupNames} {
+		if err := obs.Subscribe(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := dial(t, n, WithClientName("a"))
+	if err := a.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, err := a.Own(ctx, "svc"); err != nil || !p {
+		t.Fatal(p, err)
+	}
+	b := dial(t, n, WithClientName("b"))
+	if p, pos, err := b.Own(ctx, "svc"); err != nil || p || pos != 1 {
+		t.Fatal(p, pos, err)
+	}
+	a.Close()
+	got := notices(t, obs, 9)
+	want := []string{
+		"SUBSCRIBED " + obs.Address() + " " + GroupGroups, // its own, after it joined sys.groups
+		"SUBSCRIBED " + obs.Address() + " " + GroupNames,
+		"CONNECTED " + a.Address(),
+		"SUBSCRIBED " + a.Address() + " g",
+		"NAME_OWNER_CHANGED svc  -> " + a.Address(),
+		"CONNECTED " + b.Address(),
+		"UNSUBSCRIBED " + a.Address() + " g DISCONNECT_CLOSED",
+		"NAME_OWNER_CHANGED svc " + a.Address() + " -> " + b.Address(),
+		"DISCONNECTED " + a.Address() + " DISCONNECT_CLOSED",
+	}
+	for i, nt := range got {
+		var s string
+		switch nt.Kind {
+		case NoticeConnected:
+			s = "CONNECTED " + nt.Member.Address
+		case NoticeDisconnected:
+			s = "DISCONNECTED " + nt.Member.Address + " " + nt.Reason.String()
+		case NoticeSubscribed:
+			s = "SUBSCRIBED " + nt.Member.Address + " " + nt.Group
+		case NoticeUnsubscribed:
+			s = "UNSUBSCRIBED " + nt.Member.Address + " " + nt.Group + " " + nt.Reason.String()
+		case NoticeNameOwnerChanged:
+			s = "NAME_OWNER_CHANGED " + nt.Name + " " + nt.OldOwner + " -> " + nt.NewOwner
+		}
+		if s != want[i] {
+			t.Errorf("notice %d: %q, want %q", i, s, want[i])
+		}
+	}
+	// b learns it owns the name.
+	e := recv(t, b)
+	if nt, err := e.Notice(); err != nil || nt.Kind != NoticeNameAcquired || nt.Name != "svc" {
+		t.Fatalf("b: %+v %v", nt, err)
+	}
+}
+
+func TestBusSubscribeWithMembers(t *testing.T) {
+	n := startNode(t)
+	ctx := ctx5(t)
+	var cs []*Conn
+	for range 3 {
+		c := dial(t, n)
+		if err := c.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	w := dial(t, n)
+	ms, err := w.SubscribeWithMembers(ctx, "g")
+	if err != nil || len(ms) != 4 || ms[3].Address != w.Address() {
+		t.Fatalf("%+v %v", ms, err)
+	}
+	cs[1].Unsubscribe(ctx, "g")
+	nt := notices(t, w, 1)[0]
+	if nt.Kind != NoticeUnsubscribed || nt.Member.Address != cs[1].Address() {
+		t.Fatalf("%+v", nt)
+	}
+	late := dial(t, n)
+	late.Subscribe(ctx, "g")
+	nt = notices(t, w, 1)[0]
+	if nt.Kind != NoticeSubscribed || nt.Member.Address != late.Address() {
+		t.Fatalf("%+v", nt)
+	}
+}
+
+func TestBusPolicy(t *testing.T) {
+	deny := map[Action]string{ActionSend: ":n1.2", ActionPublish: "secret", ActionSubscribe: "secret", ActionOwn: "svc.root"}
+	var mu sync.Mutex
+	n := startNode(t, WithPolicy(PolicyFunc(func(who Cred, what Action, target string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if d, ok := deny[what]; ok && d == target || what == ActionList && target == "" && who.PID < 0 {
+			return fmt.Errorf("policy: no %s to %q", what, target)
+		}
+		return nil
+	})))
+	ctx := ctx5(t)
+	a := dial(t, n)
+	b := dial(t, n) // :n1.2
+	if b.Address() != ":n1.2" {
+		t.Skipf("address %s", b.Address())
+	}
+	if _, _, err := b.Own(ctx, "alias"); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"send":         a.SendTo(ctx, b.Address(), nil, WantAnswer()),
+		"send by name": a.SendTo(ctx, "alias", nil, WantAnswer()),
+		"request":      func() error { _, err := a.Request(ctx, "alias", nil); return err }(),
+		"publish":      a.Publish(ctx, "secret", nil, WantAnswer()),
+		"group req":    func() error { _, err := a.RequestGroup(ctx, "secret", nil); return err }(),
+		"subscribe":    a.Subscribe(ctx, "secret"),
+		"own":          func() error { _, _, err := a.Own(ctx, "svc.root"); return err }(),
+	} {
+		if !errors.Is(err, ErrRefused) {
+			t.Errorf("%s: %v, want refused", name, err)
+		}
+	}
+	// Another policy at once.
+	mu.Lock()
+	deny = map[Action]string{}
+	mu.Unlock()
+	if err := a.SendTo(ctx, "alias", nil, WantAnswer()); err != nil {
+		t.Fatal(err)
+	}
+}
