@@ -251,8 +251,13 @@ func (n *Node) busOp(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Re
 		}
 		// A member list, and the notices of sys.*, tell who is connected:
 		// the listing rule applies to them as to Members and Connections.
-		if r.Command == pb.BusSubscribeWithMembers || reserved(g) {
+		if r.Command == pb.BusSubscribeWithMembers {
 			if err := n.allow(who, ActionList, g); err != nil {
+				return refuse(err)
+			}
+		}
+		if reserved(g) {
+			if err := n.allow(who, ActionList, ""); err != nil {
 				return refuse(err)
 			}
 		}

@@ -53,6 +53,9 @@ const (
 )
 
 func runRole(role string) int {
+	if code, ok := runBusRole(role); ok {
+		return code
+	}
 	ctx := context.Background()
 	socket := os.Getenv("SB_SOCKET")
 	switch role {
@@ -71,6 +74,9 @@ func runRole(role string) int {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
+		}
+		if p := os.Getenv("SB_POLICY"); p != "" {
+			opts = append(opts, switchboard.WithPolicy(denyPolicy(p)))
 		}
 		if r := os.Getenv("SB_EVENT_RING"); r != "" {
 			n, _ := strconv.Atoi(r)

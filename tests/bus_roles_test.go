@@ -1,0 +1,198 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+// Bus roles, for the multi-process bus tests. Each prints "ready ADDRESS"
+// once it is set up, then one line per thing the test watches for.
+//
+//	peer: SB_MODE echo (answers requests with "ADDRESS:payload"), hang
+//	  (prints "request" and never answers), count (counts messages, see
+//	  countMessages), stall (reads no event until the file SB_RESUME
+//	  exists, then counts); SB_GROUPS, comma-separated, to
+//	  subscribe; SB_NAME to own; SB_TRANSPORT.
+//	observer: subscribes to sys.connections, sys.groups and sys.names and
+//	  prints each notice as a line (see noticeLine).
+func runBusRole(role string) (int, bool) {
+	socket := os.Getenv("SB_SOCKET")
+	tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
+	opts := []switchboard.DialOption{switchboard.WithSocket(socket), switchboard.WithTransport(switchboard.Transport(tr)),
+		switchboard.WithClientName(role)}
+	ctx := context.Background()
+	switch role {
+	case "peer":
+		mode := os.Getenv("SB_MODE")
+		var addrV atomic.Value // the handler may run before Dial returns
+		addrV.Store("")
+		switch mode {
+		case "echo":
+			opts = append(opts, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+				return append([]byte(addrV.Load().(string)+":"), r.Payload...), nil
+			}))
+		case "hang":
+			opts = append(opts, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+				fmt.Println("request")
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}))
+		}
+		if q := os.Getenv("SB_CLIENT_QUEUE"); q != "" {
+			n, _ := strconv.Atoi(q)
+			opts = append(opts, switchboard.WithEventBuffer(n))
+		}
+		c, err := switchboard.Dial(ctx, opts...)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		addr := c.Address()
+		addrV.Store(addr)
+		for _, g := range strings.Split(os.Getenv("SB_GROUPS"), ",") {
+			if g != "" {
+				if err := c.Subscribe(ctx, g); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 1, true
+				}
+			}
+		}
+		if name := os.Getenv("SB_NAME"); name != "" {
+			if _, _, err := c.Own(ctx, name); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1, true
+			}
+		}
+		fmt.Println("ready", addr)
+		sctx, stop := signalContext()
+		defer stop()
+		switch mode {
+		case "count":
+			countMessages(sctx, c)
+		case "stall":
+			for {
+				if _, err := os.Stat(os.Getenv("SB_RESUME")); err == nil {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			countMessages(sctx, c)
+		default:
+			<-sctx.Done()
+		}
+		c.Close()
+		return 0, true
+	case "observer":
+		c, err := switchboard.Dial(ctx, opts...)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		for _, g := range []string{switchboard.GroupConnections, switchboard.GroupGroups, switchboard.GroupNames} {
+			if err := c.Subscribe(ctx, g); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1, true
+			}
+		}
+		fmt.Println("ready", c.Address())
+		sctx, stop := signalContext()
+		defer stop()
+		for {
+			e, err := c.RecvEvent(sctx)
+			if err != nil {
+				return 0, true
+			}
+			if n, err := e.Notice(); err == nil {
+				fmt.Println(noticeLine(n))
+			}
+		}
+	}
+	return 0, false
+}
+
+// noticeLine is a notice as the tests compare it.
+func noticeLine(n switchboard.Notice) string {
+	switch n.Kind {
+	case switchboard.NoticeConnected:
+		return "connected " + n.Member.Address + " " + n.Member.ClientName
+	case switchboard.NoticeDisconnected:
+		return "disconnected " + n.Member.Address + " " + n.Reason.String()
+	case switchboard.NoticeSubscribed:
+		return "subscribed " + n.Member.Address + " " + n.Group
+	case switchboard.NoticeUnsubscribed:
+		return "unsubscribed " + n.Member.Address + " " + n.Group + " " + n.Reason.String()
+	case switchboard.NoticeNameOwnerChanged:
+		return fmt.Sprintf("owner %s %q -> %q", n.Name, n.OldOwner, n.NewOwner)
+	}
+	return n.Kind.String()
+}
+
+// countMessages reads messages "SENDER SEQ" until SB_EXPECT of them, dropped
+// ones included, have been accounted for (or the context ends), checking
+// that each sender's sequence grows (by 1 + the drops reported before it,
+// unless SB_SPARSE is set: then it only grows); then prints
+// "got N dropped D disorder K".
+func countMessages(ctx context.Context, c *switchboard.Conn) {
+	expect, _ := strconv.Atoi(os.Getenv("SB_EXPECT"))
+	sparse := os.Getenv("SB_SPARSE") != ""
+	last := map[string]int{}
+	var got, dropped, disorder int
+	for expect == 0 || got+dropped < expect {
+		e, err := c.RecvEvent(ctx)
+		if err != nil {
+			break
+		}
+		dropped += int(e.Dropped)
+		if e.Kind != switchboard.EventGroup && e.Kind != switchboard.EventMessage {
+			continue
+		}
+		got++
+		sender, seqs, _ := strings.Cut(string(e.Payload), " ")
+		seq, _ := strconv.Atoi(seqs)
+		prev, seen := last[sender]
+		switch {
+		case !seen:
+		case sparse || dropped > 0: // a gap's count is exact, its position may not be
+			if seq <= prev {
+				disorder++
+			}
+		case seq != prev+1:
+			disorder++
+		}
+		last[sender] = seq
+	}
+	fmt.Printf("got %d dropped %d disorder %d\n", got, dropped, disorder)
+}
+
+// denyPolicy parses "action=target;…": those actions on those targets are
+// refused, everything else is allowed.
+func denyPolicy(spec string) switchboard.Policy {
+	type rule struct {
+		a      switchboard.Action
+		target string
+	}
+	var rules []rule
+	for _, r := range strings.Split(spec, ";") {
+		a, target, _ := strings.Cut(r, "=")
+		act, err := switchboard.ParseAction(a)
+		if err != nil {
+			panic(err)
+		}
+		rules = append(rules, rule{act, target})
+	}
+	return switchboard.PolicyFunc(func(who switchboard.Cred, what switchboard.Action, target string) error {
+		for _, r := range rules {
+			if r.a == what && r.target == target {
+				return fmt.Errorf("policy: uid %d may not %s %q", who.UID, what, target)
+			}
+		}
+		return nil
+	})
+}
