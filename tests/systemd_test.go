@@ -110,7 +110,9 @@ func TestSystemdSocketActivation(t *testing.T) {
 
 	d.signal(t, syscall.SIGHUP)
 	notify.expect(t, "RELOADING=1", "MONOTONIC_USEC=")
-	notify.expect(t, "READY=1", "STATUS=")
+	if m := notify.expect(t, "READY=1", "STATUS="); !strings.Contains(m, "configuration reloaded") {
+		t.Errorf("STATUS after the reload does not say so: %q", m)
+	}
 
 	if code := d.stop(t); code != 0 {
 		t.Fatalf("node exit code %d", code)

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/switchboard-ipc/switchboard"
 )
@@ -117,6 +118,10 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	}
 	if ln != nil {
 		opts = append(opts, switchboard.WithListener(ln))
+		if a := ln.Addr().String(); a != cfg.Socket {
+			log.Info("serving the socket systemd passed; the socket setting does not apply",
+				slog.String("activated", a), slog.String("configured", cfg.Socket))
+		}
 	} else {
 		opts = append(opts, switchboard.WithSocketPath(cfg.Socket))
 	}
@@ -163,13 +168,21 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case err := <-served:
-			log.Error("serve", slog.String("error", err.Error()))
-			code, servedErr = exitFailure, true
+			servedErr = true
+			if err != nil {
+				log.Error("serve", slog.String("error", err.Error()))
+				code = exitFailure
+			}
 			break loop
 		case <-hup:
 			notifyOrLog(log, sd, reloading()...)
-			cfg = reload(log, ld, cfg, n, level)
-			notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
+			var err error
+			cfg, err = reload(log, ld, cfg, n, level)
+			status := statusLine(n) + "; configuration reloaded " + time.Now().Format(time.DateTime)
+			if err != nil {
+				status = statusLine(n) + "; configuration refused " + time.Now().Format(time.DateTime) + ": " + err.Error()
+			}
+			notifyOrLog(log, sd, "READY=1", "STATUS="+status)
 		}
 	}
 	notifyOrLog(log, sd, "STOPPING=1", "STATUS=stopping")
@@ -186,12 +199,13 @@ loop:
 }
 
 // reload loads the configuration again and applies what can change live
-// (the policy, log.level). It returns the configuration now in force.
-func reload(log *slog.Logger, ld *loader, cur *Config, n *switchboard.Node, level *slog.LevelVar) *Config {
+// (the policy, log.level). It returns the configuration now in force,
+// and why the new one was refused if it was.
+func reload(log *slog.Logger, ld *loader, cur *Config, n *switchboard.Node, level *slog.LevelVar) (*Config, error) {
 	next, pol, err := ld.load()
 	if err != nil {
 		log.Error("configuration refused; the one in force is kept", slog.String("error", err.Error()))
-		return cur
+		return cur, err
 	}
 	applied := *cur
 	for _, key := range next.restartKeys(cur) {
@@ -205,7 +219,7 @@ func reload(log *slog.Logger, ld *loader, cur *Config, n *switchboard.Node, leve
 	applied.Policy = next.Policy
 	n.SetPolicy(pol)
 	log.Info("configuration reloaded", slog.String("file", ld.path))
-	return &applied
+	return &applied, nil
 }
 
 func settingByKey(key string) setting {
