@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"google.golang.org/protobuf/encoding/protojson"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// clientFlags are the flags of every command that talks to a node.
+type clientFlags struct {
+	socket  string
+	timeout time.Duration
+}
+
+func (f *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.socket, "socket", switchboard.DefaultSocketPath(), "the node's Unix socket `path`")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for the node")
+}
+
+// dial connects to the node; on failure it says why and returns the exit
+// code: 1 if the node refused, 3 if there is no node.
+func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, int) {
+	dctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName("node-cli"))
+	if err != nil {
+		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		if errors.Is(err, switchboard.ErrRefused) {
+			return nil, exitFailure
+		}
+		return nil, exitUnavail
+	}
+	return c, exitOK
+}
+
+// nodeInfo asks the node's system service for its NodeInfo.
+func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*pb.NodeInfo, int) {
+	c, code := f.dial(ctx, std)
+	if c == nil {
+		return nil, code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	reply, err := c.Call(cctx, switchboard.SystemService, switchboard.SysInfo, nil)
+	if err != nil {
+		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		return nil, exitFailure
+	}
+	var ni pb.NodeInfo
+	if err := gproto.Unmarshal(reply, &ni); err != nil {
+		fmt.Fprintf(std.stderr, "node: bad NodeInfo: %v\n", err)
+		return nil, exitFailure
+	}
+	return &ni, exitOK
+}
+
+const callHelp = `usage: node call [--socket PATH] [--timeout D] SVC CMD [DATA | @FILE | -]
+
+Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
+write the reply to standard output. DATA is the request payload as text;
+@FILE reads it from a file, - from standard input. The built-in system
+service 0xffff answers ping (1), echo (2) and info (3):
+
+  node call 0xffff 2 hello
+
+Exit codes: 0 the reply was written; 1 the call failed (the error, as the
+node or the handler said it, goes to standard error); 2 bad arguments;
+3 no node.
+
+flags:
+`
+
+func cmdCall(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("call", callHelp)
+	var cf clientFlags
+	cf.register(fs)
+	if code, ok := parseFlags(fs, args, std); !ok {
+		return code
+	}
+	args = fs.Args()
+	if len(args) < 2 || len(args) > 3 {
+		fmt.Fprintln(std.stderr, "usage: node call SVC CMD [DATA | @FILE | -]   (node call --help)")
+		return exitUsage
+	}
+	svc, err1 := parseID(args[0])
+	cmd, err2 := parseID(args[1])
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Fprintf(std.stderr, "node: service and command are numbers from 0 to 65535: %v\n", err)
+		return exitUsage
+	}
+	var payload []byte
+	if len(args) == 3 {
+		var err error
+		switch d := args[2]; {
+		case d == "-":
+			payload, err = io.ReadAll(std.stdin)
+		case len(d) > 0 && d[0] == '@':
+			payload, err = os.ReadFile(d[1:])
+		default:
+			payload = []byte(d)
+		}
+		if err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return exitUsage
+		}
+	}
+	c, code := cf.dial(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	reply, err := c.Call(cctx, svc, cmd, payload)
+	if err != nil {
+		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		return exitFailure
+	}
+	std.stdout.Write(reply)
+	if len(reply) > 0 && reply[len(reply)-1] != '\n' {
+		if f, ok := std.stdout.(*os.File); ok && isTerminal(f) {
+			fmt.Fprintln(std.stdout)
+		}
+	}
+	return exitOK
+}
+
+func parseID(s string) (uint16, error) {
+	v, err := strconv.ParseUint(s, 0, 16)
+	return uint16(v), err
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+const infoHelp = `usage: node info [--socket PATH] [--json]
+
+Show every field the node reports about itself (the system service's info
+command): name, version, pid, uid, start time, connections, calls, events.
+--json prints the NodeInfo message as JSON (protobuf field names).
+
+Exit codes: 0 ok; 1 the node answered with an error; 3 no node.
+
+flags:
+`
+
+func cmdInfo(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("info", infoHelp)
+	var cf clientFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parseFlags(fs, args, std); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(std.stderr, "node info: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	ni, code := cf.nodeInfo(ctx, std)
+	if ni == nil {
+		return code
+	}
+	if *asJSON {
+		out, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(ni)
+		if err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return exitFailure
+		}
+		return writeJSON(std, out)
+	}
+	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "name\t%s\n", ni.GetName())
+	fmt.Fprintf(tw, "version\t%s\n", ni.GetVersion())
+	fmt.Fprintf(tw, "pid\t%d\n", ni.GetPid())
+	fmt.Fprintf(tw, "uid\t%d\n", ni.GetUid())
+	fmt.Fprintf(tw, "started\t%s\n", time.Unix(0, ni.GetStartedUnixNano()).Format(time.RFC3339))
+	fmt.Fprintf(tw, "connections\t%d\n", ni.GetConnections())
+	fmt.Fprintf(tw, "calls\t%d\n", ni.GetCalls())
+	fmt.Fprintf(tw, "events\t%d\n", ni.GetEvents())
+	fmt.Fprintf(tw, "transport\t%s\n", transportText(ni.GetTransportDefault()))
+	tw.Flush()
+	return exitOK
+}
+
+// writeJSON re-indents JSON (protojson's spacing is deliberately
+// unstable) and prints it with a final newline.
+func writeJSON(std stdio, raw []byte) int {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, compactJSON(raw), "", "  "); err != nil {
+		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		return exitFailure
+	}
+	buf.WriteByte('\n')
+	std.stdout.Write(buf.Bytes())
+	return exitOK
+}
+
+func compactJSON(raw []byte) []byte {
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw
+	}
+	return buf.Bytes()
+}
+
+func transportText(t pb.Transport) string {
+	switch t {
+	case pb.Transport_TRANSPORT_SHM:
+		return "shm"
+	case pb.Transport_TRANSPORT_SOCKET:
+		return "socket"
+	}
+	return t.String()
+}
+
+const statusHelp = `usage: node status [--socket PATH] [--json]
+
+Show a running node's state: its name and version, how long it has been
+up, how many connections are open (this command's own included), and the
+totals of calls and events since it started.
+
+Exit codes: 0 the node answered; 1 it answered with an error or refused
+this client; 3 no node at the socket.
+
+flags:
+`
+
+// statusJSON is what `status --json` prints; its fields are stable.
+type statusJSON struct {
+	Name          string  `json:"name"`
+	Version       string  `json:"version"`
+	ClientVersion string  `json:"client_version"`
+	Socket        string  `json:"socket"`
+	PID           int32   `json:"pid"`
+	UID           uint32  `json:"uid"`
+	Started       string  `json:"started"` // RFC 3339, UTC
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Connections   uint32  `json:"connections"`
+	Calls         uint64  `json:"calls"`
+	Events        uint64  `json:"events"`
+}
+
+func cmdStatus(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("status", statusHelp)
+	var cf clientFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parseFlags(fs, args, std); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(std.stderr, "node status: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	ni, code := cf.nodeInfo(ctx, std)
+	if ni == nil {
+		return code
+	}
+	started := time.Unix(0, ni.GetStartedUnixNano())
+	uptime := time.Since(started)
+	st := statusJSON{
+		Name: ni.GetName(), Version: ni.GetVersion(), ClientVersion: switchboard.Version, Socket: cf.socket,
+		PID: ni.GetPid(), UID: ni.GetUid(), Started: started.UTC().Format(time.RFC3339Nano),
+		UptimeSeconds: uptime.Seconds(), Connections: ni.GetConnections(), Calls: ni.GetCalls(), Events: ni.GetEvents(),
+	}
+	if *asJSON {
+		out, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return exitFailure
+		}
+		std.stdout.Write(append(out, '\n'))
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\t%s, switchboard %s (this tool: %s)\n", st.Name, st.Version, st.ClientVersion)
+	fmt.Fprintf(tw, "socket\t%s\n", st.Socket)
+	fmt.Fprintf(tw, "process\tpid %d, uid %d\n", st.PID, st.UID)
+	fmt.Fprintf(tw, "up\t%s (since %s)\n", uptime.Round(time.Second), started.Format(time.DateTime))
+	fmt.Fprintf(tw, "connections\t%d open (this one included)\n", st.Connections)
+	fmt.Fprintf(tw, "calls\t%d\n", st.Calls)
+	fmt.Fprintf(tw, "events\t%d\n", st.Events)
+	tw.Flush()
+	return exitOK
+}
+
+func cmdVersion(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("version", "usage: node version\n\nPrint this program's version.\n\nflags:\n")
+	if code, ok := parseFlags(fs, args, std); !ok {
+		return code
+	}
+	fmt.Fprintln(std.stdout, "switchboard node", switchboard.Version)
+	return exitOK
+}

@@ -1,0 +1,165 @@
+package tests
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with what the tests got")
+
+// golden compares got with testdata/name, or rewrites it under -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run %s ./tests -update to create it)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (go test -run '%s' ./tests -update rewrites it)\ngot:\n%s\nwant:\n%s", path, t.Name(), got, want)
+	}
+}
+
+// TestConfigErrorsNameTheKey: a configuration the node cannot use is
+// refused at start, with exit code 2 and an error naming the key.
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name   string
+		config string
+		env    []string
+		args   []string
+		want   string
+	}{
+		{name: "unknown key", config: "[events]\nqueue_limt = 3\n", want: "config: events.queue_limt: unknown key"},
+		{name: "unknown table", config: "[logging]\nlevel = \"info\"\n", want: "config: logging, logging.level: unknown key"},
+		{name: "negative", config: "[events]\nqueue_limit = -1\n", want: "config: events.queue_limit: must be >= 0"},
+		{name: "wrong type", config: "[events]\nqueue_limit = \"many\"\n", want: "config: events.queue_limit: "},
+		{name: "bad duration", config: "handshake_timeout = \"soon\"\n", want: "config: handshake_timeout: "},
+		{name: "bad enum", config: "[events]\noverflow = \"explode\"\n", want: "config: events.overflow: must be drop-oldest or disconnect"},
+		{name: "ring not a power of two", config: "[rings]\nevent = 100000\n", want: "config: rings.event: must be a power of two"},
+		{name: "bad log level", config: "[log]\nlevel = \"loud\"\n", want: "config: log.level: "},
+		{name: "bad metrics address", config: "[metrics]\nlisten = \"unix:relative.sock\"\n", want: "config: metrics.listen: "},
+		{name: "syntax", config: "name = \n", want: "config: name: "},
+		{name: "policy pattern", config: "[[policy.group]]\ngroup = \"a*b\"\npublish = { uids = [0] }\n", want: "config: policy.group[0].group: "},
+		{name: "policy service id", config: "[[policy.service]]\nid = 70000\ncall = { uids = [0] }\n", want: "config: policy.service[0].id: "},
+		{name: "policy rule key", config: "[[policy.service]]\nid = 7\ncall = { uid = [0] }\n", want: "config: policy.service.call.uid: unknown key"},
+		{name: "policy no action", config: "[[policy.name]]\nname = \"org.x\"\n", want: "config: policy.name[0]: names no action"},
+		{name: "from the environment", env: []string{"SWITCHBOARD_EVENTS_QUEUE_LIMIT=lots"}, want: "config: events.queue_limit (from $SWITCHBOARD_EVENTS_QUEUE_LIMIT): not an integer"},
+		{name: "from a flag", args: []string{"--events-queue-limit", "-5"}, want: "config: events.queue_limit: must be >= 0"},
+		{name: "missing file", args: []string{"--config", "/nonexistent/node.toml"}, want: "config: open /nonexistent/node.toml"},
+	}
+	dir := t.TempDir()
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"serve", "--socket", filepath.Join(dir, "never.sock")}
+			if tc.config != "" {
+				path := filepath.Join(dir, "c"+string(rune('a'+i))+".toml")
+				if err := os.WriteFile(path, []byte(tc.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", path)
+			}
+			r := runCLI(t, tc.env, append(args, tc.args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 2 and %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+}
+
+// TestConfigPrintDefault: the embedded default configuration, as
+// `serve --print-config` prints it, matches testdata/print-config.golden.
+func TestConfigPrintDefault(t *testing.T) {
+	r := runCLI(t, []string{"SWITCHBOARD_SOCKET=/run/switchboard/node.sock"}, "serve", "--print-config")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	golden(t, "print-config.golden", r.stdout)
+}
+
+// TestConfigPrecedence: flags override the environment, which overrides
+// the file, which overrides the default; and what --print-config prints
+// loads back to itself.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.toml")
+	config := `name = "fromfile"
+max_message = 1024
+[log]
+format = "json"
+[policy]
+default = "deny"
+[policy.connect]
+gids = [0, 100]
+[[policy.service]]
+id = 65535
+call = { all = true }
+[[policy.group]]
+group = "sys.*"
+publish = { uids = [0] }
+subscribe = { gids = [10] }
+`
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	get := func(r cliResult, key string) string {
+		t.Helper()
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, line := range strings.Split(r.stdout, "\n") {
+			if k, v, ok := strings.Cut(line, " = "); ok && k == key {
+				return v
+			}
+		}
+		t.Fatalf("no %s in\n%s", key, r.stdout)
+		return ""
+	}
+	sock := "--socket=" + filepath.Join(dir, "n.sock")
+	file := runCLI(t, nil, "serve", sock, "--config", path, "--print-config")
+	if v := get(file, "name"); v != `"fromfile"` {
+		t.Errorf("file: name = %s", v)
+	}
+	if v := get(file, "max_message"); v != "1024" {
+		t.Errorf("file: max_message = %s", v)
+	}
+	env := runCLI(t, []string{"SWITCHBOARD_NAME=fromenv", "SWITCHBOARD_LOG_FORMAT=text"}, "serve", sock, "--config", path, "--print-config")
+	if v := get(env, "name"); v != `"fromenv"` {
+		t.Errorf("env over file: name = %s", v)
+	}
+	if v := get(env, "format"); v != `"text"` {
+		t.Errorf("env over file: log.format = %s", v)
+	}
+	flagged := runCLI(t, []string{"SWITCHBOARD_NAME=fromenv"}, "serve", sock, "--config", path, "--name", "fromflag", "--print-config")
+	if v := get(flagged, "name"); v != `"fromflag"` {
+		t.Errorf("flag over env: name = %s", v)
+	}
+	// Round trip: the printed configuration loads, and prints the same.
+	again := filepath.Join(dir, "again.toml")
+	if err := os.WriteFile(again, []byte(file.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, nil, "serve", "--config", again, "--print-config"); r.code != 0 || r.stdout != file.stdout {
+		t.Errorf("printed configuration does not load back to itself: exit %d %s\nfirst:\n%s\nagain:\n%s", r.code, r.stderr, file.stdout, r.stdout)
+	}
+}
+
+// TestConfigExampleLoads: the example configuration for systemd loads.
+func TestConfigExampleLoads(t *testing.T) {
+	r := runCLI(t, nil, "serve", "--config", "../examples/systemd/node.toml", "--print-config")
+	if r.code != 0 {
+		t.Fatalf("examples/systemd/node.toml: exit %d: %s", r.code, r.stderr)
+	}
+}
