@@ -142,6 +142,85 @@ func (n *Node) resolve(from *conn.Conn, dest string) (*conn.Conn, error) {
 	return to, nil
 }
 
+// monitor is a connection that watches the bus's traffic.
+type monitor struct {
+	c       *conn.Conn
+	targets map[string]bool // nil: everything
+}
+
+// addMonitor makes c a monitor of targets (replacing its earlier ones).
+func (n *Node) addMonitor(c *conn.Conn, targets []string) {
+	m := monitor{c: c}
+	if len(targets) > 0 {
+		m.targets = map[string]bool{}
+		for _, t := range targets {
+			m.targets[t] = true
+		}
+	}
+	n.monMu.Lock()
+	defer n.monMu.Unlock()
+	var ms []monitor
+	if p := n.monitors.Load(); p != nil {
+		for _, o := range *p {
+			if o.c != c {
+				ms = append(ms, o)
+			}
+		}
+	}
+	ms = append(ms, m)
+	n.monitors.Store(&ms)
+}
+
+// dropMonitor forgets a connection that ended.
+func (n *Node) dropMonitor(c *conn.Conn) {
+	n.monMu.Lock()
+	defer n.monMu.Unlock()
+	p := n.monitors.Load()
+	if p == nil {
+		return
+	}
+	var ms []monitor
+	for _, o := range *p {
+		if o.c != c {
+			ms = append(ms, o)
+		}
+	}
+	n.monitors.Store(&ms)
+}
+
+// copyToMonitors gives every monitor watching from, dest or one of to a
+// copy of a message. A monitor's copies go through the same bounded queue
+// as its other events: one that cannot keep up loses copies (and sees the
+// gap in Event.Dropped); the sender never waits for it.
+func (n *Node) copyToMonitors(c *conn.Conn, kind uint16, dest string, to []*conn.Conn, payload []byte) {
+	p := n.monitors.Load()
+	if p == nil || len(*p) == 0 {
+		return
+	}
+	var body []byte
+	for _, m := range *p {
+		if m.c == c {
+			continue
+		}
+		if m.targets != nil && !m.targets[c.Address()] && !m.targets[dest] && !anyAddress(m.targets, to) {
+			continue
+		}
+		if body == nil {
+			body = pb.AppendMsg(nil, c.Address(), dest, nil, payload)
+		}
+		c.Deliver(m.c, &conn.Event{Service: pb.BusService, Command: pb.MsgMonitor + kind, Payload: body})
+	}
+}
+
+func anyAddress(set map[string]bool, cs []*conn.Conn) bool {
+	for _, c := range cs {
+		if set[c.Address()] {
+			return true
+		}
+	}
+	return false
+}
+
 // route handles a client's bus frame, on its pump.
 func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 	dest, payload, err := pb.CutDest(f.Body)
@@ -171,6 +250,7 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			return
 		}
 		n.delivered.Add(1)
+		n.copyToMonitors(c, f.Kind, d, []*conn.Conn{to}, payload)
 		if f.Kind == pb.KindPeerCall {
 			c.StartRequest(f.ID, f.Aux, false, []*conn.Conn{to}, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
 			return
@@ -209,6 +289,7 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			return
 		}
 		n.delivered.Add(uint64(len(targets)))
+		n.copyToMonitors(c, f.Kind, d, nil, payload)
 		if f.Kind == pb.KindGroupCall {
 			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
 			return
@@ -311,6 +392,16 @@ func (n *Node) busOp(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Re
 			list.Groups = append(list.Groups, &pb.GroupInfo{Name: g.Name, Members: uint32(g.Members)})
 		}
 		return marshalResult(list)
+	case pb.BusMonitor:
+		var m pb.BusWatch
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		if err := n.allow(who, ActionMonitor, ""); err != nil {
+			return refuse(err)
+		}
+		n.addMonitor(c, m.GetTargets())
+		return conn.Result{}
 	case pb.BusNames, pb.BusConnections:
 		if err := n.allow(who, ActionList, ""); err != nil {
 			return refuse(err)

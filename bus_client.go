@@ -30,6 +30,9 @@ const (
 	// EventNotice: a notice from the node (To: the reserved group, or this
 	// client's address); see Notice.
 	EventNotice
+	// EventMonitor: a copy of a message between other clients, for a
+	// monitor (see Monitor); Monitored says what it was.
+	EventMonitor
 )
 
 // Notice types, re-exported from the protocol.
@@ -411,17 +414,40 @@ func (c *Conn) Connections(ctx context.Context) ([]ConnInfo, error) {
 	return out, nil
 }
 
+// Monitor makes this client a monitor of the bus (a privileged action:
+// the node's policy decides, ActionMonitor): from its return, a copy of
+// every message, publication and request between other clients that comes
+// from or goes to one of targets (addresses, names, groups; all traffic if
+// none) arrives as an event of kind EventMonitor, From and To set and
+// Monitored saying what it was. Replies are not copied. A monitor that
+// does not keep up loses copies, counted in Event.Dropped like any
+// event; it never slows the bus. A second call replaces the targets.
+func (c *Conn) Monitor(ctx context.Context, targets ...string) error {
+	return c.busCall(ctx, pb.BusMonitor, &pb.BusWatch{Targets: targets}, nil)
+}
+
 // busIntercept decodes a bus event in place; it reports true if the event
 // was taken (a request for the request handler, or a malformed message,
 // dropped and counted).
 func (c *Conn) busIntercept(e *Event) bool {
 	request := e.Command == pb.MsgRequest
 	from, to, handle, payload, err := pb.DecodeMsg(e.Payload, request)
-	if err != nil || e.Command < pb.MsgDirect || e.Command > pb.MsgNotice {
+	monitored := e.Command >= pb.MsgMonitor+pb.KindPeerSend && e.Command <= pb.MsgMonitor+pb.KindGroupCall
+	if monitored {
+		request = false
+		from, to, handle, payload, err = pb.DecodeMsg(e.Payload, false)
+	}
+	if err != nil || !monitored && (e.Command < pb.MsgDirect || e.Command > pb.MsgNotice) {
 		c.dropped.Add(1)
 		return true
 	}
 	e.From, e.To, e.Payload = string(from), string(to), payload
+	if monitored {
+		e.Kind = EventMonitor
+		e.Monitored = map[uint16]EventKind{pb.KindPeerSend: EventMessage, pb.KindPublish: EventGroup,
+			pb.KindPeerCall: EventRequest, pb.KindGroupCall: EventRequest}[e.Command-pb.MsgMonitor]
+		return false
+	}
 	switch e.Command {
 	case pb.MsgDirect:
 		e.Kind = EventMessage

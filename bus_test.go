@@ -356,3 +356,60 @@ func TestBusPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBusMonitor(t *testing.T) {
+	n := startNode(t, WithPolicy(PolicyFunc(func(who Cred, what Action, target string) error {
+		if what == ActionMonitor && who.PID == -1 { // nobody: the rule is exercised by tests/
+			return errors.New("no")
+		}
+		return nil
+	})))
+	ctx := ctx5(t)
+	mon := dial(t, n, WithEventBuffer(1), WithRings(0, 0, 64<<10))
+	a, b := dial(t, n), dial(t, n)
+	other := dial(t, n)
+	if err := mon.Monitor(ctx, b.Address(), "g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	a.SendTo(ctx, b.Address(), []byte("direct"), WantAnswer())
+	a.SendTo(ctx, other.Address(), []byte("not watched"), WantAnswer())
+	a.Publish(ctx, "g", []byte("pub"), WantAnswer())
+	for _, want := range []struct {
+		kind    EventKind
+		to, msg string
+	}{{EventMessage, b.Address(), "direct"}, {EventGroup, "g", "pub"}} {
+		e := recv(t, mon)
+		if e.Kind != EventMonitor || e.Monitored != want.kind || e.From != a.Address() || e.To != want.to || string(e.Payload) != want.msg {
+			t.Fatalf("monitor got %+v, want %+v", e, want)
+		}
+	}
+	noEvent(t, mon)
+	recv(t, b) // "direct"
+	recv(t, b) // "pub"
+	// A monitor that stops reading loses copies and is told; the traffic
+	// it watches is not held up.
+	for i := range 15000 {
+		if err := a.SendTo(ctx, b.Address(), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 15000 {
+		e := recv(t, b)
+		if string(e.Payload) != fmt.Sprint(i) {
+			t.Fatalf("b got %q, want %d", e.Payload, i)
+		}
+	}
+	var got, dropped uint64
+	for got+dropped < 15000 {
+		e := recv(t, mon)
+		got++
+		dropped += e.Dropped
+	}
+	if dropped == 0 {
+		t.Fatalf("a monitor that did not read lost nothing (got %d)", got)
+	}
+	t.Logf("monitor: %d copies, %d lost", got, dropped)
+}

@@ -138,8 +138,9 @@ type Event struct {
 	// Bus messages (Service is BusService): what it is, the sender's
 	// address ("" for the node), and where it was sent (an address, a
 	// name, a group).
-	Kind     EventKind
-	From, To string
+	Kind      EventKind
+	From, To  string
+	Monitored EventKind // for EventMonitor: the kind of the message copied
 
 	rc     *Conn // a request's connection, for Reply
 	handle [pb.ReplyHandleSize]byte

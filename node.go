@@ -219,6 +219,9 @@ type Node struct {
 	dir   *group.Dir
 	names atomic.Pointer[map[string]*conn.Conn]
 	byID  sync.Map // connection id → *conn.Conn, for the bus
+
+	monMu    sync.Mutex // writers of monitors
+	monitors atomic.Pointer[[]monitor]
 }
 
 // NewNode returns a node configured by opts. It does not listen yet.
@@ -613,6 +616,7 @@ func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
 	delete(n.conns, c.ID())
 	n.mu.Unlock()
 	n.byID.Delete(c.ID())
+	n.dropMonitor(c)
 	n.sys.Root.Send(n.registry, &registry.Unregister{ID: c.ID(), Reason: disconnectReason(why), Detail: why.Text})
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }

@@ -67,15 +67,16 @@ const (
 	BusService uint16 = 0xFFFE
 
 	// Operations (calls).
-	BusSubscribe            uint16 = 1 // BusGroup → empty
-	BusSubscribeWithMembers uint16 = 2 // BusGroup → MemberList
-	BusUnsubscribe          uint16 = 3 // BusName → empty
-	BusOwn                  uint16 = 4 // BusName → OwnReply
-	BusRelease              uint16 = 5 // BusName → empty
-	BusMembers              uint16 = 6 // BusName → MemberList
-	BusGroups               uint16 = 7 // empty → GroupList
-	BusNames                uint16 = 8 // empty → NameList
-	BusConnections          uint16 = 9 // empty → ConnectionList
+	BusSubscribe            uint16 = 1  // BusGroup → empty
+	BusSubscribeWithMembers uint16 = 2  // BusGroup → MemberList
+	BusUnsubscribe          uint16 = 3  // BusName → empty
+	BusOwn                  uint16 = 4  // BusName → OwnReply
+	BusRelease              uint16 = 5  // BusName → empty
+	BusMembers              uint16 = 6  // BusName → MemberList
+	BusGroups               uint16 = 7  // empty → GroupList
+	BusNames                uint16 = 8  // empty → NameList
+	BusConnections          uint16 = 9  // empty → ConnectionList
+	BusMonitor              uint16 = 10 // BusWatch → empty
 
 	// Messages (events). The event body starts with the sender's address
 	// and the destination it was sent to (a length byte and the bytes,
@@ -85,6 +86,9 @@ const (
 	MsgGroup   uint16 = 2 // published to a group it belongs to
 	MsgRequest uint16 = 3 // a request, to be answered with KindPeerReply
 	MsgNotice  uint16 = 4 // a Notice from the node; the sender is ""
+	// MsgMonitor + a bus frame kind (KindPeerSend … KindGroupCall): a copy
+	// of a message, for a monitor; no reply handle.
+	MsgMonitor uint16 = 16
 )
 
 // ReplyHandleSize is the size of a request's reply handle.

@@ -450,7 +450,7 @@ type Welcome struct {
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// Node-unique id of this connection.
 	ConnectionId uint64 `protobuf:"varint,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	// Address of this client on the bus, e.g. "n1.c42".
+	// Address of this client on the bus, e.g. ":n1.42".
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Name of the node.
 	NodeName string `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
@@ -1177,6 +1177,54 @@ func (x *BusName) GetName() string {
 	return ""
 }
 
+// BusWatch starts a live copy of the bus's traffic to the caller
+// (command 10): messages, publications and requests from or to any of the
+// targets (addresses, names, groups), or all of them if there are none.
+type BusWatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to watch.
+	Targets       []string `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BusWatch) Reset() {
+	*x = BusWatch{}
+	mi := &file_switchboard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BusWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BusWatch) ProtoMessage() {}
+
+func (x *BusWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BusWatch.ProtoReflect.Descriptor instead.
+func (*BusWatch) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BusWatch) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
 // OwnReply answers Own.
 type OwnReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1190,7 +1238,7 @@ type OwnReply struct {
 
 func (x *OwnReply) Reset() {
 	*x = OwnReply{}
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1250,7 @@ func (x *OwnReply) String() string {
 func (*OwnReply) ProtoMessage() {}
 
 func (x *OwnReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1263,7 @@ func (x *OwnReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnReply.ProtoReflect.Descriptor instead.
 func (*OwnReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OwnReply) GetPrimary() bool {
@@ -1249,7 +1297,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1309,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1322,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetAddress() string {
@@ -1323,7 +1371,7 @@ type MemberList struct {
 
 func (x *MemberList) Reset() {
 	*x = MemberList{}
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1383,7 @@ func (x *MemberList) String() string {
 func (*MemberList) ProtoMessage() {}
 
 func (x *MemberList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1396,7 @@ func (x *MemberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberList.ProtoReflect.Descriptor instead.
 func (*MemberList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberList) GetMembers() []*Member {
@@ -1371,7 +1419,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1431,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1444,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GroupInfo) GetName() string {
@@ -1424,7 +1472,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1484,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1497,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupList) GetGroups() []*GroupInfo {
@@ -1474,7 +1522,7 @@ type NameInfo struct {
 
 func (x *NameInfo) Reset() {
 	*x = NameInfo{}
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1534,7 @@ func (x *NameInfo) String() string {
 func (*NameInfo) ProtoMessage() {}
 
 func (x *NameInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1547,7 @@ func (x *NameInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameInfo.ProtoReflect.Descriptor instead.
 func (*NameInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NameInfo) GetName() string {
@@ -1534,7 +1582,7 @@ type NameList struct {
 
 func (x *NameList) Reset() {
 	*x = NameList{}
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1594,7 @@ func (x *NameList) String() string {
 func (*NameList) ProtoMessage() {}
 
 func (x *NameList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1607,7 @@ func (x *NameList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameList.ProtoReflect.Descriptor instead.
 func (*NameList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NameList) GetNames() []*NameInfo {
@@ -1603,7 +1651,7 @@ type ConnectionInfo struct {
 
 func (x *ConnectionInfo) Reset() {
 	*x = ConnectionInfo{}
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1663,7 @@ func (x *ConnectionInfo) String() string {
 func (*ConnectionInfo) ProtoMessage() {}
 
 func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1676,7 @@ func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConnectionInfo) GetMember() *Member {
@@ -1754,7 +1802,7 @@ type ConnectionList struct {
 
 func (x *ConnectionList) Reset() {
 	*x = ConnectionList{}
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1814,7 @@ func (x *ConnectionList) String() string {
 func (*ConnectionList) ProtoMessage() {}
 
 func (x *ConnectionList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1827,7 @@ func (x *ConnectionList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionList.ProtoReflect.Descriptor instead.
 func (*ConnectionList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConnectionList) GetConnections() []*ConnectionInfo {
@@ -1814,7 +1862,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1874,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1887,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Notice) GetKind() NoticeKind {
@@ -1913,7 +1961,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +1973,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +1986,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupResult) GetAddress() string {
@@ -1974,7 +2022,7 @@ type GroupReply struct {
 
 func (x *GroupReply) Reset() {
 	*x = GroupReply{}
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2034,7 @@ func (x *GroupReply) String() string {
 func (*GroupReply) ProtoMessage() {}
 
 func (x *GroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2047,7 @@ func (x *GroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReply.ProtoReflect.Descriptor instead.
 func (*GroupReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupReply) GetResults() []*GroupResult {
@@ -2071,7 +2119,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\bBusGroup\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\"\x1d\n" +
 	"\aBusName\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"@\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"$\n" +
+	"\bBusWatch\x12\x18\n" +
+	"\atargets\x18\x01 \x03(\tR\atargets\"@\n" +
 	"\bOwnReply\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\bR\aprimary\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\rR\bposition\"y\n" +
@@ -2188,7 +2238,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 }
 
 var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_switchboard_proto_goTypes = []any{
 	(Code)(0),              // 0: switchboard.v1.Code
 	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
@@ -2204,18 +2254,19 @@ var file_switchboard_proto_goTypes = []any{
 	(*NodeInfo)(nil),       // 11: switchboard.v1.NodeInfo
 	(*BusGroup)(nil),       // 12: switchboard.v1.BusGroup
 	(*BusName)(nil),        // 13: switchboard.v1.BusName
-	(*OwnReply)(nil),       // 14: switchboard.v1.OwnReply
-	(*Member)(nil),         // 15: switchboard.v1.Member
-	(*MemberList)(nil),     // 16: switchboard.v1.MemberList
-	(*GroupInfo)(nil),      // 17: switchboard.v1.GroupInfo
-	(*GroupList)(nil),      // 18: switchboard.v1.GroupList
-	(*NameInfo)(nil),       // 19: switchboard.v1.NameInfo
-	(*NameList)(nil),       // 20: switchboard.v1.NameList
-	(*ConnectionInfo)(nil), // 21: switchboard.v1.ConnectionInfo
-	(*ConnectionList)(nil), // 22: switchboard.v1.ConnectionList
-	(*Notice)(nil),         // 23: switchboard.v1.Notice
-	(*GroupResult)(nil),    // 24: switchboard.v1.GroupResult
-	(*GroupReply)(nil),     // 25: switchboard.v1.GroupReply
+	(*BusWatch)(nil),       // 14: switchboard.v1.BusWatch
+	(*OwnReply)(nil),       // 15: switchboard.v1.OwnReply
+	(*Member)(nil),         // 16: switchboard.v1.Member
+	(*MemberList)(nil),     // 17: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 18: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 19: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 20: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 21: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 22: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 23: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 24: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 25: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 26: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
 	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
@@ -2229,16 +2280,16 @@ var file_switchboard_proto_depIdxs = []int32{
 	9,  // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
 	8,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
 	3,  // 10: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	15, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
-	17, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
-	19, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
-	15, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
-	21, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	16, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	18, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	20, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	16, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	22, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
 	2,  // 16: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
-	15, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	16, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
 	1,  // 18: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
 	0,  // 19: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
-	24, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	25, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
 	21, // [21:21] is the sub-list for method output_type
 	21, // [21:21] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
@@ -2265,7 +2316,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
