@@ -237,3 +237,110 @@ func setAffinity(set *unix.CPUSet) error {
 	}
 	return nil
 }
+
+// BenchmarkPeerRequest: one-to-one RPC between two clients through the
+// node (this process → node → responder process → node → back), 64 B.
+func BenchmarkPeerRequest(b *testing.B) {
+	for _, cpus := range benchCPUs[:1] {
+		b.Run(cpus.name, func(b *testing.B) {
+			socket := benchNode(b, cpus.client, cpus.node)
+			_, addr := startPeer(b, "peer", socket, "SB_MODE=echo")
+			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			payload := make([]byte, 64)
+			lat := make([]int64, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := c.Request(ctx, addr, payload); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, int64(time.Since(t0)))
+			}
+			reportLatency(b, lat)
+		})
+	}
+}
+
+// BenchmarkFanout: one publisher (this process) → a group of subscriber
+// processes, 64 B messages; "msgs/s" counts deliveries (each publication
+// once per subscriber). Subscribers acknowledge every 1024 messages and the
+// publisher keeps at most a window unacknowledged per subscriber, so a
+// publisher faster than its subscribers waits instead of overflowing their
+// queues (a run that lost messages reports them in "dropped"). With
+// stalled=1, one more subscriber reads nothing: "pub/s" against the run
+// without it shows what a stalled member costs the publisher.
+func BenchmarkFanout(b *testing.B) {
+	for _, bc := range []struct{ subs, stalled int }{{4, 0}, {4, 1}, {16, 0}, {64, 0}} {
+		b.Run(fmt.Sprintf("subs=%d/stalled=%d", bc.subs, bc.stalled), func(b *testing.B) {
+			socket := benchNode(b, nil, nil, "SB_EVENT_QUEUE=16384")
+			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(1<<16))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			for range bc.stalled {
+				startPeer(b, "peer", socket, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")
+			}
+			for range bc.subs {
+				startPeer(b, "peer", socket, "SB_MODE=count", "SB_GROUPS=fan", "SB_SPARSE=1", "SB_ACK_TO="+c.Address(),
+					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))
+			}
+			window := 8192
+			acked := map[string]int{}
+			minAcked := func() int {
+				if len(acked) < bc.subs {
+					return 0
+				}
+				m := b.N
+				for _, n := range acked {
+					m = min(m, n)
+				}
+				return m
+			}
+			take := func(e switchboard.Event) {
+				if e.Kind == switchboard.EventMessage {
+					n, _ := strconv.Atoi(string(e.Payload))
+					acked[e.From] = max(acked[e.From], n)
+				}
+			}
+			payload := make([]byte, 64)
+			copy(payload, "p ")
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				for i-minAcked() >= window {
+					e, err := c.RecvEvent(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					take(e)
+				}
+				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
+					take(e)
+				}
+				if err := c.Publish(ctx, "fan", payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+			published := time.Since(start)
+			for minAcked() < b.N {
+				e, err := c.RecvEvent(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				take(e)
+			}
+			el := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*bc.subs)/el.Seconds(), "msgs/s")
+			b.ReportMetric(float64(b.N)/published.Seconds(), "pub/s")
+		})
+	}
+}

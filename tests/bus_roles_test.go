@@ -142,8 +142,23 @@ func noticeLine(n switchboard.Notice) string {
 func countMessages(ctx context.Context, c *switchboard.Conn) {
 	expect, _ := strconv.Atoi(os.Getenv("SB_EXPECT"))
 	sparse := os.Getenv("SB_SPARSE") != ""
+	// SB_ACK_TO: tell that address how many messages were accounted for,
+	// every SB_ACK_EVERY of them and at the end (flow control for the
+	// benchmarks' publisher).
+	ackTo := os.Getenv("SB_ACK_TO")
+	ackEvery, _ := strconv.Atoi(os.Getenv("SB_ACK_EVERY"))
+	if ackEvery <= 0 {
+		ackEvery = 1024
+	}
+	var got, dropped, disorder, acked int
+	ack := func() {
+		if ackTo != "" {
+			acked = got + dropped
+			c.SendTo(ctx, ackTo, []byte(strconv.Itoa(acked)))
+		}
+	}
+	defer ack()
 	last := map[string]int{}
-	var got, dropped, disorder int
 	for expect == 0 || got+dropped < expect {
 		e, err := c.RecvEvent(ctx)
 		if err != nil {
@@ -154,6 +169,9 @@ func countMessages(ctx context.Context, c *switchboard.Conn) {
 			continue
 		}
 		got++
+		if got+dropped-acked >= ackEvery {
+			ack()
+		}
 		sender, seqs, _ := strings.Cut(string(e.Payload), " ")
 		seq, _ := strconv.Atoi(seqs)
 		prev, seen := last[sender]

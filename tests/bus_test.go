@@ -16,7 +16,7 @@ import (
 )
 
 // startPeer starts a bus role and waits for its "ready ADDRESS" line.
-func startPeer(t *testing.T, role, socket string, env ...string) (*child, string) {
+func startPeer(t testing.TB, role, socket string, env ...string) (*child, string) {
 	t.Helper()
 	c := startRole(t, role, append(env, "SB_SOCKET="+socket), nil)
 	var addr string
