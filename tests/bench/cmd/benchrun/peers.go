@@ -53,8 +53,7 @@ func goPeer(name, label string, notFor map[string]string, extra ...string) *peer
 
 var allPeers = []*peer{
 	goPeer("switchboard", "Switchboard", map[string]string{kindFanout: pending, kindP2P: pending}),
-	goPeer("shm", "bare shm ping-pong", map[string]string{
-		kindEvents:  "n/a: a ping-pong, not a stream (ring streaming: BENCHMARKS.md)",
+	goPeer("shm", "bare shm", map[string]string{
 		kindFanout:  noBroker,
 		kindP2P:     noBroker,
 		kindConnect: "n/a: no handshake to measure",
