@@ -20,20 +20,25 @@ const (
 )
 
 func init() {
-	register("switchboard", map[string]roleFunc{
-		"serve":   sbServe,
-		"rpc":     sbRPC,
-		"events":  sbEvents,
-		"connect": sbConnect,
-		"idle":    sbIdle,
-		// The bus API (Subscribe/Publish, Request to an address with a
-		// client request handler) is being built; these hooks are where
-		// the fan-out and peer-to-peer cells go (see sbFanPub below).
-		"fanpub":  sbFanPub,
-		"fansub":  sbFanSub,
-		"p2p":     sbP2P,
-		"p2presp": sbP2PResponder,
-	})
+	// switchboard-socket is the same, its clients dialing with
+	// -transport socket (frames over the Unix socket, no shared memory).
+	register("switchboard", sbRoles)
+	register("switchboard-socket", sbRoles)
+}
+
+var sbRoles = map[string]roleFunc{
+	"serve":   sbServe,
+	"rpc":     sbRPC,
+	"events":  sbEvents,
+	"connect": sbConnect,
+	"idle":    sbIdle,
+	// The bus API (Subscribe/Publish, Request to an address with a
+	// client request handler) is being built; these hooks are where
+	// the fan-out and peer-to-peer cells go (see sbFanPub below).
+	"fanpub":  sbFanPub,
+	"fansub":  sbFanSub,
+	"p2p":     sbP2P,
+	"p2presp": sbP2PResponder,
 }
 
 func sbServe(ctx context.Context, a *args) (*result, error) {

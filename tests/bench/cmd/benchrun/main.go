@@ -123,7 +123,7 @@ func run(ctx context.Context, c *config, ps *procs) error {
 			}
 			cell := runCell(ctx, c, ps, p, w)
 			rep.Cells = append(rep.Cells, cell)
-			fmt.Fprintf(os.Stderr, "%-14s %-12s %s\n", w.key, p.name, cell.summary())
+			fmt.Fprintf(os.Stderr, "%-12s %-18s %s\n", w.key, p.name, cell.summary())
 		}
 	}
 	rep.Config.Finished = time.Now().UTC().Format(time.RFC3339)

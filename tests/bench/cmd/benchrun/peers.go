@@ -53,6 +53,8 @@ func goPeer(name, label string, notFor map[string]string, extra ...string) *peer
 
 var allPeers = []*peer{
 	goPeer("switchboard", "Switchboard", map[string]string{kindFanout: pending, kindP2P: pending}),
+	goPeer("switchboard-socket", "Switchboard, socket transport", map[string]string{kindFanout: pending, kindP2P: pending},
+		"-transport", "socket"),
 	goPeer("shm", "bare shm", map[string]string{
 		kindFanout:  noBroker,
 		kindP2P:     noBroker,
