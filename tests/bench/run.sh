@@ -101,6 +101,12 @@ build=${SWITCHBOARD_BENCH_BUILD:-${TMPDIR:-/tmp}/switchboard-bench-$(id -u)}
 mkdir -p "$build"
 say "building into $build"
 go mod download
+if $smoke; then
+	# The main module's go vet and go test do not enter this module.
+	say "go vet and go test (this module)"
+	go vet ./...
+	go test -count=1 ./...
+fi
 go build -o "$build/benchpeer" ./cmd/benchpeer
 go build -o "$build/benchrun" ./cmd/benchrun
 if [[ " ${unavailable[*]} " != *" libqb-shm="* ]]; then
