@@ -68,7 +68,7 @@ func barChart(title, unit string, groups, series []string, values [][]float64) s
 	}
 	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#333"/>`+"\n", left, w-right, base, base)
 	for s, name := range series {
-		x := left + 10 + s*110
+		x := left + 10 + s*140
 		fmt.Fprintf(&b, `<rect x="%d" y="34" width="12" height="12" fill="%s"/><text x="%d" y="45">%s</text>`+"\n",
 			x, palette[s%len(palette)], x+16, html.EscapeString(name))
 	}

@@ -64,7 +64,7 @@ func main() {
 		os.Exit(2)
 	}
 	if c.smoke {
-		c.dur, c.reps, c.conns = 300*time.Millisecond, 1, 100
+		c.dur, c.reps, c.conns = 200*time.Millisecond, 1, 100
 	}
 	c.peers, c.works = set(peers), set(works)
 	c.unavail = map[string]string{}
