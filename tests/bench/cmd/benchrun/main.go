@@ -127,7 +127,22 @@ func run(ctx context.Context, c *config, ps *procs) error {
 		}
 	}
 	rep.Config.Finished = time.Now().UTC().Format(time.RFC3339)
-	return rep.write(c.out)
+	if err := rep.write(c.out); err != nil {
+		return err
+	}
+	// A cell that failed is the harness rotting (or a peer broken): say
+	// so in the exit status, after the results are written. Unavailable
+	// peers and n/a cells are not failures.
+	var failed []string
+	for _, cl := range rep.Cells {
+		if strings.HasPrefix(cl.Status, "error") {
+			failed = append(failed, cl.Workload+"/"+cl.Peer)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d cell(s) failed: %s", len(failed), strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 // runCell runs one workload on one peer, c.reps times.
