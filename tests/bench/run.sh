@@ -34,7 +34,7 @@ while (($#)); do
 	--cpus=*) pass+=(-cpus "${1#*=}") ;;
 	--out) out=$2; shift ;;
 	--out=*) out=${1#*=} ;;
-	-h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,21p' "$here/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	--*) pass+=("-${1#--}") ;;
 	*) pass+=("$1") ;;
 	esac

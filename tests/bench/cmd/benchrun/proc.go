@@ -181,10 +181,17 @@ func (p *proc) result(timeout time.Duration) (*result, error) {
 	}
 }
 
-// stop closes the child's stdin (its signal to finish), and kills its
-// process group if it has not exited within grace.
+// stop closes the child's stdin (its signal to finish), sends SIGTERM if
+// it is still running 100 ms later (dbus-daemon does not read stdin), and
+// kills its process group if it has not exited within grace.
 func (p *proc) stop(grace time.Duration) {
 	p.stdin.Close()
+	select {
+	case <-p.done:
+		return
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 		return
