@@ -107,8 +107,8 @@ if $smoke; then
 	go vet ./...
 	go test -count=1 ./...
 fi
-go build -o "$build/benchpeer" ./cmd/benchpeer
-go build -o "$build/benchrun" ./cmd/benchrun
+go build -buildvcs=false -o "$build/benchpeer" ./cmd/benchpeer
+go build -buildvcs=false -o "$build/benchrun" ./cmd/benchrun
 if [[ " ${unavailable[*]} " != *" libqb-shm="* ]]; then
 	for prog in qbserver qbclient; do
 		# shellcheck disable=SC2046 # pkg-config prints separate flags
