@@ -9,6 +9,8 @@
  * for DURATION_MS; idle: holds N connections, prints "ready", waits for
  * its standard input to close. Prints one JSON result line (the format of
  * cmd/benchpeer's result). Roles it does not have print {"err":"unsupported"}.
+ * With BENCH_SYNC set, rpc says "ready" after its warm-up and waits for a
+ * line on its standard input before it measures.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,6 +57,13 @@ static int run_rpc(const char *name, size_t size, int64_t dur_ns)
 		rc = qb_ipcc_sendv_recv(c, iov, 2, resp, MAX_MSG, -1);
 		if (rc != want)
 			fail("warm-up qb_ipcc_sendv_recv", rc < 0 ? (int)-rc : EPROTO);
+	}
+	if (getenv("BENCH_SYNC")) { /* concurrent clients start together */
+		char b[64];
+		printf("ready\n");
+		fflush(stdout);
+		if (read(0, b, sizeof b) <= 0)
+			fail("waiting for go", EPIPE);
 	}
 	start = t0 = now_ns();
 	end = start + dur_ns;

@@ -51,6 +51,9 @@ func rpcLoop(ctx context.Context, a *args, call func(ctx context.Context, p []by
 			return nil, fmt.Errorf("warm-up call: %w", err)
 		}
 	}
+	if err := waitStart(ctx); err != nil {
+		return nil, err
+	}
 	r := &result{Hist: map[int]int64{}}
 	start := time.Now()
 	end := start.Add(a.dur)

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -77,10 +78,15 @@ func main() {
 func run(a *args) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { // parent death: benchrun holds our stdin
+	go func() { // parent death: benchrun holds our stdin; a line on it is "go"
 		var b [64]byte
+		var once sync.Once
 		for {
-			if _, err := os.Stdin.Read(b[:]); err != nil {
+			n, err := os.Stdin.Read(b[:])
+			if n > 0 {
+				once.Do(func() { close(start) })
+			}
+			if err != nil {
 				cancel()
 				return
 			}
@@ -126,6 +132,27 @@ func defaultWindow(size int) int {
 		return 16
 	}
 	return 500
+}
+
+// start closes when benchrun says go (see waitStart).
+var start = make(chan struct{})
+
+// syncEnv, when set, makes concurrent clients start measuring together:
+// each says ready after its warm-up and waits for benchrun's go.
+const syncEnv = "BENCH_SYNC"
+
+// waitStart waits for benchrun's go if it asked for one.
+func waitStart(ctx context.Context) error {
+	if os.Getenv(syncEnv) == "" {
+		return nil
+	}
+	ready("")
+	select {
+	case <-start:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ready tells benchrun that a server listens at addr, or that an idle

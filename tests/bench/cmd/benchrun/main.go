@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -233,14 +234,32 @@ func runRep(ctx context.Context, c *config, ps *procs, p *peer, w *workload, dir
 	switch w.kind {
 	case kindRPC, kindEvents, kindConnect:
 		role := map[string]string{kindRPC: "rpc", kindEvents: "events", kindConnect: "connect"}[w.kind]
+		// Concurrent clients connect and warm up, say ready, and start
+		// measuring together on a line from benchrun.
+		var env []string
+		if w.clients > 1 {
+			env = []string{"BENCH_SYNC=1"}
+		}
 		var clients []*proc
 		for i := range w.clients {
-			cp, err := ps.start(fmt.Sprintf("%s client %d", p.name, i), clientArgs(role, "-addr", in.addr, "-id", strconv.Itoa(i)))
+			cp, err := ps.start(fmt.Sprintf("%s client %d", p.name, i), clientArgs(role, "-addr", in.addr, "-id", strconv.Itoa(i)), env...)
 			if err != nil {
 				return nil, err
 			}
 			defer cp.stop(time.Second)
 			clients = append(clients, cp)
+		}
+		if env != nil {
+			for _, cp := range clients {
+				if _, err := cp.ready("ready", 20*time.Second); err != nil {
+					return nil, err
+				}
+			}
+			for _, cp := range clients {
+				if _, err := io.WriteString(cp.stdin, "go\n"); err != nil {
+					return nil, cp.fail("go: " + err.Error())
+				}
+			}
 		}
 		var rs []*result
 		for _, cp := range clients {
