@@ -32,9 +32,6 @@ var sbRoles = map[string]roleFunc{
 	"events":  sbEvents,
 	"connect": sbConnect,
 	"idle":    sbIdle,
-	// The bus API (Subscribe/Publish, Request to an address with a
-	// client request handler) is being built; these hooks are where
-	// the fan-out and peer-to-peer cells go (see sbFanPub below).
 	"fanpub":  sbFanPub,
 	"fansub":  sbFanSub,
 	"p2p":     sbP2P,
@@ -74,8 +71,8 @@ func sbServe(ctx context.Context, a *args) (*result, error) {
 	return nil, nil
 }
 
-func sbDial(ctx context.Context, a *args) (*switchboard.Conn, error) {
-	opts := []switchboard.DialOption{switchboard.WithSocket(a.addr)}
+func sbDial(ctx context.Context, a *args, more ...switchboard.DialOption) (*switchboard.Conn, error) {
+	opts := append([]switchboard.DialOption{switchboard.WithSocket(a.addr)}, more...)
 	if a.transport == "socket" {
 		opts = append(opts, switchboard.WithTransport(switchboard.TransportSocket))
 	}
@@ -164,25 +161,77 @@ func sbIdle(ctx context.Context, a *args) (*result, error) {
 	})
 }
 
-// sbFanPub is the fan-out publisher hook. With the bus API it becomes:
-//
-//	c := sbDial(…); acks := make(chan struct{}, 1024)
-//	c.Subscribe(ctx, "bench.ack", handler sending on acks)
-//	return publishWindows(ctx, a, func(p []byte) error { return c.Publish(ctx, "bench.fan", p) }, nil, acks)
-//
-// and benchrun's switchboard peer lists "fanout" as supported.
-func sbFanPub(ctx context.Context, a *args) (*result, error) { return nil, errPending }
+// sbFanPub publishes to the group "bench.fan"; subscribers acknowledge
+// windows by publishing to "bench.ack", as in the NATS peer.
+func sbFanPub(ctx context.Context, a *args) (*result, error) {
+	acks := make(chan struct{}, 1<<16)
+	c, err := sbDial(ctx, a, switchboard.WithEventHandler(func(e switchboard.Event) {
+		if e.Kind == switchboard.EventGroup {
+			acks <- struct{}{}
+		}
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := c.Subscribe(ctx, "bench.ack"); err != nil {
+		return nil, err
+	}
+	return publishWindows(ctx, a, func(p []byte) error { return c.Publish(ctx, "bench.fan", p) }, nil, acks)
+}
 
-// sbFanSub is the fan-out subscriber hook: Subscribe to "bench.fan", count
-// with a subscriber{} whose ack publishes to "bench.ack", and report
-// subscriber.got when ctx ends (see natsFanSub).
-func sbFanSub(ctx context.Context, a *args) (*result, error) { return nil, errPending }
+// sbFanSub subscribes to "bench.fan" and counts; its acknowledgements go
+// to "bench.ack".
+func sbFanSub(ctx context.Context, a *args) (*result, error) {
+	var s *subscriber
+	c, err := sbDial(ctx, a, switchboard.WithEventHandler(func(e switchboard.Event) {
+		if e.Kind == switchboard.EventGroup {
+			s.received()
+		}
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	s = &subscriber{window: int64(a.window), ack: func() error { return c.Publish(ctx, "bench.ack", nil) }}
+	if err := c.Subscribe(ctx, "bench.fan"); err != nil {
+		return nil, err
+	}
+	ready("")
+	<-ctx.Done()
+	r := &result{Ops: s.got.Load()}
+	if d := c.FlowControl().EventsDropped; d > 0 {
+		r.Note = fmt.Sprintf("node dropped %d messages", d)
+	}
+	return r, nil
+}
 
-// sbP2P is the peer-to-peer requester hook: rpcLoop over
-// c.Request(ctx, responderAddress, p), the responder's address read from
-// a.addr (benchrun passes what the responder printed after "ready").
-func sbP2P(ctx context.Context, a *args) (*result, error) { return nil, errPending }
+// sbP2P requests the responder's address through the node.
+func sbP2P(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
+		r, err := c.Request(ctx, a.target, p)
+		if err == nil && len(r) != len(p) {
+			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r))
+		}
+		return err
+	})
+}
 
-// sbP2PResponder is the responder hook: Dial with a client request handler
-// that echoes, print ready(c.Address()), hold until ctx ends.
-func sbP2PResponder(ctx context.Context, a *args) (*result, error) { return nil, errPending }
+// sbP2PResponder answers requests from peers with their payload.
+func sbP2PResponder(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+		return r.Payload, nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ready(c.Address())
+	<-ctx.Done()
+	return nil, nil
+}

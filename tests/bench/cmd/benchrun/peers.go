@@ -52,8 +52,8 @@ func goPeer(name, label string, notFor map[string]string, extra ...string) *peer
 }
 
 var allPeers = []*peer{
-	goPeer("switchboard", "Switchboard", map[string]string{kindFanout: pending, kindP2P: pending}),
-	goPeer("switchboard-socket", "Switchboard, socket transport", map[string]string{kindFanout: pending, kindP2P: pending},
+	goPeer("switchboard", "Switchboard", nil),
+	goPeer("switchboard-socket", "Switchboard, socket transport", nil,
 		"-transport", "socket"),
 	goPeer("shm", "bare shm", map[string]string{
 		kindFanout:  noBroker,
