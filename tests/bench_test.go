@@ -241,11 +241,19 @@ func setAffinity(set *unix.CPUSet) error {
 // BenchmarkPeerRequest: one-to-one RPC between two clients through the
 // node (this process → node → responder process → node → back), 64 B.
 func BenchmarkPeerRequest(b *testing.B) {
-	for _, cpus := range benchCPUs[:1] {
-		b.Run(cpus.name, func(b *testing.B) {
-			socket := benchNode(b, cpus.client, cpus.node)
-			_, addr := startPeer(b, "peer", socket, "SB_MODE=echo")
-			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+	for _, spin := range []string{"default", "0s"} {
+		b.Run("spin="+spin, func(b *testing.B) {
+			var env []string
+			opts := []switchboard.DialOption{nil}
+			if spin != "default" {
+				env = append(env, "SB_SPIN="+spin)
+				d, _ := time.ParseDuration(spin)
+				opts = append(opts, switchboard.WithSpin(d))
+			}
+			socket := benchNode(b, nil, nil, env...)
+			opts[0] = switchboard.WithSocket(socket)
+			_, addr := startPeer(b, "peer", socket, append(env, "SB_MODE=echo")...)
+			c, err := switchboard.Dial(context.Background(), opts...)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -277,7 +285,11 @@ func BenchmarkPeerRequest(b *testing.B) {
 func BenchmarkFanout(b *testing.B) {
 	for _, bc := range []struct{ subs, stalled int }{{4, 0}, {4, 1}, {16, 0}, {64, 0}} {
 		b.Run(fmt.Sprintf("subs=%d/stalled=%d", bc.subs, bc.stalled), func(b *testing.B) {
-			socket := benchNode(b, nil, nil, "SB_EVENT_QUEUE=16384")
+			env := []string{"SB_SPIN=" + os.Getenv("SB_BENCH_SPIN")} // unset: the defaults
+			if os.Getenv("SB_BENCH_SPIN") == "" {
+				env = nil
+			}
+			socket := benchNode(b, nil, nil, append(env, "SB_EVENT_QUEUE=16384", "SB_CPUPROFILE="+os.Getenv("SB_BENCH_PROFILE"))...)
 			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(1<<16))
 			if err != nil {
 				b.Fatal(err)
@@ -285,11 +297,11 @@ func BenchmarkFanout(b *testing.B) {
 			defer c.Close()
 			ctx := context.Background()
 			for range bc.stalled {
-				startPeer(b, "peer", socket, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")
+				startPeer(b, "peer", socket, append(env, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")...)
 			}
 			for range bc.subs {
-				startPeer(b, "peer", socket, "SB_MODE=count", "SB_GROUPS=fan", "SB_SPARSE=1", "SB_ACK_TO="+c.Address(),
-					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))
+				startPeer(b, "peer", socket, append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_SPARSE=1", "SB_ACK_TO="+c.Address(),
+					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))...)
 			}
 			window := 8192
 			acked := map[string]int{}
@@ -310,7 +322,10 @@ func BenchmarkFanout(b *testing.B) {
 				}
 			}
 			payload := make([]byte, 64)
-			copy(payload, "p ")
+			for i := range payload {
+				payload[i] = '0'
+			}
+			payload[0], payload[1] = 'p', ' '
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
