@@ -220,6 +220,8 @@ type Node struct {
 	names atomic.Pointer[map[string]*conn.Conn]
 	byID  sync.Map // connection id → *conn.Conn, for the bus
 
+	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
+
 	monMu    sync.Mutex // writers of monitors
 	monitors atomic.Pointer[[]monitor]
 }
@@ -745,6 +747,7 @@ func (n *Node) Close() error {
 		for _, c := range conns {
 			<-c.Done()
 		}
+		n.bg.Wait() // the registry still answers them
 		if _, err := n.sys.Root.StopFuture(n.root).Result(); err != nil {
 			n.closeErr = fmt.Errorf("switchboard: stopping the root actor: %w", err)
 		}

@@ -300,7 +300,7 @@ func BenchmarkFanout(b *testing.B) {
 				startPeer(b, "peer", socket, append(env, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")...)
 			}
 			for range bc.subs {
-				startPeer(b, "peer", socket, append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_SPARSE=1", "SB_ACK_TO="+c.Address(),
+				startPeer(b, "peer", socket, append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_NOCHECK=1", "SB_ACK_TO="+c.Address(),
 					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))...)
 			}
 			window := 8192
