@@ -252,12 +252,12 @@ type Conn struct {
 	dmu  sync.Mutex
 	data any
 
-	reqq   []*PeerRequest // under emu: requests waiting for the request handler
+	reqq []*PeerRequest // under emu: requests waiting for the request handler
 
 	internMu   sync.Mutex
 	interned   [8]string
 	internNext int
-	rqwake chan struct{}
+	rqwake     chan struct{}
 
 	closing   atomic.Bool
 	closeOnce sync.Once
