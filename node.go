@@ -539,7 +539,12 @@ func (n *Node) handshake(c *net.UnixConn) {
 	n.accepted.Add(1)
 	delete(n.hs, c)
 	n.mu.Unlock()
-	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}})
+	registered := make(chan struct{})
+	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
+	select {
+	case <-registered:
+	case <-time.After(n.o.handshakeTimeout):
+	}
 	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
 	err = cn.WriteControl(func() error {
 		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
