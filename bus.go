@@ -249,6 +249,12 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			fail(err)
 			return
 		}
+		if f.Kind == pb.KindPeerSend {
+			if need := pb.MsgPrefixLen(c.Address(), d, false) + len(payload); need > to.MaxEvent() {
+				fail(pb.Code_CODE_TOO_LARGE.Err(fmt.Sprintf("%d bytes: more than %s takes (%d)", need, d, to.MaxEvent())))
+				return
+			}
+		}
 		n.delivered.Add(1)
 		n.copyToMonitors(c, f.Kind, d, []*conn.Conn{to}, payload)
 		if f.Kind == pb.KindPeerCall {
@@ -295,11 +301,21 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
+		took := 0
 		for _, t := range targets {
+			if len(body) > t.MaxEvent() {
+				t.CountDrop() // a member that cannot take it sees a gap
+				continue
+			}
+			took++
 			c.Deliver(t, &conn.Event{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
 		}
 		if wantAnswer {
-			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, uint32(len(targets))))
+			if took == 0 {
+				fail(pb.Code_CODE_TOO_LARGE.Err(fmt.Sprintf("%d bytes: more than any member takes", len(body))))
+				return
+			}
+			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, uint32(took)))
 		}
 	}
 }

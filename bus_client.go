@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	gproto "google.golang.org/protobuf/proto"
@@ -129,6 +130,9 @@ func (r *PeerRequest) Respond(payload []byte, err error) error {
 // with f, one at a time in arrival order, on a goroutine of the
 // connection's own. The returned payload, or error, is the reply. Without
 // it (or WithRequestActor) requests arrive as events of kind EventRequest.
+// f must not call Close (Close waits for f's goroutine): hand the Close to
+// another goroutine. A reply code other than those a peer may send (see
+// Request) arrives as ErrHandler.
 func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, error)) DialOption {
 	return func(o *dialOptions) error { o.onRequest = f; return nil }
 }
@@ -537,7 +541,7 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	code := pb.Code_CODE_OK
 	if err != nil {
 		var e *pb.Error
-		if errors.As(err, &e) {
+		if errors.As(err, &e) && conn.PeerCode(e.Code) == e.Code {
 			code = e.Code
 			payload = []byte(e.Reason)
 		} else {

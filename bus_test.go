@@ -413,3 +413,100 @@ func TestBusMonitor(t *testing.T) {
 	}
 	t.Logf("monitor: %d copies, %d lost", got, dropped)
 }
+
+// TestBusRequestToFullPeer: a request the peer's queue cannot take fails
+// at once with ErrUndeliverable; it is never dropped silently.
+func TestBusRequestToFullPeer(t *testing.T) {
+	n := startNode(t, WithEventQueue(16, 1<<20, DropOldest))
+	ctx := ctx5(t)
+	full := dial(t, n, WithRings(0, 0, 4096), WithEventBuffer(1)) // reads nothing
+	a := dial(t, n)
+	for i := range 2000 {
+		if err := a.SendTo(ctx, full.Address(), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Request(nctx, full.Address(), []byte("q"))
+		done <- err
+	}()
+	// The request waits in the peer's full queue; more messages push it out.
+	other := dial(t, n)
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrUndeliverable) {
+				t.Fatalf("request pushed out of a full peer's queue: %v", err)
+			}
+			if p := a.FlowControl().InFlight; p != 0 {
+				t.Fatalf("%d calls still in flight", p)
+			}
+			return
+		default:
+		}
+		if i > 100000 {
+			t.Fatal("the request never failed")
+		}
+		if err := other.SendTo(ctx, full.Address(), []byte("push")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBusSizes: a message at the sender's limit reaches a peer with the
+// same limit (the bus's prefix does not push it over); a peer with a
+// smaller limit is refused with ErrTooLarge, and keeps its connection; a
+// group reply that would exceed the caller's limit gives way.
+func TestBusSizes(t *testing.T) {
+	n := startNode(t, WithMaxMessage(1<<20))
+	ctx := ctx5(t)
+	a, b := dial(t, n), dial(t, n)
+	small := dial(t, n, WithMaxMessageSize(64<<10))
+	big := make([]byte, a.MaxMessage()-1-len(b.Address()))
+	if err := a.SendTo(ctx, b.Address(), big, WantAnswer()); err != nil {
+		t.Fatal(err)
+	}
+	if e := recv(t, b); len(e.Payload) != len(big) {
+		t.Fatalf("got %d bytes", len(e.Payload))
+	}
+	if err := a.SendTo(ctx, small.Address(), big[:100<<10], WantAnswer()); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("to a smaller peer: %v", err)
+	}
+	if _, err := small.Call(ctx, SystemService, SysPing, nil); err != nil {
+		t.Fatalf("the smaller peer lost its connection: %v", err)
+	}
+	answer := func(ctx context.Context, r *PeerRequest) ([]byte, error) { return make([]byte, 600<<10), nil }
+	for range 2 {
+		m := dial(t, n, WithRequestHandler(answer))
+		if err := m.Subscribe(ctx, "big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := a.RequestGroup(ctx, "big", nil)
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("%v %v", rs, err)
+	}
+	if !(rs[0].Err == nil) == !(rs[1].Err == nil) || !errors.Is(errors.Join(rs[0].Err, rs[1].Err), ErrTooLarge) {
+		t.Fatalf("want one answer and one ErrTooLarge: %v / %v", rs[0].Err, rs[1].Err)
+	}
+	if _, err := a.Call(ctx, SystemService, SysPing, nil); err != nil {
+		t.Fatalf("caller lost its connection: %v", err)
+	}
+}
+
+// TestBusPeerCannotPoseAsNode: a peer's reply cannot carry the node's
+// codes.
+func TestBusPeerCannotPoseAsNode(t *testing.T) {
+	n := startNode(t)
+	srv := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		return nil, ErrNodeGone
+	}))
+	c := dial(t, n)
+	_, err := c.Request(ctx5(t), srv.Address(), nil)
+	if errors.Is(err, ErrNodeGone) || !errors.Is(err, ErrHandler) {
+		t.Fatalf("got %v", err)
+	}
+}

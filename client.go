@@ -691,7 +691,7 @@ func (c *Conn) watch() {
 				// Events skip the local ring: a full ring must not stop this
 				// loop, or the replies behind the events would wait too.
 				evPartial = append(evPartial, f.Body...)
-				if len(evPartial) > c.maxMsg {
+				if len(evPartial) > c.maxMsg+pb.MaxMsgOverhead {
 					reason = fmt.Errorf("%w: event larger than the limit", ErrProtocol)
 					return
 				}
@@ -866,7 +866,7 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 	}
 	if c.evPartial != nil || f.Flags&pb.FlagMore != 0 {
 		c.evPartial = append(c.evPartial, f.Body...)
-		if len(c.evPartial) > c.maxMsg {
+		if len(c.evPartial) > c.maxMsg+pb.MaxMsgOverhead {
 			return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
 		}
 		if f.Flags&pb.FlagMore == 0 {

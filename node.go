@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,13 @@ func WithSocketPath(path string) NodeOption {
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
 func WithNodeName(name string) NodeOption {
-	return func(o *nodeOptions) error { o.name = name; return nil }
+	return func(o *nodeOptions) error {
+		if len(name) == 0 || len(name) > 64 || strings.ContainsAny(name, ". :\t\n") {
+			return fmt.Errorf("switchboard: node name %q: 1 to 64 bytes, without '.', ':' or spaces", name)
+		}
+		o.name = name
+		return nil
+	}
 }
 
 // WithLogger sets the node's logger; protoactor's own logs go to it too.
@@ -538,15 +545,16 @@ func (n *Node) handshake(c *net.UnixConn) {
 	n.byID.Store(id, cn)
 	n.accepted.Add(1)
 	delete(n.hs, c)
-	n.mu.Unlock()
 	registered := make(chan struct{})
+	// Under mu: connClosed, which sends Unregister, takes mu first.
 	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
+	n.mu.Unlock()
 	select {
 	case <-registered:
 	case <-time.After(n.o.handshakeTimeout):
 	}
 	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
-	err = cn.WriteControl(func() error {
+	err = cn.Welcome(func() error {
 		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
 	})
 	c.SetWriteDeadline(time.Time{})

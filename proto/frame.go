@@ -117,6 +117,11 @@ const (
 // MaxNameLen is the longest address, well-known name or group, in bytes.
 const MaxNameLen = 255
 
+// MaxMsgOverhead is the most a bus message's event body adds to its
+// payload (AppendMsg's prefix): a receiver accepts events this much larger
+// than its negotiated maximum message.
+const MaxMsgOverhead = 2 + 2*MaxNameLen + ReplyHandleSize
+
 // AppendMsg appends a bus message's event body: the sender's address, the
 // destination, a request's reply handle (nil for other messages), then
 // the payload. from and to must be at most MaxNameLen bytes.

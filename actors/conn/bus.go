@@ -2,6 +2,8 @@ package conn
 
 import (
 	"encoding/binary"
+	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -55,10 +57,12 @@ type busState struct {
 	inClosed bool
 	outbox   map[*Conn][]*Event
 	outOrder []*Conn
+	canceled map[uint64]bool // calls cancelled before their frame was read
 }
 
 // peerCall is one request of this connection to one peer or a group.
 type peerCall struct {
+	targets []*Conn // whose incoming tables hold its handle
 	group   bool
 	left    int // replies still expected
 	timer   *time.Timer
@@ -82,6 +86,31 @@ func (c *Conn) expect(caller *Conn, call uint64) bool {
 	return true
 }
 
+// requestDropped tells the caller of a request that this connection's
+// queue could not take it: a request is never dropped silently.
+func (c *Conn) requestDropped(e *Event) {
+	if e.caller == nil {
+		return
+	}
+	h := handle{e.caller.ID(), e.callID}
+	c.bus.inMu.Lock()
+	_, ok := c.bus.incoming[h]
+	delete(c.bus.incoming, h)
+	c.bus.inMu.Unlock()
+	if ok {
+		e.caller.PostResult(&PeerResult{CallID: e.callID, From: c.ID(), Code: pb.Code_CODE_UNDELIVERABLE,
+			Payload: []byte(c.Address() + " is not reading: its queue is full")})
+	}
+}
+
+// forgetIncoming drops the handle of a request its caller no longer waits
+// for. Any goroutine may call it.
+func (c *Conn) forgetIncoming(caller *Conn, call uint64) {
+	c.bus.inMu.Lock()
+	delete(c.bus.incoming, handle{caller.ID(), call})
+	c.bus.inMu.Unlock()
+}
+
 // failIncoming, at release, tells every caller still waiting for this
 // client that it is gone.
 func (c *Conn) failIncoming() {
@@ -92,6 +121,19 @@ func (c *Conn) failIncoming() {
 	for h, caller := range in {
 		caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: pb.Code_CODE_PEER_GONE, Payload: []byte(c.Address() + " disconnected")})
 	}
+}
+
+// CountDrop counts an event dropped for this client before it reached the
+// connection; the client sees it in the next event's gap. Any goroutine
+// may call it.
+func (c *Conn) CountDrop() { c.lateDrops.Add(1) }
+
+// MaxEvent returns the largest bus message body (prefix included) the
+// client takes: its negotiated maximum plus the prefix, and no more than
+// its event ring and queue can hold at once (a larger one would always be
+// dropped).
+func (c *Conn) MaxEvent() int {
+	return min(c.cfg.MaxMessage+pb.MaxMsgOverhead, c.cfg.EventBytes+c.ringCap[2])
 }
 
 // Waiting returns how many replies from peers the connection waits for.
@@ -112,6 +154,7 @@ func (c *Conn) Deliver(dst *Conn, ev *Event) {
 		// atomic add, so that a stalled member costs its group's
 		// publishers next to nothing.
 		dst.lateDrops.Add(1)
+		dst.requestDropped(ev)
 		return
 	}
 	if c.bus.outbox == nil {
@@ -150,24 +193,21 @@ func (c *Conn) SendEvents(evs []*Event) {
 	for _, e := range evs {
 		bytes += int64(len(e.Payload))
 	}
-	if n := c.inbox.Add(int64(len(evs))); n > limit || c.inboxBytes.Add(bytes) > byteLimit {
-		if n <= limit {
-			c.inboxBytes.Add(-bytes)
-		}
-		c.inbox.Add(-int64(len(evs)))
+	if !c.admit(int64(len(evs)), bytes, limit, byteLimit) {
 		// Keep what fits: drop from the end of the batch.
 		keep := 0
 		var kb int64
 		for _, e := range evs {
-			if c.inbox.Add(1) > limit || c.inboxBytes.Add(int64(len(e.Payload))) > byteLimit {
-				c.inbox.Add(-1)
-				c.inboxBytes.Add(-int64(len(e.Payload)))
+			if !c.admit(1, int64(len(e.Payload)), limit, byteLimit) {
 				break
 			}
 			keep++
 			kb += int64(len(e.Payload))
 		}
 		c.lateDrops.Add(uint64(len(evs) - keep))
+		for _, e := range evs[keep:] {
+			c.requestDropped(e)
+		}
 		evs, bytes = evs[:keep], kb
 		if keep == 0 {
 			return
@@ -189,6 +229,15 @@ func (c *Conn) busFrame(f BusFrame) bool {
 	if f.Kind == pb.KindPeerReply {
 		return c.peerReply(f)
 	}
+	defer func() {
+		if v := recover(); v != nil { // the node's own bug (a policy that panics, say): this message fails
+			c.stats.Panics.Add(1)
+			c.cfg.Logger.Error("routing panic", slog.Uint64("conn", c.cfg.ID), slog.Any("panic", v))
+			if f.Flags&pb.FlagWantAnswer != 0 || f.Kind == pb.KindPeerCall || f.Kind == pb.KindGroupCall {
+				c.Fail(f.ID, pb.Code_CODE_INTERNAL, "routing failed")
+			}
+		}
+	}()
 	c.cfg.Route(c, f)
 	return !c.stopping
 }
@@ -212,10 +261,7 @@ func (c *Conn) peerReply(f BusFrame) bool {
 	if !f.Owned {
 		payload = append([]byte(nil), payload...)
 	}
-	code := pb.Code(f.Aux)
-	if _, ok := pb.Code_name[int32(code)]; !ok || code == pb.Code_CODE_PEER_GONE || code == pb.Code_CODE_UNDELIVERABLE {
-		code = pb.Code_CODE_HANDLER_ERROR // a client may not pretend to be the node
-	}
+	code := PeerCode(pb.Code(f.Aux))
 	caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: code, Payload: payload})
 	return true
 }
@@ -263,6 +309,10 @@ func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, 
 		c.violation("request id reused while in flight")
 		return
 	}
+	if c.bus.canceled[id] {
+		delete(c.bus.canceled, id) // its Cancel overtook it: the client no longer waits
+		return
+	}
 	pc := &peerCall{group: group}
 	if group {
 		pc.slots = make(map[uint64]int, len(targets))
@@ -273,6 +323,15 @@ func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, 
 			pc.slots[t.ID()] = i
 			pc.results[i] = &pb.GroupResult{Address: t.Address(), Code: pb.Code_CODE_DEADLINE_EXCEEDED}
 		}
+		if len(body) > t.MaxEvent() {
+			text := fmt.Sprintf("%d bytes: more than %s takes (%d)", len(body), t.Address(), t.MaxEvent())
+			if group {
+				pc.results[i].Code, pc.results[i].Payload = pb.Code_CODE_TOO_LARGE, []byte(text)
+				continue
+			}
+			c.Fail(id, pb.Code_CODE_TOO_LARGE, text)
+			return
+		}
 		if !t.expect(c, id) {
 			if group {
 				pc.results[i].Code = pb.Code_CODE_PEER_GONE
@@ -282,7 +341,8 @@ func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, 
 			return
 		}
 		pc.left++
-		c.Deliver(t, &Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: body})
+		pc.targets = append(pc.targets, t)
+		c.Deliver(t, &Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: c, callID: id})
 	}
 	if pc.left == 0 {
 		c.finishGroup(id, pc)
@@ -317,6 +377,9 @@ func (c *Conn) peerResult(r *PeerResult) {
 	pc.left--
 	c.bus.pending--
 	c.pendingGauge.Store(int64(c.bus.pending))
+	if len(r.Payload) > c.cfg.MaxMessage {
+		r.Code, r.Payload = pb.Code_CODE_TOO_LARGE, []byte(fmt.Sprintf("reply of %d bytes: more than this client takes", len(r.Payload)))
+	}
 	if !pc.group {
 		c.endCall(r.CallID, pc)
 		if c.ctx.Err() == nil {
@@ -334,7 +397,16 @@ func (c *Conn) peerResult(r *PeerResult) {
 func (c *Conn) expire(m *callExpired) {
 	pc := c.bus.calls[m.id]
 	if pc == nil {
+		if m.canceled { // before its frame was read: remember it, briefly
+			if c.bus.canceled == nil || len(c.bus.canceled) > 4096 {
+				c.bus.canceled = map[uint64]bool{}
+			}
+			c.bus.canceled[m.id] = true
+		}
 		return
+	}
+	for _, t := range pc.targets {
+		t.forgetIncoming(c, m.id)
 	}
 	c.bus.pending -= pc.left
 	c.pendingGauge.Store(int64(c.bus.pending))
@@ -362,6 +434,26 @@ func (c *Conn) finishGroup(id uint64, pc *peerCall) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	// The gathered reply must fit the caller's maximum: the largest
+	// answers give way to a TOO_LARGE result until it does.
+	size := 0
+	for _, r := range pc.results {
+		size += len(r.Payload) + len(r.Address) + 16
+	}
+	for size > c.cfg.MaxMessage {
+		big := pc.results[0]
+		for _, r := range pc.results {
+			if len(r.Payload) > len(big.Payload) {
+				big = r
+			}
+		}
+		if len(big.Payload) <= 64 {
+			break
+		}
+		size -= len(big.Payload)
+		big.Code, big.Payload = pb.Code_CODE_TOO_LARGE, []byte("answer too large to gather")
+		size += len(big.Payload)
+	}
 	b, err := gproto.Marshal(&pb.GroupReply{Results: pc.results})
 	if err != nil {
 		c.Fail(id, pb.Code_CODE_INTERNAL, err.Error())
@@ -375,4 +467,16 @@ func (c *Conn) stopTimers() {
 	for id, pc := range c.bus.calls {
 		c.endCall(id, pc)
 	}
+}
+
+// PeerCode returns code if a client may answer a request with it, else
+// CODE_HANDLER_ERROR: a client may not pretend to be the node (say, that
+// the node is shutting down, or that the peer is gone).
+func PeerCode(code pb.Code) pb.Code {
+	switch code {
+	case pb.Code_CODE_OK, pb.Code_CODE_HANDLER_ERROR, pb.Code_CODE_INVALID_ARGUMENT, pb.Code_CODE_DEADLINE_EXCEEDED,
+		pb.Code_CODE_CANCELED, pb.Code_CODE_UNKNOWN_COMMAND, pb.Code_CODE_INTERNAL, pb.Code_CODE_TOO_LARGE:
+		return code
+	}
+	return pb.Code_CODE_HANDLER_ERROR
 }

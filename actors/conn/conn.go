@@ -126,6 +126,7 @@ type Conn struct {
 	done         chan struct{}
 	started      time.Time
 	ringCap      [3]int
+	welcomed     chan struct{} // closed once Welcome is on the socket
 
 	mapMu    sync.RWMutex // Fill reads the rings under it; release unmaps under it
 	unmapped bool
@@ -155,6 +156,8 @@ type (
 		sent             int    // bytes already written (chunked events)
 		seq              uint64 // sequence number, once the first chunk is written
 		aux              uint32 // drop count carried by its frames
+		caller           *Conn  // a request: who waits for the answer to its call callID
+		callID           uint64
 	}
 	// Reply delivers a pending request's result.
 	Reply struct {
@@ -175,15 +178,16 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		parent = context.Background()
 	}
 	c := &Conn{
-		cfg:     cfg,
-		sys:     sys,
-		in:      cfg.Link.Consumer(pb.RingRequest),
-		resp:    cfg.Link.Producer(pb.RingResponse),
-		ev:      cfg.Link.Producer(pb.RingEvent),
-		bell:    cfg.Link.Bell(pb.BellNode),
-		partial: map[uint64]*partialMsg{},
-		done:    make(chan struct{}),
-		started: time.Now(),
+		cfg:      cfg,
+		sys:      sys,
+		in:       cfg.Link.Consumer(pb.RingRequest),
+		resp:     cfg.Link.Producer(pb.RingResponse),
+		ev:       cfg.Link.Producer(pb.RingEvent),
+		bell:     cfg.Link.Bell(pb.BellNode),
+		partial:  map[uint64]*partialMsg{},
+		done:     make(chan struct{}),
+		started:  time.Now(),
+		welcomed: make(chan struct{}),
 	}
 	if c.in == nil || c.resp == nil || c.ev == nil {
 		return nil, errors.New("conn: link is not a node-side connection link")
@@ -279,13 +283,26 @@ func (c *Conn) SendEvent(service, command uint16, payload []byte) {
 	ring := c.ev.Capacity()
 	limit := int64(c.cfg.EventQueue + ring/shm.FrameSize(0))
 	byteLimit := int64(c.cfg.EventBytes + ring)
-	if c.inbox.Add(1) > limit || c.inboxBytes.Add(int64(len(payload))) > byteLimit {
-		c.inbox.Add(-1)
-		c.inboxBytes.Add(-int64(len(payload)))
+	if !c.admit(1, int64(len(payload)), limit, byteLimit) {
 		c.lateDrops.Add(1)
 		return
 	}
 	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload, counted: true})
+}
+
+// admit counts n events of bytes bytes into the mailbox if they fit the
+// bounds, and reports whether they did (else nothing is counted).
+func (c *Conn) admit(n, bytes, limit, byteLimit int64) bool {
+	if c.inbox.Add(n) > limit {
+		c.inbox.Add(-n)
+		return false
+	}
+	if c.inboxBytes.Add(bytes) > byteLimit {
+		c.inboxBytes.Add(-bytes)
+		c.inbox.Add(-n)
+		return false
+	}
+	return true
 }
 
 // SendEventFromServe queues an event for the client without the mailbox
@@ -379,6 +396,11 @@ func (c *Conn) watch() {
 // sendFrames, for the socket transport, sends what the pump writes to the
 // response and event rings over the socket, a batch per write.
 func (c *Conn) sendFrames() {
+	select { // nothing goes on the socket before the handshake's Welcome
+	case <-c.welcomed:
+	case <-c.ctx.Done():
+		return
+	}
 	br := c.cfg.Bridge
 	resp, ev := br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent)
 	bell := br.Bell(pb.BellClient)
@@ -493,6 +515,7 @@ func (c *Conn) serveRequests() {
 		}
 		c.stats.BytesIn.Add(uint64(len(f.Body)))
 		if !c.frame(f) {
+			c.flushOutbox() // what was routed before the bad frame still goes
 			return
 		}
 	}
@@ -637,7 +660,9 @@ func (c *Conn) release() {
 	if c.cfg.OnClose != nil {
 		c.cfg.OnClose(c, c.why)
 	}
+	c.sockMu.Lock()    // not while the handshake still writes Welcome with the link's descriptors
 	c.cfg.Sock.Close() // ends watch
+	c.sockMu.Unlock()
 	c.mapMu.Lock()
 	c.unmapped = true
 	c.mapMu.Unlock()
@@ -701,11 +726,14 @@ func (a *connActor) Receive(ac actor.Context) {
 	}
 }
 
-// WriteControl runs write, which writes on the connection's socket, so
-// that nothing else the connection writes there interleaves with it.
-func (c *Conn) WriteControl(write func() error) error {
+// Welcome runs write, which writes the handshake's Welcome on the
+// connection's socket, before anything else the connection writes there
+// (the socket transport's frames wait for it), and while the link's
+// descriptors are still open.
+func (c *Conn) Welcome(write func() error) error {
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()
+	defer close(c.welcomed)
 	return write()
 }
 

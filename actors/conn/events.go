@@ -38,25 +38,25 @@ func (q *eventQueue) pop() *Event {
 	return e
 }
 
-// dropOldest drops the oldest event not yet partly written, and reports
-// whether there was one.
-func (q *eventQueue) dropOldest() bool {
+// dropOldest drops the oldest event not yet partly written, and returns
+// it (nil if there was none).
+func (q *eventQueue) dropOldest() *Event {
 	if q.len() == 0 {
-		return false
+		return nil
 	}
 	if q.peek().sent == 0 {
-		q.pop()
-		return true
+		return q.pop()
 	}
 	if q.len() == 1 {
-		return false
+		return nil
 	}
 	i := q.head + 1
-	q.bytes -= len(q.items[i].Payload)
+	e := q.items[i]
+	q.bytes -= len(e.Payload)
 	copy(q.items[i:], q.items[i+1:])
 	q.items[len(q.items)-1] = nil
 	q.items = q.items[:len(q.items)-1]
-	return true
+	return e
 }
 
 func (q *eventQueue) full() bool { return q.len() >= q.limit || q.bytes > q.byteLimit }
@@ -93,9 +93,11 @@ func (c *Conn) queueEvent(m *Event) {
 			c.end(why)
 			return
 		}
-		if !c.backlog.dropOldest() {
+		dropped := c.backlog.dropOldest()
+		if dropped == nil {
 			break
 		}
+		c.requestDropped(dropped)
 		c.backlog.dropped++
 		c.stats.EventsDropped.Add(1)
 	}

@@ -142,16 +142,26 @@ func (d *Dir) op(group string, create bool, m any) error {
 			d.mu.Unlock()
 			return errNoGroup
 		}
-		h = &Handle{name: group}
+		// Spawn without the lock (it waits for the root actor; publishers
+		// read the directory meanwhile), then install the group unless
+		// another connection did first.
 		d.next++
-		g := &groupActor{d: d, h: h, members: map[uint64]*conn.Conn{}, byPID: map[string]*conn.Conn{}}
-		pid, err := d.cfg.Spawn(actor.PropsFromProducer(func() actor.Actor { return g }), "group-"+itoa(d.next))
+		name := "group-" + itoa(d.next)
+		d.mu.Unlock()
+		nh := &Handle{name: group}
+		g := &groupActor{d: d, h: nh, members: map[uint64]*conn.Conn{}, byPID: map[string]*conn.Conn{}}
+		pid, err := d.cfg.Spawn(actor.PropsFromProducer(func() actor.Actor { return g }), name)
 		if err != nil {
-			d.mu.Unlock()
 			return err
 		}
-		h.pid = pid
-		d.groups[group] = h
+		nh.pid = pid
+		d.mu.Lock()
+		if h = d.groups[group]; h == nil {
+			h = nh
+			d.groups[group] = h
+		} else {
+			d.cfg.System.Root.Stop(pid) // lost the race: an empty actor nobody knows
+		}
 	}
 	h.ops++
 	d.mu.Unlock()
