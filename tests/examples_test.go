@@ -65,7 +65,7 @@ func TestExamples(t *testing.T) {
 		wantLines(t, "peerrpc", runExample(t, dir, "peerrpc", args...),
 			`^server A \(:n1\.\d+\) owns example.kv$`,
 			`^server B \(:n1\.\d+\) is standby 1 for example.kv$`,
-			`^\[A\] ok\n\[A\] blue\nA leaves\nserver B took over example.kv\n\[B\] ok\n\[B\] green$`)
+			`^\[A\] ok\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\n\[B\] ok\n\[B\] green$`)
 		wantLines(t, "pollmode", runExample(t, dir, "pollmode", append(args, "-count", "3")...),
 			`^event \d+ from :n1\.\d+ on example.ticks: tick 1\nevent \d+ from :n1\.\d+ on example.ticks: tick 2\nevent \d+ from :n1\.\d+ on example.ticks: tick 3\n$`)
 	}

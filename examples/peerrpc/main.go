@@ -44,12 +44,14 @@ func run(ctx context.Context, socket string, args []string) error {
 			return err
 		}
 		defer s.Close()
-		for ctx.Err() == nil { // report taking the name over
-			if err := takeOver(ctx, s, args[1]); err != nil && ctx.Err() == nil {
+		for { // a standby reports taking the name over (an owner, having it)
+			if err := takeOver(ctx, s, args[1]); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 		}
-		return nil
 	case len(args) >= 3 && args[0] == "client":
 		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("kv-client"))
 		if err != nil {
@@ -143,7 +145,8 @@ func server(ctx context.Context, socket, label string) (*switchboard.Conn, error
 	return c, nil
 }
 
-// takeOver waits for the node's notice that s now owns the name.
+// takeOver waits for the node's notice that s now owns the name (which
+// comes at once to a server that got it when it asked).
 func takeOver(ctx context.Context, s *switchboard.Conn, label string) error {
 	for {
 		e, err := s.RecvEvent(ctx)
@@ -151,7 +154,7 @@ func takeOver(ctx context.Context, s *switchboard.Conn, label string) error {
 			return err
 		}
 		if n, err := e.Notice(); err == nil && n.Kind == switchboard.NoticeNameAcquired && n.Name == name {
-			fmt.Printf("server %s took over %s\n", label, name)
+			fmt.Printf("server %s: the node says it owns %s now\n", label, name)
 			return nil
 		}
 	}
