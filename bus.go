@@ -410,7 +410,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Re
 		// keeps this connection's other traffic moving.
 		id := r.ID
 		cmd := r.Command
+		n.bg.Add(1)
 		go func() {
+			defer n.bg.Done()
 			var res conn.Result
 			if cmd == pb.BusNames {
 				res = marshalResult(&pb.NameList{Names: n.listNames()})

@@ -441,7 +441,7 @@ func (c *Conn) busIntercept(e *Event) bool {
 		c.dropped.Add(1)
 		return true
 	}
-	e.From, e.To, e.Payload = string(from), string(to), payload
+	e.From, e.To, e.Payload = c.intern(from), c.intern(to), payload
 	if monitored {
 		e.Kind = EventMonitor
 		e.Monitored = map[uint16]EventKind{pb.KindPeerSend: EventMessage, pb.KindPublish: EventGroup,
@@ -473,6 +473,27 @@ func (c *Conn) busIntercept(e *Event) bool {
 		}
 	}
 	return false
+}
+
+// intern returns b as a string, without allocating when it is one of the
+// last few seen (a subscriber hears the same senders and groups over and
+// over). Only the goroutine that holds evmu, or the socket reader, calls
+// it; the cache has its own lock for the two of them.
+func (c *Conn) intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	c.internMu.Lock()
+	defer c.internMu.Unlock()
+	for i := range c.interned {
+		if c.interned[i] == string(b) {
+			return c.interned[i]
+		}
+	}
+	s := string(b)
+	c.interned[c.internNext%len(c.interned)] = s
+	c.internNext++
+	return s
 }
 
 // serveRequests runs the request handler, or feeds the request actor.

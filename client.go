@@ -252,8 +252,12 @@ type Conn struct {
 	dmu  sync.Mutex
 	data any
 
-	reqq   []*PeerRequest // under emu: requests waiting for the request handler
-	rqwake chan struct{}
+	reqq []*PeerRequest // under emu: requests waiting for the request handler
+
+	internMu   sync.Mutex
+	interned   [8]string
+	internNext int
+	rqwake     chan struct{}
 
 	closing   atomic.Bool
 	closeOnce sync.Once
@@ -810,6 +814,14 @@ func (c *Conn) pump() {
 			c.evmu.Unlock()
 		}
 		err = c.bell.WaitUntil(context.Background(), func() bool {
+			// A wake-up consumes the announcement that caused it; a caller
+			// spinning in lead may have taken the reply meanwhile, so
+			// announce again before looking (else the next reply would
+			// wait for WaitUntil's re-check).
+			c.resp.Rearm()
+			if room {
+				c.ev.Rearm()
+			}
 			return c.closing.Load() || c.resp.Unreleased() ||
 				(room && c.ev.Unreleased()) || (!room && c.eventRoom() && !c.viewHeld.Load())
 		})
@@ -932,12 +944,20 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 			c.ev.Release()
 			return Event{}, false, fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
 		}
-		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && f.Service != pb.BusService {
+		// A bus request for the request handler is not an event to view;
+		// every other single-frame event is viewed in place.
+		takenRequest := f.Service == pb.BusService && f.Command == pb.MsgRequest && (c.o.onRequest != nil || c.o.requestPID != nil)
+		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && !takenRequest {
+			e := Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux)}
+			if f.Service == pb.BusService && c.busIntercept(&e) {
+				c.dropped.Add(uint64(f.Aux)) // malformed: dropped, and counted by busIntercept
+				continue
+			}
 			c.received.Add(1)
 			c.dropped.Add(uint64(f.Aux))
-			gen := c.viewGen.Add(1)
+			e.view, e.gen = c, c.viewGen.Add(1)
 			c.viewHeld.Store(true)
-			return Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux), view: c, gen: gen}, true, nil
+			return e, true, nil
 		}
 		if err := c.queueEventFrame(f); err != nil { // a chunk or a bus message: into the queue
 			c.ev.Release()

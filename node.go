@@ -220,6 +220,8 @@ type Node struct {
 	names atomic.Pointer[map[string]*conn.Conn]
 	byID  sync.Map // connection id → *conn.Conn, for the bus
 
+	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
+
 	monMu    sync.Mutex // writers of monitors
 	monitors atomic.Pointer[[]monitor]
 }
@@ -537,7 +539,12 @@ func (n *Node) handshake(c *net.UnixConn) {
 	n.accepted.Add(1)
 	delete(n.hs, c)
 	n.mu.Unlock()
-	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}})
+	registered := make(chan struct{})
+	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
+	select {
+	case <-registered:
+	case <-time.After(n.o.handshakeTimeout):
+	}
 	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
 	err = cn.WriteControl(func() error {
 		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
@@ -745,6 +752,7 @@ func (n *Node) Close() error {
 		for _, c := range conns {
 			<-c.Done()
 		}
+		n.bg.Wait() // the registry still answers them
 		if _, err := n.sys.Root.StopFuture(n.root).Result(); err != nil {
 			n.closeErr = fmt.Errorf("switchboard: stopping the root actor: %w", err)
 		}

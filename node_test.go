@@ -12,7 +12,7 @@ import (
 )
 
 // startNode runs a node on a fresh socket for the test and closes it after.
-func startNode(t *testing.T, opts ...NodeOption) *Node {
+func startNode(t testing.TB, opts ...NodeOption) *Node {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "node.sock")
 	n, err := NewNode(append([]NodeOption{WithSocketPath(path)}, opts...)...)
@@ -35,7 +35,7 @@ func startNode(t *testing.T, opts ...NodeOption) *Node {
 	return n
 }
 
-func dial(t *testing.T, n *Node, opts ...DialOption) *Conn {
+func dial(t testing.TB, n *Node, opts ...DialOption) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -540,6 +540,14 @@ func (c *Consumer) Arm() {
 	c.r.sleeping.Store(1)
 }
 
+// Rearm announces again that the consumer's goroutine parks, without
+// releasing anything: a WaitUntil condition calls it before it looks at
+// the ring, because the ring that woke the goroutine consumed the
+// announcement, and a wake-up that finds nothing to do (another goroutine
+// took the frames) must not leave the next frame unannounced. Any
+// goroutine may call it; a needless announcement costs one ring.
+func (c *Consumer) Rearm() { c.r.sleeping.Store(1) }
+
 // Disarm withdraws Arm.
 func (c *Consumer) Disarm() { c.r.sleeping.CompareAndSwap(1, 0) }
 
@@ -575,6 +583,10 @@ func (p *Producer) ArmSpace() {
 	p.Flush()
 	p.r.waiting.Store(1)
 }
+
+// RearmSpace is Rearm for ArmSpace: a WaitUntil condition calls it before
+// it checks for room.
+func (p *Producer) RearmSpace() { p.r.waiting.Store(1) }
 
 // DisarmSpace withdraws ArmSpace.
 func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }

@@ -237,3 +237,125 @@ func setAffinity(set *unix.CPUSet) error {
 	}
 	return nil
 }
+
+// BenchmarkPeerRequest: one-to-one RPC between two clients through the
+// node (this process → node → responder process → node → back), 64 B.
+func BenchmarkPeerRequest(b *testing.B) {
+	for _, spin := range []string{"default", "0s"} {
+		b.Run("spin="+spin, func(b *testing.B) {
+			var env []string
+			opts := []switchboard.DialOption{nil}
+			if spin != "default" {
+				env = append(env, "SB_SPIN="+spin)
+				d, _ := time.ParseDuration(spin)
+				opts = append(opts, switchboard.WithSpin(d))
+			}
+			socket := benchNode(b, nil, nil, env...)
+			opts[0] = switchboard.WithSocket(socket)
+			_, addr := startPeer(b, "peer", socket, append(env, "SB_MODE=echo")...)
+			c, err := switchboard.Dial(context.Background(), opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			payload := make([]byte, 64)
+			lat := make([]int64, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := c.Request(ctx, addr, payload); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, int64(time.Since(t0)))
+			}
+			reportLatency(b, lat)
+		})
+	}
+}
+
+// BenchmarkFanout: one publisher (this process) → a group of subscriber
+// processes, 64 B messages; "msgs/s" counts deliveries (each publication
+// once per subscriber). Subscribers acknowledge every 1024 messages and the
+// publisher keeps at most a window unacknowledged per subscriber, so a
+// publisher faster than its subscribers waits instead of overflowing their
+// queues (a run that lost messages reports them in "dropped"). With
+// stalled=1, one more subscriber reads nothing: "pub/s" against the run
+// without it shows what a stalled member costs the publisher.
+func BenchmarkFanout(b *testing.B) {
+	for _, bc := range []struct{ subs, stalled int }{{4, 0}, {4, 1}, {16, 0}, {64, 0}} {
+		b.Run(fmt.Sprintf("subs=%d/stalled=%d", bc.subs, bc.stalled), func(b *testing.B) {
+			env := []string{"SB_SPIN=" + os.Getenv("SB_BENCH_SPIN")} // unset: the defaults
+			if os.Getenv("SB_BENCH_SPIN") == "" {
+				env = nil
+			}
+			socket := benchNode(b, nil, nil, append(env, "SB_EVENT_QUEUE=16384", "SB_CPUPROFILE="+os.Getenv("SB_BENCH_PROFILE"))...)
+			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(1<<16))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			for range bc.stalled {
+				startPeer(b, "peer", socket, append(env, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")...)
+			}
+			for range bc.subs {
+				startPeer(b, "peer", socket, append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_NOCHECK=1", "SB_ACK_TO="+c.Address(),
+					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))...)
+			}
+			window := 8192
+			acked := map[string]int{}
+			minAcked := func() int {
+				if len(acked) < bc.subs {
+					return 0
+				}
+				m := b.N
+				for _, n := range acked {
+					m = min(m, n)
+				}
+				return m
+			}
+			take := func(e switchboard.Event) {
+				if e.Kind == switchboard.EventMessage {
+					n, _ := strconv.Atoi(string(e.Payload))
+					acked[e.From] = max(acked[e.From], n)
+				}
+			}
+			payload := make([]byte, 64)
+			for i := range payload {
+				payload[i] = '0'
+			}
+			payload[0], payload[1] = 'p', ' '
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				for i-minAcked() >= window {
+					e, err := c.RecvEvent(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					take(e)
+				}
+				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
+					take(e)
+				}
+				if err := c.Publish(ctx, "fan", payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+			published := time.Since(start)
+			for minAcked() < b.N {
+				e, err := c.RecvEvent(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				take(e)
+			}
+			el := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*bc.subs)/el.Seconds(), "msgs/s")
+			b.ReportMetric(float64(b.N)/published.Seconds(), "pub/s")
+		})
+	}
+}

@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,6 +29,10 @@ func runBusRole(role string) (int, bool) {
 	tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
 	opts := []switchboard.DialOption{switchboard.WithSocket(socket), switchboard.WithTransport(switchboard.Transport(tr)),
 		switchboard.WithClientName(role)}
+	if d := os.Getenv("SB_SPIN"); d != "" {
+		spin, _ := time.ParseDuration(d)
+		opts = append(opts, switchboard.WithSpin(spin))
+	}
 	ctx := context.Background()
 	switch role {
 	case "peer":
@@ -71,6 +77,11 @@ func runBusRole(role string) (int, bool) {
 			}
 		}
 		fmt.Println("ready", addr)
+		if prof := os.Getenv("SB_PEER_CPUPROFILE"); prof != "" { // for looking into benchmarks
+			if f, err := os.Create(prof + "." + strconv.Itoa(os.Getpid())); err == nil && pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
 		sctx, stop := signalContext()
 		defer stop()
 		switch mode {
@@ -142,20 +153,47 @@ func noticeLine(n switchboard.Notice) string {
 func countMessages(ctx context.Context, c *switchboard.Conn) {
 	expect, _ := strconv.Atoi(os.Getenv("SB_EXPECT"))
 	sparse := os.Getenv("SB_SPARSE") != ""
+	noCheck := os.Getenv("SB_NOCHECK") != "" // count only (the throughput benchmarks)
+	// SB_ACK_TO: tell that address how many messages were accounted for,
+	// every SB_ACK_EVERY of them and at the end (flow control for the
+	// benchmarks' publisher).
+	ackTo := os.Getenv("SB_ACK_TO")
+	ackEvery, _ := strconv.Atoi(os.Getenv("SB_ACK_EVERY"))
+	if ackEvery <= 0 {
+		ackEvery = 1024
+	}
+	var got, dropped, disorder, acked int
+	ack := func() {
+		if ackTo != "" {
+			acked = got + dropped
+			c.SendTo(ctx, ackTo, []byte(strconv.Itoa(acked)))
+		}
+	}
+	defer ack()
 	last := map[string]int{}
-	var got, dropped, disorder int
 	for expect == 0 || got+dropped < expect {
-		e, err := c.RecvEvent(ctx)
+		e, err := c.RecvEventView(ctx) // in place: no copy, no allocation
 		if err != nil {
 			break
 		}
 		dropped += int(e.Dropped)
 		if e.Kind != switchboard.EventGroup && e.Kind != switchboard.EventMessage {
+			e.Release()
 			continue
 		}
 		got++
-		sender, seqs, _ := strings.Cut(string(e.Payload), " ")
-		seq, _ := strconv.Atoi(seqs)
+		if noCheck {
+			e.Release()
+			if got+dropped-acked >= ackEvery {
+				ack()
+			}
+			continue
+		}
+		sender, seq := e.From, seqOf(e.Payload)
+		e.Release()
+		if got+dropped-acked >= ackEvery {
+			ack()
+		}
 		prev, seen := last[sender]
 		switch {
 		case !seen:
@@ -195,4 +233,18 @@ func denyPolicy(spec string) switchboard.Policy {
 		}
 		return nil
 	})
+}
+
+// seqOf reads the decimal number after the last space of "NAME SEQ".
+func seqOf(b []byte) int {
+	n := 0
+	for i := len(b) - 1; i >= 0 && b[i] != ' '; i-- {
+		if b[i] < '0' || b[i] > '9' {
+			return -1
+		}
+	}
+	for i := bytes.LastIndexByte(b, ' ') + 1; i < len(b); i++ {
+		n = n*10 + int(b[i]-'0')
+	}
+	return n
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // startPeer starts a bus role and waits for its "ready ADDRESS" line.
-func startPeer(t *testing.T, role, socket string, env ...string) (*child, string) {
+func startPeer(t testing.TB, role, socket string, env ...string) (*child, string) {
 	t.Helper()
 	c := startRole(t, role, append(env, "SB_SOCKET="+socket), nil)
 	var addr string
@@ -498,5 +498,26 @@ func TestBusListings(t *testing.T) {
 	names, err := c.Names(ctx)
 	if err != nil || len(names) != 1 || names[0].Owner != a || len(names[0].Standby) != 1 || names[0].Standby[0] != b {
 		t.Fatalf("names %+v %v", names, err)
+	}
+}
+
+// TestBusSlowSubscriberEvicted: with the disconnect policy, a subscriber
+// that stops reading is evicted, the publisher goes on, and the eviction is
+// announced.
+func TestBusSlowSubscriberEvicted(t *testing.T) {
+	_, socket := nodeChild(t, "SB_EVENT_QUEUE=64", "SB_EVENT_RING=65536", "SB_OVERFLOW=disconnect")
+	obs, _ := startPeer(t, "observer", socket)
+	_, stalled := startPeer(t, "peer", socket, "SB_MODE=stall", "SB_GROUPS=feed", "SB_RESUME=/nonexistent", "SB_CLIENT_QUEUE=64")
+	c := dialT(t, socket)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 20000 {
+		if err := c.Publish(ctx, "feed", []byte(fmt.Sprintf("p %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLine(t, obs, "disconnected "+stalled+" DISCONNECT_EVICTED")
+	if l := waitLine(t, obs, "unsubscribed "+stalled); l != "unsubscribed "+stalled+" feed DISCONNECT_EVICTED" {
+		t.Fatalf("%q", l)
 	}
 }

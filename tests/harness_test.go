@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,14 @@ func runRole(role string) int {
 				return 1
 			}
 		}
+		if d := os.Getenv("SB_SPIN"); d != "" {
+			spin, err := time.ParseDuration(d)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			opts = append(opts, switchboard.WithNodeSpin(spin))
+		}
 		if p := os.Getenv("SB_POLICY"); p != "" {
 			opts = append(opts, switchboard.WithPolicy(denyPolicy(p)))
 		}
@@ -91,6 +100,12 @@ func runRole(role string) int {
 		if err := n.Listen(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
+		}
+		if prof := os.Getenv("SB_CPUPROFILE"); prof != "" { // for looking into benchmarks
+			f, err := os.Create(prof)
+			if err == nil && pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
 		}
 		sctx, stop := signalContext()
 		defer stop()

@@ -45,4 +45,7 @@ go test -count=1 -timeout 20m ./...
 step "every benchmark once"
 go test -count=1 -run '^$' -bench . -benchtime=1x -timeout 20m ./...
 
+step "peer benchmarks, smoke pass (tests/bench, a module of its own)"
+bash tests/bench/smoke.sh
+
 step "all checks passed"

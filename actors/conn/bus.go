@@ -106,6 +106,14 @@ func (c *Conn) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 // Route): the events go out when the pump has read its batch of frames,
 // one actor message per destination, in the order Deliver was called.
 func (c *Conn) Deliver(dst *Conn, ev *Event) {
+	if dst.saturated() {
+		// Its mailbox already holds all it may: the event would be dropped
+		// when the batch goes out. Count it now, for the price of an
+		// atomic add, so that a stalled member costs its group's
+		// publishers next to nothing.
+		dst.lateDrops.Add(1)
+		return
+	}
 	if c.bus.outbox == nil {
 		c.bus.outbox = map[*Conn][]*Event{}
 	}
@@ -123,6 +131,12 @@ func (c *Conn) flushOutbox() {
 	}
 	clear(c.bus.outOrder)
 	c.bus.outOrder = c.bus.outOrder[:0]
+}
+
+// saturated reports whether the connection's mailbox holds as many events
+// as SendEvent and SendEvents let in.
+func (c *Conn) saturated() bool {
+	return c.inbox.Load() >= int64(c.cfg.EventQueue+c.ringCap[2]/64)
 }
 
 // SendEvents queues events for the client, as one actor message, with the

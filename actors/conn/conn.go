@@ -437,7 +437,19 @@ func (c *Conn) park() {
 	}
 	parked := time.Now()
 	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
-	err := c.bell.WaitUntil(context.Background(), c.readyFn)
+	err := c.bell.WaitUntil(context.Background(), func() bool {
+		// Each wake-up consumed the announcement that woke it: make them
+		// again before looking, or a wake-up that finds too little room
+		// for the next event would sleep through the next release.
+		if !c.stopping {
+			c.in.Rearm()
+		}
+		if backlogged {
+			c.ev.RearmSpace()
+		}
+		c.parked.Store(true)
+		return c.readyFn()
+	})
 	c.parked.Store(false)
 	c.spinner.Woke(time.Since(parked))
 	c.in.Disarm()

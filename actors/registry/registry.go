@@ -31,8 +31,13 @@ type Entry struct {
 
 // Messages the registry accepts.
 type (
-	// Register adds a connection and announces it.
-	Register struct{ Entry Entry }
+	// Register adds a connection and announces it, then closes Done if
+	// set (the node waits for it, so that the connection's own doings
+	// come after its arrival in every order).
+	Register struct {
+		Entry Entry
+		Done  chan struct{}
+	}
 	// Unregister removes a connection and announces why: first that it
 	// left each of its groups, then the names it owned changing hands,
 	// then its disconnection.
@@ -121,6 +126,9 @@ func (r *Registry) Receive(c actor.Context) {
 		}
 		if e.Conn != nil {
 			r.publish(Connections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_CONNECTED, Member: r.cfg.Member(e.Conn)})
+		}
+		if m.Done != nil {
+			close(m.Done)
 		}
 	case *Unregister:
 		r.remove(c, m.ID, m.Reason, m.Detail)

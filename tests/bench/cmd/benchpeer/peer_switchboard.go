@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+// Switchboard: an embedded node (default options) serving service 7:
+// command 1 echoes, command 2 (count, size) sends count events of size
+// bytes from the handler, then replies.
+
+const (
+	sbService uint16 = 7
+	sbEcho    uint16 = 1
+	sbEmit    uint16 = 2
+)
+
+func init() {
+	// switchboard-socket is the same, its clients dialing with
+	// -transport socket (frames over the Unix socket, no shared memory).
+	register("switchboard", sbRoles)
+	register("switchboard-socket", sbRoles)
+}
+
+var sbRoles = map[string]roleFunc{
+	"serve":   sbServe,
+	"rpc":     sbRPC,
+	"events":  sbEvents,
+	"connect": sbConnect,
+	"idle":    sbIdle,
+	"fanpub":  sbFanPub,
+	"fansub":  sbFanSub,
+	"p2p":     sbP2P,
+	"p2presp": sbP2PResponder,
+}
+
+func sbServe(ctx context.Context, a *args) (*result, error) {
+	path := filepath.Join(a.dir, "switchboard.sock")
+	n, err := switchboard.NewNode(switchboard.WithSocketPath(path))
+	if err != nil {
+		return nil, err
+	}
+	n.HandleFunc(sbService, func(ctx context.Context, r *switchboard.Request) ([]byte, error) {
+		switch r.Command {
+		case sbEcho:
+			return r.Payload, nil
+		case sbEmit:
+			if len(r.Payload) < 8 {
+				return nil, fmt.Errorf("emit: short request")
+			}
+			count, size := int(getU32(r.Payload)), int(getU32(r.Payload[4:]))
+			p := make([]byte, size) // the node copies it into the ring
+			for range count {
+				r.SendEvent(1, p)
+			}
+			return nil, nil
+		}
+		return nil, switchboard.ErrUnknownCommand
+	})
+	if err := n.Listen(); err != nil {
+		return nil, err
+	}
+	ready(path)
+	if err := n.Serve(ctx); err != nil && ctx.Err() == nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func sbDial(ctx context.Context, a *args, more ...switchboard.DialOption) (*switchboard.Conn, error) {
+	opts := append([]switchboard.DialOption{switchboard.WithSocket(a.addr)}, more...)
+	if a.transport == "socket" {
+		opts = append(opts, switchboard.WithTransport(switchboard.TransportSocket))
+	}
+	return switchboard.Dial(ctx, opts...)
+}
+
+func sbRPC(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
+		r, err := c.Call(ctx, sbService, sbEcho, p)
+		if err == nil && len(r) != len(p) {
+			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r))
+		}
+		return err
+	})
+}
+
+func sbEvents(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	req := make([]byte, 8)
+	putU32(req, uint32(a.window))
+	putU32(req[4:], uint32(a.size))
+	callErr := make(chan error, 64)
+	r, err := receiveWindows(ctx, a,
+		func() error {
+			go func() { // the reply comes after the window's events: don't wait for it here
+				_, err := c.Call(ctx, sbService, sbEmit, req)
+				if err != nil {
+					callErr <- err
+				}
+			}()
+			return nil
+		},
+		func(deadline time.Time) (int, error) {
+			dctx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			select {
+			case err := <-callErr:
+				return 0, err
+			default:
+			}
+			e, err := c.RecvEvent(dctx)
+			if err != nil {
+				if dctx.Err() != nil && ctx.Err() == nil {
+					return 0, errTimeout
+				}
+				return 0, err
+			}
+			n := len(e.Payload)
+			e.Release()
+			return n, nil
+		})
+	if r != nil {
+		if d := c.FlowControl().EventsDropped; d > 0 {
+			r.Note = fmt.Sprintf("node dropped %d events", d)
+		}
+	}
+	return r, err
+}
+
+func sbConnect(ctx context.Context, a *args) (*result, error) {
+	return connectLoop(a, func() error {
+		c, err := sbDial(ctx, a)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+func sbIdle(ctx context.Context, a *args) (*result, error) {
+	return holdIdle(ctx, a, func() (func(), error) {
+		c, err := sbDial(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		return func() { c.Close() }, nil
+	})
+}
+
+// sbFanPub publishes to the group "bench.fan"; subscribers acknowledge
+// windows by publishing to "bench.ack", as in the NATS peer.
+func sbFanPub(ctx context.Context, a *args) (*result, error) {
+	acks := make(chan struct{}, 1<<16)
+	c, err := sbDial(ctx, a, switchboard.WithEventHandler(func(e switchboard.Event) {
+		if e.Kind == switchboard.EventGroup {
+			acks <- struct{}{}
+		}
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := c.Subscribe(ctx, "bench.ack"); err != nil {
+		return nil, err
+	}
+	return publishWindows(ctx, a, func(p []byte) error { return c.Publish(ctx, "bench.fan", p) }, nil, acks)
+}
+
+// sbFanSub subscribes to "bench.fan" and counts; its acknowledgements go
+// to "bench.ack".
+func sbFanSub(ctx context.Context, a *args) (*result, error) {
+	var s *subscriber
+	c, err := sbDial(ctx, a, switchboard.WithEventHandler(func(e switchboard.Event) {
+		if e.Kind == switchboard.EventGroup {
+			s.received()
+		}
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	s = &subscriber{window: int64(a.window), ack: func() error { return c.Publish(ctx, "bench.ack", nil) }}
+	if err := c.Subscribe(ctx, "bench.fan"); err != nil {
+		return nil, err
+	}
+	ready("")
+	<-ctx.Done()
+	r := &result{Ops: s.got.Load()}
+	if d := c.FlowControl().EventsDropped; d > 0 {
+		r.Note = fmt.Sprintf("node dropped %d messages", d)
+	}
+	return r, nil
+}
+
+// sbP2P requests the responder's address through the node.
+func sbP2P(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
+		r, err := c.Request(ctx, a.target, p)
+		if err == nil && len(r) != len(p) {
+			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r))
+		}
+		return err
+	})
+}
+
+// sbP2PResponder answers requests from peers with their payload.
+func sbP2PResponder(ctx context.Context, a *args) (*result, error) {
+	c, err := sbDial(ctx, a, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+		return r.Payload, nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ready(c.Address())
+	<-ctx.Done()
+	return nil, nil
+}
