@@ -88,10 +88,10 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("call", callHelp)
 	var cf clientFlags
 	cf.register(fs)
-	if code, ok := parseFlags(fs, args, std); !ok {
+	args, code, ok := parseArgs(fs, args, std)
+	if !ok {
 		return code
 	}
-	args = fs.Args()
 	if len(args) < 2 || len(args) > 3 {
 		fmt.Fprintln(std.stderr, "usage: node call SVC CMD [DATA | @FILE | -]   (node call --help)")
 		return exitUsage

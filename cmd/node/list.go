@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+// The records the listings print with --json. Their field names are
+// stable: scripts may rely on them. Lists are never null.
+
+type connJSON struct {
+	Address      string   `json:"address"`
+	ClientName   string   `json:"client_name"`
+	UID          uint32   `json:"uid"`
+	GID          uint32   `json:"gid"`
+	PID          int32    `json:"pid"`
+	Transport    string   `json:"transport"`
+	Groups       []string `json:"groups"`
+	Names        []string `json:"names"`
+	Calls        uint64   `json:"calls"` // requests to node services
+	Sends        uint64   `json:"sends"` // bus messages sent (direct, published, requests)
+	Events       uint64   `json:"events"`
+	Dropped      uint64   `json:"dropped"`
+	BytesIn      uint64   `json:"bytes_in"`
+	BytesOut     uint64   `json:"bytes_out"`
+	Pending      int      `json:"pending"`
+	RequestFill  int      `json:"request_fill"` // bytes waiting in each ring
+	ResponseFill int      `json:"response_fill"`
+	EventFill    int      `json:"event_fill"`
+	EventsQueued int      `json:"events_queued"` // events queued in the node behind the event ring
+	Since        string   `json:"since"`         // RFC 3339, UTC
+	AgeSeconds   float64  `json:"age_seconds"`
+}
+
+type memberJSON struct {
+	Address    string `json:"address"`
+	ClientName string `json:"client_name"`
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	PID        int32  `json:"pid"`
+}
+
+type groupJSON struct {
+	Name    string `json:"name"`
+	Members int    `json:"members"`
+}
+
+type nameJSON struct {
+	Name    string   `json:"name"`
+	Owner   string   `json:"owner"`
+	Standby []string `json:"standby"`
+}
+
+func printJSON(std stdio, v any) int {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		return exitFailure
+	}
+	std.stdout.Write(append(out, '\n'))
+	return exitOK
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// listCommand runs a listing: parse flags, dial, list, print.
+func listCommand(ctx context.Context, std stdio, args []string, name, help string, nargs int,
+	list func(ctx context.Context, c *switchboard.Conn, args []string) (any, func(*tabwriter.Writer), error)) int {
+	fs := newFlagSet(name, help)
+	var cf clientFlags
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON (stable field names)")
+	rest, code, ok := parseArgs(fs, args, std)
+	if !ok {
+		return code
+	}
+	if len(rest) != nargs {
+		fmt.Fprintf(std.stderr, "node %s: want %d argument(s), have %d   (node %s --help)\n", name, nargs, len(rest), name)
+		return exitUsage
+	}
+	c, code := cf.connect(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	v, table, err := list(cctx, c, rest)
+	if err != nil {
+		return failed(std, err)
+	}
+	if *asJSON {
+		return printJSON(std, v)
+	}
+	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
+	table(tw)
+	tw.Flush()
+	return exitOK
+}
+
+const lsHelp = `usage: node ls [--socket PATH] [--json]
+
+List the node's connections, this command's own included, one a line:
+
+  ADDRESS    the connection's bus address (":node.id"): send to it, request it
+  NAME       the name the client gave when it connected
+  UID GID PID  the client process, as the kernel reported it
+  TRANSPORT  shm (shared-memory rings) or socket
+  GROUPS     groups it is subscribed to, and (in brackets) names it owns
+  CALLS/SENDS  calls to node services / bus messages it sent
+  EVENTS     events delivered to it
+  IN OUT     bytes it sent and received
+  DROPS      events dropped because it did not read them in time
+  FILL       bytes waiting in its request/response/event rings, +events queued in the node
+  PENDING    its requests to peers waiting for a reply
+  AGE        how long it has been connected
+
+--json prints an array of records (snake_case field names).
+
+Exit codes: 0 ok; 1 refused (the policy's list rule); 3 no node.
+
+flags:
+`
+
+func cmdLs(ctx context.Context, std stdio, args []string) int {
+	return listCommand(ctx, std, args, "ls", lsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+		conns, err := c.Connections(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		now := time.Now()
+		out := make([]connJSON, 0, len(conns))
+		for _, ci := range conns {
+			out = append(out, connJSON{Address: ci.Address, ClientName: ci.Name, UID: ci.Cred.UID, GID: ci.Cred.GID, PID: ci.Cred.PID,
+				Transport: ci.Transport, Groups: nonNil(ci.Groups), Names: nonNil(ci.Names),
+				Calls: ci.Calls, Sends: ci.Sends, Events: ci.Events, Dropped: ci.Dropped, BytesIn: ci.BytesIn, BytesOut: ci.BytesOut,
+				Pending: ci.Pending, RequestFill: ci.RequestFill, ResponseFill: ci.ResponseFill, EventFill: ci.EventFill,
+				EventsQueued: ci.EventsQueued, Since: ci.Since.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(ci.Since).Seconds()})
+		}
+		return out, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ADDRESS\tNAME\tUID\tGID\tPID\tTRANSPORT\tGROUPS\tCALLS/SENDS\tEVENTS\tIN\tOUT\tDROPS\tFILL\tPENDING\tAGE")
+			for i, r := range out {
+				groups := strings.Join(r.Groups, ",")
+				if len(r.Names) > 0 {
+					groups = strings.TrimPrefix(groups+" ["+strings.Join(r.Names, ",")+"]", " ")
+				}
+				if groups == "" {
+					groups = "-"
+				}
+				name := r.ClientName
+				if name == "" {
+					name = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%d\t%s/%s/%s+%d\t%d\t%s\n",
+					r.Address, name, r.UID, r.GID, r.PID, r.Transport, groups, r.Calls, r.Sends, r.Events,
+					sizeText(r.BytesIn), sizeText(r.BytesOut), r.Dropped,
+					sizeText(uint64(r.RequestFill)), sizeText(uint64(r.ResponseFill)), sizeText(uint64(r.EventFill)), r.EventsQueued,
+					r.Pending, ageText(now.Sub(conns[i].Since)))
+			}
+		}, nil
+	})
+}
+
+func sizeText(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return fmt.Sprint(n)
+}
+
+func ageText(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
+}
+
+const groupsHelp = `usage: node groups [--socket PATH] [--json]
+
+List the groups that have members, with how many. The reserved groups
+sys.connections, sys.groups and sys.names carry the node's notices; they
+show up here once someone subscribes to them.
+
+Exit codes: 0 ok; 1 refused; 3 no node.
+
+flags:
+`
+
+func cmdGroups(ctx context.Context, std stdio, args []string) int {
+	return listCommand(ctx, std, args, "groups", groupsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+		gs, err := c.Groups(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]groupJSON, 0, len(gs))
+		for _, g := range gs {
+			out = append(out, groupJSON{Name: g.Name, Members: g.Members})
+		}
+		return out, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "GROUP\tMEMBERS")
+			for _, g := range out {
+				fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
+			}
+		}, nil
+	})
+}
+
+const membersHelp = `usage: node members [--socket PATH] [--json] GROUP
+
+List the members of GROUP: their addresses, client names and processes.
+An unknown or empty group has no members (that is not an error).
+
+Exit codes: 0 ok; 1 refused; 2 no GROUP; 3 no node.
+
+flags:
+`
+
+func cmdMembers(ctx context.Context, std stdio, args []string) int {
+	return listCommand(ctx, std, args, "members", membersHelp, 1, func(ctx context.Context, c *switchboard.Conn, args []string) (any, func(*tabwriter.Writer), error) {
+		ms, err := c.Members(ctx, args[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]memberJSON, 0, len(ms))
+		for _, m := range ms {
+			out = append(out, memberJSON{Address: m.Address, ClientName: m.ClientName, UID: m.Cred.UID, GID: m.Cred.GID, PID: m.Cred.PID})
+		}
+		return out, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ADDRESS\tNAME\tUID\tGID\tPID")
+			for _, m := range out {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", m.Address, m.ClientName, m.UID, m.GID, m.PID)
+			}
+		}, nil
+	})
+}
+
+const namesHelp = `usage: node names [--socket PATH] [--json]
+
+List the well-known names that have an owner: the owner's address and the
+standby owners queued behind it, in the order they would take over.
+
+Exit codes: 0 ok; 1 refused; 3 no node.
+
+flags:
+`
+
+func cmdNames(ctx context.Context, std stdio, args []string) int {
+	return listCommand(ctx, std, args, "names", namesHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+		ns, err := c.Names(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]nameJSON, 0, len(ns))
+		for _, n := range ns {
+			out = append(out, nameJSON{Name: n.Name, Owner: n.Owner, Standby: nonNil(n.Standby)})
+		}
+		return out, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "NAME\tOWNER\tSTANDBY")
+			for _, n := range out {
+				standby := strings.Join(n.Standby, ",")
+				if standby == "" {
+					standby = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, n.Owner, standby)
+			}
+		}, nil
+	})
+}

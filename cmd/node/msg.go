@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+const publishHelp = `usage: node publish [--socket PATH] [--want-answer] GROUP [DATA | @FILE | -]
+
+Publish a message to every member of GROUP (this command is not one).
+DATA is the payload as text; @FILE reads it from a file, - from standard
+input; without it the message is empty. Try it with a subscriber running:
+
+  node subscribe chat            # terminal 1
+  node publish chat "hello"      # terminal 2
+
+The command waits for the node to take the message, so a refusal is
+reported. Publishing to a group nobody is in succeeds and reaches no one,
+unless --want-answer: then the command fails (exit 1) if the group had
+no member to deliver to.
+
+Exit codes: 0 published; 1 refused (policy, a reserved sys.* group) or,
+with --want-answer, undeliverable; 2 bad arguments; 3 no node.
+
+flags:
+`
+
+func cmdPublish(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("publish", publishHelp)
+	var cf clientFlags
+	cf.register(fs)
+	wantAnswer := fs.Bool("want-answer", false, "wait for the node to deliver the message; fail if nobody took it")
+	rest, code, ok := parseArgs(fs, args, std)
+	if !ok {
+		return code
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fmt.Fprintln(std.stderr, "usage: node publish GROUP [DATA | @FILE | -]   (node publish --help)")
+		return exitUsage
+	}
+	var payload []byte
+	if len(rest) == 2 {
+		var err error
+		if payload, err = readPayload(std, rest[1]); err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return exitUsage
+		}
+	}
+	c, code := cf.connect(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	// The node always answers, so that a refusal is seen (and the message
+	// has left before Close); an empty group fails only if asked to.
+	err := c.Publish(cctx, rest[0], payload, switchboard.WantAnswer())
+	if err != nil && (*wantAnswer || !errors.Is(err, switchboard.ErrUndeliverable)) {
+		return failed(std, err)
+	}
+	return exitOK
+}
+
+const requestHelp = `usage: node request [--socket PATH] [--timeout D] ADDRESS|NAME [DATA | @FILE | -]
+
+Send a request to a peer, by its address (":n1.4", see node ls) or by a
+well-known name it owns (see node names), and write its reply to standard
+output. DATA is the payload as text; @FILE reads it from a file, - from
+standard input. --timeout bounds the wait for the reply (default 5s).
+
+Exit codes: 0 the reply was written; 1 the request failed: nobody at that
+address or name (undeliverable), the peer left before replying, the peer
+answered with an error, the policy refused, or the time ran out; 2 bad
+arguments; 3 no node.
+
+flags:
+`
+
+func cmdRequest(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("request", requestHelp)
+	var cf clientFlags
+	cf.register(fs)
+	rest, code, ok := parseArgs(fs, args, std)
+	if !ok {
+		return code
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fmt.Fprintln(std.stderr, "usage: node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
+		return exitUsage
+	}
+	var payload []byte
+	if len(rest) == 2 {
+		var err error
+		if payload, err = readPayload(std, rest[1]); err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return exitUsage
+		}
+	}
+	c, code := cf.connect(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	reply, err := c.Request(cctx, rest[0], payload)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no reply from %s within %v", rest[0], cf.timeout)
+		}
+		return failed(std, err)
+	}
+	std.stdout.Write(reply)
+	if len(reply) > 0 && reply[len(reply)-1] != '\n' {
+		if f, ok := std.stdout.(*os.File); ok && isTerminal(f) {
+			fmt.Fprintln(std.stdout)
+		}
+	}
+	return exitOK
+}
+
+const subscribeHelp = `usage: node subscribe [--socket PATH] [--count N] GROUP...
+
+Join the groups and print every message published to them, one a line:
+
+  TIME  FROM  GROUP  PAYLOAD
+
+FROM is the sender's address; PAYLOAD is the text if it is printable,
+else "hex:…" and its length. The reserved groups carry the node's notices,
+printed decoded (FROM is "node"):
+
+  sys.connections   clients connecting and disconnecting
+  sys.groups        subscriptions to any group
+  sys.names         well-known names changing owner
+
+Messages sent straight to this command's address are printed too. When
+the node had to drop messages because this command did not read them in
+time, a line "subscribe: N messages lost" says so. It runs until
+interrupted (Ctrl-C), or until it has printed N lines with --count N.
+"subscribed to …" on standard error says it is listening.
+
+Exit codes: 0 interrupted, or N lines printed; 1 refused (policy); 2 no
+GROUP; 3 no node, or the node went away.
+
+flags:
+`
+
+func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("subscribe", subscribeHelp)
+	var cf clientFlags
+	cf.register(fs)
+	count := fs.Int("count", 0, "exit after printing `N` messages (0: run until interrupted)")
+	rest, code, ok := parseArgs(fs, args, std)
+	if !ok {
+		return code
+	}
+	if len(rest) == 0 || *count < 0 {
+		fmt.Fprintln(std.stderr, "usage: node subscribe [--count N] GROUP...   (node subscribe --help)")
+		return exitUsage
+	}
+	c, code := cf.connect(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	for _, g := range rest {
+		sctx, cancel := context.WithTimeout(ctx, cf.timeout)
+		err := c.Subscribe(sctx, g)
+		cancel()
+		if err != nil {
+			return failed(std, err)
+		}
+	}
+	fmt.Fprintf(std.stderr, "subscribed to %s (Ctrl-C to stop)\n", strings.Join(rest, ", "))
+	return tail(ctx, std, c, "subscribe", *count)
+}
+
+const monitorHelp = `usage: node monitor [--socket PATH] [--count N] [GROUP|ADDRESS|NAME...]
+
+Print a copy of the bus's traffic as it happens, one line per message:
+
+  TIME  KIND  FROM -> TO  PAYLOAD
+
+KIND is send (a direct message), publish, or request (to a peer, or to a
+group when TO is a group). With arguments, only the traffic from or to those addresses, names and groups;
+without, everything. Replies are not shown.
+
+Monitoring is privileged: the node's policy ([policy.bus] monitor) says
+who may. A monitor never slows the bus: when this command cannot keep up,
+the node drops copies for it, and a line "monitor: N messages lost" says
+how many. It runs until interrupted (Ctrl-C), or until it has printed N
+messages with --count N. "monitoring …" on standard error says it is on.
+
+Exit codes: 0 interrupted, or N lines printed; 1 refused (policy); 3 no
+node, or the node went away.
+
+flags:
+`
+
+func cmdMonitor(ctx context.Context, std stdio, args []string) int {
+	fs := newFlagSet("monitor", monitorHelp)
+	var cf clientFlags
+	cf.register(fs)
+	count := fs.Int("count", 0, "exit after printing `N` messages (0: run until interrupted)")
+	rest, code, ok := parseArgs(fs, args, std)
+	if !ok {
+		return code
+	}
+	if *count < 0 {
+		fmt.Fprintln(std.stderr, "node monitor: --count must not be negative")
+		return exitUsage
+	}
+	c, code := cf.connect(ctx, std)
+	if c == nil {
+		return code
+	}
+	defer c.Close()
+	mctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	err := c.Monitor(mctx, rest...)
+	cancel()
+	if err != nil {
+		return failed(std, err)
+	}
+	what := "all traffic"
+	if len(rest) > 0 {
+		what = "traffic of " + strings.Join(rest, ", ")
+	}
+	fmt.Fprintf(std.stderr, "monitoring %s (Ctrl-C to stop)\n", what)
+	return tail(ctx, std, c, "monitor", *count)
+}
+
+// tail prints c's events until ctx ends or count lines are printed.
+func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count int) int {
+	printed := 0
+	for count == 0 || printed < count {
+		e, err := c.RecvEvent(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitOK
+			}
+			return failed(std, err)
+		}
+		if e.Dropped > 0 {
+			fmt.Fprintf(std.stdout, "%s: %d messages lost\n", cmd, e.Dropped)
+		}
+		if e.Kind == switchboard.EventRequest {
+			e.Reply(nil, fmt.Errorf("node %s does not answer requests", cmd))
+		}
+		if line := eventLine(e); line != "" {
+			fmt.Fprintln(std.stdout, line)
+			printed++
+		}
+	}
+	return exitOK
+}
+
+// eventLine is one received event as subscribe and monitor print it.
+func eventLine(e switchboard.Event) string {
+	now := time.Now().Format("15:04:05.000")
+	from := e.From
+	if from == "" {
+		from = "node"
+	}
+	switch e.Kind {
+	case switchboard.EventGroup, switchboard.EventMessage:
+		return fmt.Sprintf("%s  %s  %s  %s", now, from, e.To, payloadText(e.Payload))
+	case switchboard.EventRequest:
+		return fmt.Sprintf("%s  %s  %s  request (refused): %s", now, from, e.To, payloadText(e.Payload))
+	case switchboard.EventNotice:
+		n, err := e.Notice()
+		if err != nil {
+			return fmt.Sprintf("%s  node  %s  bad notice: %v", now, e.To, err)
+		}
+		return fmt.Sprintf("%s  node  %s  %s", now, e.To, noticeText(n))
+	case switchboard.EventMonitor:
+		kind := map[switchboard.EventKind]string{switchboard.EventMessage: "send", switchboard.EventGroup: "publish",
+			switchboard.EventRequest: "request"}[e.Monitored]
+		if kind == "" {
+			kind = "message"
+		}
+		return fmt.Sprintf("%s  %-7s  %s -> %s  %s", now, kind, from, e.To, payloadText(e.Payload))
+	case switchboard.EventService:
+		return fmt.Sprintf("%s  node  service %d event %d  %s", now, e.Service, e.Command, payloadText(e.Payload))
+	}
+	return ""
+}
+
+func noticeText(n switchboard.Notice) string {
+	who := n.Member.Address
+	if n.Member.ClientName != "" {
+		who += " (" + n.Member.ClientName + ")"
+	}
+	reason := strings.ToLower(strings.TrimPrefix(n.Reason.String(), "DISCONNECT_"))
+	owner := func(a string) string {
+		if a == "" {
+			return "nobody"
+		}
+		return a
+	}
+	switch n.Kind {
+	case switchboard.NoticeConnected:
+		return fmt.Sprintf("connected %s pid %d uid %d", who, n.Member.Cred.PID, n.Member.Cred.UID)
+	case switchboard.NoticeDisconnected:
+		return fmt.Sprintf("disconnected %s: %s", who, reason)
+	case switchboard.NoticeSubscribed:
+		return fmt.Sprintf("%s subscribed to %s", who, n.Group)
+	case switchboard.NoticeUnsubscribed:
+		if n.Reason != 0 {
+			return fmt.Sprintf("%s unsubscribed from %s: %s", who, n.Group, reason)
+		}
+		return fmt.Sprintf("%s unsubscribed from %s", who, n.Group)
+	case switchboard.NoticeNameOwnerChanged:
+		return fmt.Sprintf("name %s: owner %s -> %s", n.Name, owner(n.OldOwner), owner(n.NewOwner))
+	case switchboard.NoticeNameAcquired:
+		return "acquired name " + n.Name
+	case switchboard.NoticeNameLost:
+		return "lost name " + n.Name
+	}
+	return fmt.Sprintf("%v %s %s", n.Kind, who, n.Detail)
+}
