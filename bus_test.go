@@ -421,11 +421,20 @@ func TestBusRequestToFullPeer(t *testing.T) {
 	ctx := ctx5(t)
 	full := dial(t, n, WithRings(0, 0, 4096), WithEventBuffer(1)) // reads nothing
 	a := dial(t, n)
-	for i := range 2000 {
-		if err := a.SendTo(ctx, full.Address(), []byte(fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
+	waitFor(t, func() bool { // fill its ring, and its queue in the node
+		for i := range 20 {
+			if err := a.SendTo(ctx, full.Address(), []byte(fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
+		time.Sleep(time.Millisecond)
+		for _, ci := range n.Connections() {
+			if ci.Address == full.Address() && ci.EventFill > 4096-64 && ci.EventsQueued >= 8 {
+				return true
+			}
+		}
+		return false
+	})
 	nctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -447,8 +456,14 @@ func TestBusRequestToFullPeer(t *testing.T) {
 			return
 		default:
 		}
-		if i > 100000 {
+		if i > 1000000 {
+			for _, ci := range n.Connections() {
+				t.Logf("%s events %d dropped %d queued %d ring %d pending %d", ci.Address, ci.Events, ci.Dropped, ci.EventsQueued, ci.EventFill, ci.Pending)
+			}
 			t.Fatal("the request never failed")
+		}
+		if i%1000 == 999 {
+			time.Sleep(time.Millisecond)
 		}
 		if err := other.SendTo(ctx, full.Address(), []byte("push")); err != nil {
 			t.Fatal(err)
