@@ -19,6 +19,10 @@ type Change struct {
 	// Lost: the member left because its connection ended (the actor saw it
 	// terminate), not by unsubscribing.
 	Lost bool
+	// Done, if set, answers the member that asked for the change; the
+	// announcer calls it once the change is announced, so that whatever
+	// the member does next comes after the announcement everywhere.
+	Done func()
 }
 
 // Config is what groups need from the node.
@@ -186,12 +190,14 @@ func (g *groupActor) Receive(ac actor.Context) {
 		g.join(ac, m)
 		g.done(ac, true)
 	case *leave:
-		g.remove(ac, m.c, false)
-		m.c.Reply(m.id, conn.Result{})
+		reply := func() { m.c.Reply(m.id, conn.Result{}) }
+		if !g.remove(ac, m.c, false, reply) {
+			reply()
+		}
 		g.done(ac, true)
 	case *actor.Terminated:
 		if c := g.byPID[m.Who.Id]; c != nil {
-			g.remove(ac, c, true)
+			g.remove(ac, c, true, nil)
 		}
 		g.done(ac, false)
 	}
@@ -199,35 +205,44 @@ func (g *groupActor) Receive(ac actor.Context) {
 
 func (g *groupActor) join(ac actor.Context, m *join) {
 	c := m.c
-	if _, ok := g.members[c.ID()]; !ok && c.Context().Err() == nil {
+	res := conn.Result{}
+	if m.withMembers {
+		list := &pb.MemberList{}
+		_, already := g.members[c.ID()]
+		for _, mc := range g.sorted() {
+			list.Members = append(list.Members, g.d.cfg.Member(mc))
+		}
+		if !already {
+			list.Members = append(list.Members, g.d.cfg.Member(c))
+		}
+		res.Payload, _ = gproto.Marshal(list)
+	}
+	reply := func() { c.Reply(m.id, res) }
+	if _, ok := g.members[c.ID()]; ok || c.Context().Err() != nil {
+		reply() // already a member (or going): nothing to announce
+	} else {
 		g.members[c.ID()] = c
 		g.byPID[c.PID().Id] = c
 		ac.Watch(c.PID())
 		g.publish()
-		g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Joined: true})
 		g.notify(c, pb.NoticeKind_NOTICE_SUBSCRIBED, false)
+		g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Joined: true, Done: reply})
 	}
-	if !m.withMembers {
-		c.Reply(m.id, conn.Result{})
-		return
-	}
-	list := &pb.MemberList{}
-	for _, mc := range g.sorted() {
-		list.Members = append(list.Members, g.d.cfg.Member(mc))
-	}
-	b, _ := gproto.Marshal(list)
-	c.Reply(m.id, conn.Result{Payload: b})
-	if _, ok := g.members[c.ID()]; ok {
-		if g.watchers == nil {
-			g.watchers = map[uint64]*conn.Conn{}
+	if m.withMembers {
+		if _, ok := g.members[c.ID()]; ok {
+			if g.watchers == nil {
+				g.watchers = map[uint64]*conn.Conn{}
+			}
+			g.watchers[c.ID()] = c
 		}
-		g.watchers[c.ID()] = c
 	}
 }
 
-func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool) {
+// remove takes c out of the group; false if it was not a member (then
+// done is not called).
+func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool, done func()) bool {
 	if _, ok := g.members[c.ID()]; !ok {
-		return
+		return false
 	}
 	delete(g.members, c.ID())
 	delete(g.byPID, c.PID().Id)
@@ -236,8 +251,9 @@ func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool) {
 		ac.Unwatch(c.PID())
 	}
 	g.publish()
-	g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Lost: lost})
 	g.notify(c, pb.NoticeKind_NOTICE_UNSUBSCRIBED, lost)
+	g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Lost: lost, Done: done})
+	return true
 }
 
 // notify tells the group's watchers (but the member concerned) of a

@@ -184,6 +184,9 @@ func (r *Registry) publish(group string, n *pb.Notice) {
 
 // changed announces a membership change of a connection still registered.
 func (r *Registry) changed(ch group.Change) {
+	if ch.Done != nil {
+		defer ch.Done()
+	}
 	e := r.byID[ch.Conn.ID()]
 	if e == nil || e.groups[ch.Group] == ch.Joined {
 		return // gone already (its disconnection announced it), or no change
