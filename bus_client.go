@@ -137,6 +137,19 @@ func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, err
 	return func(o *dialOptions) error { o.onRequest = f; return nil }
 }
 
+// WithInlineRequests makes WithRequestHandler's handler run on the
+// goroutine that reads the connection's rings, in place, instead of on a
+// goroutine of its own: one goroutine hop less per request (about a
+// quarter of a peer round trip on a small machine), at a price: while the
+// handler runs, no reply or event of this connection is read, so the
+// handler must be short; calls and requests it (or anyone) makes on this
+// connection meanwhile still work, their callers reading their replies
+// themselves every 50 µs. The payload is a view, valid until the handler
+// returns. It has no effect with the socket transport.
+func WithInlineRequests() DialOption {
+	return func(o *dialOptions) error { o.inline = true; return nil }
+}
+
 // WithRequestActor delivers requests from peers to pid as *PeerRequest
 // messages; the actor answers each with Respond.
 func WithRequestActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
@@ -463,6 +476,20 @@ func (c *Conn) busIntercept(e *Event) bool {
 		e.Kind = EventRequest
 		e.rc = c
 		copy(e.handle[:], handle)
+		if c.o.inline && c.o.onRequest != nil && c.bridge == nil {
+			// On the pump, in place: no goroutine hop. Replies to calls the
+			// handler makes meanwhile are polled by their callers (see
+			// finishCall), since the pump is busy here.
+			r := &PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle}
+			c.inHandler.Store(true)
+			out, err := c.o.onRequest(c.life, r)
+			c.inHandler.Store(false)
+			if c.life.Err() == nil {
+				r.Respond(out, err)
+			}
+			e.Release()
+			return true
+		}
 		if c.o.onRequest != nil || c.o.requestPID != nil {
 			r := &PeerRequest{From: e.From, To: e.To, Payload: append([]byte(nil), payload...), c: c, handle: e.handle}
 			e.Release()
@@ -502,12 +529,7 @@ func (c *Conn) intern(b []byte) string {
 
 // serveRequests runs the request handler, or feeds the request actor.
 func (c *Conn) serveRequests() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-c.gone
-		cancel()
-	}()
+	ctx := c.life
 	for {
 		c.emu.Lock()
 		q := c.reqq

@@ -528,3 +528,45 @@ func TestBusPeerCannotPoseAsNode(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestBusInlineRequests: a handler run on the connection's own reading
+// goroutine answers requests, and may itself call and request on the same
+// connection (its callers read their replies while the handler holds the
+// reader).
+func TestBusInlineRequests(t *testing.T) {
+	n := startNode(t)
+	echoService(n)
+	helper := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		return append([]byte("helper:"), r.Payload...), nil
+	}))
+	var srv *Conn
+	ready := make(chan struct{})
+	srv = dial(t, n, WithInlineRequests(), WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		<-ready
+		if string(r.Payload) == "nested" {
+			c, err := srv.Call(ctx, svcEcho, cmdEcho, []byte("call"))
+			if err != nil {
+				return nil, err
+			}
+			p, err := srv.Request(ctx, helper.Address(), []byte("req"))
+			if err != nil {
+				return nil, err
+			}
+			return append(append(c, ' '), p...), nil
+		}
+		return r.Payload, nil
+	}))
+	close(ready)
+	c := dial(t, n)
+	ctx := ctx5(t)
+	for i := range 50 {
+		r, err := c.Request(ctx, srv.Address(), []byte(fmt.Sprint(i)))
+		if err != nil || string(r) != fmt.Sprint(i) {
+			t.Fatalf("%d: %q %v", i, r, err)
+		}
+	}
+	r, err := c.Request(ctx, srv.Address(), []byte("nested"))
+	if err != nil || string(r) != "call helper:req" {
+		t.Fatalf("nested: %q %v", r, err)
+	}
+}

@@ -241,9 +241,14 @@ func setAffinity(set *unix.CPUSet) error {
 // BenchmarkPeerRequest: one-to-one RPC between two clients through the
 // node (this process → node → responder process → node → back), 64 B.
 func BenchmarkPeerRequest(b *testing.B) {
-	for _, spin := range []string{"default", "0s"} {
-		b.Run("spin="+spin, func(b *testing.B) {
-			var env []string
+	for _, bc := range []struct{ spin, inline string }{{"default", ""}, {"0s", ""}, {"default", "1"}, {"0s", "1"}} {
+		spin := bc.spin
+		name := "spin=" + spin
+		if bc.inline != "" {
+			name += "/inline"
+		}
+		b.Run(name, func(b *testing.B) {
+			env := []string{"SB_INLINE=" + bc.inline}
 			opts := []switchboard.DialOption{nil}
 			if spin != "default" {
 				env = append(env, "SB_SPIN="+spin)

@@ -41,6 +41,9 @@ func runBusRole(role string) (int, bool) {
 		addrV.Store("")
 		switch mode {
 		case "echo":
+			if os.Getenv("SB_INLINE") != "" {
+				opts = append(opts, switchboard.WithInlineRequests())
+			}
 			opts = append(opts, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
 				return append([]byte(addrV.Load().(string)+":"), r.Payload...), nil
 			}))

@@ -224,9 +224,10 @@ func sbP2P(ctx context.Context, a *args) (*result, error) {
 
 // sbP2PResponder answers requests from peers with their payload.
 func sbP2PResponder(ctx context.Context, a *args) (*result, error) {
-	c, err := sbDial(ctx, a, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
-		return r.Payload, nil
-	}))
+	c, err := sbDial(ctx, a, switchboard.WithInlineRequests(), // the handler runs where the request is read
+		switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+			return append([]byte(nil), r.Payload...), nil // inline, the payload is a view
+		}))
 	if err != nil {
 		return nil, err
 	}
