@@ -1,6 +1,7 @@
 package group
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -99,15 +100,7 @@ func (d *Dir) List() []Info {
 		}
 	}
 	d.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Info) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Info) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -281,12 +274,7 @@ func (g *groupActor) sorted() []*conn.Conn {
 	for _, c := range g.members {
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b *conn.Conn) int {
-		if a.ID() < b.ID() {
-			return -1
-		}
-		return 1
-	})
+	slices.SortFunc(out, func(a, b *conn.Conn) int { return cmp.Compare(a.ID(), b.ID()) })
 	return out
 }
 

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -153,7 +154,7 @@ func (r *Registry) Receive(c actor.Context) {
 			x.Names = sortedKeys(e.names, func(n string) bool { return r.names[n][0] == e.Conn })
 			out = append(out, x)
 		}
-		slices.SortFunc(out, func(a, b Entry) int { return cmp(a.ID, b.ID) })
+		slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
 		m.Reply <- out
 	case *ListNames:
 		out := make([]*pb.NameInfo, 0, len(r.names))
@@ -164,7 +165,7 @@ func (r *Registry) Receive(c actor.Context) {
 			}
 			out = append(out, ni)
 		}
-		slices.SortFunc(out, func(a, b *pb.NameInfo) int { return cmpStr(a.Name, b.Name) })
+		slices.SortFunc(out, func(a, b *pb.NameInfo) int { return cmp.Compare(a.Name, b.Name) })
 		m.Reply <- out
 	case *Lookup:
 		e, ok := r.byID[m.ID]
@@ -312,24 +313,4 @@ func sortedKeys(m map[string]bool, keep func(string) bool) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func cmp(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -36,21 +37,9 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	wantAnswer := fs.Bool("want-answer", false, "wait for the node to deliver the message; fail if nobody took it")
-	rest, code, ok := parseArgs(fs, args, std)
+	rest, payload, code, ok := destAndPayload(fs, args, std, "node publish GROUP [DATA | @FILE | -]   (node publish --help)")
 	if !ok {
 		return code
-	}
-	if len(rest) < 1 || len(rest) > 2 {
-		fmt.Fprintln(std.stderr, "usage: node publish GROUP [DATA | @FILE | -]   (node publish --help)")
-		return exitUsage
-	}
-	var payload []byte
-	if len(rest) == 2 {
-		var err error
-		if payload, err = readPayload(std, rest[1]); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
-			return exitUsage
-		}
 	}
 	c, code := cf.connect(ctx, std)
 	if c == nil {
@@ -87,21 +76,9 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("request", requestHelp)
 	var cf clientFlags
 	cf.register(fs)
-	rest, code, ok := parseArgs(fs, args, std)
+	rest, payload, code, ok := destAndPayload(fs, args, std, "node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
 	if !ok {
 		return code
-	}
-	if len(rest) < 1 || len(rest) > 2 {
-		fmt.Fprintln(std.stderr, "usage: node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
-		return exitUsage
-	}
-	var payload []byte
-	if len(rest) == 2 {
-		var err error
-		if payload, err = readPayload(std, rest[1]); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
-			return exitUsage
-		}
 	}
 	c, code := cf.connect(ctx, std)
 	if c == nil {
@@ -324,4 +301,26 @@ func noticeText(n switchboard.Notice) string {
 		return "lost name " + n.Name
 	}
 	return fmt.Sprintf("%v %s %s", n.Kind, who, n.Detail)
+}
+
+// destAndPayload parses the arguments of publish and request: a
+// destination, then an optional payload (text, @FILE or - for standard
+// input). ok false means the command exits with code.
+func destAndPayload(fs *flag.FlagSet, args []string, std stdio, usage string) (rest []string, payload []byte, code int, ok bool) {
+	rest, code, ok = parseArgs(fs, args, std)
+	if !ok {
+		return nil, nil, code, false
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fmt.Fprintln(std.stderr, "usage: "+usage)
+		return nil, nil, exitUsage, false
+	}
+	if len(rest) == 2 {
+		var err error
+		if payload, err = readPayload(std, rest[1]); err != nil {
+			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			return nil, nil, exitUsage, false
+		}
+	}
+	return rest, payload, 0, true
 }
