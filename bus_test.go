@@ -570,3 +570,75 @@ func TestBusInlineRequests(t *testing.T) {
 		t.Fatalf("nested: %q %v", r, err)
 	}
 }
+
+// TestBusRequestDroppedBySocketClient: with the socket transport a client
+// that does not read drops the oldest events in its own buffer (or the
+// node's queue for it fills); a request among them is answered with an
+// error as it is dropped.
+func TestBusRequestDroppedBySocketClient(t *testing.T) {
+	n := startNode(t, WithEventQueue(16, 1<<20, DropOldest))
+	ctx := ctx5(t)
+	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventBuffer(1)) // reads nothing
+	a := dial(t, n)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Request(ctx, full.Address(), []byte("q"))
+		done <- err
+	}()
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			// Dropped by the client's buffer ("request dropped"), or by the
+			// node's queue if that filled first: either way at once, not
+			// at the deadline.
+			if !(errors.Is(err, ErrHandler) && contains(err.Error(), "request dropped")) && !errors.Is(err, ErrUndeliverable) {
+				t.Fatalf("request to a client that does not read: %v", err)
+			}
+			return
+		default:
+		}
+		if i > 2000000 {
+			t.Fatal("the request was never answered")
+		}
+		if err := a.SendTo(ctx, full.Address(), []byte("push")); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// TestBusRequestDroppedInClientBuffer: the same with a node queue deep
+// enough that only the client's own buffer overflows.
+func TestBusRequestDroppedInClientBuffer(t *testing.T) {
+	n := startNode(t, WithEventQueue(100000, 64<<20, DropOldest))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventBuffer(1))
+	a := dial(t, n)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Request(ctx, full.Address(), []byte("q"))
+		done <- err
+	}()
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrHandler) || !contains(err.Error(), "request dropped") {
+				t.Fatalf("request dropped by the client: %v", err)
+			}
+			return
+		default:
+		}
+		if i > 5000000 {
+			t.Fatal("the request was never answered")
+		}
+		if err := a.SendTo(ctx, full.Address(), []byte("push")); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+}

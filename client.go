@@ -1214,10 +1214,19 @@ func (c *Conn) pushEventDropOldest(e Event) {
 		}
 		c.received.Add(^uint64(0)) // it was counted when queued
 		c.dropped.Add(1)
+		if old.Kind == EventRequest {
+			// Its caller waits: tell it now rather than at its deadline.
+			// (The socket reader, which runs this, must not block on the
+			// request ring; a goroutine of the connection answers.)
+			h := old.handle
+			c.wg.Go(func() { c.replyPeer(h, nil, errRequestDropped) })
+		}
 	}
 	c.emu.Unlock()
 	c.pushEventCounted(e)
 }
+
+var errRequestDropped = errors.New("request dropped: the peer's event buffer was full")
 
 // TryRecvEvent returns the next event if one is waiting (poll mode).
 func (c *Conn) TryRecvEvent() (Event, bool) {
