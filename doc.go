@@ -1,5 +1,6 @@
 // Package switchboard is a local IPC bus for Go programs that share a host:
-// numbered services with synchronous calls and asynchronous events, through
+// numbered services with synchronous calls and asynchronous events, and a
+// bus of addresses, groups and names between clients, through
 // shared-memory rings, on protoactor-go actors.
 //
 // A program serves with a Node (embedded, or the cmd/node daemon) and
@@ -22,6 +23,19 @@
 // memfd passed over the Unix socket that stays open for control and
 // liveness. The node reads the client's uid, gid and pid from the kernel
 // (SO_PEERCRED) and the client checks the node's the same way.
+//
+// # The bus
+//
+// Every connection has a unique address (":n1.42"), never reused while
+// the node runs. Clients reach each other directly (SendTo, Request, to an
+// address or to a well-known name a client Owns), through groups
+// (Subscribe, Publish, RequestGroup), and follow who comes and goes on the
+// reserved groups sys.connections, sys.groups and sys.names, whose notices
+// come in one order. Nothing waits on a peer that cannot answer: a request
+// to nobody is ErrUndeliverable at once, to a peer that disconnects
+// ErrPeerGone at once. Messages from one sender to one destination arrive
+// in send order. A Policy decides, from kernel-checked credentials, who may
+// do what, on every path.
 //
 // # Concurrency
 //

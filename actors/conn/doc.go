@@ -26,6 +26,18 @@
 // oldest (the next event delivered carries the count) or disconnects the
 // client as a slow consumer.
 //
+// # The bus
+//
+// Bus frames from the client (sends, publications, requests to peers) go
+// to the node's Route callback on the pump; it hands each message to
+// Deliver, which collects them per destination and sends each destination
+// one actor message per batch of frames read, in routing order. Requests
+// to peers are tracked twice: the caller's pump counts the replies it
+// waits for (and gathers a group's), and the callee keeps the handles of
+// the requests delivered to it under a lock, so that its release can
+// answer every one of them ErrPeerGone, and a request its queue cannot
+// take is failed, never dropped silently.
+//
 // # Lifetime
 //
 // A connection ends when its socket reaches EOF (the client closed it or
