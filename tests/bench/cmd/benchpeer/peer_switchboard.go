@@ -104,6 +104,14 @@ func sbEvents(ctx context.Context, a *args) (*result, error) {
 	putU32(req, uint32(a.window))
 	putU32(req[4:], uint32(a.size))
 	callErr := make(chan error, 64)
+	var dctx context.Context
+	var dcancel context.CancelFunc
+	var dctxDeadline time.Time
+	defer func() {
+		if dcancel != nil {
+			dcancel()
+		}
+	}()
 	r, err := receiveWindows(ctx, a,
 		func() error {
 			go func() { // the reply comes after the window's events: don't wait for it here
@@ -115,8 +123,16 @@ func sbEvents(ctx context.Context, a *args) (*result, error) {
 			return nil
 		},
 		func(deadline time.Time) (int, error) {
-			dctx, cancel := context.WithDeadline(ctx, deadline)
-			defer cancel()
+			// The deadline is the same for every event of the run: one
+			// context for all of them (a context per event costs more
+			// than the event).
+			if dctx == nil || !deadline.Equal(dctxDeadline) {
+				if dcancel != nil {
+					dcancel()
+				}
+				dctx, dcancel = context.WithDeadline(ctx, deadline)
+				dctxDeadline = deadline
+			}
 			select {
 			case err := <-callErr:
 				return 0, err
