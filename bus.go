@@ -48,7 +48,7 @@ func WithMaxPending(n int) NodeOption {
 // printable ASCII without spaces, not starting with ':' (addresses do).
 func checkName(s string) error {
 	if len(s) == 0 || len(s) > pb.MaxNameLen {
-		return ErrInvalidArgument.(*pb.Error).Code.Err(fmt.Sprintf("name %q: must be 1 to %d bytes", s, pb.MaxNameLen))
+		return pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("name %q: must be 1 to %d bytes", s, pb.MaxNameLen))
 	}
 	if s[0] == ':' {
 		return pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("name %q: ':' starts addresses, not names", s))
@@ -207,6 +207,10 @@ func (n *Node) copyToMonitors(c *conn.Conn, kind uint16, dest string, to []*conn
 		}
 		if body == nil {
 			body = pb.AppendMsg(nil, c.Address(), dest, nil, payload)
+		}
+		if len(body) > m.c.MaxEvent() { // more than this monitor takes: a gap, not a broken connection
+			m.c.CountDrop()
+			continue
 		}
 		c.Deliver(m.c, &conn.Event{Service: pb.BusService, Command: pb.MsgMonitor + kind, Payload: body})
 	}
