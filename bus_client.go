@@ -142,9 +142,9 @@ func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, err
 // goroutine of its own: one goroutine hop less per request (about a
 // quarter of a peer round trip on a small machine), at a price: while the
 // handler runs, no reply or event of this connection is read, so the
-// handler must be short; calls and requests it (or anyone) makes on this
-// connection meanwhile still work, their callers reading their replies
-// themselves every 50 µs. The payload is a view, valid until the handler
+// handler must be short and must not wait for this connection's events;
+// calls and requests it (or anyone) makes on this connection meanwhile
+// still work, their callers reading their replies themselves every 50 µs. The payload is a view, valid until the handler
 // returns. It has no effect with the socket transport.
 func WithInlineRequests() DialOption {
 	return func(o *dialOptions) error { o.inline = true; return nil }
