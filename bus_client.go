@@ -144,7 +144,10 @@ func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, err
 // handler runs, no reply or event of this connection is read, so the
 // handler must be short and must not wait for this connection's events;
 // calls and requests it (or anyone) makes on this connection meanwhile
-// still work, their callers reading their replies themselves every 50 µs. The payload is a view, valid until the handler
+// still work, their callers reading their replies themselves every 50 µs.
+// (Replies nobody waits for any more are not read while it runs: a
+// handler that runs long enough for them to fill the response ring stalls
+// the connection.) The payload is a view, valid until the handler
 // returns. It has no effect with the socket transport.
 func WithInlineRequests() DialOption {
 	return func(o *dialOptions) error { o.inline = true; return nil }
@@ -482,8 +485,14 @@ func (c *Conn) busIntercept(e *Event) bool {
 			// finishCall), since the pump is busy here.
 			r := &PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle}
 			c.inHandler.Store(true)
+			c.inlineMu.Lock()
+			close(c.inlineStarted) // callers waiting for replies start reading them
+			c.inlineMu.Unlock()
 			out, err := c.o.onRequest(c.life, r)
 			c.inHandler.Store(false)
+			c.inlineMu.Lock()
+			c.inlineStarted = make(chan struct{})
+			c.inlineMu.Unlock()
 			if c.life.Err() == nil {
 				r.Respond(out, err)
 			}

@@ -642,3 +642,24 @@ func TestBusRequestDroppedInClientBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestBusGroupReplyTooManyMembers: answers that cannot fit in the
+// caller's maximum message, even cut short, fail the request with
+// ErrTooLarge; the caller keeps its connection.
+func TestBusGroupReplyTooManyMembers(t *testing.T) {
+	n := startNode(t)
+	ctx := ctx5(t)
+	for range 12 {
+		m := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) { return make([]byte, 64), nil }))
+		if err := m.Subscribe(ctx, "many"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dial(t, n, WithMaxMessageSize(256), WithRings(0, 1024, 0))
+	if _, err := c.RequestGroup(ctx, "many", nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
+		t.Fatalf("the caller lost its connection: %v", err)
+	}
+}

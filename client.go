@@ -255,9 +255,11 @@ type Conn struct {
 
 	reqq []*PeerRequest // under emu: requests waiting for the request handler
 
-	inHandler  atomic.Bool     // an inline request handler runs on the pump
-	life       context.Context // ends when the connection ends
-	lifeCancel context.CancelFunc
+	inHandler     atomic.Bool // an inline request handler runs on the pump
+	inlineMu      sync.Mutex
+	inlineStarted chan struct{}   // closed when an inline handler starts, replaced when it ends
+	life          context.Context // ends when the connection ends
+	lifeCancel    context.CancelFunc
 
 	internMu   sync.Mutex
 	interned   [8]string
@@ -396,6 +398,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
 	}
 	c.life, c.lifeCancel = context.WithCancel(context.Background())
+	c.inlineStarted = make(chan struct{})
 	if bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
 	}
@@ -489,28 +492,35 @@ func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []b
 
 // finishCall waits for a call's reply.
 func (c *Conn) finishCall(ctx context.Context, id uint64, cl *call) ([]byte, error) {
+again:
+	// With WithInlineRequests, an inline handler may hold the pump: while
+	// it runs, callers read the replies themselves every 50 µs; otherwise
+	// they wait to hear that one started.
+	var started <-chan struct{}
 	var poll <-chan time.Time
 	if c.o.inline {
-		t := time.NewTicker(50 * time.Microsecond)
-		defer t.Stop()
-		poll = t.C
-	}
-again:
-	select {
-	case <-poll: // an inline request handler holds the pump: read the replies here
+		c.inlineMu.Lock()
+		started = c.inlineStarted
+		c.inlineMu.Unlock()
 		if c.inHandler.Load() {
-			c.mapRefs.Add(1)
-			if !c.closing.Load() && c.rmu.TryLock() {
-				err := c.readResponses()
-				c.rmu.Unlock()
-				if err != nil {
-					c.mapRefs.Add(-1)
-					c.end(err)
-					goto again
-				}
-			}
-			c.mapRefs.Add(-1)
+			started, poll = nil, time.After(50*time.Microsecond)
 		}
+	}
+	select {
+	case <-started:
+		goto again
+	case <-poll:
+		c.mapRefs.Add(1)
+		if !c.closing.Load() && c.rmu.TryLock() {
+			err := c.readResponses()
+			c.rmu.Unlock()
+			if err != nil {
+				c.mapRefs.Add(-1)
+				c.end(err)
+				goto again
+			}
+		}
+		c.mapRefs.Add(-1)
 		goto again
 	case <-cl.done:
 		payload, code := cl.payload, cl.code

@@ -568,3 +568,48 @@ func TestEventLargerThanRing(t *testing.T) {
 		}
 	})
 }
+
+// TestReleaseWithBlockedSocketWriter: a socket-transport client that
+// stops reading (the node's writer blocks) and then breaks the protocol is
+// still released: a blocked write must not hold the release up.
+func TestReleaseWithBlockedSocketWriter(t *testing.T) {
+	n := startNode(t)
+	raw, err := net.Dial("unix", n.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	uc := raw.(*net.UnixConn)
+	uc.SetReadBuffer(4096)
+	if err := writeControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: "raw", Transport: pb.Transport_TRANSPORT_SOCKET}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readControl(uc)
+	if err != nil || m.GetWelcome() == nil {
+		t.Fatalf("welcome: %v %v", m, err)
+	}
+	n.mu.Lock()
+	var id uint64
+	for k := range n.conns {
+		id = k
+	}
+	cn := n.conns[id]
+	n.mu.Unlock()
+	payload := make([]byte, 32<<10)
+	// A client that never reads: its socket fills, the writer blocks.
+	for i := 0; i < 400; i++ {
+		n.SendEvent(id, 1, 1, payload)
+		if i%20 == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // sendFrames now blocked in Write: we never read
+	// A bad frame on the socket: the node ends the connection (no goodbye on this path).
+	raw.Write(make([]byte, shm.HeaderSize))
+	select {
+	case <-cn.Done():
+		t.Log("released")
+	case <-time.After(3 * time.Second):
+		t.Fatal("connection never released: release waits for sockMu held by sendFrames' blocked Write")
+	}
+}

@@ -454,6 +454,10 @@ func (c *Conn) finishGroup(id uint64, pc *peerCall) {
 		big.Code, big.Payload = pb.Code_CODE_TOO_LARGE, []byte("answer too large to gather")
 		size += len(big.Payload)
 	}
+	if size > c.cfg.MaxMessage { // too many members for this client's maximum, even without answers
+		c.Fail(id, pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d answers do not fit in %d bytes", len(pc.results), c.cfg.MaxMessage))
+		return
+	}
 	b, err := gproto.Marshal(&pb.GroupReply{Results: pc.results})
 	if err != nil {
 		c.Fail(id, pb.Code_CODE_INTERNAL, err.Error())

@@ -660,7 +660,12 @@ func (c *Conn) release() {
 	if c.cfg.OnClose != nil {
 		c.cfg.OnClose(c, c.why)
 	}
-	c.sockMu.Lock()    // not while the handshake still writes Welcome with the link's descriptors
+	// A write blocked on a client that does not read (sendFrames, a
+	// goodbye) fails now, so that the lock below comes; the lock keeps
+	// the close from overtaking a Welcome still being written with the
+	// link's descriptors.
+	c.cfg.Sock.SetWriteDeadline(time.Now())
+	c.sockMu.Lock()
 	c.cfg.Sock.Close() // ends watch
 	c.sockMu.Unlock()
 	c.mapMu.Lock()
@@ -745,9 +750,11 @@ func (c *Conn) sayGoodbye(why Reason) {
 		if err != nil {
 			return
 		}
+		// Before the lock: a write blocked on a client that does not read
+		// (sendFrames) gives up too, instead of holding the lock forever.
+		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		c.sockMu.Lock()
 		defer c.sockMu.Unlock()
-		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
 	})
 }
