@@ -229,7 +229,11 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []
 // Request sends a request to a peer (an address or a well-known name) and
 // waits for its reply. It fails with ErrUndeliverable at once if nobody is
 // there, and with ErrPeerGone at once if the peer disconnects before
-// replying; ctx's deadline bounds the wait.
+// replying; ctx's deadline bounds the wait. A peer's error arrives as
+// ErrHandler with its text; a peer may also answer ErrInvalidArgument,
+// ErrUnknownCommand, ErrTooLarge, ErrInternal, context.DeadlineExceeded or
+// context.Canceled; the node turns any other code a peer sends into
+// ErrHandler (a peer cannot pose as the node).
 func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, error) {
 	prefix, err := destPrefix(to)
 	if err != nil {
@@ -256,7 +260,7 @@ const groupGrace = 250 * time.Millisecond
 
 // RequestGroup sends a request to the members of group present at the
 // moment of sending (but this client) and returns one result per member,
-// in address order: its reply, ErrPeerGone if it left before replying, or
+// in the order the members connected: its reply, ErrPeerGone if it left before replying, or
 // context.DeadlineExceeded if ctx's deadline came first. A group with no
 // other member fails with ErrUndeliverable.
 func (c *Conn) RequestGroup(ctx context.Context, group string, payload []byte) ([]GroupResult, error) {
