@@ -2011,7 +2011,7 @@ func (x *GroupResult) GetPayload() []byte {
 }
 
 // GroupReply is the reply to a group request: one result per member
-// present when it was sent, in address order.
+// present when it was sent, in the order they connected.
 type GroupReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The results.
