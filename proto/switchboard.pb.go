@@ -1363,7 +1363,7 @@ func (x *Member) GetPid() int32 {
 // MemberList answers Members and SubscribeWithMembers.
 type MemberList struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The group's members, in address order.
+	// The group's members, in the order they connected.
 	Members       []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
