@@ -528,19 +528,4 @@ func (n *Node) Names() []NameInfo {
 }
 
 // disconnectReason maps why a connection ended to its announced reason.
-func disconnectReason(why conn.Reason) pb.DisconnectReason {
-	switch why.Code {
-	case pb.Code_CODE_OK:
-		if why.Lost {
-			return pb.DisconnectReason_DISCONNECT_LOST
-		}
-		return pb.DisconnectReason_DISCONNECT_CLOSED
-	case pb.Code_CODE_SLOW_CONSUMER:
-		return pb.DisconnectReason_DISCONNECT_EVICTED
-	case pb.Code_CODE_PROTOCOL_VIOLATION:
-		return pb.DisconnectReason_DISCONNECT_VIOLATION
-	case pb.Code_CODE_NODE_SHUTTING_DOWN:
-		return pb.DisconnectReason_DISCONNECT_SHUTDOWN
-	}
-	return pb.DisconnectReason_DISCONNECT_UNSPECIFIED
-}
+func disconnectReason(why conn.Reason) pb.DisconnectReason { return why.Disconnect() }

@@ -42,6 +42,29 @@ type Reason struct {
 	Lost bool // CODE_OK: the socket closed without the client's goodbye
 }
 
+// Disconnect maps why a connection ended to the reason its disconnection
+// is announced with.
+func (r Reason) Disconnect() pb.DisconnectReason {
+	switch r.Code {
+	case pb.Code_CODE_OK:
+		if r.Lost {
+			return pb.DisconnectReason_DISCONNECT_LOST
+		}
+		return pb.DisconnectReason_DISCONNECT_CLOSED
+	case pb.Code_CODE_SLOW_CONSUMER:
+		return pb.DisconnectReason_DISCONNECT_EVICTED
+	case pb.Code_CODE_PROTOCOL_VIOLATION:
+		return pb.DisconnectReason_DISCONNECT_VIOLATION
+	case pb.Code_CODE_NODE_SHUTTING_DOWN:
+		return pb.DisconnectReason_DISCONNECT_SHUTDOWN
+	}
+	return pb.DisconnectReason_DISCONNECT_UNSPECIFIED
+}
+
+// Why returns why the connection ended. Call it only once the connection's
+// actor has stopped (its watchers got Terminated), when it is settled.
+func (c *Conn) Why() Reason { return c.why }
+
 // OverflowPolicy is what happens when a client's event queue is full.
 type OverflowPolicy int
 

@@ -256,8 +256,8 @@ func (g *groupActor) notify(c *conn.Conn, kind pb.NoticeKind, lost bool) {
 		return
 	}
 	n := &pb.Notice{Kind: kind, Member: g.d.cfg.Member(c), Group: g.h.name}
-	if lost {
-		n.Reason = pb.DisconnectReason_DISCONNECT_LOST
+	if lost { // its actor ended: the connection's reason is settled
+		n.Reason = c.Why().Disconnect()
 		n.Detail = "disconnected"
 	}
 	b, _ := gproto.Marshal(n)

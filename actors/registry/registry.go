@@ -199,8 +199,8 @@ func (r *Registry) changed(ch group.Change) {
 	} else {
 		delete(e.groups, ch.Group)
 		n.Kind = pb.NoticeKind_NOTICE_UNSUBSCRIBED
-		if ch.Lost {
-			n.Reason, n.Detail = pb.DisconnectReason_DISCONNECT_LOST, "disconnected"
+		if ch.Lost { // its actor ended: the connection's reason is settled
+			n.Reason, n.Detail = ch.Conn.Why().Disconnect(), "disconnected"
 		}
 	}
 	r.publish(Groups, n)
