@@ -107,7 +107,7 @@ func TestCLIListingsJSON(t *testing.T) {
 		volatile []string
 		table    []string // in the human form
 	}{
-		{[]string{"ls"}, "ls.json.golden", []string{"pid", "uid", "gid", "since", "age_seconds", "bytes_in", "bytes_out"},
+		{[]string{"ls"}, "ls.json.golden", []string{"pid", "uid", "gid", "since", "age_seconds", "bytes_in", "bytes_out", "request_fill", "response_fill", "event_fill"},
 			[]string{"ADDRESS", ":golden.1  peer", "chat,news [svc.golden]", "node-cli"}},
 		{[]string{"groups"}, "groups.json.golden", nil, []string{"GROUP", "chat   2", "news   1"}},
 		{[]string{"members", "chat"}, "members.json.golden", []string{"pid", "uid", "gid"}, []string{"ADDRESS", ":golden.1  peer", ":golden.2  peer"}},
