@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -282,31 +283,38 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			fail(pb.Code_CODE_REFUSED.Err(err.Error()))
 			return
 		}
-		members := n.dir.Members(d) // the recipients: the members at this instant
+		members, h := n.dir.Lookup(d) // the recipients: the members at this instant
 		echo := f.Kind == pb.KindPublish && f.Flags&pb.FlagEcho != 0
-		targets := make([]*conn.Conn, 0, len(members))
-		for _, m := range members {
-			if m != c || echo {
-				targets = append(targets, m)
-			}
+		count := len(members)
+		if !echo && slices.Contains(members, c) {
+			count--
 		}
-		if h := n.dir.Handle(d); h != nil {
+		if h != nil {
 			h.Published.Add(1)
 		}
 		n.published.Add(1)
-		if len(targets) == 0 {
+		if count == 0 {
 			fail(pb.Code_CODE_UNDELIVERABLE.Err(fmt.Sprintf("group %q has no other member", d)))
 			return
 		}
-		n.delivered.Add(uint64(len(targets)))
+		n.delivered.Add(uint64(count))
 		n.copyToMonitors(c, f.Kind, d, nil, payload)
 		if f.Kind == pb.KindGroupCall {
+			targets := make([]*conn.Conn, 0, count)
+			for _, m := range members {
+				if m != c {
+					targets = append(targets, m)
+				}
+			}
 			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
 		took := 0
-		for _, t := range targets {
+		for _, t := range members {
+			if t == c && !echo {
+				continue
+			}
 			if len(body) > t.MaxEvent() {
 				t.CountDrop() // a member that cannot take it sees a gap
 				continue

@@ -65,16 +65,23 @@ func NewDir(cfg Config) *Dir {
 // connection id; nil if the group has none. The slice must not be
 // modified.
 func (d *Dir) Members(group string) []*conn.Conn {
+	members, _ := d.Lookup(group)
+	return members
+}
+
+// Lookup returns the group's members at this instant (as Members) and its
+// handle (nil if the group has none), in one look at the directory.
+func (d *Dir) Lookup(group string) ([]*conn.Conn, *Handle) {
 	d.mu.RLock()
 	h := d.groups[group]
 	d.mu.RUnlock()
 	if h == nil {
-		return nil
+		return nil, nil
 	}
 	if p := h.members.Load(); p != nil {
-		return *p
+		return *p, h
 	}
-	return nil
+	return nil, h
 }
 
 // Handle returns the group's handle, or nil.
