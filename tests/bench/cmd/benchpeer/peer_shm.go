@@ -1,5 +1,10 @@
 package main
 
+// The bare shared-memory peer is the physical floor the others are read
+// against: raw atomics and futexes on a mapped page, which Go cannot
+// express without unsafe. It lives in this benchmark module, outside the
+// project's own packages, where unsafe stays confined to shm/.
+
 import (
 	"context"
 	"errors"
