@@ -65,7 +65,7 @@ func checkName(s string) error {
 func reserved(group string) bool { return strings.HasPrefix(group, "sys.") }
 
 // member describes a connection in notices and listings.
-func member(c *conn.Conn) *pb.Member {
+func member(c *conn.Endpoint) *pb.Member {
 	cr := c.Cred()
 	return &pb.Member{Address: c.Address(), ClientName: c.Name(), Uid: cr.UID, Gid: cr.GID, Pid: cr.PID}
 }
@@ -90,20 +90,20 @@ func (n *Node) initBus() (registry.Config, group.Config) {
 			b, _ := gproto.Marshal(nt)
 			body := pb.AppendMsg(nil, "", g, nil, b)
 			for _, m := range ms {
-				m.SendEvents([]*conn.Event{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+				m.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 			}
 		},
-		Tell: func(c *conn.Conn, nt *pb.Notice) {
+		Tell: func(c *conn.Endpoint, nt *pb.Notice) {
 			b, _ := gproto.Marshal(nt)
-			c.SendEvents([]*conn.Event{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
+			c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
 		},
-		SetNames: func(t map[string]*conn.Conn) { n.names.Store(&t) },
+		SetNames: func(t map[string]*conn.Endpoint) { n.names.Store(&t) },
 	}
 	return rc, gc
 }
 
 // lookupAddress finds a live connection by address (":node.id").
-func (n *Node) lookupAddress(addr string) *conn.Conn {
+func (n *Node) lookupAddress(addr string) *conn.Endpoint {
 	rest, ok := strings.CutPrefix(addr, ":"+n.o.name+".")
 	if !ok {
 		return nil
@@ -113,7 +113,7 @@ func (n *Node) lookupAddress(addr string) *conn.Conn {
 		return nil
 	}
 	if c, ok := n.byID.Load(id); ok {
-		return c.(*conn.Conn)
+		return c.(*conn.Endpoint)
 	}
 	return nil
 }
@@ -122,11 +122,11 @@ func (n *Node) lookupAddress(addr string) *conn.Conn {
 // address, or a name's owner. It checks the policy for the destination as
 // given and, for a name, for the owner's address too, so that a name is no
 // way around a rule on an address.
-func (n *Node) resolve(from *conn.Conn, dest string) (*conn.Conn, error) {
+func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error) {
 	if err := n.allow(from.Cred(), ActionSend, dest); err != nil {
 		return nil, pb.Code_CODE_REFUSED.Err(err.Error())
 	}
-	var to *conn.Conn
+	var to *conn.Endpoint
 	if strings.HasPrefix(dest, ":") {
 		to = n.lookupAddress(dest)
 	} else if t := n.names.Load(); t != nil {
@@ -145,12 +145,12 @@ func (n *Node) resolve(from *conn.Conn, dest string) (*conn.Conn, error) {
 
 // monitor is a connection that watches the bus's traffic.
 type monitor struct {
-	c       *conn.Conn
+	c       *conn.Endpoint
 	targets map[string]bool // nil: everything
 }
 
 // addMonitor makes c a monitor of targets (replacing its earlier ones).
-func (n *Node) addMonitor(c *conn.Conn, targets []string) {
+func (n *Node) addMonitor(c *conn.Endpoint, targets []string) {
 	m := monitor{c: c}
 	if len(targets) > 0 {
 		m.targets = map[string]bool{}
@@ -173,7 +173,7 @@ func (n *Node) addMonitor(c *conn.Conn, targets []string) {
 }
 
 // dropMonitor forgets a connection that ended.
-func (n *Node) dropMonitor(c *conn.Conn) {
+func (n *Node) dropMonitor(c *conn.Endpoint) {
 	n.monMu.Lock()
 	defer n.monMu.Unlock()
 	p := n.monitors.Load()
@@ -193,7 +193,7 @@ func (n *Node) dropMonitor(c *conn.Conn) {
 // copy of a message. A monitor's copies go through the same bounded queue
 // as its other events: one that cannot keep up loses copies (and sees the
 // gap in Event.Dropped); the sender never waits for it.
-func (n *Node) copyToMonitors(c *conn.Conn, kind uint16, dest string, to []*conn.Conn, payload []byte) {
+func (n *Node) copyToMonitors(c *conn.Endpoint, kind uint16, dest string, to []*conn.Endpoint, payload []byte) {
 	p := n.monitors.Load()
 	if p == nil || len(*p) == 0 {
 		return
@@ -213,11 +213,11 @@ func (n *Node) copyToMonitors(c *conn.Conn, kind uint16, dest string, to []*conn
 			m.c.CountDrop()
 			continue
 		}
-		c.Deliver(m.c, &conn.Event{Service: pb.BusService, Command: pb.MsgMonitor + kind, Payload: body})
+		c.Deliver(m.c, &conn.Delivery{Service: pb.BusService, Command: pb.MsgMonitor + kind, Payload: body})
 	}
 }
 
-func anyAddress(set map[string]bool, cs []*conn.Conn) bool {
+func anyAddress(set map[string]bool, cs []*conn.Endpoint) bool {
 	for _, c := range cs {
 		if set[c.Address()] {
 			return true
@@ -227,7 +227,7 @@ func anyAddress(set map[string]bool, cs []*conn.Conn) bool {
 }
 
 // route handles a client's bus frame, on its pump.
-func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
+func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 	dest, payload, err := pb.CutDest(f.Body)
 	wantAnswer := f.Flags&pb.FlagWantAnswer != 0 || f.Kind == pb.KindPeerCall || f.Kind == pb.KindGroupCall
 	fail := func(err error) {
@@ -261,12 +261,12 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 			}
 		}
 		n.delivered.Add(1)
-		n.copyToMonitors(c, f.Kind, d, []*conn.Conn{to}, payload)
+		n.copyToMonitors(c, f.Kind, d, []*conn.Endpoint{to}, payload)
 		if f.Kind == pb.KindPeerCall {
-			c.StartRequest(f.ID, f.Aux, false, []*conn.Conn{to}, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
+			c.StartRequest(f.ID, f.Aux, false, []*conn.Endpoint{to}, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
 			return
 		}
-		c.Deliver(to, &conn.Event{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, c.Address(), d, nil, payload)})
+		c.Deliver(to, &conn.Delivery{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, c.Address(), d, nil, payload)})
 		if wantAnswer {
 			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, 1))
 		}
@@ -300,7 +300,7 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 		n.delivered.Add(uint64(count))
 		n.copyToMonitors(c, f.Kind, d, nil, payload)
 		if f.Kind == pb.KindGroupCall {
-			targets := make([]*conn.Conn, 0, count)
+			targets := make([]*conn.Endpoint, 0, count)
 			for _, m := range members {
 				if m != c {
 					targets = append(targets, m)
@@ -320,7 +320,7 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 				continue
 			}
 			took++
-			c.Deliver(t, &conn.Event{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
+			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
 		}
 		if wantAnswer {
 			if took == 0 {
@@ -333,7 +333,7 @@ func (n *Node) route(c *conn.Conn, f conn.BusFrame) {
 }
 
 // busOp serves a call to BusService, on the connection's pump.
-func (n *Node) busOp(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Result {
+func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) conn.Result {
 	refuse := func(err error) conn.Result {
 		return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
 	}
@@ -451,7 +451,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Re
 				}
 				res = marshalResult(list)
 			}
-			c.Reply(id, res)
+			c.Complete(id, res)
 		}()
 		return conn.Result{Pending: true}
 	}

@@ -203,7 +203,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	ln     *net.UnixListener
-	conns  map[uint64]*conn.Conn
+	conns  map[uint64]*conn.Endpoint
 	nextID uint64
 	hs     map[*net.UnixConn]struct{} // handshakes in progress
 	closed bool
@@ -224,8 +224,8 @@ type Node struct {
 	undeliverable atomic.Uint64
 
 	dir   *group.Dir
-	names atomic.Pointer[map[string]*conn.Conn]
-	byID  sync.Map // connection id → *conn.Conn, for the bus
+	names atomic.Pointer[map[string]*conn.Endpoint]
+	byID  sync.Map // connection id → *conn.Endpoint, for the bus
 
 	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
 
@@ -269,7 +269,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	n := &Node{
 		o:       o,
 		sys:     actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
-		conns:   map[uint64]*conn.Conn{},
+		conns:   map[uint64]*conn.Endpoint{},
 		hs:      map[*net.UnixConn]struct{}{},
 		started: time.Now(),
 	}
@@ -524,14 +524,10 @@ func (n *Node) handshake(c *net.UnixConn) {
 	srv := n.newServer()
 	cfg := conn.Config{
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
-		Transport: transportName(socketOnly), Route: n.route, MaxPending: n.o.maxPending,
+		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
-		Serve: srv.serve, Logger: n.o.logger,
+		Host: srv, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
-		OnClose: func(c *conn.Conn, why conn.Reason) {
-			srv.closed()
-			n.connClosed(c, why)
-		},
 	}
 	cn, err := conn.Start(n.sys, cfg, n.spawn)
 	if err != nil {
@@ -618,7 +614,7 @@ func (a *rootActor) Receive(ac actor.Context) {
 }
 
 // connClosed runs on a connection's pump after it stopped.
-func (n *Node) connClosed(c *conn.Conn, why conn.Reason) {
+func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	st := c.Stats()
 	n.dropped.Add(st.EventsDropped.Load())
 	if why.Code == pb.Code_CODE_PROTOCOL_VIOLATION {
@@ -692,7 +688,7 @@ func (n *Node) Connections() []ConnInfo {
 	return out
 }
 
-func connInfo(c *conn.Conn) ConnInfo {
+func connInfo(c *conn.Endpoint) ConnInfo {
 	st := c.Stats()
 	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
@@ -745,7 +741,7 @@ func (n *Node) Close() error {
 		for c := range n.hs {
 			c.Close()
 		}
-		conns := make([]*conn.Conn, 0, len(n.conns))
+		conns := make([]*conn.Endpoint, 0, len(n.conns))
 		for _, c := range n.conns {
 			conns = append(conns, c)
 		}
@@ -869,7 +865,7 @@ func transportName(socketOnly bool) string {
 	return "shm"
 }
 
-func namesLen(t *map[string]*conn.Conn) int {
+func namesLen(t *map[string]*conn.Endpoint) int {
 	if t == nil {
 		return 0
 	}

@@ -64,7 +64,7 @@ func (f HandlerFunc) ServeIPC(ctx context.Context, r *Request) ([]byte, error) {
 type Session struct {
 	Data any
 
-	c       *conn.Conn
+	c       *conn.Endpoint
 	service uint16
 }
 
@@ -131,7 +131,7 @@ type ActorRequest struct {
 	NoReply          bool
 	Context          context.Context // the caller's deadline and cancellation
 
-	c  *conn.Conn
+	c  *conn.Endpoint
 	id uint64
 }
 
@@ -140,7 +140,7 @@ func (r *ActorRequest) Respond(payload []byte, err error) {
 	if r.NoReply {
 		return
 	}
-	r.c.Reply(r.id, result(payload, err))
+	r.c.Complete(r.id, result(payload, err))
 }
 
 // result turns a handler's return values into a wire result.
@@ -173,7 +173,8 @@ func (n *Node) newServer() *connServer {
 	return &connServer{n: n, sessions: map[uint16]*Session{}, svcs: map[uint16]*service{}}
 }
 
-func (s *connServer) serve(ctx context.Context, c *conn.Conn, r *conn.Request) conn.Result {
+// Serve serves a call or a send (conn.Host).
+func (s *connServer) Serve(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) conn.Result {
 	if r.Service == pb.BusService {
 		return s.n.busOp(ctx, c, r)
 	}
@@ -220,11 +221,16 @@ func (s *connServer) serve(ctx context.Context, c *conn.Conn, r *conn.Request) c
 	return result(payload, err)
 }
 
-// closed runs the services' disconnect hooks.
-func (s *connServer) closed() {
+// Route routes a bus frame (conn.Host).
+func (s *connServer) Route(c *conn.Endpoint, f conn.BusFrame) { s.n.route(c, f) }
+
+// Closed runs the services' disconnect hooks and tells the node
+// (conn.Host).
+func (s *connServer) Closed(c *conn.Endpoint, why conn.Reason) {
 	for id, sess := range s.sessions {
 		if f := s.svcs[id].onDisconnect; f != nil {
 			f(sess)
 		}
 	}
+	s.n.connClosed(c, why)
 }

@@ -40,7 +40,7 @@ type callExpired struct {
 // message: a publisher's pump sends one per destination per batch of
 // frames it reads.
 type eventBatch struct {
-	evs   []*Event
+	evs   []*Delivery
 	bytes int64
 }
 
@@ -53,16 +53,16 @@ type busState struct {
 	pending  int // replies from peers it waits for
 	calls    map[uint64]*peerCall
 	inMu     sync.Mutex
-	incoming map[handle]*Conn // requests delivered to this client, by handle, with their caller
+	incoming map[handle]*Endpoint // requests delivered to this client, by handle, with their caller
 	inClosed bool
-	outbox   map[*Conn][]*Event
-	outOrder []*Conn
+	outbox   map[*Endpoint][]*Delivery
+	outOrder []*Endpoint
 	canceled map[uint64]bool // calls cancelled before their frame was read
 }
 
 // peerCall is one request of this connection to one peer or a group.
 type peerCall struct {
-	targets []*Conn // whose incoming tables hold its handle
+	targets []*Endpoint // whose incoming tables hold its handle
 	group   bool
 	left    int // replies still expected
 	timer   *time.Timer
@@ -73,14 +73,14 @@ type peerCall struct {
 // Expect records that this connection's client will be asked call of
 // caller, and reports false if the connection is ending (the caller then
 // knows at once that no answer will come). Any goroutine may call it.
-func (c *Conn) expect(caller *Conn, call uint64) bool {
+func (c *Endpoint) expect(caller *Endpoint, call uint64) bool {
 	c.bus.inMu.Lock()
 	defer c.bus.inMu.Unlock()
 	if c.bus.inClosed {
 		return false
 	}
 	if c.bus.incoming == nil {
-		c.bus.incoming = map[handle]*Conn{}
+		c.bus.incoming = map[handle]*Endpoint{}
 	}
 	c.bus.incoming[handle{caller.ID(), call}] = caller
 	return true
@@ -88,7 +88,7 @@ func (c *Conn) expect(caller *Conn, call uint64) bool {
 
 // requestDropped tells the caller of a request that this connection's
 // queue could not take it: a request is never dropped silently.
-func (c *Conn) requestDropped(e *Event) {
+func (c *Endpoint) requestDropped(e *Delivery) {
 	if e.caller == nil {
 		return
 	}
@@ -105,7 +105,7 @@ func (c *Conn) requestDropped(e *Event) {
 
 // forgetIncoming drops the handle of a request its caller no longer waits
 // for. Any goroutine may call it.
-func (c *Conn) forgetIncoming(caller *Conn, call uint64) {
+func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64) {
 	c.bus.inMu.Lock()
 	delete(c.bus.incoming, handle{caller.ID(), call})
 	c.bus.inMu.Unlock()
@@ -113,7 +113,7 @@ func (c *Conn) forgetIncoming(caller *Conn, call uint64) {
 
 // failIncoming, at release, tells every caller still waiting for this
 // client that it is gone.
-func (c *Conn) failIncoming() {
+func (c *Endpoint) failIncoming() {
 	c.bus.inMu.Lock()
 	in := c.bus.incoming
 	c.bus.incoming, c.bus.inClosed = nil, true
@@ -126,28 +126,28 @@ func (c *Conn) failIncoming() {
 // CountDrop counts an event dropped for this client before it reached the
 // connection; the client sees it in the next event's gap. Any goroutine
 // may call it.
-func (c *Conn) CountDrop() { c.lateDrops.Add(1) }
+func (c *Endpoint) CountDrop() { c.lateDrops.Add(1) }
 
 // MaxEvent returns the largest bus message body (prefix included) the
 // client takes: its negotiated maximum plus the prefix, and no more than
 // its event ring and queue can hold at once (a larger one would always be
 // dropped).
-func (c *Conn) MaxEvent() int {
+func (c *Endpoint) MaxEvent() int {
 	return min(c.cfg.MaxMessage+pb.MaxMsgOverhead, c.cfg.EventBytes+c.ringCap[2])
 }
 
 // Waiting returns how many replies from peers the connection waits for.
 // Any goroutine may call it (the count may be a moment old).
-func (c *Conn) Waiting() int { return int(c.pendingGauge.Load()) }
+func (c *Endpoint) Waiting() int { return int(c.pendingGauge.Load()) }
 
 // PostResult delivers a peer's answer to this connection's actor. Any
 // goroutine may call it.
-func (c *Conn) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
+func (c *Endpoint) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 
 // Deliver queues ev for dst's client. On this connection's pump only (from
 // Route): the events go out when the pump has read its batch of frames,
 // one actor message per destination, in the order Deliver was called.
-func (c *Conn) Deliver(dst *Conn, ev *Event) {
+func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 	if dst.saturated() {
 		// Its mailbox already holds all it may: the event would be dropped
 		// when the batch goes out. Count it now, for the price of an
@@ -158,7 +158,7 @@ func (c *Conn) Deliver(dst *Conn, ev *Event) {
 		return
 	}
 	if c.bus.outbox == nil {
-		c.bus.outbox = map[*Conn][]*Event{}
+		c.bus.outbox = map[*Endpoint][]*Delivery{}
 	}
 	q, ok := c.bus.outbox[dst]
 	if !ok {
@@ -167,7 +167,7 @@ func (c *Conn) Deliver(dst *Conn, ev *Event) {
 	c.bus.outbox[dst] = append(q, ev)
 }
 
-func (c *Conn) flushOutbox() {
+func (c *Endpoint) flushOutbox() {
 	for _, dst := range c.bus.outOrder {
 		dst.SendEvents(c.bus.outbox[dst])
 		delete(c.bus.outbox, dst)
@@ -178,27 +178,24 @@ func (c *Conn) flushOutbox() {
 
 // saturated reports whether the connection's mailbox holds as many events
 // as SendEvent and SendEvents let in.
-func (c *Conn) saturated() bool {
-	return c.inbox.Load() >= int64(c.cfg.EventQueue+c.ringCap[2]/64)
+func (c *Endpoint) saturated() bool {
+	return c.inbox.Load() >= c.mailboxLimit
 }
 
 // SendEvents queues events for the client, as one actor message, with the
 // bounds of SendEvent. Any goroutine may call it; it never blocks. The
 // events must not be shared with another connection (their payloads may).
-func (c *Conn) SendEvents(evs []*Event) {
-	ring := c.ev.Capacity()
-	limit := int64(c.cfg.EventQueue + ring/64)
-	byteLimit := int64(c.cfg.EventBytes + ring)
+func (c *Endpoint) SendEvents(evs []*Delivery) {
 	var bytes int64
 	for _, e := range evs {
 		bytes += int64(len(e.Payload))
 	}
-	if !c.admit(int64(len(evs)), bytes, limit, byteLimit) {
+	if !c.admit(int64(len(evs)), bytes) {
 		// Keep what fits: drop from the end of the batch.
 		keep := 0
 		var kb int64
 		for _, e := range evs {
-			if !c.admit(1, int64(len(e.Payload)), limit, byteLimit) {
+			if !c.admit(1, int64(len(e.Payload))) {
 				break
 			}
 			keep++
@@ -221,11 +218,7 @@ func (c *Conn) SendEvents(evs []*Event) {
 
 // busFrame hands a bus frame to Route; false means the connection broke
 // the protocol.
-func (c *Conn) busFrame(f BusFrame) bool {
-	if c.cfg.Route == nil {
-		c.violation("bus frames are not served here")
-		return false
-	}
+func (c *Endpoint) busFrame(f BusFrame) bool {
 	if f.Kind == pb.KindPeerReply {
 		return c.peerReply(f)
 	}
@@ -238,12 +231,12 @@ func (c *Conn) busFrame(f BusFrame) bool {
 			}
 		}
 	}()
-	c.cfg.Route(c, f)
+	c.cfg.Host.Route(c, f)
 	return !c.stopping
 }
 
 // peerReply routes the client's answer to a request back to its caller.
-func (c *Conn) peerReply(f BusFrame) bool {
+func (c *Endpoint) peerReply(f BusFrame) bool {
 	if len(f.Body) < pb.ReplyHandleSize {
 		c.violation("peer reply without its handle")
 		return false
@@ -268,7 +261,7 @@ func (c *Conn) peerReply(f BusFrame) bool {
 
 // ReplyHandle returns the handle of call of this connection, as the
 // request's recipient must quote it.
-func (c *Conn) ReplyHandle(call uint64) []byte {
+func (c *Endpoint) ReplyHandle(call uint64) []byte {
 	var b [pb.ReplyHandleSize]byte
 	binary.LittleEndian.PutUint64(b[:], c.ID())
 	binary.LittleEndian.PutUint64(b[8:], call)
@@ -277,12 +270,12 @@ func (c *Conn) ReplyHandle(call uint64) []byte {
 
 // Fail answers the client's call id with an error at once (a bus
 // operation refused, a request nobody can take). On the pump, from Route.
-func (c *Conn) Fail(id uint64, code pb.Code, text string) {
+func (c *Endpoint) Fail(id uint64, code pb.Code, text string) {
 	c.writeReply(id, Result{Code: code, Payload: []byte(text)})
 }
 
 // Answer answers the client's call id with payload. On the pump.
-func (c *Conn) Answer(id uint64, payload []byte) {
+func (c *Endpoint) Answer(id uint64, payload []byte) {
 	c.writeReply(id, Result{Payload: payload})
 }
 
@@ -293,7 +286,7 @@ func (c *Conn) Answer(id uint64, payload []byte) {
 // CODE_PEER_GONE for a member that leaves and CODE_DEADLINE_EXCEEDED for
 // one that has not answered by the deadline (aux microseconds; 0: none).
 // On the pump, from Route.
-func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, body []byte) {
+func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*Endpoint, body []byte) {
 	max := c.cfg.MaxPending
 	if max <= 0 {
 		max = 4096
@@ -342,7 +335,7 @@ func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, 
 		}
 		pc.left++
 		pc.targets = append(pc.targets, t)
-		c.Deliver(t, &Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: c, callID: id})
+		c.Deliver(t, &Delivery{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: c, callID: id})
 	}
 	if pc.left == 0 {
 		c.finishGroup(id, pc)
@@ -360,7 +353,7 @@ func (c *Conn) StartRequest(id uint64, aux uint32, group bool, targets []*Conn, 
 }
 
 // peerResult takes one answer to a request of this connection.
-func (c *Conn) peerResult(r *PeerResult) {
+func (c *Endpoint) peerResult(r *PeerResult) {
 	pc := c.bus.calls[r.CallID]
 	if pc == nil {
 		c.stats.LateReplies.Add(1)
@@ -394,7 +387,7 @@ func (c *Conn) peerResult(r *PeerResult) {
 }
 
 // expire ends a request at its deadline, or when the client cancels it.
-func (c *Conn) expire(m *callExpired) {
+func (c *Endpoint) expire(m *callExpired) {
 	pc := c.bus.calls[m.id]
 	if pc == nil {
 		if m.canceled { // before its frame was read: remember it, briefly
@@ -423,14 +416,14 @@ func (c *Conn) expire(m *callExpired) {
 	}
 }
 
-func (c *Conn) endCall(id uint64, pc *peerCall) {
+func (c *Endpoint) endCall(id uint64, pc *peerCall) {
 	if pc.timer != nil {
 		pc.timer.Stop()
 	}
 	delete(c.bus.calls, id)
 }
 
-func (c *Conn) finishGroup(id uint64, pc *peerCall) {
+func (c *Endpoint) finishGroup(id uint64, pc *peerCall) {
 	if c.ctx.Err() != nil {
 		return
 	}
@@ -467,7 +460,7 @@ func (c *Conn) finishGroup(id uint64, pc *peerCall) {
 }
 
 // stopTimers, at release, stops the deadline timers of requests in flight.
-func (c *Conn) stopTimers() {
+func (c *Endpoint) stopTimers() {
 	for id, pc := range c.bus.calls {
 		c.endCall(id, pc)
 	}

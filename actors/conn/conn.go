@@ -17,8 +17,8 @@ import (
 	gproto "google.golang.org/protobuf/proto"
 )
 
-// Request is one call or send, reassembled from its chunks.
-type Request struct {
+// Incoming is one call or send, reassembled from its chunks.
+type Incoming struct {
 	ID       uint64
 	Service  uint16
 	Command  uint16
@@ -32,7 +32,7 @@ type Request struct {
 type Result struct {
 	Payload []byte
 	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
-	Pending bool    // the reply will come later through Conn.Reply
+	Pending bool    // the reply will come later through Endpoint.Reply
 }
 
 // Reason says why a connection ended.
@@ -63,7 +63,7 @@ func (r Reason) Disconnect() pb.DisconnectReason {
 
 // Why returns why the connection ended. Call it only once the connection's
 // actor has stopped (its watchers got Terminated), when it is settled.
-func (c *Conn) Why() Reason { return c.why }
+func (c *Endpoint) Why() Reason { return c.why }
 
 // OverflowPolicy is what happens when a client's event queue is full.
 type OverflowPolicy int
@@ -72,6 +72,21 @@ const (
 	DropOldest OverflowPolicy = iota // drop the oldest queued event and count it
 	Disconnect                       // disconnect the client as a slow consumer
 )
+
+// Host is what a connection needs from its node. The pump calls it; its
+// methods run on the pump goroutine, one at a time.
+type Host interface {
+	// Serve serves a call or a send. It must not keep in.Payload unless
+	// in.Owned; a Result with Pending set is completed later with
+	// Endpoint.Complete.
+	Serve(ctx context.Context, e *Endpoint, in *Incoming) Result
+	// Route handles a bus frame from the client (a message, a publication,
+	// a request to peers): it resolves the destination and hands the
+	// message to e.Deliver or e.StartRequest, or answers e.Fail.
+	Route(e *Endpoint, f BusFrame)
+	// Closed runs once the pump has stopped, before the rings go.
+	Closed(e *Endpoint, why Reason)
+}
 
 // Config describes a connection to start.
 type Config struct {
@@ -85,9 +100,6 @@ type Config struct {
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
 	Bridge *shm.Link
-	// Route handles the client's bus frames (sends, publications, requests
-	// to peers), on the pump. Unset: bus frames are protocol violations.
-	Route func(c *Conn, f BusFrame)
 	// MaxPending bounds the replies from peers this connection waits for
 	// (default 4096).
 	MaxPending int
@@ -98,16 +110,15 @@ type Config struct {
 	EventQueue  int // events queued when the event ring is full
 	EventBytes  int // bytes queued when the event ring is full
 	Overflow    OverflowPolicy
-	Serve       func(ctx context.Context, c *Conn, r *Request) Result // on the pump; must not keep r.Payload unless Owned
-	OnClose     func(c *Conn, why Reason)                             // after the pump stopped, before the rings go
+	Host        Host // serves the requests, routes the bus frames, hears of the end
 	Logger      *slog.Logger
 	ConnContext context.Context // parent of the connection's context
 	Spin        time.Duration   // the pump's longest spin before it parks (shm.DefaultSpin when unset)
 	SpinSet     bool
 }
 
-// Conn is the node side of one connection.
-type Conn struct {
+// Endpoint is the node side of one connection.
+type Endpoint struct {
 	cfg    Config
 	sys    *actor.ActorSystem
 	pid    *actor.PID
@@ -139,10 +150,12 @@ type Conn struct {
 	bus busState
 
 	stats        Stats
-	queued       atomic.Int64  // events in the backlog (a gauge for Fill)
-	pendingGauge atomic.Int64  // bus.pending, for Waiting
-	inbox        atomic.Int64  // events sent through the mailbox and not yet received
-	inboxBytes   atomic.Int64  // their payload bytes
+	queued       atomic.Int64 // events in the backlog (a gauge for Fill)
+	pendingGauge atomic.Int64 // bus.pending, for Waiting
+	inbox        atomic.Int64 // events sent through the mailbox and not yet received
+	inboxBytes   atomic.Int64 // their payload bytes
+	mailboxLimit int64        // bounds of inbox and inboxBytes (admit)
+	mailboxBytes int64
 	lateDrops    atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
 	spinner      *shm.Spinner
 	readyFn      func() bool
@@ -171,19 +184,19 @@ type partialMsg struct {
 
 // Messages the actor accepts.
 type (
-	// Event asks the actor to send an event to its client.
-	Event struct {
+	// Delivery asks the actor to send an event to its client.
+	Delivery struct {
 		Service, Command uint16
-		Payload          []byte // not modified; may be shared between connections
-		counted          bool   // counted in inbox by SendEvent
-		sent             int    // bytes already written (chunked events)
-		seq              uint64 // sequence number, once the first chunk is written
-		aux              uint32 // drop count carried by its frames
-		caller           *Conn  // a request: who waits for the answer to its call callID
+		Payload          []byte    // not modified; may be shared between connections
+		counted          bool      // counted in inbox by SendEvent
+		sent             int       // bytes already written (chunked events)
+		seq              uint64    // sequence number, once the first chunk is written
+		aux              uint32    // drop count carried by its frames
+		caller           *Endpoint // a request: who waits for the answer to its call callID
 		callID           uint64
 	}
-	// Reply delivers a pending request's result.
-	Reply struct {
+	// Completion delivers a pending request's result (Complete).
+	Completion struct {
 		ID     uint64
 		Result Result
 	}
@@ -192,7 +205,7 @@ type (
 // Start creates the connection's actor with spawn (the node spawns it as a
 // child of its root actor, which supervises it) and starts the
 // connection's goroutines.
-func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) (*actor.PID, error)) (*Conn, error) {
+func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) (*actor.PID, error)) (*Endpoint, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -200,7 +213,7 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 	if parent == nil {
 		parent = context.Background()
 	}
-	c := &Conn{
+	c := &Endpoint{
 		cfg:      cfg,
 		sys:      sys,
 		in:       cfg.Link.Consumer(pb.RingRequest),
@@ -217,6 +230,10 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 	}
 	c.ringCap = [3]int{c.in.Capacity(), c.resp.Capacity(), c.ev.Capacity()}
 	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
+	// The mailbox holds at most what the event ring (of the smallest
+	// frames) and the event queue could hold together.
+	c.mailboxLimit = int64(cfg.EventQueue + c.ringCap[2]/shm.FrameSize(0))
+	c.mailboxBytes = int64(cfg.EventBytes + c.ringCap[2])
 	spin := shm.DefaultSpin()
 	if cfg.SpinSet {
 		spin = cfg.Spin
@@ -246,37 +263,37 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 }
 
 // PID returns the connection's actor.
-func (c *Conn) PID() *actor.PID { return c.pid }
+func (c *Endpoint) PID() *actor.PID { return c.pid }
 
 // ID returns the connection id.
-func (c *Conn) ID() uint64 { return c.cfg.ID }
+func (c *Endpoint) ID() uint64 { return c.cfg.ID }
 
 // Address returns the connection's unique address.
-func (c *Conn) Address() string { return c.cfg.Address }
+func (c *Endpoint) Address() string { return c.cfg.Address }
 
 // Name returns the client's name.
-func (c *Conn) Name() string { return c.cfg.Name }
+func (c *Endpoint) Name() string { return c.cfg.Name }
 
 // Cred returns the client's kernel-checked credentials.
-func (c *Conn) Cred() shm.Cred { return c.cfg.Cred }
+func (c *Endpoint) Cred() shm.Cred { return c.cfg.Cred }
 
 // Transport names the connection's transport ("shm" or "socket").
-func (c *Conn) Transport() string { return c.cfg.Transport }
+func (c *Endpoint) Transport() string { return c.cfg.Transport }
 
 // RingBytes returns the capacities of the request, response and event
 // rings.
-func (c *Conn) RingBytes() [3]int {
+func (c *Endpoint) RingBytes() [3]int {
 	return [3]int{c.ringCap[0], c.ringCap[1], c.ringCap[2]}
 }
 
 // Since returns when the connection started.
-func (c *Conn) Since() time.Time { return c.started }
+func (c *Endpoint) Since() time.Time { return c.started }
 
 // Fill returns the bytes waiting in the connection's request, response
 // and event rings, and how many events wait in the node's queue behind
 // the event ring. Any goroutine may call it; after the connection is
 // released it returns zeros.
-func (c *Conn) Fill() (request, response, event, queued int) {
+func (c *Endpoint) Fill() (request, response, event, queued int) {
 	c.mapMu.RLock()
 	defer c.mapMu.RUnlock()
 	if c.unmapped {
@@ -286,13 +303,13 @@ func (c *Conn) Fill() (request, response, event, queued int) {
 }
 
 // Stats returns the connection's counters.
-func (c *Conn) Stats() *Stats { return &c.stats }
+func (c *Endpoint) Stats() *Stats { return &c.stats }
 
 // Context ends when the connection ends.
-func (c *Conn) Context() context.Context { return c.ctx }
+func (c *Endpoint) Context() context.Context { return c.ctx }
 
 // Done is closed when the connection is fully released.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Endpoint) Done() <-chan struct{} { return c.done }
 
 // SendEvent queues an event for the client. Any goroutine may call it; it
 // never blocks. Events waiting in the actor's mailbox are bounded by what
@@ -302,25 +319,23 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 // reported with the next event the actor handles, which may be one sent
 // before the dropped one: the count is exact, the position of the gap is
 // not.
-func (c *Conn) SendEvent(service, command uint16, payload []byte) {
-	ring := c.ev.Capacity()
-	limit := int64(c.cfg.EventQueue + ring/shm.FrameSize(0))
-	byteLimit := int64(c.cfg.EventBytes + ring)
-	if !c.admit(1, int64(len(payload)), limit, byteLimit) {
+func (c *Endpoint) SendEvent(service, command uint16, payload []byte) {
+	if !c.admit(1, int64(len(payload))) {
 		c.lateDrops.Add(1)
 		return
 	}
-	c.sys.Root.Send(c.pid, &Event{Service: service, Command: command, Payload: payload, counted: true})
+	c.sys.Root.Send(c.pid, &Delivery{Service: service, Command: command, Payload: payload, counted: true})
 }
 
-// admit counts n events of bytes bytes into the mailbox if they fit the
-// bounds, and reports whether they did (else nothing is counted).
-func (c *Conn) admit(n, bytes, limit, byteLimit int64) bool {
-	if c.inbox.Add(n) > limit {
+// admit counts n events of bytes bytes into the mailbox if they fit its
+// bounds (mailboxLimit, mailboxBytes), and reports whether they did (else
+// nothing is counted).
+func (c *Endpoint) admit(n, bytes int64) bool {
+	if c.inbox.Add(n) > c.mailboxLimit {
 		c.inbox.Add(-n)
 		return false
 	}
-	if c.inboxBytes.Add(bytes) > byteLimit {
+	if c.inboxBytes.Add(bytes) > c.mailboxBytes {
 		c.inboxBytes.Add(-bytes)
 		c.inbox.Add(-n)
 		return false
@@ -331,25 +346,26 @@ func (c *Conn) admit(n, bytes, limit, byteLimit int64) bool {
 // SendEventFromServe queues an event for the client without the mailbox
 // hop. Only Serve may call it, on the pump, during its call; events sent
 // this way keep their order among themselves.
-func (c *Conn) SendEventFromServe(service, command uint16, payload []byte) {
-	c.queueEvent(&Event{Service: service, Command: command, Payload: payload})
+func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
+	c.queueEvent(&Delivery{Service: service, Command: command, Payload: payload})
 }
 
-// Reply delivers the result of a request that Serve left pending.
-func (c *Conn) Reply(id uint64, r Result) {
-	c.sys.Root.Send(c.pid, &Reply{ID: id, Result: r})
+// Complete delivers the result of a request that Serve left pending. Any
+// goroutine may call it.
+func (c *Endpoint) Complete(id uint64, r Result) {
+	c.sys.Root.Send(c.pid, &Completion{ID: id, Result: r})
 }
 
 // Close says goodbye to the client with why, cancels the context of the
 // request being served, and stops the connection. It does not wait; use
 // Done.
-func (c *Conn) Close(why Reason) {
+func (c *Endpoint) Close(why Reason) {
 	c.sayGoodbye(why)
 	c.end(why)
 }
 
 // end records the first reason the connection ends and starts the stop.
-func (c *Conn) end(why Reason) {
+func (c *Endpoint) end(why Reason) {
 	c.whyOnce.Do(func() {
 		c.why = why
 		c.cancel()
@@ -360,7 +376,7 @@ func (c *Conn) end(why Reason) {
 // watch reads frames from the socket until it fails: EOF means the client
 // is gone. Control frames are handled here; with the socket transport the
 // others go into the request ring.
-func (c *Conn) watch() {
+func (c *Endpoint) watch() {
 	maxFrame := 64 << 10
 	var req *shm.Producer
 	if c.cfg.Bridge != nil {
@@ -418,7 +434,7 @@ func (c *Conn) watch() {
 
 // sendFrames, for the socket transport, sends what the pump writes to the
 // response and event rings over the socket, a batch per write.
-func (c *Conn) sendFrames() {
+func (c *Endpoint) sendFrames() {
 	select { // nothing goes on the socket before the handshake's Welcome
 	case <-c.welcomed:
 	case <-c.ctx.Done():
@@ -453,7 +469,7 @@ func (c *Conn) sendFrames() {
 }
 
 // pump serves the request ring and runs the actor until the actor stops.
-func (c *Conn) pump() {
+func (c *Endpoint) pump() {
 	defer c.release()
 	for !c.stopped {
 		c.serveRequests()
@@ -469,7 +485,7 @@ func (c *Conn) pump() {
 	}
 }
 
-func (c *Conn) park() {
+func (c *Endpoint) park() {
 	if c.spinner.Spin(c.readyFn) {
 		return
 	}
@@ -504,12 +520,12 @@ func (c *Conn) park() {
 	}
 }
 
-func (c *Conn) readyToRun() bool {
+func (c *Endpoint) readyToRun() bool {
 	return c.qn.Load() > 0 || (!c.stopping && c.in.Ready()) ||
 		(c.backlog.len() > 0 && c.ev.Fits(c.nextChunk(c.backlog.peek())))
 }
 
-func (c *Conn) runMailbox() {
+func (c *Endpoint) runMailbox() {
 	for c.qn.Load() > 0 {
 		c.qmu.Lock()
 		q := c.q
@@ -523,7 +539,7 @@ func (c *Conn) runMailbox() {
 }
 
 // serveRequests handles up to a batch of request frames.
-func (c *Conn) serveRequests() {
+func (c *Endpoint) serveRequests() {
 	if c.stopping {
 		return
 	}
@@ -548,7 +564,7 @@ func (c *Conn) serveRequests() {
 
 // violation closes a connection whose client broke the protocol: logged
 // once, counted, and the client is told why.
-func (c *Conn) violation(what string) {
+func (c *Endpoint) violation(what string) {
 	if c.stopping {
 		return
 	}
@@ -561,7 +577,7 @@ func (c *Conn) violation(what string) {
 }
 
 // frame handles one request frame; false means the connection is broken.
-func (c *Conn) frame(f shm.Frame) bool {
+func (c *Endpoint) frame(f shm.Frame) bool {
 	if f.Kind < pb.KindCall || f.Kind > pb.KindPeerReply || f.Kind == pb.KindReply || f.Kind == pb.KindEvent {
 		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
 		return false
@@ -591,10 +607,10 @@ func (c *Conn) frame(f shm.Frame) bool {
 		if p.kind >= pb.KindPeerSend {
 			return c.busFrame(BusFrame{Kind: p.kind, Flags: p.flags, ID: f.ID, Aux: p.aux, Body: p.buf, Owned: true})
 		}
-		c.serve(&Request{ID: f.ID, Service: p.service, Command: p.command, Payload: p.buf, NoReply: p.kind == pb.KindSend, Deadline: p.deadline, Owned: true})
+		c.serve(&Incoming{ID: f.ID, Service: p.service, Command: p.command, Payload: p.buf, NoReply: p.kind == pb.KindSend, Deadline: p.deadline, Owned: true})
 		return true
 	}
-	c.serve(&Request{ID: f.ID, Service: f.Service, Command: f.Command, Payload: f.Body, NoReply: f.Kind == pb.KindSend, Deadline: deadline(f.Aux)})
+	c.serve(&Incoming{ID: f.ID, Service: f.Service, Command: f.Command, Payload: f.Body, NoReply: f.Kind == pb.KindSend, Deadline: deadline(f.Aux)})
 	return true
 }
 
@@ -607,7 +623,7 @@ func deadline(aux uint32) time.Time {
 
 // serve runs the Serve callback for r, recovering a panic into
 // CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
-func (c *Conn) serve(r *Request) {
+func (c *Endpoint) serve(r *Incoming) {
 	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
 		c.stats.Sends.Add(1)
 		c.call(c.ctx, r)
@@ -634,7 +650,7 @@ func (c *Conn) serve(r *Request) {
 	c.writeReply(r.ID, res)
 }
 
-func (c *Conn) call(ctx context.Context, r *Request) (res Result) {
+func (c *Endpoint) call(ctx context.Context, r *Incoming) (res Result) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.stats.Panics.Add(1)
@@ -643,11 +659,11 @@ func (c *Conn) call(ctx context.Context, r *Request) (res Result) {
 			res = Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("handler panicked")}
 		}
 	}()
-	return c.cfg.Serve(ctx, c, r)
+	return c.cfg.Host.Serve(ctx, c, r)
 }
 
 // writeReply writes a reply, in chunks if needed, waiting for room.
-func (c *Conn) writeReply(id uint64, res Result) {
+func (c *Endpoint) writeReply(id uint64, res Result) {
 	c.stats.Replies.Add(1)
 	c.stats.BytesOut.Add(uint64(len(res.Payload)))
 	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
@@ -676,13 +692,11 @@ func writeChunked(ctx context.Context, p *shm.Producer, h shm.Header, body []byt
 }
 
 // release runs once the pump has stopped.
-func (c *Conn) release() {
+func (c *Endpoint) release() {
 	c.cancel()
 	c.failIncoming()
 	c.stopTimers()
-	if c.cfg.OnClose != nil {
-		c.cfg.OnClose(c, c.why)
-	}
+	c.cfg.Host.Closed(c, c.why)
 	// A write blocked on a client that does not read (sendFrames, a
 	// goodbye) fails now, so that the lock below comes; the lock keeps
 	// the close from overtaking a Welcome still being written with the
@@ -699,7 +713,7 @@ func (c *Conn) release() {
 
 // pumpDispatcher hands mailbox runs to the pump. Schedule never blocks: it
 // may be called by the pump itself.
-type pumpDispatcher struct{ c *Conn }
+type pumpDispatcher struct{ c *Endpoint }
 
 func (d pumpDispatcher) Schedule(fn func()) {
 	c := d.c
@@ -718,18 +732,18 @@ func (d pumpDispatcher) Schedule(fn func()) {
 func (d pumpDispatcher) Throughput() int { return 300 }
 
 // connActor is the actor's behaviour; it runs on the pump.
-type connActor Conn
+type connActor Endpoint
 
 func (a *connActor) Receive(ac actor.Context) {
-	c := (*Conn)(a)
+	c := (*Endpoint)(a)
 	switch m := ac.Message().(type) {
-	case *Event:
+	case *Delivery:
 		if m.counted {
 			c.inbox.Add(-1)
 			c.inboxBytes.Add(-int64(len(m.Payload)))
 		}
 		c.queueEvent(m)
-	case *Reply:
+	case *Completion:
 		if cancel, ok := c.cancels.LoadAndDelete(m.ID); ok {
 			cancel.(context.CancelFunc)()
 		}
@@ -758,7 +772,7 @@ func (a *connActor) Receive(ac actor.Context) {
 // connection's socket, before anything else the connection writes there
 // (the socket transport's frames wait for it), and while the link's
 // descriptors are still open.
-func (c *Conn) Welcome(write func() error) error {
+func (c *Endpoint) Welcome(write func() error) error {
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()
 	defer close(c.welcomed)
@@ -767,7 +781,7 @@ func (c *Conn) Welcome(write func() error) error {
 
 // sayGoodbye sends a Goodbye control frame on the socket, once, best
 // effort. Any goroutine may call it.
-func (c *Conn) sayGoodbye(why Reason) {
+func (c *Endpoint) sayGoodbye(why Reason) {
 	c.byeOnce.Do(func() {
 		body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}})
 		if err != nil {

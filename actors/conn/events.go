@@ -9,22 +9,22 @@ import (
 // The head may be partly written: an event larger than one frame goes out
 // chunk by chunk as room appears, never blocking the pump.
 type eventQueue struct {
-	items            []*Event
+	items            []*Delivery
 	head             int
 	bytes            int
 	limit, byteLimit int
 	dropped          uint32 // dropped since the last delivered event
 }
 
-func (q *eventQueue) len() int     { return len(q.items) - q.head }
-func (q *eventQueue) peek() *Event { return q.items[q.head] }
+func (q *eventQueue) len() int        { return len(q.items) - q.head }
+func (q *eventQueue) peek() *Delivery { return q.items[q.head] }
 
-func (q *eventQueue) push(e *Event) {
+func (q *eventQueue) push(e *Delivery) {
 	q.items = append(q.items, e)
 	q.bytes += len(e.Payload)
 }
 
-func (q *eventQueue) pop() *Event {
+func (q *eventQueue) pop() *Delivery {
 	e := q.items[q.head]
 	q.items[q.head] = nil
 	q.head++
@@ -40,7 +40,7 @@ func (q *eventQueue) pop() *Event {
 
 // dropOldest drops the oldest event not yet partly written, and returns
 // it (nil if there was none).
-func (q *eventQueue) dropOldest() *Event {
+func (q *eventQueue) dropOldest() *Delivery {
 	if q.len() == 0 {
 		return nil
 	}
@@ -62,7 +62,7 @@ func (q *eventQueue) dropOldest() *Event {
 func (q *eventQueue) full() bool { return q.len() >= q.limit || q.bytes > q.byteLimit }
 
 // queueEvent writes m to the event ring, or queues it behind earlier ones.
-func (c *Conn) queueEvent(m *Event) {
+func (c *Endpoint) queueEvent(m *Delivery) {
 	if c.stopping {
 		return
 	}
@@ -104,12 +104,12 @@ func (c *Conn) queueEvent(m *Event) {
 }
 
 // nextChunk is the size of the next frame of m.
-func (c *Conn) nextChunk(m *Event) int { return min(c.ev.MaxBody(), len(m.Payload)-m.sent) }
+func (c *Endpoint) nextChunk(m *Delivery) int { return min(c.ev.MaxBody(), len(m.Payload)-m.sent) }
 
 // tryEvent writes what fits now of m, with the drop count, and reports
 // whether all of it was written. An event larger than a frame goes in
 // chunks (FlagMore) with one sequence number; its progress is kept in m.
-func (c *Conn) tryEvent(m *Event) bool {
+func (c *Endpoint) tryEvent(m *Delivery) bool {
 	for {
 		n := c.nextChunk(m)
 		if !c.ev.Fits(n) {
@@ -143,7 +143,7 @@ func (c *Conn) tryEvent(m *Event) bool {
 }
 
 // drainBacklog moves queued events into the ring while they fit.
-func (c *Conn) drainBacklog() {
+func (c *Endpoint) drainBacklog() {
 	for c.backlog.len() > 0 && !c.stopping {
 		if !c.tryEvent(c.backlog.peek()) {
 			return
@@ -155,6 +155,6 @@ func (c *Conn) drainBacklog() {
 // eventSeq is the number of the event about to be written among all the
 // events offered to this connection: the ones written before it, the ones
 // dropped, and itself. A client sees Seq grow by 1 + Dropped.
-func (c *Conn) eventSeq() uint64 {
+func (c *Endpoint) eventSeq() uint64 {
 	return c.stats.Events.Load() + c.stats.EventsDropped.Load() + 1
 }

@@ -15,7 +15,7 @@ import (
 // Change is a membership change, as the group announces it.
 type Change struct {
 	Group  string
-	Conn   *conn.Conn
+	Conn   *conn.Endpoint
 	Joined bool
 	// Lost: the member left because its connection ended (the actor saw it
 	// terminate), not by unsubscribing.
@@ -36,7 +36,7 @@ type Config struct {
 	// before the member that asked for it gets its reply.
 	Announce func(Change)
 	// Member describes a connection in member lists and notices.
-	Member func(c *conn.Conn) *pb.Member
+	Member func(c *conn.Endpoint) *pb.Member
 }
 
 // Dir is the directory of groups.
@@ -51,9 +51,9 @@ type Dir struct {
 type Handle struct {
 	name      string
 	pid       *actor.PID
-	members   atomic.Pointer[[]*conn.Conn] // sorted by connection id
-	ops       int                          // under Dir.mu: operations sent and not yet handled
-	Published atomic.Uint64                // messages published to it
+	members   atomic.Pointer[[]*conn.Endpoint] // sorted by connection id
+	ops       int                              // under Dir.mu: operations sent and not yet handled
+	Published atomic.Uint64                    // messages published to it
 }
 
 // NewDir returns an empty directory.
@@ -64,14 +64,14 @@ func NewDir(cfg Config) *Dir {
 // Members returns the group's members at this instant, sorted by
 // connection id; nil if the group has none. The slice must not be
 // modified.
-func (d *Dir) Members(group string) []*conn.Conn {
+func (d *Dir) Members(group string) []*conn.Endpoint {
 	members, _ := d.Lookup(group)
 	return members
 }
 
 // Lookup returns the group's members at this instant (as Members) and its
 // handle (nil if the group has none), in one look at the directory.
-func (d *Dir) Lookup(group string) ([]*conn.Conn, *Handle) {
+func (d *Dir) Lookup(group string) ([]*conn.Endpoint, *Handle) {
 	d.mu.RLock()
 	h := d.groups[group]
 	d.mu.RUnlock()
@@ -114,25 +114,25 @@ func (d *Dir) List() []Info {
 // Join adds c to group, creating the group if needed; the group answers
 // c's call id (with the member list if withMembers, and c then gets the
 // group's later membership changes as notices).
-func (d *Dir) Join(group string, c *conn.Conn, id uint64, withMembers bool) error {
+func (d *Dir) Join(group string, c *conn.Endpoint, id uint64, withMembers bool) error {
 	return d.op(group, true, &join{c: c, id: id, withMembers: withMembers})
 }
 
 // Leave removes c from group and answers its call id.
-func (d *Dir) Leave(group string, c *conn.Conn, id uint64) {
+func (d *Dir) Leave(group string, c *conn.Endpoint, id uint64) {
 	if err := d.op(group, false, &leave{c: c, id: id}); err != nil {
-		c.Reply(id, conn.Result{})
+		c.Complete(id, conn.Result{})
 	}
 }
 
 type (
 	join struct {
-		c           *conn.Conn
+		c           *conn.Endpoint
 		id          uint64
 		withMembers bool
 	}
 	leave struct {
-		c  *conn.Conn
+		c  *conn.Endpoint
 		id uint64
 	}
 )
@@ -153,7 +153,7 @@ func (d *Dir) op(group string, create bool, m any) error {
 		name := "group-" + itoa(d.next)
 		d.mu.Unlock()
 		nh := &Handle{name: group}
-		g := &groupActor{d: d, h: nh, members: map[uint64]*conn.Conn{}, byPID: map[string]*conn.Conn{}}
+		g := &groupActor{d: d, h: nh, members: map[uint64]*conn.Endpoint{}, byPID: map[string]*conn.Endpoint{}}
 		pid, err := d.cfg.Spawn(actor.PropsFromProducer(func() actor.Actor { return g }), name)
 		if err != nil {
 			return err
@@ -179,9 +179,9 @@ var errNoGroup = pb.Code_CODE_INVALID_ARGUMENT.Err("no such group")
 type groupActor struct {
 	d        *Dir
 	h        *Handle
-	members  map[uint64]*conn.Conn
-	byPID    map[string]*conn.Conn
-	watchers map[uint64]*conn.Conn // members that asked for membership notices
+	members  map[uint64]*conn.Endpoint
+	byPID    map[string]*conn.Endpoint
+	watchers map[uint64]*conn.Endpoint // members that asked for membership notices
 }
 
 func (g *groupActor) Receive(ac actor.Context) {
@@ -190,7 +190,7 @@ func (g *groupActor) Receive(ac actor.Context) {
 		g.join(ac, m)
 		g.done(ac, true)
 	case *leave:
-		reply := func() { m.c.Reply(m.id, conn.Result{}) }
+		reply := func() { m.c.Complete(m.id, conn.Result{}) }
 		if !g.remove(ac, m.c, false, reply) {
 			reply()
 		}
@@ -217,7 +217,7 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		}
 		res.Payload, _ = gproto.Marshal(list)
 	}
-	reply := func() { c.Reply(m.id, res) }
+	reply := func() { c.Complete(m.id, res) }
 	if _, ok := g.members[c.ID()]; ok || c.Context().Err() != nil {
 		reply() // already a member (or going): nothing to announce
 	} else {
@@ -231,7 +231,7 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 	if m.withMembers {
 		if _, ok := g.members[c.ID()]; ok {
 			if g.watchers == nil {
-				g.watchers = map[uint64]*conn.Conn{}
+				g.watchers = map[uint64]*conn.Endpoint{}
 			}
 			g.watchers[c.ID()] = c
 		}
@@ -240,7 +240,7 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 
 // remove takes c out of the group; false if it was not a member (then
 // done is not called).
-func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool, done func()) bool {
+func (g *groupActor) remove(ac actor.Context, c *conn.Endpoint, lost bool, done func()) bool {
 	if _, ok := g.members[c.ID()]; !ok {
 		return false
 	}
@@ -258,7 +258,7 @@ func (g *groupActor) remove(ac actor.Context, c *conn.Conn, lost bool, done func
 
 // notify tells the group's watchers (but the member concerned) of a
 // change.
-func (g *groupActor) notify(c *conn.Conn, kind pb.NoticeKind, lost bool) {
+func (g *groupActor) notify(c *conn.Endpoint, kind pb.NoticeKind, lost bool) {
 	if len(g.watchers) == 0 {
 		return
 	}
@@ -271,17 +271,17 @@ func (g *groupActor) notify(c *conn.Conn, kind pb.NoticeKind, lost bool) {
 	body := pb.AppendMsg(nil, "", g.h.name, nil, b)
 	for id, w := range g.watchers {
 		if id != c.ID() {
-			w.SendEvents([]*conn.Event{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+			w.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 		}
 	}
 }
 
-func (g *groupActor) sorted() []*conn.Conn {
-	out := make([]*conn.Conn, 0, len(g.members))
+func (g *groupActor) sorted() []*conn.Endpoint {
+	out := make([]*conn.Endpoint, 0, len(g.members))
 	for _, c := range g.members {
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b *conn.Conn) int { return cmp.Compare(a.ID(), b.ID()) })
+	slices.SortFunc(out, func(a, b *conn.Endpoint) int { return cmp.Compare(a.ID(), b.ID()) })
 	return out
 }
 

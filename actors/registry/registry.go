@@ -24,10 +24,10 @@ type Entry struct {
 	ID      uint64
 	Address string
 	Since   time.Time
-	PID     *actor.PID // the connection's actor, watched by the registry
-	Conn    *conn.Conn // name, credentials, counters (nil in tests)
-	Groups  []string   // in List's answer: its groups, sorted
-	Names   []string   // in List's answer: the names it owns, sorted
+	PID     *actor.PID     // the connection's actor, watched by the registry
+	Conn    *conn.Endpoint // name, credentials, counters (nil in tests)
+	Groups  []string       // in List's answer: its groups, sorted
+	Names   []string       // in List's answer: the names it owns, sorted
 }
 
 // Messages the registry accepts.
@@ -52,13 +52,13 @@ type (
 	// Own asks for a well-known name for Conn; the registry answers Conn's
 	// call ID with an OwnReply.
 	Own struct {
-		Conn *conn.Conn
+		Conn *conn.Endpoint
 		Name string
 		ID   uint64
 	}
 	// Release gives up a name, or a place in its queue, and answers ID.
 	Release struct {
-		Conn *conn.Conn
+		Conn *conn.Endpoint
 		Name string
 		ID   uint64
 	}
@@ -84,11 +84,11 @@ type Config struct {
 	// Publish sends a notice to the members of a reserved group.
 	Publish func(group string, n *pb.Notice)
 	// Tell sends a notice to one connection.
-	Tell func(c *conn.Conn, n *pb.Notice)
+	Tell func(c *conn.Endpoint, n *pb.Notice)
 	// Member describes a connection in notices.
-	Member func(c *conn.Conn) *pb.Member
+	Member func(c *conn.Endpoint) *pb.Member
 	// SetNames receives the name table after every change: name → owner.
-	SetNames func(map[string]*conn.Conn)
+	SetNames func(map[string]*conn.Endpoint)
 }
 
 type entry struct {
@@ -104,14 +104,14 @@ type entry struct {
 type Registry struct {
 	cfg   Config
 	byID  map[uint64]*entry
-	byPID map[string]uint64       // actor id -> connection id, for Terminated
-	names map[string][]*conn.Conn // owner first, then standbys
+	byPID map[string]uint64           // actor id -> connection id, for Terminated
+	names map[string][]*conn.Endpoint // owner first, then standbys
 }
 
 // New returns a registry actor producer.
 func New(cfg Config) actor.Producer {
 	return func() actor.Actor {
-		return &Registry{cfg: cfg, byID: map[uint64]*entry{}, byPID: map[string]uint64{}, names: map[string][]*conn.Conn{}}
+		return &Registry{cfg: cfg, byID: map[uint64]*entry{}, byPID: map[string]uint64{}, names: map[string][]*conn.Endpoint{}}
 	}
 }
 
@@ -142,10 +142,10 @@ func (r *Registry) Receive(c actor.Context) {
 	case *Changed:
 		r.changed(m.Change)
 	case *Own:
-		m.Conn.Reply(m.ID, r.own(m.Conn, m.Name))
+		m.Conn.Complete(m.ID, r.own(m.Conn, m.Name))
 	case *Release:
 		r.release(m.Conn, m.Name)
-		m.Conn.Reply(m.ID, conn.Result{})
+		m.Conn.Complete(m.ID, conn.Result{})
 	case *List:
 		out := make([]Entry, 0, len(r.byID))
 		for _, e := range r.byID {
@@ -207,7 +207,7 @@ func (r *Registry) changed(ch group.Change) {
 }
 
 // own gives name to c, or queues c for it.
-func (r *Registry) own(c *conn.Conn, name string) conn.Result {
+func (r *Registry) own(c *conn.Endpoint, name string) conn.Result {
 	e := r.byID[c.ID()]
 	if e == nil {
 		return conn.Result{Code: pb.Code_CODE_PEER_GONE, Payload: []byte("connection ending")}
@@ -229,7 +229,7 @@ func (r *Registry) own(c *conn.Conn, name string) conn.Result {
 
 // release takes c out of name's queue; if it owned the name, the next in
 // line gets it.
-func (r *Registry) release(c *conn.Conn, name string) {
+func (r *Registry) release(c *conn.Endpoint, name string) {
 	q := r.names[name]
 	pos := slices.Index(q, c)
 	if pos < 0 {
@@ -245,7 +245,7 @@ func (r *Registry) release(c *conn.Conn, name string) {
 		r.names[name] = q
 	}
 	if pos == 0 {
-		var next *conn.Conn
+		var next *conn.Endpoint
 		if len(q) > 0 {
 			next = q[0]
 		}
@@ -254,9 +254,9 @@ func (r *Registry) release(c *conn.Conn, name string) {
 }
 
 // handover announces a name's new owner (nil: none) and updates the table.
-func (r *Registry) handover(name string, old, next *conn.Conn, detail string) {
+func (r *Registry) handover(name string, old, next *conn.Endpoint, detail string) {
 	if r.cfg.SetNames != nil {
-		t := make(map[string]*conn.Conn, len(r.names))
+		t := make(map[string]*conn.Endpoint, len(r.names))
 		for n, q := range r.names {
 			t[n] = q[0]
 		}
