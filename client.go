@@ -1,11 +1,13 @@
 package switchboard
 
 import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
+
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"runtime"
@@ -14,24 +16,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
-	gproto "google.golang.org/protobuf/proto"
-)
-
-// DialOption configures Dial.
-type DialOption func(*dialOptions) error
-
-// Transport is how a connection's frames travel.
-type Transport int
-
-const (
-	// TransportSHM: shared-memory rings in a sealed memfd (the default).
-	TransportSHM Transport = iota
-	// TransportSocket: the same frames over the Unix socket, for a client
-	// that cannot map memory shared with the node.
-	TransportSocket
 )
 
 type dialOptions struct {
@@ -52,10 +38,16 @@ type dialOptions struct {
 	spin       *time.Duration
 }
 
-// WithSocket sets the node's socket path (default DefaultSocketPath()).
-func WithSocket(path string) DialOption {
-	return func(o *dialOptions) error { o.socket = path; return nil }
-}
+// Transport is how a connection's frames travel.
+type Transport int
+
+const (
+	// TransportSHM: shared-memory rings in a sealed memfd (the default).
+	TransportSHM Transport = iota
+	// TransportSocket: the same frames over the Unix socket, for a client
+	// that cannot map memory shared with the node.
+	TransportSocket
+)
 
 // WithTransport chooses how frames travel (default TransportSHM).
 func WithTransport(t Transport) DialOption {
@@ -65,31 +57,6 @@ func WithTransport(t Transport) DialOption {
 // WithClientName names this client to the node (listings, logs).
 func WithClientName(name string) DialOption {
 	return func(o *dialOptions) error { o.name = name; return nil }
-}
-
-// WithRings asks for ring sizes in bytes (0 keeps the node's default); the
-// node rounds them to powers of two within its limits.
-func WithRings(request, response, event int) DialOption {
-	return func(o *dialOptions) error {
-		for _, n := range []int{request, response, event} {
-			if n < 0 || n > math.MaxUint32 {
-				return fmt.Errorf("switchboard: ring size %d out of range", n)
-			}
-		}
-		o.rings = [3]uint32{uint32(request), uint32(response), uint32(event)}
-		return nil
-	}
-}
-
-// WithMaxMessageSize asks for a smaller message limit than the node's.
-func WithMaxMessageSize(n int) DialOption {
-	return func(o *dialOptions) error {
-		if n <= 0 || n > math.MaxUint32 {
-			return fmt.Errorf("switchboard: max message %d out of range", n)
-		}
-		o.maxMessage = uint32(n)
-		return nil
-	}
 }
 
 // WithNodeUID sets the uid the node's process must run as; the default
@@ -109,96 +76,6 @@ func WithEventHandler(f func(Event)) DialOption {
 // WithEventActor delivers each event as an *Event message to pid.
 func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 	return func(o *dialOptions) error { o.actorSys, o.actorPID = sys, pid; return nil }
-}
-
-// WithEventBuffer bounds the events held in this process before they are
-// delivered (default 1024). When it is full the connection stops reading
-// its event ring, and the node's queue and overflow policy take over.
-func WithEventBuffer(n int) DialOption {
-	return func(o *dialOptions) error {
-		if n <= 0 {
-			return errors.New("switchboard: event queue must hold at least one event")
-		}
-		o.eventQueue = n
-		return nil
-	}
-}
-
-// WithSpin sets how long waits spin before parking (see shm.WithSpin).
-func WithSpin(d time.Duration) DialOption {
-	return func(o *dialOptions) error { o.spin = &d; return nil }
-}
-
-// Event is an asynchronous message from the node.
-type Event struct {
-	Service, Command uint16
-	Payload          []byte
-	Seq              uint64 // the event's number on this connection
-	Dropped          uint64 // events the node dropped just before this one
-
-	// Bus messages (Service is BusService): what it is, the sender's
-	// address ("" for the node), and where it was sent (an address, a
-	// name, a group).
-	Kind      EventKind
-	From, To  string
-	Monitored EventKind // for EventMonitor: the kind of the message copied
-
-	rc     *Conn // a request's connection, for Reply
-	handle [pb.ReplyHandleSize]byte
-
-	pool *bufPool // the payload's buffer comes from this pool
-	view *Conn    // the payload is in place in this connection's event ring
-	gen  uint64   // which in-place event, for Release
-}
-
-// Release hands the event's payload buffer back for reuse by later events
-// of the same size class, sparing the allocation and the cache misses of a
-// fresh buffer (worth it for large events). The payload must not be used
-// afterwards. Calling it is optional; call it at most once.
-func (e Event) Release() {
-	switch {
-	case e.view != nil:
-		e.view.releaseView(e.gen)
-	case e.pool != nil:
-		e.pool.put(e.Payload)
-	}
-}
-
-// bufPool keeps a few large payload buffers for reuse.
-type bufPool struct {
-	mu   sync.Mutex
-	free [][]byte
-}
-
-const (
-	poolMin  = 4 << 10 // smaller payloads are cheap to allocate
-	poolKeep = 64      // buffers kept at most
-)
-
-// get returns a buffer holding a copy of b: a pooled one if it fits.
-func (p *bufPool) get(b []byte) []byte {
-	if len(b) >= poolMin {
-		p.mu.Lock()
-		if n := len(p.free); n > 0 && cap(p.free[n-1]) >= len(b) {
-			buf := p.free[n-1]
-			p.free = p.free[:n-1]
-			p.mu.Unlock()
-			return append(buf[:0], b...)
-		}
-		p.mu.Unlock()
-	}
-	return append([]byte(nil), b...)
-}
-
-func (p *bufPool) put(b []byte) {
-	if cap(b) < poolMin {
-		return
-	}
-	p.mu.Lock()
-	if len(p.free) < poolKeep {
-		p.free = append(p.free, b[:0])
-	}
-	p.mu.Unlock()
 }
 
 // Conn is a client's connection to a node. It is safe for concurrent use.
@@ -270,14 +147,6 @@ type Conn struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
-
-type call struct {
-	done    chan struct{}
-	payload []byte
-	code    pb.Code
-}
-
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 // Dial connects to a node, checks that the node's process runs as the
 // expected user, and sets up the connection's rings.
@@ -439,224 +308,25 @@ func (c *Conn) Data() any {
 	return c.data
 }
 
-// Call sends a request to service and command and waits for the reply.
-// ctx's deadline travels to the handler; cancelling ctx abandons the call
-// (a late reply is discarded) and tells the node. If the node goes away
-// the call fails with ErrNodeGone at once.
-func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte) ([]byte, error) {
-	id, cl, err := c.startCall(ctx, service, command, payload)
-	if err != nil {
-		return nil, err
-	}
-	c.lead(cl)
-	return c.finishCall(ctx, id, cl)
-}
-
-// startCall registers a call and writes its request.
-func (c *Conn) startCall(ctx context.Context, service, command uint16, payload []byte) (uint64, *call, error) {
-	return c.startFrame(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, payload)
-}
-
-// startFrame registers a call and writes its frame: h with its ID and
-// deadline filled in, and a body of prefix then payload.
-func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []byte) (uint64, *call, error) {
-	if len(prefix)+len(payload) > c.maxMsg {
-		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		us := time.Until(dl).Microseconds()
-		if us <= 0 {
-			return 0, nil, context.DeadlineExceeded
-		}
-		h.Aux = uint32(min(us, math.MaxUint32))
-	}
-	id := c.nextID.Add(1)
-	h.ID = id
-	cl := callPool.Get().(*call)
+// FlowControl reports the connection's backlog and losses.
+func (c *Conn) FlowControl() FlowControl {
 	c.pmu.Lock()
-	if err := c.goneErr; err != nil {
-		c.pmu.Unlock()
-		callPool.Put(cl)
-		return 0, nil, err
-	}
-	c.pending[id] = cl
+	inflight := len(c.pending)
 	c.pmu.Unlock()
-	if err := c.writeParts(ctx, h, prefix, payload); err != nil {
-		if c.forget(id) {
-			callPool.Put(cl)
-		}
-		return 0, nil, err
-	}
-	return id, cl, nil
+	c.emu.Lock()
+	waiting := len(c.equeue) - c.ehead
+	c.emu.Unlock()
+	return FlowControl{InFlight: inflight, EventsWaiting: waiting, EventsTotal: c.received.Load(),
+		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load()}
 }
 
-// finishCall waits for a call's reply.
-func (c *Conn) finishCall(ctx context.Context, id uint64, cl *call) ([]byte, error) {
-again:
-	// With WithInlineRequests, an inline handler may hold the pump: while
-	// it runs, callers read the replies themselves every 50 µs; otherwise
-	// they wait to hear that one started.
-	var started <-chan struct{}
-	var poll <-chan time.Time
-	if c.o.inline {
-		c.inlineMu.Lock()
-		started = c.inlineStarted
-		c.inlineMu.Unlock()
-		if c.inHandler.Load() {
-			started, poll = nil, time.After(50*time.Microsecond)
-		}
-	}
-	select {
-	case <-started:
-		goto again
-	case <-poll:
-		c.mapRefs.Add(1)
-		if !c.closing.Load() && c.rmu.TryLock() {
-			err := c.readResponses()
-			c.rmu.Unlock()
-			if err != nil {
-				c.mapRefs.Add(-1)
-				c.end(err)
-				goto again
-			}
-		}
-		c.mapRefs.Add(-1)
-		goto again
-	case <-cl.done:
-		payload, code := cl.payload, cl.code
-		cl.payload = nil
-		callPool.Put(cl)
-		if code != pb.Code_CODE_OK {
-			return nil, replyError(code, string(payload))
-		}
-		return payload, nil
-	case <-ctx.Done():
-		if c.forget(id) {
-			callPool.Put(cl)
-			c.cancelCall(id)
-		}
-		return nil, ctx.Err()
-	case <-c.gone:
-		c.forget(id)
-		return nil, c.err()
-	}
-}
-
-// replyError turns a reply's code and text into the caller's error.
-func replyError(code pb.Code, text string) error {
-	switch code {
-	case pb.Code_CODE_DEADLINE_EXCEEDED: // the handler saw the deadline first
-		return context.DeadlineExceeded
-	case pb.Code_CODE_CANCELED:
-		return context.Canceled
-	}
-	return codeError(code, text)
-}
-
-// lead spins for a while reading the response ring itself, so that a reply
-// that comes quickly reaches its caller without a wake-up of the pump and
-// a goroutine switch. One caller at a time spins; the others block.
-func (c *Conn) lead(cl *call) {
-	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {
-		return
-	}
-	defer c.spinning.Store(false)
-	start := time.Now()
-	for i := 1; len(cl.done) == 0; i++ {
-		// Close unmaps only once closing is set and no caller counts in
-		// mapRefs; the ring is read only under rmu, which Close takes too.
-		c.mapRefs.Add(1)
-		if c.closing.Load() {
-			c.mapRefs.Add(-1)
-			return
-		}
-		if c.resp.Unreleased() && c.rmu.TryLock() {
-			err := c.readResponses()
-			c.rmu.Unlock()
-			if err != nil {
-				c.mapRefs.Add(-1)
-				c.end(err)
-				return
-			}
-		}
-		c.mapRefs.Add(-1)
-		if i%64 == 0 && time.Since(start) > c.spin {
-			return
-		}
-	}
-}
-
-// forget removes a pending call; false means a reply is being delivered.
-func (c *Conn) forget(id uint64) bool {
-	c.pmu.Lock()
-	defer c.pmu.Unlock()
-	if _, ok := c.pending[id]; !ok {
-		return false
-	}
-	delete(c.pending, id)
-	return true
-}
-
-// cancelCall tells the node to cancel call id's context (best effort).
-func (c *Conn) cancelCall(id uint64) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closed {
-		return
-	}
-	c.sockMu.Lock()
-	defer c.sockMu.Unlock()
-	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	writeControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
-	c.sock.SetWriteDeadline(time.Time{})
-}
-
-// Send sends a request without waiting for, or getting, a reply.
-func (c *Conn) Send(ctx context.Context, service, command uint16, payload []byte) error {
-	if len(payload) > c.maxMsg {
-		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
-	}
-	if err := c.err(); err != nil {
-		return err
-	}
-	return c.write(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, payload)
-}
-
-// write writes a request, in chunks if it is larger than a frame, waiting
-// for room in the ring.
-func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
-	return c.writeParts(ctx, h, nil, payload)
-}
-
-// writeParts writes a frame whose body is prefix then payload.
-func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closed {
-		return ErrClosed
-	}
-	max := c.req.MaxBody()
-	var err error
-	if len(prefix)+len(payload) <= max {
-		err = c.req.Write(ctx, h, prefix, payload)
-	} else {
-		if len(prefix) > 0 {
-			payload = append(append(make([]byte, 0, len(prefix)+len(payload)), prefix...), payload...)
-		}
-		for len(payload) > max && err == nil {
-			h.Flags |= pb.FlagMore
-			err = c.req.Write(ctx, h, payload[:max])
-			payload = payload[max:]
-		}
-		if err == nil {
-			h.Flags &^= pb.FlagMore
-			err = c.req.Write(ctx, h, payload)
-		}
-	}
-	if errors.Is(err, shm.ErrClosed) {
-		return c.err()
-	}
-	return err
+// FlowControl describes the connection's backlog.
+type FlowControl struct {
+	InFlight      int    // calls waiting for a reply
+	EventsWaiting int    // events received and not yet taken
+	EventsTotal   uint64 // events received
+	EventsDropped uint64 // events the node dropped for this connection
+	LateReplies   uint64 // replies that arrived after their call gave up
 }
 
 // err returns why the connection ended, or nil.
@@ -795,575 +465,15 @@ func (c *Conn) sendFrames() {
 	}
 }
 
-// The client's local rings for the socket transport, seen from the node's
-// side (the bridge): unlike the node's layout, the bridge's two goroutines
-// (socket to rings, rings to socket) each wait on a doorbell of their own.
-const (
-	clientBellRequestData = 0
-	clientBellRingSpace   = 3
-)
-
-// clientLayout reports whether the node's segment has the ring layout of
-// the protocol, doorbells included (connRings).
-func clientLayout(l *shm.Link) bool {
-	if l.NumRings() != 3 {
-		return false
-	}
-	want := connRings([3]int{})
-	for r := range 3 {
-		got := l.Spec(r)
-		if got.CreatorWrites != want[r].CreatorWrites || got.DataBell != want[r].DataBell || got.SpaceBell != want[r].SpaceBell {
-			return false
-		}
-	}
-	return true
-}
-
-func clientLocalRings(sizes [3]int) []shm.RingSpec {
-	return []shm.RingSpec{
-		pb.RingRequest:  {Capacity: sizes[0], DataBell: clientBellRequestData, SpaceBell: pb.BellRequestSpace},
-		pb.RingResponse: {Capacity: sizes[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: clientBellRingSpace},
-		pb.RingEvent:    {Capacity: sizes[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: clientBellRingSpace},
-	}
-}
-
-// pump reads replies and events.
-func (c *Conn) pump() {
-	for !c.closing.Load() {
-		c.rmu.Lock()
-		err := c.readResponses()
-		c.rmu.Unlock()
-		if err == nil && c.evmu.TryLock() { // held by an event viewed in place: replies go on
-			err = c.readEvents()
-			c.evmu.Unlock()
-		}
-		if err != nil {
-			c.end(err)
-			return
-		}
-		if c.closing.Load() {
-			return
-		}
-		c.rmu.Lock()
-		c.resp.Arm()
-		c.rmu.Unlock()
-		room := c.eventRoom() && !c.viewHeld.Load()
-		if room && c.evmu.TryLock() {
-			c.ev.Arm()
-			c.evmu.Unlock()
-		}
-		err = c.bell.WaitUntil(context.Background(), func() bool {
-			// A wake-up consumes the announcement that caused it; a caller
-			// spinning in lead may have taken the reply meanwhile, so
-			// announce again before looking (else the next reply would
-			// wait for WaitUntil's re-check).
-			c.resp.Rearm()
-			if room {
-				c.ev.Rearm()
-			}
-			return c.closing.Load() || c.resp.Unreleased() ||
-				(room && c.ev.Unreleased()) || (!room && c.eventRoom() && !c.viewHeld.Load())
-		})
-		c.resp.Disarm()
-		c.ev.Disarm()
-		if err != nil {
-			if !errors.Is(err, shm.ErrClosed) {
-				c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
-			}
-			return
-		}
-	}
-}
-
-// readEvents moves events from the event ring to the event queue while it
-// has room. The caller holds evmu.
-func (c *Conn) readEvents() error {
-	defer c.ev.Release()
-	for range 64 {
-		if !c.eventRoom() {
-			return nil
-		}
-		f, err := c.ev.Next()
-		if err == shm.ErrRingEmpty {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
-		}
-		if err := c.queueEventFrame(f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// queueEventFrame queues (a copy of) one event frame, reassembling chunks.
-// The caller holds evmu.
-func (c *Conn) queueEventFrame(f shm.Frame) error {
-	if f.Kind != pb.KindEvent {
-		return fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind)
-	}
-	if c.evPartial != nil || f.Flags&pb.FlagMore != 0 {
-		c.evPartial = append(c.evPartial, f.Body...)
-		if len(c.evPartial) > c.maxMsg+pb.MaxMsgOverhead {
-			return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
-		}
-		if f.Flags&pb.FlagMore == 0 {
-			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
-			c.evPartial = nil
-		}
-		return nil
-	}
-	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
-	return nil
-}
-
-// RecvEventView is RecvEvent without the copy, when it can: an event still
-// in the event ring is returned in place, its Payload a view of shared
-// memory, valid (and holding up the connection's other events) until the
-// event's Release, which must then be called, before Close too. Events
-// already queued in this process come first, as copies. Treat the bytes as
-// untrusted.
-func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
-	start := time.Now()
-	for i := 1; ; i++ {
-		if e, ok, more := c.tryRecv(); ok {
-			if more {
-				c.passWake()
-			}
-			return e, nil
-		}
-		if c.evmu.TryLock() {
-			e, ok, err := c.viewEvent()
-			if ok {
-				return e, nil // evmu stays held until e.Release
-			}
-			c.evmu.Unlock()
-			if err != nil {
-				c.end(err)
-				return Event{}, err
-			}
-		}
-		if i%64 != 0 || time.Since(start) < c.spin {
-			continue // spin a while: the event may come before the pump wakes
-		}
-		select {
-		case <-c.ewake:
-		case <-ctx.Done():
-			return Event{}, ctx.Err()
-		case <-c.gone:
-			if e, ok := c.TryRecvEvent(); ok {
-				return e, nil
-			}
-			return Event{}, c.err()
-		}
-	}
-}
-
-// viewEvent returns the next event in place if the queue is empty and the
-// ring holds a whole one. The caller holds evmu, and keeps holding it when
-// ok is true.
-func (c *Conn) viewEvent() (Event, bool, error) {
-	if c.closing.Load() {
-		return Event{}, false, nil
-	}
-	c.emu.Lock()
-	queued := len(c.equeue) > c.ehead
-	c.emu.Unlock()
-	if queued { // the pump got there first; keep the order
-		return Event{}, false, nil
-	}
-	for {
-		f, err := c.ev.Next()
-		if err == shm.ErrRingEmpty {
-			c.ev.Release()
-			return Event{}, false, nil
-		}
-		if err != nil {
-			c.ev.Release()
-			return Event{}, false, fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
-		}
-		// A bus request for the request handler is not an event to view;
-		// every other single-frame event is viewed in place.
-		takenRequest := f.Service == pb.BusService && f.Command == pb.MsgRequest && (c.o.onRequest != nil || c.o.requestPID != nil)
-		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && !takenRequest {
-			e := Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux)}
-			if f.Service == pb.BusService && c.busIntercept(&e) {
-				c.dropped.Add(uint64(f.Aux)) // malformed: dropped, and counted by busIntercept
-				continue
-			}
-			c.received.Add(1)
-			c.dropped.Add(uint64(f.Aux))
-			e.view, e.gen = c, c.viewGen.Add(1)
-			c.viewHeld.Store(true)
-			return e, true, nil
-		}
-		if err := c.queueEventFrame(f); err != nil { // a chunk or a bus message: into the queue
-			c.ev.Release()
-			return Event{}, false, err
-		}
-		c.emu.Lock()
-		queued := len(c.equeue) > c.ehead
-		c.emu.Unlock()
-		if queued { // it comes first
-			c.ev.Release()
-			return Event{}, false, nil
-		}
-	}
-}
-
-// releaseView ends the in-place event gen, once.
-func (c *Conn) releaseView(gen uint64) {
-	if c.viewGen.CompareAndSwap(gen, gen+1) {
-		c.ev.Release()
-		c.viewHeld.Store(false)
-		c.evmu.Unlock()
-		c.bell.Ring() // the pump left the events alone meanwhile
-	}
-}
-
-// readResponses delivers the replies waiting in the response ring. The
-// caller holds rmu.
-func (c *Conn) readResponses() error {
-	defer c.resp.Release()
-	for range 64 {
-		f, err := c.resp.Next()
-		if err == shm.ErrRingEmpty {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
-		}
-		if err := c.deliverReply(f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// deliverReply hands a reply frame (a copy of it) to its caller. The
-// caller of deliverReply holds rmu.
-func (c *Conn) deliverReply(f shm.Frame) error {
-	if f.Kind != pb.KindReply {
-		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
-	}
-	if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
-		if !ok && len(c.rpartial) >= 64 {
-			return fmt.Errorf("%w: too many chunked replies in flight", ErrProtocol)
-		}
-		p = append(p, f.Body...)
-		if len(p) > c.maxMsg {
-			return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
-		}
-		if f.Flags&pb.FlagMore != 0 {
-			c.rpartial[f.ID] = p
-			return nil
-		}
-		delete(c.rpartial, f.ID)
-		c.reply(f.ID, pb.Code(f.Aux), p)
-		return nil
-	}
-	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
-	return nil
-}
-
-// Reply is the result of CallView.
-type Reply struct {
-	// Body is the reply's payload. When the caller found its reply in the
-	// response ring itself, Body is a view of shared memory: valid until
-	// Release, untrusted, and holding up every other reply of the
-	// connection until then. Otherwise it is a copy.
-	Body []byte
-	c    *Conn
-}
-
-// Release gives the reply's memory back. Call it once, as soon as possible.
-func (r *Reply) Release() {
-	if r.c != nil {
-		r.c.resp.Release()
-		r.c.rmu.Unlock()
-		r.c = nil
-	}
-	r.Body = nil
-}
-
-// CallView is Call with the reply read in place (coroipc's
-// reply_receive_in_buf): when the reply comes while the caller is still
-// spinning for it, the caller gets a view of the response ring instead of
-// a copy, and must Release it, before Close too. Errors are as for Call.
-func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []byte) (*Reply, error) {
-	id, cl, err := c.startCall(ctx, service, command, payload)
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	for i := 1; len(cl.done) == 0; i++ {
-		if c.rmu.TryLock() {
-			if c.closing.Load() {
-				c.rmu.Unlock()
-				break
-			}
-			f, found, err := c.findReply(id)
-			if err != nil {
-				c.resp.Release()
-				c.rmu.Unlock()
-				c.end(err)
-				break
-			}
-			if found && c.forget(id) {
-				callPool.Put(cl)
-				if code := pb.Code(f.Aux); code != pb.Code_CODE_OK {
-					text := string(f.Body)
-					c.resp.Release()
-					c.rmu.Unlock()
-					return nil, replyError(code, text)
-				}
-				return &Reply{Body: f.Body, c: c}, nil
-			}
-			c.resp.Release()
-			c.rmu.Unlock()
-		}
-		if i%64 == 0 && time.Since(start) > c.spin {
-			break
-		}
-	}
-	body, err := c.finishCall(ctx, id, cl)
-	if err != nil {
-		return nil, err
-	}
-	return &Reply{Body: body}, nil
-}
-
-// findReply reads the response ring up to the single-frame reply to call
-// id, delivering the others, and returns it without releasing it. The
-// caller holds rmu and releases the ring.
-func (c *Conn) findReply(id uint64) (shm.Frame, bool, error) {
-	for {
-		f, err := c.resp.Next()
-		if err == shm.ErrRingEmpty {
-			return shm.Frame{}, false, nil
-		}
-		if err != nil {
-			return shm.Frame{}, false, fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
-		}
-		if f.Kind == pb.KindReply && f.ID == id && f.Flags&pb.FlagMore == 0 {
-			if _, chunked := c.rpartial[id]; !chunked {
-				return f, true, nil
-			}
-		}
-		if err := c.deliverReply(f); err != nil {
-			return shm.Frame{}, false, err
-		}
-	}
-}
-
-func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
-	c.pmu.Lock()
-	cl := c.pending[id]
-	delete(c.pending, id)
-	c.pmu.Unlock()
-	if cl == nil {
-		c.late.Add(1) // the caller gave up
+// sayGoodbye tells the node this client closes on purpose (best effort).
+func (c *Conn) sayGoodbye() {
+	if c.err() != nil {
 		return
 	}
-	cl.payload, cl.code = payload, code
-	cl.done <- struct{}{}
-}
-
-func (c *Conn) eventRoom() bool {
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
-}
-
-func (c *Conn) pushEvent(e Event) {
-	c.dropped.Add(e.Dropped)
-	if e.Service == pb.BusService && c.busIntercept(&e) {
-		return
-	}
-	c.pushEventCounted(e)
-}
-
-// pushEventCounted queues e; its drops are already counted.
-func (c *Conn) pushEventCounted(e Event) {
-	c.received.Add(1)
-	c.emu.Lock()
-	if len(c.equeue) == c.ehead && c.polled.Load() && c.pollFd >= 0 {
-		var one [8]byte
-		one[0] = 1
-		unix.Write(c.pollFd, one[:]) // readable while events wait
-	}
-	c.equeue = append(c.equeue, e)
-	c.emu.Unlock()
-	select {
-	case c.ewake <- struct{}{}:
-	default:
-	}
-}
-
-// pushEventDropOldest queues an event received over the socket transport.
-// The reader of the socket cannot wait for room, so past sockEvents the
-// oldest queued event is dropped, and counted in the Dropped of the event
-// after it, as the node counts its own drops.
-func (c *Conn) pushEventDropOldest(e Event) {
-	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
-	if e.Service == pb.BusService && c.busIntercept(&e) {
-		return
-	}
-	c.emu.Lock()
-	for len(c.equeue)-c.ehead >= c.sockEvents {
-		old := c.equeue[c.ehead]
-		c.equeue[c.ehead] = Event{}
-		c.ehead++
-		carry := 1 + old.Dropped
-		if c.ehead < len(c.equeue) {
-			c.equeue[c.ehead].Dropped += carry
-		} else {
-			e.Dropped += carry
-			c.equeue, c.ehead = c.equeue[:0], 0
-		}
-		c.received.Add(^uint64(0)) // it was counted when queued
-		c.dropped.Add(1)
-		if old.Kind == EventRequest {
-			// Its caller waits: tell it now rather than at its deadline.
-			// (The socket reader, which runs this, must not block on the
-			// request ring; a goroutine of the connection answers.)
-			h := old.handle
-			c.wg.Go(func() { c.replyPeer(h, nil, errRequestDropped) })
-		}
-	}
-	c.emu.Unlock()
-	c.pushEventCounted(e)
-}
-
-var errRequestDropped = errors.New("request dropped: the peer's event buffer was full")
-
-// TryRecvEvent returns the next event if one is waiting (poll mode).
-func (c *Conn) TryRecvEvent() (Event, bool) {
-	e, ok, _ := c.tryRecv()
-	return e, ok
-}
-
-// tryRecv is TryRecvEvent, also telling whether more events wait.
-func (c *Conn) tryRecv() (Event, bool, bool) {
-	c.emu.Lock()
-	if len(c.equeue) == c.ehead {
-		c.emu.Unlock()
-		return Event{}, false, false
-	}
-	wasFull := len(c.equeue)-c.ehead >= c.o.eventQueue
-	e := c.equeue[c.ehead]
-	c.equeue[c.ehead] = Event{}
-	c.ehead++
-	if c.ehead == len(c.equeue) {
-		c.equeue, c.ehead = c.equeue[:0], 0
-		if c.polled.Load() && c.pollFd >= 0 {
-			var b [8]byte
-			unix.Read(c.pollFd, b[:]) // no more events: not readable
-		}
-	} else if c.ehead > 1024 && 2*c.ehead > len(c.equeue) {
-		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
-		c.ehead = 0
-	}
-	more := len(c.equeue) > c.ehead
-	c.emu.Unlock()
-	if wasFull {
-		c.bell.Ring() // the pump may have stopped reading events for lack of room
-	}
-	return e, true, more
-}
-
-// RecvEvent waits for the next event (poll mode).
-func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
-	for {
-		if e, ok, more := c.tryRecv(); ok {
-			if more {
-				c.passWake()
-			}
-			return e, nil
-		}
-		select {
-		case <-c.ewake:
-		case <-ctx.Done():
-			return Event{}, ctx.Err()
-		case <-c.gone:
-			if e, ok := c.TryRecvEvent(); ok {
-				return e, nil
-			}
-			return Event{}, c.err()
-		}
-	}
-}
-
-// passWake hands the wake-up on to another receiver while events remain:
-// one token serves any number of waiting receivers.
-func (c *Conn) passWake() {
-	select {
-	case c.ewake <- struct{}{}:
-	default:
-	}
-}
-
-// Fd returns a descriptor that polls readable while events wait to be
-// taken with TryRecvEvent (poll mode), for a caller's own event loop. The
-// descriptor is kept up to date from the first call of Fd on.
-func (c *Conn) Fd() int {
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	if !c.polled.Swap(true) && len(c.equeue) > c.ehead && c.pollFd >= 0 {
-		var one [8]byte
-		one[0] = 1
-		unix.Write(c.pollFd, one[:])
-	}
-	return c.pollFd
-}
-
-// deliver hands events to the handler or actor, in order.
-func (c *Conn) deliver() {
-	for {
-		e, ok := c.TryRecvEvent()
-		if !ok {
-			select {
-			case <-c.ewake:
-				continue
-			case <-c.gone:
-				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
-					c.dispatch(e)
-				}
-				return
-			}
-		}
-		c.dispatch(e)
-	}
-}
-
-func (c *Conn) dispatch(e Event) {
-	if c.o.onEvent != nil {
-		c.o.onEvent(e)
-		return
-	}
-	c.o.actorSys.Root.Send(c.o.actorPID, &e)
-}
-
-// FlowControl describes the connection's backlog.
-type FlowControl struct {
-	InFlight      int    // calls waiting for a reply
-	EventsWaiting int    // events received and not yet taken
-	EventsTotal   uint64 // events received
-	EventsDropped uint64 // events the node dropped for this connection
-	LateReplies   uint64 // replies that arrived after their call gave up
-}
-
-// FlowControl reports the connection's backlog and losses.
-func (c *Conn) FlowControl() FlowControl {
-	c.pmu.Lock()
-	inflight := len(c.pending)
-	c.pmu.Unlock()
-	c.emu.Lock()
-	waiting := len(c.equeue) - c.ehead
-	c.emu.Unlock()
-	return FlowControl{InFlight: inflight, EventsWaiting: waiting, EventsTotal: c.received.Load(),
-		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load()}
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	writeControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
 }
 
 // Close closes the connection: pending calls fail with ErrClosed, the

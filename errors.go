@@ -1,9 +1,12 @@
 package switchboard
 
 import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+
+	"context"
 	"errors"
 
-	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/actors/conn"
 )
 
 // Errors a caller can test for with errors.Is. Each compares by its wire
@@ -51,3 +54,32 @@ var ErrClosed = errors.New("switchboard: closed")
 
 // codeError returns the error for a wire code and reason.
 func codeError(code pb.Code, reason string) error { return code.Err(reason) }
+
+// replyError turns a reply's code and text into the caller's error.
+func replyError(code pb.Code, text string) error {
+	switch code {
+	case pb.Code_CODE_DEADLINE_EXCEEDED: // the handler saw the deadline first
+		return context.DeadlineExceeded
+	case pb.Code_CODE_CANCELED:
+		return context.Canceled
+	}
+	return codeError(code, text)
+}
+
+// result turns a handler's return values into a wire result.
+func result(payload []byte, err error) conn.Result {
+	if err == nil {
+		return conn.Result{Payload: payload}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return conn.Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED}
+	case errors.Is(err, context.Canceled):
+		return conn.Result{Code: pb.Code_CODE_CANCELED}
+	}
+	var pe *pb.Error
+	if errors.As(err, &pe) {
+		return conn.Result{Code: pe.Code, Payload: []byte(pe.Reason)}
+	}
+	return conn.Result{Code: pb.Code_CODE_HANDLER_ERROR, Payload: []byte(err.Error())}
+}

@@ -1,12 +1,12 @@
 package switchboard
 
 import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,9 +19,6 @@ import (
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/actors/group"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	"github.com/switchboard-ipc/switchboard/shm"
-	gproto "google.golang.org/protobuf/proto"
 )
 
 // Version is the version of this module's node and client.
@@ -54,9 +51,6 @@ func DefaultSocketPath() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-%d", os.Geteuid()), "node.sock")
 }
 
-// NodeOption configures a Node.
-type NodeOption func(*nodeOptions) error
-
 type nodeOptions struct {
 	socket           string
 	name             string
@@ -73,11 +67,6 @@ type nodeOptions struct {
 	policy           Policy
 	listener         *net.UnixListener
 	maxPending       int
-}
-
-// WithSocketPath sets the Unix socket the node listens on.
-func WithSocketPath(path string) NodeOption {
-	return func(o *nodeOptions) error { o.socket = path; return nil }
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -104,33 +93,6 @@ func WithAuthorize(f func(Cred) error) NodeOption {
 	return func(o *nodeOptions) error { o.authorize = f; return nil }
 }
 
-// WithMaxMessage sets the largest message, in bytes, a connection may send
-// or receive (default 16 MiB). Messages larger than a ring frame are
-// chunked.
-func WithMaxMessage(n int) NodeOption {
-	return func(o *nodeOptions) error {
-		if n <= 0 || n > 1<<30 {
-			return fmt.Errorf("switchboard: max message %d out of range", n)
-		}
-		o.maxMessage = n
-		return nil
-	}
-}
-
-// WithRingSizes sets the default request, response and event ring sizes
-// (powers of two; default 1 MiB each). A client may ask for others.
-func WithRingSizes(request, response, event int) NodeOption {
-	return func(o *nodeOptions) error {
-		for _, n := range []int{request, response, event} {
-			if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
-				return fmt.Errorf("switchboard: ring size %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
-			}
-		}
-		o.rings = [3]int{request, response, event}
-		return nil
-	}
-}
-
 // OverflowPolicy says what happens to events for a client that does not
 // read them fast enough, once its queue in the node is full.
 type OverflowPolicy = conn.OverflowPolicy
@@ -142,19 +104,6 @@ const (
 	// DisconnectSlow disconnects the client as a slow consumer.
 	DisconnectSlow = conn.Disconnect
 )
-
-// WithEventQueue bounds the events the node queues for one client whose
-// event ring is full (default 1024 events or 4 MiB), and sets the policy
-// past that bound.
-func WithEventQueue(events, bytes int, policy OverflowPolicy) NodeOption {
-	return func(o *nodeOptions) error {
-		if events < 0 || bytes < 0 {
-			return errors.New("switchboard: negative event queue bound")
-		}
-		o.eventQueue, o.eventBytes, o.overflow = events, bytes, policy
-		return nil
-	}
-}
 
 // WithHandshakeTimeout bounds how long a connecting client may take to say
 // Hello (default 2s).
@@ -185,10 +134,17 @@ func WithListener(ln *net.UnixListener) NodeOption {
 	}
 }
 
-// WithNodeSpin sets how long the node's pumps spin before parking (see
-// shm.WithSpin); the default spins only when a core is to spare.
-func WithNodeSpin(d time.Duration) NodeOption {
-	return func(o *nodeOptions) error { o.spin = &d; return nil }
+// WithMaxPending bounds the replies from peers one connection may wait for
+// at once (default 4096); past it, Request and RequestGroup fail with
+// ErrTooManyPending.
+func WithMaxPending(n int) NodeOption {
+	return func(o *nodeOptions) error {
+		if n <= 0 {
+			return fmt.Errorf("switchboard: max pending %d must be positive", n)
+		}
+		o.maxPending = n
+		return nil
+	}
 }
 
 // Node serves connections. Create it with NewNode, register services with
@@ -293,30 +249,6 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	return n, nil
 }
 
-// Handle registers h for service id, replacing any earlier handler.
-func (n *Node) Handle(id uint16, h Handler, opts ...ServiceOption) {
-	s := &service{id: id, h: h}
-	for _, opt := range opts {
-		opt(s)
-	}
-	n.services[id].Store(s)
-}
-
-// HandleFunc registers f for service id.
-func (n *Node) HandleFunc(id uint16, f func(ctx context.Context, r *Request) ([]byte, error), opts ...ServiceOption) {
-	n.Handle(id, HandlerFunc(f), opts...)
-}
-
-// HandleActor makes the actor pid serve service id: each request arrives as
-// an *ActorRequest, which the actor answers with Respond.
-func (n *Node) HandleActor(id uint16, pid *actor.PID, opts ...ServiceOption) {
-	s := &service{id: id, pid: pid}
-	for _, opt := range opts {
-		opt(s)
-	}
-	n.services[id].Store(s)
-}
-
 // ActorSystem returns the node's actor system, for actors that serve
 // services or send events.
 func (n *Node) ActorSystem() *actor.ActorSystem { return n.sys }
@@ -415,171 +347,6 @@ func (n *Node) ListenAndServe(ctx context.Context) error {
 	return n.Serve(ctx)
 }
 
-// handshake runs the node side of a connection's handshake and starts it.
-func (n *Node) handshake(c *net.UnixConn) {
-	done := func() {
-		n.mu.Lock()
-		delete(n.hs, c)
-		n.mu.Unlock()
-	}
-	fail := func(code pb.Code, reason string) {
-		writeControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: reason}}}, nil)
-		c.Close()
-		done()
-	}
-	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
-	cred, err := shm.PeerCred(c)
-	if err != nil {
-		fail(pb.Code_CODE_INTERNAL, err.Error())
-		return
-	}
-	err = n.o.authorize(cred)
-	if err == nil {
-		err = n.allow(cred, ActionConnect, "")
-	}
-	if err != nil {
-		n.refused.Add(1)
-		n.o.logger.Info("connection refused", slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)), slog.String("reason", err.Error()))
-		fail(pb.Code_CODE_REFUSED, err.Error())
-		return
-	}
-	msg, err := readControl(c)
-	if err != nil {
-		n.o.logger.Debug("handshake failed", slog.String("error", err.Error()))
-		c.Close()
-		done()
-		return
-	}
-	hello := msg.GetHello()
-	switch {
-	case hello == nil:
-		fail(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Hello")
-		return
-	case hello.GetProtocolVersion() != pb.ProtocolVersion:
-		fail(pb.Code_CODE_VERSION_MISMATCH, fmt.Sprintf("node speaks protocol %d, client %d", pb.ProtocolVersion, hello.GetProtocolVersion()))
-		return
-	}
-	socketOnly := hello.GetTransport() == pb.Transport_TRANSPORT_SOCKET
-	rings := n.o.rings
-	for i, want := range []uint32{hello.GetRequestRingBytes(), hello.GetResponseRingBytes(), hello.GetEventRingBytes()} {
-		if want != 0 {
-			rings[i] = ringSize(int(want))
-		}
-	}
-	maxMsg := n.o.maxMessage
-	if m := int(hello.GetMaxMessageBytes()); m > 0 && m < maxMsg {
-		maxMsg = m
-	}
-	n.mu.Lock()
-	n.nextID++
-	id := n.nextID
-	n.mu.Unlock()
-	var lopts []shm.Option
-	if n.o.spin != nil {
-		lopts = append(lopts, shm.WithSpin(*n.o.spin))
-	}
-	var link, bridge *shm.Link
-	if socketOnly {
-		link, bridge, err = shm.NewLocalLink(connRings(rings), shm.WithSpin(0))
-	} else {
-		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), connRings(rings), lopts...)
-	}
-	if err != nil {
-		fail(pb.Code_CODE_INTERNAL, err.Error())
-		return
-	}
-	address := fmt.Sprintf(":%s.%d", n.o.name, id)
-	welcome := &pb.Welcome{
-		ProtocolVersion:   pb.ProtocolVersion,
-		ConnectionId:      id,
-		Address:           address,
-		NodeName:          n.o.name,
-		Transport:         pb.Transport_TRANSPORT_SHM,
-		RequestRingBytes:  uint32(rings[0]),
-		ResponseRingBytes: uint32(rings[1]),
-		EventRingBytes:    uint32(rings[2]),
-		MaxMessageBytes:   uint32(maxMsg),
-		MaxFrameBytes:     uint32(link.Producer(pb.RingResponse).MaxBody()),
-		EventQueueLimit:   uint32(n.o.eventQueue),
-		EventQueueBytes:   uint64(n.o.eventBytes),
-		NodeUid:           uint32(os.Geteuid()),
-		NodePid:           int32(os.Getpid()),
-		Cpus:              shm.CPUMask(),
-	}
-	if socketOnly {
-		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
-	}
-	// The connection starts, and is registered, before the client hears
-	// Welcome: once its Dial returns, peers can reach it and observers
-	// have seen it connect.
-	c.SetDeadline(time.Time{})
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		link.Close()
-		c.Close()
-		done()
-		return
-	}
-	srv := n.newServer()
-	cfg := conn.Config{
-		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
-		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
-		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
-		Host: srv, Logger: n.o.logger,
-		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
-	}
-	cn, err := conn.Start(n.sys, cfg, n.spawn)
-	if err != nil {
-		n.mu.Unlock()
-		link.Close()
-		c.Close()
-		done()
-		return
-	}
-	n.conns[id] = cn
-	n.byID.Store(id, cn)
-	n.accepted.Add(1)
-	delete(n.hs, c)
-	registered := make(chan struct{})
-	// Under mu: connClosed, which sends Unregister, takes mu first.
-	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
-	n.mu.Unlock()
-	select {
-	case <-registered:
-	case <-time.After(n.o.handshakeTimeout):
-	}
-	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
-	err = cn.Welcome(func() error {
-		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
-	})
-	c.SetWriteDeadline(time.Time{})
-	if err != nil {
-		cn.Close(conn.Reason{Code: pb.Code_CODE_OK, Text: "welcome not sent: " + err.Error(), Lost: true})
-		return
-	}
-	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
-		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
-}
-
-// connRings is the ring layout of a connection, seen from the node (the
-// segment's creator). The node's pump waits on one doorbell for requests,
-// and for room in the response and event rings; the client's pump on
-// another for replies and events; a client caller on a third for room in
-// the request ring.
-func connRings(sizes [3]int) []shm.RingSpec {
-	return []shm.RingSpec{
-		pb.RingRequest:  {Capacity: sizes[0], DataBell: pb.BellNode, SpaceBell: pb.BellRequestSpace},
-		pb.RingResponse: {Capacity: sizes[1], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
-		pb.RingEvent:    {Capacity: sizes[2], CreatorWrites: true, DataBell: pb.BellClient, SpaceBell: pb.BellNode},
-	}
-}
-
-func ringSize(want int) int {
-	want = max(shm.MinRingCapacity, min(want, 64<<20))
-	return 1 << bits.Len(uint(want-1))
-}
-
 // spawn creates a connection actor as a child of the node's root actor.
 func (n *Node) spawn(props *actor.Props, name string) (*actor.PID, error) {
 	reply := make(chan spawned, 1)
@@ -645,29 +412,6 @@ func (n *Node) SendEvent(id uint64, service, command uint16, payload []byte) err
 	return nil
 }
 
-// ConnInfo describes a connection.
-type ConnInfo struct {
-	ID        uint64
-	Address   string // unique on the bus, never reused by this node
-	Name      string // the client's name, from its Hello
-	Cred      Cred
-	Transport string // "shm" or "socket"
-	Since     time.Time
-	Groups    []string // groups it is subscribed to, sorted
-	Names     []string // well-known names it owns, sorted
-
-	Calls, Sends, Replies uint64 // requests it made to node services, and replies it got
-	Events, Dropped       uint64 // events delivered to it, and dropped for it
-	BytesIn, BytesOut     uint64
-	Violations, Panics    uint64
-	Pending               int // its calls to peers waiting for a reply
-
-	// Bytes waiting in its rings, and events queued in the node behind
-	// its event ring.
-	RequestFill, ResponseFill, EventFill, EventsQueued int
-	RingBytes                                          [3]int // ring capacities: request, response, event
-}
-
 // Connections lists the node's connections, in id order, as the registry
 // actor knows them.
 func (n *Node) Connections() []ConnInfo {
@@ -686,36 +430,6 @@ func (n *Node) Connections() []ConnInfo {
 		out = append(out, ci)
 	}
 	return out
-}
-
-func connInfo(c *conn.Endpoint) ConnInfo {
-	st := c.Stats()
-	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Transport: c.Transport(), Since: c.Since(),
-		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
-		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
-		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
-		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
-	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
-	ci.Pending = c.Waiting()
-	return ci
-}
-
-// NodeStats are the node's totals since it started.
-type NodeStats struct {
-	Name              string
-	Started           time.Time
-	Connections       int    // open now
-	Accepted          uint64 // connections accepted since start
-	HandshakesRefused uint64 // refused by WithAuthorize or the policy
-	Calls             uint64 // requests served by node services
-	Events            uint64 // events offered through Node.SendEvent and Session.SendEvent
-	Violations        uint64 // connections closed for breaking the protocol
-	Evictions         uint64 // clients disconnected as slow consumers
-	Dropped           uint64 // events dropped for slow clients
-	Groups, Names     int    // groups with members, names owned
-	Published         uint64 // group publications
-	Delivered         uint64 // bus messages delivered to peers (direct, group, name)
-	Undeliverable     uint64 // want-answer messages nobody could take
 }
 
 // Stats returns the node's totals. It does not wait for any actor.
@@ -765,74 +479,6 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-// serveSystem serves SystemService.
-func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
-	switch r.Command {
-	case SysPing:
-		return nil, nil
-	case SysEcho:
-		return r.Payload, nil // copied into the response ring before the request is released
-	case SysInfo:
-		n.mu.Lock()
-		conns := len(n.conns)
-		n.mu.Unlock()
-		return gproto.Marshal(&pb.NodeInfo{Name: n.o.name, Version: Version, Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()),
-			StartedUnixNano: n.started.UnixNano(), Connections: uint32(conns), Calls: n.calls.Load(), Events: n.events.Load(),
-			TransportDefault: pb.Transport_TRANSPORT_SHM})
-	}
-	return nil, ErrUnknownCommand
-}
-
-// writeControl sends a control frame, with fds attached if any.
-func writeControl(c *net.UnixConn, m *pb.Control, fds []int) error {
-	body, err := gproto.Marshal(m)
-	if err != nil {
-		return err
-	}
-	frame := shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body)
-	if len(fds) > 0 {
-		return shm.SendFds(c, frame, fds...)
-	}
-	_, err = c.Write(frame)
-	return err
-}
-
-// readControl reads one control frame (and no more) from c.
-func readControl(c *net.UnixConn) (*pb.Control, error) {
-	hdr := make([]byte, shm.HeaderSize)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return nil, err
-	}
-	return finishControl(c, hdr)
-}
-
-// finishControl reads the rest of a control frame whose header is in hdr.
-func finishControl(c io.Reader, hdr []byte) (*pb.Control, error) {
-	const maxControl = 64 << 10
-	_, _, err := shm.DecodeFrame(hdr, maxControl)
-	if err != nil && !errors.Is(err, shm.ErrIncomplete) {
-		return nil, err
-	}
-	n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16 | uint32(hdr[3])<<24)
-	buf := make([]byte, shm.FrameSize(n))
-	copy(buf, hdr)
-	if _, err := io.ReadFull(c, buf[len(hdr):]); err != nil {
-		return nil, err
-	}
-	f, _, err := shm.DecodeFrame(buf, maxControl)
-	if err != nil {
-		return nil, err
-	}
-	if f.Kind != pb.KindControl {
-		return nil, fmt.Errorf("switchboard: frame kind %d, want a control frame", f.Kind)
-	}
-	var m pb.Control
-	if err := gproto.Unmarshal(f.Body, &m); err != nil {
-		return nil, err
-	}
-	return &m, nil
-}
-
 // minLevel drops records below min.
 type minLevel struct {
 	slog.Handler
@@ -849,20 +495,6 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
-}
-
-func derefOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
-}
-
-func transportName(socketOnly bool) string {
-	if socketOnly {
-		return "socket"
-	}
-	return "shm"
 }
 
 func namesLen(t *map[string]*conn.Endpoint) int {

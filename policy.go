@@ -2,7 +2,12 @@ package switchboard
 
 import (
 	"fmt"
+
+	"github.com/switchboard-ipc/switchboard/shm"
 )
+
+// Cred is a peer's identity as the kernel reports it (SO_PEERCRED).
+type Cred = shm.Cred
 
 // Action is something a client does that the node's [Policy] may refuse.
 type Action int

@@ -1,19 +1,55 @@
 package switchboard
 
 import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
+
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	"github.com/switchboard-ipc/switchboard/shm"
 )
 
-// Cred is a peer's identity as the kernel reports it (SO_PEERCRED).
-type Cred = shm.Cred
+// Handle registers h for service id, replacing any earlier handler.
+func (n *Node) Handle(id uint16, h Handler, opts ...ServiceOption) {
+	s := &service{id: id, h: h}
+	for _, opt := range opts {
+		opt(s)
+	}
+	n.services[id].Store(s)
+}
+
+// HandleFunc registers f for service id.
+func (n *Node) HandleFunc(id uint16, f func(ctx context.Context, r *Request) ([]byte, error), opts ...ServiceOption) {
+	n.Handle(id, HandlerFunc(f), opts...)
+}
+
+// HandleActor makes the actor pid serve service id: each request arrives as
+// an *ActorRequest, which the actor answers with Respond.
+func (n *Node) HandleActor(id uint16, pid *actor.PID, opts ...ServiceOption) {
+	s := &service{id: id, pid: pid}
+	for _, opt := range opts {
+		opt(s)
+	}
+	n.services[id].Store(s)
+}
+
+// Handler serves the requests of one service. The context carries the
+// caller's deadline and ends when the caller cancels or disconnects.
+// Returning ErrUnknownCommand tells the caller so; any other error reaches
+// the caller as ErrHandler with the error's text.
+type Handler interface {
+	ServeIPC(ctx context.Context, r *Request) ([]byte, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, r *Request) ([]byte, error)
+
+// ServeIPC calls f.
+func (f HandlerFunc) ServeIPC(ctx context.Context, r *Request) ([]byte, error) { return f(ctx, r) }
 
 // Request is one call or send as a handler sees it.
 type Request struct {
@@ -42,20 +78,6 @@ func (r *Request) SendEvent(command uint16, payload []byte) {
 	}
 	r.Session.c.SendEventFromServe(r.Service, command, payload)
 }
-
-// Handler serves the requests of one service. The context carries the
-// caller's deadline and ends when the caller cancels or disconnects.
-// Returning ErrUnknownCommand tells the caller so; any other error reaches
-// the caller as ErrHandler with the error's text.
-type Handler interface {
-	ServeIPC(ctx context.Context, r *Request) ([]byte, error)
-}
-
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, r *Request) ([]byte, error)
-
-// ServeIPC calls f.
-func (f HandlerFunc) ServeIPC(ctx context.Context, r *Request) ([]byte, error) { return f(ctx, r) }
 
 // Session is one connection's use of one service: created at the
 // connection's first request to the service, ended when the connection
@@ -143,24 +165,6 @@ func (r *ActorRequest) Respond(payload []byte, err error) {
 	r.c.Complete(r.id, result(payload, err))
 }
 
-// result turns a handler's return values into a wire result.
-func result(payload []byte, err error) conn.Result {
-	if err == nil {
-		return conn.Result{Payload: payload}
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return conn.Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED}
-	case errors.Is(err, context.Canceled):
-		return conn.Result{Code: pb.Code_CODE_CANCELED}
-	}
-	var pe *pb.Error
-	if errors.As(err, &pe) {
-		return conn.Result{Code: pe.Code, Payload: []byte(pe.Reason)}
-	}
-	return conn.Result{Code: pb.Code_CODE_HANDLER_ERROR, Payload: []byte(err.Error())}
-}
-
 // connServer serves one connection's requests, on its pump goroutine.
 type connServer struct {
 	n        *Node
@@ -233,4 +237,22 @@ func (s *connServer) Closed(c *conn.Endpoint, why conn.Reason) {
 		}
 	}
 	s.n.connClosed(c, why)
+}
+
+// serveSystem serves SystemService.
+func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
+	switch r.Command {
+	case SysPing:
+		return nil, nil
+	case SysEcho:
+		return r.Payload, nil // copied into the response ring before the request is released
+	case SysInfo:
+		n.mu.Lock()
+		conns := len(n.conns)
+		n.mu.Unlock()
+		return gproto.Marshal(&pb.NodeInfo{Name: n.o.name, Version: Version, Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()),
+			StartedUnixNano: n.started.UnixNano(), Connections: uint32(conns), Calls: n.calls.Load(), Events: n.events.Load(),
+			TransportDefault: pb.Transport_TRANSPORT_SHM})
+	}
+	return nil, ErrUnknownCommand
 }

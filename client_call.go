@@ -1,0 +1,379 @@
+package switchboard
+
+import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+type call struct {
+	done    chan struct{}
+	payload []byte
+	code    pb.Code
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// Call sends a request to service and command and waits for the reply.
+// ctx's deadline travels to the handler; cancelling ctx abandons the call
+// (a late reply is discarded) and tells the node. If the node goes away
+// the call fails with ErrNodeGone at once.
+func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte) ([]byte, error) {
+	id, cl, err := c.startCall(ctx, service, command, payload)
+	if err != nil {
+		return nil, err
+	}
+	c.lead(cl)
+	return c.finishCall(ctx, id, cl)
+}
+
+// startCall registers a call and writes its request.
+func (c *Conn) startCall(ctx context.Context, service, command uint16, payload []byte) (uint64, *call, error) {
+	return c.startFrame(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, payload)
+}
+
+// startFrame registers a call and writes its frame: h with its ID and
+// deadline filled in, and a body of prefix then payload.
+func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []byte) (uint64, *call, error) {
+	if len(prefix)+len(payload) > c.maxMsg {
+		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		us := time.Until(dl).Microseconds()
+		if us <= 0 {
+			return 0, nil, context.DeadlineExceeded
+		}
+		h.Aux = uint32(min(us, math.MaxUint32))
+	}
+	id := c.nextID.Add(1)
+	h.ID = id
+	cl := callPool.Get().(*call)
+	c.pmu.Lock()
+	if err := c.goneErr; err != nil {
+		c.pmu.Unlock()
+		callPool.Put(cl)
+		return 0, nil, err
+	}
+	c.pending[id] = cl
+	c.pmu.Unlock()
+	if err := c.writeParts(ctx, h, prefix, payload); err != nil {
+		if c.forget(id) {
+			callPool.Put(cl)
+		}
+		return 0, nil, err
+	}
+	return id, cl, nil
+}
+
+// finishCall waits for a call's reply.
+func (c *Conn) finishCall(ctx context.Context, id uint64, cl *call) ([]byte, error) {
+again:
+	// With WithInlineRequests, an inline handler may hold the pump: while
+	// it runs, callers read the replies themselves every 50 µs; otherwise
+	// they wait to hear that one started.
+	var started <-chan struct{}
+	var poll <-chan time.Time
+	if c.o.inline {
+		c.inlineMu.Lock()
+		started = c.inlineStarted
+		c.inlineMu.Unlock()
+		if c.inHandler.Load() {
+			started, poll = nil, time.After(50*time.Microsecond)
+		}
+	}
+	select {
+	case <-started:
+		goto again
+	case <-poll:
+		c.mapRefs.Add(1)
+		if !c.closing.Load() && c.rmu.TryLock() {
+			err := c.readResponses()
+			c.rmu.Unlock()
+			if err != nil {
+				c.mapRefs.Add(-1)
+				c.end(err)
+				goto again
+			}
+		}
+		c.mapRefs.Add(-1)
+		goto again
+	case <-cl.done:
+		payload, code := cl.payload, cl.code
+		cl.payload = nil
+		callPool.Put(cl)
+		if code != pb.Code_CODE_OK {
+			return nil, replyError(code, string(payload))
+		}
+		return payload, nil
+	case <-ctx.Done():
+		if c.forget(id) {
+			callPool.Put(cl)
+			c.cancelCall(id)
+		}
+		return nil, ctx.Err()
+	case <-c.gone:
+		c.forget(id)
+		return nil, c.err()
+	}
+}
+
+// lead spins for a while reading the response ring itself, so that a reply
+// that comes quickly reaches its caller without a wake-up of the pump and
+// a goroutine switch. One caller at a time spins; the others block.
+func (c *Conn) lead(cl *call) {
+	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {
+		return
+	}
+	defer c.spinning.Store(false)
+	start := time.Now()
+	for i := 1; len(cl.done) == 0; i++ {
+		// Close unmaps only once closing is set and no caller counts in
+		// mapRefs; the ring is read only under rmu, which Close takes too.
+		c.mapRefs.Add(1)
+		if c.closing.Load() {
+			c.mapRefs.Add(-1)
+			return
+		}
+		if c.resp.Unreleased() && c.rmu.TryLock() {
+			err := c.readResponses()
+			c.rmu.Unlock()
+			if err != nil {
+				c.mapRefs.Add(-1)
+				c.end(err)
+				return
+			}
+		}
+		c.mapRefs.Add(-1)
+		if i%64 == 0 && time.Since(start) > c.spin {
+			return
+		}
+	}
+}
+
+// forget removes a pending call; false means a reply is being delivered.
+func (c *Conn) forget(id uint64) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if _, ok := c.pending[id]; !ok {
+		return false
+	}
+	delete(c.pending, id)
+	return true
+}
+
+// cancelCall tells the node to cancel call id's context (best effort).
+func (c *Conn) cancelCall(id uint64) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return
+	}
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	writeControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
+	c.sock.SetWriteDeadline(time.Time{})
+}
+
+// Send sends a request without waiting for, or getting, a reply.
+func (c *Conn) Send(ctx context.Context, service, command uint16, payload []byte) error {
+	if len(payload) > c.maxMsg {
+		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+	}
+	if err := c.err(); err != nil {
+		return err
+	}
+	return c.write(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, payload)
+}
+
+// write writes a request, in chunks if it is larger than a frame, waiting
+// for room in the ring.
+func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
+	return c.writeParts(ctx, h, nil, payload)
+}
+
+// writeParts writes a frame whose body is prefix then payload.
+func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	max := c.req.MaxBody()
+	var err error
+	if len(prefix)+len(payload) <= max {
+		err = c.req.Write(ctx, h, prefix, payload)
+	} else {
+		if len(prefix) > 0 {
+			payload = append(append(make([]byte, 0, len(prefix)+len(payload)), prefix...), payload...)
+		}
+		for len(payload) > max && err == nil {
+			h.Flags |= pb.FlagMore
+			err = c.req.Write(ctx, h, payload[:max])
+			payload = payload[max:]
+		}
+		if err == nil {
+			h.Flags &^= pb.FlagMore
+			err = c.req.Write(ctx, h, payload)
+		}
+	}
+	if errors.Is(err, shm.ErrClosed) {
+		return c.err()
+	}
+	return err
+}
+
+// readResponses delivers the replies waiting in the response ring. The
+// caller holds rmu.
+func (c *Conn) readResponses() error {
+	defer c.resp.Release()
+	for range 64 {
+		f, err := c.resp.Next()
+		if err == shm.ErrRingEmpty {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
+		}
+		if err := c.deliverReply(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverReply hands a reply frame (a copy of it) to its caller. The
+// caller of deliverReply holds rmu.
+func (c *Conn) deliverReply(f shm.Frame) error {
+	if f.Kind != pb.KindReply {
+		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
+	}
+	if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
+		if !ok && len(c.rpartial) >= 64 {
+			return fmt.Errorf("%w: too many chunked replies in flight", ErrProtocol)
+		}
+		p = append(p, f.Body...)
+		if len(p) > c.maxMsg {
+			return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
+		}
+		if f.Flags&pb.FlagMore != 0 {
+			c.rpartial[f.ID] = p
+			return nil
+		}
+		delete(c.rpartial, f.ID)
+		c.reply(f.ID, pb.Code(f.Aux), p)
+		return nil
+	}
+	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+	return nil
+}
+
+func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
+	c.pmu.Lock()
+	cl := c.pending[id]
+	delete(c.pending, id)
+	c.pmu.Unlock()
+	if cl == nil {
+		c.late.Add(1) // the caller gave up
+		return
+	}
+	cl.payload, cl.code = payload, code
+	cl.done <- struct{}{}
+}
+
+// Reply is the result of CallView.
+type Reply struct {
+	// Body is the reply's payload. When the caller found its reply in the
+	// response ring itself, Body is a view of shared memory: valid until
+	// Release, untrusted, and holding up every other reply of the
+	// connection until then. Otherwise it is a copy.
+	Body []byte
+	c    *Conn
+}
+
+// Release gives the reply's memory back. Call it once, as soon as possible.
+func (r *Reply) Release() {
+	if r.c != nil {
+		r.c.resp.Release()
+		r.c.rmu.Unlock()
+		r.c = nil
+	}
+	r.Body = nil
+}
+
+// CallView is Call with the reply read in place (coroipc's
+// reply_receive_in_buf): when the reply comes while the caller is still
+// spinning for it, the caller gets a view of the response ring instead of
+// a copy, and must Release it, before Close too. Errors are as for Call.
+func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []byte) (*Reply, error) {
+	id, cl, err := c.startCall(ctx, service, command, payload)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for i := 1; len(cl.done) == 0; i++ {
+		if c.rmu.TryLock() {
+			if c.closing.Load() {
+				c.rmu.Unlock()
+				break
+			}
+			f, found, err := c.findReply(id)
+			if err != nil {
+				c.resp.Release()
+				c.rmu.Unlock()
+				c.end(err)
+				break
+			}
+			if found && c.forget(id) {
+				callPool.Put(cl)
+				if code := pb.Code(f.Aux); code != pb.Code_CODE_OK {
+					text := string(f.Body)
+					c.resp.Release()
+					c.rmu.Unlock()
+					return nil, replyError(code, text)
+				}
+				return &Reply{Body: f.Body, c: c}, nil
+			}
+			c.resp.Release()
+			c.rmu.Unlock()
+		}
+		if i%64 == 0 && time.Since(start) > c.spin {
+			break
+		}
+	}
+	body, err := c.finishCall(ctx, id, cl)
+	if err != nil {
+		return nil, err
+	}
+	return &Reply{Body: body}, nil
+}
+
+// findReply reads the response ring up to the single-frame reply to call
+// id, delivering the others, and returns it without releasing it. The
+// caller holds rmu and releases the ring.
+func (c *Conn) findReply(id uint64) (shm.Frame, bool, error) {
+	for {
+		f, err := c.resp.Next()
+		if err == shm.ErrRingEmpty {
+			return shm.Frame{}, false, nil
+		}
+		if err != nil {
+			return shm.Frame{}, false, fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
+		}
+		if f.Kind == pb.KindReply && f.ID == id && f.Flags&pb.FlagMore == 0 {
+			if _, chunked := c.rpartial[id]; !chunked {
+				return f, true, nil
+			}
+		}
+		if err := c.deliverReply(f); err != nil {
+			return shm.Frame{}, false, err
+		}
+	}
+}

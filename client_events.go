@@ -1,0 +1,456 @@
+package switchboard
+
+import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
+)
+
+// Event is an asynchronous message from the node.
+type Event struct {
+	Service, Command uint16
+	Payload          []byte
+	Seq              uint64 // the event's number on this connection
+	Dropped          uint64 // events the node dropped just before this one
+
+	// Bus messages (Service is BusService): what it is, the sender's
+	// address ("" for the node), and where it was sent (an address, a
+	// name, a group).
+	Kind      EventKind
+	From, To  string
+	Monitored EventKind // for EventMonitor: the kind of the message copied
+
+	rc     *Conn // a request's connection, for Reply
+	handle [pb.ReplyHandleSize]byte
+
+	pool *bufPool // the payload's buffer comes from this pool
+	view *Conn    // the payload is in place in this connection's event ring
+	gen  uint64   // which in-place event, for Release
+}
+
+// Release hands the event's payload buffer back for reuse by later events
+// of the same size class, sparing the allocation and the cache misses of a
+// fresh buffer (worth it for large events). The payload must not be used
+// afterwards. Calling it is optional; call it at most once.
+func (e Event) Release() {
+	switch {
+	case e.view != nil:
+		e.view.releaseView(e.gen)
+	case e.pool != nil:
+		e.pool.put(e.Payload)
+	}
+}
+
+// bufPool keeps a few large payload buffers for reuse.
+type bufPool struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+const (
+	poolMin  = 4 << 10 // smaller payloads are cheap to allocate
+	poolKeep = 64      // buffers kept at most
+)
+
+// get returns a buffer holding a copy of b: a pooled one if it fits.
+func (p *bufPool) get(b []byte) []byte {
+	if len(b) >= poolMin {
+		p.mu.Lock()
+		if n := len(p.free); n > 0 && cap(p.free[n-1]) >= len(b) {
+			buf := p.free[n-1]
+			p.free = p.free[:n-1]
+			p.mu.Unlock()
+			return append(buf[:0], b...)
+		}
+		p.mu.Unlock()
+	}
+	return append([]byte(nil), b...)
+}
+
+func (p *bufPool) put(b []byte) {
+	if cap(b) < poolMin {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free) < poolKeep {
+		p.free = append(p.free, b[:0])
+	}
+	p.mu.Unlock()
+}
+
+// pump reads replies and events.
+func (c *Conn) pump() {
+	for !c.closing.Load() {
+		c.rmu.Lock()
+		err := c.readResponses()
+		c.rmu.Unlock()
+		if err == nil && c.evmu.TryLock() { // held by an event viewed in place: replies go on
+			err = c.readEvents()
+			c.evmu.Unlock()
+		}
+		if err != nil {
+			c.end(err)
+			return
+		}
+		if c.closing.Load() {
+			return
+		}
+		c.rmu.Lock()
+		c.resp.Arm()
+		c.rmu.Unlock()
+		room := c.eventRoom() && !c.viewHeld.Load()
+		if room && c.evmu.TryLock() {
+			c.ev.Arm()
+			c.evmu.Unlock()
+		}
+		err = c.bell.WaitUntil(context.Background(), func() bool {
+			// A wake-up consumes the announcement that caused it; a caller
+			// spinning in lead may have taken the reply meanwhile, so
+			// announce again before looking (else the next reply would
+			// wait for WaitUntil's re-check).
+			c.resp.Rearm()
+			if room {
+				c.ev.Rearm()
+			}
+			return c.closing.Load() || c.resp.Unreleased() ||
+				(room && c.ev.Unreleased()) || (!room && c.eventRoom() && !c.viewHeld.Load())
+		})
+		c.resp.Disarm()
+		c.ev.Disarm()
+		if err != nil {
+			if !errors.Is(err, shm.ErrClosed) {
+				c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
+			}
+			return
+		}
+	}
+}
+
+// readEvents moves events from the event ring to the event queue while it
+// has room. The caller holds evmu.
+func (c *Conn) readEvents() error {
+	defer c.ev.Release()
+	for range 64 {
+		if !c.eventRoom() {
+			return nil
+		}
+		f, err := c.ev.Next()
+		if err == shm.ErrRingEmpty {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
+		}
+		if err := c.queueEventFrame(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queueEventFrame queues (a copy of) one event frame, reassembling chunks.
+// The caller holds evmu.
+func (c *Conn) queueEventFrame(f shm.Frame) error {
+	if f.Kind != pb.KindEvent {
+		return fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind)
+	}
+	if c.evPartial != nil || f.Flags&pb.FlagMore != 0 {
+		c.evPartial = append(c.evPartial, f.Body...)
+		if len(c.evPartial) > c.maxMsg+pb.MaxMsgOverhead {
+			return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+		}
+		if f.Flags&pb.FlagMore == 0 {
+			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
+			c.evPartial = nil
+		}
+		return nil
+	}
+	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
+	return nil
+}
+
+func (c *Conn) eventRoom() bool {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
+}
+
+func (c *Conn) pushEvent(e Event) {
+	c.dropped.Add(e.Dropped)
+	if e.Service == pb.BusService && c.busIntercept(&e) {
+		return
+	}
+	c.pushEventCounted(e)
+}
+
+// pushEventCounted queues e; its drops are already counted.
+func (c *Conn) pushEventCounted(e Event) {
+	c.received.Add(1)
+	c.emu.Lock()
+	if len(c.equeue) == c.ehead && c.polled.Load() && c.pollFd >= 0 {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(c.pollFd, one[:]) // readable while events wait
+	}
+	c.equeue = append(c.equeue, e)
+	c.emu.Unlock()
+	select {
+	case c.ewake <- struct{}{}:
+	default:
+	}
+}
+
+// pushEventDropOldest queues an event received over the socket transport.
+// The reader of the socket cannot wait for room, so past sockEvents the
+// oldest queued event is dropped, and counted in the Dropped of the event
+// after it, as the node counts its own drops.
+func (c *Conn) pushEventDropOldest(e Event) {
+	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
+	if e.Service == pb.BusService && c.busIntercept(&e) {
+		return
+	}
+	c.emu.Lock()
+	for len(c.equeue)-c.ehead >= c.sockEvents {
+		old := c.equeue[c.ehead]
+		c.equeue[c.ehead] = Event{}
+		c.ehead++
+		carry := 1 + old.Dropped
+		if c.ehead < len(c.equeue) {
+			c.equeue[c.ehead].Dropped += carry
+		} else {
+			e.Dropped += carry
+			c.equeue, c.ehead = c.equeue[:0], 0
+		}
+		c.received.Add(^uint64(0)) // it was counted when queued
+		c.dropped.Add(1)
+		if old.Kind == EventRequest {
+			// Its caller waits: tell it now rather than at its deadline.
+			// (The socket reader, which runs this, must not block on the
+			// request ring; a goroutine of the connection answers.)
+			h := old.handle
+			c.wg.Go(func() { c.replyPeer(h, nil, errRequestDropped) })
+		}
+	}
+	c.emu.Unlock()
+	c.pushEventCounted(e)
+}
+
+var errRequestDropped = errors.New("request dropped: the peer's event buffer was full")
+
+// TryRecvEvent returns the next event if one is waiting (poll mode).
+func (c *Conn) TryRecvEvent() (Event, bool) {
+	e, ok, _ := c.tryRecv()
+	return e, ok
+}
+
+// tryRecv is TryRecvEvent, also telling whether more events wait.
+func (c *Conn) tryRecv() (Event, bool, bool) {
+	c.emu.Lock()
+	if len(c.equeue) == c.ehead {
+		c.emu.Unlock()
+		return Event{}, false, false
+	}
+	wasFull := len(c.equeue)-c.ehead >= c.o.eventQueue
+	e := c.equeue[c.ehead]
+	c.equeue[c.ehead] = Event{}
+	c.ehead++
+	if c.ehead == len(c.equeue) {
+		c.equeue, c.ehead = c.equeue[:0], 0
+		if c.polled.Load() && c.pollFd >= 0 {
+			var b [8]byte
+			unix.Read(c.pollFd, b[:]) // no more events: not readable
+		}
+	} else if c.ehead > 1024 && 2*c.ehead > len(c.equeue) {
+		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
+		c.ehead = 0
+	}
+	more := len(c.equeue) > c.ehead
+	c.emu.Unlock()
+	if wasFull {
+		c.bell.Ring() // the pump may have stopped reading events for lack of room
+	}
+	return e, true, more
+}
+
+// RecvEvent waits for the next event (poll mode).
+func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
+	for {
+		if e, ok, more := c.tryRecv(); ok {
+			if more {
+				c.passWake()
+			}
+			return e, nil
+		}
+		select {
+		case <-c.ewake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		case <-c.gone:
+			if e, ok := c.TryRecvEvent(); ok {
+				return e, nil
+			}
+			return Event{}, c.err()
+		}
+	}
+}
+
+// passWake hands the wake-up on to another receiver while events remain:
+// one token serves any number of waiting receivers.
+func (c *Conn) passWake() {
+	select {
+	case c.ewake <- struct{}{}:
+	default:
+	}
+}
+
+// RecvEventView is RecvEvent without the copy, when it can: an event still
+// in the event ring is returned in place, its Payload a view of shared
+// memory, valid (and holding up the connection's other events) until the
+// event's Release, which must then be called, before Close too. Events
+// already queued in this process come first, as copies. Treat the bytes as
+// untrusted.
+func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
+	start := time.Now()
+	for i := 1; ; i++ {
+		if e, ok, more := c.tryRecv(); ok {
+			if more {
+				c.passWake()
+			}
+			return e, nil
+		}
+		if c.evmu.TryLock() {
+			e, ok, err := c.viewEvent()
+			if ok {
+				return e, nil // evmu stays held until e.Release
+			}
+			c.evmu.Unlock()
+			if err != nil {
+				c.end(err)
+				return Event{}, err
+			}
+		}
+		if i%64 != 0 || time.Since(start) < c.spin {
+			continue // spin a while: the event may come before the pump wakes
+		}
+		select {
+		case <-c.ewake:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		case <-c.gone:
+			if e, ok := c.TryRecvEvent(); ok {
+				return e, nil
+			}
+			return Event{}, c.err()
+		}
+	}
+}
+
+// viewEvent returns the next event in place if the queue is empty and the
+// ring holds a whole one. The caller holds evmu, and keeps holding it when
+// ok is true.
+func (c *Conn) viewEvent() (Event, bool, error) {
+	if c.closing.Load() {
+		return Event{}, false, nil
+	}
+	c.emu.Lock()
+	queued := len(c.equeue) > c.ehead
+	c.emu.Unlock()
+	if queued { // the pump got there first; keep the order
+		return Event{}, false, nil
+	}
+	for {
+		f, err := c.ev.Next()
+		if err == shm.ErrRingEmpty {
+			c.ev.Release()
+			return Event{}, false, nil
+		}
+		if err != nil {
+			c.ev.Release()
+			return Event{}, false, fmt.Errorf("%w: event ring: %w", ErrProtocol, err)
+		}
+		// A bus request for the request handler is not an event to view;
+		// every other single-frame event is viewed in place.
+		takenRequest := f.Service == pb.BusService && f.Command == pb.MsgRequest && (c.o.onRequest != nil || c.o.requestPID != nil)
+		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && !takenRequest {
+			e := Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux)}
+			if f.Service == pb.BusService && c.busIntercept(&e) {
+				c.dropped.Add(uint64(f.Aux)) // malformed: dropped, and counted by busIntercept
+				continue
+			}
+			c.received.Add(1)
+			c.dropped.Add(uint64(f.Aux))
+			e.view, e.gen = c, c.viewGen.Add(1)
+			c.viewHeld.Store(true)
+			return e, true, nil
+		}
+		if err := c.queueEventFrame(f); err != nil { // a chunk or a bus message: into the queue
+			c.ev.Release()
+			return Event{}, false, err
+		}
+		c.emu.Lock()
+		queued := len(c.equeue) > c.ehead
+		c.emu.Unlock()
+		if queued { // it comes first
+			c.ev.Release()
+			return Event{}, false, nil
+		}
+	}
+}
+
+// releaseView ends the in-place event gen, once.
+func (c *Conn) releaseView(gen uint64) {
+	if c.viewGen.CompareAndSwap(gen, gen+1) {
+		c.ev.Release()
+		c.viewHeld.Store(false)
+		c.evmu.Unlock()
+		c.bell.Ring() // the pump left the events alone meanwhile
+	}
+}
+
+// Fd returns a descriptor that polls readable while events wait to be
+// taken with TryRecvEvent (poll mode), for a caller's own event loop. The
+// descriptor is kept up to date from the first call of Fd on.
+func (c *Conn) Fd() int {
+	c.emu.Lock()
+	defer c.emu.Unlock()
+	if !c.polled.Swap(true) && len(c.equeue) > c.ehead && c.pollFd >= 0 {
+		var one [8]byte
+		one[0] = 1
+		unix.Write(c.pollFd, one[:])
+	}
+	return c.pollFd
+}
+
+// deliver hands events to the handler or actor, in order.
+func (c *Conn) deliver() {
+	for {
+		e, ok := c.TryRecvEvent()
+		if !ok {
+			select {
+			case <-c.ewake:
+				continue
+			case <-c.gone:
+				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
+					c.dispatch(e)
+				}
+				return
+			}
+		}
+		c.dispatch(e)
+	}
+}
+
+func (c *Conn) dispatch(e Event) {
+	if c.o.onEvent != nil {
+		c.o.onEvent(e)
+		return
+	}
+	c.o.actorSys.Root.Send(c.o.actorPID, &e)
+}

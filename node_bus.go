@@ -1,0 +1,235 @@
+package switchboard
+
+import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
+
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/group"
+	"github.com/switchboard-ipc/switchboard/actors/registry"
+)
+
+// BusService is the service id of the bus operations (subscribe, own,
+// listings); the client's methods call it for you.
+const BusService = pb.BusService
+
+// member describes a connection in notices and listings.
+func member(c *conn.Endpoint) *pb.Member {
+	cr := c.Cred()
+	return &pb.Member{Address: c.Address(), ClientName: c.Name(), Uid: cr.UID, Gid: cr.GID, Pid: cr.PID}
+}
+
+// initBus sets up the group directory and the registry's callbacks.
+func (n *Node) initBus() (registry.Config, group.Config) {
+	gc := group.Config{
+		System: n.sys,
+		Spawn:  n.spawn,
+		Member: member,
+		Announce: func(ch group.Change) {
+			n.sys.Root.Send(n.registry, &registry.Changed{Change: ch})
+		},
+	}
+	rc := registry.Config{
+		Member: member,
+		Publish: func(g string, nt *pb.Notice) {
+			ms := n.dir.Members(g)
+			if len(ms) == 0 {
+				return
+			}
+			b, _ := gproto.Marshal(nt)
+			body := pb.AppendMsg(nil, "", g, nil, b)
+			for _, m := range ms {
+				m.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+			}
+		},
+		Tell: func(c *conn.Endpoint, nt *pb.Notice) {
+			b, _ := gproto.Marshal(nt)
+			c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
+		},
+		SetNames: func(t map[string]*conn.Endpoint) { n.names.Store(&t) },
+	}
+	return rc, gc
+}
+
+// busOp serves a call to BusService, on the connection's pump.
+func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) conn.Result {
+	refuse := func(err error) conn.Result {
+		return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
+	}
+	invalid := func(err error) conn.Result {
+		e, _ := err.(*pb.Error)
+		if e == nil {
+			return conn.Result{Code: pb.Code_CODE_INVALID_ARGUMENT, Payload: []byte(err.Error())}
+		}
+		return conn.Result{Code: e.Code, Payload: []byte(e.Reason)}
+	}
+	who := c.Cred()
+	switch r.Command {
+	case pb.BusSubscribe, pb.BusSubscribeWithMembers:
+		var m pb.BusGroup
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		g := m.GetGroup()
+		if err := checkName(g); err != nil {
+			return invalid(err)
+		}
+		if err := n.allow(who, ActionSubscribe, g); err != nil {
+			return refuse(err)
+		}
+		// A member list, and the notices of sys.*, tell who is connected:
+		// the listing rule applies to them as to Members and Connections.
+		if r.Command == pb.BusSubscribeWithMembers {
+			if err := n.allow(who, ActionList, g); err != nil {
+				return refuse(err)
+			}
+		}
+		if reserved(g) {
+			if err := n.allow(who, ActionList, ""); err != nil {
+				return refuse(err)
+			}
+		}
+		if err := n.dir.Join(g, c, r.ID, r.Command == pb.BusSubscribeWithMembers); err != nil {
+			return conn.Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte(err.Error())}
+		}
+		return conn.Result{Pending: true}
+	case pb.BusUnsubscribe:
+		var m pb.BusName
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		n.dir.Leave(m.GetName(), c, r.ID)
+		return conn.Result{Pending: true}
+	case pb.BusOwn, pb.BusRelease:
+		var m pb.BusName
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		if err := checkName(m.GetName()); err != nil {
+			return invalid(err)
+		}
+		if r.Command == pb.BusOwn {
+			if err := n.allow(who, ActionOwn, m.GetName()); err != nil {
+				return refuse(err)
+			}
+			n.sys.Root.Send(n.registry, &registry.Own{Conn: c, Name: m.GetName(), ID: r.ID})
+		} else {
+			n.sys.Root.Send(n.registry, &registry.Release{Conn: c, Name: m.GetName(), ID: r.ID})
+		}
+		return conn.Result{Pending: true}
+	case pb.BusMembers:
+		var m pb.BusName
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		if err := n.allow(who, ActionList, m.GetName()); err != nil {
+			return refuse(err)
+		}
+		list := &pb.MemberList{}
+		for _, mc := range n.dir.Members(m.GetName()) {
+			list.Members = append(list.Members, member(mc))
+		}
+		return marshalResult(list)
+	case pb.BusGroups:
+		if err := n.allow(who, ActionList, ""); err != nil {
+			return refuse(err)
+		}
+		list := &pb.GroupList{}
+		for _, g := range n.dir.List() {
+			list.Groups = append(list.Groups, &pb.GroupInfo{Name: g.Name, Members: uint32(g.Members)})
+		}
+		return marshalResult(list)
+	case pb.BusMonitor:
+		var m pb.BusWatch
+		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
+			return invalid(err)
+		}
+		if err := n.allow(who, ActionMonitor, ""); err != nil {
+			return refuse(err)
+		}
+		n.addMonitor(c, m.GetTargets())
+		return conn.Result{}
+	case pb.BusNames, pb.BusConnections:
+		if err := n.allow(who, ActionList, ""); err != nil {
+			return refuse(err)
+		}
+		// The registry answers on a channel; waiting for it off the pump
+		// keeps this connection's other traffic moving.
+		id := r.ID
+		cmd := r.Command
+		n.bg.Add(1)
+		go func() {
+			defer n.bg.Done()
+			var res conn.Result
+			if cmd == pb.BusNames {
+				res = marshalResult(&pb.NameList{Names: n.listNames()})
+			} else {
+				list := &pb.ConnectionList{}
+				for _, ci := range n.Connections() {
+					list.Connections = append(list.Connections, ci.proto())
+				}
+				res = marshalResult(list)
+			}
+			c.Complete(id, res)
+		}()
+		return conn.Result{Pending: true}
+	}
+	return conn.Result{Code: pb.Code_CODE_UNKNOWN_COMMAND, Payload: []byte(fmt.Sprintf("no bus command %d", r.Command))}
+}
+
+func marshalResult(m gproto.Message) conn.Result {
+	b, err := gproto.Marshal(m)
+	if err != nil {
+		return conn.Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte(err.Error())}
+	}
+	return conn.Result{Payload: b}
+}
+
+func (n *Node) listNames() []*pb.NameInfo {
+	reply := make(chan []*pb.NameInfo, 1)
+	n.sys.Root.Send(n.registry, &registry.ListNames{Reply: reply})
+	select {
+	case l := <-reply:
+		return l
+	case <-time.After(5 * time.Second):
+		return nil
+	}
+}
+
+// Groups lists the groups with members, by name.
+func (n *Node) Groups() []GroupInfo {
+	var out []GroupInfo
+	for _, g := range n.dir.List() {
+		gi := GroupInfo{Name: g.Name, Members: g.Members}
+		if h := n.dir.Handle(g.Name); h != nil {
+			gi.Published = h.Published.Load()
+		}
+		out = append(out, gi)
+	}
+	return out
+}
+
+// Members lists a group's members (addresses), by connection id.
+func (n *Node) Members(group string) []string {
+	var out []string
+	for _, c := range n.dir.Members(group) {
+		out = append(out, c.Address())
+	}
+	return out
+}
+
+// Names lists the owned names, by name.
+func (n *Node) Names() []NameInfo {
+	var out []NameInfo
+	for _, ni := range n.listNames() {
+		out = append(out, NameInfo{Name: ni.GetName(), Owner: ni.GetOwner(), Standby: ni.GetStandby()})
+	}
+	return out
+}
+
+// disconnectReason maps why a connection ended to its announced reason.
+func disconnectReason(why conn.Reason) pb.DisconnectReason { return why.Disconnect() }

@@ -1,0 +1,175 @@
+package switchboard
+
+import (
+	pb "github.com/switchboard-ipc/switchboard/proto"
+
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"net"
+	"os"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/registry"
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// handshake runs the node side of a connection's handshake and starts it.
+func (n *Node) handshake(c *net.UnixConn) {
+	done := func() {
+		n.mu.Lock()
+		delete(n.hs, c)
+		n.mu.Unlock()
+	}
+	fail := func(code pb.Code, reason string) {
+		writeControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: reason}}}, nil)
+		c.Close()
+		done()
+	}
+	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
+	cred, err := shm.PeerCred(c)
+	if err != nil {
+		fail(pb.Code_CODE_INTERNAL, err.Error())
+		return
+	}
+	err = n.o.authorize(cred)
+	if err == nil {
+		err = n.allow(cred, ActionConnect, "")
+	}
+	if err != nil {
+		n.refused.Add(1)
+		n.o.logger.Info("connection refused", slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)), slog.String("reason", err.Error()))
+		fail(pb.Code_CODE_REFUSED, err.Error())
+		return
+	}
+	msg, err := readControl(c)
+	if err != nil {
+		n.o.logger.Debug("handshake failed", slog.String("error", err.Error()))
+		c.Close()
+		done()
+		return
+	}
+	hello := msg.GetHello()
+	switch {
+	case hello == nil:
+		fail(pb.Code_CODE_PROTOCOL_VIOLATION, "expected Hello")
+		return
+	case hello.GetProtocolVersion() != pb.ProtocolVersion:
+		fail(pb.Code_CODE_VERSION_MISMATCH, fmt.Sprintf("node speaks protocol %d, client %d", pb.ProtocolVersion, hello.GetProtocolVersion()))
+		return
+	}
+	socketOnly := hello.GetTransport() == pb.Transport_TRANSPORT_SOCKET
+	rings := n.o.rings
+	for i, want := range []uint32{hello.GetRequestRingBytes(), hello.GetResponseRingBytes(), hello.GetEventRingBytes()} {
+		if want != 0 {
+			rings[i] = ringSize(int(want))
+		}
+	}
+	maxMsg := n.o.maxMessage
+	if m := int(hello.GetMaxMessageBytes()); m > 0 && m < maxMsg {
+		maxMsg = m
+	}
+	n.mu.Lock()
+	n.nextID++
+	id := n.nextID
+	n.mu.Unlock()
+	var lopts []shm.Option
+	if n.o.spin != nil {
+		lopts = append(lopts, shm.WithSpin(*n.o.spin))
+	}
+	var link, bridge *shm.Link
+	if socketOnly {
+		link, bridge, err = shm.NewLocalLink(connRings(rings), shm.WithSpin(0))
+	} else {
+		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), connRings(rings), lopts...)
+	}
+	if err != nil {
+		fail(pb.Code_CODE_INTERNAL, err.Error())
+		return
+	}
+	address := fmt.Sprintf(":%s.%d", n.o.name, id)
+	welcome := &pb.Welcome{
+		ProtocolVersion:   pb.ProtocolVersion,
+		ConnectionId:      id,
+		Address:           address,
+		NodeName:          n.o.name,
+		Transport:         pb.Transport_TRANSPORT_SHM,
+		RequestRingBytes:  uint32(rings[0]),
+		ResponseRingBytes: uint32(rings[1]),
+		EventRingBytes:    uint32(rings[2]),
+		MaxMessageBytes:   uint32(maxMsg),
+		MaxFrameBytes:     uint32(link.Producer(pb.RingResponse).MaxBody()),
+		EventQueueLimit:   uint32(n.o.eventQueue),
+		EventQueueBytes:   uint64(n.o.eventBytes),
+		NodeUid:           uint32(os.Geteuid()),
+		NodePid:           int32(os.Getpid()),
+		Cpus:              shm.CPUMask(),
+	}
+	if socketOnly {
+		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
+	}
+	// The connection starts, and is registered, before the client hears
+	// Welcome: once its Dial returns, peers can reach it and observers
+	// have seen it connect.
+	c.SetDeadline(time.Time{})
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		link.Close()
+		c.Close()
+		done()
+		return
+	}
+	srv := n.newServer()
+	cfg := conn.Config{
+		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
+		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
+		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
+		Host: srv, Logger: n.o.logger,
+		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
+	}
+	cn, err := conn.Start(n.sys, cfg, n.spawn)
+	if err != nil {
+		n.mu.Unlock()
+		link.Close()
+		c.Close()
+		done()
+		return
+	}
+	n.conns[id] = cn
+	n.byID.Store(id, cn)
+	n.accepted.Add(1)
+	delete(n.hs, c)
+	registered := make(chan struct{})
+	// Under mu: connClosed, which sends Unregister, takes mu first.
+	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
+	n.mu.Unlock()
+	select {
+	case <-registered:
+	case <-time.After(n.o.handshakeTimeout):
+	}
+	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
+	err = cn.Welcome(func() error {
+		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
+	})
+	c.SetWriteDeadline(time.Time{})
+	if err != nil {
+		cn.Close(conn.Reason{Code: pb.Code_CODE_OK, Text: "welcome not sent: " + err.Error(), Lost: true})
+		return
+	}
+	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
+		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
+}
+
+func ringSize(want int) int {
+	want = max(shm.MinRingCapacity, min(want, 64<<20))
+	return 1 << bits.Len(uint(want-1))
+}
+
+func transportName(socketOnly bool) string {
+	if socketOnly {
+		return "socket"
+	}
+	return "shm"
+}
