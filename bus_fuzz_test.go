@@ -79,27 +79,3 @@ func FuzzBusFrames(f *testing.F) {
 		}
 	})
 }
-
-// FuzzDecodeMsg: the client's decoding of bus message bodies from shared
-// memory never panics and never returns more than it was given.
-func FuzzDecodeMsg(f *testing.F) {
-	f.Add([]byte("\x05:n1.1\x01gpayload"), true)
-	f.Add([]byte{}, false)
-	f.Add([]byte("\xff"), false)
-	f.Fuzz(func(t *testing.T, b []byte, request bool) {
-		from, to, h, p, err := pb.DecodeMsg(b, request)
-		if err != nil {
-			return
-		}
-		if n := len(from) + len(to) + len(h) + len(p) + 2; n != len(b) {
-			t.Fatalf("parts add up to %d of %d bytes", n, len(b))
-		}
-		if request && len(h) != pb.ReplyHandleSize {
-			t.Fatalf("handle of %d bytes", len(h))
-		}
-		dest, rest, err := pb.CutDest(b)
-		if err == nil && len(dest)+len(rest)+1 != len(b) {
-			t.Fatal("CutDest lost bytes")
-		}
-	})
-}

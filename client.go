@@ -2,7 +2,6 @@ package switchboard
 
 import (
 	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
 
 	"context"
 	"errors"
@@ -99,11 +98,11 @@ type Conn struct {
 	// smallest frames would hold together with shared memory.
 	sockEvents int
 
-	rmu      sync.Mutex        // the response ring's reader: the pump, or a caller spinning for its reply
-	rpartial map[uint64][]byte // under rmu: replies arriving in chunks
-	spin     time.Duration     // how long one caller spins for its reply (0: never)
-	spinning atomic.Bool       // a caller is spinning; the others block
-	mapRefs  atomic.Int32      // callers about to look at the rings without a lock
+	rmu      sync.Mutex    // the response ring's reader: the pump, or a caller spinning for its reply
+	replies  pb.Reassembly // under rmu: replies arriving in chunks
+	spin     time.Duration // how long one caller spins for its reply (0: never)
+	spinning atomic.Bool   // a caller is spinning; the others block
+	mapRefs  atomic.Int32  // callers about to look at the rings without a lock
 
 	pmu     sync.Mutex
 	pending map[uint64]*call
@@ -119,13 +118,13 @@ type Conn struct {
 	polled atomic.Bool // Fd was called: keep pollFd readable while events wait
 	evbufs bufPool
 
-	evmu      sync.Mutex    // the event ring's reader: the pump, or RecvEventView
-	evPartial []byte        // under evmu: an event arriving in chunks
-	viewGen   atomic.Uint64 // bumped when an event is viewed in place and when it is released
-	viewHeld  atomic.Bool   // an event is viewed in place: the pump leaves the event ring alone
-	received  atomic.Uint64
-	dropped   atomic.Uint64
-	late      atomic.Uint64
+	evmu     sync.Mutex    // the event ring's reader: the pump, or RecvEventView
+	evChunks pb.Reassembly // under evmu: an event arriving in chunks
+	viewGen  atomic.Uint64 // bumped when an event is viewed in place and when it is released
+	viewHeld atomic.Bool   // an event is viewed in place: the pump leaves the event ring alone
+	received atomic.Uint64
+	dropped  atomic.Uint64
+	late     atomic.Uint64
 
 	dmu  sync.Mutex
 	data any
@@ -196,9 +195,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		Cpus: shm.CPUMask()}
 	// A node that refuses us may do so, and close, before reading Hello: a
 	// failed write still leaves its Refused to read.
-	helloErr := writeControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
-	hdr := make([]byte, shm.HeaderSize)
-	n, fds, err := shm.RecvFds(sock, hdr, 8)
+	helloErr := pb.WriteControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
+	msg, fds, err := pb.ReadControlFds(sock, 8)
 	if err != nil {
 		if helloErr != nil {
 			return nil, fmt.Errorf("switchboard: hello: %w", helloErr)
@@ -212,15 +210,6 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-	}
-	if _, err := io.ReadFull(sock, hdr[n:]); err != nil {
-		closeFds()
-		return nil, fmt.Errorf("switchboard: handshake: %w", err)
-	}
-	msg, err := finishControl(sock, hdr)
-	if err != nil {
-		closeFds()
-		return nil, fmt.Errorf("switchboard: handshake: %w", err)
 	}
 	if r := msg.GetRefused(); r != nil {
 		closeFds()
@@ -239,7 +228,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 			return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "node chose the socket transport")
 		}
 		sizes := [3]int{int(w.GetRequestRingBytes()), int(w.GetResponseRingBytes()), int(w.GetEventRingBytes())}
-		bridge, link, err = shm.NewLocalLink(clientLocalRings(sizes), shm.WithSpin(0))
+		bridge, link, err = shm.NewLocalLink(pb.SocketRings(sizes), shm.WithSpin(0))
 		if err != nil {
 			return nil, fmt.Errorf("switchboard: rings for the socket transport: %w", err)
 		}
@@ -248,7 +237,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 			return nil, fmt.Errorf("switchboard: shared memory from the node: %w", err)
 		}
 	}
-	if bridge == nil && !clientLayout(link) {
+	if bridge == nil && !pb.IsConnLayout(link) {
 		link.Close()
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "unexpected ring layout")
 	}
@@ -262,10 +251,12 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		o: o, sock: sock, link: link, welcome: w, maxMsg: int(w.GetMaxMessageBytes()),
 		req: link.Producer(pb.RingRequest), resp: link.Consumer(pb.RingResponse), ev: link.Consumer(pb.RingEvent),
 		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
-		rpartial: map[uint64][]byte{}, spin: spin, bridge: bridge,
+		spin: spin, bridge: bridge,
 		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
 		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
 	}
+	c.replies = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg}
+	c.evChunks = pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 	c.life, c.lifeCancel = context.WithCancel(context.Background())
 	c.inlineStarted = make(chan struct{})
 	if bridge != nil {
@@ -360,13 +351,14 @@ func (c *Conn) end(err error) {
 }
 
 // watch reads frames from the socket; EOF means the node is gone. With
-// the socket transport, replies and events go into the local rings.
+// the socket transport, replies go into the local response ring and
+// events into the event queue.
 func (c *Conn) watch() {
 	reason := error(codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, "the node closed the connection"))
 	defer func() { c.end(reason) }()
 	if c.bridge == nil {
 		for {
-			msg, err := readControl(c.sock)
+			msg, err := pb.ReadControl(c.sock)
 			if err != nil {
 				return
 			}
@@ -374,55 +366,46 @@ func (c *Conn) watch() {
 		}
 	}
 	resp := c.bridge.Producer(pb.RingResponse)
-	maxFrame := resp.MaxBody()
-	var evPartial []byte
-	buf := make([]byte, 0, 64<<10)
-	tmp := make([]byte, 64<<10)
+	fr := shm.NewFrameReader(c.sock, resp.MaxBody())
+	events := pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 	for {
-		n, err := c.sock.Read(tmp)
+		f, err := fr.Next()
+		if errors.Is(err, shm.ErrCorrupt) {
+			reason = fmt.Errorf("%w: %w", ErrProtocol, err)
+			return
+		}
 		if err != nil {
 			return
 		}
-		buf = append(buf, tmp[:n]...)
-		for {
-			f, size, err := shm.DecodeFrame(buf, maxFrame)
-			if errors.Is(err, shm.ErrIncomplete) {
-				break
-			}
+		switch f.Kind {
+		case pb.KindReply:
+			err = resp.Write(context.Background(), f.Header, f.Body)
+		case pb.KindEvent:
+			// Events skip the local ring: a full ring must not stop this
+			// loop, or the replies behind the events would wait too.
+			m, whole, err := events.Add(f)
 			if err != nil {
-				reason = fmt.Errorf("%w: %w", ErrProtocol, err)
+				reason = fmt.Errorf("%w: event larger than the limit", ErrProtocol)
 				return
 			}
-			switch f.Kind {
-			case pb.KindReply:
-				err = resp.Write(context.Background(), f.Header, f.Body)
-			case pb.KindEvent:
-				// Events skip the local ring: a full ring must not stop this
-				// loop, or the replies behind the events would wait too.
-				evPartial = append(evPartial, f.Body...)
-				if len(evPartial) > c.maxMsg+pb.MaxMsgOverhead {
-					reason = fmt.Errorf("%w: event larger than the limit", ErrProtocol)
-					return
+			if whole {
+				payload := m.Body
+				if !m.Owned {
+					payload = append([]byte(nil), payload...) // the reader's buffer is reused
 				}
-				if f.Flags&pb.FlagMore == 0 {
-					c.pushEventDropOldest(Event{Service: f.Service, Command: f.Command, Payload: evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
-					evPartial = nil
-				}
-			case pb.KindControl:
-				var m pb.Control
-				if gproto.Unmarshal(f.Body, &m) == nil {
-					reason = c.control(&m, reason)
-				}
-			default:
-				reason = fmt.Errorf("%w: frame kind %d from the node", ErrProtocol, f.Kind)
-				return
+				c.pushEventDropOldest(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
 			}
-			if err != nil { // the connection is closing
-				return
+		case pb.KindControl:
+			if m, err := pb.DecodeControl(f); err == nil {
+				reason = c.control(m, reason)
 			}
-			buf = buf[size:]
+		default:
+			reason = fmt.Errorf("%w: frame kind %d from the node", ErrProtocol, f.Kind)
+			return
 		}
-		buf = append(buf[:0], buf...)
+		if err != nil { // the connection is closing
+			return
+		}
 	}
 }
 
@@ -441,27 +424,9 @@ func (c *Conn) control(msg *pb.Control, reason error) error {
 // sendFrames, for the socket transport, sends the requests written to the
 // local request ring over the socket, a batch per write.
 func (c *Conn) sendFrames() {
-	req := c.bridge.Consumer(pb.RingRequest)
-	bell := c.bridge.Bell(clientBellRequestData)
-	var buf []byte
-	for {
-		buf = shm.AppendFrames(buf[:0], 256<<10, req)
-		if len(buf) > 0 {
-			c.sockMu.Lock()
-			_, err := c.sock.Write(buf)
-			c.sockMu.Unlock()
-			if err != nil {
-				c.end(fmt.Errorf("%w: %w", ErrNodeGone, err))
-				return
-			}
-			continue
-		}
-		req.Arm()
-		err := bell.WaitUntil(context.Background(), req.Ready)
-		req.Disarm()
-		if err != nil {
-			return
-		}
+	err := shm.SendFrames(c.sock, &c.sockMu, c.bridge.Bell(pb.BellSocketRequest), c.bridge.Consumer(pb.RingRequest))
+	if err != nil {
+		c.end(fmt.Errorf("%w: %w", ErrNodeGone, err))
 	}
 }
 
@@ -473,7 +438,7 @@ func (c *Conn) sayGoodbye() {
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()
 	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	writeControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
+	pb.WriteControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
 }
 
 // Close closes the connection: pending calls fail with ErrClosed, the

@@ -178,7 +178,7 @@ func (c *Conn) cancelCall(id uint64) {
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()
 	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	writeControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
+	pb.WriteControl(c.sock, &pb.Control{Msg: &pb.Control_Cancel{Cancel: &pb.Cancel{Id: id}}}, nil)
 	c.sock.SetWriteDeadline(time.Time{})
 }
 
@@ -206,24 +206,7 @@ func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []b
 	if c.closed {
 		return ErrClosed
 	}
-	max := c.req.MaxBody()
-	var err error
-	if len(prefix)+len(payload) <= max {
-		err = c.req.Write(ctx, h, prefix, payload)
-	} else {
-		if len(prefix) > 0 {
-			payload = append(append(make([]byte, 0, len(prefix)+len(payload)), prefix...), payload...)
-		}
-		for len(payload) > max && err == nil {
-			h.Flags |= pb.FlagMore
-			err = c.req.Write(ctx, h, payload[:max])
-			payload = payload[max:]
-		}
-		if err == nil {
-			h.Flags &^= pb.FlagMore
-			err = c.req.Write(ctx, h, payload)
-		}
-	}
+	err := pb.WriteMessage(ctx, c.req, h, false, prefix, payload)
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
 	}
@@ -255,20 +238,15 @@ func (c *Conn) deliverReply(f shm.Frame) error {
 	if f.Kind != pb.KindReply {
 		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
 	}
-	if p, ok := c.rpartial[f.ID]; ok || f.Flags&pb.FlagMore != 0 {
-		if !ok && len(c.rpartial) >= 64 {
-			return fmt.Errorf("%w: too many chunked replies in flight", ErrProtocol)
-		}
-		p = append(p, f.Body...)
-		if len(p) > c.maxMsg {
-			return fmt.Errorf("%w: reply larger than the limit", ErrProtocol)
-		}
-		if f.Flags&pb.FlagMore != 0 {
-			c.rpartial[f.ID] = p
-			return nil
-		}
-		delete(c.rpartial, f.ID)
-		c.reply(f.ID, pb.Code(f.Aux), p)
+	m, whole, err := c.replies.Add(f)
+	if err != nil {
+		return fmt.Errorf("%w: reply: %w", ErrProtocol, err)
+	}
+	if !whole {
+		return nil
+	}
+	if m.Owned {
+		c.reply(m.ID, pb.Code(m.Aux), m.Body)
 		return nil
 	}
 	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
@@ -368,7 +346,7 @@ func (c *Conn) findReply(id uint64) (shm.Frame, bool, error) {
 			return shm.Frame{}, false, fmt.Errorf("%w: response ring: %w", ErrProtocol, err)
 		}
 		if f.Kind == pb.KindReply && f.ID == id && f.Flags&pb.FlagMore == 0 {
-			if _, chunked := c.rpartial[id]; !chunked {
+			if !c.replies.Pending(id) {
 				return f, true, nil
 			}
 		}

@@ -110,20 +110,18 @@ func (c *Conn) pump() {
 			c.ev.Arm()
 			c.evmu.Unlock()
 		}
-		err = c.bell.WaitUntil(context.Background(), func() bool {
-			// A wake-up consumes the announcement that caused it; a caller
-			// spinning in lead may have taken the reply meanwhile, so
-			// announce again before looking (else the next reply would
-			// wait for WaitUntil's re-check).
-			c.resp.Rearm()
-			if room {
-				c.ev.Rearm()
-			}
-			return c.closing.Load() || c.resp.Unreleased() ||
-				(room && c.ev.Unreleased()) || (!room && c.eventRoom() && !c.viewHeld.Load())
-		})
-		c.resp.Disarm()
-		c.ev.Disarm()
+		// A wake-up consumes the announcement that caused it, and a
+		// caller spinning in lead may have taken the reply meanwhile: Park
+		// announces again before every look.
+		if room {
+			err = shm.Park(c.bell, func() bool {
+				return c.closing.Load() || c.resp.Unreleased() || c.ev.Unreleased()
+			}, c.resp, c.ev)
+		} else {
+			err = shm.Park(c.bell, func() bool {
+				return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load()
+			}, c.resp)
+		}
 		if err != nil {
 			if !errors.Is(err, shm.ErrClosed) {
 				c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
@@ -161,15 +159,15 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 	if f.Kind != pb.KindEvent {
 		return fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind)
 	}
-	if c.evPartial != nil || f.Flags&pb.FlagMore != 0 {
-		c.evPartial = append(c.evPartial, f.Body...)
-		if len(c.evPartial) > c.maxMsg+pb.MaxMsgOverhead {
-			return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
-		}
-		if f.Flags&pb.FlagMore == 0 {
-			c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evPartial, Seq: f.ID, Dropped: uint64(f.Aux)})
-			c.evPartial = nil
-		}
+	m, whole, err := c.evChunks.Add(f)
+	if err != nil {
+		return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+	}
+	if !whole {
+		return nil
+	}
+	if m.Owned {
+		c.pushEvent(Event{Service: m.Service, Command: m.Command, Payload: m.Body, Seq: m.ID, Dropped: uint64(m.Aux)})
 		return nil
 	}
 	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
@@ -378,7 +376,7 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 		// A bus request for the request handler is not an event to view;
 		// every other single-frame event is viewed in place.
 		takenRequest := f.Service == pb.BusService && f.Command == pb.MsgRequest && (c.o.onRequest != nil || c.o.requestPID != nil)
-		if f.Kind == pb.KindEvent && c.evPartial == nil && f.Flags&pb.FlagMore == 0 && !takenRequest {
+		if f.Kind == pb.KindEvent && !c.evChunks.Pending(f.ID) && f.Flags&pb.FlagMore == 0 && !takenRequest {
 			e := Event{Service: f.Service, Command: f.Command, Payload: f.Body, Seq: f.ID, Dropped: uint64(f.Aux)}
 			if f.Service == pb.BusService && c.busIntercept(&e) {
 				c.dropped.Add(uint64(f.Aux)) // malformed: dropped, and counted by busIntercept

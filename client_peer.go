@@ -7,7 +7,6 @@ import (
 	"errors"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 
@@ -105,7 +104,7 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	code := pb.Code_CODE_OK
 	if err != nil {
 		var e *pb.Error
-		if errors.As(err, &e) && conn.PeerCode(e.Code) == e.Code {
+		if errors.As(err, &e) && pb.PeerCode(e.Code) == e.Code {
 			code = e.Code
 			payload = []byte(e.Reason)
 		} else {

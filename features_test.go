@@ -17,7 +17,6 @@ import (
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
-	gproto "google.golang.org/protobuf/proto"
 )
 
 // TestSessions: per-service accept checks, connect and disconnect hooks,
@@ -321,25 +320,6 @@ func TestGarbageHandshake(t *testing.T) {
 	}
 }
 
-// FuzzControlFrame feeds arbitrary bytes to the node's control-frame
-// reader: it must fail cleanly, never panic.
-func FuzzControlFrame(f *testing.F) {
-	hello, _ := gproto.Marshal(&pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 1, ClientName: "x"}}})
-	f.Add(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, hello))
-	f.Add(shm.AppendFrame(nil, shm.Header{Kind: pb.KindCall}, hello))
-	f.Add([]byte{})
-	f.Add(make([]byte, 24))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) < shm.HeaderSize {
-			return
-		}
-		m, err := finishControl(bytes.NewReader(b[shm.HeaderSize:]), b[:shm.HeaderSize])
-		if err == nil && m == nil {
-			t.Fatal("nil message without error")
-		}
-	})
-}
-
 func TestCallView(t *testing.T) {
 	bothTransports(t, func(t *testing.T, tr Transport) {
 		n := startNode(t)
@@ -470,10 +450,10 @@ func TestVersionMismatch(t *testing.T) {
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
-	if err := writeControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 99}}}, nil); err != nil {
+	if err := pb.WriteControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 99}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	m, err := readControl(uc)
+	m, err := pb.ReadControl(uc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -581,10 +561,10 @@ func TestReleaseWithBlockedSocketWriter(t *testing.T) {
 	defer raw.Close()
 	uc := raw.(*net.UnixConn)
 	uc.SetReadBuffer(4096)
-	if err := writeControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: "raw", Transport: pb.Transport_TRANSPORT_SOCKET}}}, nil); err != nil {
+	if err := pb.WriteControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: "raw", Transport: pb.Transport_TRANSPORT_SOCKET}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	m, err := readControl(uc)
+	m, err := pb.ReadControl(uc)
 	if err != nil || m.GetWelcome() == nil {
 		t.Fatalf("welcome: %v %v", m, err)
 	}

@@ -23,7 +23,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		n.mu.Unlock()
 	}
 	fail := func(code pb.Code, reason string) {
-		writeControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: reason}}}, nil)
+		pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: reason}}}, nil)
 		c.Close()
 		done()
 	}
@@ -43,7 +43,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		fail(pb.Code_CODE_REFUSED, err.Error())
 		return
 	}
-	msg, err := readControl(c)
+	msg, err := pb.ReadControl(c)
 	if err != nil {
 		n.o.logger.Debug("handshake failed", slog.String("error", err.Error()))
 		c.Close()
@@ -80,9 +80,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 	}
 	var link, bridge *shm.Link
 	if socketOnly {
-		link, bridge, err = shm.NewLocalLink(connRings(rings), shm.WithSpin(0))
+		link, bridge, err = shm.NewLocalLink(pb.ConnRings(rings), shm.WithSpin(0))
 	} else {
-		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), connRings(rings), lopts...)
+		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), pb.ConnRings(rings), lopts...)
 	}
 	if err != nil {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
@@ -151,7 +151,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	}
 	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
 	err = cn.Welcome(func() error {
-		return writeControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
+		return pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
 	})
 	c.SetWriteDeadline(time.Time{})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 var (
 	// ErrRingFull is returned by non-blocking writes when the ring has no
 	// room for the frame yet. Retry after the consumer catches up, or use
-	// the blocking WriteContext.
+	// the blocking Write.
 	ErrRingFull = errors.New("shm: ring full")
 
 	// ErrRingEmpty is returned by non-blocking reads when no frame is ready.

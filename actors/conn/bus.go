@@ -254,7 +254,7 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 	if !f.Owned {
 		payload = append([]byte(nil), payload...)
 	}
-	code := PeerCode(pb.Code(f.Aux))
+	code := pb.PeerCode(pb.Code(f.Aux))
 	caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: code, Payload: payload})
 	return true
 }
@@ -464,16 +464,4 @@ func (c *Endpoint) stopTimers() {
 	for id, pc := range c.bus.calls {
 		c.endCall(id, pc)
 	}
-}
-
-// PeerCode returns code if a client may answer a request with it, else
-// CODE_HANDLER_ERROR: a client may not pretend to be the node (say, that
-// the node is shutting down, or that the peer is gone).
-func PeerCode(code pb.Code) pb.Code {
-	switch code {
-	case pb.Code_CODE_OK, pb.Code_CODE_HANDLER_ERROR, pb.Code_CODE_INVALID_ARGUMENT, pb.Code_CODE_DEADLINE_EXCEEDED,
-		pb.Code_CODE_CANCELED, pb.Code_CODE_UNKNOWN_COMMAND, pb.Code_CODE_INTERNAL, pb.Code_CODE_TOO_LARGE:
-		return code
-	}
-	return pb.Code_CODE_HANDLER_ERROR
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
-	gproto "google.golang.org/protobuf/proto"
 )
 
 // Incoming is one call or send, reassembled from its chunks.
@@ -135,7 +134,7 @@ type Endpoint struct {
 	parked atomic.Bool // the pump is parked or about to: Schedule must ring
 
 	// Pump state.
-	partial  map[uint64]*partialMsg
+	chunks   pb.Reassembly // requests arriving in chunks
 	backlog  eventQueue
 	stopping bool // Stopping received: stop serving requests
 	stopped  bool // Stopped received: the pump exits
@@ -159,6 +158,8 @@ type Endpoint struct {
 	lateDrops    atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
 	spinner      *shm.Spinner
 	readyFn      func() bool
+	parkReadyFn  func() bool
+	conds        [2]shm.Cond // park's, kept to spare an allocation
 	done         chan struct{}
 	started      time.Time
 	ringCap      [3]int
@@ -173,13 +174,6 @@ type Stats struct {
 	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
 	BytesIn, BytesOut                                                atomic.Uint64
 	LateReplies                                                      atomic.Uint64 // peer answers that came after their caller gave up
-}
-
-type partialMsg struct {
-	kind, flags, service, command uint16
-	aux                           uint32
-	buf                           []byte
-	deadline                      time.Time
 }
 
 // Messages the actor accepts.
@@ -220,7 +214,6 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		resp:     cfg.Link.Producer(pb.RingResponse),
 		ev:       cfg.Link.Producer(pb.RingEvent),
 		bell:     cfg.Link.Bell(pb.BellNode),
-		partial:  map[uint64]*partialMsg{},
 		done:     make(chan struct{}),
 		started:  time.Now(),
 		welcomed: make(chan struct{}),
@@ -229,6 +222,7 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		return nil, errors.New("conn: link is not a node-side connection link")
 	}
 	c.ringCap = [3]int{c.in.Capacity(), c.resp.Capacity(), c.ev.Capacity()}
+	c.chunks = pb.Reassembly{MaxInFlight: 64, MaxSize: cfg.MaxMessage}
 	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
 	// The mailbox holds at most what the event ring (of the smallest
 	// frames) and the event queue could hold together.
@@ -239,7 +233,7 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 		spin = cfg.Spin
 	}
 	c.spinner = shm.NewSpinner(spin)
-	c.readyFn = c.readyToRun
+	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
 	c.ctx, c.cancel = context.WithCancel(parent)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
 		actor.WithDispatcher(pumpDispatcher{c}))
@@ -377,58 +371,51 @@ func (c *Endpoint) end(why Reason) {
 // is gone. Control frames are handled here; with the socket transport the
 // others go into the request ring.
 func (c *Endpoint) watch() {
-	maxFrame := 64 << 10
+	maxFrame := pb.MaxControl
 	var req *shm.Producer
 	if c.cfg.Bridge != nil {
 		req = c.cfg.Bridge.Producer(pb.RingRequest)
 		maxFrame = req.MaxBody()
 	}
-	buf := make([]byte, 0, 64<<10)
-	tmp := make([]byte, 64<<10)
+	fr := shm.NewFrameReader(c.cfg.Sock, maxFrame)
 	for {
-		n, err := c.cfg.Sock.Read(tmp)
-		if err != nil {
+		f, err := fr.Next()
+		switch {
+		case errors.Is(err, shm.ErrCorrupt):
+			c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
+			c.cfg.Sock.CloseRead()
+			return
+		case err != nil:
 			if c.saidBye.Load() {
 				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
 			} else {
 				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
 			}
 			return
+		case f.Kind != pb.KindControl && req != nil:
+			if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
+				return // the connection is ending
+			}
+			continue
+		case f.Kind != pb.KindControl:
+			c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
+			c.cfg.Sock.CloseRead()
+			return
 		}
-		buf = append(buf, tmp[:n]...)
-		for {
-			f, size, err := shm.DecodeFrame(buf, maxFrame)
-			if errors.Is(err, shm.ErrIncomplete) {
-				break
-			}
-			if err == nil && f.Kind != pb.KindControl && req != nil {
-				if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
-					return // the connection is ending
-				}
-				buf = buf[size:]
-				continue
-			}
-			if err != nil || f.Kind != pb.KindControl {
-				c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
-				c.cfg.Sock.CloseRead()
-				return
-			}
-			var m pb.Control
-			if gproto.Unmarshal(f.Body, &m) == nil {
-				if cm := m.GetCancel(); cm != nil {
-					if cancel, ok := c.cancels.Load(cm.GetId()); ok {
-						cancel.(context.CancelFunc)()
-					} else {
-						c.sys.Root.Send(c.pid, &callExpired{id: cm.GetId(), canceled: true})
-					}
-				}
-				if m.GetClientGoodbye() != nil {
-					c.saidBye.Store(true)
-				}
-			}
-			buf = buf[size:]
+		m, err := pb.DecodeControl(f)
+		if err != nil {
+			continue
 		}
-		buf = append(buf[:0], buf...)
+		if cm := m.GetCancel(); cm != nil {
+			if cancel, ok := c.cancels.Load(cm.GetId()); ok {
+				cancel.(context.CancelFunc)()
+			} else {
+				c.sys.Root.Send(c.pid, &callExpired{id: cm.GetId(), canceled: true})
+			}
+		}
+		if m.GetClientGoodbye() != nil {
+			c.saidBye.Store(true)
+		}
 	}
 }
 
@@ -441,30 +428,9 @@ func (c *Endpoint) sendFrames() {
 		return
 	}
 	br := c.cfg.Bridge
-	resp, ev := br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent)
-	bell := br.Bell(pb.BellClient)
-	ready := func() bool { return resp.Ready() || ev.Ready() }
-	var buf []byte
-	for {
-		buf = shm.AppendFrames(buf[:0], 256<<10, resp, ev)
-		if len(buf) > 0 {
-			c.sockMu.Lock()
-			_, err := c.cfg.Sock.Write(buf)
-			c.sockMu.Unlock()
-			if err != nil {
-				c.end(Reason{Code: pb.Code_CODE_OK, Text: "socket write: " + err.Error()})
-				return
-			}
-			continue
-		}
-		resp.Arm()
-		ev.Arm()
-		err := bell.WaitUntil(context.Background(), ready)
-		resp.Disarm()
-		ev.Disarm()
-		if err != nil {
-			return
-		}
+	err := shm.SendFrames(c.cfg.Sock, &c.sockMu, br.Bell(pb.BellClient), br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent))
+	if err != nil {
+		c.end(Reason{Code: pb.Code_CODE_OK, Text: "socket write: " + err.Error()})
 	}
 }
 
@@ -489,35 +455,30 @@ func (c *Endpoint) park() {
 	if c.spinner.Spin(c.readyFn) {
 		return
 	}
+	conds := c.conds[:0]
 	if !c.stopping {
 		c.in.Arm()
+		conds = append(conds, c.in)
 	}
-	backlogged := c.backlog.len() > 0
-	if backlogged {
+	if c.backlog.len() > 0 {
 		c.ev.ArmSpace()
+		conds = append(conds, c.ev.Space())
 	}
 	parked := time.Now()
 	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
-	err := c.bell.WaitUntil(context.Background(), func() bool {
-		// Each wake-up consumed the announcement that woke it: make them
-		// again before looking, or a wake-up that finds too little room
-		// for the next event would sleep through the next release.
-		if !c.stopping {
-			c.in.Rearm()
-		}
-		if backlogged {
-			c.ev.RearmSpace()
-		}
-		c.parked.Store(true)
-		return c.readyFn()
-	})
+	err := shm.Park(c.bell, c.parkReadyFn, conds...)
 	c.parked.Store(false)
 	c.spinner.Woke(time.Since(parked))
-	c.in.Disarm()
-	c.ev.DisarmSpace()
 	if err != nil { // the doorbell closed under us: only release does that
 		c.end(Reason{Code: pb.Code_CODE_INTERNAL, Text: err.Error()})
 	}
+}
+
+// parkReady is readyToRun for a parked pump: the dispatcher rings only a
+// pump that says it is parked, so it says so again before every look.
+func (c *Endpoint) parkReady() bool {
+	c.parked.Store(true)
+	return c.readyFn()
 }
 
 func (c *Endpoint) readyToRun() bool {
@@ -582,43 +543,33 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
 		return false
 	}
-	if f.Kind >= pb.KindPeerSend && f.Flags&pb.FlagMore == 0 && c.partial[f.ID] == nil {
-		return c.busFrame(BusFrame{Kind: f.Kind, Flags: f.Flags, ID: f.ID, Aux: f.Aux, Body: f.Body})
+	m, whole, err := c.chunks.Add(f)
+	if err != nil {
+		c.violation(err.Error())
+		return false
 	}
-	p := c.partial[f.ID]
-	if p != nil || f.Flags&pb.FlagMore != 0 {
-		if p == nil {
-			if len(c.partial) >= 64 {
-				c.violation("too many chunked messages in flight")
-				return false
-			}
-			p = &partialMsg{kind: f.Kind, flags: f.Flags &^ pb.FlagMore, service: f.Service, command: f.Command, aux: f.Aux, deadline: deadline(f.Aux)}
-			c.partial[f.ID] = p
-		}
-		if p.kind != f.Kind || len(p.buf)+len(f.Body) > c.cfg.MaxMessage {
-			c.violation("chunked message exceeds the limit or changes kind")
-			return false
-		}
-		p.buf = append(p.buf, f.Body...)
-		if f.Flags&pb.FlagMore != 0 {
-			return true
-		}
-		delete(c.partial, f.ID)
-		if p.kind >= pb.KindPeerSend {
-			return c.busFrame(BusFrame{Kind: p.kind, Flags: p.flags, ID: f.ID, Aux: p.aux, Body: p.buf, Owned: true})
-		}
-		c.serve(&Incoming{ID: f.ID, Service: p.service, Command: p.command, Payload: p.buf, NoReply: p.kind == pb.KindSend, Deadline: p.deadline, Owned: true})
+	if !whole {
 		return true
 	}
-	c.serve(&Incoming{ID: f.ID, Service: f.Service, Command: f.Command, Payload: f.Body, NoReply: f.Kind == pb.KindSend, Deadline: deadline(f.Aux)})
+	if m.Kind >= pb.KindPeerSend {
+		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
+	}
+	since := m.Since
+	if since.IsZero() {
+		since = time.Now()
+	}
+	c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
+		Deadline: deadline(since, m.Aux), Owned: m.Owned})
 	return true
 }
 
-func deadline(aux uint32) time.Time {
+// deadline is the deadline of a request whose first frame arrived at since
+// with aux microseconds to go (0: none).
+func deadline(since time.Time, aux uint32) time.Time {
 	if aux == 0 {
 		return time.Time{}
 	}
-	return time.Now().Add(time.Duration(aux) * time.Microsecond)
+	return since.Add(time.Duration(aux) * time.Microsecond)
 }
 
 // serve runs the Serve callback for r, recovering a panic into
@@ -667,27 +618,8 @@ func (c *Endpoint) writeReply(id uint64, res Result) {
 	c.stats.Replies.Add(1)
 	c.stats.BytesOut.Add(uint64(len(res.Payload)))
 	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
-	if err := writeChunked(c.ctx, c.resp, h, res.Payload); err != nil && c.ctx.Err() == nil {
+	if err := pb.WriteMessage(c.ctx, c.resp, h, true, res.Payload); err != nil && c.ctx.Err() == nil {
 		c.violation("response ring: " + err.Error())
-	}
-}
-
-// writeChunked writes body as one frame, or as FlagMore chunks when it is
-// larger than the ring's frame limit.
-func writeChunked(ctx context.Context, p *shm.Producer, h shm.Header, body []byte) error {
-	max := p.MaxBody()
-	for len(body) > max {
-		h.Flags |= pb.FlagMore
-		if err := p.Write(ctx, h, body[:max]); err != nil {
-			return err
-		}
-		body = body[max:]
-	}
-	h.Flags &^= pb.FlagMore
-	if err := p.Append(h, body); err == shm.ErrRingFull {
-		return p.Write(ctx, h, body)
-	} else {
-		return err
 	}
 }
 
@@ -783,15 +715,11 @@ func (c *Endpoint) Welcome(write func() error) error {
 // effort. Any goroutine may call it.
 func (c *Endpoint) sayGoodbye(why Reason) {
 	c.byeOnce.Do(func() {
-		body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}})
-		if err != nil {
-			return
-		}
 		// Before the lock: a write blocked on a client that does not read
 		// (sendFrames) gives up too, instead of holding the lock forever.
 		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		c.sockMu.Lock()
 		defer c.sockMu.Unlock()
-		c.cfg.Sock.Write(shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
+		pb.WriteControl(c.cfg.Sock, &pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}}, nil)
 	})
 }
