@@ -1,15 +1,14 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
-
 	"context"
 	"errors"
 	"fmt"
 	"time"
 
+	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // MsgOption modifies SendTo and Publish.

@@ -1,8 +1,6 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 

@@ -1,14 +1,13 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
 )

@@ -1,12 +1,11 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"context"
 	"errors"
 
 	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 

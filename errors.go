@@ -1,12 +1,11 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"context"
 	"errors"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
 // Errors a caller can test for with errors.Is. Each compares by its wire

@@ -568,13 +568,8 @@ func TestReleaseWithBlockedSocketWriter(t *testing.T) {
 	if err != nil || m.GetWelcome() == nil {
 		t.Fatalf("welcome: %v %v", m, err)
 	}
-	n.mu.Lock()
-	var id uint64
-	for k := range n.conns {
-		id = k
-	}
-	cn := n.conns[id]
-	n.mu.Unlock()
+	id := m.GetWelcome().GetConnectionId()
+	cn := n.reg.Lookup(id)
 	payload := make([]byte, 32<<10)
 	// A client that never reads: its socket fills, the writer blocks.
 	for i := 0; i < 400; i++ {

@@ -1,11 +1,10 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
 // ConnInfo describes a connection.

@@ -1,8 +1,6 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"context"
 	"errors"
 	"fmt"
@@ -17,8 +15,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
-	"github.com/switchboard-ipc/switchboard/actors/group"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
 // Version is the version of this module's node and client.
@@ -153,13 +151,12 @@ type Node struct {
 	o        nodeOptions
 	sys      *actor.ActorSystem
 	root     *actor.PID
-	registry *actor.PID // the table of live connections
+	reg      *registry.Registry // the one table of live connections, the groups, the names
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 
 	mu     sync.Mutex
 	ln     *net.UnixListener
-	conns  map[uint64]*conn.Endpoint
 	nextID uint64
 	hs     map[*net.UnixConn]struct{} // handshakes in progress
 	closed bool
@@ -178,10 +175,6 @@ type Node struct {
 	published     atomic.Uint64
 	delivered     atomic.Uint64
 	undeliverable atomic.Uint64
-
-	dir   *group.Dir
-	names atomic.Pointer[map[string]*conn.Endpoint]
-	byID  sync.Map // connection id → *conn.Endpoint, for the bus
 
 	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
 
@@ -225,7 +218,6 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	n := &Node{
 		o:       o,
 		sys:     actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
-		conns:   map[uint64]*conn.Endpoint{},
 		hs:      map[*net.UnixConn]struct{}{},
 		started: time.Now(),
 	}
@@ -239,9 +231,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	}
 	n.root = root
 	n.SetPolicy(o.policy)
-	rc, gc := n.initBus()
-	n.dir = group.NewDir(gc)
-	if n.registry, err = n.spawn(actor.PropsFromProducer(registry.New(rc)), "registry"); err != nil {
+	if n.reg, err = registry.Start(n.sys, n); err != nil {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
 	}
@@ -347,8 +337,9 @@ func (n *Node) ListenAndServe(ctx context.Context) error {
 	return n.Serve(ctx)
 }
 
-// spawn creates a connection actor as a child of the node's root actor.
-func (n *Node) spawn(props *actor.Props, name string) (*actor.PID, error) {
+// SpawnChild spawns an actor (a connection, a group, the registry) as a
+// child of the node's root actor, its supervisor (conn.Spawner).
+func (n *Node) SpawnChild(props *actor.Props, name string) (*actor.PID, error) {
 	reply := make(chan spawned, 1)
 	n.sys.Root.Send(n.root, &spawnChild{props: props, name: name, reply: reply})
 	select {
@@ -390,20 +381,16 @@ func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	if why.Code == pb.Code_CODE_SLOW_CONSUMER {
 		n.evictions.Add(1)
 	}
-	n.mu.Lock()
-	delete(n.conns, c.ID())
-	n.mu.Unlock()
-	n.byID.Delete(c.ID())
 	n.dropMonitor(c)
-	n.sys.Root.Send(n.registry, &registry.Unregister{ID: c.ID(), Reason: disconnectReason(why), Detail: why.Text})
+	n.mu.Lock() // after the handshake's Add, which holds mu (see there)
+	n.reg.Remove(c, why.Disconnect(), why.Text)
+	n.mu.Unlock()
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }
 
 // SendEvent queues an event for connection id. It never blocks.
 func (n *Node) SendEvent(id uint64, service, command uint16, payload []byte) error {
-	n.mu.Lock()
-	c := n.conns[id]
-	n.mu.Unlock()
+	c := n.reg.Lookup(id)
 	if c == nil {
 		return fmt.Errorf("switchboard: no connection %d", id)
 	}
@@ -415,12 +402,8 @@ func (n *Node) SendEvent(id uint64, service, command uint16, payload []byte) err
 // Connections lists the node's connections, in id order, as the registry
 // actor knows them.
 func (n *Node) Connections() []ConnInfo {
-	reply := make(chan []registry.Entry, 1)
-	n.sys.Root.Send(n.registry, &registry.List{Reply: reply})
-	var entries []registry.Entry
-	select {
-	case entries = <-reply:
-	case <-time.After(5 * time.Second):
+	entries, err := n.reg.List(5 * time.Second)
+	if err != nil {
 		return nil
 	}
 	out := make([]ConnInfo, 0, len(entries))
@@ -434,13 +417,10 @@ func (n *Node) Connections() []ConnInfo {
 
 // Stats returns the node's totals. It does not wait for any actor.
 func (n *Node) Stats() NodeStats {
-	n.mu.Lock()
-	conns := len(n.conns)
-	n.mu.Unlock()
-	return NodeStats{Name: n.o.name, Started: n.started, Connections: conns, Accepted: n.accepted.Load(),
+	return NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
 		HandshakesRefused: n.refused.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
-		Groups: len(n.dir.List()), Names: namesLen(n.names.Load()), Published: n.published.Load(),
+		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load()}
 }
 
@@ -455,15 +435,14 @@ func (n *Node) Close() error {
 		for c := range n.hs {
 			c.Close()
 		}
-		conns := make([]*conn.Endpoint, 0, len(n.conns))
-		for _, c := range n.conns {
-			conns = append(conns, c)
-		}
 		n.mu.Unlock()
 		if ln != nil {
 			ln.Close()
 		}
 		n.wg.Wait()
+		// Handshakes enter their connection in the table under mu, once
+		// they saw the node open: after the Wait, the table has them all.
+		conns := n.reg.All()
 		for _, c := range conns {
 			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
 		}
@@ -495,11 +474,4 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
-}
-
-func namesLen(t *map[string]*conn.Endpoint) int {
-	if t == nil {
-		return 0
-	}
-	return len(*t)
 }

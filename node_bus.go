@@ -1,59 +1,18 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
-
 	"context"
 	"fmt"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
-	"github.com/switchboard-ipc/switchboard/actors/group"
-	"github.com/switchboard-ipc/switchboard/actors/registry"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // BusService is the service id of the bus operations (subscribe, own,
 // listings); the client's methods call it for you.
 const BusService = pb.BusService
-
-// member describes a connection in notices and listings.
-func member(c *conn.Endpoint) *pb.Member {
-	cr := c.Cred()
-	return &pb.Member{Address: c.Address(), ClientName: c.Name(), Uid: cr.UID, Gid: cr.GID, Pid: cr.PID}
-}
-
-// initBus sets up the group directory and the registry's callbacks.
-func (n *Node) initBus() (registry.Config, group.Config) {
-	gc := group.Config{
-		System: n.sys,
-		Spawn:  n.spawn,
-		Member: member,
-		Announce: func(ch group.Change) {
-			n.sys.Root.Send(n.registry, &registry.Changed{Change: ch})
-		},
-	}
-	rc := registry.Config{
-		Member: member,
-		Publish: func(g string, nt *pb.Notice) {
-			ms := n.dir.Members(g)
-			if len(ms) == 0 {
-				return
-			}
-			b, _ := gproto.Marshal(nt)
-			body := pb.AppendMsg(nil, "", g, nil, b)
-			for _, m := range ms {
-				m.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
-			}
-		},
-		Tell: func(c *conn.Endpoint, nt *pb.Notice) {
-			b, _ := gproto.Marshal(nt)
-			c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
-		},
-		SetNames: func(t map[string]*conn.Endpoint) { n.names.Store(&t) },
-	}
-	return rc, gc
-}
 
 // busOp serves a call to BusService, on the connection's pump.
 func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) conn.Result {
@@ -93,7 +52,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 				return refuse(err)
 			}
 		}
-		if err := n.dir.Join(g, c, r.ID, r.Command == pb.BusSubscribeWithMembers); err != nil {
+		if err := n.reg.Groups().Join(g, c, r.ID, r.Command == pb.BusSubscribeWithMembers); err != nil {
 			return conn.Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte(err.Error())}
 		}
 		return conn.Result{Pending: true}
@@ -102,7 +61,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		if err := gproto.Unmarshal(r.Payload, &m); err != nil {
 			return invalid(err)
 		}
-		n.dir.Leave(m.GetName(), c, r.ID)
+		n.reg.Groups().Leave(m.GetName(), c, r.ID)
 		return conn.Result{Pending: true}
 	case pb.BusOwn, pb.BusRelease:
 		var m pb.BusName
@@ -116,9 +75,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 			if err := n.allow(who, ActionOwn, m.GetName()); err != nil {
 				return refuse(err)
 			}
-			n.sys.Root.Send(n.registry, &registry.Own{Conn: c, Name: m.GetName(), ID: r.ID})
+			n.reg.Own(c, m.GetName(), r.ID)
 		} else {
-			n.sys.Root.Send(n.registry, &registry.Release{Conn: c, Name: m.GetName(), ID: r.ID})
+			n.reg.Release(c, m.GetName(), r.ID)
 		}
 		return conn.Result{Pending: true}
 	case pb.BusMembers:
@@ -130,8 +89,8 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 			return refuse(err)
 		}
 		list := &pb.MemberList{}
-		for _, mc := range n.dir.Members(m.GetName()) {
-			list.Members = append(list.Members, member(mc))
+		for _, mc := range n.reg.Groups().Members(m.GetName()) {
+			list.Members = append(list.Members, mc.Member())
 		}
 		return marshalResult(list)
 	case pb.BusGroups:
@@ -139,7 +98,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 			return refuse(err)
 		}
 		list := &pb.GroupList{}
-		for _, g := range n.dir.List() {
+		for _, g := range n.reg.Groups().List() {
 			list.Groups = append(list.Groups, &pb.GroupInfo{Name: g.Name, Members: uint32(g.Members)})
 		}
 		return marshalResult(list)
@@ -190,22 +149,16 @@ func marshalResult(m gproto.Message) conn.Result {
 }
 
 func (n *Node) listNames() []*pb.NameInfo {
-	reply := make(chan []*pb.NameInfo, 1)
-	n.sys.Root.Send(n.registry, &registry.ListNames{Reply: reply})
-	select {
-	case l := <-reply:
-		return l
-	case <-time.After(5 * time.Second):
-		return nil
-	}
+	l, _ := n.reg.ListNames(5 * time.Second)
+	return l
 }
 
 // Groups lists the groups with members, by name.
 func (n *Node) Groups() []GroupInfo {
 	var out []GroupInfo
-	for _, g := range n.dir.List() {
+	for _, g := range n.reg.Groups().List() {
 		gi := GroupInfo{Name: g.Name, Members: g.Members}
-		if h := n.dir.Handle(g.Name); h != nil {
+		if h := n.reg.Groups().Handle(g.Name); h != nil {
 			gi.Published = h.Published.Load()
 		}
 		out = append(out, gi)
@@ -216,7 +169,7 @@ func (n *Node) Groups() []GroupInfo {
 // Members lists a group's members (addresses), by connection id.
 func (n *Node) Members(group string) []string {
 	var out []string
-	for _, c := range n.dir.Members(group) {
+	for _, c := range n.reg.Groups().Members(group) {
 		out = append(out, c.Address())
 	}
 	return out
@@ -230,6 +183,3 @@ func (n *Node) Names() []NameInfo {
 	}
 	return out
 }
-
-// disconnectReason maps why a connection ended to its announced reason.
-func disconnectReason(why conn.Reason) pb.DisconnectReason { return why.Disconnect() }

@@ -1,8 +1,6 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -11,7 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
-	"github.com/switchboard-ipc/switchboard/actors/registry"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 
@@ -129,7 +127,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		Host: srv, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
-	cn, err := conn.Start(n.sys, cfg, n.spawn)
+	cn, err := conn.Start(n.sys, cfg, n)
 	if err != nil {
 		n.mu.Unlock()
 		link.Close()
@@ -137,13 +135,12 @@ func (n *Node) handshake(c *net.UnixConn) {
 		done()
 		return
 	}
-	n.conns[id] = cn
-	n.byID.Store(id, cn)
 	n.accepted.Add(1)
 	delete(n.hs, c)
 	registered := make(chan struct{})
-	// Under mu: connClosed, which sends Unregister, takes mu first.
-	n.sys.Root.Send(n.registry, &registry.Register{Entry: registry.Entry{ID: id, Address: address, Since: time.Now(), PID: cn.PID(), Conn: cn}, Done: registered})
+	// Under mu, like connClosed's Remove: a connection that ends at once
+	// still leaves the table after it entered it.
+	n.reg.Add(cn, registered)
 	n.mu.Unlock()
 	select {
 	case <-registered:

@@ -1,8 +1,6 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -10,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
 // checkName validates a group or a well-known name: 1 to 255 bytes,
@@ -41,10 +40,7 @@ func (n *Node) lookupAddress(addr string) *conn.Endpoint {
 	if err != nil {
 		return nil
 	}
-	if c, ok := n.byID.Load(id); ok {
-		return c.(*conn.Endpoint)
-	}
-	return nil
+	return n.reg.Lookup(id)
 }
 
 // resolve finds the connection a direct message or request goes to: an
@@ -58,8 +54,8 @@ func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error)
 	var to *conn.Endpoint
 	if strings.HasPrefix(dest, ":") {
 		to = n.lookupAddress(dest)
-	} else if t := n.names.Load(); t != nil {
-		to = (*t)[dest]
+	} else {
+		to = n.reg.Owner(dest)
 		if to != nil {
 			if err := n.allow(from.Cred(), ActionSend, to.Address()); err != nil {
 				return nil, pb.Code_CODE_REFUSED.Err(err.Error())
@@ -129,7 +125,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			fail(pb.Code_CODE_REFUSED.Err(err.Error()))
 			return
 		}
-		members, h := n.dir.Lookup(d) // the recipients: the members at this instant
+		members, h := n.reg.Groups().Lookup(d) // the recipients: the members at this instant
 		echo := f.Kind == pb.KindPublish && f.Flags&pb.FlagEcho != 0
 		count := len(members)
 		if !echo && slices.Contains(members, c) {

@@ -1,9 +1,6 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
-
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +8,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // Handle registers h for service id, replacing any earlier handler.
@@ -247,9 +246,7 @@ func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
 	case SysEcho:
 		return r.Payload, nil // copied into the response ring before the request is released
 	case SysInfo:
-		n.mu.Lock()
-		conns := len(n.conns)
-		n.mu.Unlock()
+		conns := n.reg.Len()
 		return gproto.Marshal(&pb.NodeInfo{Name: n.o.name, Version: Version, Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()),
 			StartedUnixNano: n.started.UnixNano(), Connections: uint32(conns), Calls: n.calls.Load(), Events: n.events.Load(),
 			TransportDefault: pb.Transport_TRANSPORT_SHM})

@@ -1,13 +1,11 @@
 package switchboard
 
 import (
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
-
 	"errors"
 	"fmt"
 
-	"github.com/switchboard-ipc/switchboard/actors/registry"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // Reserved groups: the node publishes notices on them (payloads are
@@ -15,11 +13,11 @@ import (
 // any other group, and may not publish to them.
 const (
 	// GroupConnections: connected and disconnected notices.
-	GroupConnections = registry.Connections
+	GroupConnections = pb.GroupConnections
 	// GroupGroups: subscribed and unsubscribed notices, for every group.
-	GroupGroups = registry.Groups
+	GroupGroups = pb.GroupGroups
 	// GroupNames: name owner changes.
-	GroupNames = registry.Names
+	GroupNames = pb.GroupNames
 )
 
 // EventKind says what an Event is.

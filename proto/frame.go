@@ -114,6 +114,15 @@ const (
 	BellRequestSpace = 2 // a client caller waiting for room in the request ring
 )
 
+// Reserved groups, on which the node publishes its notices (MsgNotice
+// events whose payload is a Notice). Clients subscribe to them like to any
+// other group, and may not publish to them.
+const (
+	GroupConnections = "sys.connections" // connected, disconnected
+	GroupGroups      = "sys.groups"      // subscribed, unsubscribed
+	GroupNames       = "sys.names"       // name owner changed
+)
+
 // MaxNameLen is the longest address, well-known name or group, in bytes.
 const MaxNameLen = 255
 

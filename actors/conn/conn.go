@@ -196,10 +196,15 @@ type (
 	}
 )
 
-// Start creates the connection's actor with spawn (the node spawns it as a
-// child of its root actor, which supervises it) and starts the
-// connection's goroutines.
-func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) (*actor.PID, error)) (*Endpoint, error) {
+// Spawner spawns actors under a supervisor: the node spawns connections,
+// groups and the registry as children of its root actor.
+type Spawner interface {
+	SpawnChild(props *actor.Props, name string) (*actor.PID, error)
+}
+
+// Start creates the connection's actor as a child of sp's supervisor and
+// starts the connection's goroutines.
+func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -237,7 +242,7 @@ func Start(sys *actor.ActorSystem, cfg Config, spawn func(*actor.Props, string) 
 	c.ctx, c.cancel = context.WithCancel(parent)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
 		actor.WithDispatcher(pumpDispatcher{c}))
-	pid, err := spawn(props, fmt.Sprintf("conn-%d", cfg.ID))
+	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -270,6 +275,12 @@ func (c *Endpoint) Name() string { return c.cfg.Name }
 
 // Cred returns the client's kernel-checked credentials.
 func (c *Endpoint) Cred() shm.Cred { return c.cfg.Cred }
+
+// Member describes the connection in notices and member lists.
+func (c *Endpoint) Member() *pb.Member {
+	cr := c.cfg.Cred
+	return &pb.Member{Address: c.cfg.Address, ClientName: c.cfg.Name, Uid: cr.UID, Gid: cr.GID, Pid: cr.PID}
+}
 
 // Transport names the connection's transport ("shm" or "socket").
 func (c *Endpoint) Transport() string { return c.cfg.Transport }

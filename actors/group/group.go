@@ -30,13 +30,12 @@ type Change struct {
 type Config struct {
 	// System is the node's actor system.
 	System *actor.ActorSystem
-	// Spawn starts a group's actor (as a child of the node's root).
-	Spawn func(props *actor.Props, name string) (*actor.PID, error)
-	// Announce is told of every membership change, in the group's order,
-	// before the member that asked for it gets its reply.
-	Announce func(Change)
-	// Member describes a connection in member lists and notices.
-	Member func(c *conn.Endpoint) *pb.Member
+	// Spawner starts the groups' actors (as children of the node's root).
+	Spawner conn.Spawner
+	// Announcer receives every membership change as a *Change message, in
+	// each group's order, before the member that asked for it gets its
+	// reply (the registry, which announces it and then calls Done).
+	Announcer *actor.PID
 }
 
 // Dir is the directory of groups.
@@ -154,7 +153,7 @@ func (d *Dir) op(group string, create bool, m any) error {
 		d.mu.Unlock()
 		nh := &Handle{name: group}
 		g := &groupActor{d: d, h: nh, members: map[uint64]*conn.Endpoint{}, byPID: map[string]*conn.Endpoint{}}
-		pid, err := d.cfg.Spawn(actor.PropsFromProducer(func() actor.Actor { return g }), name)
+		pid, err := d.cfg.Spawner.SpawnChild(actor.PropsFromProducer(func() actor.Actor { return g }), name)
 		if err != nil {
 			return err
 		}
@@ -210,10 +209,10 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		list := &pb.MemberList{}
 		_, already := g.members[c.ID()]
 		for _, mc := range g.sorted() {
-			list.Members = append(list.Members, g.d.cfg.Member(mc))
+			list.Members = append(list.Members, mc.Member())
 		}
 		if !already {
-			list.Members = append(list.Members, g.d.cfg.Member(c))
+			list.Members = append(list.Members, c.Member())
 		}
 		res.Payload, _ = gproto.Marshal(list)
 	}
@@ -226,7 +225,7 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		ac.Watch(c.PID())
 		g.publish()
 		g.notify(c, pb.NoticeKind_NOTICE_SUBSCRIBED, false)
-		g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Joined: true, Done: reply})
+		g.announce(&Change{Group: g.h.name, Conn: c, Joined: true, Done: reply})
 	}
 	if m.withMembers {
 		if _, ok := g.members[c.ID()]; ok {
@@ -252,8 +251,20 @@ func (g *groupActor) remove(ac actor.Context, c *conn.Endpoint, lost bool, done 
 	}
 	g.publish()
 	g.notify(c, pb.NoticeKind_NOTICE_UNSUBSCRIBED, lost)
-	g.d.cfg.Announce(Change{Group: g.h.name, Conn: c, Lost: lost, Done: done})
+	g.announce(&Change{Group: g.h.name, Conn: c, Lost: lost, Done: done})
 	return true
+}
+
+// announce hands a change to the announcer; without one (a test of the
+// group alone) the member's reply goes at once.
+func (g *groupActor) announce(ch *Change) {
+	if g.d.cfg.Announcer == nil {
+		if ch.Done != nil {
+			ch.Done()
+		}
+		return
+	}
+	g.d.cfg.System.Root.Send(g.d.cfg.Announcer, ch)
 }
 
 // notify tells the group's watchers (but the member concerned) of a
@@ -262,7 +273,7 @@ func (g *groupActor) notify(c *conn.Endpoint, kind pb.NoticeKind, lost bool) {
 	if len(g.watchers) == 0 {
 		return
 	}
-	n := &pb.Notice{Kind: kind, Member: g.d.cfg.Member(c), Group: g.h.name}
+	n := &pb.Notice{Kind: kind, Member: c.Member(), Group: g.h.name}
 	if lost { // its actor ended: the connection's reason is settled
 		n.Reason = c.Why().Disconnect()
 		n.Detail = "disconnected"

@@ -2,7 +2,10 @@ package registry
 
 import (
 	"cmp"
+	"errors"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -12,153 +15,215 @@ import (
 	gproto "google.golang.org/protobuf/proto"
 )
 
-// Reserved groups on which the registry publishes its notices.
-const (
-	Connections = "sys.connections" // connected, disconnected
-	Groups      = "sys.groups"      // subscribed, unsubscribed
-	Names       = "sys.names"       // name owner changed
-)
+// Registry is the node's one table of live connections, and the actor
+// that announces what happens to them. Lookups by id and by well-known
+// name read lock-free tables (the routing hot path); everything else is a
+// message to the actor, handled one at a time. Safe for concurrent use.
+type Registry struct {
+	sys   *actor.ActorSystem
+	pid   *actor.PID
+	dir   *group.Dir
+	byID  sync.Map // connection id → *conn.Endpoint: Add to Remove
+	count atomic.Int64
+	names atomic.Pointer[map[string]*conn.Endpoint] // name → owner; replaced by the actor on every change
+}
 
-// Entry describes a live connection.
+// Start spawns the registry's actor with sp, and the directory of groups
+// whose changes it announces.
+func Start(sys *actor.ActorSystem, sp conn.Spawner) (*Registry, error) {
+	r := &Registry{sys: sys}
+	a := &table{r: r, byID: map[uint64]*entry{}, names: map[string][]*conn.Endpoint{}}
+	pid, err := sp.SpawnChild(actor.PropsFromProducer(func() actor.Actor { return a }), "registry")
+	if err != nil {
+		return nil, err
+	}
+	r.pid = pid
+	r.dir = group.NewDir(group.Config{System: sys, Spawner: sp, Announcer: pid})
+	return r, nil
+}
+
+// PID returns the registry's actor.
+func (r *Registry) PID() *actor.PID { return r.pid }
+
+// Groups returns the directory of groups.
+func (r *Registry) Groups() *group.Dir { return r.dir }
+
+// Add enters a connection in the table and asks the actor to announce it;
+// done is closed once it has been announced (the node waits for that
+// before its client hears Welcome, so that the connection's own doings
+// come after its arrival in every order).
+func (r *Registry) Add(c *conn.Endpoint, done chan struct{}) {
+	r.byID.Store(c.ID(), c)
+	r.count.Add(1)
+	r.sys.Root.Send(r.pid, &register{c: c, since: time.Now(), done: done})
+}
+
+// Remove takes a connection that ended out of the table and asks the actor
+// to announce it: first that it left each of its groups, then the names it
+// owned changing hands, then its disconnection with why.
+func (r *Registry) Remove(c *conn.Endpoint, why pb.DisconnectReason, detail string) {
+	if _, ok := r.byID.LoadAndDelete(c.ID()); ok {
+		r.count.Add(-1)
+	}
+	r.sys.Root.Send(r.pid, &unregister{id: c.ID(), why: why, detail: detail})
+}
+
+// Lookup returns the live connection with id, or nil.
+func (r *Registry) Lookup(id uint64) *conn.Endpoint {
+	if c, ok := r.byID.Load(id); ok {
+		return c.(*conn.Endpoint)
+	}
+	return nil
+}
+
+// Owner returns the owner of a well-known name, or nil.
+func (r *Registry) Owner(name string) *conn.Endpoint {
+	if t := r.names.Load(); t != nil {
+		return (*t)[name]
+	}
+	return nil
+}
+
+// Len returns how many connections are live.
+func (r *Registry) Len() int { return int(r.count.Load()) }
+
+// NameCount returns how many names are owned.
+func (r *Registry) NameCount() int {
+	if t := r.names.Load(); t != nil {
+		return len(*t)
+	}
+	return 0
+}
+
+// All returns the live connections, in no order.
+func (r *Registry) All() []*conn.Endpoint {
+	var out []*conn.Endpoint
+	r.byID.Range(func(_, v any) bool {
+		out = append(out, v.(*conn.Endpoint))
+		return true
+	})
+	return out
+}
+
+// Own asks for a well-known name for c (queued as a standby if it is
+// taken); the registry answers c's call id with an OwnReply.
+func (r *Registry) Own(c *conn.Endpoint, name string, id uint64) {
+	r.sys.Root.Send(r.pid, &own{c: c, name: name, id: id})
+}
+
+// Release gives up c's name, or its place in the name's queue, and answers
+// c's call id.
+func (r *Registry) Release(c *conn.Endpoint, name string, id uint64) {
+	r.sys.Root.Send(r.pid, &release{c: c, name: name, id: id})
+}
+
+// Entry describes a live connection in a listing.
 type Entry struct {
-	ID      uint64
-	Address string
-	Since   time.Time
-	PID     *actor.PID     // the connection's actor, watched by the registry
-	Conn    *conn.Endpoint // name, credentials, counters (nil in tests)
-	Groups  []string       // in List's answer: its groups, sorted
-	Names   []string       // in List's answer: the names it owns, sorted
+	Conn   *conn.Endpoint
+	Since  time.Time
+	Groups []string // its groups, sorted
+	Names  []string // the names it owns, sorted
 }
 
-// Messages the registry accepts.
+// ErrTimeout is returned by listings the actor did not answer in time.
+var ErrTimeout = errors.New("registry: no answer")
+
+// List returns every connection, in id order, as the actor knows them.
+func (r *Registry) List(timeout time.Duration) ([]Entry, error) {
+	reply := make(chan []Entry, 1)
+	r.sys.Root.Send(r.pid, &list{reply: reply})
+	select {
+	case l := <-reply:
+		return l, nil
+	case <-time.After(timeout):
+		return nil, ErrTimeout
+	}
+}
+
+// ListNames returns the owned names, by name, with their standbys.
+func (r *Registry) ListNames(timeout time.Duration) ([]*pb.NameInfo, error) {
+	reply := make(chan []*pb.NameInfo, 1)
+	r.sys.Root.Send(r.pid, &listNames{reply: reply})
+	select {
+	case l := <-reply:
+		return l, nil
+	case <-time.After(timeout):
+		return nil, ErrTimeout
+	}
+}
+
+// Messages the actor accepts, besides *group.Change (a membership change
+// to announce, then to answer with its Done).
 type (
-	// Register adds a connection and announces it, then closes Done if
-	// set (the node waits for it, so that the connection's own doings
-	// come after its arrival in every order).
-	Register struct {
-		Entry Entry
-		Done  chan struct{}
+	register struct {
+		c     *conn.Endpoint
+		since time.Time
+		done  chan struct{}
 	}
-	// Unregister removes a connection and announces why: first that it
-	// left each of its groups, then the names it owned changing hands,
-	// then its disconnection.
-	Unregister struct {
-		ID     uint64
-		Reason pb.DisconnectReason
-		Detail string
+	unregister struct {
+		id     uint64
+		why    pb.DisconnectReason
+		detail string
 	}
-	// Changed reports a group's membership change, to announce.
-	Changed struct{ Change group.Change }
-	// Own asks for a well-known name for Conn; the registry answers Conn's
-	// call ID with an OwnReply.
-	Own struct {
-		Conn *conn.Endpoint
-		Name string
-		ID   uint64
+	own struct {
+		c    *conn.Endpoint
+		name string
+		id   uint64
 	}
-	// Release gives up a name, or a place in its queue, and answers ID.
-	Release struct {
-		Conn *conn.Endpoint
-		Name string
-		ID   uint64
+	release struct {
+		c    *conn.Endpoint
+		name string
+		id   uint64
 	}
-	// List asks for every entry, in id order, on Reply (buffered, one).
-	List struct{ Reply chan<- []Entry }
-	// ListNames asks for the owned names, by name, on Reply (buffered, one).
-	ListNames struct{ Reply chan<- []*pb.NameInfo }
-	// Lookup asks for one entry on Reply (buffered, one); ok is false if
-	// there is none.
-	Lookup struct {
-		ID    uint64
-		Reply chan<- LookupResult
-	}
-	// LookupResult answers Lookup.
-	LookupResult struct {
-		Entry Entry
-		OK    bool
-	}
+	list      struct{ reply chan<- []Entry }        // buffered, one: the actor never blocks on it
+	listNames struct{ reply chan<- []*pb.NameInfo } // likewise
 )
-
-// Config is what the registry needs from the node.
-type Config struct {
-	// Publish sends a notice to the members of a reserved group.
-	Publish func(group string, n *pb.Notice)
-	// Tell sends a notice to one connection.
-	Tell func(c *conn.Endpoint, n *pb.Notice)
-	// Member describes a connection in notices.
-	Member func(c *conn.Endpoint) *pb.Member
-	// SetNames receives the name table after every change: name → owner.
-	SetNames func(map[string]*conn.Endpoint)
-}
 
 type entry struct {
-	Entry
+	c      *conn.Endpoint
+	since  time.Time
 	groups map[string]bool
 	names  map[string]bool // owned or queued for
 }
 
-// Registry is the registry actor's state: the connections, the groups
-// each belongs to, and the well-known names with their standby queues.
-// It is the one source of notices on sys.*, so an observer sees them in
-// one order.
-type Registry struct {
-	cfg   Config
+// table is the actor's state: the connections, the groups each belongs
+// to, and the well-known names with their standby queues. It is the one
+// source of notices on sys.*, so an observer sees them in one order.
+type table struct {
+	r     *Registry
 	byID  map[uint64]*entry
-	byPID map[string]uint64           // actor id -> connection id, for Terminated
 	names map[string][]*conn.Endpoint // owner first, then standbys
 }
 
-// New returns a registry actor producer.
-func New(cfg Config) actor.Producer {
-	return func() actor.Actor {
-		return &Registry{cfg: cfg, byID: map[uint64]*entry{}, byPID: map[string]uint64{}, names: map[string][]*conn.Endpoint{}}
-	}
-}
-
 // Receive handles one message.
-func (r *Registry) Receive(c actor.Context) {
-	switch m := c.Message().(type) {
-	case *Register:
-		e := &entry{Entry: m.Entry, groups: map[string]bool{}, names: map[string]bool{}}
-		r.byID[m.Entry.ID] = e
-		if pid := m.Entry.PID; pid != nil {
-			r.byPID[pid.Id] = m.Entry.ID
-			c.Watch(pid)
+func (t *table) Receive(ac actor.Context) {
+	switch m := ac.Message().(type) {
+	case *register:
+		t.byID[m.c.ID()] = &entry{c: m.c, since: m.since, groups: map[string]bool{}, names: map[string]bool{}}
+		t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_CONNECTED, Member: m.c.Member()})
+		if m.done != nil {
+			close(m.done)
 		}
-		if e.Conn != nil {
-			r.publish(Connections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_CONNECTED, Member: r.cfg.Member(e.Conn)})
+	case *unregister:
+		t.remove(m.id, m.why, m.detail)
+	case *group.Change:
+		t.changed(m)
+	case *own:
+		m.c.Complete(m.id, t.own(m.c, m.name))
+	case *release:
+		t.release(m.c, m.name)
+		m.c.Complete(m.id, conn.Result{})
+	case *list:
+		out := make([]Entry, 0, len(t.byID))
+		for _, e := range t.byID {
+			out = append(out, Entry{Conn: e.c, Since: e.since, Groups: sortedKeys(e.groups, nil),
+				Names: sortedKeys(e.names, func(n string) bool { return t.names[n][0] == e.c })})
 		}
-		if m.Done != nil {
-			close(m.Done)
-		}
-	case *Unregister:
-		r.remove(c, m.ID, m.Reason, m.Detail)
-	case *actor.Terminated:
-		// A connection's Unregister follows its actor's end and says why;
-		// an entry without a connection (tests) goes now.
-		if id, ok := r.byPID[m.Who.Id]; ok && r.byID[id].Conn == nil {
-			r.remove(c, id, pb.DisconnectReason_DISCONNECT_UNSPECIFIED, "")
-		}
-	case *Changed:
-		r.changed(m.Change)
-	case *Own:
-		m.Conn.Complete(m.ID, r.own(m.Conn, m.Name))
-	case *Release:
-		r.release(m.Conn, m.Name)
-		m.Conn.Complete(m.ID, conn.Result{})
-	case *List:
-		out := make([]Entry, 0, len(r.byID))
-		for _, e := range r.byID {
-			x := e.Entry
-			x.Groups = sortedKeys(e.groups, nil)
-			x.Names = sortedKeys(e.names, func(n string) bool { return r.names[n][0] == e.Conn })
-			out = append(out, x)
-		}
-		slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.ID, b.ID) })
-		m.Reply <- out
-	case *ListNames:
-		out := make([]*pb.NameInfo, 0, len(r.names))
-		for name, q := range r.names {
+		slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Conn.ID(), b.Conn.ID()) })
+		m.reply <- out
+	case *listNames:
+		out := make([]*pb.NameInfo, 0, len(t.names))
+		for name, q := range t.names {
 			ni := &pb.NameInfo{Name: name, Owner: q[0].Address()}
 			for _, s := range q[1:] {
 				ni.Standby = append(ni.Standby, s.Address())
@@ -166,33 +231,40 @@ func (r *Registry) Receive(c actor.Context) {
 			out = append(out, ni)
 		}
 		slices.SortFunc(out, func(a, b *pb.NameInfo) int { return cmp.Compare(a.Name, b.Name) })
-		m.Reply <- out
-	case *Lookup:
-		e, ok := r.byID[m.ID]
-		if !ok {
-			m.Reply <- LookupResult{}
-			return
-		}
-		m.Reply <- LookupResult{e.Entry, true}
+		m.reply <- out
 	}
 }
 
-func (r *Registry) publish(group string, n *pb.Notice) {
-	if r.cfg.Publish != nil {
-		r.cfg.Publish(group, n)
+// publish sends a notice to the members of a reserved group.
+func (t *table) publish(g string, n *pb.Notice) {
+	ms := t.r.dir.Members(g)
+	if len(ms) == 0 {
+		return
+	}
+	b, _ := gproto.Marshal(n)
+	body := pb.AppendMsg(nil, "", g, nil, b)
+	for _, m := range ms {
+		m.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 	}
 }
 
-// changed announces a membership change of a connection still registered.
-func (r *Registry) changed(ch group.Change) {
+// tell sends a notice to one connection.
+func (t *table) tell(c *conn.Endpoint, n *pb.Notice) {
+	b, _ := gproto.Marshal(n)
+	c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
+}
+
+// changed announces a membership change of a connection still registered,
+// then answers the member that asked for it.
+func (t *table) changed(ch *group.Change) {
 	if ch.Done != nil {
 		defer ch.Done()
 	}
-	e := r.byID[ch.Conn.ID()]
+	e := t.byID[ch.Conn.ID()]
 	if e == nil || e.groups[ch.Group] == ch.Joined {
 		return // gone already (its disconnection announced it), or no change
 	}
-	n := &pb.Notice{Member: r.cfg.Member(ch.Conn), Group: ch.Group}
+	n := &pb.Notice{Member: ch.Conn.Member(), Group: ch.Group}
 	if ch.Joined {
 		e.groups[ch.Group] = true
 		n.Kind = pb.NoticeKind_NOTICE_SUBSCRIBED
@@ -203,24 +275,24 @@ func (r *Registry) changed(ch group.Change) {
 			n.Reason, n.Detail = ch.Conn.Why().Disconnect(), "disconnected"
 		}
 	}
-	r.publish(Groups, n)
+	t.publish(pb.GroupGroups, n)
 }
 
 // own gives name to c, or queues c for it.
-func (r *Registry) own(c *conn.Endpoint, name string) conn.Result {
-	e := r.byID[c.ID()]
+func (t *table) own(c *conn.Endpoint, name string) conn.Result {
+	e := t.byID[c.ID()]
 	if e == nil {
 		return conn.Result{Code: pb.Code_CODE_PEER_GONE, Payload: []byte("connection ending")}
 	}
-	q := r.names[name]
+	q := t.names[name]
 	pos := slices.Index(q, c)
 	if pos < 0 {
 		q = append(q, c)
-		r.names[name] = q
+		t.names[name] = q
 		e.names[name] = true
 		pos = len(q) - 1
 		if pos == 0 {
-			r.handover(name, nil, c, "")
+			t.handover(name, nil, c, "")
 		}
 	}
 	b, _ := gproto.Marshal(&pb.OwnReply{Primary: pos == 0, Position: uint32(pos)})
@@ -229,79 +301,70 @@ func (r *Registry) own(c *conn.Endpoint, name string) conn.Result {
 
 // release takes c out of name's queue; if it owned the name, the next in
 // line gets it.
-func (r *Registry) release(c *conn.Endpoint, name string) {
-	q := r.names[name]
+func (t *table) release(c *conn.Endpoint, name string) {
+	q := t.names[name]
 	pos := slices.Index(q, c)
 	if pos < 0 {
 		return
 	}
-	if e := r.byID[c.ID()]; e != nil {
+	if e := t.byID[c.ID()]; e != nil {
 		delete(e.names, name)
 	}
 	q = slices.Delete(q, pos, pos+1)
 	if len(q) == 0 {
-		delete(r.names, name)
+		delete(t.names, name)
 	} else {
-		r.names[name] = q
+		t.names[name] = q
 	}
 	if pos == 0 {
 		var next *conn.Endpoint
 		if len(q) > 0 {
 			next = q[0]
 		}
-		r.handover(name, c, next, "")
+		t.handover(name, c, next, "")
 	}
 }
 
-// handover announces a name's new owner (nil: none) and updates the table.
-func (r *Registry) handover(name string, old, next *conn.Endpoint, detail string) {
-	if r.cfg.SetNames != nil {
-		t := make(map[string]*conn.Endpoint, len(r.names))
-		for n, q := range r.names {
-			t[n] = q[0]
-		}
-		r.cfg.SetNames(t)
+// handover announces a name's new owner (nil: none) and updates the
+// lock-free name table.
+func (t *table) handover(name string, old, next *conn.Endpoint, detail string) {
+	owners := make(map[string]*conn.Endpoint, len(t.names))
+	for n, q := range t.names {
+		owners[n] = q[0]
 	}
+	t.r.names.Store(&owners)
 	n := &pb.Notice{Kind: pb.NoticeKind_NOTICE_NAME_OWNER_CHANGED, Name: name, Detail: detail}
 	if old != nil {
 		n.OldOwner = old.Address()
 	}
 	if next != nil {
 		n.NewOwner = next.Address()
-		n.Member = r.cfg.Member(next)
+		n.Member = next.Member()
 	}
-	r.publish(Names, n)
-	if r.cfg.Tell == nil {
-		return
-	}
+	t.publish(pb.GroupNames, n)
 	if old != nil && old.Context().Err() == nil {
-		r.cfg.Tell(old, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NAME_LOST, Name: name, OldOwner: n.OldOwner, NewOwner: n.NewOwner})
+		t.tell(old, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NAME_LOST, Name: name, OldOwner: n.OldOwner, NewOwner: n.NewOwner})
 	}
 	if next != nil {
-		r.cfg.Tell(next, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NAME_ACQUIRED, Name: name, OldOwner: n.OldOwner, NewOwner: n.NewOwner})
+		t.tell(next, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NAME_ACQUIRED, Name: name, OldOwner: n.OldOwner, NewOwner: n.NewOwner})
 	}
 }
 
-func (r *Registry) remove(c actor.Context, id uint64, why pb.DisconnectReason, detail string) {
-	e, ok := r.byID[id]
+// remove forgets a connection, announcing its groups, names and end.
+func (t *table) remove(id uint64, why pb.DisconnectReason, detail string) {
+	e, ok := t.byID[id]
 	if !ok {
 		return
 	}
-	if e.Conn != nil {
-		for _, g := range sortedKeys(e.groups, nil) {
-			r.publish(Groups, &pb.Notice{Kind: pb.NoticeKind_NOTICE_UNSUBSCRIBED, Member: r.cfg.Member(e.Conn), Group: g,
-				Reason: why, Detail: "disconnected"})
-		}
-		for _, name := range sortedKeys(e.names, nil) {
-			r.release(e.Conn, name)
-		}
-		r.publish(Connections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_DISCONNECTED, Member: r.cfg.Member(e.Conn), Reason: why, Detail: detail})
+	for _, g := range sortedKeys(e.groups, nil) {
+		t.publish(pb.GroupGroups, &pb.Notice{Kind: pb.NoticeKind_NOTICE_UNSUBSCRIBED, Member: e.c.Member(), Group: g,
+			Reason: why, Detail: "disconnected"})
 	}
-	delete(r.byID, id)
-	if pid := e.PID; pid != nil {
-		delete(r.byPID, pid.Id)
-		c.Unwatch(pid)
+	for _, name := range sortedKeys(e.names, nil) {
+		t.release(e.c, name)
 	}
+	t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_DISCONNECTED, Member: e.c.Member(), Reason: why, Detail: detail})
+	delete(t.byID, id)
 }
 
 func sortedKeys(m map[string]bool, keep func(string) bool) []string {
