@@ -15,7 +15,7 @@ func BenchmarkRequestInProcess(b *testing.B) {
 	var nopts []NodeOption
 	var copts []DialOption
 	if benchSpin > 0 {
-		nopts = append(nopts, WithNodeSpin(benchSpin))
+		nopts = append(nopts, WithSpin(benchSpin))
 		copts = append(copts, WithSpin(benchSpin))
 	}
 	n := startNode(b, nopts...)

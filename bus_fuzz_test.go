@@ -52,7 +52,7 @@ func FuzzBusFrames(f *testing.F) {
 			}
 			var err error
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, err = Dial(ctx, WithSocket(n.SocketPath()), WithEventBuffer(1<<20))
+			c, err = Dial(ctx, WithSocket(n.SocketPath()), WithEventQueue(1<<20))
 			cancel()
 			if err != nil {
 				t.Fatal(err)

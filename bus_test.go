@@ -368,7 +368,7 @@ func TestBusMonitor(t *testing.T) {
 		return nil
 	})))
 	ctx := ctx5(t)
-	mon := dial(t, n, WithEventBuffer(1), WithRings(0, 0, 64<<10))
+	mon := dial(t, n, WithEventQueue(1), WithRings(0, 0, 64<<10))
 	a, b := dial(t, n), dial(t, n)
 	other := dial(t, n)
 	if err := mon.Monitor(ctx, b.Address(), "g"); err != nil {
@@ -420,9 +420,9 @@ func TestBusMonitor(t *testing.T) {
 // TestBusRequestToFullPeer: a request the peer's queue cannot take fails
 // at once with ErrUndeliverable; it is never dropped silently.
 func TestBusRequestToFullPeer(t *testing.T) {
-	n := startNode(t, WithEventQueue(16, 1<<20, DropOldest))
+	n := startNode(t, WithEventQueue(16), WithEventQueueBytes(1<<20), WithOverflow(DropOldest))
 	ctx := ctx5(t)
-	full := dial(t, n, WithRings(0, 0, 4096), WithEventBuffer(1)) // reads nothing
+	full := dial(t, n, WithRings(0, 0, 4096), WithEventQueue(1)) // reads nothing
 	a := dial(t, n)
 	waitFor(t, func() bool { // fill its ring, and its queue in the node
 		for i := range 20 {
@@ -482,7 +482,7 @@ func TestBusSizes(t *testing.T) {
 	n := startNode(t, WithMaxMessage(1<<20))
 	ctx := ctx5(t)
 	a, b := dial(t, n), dial(t, n)
-	small := dial(t, n, WithMaxMessageSize(64<<10))
+	small := dial(t, n, WithMaxMessage(64<<10))
 	big := make([]byte, a.MaxMessage()-1-len(b.Address()))
 	if err := a.SendTo(ctx, b.Address(), big, WantAnswer()); err != nil {
 		t.Fatal(err)
@@ -576,9 +576,9 @@ func TestBusInlineRequests(t *testing.T) {
 // node's queue for it fills); a request among them is answered with an
 // error as it is dropped.
 func TestBusRequestDroppedBySocketClient(t *testing.T) {
-	n := startNode(t, WithEventQueue(16, 1<<20, DropOldest))
+	n := startNode(t, WithEventQueue(16), WithEventQueueBytes(1<<20), WithOverflow(DropOldest))
 	ctx := ctx5(t)
-	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventBuffer(1)) // reads nothing
+	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventQueue(1)) // reads nothing
 	a := dial(t, n)
 	done := make(chan error, 1)
 	go func() {
@@ -612,10 +612,10 @@ func TestBusRequestDroppedBySocketClient(t *testing.T) {
 // TestBusRequestDroppedInClientBuffer: the same with a node queue deep
 // enough that only the client's own buffer overflows.
 func TestBusRequestDroppedInClientBuffer(t *testing.T) {
-	n := startNode(t, WithEventQueue(100000, 64<<20, DropOldest))
+	n := startNode(t, WithEventQueue(100000), WithEventQueueBytes(64<<20), WithOverflow(DropOldest))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventBuffer(1))
+	full := dial(t, n, WithTransport(TransportSocket), WithRings(0, 0, 4096), WithEventQueue(1))
 	a := dial(t, n)
 	done := make(chan error, 1)
 	go func() {
@@ -655,7 +655,7 @@ func TestBusGroupReplyTooManyMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := dial(t, n, WithMaxMessageSize(256), WithRings(0, 1024, 0))
+	c := dial(t, n, WithMaxMessage(256), WithRings(0, 1024, 0))
 	if _, err := c.RequestGroup(ctx, "many", nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v", err)
 	}

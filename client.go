@@ -49,31 +49,31 @@ const (
 
 // WithTransport chooses how frames travel (default TransportSHM).
 func WithTransport(t Transport) DialOption {
-	return func(o *dialOptions) error { o.transport = t; return nil }
+	return dialOption(func(o *dialOptions) error { o.transport = t; return nil })
 }
 
 // WithClientName names this client to the node (listings, logs).
 func WithClientName(name string) DialOption {
-	return func(o *dialOptions) error { o.name = name; return nil }
+	return dialOption(func(o *dialOptions) error { o.name = name; return nil })
 }
 
 // WithNodeUID sets the uid the node's process must run as; the default
 // accepts root and this process's own uid. A node running as anyone else
 // is refused with ErrNotAuthentic before anything is sent to it.
 func WithNodeUID(uid uint32) DialOption {
-	return func(o *dialOptions) error { o.nodeUID = &uid; return nil }
+	return dialOption(func(o *dialOptions) error { o.nodeUID = &uid; return nil })
 }
 
 // WithEventHandler delivers events to f, called in order on a goroutine of
 // the connection's own. f must not call Close (Close waits for that
 // goroutine): hand the Close to another goroutine.
 func WithEventHandler(f func(Event)) DialOption {
-	return func(o *dialOptions) error { o.onEvent = f; return nil }
+	return dialOption(func(o *dialOptions) error { o.onEvent = f; return nil })
 }
 
 // WithEventActor delivers each event as an *Event message to pid.
 func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
-	return func(o *dialOptions) error { o.actorSys, o.actorPID = sys, pid; return nil }
+	return dialOption(func(o *dialOptions) error { o.actorSys, o.actorPID = sys, pid; return nil })
 }
 
 // Conn is a client's connection to a node. It is safe for concurrent use.
@@ -151,7 +151,7 @@ type Conn struct {
 func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
 	o := dialOptions{eventQueue: 1024, name: "switchboard-go"}
 	for _, opt := range opts {
-		if err := opt(&o); err != nil {
+		if err := opt.applyDial(&o); err != nil {
 			return nil, err
 		}
 	}
@@ -365,7 +365,9 @@ func (c *Conn) watch() {
 		}
 	}
 	resp := c.bridge.Producer(pb.RingResponse)
-	fr := shm.NewFrameReader(c.sock, resp.MaxBody())
+	// Events may be larger than replies: the node chunks each at its own
+	// ring's frame limit.
+	fr := shm.NewFrameReader(c.sock, max(resp.MaxBody(), c.bridge.Producer(pb.RingEvent).MaxBody()))
 	events := pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 	for {
 		f, err := fr.Next()

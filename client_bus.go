@@ -26,7 +26,7 @@ func Echo() MsgOption { return func(o *msgOptions) { o.echo = true } }
 
 func destPrefix(dest string) ([]byte, error) {
 	if len(dest) == 0 || len(dest) > pb.MaxNameLen {
-		return nil, pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("destination %q: must be 1 to %d bytes", dest, pb.MaxNameLen))
+		return nil, codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("destination %q: must be 1 to %d bytes", dest, pb.MaxNameLen))
 	}
 	return append([]byte{byte(len(dest))}, dest...), nil
 }
@@ -229,9 +229,9 @@ func (c *Conn) Own(ctx context.Context, name string) (primary bool, position int
 	return r.GetPrimary(), int(r.GetPosition()), nil
 }
 
-// Release gives up a name (the next standby becomes its owner), or a place
+// Disown gives up a name (the next standby becomes its owner), or a place
 // in its queue.
-func (c *Conn) Release(ctx context.Context, name string) error {
+func (c *Conn) Disown(ctx context.Context, name string) error {
 	return c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
 }
 

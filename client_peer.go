@@ -17,7 +17,7 @@ import (
 // another goroutine. A reply code other than those a peer may send (see
 // Request) arrives as ErrHandler.
 func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, error)) DialOption {
-	return func(o *dialOptions) error { o.onRequest = f; return nil }
+	return dialOption(func(o *dialOptions) error { o.onRequest = f; return nil })
 }
 
 // WithInlineRequests makes WithRequestHandler's handler run on the
@@ -33,13 +33,13 @@ func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, err
 // the connection.) The payload is a view, valid until the handler
 // returns. It has no effect with the socket transport.
 func WithInlineRequests() DialOption {
-	return func(o *dialOptions) error { o.inline = true; return nil }
+	return dialOption(func(o *dialOptions) error { o.inline = true; return nil })
 }
 
 // WithRequestActor delivers requests from peers to pid as *PeerRequest
 // messages; the actor answers each with Respond.
 func WithRequestActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
-	return func(o *dialOptions) error { o.requestSys, o.requestPID = sys, pid; return nil }
+	return dialOption(func(o *dialOptions) error { o.requestSys, o.requestPID = sys, pid; return nil })
 }
 
 // PeerRequest is a request from a peer, for WithRequestHandler or
@@ -58,7 +58,7 @@ func (r *PeerRequest) Respond(payload []byte, err error) error {
 	return r.c.replyPeer(r.handle, payload, err)
 }
 
-// Reply answers an EventRequest: payload, or err's text (a *pb.Error
+// Reply answers an EventRequest: payload, or err's text (an *Error
 // keeps its code). Call it once.
 func (e Event) Reply(payload []byte, err error) error {
 	if e.Kind != EventRequest || e.rc == nil {
@@ -102,9 +102,9 @@ func (c *Conn) serveRequests() {
 func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err error) error {
 	code := pb.Code_CODE_OK
 	if err != nil {
-		var e *pb.Error
-		if errors.As(err, &e) && pb.PeerCode(e.Code) == e.Code {
-			code = e.Code
+		var e *Error
+		if errors.As(err, &e) && pb.PeerCode(pb.Code(e.Code)) == pb.Code(e.Code) {
+			code = pb.Code(e.Code)
 			payload = []byte(e.Reason)
 		} else {
 			code = pb.Code_CODE_HANDLER_ERROR

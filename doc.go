@@ -6,7 +6,7 @@
 // A program serves with a Node (embedded, or the cmd/node daemon) and
 // connects with Dial:
 //
-//	node, _ := switchboard.NewNode(switchboard.WithSocketPath(path))
+//	node, _ := switchboard.NewNode(switchboard.WithSocket(path))
 //	node.HandleFunc(7, func(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 //		return append([]byte("echo: "), r.Payload...), nil
 //	})

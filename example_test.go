@@ -17,7 +17,7 @@ func Example() {
 	socket := filepath.Join(dir, "node.sock")
 	ctx := context.Background()
 
-	node, err := switchboard.NewNode(switchboard.WithSocketPath(socket))
+	node, err := switchboard.NewNode(switchboard.WithSocket(socket))
 	if err != nil {
 		panic(err)
 	}

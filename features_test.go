@@ -263,7 +263,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 
 func TestListenRefusesLiveSocket(t *testing.T) {
 	n := startNode(t)
-	other, err := NewNode(WithSocketPath(n.SocketPath()))
+	other, err := NewNode(WithSocket(n.SocketPath()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close() // a socket file nobody serves: what a killed node leaves
-	n, err := NewNode(WithSocketPath(path))
+	n, err := NewNode(WithSocket(path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestCallView(t *testing.T) {
 // wait in its mailbox only up to the queue bound; the rest are dropped
 // and counted, none lost silently.
 func TestEventMailboxBound(t *testing.T) {
-	n := startNode(t, WithEventQueue(64, 1<<20, DropOldest), WithRingSizes(1<<20, 1<<20, 4096))
+	n := startNode(t, WithEventQueue(64), WithEventQueueBytes(1<<20), WithOverflow(DropOldest), WithRings(1<<20, 1<<20, 4096))
 	echoService(n)
 	c := dial(t, n)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -520,7 +520,7 @@ func TestRecvEventView(t *testing.T) {
 // arrives whole and in order with the small ones around it.
 func TestEventLargerThanRing(t *testing.T) {
 	bothTransports(t, func(t *testing.T, tr Transport) {
-		n := startNode(t, WithRingSizes(1<<20, 1<<20, 4096))
+		n := startNode(t, WithRings(1<<20, 1<<20, 4096))
 		big := make([]byte, 20000)
 		for i := range big {
 			big[i] = byte(i * 13)

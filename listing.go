@@ -32,7 +32,7 @@ type ConnInfo struct {
 
 func connInfo(c *conn.Endpoint) ConnInfo {
 	st := c.Stats()
-	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: c.Cred(), Transport: c.Transport(), Since: c.Since(),
+	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),

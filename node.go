@@ -58,7 +58,7 @@ type nodeOptions struct {
 	rings            [3]int
 	eventQueue       int
 	eventBytes       int
-	overflow         conn.OverflowPolicy
+	overflow         OverflowPolicy
 	handshakeTimeout time.Duration
 	selector         func(service, command uint16) Handler
 	spin             *time.Duration
@@ -69,50 +69,50 @@ type nodeOptions struct {
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
 func WithNodeName(name string) NodeOption {
-	return func(o *nodeOptions) error {
+	return nodeOption(func(o *nodeOptions) error {
 		if len(name) == 0 || len(name) > 64 || strings.ContainsAny(name, ". :\t\n") {
 			return fmt.Errorf("switchboard: node name %q: 1 to 64 bytes, without '.', ':' or spaces", name)
 		}
 		o.name = name
 		return nil
-	}
+	})
 }
 
 // WithLogger sets the node's logger; protoactor's own logs go to it too.
 // The default discards everything.
 func WithLogger(l *slog.Logger) NodeOption {
-	return func(o *nodeOptions) error { o.logger = l; return nil }
+	return nodeOption(func(o *nodeOptions) error { o.logger = l; return nil })
 }
 
 // WithAuthorize decides whether a connecting process may use the node,
 // from its kernel-checked credentials; an error refuses it with the
 // error's text. The default admits root and the node's own uid.
 func WithAuthorize(f func(Cred) error) NodeOption {
-	return func(o *nodeOptions) error { o.authorize = f; return nil }
+	return nodeOption(func(o *nodeOptions) error { o.authorize = f; return nil })
 }
 
 // OverflowPolicy says what happens to events for a client that does not
 // read them fast enough, once its queue in the node is full.
-type OverflowPolicy = conn.OverflowPolicy
+type OverflowPolicy int
 
 const (
 	// DropOldest drops the oldest queued event; the client sees the number
 	// dropped with its next event (Event.Dropped).
-	DropOldest = conn.DropOldest
+	DropOldest OverflowPolicy = iota
 	// DisconnectSlow disconnects the client as a slow consumer.
-	DisconnectSlow = conn.Disconnect
+	DisconnectSlow
 )
 
 // WithHandshakeTimeout bounds how long a connecting client may take to say
 // Hello (default 2s).
 func WithHandshakeTimeout(d time.Duration) NodeOption {
-	return func(o *nodeOptions) error { o.handshakeTimeout = d; return nil }
+	return nodeOption(func(o *nodeOptions) error { o.handshakeTimeout = d; return nil })
 }
 
 // WithSelector picks the handler for a service that Handle did not
 // register (coroipc's user-defined selector); nil means unknown service.
 func WithSelector(f func(service, command uint16) Handler) NodeOption {
-	return func(o *nodeOptions) error { o.selector = f; return nil }
+	return nodeOption(func(o *nodeOptions) error { o.selector = f; return nil })
 }
 
 // WithListener makes the node serve on ln, a listener it did not create
@@ -120,7 +120,7 @@ func WithSelector(f func(service, command uint16) Handler) NodeOption {
 // creating the socket, and Close closes ln but leaves its path alone
 // unless ln unlinks on close.
 func WithListener(ln *net.UnixListener) NodeOption {
-	return func(o *nodeOptions) error {
+	return nodeOption(func(o *nodeOptions) error {
 		if ln == nil {
 			return errors.New("switchboard: nil listener")
 		}
@@ -129,20 +129,20 @@ func WithListener(ln *net.UnixListener) NodeOption {
 			o.socket = a.Name
 		}
 		return nil
-	}
+	})
 }
 
 // WithMaxPending bounds the replies from peers one connection may wait for
 // at once (default 4096); past it, Request and RequestGroup fail with
 // ErrTooManyPending.
 func WithMaxPending(n int) NodeOption {
-	return func(o *nodeOptions) error {
+	return nodeOption(func(o *nodeOptions) error {
 		if n <= 0 {
 			return fmt.Errorf("switchboard: max pending %d must be positive", n)
 		}
 		o.maxPending = n
 		return nil
-	}
+	})
 }
 
 // Node serves connections. Create it with NewNode, register services with
@@ -193,7 +193,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		handshakeTimeout: 2 * time.Second,
 	}
 	for _, opt := range opts {
-		if err := opt(&o); err != nil {
+		if err := opt.applyNode(&o); err != nil {
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package switchboard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,13 +21,13 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
 	}
 	invalid := func(err error) conn.Result {
-		e, _ := err.(*pb.Error)
-		if e == nil {
+		var e *Error
+		if !errors.As(err, &e) {
 			return conn.Result{Code: pb.Code_CODE_INVALID_ARGUMENT, Payload: []byte(err.Error())}
 		}
-		return conn.Result{Code: e.Code, Payload: []byte(e.Reason)}
+		return conn.Result{Code: pb.Code(e.Code), Payload: []byte(e.Reason)}
 	}
-	who := c.Cred()
+	who := Cred(c.Cred())
 	switch r.Command {
 	case pb.BusSubscribe, pb.BusSubscribeWithMembers:
 		var m pb.BusGroup

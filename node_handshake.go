@@ -26,7 +26,8 @@ func (n *Node) handshake(c *net.UnixConn) {
 		done()
 	}
 	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
-	cred, err := shm.PeerCred(c)
+	kcred, err := shm.PeerCred(c)
+	cred := Cred(kcred)
 	if err != nil {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
@@ -121,9 +122,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 	}
 	srv := n.newServer()
 	cfg := conn.Config{
-		ID: id, Address: address, Name: hello.GetClientName(), Cred: cred, Link: link, Sock: c, Bridge: bridge,
+		ID: id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
-		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: n.o.overflow,
+		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
 		Host: srv, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
@@ -169,4 +170,12 @@ func transportName(socketOnly bool) string {
 		return "socket"
 	}
 	return "shm"
+}
+
+// overflowPolicy maps an OverflowPolicy to the connection's.
+func overflowPolicy(p OverflowPolicy) conn.OverflowPolicy {
+	if p == DisconnectSlow {
+		return conn.Disconnect
+	}
+	return conn.DropOldest
 }

@@ -15,14 +15,14 @@ import (
 // printable ASCII without spaces, not starting with ':' (addresses do).
 func checkName(s string) error {
 	if len(s) == 0 || len(s) > pb.MaxNameLen {
-		return pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("name %q: must be 1 to %d bytes", s, pb.MaxNameLen))
+		return codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("name %q: must be 1 to %d bytes", s, pb.MaxNameLen))
 	}
 	if s[0] == ':' {
-		return pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("name %q: ':' starts addresses, not names", s))
+		return codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("name %q: ':' starts addresses, not names", s))
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] > '~' {
-			return pb.Code_CODE_INVALID_ARGUMENT.Err(fmt.Sprintf("name %q: byte %d is not printable ASCII", s, i))
+			return codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("name %q: byte %d is not printable ASCII", s, i))
 		}
 	}
 	return nil
@@ -48,8 +48,8 @@ func (n *Node) lookupAddress(addr string) *conn.Endpoint {
 // given and, for a name, for the owner's address too, so that a name is no
 // way around a rule on an address.
 func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error) {
-	if err := n.allow(from.Cred(), ActionSend, dest); err != nil {
-		return nil, pb.Code_CODE_REFUSED.Err(err.Error())
+	if err := n.allow(Cred(from.Cred()), ActionSend, dest); err != nil {
+		return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 	}
 	var to *conn.Endpoint
 	if strings.HasPrefix(dest, ":") {
@@ -57,13 +57,13 @@ func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error)
 	} else {
 		to = n.reg.Owner(dest)
 		if to != nil {
-			if err := n.allow(from.Cred(), ActionSend, to.Address()); err != nil {
-				return nil, pb.Code_CODE_REFUSED.Err(err.Error())
+			if err := n.allow(Cred(from.Cred()), ActionSend, to.Address()); err != nil {
+				return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 			}
 		}
 	}
 	if to == nil || to.Context().Err() != nil {
-		return nil, pb.Code_CODE_UNDELIVERABLE.Err(fmt.Sprintf("nobody at %q", dest))
+		return nil, codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("nobody at %q", dest))
 	}
 	return to, nil
 }
@@ -73,19 +73,19 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 	dest, payload, err := pb.CutDest(f.Body)
 	wantAnswer := f.Flags&pb.FlagWantAnswer != 0 || f.Kind == pb.KindPeerCall || f.Kind == pb.KindGroupCall
 	fail := func(err error) {
-		if e, ok := err.(*pb.Error); ok && e.Code == pb.Code_CODE_UNDELIVERABLE {
+		e, ok := err.(*Error)
+		if !ok {
+			e = &Error{Code: CodeInternal, Reason: err.Error()}
+		}
+		if e.Code == CodeUndeliverable {
 			n.undeliverable.Add(1)
 		}
 		if wantAnswer {
-			e, _ := err.(*pb.Error)
-			if e == nil {
-				e = &pb.Error{Code: pb.Code_CODE_INTERNAL, Reason: err.Error()}
-			}
-			c.Fail(f.ID, e.Code, e.Reason)
+			c.Fail(f.ID, pb.Code(e.Code), e.Reason)
 		}
 	}
 	if err != nil {
-		fail(pb.Code_CODE_INVALID_ARGUMENT.Err("bus frame without a destination"))
+		fail(codeError(pb.Code_CODE_INVALID_ARGUMENT, "bus frame without a destination"))
 		return
 	}
 	d := string(dest)
@@ -98,7 +98,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		}
 		if f.Kind == pb.KindPeerSend {
 			if need := pb.MsgPrefixLen(c.Address(), d, false) + len(payload); need > to.MaxEvent() {
-				fail(pb.Code_CODE_TOO_LARGE.Err(fmt.Sprintf("%d bytes: more than %s takes (%d)", need, d, to.MaxEvent())))
+				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than %s takes (%d)", need, d, to.MaxEvent())))
 				return
 			}
 		}
@@ -118,11 +118,11 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		if reserved(d) {
-			fail(pb.Code_CODE_REFUSED.Err(fmt.Sprintf("group %q is the node's", d)))
+			fail(codeError(pb.Code_CODE_REFUSED, fmt.Sprintf("group %q is the node's", d)))
 			return
 		}
-		if err := n.allow(c.Cred(), ActionPublish, d); err != nil {
-			fail(pb.Code_CODE_REFUSED.Err(err.Error()))
+		if err := n.allow(Cred(c.Cred()), ActionPublish, d); err != nil {
+			fail(codeError(pb.Code_CODE_REFUSED, err.Error()))
 			return
 		}
 		members, h := n.reg.Groups().Lookup(d) // the recipients: the members at this instant
@@ -136,7 +136,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		}
 		n.published.Add(1)
 		if count == 0 {
-			fail(pb.Code_CODE_UNDELIVERABLE.Err(fmt.Sprintf("group %q has no other member", d)))
+			fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q has no other member", d)))
 			return
 		}
 		n.delivered.Add(uint64(count))
@@ -166,7 +166,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		}
 		if wantAnswer {
 			if took == 0 {
-				fail(pb.Code_CODE_TOO_LARGE.Err(fmt.Sprintf("%d bytes: more than any member takes", len(body))))
+				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))
 				return
 			}
 			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, uint32(took)))

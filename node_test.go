@@ -15,7 +15,7 @@ import (
 func startNode(t testing.TB, opts ...NodeOption) *Node {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "node.sock")
-	n, err := NewNode(append([]NodeOption{WithSocketPath(path)}, opts...)...)
+	n, err := NewNode(append([]NodeOption{WithSocket(path)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,109 +10,143 @@ import (
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 
-// DialOption configures Dial.
-type DialOption func(*dialOptions) error
+// A DialOption configures Dial.
+type DialOption interface{ applyDial(*dialOptions) error }
 
-// NodeOption configures a Node.
-type NodeOption func(*nodeOptions) error
+// A NodeOption configures NewNode.
+type NodeOption interface{ applyNode(*nodeOptions) error }
 
-// WithSocket sets the node's socket path (default DefaultSocketPath()).
-func WithSocket(path string) DialOption {
-	return func(o *dialOptions) error { o.socket = path; return nil }
+// An Option configures a setting both ends have (the socket, the ring
+// sizes, the message limit, spinning, the event queue): it is a DialOption
+// and a NodeOption, and means to each end what its doc says.
+type Option struct {
+	dial func(*dialOptions) error
+	node func(*nodeOptions) error
 }
 
-// WithSocketPath sets the Unix socket the node listens on.
-func WithSocketPath(path string) NodeOption {
-	return func(o *nodeOptions) error { o.socket = path; return nil }
+func (o Option) applyDial(d *dialOptions) error { return o.dial(d) }
+func (o Option) applyNode(n *nodeOptions) error { return o.node(n) }
+
+// dialOption is a DialOption of the client alone.
+type dialOption func(*dialOptions) error
+
+func (f dialOption) applyDial(o *dialOptions) error { return f(o) }
+
+// nodeOption is a NodeOption of the node alone.
+type nodeOption func(*nodeOptions) error
+
+func (f nodeOption) applyNode(o *nodeOptions) error { return f(o) }
+
+// WithSocket sets the Unix socket the node listens on and a client dials
+// (default DefaultSocketPath()).
+func WithSocket(path string) Option {
+	return Option{
+		dial: func(o *dialOptions) error { o.socket = path; return nil },
+		node: func(o *nodeOptions) error { o.socket = path; return nil },
+	}
 }
 
-// WithRings asks for ring sizes in bytes (0 keeps the node's default); the
-// node rounds them to powers of two within its limits.
-func WithRings(request, response, event int) DialOption {
-	return func(o *dialOptions) error {
-		for _, n := range []int{request, response, event} {
-			if n < 0 || n > math.MaxUint32 {
-				return fmt.Errorf("switchboard: ring size %d out of range", n)
+// WithRings sets ring sizes in bytes: for a node, the request, response
+// and event rings a connection gets by default (powers of two; default 1
+// MiB each); for a client, the sizes it asks for (0 keeps the node's
+// default; the node rounds them to powers of two within its limits).
+func WithRings(request, response, event int) Option {
+	return Option{
+		dial: func(o *dialOptions) error {
+			for _, n := range []int{request, response, event} {
+				if n < 0 || n > math.MaxUint32 {
+					return fmt.Errorf("switchboard: ring size %d out of range", n)
+				}
 			}
-		}
-		o.rings = [3]uint32{uint32(request), uint32(response), uint32(event)}
-		return nil
-	}
-}
-
-// WithRingSizes sets the default request, response and event ring sizes
-// (powers of two; default 1 MiB each). A client may ask for others.
-func WithRingSizes(request, response, event int) NodeOption {
-	return func(o *nodeOptions) error {
-		for _, n := range []int{request, response, event} {
-			if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
-				return fmt.Errorf("switchboard: ring size %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
+			o.rings = [3]uint32{uint32(request), uint32(response), uint32(event)}
+			return nil
+		},
+		node: func(o *nodeOptions) error {
+			for _, n := range []int{request, response, event} {
+				if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
+					return fmt.Errorf("switchboard: ring size %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
+				}
 			}
-		}
-		o.rings = [3]int{request, response, event}
-		return nil
+			o.rings = [3]int{request, response, event}
+			return nil
+		},
 	}
 }
 
-// WithMaxMessageSize asks for a smaller message limit than the node's.
-func WithMaxMessageSize(n int) DialOption {
-	return func(o *dialOptions) error {
-		if n <= 0 || n > math.MaxUint32 {
-			return fmt.Errorf("switchboard: max message %d out of range", n)
-		}
-		o.maxMessage = uint32(n)
-		return nil
-	}
-}
-
-// WithMaxMessage sets the largest message, in bytes, a connection may send
-// or receive (default 16 MiB). Messages larger than a ring frame are
+// WithMaxMessage sets the largest message, in bytes: for a node, what a
+// connection may send or receive (default 16 MiB); for a client, a smaller
+// limit than the node's to ask for. Messages larger than a ring frame are
 // chunked.
-func WithMaxMessage(n int) NodeOption {
-	return func(o *nodeOptions) error {
-		if n <= 0 || n > 1<<30 {
-			return fmt.Errorf("switchboard: max message %d out of range", n)
-		}
-		o.maxMessage = n
-		return nil
+func WithMaxMessage(n int) Option {
+	return Option{
+		dial: func(o *dialOptions) error {
+			if n <= 0 || n > math.MaxUint32 {
+				return fmt.Errorf("switchboard: max message %d out of range", n)
+			}
+			o.maxMessage = uint32(n)
+			return nil
+		},
+		node: func(o *nodeOptions) error {
+			if n <= 0 || n > 1<<30 {
+				return fmt.Errorf("switchboard: max message %d out of range", n)
+			}
+			o.maxMessage = n
+			return nil
+		},
 	}
 }
 
-// WithSpin sets how long waits spin before parking (see shm.WithSpin).
-func WithSpin(d time.Duration) DialOption {
-	return func(o *dialOptions) error { o.spin = &d; return nil }
-}
-
-// WithNodeSpin sets how long the node's pumps spin before parking (see
-// shm.WithSpin); the default spins only when a core is to spare.
-func WithNodeSpin(d time.Duration) NodeOption {
-	return func(o *nodeOptions) error { o.spin = &d; return nil }
-}
-
-// WithEventBuffer bounds the events held in this process before they are
-// delivered (default 1024). When it is full the connection stops reading
-// its event ring, and the node's queue and overflow policy take over.
-func WithEventBuffer(n int) DialOption {
-	return func(o *dialOptions) error {
-		if n <= 0 {
-			return errors.New("switchboard: event queue must hold at least one event")
-		}
-		o.eventQueue = n
-		return nil
+// WithSpin sets how long a waiting goroutine (a client's caller or pump, a
+// node's pump) spins before it parks (see shm.WithSpin); by default each
+// end spins only when a core is to spare.
+func WithSpin(d time.Duration) Option {
+	return Option{
+		dial: func(o *dialOptions) error { o.spin = &d; return nil },
+		node: func(o *nodeOptions) error { o.spin = &d; return nil },
 	}
 }
 
-// WithEventQueue bounds the events the node queues for one client whose
-// event ring is full (default 1024 events or 4 MiB), and sets the policy
-// past that bound.
-func WithEventQueue(events, bytes int, policy OverflowPolicy) NodeOption {
-	return func(o *nodeOptions) error {
-		if events < 0 || bytes < 0 {
+// WithEventQueue bounds the events queued on their way to a client: for a
+// node, the events it queues for one client whose event ring is full
+// (default 1024; see WithEventQueueBytes and WithOverflow for what happens
+// past it); for a client, the events held in its process before they are
+// delivered (default 1024, at least 1): when that is full the client
+// stops reading its event ring, and the node's queue takes over.
+func WithEventQueue(events int) Option {
+	return Option{
+		dial: func(o *dialOptions) error {
+			if events <= 0 {
+				return errors.New("switchboard: event queue must hold at least one event")
+			}
+			o.eventQueue = events
+			return nil
+		},
+		node: func(o *nodeOptions) error {
+			if events < 0 {
+				return errors.New("switchboard: negative event queue bound")
+			}
+			o.eventQueue = events
+			return nil
+		},
+	}
+}
+
+// WithEventQueueBytes bounds the payload bytes a node queues for one
+// client whose event ring is full (default 4 MiB).
+func WithEventQueueBytes(bytes int) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if bytes < 0 {
 			return errors.New("switchboard: negative event queue bound")
 		}
-		o.eventQueue, o.eventBytes, o.overflow = events, bytes, policy
+		o.eventBytes = bytes
 		return nil
-	}
+	})
+}
+
+// WithOverflow sets what a node does when a client's event queue is full
+// (default DropOldest).
+func WithOverflow(p OverflowPolicy) NodeOption {
+	return nodeOption(func(o *nodeOptions) error { o.overflow = p; return nil })
 }
 
 func derefOr[T any](p *T, def T) T {

@@ -2,12 +2,15 @@ package switchboard
 
 import (
 	"fmt"
-
-	"github.com/switchboard-ipc/switchboard/shm"
 )
 
-// Cred is a peer's identity as the kernel reports it (SO_PEERCRED).
-type Cred = shm.Cred
+// Cred is a process's identity as the kernel recorded it when its socket
+// connected (SO_PEERCRED), not as the process claims it.
+type Cred struct {
+	PID int32
+	UID uint32
+	GID uint32
+}
 
 // Action is something a client does that the node's [Policy] may refuse.
 type Action int
@@ -74,7 +77,7 @@ func (f PolicyFunc) Allow(who Cred, what Action, target string) error { return f
 // connected client is allowed (who may connect is then WithAuthorize's
 // decision alone). A policy and WithAuthorize both apply to connecting.
 func WithPolicy(p Policy) NodeOption {
-	return func(o *nodeOptions) error { o.policy = p; return nil }
+	return nodeOption(func(o *nodeOptions) error { o.policy = p; return nil })
 }
 
 // SetPolicy replaces the node's policy at once, without dropping any

@@ -126,7 +126,7 @@ func BenchmarkEvents(b *testing.B) {
 					// A deep node queue (100,000 events, 1 GiB), so that a window
 					// ahead of the client waits in the node instead of being dropped.
 					socket := benchNode(b, cpus.client, cpus.node, "SB_EVENT_QUEUE=100000")
-					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(4096))
+					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventQueue(4096))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -295,7 +295,7 @@ func BenchmarkFanout(b *testing.B) {
 				env = nil
 			}
 			socket := benchNode(b, nil, nil, append(env, "SB_EVENT_QUEUE=16384", "SB_CPUPROFILE="+os.Getenv("SB_BENCH_PROFILE"))...)
-			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventBuffer(1<<16))
+			c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventQueue(1<<16))
 			if err != nil {
 				b.Fatal(err)
 			}

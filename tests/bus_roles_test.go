@@ -56,7 +56,7 @@ func runBusRole(role string) (int, bool) {
 		}
 		if q := os.Getenv("SB_CLIENT_QUEUE"); q != "" {
 			n, _ := strconv.Atoi(q)
-			opts = append(opts, switchboard.WithEventBuffer(n))
+			opts = append(opts, switchboard.WithEventQueue(n))
 		}
 		c, err := switchboard.Dial(ctx, opts...)
 		if err != nil {

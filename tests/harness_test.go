@@ -68,7 +68,7 @@ func runRole(role string) int {
 			if os.Getenv("SB_OVERFLOW") == "disconnect" {
 				policy = switchboard.DisconnectSlow
 			}
-			opts = append(opts, switchboard.WithEventQueue(n, 1<<30, policy))
+			opts = append(opts, switchboard.WithEventQueue(n), switchboard.WithEventQueueBytes(1<<30), switchboard.WithOverflow(policy))
 		}
 		if cpus := os.Getenv("SB_CPUS"); cpus != "" {
 			if err := pinProcess(cpuList(cpus)); err != nil {
@@ -82,16 +82,16 @@ func runRole(role string) int {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
-			opts = append(opts, switchboard.WithNodeSpin(spin))
+			opts = append(opts, switchboard.WithSpin(spin))
 		}
 		if p := os.Getenv("SB_POLICY"); p != "" {
 			opts = append(opts, switchboard.WithPolicy(denyPolicy(p)))
 		}
 		if r := os.Getenv("SB_EVENT_RING"); r != "" {
 			n, _ := strconv.Atoi(r)
-			opts = append(opts, switchboard.WithRingSizes(1<<20, 1<<20, n))
+			opts = append(opts, switchboard.WithRings(1<<20, 1<<20, n))
 		}
-		n, err := switchboard.NewNode(append(opts, switchboard.WithSocketPath(socket))...)
+		n, err := switchboard.NewNode(append(opts, switchboard.WithSocket(socket))...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

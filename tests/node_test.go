@@ -141,7 +141,7 @@ func TestEventOverflowDropOldest(t *testing.T) {
 		leakCheck(t)
 		const queue = 16
 		_, socket := nodeChild(t, "SB_EVENT_QUEUE="+strconv.Itoa(queue), "SB_EVENT_RING=4096")
-		c := dialT(t, socket, switchboard.WithTransport(tr), switchboard.WithEventBuffer(1))
+		c := dialT(t, socket, switchboard.WithTransport(tr), switchboard.WithEventQueue(1))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		const n = 1000
@@ -186,7 +186,7 @@ func TestEventOverflowDisconnect(t *testing.T) {
 	func(t *testing.T, tr switchboard.Transport) {
 		leakCheck(t)
 		_, socket := nodeChild(t, "SB_EVENT_QUEUE=16", "SB_EVENT_RING=4096", "SB_OVERFLOW=disconnect")
-		c := dialT(t, socket, switchboard.WithTransport(tr), switchboard.WithEventBuffer(1))
+		c := dialT(t, socket, switchboard.WithTransport(tr), switchboard.WithEventQueue(1))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		c.Call(ctx, svcTest, cmdEmit, []byte("1000"))

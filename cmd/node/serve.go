@@ -112,8 +112,8 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		switchboard.WithAuthorize(func(switchboard.Cred) error { return nil }),
 		switchboard.WithPolicy(pol),
 		switchboard.WithMaxMessage(int(cfg.MaxMessage)),
-		switchboard.WithRingSizes(int(cfg.Rings.Request), int(cfg.Rings.Response), int(cfg.Rings.Event)),
-		switchboard.WithEventQueue(int(cfg.Events.QueueLimit), int(cfg.Events.QueueBytes), overflow),
+		switchboard.WithRings(int(cfg.Rings.Request), int(cfg.Rings.Response), int(cfg.Rings.Event)),
+		switchboard.WithEventQueue(int(cfg.Events.QueueLimit)), switchboard.WithEventQueueBytes(int(cfg.Events.QueueBytes)), switchboard.WithOverflow(overflow),
 		switchboard.WithHandshakeTimeout(cfg.HandshakeTimeout),
 	}
 	if ln != nil {
@@ -123,7 +123,7 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 				slog.String("activated", a), slog.String("configured", cfg.Socket))
 		}
 	} else {
-		opts = append(opts, switchboard.WithSocketPath(cfg.Socket))
+		opts = append(opts, switchboard.WithSocket(cfg.Socket))
 	}
 	n, err := switchboard.NewNode(opts...)
 	if err != nil {

@@ -49,7 +49,7 @@ func main() {
 
 // serve runs a node with the echo service until interrupted.
 func serve(ctx context.Context, socket string) error {
-	node, err := switchboard.NewNode(switchboard.WithSocketPath(socket))
+	node, err := switchboard.NewNode(switchboard.WithSocket(socket))
 	if err != nil {
 		return err
 	}

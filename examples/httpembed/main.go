@@ -60,7 +60,7 @@ func main() {
 }
 
 func run(ctx context.Context, socket, addr string, once bool) error {
-	node, err := switchboard.NewNode(switchboard.WithSocketPath(socket))
+	node, err := switchboard.NewNode(switchboard.WithSocket(socket))
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func run(ctx context.Context, socket string, count int) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		node, err := switchboard.NewNode(switchboard.WithSocketPath(filepath.Join(dir, "node.sock")))
+		node, err := switchboard.NewNode(switchboard.WithSocket(filepath.Join(dir, "node.sock")))
 		if err != nil {
 			return err
 		}

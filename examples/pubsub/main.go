@@ -55,7 +55,7 @@ func demo(ctx context.Context, socket string) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		node, err := switchboard.NewNode(switchboard.WithSocketPath(filepath.Join(dir, "node.sock")))
+		node, err := switchboard.NewNode(switchboard.WithSocket(filepath.Join(dir, "node.sock")))
 		if err != nil {
 			return err
 		}

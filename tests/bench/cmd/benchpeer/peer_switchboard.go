@@ -40,7 +40,7 @@ var sbRoles = map[string]roleFunc{
 
 func sbServe(ctx context.Context, a *args) (*result, error) {
 	path := filepath.Join(a.dir, "switchboard.sock")
-	n, err := switchboard.NewNode(switchboard.WithSocketPath(path))
+	n, err := switchboard.NewNode(switchboard.WithSocket(path))
 	if err != nil {
 		return nil, err
 	}
