@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +76,20 @@ func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 }
 
 // Conn is a client's connection to a node. It is safe for concurrent use.
+//
+// # Locks
+//
+// A lock is taken only while the locks before it in this order are held
+// or free, never after one that follows it:
+//
+//	mapMu (shared) → rmu → evmu → wmu → sockMu
+//
+// pmu, emu and internMu are leaves: nothing is locked while one is held.
+// The pump holds rmu, then evmu, never both; a caller spinning for its
+// reply (lead, finishCall's poll) holds mapMu shared, then tries rmu; a
+// viewed event (RecvEventView) holds evmu until its Release, and a viewed
+// reply (CallView) rmu until its; Close takes mapMu, rmu, evmu and wmu in
+// that order before it unmaps the rings.
 type Conn struct {
 	o       dialOptions
 	sock    *net.UnixConn
@@ -87,63 +100,68 @@ type Conn struct {
 	bell    *shm.Doorbell
 	welcome *pb.Welcome
 	maxMsg  int
-
-	wmu    sync.Mutex // request writers, one at a time (the ring has one producer)
-	closed bool       // under wmu: the rings are unmapped
-	sockMu sync.Mutex // frames written to the socket do not interleave
-	bridge *shm.Link  // socket transport: the node's side of the local rings
+	bridge  *shm.Link // socket transport: the socket's side of the local rings
 	// sockEvents bounds the events held for the socket transport: what the
 	// client's buffer, the node's queue and a full event ring of the
 	// smallest frames would hold together with shared memory.
 	sockEvents int
 
+	// The rings' mapping: readers that look without rmu or evmu hold
+	// mapMu shared; Close holds it to unmap.
+	mapMu   sync.RWMutex
+	closing atomic.Bool // the connection ends: stop looking at the rings
+
+	// Requests (client → node).
+	wmu    sync.Mutex // request writers, one at a time (the ring has one producer)
+	closed bool       // under wmu: the rings are unmapped
+	sockMu sync.Mutex // frames written to the socket do not interleave
+	nextID atomic.Uint64
+
+	// Replies (node → client).
 	rmu      sync.Mutex    // the response ring's reader: the pump, or a caller spinning for its reply
 	replies  pb.Reassembly // under rmu: replies arriving in chunks
 	spin     time.Duration // how long one caller spins for its reply (0: never)
 	spinning atomic.Bool   // a caller is spinning; the others block
-	mapRefs  atomic.Int32  // callers about to look at the rings without a lock
+	late     atomic.Uint64 // replies whose caller had given up
 
+	// Calls waiting for replies, and the end of the connection.
 	pmu     sync.Mutex
 	pending map[uint64]*call
-	goneErr error // under pmu: why the connection ended
-	nextID  atomic.Uint64
-	gone    chan struct{}
+	goneErr error         // under pmu: why the connection ended
+	gone    chan struct{} // closed when it ended
 
-	emu    sync.Mutex
-	equeue []Event
-	ehead  int
-	ewake  chan struct{}
-	pollFd int
-	polled atomic.Bool // Fd was called: keep pollFd readable while events wait
-	evbufs bufPool
-
+	// Events (node → client): read from the ring under evmu, queued under
+	// emu for the receiver, the handler or the actor.
 	evmu     sync.Mutex    // the event ring's reader: the pump, or RecvEventView
 	evChunks pb.Reassembly // under evmu: an event arriving in chunks
 	viewGen  atomic.Uint64 // bumped when an event is viewed in place and when it is released
 	viewHeld atomic.Bool   // an event is viewed in place: the pump leaves the event ring alone
+	emu      sync.Mutex
+	equeue   []Event // under emu, from ehead on
+	ehead    int
+	reqq     []*PeerRequest // under emu: requests waiting for the request handler
+	ewake    chan struct{}  // a token: events wait
+	rqwake   chan struct{}  // a token: requests wait
+	pollFd   int            // under emu: readable while events wait (once polled)
+	polled   atomic.Bool    // Fd was called: keep pollFd readable while events wait
+	evbufs   bufPool
 	received atomic.Uint64
 	dropped  atomic.Uint64
-	late     atomic.Uint64
 
-	dmu  sync.Mutex
-	data any
-
-	reqq []*PeerRequest // under emu: requests waiting for the request handler
-
-	inHandler     atomic.Bool // an inline request handler runs on the pump
-	inlineMu      sync.Mutex
-	inlineStarted chan struct{}   // closed when an inline handler starts, replaced when it ends
-	life          context.Context // ends when the connection ends
+	// Peer requests served inline (WithInlineRequests).
+	inHandler     atomic.Bool                   // an inline request handler runs on the pump
+	inlineStarted atomic.Pointer[chan struct{}] // closed when an inline handler starts, replaced when it ends
+	life          context.Context               // ends when the connection ends
 	lifeCancel    context.CancelFunc
 
-	internMu   sync.Mutex
+	internMu   sync.Mutex // the cache of intern
 	interned   [8]string
 	internNext int
-	rqwake     chan struct{}
 
-	closing   atomic.Bool
+	data atomic.Pointer[any] // SetData's
+
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // the connection's goroutines
 }
 
 // Dial connects to a node, checks that the node's process runs as the
@@ -257,7 +275,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	c.replies = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg}
 	c.evChunks = pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 	c.life, c.lifeCancel = context.WithCancel(context.Background())
-	c.inlineStarted = make(chan struct{})
+	started := make(chan struct{})
+	c.inlineStarted.Store(&started)
 	if bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
 	}
@@ -286,16 +305,15 @@ func (c *Conn) MaxMessage() int { return c.maxMsg }
 
 // SetData stores the connection's private data (libqb's context).
 func (c *Conn) SetData(v any) {
-	c.dmu.Lock()
-	c.data = v
-	c.dmu.Unlock()
+	c.data.Store(&v)
 }
 
 // Data returns what SetData stored.
 func (c *Conn) Data() any {
-	c.dmu.Lock()
-	defer c.dmu.Unlock()
-	return c.data
+	if p := c.data.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // FlowControl reports the connection's backlog and losses.
@@ -451,11 +469,10 @@ func (c *Conn) Close() error {
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()
-		for c.mapRefs.Load() != 0 { // a caller spinning on the ring sees closing and leaves
-			runtime.Gosched()
-		}
-		// Writers (wmu) and callers reading replies (rmu) touch the rings
-		// only under these locks: once both are held, nobody does.
+		// Callers look at the rings under mapMu (a peek), rmu (replies),
+		// evmu (events) or wmu (requests): once all are held, nobody does,
+		// and closing keeps them away afterwards.
+		c.mapMu.Lock()
 		c.rmu.Lock()
 		c.evmu.Lock()
 		c.wmu.Lock()
@@ -464,6 +481,7 @@ func (c *Conn) Close() error {
 		c.wmu.Unlock()
 		c.evmu.Unlock()
 		c.rmu.Unlock()
+		c.mapMu.Unlock()
 		c.emu.Lock()
 		unix.Close(c.pollFd)
 		c.pollFd = -1

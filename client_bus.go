@@ -336,35 +336,14 @@ func (c *Conn) busIntercept(e *Event) bool {
 		e.rc = c
 		copy(e.handle[:], handle)
 		if c.o.inline && c.o.onRequest != nil && c.bridge == nil {
-			// On the pump, in place: no goroutine hop. Replies to calls the
-			// handler makes meanwhile are polled by their callers (see
-			// finishCall), since the pump is busy here.
-			r := &PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle}
-			c.inHandler.Store(true)
-			c.inlineMu.Lock()
-			close(c.inlineStarted) // callers waiting for replies start reading them
-			c.inlineMu.Unlock()
-			out, err := c.o.onRequest(c.life, r)
-			c.inHandler.Store(false)
-			c.inlineMu.Lock()
-			c.inlineStarted = make(chan struct{})
-			c.inlineMu.Unlock()
-			if c.life.Err() == nil {
-				r.Respond(out, err)
-			}
+			c.serveInline(&PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle})
 			e.Release()
 			return true
 		}
 		if c.o.onRequest != nil || c.o.requestPID != nil {
 			r := &PeerRequest{From: e.From, To: e.To, Payload: append([]byte(nil), payload...), c: c, handle: e.handle}
 			e.Release()
-			c.emu.Lock()
-			c.reqq = append(c.reqq, r)
-			c.emu.Unlock()
-			select {
-			case c.rqwake <- struct{}{}:
-			default:
-			}
+			c.queueRequest(r)
 			return true
 		}
 	}

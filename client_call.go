@@ -80,9 +80,7 @@ again:
 	var started <-chan struct{}
 	var poll <-chan time.Time
 	if c.o.inline {
-		c.inlineMu.Lock()
-		started = c.inlineStarted
-		c.inlineMu.Unlock()
+		started = *c.inlineStarted.Load()
 		if c.inHandler.Load() {
 			started, poll = nil, time.After(50*time.Microsecond)
 		}
@@ -91,17 +89,16 @@ again:
 	case <-started:
 		goto again
 	case <-poll:
-		c.mapRefs.Add(1)
+		c.mapMu.RLock()
+		var err error
 		if !c.closing.Load() && c.rmu.TryLock() {
-			err := c.readResponses()
+			err = c.readResponses()
 			c.rmu.Unlock()
-			if err != nil {
-				c.mapRefs.Add(-1)
-				c.end(err)
-				goto again
-			}
 		}
-		c.mapRefs.Add(-1)
+		c.mapMu.RUnlock()
+		if err != nil {
+			c.end(err)
+		}
 		goto again
 	case <-cl.done:
 		payload, code := cl.payload, cl.code
@@ -133,23 +130,23 @@ func (c *Conn) lead(cl *call) {
 	defer c.spinning.Store(false)
 	start := time.Now()
 	for i := 1; len(cl.done) == 0; i++ {
-		// Close unmaps only once closing is set and no caller counts in
-		// mapRefs; the ring is read only under rmu, which Close takes too.
-		c.mapRefs.Add(1)
+		// Unreleased looks at the ring without rmu: under mapMu, which
+		// Close takes before it unmaps.
+		c.mapMu.RLock()
 		if c.closing.Load() {
-			c.mapRefs.Add(-1)
+			c.mapMu.RUnlock()
 			return
 		}
+		var err error
 		if c.resp.Unreleased() && c.rmu.TryLock() {
-			err := c.readResponses()
+			err = c.readResponses()
 			c.rmu.Unlock()
-			if err != nil {
-				c.mapRefs.Add(-1)
-				c.end(err)
-				return
-			}
 		}
-		c.mapRefs.Add(-1)
+		c.mapMu.RUnlock()
+		if err != nil {
+			c.end(err)
+			return
+		}
 		if i%64 == 0 && time.Since(start) > c.spin {
 			return
 		}

@@ -98,6 +98,33 @@ func (c *Conn) serveRequests() {
 	}
 }
 
+// serveInline runs the request handler on the pump, in place
+// (WithInlineRequests): no goroutine hop. Replies to calls the handler
+// makes meanwhile are polled by their callers (see finishCall), since the
+// pump is busy here.
+func (c *Conn) serveInline(r *PeerRequest) {
+	c.inHandler.Store(true)
+	close(*c.inlineStarted.Load()) // callers waiting for replies start reading them
+	out, err := c.o.onRequest(c.life, r)
+	c.inHandler.Store(false)
+	next := make(chan struct{})
+	c.inlineStarted.Store(&next)
+	if c.life.Err() == nil {
+		r.Respond(out, err)
+	}
+}
+
+// queueRequest hands a request to serveRequests.
+func (c *Conn) queueRequest(r *PeerRequest) {
+	c.emu.Lock()
+	c.reqq = append(c.reqq, r)
+	c.emu.Unlock()
+	select {
+	case c.rqwake <- struct{}{}:
+	default:
+	}
+}
+
 // replyPeer writes the answer to a peer's request.
 func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err error) error {
 	code := pb.Code_CODE_OK
