@@ -16,7 +16,8 @@ type eventQueue struct {
 	dropped          uint32 // dropped since the last delivered event
 }
 
-func (q *eventQueue) len() int        { return len(q.items) - q.head }
+func (q *eventQueue) len() int { return len(q.items) - q.head }
+
 func (q *eventQueue) peek() *Delivery { return q.items[q.head] }
 
 func (q *eventQueue) push(e *Delivery) {

@@ -1,0 +1,406 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// Spawner spawns actors under a supervisor: the node spawns connections,
+// groups and the registry as children of its root actor.
+type Spawner interface {
+	SpawnChild(props *actor.Props, name string) (*actor.PID, error)
+}
+
+// Host is what a connection needs from its node. The pump calls it; its
+// methods run on the pump goroutine, one at a time.
+type Host interface {
+	// Serve serves a call or a send. It must not keep in.Payload unless
+	// in.Owned; a Result with Pending set is completed later with
+	// Endpoint.Complete.
+	Serve(ctx context.Context, e *Endpoint, in *Incoming) Result
+	// Route handles a bus frame from the client (a message, a publication,
+	// a request to peers): it resolves the destination and hands the
+	// message to e.Deliver or e.StartRequest, or answers e.Fail.
+	Route(e *Endpoint, f BusFrame)
+	// Closed runs once the pump has stopped, before the rings go.
+	Closed(e *Endpoint, why Reason)
+}
+
+// Config describes a connection to start.
+type Config struct {
+	ID      uint64
+	Address string
+	Name    string // the client's name, from Hello
+	Cred    shm.Cred
+	Link    *shm.Link     // node side: reads RingRequest, writes RingResponse and RingEvent
+	Sock    *net.UnixConn // control socket; EOF on it ends the connection
+	// Bridge, for the socket transport, is the other side of a local Link:
+	// the connection's socket reader writes the client's frames into its
+	// request ring, and a socket writer sends what the pump writes.
+	Bridge *shm.Link
+	// MaxPending bounds the replies from peers this connection waits for
+	// (default 4096).
+	MaxPending int
+	// Transport names the transport for listings ("shm", "socket").
+	Transport string
+
+	MaxMessage  int // largest reassembled message
+	EventQueue  int // events queued when the event ring is full
+	EventBytes  int // bytes queued when the event ring is full
+	Overflow    OverflowPolicy
+	Host        Host // serves the requests, routes the bus frames, hears of the end
+	Logger      *slog.Logger
+	ConnContext context.Context // parent of the connection's context
+	Spin        time.Duration   // the pump's longest spin before it parks (shm.DefaultSpin when unset)
+	SpinSet     bool
+}
+
+// Endpoint is the node side of one connection.
+type Endpoint struct {
+	cfg    Config
+	sys    *actor.ActorSystem
+	pid    *actor.PID
+	in     *shm.Consumer
+	resp   *shm.Producer
+	ev     *shm.Producer
+	bell   *shm.Doorbell
+	ctx    context.Context // ends when the connection ends
+	cancel context.CancelFunc
+
+	qmu    sync.Mutex
+	q      []func() // mailbox runs handed over by the dispatcher
+	qn     atomic.Int32
+	parked atomic.Bool // the pump is parked or about to: Schedule must ring
+
+	// Pump state.
+	chunks   pb.Reassembly // requests arriving in chunks
+	backlog  eventQueue
+	stopping bool // Stopping received: stop serving requests
+	stopped  bool // Stopped received: the pump exits
+	why      Reason
+	whyOnce  sync.Once
+	byeOnce  sync.Once
+	sockMu   sync.Mutex // frames written to the socket do not interleave
+
+	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
+	saidBye atomic.Bool
+
+	bus busState
+
+	stats        Stats
+	queued       atomic.Int64 // events in the backlog (a gauge for Fill)
+	pendingGauge atomic.Int64 // bus.pending, for Waiting
+	inbox        atomic.Int64 // events sent through the mailbox and not yet received
+	inboxBytes   atomic.Int64 // their payload bytes
+	mailboxLimit int64        // bounds of inbox and inboxBytes (admit)
+	mailboxBytes int64
+	lateDrops    atomic.Uint64 // events dropped before the mailbox, not yet in a gap count
+	spinner      *shm.Spinner
+	readyFn      func() bool
+	parkReadyFn  func() bool
+	conds        [2]shm.Cond // park's, kept to spare an allocation
+	done         chan struct{}
+	started      time.Time
+	ringCap      [3]int
+	welcomed     chan struct{} // closed once Welcome is on the socket
+
+	mapMu    sync.RWMutex // Fill reads the rings under it; release unmaps under it
+	unmapped bool
+}
+
+// Stats are the connection's counters.
+type Stats struct {
+	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
+	BytesIn, BytesOut                                                atomic.Uint64
+	LateReplies                                                      atomic.Uint64 // peer answers that came after their caller gave up
+}
+
+// OverflowPolicy is what happens when a client's event queue is full.
+type OverflowPolicy int
+
+const (
+	DropOldest OverflowPolicy = iota // drop the oldest queued event and count it
+	Disconnect                       // disconnect the client as a slow consumer
+)
+
+// Start creates the connection's actor as a child of sp's supervisor and
+// starts the connection's goroutines.
+func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	parent := cfg.ConnContext
+	if parent == nil {
+		parent = context.Background()
+	}
+	c := &Endpoint{
+		cfg:      cfg,
+		sys:      sys,
+		in:       cfg.Link.Consumer(pb.RingRequest),
+		resp:     cfg.Link.Producer(pb.RingResponse),
+		ev:       cfg.Link.Producer(pb.RingEvent),
+		bell:     cfg.Link.Bell(pb.BellNode),
+		done:     make(chan struct{}),
+		started:  time.Now(),
+		welcomed: make(chan struct{}),
+	}
+	if c.in == nil || c.resp == nil || c.ev == nil {
+		return nil, errors.New("conn: link is not a node-side connection link")
+	}
+	c.ringCap = [3]int{c.in.Capacity(), c.resp.Capacity(), c.ev.Capacity()}
+	c.chunks = pb.Reassembly{MaxInFlight: 64, MaxSize: cfg.MaxMessage}
+	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
+	// The mailbox holds at most what the event ring (of the smallest
+	// frames) and the event queue could hold together.
+	c.mailboxLimit = int64(cfg.EventQueue + c.ringCap[2]/shm.FrameSize(0))
+	c.mailboxBytes = int64(cfg.EventBytes + c.ringCap[2])
+	spin := shm.DefaultSpin()
+	if cfg.SpinSet {
+		spin = cfg.Spin
+	}
+	c.spinner = shm.NewSpinner(spin)
+	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
+	c.ctx, c.cancel = context.WithCancel(parent)
+	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
+		actor.WithDispatcher(pumpDispatcher{c}))
+	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.pid = pid
+	var wg sync.WaitGroup
+	wg.Go(c.pump)
+	wg.Go(c.watch)
+	if cfg.Bridge != nil {
+		wg.Go(c.sendFrames)
+	}
+	go func() {
+		wg.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// PID returns the connection's actor.
+func (c *Endpoint) PID() *actor.PID { return c.pid }
+
+// ID returns the connection id.
+func (c *Endpoint) ID() uint64 { return c.cfg.ID }
+
+// Address returns the connection's unique address.
+func (c *Endpoint) Address() string { return c.cfg.Address }
+
+// Name returns the client's name.
+func (c *Endpoint) Name() string { return c.cfg.Name }
+
+// Cred returns the client's kernel-checked credentials.
+func (c *Endpoint) Cred() shm.Cred { return c.cfg.Cred }
+
+// Member describes the connection in notices and member lists.
+func (c *Endpoint) Member() *pb.Member {
+	cr := c.cfg.Cred
+	return &pb.Member{Address: c.cfg.Address, ClientName: c.cfg.Name, Uid: cr.UID, Gid: cr.GID, Pid: cr.PID}
+}
+
+// Transport names the connection's transport ("shm" or "socket").
+func (c *Endpoint) Transport() string { return c.cfg.Transport }
+
+// RingBytes returns the capacities of the request, response and event
+// rings.
+func (c *Endpoint) RingBytes() [3]int {
+	return [3]int{c.ringCap[0], c.ringCap[1], c.ringCap[2]}
+}
+
+// Since returns when the connection started.
+func (c *Endpoint) Since() time.Time { return c.started }
+
+// Fill returns the bytes waiting in the connection's request, response
+// and event rings, and how many events wait in the node's queue behind
+// the event ring. Any goroutine may call it; after the connection is
+// released it returns zeros.
+func (c *Endpoint) Fill() (request, response, event, queued int) {
+	c.mapMu.RLock()
+	defer c.mapMu.RUnlock()
+	if c.unmapped {
+		return 0, 0, 0, 0
+	}
+	return c.in.Fill(), c.resp.Fill(), c.ev.Fill(), int(c.queued.Load())
+}
+
+// Stats returns the connection's counters.
+func (c *Endpoint) Stats() *Stats { return &c.stats }
+
+// Context ends when the connection ends.
+func (c *Endpoint) Context() context.Context { return c.ctx }
+
+// Done is closed when the connection is fully released.
+func (c *Endpoint) Done() <-chan struct{} { return c.done }
+
+// Reason says why a connection ended.
+type Reason struct {
+	Code pb.Code // CODE_OK for a client that closed, else why
+	Text string
+	Lost bool // CODE_OK: the socket closed without the client's goodbye
+}
+
+// Disconnect maps why a connection ended to the reason its disconnection
+// is announced with.
+func (r Reason) Disconnect() pb.DisconnectReason {
+	switch r.Code {
+	case pb.Code_CODE_OK:
+		if r.Lost {
+			return pb.DisconnectReason_DISCONNECT_LOST
+		}
+		return pb.DisconnectReason_DISCONNECT_CLOSED
+	case pb.Code_CODE_SLOW_CONSUMER:
+		return pb.DisconnectReason_DISCONNECT_EVICTED
+	case pb.Code_CODE_PROTOCOL_VIOLATION:
+		return pb.DisconnectReason_DISCONNECT_VIOLATION
+	case pb.Code_CODE_NODE_SHUTTING_DOWN:
+		return pb.DisconnectReason_DISCONNECT_SHUTDOWN
+	}
+	return pb.DisconnectReason_DISCONNECT_UNSPECIFIED
+}
+
+// Why returns why the connection ended. Call it only once the connection's
+// actor has stopped (its watchers got Terminated), when it is settled.
+func (c *Endpoint) Why() Reason { return c.why }
+
+// Close says goodbye to the client with why, cancels the context of the
+// request being served, and stops the connection. It does not wait; use
+// Done.
+func (c *Endpoint) Close(why Reason) {
+	c.sayGoodbye(why)
+	c.end(why)
+}
+
+// end records the first reason the connection ends and starts the stop.
+func (c *Endpoint) end(why Reason) {
+	c.whyOnce.Do(func() {
+		c.why = why
+		c.cancel()
+		c.sys.Root.Stop(c.pid)
+	})
+}
+
+// Welcome runs write, which writes the handshake's Welcome on the
+// connection's socket, before anything else the connection writes there
+// (the socket transport's frames wait for it), and while the link's
+// descriptors are still open.
+func (c *Endpoint) Welcome(write func() error) error {
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
+	defer close(c.welcomed)
+	return write()
+}
+
+// sayGoodbye sends a Goodbye control frame on the socket, once, best
+// effort. Any goroutine may call it.
+func (c *Endpoint) sayGoodbye(why Reason) {
+	c.byeOnce.Do(func() {
+		// Before the lock: a write blocked on a client that does not read
+		// (sendFrames) gives up too, instead of holding the lock forever.
+		c.cfg.Sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.sockMu.Lock()
+		defer c.sockMu.Unlock()
+		pb.WriteControl(c.cfg.Sock, &pb.Control{Msg: &pb.Control_Goodbye{Goodbye: &pb.Goodbye{Code: why.Code, Reason: why.Text}}}, nil)
+	})
+}
+
+// watch reads frames from the socket until it fails: EOF means the client
+// is gone. Control frames are handled here; with the socket transport the
+// others go into the request ring.
+func (c *Endpoint) watch() {
+	maxFrame := pb.MaxControl
+	var req *shm.Producer
+	if c.cfg.Bridge != nil {
+		req = c.cfg.Bridge.Producer(pb.RingRequest)
+		maxFrame = req.MaxBody()
+	}
+	fr := shm.NewFrameReader(c.cfg.Sock, maxFrame)
+	for {
+		f, err := fr.Next()
+		switch {
+		case errors.Is(err, shm.ErrCorrupt):
+			c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
+			c.cfg.Sock.CloseRead()
+			return
+		case err != nil:
+			if c.saidBye.Load() {
+				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+			} else {
+				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
+			}
+			return
+		case f.Kind != pb.KindControl && req != nil:
+			if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
+				return // the connection is ending
+			}
+			continue
+		case f.Kind != pb.KindControl:
+			c.end(Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: "bad frame on the socket"})
+			c.cfg.Sock.CloseRead()
+			return
+		}
+		m, err := pb.DecodeControl(f)
+		if err != nil {
+			continue
+		}
+		if cm := m.GetCancel(); cm != nil {
+			if cancel, ok := c.cancels.Load(cm.GetId()); ok {
+				cancel.(context.CancelFunc)()
+			} else {
+				c.sys.Root.Send(c.pid, &callExpired{id: cm.GetId(), canceled: true})
+			}
+		}
+		if m.GetClientGoodbye() != nil {
+			c.saidBye.Store(true)
+		}
+	}
+}
+
+// sendFrames, for the socket transport, sends what the pump writes to the
+// response and event rings over the socket, a batch per write.
+func (c *Endpoint) sendFrames() {
+	select { // nothing goes on the socket before the handshake's Welcome
+	case <-c.welcomed:
+	case <-c.ctx.Done():
+		return
+	}
+	br := c.cfg.Bridge
+	err := shm.SendFrames(c.cfg.Sock, &c.sockMu, br.Bell(pb.BellClient), br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent))
+	if err != nil {
+		c.end(Reason{Code: pb.Code_CODE_OK, Text: "socket write: " + err.Error()})
+	}
+}
+
+// release runs once the pump has stopped.
+func (c *Endpoint) release() {
+	c.cancel()
+	c.failIncoming()
+	c.stopTimers()
+	c.cfg.Host.Closed(c, c.why)
+	// A write blocked on a client that does not read (sendFrames, a
+	// goodbye) fails now, so that the lock below comes; the lock keeps
+	// the close from overtaking a Welcome still being written with the
+	// link's descriptors.
+	c.cfg.Sock.SetWriteDeadline(time.Now())
+	c.sockMu.Lock()
+	c.cfg.Sock.Close() // ends watch
+	c.sockMu.Unlock()
+	c.mapMu.Lock()
+	c.unmapped = true
+	c.mapMu.Unlock()
+	c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
+}

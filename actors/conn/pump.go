@@ -1,0 +1,342 @@
+package conn
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// Incoming is one call or send, reassembled from its chunks.
+type Incoming struct {
+	ID       uint64
+	Service  uint16
+	Command  uint16
+	Payload  []byte // valid until the Serve call returns, unless Owned
+	NoReply  bool   // a send: no reply is expected
+	Deadline time.Time
+	Owned    bool // Payload was reassembled from chunks and may be kept
+}
+
+// Result is what Serve returns for a request.
+type Result struct {
+	Payload []byte
+	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
+	Pending bool    // the reply will come later through Endpoint.Reply
+}
+
+// Messages the actor accepts.
+type (
+	// Delivery asks the actor to send an event to its client.
+	Delivery struct {
+		Service, Command uint16
+		Payload          []byte    // not modified; may be shared between connections
+		counted          bool      // counted in inbox by SendEvent
+		sent             int       // bytes already written (chunked events)
+		seq              uint64    // sequence number, once the first chunk is written
+		aux              uint32    // drop count carried by its frames
+		caller           *Endpoint // a request: who waits for the answer to its call callID
+		callID           uint64
+	}
+	// Completion delivers a pending request's result (Complete).
+	Completion struct {
+		ID     uint64
+		Result Result
+	}
+)
+
+// SendEvent queues an event for the client. Any goroutine may call it; it
+// never blocks. Events waiting in the actor's mailbox are bounded by what
+// the event ring and the event queue could hold together (in events and in
+// bytes): past that, the event is dropped at once and counted like any
+// other drop, so the mailbox never grows without bound. Such a drop is
+// reported with the next event the actor handles, which may be one sent
+// before the dropped one: the count is exact, the position of the gap is
+// not.
+func (c *Endpoint) SendEvent(service, command uint16, payload []byte) {
+	if !c.admit(1, int64(len(payload))) {
+		c.lateDrops.Add(1)
+		return
+	}
+	c.sys.Root.Send(c.pid, &Delivery{Service: service, Command: command, Payload: payload, counted: true})
+}
+
+// admit counts n events of bytes bytes into the mailbox if they fit its
+// bounds (mailboxLimit, mailboxBytes), and reports whether they did (else
+// nothing is counted).
+func (c *Endpoint) admit(n, bytes int64) bool {
+	if c.inbox.Add(n) > c.mailboxLimit {
+		c.inbox.Add(-n)
+		return false
+	}
+	if c.inboxBytes.Add(bytes) > c.mailboxBytes {
+		c.inboxBytes.Add(-bytes)
+		c.inbox.Add(-n)
+		return false
+	}
+	return true
+}
+
+// SendEventFromServe queues an event for the client without the mailbox
+// hop. Only Serve may call it, on the pump, during its call; events sent
+// this way keep their order among themselves.
+func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
+	c.queueEvent(&Delivery{Service: service, Command: command, Payload: payload})
+}
+
+// Complete delivers the result of a request that Serve left pending. Any
+// goroutine may call it.
+func (c *Endpoint) Complete(id uint64, r Result) {
+	c.sys.Root.Send(c.pid, &Completion{ID: id, Result: r})
+}
+
+// pump serves the request ring and runs the actor until the actor stops.
+func (c *Endpoint) pump() {
+	defer c.release()
+	for !c.stopped {
+		c.serveRequests()
+		c.runMailbox()
+		c.drainBacklog()
+		c.queued.Store(int64(c.backlog.len()))
+		c.resp.Flush()
+		c.ev.Flush()
+		if c.stopped {
+			break
+		}
+		c.park()
+	}
+}
+
+func (c *Endpoint) park() {
+	if c.spinner.Spin(c.readyFn) {
+		return
+	}
+	conds := c.conds[:0]
+	if !c.stopping {
+		c.in.Arm()
+		conds = append(conds, c.in)
+	}
+	if c.backlog.len() > 0 {
+		c.ev.ArmSpace()
+		conds = append(conds, c.ev.Space())
+	}
+	parked := time.Now()
+	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
+	err := shm.Park(c.bell, c.parkReadyFn, conds...)
+	c.parked.Store(false)
+	c.spinner.Woke(time.Since(parked))
+	if err != nil { // the doorbell closed under us: only release does that
+		c.end(Reason{Code: pb.Code_CODE_INTERNAL, Text: err.Error()})
+	}
+}
+
+// parkReady is readyToRun for a parked pump: the dispatcher rings only a
+// pump that says it is parked, so it says so again before every look.
+func (c *Endpoint) parkReady() bool {
+	c.parked.Store(true)
+	return c.readyFn()
+}
+
+func (c *Endpoint) readyToRun() bool {
+	return c.qn.Load() > 0 || (!c.stopping && c.in.Ready()) ||
+		(c.backlog.len() > 0 && c.ev.Fits(c.nextChunk(c.backlog.peek())))
+}
+
+func (c *Endpoint) runMailbox() {
+	for c.qn.Load() > 0 {
+		c.qmu.Lock()
+		q := c.q
+		c.q = nil
+		c.qn.Store(0)
+		c.qmu.Unlock()
+		for _, fn := range q {
+			fn()
+		}
+	}
+}
+
+// serveRequests handles up to a batch of request frames.
+func (c *Endpoint) serveRequests() {
+	if c.stopping {
+		return
+	}
+	for range 64 {
+		f, err := c.in.Next()
+		if err == shm.ErrRingEmpty {
+			break
+		}
+		if err != nil {
+			c.violation(err.Error())
+			return
+		}
+		c.stats.BytesIn.Add(uint64(len(f.Body)))
+		if !c.frame(f) {
+			c.flushOutbox() // what was routed before the bad frame still goes
+			return
+		}
+	}
+	c.in.Release()
+	c.flushOutbox()
+}
+
+// violation closes a connection whose client broke the protocol: logged
+// once, counted, and the client is told why.
+func (c *Endpoint) violation(what string) {
+	if c.stopping {
+		return
+	}
+	c.cfg.Logger.Warn("protocol violation, closing connection", slog.Uint64("conn", c.cfg.ID), slog.String("reason", what))
+	c.stats.Violations.Add(1)
+	c.stopping = true
+	why := Reason{Code: pb.Code_CODE_PROTOCOL_VIOLATION, Text: what}
+	c.sayGoodbye(why)
+	c.end(why)
+}
+
+// frame handles one request frame; false means the connection is broken.
+func (c *Endpoint) frame(f shm.Frame) bool {
+	if f.Kind < pb.KindCall || f.Kind > pb.KindPeerReply || f.Kind == pb.KindReply || f.Kind == pb.KindEvent {
+		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
+		return false
+	}
+	m, whole, err := c.chunks.Add(f)
+	if err != nil {
+		c.violation(err.Error())
+		return false
+	}
+	if !whole {
+		return true
+	}
+	if m.Kind >= pb.KindPeerSend {
+		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
+	}
+	since := m.Since
+	if since.IsZero() {
+		since = time.Now()
+	}
+	c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
+		Deadline: deadline(since, m.Aux), Owned: m.Owned})
+	return true
+}
+
+// deadline is the deadline of a request whose first frame arrived at since
+// with aux microseconds to go (0: none).
+func deadline(since time.Time, aux uint32) time.Time {
+	if aux == 0 {
+		return time.Time{}
+	}
+	return since.Add(time.Duration(aux) * time.Microsecond)
+}
+
+// serve runs the Serve callback for r, recovering a panic into
+// CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
+func (c *Endpoint) serve(r *Incoming) {
+	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
+		c.stats.Sends.Add(1)
+		c.call(c.ctx, r)
+		return
+	}
+	c.stats.Calls.Add(1)
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if !r.Deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(c.ctx, r.Deadline)
+	} else {
+		ctx, cancel = context.WithCancel(c.ctx)
+	}
+	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
+	res := c.call(ctx, r)
+	if res.Pending {
+		return // the context lives until the Reply, which cancels it (see Receive)
+	}
+	c.cancels.Delete(r.ID)
+	cancel()
+	if c.ctx.Err() != nil {
+		return // a connection that is ending replies nothing: its client learns why from the socket
+	}
+	c.writeReply(r.ID, res)
+}
+
+func (c *Endpoint) call(ctx context.Context, r *Incoming) (res Result) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.stats.Panics.Add(1)
+			c.cfg.Logger.Error("handler panic", slog.Uint64("conn", c.cfg.ID), slog.Int("service", int(r.Service)),
+				slog.Int("command", int(r.Command)), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+			res = Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("handler panicked")}
+		}
+	}()
+	return c.cfg.Host.Serve(ctx, c, r)
+}
+
+// writeReply writes a reply, in chunks if needed, waiting for room.
+func (c *Endpoint) writeReply(id uint64, res Result) {
+	c.stats.Replies.Add(1)
+	c.stats.BytesOut.Add(uint64(len(res.Payload)))
+	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
+	if err := pb.WriteMessage(c.ctx, c.resp, h, true, res.Payload); err != nil && c.ctx.Err() == nil {
+		c.violation("response ring: " + err.Error())
+	}
+}
+
+// pumpDispatcher hands mailbox runs to the pump. Schedule never blocks: it
+// may be called by the pump itself.
+type pumpDispatcher struct{ c *Endpoint }
+
+func (d pumpDispatcher) Schedule(fn func()) {
+	c := d.c
+	c.qmu.Lock()
+	c.q = append(c.q, fn)
+	c.qn.Store(int32(len(c.q)))
+	c.qmu.Unlock()
+	// The flag lives in this process's memory, not in the segment: the
+	// client cannot clear it, and it outlives the mapping (a late Schedule
+	// after release only rings a closed doorbell).
+	if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
+		c.bell.Ring()
+	}
+}
+
+func (d pumpDispatcher) Throughput() int { return 300 }
+
+// connActor is the actor's behaviour; it runs on the pump.
+type connActor Endpoint
+
+func (a *connActor) Receive(ac actor.Context) {
+	c := (*Endpoint)(a)
+	switch m := ac.Message().(type) {
+	case *Delivery:
+		if m.counted {
+			c.inbox.Add(-1)
+			c.inboxBytes.Add(-int64(len(m.Payload)))
+		}
+		c.queueEvent(m)
+	case *Completion:
+		if cancel, ok := c.cancels.LoadAndDelete(m.ID); ok {
+			cancel.(context.CancelFunc)()
+		}
+		if c.ctx.Err() == nil {
+			c.writeReply(m.ID, m.Result)
+		}
+	case *eventBatch:
+		c.inbox.Add(-int64(len(m.evs)))
+		c.inboxBytes.Add(-m.bytes)
+		for _, e := range m.evs {
+			c.queueEvent(e)
+		}
+	case *PeerResult:
+		c.peerResult(m)
+	case *callExpired:
+		c.expire(m)
+	case *actor.Stopping:
+		c.stopping = true
+		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })
+	case *actor.Stopped:
+		c.stopped = true
+	}
+}
