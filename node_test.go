@@ -1,181 +1,16 @@
 package switchboard
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"path/filepath"
-	"sync"
+	"net"
+	"os"
 	"testing"
 	"time"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
 )
-
-// startNode runs a node on a fresh socket for the test and closes it after.
-func startNode(t testing.TB, opts ...NodeOption) *Node {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "node.sock")
-	n, err := NewNode(append([]NodeOption{WithSocket(path)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	})
-	return n
-}
-
-func dial(t testing.TB, n *Node, opts ...DialOption) *Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, append([]DialOption{WithSocket(n.SocketPath())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-const (
-	svcEcho = 7
-	cmdEcho = 1
-	cmdFail = 2
-	cmdBoom = 3
-	cmdSlow = 4
-)
-
-func echoService(n *Node) {
-	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
-		switch r.Command {
-		case cmdEcho:
-			return append([]byte(nil), r.Payload...), nil
-		case cmdFail:
-			return nil, errors.New("you asked for it")
-		case cmdBoom:
-			panic("boom")
-		case cmdSlow:
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nil, ErrUnknownCommand
-	})
-}
-
-func TestCallInProcess(t *testing.T) { bothTransports(t, testCallInProcess) }
-
-func testCallInProcess(t *testing.T, tr Transport) {
-	n := startNode(t)
-	echoService(n)
-	c := dial(t, n, WithTransport(tr))
-	ctx := context.Background()
-	for _, size := range []int{0, 1, 100, 64 << 10, 1 << 20, 3<<20 + 7} {
-		p := bytes.Repeat([]byte{byte(size)}, size)
-		got, err := c.Call(ctx, svcEcho, cmdEcho, p)
-		if err != nil || !bytes.Equal(got, p) {
-			t.Fatalf("size %d: %d bytes, %v", size, len(got), err)
-		}
-	}
-	if _, err := c.Call(ctx, 99, 1, nil); !errors.Is(err, ErrUnknownService) {
-		t.Fatalf("unknown service: %v", err)
-	}
-	if _, err := c.Call(ctx, svcEcho, 77, nil); !errors.Is(err, ErrUnknownCommand) {
-		t.Fatalf("unknown command: %v", err)
-	}
-	if _, err := c.Call(ctx, svcEcho, cmdFail, nil); !errors.Is(err, ErrHandler) || err.Error() != "switchboard: handler error: you asked for it" {
-		t.Fatalf("handler error: %v", err)
-	}
-	if _, err := c.Call(ctx, svcEcho, cmdBoom, nil); !errors.Is(err, ErrInternal) {
-		t.Fatalf("panic: %v", err)
-	}
-	if _, err := c.Call(ctx, svcEcho, cmdEcho, make([]byte, c.MaxMessage()+1)); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("too large: %v", err)
-	}
-	// The connection survives all of that.
-	if got, err := c.Call(ctx, svcEcho, cmdEcho, []byte("still here")); err != nil || string(got) != "still here" {
-		t.Fatalf("after errors: %q %v", got, err)
-	}
-	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if _, err := c.Call(dctx, svcEcho, cmdSlow, nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("deadline: %v", err)
-	}
-	if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestConcurrentCalls(t *testing.T) { bothTransports(t, testConcurrentCalls) }
-
-func testConcurrentCalls(t *testing.T, tr Transport) {
-	n := startNode(t)
-	echoService(n)
-	c := dial(t, n, WithTransport(tr))
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := range 64 {
-		wg.Go(func() {
-			for i := range 200 {
-				p := []byte(fmt.Sprintf("g%d-%d", g, i))
-				got, err := c.Call(context.Background(), svcEcho, cmdEcho, p)
-				if err != nil || !bytes.Equal(got, p) {
-					errs <- fmt.Errorf("g%d call %d: %q %v", g, i, got, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-}
-
-func TestEventsInOrder(t *testing.T) { bothTransports(t, testEventsInOrder) }
-
-func testEventsInOrder(t *testing.T, tr Transport) {
-	n := startNode(t)
-	var sess *Session
-	ready := make(chan struct{})
-	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
-		sess = r.Session
-		close(ready)
-		return nil, nil
-	})
-	c := dial(t, n, WithTransport(tr))
-	if _, err := c.Call(context.Background(), svcEcho, 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	<-ready
-	const count = 5000
-	for i := range count {
-		if err := n.SendEvent(sess.ConnID(), svcEcho, uint16(i), []byte(fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for i := range count {
-		e, err := c.RecvEvent(ctx)
-		if err != nil {
-			t.Fatalf("event %d: %v", i, err)
-		}
-		if e.Command != uint16(i) || string(e.Payload) != fmt.Sprint(i) || e.Dropped != 0 {
-			t.Fatalf("event %d: %+v", i, e)
-		}
-	}
-}
 
 func TestNodeCloseFailsCalls(t *testing.T) { bothTransports(t, testNodeCloseFailsCalls) }
 
@@ -205,8 +40,112 @@ func testNodeCloseFailsCalls(t *testing.T, tr Transport) {
 	}
 }
 
-// bothTransports runs f over shared memory and over the socket.
-func bothTransports(t *testing.T, f func(*testing.T, Transport)) {
-	t.Run("shm", func(t *testing.T) { f(t, TransportSHM) })
-	t.Run("socket", func(t *testing.T) { f(t, TransportSocket) })
+func TestListenRefusesLiveSocket(t *testing.T) {
+	n := startNode(t)
+	other, err := NewNode(WithSocket(n.SocketPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Listen(); err == nil || !contains(err.Error(), "another node serves") {
+		t.Fatalf("second node on a live socket: %v", err)
+	}
+}
+
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := t.TempDir() + "/node.sock"
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // a socket file nobody serves: what a killed node leaves
+	n, err := NewNode(WithSocket(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Listen(); err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+}
+
+func TestConnections(t *testing.T) {
+	n := startNode(t)
+	a := dial(t, n, WithClientName("alpha"))
+	b := dial(t, n, WithClientName("beta"))
+	var list []ConnInfo
+	waitFor(t, func() bool { list = n.Connections(); return len(list) == 2 })
+	if list[0].ID != a.ID() || list[0].Name != "alpha" || list[1].Address != b.Address() || list[0].Cred.PID != int32(os.Getpid()) {
+		t.Fatalf("connections %+v", list)
+	}
+	a.Close()
+	waitFor(t, func() bool { list = n.Connections(); return len(list) == 1 && list[0].ID == b.ID() })
+}
+
+// TestProtocolViolation: a client that writes a frame the protocol does
+// not allow is disconnected with that reason; the node serves the others.
+func TestProtocolViolation(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		echoService(n)
+		bad, good := dial(t, n, WithTransport(tr)), dial(t, n, WithTransport(tr))
+		bad.wmu.Lock()
+		err := bad.req.Write(context.Background(), shm.Header{Kind: pb.KindReply, ID: 1}, []byte("not a request"))
+		bad.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-bad.gone:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the node kept a client that broke the protocol")
+		}
+		if err := bad.err(); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("bad client ended with %v, want ErrProtocol", err)
+		}
+		if _, err := good.Call(context.Background(), svcEcho, cmdEcho, []byte("x")); err != nil {
+			t.Fatalf("other client: %v", err)
+		}
+	})
+}
+
+// TestReleaseWithBlockedSocketWriter: a socket-transport client that
+// stops reading (the node's writer blocks) and then breaks the protocol is
+// still released: a blocked write must not hold the release up.
+func TestReleaseWithBlockedSocketWriter(t *testing.T) {
+	n := startNode(t)
+	raw, err := net.Dial("unix", n.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	uc := raw.(*net.UnixConn)
+	uc.SetReadBuffer(4096)
+	if err := pb.WriteControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: "raw", Transport: pb.Transport_TRANSPORT_SOCKET}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := pb.ReadControl(uc)
+	if err != nil || m.GetWelcome() == nil {
+		t.Fatalf("welcome: %v %v", m, err)
+	}
+	id := m.GetWelcome().GetConnectionId()
+	cn := n.reg.Lookup(id)
+	payload := make([]byte, 32<<10)
+	// A client that never reads: its socket fills, the writer blocks.
+	for i := 0; i < 400; i++ {
+		n.SendEvent(id, 1, 1, payload)
+		if i%20 == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // sendFrames now blocked in Write: we never read
+	// A bad frame on the socket: the node ends the connection (no goodbye on this path).
+	raw.Write(make([]byte, shm.HeaderSize))
+	select {
+	case <-cn.Done():
+		t.Log("released")
+	case <-time.After(3 * time.Second):
+		t.Fatal("connection never released: release waits for sockMu held by sendFrames' blocked Write")
+	}
 }

@@ -1,0 +1,134 @@
+package switchboard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestCallInProcess(t *testing.T) { bothTransports(t, testCallInProcess) }
+
+func testCallInProcess(t *testing.T, tr Transport) {
+	n := startNode(t)
+	echoService(n)
+	c := dial(t, n, WithTransport(tr))
+	ctx := context.Background()
+	for _, size := range []int{0, 1, 100, 64 << 10, 1 << 20, 3<<20 + 7} {
+		p := bytes.Repeat([]byte{byte(size)}, size)
+		got, err := c.Call(ctx, svcEcho, cmdEcho, p)
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("size %d: %d bytes, %v", size, len(got), err)
+		}
+	}
+	if _, err := c.Call(ctx, 99, 1, nil); !errors.Is(err, ErrUnknownService) {
+		t.Fatalf("unknown service: %v", err)
+	}
+	if _, err := c.Call(ctx, svcEcho, 77, nil); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if _, err := c.Call(ctx, svcEcho, cmdFail, nil); !errors.Is(err, ErrHandler) || err.Error() != "switchboard: handler error: you asked for it" {
+		t.Fatalf("handler error: %v", err)
+	}
+	if _, err := c.Call(ctx, svcEcho, cmdBoom, nil); !errors.Is(err, ErrInternal) {
+		t.Fatalf("panic: %v", err)
+	}
+	if _, err := c.Call(ctx, svcEcho, cmdEcho, make([]byte, c.MaxMessage()+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	// The connection survives all of that.
+	if got, err := c.Call(ctx, svcEcho, cmdEcho, []byte("still here")); err != nil || string(got) != "still here" {
+		t.Fatalf("after errors: %q %v", got, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Call(dctx, svcEcho, cmdSlow, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentCalls(t *testing.T) { bothTransports(t, testConcurrentCalls) }
+
+func testConcurrentCalls(t *testing.T, tr Transport) {
+	n := startNode(t)
+	echoService(n)
+	c := dial(t, n, WithTransport(tr))
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 200 {
+				p := []byte(fmt.Sprintf("g%d-%d", g, i))
+				got, err := c.Call(context.Background(), svcEcho, cmdEcho, p)
+				if err != nil || !bytes.Equal(got, p) {
+					errs <- fmt.Errorf("g%d call %d: %q %v", g, i, got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestCallView(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		echoService(n)
+		c := dial(t, n, WithTransport(tr), WithSpin(50*time.Millisecond))
+		ctx := context.Background()
+		inPlace := 0
+		for i := range 100 {
+			p := []byte(fmt.Sprint("view ", i))
+			r, err := c.CallView(ctx, svcEcho, cmdEcho, p)
+			if err != nil || string(r.Body) != string(p) {
+				t.Fatalf("call %d: %q %v", i, r.Body, err)
+			}
+			if r.c != nil {
+				inPlace++
+			}
+			r.Release()
+			r.Release() // idempotent
+		}
+		if inPlace == 0 && tr == TransportSHM { // over the socket the client's own pump is as quick as the caller
+			t.Fatal("no reply was read in place")
+		}
+		t.Logf("%d of 100 replies read in place", inPlace)
+		if _, err := c.CallView(ctx, svcEcho, cmdFail, nil); !errors.Is(err, ErrHandler) {
+			t.Fatalf("error through CallView: %v", err)
+		}
+		// Calls from other goroutines go on while views come and go.
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 50 {
+					p := []byte(fmt.Sprint(g, "/", i))
+					if g%2 == 0 {
+						r, err := c.CallView(ctx, svcEcho, cmdEcho, p)
+						if err != nil || string(r.Body) != string(p) {
+							t.Errorf("view %s: %q %v", p, r.Body, err)
+							return
+						}
+						r.Release()
+						continue
+					}
+					got, err := c.Call(ctx, svcEcho, cmdEcho, p)
+					if err != nil || string(got) != string(p) {
+						t.Errorf("call %s: %q %v", p, got, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+}

@@ -1,0 +1,66 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// TestGarbageHandshake: a client that sends garbage, or nothing, is
+// dropped; the node keeps serving the others.
+func TestGarbageHandshake(t *testing.T) {
+	n := startNode(t, WithHandshakeTimeout(200*time.Millisecond))
+	for _, junk := range [][]byte{
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		make([]byte, 24),
+		shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, []byte{0xff, 0xff, 0xff}),
+		shm.AppendFrame(nil, shm.Header{Kind: pb.KindCall}, nil),
+		nil, // silence: the handshake timeout ends it
+	} {
+		c, err := net.Dial("unix", n.SocketPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(junk)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("junk %q: node did not close the connection: %v", junk, err)
+		}
+	}
+	c := dial(t, n)
+	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVersionMismatch: a client speaking another protocol version is
+// refused with a reason saying so.
+func TestVersionMismatch(t *testing.T) {
+	n := startNode(t)
+	c, err := net.Dial("unix", n.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	if err := pb.WriteControl(uc, &pb.Control{Msg: &pb.Control_Hello{Hello: &pb.Hello{ProtocolVersion: 99}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := pb.ReadControl(uc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.GetRefused()
+	if r == nil || !errors.Is(codeError(r.GetCode(), r.GetReason()), ErrVersionMismatch) || !strings.Contains(r.GetReason(), "99") {
+		t.Fatalf("got %v, want a version-mismatch refusal naming version 99", m)
+	}
+}
