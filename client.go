@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,17 @@ const (
 	// that cannot map memory shared with the node.
 	TransportSocket
 )
+
+// String returns "shm" or "socket".
+func (t Transport) String() string {
+	switch t {
+	case TransportSHM:
+		return "shm"
+	case TransportSocket:
+		return "socket"
+	}
+	return "transport " + strconv.Itoa(int(t))
+}
 
 // WithTransport chooses how frames travel (default TransportSHM).
 func WithTransport(t Transport) DialOption {

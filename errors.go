@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
@@ -148,13 +147,4 @@ func wireError(err error) (pb.Code, string) {
 		return pb.Code(e.Code), e.Reason
 	}
 	return pb.Code_CODE_HANDLER_ERROR, err.Error()
-}
-
-// result turns a handler's return values into a wire result.
-func result(payload []byte, err error) conn.Result {
-	if err == nil {
-		return conn.Result{Payload: payload}
-	}
-	code, text := wireError(err)
-	return conn.Result{Code: code, Payload: []byte(text)}
 }

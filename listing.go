@@ -1,10 +1,12 @@
 package switchboard
 
 import (
+	"context"
+	"fmt"
 	"time"
 
-	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // ConnInfo describes a connection.
@@ -28,31 +30,6 @@ type ConnInfo struct {
 	// its event ring.
 	RequestFill, ResponseFill, EventFill, EventsQueued int
 	RingBytes                                          [3]int // ring capacities: request, response, event
-}
-
-func connInfo(c *conn.Endpoint) ConnInfo {
-	st := c.Stats()
-	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
-		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
-		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
-		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
-		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
-	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
-	ci.Pending = c.Waiting()
-	return ci
-}
-
-func (ci *ConnInfo) proto() *pb.ConnectionInfo {
-	return &pb.ConnectionInfo{
-		Member:    &pb.Member{Address: ci.Address, ClientName: ci.Name, Uid: ci.Cred.UID, Gid: ci.Cred.GID, Pid: ci.Cred.PID},
-		Groups:    ci.Groups,
-		Names:     ci.Names,
-		Transport: ci.Transport, SinceUnixNano: ci.Since.UnixNano(),
-		Calls: ci.Calls, Sends: ci.Sends, Events: ci.Events, Dropped: ci.Dropped,
-		BytesIn: ci.BytesIn, BytesOut: ci.BytesOut, Pending: uint32(ci.Pending),
-		RequestFill: uint32(ci.RequestFill), ResponseFill: uint32(ci.ResponseFill), EventFill: uint32(ci.EventFill),
-		EventsQueued: uint32(ci.EventsQueued),
-	}
 }
 
 // GroupInfo describes a group.
@@ -85,4 +62,34 @@ type NodeStats struct {
 	Published         uint64 // group publications
 	Delivered         uint64 // bus messages delivered to peers (direct, group, name)
 	Undeliverable     uint64 // want-answer messages nobody could take
+}
+
+// NodeInfo describes a node, as its system service reports it (SysInfo).
+type NodeInfo struct {
+	Name, Version string
+	PID           int32
+	UID           uint32
+	Started       time.Time
+	Connections   uint32 // open when it answered
+	Calls, Events uint64 // served and offered since it started
+	Transport     Transport
+}
+
+// NodeInfo asks the node's system service for the node's description.
+func (c *Conn) NodeInfo(ctx context.Context) (NodeInfo, error) {
+	reply, err := c.Call(ctx, SystemService, SysInfo, nil)
+	if err != nil {
+		return NodeInfo{}, err
+	}
+	var ni pb.NodeInfo
+	if err := gproto.Unmarshal(reply, &ni); err != nil {
+		return NodeInfo{}, fmt.Errorf("%w: bad NodeInfo: %w", ErrProtocol, err)
+	}
+	t := TransportSHM
+	if ni.GetTransportDefault() == pb.Transport_TRANSPORT_SOCKET {
+		t = TransportSocket
+	}
+	return NodeInfo{Name: ni.GetName(), Version: ni.GetVersion(), PID: ni.GetPid(), UID: ni.GetUid(),
+		Started: time.Unix(0, ni.GetStartedUnixNano()), Connections: ni.GetConnections(), Calls: ni.GetCalls(),
+		Events: ni.GetEvents(), Transport: t}, nil
 }

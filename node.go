@@ -475,3 +475,15 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
 }
+
+func connInfo(c *conn.Endpoint) ConnInfo {
+	st := c.Stats()
+	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
+		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
+		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
+		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
+		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
+	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
+	ci.Pending = c.Waiting()
+	return ci
+}

@@ -184,3 +184,16 @@ func (n *Node) Names() []NameInfo {
 	}
 	return out
 }
+
+func (ci *ConnInfo) proto() *pb.ConnectionInfo {
+	return &pb.ConnectionInfo{
+		Member:    &pb.Member{Address: ci.Address, ClientName: ci.Name, Uid: ci.Cred.UID, Gid: ci.Cred.GID, Pid: ci.Cred.PID},
+		Groups:    ci.Groups,
+		Names:     ci.Names,
+		Transport: ci.Transport, SinceUnixNano: ci.Since.UnixNano(),
+		Calls: ci.Calls, Sends: ci.Sends, Events: ci.Events, Dropped: ci.Dropped,
+		BytesIn: ci.BytesIn, BytesOut: ci.BytesOut, Pending: uint32(ci.Pending),
+		RequestFill: uint32(ci.RequestFill), ResponseFill: uint32(ci.ResponseFill), EventFill: uint32(ci.EventFill),
+		EventsQueued: uint32(ci.EventsQueued),
+	}
+}

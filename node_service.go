@@ -253,3 +253,12 @@ func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
 	}
 	return nil, ErrUnknownCommand
 }
+
+// result turns a handler's return values into a wire result.
+func result(payload []byte, err error) conn.Result {
+	if err == nil {
+		return conn.Result{Payload: payload}
+	}
+	code, text := wireError(err)
+	return conn.Result{Code: code, Payload: []byte(text)}
+}

@@ -46,6 +46,12 @@ func WithSocket(path string) Option {
 	}
 }
 
+// The smallest and largest ring, in bytes.
+const (
+	MinRingSize = shm.MinRingCapacity
+	MaxRingSize = shm.MaxRingCapacity
+)
+
 // WithRings sets ring sizes in bytes: for a node, the request, response
 // and event rings a connection gets by default (powers of two; default 1
 // MiB each); for a client, the sizes it asks for (0 keeps the node's

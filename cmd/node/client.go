@@ -10,13 +10,11 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
-	pb "github.com/switchboard-ipc/switchboard/proto"
-	"google.golang.org/protobuf/encoding/protojson"
-	gproto "google.golang.org/protobuf/proto"
 )
 
 // clientFlags are the flags of every command that talks to a node.
@@ -47,7 +45,7 @@ func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, i
 }
 
 // nodeInfo asks the node's system service for its NodeInfo.
-func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*pb.NodeInfo, int) {
+func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.NodeInfo, int) {
 	c, code := f.dial(ctx, std)
 	if c == nil {
 		return nil, code
@@ -55,14 +53,9 @@ func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*pb.NodeInfo, in
 	defer c.Close()
 	cctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	reply, err := c.Call(cctx, switchboard.SystemService, switchboard.SysInfo, nil)
+	ni, err := c.NodeInfo(cctx)
 	if err != nil {
 		fmt.Fprintf(std.stderr, "node: %v\n", err)
-		return nil, exitFailure
-	}
-	var ni pb.NodeInfo
-	if err := gproto.Unmarshal(reply, &ni); err != nil {
-		fmt.Fprintf(std.stderr, "node: bad NodeInfo: %v\n", err)
 		return nil, exitFailure
 	}
 	return &ni, exitOK
@@ -177,7 +170,7 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if *asJSON {
-		out, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(ni)
+		out, err := json.Marshal(infoOf(ni))
 		if err != nil {
 			fmt.Fprintf(std.stderr, "node: %v\n", err)
 			return exitFailure
@@ -185,17 +178,36 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 		return writeJSON(std, out)
 	}
 	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "name\t%s\n", ni.GetName())
-	fmt.Fprintf(tw, "version\t%s\n", ni.GetVersion())
-	fmt.Fprintf(tw, "pid\t%d\n", ni.GetPid())
-	fmt.Fprintf(tw, "uid\t%d\n", ni.GetUid())
-	fmt.Fprintf(tw, "started\t%s\n", time.Unix(0, ni.GetStartedUnixNano()).Format(time.RFC3339))
-	fmt.Fprintf(tw, "connections\t%d\n", ni.GetConnections())
-	fmt.Fprintf(tw, "calls\t%d\n", ni.GetCalls())
-	fmt.Fprintf(tw, "events\t%d\n", ni.GetEvents())
-	fmt.Fprintf(tw, "transport\t%s\n", transportText(ni.GetTransportDefault()))
+	fmt.Fprintf(tw, "name\t%s\n", ni.Name)
+	fmt.Fprintf(tw, "version\t%s\n", ni.Version)
+	fmt.Fprintf(tw, "pid\t%d\n", ni.PID)
+	fmt.Fprintf(tw, "uid\t%d\n", ni.UID)
+	fmt.Fprintf(tw, "started\t%s\n", ni.Started.Format(time.RFC3339))
+	fmt.Fprintf(tw, "connections\t%d\n", ni.Connections)
+	fmt.Fprintf(tw, "calls\t%d\n", ni.Calls)
+	fmt.Fprintf(tw, "events\t%d\n", ni.Events)
+	fmt.Fprintf(tw, "transport\t%s\n", ni.Transport)
 	tw.Flush()
 	return exitOK
+}
+
+// infoJSON is `info --json`: NodeInfo's fields as the protocol names them
+// (64-bit numbers as strings, as protobuf's JSON mapping writes them).
+type infoJSON struct {
+	Name             string `json:"name"`
+	Version          string `json:"version"`
+	PID              int32  `json:"pid"`
+	UID              uint32 `json:"uid"`
+	StartedUnixNano  int64  `json:"started_unix_nano,string"`
+	Connections      uint32 `json:"connections"`
+	Calls            uint64 `json:"calls,string"`
+	Events           uint64 `json:"events,string"`
+	TransportDefault string `json:"transport_default"`
+}
+
+func infoOf(ni *switchboard.NodeInfo) infoJSON {
+	return infoJSON{Name: ni.Name, Version: ni.Version, PID: ni.PID, UID: ni.UID, StartedUnixNano: ni.Started.UnixNano(),
+		Connections: ni.Connections, Calls: ni.Calls, Events: ni.Events, TransportDefault: "TRANSPORT_" + strings.ToUpper(ni.Transport.String())}
 }
 
 // writeJSON re-indents JSON (protojson's spacing is deliberately
@@ -217,16 +229,6 @@ func compactJSON(raw []byte) []byte {
 		return raw
 	}
 	return buf.Bytes()
-}
-
-func transportText(t pb.Transport) string {
-	switch t {
-	case pb.Transport_TRANSPORT_SHM:
-		return "shm"
-	case pb.Transport_TRANSPORT_SOCKET:
-		return "socket"
-	}
-	return t.String()
 }
 
 const statusHelp = `usage: node status [--socket PATH] [--json]
@@ -272,12 +274,12 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	if ni == nil {
 		return code
 	}
-	started := time.Unix(0, ni.GetStartedUnixNano())
+	started := ni.Started
 	uptime := time.Since(started)
 	st := statusJSON{
-		Name: ni.GetName(), Version: ni.GetVersion(), ClientVersion: switchboard.Version, Socket: cf.socket,
-		PID: ni.GetPid(), UID: ni.GetUid(), Started: started.UTC().Format(time.RFC3339Nano),
-		UptimeSeconds: uptime.Seconds(), Connections: ni.GetConnections(), Calls: ni.GetCalls(), Events: ni.GetEvents(),
+		Name: ni.Name, Version: ni.Version, ClientVersion: switchboard.Version, Socket: cf.socket,
+		PID: ni.PID, UID: ni.UID, Started: started.UTC().Format(time.RFC3339Nano),
+		UptimeSeconds: uptime.Seconds(), Connections: ni.Connections, Calls: ni.Calls, Events: ni.Events,
 	}
 	if *asJSON {
 		out, err := json.MarshalIndent(st, "", "  ")

@@ -18,7 +18,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/switchboard-ipc/switchboard"
-	"github.com/switchboard-ipc/switchboard/shm"
 )
 
 // defaultTOML is the built-in configuration: every setting, with comments.
@@ -315,8 +314,8 @@ func (c *Config) validate() (*policy, error) {
 		key string
 		n   int64
 	}{{"rings.request", c.Rings.Request}, {"rings.response", c.Rings.Response}, {"rings.event", c.Rings.Event}} {
-		if r.n < shm.MinRingCapacity || r.n > shm.MaxRingCapacity || bits.OnesCount64(uint64(r.n)) != 1 {
-			return nil, bad(r.key, "must be a power of two in [%d, %d], not %d", shm.MinRingCapacity, shm.MaxRingCapacity, r.n)
+		if r.n < switchboard.MinRingSize || r.n > switchboard.MaxRingSize || bits.OnesCount64(uint64(r.n)) != 1 {
+			return nil, bad(r.key, "must be a power of two in [%d, %d], not %d", switchboard.MinRingSize, switchboard.MaxRingSize, r.n)
 		}
 	}
 	switch {
