@@ -46,8 +46,77 @@
 // blocks holds up its own connection only. Handlers that should not block
 // it can be actors (HandleActor), which reply when they are done.
 //
+// # Receiving events: which delivery mode
+//
+// A connection's events (from services, peers, groups and the node) come
+// in order, in one of five ways; choose one per connection:
+//
+//   - RecvEvent: a goroutine of yours pulls them, each a copy (Release
+//     hands a large payload's buffer back for reuse). The default choice.
+//   - RecvEventView: the same without the copy when the event is still in
+//     the ring: the fastest for large payloads, at the price of a Release
+//     that must come soon (see below).
+//   - WithEventHandler: a goroutine of the connection calls your function,
+//     in order. The simplest; the handler must not call Close.
+//   - WithEventActor: each event is sent to a protoactor actor as *Event,
+//     for programs built of actors.
+//   - Fd and TryRecvEvent (poll mode): a descriptor that polls readable
+//     while events wait, for a program with its own epoll or select loop.
+//
+// Requests from peers go to WithRequestHandler, WithRequestActor, or, with
+// neither, arrive as events of kind EventRequest.
+//
+// # Backpressure
+//
+// Nothing grows without bound, and nothing is lost without a count:
+//
+//   - Calls and sends: the request ring is the window. A full ring makes
+//     Call, Send, SendTo and Publish wait for room (ctx bounds the wait).
+//     The node serves one connection's requests one at a time, in order;
+//     a handler that blocks holds up its own connection only. A client that
+//     does not read its replies fills its response ring and stops its own
+//     connection's pump, nobody else's.
+//   - Events: a client that does not take its events first fills its own
+//     buffer (WithEventQueue, default 1024 events), then stops reading its
+//     event ring; once that is full the node queues events for it
+//     (WithEventQueue and WithEventQueueBytes on the node), and past that
+//     bound applies WithOverflow: DropOldest drops the oldest queued event
+//     and the client sees the count in the next event's Dropped, or
+//     DisconnectSlow disconnects it (ErrSlowConsumer). Publishers and
+//     services never wait for a slow receiver.
+//   - Bus messages: SendTo and Publish return once the message is in the
+//     request ring; with WantAnswer they wait for the node's verdict
+//     (ErrUndeliverable when nobody can take it). A request is never
+//     dropped silently: a peer whose queue cannot take it makes it fail
+//     with ErrUndeliverable at once, a peer that leaves with ErrPeerGone,
+//     and the replies one connection waits for are bounded (WithMaxPending,
+//     ErrTooManyPending past it).
+//
+// # Zero-copy views and how long they live
+//
+// Some payloads are views of shared memory that the other side may
+// overwrite once they are given back: treat their bytes as untrusted, and
+// copy what you keep.
+//
+//   - Request.Payload (a service handler's): valid until the handler
+//     returns. The handler may return it, or part of it, as its reply.
+//   - PeerRequest.Payload with WithInlineRequests: valid until the handler
+//     returns (otherwise it is a copy the handler may keep).
+//   - Event.Payload from RecvEventView: valid until the event's Release,
+//     which must be called, before Close too; until then the connection's
+//     other events wait.
+//   - Reply.Body from CallView: valid until the reply's Release, which must
+//     be called, before Close too; until then the connection's other
+//     replies wait.
+//
+// Payloads you send are copied into the ring before the call returns,
+// except Session.SendEvent's and Node.SendEvent's, which are shared until
+// the event reaches the ring: do not change them afterwards.
+//
 // # Errors
 //
-// Errors are matched with errors.Is against the sentinels (ErrRefused,
-// ErrNodeGone, ErrUnknownService, …), which compare wire codes, not text.
+// Errors from the node, a peer or this end are *Error values, matched with
+// errors.Is against the sentinels (ErrRefused, ErrNodeGone,
+// ErrUnknownService, …), which compare codes, not text; errors.As gives
+// the code and the reason.
 package switchboard

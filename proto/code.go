@@ -5,10 +5,12 @@ import (
 	"strings"
 )
 
-// Error is an error received from, or to be sent to, the other side of a
-// node connection as a [Code] and a reason. Match it by code, never by text:
+// Error is a protocol error inside the wire engine, as a [Code] and a
+// reason (a malformed bus message, say). Applications never see it: the
+// root package turns codes into its own switchboard.Error. Match it by
+// code, never by text:
 //
-//	if errors.Is(err, pb.CODE_NODE_SHUTTING_DOWN.Err("")) { … }
+//	if errors.Is(err, pb.Code_CODE_PROTOCOL_VIOLATION.Err("")) { … }
 type Error struct {
 	Code   Code   // what went wrong; never CODE_OK
 	Reason string // human-readable detail, may be empty
@@ -26,7 +28,7 @@ func (e *Error) Error() string {
 }
 
 // Is reports whether target is an *Error with the same code, whatever its
-// reason, so that errors.Is(err, pb.CODE_CANCELED.Err("")) matches any
+// reason, so that errors.Is(err, pb.Code_CODE_CANCELED.Err("")) matches any
 // canceled call.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)

@@ -1,26 +1,32 @@
-// Package registry implements the node's registry actor: the one owner of
-// the table of live connections (id, address, client name, credentials,
-// actor PID), of the groups each belongs to, and of the well-known names
-// with their standby queues. Being an actor, it needs no lock: every
-// change and every query is a message, handled one at a time in arrival
-// order.
+// Package registry is the node's one table of live connections, and the
+// actor that announces what happens to them.
 //
-// # Protocol
+// # The table
 //
-// The node sends Register when a connection's actor has started (and
-// waits for it, so that the connection's arrival is announced before its
-// client can do anything) and Unregister, with the reason, when it has
-// stopped. Group actors report every membership change (Changed); Own and
-// Release ask for names. List, ListNames and Lookup answer on the channel
-// the message carries (a buffered channel of one: the registry never
+// Registry.Add enters a connection when its handshake has started it, and
+// Remove takes it out when it has ended; the node makes both under its own
+// lock, so that a connection always leaves after it entered. Lookup (by
+// id), Owner (by well-known name), Len and All read lock-free tables: the
+// routing of bus frames uses them on every message.
+//
+// # The actor
+//
+// Everything else is a message to the registry's actor, handled one at a
+// time in arrival order, so its state needs no lock: the groups each
+// connection belongs to (groups report every change as a *group.Change),
+// the well-known names with their standby queues (Own, Release), and the
+// listings (List, ListNames answer on a buffered channel: the actor never
 // blocks on it).
 //
 // # Notices
 //
-// The registry is the only source of the notices on the reserved groups
-// (sys.connections, sys.groups, sys.names), so an observer of several of
-// them sees one order. A disconnection is announced as: unsubscribed from
-// each of its groups (sorted), each name it owned changing hands, then
+// The actor is the only source of the notices on the reserved groups
+// (sys.connections, sys.groups, sys.names), and it sends them to the
+// members itself, so an observer of several of them sees one order. A
+// connection's arrival is announced before its client hears Welcome (Add's
+// done channel). A disconnection is announced as: unsubscribed from each
+// of its groups (sorted), each name it owned changing hands, then
 // disconnected. A member's (un)subscription is answered only once it has
-// been announced, so whatever the member does next comes after the notice.
+// been announced (the change's Done), so whatever the member does next
+// comes after the notice.
 package registry

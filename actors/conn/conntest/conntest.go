@@ -2,6 +2,7 @@ package conntest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -213,44 +214,29 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	var socks [2]*net.UnixConn
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	for i := 0; err == nil && i < 2; i++ {
+		f := os.NewFile(uintptr(fds[i]), "conntest")
+		var nc net.Conn
+		nc, err = net.FileConn(f)
+		f.Close()
+		socks[i], _ = nc.(*net.UnixConn)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks := [2]*net.UnixConn{}
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "conntest-socket")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		socks[i] = c.(*net.UnixConn)
-	}
-	if cfg.ID == 0 {
-		cfg.ID = lastID.Add(1)
-	}
-	if cfg.Address == "" {
-		cfg.Address = fmt.Sprintf(":t.%d", cfg.ID)
-	}
-	if cfg.Name == "" {
-		cfg.Name = fmt.Sprintf("client-%d", cfg.ID)
-	}
-	if cfg.Host == nil {
-		cfg.Host = &Host{}
-	}
-	cfg.MaxMessage = cmpOr(cfg.MaxMessage, 1<<20)
-	cfg.EventQueue = cmpOr(cfg.EventQueue, 64)
-	cfg.EventBytes = cmpOr(cfg.EventBytes, 1<<20)
+	cfg.ID = cmp.Or(cfg.ID, lastID.Add(1))
+	cfg.Address = cmp.Or(cfg.Address, fmt.Sprintf(":t.%d", cfg.ID))
+	cfg.Name = cmp.Or(cfg.Name, fmt.Sprintf("client-%d", cfg.ID))
+	cfg.Host = cmp.Or(cfg.Host, conn.Host(&Host{}))
+	cfg.MaxMessage, cfg.EventQueue, cfg.EventBytes = cmp.Or(cfg.MaxMessage, 1<<20), cmp.Or(cfg.EventQueue, 64), cmp.Or(cfg.EventBytes, 1<<20)
 	if !cfg.SpinSet {
 		cfg.Spin, cfg.SpinSet = 0, true
 	}
 	cfg.Link, cfg.Sock, cfg.Transport = node, socks[0], "shm"
 	ep, err := conn.Start(sys, cfg, sp)
 	if err != nil {
-		node.Close()
-		socks[0].Close()
-		socks[1].Close()
 		t.Fatal(err)
 	}
 	c := &Client{EP: ep, Link: peer, Sock: socks[1], t: t, Req: peer.Producer(pb.RingRequest),
@@ -271,13 +257,6 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 		c.Link.Close()
 	})
 	return c
-}
-
-func cmpOr(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Write writes a message to the request ring, in chunks if it is larger
