@@ -10,6 +10,7 @@ import (
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // Event is an asynchronous message from the node.
@@ -45,6 +46,28 @@ func (e Event) Release() {
 	case e.pool != nil:
 		e.pool.put(e.Payload)
 	}
+}
+
+// Notice decodes an EventNotice.
+func (e Event) Notice() (Notice, error) {
+	if e.Kind != EventNotice {
+		return Notice{}, errors.New("switchboard: not a notice")
+	}
+	var n pb.Notice
+	if err := gproto.Unmarshal(e.Payload, &n); err != nil {
+		return Notice{}, fmt.Errorf("%w: bad notice: %w", ErrProtocol, err)
+	}
+	return Notice{Kind: n.GetKind(), Member: memberOf(n.GetMember()), Group: n.GetGroup(), Name: n.GetName(),
+		OldOwner: n.GetOldOwner(), NewOwner: n.GetNewOwner(), Reason: n.GetReason(), Detail: n.GetDetail()}, nil
+}
+
+// Reply answers an EventRequest: payload, or err's text (an *Error
+// keeps its code). Call it once.
+func (e Event) Reply(payload []byte, err error) error {
+	if e.Kind != EventRequest || e.rc == nil {
+		return errors.New("switchboard: not a request")
+	}
+	return e.rc.replyPeer(e.handle, payload, err)
 }
 
 // bufPool keeps a few large payload buffers for reuse.

@@ -58,15 +58,6 @@ func (r *PeerRequest) Respond(payload []byte, err error) error {
 	return r.c.replyPeer(r.handle, payload, err)
 }
 
-// Reply answers an EventRequest: payload, or err's text (an *Error
-// keeps its code). Call it once.
-func (e Event) Reply(payload []byte, err error) error {
-	if e.Kind != EventRequest || e.rc == nil {
-		return errors.New("switchboard: not a request")
-	}
-	return e.rc.replyPeer(e.handle, payload, err)
-}
-
 // serveRequests runs the request handler, or feeds the request actor.
 func (c *Conn) serveRequests() {
 	ctx := c.life

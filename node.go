@@ -145,6 +145,13 @@ func WithMaxPending(n int) NodeOption {
 	})
 }
 
+// WithPolicy sets the node's policy. Without one, every action of a
+// connected client is allowed (who may connect is then WithAuthorize's
+// decision alone). A policy and WithAuthorize both apply to connecting.
+func WithPolicy(p Policy) NodeOption {
+	return nodeOption(func(o *nodeOptions) error { o.policy = p; return nil })
+}
+
 // Node serves connections. Create it with NewNode, register services with
 // Handle, then Listen and Serve (or ListenAndServe); Close stops it.
 type Node struct {
@@ -486,4 +493,22 @@ func connInfo(c *conn.Endpoint) ConnInfo {
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
 	ci.Pending = c.Waiting()
 	return ci
+}
+
+// SetPolicy replaces the node's policy at once, without dropping any
+// connection (cmd/node calls it on SIGHUP); nil allows everything.
+// Actions already decided stand; subscriptions and names held stay held.
+func (n *Node) SetPolicy(p Policy) {
+	n.policy.Store(&policyBox{p})
+}
+
+type policyBox struct{ p Policy }
+
+// allow asks the current policy.
+func (n *Node) allow(who Cred, what Action, target string) error {
+	b := n.policy.Load()
+	if b == nil || b.p == nil {
+		return nil
+	}
+	return b.p.Allow(who, what, target)
 }

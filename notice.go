@@ -1,11 +1,7 @@
 package switchboard
 
 import (
-	"errors"
-	"fmt"
-
 	pb "github.com/switchboard-ipc/switchboard/proto"
-	gproto "google.golang.org/protobuf/proto"
 )
 
 // Reserved groups: the node publishes notices on them (payloads are
@@ -93,17 +89,4 @@ type Notice struct {
 	NewOwner string
 	Reason   DisconnectReason // disconnected, and unsubscribed by a disconnection
 	Detail   string
-}
-
-// Notice decodes an EventNotice.
-func (e Event) Notice() (Notice, error) {
-	if e.Kind != EventNotice {
-		return Notice{}, errors.New("switchboard: not a notice")
-	}
-	var n pb.Notice
-	if err := gproto.Unmarshal(e.Payload, &n); err != nil {
-		return Notice{}, fmt.Errorf("%w: bad notice: %w", ErrProtocol, err)
-	}
-	return Notice{Kind: n.GetKind(), Member: memberOf(n.GetMember()), Group: n.GetGroup(), Name: n.GetName(),
-		OldOwner: n.GetOldOwner(), NewOwner: n.GetNewOwner(), Reason: n.GetReason(), Detail: n.GetDetail()}, nil
 }

@@ -72,28 +72,3 @@ type PolicyFunc func(who Cred, what Action, target string) error
 
 // Allow calls f.
 func (f PolicyFunc) Allow(who Cred, what Action, target string) error { return f(who, what, target) }
-
-// WithPolicy sets the node's policy. Without one, every action of a
-// connected client is allowed (who may connect is then WithAuthorize's
-// decision alone). A policy and WithAuthorize both apply to connecting.
-func WithPolicy(p Policy) NodeOption {
-	return nodeOption(func(o *nodeOptions) error { o.policy = p; return nil })
-}
-
-// SetPolicy replaces the node's policy at once, without dropping any
-// connection (cmd/node calls it on SIGHUP); nil allows everything.
-// Actions already decided stand; subscriptions and names held stay held.
-func (n *Node) SetPolicy(p Policy) {
-	n.policy.Store(&policyBox{p})
-}
-
-type policyBox struct{ p Policy }
-
-// allow asks the current policy.
-func (n *Node) allow(who Cred, what Action, target string) error {
-	b := n.policy.Load()
-	if b == nil || b.p == nil {
-		return nil
-	}
-	return b.p.Allow(who, what, target)
-}
