@@ -60,7 +60,8 @@ func (q *eventQueue) dropOldest() *Delivery {
 	return e
 }
 
-func (q *eventQueue) full() bool { return q.len() >= q.limit || q.bytes > q.byteLimit }
+// full reports whether the queue holds more than its bounds allow.
+func (q *eventQueue) full() bool { return q.len() > q.limit || q.bytes > q.byteLimit }
 
 // queueEvent writes m to the event ring, or queues it behind earlier ones.
 func (c *Endpoint) queueEvent(m *Delivery) {

@@ -207,12 +207,13 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 	res := conn.Result{}
 	if m.withMembers {
 		list := &pb.MemberList{}
-		_, already := g.members[c.ID()]
-		for _, mc := range g.sorted() {
-			list.Members = append(list.Members, mc.Member())
+		members := g.sorted()
+		if _, already := g.members[c.ID()]; !already {
+			i, _ := slices.BinarySearchFunc(members, c.ID(), func(m *conn.Endpoint, id uint64) int { return cmp.Compare(m.ID(), id) })
+			members = slices.Insert(members, i, c)
 		}
-		if !already {
-			list.Members = append(list.Members, c.Member())
+		for _, mc := range members {
+			list.Members = append(list.Members, mc.Member())
 		}
 		res.Payload, _ = gproto.Marshal(list)
 	}

@@ -176,6 +176,25 @@ func TestWatcherGetsOthersChanges(t *testing.T) {
 	c2.NoEvent(0)
 }
 
+// TestMemberListInIDOrder: a caller whose id is lower than a member's is
+// listed in its place, not last.
+func TestMemberListInIDOrder(t *testing.T) {
+	f := newFixture(t, false)
+	c1, c2, c3 := f.client(1), f.client(2), f.client(3)
+	for i, c := range []*conntest.Client{c3, c1} {
+		f.dir.Join("g", c.EP, uint64(i+1), false)
+		reply(t, c, uint64(i+1))
+	}
+	f.dir.Join("g", c2.EP, 9, true)
+	var list pb.MemberList
+	if err := gproto.Unmarshal(reply(t, c2, 9).Body, &list); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := addresses(&list), []string{c1.EP.Address(), c2.EP.Address(), c3.EP.Address()}; !slices.Equal(got, want) {
+		t.Fatalf("MemberList %v, want %v", got, want)
+	}
+}
+
 func TestLeave(t *testing.T) {
 	f := newFixture(t, false)
 	c1, c2 := f.client(1), f.client(2)

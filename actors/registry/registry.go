@@ -264,6 +264,13 @@ func (t *table) changed(ch *group.Change) {
 	if e == nil || e.groups[ch.Group] == ch.Joined {
 		return // gone already (its disconnection announced it), or no change
 	}
+	if ch.Lost {
+		// Its connection ended: the group saw the actor terminate, and
+		// the node's Remove follows, which announces all of its groups in
+		// order, with the connection's reason. (The group may see the end
+		// before the node does: announcing it here would break the order.)
+		return
+	}
 	n := &pb.Notice{Member: ch.Conn.Member(), Group: ch.Group}
 	if ch.Joined {
 		e.groups[ch.Group] = true
@@ -271,9 +278,6 @@ func (t *table) changed(ch *group.Change) {
 	} else {
 		delete(e.groups, ch.Group)
 		n.Kind = pb.NoticeKind_NOTICE_UNSUBSCRIBED
-		if ch.Lost { // its actor ended: the connection's reason is settled
-			n.Reason, n.Detail = ch.Conn.Why().Disconnect(), "disconnected"
-		}
 	}
 	t.publish(pb.GroupGroups, n)
 }

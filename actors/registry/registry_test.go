@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/actors/conn/conntest"
+	"github.com/switchboard-ipc/switchboard/actors/group"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	gproto "google.golang.org/protobuf/proto"
@@ -147,6 +148,30 @@ func TestConnectedAndDisconnectSequence(t *testing.T) {
 	if f.reg.Owner("n.one") != nil || f.reg.NameCount() != 0 {
 		t.Fatalf("names of a removed connection still owned: %v, %d", f.reg.Owner("n.one"), f.reg.NameCount())
 	}
+}
+
+// TestLostChangeWaitsForRemove: a group may see a connection end before
+// the node removes it; its groups are still announced in order, with the
+// connection's reason, by the removal.
+func TestLostChangeWaitsForRemove(t *testing.T) {
+	f := newFixture(t)
+	obs := f.client(1, true)
+	f.join(obs, pb.GroupGroups, 1)
+	notice(t, obs, pb.GroupGroups, &pb.Notice{Kind: pb.NoticeKind_NOTICE_SUBSCRIBED, Member: obs.EP.Member(), Group: pb.GroupGroups})
+	c := f.client(2, true)
+	for i, g := range []string{"d", "c", "b", "a"} {
+		f.join(c, g, uint64(i+1))
+		notice(t, obs, pb.GroupGroups, &pb.Notice{Kind: pb.NoticeKind_NOTICE_SUBSCRIBED, Member: c.EP.Member(), Group: g})
+	}
+	for _, g := range []string{"c", "a"} { // as the group actors would, first
+		f.sys.Root.Send(f.reg.PID(), &group.Change{Group: g, Conn: c.EP, Lost: true})
+	}
+	f.reg.Remove(c.EP, pb.DisconnectReason_DISCONNECT_LOST, "gone")
+	for _, g := range []string{"a", "b", "c", "d"} {
+		notice(t, obs, pb.GroupGroups, &pb.Notice{Kind: pb.NoticeKind_NOTICE_UNSUBSCRIBED, Member: c.EP.Member(), Group: g,
+			Reason: pb.DisconnectReason_DISCONNECT_LOST, Detail: "disconnected"})
+	}
+	obs.NoEvent(20 * time.Millisecond)
 }
 
 func TestOwnQueuesAndHandsOver(t *testing.T) {

@@ -26,6 +26,15 @@ import (
 // Timeout bounds every wait of this package: past it, the test fails.
 const Timeout = 5 * time.Second
 
+func await(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(Timeout):
+		t.Fatalf("%s: not within %v", what, Timeout)
+	}
+}
+
 // NewSystem returns an actor system that logs nothing, shut down when the
 // test ends.
 func NewSystem(t testing.TB) *actor.ActorSystem {
@@ -53,9 +62,8 @@ type spawnChild struct {
 // test ends.
 func NewSpawner(t testing.TB, sys *actor.ActorSystem) *Spawner {
 	s := &Spawner{sys: sys, gone: map[string]chan struct{}{}}
-	props := actor.PropsFromFunc(s.receive, actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0,
-		func(any) actor.Directive { return actor.StopDirective })))
-	s.root = sys.Root.Spawn(props)
+	s.root = sys.Root.Spawn(actor.PropsFromFunc(s.receive, actor.WithSupervisor(
+		actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective }))))
 	t.Cleanup(func() { sys.Root.StopFuture(s.root).Wait() })
 	return s
 }
@@ -69,7 +77,12 @@ func (s *Spawner) receive(ac actor.Context) {
 			m.reply <- pid
 		}
 	case *actor.Terminated:
-		close(s.stopped(strings.TrimPrefix(m.Who.Id, ac.Self().Id+"/")))
+		ch := s.stopped(strings.TrimPrefix(m.Who.Id, ac.Self().Id+"/"))
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
 	}
 }
 
@@ -101,11 +114,7 @@ func (s *Spawner) SpawnChild(props *actor.Props, name string) (*actor.PID, error
 // stopped.
 func (s *Spawner) WaitStopped(t testing.TB, name string) {
 	t.Helper()
-	select {
-	case <-s.stopped(name):
-	case <-time.After(Timeout):
-		t.Fatalf("actor %s did not stop within %v", name, Timeout)
-	}
+	await(t, s.stopped(name), "actor "+name+" stopping")
 }
 
 // Host is a conn.Host for tests. Calls go to ServeFunc, or are answered
@@ -117,7 +126,6 @@ type Host struct {
 	mu     sync.Mutex
 	frames []conn.BusFrame
 	why    []conn.Reason
-	closed chan struct{}
 }
 
 func (h *Host) Serve(ctx context.Context, e *conn.Endpoint, in *conn.Incoming) conn.Result {
@@ -137,20 +145,10 @@ func (h *Host) Route(e *conn.Endpoint, f conn.BusFrame) {
 func (h *Host) Closed(e *conn.Endpoint, why conn.Reason) {
 	h.mu.Lock()
 	h.why = append(h.why, why)
-	if len(h.why) == 1 {
-		close(h.closedCh())
-	}
 	h.mu.Unlock()
 	if h.OnClosed != nil {
 		h.OnClosed(e, why)
 	}
-}
-
-func (h *Host) closedCh() chan struct{} { // under mu
-	if h.closed == nil {
-		h.closed = make(chan struct{})
-	}
-	return h.closed
 }
 
 // BusFrames returns the bus frames routed so far.
@@ -165,21 +163,6 @@ func (h *Host) Reasons() []conn.Reason {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]conn.Reason(nil), h.why...)
-}
-
-// WaitClosed waits for the first Closed call and returns its reason.
-func (h *Host) WaitClosed(t testing.TB) conn.Reason {
-	t.Helper()
-	h.mu.Lock()
-	ch := h.closedCh()
-	h.mu.Unlock()
-	select {
-	case <-ch:
-		return h.Reasons()[0]
-	case <-time.After(Timeout):
-		t.Fatalf("Host.Closed not called within %v", Timeout)
-		return conn.Reason{}
-	}
 }
 
 // Frame is a whole reply or event read by the client, chunks joined, its
@@ -207,7 +190,8 @@ var lastID atomic.Uint64
 // Start starts an Endpoint under sp with cfg, whose Link and Sock it
 // provides. Unset fields get test defaults: a unique ID, an address
 // ":t.<id>", a *Host, 1 MiB messages, a queue of 64 events, no spinning.
-// The endpoint is closed and waited for when the test ends.
+// The rings hold 64 KiB each. The endpoint is closed and waited for when
+// the test ends.
 func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Config) *Client {
 	t.Helper()
 	node, peer, err := shm.NewLocalLink(pb.ConnRings([3]int{64 << 10, 64 << 10, 64 << 10}), shm.WithSpin(0))
@@ -215,6 +199,15 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 		t.Fatal(err)
 	}
 	var socks [2]*net.UnixConn
+	t.Cleanup(func() { // after the endpoint's cleanup, below
+		for _, s := range socks {
+			if s != nil {
+				s.Close()
+			}
+		}
+		node.Close()
+		peer.Close()
+	})
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	for i := 0; err == nil && i < 2; i++ {
 		f := os.NewFile(uintptr(fds[i]), "conntest")
@@ -239,23 +232,13 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		ep.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "test over"}) // no-op if it ended
+		await(t, ep.Done(), fmt.Sprintf("endpoint %d done at cleanup", cfg.ID))
+	})
 	c := &Client{EP: ep, Link: peer, Sock: socks[1], t: t, Req: peer.Producer(pb.RingRequest),
 		resp: peer.Consumer(pb.RingResponse), ev: peer.Consumer(pb.RingEvent)}
 	c.Host, _ = cfg.Host.(*Host)
-	t.Cleanup(func() {
-		select {
-		case <-ep.Done():
-		default:
-			ep.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "test over"})
-		}
-		select {
-		case <-ep.Done():
-		case <-time.After(Timeout):
-			t.Errorf("endpoint %d not done within %v", cfg.ID, Timeout)
-		}
-		c.Sock.Close()
-		c.Link.Close()
-	})
 	return c
 }
 
@@ -314,16 +297,10 @@ func (c *Client) NextNotice(timeout time.Duration) (*pb.Notice, string) {
 }
 
 // NoEvent checks that no event arrives within d.
-func (c *Client) NoEvent(d time.Duration) {
-	c.t.Helper()
-	c.none(c.ev, d, "event")
-}
+func (c *Client) NoEvent(d time.Duration) { c.t.Helper(); c.none(c.ev, d, "event") }
 
 // NoReply checks that no reply arrives within d.
-func (c *Client) NoReply(d time.Duration) {
-	c.t.Helper()
-	c.none(c.resp, d, "reply")
-}
+func (c *Client) NoReply(d time.Duration) { c.t.Helper(); c.none(c.resp, d, "reply") }
 
 func (c *Client) next(cons *shm.Consumer, re *pb.Reassembly, timeout time.Duration, what string) Frame {
 	c.t.Helper()
@@ -341,12 +318,9 @@ func (c *Client) next(cons *shm.Consumer, re *pb.Reassembly, timeout time.Durati
 				cons.Release()
 				return out
 			}
-			continue
-		}
-		if err != shm.ErrRingEmpty {
+		} else if err != shm.ErrRingEmpty {
 			c.t.Fatalf("%s: %v", what, err)
-		}
-		if err := cons.Wait(ctx); err != nil && !cons.Ready() {
+		} else if err := cons.Wait(ctx); err != nil && !cons.Ready() {
 			c.t.Fatalf("no %s within %v: %v", what, timeout, err)
 		}
 	}
@@ -378,9 +352,17 @@ func (c *Client) Goodbye() *pb.Goodbye {
 func (c *Client) Close() {
 	c.t.Helper()
 	c.Sock.Close()
-	select {
-	case <-c.EP.Done():
-	case <-time.After(Timeout):
-		c.t.Fatalf("endpoint %d not done within %v of its socket closing", c.EP.ID(), Timeout)
+	c.Wait()
+}
+
+// Wait waits until the endpoint is done, and returns the reason its Host
+// (a *Host) was given: Closed runs before Done is closed.
+func (c *Client) Wait() conn.Reason {
+	c.t.Helper()
+	await(c.t, c.EP.Done(), fmt.Sprintf("endpoint %d done", c.EP.ID()))
+	if rs := c.Host.Reasons(); len(rs) > 0 {
+		return rs[0]
 	}
+	c.t.Fatal("endpoint done without Host.Closed")
+	return conn.Reason{}
 }
