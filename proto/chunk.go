@@ -11,7 +11,10 @@ import (
 // WriteMessage writes a message whose body is the concatenation of parts
 // (scatter-gather: nothing is joined) to p, as one frame, or, when it is
 // larger than the ring's largest frame, as FlagMore chunks with h's kind
-// and ID. It waits for room (ctx bounds the wait). Each frame is flushed
+// and ID. It waits for room: ctx bounds the wait for the first frame, but
+// a message once begun is finished, since a reader cannot tell an
+// abandoned message from a slow one (only the ring's closing stops it
+// then). Each frame is flushed
 // at once, except that with batch a message of one frame is only appended
 // when it fits now, for the producer's next Flush (a pump that flushes
 // once per batch of work).
@@ -30,6 +33,7 @@ func WriteMessage(ctx context.Context, p *shm.Producer, h shm.Header, batch bool
 		return p.Write(ctx, h, parts...)
 	}
 	var chunk [4][]byte // the pieces of parts one frame spans
+	wctx := ctx         // the first frame's wait; the others' ignore cancellation
 	i, off := 0, 0      // where the next frame starts: parts[i][off:]
 	for total > 0 {
 		n := min(max, total)
@@ -51,9 +55,10 @@ func WriteMessage(ctx context.Context, p *shm.Producer, h shm.Header, batch bool
 		} else {
 			h.Flags &^= FlagMore
 		}
-		if err := p.Write(ctx, h, cs...); err != nil {
+		if err := p.Write(wctx, h, cs...); err != nil {
 			return err
 		}
+		wctx = context.WithoutCancel(ctx)
 	}
 	return nil
 }
@@ -105,6 +110,7 @@ func (r *Reassembly) Add(f shm.Frame) (Message, bool, error) {
 		r.parts[f.ID] = p
 	}
 	if p.Kind != f.Kind || r.MaxSize > 0 && len(p.Body)+len(f.Body) > r.MaxSize {
+		delete(r.parts, f.ID)
 		return Message{}, false, ErrChunkedTooBig
 	}
 	p.Body = append(p.Body, f.Body...)

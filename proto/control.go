@@ -49,7 +49,7 @@ func ReadControlFds(c *net.UnixConn, maxFds int) (*Control, []int, error) {
 	}
 	if _, err := io.ReadFull(c, hdr[n:]); err != nil {
 		closeFds(fds)
-		return nil, nil, err
+		return nil, nil, unexpectedEOF(err)
 	}
 	m, err := finishControl(c, hdr)
 	if err != nil {
@@ -65,6 +65,15 @@ func closeFds(fds []int) {
 	}
 }
 
+// unexpectedEOF turns the end of the stream inside a frame into
+// io.ErrUnexpectedEOF: only a close between frames is a clean io.EOF.
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
 // finishControl reads the rest of a control frame whose header is in hdr.
 func finishControl(c io.Reader, hdr []byte) (*Control, error) {
 	_, _, err := shm.DecodeFrame(hdr, MaxControl)
@@ -75,7 +84,7 @@ func finishControl(c io.Reader, hdr []byte) (*Control, error) {
 	buf := make([]byte, shm.FrameSize(n))
 	copy(buf, hdr)
 	if _, err := io.ReadFull(c, buf[len(hdr):]); err != nil {
-		return nil, err
+		return nil, unexpectedEOF(err)
 	}
 	f, _, err := shm.DecodeFrame(buf, MaxControl)
 	if err != nil {

@@ -9,7 +9,8 @@ import (
 // FrameReader reads frames from a byte stream, as AppendFrame encodes
 // them: the socket transport, where a connection's frames travel on its
 // Unix socket instead of through shared memory. It reads straight into one
-// buffer, which grows to the largest frame seen and no further.
+// buffer of 64 KiB, which grows once, to hold the largest frame allowed,
+// when a larger frame comes.
 type FrameReader struct {
 	r       io.Reader
 	maxBody int
@@ -57,7 +58,7 @@ func (fr *FrameReader) Next() (Frame, error) {
 // bell while they are empty: the writing half of the socket transport. It
 // holds mu, if not nil, for each write, so that other writers of w (a
 // control frame) do not interleave. It returns the error of a failed
-// write, or nil once bell is closed.
+// write or of a broken ring, or nil once bell is closed.
 func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) error {
 	ready := func() bool {
 		for _, c := range cons {
@@ -74,6 +75,13 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 	var buf []byte
 	for {
 		buf = AppendFrames(buf[:0], 256<<10, cons...)
+		if len(buf) == 0 {
+			for _, c := range cons {
+				if err := c.Err(); err != nil {
+					return err // a broken ring: Ready would stay true, and we would spin
+				}
+			}
+		}
 		if len(buf) > 0 {
 			if mu != nil {
 				mu.Lock()
