@@ -98,7 +98,9 @@ func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 //
 // pmu, emu and internMu are leaves: nothing is locked while one is held.
 // The pump holds rmu, then evmu, never both; a caller spinning for its
-// reply (lead, finishCall's poll) holds mapMu shared, then tries rmu; a
+// reply (lead, finishCall's poll) tries mapMu shared (it may hold a viewed
+// event or reply, which Close waits for: failing means closing), then
+// tries rmu; a
 // viewed event (RecvEventView) holds evmu until its Release, and a viewed
 // reply (CallView) rmu until its; Close takes mapMu, rmu, evmu and wmu in
 // that order before it unmaps the rings.
@@ -159,6 +161,11 @@ type Conn struct {
 	evbufs   bufPool
 	received atomic.Uint64
 	dropped  atomic.Uint64
+
+	// The pump's sleep, made once: no allocation per park.
+	parker                   *shm.Parker
+	parkConds                []shm.Cond // the response ring, then the event ring
+	readyRoomFn, readyFullFn func() bool
 
 	// Peer requests served inline (WithInlineRequests).
 	inHandler     atomic.Bool                   // an inline request handler runs on the pump
@@ -284,6 +291,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
 		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
 	}
+	c.parker, c.parkConds = shm.NewParker(c.bell), []shm.Cond{c.resp, c.ev}
+	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
 	c.replies = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg}
 	c.evChunks = pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 	c.life, c.lifeCancel = context.WithCancel(context.Background())
@@ -416,7 +425,7 @@ func (c *Conn) watch() {
 			// loop, or the replies behind the events would wait too.
 			m, whole, err := events.Add(f)
 			if err != nil {
-				reason = fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+				reason = fmt.Errorf("%w: event: %w", ErrProtocol, err)
 				return
 			}
 			if whole {

@@ -89,13 +89,14 @@ again:
 	case <-started:
 		goto again
 	case <-poll:
-		c.mapMu.RLock()
 		var err error
-		if !c.closing.Load() && c.rmu.TryLock() {
-			err = c.readResponses()
-			c.rmu.Unlock()
+		if c.mapMu.TryRLock() { // fails only while Close unmaps
+			if !c.closing.Load() && c.rmu.TryLock() {
+				err = c.readResponses()
+				c.rmu.Unlock()
+			}
+			c.mapMu.RUnlock()
 		}
-		c.mapMu.RUnlock()
 		if err != nil {
 			c.end(err)
 		}
@@ -131,8 +132,11 @@ func (c *Conn) lead(cl *call) {
 	start := time.Now()
 	for i := 1; len(cl.done) == 0; i++ {
 		// Unreleased looks at the ring without rmu: under mapMu, which
-		// Close takes before it unmaps.
-		c.mapMu.RLock()
+		// Close takes before it unmaps. Only tried: the caller may hold a
+		// viewed event or reply (evmu, rmu), which Close waits for.
+		if !c.mapMu.TryRLock() {
+			return
+		}
 		if c.closing.Load() {
 			c.mapMu.RUnlock()
 			return
@@ -166,9 +170,7 @@ func (c *Conn) forget(id uint64) bool {
 
 // cancelCall tells the node to cancel call id's context (best effort).
 func (c *Conn) cancelCall(id uint64) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closed {
+	if c.closing.Load() { // the node cancels everything itself
 		return
 	}
 	c.sockMu.Lock()
@@ -202,7 +204,7 @@ func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []b
 	if c.closed {
 		return ErrClosed
 	}
-	err := pb.WriteMessage(ctx, c.req, h, false, prefix, payload)
+	err := pb.WriteMessage(ctx, c.life, c.req, h, false, prefix, payload)
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
 	}

@@ -136,13 +136,9 @@ func (c *Conn) pump() {
 		// caller spinning in lead may have taken the reply meanwhile: Park
 		// announces again before every look.
 		if room {
-			err = shm.Park(c.bell, func() bool {
-				return c.closing.Load() || c.resp.Unreleased() || c.ev.Unreleased()
-			}, c.resp, c.ev)
+			err = c.parker.Park(c.readyRoomFn, c.parkConds...)
 		} else {
-			err = shm.Park(c.bell, func() bool {
-				return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load()
-			}, c.resp)
+			err = c.parker.Park(c.readyFullFn, c.parkConds[:1]...)
 		}
 		if err != nil {
 			if !errors.Is(err, shm.ErrClosed) {
@@ -151,6 +147,18 @@ func (c *Conn) pump() {
 			return
 		}
 	}
+}
+
+// readyRoom is the pump's condition to wake while the event queue has
+// room: a reply, or an event.
+func (c *Conn) readyRoom() bool {
+	return c.closing.Load() || c.resp.Unreleased() || c.ev.Unreleased()
+}
+
+// readyFull is the pump's condition to wake while the event queue is full
+// (or an event is viewed in place): a reply, or room for events.
+func (c *Conn) readyFull() bool {
+	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load()
 }
 
 // readEvents moves events from the event ring to the event queue while it
@@ -183,7 +191,7 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 	}
 	m, whole, err := c.evChunks.Add(f)
 	if err != nil {
-		return fmt.Errorf("%w: event larger than the limit", ErrProtocol)
+		return fmt.Errorf("%w: event: %w", ErrProtocol, err)
 	}
 	if !whole {
 		return nil

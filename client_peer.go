@@ -121,7 +121,7 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	code := pb.Code_CODE_OK
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) && pb.PeerCode(pb.Code(e.Code)) == pb.Code(e.Code) {
+		if errors.As(err, &e) && e.Code != CodeOK && pb.PeerCode(pb.Code(e.Code)) == pb.Code(e.Code) {
 			code = pb.Code(e.Code)
 			payload = []byte(e.Reason)
 		} else {

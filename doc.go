@@ -71,7 +71,9 @@
 // Nothing grows without bound, and nothing is lost without a count:
 //
 //   - Calls and sends: the request ring is the window. A full ring makes
-//     Call, Send, SendTo and Publish wait for room (ctx bounds the wait).
+//     Call, Send, SendTo and Publish wait for room (ctx bounds the wait;
+//     for a message larger than one frame, the wait for its first frame:
+//     once begun, a message is finished unless the connection ends).
 //     The node serves one connection's requests one at a time, in order;
 //     a handler that blocks holds up its own connection only. A client that
 //     does not read its replies fills its response ring and stops its own

@@ -238,7 +238,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	}
 	n.root = root
 	n.SetPolicy(o.policy)
-	if n.reg, err = registry.Start(n.sys, n); err != nil {
+	if n.reg, err = registry.Start(n.sys, spawner{n}); err != nil {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
 	}
@@ -344,16 +344,20 @@ func (n *Node) ListenAndServe(ctx context.Context) error {
 	return n.Serve(ctx)
 }
 
-// SpawnChild spawns an actor (a connection, a group, the registry) as a
-// child of the node's root actor, its supervisor (conn.Spawner).
-func (n *Node) SpawnChild(props *actor.Props, name string) (*actor.PID, error) {
+// spawner spawns the node's actors (connections, groups, the registry) as
+// children of its root actor, their supervisor: the node's conn.Spawner.
+type spawner struct{ n *Node }
+
+// SpawnChild asks the root actor to spawn a child, and waits for it.
+func (s spawner) SpawnChild(props *actor.Props, name string) (*actor.PID, error) {
+	n := s.n
 	reply := make(chan spawned, 1)
 	n.sys.Root.Send(n.root, &spawnChild{props: props, name: name, reply: reply})
 	select {
 	case r := <-reply:
 		return r.pid, r.err
 	case <-time.After(10 * time.Second):
-		return nil, errors.New("switchboard: root actor did not spawn the connection")
+		return nil, fmt.Errorf("switchboard: the root actor did not spawn %s", name)
 	}
 }
 
@@ -442,14 +446,14 @@ func (n *Node) Close() error {
 		for c := range n.hs {
 			c.Close()
 		}
+		// Handshakes enter their connection in the table under mu, once
+		// they saw the node open: from here on, none does.
+		conns := n.reg.All()
 		n.mu.Unlock()
 		if ln != nil {
 			ln.Close()
 		}
 		n.wg.Wait()
-		// Handshakes enter their connection in the table under mu, once
-		// they saw the node open: after the Wait, the table has them all.
-		conns := n.reg.All()
 		for _, c := range conns {
 			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
 		}

@@ -128,7 +128,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 		Host: srv, Logger: n.o.logger,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
-	cn, err := conn.Start(n.sys, cfg, n)
+	cn, err := conn.Start(n.sys, cfg, spawner{n})
 	if err != nil {
 		n.mu.Unlock()
 		link.Close()

@@ -11,14 +11,14 @@ import (
 // WriteMessage writes a message whose body is the concatenation of parts
 // (scatter-gather: nothing is joined) to p, as one frame, or, when it is
 // larger than the ring's largest frame, as FlagMore chunks with h's kind
-// and ID. It waits for room: ctx bounds the wait for the first frame, but
-// a message once begun is finished, since a reader cannot tell an
-// abandoned message from a slow one (only the ring's closing stops it
-// then). Each frame is flushed
+// and ID. It waits for room: ctx bounds the wait for the first frame, life
+// (the connection's lifetime) the waits for the others, since a reader
+// cannot tell an abandoned message from a slow one: a message once begun
+// is finished, or its connection ends. Each frame is flushed
 // at once, except that with batch a message of one frame is only appended
 // when it fits now, for the producer's next Flush (a pump that flushes
 // once per batch of work).
-func WriteMessage(ctx context.Context, p *shm.Producer, h shm.Header, batch bool, parts ...[]byte) error {
+func WriteMessage(ctx, life context.Context, p *shm.Producer, h shm.Header, batch bool, parts ...[]byte) error {
 	max, total := p.MaxBody(), 0
 	for _, b := range parts {
 		total += len(b)
@@ -33,7 +33,7 @@ func WriteMessage(ctx context.Context, p *shm.Producer, h shm.Header, batch bool
 		return p.Write(ctx, h, parts...)
 	}
 	var chunk [4][]byte // the pieces of parts one frame spans
-	wctx := ctx         // the first frame's wait; the others' ignore cancellation
+	wctx := ctx         // the first frame's wait; life bounds the others'
 	i, off := 0, 0      // where the next frame starts: parts[i][off:]
 	for total > 0 {
 		n := min(max, total)
@@ -58,7 +58,7 @@ func WriteMessage(ctx context.Context, p *shm.Producer, h shm.Header, batch bool
 		if err := p.Write(wctx, h, cs...); err != nil {
 			return err
 		}
-		wctx = context.WithoutCancel(ctx)
+		wctx = life
 	}
 	return nil
 }
@@ -73,12 +73,12 @@ type Message struct {
 }
 
 // Reassembly puts messages sent in FlagMore chunks back together, keyed
-// by frame ID (the chunks of one message share it). The zero value takes
-// up to 64 chunked messages in flight of any size; set the limits before
-// use. It is not safe for concurrent use.
+// by frame ID (the chunks of one message share it). Set MaxSize before
+// use: the zero value refuses every chunked message. It is not safe for
+// concurrent use.
 type Reassembly struct {
 	MaxInFlight int // chunked messages in flight at once (0: 64)
-	MaxSize     int // largest reassembled body (0: no limit)
+	MaxSize     int // largest reassembled body (0: none is taken)
 	parts       map[uint64]*Message
 }
 
@@ -93,7 +93,15 @@ var (
 // message by itself, its Body a view of the frame's), or false while
 // chunks of the message are still to come. Since is when the message's
 // first chunk arrived (zero for a message of one frame).
-func (r *Reassembly) Add(f shm.Frame) (Message, bool, error) {
+func (r *Reassembly) Add(f shm.Frame) (m Message, whole bool, err error) {
+	if f.Flags&FlagMore != 0 || len(r.parts) != 0 {
+		return r.add(f)
+	}
+	m.Header, m.Body = f.Header, f.Body // the common case, inlined
+	return m, true, nil
+}
+
+func (r *Reassembly) add(f shm.Frame) (Message, bool, error) {
 	p := r.parts[f.ID]
 	if p == nil && f.Flags&FlagMore == 0 {
 		return Message{Header: f.Header, Body: f.Body}, true, nil
@@ -109,7 +117,7 @@ func (r *Reassembly) Add(f shm.Frame) (Message, bool, error) {
 		p.Flags &^= FlagMore
 		r.parts[f.ID] = p
 	}
-	if p.Kind != f.Kind || r.MaxSize > 0 && len(p.Body)+len(f.Body) > r.MaxSize {
+	if p.Kind != f.Kind || len(p.Body)+len(f.Body) > r.MaxSize {
 		delete(r.parts, f.ID)
 		return Message{}, false, ErrChunkedTooBig
 	}

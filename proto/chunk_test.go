@@ -134,13 +134,13 @@ func writeAndCollect(t *testing.T, p *shm.Producer, c *shm.Consumer, h shm.Heade
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		err := WriteMessage(ctx, p, h, batch, parts...)
+		err := WriteMessage(ctx, ctx, p, h, batch, parts...)
 		if batch {
 			p.Flush()
 		}
 		errc <- err
 	}()
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	frames, msg, view := collect(t, ctx, c, &r)
 	if err := <-errc; err != nil {
 		t.Fatalf("WriteMessage: %v", err)
@@ -279,7 +279,7 @@ func TestWriteMessageBatch(t *testing.T) {
 	p, c := newChunkRing(t, 4096)
 	for i := range 3 {
 		h := shm.Header{Kind: KindReply, ID: uint64(i)}
-		if err := WriteMessage(ctx, p, h, true, seq(i, 10), seq(i+1, 20)); err != nil {
+		if err := WriteMessage(ctx, ctx, p, h, true, seq(i, 10), seq(i+1, 20)); err != nil {
 			t.Fatal(err)
 		}
 		if f, err := c.Next(); err != shm.ErrRingEmpty {
@@ -298,7 +298,7 @@ func TestWriteMessageBatch(t *testing.T) {
 	}
 	c.Release()
 	// Without batch, a message is visible at once.
-	if err := WriteMessage(ctx, p, shm.Header{Kind: KindReply, ID: 10}, false, seq(0, 5)); err != nil {
+	if err := WriteMessage(ctx, ctx, p, shm.Header{Kind: KindReply, ID: 10}, false, seq(0, 5)); err != nil {
 		t.Fatal(err)
 	}
 	if f, err := c.Next(); err != nil || f.ID != 10 {
@@ -310,13 +310,13 @@ func TestWriteMessageBatch(t *testing.T) {
 	}
 	// A chunked message is flushed frame by frame even with batch.
 	body := seq(0, 3000)
-	if err := WriteMessage(ctx, p, shm.Header{Kind: KindReply, ID: 11}, true, body); err != nil {
+	if err := WriteMessage(ctx, ctx, p, shm.Header{Kind: KindReply, ID: 11}, true, body); err != nil {
 		t.Fatal(err)
 	}
 	if p.Buffered() {
 		t.Fatal("chunked message left buffered")
 	}
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	frames, msg, view := collect(t, ctx, c, &r)
 	checkChunks(t, shm.Header{Kind: KindReply, ID: 11}, body, p.MaxBody(), frames, msg, view)
 }
@@ -335,7 +335,7 @@ func TestWriteMessageBatchFull(t *testing.T) {
 		}
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- WriteMessage(ctx, p, shm.Header{Kind: KindEvent, ID: 4}, true, seq(4, 100)) }()
+	go func() { errc <- WriteMessage(ctx, ctx, p, shm.Header{Kind: KindEvent, ID: 4}, true, seq(4, 100)) }()
 	// The batch and the message arrive without a Flush by this side.
 	for i := range 5 {
 		for {
@@ -372,7 +372,7 @@ func TestWriteMessageContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	for _, size := range []int{100, 2000} {
-		if err := WriteMessage(ctx, p, shm.Header{Kind: KindReply, ID: 1}, true, seq(0, size)); !errors.Is(err, context.DeadlineExceeded) {
+		if err := WriteMessage(ctx, ctx, p, shm.Header{Kind: KindReply, ID: 1}, true, seq(0, size)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("%d bytes into a full ring: %v", size, err)
 		}
 	}
@@ -393,9 +393,11 @@ func TestWriteMessageFinishesWhatItBegan(t *testing.T) {
 	defer cancel()
 	body := seq(0, 2*max+10)
 	done := make(chan error, 1)
-	go func() { done <- WriteMessage(ctx, p, shm.Header{Kind: KindCall, ID: 1}, false, body) }()
+	go func() {
+		done <- WriteMessage(ctx, context.Background(), p, shm.Header{Kind: KindCall, ID: 1}, false, body)
+	}()
 	<-ctx.Done() // the deadline passes while the second chunk waits for room
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	var got []byte
 	deadline := time.After(5 * time.Second)
 	for got == nil {
@@ -442,7 +444,7 @@ func chunk(kind uint16, id uint64, more bool, body string) shm.Frame {
 }
 
 func TestReassemblySingleFrame(t *testing.T) {
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	f := shm.Frame{Header: shm.Header{Kind: KindReply, Flags: FlagEcho, Service: 1, Command: 2, Aux: 3, ID: 4}, Body: []byte("whole")}
 	m, whole, err := r.Add(f)
 	if err != nil || !whole {
@@ -460,7 +462,7 @@ func TestReassemblySingleFrame(t *testing.T) {
 }
 
 func TestReassemblyChunks(t *testing.T) {
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	before := time.Now()
 	first := shm.Frame{Header: shm.Header{Kind: KindCall, Flags: FlagMore | FlagWantAnswer, Service: 7, Command: 8, Aux: 9, ID: 5}, Body: []byte("abc")}
 	frames := []shm.Frame{
@@ -525,23 +527,23 @@ func TestReassemblyLimits(t *testing.T) {
 	}{
 		{
 			name:   "in flight at the limit",
-			r:      Reassembly{MaxInFlight: 2},
+			r:      Reassembly{MaxInFlight: 2, MaxSize: 1 << 20},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(2, 2, true, "b"), chunk(2, 1, true, "c")},
 		},
 		{
 			name:   "in flight over the limit",
-			r:      Reassembly{MaxInFlight: 2},
+			r:      Reassembly{MaxInFlight: 2, MaxSize: 1 << 20},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(2, 2, true, "b"), chunk(2, 3, true, "c")},
 			err:    ErrChunksInFlight,
 		},
 		{
 			name:   "a last chunk of a new id over the in-flight limit",
-			r:      Reassembly{MaxInFlight: 1},
+			r:      Reassembly{MaxInFlight: 1, MaxSize: 1 << 20},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(2, 2, false, "b")},
 		},
 		{
 			name:   "room again after a message completes",
-			r:      Reassembly{MaxInFlight: 1},
+			r:      Reassembly{MaxInFlight: 1, MaxSize: 1 << 20},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(2, 1, false, "b"), chunk(2, 2, true, "c")},
 		},
 		{
@@ -573,12 +575,19 @@ func TestReassemblyLimits(t *testing.T) {
 			frames: []shm.Frame{chunk(2, 1, true, "1234"), chunk(2, 2, true, "1234"), chunk(2, 1, false, ""), chunk(2, 2, false, "")},
 		},
 		{
+			name:   "no size limit set: no chunked message",
+			frames: []shm.Frame{chunk(2, 1, true, "a")},
+			err:    ErrChunkedTooBig,
+		},
+		{
 			name:   "kind changes in a middle chunk",
+			r:      Reassembly{MaxSize: 100},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(3, 1, true, "b")},
 			err:    ErrChunkedTooBig,
 		},
 		{
 			name:   "kind changes in the last chunk",
+			r:      Reassembly{MaxSize: 100},
 			frames: []shm.Frame{chunk(2, 1, true, "a"), chunk(2, 1, true, "b"), chunk(3, 1, false, "c")},
 			err:    ErrChunkedTooBig,
 		},
@@ -603,7 +612,7 @@ func TestReassemblyLimits(t *testing.T) {
 // TestReassemblyDefaultInFlight: the zero value takes 64 messages in
 // flight, not 65.
 func TestReassemblyDefaultInFlight(t *testing.T) {
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	for id := range uint64(64) {
 		if _, _, err := r.Add(chunk(KindCall, id, true, "x")); err != nil {
 			t.Fatalf("message %d: %v", id, err)
@@ -623,7 +632,7 @@ func TestReassemblyDefaultInFlight(t *testing.T) {
 // TestReassemblyInterleaved puts together chunked messages whose chunks
 // arrive interleaved, with messages of one frame among them.
 func TestReassemblyInterleaved(t *testing.T) {
-	var r Reassembly
+	r := Reassembly{MaxSize: 1 << 30}
 	in := []shm.Frame{
 		chunk(KindCall, 1, true, "a1"),
 		chunk(KindSend, 2, true, "b1"),
@@ -687,7 +696,7 @@ func FuzzWriteReassemble(f *testing.F) {
 		parts := [][]byte{body[:s:s], body[s:]}
 		orig := cloneParts(parts)
 		h := shm.Header{Kind: KindEvent, Flags: FlagEcho, Service: uint16(split), Aux: uint32(len(body)), ID: uint64(split) << 32}
-		if err := WriteMessage(context.Background(), p, h, batch, parts...); err != nil {
+		if err := WriteMessage(context.Background(), context.Background(), p, h, batch, parts...); err != nil {
 			t.Fatal(err)
 		}
 		if batch {
@@ -696,7 +705,7 @@ func FuzzWriteReassemble(f *testing.F) {
 		if !bytes.Equal(parts[0], orig[0]) || !bytes.Equal(parts[1], orig[1]) {
 			t.Fatal("parts modified")
 		}
-		var r Reassembly
+		r := Reassembly{MaxSize: 1 << 30}
 		var frames []shm.Frame
 		for {
 			f, err := c.Next()

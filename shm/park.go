@@ -28,15 +28,43 @@ func (s spaceCond) Disarm() { s.p.DisarmSpace() }
 // for an announcement only once, so before every later look Park announces
 // them again (Rearm), or a wake-up that found too little would sleep
 // through the next change. The error is ErrClosed once bell is closed.
+// Park allocates; a goroutine that parks often uses a Parker.
 func Park(bell *Doorbell, ready func() bool, conds ...Cond) error {
-	err := bell.WaitUntil(context.Background(), func() bool {
-		for _, c := range conds {
-			c.Rearm()
-		}
-		return ready()
-	})
+	return NewParker(bell).Park(ready, conds...)
+}
+
+// A Parker is Park for one goroutine that parks again and again (a
+// pump): it parks without an allocation when ready is a function value
+// made once and conds a slice made once. It is not safe for concurrent
+// use.
+type Parker struct {
+	bell  *Doorbell
+	ready func() bool
+	conds []Cond
+	check func() bool // rearmReady, bound once
+}
+
+// NewParker returns a Parker sleeping on bell.
+func NewParker(bell *Doorbell) *Parker {
+	p := &Parker{bell: bell}
+	p.check = p.rearmReady
+	return p
+}
+
+// Park is the package's Park on p's doorbell.
+func (p *Parker) Park(ready func() bool, conds ...Cond) error {
+	p.ready, p.conds = ready, conds
+	err := p.bell.WaitUntil(context.Background(), p.check)
 	for _, c := range conds {
 		c.Disarm()
 	}
+	p.ready, p.conds = nil, nil
 	return err
+}
+
+func (p *Parker) rearmReady() bool {
+	for _, c := range p.conds {
+		c.Rearm()
+	}
+	return p.ready()
 }

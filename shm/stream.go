@@ -27,7 +27,8 @@ func NewFrameReader(r io.Reader, maxBody int) *FrameReader {
 // Next returns the next frame. Its body is a view of the reader's buffer,
 // valid until the next call. A frame that breaks the rules gives a
 // *FrameError (the stream cannot be resynchronized); a read error is
-// returned as it is (io.EOF when the peer closed the stream).
+// returned as it is: io.EOF when the peer closed the stream between
+// frames, io.ErrUnexpectedEOF inside one.
 func (fr *FrameReader) Next() (Frame, error) {
 	for {
 		if fr.start < len(fr.buf) {
@@ -48,6 +49,9 @@ func (fr *FrameReader) Next() (Frame, error) {
 		m, err := fr.r.Read(fr.buf[n:cap(fr.buf)])
 		fr.buf = fr.buf[:n+m]
 		if m == 0 && err != nil {
+			if err == io.EOF && n > 0 {
+				err = io.ErrUnexpectedEOF // the stream ended inside a frame
+			}
 			return Frame{}, err
 		}
 	}
@@ -68,6 +72,7 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 		}
 		return false
 	}
+	parker := NewParker(bell)
 	conds := make([]Cond, len(cons))
 	for i, c := range cons {
 		conds[i] = c
@@ -98,7 +103,7 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 		for _, c := range cons {
 			c.Arm()
 		}
-		if err := Park(bell, ready, conds...); err != nil {
+		if err := parker.Park(ready, conds...); err != nil {
 			return nil
 		}
 	}

@@ -217,18 +217,22 @@ func rawFrameHeader(kind uint16, n uint32) []byte {
 	return b
 }
 
-// TestFrameReaderTruncated: a stream that ends inside a frame gives the
-// reader's error, io.EOF, after the whole frames before it.
+// TestFrameReaderTruncated: a stream that ends gives, after the whole
+// frames before its end, io.EOF if it ended between frames, else
+// io.ErrUnexpectedEOF.
 func TestFrameReaderTruncated(t *testing.T) {
 	frames, stream := streamFrames(10, 100, 70000)
 	cuts := []int{0, 1, HeaderSize - 1, HeaderSize, HeaderSize + 1, 40, 40 + HeaderSize + 3, 40 + 128 - 1, 40 + 128, len(stream) - 70000, len(stream) - 1}
 	for _, cut := range cuts {
-		whole := 0
+		whole, wantErr := 0, io.ErrUnexpectedEOF
 		for n, off := 0, 0; n < len(frames); n++ {
 			off += FrameSize(len(frames[n].Body))
 			if off <= cut {
 				whole++
 			}
+		}
+		if sum := frameBytes(frames[:whole]); sum == cut {
+			wantErr = io.EOF
 		}
 		for _, rd := range streamReaders {
 			if rd.bytewise && cut > 40+128+bytewiseMax {
@@ -237,8 +241,8 @@ func TestFrameReaderTruncated(t *testing.T) {
 			t.Run(fmt.Sprint(cut, "/", rd.name), func(t *testing.T) {
 				fr := NewFrameReader(rd.wrap(bytes.NewReader(stream[:cut])), 100000)
 				got, err := readAll(t, fr, len(frames)+1)
-				if err != io.EOF {
-					t.Fatalf("error %v, want io.EOF", err)
+				if err != wantErr {
+					t.Fatalf("error %v, want %v", err, wantErr)
 				}
 				checkFrames(t, got, frames[:whole])
 			})
@@ -278,8 +282,12 @@ func FuzzFrameReader(f *testing.F) {
 			if err != nil {
 				switch {
 				case err == io.EOF:
-					if werr != ErrIncomplete {
-						t.Fatalf("io.EOF at %d where DecodeFrame gives %v", off, werr)
+					if off != len(data) {
+						t.Fatalf("io.EOF at %d of %d bytes", off, len(data))
+					}
+				case err == io.ErrUnexpectedEOF:
+					if werr != ErrIncomplete || off == len(data) {
+						t.Fatalf("io.ErrUnexpectedEOF at %d of %d where DecodeFrame gives %v", off, len(data), werr)
 					}
 				case errors.Is(err, ErrCorrupt):
 					if !errors.Is(werr, ErrCorrupt) {
@@ -624,4 +632,13 @@ func TestSendFramesBrokenRing(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) || w.Len() != 0 {
 		t.Fatalf("SendFrames on a broken ring: %v, %d bytes written; want ErrCorrupt and nothing", err, w.Len())
 	}
+}
+
+// frameBytes is the length of frames in a stream.
+func frameBytes(frames []Frame) int {
+	n := 0
+	for _, f := range frames {
+		n += FrameSize(len(f.Body))
+	}
+	return n
 }

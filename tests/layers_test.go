@@ -31,6 +31,13 @@ func TestClientFilesImportNoActors(t *testing.T) {
 	reportProblems(t, checkClientImports, repoRoot)
 }
 
+// TestRootFilesHaveARole checks that every file of the root package is a
+// client file (client*.go), a node file (node*.go) or a shared value file:
+// a file with another name would escape the client's import check.
+func TestRootFilesHaveARole(t *testing.T) {
+	reportProblems(t, checkRootRoles, repoRoot)
+}
+
 // TestCmdNodeUsesPublicAPI checks that cmd/node imports nothing of this
 // module but its root package, the public API.
 func TestCmdNodeUsesPublicAPI(t *testing.T) {
@@ -111,6 +118,20 @@ func checkClientImports(root string) ([]problem, error) {
 			if strings.HasPrefix(p, mod+"/actors/") || p == mod+"/actors" {
 				probs = append(probs, problem{name, "a client or shared file imports " + p})
 			}
+		}
+	}
+	return probs, nil
+}
+
+func checkRootRoles(root string) ([]problem, error) {
+	names, err := goSources(root)
+	if err != nil {
+		return nil, err
+	}
+	var probs []problem
+	for _, name := range names {
+		if !strings.HasPrefix(name, "client") && !strings.HasPrefix(name, "node") && !slices.Contains(sharedFiles, name) {
+			probs = append(probs, problem{name, "neither a client file (client*.go), a node file (node*.go) nor a shared one"})
 		}
 	}
 	return probs, nil
@@ -218,6 +239,21 @@ func TestLayerChecksReportViolations(t *testing.T) {
 				"errors.go":     "package m\n\nimport _ \"example.com/m/actors/conn\"\n",
 			},
 			want: []string{"client_bus.go", "errors.go"},
+		},
+		{
+			name:  "root roles",
+			check: checkRootRoles,
+			files: map[string]string{
+				"go.mod":        "module example.com/m\n",
+				"client_x.go":   "package m\n",
+				"node_y.go":     "package m\n",
+				"errors.go":     "package m\n",
+				"bus_test.go":   "package m\n",
+				"sub/helper.go": "package sub\n",
+				// Bad.
+				"bus.go": "package m\n",
+			},
+			want: []string{"bus.go"},
 		},
 		{
 			name:  "cmd imports",

@@ -109,6 +109,7 @@ type Endpoint struct {
 	readyFn      func() bool
 	parkReadyFn  func() bool
 	conds        [2]shm.Cond // park's, kept to spare an allocation
+	parker       *shm.Parker
 	done         chan struct{}
 	started      time.Time
 	ringCap      [3]int
@@ -169,6 +170,7 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 		spin = cfg.Spin
 	}
 	c.spinner = shm.NewSpinner(spin)
+	c.parker = shm.NewParker(c.bell)
 	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
 	c.ctx, c.cancel = context.WithCancel(parent)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },

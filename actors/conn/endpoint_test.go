@@ -260,3 +260,28 @@ func TestNodeCloseTellsTheClient(t *testing.T) {
 		t.Fatalf("Closed with %+v, want %+v", got, why)
 	}
 }
+
+// TestChunkedReplyToAClientThatStopsReading: a reply larger than the
+// response ring waits for room chunk by chunk; when its client stops
+// reading and the connection is closed, the pump gives up the rest of the
+// reply and the endpoint is released.
+func TestChunkedReplyToAClientThatStopsReading(t *testing.T) {
+	cl := start(t, conn.Config{Host: &conntest.Host{ServeFunc: func(ctx context.Context, e *conn.Endpoint, in *conn.Incoming) conn.Result {
+		return conn.Result{Payload: make([]byte, 4*e.RingBytes()[1])}
+	}}})
+	cl.Write(shm.Header{Kind: pb.KindCall, Service: 1, Command: 1, ID: 1}, nil)
+	deadline := time.Now().Add(conntest.Timeout)
+	for { // once a chunk is in the ring, the pump waits for room for the next
+		if _, resp, _, _ := cl.EP.Fill(); resp > 0 && cl.EP.Stats().Replies.Load() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call was never served")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cl.EP.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "closing"})
+	if why := cl.Wait(); why.Code != pb.Code_CODE_NODE_SHUTTING_DOWN {
+		t.Fatalf("ended with %+v", why)
+	}
+}

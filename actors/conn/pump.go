@@ -27,7 +27,7 @@ type Incoming struct {
 type Result struct {
 	Payload []byte
 	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
-	Pending bool    // the reply will come later through Endpoint.Reply
+	Pending bool    // the reply will come later through Endpoint.Complete
 }
 
 // Messages the actor accepts.
@@ -127,7 +127,7 @@ func (c *Endpoint) park() {
 	}
 	parked := time.Now()
 	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
-	err := shm.Park(c.bell, c.parkReadyFn, conds...)
+	err := c.parker.Park(c.parkReadyFn, conds...)
 	c.parked.Store(false)
 	c.spinner.Woke(time.Since(parked))
 	if err != nil { // the doorbell closed under us: only release does that
@@ -215,25 +215,25 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 	if m.Kind >= pb.KindPeerSend {
 		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
 	}
-	since := m.Since
-	if since.IsZero() {
-		since = time.Now()
-	}
 	c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
-		Deadline: deadline(since, m.Aux), Owned: m.Owned})
+		Deadline: deadline(m.Since, m.Aux), Owned: m.Owned})
 	return true
 }
 
-// deadline is the deadline of a request whose first frame arrived at since
-// with aux microseconds to go (0: none).
+// deadline is the deadline of a request with aux microseconds to go (0:
+// none) from since, when its first frame arrived (zero: now, for a request
+// of one frame).
 func deadline(since time.Time, aux uint32) time.Time {
 	if aux == 0 {
 		return time.Time{}
 	}
+	if since.IsZero() {
+		since = time.Now()
+	}
 	return since.Add(time.Duration(aux) * time.Microsecond)
 }
 
-// serve runs the Serve callback for r, recovering a panic into
+// serve runs Host.Serve for r, recovering a panic into
 // CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
 func (c *Endpoint) serve(r *Incoming) {
 	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
@@ -252,7 +252,7 @@ func (c *Endpoint) serve(r *Incoming) {
 	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
 	res := c.call(ctx, r)
 	if res.Pending {
-		return // the context lives until the Reply, which cancels it (see Receive)
+		return // the context lives until the Completion, which cancels it (see Receive)
 	}
 	c.cancels.Delete(r.ID)
 	cancel()
@@ -279,7 +279,7 @@ func (c *Endpoint) writeReply(id uint64, res Result) {
 	c.stats.Replies.Add(1)
 	c.stats.BytesOut.Add(uint64(len(res.Payload)))
 	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
-	if err := pb.WriteMessage(c.ctx, c.resp, h, true, res.Payload); err != nil && c.ctx.Err() == nil {
+	if err := pb.WriteMessage(c.ctx, c.ctx, c.resp, h, true, res.Payload); err != nil && c.ctx.Err() == nil {
 		c.violation("response ring: " + err.Error())
 	}
 }

@@ -237,7 +237,8 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 		await(t, ep.Done(), fmt.Sprintf("endpoint %d done at cleanup", cfg.ID))
 	})
 	c := &Client{EP: ep, Link: peer, Sock: socks[1], t: t, Req: peer.Producer(pb.RingRequest),
-		resp: peer.Consumer(pb.RingResponse), ev: peer.Consumer(pb.RingEvent)}
+		resp: peer.Consumer(pb.RingResponse), ev: peer.Consumer(pb.RingEvent),
+		respRe: pb.Reassembly{MaxSize: 1 << 30}, evRe: pb.Reassembly{MaxSize: 1 << 30}}
 	c.Host, _ = cfg.Host.(*Host)
 	return c
 }
@@ -248,7 +249,7 @@ func (c *Client) Write(h shm.Header, body []byte) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	if err := pb.WriteMessage(ctx, c.Req, h, false, body); err != nil {
+	if err := pb.WriteMessage(ctx, ctx, c.Req, h, false, body); err != nil {
 		c.t.Fatalf("writing a request: %v", err)
 	}
 }
