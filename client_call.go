@@ -236,15 +236,18 @@ func (c *Conn) deliverReply(f shm.Frame) error {
 	if f.Kind != pb.KindReply {
 		return fmt.Errorf("%w: frame kind %d on the response ring", ErrProtocol, f.Kind)
 	}
-	m, whole, err := c.replies.Add(f)
-	if err != nil {
-		return fmt.Errorf("%w: reply: %w", ErrProtocol, err)
-	}
-	if !whole {
-		return nil
-	}
-	if m.Owned {
-		c.reply(m.ID, pb.Code(m.Aux), m.Body)
+	if !c.replies.Whole(f) {
+		m, whole, err := c.replies.Add(f)
+		if err != nil {
+			return fmt.Errorf("%w: reply: %w", ErrProtocol, err)
+		}
+		if whole {
+			body := m.Body
+			if !m.Owned { // a whole frame while another reply comes in chunks
+				body = append([]byte(nil), body...)
+			}
+			c.reply(m.ID, pb.Code(m.Aux), body)
+		}
 		return nil
 	}
 	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))

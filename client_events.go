@@ -189,15 +189,18 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 	if f.Kind != pb.KindEvent {
 		return fmt.Errorf("%w: frame kind %d on the event ring", ErrProtocol, f.Kind)
 	}
-	m, whole, err := c.evChunks.Add(f)
-	if err != nil {
-		return fmt.Errorf("%w: event: %w", ErrProtocol, err)
-	}
-	if !whole {
-		return nil
-	}
-	if m.Owned {
-		c.pushEvent(Event{Service: m.Service, Command: m.Command, Payload: m.Body, Seq: m.ID, Dropped: uint64(m.Aux)})
+	if !c.evChunks.Whole(f) {
+		m, whole, err := c.evChunks.Add(f)
+		if err != nil {
+			return fmt.Errorf("%w: event: %w", ErrProtocol, err)
+		}
+		if whole {
+			payload := m.Body
+			if !m.Owned { // a whole frame while another event comes in chunks
+				payload = append([]byte(nil), payload...)
+			}
+			c.pushEvent(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
+		}
 		return nil
 	}
 	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})

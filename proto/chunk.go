@@ -93,15 +93,7 @@ var (
 // message by itself, its Body a view of the frame's), or false while
 // chunks of the message are still to come. Since is when the message's
 // first chunk arrived (zero for a message of one frame).
-func (r *Reassembly) Add(f shm.Frame) (m Message, whole bool, err error) {
-	if f.Flags&FlagMore != 0 || len(r.parts) != 0 {
-		return r.add(f)
-	}
-	m.Header, m.Body = f.Header, f.Body // the common case, inlined
-	return m, true, nil
-}
-
-func (r *Reassembly) add(f shm.Frame) (Message, bool, error) {
+func (r *Reassembly) Add(f shm.Frame) (Message, bool, error) {
 	p := r.parts[f.ID]
 	if p == nil && f.Flags&FlagMore == 0 {
 		return Message{Header: f.Header, Body: f.Body}, true, nil
@@ -128,6 +120,12 @@ func (r *Reassembly) add(f shm.Frame) (Message, bool, error) {
 	delete(r.parts, f.ID)
 	return *p, true, nil
 }
+
+// Whole reports whether f is a whole message by itself, one that Add
+// would return as it is: it has no FlagMore and no message is being put
+// together. A reader's hot path asks it first, and calls Add only when it
+// is false.
+func (r *Reassembly) Whole(f shm.Frame) bool { return f.Flags&FlagMore == 0 && len(r.parts) == 0 }
 
 // Pending reports whether chunks of message id have arrived and its last
 // has not.

@@ -204,13 +204,17 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 		c.violation(fmt.Sprintf("frame kind %d on the request ring", f.Kind))
 		return false
 	}
-	m, whole, err := c.chunks.Add(f)
-	if err != nil {
-		c.violation(err.Error())
-		return false
-	}
-	if !whole {
-		return true
+	m := pb.Message{Header: f.Header, Body: f.Body}
+	if !c.chunks.Whole(f) {
+		var whole bool
+		var err error
+		if m, whole, err = c.chunks.Add(f); err != nil {
+			c.violation(err.Error())
+			return false
+		}
+		if !whole {
+			return true
+		}
 	}
 	if m.Kind >= pb.KindPeerSend {
 		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
