@@ -1,5 +1,7 @@
 package pb
 
+import "errors"
+
 // The frame envelope of the node protocol. Every frame, on a ring or on the
 // socket, is an shm frame: a 24-byte header (kind, flags, service, command,
 // aux, id) and a body. These constants give the header its meaning.
@@ -157,15 +159,15 @@ func MsgPrefixLen(from, to string, request bool) int {
 func DecodeMsg(body []byte, request bool) (from, to []byte, handle, payload []byte, err error) {
 	from, body, ok := cutName(body)
 	if !ok {
-		return nil, nil, nil, nil, errBadMsg
+		return nil, nil, nil, nil, ErrBadMsg
 	}
 	to, body, ok = cutName(body)
 	if !ok {
-		return nil, nil, nil, nil, errBadMsg
+		return nil, nil, nil, nil, ErrBadMsg
 	}
 	if request {
 		if len(body) < ReplyHandleSize {
-			return nil, nil, nil, nil, errBadMsg
+			return nil, nil, nil, nil, ErrBadMsg
 		}
 		handle, body = body[:ReplyHandleSize], body[ReplyHandleSize:]
 	}
@@ -177,7 +179,7 @@ func DecodeMsg(body []byte, request bool) (from, to []byte, handle, payload []by
 func CutDest(body []byte) (dest, payload []byte, err error) {
 	dest, payload, ok := cutName(body)
 	if !ok {
-		return nil, nil, errBadMsg
+		return nil, nil, ErrBadMsg
 	}
 	return dest, payload, nil
 }
@@ -190,4 +192,5 @@ func cutName(b []byte) (name, rest []byte, ok bool) {
 	return b[1 : 1+n], b[1+n:], true
 }
 
-var errBadMsg = Code_CODE_PROTOCOL_VIOLATION.Err("truncated bus message")
+// ErrBadMsg is the error of a bus message or frame body cut short.
+var ErrBadMsg = errors.New("switchboard: truncated bus message")

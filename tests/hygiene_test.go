@@ -304,12 +304,7 @@ func joinSlash(dir, name string) string {
 // compares the paths it reports with the planted violations, so that each
 // check is shown to fail when it should and only then.
 func TestChecksReportViolations(t *testing.T) {
-	tests := []struct {
-		name  string
-		check func(root string) ([]problem, error)
-		files map[string]string // path → content
-		want  []string          // reported paths, sorted
-	}{
+	runPlanted(t, []plantedCase{
 		{
 			name:  "package docs",
 			check: checkPackageDocs,
@@ -383,7 +378,22 @@ func TestChecksReportViolations(t *testing.T) {
 			},
 			want: []string{".ci/tool", "big.dat", "cmd/node/node"},
 		},
-	}
+	})
+}
+
+// plantedCase is a check run on a synthetic tree: the paths it must
+// report, sorted.
+type plantedCase struct {
+	name  string
+	check func(root string) ([]problem, error)
+	files map[string]string // path → content
+	want  []string          // reported paths, sorted
+}
+
+// runPlanted writes each case's tree in a temporary directory, runs its
+// check there and compares the reported paths with the planted ones.
+func runPlanted(t *testing.T, tests []plantedCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()

@@ -220,12 +220,7 @@ func generated(b []byte) bool {
 // synthetic tree, so that each is shown to fail when it should.
 func TestLayerChecksReportViolations(t *testing.T) {
 	long := "package m\n" + strings.Repeat("\n", maxLines)
-	tests := []struct {
-		name  string
-		check func(root string) ([]problem, error)
-		files map[string]string
-		want  []string
-	}{
+	runPlanted(t, []plantedCase{
 		{
 			name:  "client imports",
 			check: checkClientImports,
@@ -281,32 +276,5 @@ func TestLayerChecksReportViolations(t *testing.T) {
 			},
 			want: []string{"actors/conn/big.go", "long.go"},
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			root := t.TempDir()
-			for name, content := range tt.files {
-				path := filepath.Join(root, filepath.FromSlash(name))
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			probs, err := tt.check(root)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, p := range probs {
-				t.Log(p)
-				got = append(got, p.path)
-			}
-			slices.Sort(got)
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("reported paths:\n got %q\nwant %q", got, tt.want)
-			}
-		})
-	}
+	})
 }

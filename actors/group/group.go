@@ -2,6 +2,7 @@ package group
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -172,7 +173,7 @@ func (d *Dir) op(group string, create bool, m any) error {
 	return nil
 }
 
-var errNoGroup = pb.Code_CODE_INVALID_ARGUMENT.Err("no such group")
+var errNoGroup = errors.New("group: no such group")
 
 // groupActor owns one group's membership.
 type groupActor struct {
