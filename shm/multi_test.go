@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,8 +39,14 @@ func TestSharedDoorbell(t *testing.T) {
 	}
 	woken := make(chan string, 3)
 	external := make(chan struct{}, 1)
-	go func() {
-		for len(woken) < 3 {
+	// The pump below touches the rings: it must be gone before the deferred
+	// Closes unmap them. (It once looped on len(woken), which the test's
+	// receive empties: a fourth wait raced with the unmapping.)
+	var pump sync.WaitGroup
+	defer pump.Wait()
+	defer l.Shutdown() // runs first: ends the pump's wait if the test failed early
+	pump.Go(func() {
+		for range 3 {
 			in.Arm()
 			out.ArmSpace()
 			cond := func() bool { return in.Ready() || out.Fits(200) || len(external) > 0 }
@@ -61,7 +68,7 @@ func TestSharedDoorbell(t *testing.T) {
 				woken <- "space"
 			}
 		}
-	}()
+	})
 	expect := func(what string) {
 		t.Helper()
 		select {
