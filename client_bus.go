@@ -59,7 +59,7 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []
 		h.Flags |= pb.FlagEcho
 	}
 	if !o.wantAnswer {
-		if len(prefix)+len(payload) > c.maxMsg {
+		if len(payload) > c.maxMsg { // the destination is the protocol's, not the user's
 			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
 		}
 		if err := c.err(); err != nil {

@@ -1,6 +1,7 @@
 package switchboard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -380,5 +381,66 @@ func TestBusGroupReplyTooManyMembers(t *testing.T) {
 	}
 	if _, err := c.Call(ctx, SystemService, SysPing, nil); err != nil {
 		t.Fatalf("the caller lost its connection: %v", err)
+	}
+}
+
+// TestMaxMessageOnEveryPath: a payload of exactly MaxMessage() is
+// sendable on every path, chunked or not: the destination and the reply
+// handle are the protocol's, not charged to the user; one byte more is
+// ErrTooLarge before anything is sent.
+func TestMaxMessageOnEveryPath(t *testing.T) {
+	for _, rings := range []int{1 << 20, 16 << 10} { // one frame; chunks
+		t.Run(fmt.Sprint("rings=", rings), func(t *testing.T) {
+			n := startNode(t, WithMaxMessage(64<<10), WithRings(rings, rings, rings))
+			echoService(n)
+			ctx := ctx5(t)
+			a := dial(t, n)
+			max := a.MaxMessage()
+			full, over := bytes.Repeat([]byte{7}, max), make([]byte, max+1)
+			b := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+				if len(r.Payload) != max {
+					return nil, fmt.Errorf("request of %d bytes", len(r.Payload))
+				}
+				return full, nil // a reply of the maximum too
+			}))
+			if _, _, err := b.Own(ctx, "b.name"); err != nil {
+				t.Fatal(err)
+			}
+			c := dial(t, n)
+			if err := c.Subscribe(ctx, "g"); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := a.Call(ctx, svcEcho, 1, full); err != nil || len(got) != max {
+				t.Fatalf("Call: %d bytes, %v", len(got), err)
+			}
+			if err := a.SendTo(ctx, c.Address(), full, WantAnswer()); err != nil {
+				t.Fatalf("SendTo: %v", err)
+			}
+			if e := recv(t, c); len(e.Payload) != max {
+				t.Fatalf("SendTo delivered %d bytes", len(e.Payload))
+			}
+			if err := a.Publish(ctx, "g", full, WantAnswer()); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			if e := recv(t, c); len(e.Payload) != max {
+				t.Fatalf("Publish delivered %d bytes", len(e.Payload))
+			}
+			if got, err := a.Request(ctx, "b.name", full); err != nil || len(got) != max {
+				t.Fatalf("Request: %d bytes, %v", len(got), err)
+			}
+			for name, send := range map[string]func() error{
+				"Call":    func() error { _, err := a.Call(ctx, svcEcho, 1, over); return err },
+				"SendTo":  func() error { return a.SendTo(ctx, c.Address(), over) },
+				"Publish": func() error { return a.Publish(ctx, "g", over) },
+				"Request": func() error { _, err := a.Request(ctx, "b.name", over); return err },
+			} {
+				if err := send(); !errors.Is(err, ErrTooLarge) {
+					t.Errorf("%s of MaxMessage()+1: %v, want ErrTooLarge", name, err)
+				}
+			}
+			if _, err := a.Call(ctx, SystemService, SysPing, nil); err != nil {
+				t.Fatalf("the sender lost its connection: %v", err)
+			}
+		})
 	}
 }

@@ -41,7 +41,7 @@ func (c *Conn) startCall(ctx context.Context, service, command uint16, payload [
 // startFrame registers a call and writes its frame: h with its ID and
 // deadline filled in, and a body of prefix then payload.
 func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []byte) (uint64, *call, error) {
-	if len(prefix)+len(payload) > c.maxMsg {
+	if len(payload) > c.maxMsg { // a prefix (a destination) is the protocol's, not the user's
 		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
 	}
 	if dl, ok := ctx.Deadline(); ok {

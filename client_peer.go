@@ -129,7 +129,7 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 			payload = []byte(err.Error())
 		}
 	}
-	if len(payload)+pb.ReplyHandleSize > c.maxMsg {
+	if len(payload) > c.maxMsg {
 		code, payload = pb.Code_CODE_TOO_LARGE, []byte("reply too large")
 	}
 	return c.writeParts(context.Background(), shm.Header{Kind: pb.KindPeerReply, Aux: uint32(code), ID: c.nextID.Add(1)}, handle[:], payload)

@@ -159,7 +159,10 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 		return nil, errors.New("conn: link is not a node-side connection link")
 	}
 	c.ringCap = [3]int{c.in.Capacity(), c.resp.Capacity(), c.ev.Capacity()}
-	c.chunks = pb.Reassembly{MaxInFlight: 64, MaxSize: cfg.MaxMessage}
+	// Bus frames carry a destination, peer replies a handle, on top of
+	// the message: the limit is the protocol's overhead more (checked
+	// against the message alone in frame).
+	c.chunks = pb.Reassembly{MaxInFlight: 64, MaxSize: cfg.MaxMessage + pb.MaxMsgOverhead}
 	c.backlog.limit, c.backlog.byteLimit = cfg.EventQueue, cfg.EventBytes
 	// The mailbox holds at most what the event ring (of the smallest
 	// frames) and the event queue could hold together.

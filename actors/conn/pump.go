@@ -216,6 +216,10 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 			return true
 		}
 	}
+	if m.Owned && m.Kind < pb.KindPeerSend && len(m.Body) > c.cfg.MaxMessage {
+		c.violation("chunked message exceeds the limit or changes kind")
+		return false
+	}
 	if m.Kind >= pb.KindPeerSend {
 		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
 	}
