@@ -281,6 +281,17 @@ func decodeFile(path string, data []byte, c *Config) error {
 		}
 		return fmt.Errorf("config: %s: unknown key (in %s)", strings.Join(keys, ", "), path)
 	}
+	// TOML would take a bare number for a duration as nanoseconds
+	// (handshake_timeout = 5 is 5ns, and every client fails): a duration
+	// must be a string with its unit.
+	var probe Config
+	for _, s := range settings {
+		key := strings.Split(s.key, ".")
+		if _, isDuration := s.field(&probe).(*time.Duration); isDuration && md.IsDefined(key...) && md.Type(key...) != "String" {
+			return fmt.Errorf("config: %s: %s: a duration is a string with its unit (like \"2s\" or \"500ms\"), not a bare %s",
+				s.key, path, strings.ToLower(md.Type(key...)))
+		}
+	}
 	return nil
 }
 
