@@ -146,8 +146,9 @@ func WithMaxPending(n int) NodeOption {
 }
 
 // WithPolicy sets the node's policy. Without one, every action of a
-// connected client is allowed (who may connect is then WithAuthorize's
-// decision alone). A policy and WithAuthorize both apply to connecting.
+// connected client is allowed but monitoring the bus, which only root and
+// the node's uid may do (who may connect is then WithAuthorize's decision
+// alone). A policy and WithAuthorize both apply to connecting.
 func WithPolicy(p Policy) NodeOption {
 	return nodeOption(func(o *nodeOptions) error { o.policy = p; return nil })
 }
@@ -508,10 +509,14 @@ func (n *Node) SetPolicy(p Policy) {
 
 type policyBox struct{ p Policy }
 
-// allow asks the current policy.
+// allow asks the current policy. Without one, everything is allowed but
+// monitoring, which only root and the node's uid may do.
 func (n *Node) allow(who Cred, what Action, target string) error {
 	b := n.policy.Load()
 	if b == nil || b.p == nil {
+		if what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()) {
+			return fmt.Errorf("uid %d may not monitor the bus", who.UID)
+		}
 		return nil
 	}
 	return b.p.Allow(who, what, target)

@@ -149,3 +149,22 @@ func TestReleaseWithBlockedSocketWriter(t *testing.T) {
 		t.Fatal("connection never released: release waits for sockMu held by sendFrames' blocked Write")
 	}
 }
+
+// TestMonitorPrivilegedWithoutPolicy: a node without a policy allows
+// every action but monitoring to anyone it lets connect; monitoring is
+// for root and its own uid.
+func TestMonitorPrivilegedWithoutPolicy(t *testing.T) {
+	n := startNode(t)
+	other := Cred{UID: 65534, GID: 65534}
+	if err := n.allow(other, ActionMonitor, ""); err == nil {
+		t.Error("uid 65534 may monitor a node without a policy")
+	}
+	if err := n.allow(other, ActionPublish, "g"); err != nil {
+		t.Errorf("publish without a policy: %v", err)
+	}
+	for _, uid := range []uint32{0, uint32(os.Geteuid())} {
+		if err := n.allow(Cred{UID: uid}, ActionMonitor, ""); err != nil {
+			t.Errorf("uid %d may not monitor: %v", uid, err)
+		}
+	}
+}

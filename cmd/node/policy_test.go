@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -103,6 +104,19 @@ func TestPolicyDefaults(t *testing.T) {
 	}
 	if err := open.Allow(other, switchboard.ActionPublish, "g"); err != nil {
 		t.Errorf("default allow: %v", err)
+	}
+	// Monitoring is privileged even when everything else is allowed.
+	if err := open.Allow(other, switchboard.ActionMonitor, ""); err == nil || !strings.Contains(err.Error(), "may not monitor the bus") {
+		t.Errorf("another uid may monitor without a rule: %v", err)
+	}
+	for _, c := range []switchboard.Cred{me, {UID: 0}} {
+		if err := open.Allow(c, switchboard.ActionMonitor, ""); err != nil {
+			t.Errorf("uid %d may not monitor: %v", c.UID, err)
+		}
+	}
+	byRule := loadPolicy(t, fmt.Sprintf("[policy.bus]\nmonitor = { uids = [%d] }\n", other.UID))
+	if err := byRule.Allow(other, switchboard.ActionMonitor, ""); err != nil {
+		t.Errorf("a monitor rule naming the uid: %v", err)
 	}
 	closed := loadPolicy(t, "[policy]\ndefault = \"deny\"\n[[policy.service]]\nid = 65535\ncall = { all = true }\n")
 	if err := closed.Allow(other, switchboard.ActionPublish, "g"); err == nil || !strings.Contains(err.Error(), `may not publish to "g"`) {
