@@ -163,11 +163,12 @@ type Node struct {
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 
-	mu     sync.Mutex
-	ln     *net.UnixListener
-	nextID uint64
-	hs     map[*net.UnixConn]struct{} // handshakes in progress
-	closed bool
+	mu          sync.Mutex
+	ln          *net.UnixListener
+	createdDirs []string // the socket's directories Listen created, deepest first
+	nextID      uint64
+	hs          map[*net.UnixConn]struct{} // handshakes in progress
+	closed      bool
 
 	wg        sync.WaitGroup // accept loop and handshakes
 	closeOnce sync.Once
@@ -267,6 +268,7 @@ func (n *Node) Listen() error {
 		return nil
 	}
 	path := n.o.socket
+	created := missingDirs(filepath.Dir(path))
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("switchboard: socket directory: %w", err)
 	}
@@ -289,10 +291,37 @@ func (n *Node) Listen() error {
 	defer n.mu.Unlock()
 	if n.closed {
 		ln.Close()
+		removeDirs(created)
 		return ErrClosed
 	}
-	n.ln = ln
+	n.ln, n.createdDirs = ln, created
 	return nil
+}
+
+// missingDirs returns the directories of dir's path that do not exist yet,
+// deepest first: those MkdirAll will create.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || !os.IsNotExist(err) {
+			return out
+		}
+		out = append(out, d)
+		if filepath.Dir(d) == d {
+			return out
+		}
+	}
+}
+
+// removeDirs removes the directories the node created for its socket,
+// deepest first, as long as they are empty (someone else's files keep
+// them).
+func removeDirs(dirs []string) {
+	for _, d := range dirs {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
 }
 
 // Serve accepts connections until ctx ends or Close is called; then it
@@ -450,9 +479,11 @@ func (n *Node) Close() error {
 		// Handshakes enter their connection in the table under mu, once
 		// they saw the node open: from here on, none does.
 		conns := n.reg.All()
+		dirs := n.createdDirs
 		n.mu.Unlock()
 		if ln != nil {
-			ln.Close()
+			ln.Close() // unlinks the socket the node created
+			removeDirs(dirs)
 		}
 		n.wg.Wait()
 		for _, c := range conns {

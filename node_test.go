@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -166,5 +167,68 @@ func TestMonitorPrivilegedWithoutPolicy(t *testing.T) {
 		if err := n.allow(Cred{UID: uid}, ActionMonitor, ""); err != nil {
 			t.Errorf("uid %d may not monitor: %v", uid, err)
 		}
+	}
+}
+
+// TestCloseRemovesWhatListenCreated: the socket and the directories Listen
+// created for it are gone after Close; a directory that was there before,
+// or that holds someone else's file, stays.
+func TestCloseRemovesWhatListenCreated(t *testing.T) {
+	base := t.TempDir()
+	kept := filepath.Join(base, "kept")
+	if err := os.MkdirAll(filepath.Join(kept, "busy"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		socket string
+		gone   string // the topmost directory Close must remove ("": none)
+		stays  string
+	}{
+		{filepath.Join(base, "run", "sb", "node.sock"), filepath.Join(base, "run"), base},
+		{filepath.Join(kept, "sb", "node.sock"), filepath.Join(kept, "sb"), kept},
+		{filepath.Join(kept, "busy", "node.sock"), "", filepath.Join(kept, "busy")},
+	} {
+		n, err := NewNode(WithSocket(tc.socket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- n.Serve(context.Background()) }()
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(tc.socket); !os.IsNotExist(err) {
+			t.Errorf("%s: the socket is still there (%v)", tc.socket, err)
+		}
+		if tc.gone != "" {
+			if _, err := os.Lstat(tc.gone); !os.IsNotExist(err) {
+				t.Errorf("%s: %s, created by Listen, is still there (%v)", tc.socket, tc.gone, err)
+			}
+		}
+		if _, err := os.Lstat(tc.stays); err != nil {
+			t.Errorf("%s: %s, there before, is gone: %v", tc.socket, tc.stays, err)
+		}
+	}
+	// A directory Listen created but someone else filled stays.
+	sock := filepath.Join(base, "shared", "node.sock")
+	n, err := NewNode(WithSocket(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "shared", "theirs"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if _, err := os.Lstat(filepath.Join(base, "shared", "theirs")); err != nil {
+		t.Errorf("someone else's file went with the node's directory: %v", err)
 	}
 }
