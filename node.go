@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
 )
 
 // Version is the version of this module's node and client.
@@ -65,6 +67,7 @@ type nodeOptions struct {
 	policy           Policy
 	listener         *net.UnixListener
 	maxPending       int
+	maxRing          int
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -145,6 +148,21 @@ func WithMaxPending(n int) NodeOption {
 	})
 }
 
+// WithMaxRing sets the largest ring, in bytes, a client may ask for (a
+// power of two; default 4 MiB): larger requests are clamped to it, and the
+// client's Welcome says the sizes it got (libqb's enforce_buffer_size). It
+// bounds the memory one connection makes the node map. The node's own
+// default sizes (WithRings) may be larger: they are not requests.
+func WithMaxRing(n int) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
+			return fmt.Errorf("switchboard: max ring %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
+		}
+		o.maxRing = n
+		return nil
+	})
+}
+
 // WithPolicy sets the node's policy. Without one, every action of a
 // connected client is allowed but monitoring the bus, which only root and
 // the node's uid may do (who may connect is then WithAuthorize's decision
@@ -199,6 +217,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		rings:            [3]int{1 << 20, 1 << 20, 1 << 20},
 		eventQueue:       1024,
 		eventBytes:       4 << 20,
+		maxRing:          4 << 20,
 		handshakeTimeout: 2 * time.Second,
 	}
 	for _, opt := range opts {

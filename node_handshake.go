@@ -62,7 +62,7 @@ func (n *Node) handshake(c *net.UnixConn) {
 	rings := n.o.rings
 	for i, want := range []uint32{hello.GetRequestRingBytes(), hello.GetResponseRingBytes(), hello.GetEventRingBytes()} {
 		if want != 0 {
-			rings[i] = ringSize(int(want))
+			rings[i] = ringSize(int(want), n.o.maxRing)
 		}
 	}
 	maxMsg := n.o.maxMessage
@@ -160,8 +160,10 @@ func (n *Node) handshake(c *net.UnixConn) {
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
 }
 
-func ringSize(want int) int {
-	want = max(shm.MinRingCapacity, min(want, 64<<20))
+// ringSize is the ring a client that asks for want bytes gets: a power of
+// two, at least the smallest ring, at most ceiling (WithMaxRing).
+func ringSize(want, ceiling int) int {
+	want = max(shm.MinRingCapacity, min(want, ceiling))
 	return 1 << bits.Len(uint(want-1))
 }
 

@@ -64,3 +64,35 @@ func TestVersionMismatch(t *testing.T) {
 		t.Fatalf("got %v, want a version-mismatch refusal naming version 99", m)
 	}
 }
+
+// TestRingRequestsClamped: the node's ring sizes are defaults, not
+// ceilings; a client asking for more than WithMaxRing gets the maximum,
+// and works.
+func TestRingRequestsClamped(t *testing.T) {
+	for _, tc := range []struct {
+		opts []NodeOption
+		want int
+	}{
+		{nil, 4 << 20},
+		{[]NodeOption{WithMaxRing(1 << 20)}, 1 << 20},
+	} {
+		n := startNode(t, tc.opts...)
+		echoService(n)
+		c := dial(t, n, WithRings(1<<30, 1<<30, 1<<30))
+		if _, err := c.Call(ctx5(t), svcEcho, 1, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		var got [3]int
+		for _, ci := range n.Connections() {
+			if ci.Address == c.Address() {
+				got = ci.RingBytes
+			}
+		}
+		if got != [3]int{tc.want, tc.want, tc.want} {
+			t.Errorf("asked for 1 GiB rings, got %v; want %d each", got, tc.want)
+		}
+	}
+	if _, err := NewNode(WithMaxRing(3 << 20)); err == nil {
+		t.Error("WithMaxRing took a size that is not a power of two")
+	}
+}

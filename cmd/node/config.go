@@ -51,6 +51,7 @@ type RingConfig struct {
 	Request  int64 `toml:"request"`
 	Response int64 `toml:"response"`
 	Event    int64 `toml:"event"`
+	Max      int64 `toml:"max"`
 }
 
 // EventConfig is the [events] table: the per-connection event queue.
@@ -141,6 +142,7 @@ var settings = []setting{
 	{key: "rings.request", usage: "request ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Request }},
 	{key: "rings.response", usage: "response ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Response }},
 	{key: "rings.event", usage: "event ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Event }},
+	{key: "rings.max", usage: "largest ring a client may ask for, in `bytes` (a power of two; larger requests are clamped)", field: func(c *Config) any { return &c.Rings.Max }},
 	{key: "events.queue_limit", usage: "`events` queued for a slow client, at most", field: func(c *Config) any { return &c.Events.QueueLimit }},
 	{key: "events.queue_bytes", usage: "event `bytes` queued for a slow client, at most", field: func(c *Config) any { return &c.Events.QueueBytes }},
 	{key: "events.overflow", usage: "past the queue: `drop-oldest` or disconnect", field: func(c *Config) any { return &c.Events.Overflow }},
@@ -324,7 +326,7 @@ func (c *Config) validate() (*policy, error) {
 	for _, r := range []struct {
 		key string
 		n   int64
-	}{{"rings.request", c.Rings.Request}, {"rings.response", c.Rings.Response}, {"rings.event", c.Rings.Event}} {
+	}{{"rings.request", c.Rings.Request}, {"rings.response", c.Rings.Response}, {"rings.event", c.Rings.Event}, {"rings.max", c.Rings.Max}} {
 		if r.n < switchboard.MinRingSize || r.n > switchboard.MaxRingSize || bits.OnesCount64(uint64(r.n)) != 1 {
 			return nil, bad(r.key, "must be a power of two in [%d, %d], not %d", switchboard.MinRingSize, switchboard.MaxRingSize, r.n)
 		}

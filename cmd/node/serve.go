@@ -113,6 +113,7 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		switchboard.WithPolicy(pol),
 		switchboard.WithMaxMessage(int(cfg.MaxMessage)),
 		switchboard.WithRings(int(cfg.Rings.Request), int(cfg.Rings.Response), int(cfg.Rings.Event)),
+		switchboard.WithMaxRing(int(cfg.Rings.Max)),
 		switchboard.WithEventQueue(int(cfg.Events.QueueLimit)), switchboard.WithEventQueueBytes(int(cfg.Events.QueueBytes)), switchboard.WithOverflow(overflow),
 		switchboard.WithHandshakeTimeout(cfg.HandshakeTimeout),
 	}
