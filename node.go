@@ -194,7 +194,9 @@ type Node struct {
 
 	calls, events atomic.Uint64
 	policy        atomic.Pointer[policyBox]
-	refused       atomic.Uint64 // handshakes refused by authorization or policy
+	refused       atomic.Uint64                   // handshakes refused by authorization or policy
+	refusals      [len(actionNames)]atomic.Uint64 // refusals by action, every path
+	refusalLog    logLimiter
 	accepted      atomic.Uint64
 	violations    atomic.Uint64 // totals of closed connections' counters, plus live ones at Stats
 	evictions     atomic.Uint64
@@ -477,8 +479,12 @@ func (n *Node) Connections() []ConnInfo {
 
 // Stats returns the node's totals. It does not wait for any actor.
 func (n *Node) Stats() NodeStats {
+	refusals := make(map[Action]uint64, len(n.refusals))
+	for a := range n.refusals {
+		refusals[Action(a)] = n.refusals[a].Load()
+	}
 	return NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
-		HandshakesRefused: n.refused.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
+		HandshakesRefused: n.refused.Load(), Refusals: refusals, Calls: n.calls.Load(), Events: n.events.Load(),
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load()}
@@ -559,15 +565,69 @@ func (n *Node) SetPolicy(p Policy) {
 
 type policyBox struct{ p Policy }
 
-// allow asks the current policy. Without one, everything is allowed but
-// monitoring, which only root and the node's uid may do.
+// allow asks the current policy; a refusal is counted and logged (see
+// refuse). Without a policy, everything is allowed but monitoring, which
+// only root and the node's uid may do.
 func (n *Node) allow(who Cred, what Action, target string) error {
 	b := n.policy.Load()
-	if b == nil || b.p == nil {
-		if what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()) {
-			return fmt.Errorf("uid %d may not monitor the bus", who.UID)
-		}
-		return nil
+	var err error
+	switch {
+	case b != nil && b.p != nil:
+		err = b.p.Allow(who, what, target)
+	case what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()):
+		err = fmt.Errorf("uid %d may not monitor the bus", who.UID)
 	}
-	return b.p.Allow(who, what, target)
+	if err != nil {
+		n.refuse(who, what, target, err)
+	}
+	return err
+}
+
+// refuse counts a refusal by action and logs it at warn, with who asked
+// what: at most refusalLines a second, so that a flood of refusals cannot
+// fill the log (the next line says how many were left out).
+func (n *Node) refuse(who Cred, what Action, target string, why error) {
+	if what >= 0 && int(what) < len(n.refusals) {
+		n.refusals[what].Add(1)
+	}
+	ok, skipped := n.refusalLog.allow(time.Now())
+	if !ok {
+		return
+	}
+	attrs := []any{slog.String("action", what.String()), slog.String("target", target),
+		slog.Int("uid", int(who.UID)), slog.Int("gid", int(who.GID)), slog.Int("pid", int(who.PID)), slog.String("reason", why.Error())}
+	if skipped > 0 {
+		attrs = append(attrs, slog.Uint64("refusals_not_logged", skipped))
+	}
+	n.o.logger.Warn("refused", attrs...)
+}
+
+// refusalLines is how many refusals a second the log shows.
+const refusalLines = 10
+
+// logLimiter lets refusalLines lines a second through and counts the
+// others.
+type logLimiter struct {
+	mu      sync.Mutex
+	second  int64
+	lines   int
+	skipped uint64
+}
+
+// allow reports whether a line may be written now, and how many were
+// left out since the last one written.
+func (l *logLimiter) allow(now time.Time) (bool, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.lines = s, 0
+	}
+	if l.lines >= refusalLines {
+		l.skipped++
+		return false, 0
+	}
+	l.lines++
+	skipped := l.skipped
+	l.skipped = 0
+	return true, skipped
 }

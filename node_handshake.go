@@ -32,13 +32,13 @@ func (n *Node) handshake(c *net.UnixConn) {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
 	}
-	err = n.o.authorize(cred)
-	if err == nil {
-		err = n.allow(cred, ActionConnect, "")
+	if err = n.o.authorize(cred); err != nil {
+		n.refuse(cred, ActionConnect, "", err)
+	} else {
+		err = n.allow(cred, ActionConnect, "") // counted and logged there if refused
 	}
 	if err != nil {
 		n.refused.Add(1)
-		n.o.logger.Info("connection refused", slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)), slog.String("reason", err.Error()))
 		fail(pb.Code_CODE_REFUSED, err.Error())
 		return
 	}

@@ -1,11 +1,16 @@
 package switchboard
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -230,5 +235,116 @@ func TestCloseRemovesWhatListenCreated(t *testing.T) {
 	n.Close()
 	if _, err := os.Lstat(filepath.Join(base, "shared", "theirs")); err != nil {
 		t.Errorf("someone else's file went with the node's directory: %v", err)
+	}
+}
+
+// lockedBuffer is a log destination several goroutines write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// records returns the JSON log records written so far.
+func (l *lockedBuffer) records(t *testing.T) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for line := range bytes.SplitSeq(bytes.TrimSpace(l.b.Bytes()), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var r map[string]any
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestRefusalsCountedAndLogged: every refusal, of a connection or of an
+// action on any path, is counted by action and logged at warn with who
+// asked what; a flood of refusals shows at most refusalLines a second in
+// the log, and the next line says how many were left out.
+func TestRefusalsCountedAndLogged(t *testing.T) {
+	var logs lockedBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	refuseAll := PolicyFunc(func(who Cred, what Action, target string) error {
+		if what == ActionPublish || what == ActionSubscribe {
+			return fmt.Errorf("no %s for uid %d", what, who.UID)
+		}
+		return nil
+	})
+	n := startNode(t, WithLogger(logger), WithPolicy(refuseAll), WithAuthorize(func(c Cred) error {
+		if c.PID == int32(os.Getpid()) && os.Getenv("SB_REFUSE_ME") == "1" {
+			return errors.New("not today")
+		}
+		return nil
+	}))
+	ctx := ctx5(t)
+	c := dial(t, n)
+	if err := c.Publish(ctx, "g", []byte("x"), WantAnswer()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("publish: %v", err)
+	}
+	if err := c.Subscribe(ctx, "g"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("subscribe: %v", err)
+	}
+	t.Setenv("SB_REFUSE_ME", "1")
+	if _, err := Dial(ctx, WithSocket(n.SocketPath())); !errors.Is(err, ErrRefused) {
+		t.Fatalf("dial: %v", err)
+	}
+	st := n.Stats()
+	if st.Refusals[ActionPublish] != 1 || st.Refusals[ActionSubscribe] != 1 || st.Refusals[ActionConnect] != 1 || st.HandshakesRefused != 1 {
+		t.Fatalf("refusals %v, handshakes refused %d; want one publish, one subscribe, one connect", st.Refusals, st.HandshakesRefused)
+	}
+	want := map[string]string{"publish": "g", "subscribe": "g", "connect": ""}
+	for _, r := range logs.records(t) {
+		if r["msg"] != "refused" || r["level"] != "WARN" {
+			continue
+		}
+		action, _ := r["action"].(string)
+		target, ok := want[action]
+		if !ok || r["target"] != target || r["uid"] != float64(os.Geteuid()) || r["gid"] != float64(os.Getegid()) ||
+			r["pid"] != float64(os.Getpid()) || r["reason"] == "" {
+			t.Errorf("refusal logged as %v", r)
+		}
+		delete(want, action)
+	}
+	if len(want) != 0 {
+		t.Fatalf("refusals not logged: %v", want)
+	}
+
+	// A flood: the log is bounded, and nothing is lost from the counts.
+	const flood = 300
+	before := len(logs.records(t))
+	for range flood {
+		if err := c.Publish(ctx, "g", nil, WantAnswer()); !errors.Is(err, ErrRefused) {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) // a fresh second
+	if err := c.Publish(ctx, "g", nil, WantAnswer()); !errors.Is(err, ErrRefused) {
+		t.Fatal(err)
+	}
+	recs := logs.records(t)[before:]
+	var shown, left uint64
+	for _, r := range recs {
+		shown++
+		if v, ok := r["refusals_not_logged"].(float64); ok {
+			left += uint64(v)
+		}
+	}
+	if shown+left != flood+1 || shown > 3*refusalLines+1 {
+		t.Fatalf("%d refusals: %d logged, %d said left out; want all accounted for, at most %d a second", flood+1, shown, left, refusalLines)
+	}
+	if got := n.Stats().Refusals[ActionPublish]; got != flood+2 {
+		t.Fatalf("publish refusals counted: %d, want %d", got, flood+2)
 	}
 }

@@ -41,6 +41,10 @@ func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
 	e.one("switchboard_connections", "gauge", "Connections open now.", float64(st.Connections))
 	e.one("switchboard_connections_accepted_total", "counter", "Connections accepted since the node started.", float64(st.Accepted))
 	e.one("switchboard_handshakes_refused_total", "counter", "Connections refused by the authorization or the policy.", float64(st.HandshakesRefused))
+	e.family("switchboard_refusals_total", "counter", "Actions refused by the authorization or the policy, on every path, by action.")
+	for a := switchboard.ActionConnect; a <= switchboard.ActionMonitor; a++ {
+		e.sample("switchboard_refusals_total", labels{"action", a.String()}, float64(st.Refusals[a]))
+	}
 	e.one("switchboard_calls_total", "counter", "Requests served by node services.", float64(st.Calls))
 	e.one("switchboard_events_total", "counter", "Events offered to clients.", float64(st.Events))
 	e.one("switchboard_protocol_violations_total", "counter", "Connections closed for breaking the protocol.", float64(st.Violations))
