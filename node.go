@@ -163,14 +163,6 @@ func WithMaxRing(n int) NodeOption {
 	})
 }
 
-// WithPolicy sets the node's policy. Without one, every action of a
-// connected client is allowed but monitoring the bus, which only root and
-// the node's uid may do (who may connect is then WithAuthorize's decision
-// alone). A policy and WithAuthorize both apply to connecting.
-func WithPolicy(p Policy) NodeOption {
-	return nodeOption(func(o *nodeOptions) error { o.policy = p; return nil })
-}
-
 // Node serves connections. Create it with NewNode, register services with
 // Handle, then Listen and Serve (or ListenAndServe); Close stops it.
 type Node struct {
@@ -554,80 +546,4 @@ func connInfo(c *conn.Endpoint) ConnInfo {
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
 	ci.Pending = c.Waiting()
 	return ci
-}
-
-// SetPolicy replaces the node's policy at once, without dropping any
-// connection (cmd/node calls it on SIGHUP); nil allows everything.
-// Actions already decided stand; subscriptions and names held stay held.
-func (n *Node) SetPolicy(p Policy) {
-	n.policy.Store(&policyBox{p})
-}
-
-type policyBox struct{ p Policy }
-
-// allow asks the current policy; a refusal is counted and logged (see
-// refuse). Without a policy, everything is allowed but monitoring, which
-// only root and the node's uid may do.
-func (n *Node) allow(who Cred, what Action, target string) error {
-	b := n.policy.Load()
-	var err error
-	switch {
-	case b != nil && b.p != nil:
-		err = b.p.Allow(who, what, target)
-	case what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()):
-		err = fmt.Errorf("uid %d may not monitor the bus", who.UID)
-	}
-	if err != nil {
-		n.refuse(who, what, target, err)
-	}
-	return err
-}
-
-// refuse counts a refusal by action and logs it at warn, with who asked
-// what: at most refusalLines a second, so that a flood of refusals cannot
-// fill the log (the next line says how many were left out).
-func (n *Node) refuse(who Cred, what Action, target string, why error) {
-	if what >= 0 && int(what) < len(n.refusals) {
-		n.refusals[what].Add(1)
-	}
-	ok, skipped := n.refusalLog.allow(time.Now())
-	if !ok {
-		return
-	}
-	attrs := []any{slog.String("action", what.String()), slog.String("target", target),
-		slog.Int("uid", int(who.UID)), slog.Int("gid", int(who.GID)), slog.Int("pid", int(who.PID)), slog.String("reason", why.Error())}
-	if skipped > 0 {
-		attrs = append(attrs, slog.Uint64("refusals_not_logged", skipped))
-	}
-	n.o.logger.Warn("refused", attrs...)
-}
-
-// refusalLines is how many refusals a second the log shows.
-const refusalLines = 10
-
-// logLimiter lets refusalLines lines a second through and counts the
-// others.
-type logLimiter struct {
-	mu      sync.Mutex
-	second  int64
-	lines   int
-	skipped uint64
-}
-
-// allow reports whether a line may be written now, and how many were
-// left out since the last one written.
-func (l *logLimiter) allow(now time.Time) (bool, uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s := now.Unix(); s != l.second {
-		l.second, l.lines = s, 0
-	}
-	if l.lines >= refusalLines {
-		l.skipped++
-		return false, 0
-	}
-	l.lines++
-	skipped := l.skipped
-	l.skipped = 0
-	return true, skipped
 }
