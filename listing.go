@@ -54,15 +54,19 @@ type NodeStats struct {
 	Accepted          uint64            // connections accepted since start
 	HandshakesRefused uint64            // refused by WithAuthorize or the policy
 	Refusals          map[Action]uint64 // refusals on every path, by action (connect: the handshakes above)
-	Calls             uint64            // requests served by node services
-	Events            uint64            // events offered through Node.SendEvent and Session.SendEvent
-	Violations        uint64            // connections closed for breaking the protocol
-	Evictions         uint64            // clients disconnected as slow consumers
-	Dropped           uint64            // events dropped for slow clients
-	Groups, Names     int               // groups with members, names owned
-	Published         uint64            // group publications
-	Delivered         uint64            // bus messages delivered to peers (direct, group, name)
-	Undeliverable     uint64            // want-answer messages nobody could take
+	// DescriptorsExhausted counts the times the node found no descriptor
+	// free to accept or set up a connection (EMFILE, ENFILE); it refused
+	// the client with a reason and went on serving.
+	DescriptorsExhausted uint64
+	Calls                uint64 // requests served by node services
+	Events               uint64 // events offered through Node.SendEvent and Session.SendEvent
+	Violations           uint64 // connections closed for breaking the protocol
+	Evictions            uint64 // clients disconnected as slow consumers
+	Dropped              uint64 // events dropped for slow clients
+	Groups, Names        int    // groups with members, names owned
+	Published            uint64 // group publications
+	Delivered            uint64 // bus messages delivered to peers (direct, group, name)
+	Undeliverable        uint64 // want-answer messages nobody could take
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
 )
 
 // Version is the version of this module's node and client.
@@ -189,6 +190,7 @@ type Node struct {
 	refused       atomic.Uint64                   // handshakes refused by authorization or policy
 	refusals      [len(actionNames)]atomic.Uint64 // refusals by action, every path
 	refusalLog    logLimiter
+	fdExhausted   atomic.Uint64 // accepts and handshakes that found no descriptor free
 	accepted      atomic.Uint64
 	violations    atomic.Uint64 // totals of closed connections' counters, plus live ones at Stats
 	evictions     atomic.Uint64
@@ -281,7 +283,11 @@ func (n *Node) Listen() error {
 		return nil
 	}
 	path := n.o.socket
-	created := missingDirs(filepath.Dir(path))
+	dir, err := filepath.Abs(filepath.Dir(path)) // Close removes what it creates, wherever it runs from
+	if err != nil {
+		return fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	created := missingDirs(dir)
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("switchboard: socket directory: %w", err)
 	}
@@ -292,11 +298,13 @@ func (n *Node) Listen() error {
 			return fmt.Errorf("switchboard: another node serves %s", path)
 		}
 		if err := os.Remove(path); err != nil {
+			removeDirs(created)
 			return fmt.Errorf("switchboard: removing stale socket: %w", err)
 		}
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
+		removeDirs(created)
 		return fmt.Errorf("switchboard: listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
@@ -348,6 +356,15 @@ func (n *Node) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { n.Close() })
 	defer stop()
+	// A spare descriptor, given up when the process runs out, so that a
+	// client waiting to connect can be told why it is refused.
+	spare, _ := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	defer func() {
+		if spare >= 0 {
+			unix.Close(spare)
+		}
+	}()
+	backoff := time.Duration(0)
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -360,9 +377,18 @@ func (n *Node) Serve(ctx context.Context) error {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				continue
 			}
+			if outOfFds(err) {
+				// Out of descriptors: refuse with a reason, back off, and
+				// serve again as soon as descriptors are freed.
+				spare = n.refuseOutOfFds(ln, spare)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
 			n.Close()
 			return fmt.Errorf("switchboard: accept: %w", err)
 		}
+		backoff = 0
 		n.mu.Lock()
 		if n.closed {
 			n.mu.Unlock()
@@ -476,7 +502,7 @@ func (n *Node) Stats() NodeStats {
 		refusals[Action(a)] = n.refusals[a].Load()
 	}
 	return NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
-		HandshakesRefused: n.refused.Load(), Refusals: refusals, Calls: n.calls.Load(), Events: n.events.Load(),
+		HandshakesRefused: n.refused.Load(), Refusals: refusals, DescriptorsExhausted: n.fdExhausted.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load()}

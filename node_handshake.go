@@ -1,16 +1,19 @@
 package switchboard
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
 )
 
 // handshake runs the node side of a connection's handshake and starts it.
@@ -84,6 +87,13 @@ func (n *Node) handshake(c *net.UnixConn) {
 		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), pb.ConnRings(rings), lopts...)
 	}
 	if err != nil {
+		if outOfFds(err) {
+			n.fdExhausted.Add(1)
+			n.refused.Add(1)
+			n.refuse(cred, ActionConnect, "", errNoFds)
+			fail(pb.Code_CODE_REFUSED, errNoFds.Error())
+			return
+		}
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
 	}
@@ -156,6 +166,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 		cn.Close(conn.Reason{Code: pb.Code_CODE_OK, Text: "welcome not sent: " + err.Error(), Lost: true})
 		return
 	}
+	if link.Seg != nil {
+		link.Seg.DropFd() // the client has its own copy; the mapping stays
+	}
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
 }
@@ -180,4 +193,40 @@ func overflowPolicy(p OverflowPolicy) conn.OverflowPolicy {
 		return conn.Disconnect
 	}
 	return conn.DropOldest
+}
+
+// errNoFds is the reason a node out of descriptors gives a client.
+var errNoFds = errors.New("node out of file descriptors: try again later")
+
+// outOfFds reports whether err says the process or the system ran out of
+// descriptors.
+func outOfFds(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// refuseOutOfFds, when accept fails for want of descriptors, gives up the
+// spare descriptor to accept the waiting client, tells it why it is
+// refused, and takes the spare back: a client learns the reason instead of
+// waiting. It returns the new spare (-1 if it could not be had).
+func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
+	n.fdExhausted.Add(1)
+	if spare >= 0 {
+		unix.Close(spare)
+		if c, err := ln.AcceptUnix(); err == nil {
+			var cred Cred
+			if k, err := shm.PeerCred(c); err == nil {
+				cred = Cred(k)
+			}
+			n.refused.Add(1)
+			n.refuse(cred, ActionConnect, "", errNoFds)
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_REFUSED, Reason: errNoFds.Error()}}}, nil)
+			c.Close()
+		}
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
 }

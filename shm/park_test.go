@@ -260,3 +260,20 @@ func TestParkClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestParkerAllocatesNothing: a pump parks without an allocation when its
+// ready function and conds are made once.
+func TestParkerAllocatesNothing(t *testing.T) {
+	cons, _, bell, _ := newStreamLink(t, 1024)
+	p := NewParker(bell)
+	ready := func() bool { return true } // the wait ends at the first look
+	conds := []Cond{cons[0]}
+	if allocs := testing.AllocsPerRun(100, func() {
+		cons[0].Arm()
+		if err := p.Park(ready, conds...); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Fatalf("%v allocations per park, want 0", allocs)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,10 +68,16 @@ type ringDesc struct {
 // Segment is a sealed memfd mapped shared, holding a header and rings.
 type Segment struct {
 	mem   []byte
-	fd    int
+	fd    atomic.Int32 // -1 once dropped or closed
 	rings []ringDesc
 	once  sync.Once
 	err   error
+}
+
+func newSegment(mem []byte, fd int, rings []ringDesc) *Segment {
+	s := &Segment{mem: mem, rings: rings}
+	s.fd.Store(int32(fd))
+	return s
 }
 
 func pageAlign(n uint64) uint64 { return (n + pageSize - 1) &^ (pageSize - 1) }
@@ -155,7 +162,7 @@ func CreateSegmentSpec(name string, specs ...RingSpec) (*Segment, error) {
 		binary.LittleEndian.PutUint32(d[8:], uint32(r.capacity))
 		binary.LittleEndian.PutUint32(d[12:], r.flags)
 	}
-	return &Segment{mem: mem, fd: fd, rings: rings}, nil
+	return newSegment(mem, fd, rings), nil
 }
 
 // OpenSegment maps a segment received from another process. It takes
@@ -194,7 +201,7 @@ func OpenSegment(fd int) (*Segment, error) {
 		unix.Munmap(mem)
 		return bad(reason, nil)
 	}
-	return &Segment{mem: mem, fd: fd, rings: rings}, nil
+	return newSegment(mem, fd, rings), nil
 }
 
 // parseSegmentHeader validates the header in mem against the sealed size
@@ -241,7 +248,17 @@ func parseSegmentHeader(mem []byte, size uint64) ([]ringDesc, string) {
 }
 
 // Fd returns the memfd, for passing to another process. Valid until Close.
-func (s *Segment) Fd() int { return s.fd }
+func (s *Segment) Fd() int { return int(s.fd.Load()) }
+
+// DropFd closes the segment's memfd and keeps the mapping: once the peer
+// holds its own copy of the descriptor (sent with SCM_RIGHTS), the
+// creator needs it no more, and a connection costs one descriptor less.
+// Fd returns -1 afterwards. It is idempotent, and safe with Close.
+func (s *Segment) DropFd() {
+	if fd := s.fd.Swap(-1); fd >= 0 {
+		unix.Close(int(fd))
+	}
+}
 
 // Size returns the mapped size in bytes.
 func (s *Segment) Size() int { return len(s.mem) }
@@ -271,8 +288,10 @@ func (s *Segment) Ring(i int) []byte {
 func (s *Segment) Close() error {
 	s.once.Do(func() {
 		err := unix.Munmap(s.mem)
-		if cerr := unix.Close(s.fd); err == nil {
-			err = cerr
+		if fd := s.fd.Swap(-1); fd >= 0 {
+			if cerr := unix.Close(int(fd)); err == nil {
+				err = cerr
+			}
 		}
 		s.mem = nil
 		if err != nil {

@@ -226,3 +226,45 @@ func TestCreateSegmentRejectsBadGeometry(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentDropFd: the creator can drop its descriptor once the peer has
+// its own: the mapping stays usable, the peer's copy opens the segment,
+// and Close after DropFd closes nothing twice.
+func TestSegmentDropFd(t *testing.T) {
+	seg, err := CreateSegment("drop", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	dup, err := unix.Dup(seg.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg.DropFd()
+	seg.DropFd() // idempotent
+	if seg.Fd() != -1 {
+		t.Fatalf("Fd after DropFd: %d", seg.Fd())
+	}
+	seg.Ring(0)[0] = 42 // still mapped
+	peer, err := OpenSegment(dup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if peer.Ring(0)[0] != 42 {
+		t.Fatal("the peer does not see the creator's memory")
+	}
+	// Another descriptor takes the dropped number: Close must not close it.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := seg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatalf("Close after DropFd closed another descriptor: %v", err)
+	}
+}

@@ -48,7 +48,6 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "wrong type", config: "[events]\nqueue_limit = \"many\"\n", want: "config: events.queue_limit: "},
 		{name: "bad duration", config: "handshake_timeout = \"soon\"\n", want: "config: handshake_timeout: "},
 		{name: "duration without a unit", config: "handshake_timeout = 5\n", want: "config: handshake_timeout: "},
-		{name: "duration as a float", config: "handshake_timeout = 2.5\n", want: "config: handshake_timeout: "},
 		{name: "bad enum", config: "[events]\noverflow = \"explode\"\n", want: "config: events.overflow: must be drop-oldest or disconnect"},
 		{name: "ring not a power of two", config: "[rings]\nevent = 100000\n", want: "config: rings.event: must be a power of two"},
 		{name: "bad log level", config: "[log]\nlevel = \"loud\"\n", want: "config: log.level: "},

@@ -309,6 +309,11 @@ func nodeChild(t *testing.T, env ...string) (*child, string) {
 		if err != nil {
 			return err
 		}
+		// The listener is its one socket once the checking connection is
+		// released (its segment's memfd goes earlier, with the Welcome).
+		if n := countMatching(fds, "socket:"); n != 1 {
+			return fmt.Errorf("node holds %d sockets, want its listener alone", n)
+		}
 		if n := countMatching(fds, "memfd:"); n != 0 {
 			return fmt.Errorf("node still holds %d segments", n)
 		}

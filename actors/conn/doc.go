@@ -9,7 +9,7 @@
 // frames), then runs the actor's mailbox: the actor uses a dispatcher that
 // hands each mailbox run to the pump instead of starting a goroutine, so
 // Receive always runs on the pump, and the actor is the only writer of the
-// response and event rings. The pump parks (shm.Park) on one doorbell
+// response and event rings. The pump parks (a shm.Parker) on one doorbell
 // shared by the request ring (data), the response and event rings (space)
 // and the mailbox (a wake from the dispatcher).
 //

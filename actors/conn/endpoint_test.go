@@ -285,3 +285,47 @@ func TestChunkedReplyToAClientThatStopsReading(t *testing.T) {
 		t.Fatalf("ended with %+v", why)
 	}
 }
+
+// TestMessageLimitOnTheNode: the node holds what a client sends to the
+// negotiated maximum, whatever the client checked itself: a chunked call
+// of MaxMessage+1 bytes breaks the protocol, a bus frame of the maximum
+// payload plus its destination is routed, and one byte more of payload
+// breaks the protocol too.
+func TestMessageLimitOnTheNode(t *testing.T) {
+	const max = 100 << 10 // larger than a 64 KiB ring's frame: chunked
+	dest := []byte{5, 'g', 'r', 'o', 'u', 'p'}
+	for _, tc := range []struct {
+		name   string
+		h      shm.Header
+		body   []byte
+		broken bool
+	}{
+		{"call of the maximum", shm.Header{Kind: pb.KindCall, ID: 1}, make([]byte, max), false},
+		{"call of one byte more", shm.Header{Kind: pb.KindCall, ID: 1}, make([]byte, max+1), true},
+		{"publication of the maximum", shm.Header{Kind: pb.KindPublish, ID: 1}, append(dest, make([]byte, max)...), false},
+		{"publication of one byte more", shm.Header{Kind: pb.KindPublish, ID: 1}, append(dest, make([]byte, max+1)...), true},
+		{"peer reply of the maximum", shm.Header{Kind: pb.KindPeerReply, ID: 1}, make([]byte, pb.ReplyHandleSize+max), false},
+		{"peer reply of one byte more", shm.Header{Kind: pb.KindPeerReply, ID: 1}, make([]byte, pb.ReplyHandleSize+max+1), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := &conntest.Host{}
+			cl := start(t, conn.Config{MaxMessage: max, Host: host})
+			cl.Write(tc.h, tc.body)
+			if tc.broken {
+				if why := cl.Wait(); why.Code != pb.Code_CODE_PROTOCOL_VIOLATION {
+					t.Fatalf("ended with %+v, want a protocol violation", why)
+				}
+				return
+			}
+			// The endpoint still serves: a call after it is answered.
+			if r := cl.Call(1, 1, []byte("after")); pb.Code(r.Aux) != pb.Code_CODE_OK {
+				t.Fatalf("the call after it: code %v", pb.Code(r.Aux))
+			}
+			if tc.h.Kind == pb.KindPublish {
+				if fs := host.BusFrames(); len(fs) != 1 || len(fs[0].Body) != len(tc.body) {
+					t.Fatalf("routed %d frames, want the publication whole", len(fs))
+				}
+			}
+		})
+	}
+}

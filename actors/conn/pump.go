@@ -216,7 +216,7 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 			return true
 		}
 	}
-	if m.Owned && m.Kind < pb.KindPeerSend && len(m.Body) > c.cfg.MaxMessage {
+	if m.Owned && payloadLen(m) > c.cfg.MaxMessage {
 		c.violation("chunked message exceeds the limit or changes kind")
 		return false
 	}
@@ -226,6 +226,22 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 	c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
 		Deadline: deadline(m.Since, m.Aux), Owned: m.Owned})
 	return true
+}
+
+// payloadLen is the length of a message's payload: its body less the
+// protocol's prefix (a bus frame's destination, a peer reply's handle),
+// which the limit does not count; -1 for a body too short for its prefix
+// (the router refuses it).
+func payloadLen(m pb.Message) int {
+	switch {
+	case m.Kind == pb.KindPeerReply:
+		return len(m.Body) - pb.ReplyHandleSize
+	case m.Kind >= pb.KindPeerSend && len(m.Body) > 0:
+		return len(m.Body) - 1 - int(m.Body[0])
+	case m.Kind >= pb.KindPeerSend:
+		return -1
+	}
+	return len(m.Body)
 }
 
 // deadline is the deadline of a request with aux microseconds to go (0:

@@ -41,6 +41,7 @@ func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
 	e.one("switchboard_connections", "gauge", "Connections open now.", float64(st.Connections))
 	e.one("switchboard_connections_accepted_total", "counter", "Connections accepted since the node started.", float64(st.Accepted))
 	e.one("switchboard_handshakes_refused_total", "counter", "Connections refused by the authorization or the policy.", float64(st.HandshakesRefused))
+	e.one("switchboard_descriptors_exhausted_total", "counter", "Times the node found no descriptor free to accept or set up a connection.", float64(st.DescriptorsExhausted))
 	e.family("switchboard_refusals_total", "counter", "Actions refused by the authorization or the policy, on every path, by action.")
 	for a := switchboard.ActionConnect; a <= switchboard.ActionMonitor; a++ {
 		e.sample("switchboard_refusals_total", labels{"action", a.String()}, float64(st.Refusals[a]))

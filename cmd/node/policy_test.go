@@ -125,6 +125,13 @@ func TestPolicyDefaults(t *testing.T) {
 	if err := closed.Allow(other, switchboard.ActionCall, "65535"); err != nil {
 		t.Errorf("default deny, call allowed by a rule: %v", err)
 	}
+	// Without a monitor rule, root and the node's uid monitor under deny too.
+	if err := closed.Allow(me, switchboard.ActionMonitor, ""); err != nil {
+		t.Errorf("default deny, the node's uid may not monitor: %v", err)
+	}
+	if err := closed.Allow(other, switchboard.ActionMonitor, ""); err == nil {
+		t.Error("default deny, another uid may monitor")
+	}
 }
 
 func TestEmbeddedDefaultIsValid(t *testing.T) {
