@@ -57,6 +57,7 @@ const (
 	CodePeerGone         Code = Code(pb.Code_CODE_PEER_GONE)
 	CodeTooManyPending   Code = Code(pb.Code_CODE_TOO_MANY_PENDING)
 	CodeInvalidArgument  Code = Code(pb.Code_CODE_INVALID_ARGUMENT)
+	CodeLimitExceeded    Code = Code(pb.Code_CODE_LIMIT_EXCEEDED)
 )
 
 // String returns the code's name in words ("unknown service"), or "code N"
@@ -106,6 +107,10 @@ var (
 	ErrTooManyPending error = &Error{Code: CodeTooManyPending}
 	// ErrInvalidArgument: a malformed group, name or address.
 	ErrInvalidArgument error = &Error{Code: CodeInvalidArgument}
+	// ErrLimitExceeded: the node holds as many connections, or handshakes
+	// in progress, for this uid as its limits allow (see WithUIDLimits);
+	// the connection was refused, and a later try may succeed.
+	ErrLimitExceeded error = &Error{Code: CodeLimitExceeded}
 )
 
 // ErrClosed is returned by a Conn or Node used after Close.

@@ -111,7 +111,7 @@ func TestCodeErrorOK(t *testing.T) {
 func TestWireErrorRoundTrip(t *testing.T) {
 	for _, sentinel := range []error{ErrRefused, ErrNotAuthentic, ErrTooLarge, ErrUnknownService, ErrUnknownCommand,
 		ErrNodeGone, ErrInternal, ErrHandler, ErrVersionMismatch, ErrProtocol, ErrSlowConsumer, ErrUndeliverable,
-		ErrPeerGone, ErrTooManyPending, ErrInvalidArgument} {
+		ErrPeerGone, ErrTooManyPending, ErrInvalidArgument, ErrLimitExceeded} {
 		in := fmt.Errorf("while serving: %w", &Error{Code: sentinel.(*Error).Code, Reason: "why"})
 		out := replyError(wireError(in))
 		var e *Error

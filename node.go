@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -69,6 +68,10 @@ type nodeOptions struct {
 	listener         *net.UnixListener
 	maxPending       int
 	maxRing          int
+	// Per-uid limits (0: none): connections held, handshakes in progress;
+	// root and the node's uid have their own.
+	uidConns, uidHandshakes   int
+	privConns, privHandshakes int
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -149,21 +152,6 @@ func WithMaxPending(n int) NodeOption {
 	})
 }
 
-// WithMaxRing sets the largest ring, in bytes, a client may ask for (a
-// power of two; default 4 MiB): larger requests are clamped to it, and the
-// client's Welcome says the sizes it got (libqb's enforce_buffer_size). It
-// bounds the memory one connection makes the node map. The node's own
-// default sizes (WithRings) may be larger: they are not requests.
-func WithMaxRing(n int) NodeOption {
-	return nodeOption(func(o *nodeOptions) error {
-		if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
-			return fmt.Errorf("switchboard: max ring %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
-		}
-		o.maxRing = n
-		return nil
-	})
-}
-
 // Node serves connections. Create it with NewNode, register services with
 // Handle, then Listen and Serve (or ListenAndServe); Close stops it.
 type Node struct {
@@ -178,7 +166,9 @@ type Node struct {
 	ln          *net.UnixListener
 	createdDirs []string // the socket's directories Listen created, deepest first
 	nextID      uint64
-	hs          map[*net.UnixConn]struct{} // handshakes in progress
+	hs          map[*net.UnixConn]uint32 // handshakes in progress, with the client's uid
+	hsByUID     map[uint32]int           // handshakes in progress by uid
+	connsByUID  map[uint32]int           // connections by uid, from the handshake's start to connClosed
 	closed      bool
 
 	wg        sync.WaitGroup // accept loop and handshakes
@@ -214,6 +204,8 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		eventQueue:       1024,
 		eventBytes:       4 << 20,
 		maxRing:          4 << 20,
+		uidConns:         1024,
+		uidHandshakes:    64,
 		handshakeTimeout: 2 * time.Second,
 	}
 	for _, opt := range opts {
@@ -240,10 +232,12 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	// recovered panic); keep only its warnings and errors.
 	lg := slog.New(minLevel{o.logger.Handler(), slog.LevelWarn}).With(slog.String("lib", "protoactor"))
 	n := &Node{
-		o:       o,
-		sys:     actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
-		hs:      map[*net.UnixConn]struct{}{},
-		started: time.Now(),
+		o:          o,
+		sys:        actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return lg })),
+		hs:         map[*net.UnixConn]uint32{},
+		hsByUID:    map[uint32]int{},
+		connsByUID: map[uint32]int{},
+		started:    time.Now(),
 	}
 	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} },
 		actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, func(reason any) actor.Directive {
@@ -395,12 +389,25 @@ func (n *Node) Serve(ctx context.Context) error {
 			c.Close()
 			return nil
 		}
-		n.hs[c] = struct{}{}
+		k, err := shm.PeerCred(c)
+		if err != nil {
+			n.mu.Unlock()
+			c.Close()
+			continue
+		}
+		cred := Cred(k)
+		if _, limit := n.o.limits(cred.UID); limit > 0 && n.hsByUID[cred.UID] >= limit {
+			n.mu.Unlock()
+			n.refuseLimit(c, cred, fmt.Sprintf("uid %d has %d handshakes in progress, the most the node allows", cred.UID, limit))
+			continue
+		}
+		n.hs[c] = cred.UID
+		n.hsByUID[cred.UID]++
 		n.wg.Add(1)
 		n.mu.Unlock()
 		go func() {
 			defer n.wg.Done()
-			n.handshake(c)
+			n.handshake(c, cred)
 		}()
 	}
 }
@@ -464,6 +471,7 @@ func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	n.dropMonitor(c)
 	n.mu.Lock() // after the handshake's Add, which holds mu (see there)
 	n.reg.Remove(c, why.Disconnect(), why.Text)
+	n.uncount(c.Cred().UID)
 	n.mu.Unlock()
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }

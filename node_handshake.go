@@ -7,20 +7,19 @@ import (
 	"math/bits"
 	"net"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
-	"golang.org/x/sys/unix"
 )
 
-// handshake runs the node side of a connection's handshake and starts it.
-func (n *Node) handshake(c *net.UnixConn) {
+// handshake runs the node side of a connection's handshake and starts it;
+// cred is the client's, read by Serve.
+func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	done := func() {
 		n.mu.Lock()
-		delete(n.hs, c)
+		n.handshakeDone(c)
 		n.mu.Unlock()
 	}
 	fail := func(code pb.Code, reason string) {
@@ -29,12 +28,8 @@ func (n *Node) handshake(c *net.UnixConn) {
 		done()
 	}
 	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
-	kcred, err := shm.PeerCred(c)
-	cred := Cred(kcred)
-	if err != nil {
-		fail(pb.Code_CODE_INTERNAL, err.Error())
-		return
-	}
+	kcred := shm.Cred(cred)
+	var err error
 	if err = n.o.authorize(cred); err != nil {
 		n.refuse(cred, ActionConnect, "", err)
 	} else {
@@ -45,6 +40,27 @@ func (n *Node) handshake(c *net.UnixConn) {
 		fail(pb.Code_CODE_REFUSED, err.Error())
 		return
 	}
+	// The uid's connection limit: counted from here (a reservation, given
+	// back if the handshake fails) to connClosed.
+	n.mu.Lock()
+	if limit, _ := n.o.limits(cred.UID); limit > 0 && n.connsByUID[cred.UID] >= limit {
+		n.mu.Unlock()
+		reason := fmt.Sprintf("uid %d holds %d connections, the most the node allows", cred.UID, limit)
+		n.refused.Add(1)
+		n.refuse(cred, ActionConnect, "", errors.New(reason))
+		fail(pb.Code_CODE_LIMIT_EXCEEDED, reason)
+		return
+	}
+	n.connsByUID[cred.UID]++
+	n.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			n.mu.Lock()
+			n.uncount(cred.UID)
+			n.mu.Unlock()
+		}
+	}()
 	msg, err := pb.ReadControl(c)
 	if err != nil {
 		n.o.logger.Debug("handshake failed", slog.String("error", err.Error()))
@@ -146,8 +162,9 @@ func (n *Node) handshake(c *net.UnixConn) {
 		done()
 		return
 	}
+	started = true
 	n.accepted.Add(1)
-	delete(n.hs, c)
+	n.handshakeDone(c)
 	registered := make(chan struct{})
 	// Under mu, like connClosed's Remove: a connection that ends at once
 	// still leaves the table after it entered it.
@@ -193,40 +210,4 @@ func overflowPolicy(p OverflowPolicy) conn.OverflowPolicy {
 		return conn.Disconnect
 	}
 	return conn.DropOldest
-}
-
-// errNoFds is the reason a node out of descriptors gives a client.
-var errNoFds = errors.New("node out of file descriptors: try again later")
-
-// outOfFds reports whether err says the process or the system ran out of
-// descriptors.
-func outOfFds(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
-}
-
-// refuseOutOfFds, when accept fails for want of descriptors, gives up the
-// spare descriptor to accept the waiting client, tells it why it is
-// refused, and takes the spare back: a client learns the reason instead of
-// waiting. It returns the new spare (-1 if it could not be had).
-func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
-	n.fdExhausted.Add(1)
-	if spare >= 0 {
-		unix.Close(spare)
-		if c, err := ln.AcceptUnix(); err == nil {
-			var cred Cred
-			if k, err := shm.PeerCred(c); err == nil {
-				cred = Cred(k)
-			}
-			n.refused.Add(1)
-			n.refuse(cred, ActionConnect, "", errNoFds)
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_REFUSED, Reason: errNoFds.Error()}}}, nil)
-			c.Close()
-		}
-	}
-	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	return fd
 }

@@ -96,3 +96,50 @@ func TestRingRequestsClamped(t *testing.T) {
 		t.Error("WithMaxRing took a size that is not a power of two")
 	}
 }
+
+// TestUIDLimits: past its connection limit, or its limit of handshakes in
+// progress, a uid is refused with ErrLimitExceeded, and served again once
+// it has fewer. (In-process the client is root: the privileged limits.)
+func TestUIDLimits(t *testing.T) {
+	n := startNode(t, WithPrivilegedLimits(3, 1), WithHandshakeTimeout(10*time.Second))
+	ctx := ctx5(t)
+	var held []*Conn
+	for range 3 {
+		held = append(held, dial(t, n))
+	}
+	if _, err := Dial(ctx, WithSocket(n.SocketPath())); !errors.Is(err, ErrLimitExceeded) {
+		t.Fatalf("a fourth connection: %v, want ErrLimitExceeded", err)
+	}
+	held[0].Close()
+	waitFor(t, func() bool {
+		c, err := Dial(ctx, WithSocket(n.SocketPath()))
+		if err == nil {
+			held[0] = c
+		}
+		return err == nil
+	})
+	for _, c := range held {
+		c.Close()
+	}
+	// A handshake in progress (a client that never says Hello) takes the
+	// one handshake allowed: the next client is refused at once.
+	raw, err := net.Dial("unix", n.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, err := Dial(ctx, WithSocket(n.SocketPath()))
+		return errors.Is(err, ErrLimitExceeded)
+	})
+	raw.Close()
+	waitFor(t, func() bool {
+		c, err := Dial(ctx, WithSocket(n.SocketPath()))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if got := n.Stats().Refusals[ActionConnect]; got < 2 {
+		t.Errorf("connect refusals counted: %d, want at least 2", got)
+	}
+}

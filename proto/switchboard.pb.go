@@ -68,6 +68,9 @@ const (
 	Code_CODE_TOO_MANY_PENDING Code = 16
 	// A malformed argument: a bad group, name or address.
 	Code_CODE_INVALID_ARGUMENT Code = 17
+	// The node holds as many connections, or handshakes in progress, for the
+	// client's uid as its limits allow; retry once some have ended.
+	Code_CODE_LIMIT_EXCEEDED Code = 18
 )
 
 // Enum value maps for Code.
@@ -91,6 +94,7 @@ var (
 		15: "CODE_PEER_GONE",
 		16: "CODE_TOO_MANY_PENDING",
 		17: "CODE_INVALID_ARGUMENT",
+		18: "CODE_LIMIT_EXCEEDED",
 	}
 	Code_value = map[string]int32{
 		"CODE_OK":                 0,
@@ -111,6 +115,7 @@ var (
 		"CODE_PEER_GONE":          15,
 		"CODE_TOO_MANY_PENDING":   16,
 		"CODE_INVALID_ARGUMENT":   17,
+		"CODE_LIMIT_EXCEEDED":     18,
 	}
 )
 
@@ -2182,7 +2187,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"\apayload\x18\x03 \x01(\fR\apayload\"C\n" +
 	"\n" +
 	"GroupReply\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.switchboard.v1.GroupResultR\aresults*\xae\x03\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.switchboard.v1.GroupResultR\aresults*\xc7\x03\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x18\n" +
 	"\x14CODE_UNKNOWN_SERVICE\x10\x01\x12\x18\n" +
@@ -2202,7 +2207,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x12CODE_UNDELIVERABLE\x10\x0e\x12\x12\n" +
 	"\x0eCODE_PEER_GONE\x10\x0f\x12\x19\n" +
 	"\x15CODE_TOO_MANY_PENDING\x10\x10\x12\x19\n" +
-	"\x15CODE_INVALID_ARGUMENT\x10\x11*\xa5\x01\n" +
+	"\x15CODE_INVALID_ARGUMENT\x10\x11\x12\x17\n" +
+	"\x13CODE_LIMIT_EXCEEDED\x10\x12*\xa5\x01\n" +
 	"\x10DisconnectReason\x12\x1a\n" +
 	"\x16DISCONNECT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DISCONNECT_CLOSED\x10\x01\x12\x13\n" +

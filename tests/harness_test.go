@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,15 @@ func runRole(role string) int {
 		if p := os.Getenv("SB_POLICY"); p != "" {
 			opts = append(opts, switchboard.WithPolicy(denyPolicy(p)))
 		}
+		if os.Getenv("SB_AUTHORIZE") == "all" {
+			opts = append(opts, switchboard.WithAuthorize(func(switchboard.Cred) error { return nil }))
+		}
+		if l := os.Getenv("SB_UID_LIMITS"); l != "" { // "CONNS,HANDSHAKES"
+			conns, hs, _ := strings.Cut(l, ",")
+			c, _ := strconv.Atoi(conns)
+			h, _ := strconv.Atoi(hs)
+			opts = append(opts, switchboard.WithUIDLimits(c, h), switchboard.WithHandshakeTimeout(30*time.Second))
+		}
 		if r := os.Getenv("SB_EVENT_RING"); r != "" {
 			n, _ := strconv.Atoi(r)
 			opts = append(opts, switchboard.WithRings(1<<20, 1<<20, n))
@@ -123,6 +133,56 @@ func runRole(role string) int {
 		}
 		go c.Call(ctx, svcTest, cmdSlow, nil)
 		fmt.Println("calling")
+		select {}
+	case "flood": // holds as many connections as it gets, then as many handshakes in progress; reports; waits
+		var held []*switchboard.Conn
+		var err error
+		for range 1000 {
+			var c *switchboard.Conn
+			if c, err = switchboard.Dial(ctx, switchboard.WithSocket(socket)); err != nil {
+				break
+			}
+			held = append(held, c)
+		}
+		limited := errors.Is(err, switchboard.ErrLimitExceeded)
+		fmt.Printf("conns %d limited %v: %v\n", len(held), limited, err)
+		for _, c := range held {
+			c.Close()
+		}
+		var probe *switchboard.Conn
+		for probe == nil { // a slot frees once the node has seen one go
+			probe, _ = switchboard.Dial(ctx, switchboard.WithSocket(socket))
+			time.Sleep(time.Millisecond)
+		}
+		for { // until the node holds none of ours but the probe
+			cs, err := probe.Connections(ctx)
+			mine := 0
+			for _, ci := range cs {
+				if ci.Cred.UID == uint32(os.Geteuid()) {
+					mine++
+				}
+			}
+			if err != nil || mine <= 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		probe.Close() // its slot, while it goes, leaves room under the connection limit
+		var raws []net.Conn
+		refusedAt := -1
+		for i := range 1000 { // sockets that never say Hello
+			r, err := net.Dial("unix", socket)
+			if err != nil {
+				break
+			}
+			raws = append(raws, r)
+			r.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, _ := r.Read(make([]byte, 64)); n > 0 { // an answer before Hello: refused
+				refusedAt = i
+				break
+			}
+		}
+		fmt.Printf("handshakes %d refused at %d\n", len(raws), refusedAt)
 		select {}
 	case "dial": // connects once and reports the error, or "ok"
 		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))

@@ -36,6 +36,7 @@ type Config struct {
 	Log              LogConfig     `toml:"log"`
 	Rings            RingConfig    `toml:"rings"`
 	Events           EventConfig   `toml:"events"`
+	Limits           LimitsConfig  `toml:"limits"`
 	Metrics          MetricsConfig `toml:"metrics"`
 	Policy           PolicyConfig  `toml:"policy"`
 }
@@ -52,6 +53,14 @@ type RingConfig struct {
 	Response int64 `toml:"response"`
 	Event    int64 `toml:"event"`
 	Max      int64 `toml:"max"`
+}
+
+// LimitsConfig is the [limits] table: per-uid bounds (0: none).
+type LimitsConfig struct {
+	ConnectionsPerUID     int64 `toml:"connections_per_uid"`
+	HandshakesPerUID      int64 `toml:"handshakes_per_uid"`
+	PrivilegedConnections int64 `toml:"privileged_connections"`
+	PrivilegedHandshakes  int64 `toml:"privileged_handshakes"`
 }
 
 // EventConfig is the [events] table: the per-connection event queue.
@@ -142,6 +151,10 @@ var settings = []setting{
 	{key: "rings.request", usage: "request ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Request }},
 	{key: "rings.response", usage: "response ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Response }},
 	{key: "rings.event", usage: "event ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Event }},
+	{key: "limits.connections_per_uid", usage: "connections one uid may hold (`n`; 0: no limit)", field: func(c *Config) any { return &c.Limits.ConnectionsPerUID }},
+	{key: "limits.handshakes_per_uid", usage: "handshakes one uid may have in progress (`n`; 0: no limit)", field: func(c *Config) any { return &c.Limits.HandshakesPerUID }},
+	{key: "limits.privileged_connections", usage: "connections root or the node's uid may hold (`n`; 0: no limit)", field: func(c *Config) any { return &c.Limits.PrivilegedConnections }},
+	{key: "limits.privileged_handshakes", usage: "handshakes root or the node's uid may have in progress (`n`; 0: no limit)", field: func(c *Config) any { return &c.Limits.PrivilegedHandshakes }},
 	{key: "rings.max", usage: "largest ring a client may ask for, in `bytes` (a power of two; larger requests are clamped)", field: func(c *Config) any { return &c.Rings.Max }},
 	{key: "events.queue_limit", usage: "`events` queued for a slow client, at most", field: func(c *Config) any { return &c.Events.QueueLimit }},
 	{key: "events.queue_bytes", usage: "event `bytes` queued for a slow client, at most", field: func(c *Config) any { return &c.Events.QueueBytes }},
@@ -332,6 +345,14 @@ func (c *Config) validate() (*policy, error) {
 		}
 	}
 	switch {
+	case c.Limits.ConnectionsPerUID < 0:
+		return nil, bad("limits.connections_per_uid", "must be >= 0")
+	case c.Limits.HandshakesPerUID < 0:
+		return nil, bad("limits.handshakes_per_uid", "must be >= 0")
+	case c.Limits.PrivilegedConnections < 0:
+		return nil, bad("limits.privileged_connections", "must be >= 0")
+	case c.Limits.PrivilegedHandshakes < 0:
+		return nil, bad("limits.privileged_handshakes", "must be >= 0")
 	case c.Events.QueueLimit < 0:
 		return nil, bad("events.queue_limit", "must be >= 0")
 	case c.Events.QueueLimit > 1<<30:

@@ -114,6 +114,8 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		switchboard.WithMaxMessage(int(cfg.MaxMessage)),
 		switchboard.WithRings(int(cfg.Rings.Request), int(cfg.Rings.Response), int(cfg.Rings.Event)),
 		switchboard.WithMaxRing(int(cfg.Rings.Max)),
+		switchboard.WithUIDLimits(int(cfg.Limits.ConnectionsPerUID), int(cfg.Limits.HandshakesPerUID)),
+		switchboard.WithPrivilegedLimits(int(cfg.Limits.PrivilegedConnections), int(cfg.Limits.PrivilegedHandshakes)),
 		switchboard.WithEventQueue(int(cfg.Events.QueueLimit)), switchboard.WithEventQueueBytes(int(cfg.Events.QueueBytes)), switchboard.WithOverflow(overflow),
 		switchboard.WithHandshakeTimeout(cfg.HandshakeTimeout),
 	}

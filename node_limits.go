@@ -1,0 +1,131 @@
+package switchboard
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
+)
+
+// WithMaxRing sets the largest ring, in bytes, a client may ask for (a
+// power of two; default 4 MiB): larger requests are clamped to it, and the
+// client's Welcome says the sizes it got (libqb's enforce_buffer_size). It
+// bounds the memory one connection makes the node map. The node's own
+// default sizes (WithRings) may be larger: they are not requests.
+func WithMaxRing(n int) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if n < shm.MinRingCapacity || n > shm.MaxRingCapacity || bits.OnesCount(uint(n)) != 1 {
+			return fmt.Errorf("switchboard: max ring %d is not a power of two in [%d, %d]", n, shm.MinRingCapacity, shm.MaxRingCapacity)
+		}
+		o.maxRing = n
+		return nil
+	})
+}
+
+// WithUIDLimits bounds, for each uid but root and the node's own, the
+// connections the node holds (default 1024) and the handshakes it has in
+// progress (default 64); 0 is no limit. Past them a client is refused with
+// ErrLimitExceeded, so that one uid's flood of connections cannot keep
+// others out.
+func WithUIDLimits(conns, handshakes int) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if conns < 0 || handshakes < 0 {
+			return errors.New("switchboard: negative uid limit")
+		}
+		o.uidConns, o.uidHandshakes = conns, handshakes
+		return nil
+	})
+}
+
+// WithPrivilegedLimits is WithUIDLimits for root and the node's own uid
+// (default: no limit).
+func WithPrivilegedLimits(conns, handshakes int) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if conns < 0 || handshakes < 0 {
+			return errors.New("switchboard: negative uid limit")
+		}
+		o.privConns, o.privHandshakes = conns, handshakes
+		return nil
+	})
+}
+
+// limits returns the connection and handshake limits for uid.
+func (o *nodeOptions) limits(uid uint32) (conns, handshakes int) {
+	if uid == 0 || uid == uint32(os.Geteuid()) {
+		return o.privConns, o.privHandshakes
+	}
+	return o.uidConns, o.uidHandshakes
+}
+
+// handshakeDone forgets a handshake that ended. The caller holds n.mu.
+func (n *Node) handshakeDone(c *net.UnixConn) {
+	uid, ok := n.hs[c]
+	if !ok {
+		return
+	}
+	delete(n.hs, c)
+	if n.hsByUID[uid]--; n.hsByUID[uid] <= 0 {
+		delete(n.hsByUID, uid)
+	}
+}
+
+// uncount gives back a connection of uid. The caller holds n.mu.
+func (n *Node) uncount(uid uint32) {
+	if n.connsByUID[uid]--; n.connsByUID[uid] <= 0 {
+		delete(n.connsByUID, uid)
+	}
+}
+
+// refuseLimit refuses a client whose uid has as many handshakes in
+// progress as the node allows, from the accept loop: counted, logged, told
+// why (a short write: the loop does not wait on a client).
+func (n *Node) refuseLimit(c *net.UnixConn, cred Cred, reason string) {
+	n.refused.Add(1)
+	n.refuse(cred, ActionConnect, "", errors.New(reason))
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_LIMIT_EXCEEDED, Reason: reason}}}, nil)
+	c.Close()
+}
+
+// errNoFds is the reason a node out of descriptors gives a client.
+var errNoFds = errors.New("node out of file descriptors: try again later")
+
+// outOfFds reports whether err says the process or the system ran out of
+// descriptors.
+func outOfFds(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// refuseOutOfFds, when accept fails for want of descriptors, gives up the
+// spare descriptor to accept the waiting client, tells it why it is
+// refused, and takes the spare back: a client learns the reason instead of
+// waiting. It returns the new spare (-1 if it could not be had).
+func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
+	n.fdExhausted.Add(1)
+	if spare >= 0 {
+		unix.Close(spare)
+		if c, err := ln.AcceptUnix(); err == nil {
+			var cred Cred
+			if k, err := shm.PeerCred(c); err == nil {
+				cred = Cred(k)
+			}
+			n.refused.Add(1)
+			n.refuse(cred, ActionConnect, "", errNoFds)
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_REFUSED, Reason: errNoFds.Error()}}}, nil)
+			c.Close()
+		}
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
