@@ -383,19 +383,18 @@ func (n *Node) Serve(ctx context.Context) error {
 			return fmt.Errorf("switchboard: accept: %w", err)
 		}
 		backoff = 0
+		k, err := shm.PeerCred(c) // the kernel's word, before any lock
+		if err != nil {
+			c.Close()
+			continue
+		}
+		cred := Cred(k)
 		n.mu.Lock()
 		if n.closed {
 			n.mu.Unlock()
 			c.Close()
 			return nil
 		}
-		k, err := shm.PeerCred(c)
-		if err != nil {
-			n.mu.Unlock()
-			c.Close()
-			continue
-		}
-		cred := Cred(k)
 		if _, limit := n.o.limits(cred.UID); limit > 0 && n.hsByUID[cred.UID] >= limit {
 			n.mu.Unlock()
 			n.refuseLimit(c, cred, fmt.Sprintf("uid %d has %d handshakes in progress, the most the node allows", cred.UID, limit))
