@@ -397,7 +397,7 @@ func (n *Node) Serve(ctx context.Context) error {
 		}
 		if _, limit := n.o.limits(cred.UID); limit > 0 && n.hsByUID[cred.UID] >= limit {
 			n.mu.Unlock()
-			n.refuseLimit(c, cred, fmt.Sprintf("uid %d has %d handshakes in progress, the most the node allows", cred.UID, limit))
+			n.refuseConnect(c, cred, pb.Code_CODE_LIMIT_EXCEEDED, fmt.Errorf("uid %d has %d handshakes in progress, the most the node allows", cred.UID, limit))
 			continue
 		}
 		n.hs[c] = cred.UID

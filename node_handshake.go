@@ -1,7 +1,6 @@
 package switchboard
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -29,15 +28,13 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	}
 	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
 	kcred := shm.Cred(cred)
-	var err error
-	if err = n.o.authorize(cred); err != nil {
-		n.refuse(cred, ActionConnect, "", err)
-	} else {
-		err = n.allow(cred, ActionConnect, "") // counted and logged there if refused
+	err := n.o.authorize(cred)
+	if err == nil {
+		err = n.decide(cred, ActionConnect, "") // refuseConnect counts and logs
 	}
 	if err != nil {
-		n.refused.Add(1)
-		fail(pb.Code_CODE_REFUSED, err.Error())
+		n.refuseConnect(c, cred, pb.Code_CODE_REFUSED, err)
+		done()
 		return
 	}
 	// The uid's connection limit: counted from here (a reservation, given
@@ -45,10 +42,8 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	n.mu.Lock()
 	if limit, _ := n.o.limits(cred.UID); limit > 0 && n.connsByUID[cred.UID] >= limit {
 		n.mu.Unlock()
-		reason := fmt.Sprintf("uid %d holds %d connections, the most the node allows", cred.UID, limit)
-		n.refused.Add(1)
-		n.refuse(cred, ActionConnect, "", errors.New(reason))
-		fail(pb.Code_CODE_LIMIT_EXCEEDED, reason)
+		n.refuseConnect(c, cred, pb.Code_CODE_LIMIT_EXCEEDED, fmt.Errorf("uid %d holds %d connections, the most the node allows", cred.UID, limit))
+		done()
 		return
 	}
 	n.connsByUID[cred.UID]++
@@ -105,9 +100,8 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	if err != nil {
 		if outOfFds(err) {
 			n.fdExhausted.Add(1)
-			n.refused.Add(1)
-			n.refuse(cred, ActionConnect, "", errNoFds)
-			fail(pb.Code_CODE_REFUSED, errNoFds.Error())
+			n.refuseConnect(c, cred, pb.Code_CODE_REFUSED, errNoFds)
+			done()
 			return
 		}
 		fail(pb.Code_CODE_INTERNAL, err.Error())

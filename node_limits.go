@@ -83,14 +83,15 @@ func (n *Node) uncount(uid uint32) {
 	}
 }
 
-// refuseLimit refuses a client whose uid has as many handshakes in
-// progress as the node allows, from the accept loop: counted, logged, told
-// why (a short write: the loop does not wait on a client).
-func (n *Node) refuseLimit(c *net.UnixConn, cred Cred, reason string) {
+// refuseConnect refuses a connecting client: counted (HandshakesRefused,
+// and a refusal of connect, logged), told why in a Refused frame with a
+// short write (the accept loop does not wait on a client that does not
+// read), its socket closed.
+func (n *Node) refuseConnect(c *net.UnixConn, cred Cred, code pb.Code, why error) {
 	n.refused.Add(1)
-	n.refuse(cred, ActionConnect, "", errors.New(reason))
-	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-	pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_LIMIT_EXCEEDED, Reason: reason}}}, nil)
+	n.refuse(cred, ActionConnect, "", why)
+	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: code, Reason: why.Error()}}}, nil)
 	c.Close()
 }
 
@@ -116,11 +117,7 @@ func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
 			if k, err := shm.PeerCred(c); err == nil {
 				cred = Cred(k)
 			}
-			n.refused.Add(1)
-			n.refuse(cred, ActionConnect, "", errNoFds)
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_REFUSED, Reason: errNoFds.Error()}}}, nil)
-			c.Close()
+			n.refuseConnect(c, cred, pb.Code_CODE_REFUSED, errNoFds)
 		}
 	}
 	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)

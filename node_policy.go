@@ -26,22 +26,27 @@ func (n *Node) SetPolicy(p Policy) {
 
 type policyBox struct{ p Policy }
 
-// allow asks the current policy; a refusal is counted and logged (see
-// refuse). Without a policy, everything is allowed but monitoring, which
-// only root and the node's uid may do.
+// allow asks the current policy (decide); a refusal is counted and
+// logged (see refuse).
 func (n *Node) allow(who Cred, what Action, target string) error {
-	b := n.policy.Load()
-	var err error
-	switch {
-	case b != nil && b.p != nil:
-		err = b.p.Allow(who, what, target)
-	case what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()):
-		err = fmt.Errorf("uid %d may not monitor the bus", who.UID)
-	}
+	err := n.decide(who, what, target)
 	if err != nil {
 		n.refuse(who, what, target, err)
 	}
 	return err
+}
+
+// decide asks the current policy, and counts nothing. Without a policy,
+// everything is allowed but monitoring, which only root and the node's uid
+// may do.
+func (n *Node) decide(who Cred, what Action, target string) error {
+	if b := n.policy.Load(); b != nil && b.p != nil {
+		return b.p.Allow(who, what, target)
+	}
+	if what == ActionMonitor && who.UID != 0 && who.UID != uint32(os.Geteuid()) {
+		return fmt.Errorf("uid %d may not monitor the bus", who.UID)
+	}
+	return nil
 }
 
 // refuse counts a refusal by action and logs it at warn, with who asked

@@ -22,21 +22,11 @@ func (s spaceCond) Arm()    { s.p.ArmSpace() }
 func (s spaceCond) Rearm()  { s.p.RearmSpace() }
 func (s spaceCond) Disarm() { s.p.DisarmSpace() }
 
-// Park sleeps on bell until ready reports true, then disarms conds: the
-// one sleep of a pump, on either end of a connection. The caller arms
-// conds (Arm) and looks once more before it calls Park; a doorbell rings
-// for an announcement only once, so before every later look Park announces
-// them again (Rearm), or a wake-up that found too little would sleep
-// through the next change. The error is ErrClosed once bell is closed.
-// Park allocates; a goroutine that parks often uses a Parker.
-func Park(bell *Doorbell, ready func() bool, conds ...Cond) error {
-	return NewParker(bell).Park(ready, conds...)
-}
-
-// A Parker is Park for one goroutine that parks again and again (a
-// pump): it parks without an allocation when ready is a function value
-// made once and conds a slice made once. It is not safe for concurrent
-// use.
+// A Parker parks one goroutine again and again on a doorbell: the one
+// sleep of a pump, on either end of a connection, and of the socket
+// transport's writer. It parks without an allocation when ready is a
+// function value made once and conds a slice made once. It is not safe
+// for concurrent use.
 type Parker struct {
 	bell  *Doorbell
 	ready func() bool
@@ -51,7 +41,12 @@ func NewParker(bell *Doorbell) *Parker {
 	return p
 }
 
-// Park is the package's Park on p's doorbell.
+// Park sleeps until ready reports true, then disarms conds. The caller
+// arms conds (Arm) and looks once more before it calls Park; a doorbell
+// rings for an announcement only once, so before every later look Park
+// announces them again (Rearm), or a wake-up that found too little would
+// sleep through the next change. The error is ErrClosed once the doorbell
+// is closed.
 func (p *Parker) Park(ready func() bool, conds ...Cond) error {
 	p.ready, p.conds = ready, conds
 	err := p.bell.WaitUntil(context.Background(), p.check)

@@ -17,7 +17,7 @@ func startPark(t *testing.T, bell *Doorbell, ready func() bool, conds ...Cond) f
 	t.Helper()
 	done := make(chan error, 1)
 	returned := false
-	go func() { done <- Park(bell, ready, conds...) }()
+	go func() { done <- NewParker(bell).Park(ready, conds...) }()
 	t.Cleanup(func() {
 		if returned {
 			return
