@@ -282,6 +282,20 @@ func (l *Link) Shutdown() {
 	})
 }
 
+// Retire shuts down and gives the shared memory back while views of the
+// rings may still be in use (see Segment.Retire): they read zeros from
+// then on. The link's rings must not be used afterwards except through
+// such views; Close unmaps them. A local link's rings are this process's
+// own memory, which the garbage collector frees once no view remains.
+// Retire must not run concurrently with Close.
+func (l *Link) Retire() error {
+	l.Shutdown()
+	if l.Seg != nil {
+		return l.Seg.Retire()
+	}
+	return nil
+}
+
 // Close shuts down and unmaps the segment. Nothing may touch the link's
 // rings or frames read from them afterwards. It is idempotent.
 func (l *Link) Close() error {

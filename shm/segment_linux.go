@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +73,8 @@ type Segment struct {
 	rings []ringDesc
 	once  sync.Once
 	err   error
+	// retired: Retire replaced the shared pages with private ones.
+	retired bool
 }
 
 func newSegment(mem []byte, fd int, rings []ringDesc) *Segment {
@@ -281,6 +284,28 @@ func (s *Segment) Ring(i int) []byte {
 	r := s.rings[i]
 	end := r.off + ringCtlSize + r.capacity
 	return s.mem[r.off:end:end]
+}
+
+// Retire gives the shared memory back while views of it may still be in
+// use: it closes the memfd and maps private zero pages over the segment,
+// at the same addresses, in one step. Whoever still holds a view of a
+// ring (a handler that ignored its context, reading its request) reads
+// zeros from then on, as if the peer had overwritten the ring, and never
+// faults; the shared pages go once the peer lets go of them too. Close
+// unmaps the placeholder later. Retire is idempotent, does nothing after
+// Close, and must not run concurrently with Close.
+func (s *Segment) Retire() error {
+	s.DropFd()
+	if s.retired || s.mem == nil {
+		return nil
+	}
+	s.retired = true
+	_, err := unix.MmapPtr(-1, 0, unsafe.Pointer(unsafe.SliceData(s.mem)), uintptr(len(s.mem)),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED)
+	if err != nil {
+		return &OpError{Op: "retire segment", Err: err}
+	}
+	return nil
 }
 
 // Close unmaps the segment and closes the memfd. Nothing may use the

@@ -268,3 +268,56 @@ func TestSegmentDropFd(t *testing.T) {
 		t.Fatalf("Close after DropFd closed another descriptor: %v", err)
 	}
 }
+
+// A retired segment no longer shares memory with its peer, yet a view
+// taken before keeps working (reading zeros) until Close.
+func TestSegmentRetire(t *testing.T) {
+	seg, err := CreateSegment("retire", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := OpenSegment(dupFd(t, seg.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	view := seg.Ring(0)[100:108] // what a handler would hold
+	peer.Ring(0)[100] = 7
+	if view[0] != 7 {
+		t.Fatal("the view does not see the peer's write")
+	}
+	if err := seg.Retire(); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.Retire(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if seg.Fd() != -1 {
+		t.Fatalf("Fd after Retire: %d", seg.Fd())
+	}
+	if view[0] != 0 {
+		t.Fatalf("the view reads %d after Retire, want the placeholder's zero", view[0])
+	}
+	view[1] = 9 // writable, and private: the peer does not see it
+	peer.Ring(0)[102] = 5
+	if peer.Ring(0)[101] != 0 || view[2] != 0 {
+		t.Fatal("a retired segment still shares memory with its peer")
+	}
+	if peer.Ring(0)[100] != 7 {
+		t.Fatal("Retire changed the peer's memory")
+	}
+	// The mapping is no longer the memfd's.
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(maps), "memfd:retire"); n != 1 {
+		t.Fatalf("%d mappings of the memfd after Retire, want the peer's alone:\n%s", n, maps)
+	}
+	if err := seg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.Retire(); err != nil { // after Close: nothing to do
+		t.Fatal(err)
+	}
+}
