@@ -103,7 +103,8 @@ var (
 	// ErrPeerGone: the peer of a request disconnected before it replied.
 	ErrPeerGone error = &Error{Code: CodePeerGone}
 	// ErrTooManyPending: the connection already waits for as many replies
-	// from peers as the node allows (see WithMaxPending).
+	// from peers as the node allows (see WithMaxPending), or as many calls
+	// waiting for actor handlers (WithMaxActorCalls).
 	ErrTooManyPending error = &Error{Code: CodeTooManyPending}
 	// ErrInvalidArgument: a malformed group, name or address.
 	ErrInvalidArgument error = &Error{Code: CodeInvalidArgument}

@@ -24,7 +24,9 @@ type ConnInfo struct {
 	Events, Dropped       uint64 // events delivered to it, and dropped for it
 	BytesIn, BytesOut     uint64
 	Violations, Panics    uint64
-	Pending               int // its calls to peers waiting for a reply
+	LateReplies           uint64 // replies to it discarded because it had given up (see NodeStats)
+	Pending               int    // its calls to peers waiting for a reply
+	ActorCalls            int    // its calls waiting for actor handlers (and node listings)
 
 	// Bytes waiting in its rings, and events queued in the node behind
 	// its event ring.
@@ -67,6 +69,16 @@ type NodeStats struct {
 	Published            uint64 // group publications
 	Delivered            uint64 // bus messages delivered to peers (direct, group, name)
 	Undeliverable        uint64 // want-answer messages nobody could take
+	// LateReplies counts the replies discarded because their caller had
+	// gone: handler and actor results after the call's deadline, cancel or
+	// the caller's end, and peer answers after the requester gave up.
+	LateReplies uint64
+	// StuckHandlers counts the handlers still running for connections the
+	// node released without them: they ignored their context (the node
+	// logs each at warn). Close waits for them.
+	StuckHandlers int
+	// ActorPanics counts the panics of actor handlers (HandleActor).
+	ActorPanics uint64
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

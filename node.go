@@ -67,6 +67,7 @@ type nodeOptions struct {
 	policy           Policy
 	listener         *net.UnixListener
 	maxPending       int
+	maxActorCalls    int
 	maxRing          int
 	// Per-uid limits (0: none): connections held, handshakes in progress;
 	// root and the node's uid have their own.
@@ -188,6 +189,10 @@ type Node struct {
 	published     atomic.Uint64
 	delivered     atomic.Uint64
 	undeliverable atomic.Uint64
+	late          atomic.Uint64 // replies discarded because their caller had gone
+	stuck         atomic.Int64  // handlers still running for released connections
+	actorPanics   atomic.Uint64
+	actorSeq      actorSeq
 
 	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
 
@@ -207,6 +212,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		uidConns:         1024,
 		uidHandshakes:    64,
 		handshakeTimeout: 2 * time.Second,
+		maxActorCalls:    1024,
 	}
 	for _, opt := range opts {
 		if err := opt.applyNode(&o); err != nil {
@@ -239,11 +245,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		connsByUID: map[uint32]int{},
 		started:    time.Now(),
 	}
-	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} },
-		actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, func(reason any) actor.Directive {
-			n.o.logger.Error("connection actor failed; stopping it", slog.Any("reason", reason))
-			return actor.StopDirective
-		}))), "node")
+	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} }), "node")
 	if err != nil {
 		return nil, err
 	}
@@ -447,16 +449,6 @@ type spawned struct {
 	err error
 }
 
-// rootActor is the node's supervisor: connection actors are its children.
-type rootActor struct{ n *Node }
-
-func (a *rootActor) Receive(ac actor.Context) {
-	if m, ok := ac.Message().(*spawnChild); ok {
-		pid, err := ac.SpawnNamed(m.props, m.name)
-		m.reply <- spawned{pid, err}
-	}
-}
-
 // connClosed runs on a connection's pump after it stopped.
 func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	st := c.Stats()
@@ -512,7 +504,8 @@ func (n *Node) Stats() NodeStats {
 		HandshakesRefused: n.refused.Load(), Refusals: refusals, DescriptorsExhausted: n.fdExhausted.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
-		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load()}
+		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load(),
+		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load()}
 }
 
 // Close stops the node: it stops accepting, tells every client that the
@@ -575,8 +568,8 @@ func connInfo(c *conn.Endpoint) ConnInfo {
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
-		Violations: st.Violations.Load(), Panics: st.Panics.Load(), RingBytes: c.RingBytes()}
+		Violations: st.Violations.Load(), Panics: st.Panics.Load(), LateReplies: st.LateReplies.Load(), RingBytes: c.RingBytes()}
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()
-	ci.Pending = c.Waiting()
+	ci.Pending, ci.ActorCalls = c.Waiting(), c.ActorCalls()
 	return ci
 }

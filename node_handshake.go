@@ -145,7 +145,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
-		Host: srv, Logger: n.o.logger,
+		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
 	cn, err := conn.Start(n.sys, cfg, spawner{n})

@@ -26,16 +26,6 @@ func (n *Node) HandleFunc(id uint16, f func(ctx context.Context, r *Request) ([]
 	n.Handle(id, HandlerFunc(f), opts...)
 }
 
-// HandleActor makes the actor pid serve service id: each request arrives as
-// an *ActorRequest, which the actor answers with Respond.
-func (n *Node) HandleActor(id uint16, pid *actor.PID, opts ...ServiceOption) {
-	s := &service{id: id, pid: pid}
-	for _, opt := range opts {
-		opt(s)
-	}
-	n.services[id].Store(s)
-}
-
 // Handler serves the requests of one service. The context carries the
 // caller's deadline and ends when the caller cancels or disconnects.
 // Returning ErrUnknownCommand tells the caller so; any other error reaches
@@ -143,27 +133,6 @@ type service struct {
 	onDisconnect func(*Session)
 }
 
-// ActorRequest is what an actor handler (HandleActor) receives. The actor
-// must call Respond exactly once (for a Send it may not call it at all).
-type ActorRequest struct {
-	Service, Command uint16
-	Payload          []byte // a copy: the actor may keep it
-	Session          *Session
-	NoReply          bool
-	Context          context.Context // the caller's deadline and cancellation
-
-	c  *conn.Endpoint
-	id uint64
-}
-
-// Respond sends the reply. Any goroutine may call it.
-func (r *ActorRequest) Respond(payload []byte, err error) {
-	if r.NoReply {
-		return
-	}
-	r.c.Complete(r.id, result(payload, err))
-}
-
 // connServer serves one connection's requests, on its pump goroutine.
 type connServer struct {
 	n        *Node
@@ -210,13 +179,7 @@ func (s *connServer) Serve(ctx context.Context, c *conn.Endpoint, r *conn.Incomi
 		s.sessions[r.Service], s.svcs[r.Service] = sess, svc
 	}
 	if svc.pid != nil {
-		payload := r.Payload
-		if !r.Owned {
-			payload = append([]byte(nil), payload...)
-		}
-		s.n.sys.Root.Send(svc.pid, &ActorRequest{Service: r.Service, Command: r.Command, Payload: payload,
-			Session: sess, NoReply: r.NoReply, Context: ctx, c: c, id: r.ID})
-		return conn.Result{Pending: true}
+		return s.n.sendToActor(ctx, c, svc, sess, r)
 	}
 	s.req = Request{Service: r.Service, Command: r.Command, Payload: r.Payload, Session: sess, NoReply: r.NoReply}
 	payload, err := svc.h.ServeIPC(ctx, &s.req)
@@ -228,14 +191,27 @@ func (s *connServer) Serve(ctx context.Context, c *conn.Endpoint, r *conn.Incomi
 func (s *connServer) Route(c *conn.Endpoint, f conn.BusFrame) { s.n.route(c, f) }
 
 // Closed runs the services' disconnect hooks and tells the node
-// (conn.Host).
+// (conn.Host). The hooks of a connection released while a handler still
+// runs wait for that handler to return (a session's handlers and its hook
+// never run at the same time); the node learns of the end at once.
 func (s *connServer) Closed(c *conn.Endpoint, why conn.Reason) {
+	if c.Abandoned() {
+		s.n.bg.Go(func() {
+			<-c.Lingering()
+			s.disconnected()
+		})
+	} else {
+		s.disconnected()
+	}
+	s.n.connClosed(c, why)
+}
+
+func (s *connServer) disconnected() {
 	for id, sess := range s.sessions {
 		if f := s.svcs[id].onDisconnect; f != nil {
 			f(sess)
 		}
 	}
-	s.n.connClosed(c, why)
 }
 
 // serveSystem serves SystemService.

@@ -106,8 +106,9 @@ func (echoActor) Receive(ac actor.Context) {
 
 func TestActorHandler(t *testing.T) {
 	n := startNode(t)
-	pid := n.ActorSystem().Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return echoActor{} }))
-	n.HandleActor(9, pid)
+	if _, err := n.HandleActor(9, actor.PropsFromProducer(func() actor.Actor { return echoActor{} })); err != nil {
+		t.Fatal(err)
+	}
 	c := dial(t, n)
 	var wg sync.WaitGroup
 	for i := range 16 {

@@ -247,7 +247,7 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 	delete(c.bus.incoming, h)
 	c.bus.inMu.Unlock()
 	if caller == nil {
-		c.stats.LateReplies.Add(1) // its caller gave up, or a handle the client made up
+		c.countLate() // its caller gave up, or a handle the client made up
 		return true
 	}
 	payload := f.Body[pb.ReplyHandleSize:]
@@ -356,7 +356,7 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 func (c *Endpoint) peerResult(r *PeerResult) {
 	pc := c.bus.calls[r.CallID]
 	if pc == nil {
-		c.stats.LateReplies.Add(1)
+		c.countLate()
 		return
 	}
 	if pc.group {

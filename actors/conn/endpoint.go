@@ -63,6 +63,21 @@ type Config struct {
 	ConnContext context.Context // parent of the connection's context
 	Spin        time.Duration   // the pump's longest spin before it parks (shm.DefaultSpin when unset)
 	SpinSet     bool
+	// MaxActorCalls bounds the calls this connection has waiting for an
+	// actor handler's Complete (default 1024); past it, a call is refused
+	// with CODE_TOO_MANY_PENDING.
+	MaxActorCalls int
+	// Late, when set, counts for the node every reply discarded because
+	// its caller had gone (see Stats.LateReplies).
+	Late *atomic.Uint64
+	// CompleteUnknown writes the result of a Complete for a call that
+	// Serve never saw, for tests that drive the actors directly; by
+	// default such a result is discarded and counted late (its call's
+	// context ended first, or it is a second Complete).
+	CompleteUnknown bool
+	// Stuck, when set, counts for the node the handlers still running for
+	// connections released without them (see Lingering).
+	Stuck *atomic.Int64
 }
 
 // Endpoint is the node side of one connection.
@@ -95,11 +110,21 @@ type Endpoint struct {
 	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
 	saidBye atomic.Bool
 
+	// Handlers (see linger.go).
+	serving    atomic.Int32 // handlerIdle, handlerRunning, ...
+	serveSvc   uint16       // the service and command of the running handler, for the log
+	serveCmd   uint16
+	actorCalls map[uint64]*actorCall // calls waiting for an actor handler's Complete (pump-only)
+	released   chan struct{}         // closed once release has run
+	lingering  chan struct{}         // closed once the pump's goroutine has returned
+	wg         sync.WaitGroup
+
 	bus busState
 
 	stats        Stats
 	queued       atomic.Int64 // events in the backlog (a gauge for Fill)
 	pendingGauge atomic.Int64 // bus.pending, for Waiting
+	actorGauge   atomic.Int64 // len(actorCalls), for ActorCalls
 	inbox        atomic.Int64 // events sent through the mailbox and not yet received
 	inboxBytes   atomic.Int64 // their payload bytes
 	mailboxLimit int64        // bounds of inbox and inboxBytes (admit)
@@ -123,7 +148,11 @@ type Endpoint struct {
 type Stats struct {
 	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
 	BytesIn, BytesOut                                                atomic.Uint64
-	LateReplies                                                      atomic.Uint64 // peer answers that came after their caller gave up
+	// LateReplies counts the replies discarded because their caller had
+	// gone: handler and actor results after the call's deadline, cancel
+	// or the connection's end, and peer answers after the requester gave
+	// up.
+	LateReplies atomic.Uint64
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
@@ -145,15 +174,20 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 		parent = context.Background()
 	}
 	c := &Endpoint{
-		cfg:      cfg,
-		sys:      sys,
-		in:       cfg.Link.Consumer(pb.RingRequest),
-		resp:     cfg.Link.Producer(pb.RingResponse),
-		ev:       cfg.Link.Producer(pb.RingEvent),
-		bell:     cfg.Link.Bell(pb.BellNode),
-		done:     make(chan struct{}),
-		started:  time.Now(),
-		welcomed: make(chan struct{}),
+		cfg:       cfg,
+		sys:       sys,
+		in:        cfg.Link.Consumer(pb.RingRequest),
+		resp:      cfg.Link.Producer(pb.RingResponse),
+		ev:        cfg.Link.Producer(pb.RingEvent),
+		bell:      cfg.Link.Bell(pb.BellNode),
+		done:      make(chan struct{}),
+		started:   time.Now(),
+		welcomed:  make(chan struct{}),
+		released:  make(chan struct{}),
+		lingering: make(chan struct{}),
+	}
+	if cfg.MaxActorCalls <= 0 {
+		c.cfg.MaxActorCalls = 1024
 	}
 	if c.in == nil || c.resp == nil || c.ev == nil {
 		return nil, errors.New("conn: link is not a node-side connection link")
@@ -184,14 +218,22 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 		return nil, err
 	}
 	c.pid = pid
-	var wg sync.WaitGroup
-	wg.Go(c.pump)
-	wg.Go(c.watch)
+	// Done waits for watch, sendFrames, the reaper and release, not for
+	// the pump's goroutine itself: abandoned in a handler that ignores
+	// its context, that one ends when the handler returns (Lingering).
+	c.wg.Go(c.watch)
 	if cfg.Bridge != nil {
-		wg.Go(c.sendFrames)
+		c.wg.Go(c.sendFrames)
 	}
+	c.wg.Add(1) // the reaper: it runs when the context ends, which release makes sure of
+	context.AfterFunc(c.ctx, func() {
+		defer c.wg.Done()
+		c.reap()
+	})
+	go c.pump()
 	go func() {
-		wg.Wait()
+		c.wg.Wait()
+		<-c.released
 		close(c.done)
 	}()
 	return c, nil
@@ -249,7 +291,9 @@ func (c *Endpoint) Stats() *Stats { return &c.stats }
 // Context ends when the connection ends.
 func (c *Endpoint) Context() context.Context { return c.ctx }
 
-// Done is closed when the connection is fully released.
+// Done is closed when the connection is fully released: its end
+// announced, its socket closed, its shared memory given back. A handler
+// that ignored its context may still run (see Lingering).
 func (c *Endpoint) Done() <-chan struct{} { return c.done }
 
 // Reason says why a connection ended.
@@ -407,5 +451,12 @@ func (c *Endpoint) release() {
 	c.mapMu.Lock()
 	c.unmapped = true
 	c.mapMu.Unlock()
-	c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
+	if c.Abandoned() {
+		// The abandoned handler may still read its request from the ring:
+		// the shared memory goes now, the mapping when it returns.
+		c.cfg.Link.Retire()
+	} else {
+		c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
+	}
+	close(c.released)
 }

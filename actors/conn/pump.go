@@ -86,7 +86,12 @@ func (c *Endpoint) admit(n, bytes int64) bool {
 // hop. Only Serve may call it, on the pump, during its call; events sent
 // this way keep their order among themselves.
 func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
+	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
+		c.lateDrops.Add(1) // the connection went on without the handler
+		return
+	}
 	c.queueEvent(&Delivery{Service: service, Command: command, Payload: payload})
+	c.serving.Store(handlerRunning)
 }
 
 // Complete delivers the result of a request that Serve left pending. Any
@@ -95,9 +100,17 @@ func (c *Endpoint) Complete(id uint64, r Result) {
 	c.sys.Root.Send(c.pid, &Completion{ID: id, Result: r})
 }
 
-// pump serves the request ring and runs the actor until the actor stops.
+// pump serves the request ring and runs the actor until the actor stops,
+// then releases the connection. The pump's state is owned by the
+// goroutine that runs it: this one, or the reaper once it took over from
+// a stuck handler (see linger.go).
 func (c *Endpoint) pump() {
-	defer c.release()
+	c.run()
+	c.release()
+	close(c.lingering)
+}
+
+func (c *Endpoint) run() {
 	for !c.stopped {
 		c.serveRequests()
 		c.runMailbox()
@@ -260,9 +273,14 @@ func deadline(since time.Time, aux uint32) time.Time {
 // serve runs Host.Serve for r, recovering a panic into
 // CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
 func (c *Endpoint) serve(r *Incoming) {
+	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
+		return // the connection has ended (barred): nobody waits for a reply
+	}
+	c.serveSvc, c.serveCmd = r.Service, r.Command
 	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
 		c.stats.Sends.Add(1)
 		c.call(c.ctx, r)
+		c.leaveHandler()
 		return
 	}
 	c.stats.Calls.Add(1)
@@ -275,13 +293,19 @@ func (c *Endpoint) serve(r *Incoming) {
 	}
 	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
 	res := c.call(ctx, r)
+	c.leaveHandler() // returns only if the connection still belongs to this goroutine
 	if res.Pending {
-		return // the context lives until the Completion, which cancels it (see Receive)
+		c.waitActor(r.ID, ctx, cancel) // the context lives until the Completion, or ends first
+		return
 	}
 	c.cancels.Delete(r.ID)
+	late := ctx.Err() != nil
 	cancel()
-	if c.ctx.Err() != nil {
-		return // a connection that is ending replies nothing: its client learns why from the socket
+	if late {
+		// The caller cancelled or gave up at its deadline, or the
+		// connection is ending (its client learns why from the socket).
+		c.countLate()
+		return
 	}
 	c.writeReply(r.ID, res)
 }
@@ -341,12 +365,9 @@ func (a *connActor) Receive(ac actor.Context) {
 		}
 		c.queueEvent(m)
 	case *Completion:
-		if cancel, ok := c.cancels.LoadAndDelete(m.ID); ok {
-			cancel.(context.CancelFunc)()
-		}
-		if c.ctx.Err() == nil {
-			c.writeReply(m.ID, m.Result)
-		}
+		c.complete(m)
+	case *actorCallDone:
+		c.actorDone(m)
 	case *eventBatch:
 		c.inbox.Add(-int64(len(m.evs)))
 		c.inboxBytes.Add(-m.bytes)

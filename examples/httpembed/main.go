@@ -64,8 +64,10 @@ func run(ctx context.Context, socket, addr string, once bool) error {
 	if err != nil {
 		return err
 	}
-	pid := node.ActorSystem().Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &greeter{} }))
-	node.HandleActor(greetService, pid)
+	if _, err := node.HandleActor(greetService, actor.PropsFromProducer(func() actor.Actor { return &greeter{} })); err != nil {
+		node.Close()
+		return err
+	}
 	if err := node.Listen(); err != nil {
 		node.Close()
 		return err

@@ -189,7 +189,8 @@ var lastID atomic.Uint64
 
 // Start starts an Endpoint under sp with cfg, whose Link and Sock it
 // provides. Unset fields get test defaults: a unique ID, an address
-// ":t.<id>", a *Host, 1 MiB messages, a queue of 64 events, no spinning.
+// ":t.<id>", a *Host, 1 MiB messages, a queue of 64 events, no spinning,
+// and Complete answers any call id (CompleteUnknown).
 // The rings hold 64 KiB each. The endpoint is closed and waited for when
 // the test ends.
 func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Config) *Client {
@@ -228,6 +229,7 @@ func Start(t testing.TB, sys *actor.ActorSystem, sp conn.Spawner, cfg conn.Confi
 		cfg.Spin, cfg.SpinSet = 0, true
 	}
 	cfg.Link, cfg.Sock, cfg.Transport = node, socks[0], "shm"
+	cfg.CompleteUnknown = true // the group and registry tests answer calls Serve never saw
 	ep, err := conn.Start(sys, cfg, sp)
 	if err != nil {
 		t.Fatal(err)
