@@ -52,6 +52,18 @@ const (
 	cmdPanic uint16 = 3
 	cmdEmit  uint16 = 4 // payload: decimal count; sends that many events, numbered
 	cmdFail  uint16 = 5
+	// cmdStuck ignores its context and returns once cmdUnstick is called;
+	// cmdStats answers "STUCK LATE CONNECTIONS" from the node's stats.
+	cmdStuck   uint16 = 6
+	cmdUnstick uint16 = 7
+	cmdStats   uint16 = 8
+)
+
+// The node role's node, and what cmdStuck waits for.
+var (
+	roleNode    *switchboard.Node
+	unstick     = make(chan struct{})
+	unstickOnce sync.Once
 )
 
 func runRole(role string) int {
@@ -107,6 +119,7 @@ func runRole(role string) int {
 			return 1
 		}
 		n.HandleFunc(svcTest, testService)
+		roleNode = n
 		if err := n.Listen(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -124,6 +137,16 @@ func runRole(role string) int {
 			return 1
 		}
 		return 0
+	case "stuckcall": // connects, starts a call to a handler that ignores its context, says so with its address
+		tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
+		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithTransport(switchboard.Transport(tr)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go c.Call(ctx, svcTest, cmdStuck, []byte("a request the handler holds"))
+		fmt.Println("calling", c.Address())
+		select {}
 	case "slowcall": // connects, starts a call that never ends, says so on stdout
 		tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
 		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithTransport(switchboard.Transport(tr)))
@@ -228,6 +251,15 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 		panic("test panic")
 	case cmdFail:
 		return nil, errors.New("failed on purpose")
+	case cmdStuck:
+		<-unstick
+		return []byte("unstuck"), nil
+	case cmdUnstick:
+		unstickOnce.Do(func() { close(unstick) })
+		return nil, nil
+	case cmdStats:
+		st := roleNode.Stats()
+		return fmt.Appendf(nil, "%d %d %d", st.StuckHandlers, st.LateReplies, st.Connections), nil
 	case cmdEmit: // "COUNT" numbers the events; "COUNT:SIZE" sends SIZE-byte events
 		count, size, sized := strings.Cut(string(r.Payload), ":")
 		n, err := strconv.Atoi(count)
