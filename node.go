@@ -66,6 +66,8 @@ type nodeOptions struct {
 	spin             *time.Duration
 	policy           Policy
 	listener         *net.UnixListener
+	socketMode       *os.FileMode // nil: 0600, or 0660 with a socket group
+	socketGroup      int          // -1: none
 	maxPending       int
 	maxRing          int
 	// Per-uid limits (0: none): connections held, handshakes in progress;
@@ -207,6 +209,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		uidConns:         1024,
 		uidHandshakes:    64,
 		handshakeTimeout: 2 * time.Second,
+		socketGroup:      -1,
 	}
 	for _, opt := range opts {
 		if err := opt.applyNode(&o); err != nil {
