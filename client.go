@@ -197,6 +197,9 @@ func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
 	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", o.socket)
+	if errors.Is(err, unix.EACCES) {
+		return nil, fmt.Errorf("switchboard: dial %s: the socket's mode and group (or a directory's on the way) keep uid %d out: %w", o.socket, os.Geteuid(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("switchboard: dial %s: %w", o.socket, err)
 	}

@@ -22,7 +22,10 @@
 // node), a response ring and an event ring (node to client), in one sealed
 // memfd passed over the Unix socket that stays open for control and
 // liveness. The node reads the client's uid, gid and pid from the kernel
-// (SO_PEERCRED) and the client checks the node's the same way.
+// (SO_PEERCRED) and the client checks the node's the same way. Nobody
+// else may replace the node's socket: Listen refuses a directory that
+// another uid owns or that its group or others may write, and gives the
+// socket its mode and group (WithSocketMode, WithSocketGroup).
 //
 // # The bus
 //

@@ -66,6 +66,8 @@ type nodeOptions struct {
 	spin             *time.Duration
 	policy           Policy
 	listener         *net.UnixListener
+	socketMode       *os.FileMode // nil: 0600, or 0660 with a socket group
+	socketGroup      int          // -1: none
 	maxPending       int
 	maxActorCalls    int
 	maxRing          int
@@ -213,6 +215,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		uidHandshakes:    64,
 		handshakeTimeout: 2 * time.Second,
 		maxActorCalls:    1024,
+		socketGroup:      -1,
 	}
 	for _, opt := range opts {
 		if err := opt.applyNode(&o); err != nil {
@@ -265,81 +268,6 @@ func (n *Node) ActorSystem() *actor.ActorSystem { return n.sys }
 
 // SocketPath returns the path the node listens on.
 func (n *Node) SocketPath() string { return n.o.socket }
-
-// Listen creates the node's socket: its directory is created 0750; a
-// socket left by a dead node is replaced, a live node's is not.
-func (n *Node) Listen() error {
-	if n.o.listener != nil {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		if n.closed {
-			return ErrClosed
-		}
-		n.ln = n.o.listener
-		return nil
-	}
-	path := n.o.socket
-	dir, err := filepath.Abs(filepath.Dir(path)) // Close removes what it creates, wherever it runs from
-	if err != nil {
-		return fmt.Errorf("switchboard: socket directory: %w", err)
-	}
-	created := missingDirs(dir)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("switchboard: socket directory: %w", err)
-	}
-	if _, err := os.Lstat(path); err == nil {
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return fmt.Errorf("switchboard: another node serves %s", path)
-		}
-		if err := os.Remove(path); err != nil {
-			removeDirs(created)
-			return fmt.Errorf("switchboard: removing stale socket: %w", err)
-		}
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		removeDirs(created)
-		return fmt.Errorf("switchboard: listen: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		ln.Close()
-		removeDirs(created)
-		return ErrClosed
-	}
-	n.ln, n.createdDirs = ln, created
-	return nil
-}
-
-// missingDirs returns the directories of dir's path that do not exist yet,
-// deepest first: those MkdirAll will create.
-func missingDirs(dir string) []string {
-	var out []string
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil || !os.IsNotExist(err) {
-			return out
-		}
-		out = append(out, d)
-		if filepath.Dir(d) == d {
-			return out
-		}
-	}
-}
-
-// removeDirs removes the directories the node created for its socket,
-// deepest first, as long as they are empty (someone else's files keep
-// them).
-func removeDirs(dirs []string) {
-	for _, d := range dirs {
-		if os.Remove(d) != nil {
-			return
-		}
-	}
-}
 
 // Serve accepts connections until ctx ends or Close is called; then it
 // closes the node and returns nil (or the accept error that stopped it).

@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -30,6 +31,8 @@ var defaultTOML string
 // The TOML keys are the field tags.
 type Config struct {
 	Socket           string        `toml:"socket"`
+	SocketMode       string        `toml:"socket_mode"`
+	SocketGroup      string        `toml:"socket_group"`
 	Name             string        `toml:"name"`
 	MaxMessage       int64         `toml:"max_message"`
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
@@ -143,6 +146,8 @@ func (s setting) flag() string {
 
 var settings = []setting{
 	{key: "socket", usage: "the node's Unix socket `path`", field: func(c *Config) any { return &c.Socket }},
+	{key: "socket_mode", usage: "the socket's permission bits, in octal (`mode` like 0660; \"\": 0600, or 0660 with a socket group)", field: func(c *Config) any { return &c.SocketMode }},
+	{key: "socket_group", usage: "the `group` (name or gid) given the socket and the directory the node creates for it (\"\": none)", field: func(c *Config) any { return &c.SocketGroup }},
 	{key: "name", usage: "node `name` (addresses are :NAME.ID)", field: func(c *Config) any { return &c.Name }},
 	{key: "max_message", usage: "largest message in `bytes`", field: func(c *Config) any { return &c.MaxMessage }},
 	{key: "handshake_timeout", usage: "how long a client may take to say Hello (a `duration`: 2s, 500ms)", field: func(c *Config) any { return &c.HandshakeTimeout }},
@@ -330,6 +335,12 @@ func (c *Config) validate() (*policy, error) {
 	case c.HandshakeTimeout <= 0:
 		return nil, bad("handshake_timeout", "must be > 0, not %v", c.HandshakeTimeout)
 	}
+	if _, _, err := parseSocketMode(c.SocketMode); err != nil {
+		return nil, bad("socket_mode", "%v", err)
+	}
+	if err := checkGroup(c.SocketGroup); err != nil {
+		return nil, bad("socket_group", "%v", err)
+	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return nil, bad("log.level", "%v", err)
 	}
@@ -378,6 +389,33 @@ func parseLevel(s string) (lv slog.Level, err error) {
 		return lv, err
 	}
 	return lv, fmt.Errorf("must be debug, info, warn or error, not %q", s)
+}
+
+// parseSocketMode parses an octal mode such as "0660" ("" is unset).
+func parseSocketMode(s string) (mode os.FileMode, set bool, err error) {
+	if s == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "0o"), 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, false, fmt.Errorf("must be permission bits in octal, 0000 to 0777 (like \"0660\"), not %q", s)
+	}
+	return os.FileMode(n), true, nil
+}
+
+// checkGroup accepts "", a decimal gid, or the name of a group this host
+// knows.
+func checkGroup(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return nil
+	}
+	if _, err := user.LookupGroup(s); err != nil {
+		return fmt.Errorf("no group %q on this host", s)
+	}
+	return nil
 }
 
 func parseOverflow(s string) (switchboard.OverflowPolicy, error) {

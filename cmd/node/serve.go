@@ -125,8 +125,17 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 			log.Info("serving the socket systemd passed; the socket setting does not apply",
 				slog.String("activated", a), slog.String("configured", cfg.Socket))
 		}
+		if cfg.SocketMode != "" || cfg.SocketGroup != "" {
+			log.Info("serving the socket systemd passed; socket_mode and socket_group do not apply (SocketMode and SocketGroup in the socket unit do)")
+		}
 	} else {
 		opts = append(opts, switchboard.WithSocket(cfg.Socket))
+		if mode, ok, _ := parseSocketMode(cfg.SocketMode); ok {
+			opts = append(opts, switchboard.WithSocketMode(mode))
+		}
+		if cfg.SocketGroup != "" {
+			opts = append(opts, switchboard.WithSocketGroup(cfg.SocketGroup))
+		}
 	}
 	n, err := switchboard.NewNode(opts...)
 	if err != nil {

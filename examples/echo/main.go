@@ -5,7 +5,8 @@
 //	go run ./examples/echo serve                 # terminal 1
 //	go run ./examples/echo call "hello, echo"    # terminal 2
 //
-// Both take -socket (default: a socket in the system temp directory).
+// Both take -socket (default: a directory of its own in the system temp
+// directory, since a node refuses to serve from one others may write).
 package main
 
 import (
@@ -27,7 +28,7 @@ const (
 )
 
 func main() {
-	socket := flag.String("socket", filepath.Join(os.TempDir(), "switchboard-echo.sock"), "the node's socket")
+	socket := flag.String("socket", filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-echo-%d", os.Geteuid()), "node.sock"), "the node's socket")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -47,7 +47,7 @@ func (g *greeter) Receive(c actor.Context) {
 }
 
 func main() {
-	socket := flag.String("socket", filepath.Join(os.TempDir(), "switchboard-httpembed.sock"), "where the embedded node listens")
+	socket := flag.String("socket", filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-httpembed-%d", os.Geteuid()), "node.sock"), "where the embedded node listens")
 	addr := flag.String("http", "127.0.0.1:8080", "the HTTP service's address")
 	once := flag.Bool("once", false, "make one HTTP request to itself, print the answer and exit")
 	flag.Parse()

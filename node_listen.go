@@ -1,0 +1,241 @@
+package switchboard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// The node's socket: its directory, who may replace the socket (nobody
+// but the node's uid), who may open it (its mode and group), and what
+// Close removes of them.
+
+// WithSocketMode sets the permission bits of the socket the node creates
+// (default 0600, or 0660 with WithSocketGroup), whatever the umask:
+// connecting needs write permission, so this says who may connect at all,
+// before the node's authorization and policy decide by credentials. It
+// does not apply to a listener passed with WithListener.
+func WithSocketMode(mode os.FileMode) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if mode&^os.ModePerm != 0 {
+			return fmt.Errorf("switchboard: socket mode %#o: permission bits only, 0 to 0777", uint32(mode))
+		}
+		o.socketMode = &mode
+		return nil
+	})
+}
+
+// WithSocketGroup gives the socket the node creates to a group, by name or
+// by decimal gid, so that its members may connect (with the default mode
+// 0660), as systemd's SocketGroup does; the directories Listen creates for
+// the socket get the group too, with mode 0750, so that members can reach
+// the socket. The node's user must be root or a member of the group. It
+// does not apply to a listener passed with WithListener.
+func WithSocketGroup(group string) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		gid, err := lookupGroup(group)
+		if err != nil {
+			return err
+		}
+		o.socketGroup = gid
+		return nil
+	})
+}
+
+// lookupGroup returns the gid of a group given by name or decimal gid.
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return 0, errors.New("switchboard: socket group: empty name")
+	}
+	if gid, err := strconv.ParseUint(group, 10, 32); err == nil {
+		return int(gid), nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("switchboard: socket group %q: %w", group, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("switchboard: socket group %q: gid %q", group, g.Gid)
+	}
+	return gid, nil
+}
+
+// Listen creates the node's socket. Its directory is created 0750 (with
+// the socket group, if any) when missing; it must belong to the node's
+// uid, be writable by nobody else, and not be a symbolic link, since
+// whoever may write it could replace the socket with one of their own.
+// The socket then gets its mode and group. A socket left by a dead node is
+// replaced, a live node's is not. With WithListener, Listen serves that
+// listener as it is and checks nothing.
+func (n *Node) Listen() error {
+	if n.o.listener != nil {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.closed {
+			return ErrClosed
+		}
+		n.ln = n.o.listener
+		return nil
+	}
+	path := n.o.socket
+	dir, err := filepath.Abs(filepath.Dir(path)) // Close removes what it creates, wherever it runs from
+	if err != nil {
+		return fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	created := missingDirs(dir)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	if err := n.o.ownDirs(created); err != nil {
+		removeDirs(created)
+		return err
+	}
+	if err := n.o.checkSocketDir(dir, filepath.Base(path)); err != nil {
+		removeDirs(created)
+		return err
+	}
+	if _, err := os.Lstat(path); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("switchboard: another node serves %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			removeDirs(created)
+			return fmt.Errorf("switchboard: removing stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		removeDirs(created)
+		return fmt.Errorf("switchboard: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := n.o.setSocketAccess(path); err != nil {
+		ln.Close()
+		removeDirs(created)
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		ln.Close()
+		removeDirs(created)
+		return ErrClosed
+	}
+	n.ln, n.createdDirs = ln, created
+	return nil
+}
+
+// ownDirs gives the directories Listen created mode 0750, whatever the
+// umask made of it, and the socket group if there is one.
+func (o *nodeOptions) ownDirs(created []string) error {
+	for _, d := range created {
+		if o.socketGroup >= 0 {
+			if err := os.Lchown(d, -1, o.socketGroup); err != nil {
+				return fmt.Errorf("switchboard: socket directory: giving it to group %d: %w (the node's user must be root or a member of the group)", o.socketGroup, err)
+			}
+		}
+		if err := os.Chmod(d, 0o750); err != nil {
+			return fmt.Errorf("switchboard: socket directory: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkSocketDir refuses a socket directory that someone other than the
+// node's uid could replace the socket in: one another uid owns, one its
+// group or others may write (a sticky /tmp included: anyone may put a
+// socket at the path while the node is down), or a symbolic link (whoever
+// may change the link may move the socket). Only dir itself is checked,
+// not its parents. With a socket group, the group must be able to search
+// dir, or the group setting would let nobody in.
+func (o *nodeOptions) checkSocketDir(dir, name string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			target = "its target"
+		}
+		return fmt.Errorf("switchboard: socket directory %s is a symbolic link (to %s): whoever can change the link could move the socket; use %s itself", dir, target, target)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("switchboard: socket directory %s: no owner to check", dir)
+	}
+	uid, mode := os.Geteuid(), st.Mode&0o7777
+	fix := fmt.Sprintf("use a directory owned by uid %d with mode 0750 or 0755", uid)
+	switch {
+	case int(st.Uid) != uid:
+		return fmt.Errorf("switchboard: socket directory %s is owned by uid %d, not the node's uid %d: that user could replace the socket; %s, or chown %d %s",
+			dir, st.Uid, uid, fix, uid, dir)
+	case mode&0o1002 == 0o1002:
+		return fmt.Errorf("switchboard: socket directory %s is writable by others (mode %04o, sticky): any user could put a socket of their own at the path; the socket must live in a directory of its own, such as %s",
+			dir, mode, filepath.Join(dir, "switchboard", name))
+	case mode&0o002 != 0:
+		return fmt.Errorf("switchboard: socket directory %s is writable by others (mode %04o): any user could replace the socket; %s, or chmod o-w %s",
+			dir, mode, fix, dir)
+	case mode&0o020 != 0:
+		return fmt.Errorf("switchboard: socket directory %s is writable by its group (gid %d, mode %04o): any member could replace the socket; %s, or chmod g-w %s",
+			dir, st.Gid, mode, fix, dir)
+	}
+	if g := o.socketGroup; g >= 0 && mode&0o001 == 0 && (int(st.Gid) != g || mode&0o010 == 0) {
+		return fmt.Errorf("switchboard: socket directory %s (gid %d, mode %04o) does not let the socket group %d reach the socket; chgrp %d %s and chmod g+x %s, or let the node create the directory",
+			dir, st.Gid, mode, g, g, dir, dir)
+	}
+	return nil
+}
+
+// setSocketAccess gives the socket its group and mode.
+func (o *nodeOptions) setSocketAccess(path string) error {
+	mode := os.FileMode(0o600)
+	if o.socketGroup >= 0 {
+		mode = 0o660
+		if err := os.Lchown(path, -1, o.socketGroup); err != nil {
+			return fmt.Errorf("switchboard: socket group %d: %w (the node's user must be root or a member of the group)", o.socketGroup, err)
+		}
+	}
+	if o.socketMode != nil {
+		mode = *o.socketMode
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return fmt.Errorf("switchboard: socket mode: %w", err)
+	}
+	return nil
+}
+
+// missingDirs returns the directories of dir's path that do not exist yet,
+// deepest first: those MkdirAll will create.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || !os.IsNotExist(err) {
+			return out
+		}
+		out = append(out, d)
+		if filepath.Dir(d) == d {
+			return out
+		}
+	}
+}
+
+// removeDirs removes the directories the node created for its socket,
+// deepest first, as long as they are empty (someone else's files keep
+// them).
+func removeDirs(dirs []string) {
+	for _, d := range dirs {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
+}
