@@ -318,10 +318,13 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	return c, nil
 }
 
-// ID returns the connection id the node assigned.
+// ID returns the connection id the node assigned: 1, 2, 3, … in each run
+// of the node, so a restarted node gives its ids again; Address does not.
 func (c *Conn) ID() uint64 { return c.welcome.GetConnectionId() }
 
-// Address returns the connection's unique address on the node.
+// Address returns the connection's address on the bus,
+// ":NODE.INCARNATION.ID": unique to this connection, in this run of the
+// node and every later one.
 func (c *Conn) Address() string { return c.welcome.GetAddress() }
 
 // MaxMessage returns the negotiated largest message.

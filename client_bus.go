@@ -31,7 +31,7 @@ func destPrefix(dest string) ([]byte, error) {
 	return append([]byte{byte(len(dest))}, dest...), nil
 }
 
-// SendTo sends payload to a peer: an address (":n1.42") or a well-known
+// SendTo sends payload to a peer: an address (":n1.mx2z3pcd1ldw.42") or a well-known
 // name's owner. Messages from one sender to one destination arrive in the
 // order sent. Without WantAnswer it returns once the message is in the
 // ring; a message nobody can take is dropped (and counted by the node).

@@ -29,8 +29,10 @@
 //
 // # The bus
 //
-// Every connection has a unique address (":n1.42"), never reused while
-// the node runs. Clients reach each other directly (SendTo, Request, to an
+// Every connection has a unique address (":n1.mx2z3pcd1ldw.42": the
+// node's name, the node's run, the connection's id), never reused, not
+// even by the node restarted: an address kept from before a restart is
+// undeliverable, never someone else's. Clients reach each other directly (SendTo, Request, to an
 // address or to a well-known name a client Owns), through groups
 // (Subscribe, Publish, RequestGroup), and follow who comes and goes on the
 // reserved groups sys.connections, sys.groups and sys.names, whose notices

@@ -11,8 +11,8 @@ import (
 
 // ConnInfo describes a connection.
 type ConnInfo struct {
-	ID        uint64
-	Address   string // unique on the bus, never reused by this node
+	ID        uint64 // counted from 1 in each run of the node
+	Address   string // unique on the bus, never reused, by this run of the node or a later one
 	Name      string // the client's name, from its Hello
 	Cred      Cred
 	Transport string // "shm" or "socket"

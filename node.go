@@ -164,6 +164,9 @@ type Node struct {
 	reg      *registry.Registry // the one table of live connections, the groups, the names
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
+	// addrPrefix starts every address of this node run: ":NAME.INCARNATION."
+	// (newIncarnation), then the connection id.
+	addrPrefix string
 
 	mu          sync.Mutex
 	ln          *net.UnixListener
@@ -248,6 +251,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		connsByUID: map[uint32]int{},
 		started:    time.Now(),
 	}
+	n.addrPrefix = ":" + o.name + "." + newIncarnation(n.started) + "."
 	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} }), "node")
 	if err != nil {
 		return nil, err

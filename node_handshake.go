@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -107,7 +110,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		fail(pb.Code_CODE_INTERNAL, err.Error())
 		return
 	}
-	address := fmt.Sprintf(":%s.%d", n.o.name, id)
+	address := n.addrPrefix + strconv.FormatUint(id, 10)
 	welcome := &pb.Welcome{
 		ProtocolVersion:   pb.ProtocolVersion,
 		ConnectionId:      id,
@@ -182,6 +185,33 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	}
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
+}
+
+// lastStart is the start, in Unix milliseconds, that this process's
+// latest node took for its incarnation.
+var lastStart atomic.Int64
+
+// newIncarnation names one run of a node, so that its addresses
+// (":NAME.INCARNATION.ID") differ from those of every earlier run, a
+// restart on the same socket included: a client holding a dead run's
+// address finds nobody instead of whoever got its id. It is the start in
+// Unix milliseconds, in base 36 (8 characters until 2059), then 4 random
+// base-36 characters for runs in other processes that start in the same
+// millisecond or after the clock was set back. Within a process each node
+// takes a later millisecond than the one before it, so two nodes started
+// at once differ without relying on chance.
+func newIncarnation(start time.Time) string {
+	ms := start.UnixMilli()
+	for {
+		last := lastStart.Load()
+		ms = max(ms, last+1)
+		if lastStart.CompareAndSwap(last, ms) {
+			break
+		}
+	}
+	const randRange = 36 * 36 * 36 * 36
+	// randRange + r has 5 digits in base 36: drop the leading 1, keep 4.
+	return strconv.FormatInt(ms, 36) + strconv.FormatUint(randRange+rand.Uint64N(randRange), 36)[1:]
 }
 
 // ringSize is the ring a client that asks for want bytes gets: a power of

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +143,81 @@ func TestUIDLimits(t *testing.T) {
 	})
 	if got := n.Stats().Refusals[ActionConnect]; got < 2 {
 		t.Errorf("connect refusals counted: %d, want at least 2", got)
+	}
+}
+
+// TestIncarnations: nodes started in the same millisecond, in this
+// process, get different incarnations; each is the start in base 36 and
+// 4 random characters, all of them digits and lower-case letters.
+func TestIncarnations(t *testing.T) {
+	start := time.Now()
+	seen := map[string]bool{}
+	for range 100 {
+		inc := newIncarnation(start)
+		if seen[inc] {
+			t.Fatalf("incarnation %s twice", inc)
+		}
+		seen[inc] = true
+		ms, err := strconv.ParseInt(inc[:len(inc)-4], 36, 64)
+		if err != nil || ms < start.UnixMilli() || ms > start.UnixMilli()+1000 {
+			t.Fatalf("incarnation %s: time part %d (%v), want from %d", inc, ms, err, start.UnixMilli())
+		}
+		if strings.Trim(inc, "0123456789abcdefghijklmnopqrstuvwxyz") != "" || len(inc) != 12 {
+			t.Fatalf("incarnation %q: want 12 characters of [0-9a-z]", inc)
+		}
+	}
+	// Two nodes at once: their first connections have the same id, and
+	// different addresses.
+	a, b := dial(t, startNode(t)), dial(t, startNode(t))
+	if a.ID() != b.ID() || a.Address() == b.Address() {
+		t.Fatalf("first connections of two nodes: %d %s, %d %s", a.ID(), a.Address(), b.ID(), b.Address())
+	}
+}
+
+// TestAddressOfEarlierRun: after a node is replaced by another on the
+// same socket, the first run's addresses find nobody, though the new
+// run's connections have the same ids.
+func TestAddressOfEarlierRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.sock")
+	run := func() (*Node, func()) {
+		n, err := NewNode(WithSocket(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- n.Serve(context.Background()) }()
+		return n, func() {
+			n.Close()
+			if err := <-served; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	n1, stop1 := run()
+	old := dial(t, n1)
+	oldAddr := old.Address()
+	old.Close()
+	stop1()
+	n2, stop2 := run()
+	defer stop2()
+	c := dial(t, n2)
+	ctx := ctx5(t)
+	if c.ID() != old.ID() || c.Address() == oldAddr {
+		t.Fatalf("first run's %d %s, second run's %d %s: want the same id, another address", old.ID(), oldAddr, c.ID(), c.Address())
+	}
+	if err := c.SendTo(ctx, oldAddr, []byte("x"), WantAnswer()); !errors.Is(err, ErrUndeliverable) {
+		t.Fatalf("send to the first run's address: %v, want undeliverable", err)
+	}
+	if _, err := c.Request(ctx, oldAddr, nil); !errors.Is(err, ErrUndeliverable) {
+		t.Fatalf("request to the first run's address: %v, want undeliverable", err)
+	}
+	if err := c.SendTo(ctx, c.Address(), []byte("self"), WantAnswer()); err != nil {
+		t.Fatal(err)
+	}
+	if e := recv(t, c); e.Kind != EventMessage || string(e.Payload) != "self" {
+		t.Fatalf("got %+v, want only the message to its own address", e)
 	}
 }

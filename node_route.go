@@ -30,9 +30,11 @@ func checkName(s string) error {
 
 func reserved(group string) bool { return strings.HasPrefix(group, "sys.") }
 
-// lookupAddress finds a live connection by address (":node.id").
+// lookupAddress finds a live connection by address (":NAME.INCARNATION.ID"):
+// an address of another node, or of an earlier run of this one, finds
+// nobody.
 func (n *Node) lookupAddress(addr string) *conn.Endpoint {
-	rest, ok := strings.CutPrefix(addr, ":"+n.o.name+".")
+	rest, ok := strings.CutPrefix(addr, n.addrPrefix)
 	if !ok {
 		return nil
 	}

@@ -15,16 +15,20 @@ import (
 // are, the node answers or closes that connection, and goes on serving
 // the others.
 func FuzzBusFrames(f *testing.F) {
+	n := startNode(f)
+	probe := dial(f, n)
+	addr := probe.Address() // ":n1.INCARNATION.1"
 	sub, _ := gproto.Marshal(&pb.BusGroup{Group: "g"})
 	name, _ := gproto.Marshal(&pb.BusName{Name: "n"})
-	watch, _ := gproto.Marshal(&pb.BusWatch{Targets: []string{"g", ":n1.1"}})
+	watch, _ := gproto.Marshal(&pb.BusWatch{Targets: []string{"g", addr}})
 	for _, seed := range []struct {
 		kind, flags, svc, cmd uint16
 		aux                   uint32
 		body                  []byte
 	}{
-		{pb.KindPeerSend, 0, 0, 0, 0, []byte("\x05:n1.1hello")},
+		{pb.KindPeerSend, 0, 0, 0, 0, append([]byte{byte(len(addr))}, addr+"hello"...)},
 		{pb.KindPeerSend, pb.FlagWantAnswer, 0, 0, 0, []byte("\x05:n1.9x")},
+		{pb.KindPeerSend, pb.FlagWantAnswer, 0, 0, 0, append([]byte{byte(len(addr))}, addr[:len(addr)-1]+"9x"...)},
 		{pb.KindPublish, pb.FlagEcho | pb.FlagWantAnswer, 0, 0, 0, []byte("\x01gpayload")},
 		{pb.KindPeerCall, 0, 0, 0, 1000, []byte("\x01nq")},
 		{pb.KindGroupCall, 0, 0, 0, 1000, []byte("\x01gq")},
@@ -40,8 +44,6 @@ func FuzzBusFrames(f *testing.F) {
 	} {
 		f.Add(seed.kind, seed.flags, seed.svc, seed.cmd, seed.aux, seed.body)
 	}
-	n := startNode(f)
-	probe := dial(f, n)
 	_ = probe.Subscribe(context.Background(), "g")
 	_, _, _ = probe.Own(context.Background(), "n")
 	var c *Conn

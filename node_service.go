@@ -79,7 +79,8 @@ type Session struct {
 	service uint16
 }
 
-// ConnID returns the connection's id.
+// ConnID returns the connection's id, unique in this run of the node (a
+// restarted node counts from 1 again).
 func (s *Session) ConnID() uint64 { return s.c.ID() }
 
 // Address returns the connection's unique address.

@@ -22,7 +22,8 @@ const (
 	// in decimal, e.g. "7").
 	ActionCall
 	// ActionSend: a message or request to a peer's address (target: the
-	// address, e.g. ":n1.42").
+	// address, e.g. ":n1.mx2z3pcd1ldw.42"), or to a name (target: the name,
+	// then its owner's address).
 	ActionSend
 	// ActionPublish: a publication or group request (target: the group).
 	ActionPublish

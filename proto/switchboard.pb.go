@@ -453,9 +453,10 @@ type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Protocol version the node speaks on this connection.
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	// Node-unique id of this connection.
+	// Id of this connection, unique in this run of the node.
 	ConnectionId uint64 `protobuf:"varint,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	// Address of this client on the bus, e.g. ":n1.42".
+	// Address of this client on the bus, unique across runs of the node,
+	// e.g. ":n1.mx2z3pcd1ldw.42".
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Name of the node.
 	NodeName string `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`

@@ -121,6 +121,54 @@ func TestBusPeerKilledMidRequest(t *testing.T) {
 	})
 }
 
+// TestBusAddressesAcrossRestart: a node killed with SIGKILL and started
+// again on its socket gives its new connections the ids of the first
+// run's but none of their addresses, and a request or a message to a
+// first run's address is undeliverable instead of reaching whoever has
+// that id now.
+func TestBusAddressesAcrossRestart(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, peer1 := startPeer(t, "peer", d.socket, "SB_MODE=echo")
+	c1 := dialT(t, d.socket)
+	if r, err := c1.Request(ctx, peer1, []byte("x")); err != nil || string(r) != peer1+":x" {
+		t.Fatalf("request to %s in the first run: %q %v", peer1, r, err)
+	}
+	d.cmd.Process.Kill()
+	<-d.waited
+
+	startDaemon(t, daemonOpts{socket: d.socket})
+	_, peer2 := startPeer(t, "peer", d.socket, "SB_MODE=echo")
+	c2 := dialT(t, d.socket)
+	if c2.ID() != c1.ID() {
+		t.Errorf("ids %d and %d: the runs should have counted alike", c1.ID(), c2.ID())
+	}
+	run := func(addr string) string { return addr[:strings.LastIndexByte(addr, '.')+1] }
+	for _, a := range []string{peer2, c2.Address()} {
+		for _, old := range []string{peer1, c1.Address()} {
+			if a == old || run(a) == run(old) {
+				t.Errorf("second run's %s is too like the first run's %s", a, old)
+			}
+		}
+	}
+	if r, err := c2.Request(ctx, peer1, []byte("x")); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Errorf("request to the first run's %s: %q %v, want undeliverable", peer1, r, err)
+	}
+	if err := c2.SendTo(ctx, c1.Address(), []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Errorf("message to the first run's %s: %v, want undeliverable", c1.Address(), err)
+	}
+	if r := runCLI(t, nil, "request", "--socket", d.socket, peer1, "x"); r.code != 1 || !strings.Contains(r.stderr, "undeliverable") {
+		t.Errorf("node request %s: exit %d, stdout %q, stderr %q; want 1, undeliverable", peer1, r.code, r.stdout, r.stderr)
+	}
+	if r, err := c2.Request(ctx, peer2, []byte("y")); err != nil || string(r) != peer2+":y" {
+		t.Fatalf("request to %s in the second run: %q %v", peer2, r, err)
+	}
+	if e, ok := c2.TryRecvEvent(); ok {
+		t.Errorf("the second run's %s got %+v", c2.Address(), e)
+	}
+}
+
 // TestBusMemberKilledMidGroupRequest: a group request gathers every
 // member's answer; a member killed before it answers is ErrPeerGone, at
 // once.

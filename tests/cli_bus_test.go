@@ -90,16 +90,19 @@ func (b *bgCLI) waitStderr(t *testing.T, s string) {
 }
 
 // TestCLIListingsJSON: ls, groups, members and names print stable JSON
-// (golden files; pids, credentials, times and byte counts normalized)
-// and readable tables, for a node with two peers: both in "chat", one in
-// "news" too, the first owning svc.golden and the second its standby.
+// (golden files; pids, credentials, times, byte counts and the node run's
+// incarnation in addresses normalized) and readable tables, for a node
+// with two peers: both in "chat", one in "news" too, the first owning
+// svc.golden and the second its standby.
 func TestCLIListingsJSON(t *testing.T) {
 	d := startDaemon(t, daemonOpts{args: []string{"--name", "golden"}})
 	_, a1 := startPeer(t, "peer", d.socket, "SB_GROUPS=chat,news", "SB_NAME=svc.golden")
 	_, a2 := startPeer(t, "peer", d.socket, "SB_GROUPS=chat", "SB_NAME=svc.golden")
-	if a1 != ":golden.1" || a2 != ":golden.2" {
-		t.Fatalf("peer addresses %s, %s; the golden files expect :golden.1 and :golden.2", a1, a2)
+	m := regexp.MustCompile(`^(:golden\.[0-9a-z]{12}\.)1$`).FindStringSubmatch(a1)
+	if m == nil || a2 != m[1]+"2" {
+		t.Fatalf("peer addresses %s, %s; the golden files expect :golden.INCARNATION.1 and .2", a1, a2)
 	}
+	run := m[1] // ":golden.INCARNATION."
 	sock := "--socket=" + d.socket
 	for _, tc := range []struct {
 		args     []string
@@ -108,16 +111,17 @@ func TestCLIListingsJSON(t *testing.T) {
 		table    []string // in the human form
 	}{
 		{[]string{"ls"}, "ls.json.golden", []string{"pid", "uid", "gid", "since", "age_seconds", "bytes_in", "bytes_out", "request_fill", "response_fill", "event_fill"},
-			[]string{"ADDRESS", ":golden.1  peer", "chat,news [svc.golden]", "node-cli"}},
+			[]string{"ADDRESS", a1 + "  peer", "chat,news [svc.golden]", "node-cli"}},
 		{[]string{"groups"}, "groups.json.golden", nil, []string{"GROUP", "chat   2", "news   1"}},
-		{[]string{"members", "chat"}, "members.json.golden", []string{"pid", "uid", "gid"}, []string{"ADDRESS", ":golden.1  peer", ":golden.2  peer"}},
-		{[]string{"names"}, "names.json.golden", nil, []string{"NAME", "svc.golden  :golden.1  :golden.2"}},
+		{[]string{"members", "chat"}, "members.json.golden", []string{"pid", "uid", "gid"}, []string{"ADDRESS", a1 + "  peer", a2 + "  peer"}},
+		{[]string{"names"}, "names.json.golden", nil, []string{"NAME", "svc.golden  " + a1 + "  " + a2}},
 	} {
 		r := runCLI(t, nil, append(tc.args, sock, "--json")...)
 		if r.code != 0 {
 			t.Fatalf("%v --json: exit %d: %s", tc.args, r.code, r.stderr)
 		}
-		golden(t, tc.golden, normalizeJSONAll(t, r.stdout, tc.volatile...))
+		out := strings.ReplaceAll(r.stdout, run, ":golden.<incarnation>.")
+		golden(t, tc.golden, normalizeJSONAll(t, out, tc.volatile...))
 		r = runCLI(t, nil, append(tc.args, sock)...)
 		for _, want := range tc.table {
 			if r.code != 0 || !strings.Contains(r.stdout, want) {
@@ -179,7 +183,7 @@ func TestCLIPublishSubscribe(t *testing.T) {
 		t.Fatalf("subscribe sys.connections: exit %d: %s", code, sub.stderr.String())
 	}
 	out := sub.stdout.String()
-	if !regexp.MustCompile(`node  sys.connections  connected :n1\.\d+ \(node-cli\) pid \d+ uid \d+\n.*node  sys.connections  disconnected :n1\.\d+ \(node-cli\): closed\n$`).MatchString(out) {
+	if !regexp.MustCompile(`node  sys.connections  connected :n1\.[0-9a-z]+\.\d+ \(node-cli\) pid \d+ uid \d+\n.*node  sys.connections  disconnected :n1\.[0-9a-z]+\.\d+ \(node-cli\): closed\n$`).MatchString(out) {
 		t.Errorf("sys.connections notices:\n%s", out)
 	}
 }
@@ -242,10 +246,10 @@ func TestCLIMonitor(t *testing.T) {
 	if code := some.wait(t); code != 0 {
 		t.Fatalf("monitor svc.echo: exit %d: %s", code, some.stderr.String())
 	}
-	if !regexp.MustCompile(`^\S+  publish  :n1\.\d+ -> chat  seen by one\n\S+  request  :n1\.\d+ -> svc.echo  seen by both\n$`).MatchString(all.stdout.String()) {
+	if !regexp.MustCompile(`^\S+  publish  :n1\.[0-9a-z]+\.\d+ -> chat  seen by one\n\S+  request  :n1\.[0-9a-z]+\.\d+ -> svc.echo  seen by both\n$`).MatchString(all.stdout.String()) {
 		t.Errorf("monitor printed:\n%s", all.stdout.String())
 	}
-	if !regexp.MustCompile(`^\S+  request  :n1\.\d+ -> svc.echo  seen by both\n$`).MatchString(some.stdout.String()) {
+	if !regexp.MustCompile(`^\S+  request  :n1\.[0-9a-z]+\.\d+ -> svc.echo  seen by both\n$`).MatchString(some.stdout.String()) {
 		t.Errorf("monitor svc.echo printed:\n%s", some.stdout.String())
 	}
 

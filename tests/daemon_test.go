@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ func nodeEnv(extra ...string) []string {
 // daemonOpts says how to start a daemon.
 type daemonOpts struct {
 	config string   // TOML written to dir/node.toml and passed to --config; "" for none
+	socket string   // the socket to serve on; "" for DIR/node.sock
 	args   []string // more flags for serve
 	env    []string
 	files  []*os.File // passed as fds 3, 4, …
@@ -55,14 +57,15 @@ type daemonOpts struct {
 	noWait   bool // do not wait for the socket to accept
 }
 
-// startDaemon starts `node serve --socket DIR/node.sock` and waits until the
-// socket accepts. Cleanup stops it with SIGTERM (SIGKILL after 10s) and
-// waits for it; it also dies with the test process (Pdeathsig).
+// startDaemon starts `node serve --socket DIR/node.sock` (or o.socket)
+// and waits until the socket accepts. Cleanup stops it with SIGTERM
+// (SIGKILL after 10s) and waits for it; it also dies with the test
+// process (Pdeathsig).
 func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	t.Helper()
 	bin := buildNode(t)
 	dir := publicDir(t)
-	d := &daemon{dir: dir, socket: filepath.Join(dir, "node.sock"), log: &syncBuffer{}, waited: make(chan struct{})}
+	d := &daemon{dir: dir, socket: cmp.Or(o.socket, filepath.Join(dir, "node.sock")), log: &syncBuffer{}, waited: make(chan struct{})}
 	args := []string{"serve", "--socket", d.socket}
 	if o.config != "" {
 		path := filepath.Join(dir, "node.toml")

@@ -58,16 +58,16 @@ func TestExamples(t *testing.T) {
 	_, socket := nodeChild(t)
 	for _, args := range [][]string{{"-socket", socket}, nil} {
 		wantLines(t, "pubsub", runExample(t, dir, "pubsub", args...),
-			`^sub: member of example.chat: :n1\.\d+ \(pubsub-sub, pid \d+\)$`,
-			`^sub: notice on sys.connections: connected :n1\.\d+ \(pubsub-pub\)`,
-			`^sub: notice on example.chat: subscribed :n1\.\d+ \(pubsub-pub\) example.chat$`,
-			`^sub: message from :n1\.\d+ on example.chat: hello\n(.*\n)*sub: message from :n1\.\d+ on example.chat: from\n(.*\n)*sub: message from :n1\.\d+ on example.chat: the publisher$`)
+			`^sub: member of example.chat: :n1\.[0-9a-z]+\.\d+ \(pubsub-sub, pid \d+\)$`,
+			`^sub: notice on sys.connections: connected :n1\.[0-9a-z]+\.\d+ \(pubsub-pub\)`,
+			`^sub: notice on example.chat: subscribed :n1\.[0-9a-z]+\.\d+ \(pubsub-pub\) example.chat$`,
+			`^sub: message from :n1\.[0-9a-z]+\.\d+ on example.chat: hello\n(.*\n)*sub: message from :n1\.[0-9a-z]+\.\d+ on example.chat: from\n(.*\n)*sub: message from :n1\.[0-9a-z]+\.\d+ on example.chat: the publisher$`)
 		wantLines(t, "peerrpc", runExample(t, dir, "peerrpc", args...),
-			`^server A \(:n1\.\d+\) owns example.kv$`,
-			`^server B \(:n1\.\d+\) is standby 1 for example.kv$`,
+			`^server A \(:n1\.[0-9a-z]+\.\d+\) owns example.kv$`,
+			`^server B \(:n1\.[0-9a-z]+\.\d+\) is standby 1 for example.kv$`,
 			`^\[A\] ok\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\n\[B\] ok\n\[B\] green$`)
 		wantLines(t, "pollmode", runExample(t, dir, "pollmode", append(args, "-count", "3")...),
-			`^event \d+ from :n1\.\d+ on example.ticks: tick 1\nevent \d+ from :n1\.\d+ on example.ticks: tick 2\nevent \d+ from :n1\.\d+ on example.ticks: tick 3\n$`)
+			`^event \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 1\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 2\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 3\n$`)
 	}
 	wantLines(t, "httpembed", runExample(t, dir, "httpembed", "-socket", filepath.Join(t.TempDir(), "node.sock"), "-http", "127.0.0.1:0", "-once"),
 		`^GET http://127.0.0.1:\d+/hello\?name=you: 200 OK hello, you \(greeting 1, from actor \S+\)$`)

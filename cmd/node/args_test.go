@@ -56,16 +56,16 @@ func TestPayloadText(t *testing.T) {
 }
 
 func TestNoticeText(t *testing.T) {
-	m := switchboard.Member{Address: ":n1.4", ClientName: "app", Cred: switchboard.Cred{PID: 99, UID: 1000}}
+	m := switchboard.Member{Address: ":n1.mx2z3pcd1ldw.4", ClientName: "app", Cred: switchboard.Cred{PID: 99, UID: 1000}}
 	for _, tc := range []struct {
 		n    switchboard.Notice
 		want string
 	}{
-		{switchboard.Notice{Kind: switchboard.NoticeConnected, Member: m}, "connected :n1.4 (app) pid 99 uid 1000"},
-		{switchboard.Notice{Kind: switchboard.NoticeDisconnected, Member: m, Reason: switchboard.DisconnectEvicted}, "disconnected :n1.4 (app): evicted"},
-		{switchboard.Notice{Kind: switchboard.NoticeSubscribed, Member: m, Group: "chat"}, ":n1.4 (app) subscribed to chat"},
-		{switchboard.Notice{Kind: switchboard.NoticeUnsubscribed, Member: m, Group: "chat", Reason: switchboard.DisconnectLost}, ":n1.4 (app) unsubscribed from chat: lost"},
-		{switchboard.Notice{Kind: switchboard.NoticeNameOwnerChanged, Name: "svc", NewOwner: ":n1.4"}, "name svc: owner nobody -> :n1.4"},
+		{switchboard.Notice{Kind: switchboard.NoticeConnected, Member: m}, "connected :n1.mx2z3pcd1ldw.4 (app) pid 99 uid 1000"},
+		{switchboard.Notice{Kind: switchboard.NoticeDisconnected, Member: m, Reason: switchboard.DisconnectEvicted}, "disconnected :n1.mx2z3pcd1ldw.4 (app): evicted"},
+		{switchboard.Notice{Kind: switchboard.NoticeSubscribed, Member: m, Group: "chat"}, ":n1.mx2z3pcd1ldw.4 (app) subscribed to chat"},
+		{switchboard.Notice{Kind: switchboard.NoticeUnsubscribed, Member: m, Group: "chat", Reason: switchboard.DisconnectLost}, ":n1.mx2z3pcd1ldw.4 (app) unsubscribed from chat: lost"},
+		{switchboard.Notice{Kind: switchboard.NoticeNameOwnerChanged, Name: "svc", NewOwner: ":n1.mx2z3pcd1ldw.4"}, "name svc: owner nobody -> :n1.mx2z3pcd1ldw.4"},
 	} {
 		if got := noticeText(tc.n); got != tc.want {
 			t.Errorf("noticeText = %q, want %q", got, tc.want)

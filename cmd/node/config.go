@@ -118,7 +118,7 @@ type GroupRule struct {
 }
 
 // NameRule says who may own a well-known name, or send to it, for a name
-// (or an address such as n1.c4) or a prefix ending in "*".
+// (or an address such as :n1.mx2z3pcd1ldw.4) or a prefix ending in "*".
 type NameRule struct {
 	Name string `toml:"name"`
 	Own  *Who   `toml:"own,omitempty"`
@@ -148,7 +148,7 @@ var settings = []setting{
 	{key: "socket", usage: "the node's Unix socket `path`", field: func(c *Config) any { return &c.Socket }},
 	{key: "socket_mode", usage: "the socket's permission bits, in octal (`mode` like 0660; \"\": 0600, or 0660 with a socket group)", field: func(c *Config) any { return &c.SocketMode }},
 	{key: "socket_group", usage: "the `group` (name or gid) given the socket and the directory the node creates for it (\"\": none)", field: func(c *Config) any { return &c.SocketGroup }},
-	{key: "name", usage: "node `name` (addresses are :NAME.ID)", field: func(c *Config) any { return &c.Name }},
+	{key: "name", usage: "node `name` (addresses are :NAME.RUN.ID)", field: func(c *Config) any { return &c.Name }},
 	{key: "max_message", usage: "largest message in `bytes`", field: func(c *Config) any { return &c.MaxMessage }},
 	{key: "handshake_timeout", usage: "how long a client may take to say Hello (a `duration`: 2s, 500ms)", field: func(c *Config) any { return &c.HandshakeTimeout }},
 	{key: "log.level", usage: "log `level`: debug, info, warn, error", live: true, field: func(c *Config) any { return &c.Log.Level }},

@@ -113,7 +113,7 @@ const lsHelp = `usage: node ls [--socket PATH] [--json]
 
 List the node's connections, this command's own included, one a line:
 
-  ADDRESS    the connection's bus address (":node.id"): send to it, request it
+  ADDRESS    the connection's bus address (":NODE.RUN.ID"): send to it, request it
   NAME       the name the client gave when it connected
   UID GID PID  the client process, as the kernel reported it
   TRANSPORT  shm (shared-memory rings) or socket

@@ -59,7 +59,7 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 
 const requestHelp = `usage: node request [--socket PATH] [--timeout D] ADDRESS|NAME [DATA | @FILE | -]
 
-Send a request to a peer, by its address (":n1.4", see node ls) or by a
+Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see node ls) or by a
 well-known name it owns (see node names), and write its reply to standard
 output. DATA is the payload as text; @FILE reads it from a file, - from
 standard input. --timeout bounds the wait for the reply (default 5s).
