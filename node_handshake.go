@@ -124,6 +124,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		NodeUid:           uint32(os.Geteuid()),
 		NodePid:           int32(os.Getpid()),
 		Cpus:              shm.CPUMask(),
+		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
 	}
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
@@ -145,7 +146,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
-		Host: srv, Logger: n.o.logger,
+		Host: srv, Logger: n.o.logger, PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
 	cn, err := conn.Start(n.sys, cfg, spawner{n})

@@ -3,6 +3,7 @@ package pb
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 )
 
 // The frame envelope of the node protocol. Every frame, on a ring or on the
@@ -198,6 +199,7 @@ func DecodeMsg(body []byte, request bool) (from, to []byte, handle, payload []by
 // FEATURE_PEER_CONTEXT: AppendMsg's, with the deadline (micros to go, 0:
 // none) after the reply handle.
 func AppendRequest(b []byte, from, to string, handle []byte, micros uint32, payload []byte) []byte {
+	b = slices.Grow(b, MsgPrefixLen(from, to, true)+DeadlineSize+len(payload)) // one allocation
 	b = AppendMsg(b, from, to, handle, nil)
 	b = binary.LittleEndian.AppendUint32(b, micros)
 	return append(b, payload...)
