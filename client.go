@@ -28,7 +28,8 @@ type dialOptions struct {
 	onEvent     func(Event)
 	onRequest   func(context.Context, *PeerRequest) ([]byte, error)
 	inline      bool
-	requestConc int // WithRequestConcurrency
+	requestConc int    // WithRequestConcurrency
+	features    uint32 // what Hello asks for: all the client knows (tests ask for less)
 	requestSys  *actor.ActorSystem
 	requestPID  *actor.PID
 	actorSys    *actor.ActorSystem
@@ -195,7 +196,8 @@ type Conn struct {
 // Dial connects to a node, checks that the node's process runs as the
 // expected user, and sets up the connection's rings.
 func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
-	o := dialOptions{eventQueue: 1024, name: "switchboard-go", requestConc: 1}
+	o := dialOptions{eventQueue: 1024, name: "switchboard-go", requestConc: 1,
+		features: uint32(pb.Feature_FEATURE_PEER_CONTEXT)}
 	for _, opt := range opts {
 		if err := opt.applyDial(&o); err != nil {
 			return nil, err
@@ -237,7 +239,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: transport,
 		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage,
-		Cpus: shm.CPUMask(), Features: uint32(pb.Feature_FEATURE_PEER_CONTEXT)}
+		Cpus: shm.CPUMask(), Features: o.features}
 	// A node that refuses us may do so, and close, before reading Hello: a
 	// failed write still leaves its Refused to read.
 	helloErr := pb.WriteControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
