@@ -299,11 +299,11 @@ func (c *Endpoint) Answer(id uint64, payload []byte) {
 // StartRequest sends the client's request id to targets (one peer, or the
 // members of a group), built for each by body (the event body, shared, as
 // pb.AppendRequest makes it; a target without PeerContext gets a copy
-// without the deadline), and arranges for the answers: one peer's answer is the reply; a group's
-// answers are gathered into one GroupReply, in the order of targets, with
-// CODE_PEER_GONE for a member that leaves and CODE_DEADLINE_EXCEEDED for
-// one that has not answered by the deadline (aux microseconds; 0: none).
-// On the pump, from Route.
+// without the deadline), and arranges for the answers: one peer's answer
+// is the reply; a group's answers are gathered into one GroupReply, in the
+// order of targets, with CODE_PEER_GONE for a member that leaves and
+// CODE_DEADLINE_EXCEEDED for one that has not answered by the deadline
+// (aux microseconds; 0: none). On the pump, from Route.
 func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*Endpoint, body []byte) {
 	max := c.cfg.MaxPending
 	if max <= 0 {
