@@ -19,21 +19,23 @@ import (
 )
 
 type dialOptions struct {
-	transport  Transport
-	socket     string
-	name       string
-	rings      [3]uint32
-	maxMessage uint32
-	nodeUID    *uint32
-	onEvent    func(Event)
-	onRequest  func(context.Context, *PeerRequest) ([]byte, error)
-	inline     bool
-	requestSys *actor.ActorSystem
-	requestPID *actor.PID
-	actorSys   *actor.ActorSystem
-	actorPID   *actor.PID
-	eventQueue int
-	spin       *time.Duration
+	transport   Transport
+	socket      string
+	name        string
+	rings       [3]uint32
+	maxMessage  uint32
+	nodeUID     *uint32
+	onEvent     func(Event)
+	onRequest   func(context.Context, *PeerRequest) ([]byte, error)
+	inline      bool
+	requestConc int    // WithRequestConcurrency
+	features    uint32 // what Hello asks for: all the client knows (tests ask for less)
+	requestSys  *actor.ActorSystem
+	requestPID  *actor.PID
+	actorSys    *actor.ActorSystem
+	actorPID    *actor.PID
+	eventQueue  int
+	spin        *time.Duration
 }
 
 // Transport is how a connection's frames travel.
@@ -153,11 +155,12 @@ type Conn struct {
 	emu      sync.Mutex
 	equeue   []Event // under emu, from ehead on
 	ehead    int
-	reqq     []*PeerRequest // under emu: requests waiting for the request handler
-	ewake    chan struct{}  // a token: events wait
-	rqwake   chan struct{}  // a token: requests wait
-	pollFd   int            // under emu: readable while events wait (once polled)
-	polled   atomic.Bool    // Fd was called: keep pollFd readable while events wait
+	reqq     []*PeerRequest                            // under emu: requests waiting for the request handler
+	served   map[[pb.ReplyHandleSize]byte]*PeerRequest // under emu: requests queued or being served, for MsgCancel
+	ewake    chan struct{}                             // a token: events wait
+	rqwake   chan struct{}                             // a token: requests wait
+	pollFd   int                                       // under emu: readable while events wait (once polled)
+	polled   atomic.Bool                               // Fd was called: keep pollFd readable while events wait
 	evbufs   bufPool
 	received atomic.Uint64
 	dropped  atomic.Uint64
@@ -166,6 +169,13 @@ type Conn struct {
 	parker                   *shm.Parker
 	parkConds                []shm.Cond // the response ring, then the event ring
 	readyRoomFn, readyFullFn func() bool
+
+	// Peer requests: the node sends their deadlines and cancellations
+	// (FEATURE_PEER_CONTEXT); with WithRequestConcurrency above 1,
+	// serveRequests hands them to workers it starts (it alone counts them).
+	peerCtx bool
+	work    chan *PeerRequest
+	workers int
 
 	// Peer requests served inline (WithInlineRequests).
 	inHandler     atomic.Bool                   // an inline request handler runs on the pump
@@ -186,7 +196,8 @@ type Conn struct {
 // Dial connects to a node, checks that the node's process runs as the
 // expected user, and sets up the connection's rings.
 func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
-	o := dialOptions{eventQueue: 1024, name: "switchboard-go"}
+	o := dialOptions{eventQueue: 1024, name: "switchboard-go", requestConc: 1,
+		features: uint32(pb.Feature_FEATURE_PEER_CONTEXT)}
 	for _, opt := range opts {
 		if err := opt.applyDial(&o); err != nil {
 			return nil, err
@@ -231,7 +242,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	hello := &pb.Hello{ProtocolVersion: pb.ProtocolVersion, ClientName: o.name, Transport: transport,
 		RequestRingBytes: o.rings[0], ResponseRingBytes: o.rings[1], EventRingBytes: o.rings[2], MaxMessageBytes: o.maxMessage,
-		Cpus: shm.CPUMask()}
+		Cpus: shm.CPUMask(), Features: o.features}
 	// A node that refuses us may do so, and close, before reading Hello: a
 	// failed write still leaves its Refused to read.
 	helloErr := pb.WriteControl(sock, &pb.Control{Msg: &pb.Control_Hello{Hello: hello}}, nil)
@@ -293,6 +304,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		spin: spin, bridge: bridge,
 		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
 		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
+		peerCtx: w.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0, work: make(chan *PeerRequest),
 	}
 	c.parker, c.parkConds = shm.NewParker(c.bell), []shm.Cond{c.resp, c.ev}
 	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull

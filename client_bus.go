@@ -306,8 +306,22 @@ func (c *Conn) Monitor(ctx context.Context, targets ...string) error {
 // was taken (a request for the request handler, or a malformed message,
 // dropped and counted).
 func (c *Conn) busIntercept(e *Event) bool {
+	if e.Command == pb.MsgCancel && c.peerCtx { // never an event: a request's caller stopped waiting
+		if !c.peerCanceled(e.Payload) {
+			c.dropped.Add(1)
+		}
+		e.Release()
+		return true
+	}
 	request := e.Command == pb.MsgRequest
-	from, to, handle, payload, err := pb.DecodeMsg(e.Payload, request)
+	var from, to, handle, payload []byte
+	var micros uint32 // a request's deadline
+	var err error
+	if request && c.peerCtx {
+		from, to, handle, micros, payload, err = pb.DecodeRequest(e.Payload)
+	} else {
+		from, to, handle, payload, err = pb.DecodeMsg(e.Payload, request)
+	}
 	monitored := e.Command >= pb.MsgMonitor+pb.KindPeerSend && e.Command <= pb.MsgMonitor+pb.KindGroupCall
 	if monitored {
 		request = false
@@ -336,12 +350,12 @@ func (c *Conn) busIntercept(e *Event) bool {
 		e.rc = c
 		copy(e.handle[:], handle)
 		if c.o.inline && c.o.onRequest != nil && c.bridge == nil {
-			c.serveInline(&PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle})
+			c.serveInline(&PeerRequest{From: e.From, To: e.To, Payload: payload, c: c, handle: e.handle}, micros)
 			e.Release()
 			return true
 		}
 		if c.o.onRequest != nil || c.o.requestPID != nil {
-			r := &PeerRequest{From: e.From, To: e.To, Payload: append([]byte(nil), payload...), c: c, handle: e.handle}
+			r := c.newRequest(e.From, e.To, e.handle, micros, append([]byte(nil), payload...))
 			e.Release()
 			c.queueRequest(r)
 			return true

@@ -3,6 +3,7 @@ package switchboard
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pb "github.com/switchboard-ipc/switchboard/proto"
@@ -10,14 +11,56 @@ import (
 )
 
 // WithRequestHandler serves requests from peers (Request, RequestGroup)
-// with f, one at a time in arrival order, on a goroutine of the
-// connection's own. The returned payload, or error, is the reply. Without
-// it (or WithRequestActor) requests arrive as events of kind EventRequest.
-// f must not call Close (Close waits for f's goroutine): hand the Close to
-// another goroutine. A reply code other than those a peer may send (see
-// Request) arrives as ErrHandler.
+// with f, on goroutines of the connection's own: one at a time in arrival
+// order, unless WithRequestConcurrency allows more. The returned payload,
+// or error, is the reply. Without it (or WithRequestActor) requests
+// arrive as events of kind EventRequest.
+//
+// f's ctx is the request's (PeerRequest.Context): it carries the caller's
+// deadline and is cancelled when the caller stops waiting or disconnects,
+// and when this connection closes; f should return then (its reply is
+// dropped, and counted by the node). Close waits for f: f must not call
+// Close (hand it to another goroutine), and must return once ctx is done.
+// A reply code other than those a peer may send (see Request) arrives as
+// ErrHandler.
 func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, error)) DialOption {
 	return dialOption(func(o *dialOptions) error { o.onRequest = f; return nil })
+}
+
+// WithRequestConcurrency lets WithRequestHandler's handler serve up to n
+// requests at once (n ≥ 1; default 1). What each setting keeps:
+//
+//   - n = 1: requests are served in arrival order, one at a time; a
+//     request's handler starts only once the one before it returned, so
+//     the handler needs no locks of its own. A handler that does not
+//     return holds up every later request to this connection (its ctx is
+//     still cancelled at the caller's deadline, cancel or disconnection).
+//   - n > 1: requests are taken up in arrival order, but run on up to n
+//     goroutines at once: two requests may start their handlers in either
+//     order a moment apart, and finish in any order. Replies are matched
+//     to their callers by handle, so no caller sees another's reply, and
+//     one caller's requests keep no order among themselves. A handler that
+//     does not return holds only its own goroutine; once n are held, later
+//     requests wait as with n = 1.
+//
+// The default is 1 because it was the contract before this option
+// existed: a handler written for one request at a time would race with
+// itself if the default changed under it. Requests waiting for a handler
+// count against the connection's event queue (WithEventQueue): while it
+// is full, no event is read.
+//
+// It does not apply to WithRequestActor (the actor gets each request as a
+// message, in arrival order, and may answer in any order), nor to
+// WithInlineRequests with the shared-memory transport (one at a time, on
+// the reading goroutine).
+func WithRequestConcurrency(n int) DialOption {
+	return dialOption(func(o *dialOptions) error {
+		if n < 1 {
+			return errors.New("switchboard: request concurrency must be at least 1")
+		}
+		o.requestConc = n
+		return nil
+	})
 }
 
 // WithInlineRequests makes WithRequestHandler's handler run on the
@@ -30,14 +73,20 @@ func WithRequestHandler(f func(ctx context.Context, r *PeerRequest) ([]byte, err
 // still work, their callers reading their replies themselves every 50 µs.
 // (Replies nobody waits for any more are not read while it runs: a
 // handler that runs long enough for them to fill the response ring stalls
-// the connection.) The payload is a view, valid until the handler
-// returns. It has no effect with the socket transport.
+// the connection.) Requests run one at a time, in arrival order; the
+// handler's ctx carries the caller's deadline, but it is not cancelled
+// when the caller gives up or disconnects (the news is an event, and the
+// goroutine that would read it is the handler's). The payload is a view,
+// valid until the handler returns. It has no effect with the socket
+// transport.
 func WithInlineRequests() DialOption {
 	return dialOption(func(o *dialOptions) error { o.inline = true; return nil })
 }
 
 // WithRequestActor delivers requests from peers to pid as *PeerRequest
-// messages; the actor answers each with Respond.
+// messages, in arrival order; the actor answers each with Respond, in any
+// order. The request's Context carries the caller's deadline and is
+// cancelled when the caller stops waiting or disconnects.
 func WithRequestActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 	return dialOption(func(o *dialOptions) error { o.requestSys, o.requestPID = sys, pid; return nil })
 }
@@ -51,16 +100,88 @@ type PeerRequest struct {
 
 	c      *Conn
 	handle [pb.ReplyHandleSize]byte
+	ctx    context.Context
+	cancel context.CancelCauseFunc // nil for an inline request: nothing cancels it
+	stop   context.CancelFunc      // the deadline's, if any
 }
 
-// Respond answers the request (for an actor: call it once).
+// Context returns the request's context. Its deadline is the caller's (as
+// the node measured it when it routed the request, counted from when this
+// client read it). It is cancelled when the caller stops waiting (it
+// cancels, or its deadline passes) or disconnects, when the request is
+// answered, and when this connection ends; context.Cause says which:
+// context.Canceled, context.DeadlineExceeded, ErrPeerGone (the caller
+// disconnected). A node that predates this (Welcome without
+// FEATURE_PEER_CONTEXT) sends neither the deadline nor the cancellation.
+func (r *PeerRequest) Context() context.Context {
+	if r.ctx == nil {
+		return context.Background()
+	}
+	return r.ctx
+}
+
+// Respond answers the request (for an actor: call it once). An answer
+// after the caller stopped waiting is dropped by the node, and counted.
 func (r *PeerRequest) Respond(payload []byte, err error) error {
+	r.c.endRequest(r)
 	return r.c.replyPeer(r.handle, payload, err)
+}
+
+// newRequest makes a request to be served off the pump, with a context
+// the node's MsgCancel can cancel (see peerCanceled), registered by
+// queueRequest. micros is the deadline (0: none).
+func (c *Conn) newRequest(from, to string, handle [pb.ReplyHandleSize]byte, micros uint32, payload []byte) *PeerRequest {
+	r := &PeerRequest{From: from, To: to, Payload: payload, c: c, handle: handle}
+	r.ctx, r.cancel = context.WithCancelCause(c.life)
+	if micros > 0 {
+		r.ctx, r.stop = context.WithDeadline(r.ctx, time.Now().Add(time.Duration(micros)*time.Microsecond))
+	}
+	return r
+}
+
+// endRequest forgets an answered request and releases its context.
+func (c *Conn) endRequest(r *PeerRequest) {
+	if r.cancel == nil {
+		return
+	}
+	c.emu.Lock()
+	delete(c.served, r.handle)
+	c.emu.Unlock()
+	r.cancel(nil)
+	if r.stop != nil {
+		r.stop()
+	}
+}
+
+// peerCanceled handles a MsgCancel body: the request's caller stopped
+// waiting, or is gone. It reports false for a body that does not decode.
+func (c *Conn) peerCanceled(body []byte) bool {
+	h, why, err := pb.DecodeCancel(body)
+	if err != nil {
+		return false
+	}
+	var key [pb.ReplyHandleSize]byte
+	copy(key[:], h)
+	c.emu.Lock()
+	r := c.served[key]
+	delete(c.served, key)
+	c.emu.Unlock()
+	if r == nil {
+		return true // answered already, inline, or served as an event
+	}
+	cause := context.Canceled
+	switch why {
+	case pb.Code_CODE_PEER_GONE:
+		cause = ErrPeerGone
+	case pb.Code_CODE_DEADLINE_EXCEEDED:
+		cause = context.DeadlineExceeded
+	}
+	r.cancel(cause)
+	return true
 }
 
 // serveRequests runs the request handler, or feeds the request actor.
 func (c *Conn) serveRequests() {
-	ctx := c.life
 	for {
 		c.emu.Lock()
 		q := c.reqq
@@ -76,15 +197,63 @@ func (c *Conn) serveRequests() {
 		}
 		c.bell.Ring() // the pump may have stopped reading events for want of room
 		for _, r := range q {
-			if c.o.requestPID != nil {
+			switch {
+			case c.o.requestPID != nil:
 				c.o.requestSys.Root.Send(c.o.requestPID, r)
-				continue
+			case c.o.requestConc > 1:
+				if !c.handOff(r) {
+					return
+				}
+			case !c.runRequest(r):
+				return
 			}
-			payload, err := c.o.onRequest(ctx, r)
-			if ctx.Err() != nil {
-				return // closing: the node tells the caller its peer is gone
-			}
-			r.Respond(payload, err)
+		}
+	}
+}
+
+// runRequest runs the handler for r and answers it; false means the
+// connection is ending (the node tells the caller its peer is gone).
+func (c *Conn) runRequest(r *PeerRequest) bool {
+	payload, err := c.o.onRequest(r.ctx, r)
+	if c.life.Err() != nil {
+		return false
+	}
+	r.Respond(payload, err)
+	return true
+}
+
+// handOff gives r to an idle worker, or to a new one while fewer than
+// WithRequestConcurrency run, or else waits for one to be idle. Only
+// serveRequests calls it (it owns c.workers); false means the connection
+// is ending.
+func (c *Conn) handOff(r *PeerRequest) bool {
+	select {
+	case c.work <- r:
+		return true
+	default:
+	}
+	if c.workers < c.o.requestConc {
+		c.workers++
+		c.wg.Go(func() { c.worker(r) }) // serveRequests is counted in wg: the count is not zero
+		return true
+	}
+	select {
+	case c.work <- r:
+		return true
+	case <-c.gone:
+		return false
+	}
+}
+
+// worker serves r, then whatever handOff gives it, until the connection
+// ends. Workers start on demand and stay until then: a steady load costs
+// no goroutine start per request.
+func (c *Conn) worker(r *PeerRequest) {
+	for c.runRequest(r) {
+		select {
+		case r = <-c.work:
+		case <-c.gone:
+			return
 		}
 	}
 }
@@ -93,22 +262,34 @@ func (c *Conn) serveRequests() {
 // (WithInlineRequests): no goroutine hop. Replies to calls the handler
 // makes meanwhile are polled by their callers (see finishCall), since the
 // pump is busy here.
-func (c *Conn) serveInline(r *PeerRequest) {
+func (c *Conn) serveInline(r *PeerRequest, micros uint32) {
+	r.ctx = c.life
+	if micros > 0 {
+		r.ctx, r.stop = context.WithDeadline(c.life, time.Now().Add(time.Duration(micros)*time.Microsecond))
+	}
 	c.inHandler.Store(true)
 	close(*c.inlineStarted.Load()) // callers waiting for replies start reading them
-	out, err := c.o.onRequest(c.life, r)
+	out, err := c.o.onRequest(r.ctx, r)
 	c.inHandler.Store(false)
 	next := make(chan struct{})
 	c.inlineStarted.Store(&next)
+	if r.stop != nil {
+		r.stop()
+	}
 	if c.life.Err() == nil {
 		r.Respond(out, err)
 	}
 }
 
-// queueRequest hands a request to serveRequests.
+// queueRequest hands a request to serveRequests, and registers it for
+// peerCanceled.
 func (c *Conn) queueRequest(r *PeerRequest) {
 	c.emu.Lock()
 	c.reqq = append(c.reqq, r)
+	if c.served == nil {
+		c.served = map[[pb.ReplyHandleSize]byte]*PeerRequest{}
+	}
+	c.served[r.handle] = r
 	c.emu.Unlock()
 	select {
 	case c.rqwake <- struct{}{}:

@@ -49,7 +49,9 @@
 // served one at a time, in order, on the connection's pump goroutine
 // (handlers of different connections run in parallel); a handler that
 // blocks holds up its own connection only. Handlers that should not block
-// it can be actors (HandleActor), which reply when they are done.
+// it can be actors (HandleActor), which reply when they are done. A
+// client's handler of peer requests runs on the client's goroutines, one
+// at a time or up to WithRequestConcurrency at once (see Serving requests from peers).
 //
 // # Receiving events: which delivery mode
 //
@@ -70,6 +72,20 @@
 //
 // Requests from peers go to WithRequestHandler, WithRequestActor, or, with
 // neither, arrive as events of kind EventRequest.
+//
+// # Serving requests from peers
+//
+// A request's context (the handler's ctx, PeerRequest.Context) carries
+// its caller's deadline, and is cancelled when the caller gives up (its
+// ctx is cancelled, or its deadline passes at the node) or disconnects,
+// however it ends (Close, a crash, SIGKILL); context.Cause says which. An
+// answer sent after that is dropped by the node, and counted. The handler
+// serves one request at a time, in arrival order, unless
+// WithRequestConcurrency allows more: then a handler that does not return
+// holds only its own goroutine, and replies may leave in any order (each
+// reaches its own caller). WithInlineRequests runs the handler where the
+// request is read: one at a time, with the deadline but without the
+// cancellation. EventRequest events carry neither.
 //
 // # Backpressure
 //

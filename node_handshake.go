@@ -127,6 +127,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		NodeUid:           uint32(os.Geteuid()),
 		NodePid:           int32(os.Getpid()),
 		Cpus:              shm.CPUMask(),
+		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
 	}
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
@@ -149,7 +150,8 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
 		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
-		Spin: derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
+		PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
+		Spin:        derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
 	cn, err := conn.Start(n.sys, cfg, spawner{n})
 	if err != nil {

@@ -107,7 +107,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		n.delivered.Add(1)
 		n.copyToMonitors(c, f.Kind, d, []*conn.Endpoint{to}, payload)
 		if f.Kind == pb.KindPeerCall {
-			c.StartRequest(f.ID, f.Aux, false, []*conn.Endpoint{to}, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
+			c.StartRequest(f.ID, f.Aux, false, []*conn.Endpoint{to}, pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
 		c.Deliver(to, &conn.Delivery{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, c.Address(), d, nil, payload)})
@@ -150,7 +150,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 					targets = append(targets, m)
 				}
 			}
-			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendMsg(nil, c.Address(), d, c.ReplyHandle(f.ID), payload))
+			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)

@@ -1,6 +1,10 @@
 package pb
 
-import "errors"
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+)
 
 // The frame envelope of the node protocol. Every frame, on a ring or on the
 // socket, is an shm frame: a 24-byte header (kind, flags, service, command,
@@ -88,6 +92,10 @@ const (
 	MsgGroup   uint16 = 2 // published to a group it belongs to
 	MsgRequest uint16 = 3 // a request, to be answered with KindPeerReply
 	MsgNotice  uint16 = 4 // a Notice from the node; the sender is ""
+	// MsgCancel (FEATURE_PEER_CONTEXT only): the caller of a request
+	// delivered to this client stopped waiting; its body is not a
+	// message's but a CancelBody.
+	MsgCancel uint16 = 5
 	// MsgMonitor + a bus frame kind (KindPeerSend … KindGroupCall): a copy
 	// of a message, for a monitor; no reply handle.
 	MsgMonitor uint16 = 16
@@ -129,9 +137,22 @@ const (
 const MaxNameLen = 255
 
 // MaxMsgOverhead is the most a bus message's event body adds to its
-// payload (AppendMsg's prefix): a receiver accepts events this much larger
-// than its negotiated maximum message.
-const MaxMsgOverhead = 2 + 2*MaxNameLen + ReplyHandleSize
+// payload (AppendMsg's prefix, with a request's deadline): a receiver
+// accepts events this much larger than its negotiated maximum message.
+const MaxMsgOverhead = MsgOverheadNoDeadline + DeadlineSize
+
+// MsgOverheadNoDeadline is MaxMsgOverhead for a client without
+// FEATURE_PEER_CONTEXT, whose requests carry no deadline: the most such a
+// client accepts beyond its maximum message (528).
+const MsgOverheadNoDeadline = 2 + 2*MaxNameLen + ReplyHandleSize
+
+// DeadlineSize is the size of a request's deadline in its event body
+// (FEATURE_PEER_CONTEXT): microseconds to go, 0 for none, a u32.
+const DeadlineSize = 4
+
+// CancelSize is the size of a MsgCancel body: the request's reply handle,
+// then why its caller stopped waiting, a Code as a u32.
+const CancelSize = ReplyHandleSize + 4
 
 // AppendMsg appends a bus message's event body: the sender's address, the
 // destination, a request's reply handle (nil for other messages), then
@@ -172,6 +193,54 @@ func DecodeMsg(body []byte, request bool) (from, to []byte, handle, payload []by
 		handle, body = body[:ReplyHandleSize], body[ReplyHandleSize:]
 	}
 	return from, to, handle, body, nil
+}
+
+// AppendRequest appends a request's event body for a client with
+// FEATURE_PEER_CONTEXT: AppendMsg's, with the deadline (micros to go, 0:
+// none) after the reply handle.
+func AppendRequest(b []byte, from, to string, handle []byte, micros uint32, payload []byte) []byte {
+	b = slices.Grow(b, MsgPrefixLen(from, to, true)+DeadlineSize+len(payload)) // one allocation
+	b = AppendMsg(b, from, to, handle, nil)
+	b = binary.LittleEndian.AppendUint32(b, micros)
+	return append(b, payload...)
+}
+
+// WithoutDeadline returns a copy of AppendRequest's body as AppendMsg
+// would have made it, for a client without FEATURE_PEER_CONTEXT.
+func WithoutDeadline(body []byte) ([]byte, error) {
+	_, _, _, rest, err := DecodeMsg(body, true)
+	if err != nil || len(rest) < DeadlineSize {
+		return nil, ErrBadMsg
+	}
+	n := len(body) - len(rest) // the prefix, handle included
+	out := make([]byte, 0, len(body)-DeadlineSize)
+	out = append(out, body[:n]...)
+	return append(out, rest[DeadlineSize:]...), nil
+}
+
+// DecodeRequest splits a request's event body as AppendRequest makes it.
+// The results are views of body.
+func DecodeRequest(body []byte) (from, to, handle []byte, micros uint32, payload []byte, err error) {
+	from, to, handle, rest, err := DecodeMsg(body, true)
+	if err != nil || len(rest) < DeadlineSize {
+		return nil, nil, nil, 0, nil, ErrBadMsg
+	}
+	return from, to, handle, binary.LittleEndian.Uint32(rest), rest[DeadlineSize:], nil
+}
+
+// AppendCancel appends a MsgCancel body: the request's reply handle and
+// why its caller stopped waiting.
+func AppendCancel(b []byte, handle []byte, why Code) []byte {
+	b = append(b, handle...)
+	return binary.LittleEndian.AppendUint32(b, uint32(why))
+}
+
+// DecodeCancel splits a MsgCancel body. The handle is a view of body.
+func DecodeCancel(body []byte) (handle []byte, why Code, err error) {
+	if len(body) != CancelSize {
+		return nil, 0, ErrBadMsg
+	}
+	return body[:ReplyHandleSize], Code(binary.LittleEndian.Uint32(body[ReplyHandleSize:])), nil
 }
 
 // CutDest splits a client's bus frame body into its destination and

@@ -337,6 +337,59 @@ func (Transport) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_proto_rawDescGZIP(), []int{3}
 }
 
+// Features a client may ask for in Hello.features. Each value is the mask
+// of its bit. The node grants the ones it knows (Welcome.features); a node
+// that predates them grants none, and so does not set the field.
+type Feature int32
+
+const (
+	// No feature; not a bit.
+	Feature_FEATURE_NONE Feature = 0
+	// Requests from peers carry their deadline (MsgRequest bodies have a
+	// 4-byte deadline after the reply handle), and the node tells the
+	// recipient when a request's caller stops waiting (MsgCancel events).
+	Feature_FEATURE_PEER_CONTEXT Feature = 1
+)
+
+// Enum value maps for Feature.
+var (
+	Feature_name = map[int32]string{
+		0: "FEATURE_NONE",
+		1: "FEATURE_PEER_CONTEXT",
+	}
+	Feature_value = map[string]int32{
+		"FEATURE_NONE":         0,
+		"FEATURE_PEER_CONTEXT": 1,
+	}
+)
+
+func (x Feature) Enum() *Feature {
+	p := new(Feature)
+	*p = x
+	return p
+}
+
+func (x Feature) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Feature) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_proto_enumTypes[4].Descriptor()
+}
+
+func (Feature) Type() protoreflect.EnumType {
+	return &file_switchboard_proto_enumTypes[4]
+}
+
+func (x Feature) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Feature.Descriptor instead.
+func (Feature) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{4}
+}
+
 // Hello is the first message a client sends to the node.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -357,7 +410,9 @@ type Hello struct {
 	// The CPUs the client may run on, as a little-endian bit mask (bit i: CPU
 	// i). A node whose own mask is disjoint knows that both sides have a core
 	// of their own, so spinning before parking is worth it.
-	Cpus          []byte `protobuf:"bytes,8,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Cpus []byte `protobuf:"bytes,8,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// Features the client asks for: a bit mask of Feature values.
+	Features      uint32 `protobuf:"varint,9,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +503,13 @@ func (x *Hello) GetCpus() []byte {
 	return nil
 }
 
+func (x *Hello) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
+}
+
 // Welcome is the node's answer to an accepted Hello: the negotiated settings.
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -481,7 +543,10 @@ type Welcome struct {
 	// Process id of the node.
 	NodePid int32 `protobuf:"varint,14,opt,name=node_pid,json=nodePid,proto3" json:"node_pid,omitempty"`
 	// The CPUs the node may run on, as in Hello.cpus.
-	Cpus          []byte `protobuf:"bytes,15,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Cpus []byte `protobuf:"bytes,15,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// The features of Hello.features the node grants: a bit mask of Feature
+	// values. The node's behaviour changes only for the bits set here.
+	Features      uint32 `protobuf:"varint,16,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +684,13 @@ func (x *Welcome) GetCpus() []byte {
 		return x.Cpus
 	}
 	return nil
+}
+
+func (x *Welcome) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
 }
 
 // Refused is the node's answer to a rejected Hello.
@@ -2067,7 +2139,7 @@ var File_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_proto_rawDesc = "" +
 	"\n" +
-	"\x11switchboard.proto\x12\x0eswitchboard.v1\"\xd4\x02\n" +
+	"\x11switchboard.proto\x12\x0eswitchboard.v1\"\xf0\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
@@ -2077,7 +2149,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x13response_ring_bytes\x18\x05 \x01(\rR\x11responseRingBytes\x12(\n" +
 	"\x10event_ring_bytes\x18\x06 \x01(\rR\x0eeventRingBytes\x12*\n" +
 	"\x11max_message_bytes\x18\a \x01(\rR\x0fmaxMessageBytes\x12\x12\n" +
-	"\x04cpus\x18\b \x01(\fR\x04cpus\"\xc7\x04\n" +
+	"\x04cpus\x18\b \x01(\fR\x04cpus\x12\x1a\n" +
+	"\bfeatures\x18\t \x01(\rR\bfeatures\"\xe3\x04\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\x04R\fconnectionId\x12\x18\n" +
@@ -2094,7 +2167,8 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x11event_queue_bytes\x18\f \x01(\x04R\x0feventQueueBytes\x12\x19\n" +
 	"\bnode_uid\x18\r \x01(\rR\anodeUid\x12\x19\n" +
 	"\bnode_pid\x18\x0e \x01(\x05R\anodePid\x12\x12\n" +
-	"\x04cpus\x18\x0f \x01(\fR\x04cpus\"K\n" +
+	"\x04cpus\x18\x0f \x01(\fR\x04cpus\x12\x1a\n" +
+	"\bfeatures\x18\x10 \x01(\rR\bfeatures\"K\n" +
 	"\aRefused\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"K\n" +
@@ -2230,7 +2304,10 @@ const file_switchboard_proto_rawDesc = "" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTRANSPORT_SHM\x10\x01\x12\x14\n" +
-	"\x10TRANSPORT_SOCKET\x10\x02B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
+	"\x10TRANSPORT_SOCKET\x10\x02*5\n" +
+	"\aFeature\x12\x10\n" +
+	"\fFEATURE_NONE\x10\x00\x12\x18\n" +
+	"\x14FEATURE_PEER_CONTEXT\x10\x01B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -2244,59 +2321,60 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_switchboard_proto_goTypes = []any{
 	(Code)(0),              // 0: switchboard.v1.Code
 	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
 	(NoticeKind)(0),        // 2: switchboard.v1.NoticeKind
 	(Transport)(0),         // 3: switchboard.v1.Transport
-	(*Hello)(nil),          // 4: switchboard.v1.Hello
-	(*Welcome)(nil),        // 5: switchboard.v1.Welcome
-	(*Refused)(nil),        // 6: switchboard.v1.Refused
-	(*Goodbye)(nil),        // 7: switchboard.v1.Goodbye
-	(*ClientGoodbye)(nil),  // 8: switchboard.v1.ClientGoodbye
-	(*Cancel)(nil),         // 9: switchboard.v1.Cancel
-	(*Control)(nil),        // 10: switchboard.v1.Control
-	(*NodeInfo)(nil),       // 11: switchboard.v1.NodeInfo
-	(*BusGroup)(nil),       // 12: switchboard.v1.BusGroup
-	(*BusName)(nil),        // 13: switchboard.v1.BusName
-	(*BusWatch)(nil),       // 14: switchboard.v1.BusWatch
-	(*OwnReply)(nil),       // 15: switchboard.v1.OwnReply
-	(*Member)(nil),         // 16: switchboard.v1.Member
-	(*MemberList)(nil),     // 17: switchboard.v1.MemberList
-	(*GroupInfo)(nil),      // 18: switchboard.v1.GroupInfo
-	(*GroupList)(nil),      // 19: switchboard.v1.GroupList
-	(*NameInfo)(nil),       // 20: switchboard.v1.NameInfo
-	(*NameList)(nil),       // 21: switchboard.v1.NameList
-	(*ConnectionInfo)(nil), // 22: switchboard.v1.ConnectionInfo
-	(*ConnectionList)(nil), // 23: switchboard.v1.ConnectionList
-	(*Notice)(nil),         // 24: switchboard.v1.Notice
-	(*GroupResult)(nil),    // 25: switchboard.v1.GroupResult
-	(*GroupReply)(nil),     // 26: switchboard.v1.GroupReply
+	(Feature)(0),           // 4: switchboard.v1.Feature
+	(*Hello)(nil),          // 5: switchboard.v1.Hello
+	(*Welcome)(nil),        // 6: switchboard.v1.Welcome
+	(*Refused)(nil),        // 7: switchboard.v1.Refused
+	(*Goodbye)(nil),        // 8: switchboard.v1.Goodbye
+	(*ClientGoodbye)(nil),  // 9: switchboard.v1.ClientGoodbye
+	(*Cancel)(nil),         // 10: switchboard.v1.Cancel
+	(*Control)(nil),        // 11: switchboard.v1.Control
+	(*NodeInfo)(nil),       // 12: switchboard.v1.NodeInfo
+	(*BusGroup)(nil),       // 13: switchboard.v1.BusGroup
+	(*BusName)(nil),        // 14: switchboard.v1.BusName
+	(*BusWatch)(nil),       // 15: switchboard.v1.BusWatch
+	(*OwnReply)(nil),       // 16: switchboard.v1.OwnReply
+	(*Member)(nil),         // 17: switchboard.v1.Member
+	(*MemberList)(nil),     // 18: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 19: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 20: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 21: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 22: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 23: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 24: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 25: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 26: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 27: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
 	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
 	3,  // 1: switchboard.v1.Welcome.transport:type_name -> switchboard.v1.Transport
 	0,  // 2: switchboard.v1.Refused.code:type_name -> switchboard.v1.Code
 	0,  // 3: switchboard.v1.Goodbye.code:type_name -> switchboard.v1.Code
-	4,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
-	5,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
-	6,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
-	7,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
-	9,  // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
-	8,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
+	5,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
+	6,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
+	7,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
+	8,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
+	10, // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
+	9,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
 	3,  // 10: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	16, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
-	18, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
-	20, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
-	16, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
-	22, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	17, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	19, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	21, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	17, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	23, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
 	2,  // 16: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
-	16, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	17, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
 	1,  // 18: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
 	0,  // 19: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
-	25, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	26, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
 	21, // [21:21] is the sub-list for method output_type
 	21, // [21:21] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
@@ -2322,7 +2400,7 @@ func file_switchboard_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -24,6 +24,9 @@ import (
 //	  subscribe; SB_NAME to own; SB_TRANSPORT.
 //	observer: subscribes to sys.connections, sys.groups and sys.names and
 //	  prints each notice as a line (see noticeLine).
+//	requester: sends a request without deadline to SB_TO (a group if
+//	  SB_GROUP is set) and waits for its answer, printing "answer ERR"
+//	  when it comes.
 func runBusRole(role string) (int, bool) {
 	socket := os.Getenv("SB_SOCKET")
 	tr, _ := strconv.Atoi(os.Getenv("SB_TRANSPORT"))
@@ -100,6 +103,33 @@ func runBusRole(role string) (int, bool) {
 			countMessages(sctx, c)
 		default:
 			<-sctx.Done()
+		}
+		c.Close()
+		return 0, true
+	case "requester":
+		c, err := switchboard.Dial(ctx, opts...)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1, true
+		}
+		fmt.Println("ready", c.Address())
+		sctx, stop := signalContext()
+		defer stop()
+		to := os.Getenv("SB_TO")
+		answered := make(chan error, 1)
+		go func() {
+			var err error
+			if os.Getenv("SB_GROUP") != "" {
+				_, err = c.RequestGroup(sctx, to, []byte("x"))
+			} else {
+				_, err = c.Request(sctx, to, []byte("x"))
+			}
+			answered <- err
+		}()
+		select {
+		case err := <-answered:
+			fmt.Println("answer", err)
+		case <-sctx.Done():
 		}
 		c.Close()
 		return 0, true

@@ -569,3 +569,55 @@ func TestBusSlowSubscriberEvicted(t *testing.T) {
 		t.Fatalf("%q", l)
 	}
 }
+
+// TestBusRequesterKilled: when the process that sent a request is killed
+// with SIGKILL, the context of the handler serving it is cancelled, with
+// ErrPeerGone as its cause, for a request to one peer and to a group.
+func TestBusRequesterKilled(t *testing.T) {
+	transports(t, func(t *testing.T, tr switchboard.Transport) {
+		_, socket := nodeChild(t)
+		started := make(chan error, 4) // nil for each handler that starts
+		ended := make(chan error, 4)   // its context's cause when it ends
+		handler := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+			started <- nil
+			<-ctx.Done()
+			ended <- context.Cause(ctx)
+			return nil, ctx.Err()
+		}
+		next := func(ch chan error, what string) error {
+			t.Helper()
+			select {
+			case err := <-ch:
+				return err
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s after 10 s", what)
+				return nil
+			}
+		}
+		var members []*switchboard.Conn
+		for range 2 {
+			m := dialT(t, socket, switchboard.WithTransport(tr), switchboard.WithRequestHandler(handler))
+			if err := m.Subscribe(context.Background(), "workers"); err != nil {
+				t.Fatal(err)
+			}
+			members = append(members, m)
+		}
+		for _, tc := range []struct {
+			env      []string
+			handlers int
+		}{{[]string{"SB_TO=" + members[0].Address()}, 1}, {[]string{"SB_TO=workers", "SB_GROUP=1"}, len(members)}} {
+			req, _ := startPeer(t, "requester", socket, append(tc.env, "SB_TRANSPORT="+strconv.Itoa(int(tr)))...)
+			for range tc.handlers {
+				next(started, "handler start")
+			}
+			killed := time.Now()
+			kill9(req)
+			for range tc.handlers {
+				if err := next(ended, "cancellation"); !errors.Is(err, switchboard.ErrPeerGone) {
+					t.Fatalf("%v: cause %v", tc.env, err)
+				}
+			}
+			t.Logf("%v: handlers cancelled %v after SIGKILL", tc.env, time.Since(killed))
+		}
+	})
+}

@@ -104,11 +104,24 @@ func (c *Endpoint) requestDropped(e *Delivery) {
 }
 
 // forgetIncoming drops the handle of a request its caller no longer waits
-// for. Any goroutine may call it.
-func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64) {
+// for, and tells the client, if it takes MsgCancel and has not answered
+// yet, why (CODE_CANCELED, CODE_DEADLINE_EXCEEDED, CODE_PEER_GONE): its
+// answer, if one comes, is then late (Stats.LateReplies). Any goroutine
+// may call it.
+func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64, why pb.Code) {
+	h := handle{caller.ID(), call}
 	c.bus.inMu.Lock()
-	delete(c.bus.incoming, handle{caller.ID(), call})
+	_, waiting := c.bus.incoming[h]
+	delete(c.bus.incoming, h)
 	c.bus.inMu.Unlock()
+	if waiting && c.cfg.PeerContext {
+		// Past the mailbox's bound (SendEvent's): there is at most one per
+		// request delivered, and the client must hear it. Sent after the
+		// request (by the caller's pump, as the request was), it arrives
+		// after it.
+		body := pb.AppendCancel(make([]byte, 0, pb.CancelSize), caller.ReplyHandle(call), why)
+		c.sys.Root.Send(c.pid, &Delivery{Service: pb.BusService, Command: pb.MsgCancel, Payload: body})
+	}
 }
 
 // failIncoming, at release, tells every caller still waiting for this
@@ -133,7 +146,11 @@ func (c *Endpoint) CountDrop() { c.lateDrops.Add(1) }
 // its event ring and queue can hold at once (a larger one would always be
 // dropped).
 func (c *Endpoint) MaxEvent() int {
-	return min(c.cfg.MaxMessage+pb.MaxMsgOverhead, c.cfg.EventBytes+c.ringCap[2])
+	over := pb.MsgOverheadNoDeadline
+	if c.cfg.PeerContext {
+		over = pb.MaxMsgOverhead
+	}
+	return min(c.cfg.MaxMessage+over, c.cfg.EventBytes+c.ringCap[2])
 }
 
 // Waiting returns how many replies from peers the connection waits for.
@@ -280,12 +297,13 @@ func (c *Endpoint) Answer(id uint64, payload []byte) {
 }
 
 // StartRequest sends the client's request id to targets (one peer, or the
-// members of a group), built for each by body (the event body, shared),
-// and arranges for the answers: one peer's answer is the reply; a group's
-// answers are gathered into one GroupReply, in the order of targets, with
-// CODE_PEER_GONE for a member that leaves and CODE_DEADLINE_EXCEEDED for
-// one that has not answered by the deadline (aux microseconds; 0: none).
-// On the pump, from Route.
+// members of a group), built for each by body (the event body, shared, as
+// pb.AppendRequest makes it; a target without PeerContext gets a copy
+// without the deadline), and arranges for the answers: one peer's answer
+// is the reply; a group's answers are gathered into one GroupReply, in the
+// order of targets, with CODE_PEER_GONE for a member that leaves and
+// CODE_DEADLINE_EXCEEDED for one that has not answered by the deadline
+// (aux microseconds; 0: none). On the pump, from Route.
 func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*Endpoint, body []byte) {
 	max := c.cfg.MaxPending
 	if max <= 0 {
@@ -307,6 +325,7 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		return
 	}
 	pc := &peerCall{group: group}
+	var noDeadline []byte // body for targets without PeerContext, made once
 	if group {
 		pc.slots = make(map[uint64]int, len(targets))
 		pc.results = make([]*pb.GroupResult, len(targets))
@@ -316,8 +335,19 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 			pc.slots[t.ID()] = i
 			pc.results[i] = &pb.GroupResult{Address: t.Address(), Code: pb.Code_CODE_DEADLINE_EXCEEDED}
 		}
-		if len(body) > t.MaxEvent() {
-			text := fmt.Sprintf("%d bytes: more than %s takes (%d)", len(body), t.Address(), t.MaxEvent())
+		tbody := body
+		if !t.cfg.PeerContext {
+			if noDeadline == nil {
+				var err error
+				if noDeadline, err = pb.WithoutDeadline(body); err != nil {
+					c.Fail(id, pb.Code_CODE_INTERNAL, "bad request body")
+					return
+				}
+			}
+			tbody = noDeadline
+		}
+		if len(tbody) > t.MaxEvent() {
+			text := fmt.Sprintf("%d bytes: more than %s takes (%d)", len(tbody), t.Address(), t.MaxEvent())
 			if group {
 				pc.results[i].Code, pc.results[i].Payload = pb.Code_CODE_TOO_LARGE, []byte(text)
 				continue
@@ -335,7 +365,7 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		}
 		pc.left++
 		pc.targets = append(pc.targets, t)
-		c.Deliver(t, &Delivery{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: c, callID: id})
+		c.Deliver(t, &Delivery{Service: pb.BusService, Command: pb.MsgRequest, Payload: tbody, caller: c, callID: id})
 	}
 	if pc.left == 0 {
 		c.finishGroup(id, pc)
@@ -398,8 +428,12 @@ func (c *Endpoint) expire(m *callExpired) {
 		}
 		return
 	}
-	for _, t := range pc.targets {
-		t.forgetIncoming(c, m.id)
+	why := pb.Code_CODE_DEADLINE_EXCEEDED
+	if m.canceled {
+		why = pb.Code_CODE_CANCELED
+	}
+	for _, t := range pc.targets { // those that answered are forgotten already
+		t.forgetIncoming(c, m.id, why)
 	}
 	c.bus.pending -= pc.left
 	c.pendingGauge.Store(int64(c.bus.pending))
@@ -459,9 +493,14 @@ func (c *Endpoint) finishGroup(id uint64, pc *peerCall) {
 	c.writeReply(id, Result{Payload: b})
 }
 
-// stopTimers, at release, stops the deadline timers of requests in flight.
-func (c *Endpoint) stopTimers() {
+// abandonCalls, at release, ends the requests in flight: their timers
+// stop, and the targets that have not answered hear that the caller is
+// gone (a later answer is late).
+func (c *Endpoint) abandonCalls() {
 	for id, pc := range c.bus.calls {
 		c.endCall(id, pc)
+		for _, t := range pc.targets {
+			t.forgetIncoming(c, id, pb.Code_CODE_PEER_GONE)
+		}
 	}
 }

@@ -53,6 +53,10 @@ type Config struct {
 	MaxPending int
 	// Transport names the transport for listings ("shm", "socket").
 	Transport string
+	// PeerContext: the client has FEATURE_PEER_CONTEXT. Its requests carry
+	// their deadline, and it hears (MsgCancel) when their callers stop
+	// waiting.
+	PeerContext bool
 
 	MaxMessage  int // largest reassembled message
 	EventQueue  int // events queued when the event ring is full
@@ -438,7 +442,7 @@ func (c *Endpoint) sendFrames() {
 func (c *Endpoint) release() {
 	c.cancel()
 	c.failIncoming()
-	c.stopTimers()
+	c.abandonCalls()
 	c.cfg.Host.Closed(c, c.why)
 	// A write blocked on a client that does not read (sendFrames, a
 	// goodbye) fails now, so that the lock below comes; the lock keeps
