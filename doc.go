@@ -48,8 +48,10 @@
 // their calls are pipelined. On the node, each connection's requests are
 // served one at a time, in order, on the connection's pump goroutine
 // (handlers of different connections run in parallel); a handler that
-// blocks holds up its own connection only. Handlers that should not block
-// it can be actors (HandleActor), which reply when they are done. A
+// blocks holds up its own connection only, and not its end: once the
+// client is gone the node releases the connection without it (see
+// NodeStats.StuckHandlers). Handlers that should not block it can be
+// actors (HandleActor), which reply when they are done. A
 // client's handler of peer requests runs on the client's goroutines, one
 // at a time or up to WithRequestConcurrency at once (see Serving requests from peers).
 //

@@ -442,7 +442,8 @@ func (n *Node) Stats() NodeStats {
 
 // Close stops the node: it stops accepting, tells every client that the
 // node is shutting down, stops every connection and actor, waits for all
-// of the node's goroutines, and removes the socket. It is idempotent.
+// of the node's goroutines (handlers that ignore their context included),
+// and removes the socket. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()

@@ -115,6 +115,9 @@ func TestMetricsScrape(t *testing.T) {
 		"switchboard_protocol_violations_total":  0,
 		"switchboard_evictions_total":            0,
 		"switchboard_events_dropped_total":       0,
+		"switchboard_late_replies_total":         0,
+		"switchboard_stuck_handlers":             0,
+		"switchboard_actor_handler_panics_total": 0,
 	}
 	for name, want := range node {
 		if got := value(t, fams, name, nil); got != want {
@@ -135,6 +138,7 @@ func TestMetricsScrape(t *testing.T) {
 		"switchboard_connection_sent_bytes_total":     calls * 1000,
 		"switchboard_connection_events_dropped_total": 0,
 		"switchboard_connection_events_queued":        0,
+		"switchboard_connection_late_replies_total":   0,
 	}
 	for name, want := range perConn {
 		if got := value(t, fams, name, conn); got != want {

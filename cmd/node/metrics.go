@@ -51,6 +51,9 @@ func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
 	e.one("switchboard_protocol_violations_total", "counter", "Connections closed for breaking the protocol.", float64(st.Violations))
 	e.one("switchboard_evictions_total", "counter", "Clients disconnected as slow consumers.", float64(st.Evictions))
 	e.one("switchboard_events_dropped_total", "counter", "Events dropped for slow clients.", float64(st.Dropped))
+	e.one("switchboard_late_replies_total", "counter", "Replies discarded because their caller had gone (deadline, cancel, disconnect).", float64(st.LateReplies))
+	e.one("switchboard_stuck_handlers", "gauge", "Handlers still running for connections released without them (they ignore their context).", float64(st.StuckHandlers))
+	e.one("switchboard_actor_handler_panics_total", "counter", "Panics of actor handlers, each answered with an internal error.", float64(st.ActorPanics))
 
 	conns := src.Connections()
 	per := []struct {
@@ -65,6 +68,7 @@ func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
 		{"switchboard_connection_received_bytes_total", "counter", "Payload bytes the node received from the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesIn) }},
 		{"switchboard_connection_sent_bytes_total", "counter", "Payload bytes the node sent to the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesOut) }},
 		{"switchboard_connection_protocol_violations_total", "counter", "Protocol violations by the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Violations) }},
+		{"switchboard_connection_late_replies_total", "counter", "Replies to the connection discarded because it had given up on them.", func(c *switchboard.ConnInfo) float64 { return float64(c.LateReplies) }},
 		{"switchboard_connection_handler_panics_total", "counter", "Handler panics while serving the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Panics) }},
 		{"switchboard_connection_events_queued", "gauge", "Events queued in the node behind the connection's full event ring.", func(c *switchboard.ConnInfo) float64 { return float64(c.EventsQueued) }},
 		{"switchboard_connection_pending_replies", "gauge", "The connection's calls to peers waiting for a reply.", func(c *switchboard.ConnInfo) float64 { return float64(c.Pending) }},
