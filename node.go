@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/actors/registry"
 	pb "github.com/switchboard-ipc/switchboard/proto"
@@ -70,6 +71,7 @@ type nodeOptions struct {
 	socketGroup      int          // -1: none
 	maxPending       int
 	maxActorCalls    int
+	handlerGrace     time.Duration
 	maxRing          int
 	// Per-uid limits (0: none): connections held, handshakes in progress;
 	// root and the node's uid have their own.
@@ -171,6 +173,7 @@ type Node struct {
 	mu          sync.Mutex
 	ln          *net.UnixListener
 	createdDirs []string // the socket's directories Listen created, deepest first
+	socketID    socketID // the socket Listen bound, which Close unlinks
 	nextID      uint64
 	hs          map[*net.UnixConn]uint32 // handshakes in progress, with the client's uid
 	hsByUID     map[uint32]int           // handshakes in progress by uid
@@ -198,6 +201,8 @@ type Node struct {
 	stuck         atomic.Int64  // handlers still running for released connections
 	actorPanics   atomic.Uint64
 	actorSeq      actorSeq
+	actorServices actorServices
+	deadLetters   *eventstream.Subscription
 
 	bg sync.WaitGroup // listings answered off a connection's pump; Close waits for them
 
@@ -218,6 +223,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		uidHandshakes:    64,
 		handshakeTimeout: 2 * time.Second,
 		maxActorCalls:    1024,
+		handlerGrace:     20 * time.Millisecond,
 		socketGroup:      -1,
 	}
 	for _, opt := range opts {
@@ -257,6 +263,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		return nil, err
 	}
 	n.root = root
+	n.deadLetters = n.sys.EventStream.Subscribe(n.deadLetter)
 	n.SetPolicy(o.policy)
 	if n.reg, err = registry.Start(n.sys, spawner{n}); err != nil {
 		n.sys.Root.StopFuture(root).Wait()
@@ -394,7 +401,9 @@ func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	n.dropMonitor(c)
 	n.mu.Lock() // after the handshake's Add, which holds mu (see there)
 	n.reg.Remove(c, why.Disconnect(), why.Text)
-	n.uncount(c.Cred().UID)
+	if !c.Abandoned() { // else its uid keeps the slot until the handler returns (connServer.Closed)
+		n.uncount(c.Cred().UID)
+	}
 	n.mu.Unlock()
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }
@@ -455,10 +464,11 @@ func (n *Node) Close() error {
 		// Handshakes enter their connection in the table under mu, once
 		// they saw the node open: from here on, none does.
 		conns := n.reg.All()
-		dirs := n.createdDirs
+		dirs, sock := n.createdDirs, n.socketID
 		n.mu.Unlock()
 		if ln != nil {
-			ln.Close() // unlinks the socket the node created
+			ln.Close()
+			unlinkSocket(sock)
 			removeDirs(dirs)
 		}
 		n.wg.Wait()
@@ -472,6 +482,7 @@ func (n *Node) Close() error {
 		if _, err := n.sys.Root.StopFuture(n.root).Result(); err != nil {
 			n.closeErr = fmt.Errorf("switchboard: stopping the root actor: %w", err)
 		}
+		n.sys.EventStream.Unsubscribe(n.deadLetters)
 		n.sys.Shutdown()
 	})
 	return n.closeErr

@@ -71,9 +71,11 @@ func lookupGroup(group string) (int, error) {
 // the socket group, if any) when missing; it must belong to the node's
 // uid, be writable by nobody else, and not be a symbolic link, since
 // whoever may write it could replace the socket with one of their own.
-// The socket then gets its mode and group. A socket left by a dead node is
-// replaced, a live node's is not. With WithListener, Listen serves that
-// listener as it is and checks nothing.
+// The socket is bound in a private directory, given its mode and group,
+// then moved into place, so that nobody can connect before the mode
+// applies. A socket left by a dead node is replaced, a live node's is
+// not, and anything at the path that is not a socket is refused. With
+// WithListener, Listen serves that listener as it is and checks nothing.
 func (n *Node) Listen() error {
 	if n.o.listener != nil {
 		n.mu.Lock()
@@ -89,11 +91,9 @@ func (n *Node) Listen() error {
 	if err != nil {
 		return fmt.Errorf("switchboard: socket directory: %w", err)
 	}
-	created := missingDirs(dir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("switchboard: socket directory: %w", err)
-	}
-	if err := n.o.ownDirs(created); err != nil {
+	path = filepath.Join(dir, filepath.Base(path))
+	created, err := n.o.makeDirs(dir)
+	if err != nil {
 		removeDirs(created)
 		return err
 	}
@@ -101,25 +101,19 @@ func (n *Node) Listen() error {
 		removeDirs(created)
 		return err
 	}
-	if _, err := os.Lstat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			removeDirs(created)
+			return fmt.Errorf("switchboard: %s exists and is not a socket (%v): refusing to replace it", path, fi.Mode().Type())
+		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			c.Close()
 			return fmt.Errorf("switchboard: another node serves %s", path)
 		}
-		if err := os.Remove(path); err != nil {
-			removeDirs(created)
-			return fmt.Errorf("switchboard: removing stale socket: %w", err)
-		}
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, id, err := n.o.bind(dir, path)
 	if err != nil {
-		removeDirs(created)
-		return fmt.Errorf("switchboard: listen: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := n.o.setSocketAccess(path); err != nil {
-		ln.Close()
 		removeDirs(created)
 		return err
 	}
@@ -127,25 +121,117 @@ func (n *Node) Listen() error {
 	defer n.mu.Unlock()
 	if n.closed {
 		ln.Close()
+		unlinkSocket(id)
 		removeDirs(created)
 		return ErrClosed
 	}
-	n.ln, n.createdDirs = ln, created
+	n.ln, n.createdDirs, n.socketID = ln, created, id
 	return nil
 }
 
-// ownDirs gives the directories Listen created mode 0750, whatever the
-// umask made of it, and the socket group if there is one.
-func (o *nodeOptions) ownDirs(created []string) error {
-	for _, d := range created {
-		if o.socketGroup >= 0 {
-			if err := os.Lchown(d, -1, o.socketGroup); err != nil {
-				return fmt.Errorf("switchboard: socket directory: giving it to group %d: %w (the node's user must be root or a member of the group)", o.socketGroup, err)
+// socketID tells the socket the node bound from one put at its path
+// later, by device and inode.
+type socketID struct {
+	path     string
+	dev, ino uint64
+}
+
+// bind creates the listening socket in a private directory (0700) inside
+// dir, gives it its group and mode there, out of anyone's reach, and
+// moves it to path, replacing a dead node's socket. The listener does not
+// unlink on Close: unlinkSocket removes what is at path only if it is
+// still this socket.
+func (o *nodeOptions) bind(dir, path string) (*net.UnixListener, socketID, error) {
+	tmp, err := os.MkdirTemp(dir, ".bind-")
+	if err != nil {
+		return nil, socketID{}, fmt.Errorf("switchboard: socket directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, socketID{}, fmt.Errorf("switchboard: listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	var st syscall.Stat_t
+	err = o.setSocketAccess(bound)
+	if err == nil {
+		err = syscall.Lstat(bound, &st)
+	}
+	if err == nil {
+		err = os.Rename(bound, path)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, socketID{}, fmt.Errorf("switchboard: socket %s: %w", path, err)
+	}
+	return ln, socketID{path, uint64(st.Dev), st.Ino}, nil
+}
+
+// unlinkSocket removes the socket at its path if it is still the one bind
+// made.
+func unlinkSocket(id socketID) {
+	var st syscall.Stat_t
+	if id.path != "" && syscall.Lstat(id.path, &st) == nil && uint64(st.Dev) == id.dev && st.Ino == id.ino {
+		os.Remove(id.path)
+	}
+}
+
+// makeDirs creates the missing directories of dir's path, one at a time,
+// and returns those it created, deepest first (a directory someone else
+// makes meanwhile is not the node's: it is neither changed nor removed).
+// Each is made 0700, then given the socket group, if any, and mode 0750
+// through a descriptor that cannot follow a link put in its place.
+func (o *nodeOptions) makeDirs(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || !os.IsNotExist(err) {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	var created []string // deepest first, as removeDirs wants
+	for i := len(missing) - 1; i >= 0; i-- {
+		d := missing[i]
+		if err := os.Mkdir(d, 0o700); err != nil {
+			if os.IsExist(err) {
+				continue // someone else's
 			}
+			return created, fmt.Errorf("switchboard: socket directory: %w", err)
 		}
-		if err := os.Chmod(d, 0o750); err != nil {
-			return fmt.Errorf("switchboard: socket directory: %w", err)
+		created = append([]string{d}, created...)
+		if err := o.ownDir(d); err != nil {
+			return created, err
 		}
+	}
+	return created, nil
+}
+
+// ownDir gives a directory the node just created the socket group, if
+// any, and mode 0750, whatever the umask made of it.
+func (o *nodeOptions) ownDir(d string) error {
+	fd, err := syscall.Open(d, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("switchboard: socket directory %s: %w", d, err)
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("switchboard: socket directory %s: %w", d, err)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("switchboard: socket directory %s was replaced by uid %d's while the node created it", d, st.Uid)
+	}
+	if o.socketGroup >= 0 {
+		if err := syscall.Fchown(fd, -1, o.socketGroup); err != nil {
+			return fmt.Errorf("switchboard: socket directory: giving it to group %d: %w (the node's user must be root or a member of the group)", o.socketGroup, err)
+		}
+	}
+	if err := syscall.Fchmod(fd, 0o750); err != nil {
+		return fmt.Errorf("switchboard: socket directory %s: %w", d, err)
 	}
 	return nil
 }
@@ -212,21 +298,6 @@ func (o *nodeOptions) setSocketAccess(path string) error {
 		return fmt.Errorf("switchboard: socket mode: %w", err)
 	}
 	return nil
-}
-
-// missingDirs returns the directories of dir's path that do not exist yet,
-// deepest first: those MkdirAll will create.
-func missingDirs(dir string) []string {
-	var out []string
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil || !os.IsNotExist(err) {
-			return out
-		}
-		out = append(out, d)
-		if filepath.Dir(d) == d {
-			return out
-		}
-	}
 }
 
 // removeDirs removes the directories the node created for its socket,

@@ -191,3 +191,48 @@ func TestSocketOptionsRefuseNonsense(t *testing.T) {
 		t.Error("an empty group was taken")
 	}
 }
+
+// Listen replaces a dead node's socket, never anything else at the path,
+// and binds no temporary file it leaves behind.
+func TestListenReplacesOnlySockets(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sb")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "node.sock")
+	if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewNode(WithSocket(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Listen(); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen over a regular file: %v, want a refusal naming it", err)
+	}
+	n.Close()
+	if b, err := os.ReadFile(path); err != nil || string(b) != "precious" {
+		t.Fatalf("the file at the path: %q %v", b, err)
+	}
+	os.Remove(path)
+	// A dead node's socket is replaced.
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false)
+	dead.Close()
+	n = startNode(t, WithSocket(path))
+	c := dial(t, n)
+	if _, err := c.Call(ctx5(t), SystemService, SysPing, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("the socket directory holds %d entries, want the socket alone", len(ents))
+	}
+	c.Close()
+	n.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("the socket after Close: %v", err)
+	}
+}
