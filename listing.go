@@ -24,9 +24,13 @@ type ConnInfo struct {
 	Events, Dropped       uint64 // events delivered to it, and dropped for it
 	BytesIn, BytesOut     uint64
 	Violations, Panics    uint64
-	LateReplies           uint64 // replies to it discarded because it had given up (see NodeStats)
-	Pending               int    // its calls to peers waiting for a reply
-	ActorCalls            int    // its calls waiting for actor handlers (and node listings)
+	// LateReplies counts replies the node dropped on this connection's
+	// account: results of its calls that came after it was gone or its
+	// actor call was forgotten, and answers it gave peers that had given
+	// up. (Replies it gave up on but got, the client counts itself.)
+	LateReplies uint64
+	Pending     int // its calls to peers waiting for a reply
+	ActorCalls  int // its calls waiting for actor handlers (and node listings)
 
 	// Bytes waiting in its rings, and events queued in the node behind
 	// its event ring.
@@ -69,9 +73,12 @@ type NodeStats struct {
 	Published            uint64 // group publications
 	Delivered            uint64 // bus messages delivered to peers (direct, group, name)
 	Undeliverable        uint64 // want-answer messages nobody could take
-	// LateReplies counts the replies discarded because their caller had
-	// gone: handler and actor results after the call's deadline, cancel or
-	// the caller's end, and peer answers after the requester gave up.
+	// LateReplies counts the replies the node dropped because their
+	// caller had gone: handler results after the caller's connection
+	// ended, actor answers after their call was forgotten (deadline,
+	// cancel, end), and peer answers after the requester gave up. (A
+	// handler's result after a cancel or deadline still goes out; the
+	// client that gave up counts it, FlowControl.LateReplies.)
 	LateReplies uint64
 	// StuckHandlers counts the handlers still running for connections the
 	// node released without them: they ignored their context (the node

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -17,11 +19,17 @@ import (
 // arrives as an *ActorRequest, which the actor answers with Respond, then
 // or later. An actor that panics is restarted (up to 10 times in 10 s,
 // then stopped), and the call it was serving fails at once with
-// ErrInternal. A connection may have MaxActorCalls calls waiting for
-// actors (WithMaxActorCalls); a call is forgotten at its deadline, when
-// its caller cancels, or when the caller leaves, and a later Respond is
+// ErrInternal; once it is stopped, the calls waiting for it fail with
+// ErrInternal and so does every later call to the service, until a new
+// HandleActor. A connection may have WithMaxActorCalls calls waiting for
+// actors; at its deadline or its caller's cancel a call is answered
+// (ErrDeadlineExceeded, ErrCanceled) and forgotten, and a later Respond is
 // counted late (NodeStats.LateReplies). Replacing the handler lets the
 // earlier actor finish what is in its mailbox, then stops it.
+//
+// The actor's mailbox holds every request sent to it until it takes
+// them, those whose callers gave up included: an actor slower than its
+// callers should bound its mailbox (actor.WithMailbox in props).
 func (n *Node) HandleActor(id uint16, props *actor.Props, opts ...ServiceOption) (*actor.PID, error) {
 	pid, err := spawner{n}.SpawnChild(props, fmt.Sprintf("%s%d-%d", serviceActorPrefix, id, n.actorSeq.Add(1)))
 	if err != nil {
@@ -31,10 +39,26 @@ func (n *Node) HandleActor(id uint16, props *actor.Props, opts ...ServiceOption)
 	for _, opt := range opts {
 		opt(s)
 	}
+	n.actorServices.Store(pid.GetId(), id)
 	if old := n.services[id].Swap(s); old != nil && old.pid != nil {
 		n.sys.Root.Poison(old.pid)
 	}
 	return pid, nil
+}
+
+// WithHandlerGrace sets how long a connection that ended waits for a
+// handler still running before the node releases it without the handler
+// (default 20 ms): a handler that watches its context should return
+// within it. Past it, the node logs the handler at warn and counts it in
+// NodeStats.StuckHandlers until it returns.
+func WithHandlerGrace(d time.Duration) NodeOption {
+	return nodeOption(func(o *nodeOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("switchboard: handler grace %v must be positive", d)
+		}
+		o.handlerGrace = d
+		return nil
+	})
 }
 
 // WithMaxActorCalls bounds the calls one connection may have waiting for
@@ -89,7 +113,10 @@ func (n *Node) sendToActor(ctx context.Context, c *conn.Endpoint, svc *service, 
 	}
 	n.sys.Root.Send(svc.pid, &ActorRequest{Service: r.Service, Command: r.Command, Payload: payload,
 		Session: sess, NoReply: r.NoReply, Context: ctx, c: c, id: r.ID})
-	return conn.Result{Pending: true}
+	if r.NoReply {
+		return conn.Result{} // a send: Respond writes nothing
+	}
+	return conn.Result{Pending: true, Actor: svc.pid}
 }
 
 // rootActor is the node's supervisor: connection, group and service
@@ -97,16 +124,52 @@ func (n *Node) sendToActor(ctx context.Context, c *conn.Endpoint, svc *service, 
 type rootActor struct{ n *Node }
 
 func (a *rootActor) Receive(ac actor.Context) {
-	if m, ok := ac.Message().(*spawnChild); ok {
+	switch m := ac.Message().(type) {
+	case *spawnChild:
 		pid, err := ac.SpawnNamed(m.props, m.name)
 		m.reply <- spawned{pid, err}
+	case *actor.Terminated:
+		a.n.serviceActorStopped(m.GetWho())
+	}
+}
+
+// serviceActorStopped runs when a child of the root actor stops: if it
+// served a service (HandleActor), the calls waiting for it fail, and so
+// do later calls, unless the service has been handed to another actor.
+func (n *Node) serviceActorStopped(pid *actor.PID) {
+	v, ok := n.actorServices.LoadAndDelete(pid.GetId())
+	if !ok {
+		return
+	}
+	id := v.(uint16)
+	if cur := n.services[id].Load(); cur != nil && cur.pid != nil && cur.pid.Equal(pid) {
+		dead := &service{id: id, h: HandlerFunc(func(context.Context, *Request) ([]byte, error) {
+			return nil, fmt.Errorf("%w: the actor of service %d stopped", ErrInternal, id)
+		})}
+		if n.services[id].CompareAndSwap(cur, dead) {
+			n.o.logger.Error("service actor stopped; its calls fail until HandleActor gives it another", slog.Int("service", int(id)))
+		}
+	}
+	for _, c := range n.reg.All() {
+		c.FailActorCalls(pid)
+	}
+}
+
+// deadLetter answers a request that reached an actor already gone (sent
+// as it stopped, or after its service was handed to another actor).
+func (n *Node) deadLetter(ev any) {
+	dl, ok := ev.(*actor.DeadLetterEvent)
+	if !ok {
+		return
+	}
+	if r, ok := dl.Message.(*ActorRequest); ok && !r.NoReply {
+		r.c.Complete(r.id, conn.Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("the handler's actor is gone")})
 	}
 }
 
 // Restarting a service actor too often means a handler that cannot work:
-// it is stopped, and its callers get ErrInternal at once from then on
-// (dead letters) or wait for their deadline.
-var serviceStrategy = actor.NewOneForOneStrategy(10, 10e9, actor.DefaultDecider)
+// it is stopped (serviceActorStopped).
+var serviceStrategy = actor.NewOneForOneStrategy(10, 10*time.Second, actor.DefaultDecider)
 
 // HandleFailure supervises the root actor's children (the actor's own
 // strategy, which protoactor prefers to the props'). A failed service
@@ -115,7 +178,7 @@ var serviceStrategy = actor.NewOneForOneStrategy(10, 10e9, actor.DefaultDecider)
 func (a *rootActor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID,
 	rs *actor.RestartStatistics, reason any, message any) {
 	n := a.n
-	if !strings.Contains(child.GetId(), "/"+serviceActorPrefix) {
+	if !strings.HasPrefix(child.GetId(), n.root.GetId()+"/"+serviceActorPrefix) {
 		n.o.logger.Error("node actor failed; stopping it", slog.String("actor", child.GetId()), slog.Any("reason", reason))
 		sup.StopChildren(child)
 		return
@@ -129,7 +192,7 @@ func (a *rootActor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, 
 			r.c.Complete(r.id, conn.Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("handler panicked")})
 		}
 	}
-	n.o.logger.Error("service actor panicked; restarting it", attrs...)
+	n.o.logger.Error("service actor panicked", attrs...)
 	serviceStrategy.HandleFailure(sys, sup, child, rs, reason, message)
 }
 
@@ -137,3 +200,7 @@ var _ actor.SupervisorStrategy = (*rootActor)(nil)
 
 // actorSeq numbers the actors HandleActor spawns (names must be unique).
 type actorSeq = atomic.Uint64
+
+// actorServices maps the ids of the actors HandleActor spawned to their
+// service ids, until they stop.
+type actorServices = sync.Map

@@ -194,12 +194,17 @@ func (s *connServer) Route(c *conn.Endpoint, f conn.BusFrame) { s.n.route(c, f) 
 // Closed runs the services' disconnect hooks and tells the node
 // (conn.Host). The hooks of a connection released while a handler still
 // runs wait for that handler to return (a session's handlers and its hook
-// never run at the same time); the node learns of the end at once.
+// never run at the same time), and so does the end of its count against
+// its uid's limit (a client cannot pile up stuck handlers past it); the
+// node announces the end at once.
 func (s *connServer) Closed(c *conn.Endpoint, why conn.Reason) {
 	if c.Abandoned() {
 		s.n.bg.Go(func() {
 			<-c.Lingering()
 			s.disconnected()
+			s.n.mu.Lock()
+			s.n.uncount(c.Cred().UID)
+			s.n.mu.Unlock()
 		})
 	} else {
 		s.disconnected()

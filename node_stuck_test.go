@@ -76,13 +76,16 @@ func TestStuckHandlerDoesNotPinConnection(t *testing.T) {
 	})
 }
 
-// A handler's result that comes after its caller's deadline is discarded
-// and counted.
+// A handler's result that comes after its caller's deadline still goes
+// out (the wire promises a reply to every call), and the client, which
+// gave up, discards and counts it; it does not take a later call's place.
 func TestLateHandlerResultCounted(t *testing.T) {
 	n := startNode(t)
+	gaveUp := make(chan struct{})
 	n.HandleFunc(3, func(ctx context.Context, r *Request) ([]byte, error) {
 		if r.Command == 1 {
-			<-ctx.Done() // the caller's deadline
+			<-ctx.Done() // the caller's deadline, or its cancel
+			<-gaveUp
 			return []byte("late"), nil
 		}
 		return []byte("fresh"), nil
@@ -93,13 +96,42 @@ func TestLateHandlerResultCounted(t *testing.T) {
 	if _, err := c.Call(ctx, 3, 1, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call past its deadline: %v", err)
 	}
-	waitFor(t, func() bool { return n.Stats().LateReplies == 1 })
+	close(gaveUp)
+	waitFor(t, func() bool { return c.FlowControl().LateReplies == 1 })
 	if got, err := c.Call(ctx5(t), 3, 2, nil); err != nil || string(got) != "fresh" {
 		t.Fatalf("next call: %q %v", got, err) // the late reply did not take its place
 	}
-	if cs := n.Connections(); len(cs) != 1 || cs[0].LateReplies != 1 {
-		t.Fatalf("connections %+v, want one with one late reply", cs)
+}
+
+// A client gone while its handler is stuck keeps its place under its
+// uid's connection limit until the handler returns: stuck handlers
+// cannot pile up past the limit.
+func TestStuckHandlerKeepsUIDSlot(t *testing.T) {
+	n := startNode(t, WithPrivilegedLimits(2, 0)) // the suite runs as root
+	entered, unstick := make(chan struct{}), make(chan struct{})
+	n.HandleFunc(3, func(ctx context.Context, r *Request) ([]byte, error) {
+		close(entered)
+		<-unstick
+		return nil, nil
+	})
+	dial(t, n) // one slot
+	c := dial(t, n)
+	go c.Call(context.Background(), 3, 1, nil)
+	<-entered
+	c.Close()
+	waitFor(t, func() bool { return n.Stats().StuckHandlers == 1 })
+	if _, err := Dial(ctx5(t), WithSocket(n.SocketPath())); !errors.Is(err, ErrLimitExceeded) {
+		t.Fatalf("dial while the stuck handler holds the slot: %v, want ErrLimitExceeded", err)
 	}
+	close(unstick)
+	waitFor(t, func() bool { return n.Stats().StuckHandlers == 0 })
+	waitFor(t, func() bool {
+		c, err := Dial(ctx5(t), WithSocket(n.SocketPath()))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
 
 // panicActor panics on command 3, never answers command 4, echoes the rest.
@@ -115,6 +147,9 @@ func (panicActor) Receive(ac actor.Context) {
 		panic("actor handler bug")
 	case 4:
 		return // never answers
+	case 5:
+		ac.Stop(ac.Self()) // gives up serving
+		return
 	}
 	r.Respond(r.Payload, nil)
 }
@@ -127,7 +162,9 @@ func TestActorHandlerPanicAnswersInternal(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dial(t, n)
-	if _, err := c.Call(context.Background(), 9, 3, nil); !errors.Is(err, ErrInternal) {
+	bound, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound for a failing test, no deadline the call could wait for
+	defer cancel()
+	if _, err := c.Call(bound, 9, 3, nil); !errors.Is(err, ErrInternal) {
 		t.Fatalf("call to a panicking actor: %v, want ErrInternal", err)
 	}
 	if got, err := c.Call(ctx5(t), 9, 1, []byte("again")); err != nil || string(got) != "again" {
@@ -138,6 +175,39 @@ func TestActorHandlerPanicAnswersInternal(t *testing.T) {
 	}
 	if cs := n.Connections(); len(cs) != 1 || cs[0].Panics != 1 {
 		t.Fatalf("connections %+v, want one with one panic", cs)
+	}
+}
+
+// When an actor handler stops, the calls waiting for it fail at once,
+// and so do later calls to its service, until another actor takes it.
+func TestActorHandlerStopped(t *testing.T) {
+	n := startNode(t)
+	if _, err := n.HandleActor(9, actor.PropsFromProducer(func() actor.Actor { return panicActor{} })); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n)
+	bound, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := c.Call(bound, 9, 4, nil) // never answered
+		waiting <- err
+	}()
+	waitFor(t, func() bool { return n.Connections()[0].ActorCalls == 1 })
+	if _, err := c.Call(bound, 9, 5, nil); !errors.Is(err, ErrInternal) { // the actor stops serving it
+		t.Fatalf("the call the actor stopped on: %v, want ErrInternal", err)
+	}
+	if err := <-waiting; !errors.Is(err, ErrInternal) {
+		t.Fatalf("a call waiting for the stopped actor: %v, want ErrInternal", err)
+	}
+	if _, err := c.Call(bound, 9, 1, nil); !errors.Is(err, ErrInternal) {
+		t.Fatalf("a later call: %v, want ErrInternal", err)
+	}
+	if _, err := n.HandleActor(9, actor.PropsFromProducer(func() actor.Actor { return panicActor{} })); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Call(bound, 9, 1, []byte("new actor")); err != nil || string(got) != "new actor" {
+		t.Fatalf("after a new HandleActor: %q %v", got, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +54,8 @@ const (
 	cmdEmit  uint16 = 4 // payload: decimal count; sends that many events, numbered
 	cmdFail  uint16 = 5
 	// cmdStuck ignores its context and returns once cmdUnstick is called;
-	// cmdStats answers "STUCK LATE CONNECTIONS" from the node's stats.
+	// cmdStats answers "STUCK LATE CONNECTIONS ENTERED" from the node's
+	// stats and the count of cmdStuck calls that began.
 	cmdStuck   uint16 = 6
 	cmdUnstick uint16 = 7
 	cmdStats   uint16 = 8
@@ -64,6 +66,7 @@ var (
 	roleNode    *switchboard.Node
 	unstick     = make(chan struct{})
 	unstickOnce sync.Once
+	stuckCalls  atomic.Int32
 )
 
 func runRole(role string) int {
@@ -252,6 +255,7 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 	case cmdFail:
 		return nil, errors.New("failed on purpose")
 	case cmdStuck:
+		stuckCalls.Add(1)
 		<-unstick
 		return []byte("unstuck"), nil
 	case cmdUnstick:
@@ -259,7 +263,7 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 		return nil, nil
 	case cmdStats:
 		st := roleNode.Stats()
-		return fmt.Appendf(nil, "%d %d %d", st.StuckHandlers, st.LateReplies, st.Connections), nil
+		return fmt.Appendf(nil, "%d %d %d %d", st.StuckHandlers, st.LateReplies, st.Connections, stuckCalls.Load()), nil
 	case cmdEmit: // "COUNT" numbers the events; "COUNT:SIZE" sends SIZE-byte events
 		count, size, sized := strings.Cut(string(r.Payload), ":")
 		n, err := strconv.Atoi(count)

@@ -32,17 +32,19 @@ func TestStuckHandlerReleasesKilledClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		baseMaps := memfdMaps(t, pid)
+		var entered int
 		stats := func() (stuck, late, conns int) {
 			b, err := watcher.Call(context.Background(), svcTest, cmdStats, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := fmt.Sscan(string(b), &stuck, &late, &conns); err != nil {
+			if _, err := fmt.Sscan(string(b), &stuck, &late, &conns, &entered); err != nil {
 				t.Fatalf("stats %q: %v", b, err)
 			}
 			return
 		}
 		_, late0, _ := stats()
+		entered0 := entered
 
 		cl := startRole(t, "stuckcall", []string{"SB_SOCKET=" + socket, "SB_TRANSPORT=" + strconv.Itoa(int(tr))}, nil)
 		var addr string
@@ -53,7 +55,12 @@ func TestStuckHandlerReleasesKilledClient(t *testing.T) {
 			}
 			return errors.New("client not calling yet")
 		})
-		time.Sleep(20 * time.Millisecond) // let the call reach the handler
+		checkFor(t, 5*time.Second, func() error {
+			if stats(); entered == entered0 {
+				return errors.New("the call has not reached the handler yet")
+			}
+			return nil
+		})
 		cl.cmd.Process.Kill()
 		cl.cmd.Wait()
 

@@ -324,8 +324,18 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		delete(c.bus.canceled, id) // its Cancel overtook it: the client no longer waits
 		return
 	}
+	var noDeadline []byte // body for targets without PeerContext, made once, before any target is told
+	for _, t := range targets {
+		if !t.cfg.PeerContext {
+			var err error
+			if noDeadline, err = pb.WithoutDeadline(body); err != nil {
+				c.Fail(id, pb.Code_CODE_INTERNAL, "bad request body")
+				return
+			}
+			break
+		}
+	}
 	pc := &peerCall{group: group}
-	var noDeadline []byte // body for targets without PeerContext, made once
 	if group {
 		pc.slots = make(map[uint64]int, len(targets))
 		pc.results = make([]*pb.GroupResult, len(targets))
@@ -337,13 +347,6 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		}
 		tbody := body
 		if !t.cfg.PeerContext {
-			if noDeadline == nil {
-				var err error
-				if noDeadline, err = pb.WithoutDeadline(body); err != nil {
-					c.Fail(id, pb.Code_CODE_INTERNAL, "bad request body")
-					return
-				}
-			}
 			tbody = noDeadline
 		}
 		if len(tbody) > t.MaxEvent() {

@@ -74,6 +74,9 @@ type Config struct {
 	// Late, when set, counts for the node every reply discarded because
 	// its caller had gone (see Stats.LateReplies).
 	Late *atomic.Uint64
+	// HandlerGrace is how long a connection that ended waits for a running
+	// handler before it is released without it (default 20 ms).
+	HandlerGrace time.Duration
 	// CompleteUnknown writes the result of a Complete for a call that
 	// Serve never saw, for tests that drive the actors directly; by
 	// default such a result is discarded and counted late (its call's
@@ -152,10 +155,10 @@ type Endpoint struct {
 type Stats struct {
 	Calls, Sends, Replies, Events, EventsDropped, Panics, Violations atomic.Uint64
 	BytesIn, BytesOut                                                atomic.Uint64
-	// LateReplies counts the replies discarded because their caller had
-	// gone: handler and actor results after the call's deadline, cancel
-	// or the connection's end, and peer answers after the requester gave
-	// up.
+	// LateReplies counts the replies dropped on this connection's
+	// account because their caller had gone: results of its calls after
+	// it ended, actor answers after their call was forgotten, and answers
+	// it gave peers that had given up.
 	LateReplies atomic.Uint64
 }
 
@@ -192,6 +195,9 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	}
 	if cfg.MaxActorCalls <= 0 {
 		c.cfg.MaxActorCalls = 1024
+	}
+	if cfg.HandlerGrace <= 0 {
+		c.cfg.HandlerGrace = defaultReapGrace
 	}
 	if c.in == nil || c.resp == nil || c.ev == nil {
 		return nil, errors.New("conn: link is not a node-side connection link")
@@ -440,6 +446,7 @@ func (c *Endpoint) sendFrames() {
 
 // release runs once the pump has stopped.
 func (c *Endpoint) release() {
+	c.dropActorCalls() // before the cancel, which would run their AfterFuncs
 	c.cancel()
 	c.failIncoming()
 	c.abandonCalls()
@@ -458,7 +465,9 @@ func (c *Endpoint) release() {
 	if c.Abandoned() {
 		// The abandoned handler may still read its request from the ring:
 		// the shared memory goes now, the mapping when it returns.
-		c.cfg.Link.Retire()
+		if err := c.cfg.Link.Retire(); err != nil {
+			c.cfg.Logger.Error("retiring the rings of a released connection", slog.Uint64("conn", c.cfg.ID), slog.Any("err", err))
+		}
 	} else {
 		c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
 	}

@@ -329,3 +329,21 @@ func TestMessageLimitOnTheNode(t *testing.T) {
 		})
 	}
 }
+
+// A client that reuses the id of a call still in flight breaks the
+// protocol: the second call could otherwise take the first one's place in
+// the node's tables (and leak it).
+func TestDuplicateCallIDIsAViolation(t *testing.T) {
+	host := &conntest.Host{ServeFunc: func(ctx context.Context, e *conn.Endpoint, in *conn.Incoming) conn.Result {
+		return conn.Result{Pending: true} // never completed
+	}}
+	cl := start(t, conn.Config{Host: host})
+	cl.Write(shm.Header{Kind: pb.KindCall, Command: 1, ID: 7}, nil)
+	cl.Write(shm.Header{Kind: pb.KindCall, Command: 1, ID: 7}, nil)
+	if g := cl.Goodbye(); g.GetCode() != pb.Code_CODE_PROTOCOL_VIOLATION {
+		t.Fatalf("goodbye %v, want CODE_PROTOCOL_VIOLATION", g)
+	}
+	if why := cl.Wait(); why.Code != pb.Code_CODE_PROTOCOL_VIOLATION {
+		t.Fatalf("ended with %+v", why)
+	}
+}

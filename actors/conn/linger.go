@@ -2,10 +2,12 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
@@ -39,17 +41,19 @@ const (
 // handler to return before it is released without it: long enough for a
 // handler that watches its context, short enough that the client's end
 // is announced at once.
-const reapGrace = 20 * time.Millisecond
+const defaultReapGrace = 20 * time.Millisecond
 
 // leaveHandler runs on the pump's goroutine as a handler returns. If the
 // reaper took over meanwhile, the goroutine no longer owns anything: it
-// counts the handler's result late, unmaps the retired rings once the
-// release is done, and exits without returning.
-func (c *Endpoint) leaveHandler() {
+// counts the handler's result late (if a reply was wanted), unmaps the
+// retired rings once the release is done, and exits without returning.
+func (c *Endpoint) leaveHandler(reply bool) {
 	if c.serving.CompareAndSwap(handlerRunning, handlerIdle) {
 		return
 	}
-	c.countLate()
+	if reply {
+		c.countLate()
+	}
 	<-c.released
 	c.cfg.Link.Close()
 	if c.cfg.Stuck != nil {
@@ -67,7 +71,7 @@ func (c *Endpoint) reap() {
 	// The context may have ended from above (the node's), without end:
 	// make sure the connection ends.
 	c.end(Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"})
-	grace := time.Now().Add(reapGrace)
+	grace := time.Now().Add(c.cfg.HandlerGrace)
 	for {
 		switch c.serving.Load() {
 		case handlerIdle:
@@ -103,7 +107,8 @@ func (c *Endpoint) takeOver() {
 func (c *Endpoint) Abandoned() bool { return c.serving.Load() == handlerAbandoned }
 
 // Lingering is closed once the connection's pump goroutine has returned:
-// after Done, or, for an abandoned connection, when its handler returns.
+// right after its release, or, for an abandoned connection, when its
+// handler returns.
 func (c *Endpoint) Lingering() <-chan struct{} { return c.lingering }
 
 // countLate counts a reply discarded because its caller had gone.
@@ -114,11 +119,14 @@ func (c *Endpoint) countLate() {
 	}
 }
 
-// actorCall is a call waiting for an actor handler's Complete.
+// actorCall is a call waiting for an actor handler's Complete (or a send
+// waiting for a node operation's, noReply).
 type actorCall struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	stop   func() bool // stops the AfterFunc that ends the call with its context
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stop    func() bool // stops the AfterFunc that ends the call with its context
+	target  *actor.PID  // the actor handler, when one serves it
+	noReply bool
 }
 
 // actorCallDone ends an actor call whose context ended (its deadline, the
@@ -127,17 +135,40 @@ type actorCallDone struct{ id uint64 }
 
 // ActorCallRoom reports whether the connection may send one more call to
 // an actor handler. Only Serve may call it.
-func (c *Endpoint) ActorCallRoom() bool { return len(c.actorCalls) < c.cfg.MaxActorCalls }
+func (c *Endpoint) ActorCallRoom() bool { return c.actorGauge.Load() < int64(c.cfg.MaxActorCalls) }
 
 // waitActor records a call that Serve left pending, until its Complete or
 // the end of its context, whichever comes first.
-func (c *Endpoint) waitActor(id uint64, ctx context.Context, cancel context.CancelFunc) {
+func (c *Endpoint) waitActor(id uint64, ctx context.Context, cancel context.CancelFunc, target *actor.PID) {
 	if c.actorCalls == nil {
 		c.actorCalls = map[uint64]*actorCall{}
 	}
 	stop := context.AfterFunc(ctx, func() { c.sys.Root.Send(c.pid, &actorCallDone{id: id}) })
-	c.actorCalls[id] = &actorCall{ctx: ctx, cancel: cancel, stop: stop}
+	c.actorCalls[id] = &actorCall{ctx: ctx, cancel: cancel, stop: stop, target: target}
 	c.actorGauge.Store(int64(len(c.actorCalls)))
+}
+
+// waitSend records a send that Serve left pending (a node operation, which
+// completes it): its Complete writes nothing.
+func (c *Endpoint) waitSend(id uint64) {
+	if c.actorCalls == nil {
+		c.actorCalls = map[uint64]*actorCall{}
+	}
+	c.actorCalls[id] = &actorCall{noReply: true}
+	c.actorGauge.Store(int64(len(c.actorCalls)))
+}
+
+// dropActorCalls, at release, forgets the calls still waiting: their
+// AfterFuncs are stopped first, so that the connection's end does not
+// start one goroutine and one dead letter per call.
+func (c *Endpoint) dropActorCalls() {
+	for id, ac := range c.actorCalls {
+		if ac.stop != nil {
+			ac.stop()
+		}
+		delete(c.actorCalls, id)
+	}
+	c.actorGauge.Store(0)
 }
 
 // ActorCalls returns how many of the connection's calls wait for an actor
@@ -159,19 +190,22 @@ func (c *Endpoint) complete(m *Completion) {
 	}
 	delete(c.actorCalls, m.ID)
 	c.actorGauge.Store(int64(len(c.actorCalls)))
+	if ac.noReply {
+		return
+	}
 	c.cancels.Delete(m.ID)
 	ac.stop()
-	late := ac.ctx.Err() != nil // cancelled, or past its deadline, before its actorCallDone came
 	ac.cancel()
-	if late {
+	if c.ctx.Err() != nil {
 		c.countLate()
 		return
 	}
 	c.writeReply(m.ID, m.Result)
 }
 
-// actorDone forgets an actor call whose context ended: its result, if it
-// comes, is late.
+// actorDone forgets an actor call whose context ended, and answers it as
+// its context says (CODE_DEADLINE_EXCEEDED or CODE_CANCELED): the actor's
+// result, if it comes, is late.
 func (c *Endpoint) actorDone(m *actorCallDone) {
 	ac := c.actorCalls[m.id]
 	if ac == nil {
@@ -180,5 +214,38 @@ func (c *Endpoint) actorDone(m *actorCallDone) {
 	delete(c.actorCalls, m.id)
 	c.actorGauge.Store(int64(len(c.actorCalls)))
 	c.cancels.Delete(m.id)
+	res := Result{Code: pb.Code_CODE_CANCELED, Payload: []byte("cancelled before the actor answered")}
+	if errors.Is(ac.ctx.Err(), context.DeadlineExceeded) {
+		res = Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED, Payload: []byte("no answer from the actor by the deadline")}
+	}
 	ac.cancel()
+	if c.ctx.Err() == nil {
+		c.writeReply(m.id, res)
+	}
+}
+
+// FailActorCalls answers, with CODE_INTERNAL, the calls waiting for the
+// actor handler pid, which stopped: what was in its mailbox is lost. Any
+// goroutine may call it.
+func (c *Endpoint) FailActorCalls(pid *actor.PID) {
+	c.sys.Root.Send(c.pid, &actorStopped{pid: pid})
+}
+
+// actorStopped asks the pump to fail the calls waiting for pid.
+type actorStopped struct{ pid *actor.PID }
+
+func (c *Endpoint) actorStopped(m *actorStopped) {
+	for id, ac := range c.actorCalls {
+		if ac.target == nil || !ac.target.Equal(m.pid) {
+			continue
+		}
+		delete(c.actorCalls, id)
+		c.cancels.Delete(id)
+		ac.stop()
+		ac.cancel()
+		if c.ctx.Err() == nil {
+			c.writeReply(id, Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("the handler's actor stopped")})
+		}
+	}
+	c.actorGauge.Store(int64(len(c.actorCalls)))
 }

@@ -28,6 +28,9 @@ type Result struct {
 	Payload []byte
 	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
 	Pending bool    // the reply will come later through Endpoint.Complete
+	// Actor, for a Pending result, is the actor handler that will
+	// complete it: FailActorCalls fails the call if that actor stops.
+	Actor *actor.PID
 }
 
 // Messages the actor accepts.
@@ -236,9 +239,8 @@ func (c *Endpoint) frame(f shm.Frame) bool {
 	if m.Kind >= pb.KindPeerSend {
 		return c.busFrame(BusFrame{Kind: m.Kind, Flags: m.Flags, ID: m.ID, Aux: m.Aux, Body: m.Body, Owned: m.Owned})
 	}
-	c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
+	return c.serve(&Incoming{ID: m.ID, Service: m.Service, Command: m.Command, Payload: m.Body, NoReply: m.Kind == pb.KindSend,
 		Deadline: deadline(m.Since, m.Aux), Owned: m.Owned})
-	return true
 }
 
 // payloadLen is the length of a message's payload: its body less the
@@ -271,17 +273,25 @@ func deadline(since time.Time, aux uint32) time.Time {
 }
 
 // serve runs Host.Serve for r, recovering a panic into
-// CODE_INTERNAL, and writes the reply unless it is pending or not wanted.
-func (c *Endpoint) serve(r *Incoming) {
-	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
-		return // the connection has ended (barred): nobody waits for a reply
+// CODE_INTERNAL, and writes the reply unless it is pending or not wanted;
+// false means the client broke the protocol.
+func (c *Endpoint) serve(r *Incoming) bool {
+	if _, dup := c.cancels.Load(r.ID); dup && !r.NoReply {
+		c.violation(fmt.Sprintf("call id %d is already in flight", r.ID))
+		return false
 	}
-	c.serveSvc, c.serveCmd = r.Service, r.Command
+	c.serveSvc, c.serveCmd = r.Service, r.Command // before the CAS, after which the reaper may read them
+	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
+		return true // the connection has ended (barred): nobody waits for a reply
+	}
 	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
 		c.stats.Sends.Add(1)
-		c.call(c.ctx, r)
-		c.leaveHandler()
-		return
+		res := c.call(c.ctx, r)
+		c.leaveHandler(false)
+		if res.Pending {
+			c.waitSend(r.ID)
+		}
+		return true
 	}
 	c.stats.Calls.Add(1)
 	var ctx context.Context
@@ -293,21 +303,22 @@ func (c *Endpoint) serve(r *Incoming) {
 	}
 	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
 	res := c.call(ctx, r)
-	c.leaveHandler() // returns only if the connection still belongs to this goroutine
+	c.leaveHandler(true) // returns only if the connection still belongs to this goroutine
 	if res.Pending {
-		c.waitActor(r.ID, ctx, cancel) // the context lives until the Completion, or ends first
-		return
+		c.waitActor(r.ID, ctx, cancel, res.Actor) // the context lives until the Completion, or ends first
+		return true
 	}
 	c.cancels.Delete(r.ID)
-	late := ctx.Err() != nil
 	cancel()
-	if late {
-		// The caller cancelled or gave up at its deadline, or the
-		// connection is ending (its client learns why from the socket).
+	if c.ctx.Err() != nil {
+		// The connection is ending: its client learns why from the
+		// socket. (A call that was cancelled or is past its deadline
+		// still gets its reply, which its client counts late.)
 		c.countLate()
-		return
+		return true
 	}
 	c.writeReply(r.ID, res)
+	return true
 }
 
 func (c *Endpoint) call(ctx context.Context, r *Incoming) (res Result) {
@@ -368,6 +379,8 @@ func (a *connActor) Receive(ac actor.Context) {
 		c.complete(m)
 	case *actorCallDone:
 		c.actorDone(m)
+	case *actorStopped:
+		c.actorStopped(m)
 	case *eventBatch:
 		c.inbox.Add(-int64(len(m.evs)))
 		c.inboxBytes.Add(-m.bytes)

@@ -68,7 +68,7 @@ func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
 		{"switchboard_connection_received_bytes_total", "counter", "Payload bytes the node received from the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesIn) }},
 		{"switchboard_connection_sent_bytes_total", "counter", "Payload bytes the node sent to the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesOut) }},
 		{"switchboard_connection_protocol_violations_total", "counter", "Protocol violations by the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Violations) }},
-		{"switchboard_connection_late_replies_total", "counter", "Replies to the connection discarded because it had given up on them.", func(c *switchboard.ConnInfo) float64 { return float64(c.LateReplies) }},
+		{"switchboard_connection_late_replies_total", "counter", "Replies the node dropped on the connection's account: results that came after it left or its actor call was forgotten, answers it gave peers that had given up.", func(c *switchboard.ConnInfo) float64 { return float64(c.LateReplies) }},
 		{"switchboard_connection_handler_panics_total", "counter", "Handler panics while serving the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Panics) }},
 		{"switchboard_connection_events_queued", "gauge", "Events queued in the node behind the connection's full event ring.", func(c *switchboard.ConnInfo) float64 { return float64(c.EventsQueued) }},
 		{"switchboard_connection_pending_replies", "gauge", "The connection's calls to peers waiting for a reply.", func(c *switchboard.ConnInfo) float64 { return float64(c.Pending) }},
