@@ -210,6 +210,30 @@ func runRole(role string) int {
 		}
 		fmt.Printf("handshakes %d refused at %d\n", len(raws), refusedAt)
 		select {}
+	case "dialloop": // holds what it may, then dials until SB_SECONDS pass; reports the refusals
+		var held []*switchboard.Conn
+		for {
+			c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+			if err != nil {
+				break
+			}
+			held = append(held, c)
+		}
+		secs, _ := strconv.ParseFloat(os.Getenv("SB_SECONDS"), 64)
+		start, refused, other := time.Now(), 0, 0
+		for time.Since(start).Seconds() < secs {
+			c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+			switch {
+			case errors.Is(err, switchboard.ErrLimitExceeded):
+				refused++
+			case err == nil:
+				c.Close()
+			default:
+				other++
+			}
+		}
+		fmt.Printf("held %d refused %d other %d in %.2fs\n", len(held), refused, other, time.Since(start).Seconds())
+		select {}
 	case "dial": // connects once and reports the error, or "ok"
 		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
 		if err != nil {
@@ -388,7 +412,7 @@ func publicDir(t testing.TB) string {
 
 // nodeChild runs a node in a child process and waits until it serves and
 // has released the connection that checked it.
-func nodeChild(t *testing.T, env ...string) (*child, string) {
+func nodeChild(t testing.TB, env ...string) (*child, string) {
 	t.Helper()
 	socket := filepath.Join(publicDir(t), "node.sock")
 	c := startRole(t, "node", append(env, "SB_SOCKET="+socket), nil)
