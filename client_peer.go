@@ -302,10 +302,15 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	code := pb.Code_CODE_OK
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) && e.Code != CodeOK && pb.PeerCode(pb.Code(e.Code)) == pb.Code(e.Code) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded): // the caller's deadline, which the handler saw first
+			code, payload = pb.Code_CODE_DEADLINE_EXCEEDED, nil
+		case errors.Is(err, context.Canceled):
+			code, payload = pb.Code_CODE_CANCELED, nil
+		case errors.As(err, &e) && e.Code != CodeOK && pb.PeerCode(pb.Code(e.Code)) == pb.Code(e.Code):
 			code = pb.Code(e.Code)
 			payload = []byte(e.Reason)
-		} else {
+		default:
 			code = pb.Code_CODE_HANDLER_ERROR
 			payload = []byte(err.Error())
 		}

@@ -395,3 +395,23 @@ func TestPeerRequestOldClient(t *testing.T) {
 		t.Fatal("Welcome.features")
 	}
 }
+
+// A handler that gives up with its context's error answers with that
+// error's code, not a handler error: the requester sees the context
+// error it would have seen had its own deadline fired first.
+func TestPeerRequestContextErrorKeepsItsCode(t *testing.T) {
+	n := startNode(t)
+	srv := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		if string(r.Payload) == "deadline" {
+			return nil, fmt.Errorf("gave up: %w", context.DeadlineExceeded)
+		}
+		return nil, context.Canceled
+	}))
+	c := dial(t, n)
+	if _, err := c.Request(ctx5(t), srv.Address(), []byte("deadline")); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrHandler) {
+		t.Fatalf("handler returned DeadlineExceeded: requester got %v", err)
+	}
+	if _, err := c.Request(ctx5(t), srv.Address(), []byte("cancel")); !errors.Is(err, context.Canceled) || errors.Is(err, ErrHandler) {
+		t.Fatalf("handler returned Canceled: requester got %v", err)
+	}
+}
