@@ -82,10 +82,12 @@ func TestStuckHandlerReleasesKilledClient(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if len(fds) != len(baseFds) {
+			// At most the baseline: the connection nodeChild checked with
+			// may still have been closing its last descriptors then.
+			if len(fds) > len(baseFds) {
 				return fmt.Errorf("node fds %d, baseline %d", len(fds), len(baseFds))
 			}
-			if m := memfdMaps(t, pid); m != baseMaps {
+			if m := memfdMaps(t, pid); m > baseMaps {
 				return fmt.Errorf("node maps %d memfd segments, baseline %d", m, baseMaps)
 			}
 			return nil
