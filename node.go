@@ -281,7 +281,8 @@ func (n *Node) ActorSystem() *actor.ActorSystem { return n.sys }
 func (n *Node) SocketPath() string { return n.o.socket }
 
 // Serve accepts connections until ctx ends or Close is called; then it
-// closes the node and returns nil (or the accept error that stopped it).
+// closes the node and returns nil (or the accept error that stopped it),
+// once the node is closed, as Close would.
 func (n *Node) Serve(ctx context.Context) error {
 	n.mu.Lock()
 	ln := n.ln
@@ -307,6 +308,7 @@ func (n *Node) Serve(ctx context.Context) error {
 			closed := n.closed
 			n.mu.Unlock()
 			if closed {
+				n.Close() // waits for the Close under way, so that the node is closed on return
 				return nil
 			}
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -334,6 +336,7 @@ func (n *Node) Serve(ctx context.Context) error {
 		if n.closed {
 			n.mu.Unlock()
 			c.Close()
+			n.Close()
 			return nil
 		}
 		if _, limit := n.o.limits(cred.UID); limit > 0 && n.hsByUID[cred.UID] >= limit {
