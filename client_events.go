@@ -275,7 +275,8 @@ func (c *Conn) pushEventDropOldest(e Event) {
 
 var errRequestDropped = errors.New("request dropped: the peer's event buffer was full")
 
-// TryRecvEvent returns the next event if one is waiting (poll mode).
+// TryRecvEvent returns the next event if one is waiting, without waiting
+// (poll mode, with Fd).
 func (c *Conn) TryRecvEvent() (Event, bool) {
 	e, ok, _ := c.tryRecv()
 	return e, ok
@@ -310,7 +311,8 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	return e, true, more
 }
 
-// RecvEvent waits for the next event (poll mode).
+// RecvEvent waits for the next event, and returns a copy of it (see
+// Receiving events in the package doc for the other ways).
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	for {
 		if e, ok, more := c.tryRecv(); ok {

@@ -15,6 +15,11 @@
 //	c, _ := switchboard.Dial(ctx, switchboard.WithSocket(path))
 //	reply, err := c.Call(ctx, 7, 1, []byte("hi"))
 //
+// The package's examples show each part at work, each with a node of its
+// own: calls, services and sessions, the ways to receive events,
+// publish/subscribe with notices, names and peer requests, embedding a
+// node, and actors.
+//
 // # Model
 //
 // A service is one of 65,536 numbered endpoints, each with 65,536 commands
@@ -137,6 +142,23 @@
 // Payloads you send are copied into the ring before the call returns,
 // except Session.SendEvent's and Node.SendEvent's, which are shared until
 // the event reaches the ring: do not change them afterwards.
+//
+// # Actors are optional
+//
+// The node runs on protoactor-go, but a program that uses no actors never
+// names one of its types. Four identifiers mention them, each for programs
+// built of actors: WithEventActor and WithRequestActor (a client's events
+// and peer requests sent to an actor's PID), Node.HandleActor (an actor
+// spawned from Props serves a service) and Node.ActorSystem (the node's
+// actor system). Everything else takes and returns this package's types
+// and plain Go values: services are Handler values or functions (Handle,
+// HandleFunc), a client's events are pulled (RecvEvent, TryRecvEvent) or
+// handed to a function (WithEventHandler), peer requests go to a function
+// (WithRequestHandler). The messages an actor receives are this
+// package's own types: *ActorRequest, and *Event and *PeerRequest, the
+// values the other ways deliver. TestActorTypesOnlyInActorAPI keeps the
+// list of four true. Importing the package still links protoactor-go into
+// the program.
 //
 // # Errors
 //

@@ -46,6 +46,33 @@ func testNodeCloseFailsCalls(t *testing.T, tr Transport) {
 	}
 }
 
+// TestServeReturnsClosed checks that Serve, stopped by its context,
+// returns only once the node is closed: a call made after it returned
+// fails with ErrNodeGone, never reaching a node still shutting down.
+func TestServeReturnsClosed(t *testing.T) {
+	for range 20 {
+		n, err := NewNode(WithSocket(filepath.Join(t.TempDir(), "node.sock")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- n.Serve(ctx) }()
+		c := dial(t, n)
+		cancel()
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Call(context.Background(), SystemService, SysPing, nil); !errors.Is(err, ErrNodeGone) {
+			t.Fatalf("call after Serve returned: %v", err)
+		}
+		n.Close()
+	}
+}
+
 func TestListenRefusesLiveSocket(t *testing.T) {
 	n := startNode(t)
 	other, err := NewNode(WithSocket(n.SocketPath()))
