@@ -32,6 +32,11 @@
 // another uid owns or that its group or others may write, and gives the
 // socket its mode and group (WithSocketMode, WithSocketGroup).
 //
+// A service may carry a name, a description and documented commands
+// (WithName, WithDescription, WithCommand in Handle): labels that
+// Conn.Services lists, through the system service's SysServices command,
+// like busctl introspect. Calls still address services by number.
+//
 // # The bus
 //
 // Every connection has a unique address (":n1.mx2z3pcd1ldw.42": the

@@ -117,3 +117,17 @@ func (c *Conn) NodeInfo(ctx context.Context) (NodeInfo, error) {
 		Started: time.Unix(0, ni.GetStartedUnixNano()), Connections: ni.GetConnections(), Calls: ni.GetCalls(),
 		Events: ni.GetEvents(), Transport: t}, nil
 }
+
+// ServiceInfo describes a service a node serves, as Conn.Services lists it.
+type ServiceInfo struct {
+	ID                uint16
+	Name, Description string // as WithName and WithDescription gave them; may be empty
+	Commands          []CommandInfo
+	Actor             bool // served by an actor (HandleActor)
+}
+
+// CommandInfo describes a command of a service (WithCommand).
+type CommandInfo struct {
+	ID                uint16
+	Name, Description string
+}

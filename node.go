@@ -27,12 +27,14 @@ const Version = "0.1.0-dev"
 
 // SystemService is the service id of the node's built-in service, served
 // by every node: SysPing answers an empty reply, SysEcho returns the
-// payload, SysInfo returns a NodeInfo protobuf message.
+// payload, SysInfo returns a NodeInfo protobuf message, SysServices a
+// ServiceList (see Conn.Services).
 const (
 	SystemService uint16 = 0xFFFF
 	SysPing       uint16 = 1
 	SysEcho       uint16 = 2
 	SysInfo       uint16 = 3
+	SysServices   uint16 = 4
 )
 
 // DefaultSocketPath returns where a node listens and a client connects by
@@ -269,7 +271,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
 	}
-	n.Handle(SystemService, HandlerFunc(n.serveSystem))
+	n.Handle(SystemService, HandlerFunc(n.serveSystem), systemServiceOptions...)
 	return n, nil
 }
 

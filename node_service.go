@@ -132,6 +132,9 @@ type service struct {
 	accept       func(Cred) bool
 	onConnect    func(*Session) error
 	onDisconnect func(*Session)
+
+	name, description string // WithName, WithDescription
+	commands          []CommandInfo
 }
 
 // connServer serves one connection's requests, on its pump goroutine.
@@ -232,6 +235,8 @@ func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
 		return gproto.Marshal(&pb.NodeInfo{Name: n.o.name, Version: Version, Pid: int32(os.Getpid()), Uid: uint32(os.Geteuid()),
 			StartedUnixNano: n.started.UnixNano(), Connections: uint32(conns), Calls: n.calls.Load(), Events: n.events.Load(),
 			TransportDefault: pb.Transport_TRANSPORT_SHM})
+	case SysServices:
+		return n.serveServices()
 	}
 	return nil, ErrUnknownCommand
 }

@@ -1160,6 +1160,196 @@ func (x *NodeInfo) GetTransportDefault() Transport {
 	return Transport_TRANSPORT_UNSPECIFIED
 }
 
+// ServiceList is the reply of the system service's services command (4):
+// the services the node serves, by id.
+type ServiceList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Services      []*ServiceDesc         `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceList) Reset() {
+	*x = ServiceList{}
+	mi := &file_switchboard_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceList) ProtoMessage() {}
+
+func (x *ServiceList) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceList.ProtoReflect.Descriptor instead.
+func (*ServiceList) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ServiceList) GetServices() []*ServiceDesc {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ServiceDesc describes one service, as its registration named it.
+type ServiceDesc struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service id (0..65535).
+	Id uint32 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// A short name ("echo"); empty if the service was given none.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// One line saying what it does; may be empty.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// The commands it documents, by id; may be empty (it may still
+	// serve commands it does not list).
+	Commands []*CommandDesc `protobuf:"bytes,4,rep,name=commands,proto3" json:"commands,omitempty"`
+	// True for a service served by an actor (HandleActor).
+	Actor         bool `protobuf:"varint,5,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceDesc) Reset() {
+	*x = ServiceDesc{}
+	mi := &file_switchboard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceDesc) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceDesc) ProtoMessage() {}
+
+func (x *ServiceDesc) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceDesc.ProtoReflect.Descriptor instead.
+func (*ServiceDesc) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ServiceDesc) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ServiceDesc) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceDesc) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ServiceDesc) GetCommands() []*CommandDesc {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *ServiceDesc) GetActor() bool {
+	if x != nil {
+		return x.Actor
+	}
+	return false
+}
+
+// CommandDesc describes one command of a service.
+type CommandDesc struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandDesc) Reset() {
+	*x = CommandDesc{}
+	mi := &file_switchboard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandDesc) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandDesc) ProtoMessage() {}
+
+func (x *CommandDesc) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandDesc.ProtoReflect.Descriptor instead.
+func (*CommandDesc) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CommandDesc) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CommandDesc) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CommandDesc) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 // BusGroup asks to join a group (command 1), or to join it and learn
 // its members atomically (command 2: the reply is a MemberList, and the
 // group's later membership changes come to the caller as notices).
@@ -1173,7 +1363,7 @@ type BusGroup struct {
 
 func (x *BusGroup) Reset() {
 	*x = BusGroup{}
-	mi := &file_switchboard_proto_msgTypes[8]
+	mi := &file_switchboard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1375,7 @@ func (x *BusGroup) String() string {
 func (*BusGroup) ProtoMessage() {}
 
 func (x *BusGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[8]
+	mi := &file_switchboard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1388,7 @@ func (x *BusGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusGroup.ProtoReflect.Descriptor instead.
 func (*BusGroup) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BusGroup) GetGroup() string {
@@ -1220,7 +1410,7 @@ type BusName struct {
 
 func (x *BusName) Reset() {
 	*x = BusName{}
-	mi := &file_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1422,7 @@ func (x *BusName) String() string {
 func (*BusName) ProtoMessage() {}
 
 func (x *BusName) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1435,7 @@ func (x *BusName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusName.ProtoReflect.Descriptor instead.
 func (*BusName) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BusName) GetName() string {
@@ -1268,7 +1458,7 @@ type BusWatch struct {
 
 func (x *BusWatch) Reset() {
 	*x = BusWatch{}
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1470,7 @@ func (x *BusWatch) String() string {
 func (*BusWatch) ProtoMessage() {}
 
 func (x *BusWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1483,7 @@ func (x *BusWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusWatch.ProtoReflect.Descriptor instead.
 func (*BusWatch) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BusWatch) GetTargets() []string {
@@ -1316,7 +1506,7 @@ type OwnReply struct {
 
 func (x *OwnReply) Reset() {
 	*x = OwnReply{}
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1518,7 @@ func (x *OwnReply) String() string {
 func (*OwnReply) ProtoMessage() {}
 
 func (x *OwnReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1531,7 @@ func (x *OwnReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnReply.ProtoReflect.Descriptor instead.
 func (*OwnReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OwnReply) GetPrimary() bool {
@@ -1375,7 +1565,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1577,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1590,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Member) GetAddress() string {
@@ -1449,7 +1639,7 @@ type MemberList struct {
 
 func (x *MemberList) Reset() {
 	*x = MemberList{}
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1651,7 @@ func (x *MemberList) String() string {
 func (*MemberList) ProtoMessage() {}
 
 func (x *MemberList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1664,7 @@ func (x *MemberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberList.ProtoReflect.Descriptor instead.
 func (*MemberList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberList) GetMembers() []*Member {
@@ -1497,7 +1687,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1699,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1712,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupInfo) GetName() string {
@@ -1550,7 +1740,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1752,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1765,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GroupList) GetGroups() []*GroupInfo {
@@ -1600,7 +1790,7 @@ type NameInfo struct {
 
 func (x *NameInfo) Reset() {
 	*x = NameInfo{}
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1802,7 @@ func (x *NameInfo) String() string {
 func (*NameInfo) ProtoMessage() {}
 
 func (x *NameInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1815,7 @@ func (x *NameInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameInfo.ProtoReflect.Descriptor instead.
 func (*NameInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NameInfo) GetName() string {
@@ -1660,7 +1850,7 @@ type NameList struct {
 
 func (x *NameList) Reset() {
 	*x = NameList{}
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1862,7 @@ func (x *NameList) String() string {
 func (*NameList) ProtoMessage() {}
 
 func (x *NameList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1875,7 @@ func (x *NameList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameList.ProtoReflect.Descriptor instead.
 func (*NameList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NameList) GetNames() []*NameInfo {
@@ -1729,7 +1919,7 @@ type ConnectionInfo struct {
 
 func (x *ConnectionInfo) Reset() {
 	*x = ConnectionInfo{}
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1931,7 @@ func (x *ConnectionInfo) String() string {
 func (*ConnectionInfo) ProtoMessage() {}
 
 func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1944,7 @@ func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConnectionInfo) GetMember() *Member {
@@ -1880,7 +2070,7 @@ type ConnectionList struct {
 
 func (x *ConnectionList) Reset() {
 	*x = ConnectionList{}
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2082,7 @@ func (x *ConnectionList) String() string {
 func (*ConnectionList) ProtoMessage() {}
 
 func (x *ConnectionList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2095,7 @@ func (x *ConnectionList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionList.ProtoReflect.Descriptor instead.
 func (*ConnectionList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConnectionList) GetConnections() []*ConnectionInfo {
@@ -1940,7 +2130,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2142,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2155,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Notice) GetKind() NoticeKind {
@@ -2039,7 +2229,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2241,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2254,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GroupResult) GetAddress() string {
@@ -2100,7 +2290,7 @@ type GroupReply struct {
 
 func (x *GroupReply) Reset() {
 	*x = GroupReply{}
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2302,7 @@ func (x *GroupReply) String() string {
 func (*GroupReply) ProtoMessage() {}
 
 func (x *GroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2315,7 @@ func (x *GroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReply.ProtoReflect.Descriptor instead.
 func (*GroupReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GroupReply) GetResults() []*GroupResult {
@@ -2195,7 +2385,19 @@ const file_switchboard_proto_rawDesc = "" +
 	"\vconnections\x18\x06 \x01(\rR\vconnections\x12\x14\n" +
 	"\x05calls\x18\a \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06events\x18\b \x01(\x04R\x06events\x12F\n" +
-	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\" \n" +
+	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\"F\n" +
+	"\vServiceList\x127\n" +
+	"\bservices\x18\x01 \x03(\v2\x1b.switchboard.v1.ServiceDescR\bservices\"\xa2\x01\n" +
+	"\vServiceDesc\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x127\n" +
+	"\bcommands\x18\x04 \x03(\v2\x1b.switchboard.v1.CommandDescR\bcommands\x12\x14\n" +
+	"\x05actor\x18\x05 \x01(\bR\x05actor\"S\n" +
+	"\vCommandDesc\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\" \n" +
 	"\bBusGroup\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\"\x1d\n" +
 	"\aBusName\x12\x12\n" +
@@ -2322,7 +2524,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 }
 
 var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_switchboard_proto_goTypes = []any{
 	(Code)(0),              // 0: switchboard.v1.Code
 	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
@@ -2337,21 +2539,24 @@ var file_switchboard_proto_goTypes = []any{
 	(*Cancel)(nil),         // 10: switchboard.v1.Cancel
 	(*Control)(nil),        // 11: switchboard.v1.Control
 	(*NodeInfo)(nil),       // 12: switchboard.v1.NodeInfo
-	(*BusGroup)(nil),       // 13: switchboard.v1.BusGroup
-	(*BusName)(nil),        // 14: switchboard.v1.BusName
-	(*BusWatch)(nil),       // 15: switchboard.v1.BusWatch
-	(*OwnReply)(nil),       // 16: switchboard.v1.OwnReply
-	(*Member)(nil),         // 17: switchboard.v1.Member
-	(*MemberList)(nil),     // 18: switchboard.v1.MemberList
-	(*GroupInfo)(nil),      // 19: switchboard.v1.GroupInfo
-	(*GroupList)(nil),      // 20: switchboard.v1.GroupList
-	(*NameInfo)(nil),       // 21: switchboard.v1.NameInfo
-	(*NameList)(nil),       // 22: switchboard.v1.NameList
-	(*ConnectionInfo)(nil), // 23: switchboard.v1.ConnectionInfo
-	(*ConnectionList)(nil), // 24: switchboard.v1.ConnectionList
-	(*Notice)(nil),         // 25: switchboard.v1.Notice
-	(*GroupResult)(nil),    // 26: switchboard.v1.GroupResult
-	(*GroupReply)(nil),     // 27: switchboard.v1.GroupReply
+	(*ServiceList)(nil),    // 13: switchboard.v1.ServiceList
+	(*ServiceDesc)(nil),    // 14: switchboard.v1.ServiceDesc
+	(*CommandDesc)(nil),    // 15: switchboard.v1.CommandDesc
+	(*BusGroup)(nil),       // 16: switchboard.v1.BusGroup
+	(*BusName)(nil),        // 17: switchboard.v1.BusName
+	(*BusWatch)(nil),       // 18: switchboard.v1.BusWatch
+	(*OwnReply)(nil),       // 19: switchboard.v1.OwnReply
+	(*Member)(nil),         // 20: switchboard.v1.Member
+	(*MemberList)(nil),     // 21: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 22: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 23: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 24: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 25: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 26: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 27: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 28: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 29: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 30: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
 	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
@@ -2365,21 +2570,23 @@ var file_switchboard_proto_depIdxs = []int32{
 	10, // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
 	9,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
 	3,  // 10: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	17, // 11: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
-	19, // 12: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
-	21, // 13: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
-	17, // 14: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
-	23, // 15: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
-	2,  // 16: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
-	17, // 17: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
-	1,  // 18: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
-	0,  // 19: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
-	26, // 20: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 11: switchboard.v1.ServiceList.services:type_name -> switchboard.v1.ServiceDesc
+	15, // 12: switchboard.v1.ServiceDesc.commands:type_name -> switchboard.v1.CommandDesc
+	20, // 13: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	22, // 14: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	24, // 15: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	20, // 16: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	26, // 17: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	2,  // 18: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
+	20, // 19: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	1,  // 20: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
+	0,  // 21: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
+	29, // 22: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -2401,7 +2608,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

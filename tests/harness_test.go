@@ -121,7 +121,10 @@ func runRole(role string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		n.HandleFunc(svcTest, testService)
+		n.HandleFunc(svcTest, testService, switchboard.WithName("test"),
+			switchboard.WithDescription("the tests' service: echo, slow, panic, emit, fail, stuck, unstick, stats"),
+			switchboard.WithCommand(cmdEcho, "echo", "the payload"), switchboard.WithCommand(cmdSlow, "slow", "waits for its context to end"),
+			switchboard.WithCommand(cmdFail, "fail", "an error"))
 		roleNode = n
 		if err := n.Listen(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

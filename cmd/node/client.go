@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -61,14 +60,20 @@ func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.Nod
 	return &ni, exitOK
 }
 
-const callHelp = `usage: node call [--socket PATH] [--timeout D] SVC CMD [DATA | @FILE | -]
+const callHelp = `usage: node call [--socket PATH] [--timeout D] [--output MODE | --json] SVC CMD [DATA | @FILE | -]
 
 Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
 write the reply to standard output. DATA is the request payload as text;
 @FILE reads it from a file, - from standard input. The built-in system
-service 0xffff answers ping (1), echo (2) and info (3):
+service 0xffff answers ping (1), echo (2), info (3) and services (4); see
+node services for what a node serves:
 
   node call 0xffff 2 hello
+
+On a terminal a reply that is text is printed as text (with a final
+newline), any other as a hex dump (like hexdump -C); piped, the reply is
+written as it is, byte for byte. --output raw|hex|text|auto chooses;
+--json prints {"size", "payload" (base64), "text" (if UTF-8)}.
 
 Exit codes: 0 the reply was written; 1 the call failed (the error, as the
 node or the handler said it, goes to standard error); 2 bad arguments;
@@ -81,9 +86,16 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("call", callHelp)
 	var cf clientFlags
 	cf.register(fs)
+	var out outputFlag
+	out.register(fs)
+	asJSON := fs.Bool("json", false, "print the reply as JSON")
 	args, code, ok := parseArgs(fs, args, std)
 	if !ok {
 		return code
+	}
+	if !out.valid() {
+		fmt.Fprintf(std.stderr, "node call: --output is raw, hex, text or auto, not %q\n", out.mode)
+		return exitUsage
 	}
 	if len(args) < 2 || len(args) > 3 {
 		fmt.Fprintln(std.stderr, "usage: node call SVC CMD [DATA | @FILE | -]   (node call --help)")
@@ -123,12 +135,10 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 		fmt.Fprintf(std.stderr, "node: %v\n", err)
 		return exitFailure
 	}
-	std.stdout.Write(reply)
-	if len(reply) > 0 && reply[len(reply)-1] != '\n' {
-		if f, ok := std.stdout.(*os.File); ok && isTerminal(f) {
-			fmt.Fprintln(std.stdout)
-		}
+	if *asJSON {
+		return printJSON(std, payloadOf(reply))
 	}
+	writePayload(std, reply, out.mode)
 	return exitOK
 }
 
@@ -146,7 +156,8 @@ const infoHelp = `usage: node info [--socket PATH] [--json]
 
 Show every field the node reports about itself (the system service's info
 command): name, version, pid, uid, start time, connections, calls, events.
---json prints the NodeInfo message as JSON (protobuf field names).
+--json prints the NodeInfo message as JSON (protobuf field names). On a
+terminal, values too long for its width end in "…" (--width N).
 
 Exit codes: 0 ok; 1 the node answered with an error; 3 no node.
 
@@ -158,6 +169,8 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	var width widthFlag
+	width.register(fs)
 	if code, ok := parseFlags(fs, args, std); !ok {
 		return code
 	}
@@ -177,18 +190,23 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 		}
 		return writeJSON(std, out)
 	}
-	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "name\t%s\n", ni.Name)
-	fmt.Fprintf(tw, "version\t%s\n", ni.Version)
-	fmt.Fprintf(tw, "pid\t%d\n", ni.PID)
-	fmt.Fprintf(tw, "uid\t%d\n", ni.UID)
-	fmt.Fprintf(tw, "started\t%s\n", ni.Started.Format(time.RFC3339))
-	fmt.Fprintf(tw, "connections\t%d\n", ni.Connections)
-	fmt.Fprintf(tw, "calls\t%d\n", ni.Calls)
-	fmt.Fprintf(tw, "events\t%d\n", ni.Events)
-	fmt.Fprintf(tw, "transport\t%s\n", ni.Transport)
-	tw.Flush()
+	t := keyValues()
+	t.add("name", ni.Name)
+	t.add("version", ni.Version)
+	t.add("pid", fmt.Sprint(ni.PID))
+	t.add("uid", fmt.Sprint(ni.UID))
+	t.add("started", ni.Started.Format(time.RFC3339))
+	t.add("connections", fmt.Sprint(ni.Connections))
+	t.add("calls", fmt.Sprint(ni.Calls))
+	t.add("events", fmt.Sprint(ni.Events))
+	t.add("transport", ni.Transport.String())
+	t.write(std.stdout, width.get(std))
 	return exitOK
+}
+
+// keyValues is a table of a record's fields, one a line.
+func keyValues() *table {
+	return &table{cols: []column{{name: "FIELD"}, {name: "VALUE", min: 10}}, noHeader: true}
 }
 
 // infoJSON is `info --json`: NodeInfo's fields as the protocol names them
@@ -238,7 +256,8 @@ up, how many connections are open (this command's own included), and the
 totals of calls and events since it started.
 
 Exit codes: 0 the node answered; 1 it answered with an error or refused
-this client; 3 no node at the socket.
+this client; 3 no node at the socket. On a terminal, values too long for
+its width end in "…" (--width N); --json prints a record.
 
 flags:
 `
@@ -263,6 +282,8 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	var width widthFlag
+	width.register(fs)
 	if code, ok := parseFlags(fs, args, std); !ok {
 		return code
 	}
@@ -290,15 +311,15 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 		std.stdout.Write(append(out, '\n'))
 		return exitOK
 	}
-	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "node\t%s, switchboard %s (this tool: %s)\n", st.Name, st.Version, st.ClientVersion)
-	fmt.Fprintf(tw, "socket\t%s\n", st.Socket)
-	fmt.Fprintf(tw, "process\tpid %d, uid %d\n", st.PID, st.UID)
-	fmt.Fprintf(tw, "up\t%s (since %s)\n", uptime.Round(time.Second), started.Format(time.DateTime))
-	fmt.Fprintf(tw, "connections\t%d open (this one included)\n", st.Connections)
-	fmt.Fprintf(tw, "calls\t%d\n", st.Calls)
-	fmt.Fprintf(tw, "events\t%d\n", st.Events)
-	tw.Flush()
+	t := keyValues()
+	t.add("node", fmt.Sprintf("%s, switchboard %s (this tool: %s)", st.Name, st.Version, st.ClientVersion))
+	t.add("socket", st.Socket)
+	t.add("process", fmt.Sprintf("pid %d, uid %d", st.PID, st.UID))
+	t.add("up", fmt.Sprintf("%s (since %s)", uptime.Round(time.Second), started.Format(time.DateTime)))
+	t.add("connections", fmt.Sprintf("%d open (this one included)", st.Connections))
+	t.add("calls", fmt.Sprint(st.Calls))
+	t.add("events", fmt.Sprint(st.Events))
+	t.write(std.stdout, width.get(std))
 	return exitOK
 }
 

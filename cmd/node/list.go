@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -76,11 +75,13 @@ func nonNil(s []string) []string {
 
 // listCommand runs a listing: parse flags, dial, list, print.
 func listCommand(ctx context.Context, std stdio, args []string, name, help string, nargs int,
-	list func(ctx context.Context, c *switchboard.Conn, args []string) (any, func(*tabwriter.Writer), error)) int {
+	list func(ctx context.Context, c *switchboard.Conn, args []string) (any, *table, error)) int {
 	fs := newFlagSet(name, help)
 	var cf clientFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON (stable field names)")
+	var width widthFlag
+	width.register(fs)
 	rest, code, ok := parseArgs(fs, args, std)
 	if !ok {
 		return code
@@ -103,9 +104,7 @@ func listCommand(ctx context.Context, std stdio, args []string, name, help strin
 	if *asJSON {
 		return printJSON(std, v)
 	}
-	tw := tabwriter.NewWriter(std.stdout, 0, 0, 2, ' ', 0)
-	table(tw)
-	tw.Flush()
+	table.write(std.stdout, width.get(std))
 	return exitOK
 }
 
@@ -126,7 +125,12 @@ List the node's connections, this command's own included, one a line:
   PENDING    its requests to peers waiting for a reply
   AGE        how long it has been connected
 
---json prints an array of records (snake_case field names).
+On a terminal the table fits its width (--width N, $COLUMNS, else the
+terminal's): long names and groups end in "…" (addresses are never cut),
+and if that is not enough the least useful columns are left out, GID first, then UID, IN, OUT, TRANSPORT,
+FILL, CALLS/SENDS, EVENTS, DROPS, PENDING. Piped, or with --width 0,
+every column is there in full. --json prints an array of records
+(snake_case field names).
 
 Exit codes: 0 ok; 1 refused (the policy's list rule); 3 no node.
 
@@ -134,7 +138,7 @@ flags:
 `
 
 func cmdLs(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "ls", lsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+	return listCommand(ctx, std, args, "ls", lsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		conns, err := c.Connections(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -148,27 +152,27 @@ func cmdLs(ctx context.Context, std stdio, args []string) int {
 				Pending: ci.Pending, RequestFill: ci.RequestFill, ResponseFill: ci.ResponseFill, EventFill: ci.EventFill,
 				EventsQueued: ci.EventsQueued, Since: ci.Since.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(ci.Since).Seconds()})
 		}
-		return out, func(tw *tabwriter.Writer) {
-			fmt.Fprintln(tw, "ADDRESS\tNAME\tUID\tGID\tPID\tTRANSPORT\tGROUPS\tCALLS/SENDS\tEVENTS\tIN\tOUT\tDROPS\tFILL\tPENDING\tAGE")
-			for i, r := range out {
-				groups := strings.Join(r.Groups, ",")
-				if len(r.Names) > 0 {
-					groups = strings.TrimPrefix(groups+" ["+strings.Join(r.Names, ",")+"]", " ")
-				}
-				if groups == "" {
-					groups = "-"
-				}
-				name := r.ClientName
-				if name == "" {
-					name = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%d\t%s/%s/%s+%d\t%d\t%s\n",
-					r.Address, name, r.UID, r.GID, r.PID, r.Transport, groups, r.Calls, r.Sends, r.Events,
-					sizeText(r.BytesIn), sizeText(r.BytesOut), r.Dropped,
-					sizeText(uint64(r.RequestFill)), sizeText(uint64(r.ResponseFill)), sizeText(uint64(r.EventFill)), r.EventsQueued,
-					r.Pending, ageText(now.Sub(conns[i].Since)))
+		t := &table{cols: []column{{name: "ADDRESS"}, {name: "NAME", min: 6}, {name: "UID", drop: 9}, {name: "GID", drop: 10},
+			{name: "PID"}, {name: "TRANSPORT", drop: 6}, {name: "GROUPS", min: 8}, {name: "CALLS/SENDS", drop: 4}, {name: "EVENTS", drop: 3},
+			{name: "IN", drop: 8}, {name: "OUT", drop: 7}, {name: "DROPS", drop: 2}, {name: "FILL", drop: 5}, {name: "PENDING", drop: 1}, {name: "AGE"}}}
+		for i, r := range out {
+			groups := strings.Join(r.Groups, ",")
+			if len(r.Names) > 0 {
+				groups = strings.TrimPrefix(groups+" ["+strings.Join(r.Names, ",")+"]", " ")
 			}
-		}, nil
+			if groups == "" {
+				groups = "-"
+			}
+			name := r.ClientName
+			if name == "" {
+				name = "-"
+			}
+			t.add(r.Address, name, fmt.Sprint(r.UID), fmt.Sprint(r.GID), fmt.Sprint(r.PID), r.Transport, groups,
+				fmt.Sprintf("%d/%d", r.Calls, r.Sends), fmt.Sprint(r.Events), sizeText(r.BytesIn), sizeText(r.BytesOut), fmt.Sprint(r.Dropped),
+				fmt.Sprintf("%s/%s/%s+%d", sizeText(uint64(r.RequestFill)), sizeText(uint64(r.ResponseFill)), sizeText(uint64(r.EventFill)), r.EventsQueued),
+				fmt.Sprint(r.Pending), ageText(now.Sub(conns[i].Since)))
+		}
+		return out, t, nil
 	})
 }
 
@@ -206,7 +210,7 @@ flags:
 `
 
 func cmdGroups(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "groups", groupsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+	return listCommand(ctx, std, args, "groups", groupsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		gs, err := c.Groups(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -215,12 +219,11 @@ func cmdGroups(ctx context.Context, std stdio, args []string) int {
 		for _, g := range gs {
 			out = append(out, groupJSON{Name: g.Name, Members: g.Members})
 		}
-		return out, func(tw *tabwriter.Writer) {
-			fmt.Fprintln(tw, "GROUP\tMEMBERS")
-			for _, g := range out {
-				fmt.Fprintf(tw, "%s\t%d\n", g.Name, g.Members)
-			}
-		}, nil
+		t := &table{cols: []column{{name: "GROUP", min: 12}, {name: "MEMBERS"}}}
+		for _, g := range out {
+			t.add(g.Name, fmt.Sprint(g.Members))
+		}
+		return out, t, nil
 	})
 }
 
@@ -235,7 +238,7 @@ flags:
 `
 
 func cmdMembers(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "members", membersHelp, 1, func(ctx context.Context, c *switchboard.Conn, args []string) (any, func(*tabwriter.Writer), error) {
+	return listCommand(ctx, std, args, "members", membersHelp, 1, func(ctx context.Context, c *switchboard.Conn, args []string) (any, *table, error) {
 		ms, err := c.Members(ctx, args[0])
 		if err != nil {
 			return nil, nil, err
@@ -244,12 +247,11 @@ func cmdMembers(ctx context.Context, std stdio, args []string) int {
 		for _, m := range ms {
 			out = append(out, memberJSON{Address: m.Address, ClientName: m.ClientName, UID: m.Cred.UID, GID: m.Cred.GID, PID: m.Cred.PID})
 		}
-		return out, func(tw *tabwriter.Writer) {
-			fmt.Fprintln(tw, "ADDRESS\tNAME\tUID\tGID\tPID")
-			for _, m := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", m.Address, m.ClientName, m.UID, m.GID, m.PID)
-			}
-		}, nil
+		t := &table{cols: []column{{name: "ADDRESS"}, {name: "NAME", min: 6}, {name: "UID", drop: 2}, {name: "GID", drop: 3}, {name: "PID", drop: 1}}}
+		for _, m := range out {
+			t.add(m.Address, m.ClientName, fmt.Sprint(m.UID), fmt.Sprint(m.GID), fmt.Sprint(m.PID))
+		}
+		return out, t, nil
 	})
 }
 
@@ -264,7 +266,7 @@ flags:
 `
 
 func cmdNames(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "names", namesHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, func(*tabwriter.Writer), error) {
+	return listCommand(ctx, std, args, "names", namesHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		ns, err := c.Names(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -273,15 +275,14 @@ func cmdNames(ctx context.Context, std stdio, args []string) int {
 		for _, n := range ns {
 			out = append(out, nameJSON{Name: n.Name, Owner: n.Owner, Standby: nonNil(n.Standby)})
 		}
-		return out, func(tw *tabwriter.Writer) {
-			fmt.Fprintln(tw, "NAME\tOWNER\tSTANDBY")
-			for _, n := range out {
-				standby := strings.Join(n.Standby, ",")
-				if standby == "" {
-					standby = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, n.Owner, standby)
+		t := &table{cols: []column{{name: "NAME", min: 12}, {name: "OWNER"}, {name: "STANDBY", min: 8}}}
+		for _, n := range out {
+			standby := strings.Join(n.Standby, ",")
+			if standby == "" {
+				standby = "-"
 			}
-		}, nil
+			t.add(n.Name, n.Owner, standby)
+		}
+		return out, t, nil
 	})
 }

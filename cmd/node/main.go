@@ -73,6 +73,8 @@ func init() {
 		{"subscribe", "GROUP...", "print the messages published to groups (and sys.* notices)", cmdSubscribe},
 		{"request", "ADDRESS|NAME [DATA|@FILE|-]", "send a request to a peer and print its reply", cmdRequest},
 		{"monitor", "[GROUP|ADDRESS|NAME...]", "live tail of the bus's traffic (privileged)", cmdMonitor},
+		{"reply", "NAME|GROUP", "answer peers' requests to a name or group", cmdReply},
+		{"services", "[SVC]", "list the node's services: ids, names, descriptions, commands", cmdServices},
 		{"bench", "[--duration D]", "measure standard workloads against a running node", cmdBench},
 		{"version", "", "print this program's version", cmdVersion},
 		{"help", "[COMMAND]", "show this help, or a command's", cmdHelp},

@@ -2,17 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const publishHelp = `usage: node publish [--socket PATH] [--want-answer] GROUP [DATA | @FILE | -]
+const publishHelp = `usage: node publish [--socket PATH] [--want-answer] [--json] GROUP [DATA | @FILE | -]
 
 Publish a message to every member of GROUP (this command is not one).
 DATA is the payload as text; @FILE reads it from a file, - from standard
@@ -26,6 +26,9 @@ reported. Publishing to a group nobody is in succeeds and reaches no one,
 unless --want-answer: then the command fails (exit 1) if the group had
 no member to deliver to.
 
+--json prints {"group", "size", "delivered"}: delivered is false when
+the group had nobody in it.
+
 Exit codes: 0 published; 1 refused (policy, a reserved sys.* group) or,
 with --want-answer, undeliverable; 2 bad arguments; 3 no node.
 
@@ -37,6 +40,7 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	wantAnswer := fs.Bool("want-answer", false, "wait for the node to deliver the message; fail if nobody took it")
+	asJSON := fs.Bool("json", false, "print what happened as JSON")
 	rest, payload, code, ok := destAndPayload(fs, args, std, "node publish GROUP [DATA | @FILE | -]   (node publish --help)")
 	if !ok {
 		return code
@@ -54,15 +58,26 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	if err != nil && (*wantAnswer || !errors.Is(err, switchboard.ErrUndeliverable)) {
 		return failed(std, err)
 	}
+	if *asJSON {
+		return printJSON(std, struct {
+			Group     string `json:"group"`
+			Size      int    `json:"size"`
+			Delivered bool   `json:"delivered"`
+		}{rest[0], len(payload), err == nil})
+	}
 	return exitOK
 }
 
-const requestHelp = `usage: node request [--socket PATH] [--timeout D] ADDRESS|NAME [DATA | @FILE | -]
+const requestHelp = `usage: node request [--socket PATH] [--timeout D] [--output MODE | --json] ADDRESS|NAME [DATA | @FILE | -]
 
 Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see node ls) or by a
 well-known name it owns (see node names), and write its reply to standard
 output. DATA is the payload as text; @FILE reads it from a file, - from
 standard input. --timeout bounds the wait for the reply (default 5s).
+The reply is printed as by node call: on a terminal text as text, binary
+as a hex dump; piped, the raw bytes; --output raw|hex|text|auto chooses,
+--json prints {"size", "payload" (base64), "text" (if UTF-8)}. See node
+reply for answering requests from the command line.
 
 Exit codes: 0 the reply was written; 1 the request failed: nobody at that
 address or name (undeliverable), the peer left before replying, the peer
@@ -76,9 +91,16 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("request", requestHelp)
 	var cf clientFlags
 	cf.register(fs)
+	var out outputFlag
+	out.register(fs)
+	asJSON := fs.Bool("json", false, "print the reply as JSON")
 	rest, payload, code, ok := destAndPayload(fs, args, std, "node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
 	if !ok {
 		return code
+	}
+	if !out.valid() {
+		fmt.Fprintf(std.stderr, "node request: --output is raw, hex, text or auto, not %q\n", out.mode)
+		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
 	if c == nil {
@@ -94,16 +116,14 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 		}
 		return failed(std, err)
 	}
-	std.stdout.Write(reply)
-	if len(reply) > 0 && reply[len(reply)-1] != '\n' {
-		if f, ok := std.stdout.(*os.File); ok && isTerminal(f) {
-			fmt.Fprintln(std.stdout)
-		}
+	if *asJSON {
+		return printJSON(std, payloadOf(reply))
 	}
+	writePayload(std, reply, out.mode)
 	return exitOK
 }
 
-const subscribeHelp = `usage: node subscribe [--socket PATH] [--count N] GROUP...
+const subscribeHelp = `usage: node subscribe [--socket PATH] [--count N] [--json] GROUP...
 
 Join the groups and print every message published to them, one a line:
 
@@ -123,6 +143,12 @@ time, a line "subscribe: N messages lost" says so. It runs until
 interrupted (Ctrl-C), or until it has printed N lines with --count N.
 "subscribed to …" on standard error says it is listening.
 
+--json prints JSON lines, one object a message: "time" (RFC 3339),
+"kind" (send: to this command's address; publish; request; notice;
+lost: "lost" messages were dropped), "from", "to", "size", "payload"
+(base64), "text" (if UTF-8), and for a notice "notice" (its fields) and
+"text" (the line above).
+
 Exit codes: 0 interrupted, or N lines printed; 1 refused (policy); 2 no
 GROUP; 3 no node, or the node went away.
 
@@ -134,6 +160,7 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	count := fs.Int("count", 0, "exit after printing `N` messages (0: run until interrupted)")
+	asJSON := fs.Bool("json", false, "print JSON lines, one object a message")
 	rest, code, ok := parseArgs(fs, args, std)
 	if !ok {
 		return code
@@ -156,10 +183,10 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 		}
 	}
 	fmt.Fprintf(std.stderr, "subscribed to %s (Ctrl-C to stop)\n", strings.Join(rest, ", "))
-	return tail(ctx, std, c, "subscribe", *count)
+	return tail(ctx, std, c, "subscribe", *count, *asJSON)
 }
 
-const monitorHelp = `usage: node monitor [--socket PATH] [--count N] [GROUP|ADDRESS|NAME...]
+const monitorHelp = `usage: node monitor [--socket PATH] [--count N] [--json] [GROUP|ADDRESS|NAME...]
 
 Print a copy of the bus's traffic as it happens, one line per message:
 
@@ -174,6 +201,8 @@ who may. A monitor never slows the bus: when this command cannot keep up,
 the node drops copies for it, and a line "monitor: N messages lost" says
 how many. It runs until interrupted (Ctrl-C), or until it has printed N
 messages with --count N. "monitoring …" on standard error says it is on.
+--json prints JSON lines, as node subscribe does ("kind": send, publish,
+request, lost).
 
 Exit codes: 0 interrupted, or N lines printed; 1 refused (policy); 3 no
 node, or the node went away.
@@ -186,6 +215,7 @@ func cmdMonitor(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	count := fs.Int("count", 0, "exit after printing `N` messages (0: run until interrupted)")
+	asJSON := fs.Bool("json", false, "print JSON lines, one object a message")
 	rest, code, ok := parseArgs(fs, args, std)
 	if !ok {
 		return code
@@ -210,11 +240,14 @@ func cmdMonitor(ctx context.Context, std stdio, args []string) int {
 		what = "traffic of " + strings.Join(rest, ", ")
 	}
 	fmt.Fprintf(std.stderr, "monitoring %s (Ctrl-C to stop)\n", what)
-	return tail(ctx, std, c, "monitor", *count)
+	return tail(ctx, std, c, "monitor", *count, *asJSON)
 }
 
-// tail prints c's events until ctx ends or count lines are printed.
-func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count int) int {
+// tail prints c's events until ctx ends or count lines are printed (as
+// JSON lines if asJSON).
+func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count int, asJSON bool) int {
+	enc := json.NewEncoder(std.stdout)
+	enc.SetEscapeHTML(false)
 	printed := 0
 	for count == 0 || printed < count {
 		e, err := c.RecvEvent(ctx)
@@ -224,11 +257,21 @@ func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count
 			}
 			return failed(std, err)
 		}
-		if e.Dropped > 0 {
-			fmt.Fprintf(std.stdout, "%s: %d messages lost\n", cmd, e.Dropped)
-		}
 		if e.Kind == switchboard.EventRequest {
 			e.Reply(nil, fmt.Errorf("node %s does not answer requests", cmd))
+		}
+		if asJSON {
+			if e.Dropped > 0 {
+				enc.Encode(eventJSON{Time: time.Now().Format(time.RFC3339Nano), Kind: "lost", Lost: e.Dropped})
+			}
+			if ej, ok := eventRecord(e); ok {
+				enc.Encode(ej)
+				printed++
+			}
+			continue
+		}
+		if e.Dropped > 0 {
+			fmt.Fprintf(std.stdout, "%s: %d messages lost\n", cmd, e.Dropped)
 		}
 		if line := eventLine(e); line != "" {
 			fmt.Fprintln(std.stdout, line)
@@ -267,6 +310,70 @@ func eventLine(e switchboard.Event) string {
 		return fmt.Sprintf("%s  node  service %d event %d  %s", now, e.Service, e.Command, payloadText(e.Payload))
 	}
 	return ""
+}
+
+// eventJSON is one line of subscribe --json and monitor --json.
+type eventJSON struct {
+	Time   string      `json:"time"`
+	Kind   string      `json:"kind"`
+	From   string      `json:"from,omitempty"`
+	To     string      `json:"to,omitempty"`
+	Lost   uint64      `json:"lost,omitempty"`
+	Notice *noticeJSON `json:"notice,omitempty"`
+	*payloadJSON
+}
+
+type noticeJSON struct {
+	Kind       string `json:"kind"` // connected, disconnected, subscribed, unsubscribed, name_owner_changed, name_acquired, name_lost
+	Address    string `json:"address,omitempty"`
+	ClientName string `json:"client_name,omitempty"`
+	PID        int32  `json:"pid,omitempty"`
+	UID        uint32 `json:"uid"`
+	Group      string `json:"group,omitempty"`
+	Name       string `json:"name,omitempty"`
+	OldOwner   string `json:"old_owner,omitempty"`
+	NewOwner   string `json:"new_owner,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// kindNames are the kinds of messages as subscribe and monitor name them.
+var kindNames = map[switchboard.EventKind]string{switchboard.EventMessage: "send", switchboard.EventGroup: "publish",
+	switchboard.EventRequest: "request"}
+
+// eventRecord is an event as a JSON line; false for one not printed.
+func eventRecord(e switchboard.Event) (eventJSON, bool) {
+	ej := eventJSON{Time: time.Now().Format(time.RFC3339Nano), From: e.From, To: e.To}
+	if ej.From == "" {
+		ej.From = "node"
+	}
+	pj := payloadOf(e.Payload)
+	switch e.Kind {
+	case switchboard.EventGroup, switchboard.EventMessage, switchboard.EventRequest:
+		ej.Kind, ej.payloadJSON = kindNames[e.Kind], &pj
+	case switchboard.EventMonitor:
+		ej.Kind, ej.payloadJSON = kindNames[e.Monitored], &pj
+		if ej.Kind == "" {
+			ej.Kind = "message"
+		}
+	case switchboard.EventNotice:
+		n, err := e.Notice()
+		if err != nil {
+			return ej, false
+		}
+		ej.Kind = "notice"
+		ej.Notice = &noticeJSON{Kind: strings.ToLower(strings.TrimPrefix(n.Kind.String(), "NOTICE_")), Address: n.Member.Address,
+			ClientName: n.Member.ClientName, PID: n.Member.Cred.PID, UID: n.Member.Cred.UID, Group: n.Group, Name: n.Name,
+			OldOwner: n.OldOwner, NewOwner: n.NewOwner}
+		if n.Reason != 0 {
+			ej.Notice.Reason = strings.ToLower(strings.TrimPrefix(n.Reason.String(), "DISCONNECT_"))
+		}
+		ej.payloadJSON = &payloadJSON{Size: len(e.Payload), Payload: e.Payload, Text: noticeText(n)}
+	case switchboard.EventService:
+		ej.Kind, ej.To, ej.payloadJSON = "service", fmt.Sprintf("%d/%d", e.Service, e.Command), &pj
+	default:
+		return ej, false
+	}
+	return ej, true
 }
 
 func noticeText(n switchboard.Notice) string {
