@@ -137,6 +137,11 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 			opts = append(opts, switchboard.WithSocketGroup(cfg.SocketGroup))
 		}
 	}
+	var reg *metrics
+	if cfg.Metrics.Listen != "" {
+		reg = newMetrics(cfg.Metrics)
+		opts = append(opts, reg.nodeOptions()...)
+	}
 	n, err := switchboard.NewNode(opts...)
 	if err != nil {
 		if ln != nil {
@@ -151,8 +156,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		return exitUnavail
 	}
 	var metrics *metricsServer
-	if cfg.Metrics.Listen != "" {
-		if metrics, err = listenMetrics(cfg.Metrics.Listen, n, log); err != nil {
+	if reg != nil {
+		reg.attach(n, int(cfg.Metrics.ConnectionsLimit))
+		if metrics, err = listenMetrics(cfg.Metrics.Listen, reg.reg, log); err != nil {
 			log.Error("cannot serve metrics", slog.String("error", err.Error()))
 			n.Close()
 			return exitUnavail
