@@ -15,8 +15,10 @@ type fakeStats struct {
 	conns []switchboard.ConnInfo
 }
 
-func (f *fakeStats) Stats() switchboard.NodeStats        { return f.st }
-func (f *fakeStats) Connections() []switchboard.ConnInfo { return append([]switchboard.ConnInfo(nil), f.conns...) }
+func (f *fakeStats) Stats() switchboard.NodeStats { return f.st }
+func (f *fakeStats) Connections() []switchboard.ConnInfo {
+	return append([]switchboard.ConnInfo(nil), f.conns...)
+}
 
 // expose gathers m's registry and writes it in the text format.
 func expose(t *testing.T, m *metrics) string {
