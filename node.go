@@ -79,6 +79,7 @@ type nodeOptions struct {
 	// root and the node's uid have their own.
 	uidConns, uidHandshakes   int
 	privConns, privHandshakes int
+	observe                   observers // node_observe.go
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -410,6 +411,7 @@ func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 		n.uncount(c.Cred().UID)
 	}
 	n.mu.Unlock()
+	n.observeDisconnect(c)
 	n.o.logger.Debug("disconnected", slog.Uint64("conn", c.ID()), slog.String("reason", why.Text))
 }
 

@@ -154,6 +154,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		PeerContext:  welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin:         derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
+	n.connObservers(&cfg)
 	cn, err := conn.Start(n.sys, cfg, spawner{n})
 	if err != nil {
 		n.mu.Unlock()

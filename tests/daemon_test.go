@@ -35,7 +35,7 @@ func nodeEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "SWITCHBOARD_") || strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" {
+		if strings.HasPrefix(k, "SWITCHBOARD_") || strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "WATCHDOG_") || k == "NOTIFY_SOCKET" {
 			continue
 		}
 		env = append(env, kv)

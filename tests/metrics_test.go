@@ -80,12 +80,13 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ma
 }
 
 // TestMetricsScrape: with --metrics-listen, the node serves the Prometheus
-// text exposition: node totals and per-connection series, with sane
-// values after some calls; over a Unix socket and over TCP.
+// text exposition: node totals and (with --metrics-connections top)
+// per-connection series, with sane values after some calls; over a Unix
+// socket and over TCP.
 func TestMetricsScrape(t *testing.T) {
 	dir := publicDir(t)
 	msock := filepath.Join(dir, "metrics.sock")
-	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--name", "metrics"}})
+	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--name", "metrics", "--metrics-connections", "top"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket), switchboard.WithClientName("scraped"))
@@ -194,4 +195,155 @@ func TestMetricsTCP(t *testing.T) {
 	if got := value(t, fams, "switchboard_connections", nil); got != 0 {
 		t.Errorf("switchboard_connections = %v, want 0", got)
 	}
+}
+
+// series counts the samples of the switchboard_* families (the process
+// and Go collectors' vary on their own).
+func series(fams map[string]*dto.MetricFamily) int {
+	n := 0
+	for name, f := range fams {
+		if strings.HasPrefix(name, "switchboard_") {
+			n += len(f.GetMetric())
+		}
+	}
+	return n
+}
+
+// sum adds up family name's samples (counters and gauges) and counts
+// its distinct values of label.
+func sum(fams map[string]*dto.MetricFamily, name, label string) (total float64, values int) {
+	seen := map[string]bool{}
+	for _, m := range fams[name].GetMetric() {
+		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label {
+				seen[l.GetValue()] = true
+			}
+		}
+	}
+	return total, len(seen)
+}
+
+// TestMetricsBoundedAndHistograms: the exposition has the latency
+// histograms (calls by service, peer requests) and the process and Go
+// runtime metrics; with --metrics-connections client, 1,000 short-lived
+// connections with 1,000 names leave the series set bounded (the first
+// names get series, the rest share client="(other)") and lose no call.
+func TestMetricsBoundedAndHistograms(t *testing.T) {
+	const limit = 4
+	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "127.0.0.1:0", "--log-level", "info",
+		"--metrics-connections", "client", "--metrics-connections-limit", fmt.Sprint(limit)}})
+	d.waitLog(t, "metrics serving", 1)
+	m := regexp.MustCompile(`metrics serving" listen=(127\.0\.0\.1:\d+)`).FindStringSubmatch(d.log.String())
+	if m == nil {
+		t.Fatalf("no metrics address in the log:\n%s", d.log.String())
+	}
+	url := "http://" + m[1] + "/metrics"
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	small := switchboard.WithRings(switchboard.MinRingSize, switchboard.MinRingSize, switchboard.MinRingSize)
+
+	srv, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket), switchboard.WithClientName("server"), small,
+		switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) { return r.Payload, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket), switchboard.WithClientName("steady"), small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 10 {
+		if _, err := c.Call(ctx, switchboard.SystemService, switchboard.SysPing, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Request(ctx, srv.Address(), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	before := scrape(t, client, url)
+	for _, name := range []string{"process_cpu_seconds_total", "process_open_fds", "process_resident_memory_bytes", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
+		if before[name] == nil {
+			t.Errorf("no %s", name)
+		}
+	}
+	h := before["switchboard_call_duration_seconds"]
+	if h.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("switchboard_call_duration_seconds: %v", h)
+	}
+	var pings uint64
+	for _, s := range h.GetMetric() {
+		ls := map[string]string{}
+		for _, l := range s.GetLabel() {
+			ls[l.GetName()] = l.GetValue()
+		}
+		if ls["service"] == "system" && ls["result"] == "ok" {
+			pings = s.GetHistogram().GetSampleCount()
+			if b := s.GetHistogram().GetBucket(); len(b) < 10 || b[len(b)-1].GetCumulativeCount() != pings {
+				t.Errorf("buckets %v", b)
+			}
+		}
+	}
+	if pings != 10 {
+		t.Errorf("switchboard_call_duration_seconds{service=system,result=ok} has %d samples, want 10", pings)
+	}
+	p := before["switchboard_peer_request_duration_seconds"]
+	if p.GetType() != dto.MetricType_HISTOGRAM || len(p.GetMetric()) != 1 || p.GetMetric()[0].GetHistogram().GetSampleCount() != 1 {
+		t.Errorf("switchboard_peer_request_duration_seconds: %v", p)
+	}
+
+	const short = 1000
+	for i := range short {
+		sc, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket), switchboard.WithClientName(fmt.Sprintf("short-%d", i)), small)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.Call(ctx, switchboard.SystemService, switchboard.SysPing, nil); err != nil {
+			t.Fatal(err)
+		}
+		sc.Close()
+		if i == short/2 {
+			scrape(t, client, url) // a scrape among them: their counts are not lost either
+		}
+	}
+	var after map[string]*dto.MetricFamily
+	checkFor(t, 10*time.Second, func() error {
+		after = scrape(t, client, url)
+		if n := value(t, after, "switchboard_connections", nil); n != 2 {
+			return fmt.Errorf("%v connections, want 2", n)
+		}
+		return nil
+	})
+	calls, clients := sum(after, "switchboard_client_calls_total", "client")
+	if clients != limit+1 {
+		t.Errorf("%d client label values, want %d names and (other)", clients, limit+1)
+	}
+	if calls != 10+short {
+		t.Errorf("the clients' calls add up to %v, want %d", calls, 10+short)
+	}
+	if conns, _ := sum(after, "switchboard_client_connections", "client"); conns != 2 {
+		t.Errorf("switchboard_client_connections adds up to %v, want 2", conns)
+	}
+	b, a := series(before), series(after)
+	t.Logf("switchboard_* series: %d before, %d after %d connections", b, a, short)
+	if perClient := len(fams(after, "switchboard_client_")); a > b+(limit+1)*perClient {
+		t.Errorf("%d series after %d connections, %d before: unbounded", a, short, b)
+	}
+	if a > 200 {
+		t.Errorf("%d series", a)
+	}
+}
+
+// fams lists the families whose names start with prefix.
+func fams(all map[string]*dto.MetricFamily, prefix string) []string {
+	var out []string
+	for name := range all {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, name)
+		}
+	}
+	return out
 }

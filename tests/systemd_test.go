@@ -144,3 +144,99 @@ func TestSystemdListenPIDForAnother(t *testing.T) {
 		t.Fatalf("call on the node's own socket: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// pings reads the datagrams for d and returns when each WATCHDOG=1 came;
+// it fails the test on any other message.
+func (n *notifySocket) pings(t *testing.T, d time.Duration) []time.Time {
+	t.Helper()
+	var at []time.Time
+	end := time.After(d)
+	for {
+		select {
+		case m := <-n.msgs:
+			if m != "WATCHDOG=1\n" {
+				t.Fatalf("unexpected sd_notify message %q among the pings", m)
+			}
+			at = append(at, time.Now())
+		case <-end:
+			return at
+		}
+	}
+}
+
+// TestSystemdWatchdog: with WATCHDOG_USEC (and WATCHDOG_PID its own pid),
+// the node sends WATCHDOG=1 every half of it, after READY=1, and none
+// after STOPPING=1.
+func TestSystemdWatchdog(t *testing.T) {
+	notify := listenNotify(t)
+	const usec = 600_000 // pings every 300ms
+	d := startDaemon(t, daemonOpts{env: []string{"NOTIFY_SOCKET=" + notify.name, "WATCHDOG_USEC=600000"},
+		args: []string{"--log-level", "info"}})
+	notify.expect(t, "READY=1")
+	at := notify.pings(t, 3*time.Second)
+	// 10 expected; a loaded machine may delay a few.
+	if len(at) < 7 || len(at) > 11 {
+		t.Fatalf("%d pings in 3s, want about 10 (every %v)", len(at), usec*time.Microsecond/2)
+	}
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < 150*time.Millisecond || gap > usec*time.Microsecond {
+			t.Errorf("ping %d came %v after the previous one, want about 300ms (and well under WATCHDOG_USEC)", i, gap)
+		}
+	}
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("node exit code %d", code)
+	}
+	for {
+		m := notify.next(t)
+		if strings.Contains(m, "STOPPING=1") {
+			break
+		}
+		if m != "WATCHDOG=1\n" {
+			t.Fatalf("unexpected message %q before STOPPING=1", m)
+		}
+	}
+	select {
+	case m := <-notify.msgs:
+		t.Fatalf("message %q after STOPPING=1", m)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestSystemdWatchdogForAnother: WATCHDOG_PID naming another process
+// means no watchdog for this one.
+func TestSystemdWatchdogForAnother(t *testing.T) {
+	notify := listenNotify(t)
+	startDaemon(t, daemonOpts{env: []string{"NOTIFY_SOCKET=" + notify.name, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"}})
+	notify.expect(t, "READY=1")
+	if at := notify.pings(t, time.Second); len(at) != 0 {
+		t.Fatalf("%d pings for a watchdog meant for pid 1", len(at))
+	}
+}
+
+// TestSystemdWatchdogWedged: a node that cannot take a connection of its
+// own uid (here: its one handshake slot for the uid held by a client that
+// never says Hello) fails its probe and stops pinging; freed, it pings
+// again. No test hook: the probe goes through the socket like any client.
+func TestSystemdWatchdogWedged(t *testing.T) {
+	notify := listenNotify(t)
+	d := startDaemon(t, daemonOpts{env: []string{"NOTIFY_SOCKET=" + notify.name, "WATCHDOG_USEC=600000"},
+		args: []string{"--limits-privileged-handshakes", "1", "--limits-handshakes-per-uid", "1", "--handshake-timeout", "60s", "--log-level", "info"}})
+	notify.expect(t, "READY=1")
+	if at := notify.pings(t, time.Second); len(at) < 2 {
+		t.Fatalf("%d pings in 1s before the wedge, want about 3", len(at))
+	}
+	hold, err := net.Dial("unix", d.socket) // takes the handshake slot, says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "not pinging systemd", 1)
+	notify.pings(t, 400*time.Millisecond) // a ping already under way
+	if at := notify.pings(t, 1500*time.Millisecond); len(at) != 0 {
+		t.Fatalf("%d pings while the node cannot take a connection", len(at))
+	}
+	hold.Close()
+	if at := notify.pings(t, 1500*time.Millisecond); len(at) < 2 {
+		t.Fatalf("%d pings in 1.5s after the wedge ended, want about 5", len(at))
+	}
+	d.waitLog(t, "answers again", 1)
+}

@@ -68,6 +68,7 @@ type peerCall struct {
 	timer   *time.Timer
 	slots   map[uint64]int // group: member id → index in results
 	results []*pb.GroupResult
+	start   time.Time // set when Config.ObservePeer is
 }
 
 // Expect records that this connection's client will be asked call of
@@ -336,6 +337,9 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		}
 	}
 	pc := &peerCall{group: group}
+	if c.cfg.ObservePeer != nil {
+		pc.start = time.Now()
+	}
 	if group {
 		pc.slots = make(map[uint64]int, len(targets))
 		pc.results = make([]*pb.GroupResult, len(targets))
@@ -407,14 +411,14 @@ func (c *Endpoint) peerResult(r *PeerResult) {
 		r.Code, r.Payload = pb.Code_CODE_TOO_LARGE, []byte(fmt.Sprintf("reply of %d bytes: more than this client takes", len(r.Payload)))
 	}
 	if !pc.group {
-		c.endCall(r.CallID, pc)
+		c.endCall(r.CallID, pc, r.Code)
 		if c.ctx.Err() == nil {
 			c.writeReply(r.CallID, Result{Code: r.Code, Payload: r.Payload})
 		}
 		return
 	}
 	if pc.left == 0 {
-		c.endCall(r.CallID, pc)
+		c.endCall(r.CallID, pc, pb.Code_CODE_OK)
 		c.finishGroup(r.CallID, pc)
 	}
 }
@@ -440,7 +444,7 @@ func (c *Endpoint) expire(m *callExpired) {
 	}
 	c.bus.pending -= pc.left
 	c.pendingGauge.Store(int64(c.bus.pending))
-	c.endCall(m.id, pc)
+	c.endCall(m.id, pc, why)
 	if m.canceled {
 		return // the client no longer waits
 	}
@@ -453,11 +457,16 @@ func (c *Endpoint) expire(m *callExpired) {
 	}
 }
 
-func (c *Endpoint) endCall(id uint64, pc *peerCall) {
+// endCall forgets a request to peers that ended with code (for
+// Config.ObservePeer).
+func (c *Endpoint) endCall(id uint64, pc *peerCall, code pb.Code) {
 	if pc.timer != nil {
 		pc.timer.Stop()
 	}
 	delete(c.bus.calls, id)
+	if c.cfg.ObservePeer != nil {
+		c.cfg.ObservePeer(pc.group, time.Since(pc.start), code)
+	}
 }
 
 func (c *Endpoint) finishGroup(id uint64, pc *peerCall) {
@@ -501,7 +510,7 @@ func (c *Endpoint) finishGroup(id uint64, pc *peerCall) {
 // gone (a later answer is late).
 func (c *Endpoint) abandonCalls() {
 	for id, pc := range c.bus.calls {
-		c.endCall(id, pc)
+		c.endCall(id, pc, pb.Code_CODE_CANCELED)
 		for _, t := range pc.targets {
 			t.forgetIncoming(c, id, pb.Code_CODE_PEER_GONE)
 		}

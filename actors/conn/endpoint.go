@@ -85,6 +85,17 @@ type Config struct {
 	// Stuck, when set, counts for the node the handlers still running for
 	// connections released without them (see Lingering).
 	Stuck *atomic.Int64
+	// ObserveCall, when set, hears of every call (not send) this
+	// connection served, as its reply is decided: the service, the time
+	// from the frame's read to the result (an actor handler's included),
+	// and the result's code. It runs on the pump and must be quick. Unset,
+	// the pump reads no clock for it.
+	ObserveCall func(service uint16, d time.Duration, code pb.Code)
+	// ObservePeer, when set, hears of every request to peers (one peer or a
+	// group) that StartRequest sent out, as it ends: answered, past its
+	// deadline, cancelled, or its caller gone (CODE_CANCELED). Like
+	// ObserveCall, on the pump.
+	ObservePeer func(group bool, d time.Duration, code pb.Code)
 }
 
 // Endpoint is the node side of one connection.

@@ -127,6 +127,15 @@ type actorCall struct {
 	stop    func() bool // stops the AfterFunc that ends the call with its context
 	target  *actor.PID  // the actor handler, when one serves it
 	noReply bool
+	service uint16
+	start   time.Time // set when Config.ObserveCall is
+}
+
+// observe reports an actor call's end to Config.ObserveCall.
+func (c *Endpoint) observe(ac *actorCall, code pb.Code) {
+	if c.cfg.ObserveCall != nil && !ac.noReply {
+		c.cfg.ObserveCall(ac.service, time.Since(ac.start), code)
+	}
 }
 
 // actorCallDone ends an actor call whose context ended (its deadline, the
@@ -139,12 +148,12 @@ func (c *Endpoint) ActorCallRoom() bool { return c.actorGauge.Load() < int64(c.c
 
 // waitActor records a call that Serve left pending, until its Complete or
 // the end of its context, whichever comes first.
-func (c *Endpoint) waitActor(id uint64, ctx context.Context, cancel context.CancelFunc, target *actor.PID) {
+func (c *Endpoint) waitActor(id uint64, ctx context.Context, cancel context.CancelFunc, target *actor.PID, service uint16, start time.Time) {
 	if c.actorCalls == nil {
 		c.actorCalls = map[uint64]*actorCall{}
 	}
 	stop := context.AfterFunc(ctx, func() { c.sys.Root.Send(c.pid, &actorCallDone{id: id}) })
-	c.actorCalls[id] = &actorCall{ctx: ctx, cancel: cancel, stop: stop, target: target}
+	c.actorCalls[id] = &actorCall{ctx: ctx, cancel: cancel, stop: stop, target: target, service: service, start: start}
 	c.actorGauge.Store(int64(len(c.actorCalls)))
 }
 
@@ -196,6 +205,7 @@ func (c *Endpoint) complete(m *Completion) {
 	c.cancels.Delete(m.ID)
 	ac.stop()
 	ac.cancel()
+	c.observe(ac, m.Result.Code)
 	if c.ctx.Err() != nil {
 		c.countLate()
 		return
@@ -219,6 +229,7 @@ func (c *Endpoint) actorDone(m *actorCallDone) {
 		res = Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED, Payload: []byte("no answer from the actor by the deadline")}
 	}
 	ac.cancel()
+	c.observe(ac, res.Code)
 	if c.ctx.Err() == nil {
 		c.writeReply(m.id, res)
 	}
@@ -243,6 +254,7 @@ func (c *Endpoint) actorStopped(m *actorStopped) {
 		c.cancels.Delete(id)
 		ac.stop()
 		ac.cancel()
+		c.observe(ac, pb.Code_CODE_INTERNAL)
 		if c.ctx.Err() == nil {
 			c.writeReply(id, Result{Code: pb.Code_CODE_INTERNAL, Payload: []byte("the handler's actor stopped")})
 		}

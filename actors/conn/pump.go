@@ -294,6 +294,10 @@ func (c *Endpoint) serve(r *Incoming) bool {
 		return true
 	}
 	c.stats.Calls.Add(1)
+	var start time.Time
+	if c.cfg.ObserveCall != nil {
+		start = time.Now()
+	}
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if !r.Deadline.IsZero() {
@@ -305,11 +309,14 @@ func (c *Endpoint) serve(r *Incoming) bool {
 	res := c.call(ctx, r)
 	c.leaveHandler(true) // returns only if the connection still belongs to this goroutine
 	if res.Pending {
-		c.waitActor(r.ID, ctx, cancel, res.Actor) // the context lives until the Completion, or ends first
+		c.waitActor(r.ID, ctx, cancel, res.Actor, r.Service, start) // the context lives until the Completion, or ends first
 		return true
 	}
 	c.cancels.Delete(r.ID)
 	cancel()
+	if c.cfg.ObserveCall != nil {
+		c.cfg.ObserveCall(r.Service, time.Since(start), res.Code)
+	}
 	if c.ctx.Err() != nil {
 		// The connection is ending: its client learns why from the
 		// socket. (A call that was cancelled or is past its deadline

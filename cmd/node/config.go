@@ -75,7 +75,9 @@ type EventConfig struct {
 
 // MetricsConfig is the [metrics] table.
 type MetricsConfig struct {
-	Listen string `toml:"listen"`
+	Listen           string `toml:"listen"`
+	Connections      string `toml:"connections"`
+	ConnectionsLimit int64  `toml:"connections_limit"`
 }
 
 // PolicyConfig is the [policy] table; see policy.go for how it decides.
@@ -165,6 +167,8 @@ var settings = []setting{
 	{key: "events.queue_bytes", usage: "event `bytes` queued for a slow client, at most", field: func(c *Config) any { return &c.Events.QueueBytes }},
 	{key: "events.overflow", usage: "past the queue: `drop-oldest` or disconnect", field: func(c *Config) any { return &c.Events.Overflow }},
 	{key: "metrics.listen", usage: "serve Prometheus metrics on `address` HOST:PORT or unix:PATH (\"\" is off)", field: func(c *Config) any { return &c.Metrics.Listen }},
+	{key: "metrics.connections", usage: "per-connection series: `off`, client (summed by client name) or top (the busiest connections)", field: func(c *Config) any { return &c.Metrics.Connections }},
+	{key: "metrics.connections_limit", usage: "client names (client) or connections (top) given series, at most (`n`)", field: func(c *Config) any { return &c.Metrics.ConnectionsLimit }},
 	{key: "policy.default", usage: "what an action no policy rule covers gets: `allow` or deny", live: true, field: func(c *Config) any { return &c.Policy.Default }},
 }
 
@@ -378,6 +382,14 @@ func (c *Config) validate() (*policy, error) {
 	}
 	if err := checkListen(c.Metrics.Listen); err != nil {
 		return nil, bad("metrics.listen", "%v", err)
+	}
+	switch c.Metrics.Connections {
+	case connSeriesOff, connSeriesClient, connSeriesTop:
+	default:
+		return nil, bad("metrics.connections", "must be off, client or top, not %q", c.Metrics.Connections)
+	}
+	if c.Metrics.ConnectionsLimit < 1 || c.Metrics.ConnectionsLimit > 10000 {
+		return nil, bad("metrics.connections_limit", "must be in [1, 10000], not %d", c.Metrics.ConnectionsLimit)
 	}
 	return compilePolicy(&c.Policy)
 }

@@ -1,27 +1,31 @@
 package main
 
 import (
-	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/switchboard-ipc/switchboard"
 )
 
-// The Prometheus text exposition (format 0.0.4), written by hand from
-// Node.Stats and Node.Connections at each scrape: no client library, no
-// global registry, no default HTTP mux.
-
-const expositionType = "text/plain; version=0.0.4; charset=utf-8"
+// The Prometheus exposition, built with client_golang on a private
+// registry (never the global one, never the default HTTP mux): the node's
+// totals read from Node.Stats at each scrape, latency histograms fed by
+// the node's observers, the process and Go runtime collectors, and,
+// opt-in, per-connection detail kept bounded (metrics.connections).
 
 // statsSource is what the exposition reads; *switchboard.Node is one.
 type statsSource interface {
@@ -29,131 +33,301 @@ type statsSource interface {
 	Connections() []switchboard.ConnInfo
 }
 
-// writeMetrics writes the node's series, then each connection's.
-func writeMetrics(w io.Writer, src statsSource, now time.Time) error {
-	bw := bufio.NewWriter(w)
-	st := src.Stats()
-	e := expo{w: bw}
-	e.family("switchboard_build_info", "gauge", "Always 1; the labels say which build serves.")
-	e.sample("switchboard_build_info", labels{"version", switchboard.Version, "node", st.Name}, 1)
-	e.one("switchboard_start_time_seconds", "gauge", "When the node started, in Unix seconds.", float64(st.Started.UnixNano())/1e9)
-	e.one("switchboard_uptime_seconds", "gauge", "Seconds since the node started.", now.Sub(st.Started).Seconds())
-	e.one("switchboard_connections", "gauge", "Connections open now.", float64(st.Connections))
-	e.one("switchboard_connections_accepted_total", "counter", "Connections accepted since the node started.", float64(st.Accepted))
-	e.one("switchboard_handshakes_refused_total", "counter", "Connections refused by the authorization or the policy.", float64(st.HandshakesRefused))
-	e.one("switchboard_descriptors_exhausted_total", "counter", "Times the node found no descriptor free to accept or set up a connection.", float64(st.DescriptorsExhausted))
-	e.family("switchboard_refusals_total", "counter", "Actions refused by the authorization or the policy, on every path, by action.")
-	for a := switchboard.ActionConnect; a <= switchboard.ActionMonitor; a++ {
-		e.sample("switchboard_refusals_total", labels{"action", a.String()}, float64(st.Refusals[a]))
-	}
-	e.one("switchboard_calls_total", "counter", "Requests served by node services.", float64(st.Calls))
-	e.one("switchboard_events_total", "counter", "Events offered to clients.", float64(st.Events))
-	e.one("switchboard_protocol_violations_total", "counter", "Connections closed for breaking the protocol.", float64(st.Violations))
-	e.one("switchboard_evictions_total", "counter", "Clients disconnected as slow consumers.", float64(st.Evictions))
-	e.one("switchboard_events_dropped_total", "counter", "Events dropped for slow clients.", float64(st.Dropped))
-	e.one("switchboard_late_replies_total", "counter", "Replies discarded because their caller had gone (deadline, cancel, disconnect).", float64(st.LateReplies))
-	e.one("switchboard_stuck_handlers", "gauge", "Handlers still running for connections released without them (they ignore their context).", float64(st.StuckHandlers))
-	e.one("switchboard_actor_handler_panics_total", "counter", "Panics of actor handlers, each answered with an internal error.", float64(st.ActorPanics))
+// Per-connection detail (metrics.connections).
+const (
+	connSeriesOff    = "off"    // none: the node's totals only
+	connSeriesClient = "client" // by client name, aggregated, for at most metrics.connections_limit names
+	connSeriesTop    = "top"    // per connection, the metrics.connections_limit busiest by bytes
+)
 
-	conns := src.Connections()
-	per := []struct {
-		name, typ, help string
-		v               func(c *switchboard.ConnInfo) float64
-	}{
-		{"switchboard_connection_calls_total", "counter", "Calls the connection made to node services.", func(c *switchboard.ConnInfo) float64 { return float64(c.Calls) }},
-		{"switchboard_connection_sends_total", "counter", "One-way sends the connection made.", func(c *switchboard.ConnInfo) float64 { return float64(c.Sends) }},
-		{"switchboard_connection_replies_total", "counter", "Replies the connection received.", func(c *switchboard.ConnInfo) float64 { return float64(c.Replies) }},
-		{"switchboard_connection_events_total", "counter", "Events delivered to the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Events) }},
-		{"switchboard_connection_events_dropped_total", "counter", "Events dropped for the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Dropped) }},
-		{"switchboard_connection_received_bytes_total", "counter", "Payload bytes the node received from the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesIn) }},
-		{"switchboard_connection_sent_bytes_total", "counter", "Payload bytes the node sent to the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.BytesOut) }},
-		{"switchboard_connection_protocol_violations_total", "counter", "Protocol violations by the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Violations) }},
-		{"switchboard_connection_late_replies_total", "counter", "Replies the node dropped on the connection's account: results that came after it left or its actor call was forgotten, answers it gave peers that had given up.", func(c *switchboard.ConnInfo) float64 { return float64(c.LateReplies) }},
-		{"switchboard_connection_handler_panics_total", "counter", "Handler panics while serving the connection.", func(c *switchboard.ConnInfo) float64 { return float64(c.Panics) }},
-		{"switchboard_connection_events_queued", "gauge", "Events queued in the node behind the connection's full event ring.", func(c *switchboard.ConnInfo) float64 { return float64(c.EventsQueued) }},
-		{"switchboard_connection_pending_replies", "gauge", "The connection's calls to peers waiting for a reply.", func(c *switchboard.ConnInfo) float64 { return float64(c.Pending) }},
-		{"switchboard_connection_age_seconds", "gauge", "Seconds since the connection was accepted.", func(c *switchboard.ConnInfo) float64 { return now.Sub(c.Since).Seconds() }},
+// otherClients is the client label of the connections whose names came
+// after the table of names was full.
+const otherClients = "(other)"
+
+// latencyBuckets, in seconds: local IPC answers in microseconds; handlers
+// and peers may take seconds.
+var latencyBuckets = []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
+
+// maxServiceLabels bounds the service label of the call histogram; later
+// services are counted as "other".
+const maxServiceLabels = 64
+
+// metrics is the node's registry and what feeds it.
+type metrics struct {
+	reg     *prometheus.Registry
+	calls   *prometheus.HistogramVec
+	peers   *prometheus.HistogramVec
+	mode    string
+	clients *clientTable // mode client
+
+	svcMu sync.RWMutex
+	svcs  map[uint16]string // service id → its label, at most maxServiceLabels
+}
+
+// newMetrics builds the registry for a node configured by cfg; the node
+// is attached later (attach), since it is built with nodeOptions.
+func newMetrics(cfg MetricsConfig) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchboard_call_duration_seconds",
+			Help:    "Calls to node services (service bus: the node's own bus operations), from the request's read to its result, by service and result (ok, error, deadline, canceled).",
+			Buckets: latencyBuckets,
+		}, []string{"service", "result"}),
+		peers: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchboard_peer_request_duration_seconds",
+			Help:    "Requests to a peer or a group, from the request's read to its answer, deadline or cancel, by kind (peer, group) and result.",
+			Buckets: latencyBuckets,
+		}, []string{"kind", "result"}),
+		mode: cfg.Connections,
+		svcs: map[uint16]string{},
 	}
-	for _, m := range per {
-		e.family(m.name, m.typ, m.help)
-		for i := range conns {
-			e.sample(m.name, connLabels(&conns[i]), m.v(&conns[i]))
+	if m.mode == connSeriesClient {
+		m.clients = newClientTable(int(cfg.ConnectionsLimit))
+	}
+	m.reg.MustRegister(m.calls, m.peers,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector())
+	return m
+}
+
+// nodeOptions are the observers that feed the registry.
+func (m *metrics) nodeOptions() []switchboard.NodeOption {
+	opts := []switchboard.NodeOption{
+		switchboard.WithCallObserver(m.observeCall),
+		switchboard.WithPeerObserver(m.observePeer),
+	}
+	if m.clients != nil {
+		opts = append(opts, switchboard.WithDisconnectObserver(m.clients.disconnected))
+	}
+	return opts
+}
+
+// attach registers the collector that reads src at each scrape.
+func (m *metrics) attach(src statsSource, limit int) {
+	m.reg.MustRegister(&nodeCollector{src: src, mode: m.mode, limit: limit, clients: m.clients, now: time.Now})
+}
+
+func resultLabel(code switchboard.Code) string {
+	switch code {
+	case switchboard.CodeOK:
+		return "ok"
+	case switchboard.CodeDeadlineExceeded:
+		return "deadline"
+	case switchboard.CodeCanceled:
+		return "canceled"
+	}
+	return "error"
+}
+
+func (m *metrics) observeCall(service uint16, d time.Duration, code switchboard.Code) {
+	m.calls.WithLabelValues(m.serviceLabel(service), resultLabel(code)).Observe(d.Seconds())
+}
+
+func (m *metrics) observePeer(group bool, d time.Duration, code switchboard.Code) {
+	kind := "peer"
+	if group {
+		kind = "group"
+	}
+	m.peers.WithLabelValues(kind, resultLabel(code)).Observe(d.Seconds())
+}
+
+// serviceLabel names a service for the histogram: "system", "bus", or its
+// id in decimal; past maxServiceLabels services, "other".
+func (m *metrics) serviceLabel(id uint16) string {
+	m.svcMu.RLock()
+	l, ok := m.svcs[id]
+	m.svcMu.RUnlock()
+	if ok {
+		return l
+	}
+	m.svcMu.Lock()
+	defer m.svcMu.Unlock()
+	if l, ok := m.svcs[id]; ok {
+		return l
+	}
+	if len(m.svcs) >= maxServiceLabels {
+		return "other"
+	}
+	switch id {
+	case switchboard.SystemService:
+		l = "system"
+	case 0xFFFE:
+		l = "bus"
+	default:
+		l = strconv.Itoa(int(id))
+	}
+	m.svcs[id] = l
+	return l
+}
+
+// nodeCollector reads the node's totals, and its connections when asked
+// for per-connection detail, at each scrape.
+type nodeCollector struct {
+	src     statsSource
+	mode    string
+	limit   int
+	clients *clientTable
+	now     func() time.Time
+	scrape  sync.Mutex // one Collect at a time: clientTable's order of listings and reports needs it
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	descBuild       = desc("switchboard_build_info", "Always 1; the labels say which build serves.", "version", "node")
+	descStart       = desc("switchboard_start_time_seconds", "When the node started, in Unix seconds.")
+	descUptime      = desc("switchboard_uptime_seconds", "Seconds since the node started.")
+	descRefusals    = desc("switchboard_refusals_total", "Actions refused by the authorization or the policy, on every path, by action.", "action")
+	descClientConns = desc("switchboard_client_connections", "Connections open now, by client name.", "client")
+	descRingFill    = desc("switchboard_connection_ring_fill_bytes", "Bytes waiting in a connection's ring.", "address", "client", "uid", "ring")
+	descRingCap     = desc("switchboard_connection_ring_capacity_bytes", "Capacity of a connection's ring.", "address", "client", "uid", "ring")
+	descConnAge     = desc("switchboard_connection_age_seconds", "Seconds since the connection was accepted.", "address", "client", "uid")
+)
+
+// nodeScalar is one of the node's totals.
+type nodeScalar struct {
+	d   *prometheus.Desc
+	typ prometheus.ValueType
+	v   func(*switchboard.NodeStats) float64
+}
+
+var nodeScalars = []nodeScalar{
+	{desc("switchboard_connections", "Connections open now."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.Connections) }},
+	{desc("switchboard_connections_accepted_total", "Connections accepted since the node started."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Accepted) }},
+	{desc("switchboard_handshakes_refused_total", "Connections refused by the authorization or the policy."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.HandshakesRefused) }},
+	{desc("switchboard_descriptors_exhausted_total", "Times the node found no descriptor free to accept or set up a connection."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.DescriptorsExhausted) }},
+	{desc("switchboard_calls_total", "Requests served by node services."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Calls) }},
+	{desc("switchboard_events_total", "Events offered to clients."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Events) }},
+	{desc("switchboard_protocol_violations_total", "Connections closed for breaking the protocol."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Violations) }},
+	{desc("switchboard_evictions_total", "Clients disconnected as slow consumers."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Evictions) }},
+	{desc("switchboard_events_dropped_total", "Events dropped for slow clients."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Dropped) }},
+	{desc("switchboard_late_replies_total", "Replies discarded because their caller had gone (deadline, cancel, disconnect)."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.LateReplies) }},
+	{desc("switchboard_stuck_handlers", "Handlers still running for connections released without them (they ignore their context)."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.StuckHandlers) }},
+	{desc("switchboard_actor_handler_panics_total", "Panics of actor handlers, each answered with an internal error."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.ActorPanics) }},
+}
+
+// connSeries is one per-connection series: per connection (mode top,
+// switchboard_connection_*) or summed by client name (mode client,
+// switchboard_client_*).
+type connSeries struct {
+	name, help string
+	counter    bool
+	v          func(c *switchboard.ConnInfo) float64
+	conn, cli  *prometheus.Desc
+}
+
+var connSeriesList = func() []*connSeries {
+	l := []*connSeries{
+		{name: "calls_total", help: "Calls made to node services.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Calls) }},
+		{name: "sends_total", help: "One-way sends made.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Sends) }},
+		{name: "replies_total", help: "Replies received.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Replies) }},
+		{name: "events_total", help: "Events delivered.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Events) }},
+		{name: "events_dropped_total", help: "Events dropped.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Dropped) }},
+		{name: "received_bytes_total", help: "Payload bytes the node received.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.BytesIn) }},
+		{name: "sent_bytes_total", help: "Payload bytes the node sent.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.BytesOut) }},
+		{name: "protocol_violations_total", help: "Protocol violations.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Violations) }},
+		{name: "late_replies_total", help: "Replies the node dropped on the connection's account: results that came after it left or its actor call was forgotten, answers it gave peers that had given up.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.LateReplies) }},
+		{name: "handler_panics_total", help: "Handler panics while serving.", counter: true, v: func(c *switchboard.ConnInfo) float64 { return float64(c.Panics) }},
+		{name: "events_queued", help: "Events queued in the node behind full event rings.", v: func(c *switchboard.ConnInfo) float64 { return float64(c.EventsQueued) }},
+		{name: "pending_replies", help: "Calls to peers waiting for a reply.", v: func(c *switchboard.ConnInfo) float64 { return float64(c.Pending) }},
+	}
+	for _, s := range l {
+		s.conn = desc("switchboard_connection_"+s.name, s.help+" One connection (metrics.connections = top).", "address", "client", "uid")
+		s.cli = desc("switchboard_client_"+s.name, s.help+" Summed over the connections with one client name, those gone included for counters (metrics.connections = client).", "client")
+	}
+	return l
+}()
+
+// nCounters is how many of connSeriesList are counters (they come first).
+var nCounters = func() int {
+	n := 0
+	for _, s := range connSeriesList {
+		if s.counter {
+			n++
 		}
 	}
-	e.family("switchboard_connection_ring_fill_bytes", "gauge", "Bytes waiting in a connection's ring.")
+	return n
+}()
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBuild, descStart, descUptime, descRefusals} {
+		ch <- d
+	}
+	for _, s := range nodeScalars {
+		ch <- s.d
+	}
+	switch c.mode {
+	case connSeriesTop:
+		for _, s := range connSeriesList {
+			ch <- s.conn
+		}
+		ch <- descRingFill
+		ch <- descRingCap
+		ch <- descConnAge
+	case connSeriesClient:
+		for _, s := range connSeriesList {
+			ch <- s.cli
+		}
+		ch <- descClientConns
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	c.scrape.Lock()
+	defer c.scrape.Unlock()
+	now := c.now()
+	var seq uint64
+	if c.clients != nil {
+		seq = c.clients.begin() // before the listing: see clientTable
+	}
+	st := c.src.Stats()
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, switchboard.Version, st.Name)
+	ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, float64(st.Started.UnixNano())/1e9)
+	ch <- prometheus.MustNewConstMetric(descUptime, prometheus.GaugeValue, now.Sub(st.Started).Seconds())
+	for _, s := range nodeScalars {
+		ch <- prometheus.MustNewConstMetric(s.d, s.typ, s.v(&st))
+	}
+	for a := switchboard.ActionConnect; a <= switchboard.ActionMonitor; a++ {
+		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(st.Refusals[a]), a.String())
+	}
+	switch c.mode {
+	case connSeriesTop:
+		c.collectTop(ch, now)
+	case connSeriesClient:
+		c.clients.collect(ch, c.src.Connections(), seq)
+	}
+}
+
+// collectTop writes the series of the limit connections that moved the
+// most bytes.
+func (c *nodeCollector) collectTop(ch chan<- prometheus.Metric, now time.Time) {
+	conns := c.src.Connections()
+	slices.SortFunc(conns, func(a, b switchboard.ConnInfo) int {
+		return cmp.Or(cmp.Compare(b.BytesIn+b.BytesOut, a.BytesIn+a.BytesOut), cmp.Compare(a.ID, b.ID))
+	})
+	conns = conns[:min(len(conns), c.limit)]
 	for i := range conns {
-		c := &conns[i]
-		for r, fill := range []int{c.RequestFill, c.ResponseFill, c.EventFill} {
-			e.sample("switchboard_connection_ring_fill_bytes", append(connLabels(c), "ring", ringNames[r]), float64(fill))
+		ci := &conns[i]
+		ls := []string{ci.Address, ci.Name, strconv.FormatUint(uint64(ci.Cred.UID), 10)}
+		for _, s := range connSeriesList {
+			typ := prometheus.GaugeValue
+			if s.counter {
+				typ = prometheus.CounterValue
+			}
+			ch <- prometheus.MustNewConstMetric(s.conn, typ, s.v(ci), ls...)
+		}
+		ch <- prometheus.MustNewConstMetric(descConnAge, prometheus.GaugeValue, now.Sub(ci.Since).Seconds(), ls...)
+		for r, fill := range []int{ci.RequestFill, ci.ResponseFill, ci.EventFill} {
+			ch <- prometheus.MustNewConstMetric(descRingFill, prometheus.GaugeValue, float64(fill), append(ls, ringNames[r])...)
+			ch <- prometheus.MustNewConstMetric(descRingCap, prometheus.GaugeValue, float64(ci.RingBytes[r]), append(ls, ringNames[r])...)
 		}
 	}
-	e.family("switchboard_connection_ring_capacity_bytes", "gauge", "Capacity of a connection's ring.")
-	for i := range conns {
-		c := &conns[i]
-		for r, size := range c.RingBytes {
-			e.sample("switchboard_connection_ring_capacity_bytes", append(connLabels(c), "ring", ringNames[r]), float64(size))
-		}
-	}
-	if e.err != nil {
-		return e.err
-	}
-	return bw.Flush()
 }
 
 var ringNames = [3]string{"request", "response", "event"}
-
-// labels are name, value pairs.
-type labels []string
-
-func connLabels(c *switchboard.ConnInfo) labels {
-	return labels{"address", c.Address, "client", c.Name, "uid", strconv.FormatUint(uint64(c.Cred.UID), 10)}
-}
-
-// expo writes the exposition; the first write error sticks.
-type expo struct {
-	w   *bufio.Writer
-	err error
-}
-
-func (e *expo) printf(format string, args ...any) {
-	if e.err == nil {
-		_, e.err = fmt.Fprintf(e.w, format, args...)
-	}
-}
-
-func (e *expo) family(name, typ, help string) {
-	e.printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-}
-
-func (e *expo) one(name, typ, help string, v float64) {
-	e.family(name, typ, help)
-	e.sample(name, nil, v)
-}
-
-func (e *expo) sample(name string, ls labels, v float64) {
-	var b strings.Builder
-	b.WriteString(name)
-	if len(ls) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(ls); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(ls[i])
-			b.WriteString(`="`)
-			b.WriteString(labelEscaper.Replace(ls[i+1]))
-			b.WriteByte('"')
-		}
-		b.WriteByte('}')
-	}
-	b.WriteByte(' ')
-	b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
-	b.WriteByte('\n')
-	e.printf("%s", b.String())
-}
-
-// labelEscaper escapes a label value as the text format requires.
-var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 // metricsServer serves /metrics on its own listener and mux. Its one
 // goroutine is owned by it: stop ends it and waits.
@@ -164,8 +338,8 @@ type metricsServer struct {
 }
 
 // listenMetrics listens on addr (HOST:PORT, or unix:PATH: a stale socket
-// file left by a dead process is replaced) and serves the exposition.
-func listenMetrics(addr string, src statsSource, log *slog.Logger) (*metricsServer, error) {
+// file left by a dead process is replaced) and serves reg.
+func listenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
 	var ln net.Listener
 	var err error
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
@@ -183,19 +357,19 @@ func listenMetrics(addr string, src statsSource, log *slog.Logger) (*metricsServ
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", expositionType)
-		if err := writeMetrics(w, src, time.Now()); err != nil {
-			log.Debug("metrics scrape", slog.String("error", err.Error()))
-		}
-	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            errLog,
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "Switchboard node: metrics at /metrics")
 	})
 	m := &metricsServer{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog},
 		ln:   ln,
 		done: make(chan struct{}),
 	}

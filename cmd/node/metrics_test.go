@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"github.com/switchboard-ipc/switchboard"
 )
 
@@ -13,34 +15,137 @@ type fakeStats struct {
 	conns []switchboard.ConnInfo
 }
 
-func (f fakeStats) Stats() switchboard.NodeStats        { return f.st }
-func (f fakeStats) Connections() []switchboard.ConnInfo { return f.conns }
+func (f *fakeStats) Stats() switchboard.NodeStats { return f.st }
+func (f *fakeStats) Connections() []switchboard.ConnInfo {
+	return append([]switchboard.ConnInfo(nil), f.conns...)
+}
+
+// expose gathers m's registry and writes it in the text format.
+func expose(t *testing.T, m *metrics) string {
+	t.Helper()
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, f := range fams {
+		if _, err := expfmt.MetricFamilyToText(&b, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+func newTestMetrics(mode string, limit int, src statsSource, now time.Time) *metrics {
+	m := newMetrics(MetricsConfig{Connections: mode, ConnectionsLimit: int64(limit)})
+	c := &nodeCollector{src: src, mode: mode, limit: limit, clients: m.clients, now: func() time.Time { return now }}
+	m.reg.MustRegister(c)
+	return m
+}
 
 func TestExpositionEscapesLabels(t *testing.T) {
 	now := time.Unix(1000, 0)
-	src := fakeStats{
+	src := &fakeStats{
 		st: switchboard.NodeStats{Name: "n1", Started: now.Add(-90 * time.Second), Calls: 3,
 			Refusals: map[switchboard.Action]uint64{switchboard.ActionPublish: 5}},
 		conns: []switchboard.ConnInfo{{Address: "n1.c1", Name: "a \"quoted\"\\name\nline", Cred: switchboard.Cred{UID: 1000},
 			Calls: 3, RingBytes: [3]int{1024, 2048, 4096}, EventFill: 8}},
 	}
-	var b strings.Builder
-	if err := writeMetrics(&b, src, now); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
+	m := newTestMetrics(connSeriesTop, 10, src, now)
+	m.observeCall(switchboard.SystemService, 30*time.Microsecond, switchboard.CodeOK)
+	m.observePeer(true, 2*time.Millisecond, switchboard.CodeDeadlineExceeded)
+	out := expose(t, m)
 	for _, want := range []string{
 		"switchboard_uptime_seconds 90\n",
 		"switchboard_calls_total 3\n",
 		`switchboard_connection_calls_total{address="n1.c1",client="a \"quoted\"\\name\nline",uid="1000"} 3` + "\n",
-		`switchboard_connection_ring_fill_bytes{address="n1.c1",client="a \"quoted\"\\name\nline",uid="1000",ring="event"} 8` + "\n",
-		`switchboard_connection_ring_capacity_bytes{address="n1.c1",client="a \"quoted\"\\name\nline",uid="1000",ring="response"} 2048` + "\n",
+		`switchboard_connection_ring_fill_bytes{address="n1.c1",client="a \"quoted\"\\name\nline",ring="event",uid="1000"} 8` + "\n",
+		`switchboard_connection_ring_capacity_bytes{address="n1.c1",client="a \"quoted\"\\name\nline",ring="response",uid="1000"} 2048` + "\n",
 		"# TYPE switchboard_connection_events_queued gauge\n",
 		`switchboard_refusals_total{action="publish"} 5` + "\n",
 		`switchboard_refusals_total{action="monitor"} 0` + "\n",
+		`switchboard_call_duration_seconds_bucket{result="ok",service="system",le="5e-05"} 1` + "\n",
+		`switchboard_peer_request_duration_seconds_count{kind="group",result="deadline"} 1` + "\n",
+		"# TYPE process_cpu_seconds_total counter\n",
+		"# TYPE go_goroutines gauge\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
 		}
+	}
+}
+
+// TestExpositionOffHasNoConnections: by default, no per-connection series,
+// and the listing is not even asked for.
+func TestExpositionOffHasNoConnections(t *testing.T) {
+	src := &fakeStats{st: switchboard.NodeStats{Name: "n1", Started: time.Unix(1, 0)}, conns: []switchboard.ConnInfo{{Address: "x", Name: "c"}}}
+	out := expose(t, newTestMetrics(connSeriesOff, 10, src, time.Unix(2, 0)))
+	if strings.Contains(out, "switchboard_connection_") || strings.Contains(out, "switchboard_client_") {
+		t.Errorf("per-connection series with metrics.connections = off:\n%s", out)
+	}
+}
+
+// TestClientTableNeverGoesDown: the clients' counters add the ended
+// connections' final counts, are not counted twice when a listing begun
+// before a report still shows the connection, and do not dip when a
+// connection has left the listing but not been reported yet; names past
+// the limit share "(other)".
+func TestClientTableNeverGoesDown(t *testing.T) {
+	src := &fakeStats{st: switchboard.NodeStats{Name: "n1", Started: time.Unix(1, 0)}}
+	m := newTestMetrics(connSeriesClient, 2, src, time.Unix(2, 0))
+	calls := func(client string) string {
+		out := expose(t, m)
+		for line := range strings.SplitSeq(out, "\n") {
+			if rest, ok := strings.CutPrefix(line, `switchboard_client_calls_total{client="`+client+`"} `); ok {
+				return rest
+			}
+		}
+		return "none"
+	}
+	conn := func(id uint64, name string, n uint64) switchboard.ConnInfo {
+		return switchboard.ConnInfo{ID: id, Name: name, Calls: n}
+	}
+	src.conns = []switchboard.ConnInfo{conn(1, "a", 5), conn(2, "b", 1)}
+	if got := calls("a"); got != "5" {
+		t.Fatalf("a: %s calls, want 5", got)
+	}
+	// 1 made 2 more calls and left; the listing no longer shows it, the
+	// report has not come: as last seen.
+	src.conns = []switchboard.ConnInfo{conn(2, "b", 1)}
+	if got := calls("a"); got != "5" {
+		t.Fatalf("a before the report: %s, want 5", got)
+	}
+	m.clients.disconnected(conn(1, "a", 7))
+	if got := calls("a"); got != "7" {
+		t.Fatalf("a after the report: %s, want 7", got)
+	}
+	// A listing begun before 3's report still shows it.
+	seq := m.clients.begin()
+	m.clients.disconnected(conn(3, "a", 4))
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		sink := make(chanSink)
+		go drain(sink)
+		m.clients.collect(sink, []switchboard.ConnInfo{conn(2, "b", 1), conn(3, "a", 3)}, seq)
+		close(sink)
+	}()
+	<-ch
+	if got := calls("a"); got != "11" {
+		t.Fatalf("a after a stale listing: %s, want 11", got)
+	}
+	src.conns = append(src.conns, conn(4, "c", 1), conn(5, "d", 2))
+	if got := calls(otherClients); got != "3" {
+		t.Fatalf("(other): %s, want 3 (c and d past the limit of 2 names)", got)
+	}
+	if got := calls("c"); got != "none" {
+		t.Fatalf("c has a series of its own: %s", got)
+	}
+}
+
+type chanSink = chan prometheus.Metric
+
+func drain(s chanSink) {
+	for range s {
 	}
 }

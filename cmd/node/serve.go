@@ -34,7 +34,9 @@ a file that does not load is logged and the configuration in force kept.
 
 Under systemd, the node takes a socket passed by socket activation
 (LISTEN_FDS) and reports READY=1, STATUS, RELOADING=1 and STOPPING=1 to
-$NOTIFY_SOCKET (examples/systemd).
+$NOTIFY_SOCKET (examples/systemd). With WatchdogSec= ($WATCHDOG_USEC), it
+sends WATCHDOG=1 every half of it, each after a probe through its own
+socket succeeded: a wedged node misses its pings.
 
 Exit codes: 0 stopped cleanly, 1 failed while serving, 2 bad flags or
 configuration, 3 cannot listen on the socket.
@@ -86,7 +88,8 @@ func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 }
 
 // serve runs the node until ctx ends, reloading on SIGHUP. It owns every
-// goroutine it starts: the node's accept loop and the metrics server.
+// goroutine it starts: the node's accept loop, the metrics server and the
+// watchdog.
 func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	lv, _ := parseLevel(cfg.Log.Level)
@@ -98,6 +101,10 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		log.Warn("no sd_notify", slog.String("error", err.Error()))
 	}
 	defer sd.close()
+	wdInterval, err := watchdogInterval()
+	if err != nil {
+		log.Warn("no watchdog", slog.String("error", err.Error()))
+	}
 	ln, err := activationListener()
 	if err != nil {
 		log.Error("socket activation", slog.String("error", err.Error()))
@@ -137,6 +144,11 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 			opts = append(opts, switchboard.WithSocketGroup(cfg.SocketGroup))
 		}
 	}
+	var reg *metrics
+	if cfg.Metrics.Listen != "" {
+		reg = newMetrics(cfg.Metrics)
+		opts = append(opts, reg.nodeOptions()...)
+	}
 	n, err := switchboard.NewNode(opts...)
 	if err != nil {
 		if ln != nil {
@@ -151,8 +163,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		return exitUnavail
 	}
 	var metrics *metricsServer
-	if cfg.Metrics.Listen != "" {
-		if metrics, err = listenMetrics(cfg.Metrics.Listen, n, log); err != nil {
+	if reg != nil {
+		reg.attach(n, int(cfg.Metrics.ConnectionsLimit))
+		if metrics, err = listenMetrics(cfg.Metrics.Listen, reg.reg, log); err != nil {
 			log.Error("cannot serve metrics", slog.String("error", err.Error()))
 			n.Close()
 			return exitUnavail
@@ -172,6 +185,11 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	log.Info("node serving", slog.String("socket", n.SocketPath()), slog.String("name", cfg.Name),
 		slog.Int("pid", os.Getpid()), slog.Bool("socket_activated", ln != nil))
 	notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
+	var wd *watchdog
+	if wdInterval > 0 {
+		wd = startWatchdog(wdInterval, probeNode(n.SocketPath()), sd, log)
+		log.Info("watchdog pinging systemd", slog.Duration("every", wdInterval))
+	}
 
 	code, servedErr := exitOK, false
 loop:
@@ -196,6 +214,9 @@ loop:
 			}
 			notifyOrLog(log, sd, "READY=1", "STATUS="+status)
 		}
+	}
+	if wd != nil {
+		wd.stop() // no WATCHDOG=1 after STOPPING=1
 	}
 	notifyOrLog(log, sd, "STOPPING=1", "STATUS=stopping")
 	log.Info("node stopping")
