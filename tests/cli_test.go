@@ -87,7 +87,7 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 	}
 	for _, name := range names {
 		r := runCLI(t, nil, name, "--help")
-		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: node ") || r.stderr != "" {
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: switchboard ") || r.stderr != "" {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
 		}
 	}
@@ -108,7 +108,7 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		{[]string{"version"}, 0},
 	} {
 		if r := runCLI(t, nil, tc.args...); r.code != tc.code {
-			t.Errorf("node %s: exit %d, want %d\n%s", strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
+			t.Errorf("switchboard %s: exit %d, want %d\n%s", strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
 		}
 	}
 	d := startDaemon(t, daemonOpts{})

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -35,7 +34,7 @@ func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, i
 	defer cancel()
 	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName("node-cli"))
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		if errors.Is(err, switchboard.ErrRefused) {
 			return nil, exitFailure
 		}
@@ -55,20 +54,20 @@ func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.Nod
 	defer cancel()
 	ni, err := c.NodeInfo(cctx)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return nil, exitFailure
 	}
 	return &ni, exitOK
 }
 
-const callHelp = `usage: node call [--socket PATH] [--timeout D] SVC CMD [DATA | @FILE | -]
+const callHelp = `usage: switchboard call [--socket PATH] [--timeout D] SVC CMD [DATA | @FILE | -]
 
 Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
 write the reply to standard output. DATA is the request payload as text;
 @FILE reads it from a file, - from standard input. The built-in system
 service 0xffff answers ping (1), echo (2) and info (3):
 
-  node call 0xffff 2 hello
+  switchboard call 0xffff 2 hello
 
 Exit codes: 0 the reply was written; 1 the call failed (the error, as the
 node or the handler said it, goes to standard error); 2 bad arguments;
@@ -86,28 +85,20 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if len(args) < 2 || len(args) > 3 {
-		fmt.Fprintln(std.stderr, "usage: node call SVC CMD [DATA | @FILE | -]   (node call --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard call SVC CMD [DATA | @FILE | -]   (switchboard call --help)")
 		return exitUsage
 	}
 	svc, err1 := parseID(args[0])
 	cmd, err2 := parseID(args[1])
 	if err := errors.Join(err1, err2); err != nil {
-		fmt.Fprintf(std.stderr, "node: service and command are numbers from 0 to 65535: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: service and command are numbers from 0 to 65535: %v\n", err)
 		return exitUsage
 	}
 	var payload []byte
 	if len(args) == 3 {
 		var err error
-		switch d := args[2]; {
-		case d == "-":
-			payload, err = io.ReadAll(std.stdin)
-		case len(d) > 0 && d[0] == '@':
-			payload, err = os.ReadFile(d[1:])
-		default:
-			payload = []byte(d)
-		}
-		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+		if payload, err = readPayload(std, args[2]); err != nil {
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitUsage
 		}
 	}
@@ -116,11 +107,14 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	reply, err := c.Call(cctx, svc, cmd, payload)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitFailure
 	}
 	std.stdout.Write(reply)
@@ -142,7 +136,7 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-const infoHelp = `usage: node info [--socket PATH] [--json]
+const infoHelp = `usage: switchboard info [--socket PATH] [--json]
 
 Show every field the node reports about itself (the system service's info
 command): name, version, pid, uid, start time, connections, calls, events.
@@ -162,7 +156,7 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(std.stderr, "node info: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(std.stderr, "switchboard info: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	ni, code := cf.nodeInfo(ctx, std)
@@ -172,7 +166,7 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 	if *asJSON {
 		out, err := json.Marshal(infoOf(ni))
 		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitFailure
 		}
 		return writeJSON(std, out)
@@ -215,7 +209,7 @@ func infoOf(ni *switchboard.NodeInfo) infoJSON {
 func writeJSON(std stdio, raw []byte) int {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, compactJSON(raw), "", "  "); err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitFailure
 	}
 	buf.WriteByte('\n')
@@ -231,7 +225,7 @@ func compactJSON(raw []byte) []byte {
 	return buf.Bytes()
 }
 
-const statusHelp = `usage: node status [--socket PATH] [--json]
+const statusHelp = `usage: switchboard status [--socket PATH] [--json]
 
 Show a running node's state: its name and version, how long it has been
 up, how many connections are open (this command's own included), and the
@@ -267,7 +261,7 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(std.stderr, "node status: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(std.stderr, "switchboard status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	ni, code := cf.nodeInfo(ctx, std)
@@ -284,7 +278,7 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	if *asJSON {
 		out, err := json.MarshalIndent(st, "", "  ")
 		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitFailure
 		}
 		std.stdout.Write(append(out, '\n'))
@@ -299,14 +293,5 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	fmt.Fprintf(tw, "calls\t%d\n", st.Calls)
 	fmt.Fprintf(tw, "events\t%d\n", st.Events)
 	tw.Flush()
-	return exitOK
-}
-
-func cmdVersion(ctx context.Context, std stdio, args []string) int {
-	fs := newFlagSet("version", "usage: node version\n\nPrint this program's version.\n\nflags:\n")
-	if code, ok := parseFlags(fs, args, std); !ok {
-		return code
-	}
-	fmt.Fprintln(std.stdout, "switchboard node", switchboard.Version)
 	return exitOK
 }

@@ -12,14 +12,14 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const publishHelp = `usage: node publish [--socket PATH] [--want-answer] GROUP [DATA | @FILE | -]
+const publishHelp = `usage: switchboard publish [--socket PATH] [--want-answer] GROUP [DATA | @FILE | -]
 
 Publish a message to every member of GROUP (this command is not one).
 DATA is the payload as text; @FILE reads it from a file, - from standard
 input; without it the message is empty. Try it with a subscriber running:
 
-  node subscribe chat            # terminal 1
-  node publish chat "hello"      # terminal 2
+  switchboard subscribe chat            # terminal 1
+  switchboard publish chat "hello"      # terminal 2
 
 The command waits for the node to take the message, so a refusal is
 reported. Publishing to a group nobody is in succeeds and reaches no one,
@@ -37,7 +37,7 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	var cf clientFlags
 	cf.register(fs)
 	wantAnswer := fs.Bool("want-answer", false, "wait for the node to deliver the message; fail if nobody took it")
-	rest, payload, code, ok := destAndPayload(fs, args, std, "node publish GROUP [DATA | @FILE | -]   (node publish --help)")
+	rest, payload, code, ok := destAndPayload(fs, args, std, "switchboard publish GROUP [DATA | @FILE | -]   (switchboard publish --help)")
 	if !ok {
 		return code
 	}
@@ -46,6 +46,9 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	// The node always answers, so that a refusal is seen (and the message
@@ -57,12 +60,13 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	return exitOK
 }
 
-const requestHelp = `usage: node request [--socket PATH] [--timeout D] ADDRESS|NAME [DATA | @FILE | -]
+const requestHelp = `usage: switchboard request [--socket PATH] [--timeout D] ADDRESS|NAME [DATA | @FILE | -]
 
-Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see node ls) or by a
-well-known name it owns (see node names), and write its reply to standard
-output. DATA is the payload as text; @FILE reads it from a file, - from
-standard input. --timeout bounds the wait for the reply (default 5s).
+Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see
+switchboard ls) or by a well-known name it owns (see switchboard names),
+and write its reply to standard output. DATA is the payload as text;
+@FILE reads it from a file, - from standard input. --timeout bounds the
+wait for the reply (default 5s).
 
 Exit codes: 0 the reply was written; 1 the request failed: nobody at that
 address or name (undeliverable), the peer left before replying, the peer
@@ -76,7 +80,7 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("request", requestHelp)
 	var cf clientFlags
 	cf.register(fs)
-	rest, payload, code, ok := destAndPayload(fs, args, std, "node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
+	rest, payload, code, ok := destAndPayload(fs, args, std, "switchboard request ADDRESS|NAME [DATA | @FILE | -]   (switchboard request --help)")
 	if !ok {
 		return code
 	}
@@ -85,6 +89,9 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	reply, err := c.Request(cctx, rest[0], payload)
@@ -103,7 +110,7 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	return exitOK
 }
 
-const subscribeHelp = `usage: node subscribe [--socket PATH] [--count N] GROUP...
+const subscribeHelp = `usage: switchboard subscribe [--socket PATH] [--count N] GROUP...
 
 Join the groups and print every message published to them, one a line:
 
@@ -139,7 +146,7 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if len(rest) == 0 || *count < 0 {
-		fmt.Fprintln(std.stderr, "usage: node subscribe [--count N] GROUP...   (node subscribe --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard subscribe [--count N] GROUP...   (switchboard subscribe --help)")
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -159,7 +166,7 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 	return tail(ctx, std, c, "subscribe", *count)
 }
 
-const monitorHelp = `usage: node monitor [--socket PATH] [--count N] [GROUP|ADDRESS|NAME...]
+const monitorHelp = `usage: switchboard monitor [--socket PATH] [--count N] [GROUP|ADDRESS|NAME...]
 
 Print a copy of the bus's traffic as it happens, one line per message:
 
@@ -191,7 +198,7 @@ func cmdMonitor(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if *count < 0 {
-		fmt.Fprintln(std.stderr, "node monitor: --count must not be negative")
+		fmt.Fprintln(std.stderr, "switchboard monitor: --count must not be negative")
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -228,7 +235,7 @@ func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count
 			fmt.Fprintf(std.stdout, "%s: %d messages lost\n", cmd, e.Dropped)
 		}
 		if e.Kind == switchboard.EventRequest {
-			e.Reply(nil, fmt.Errorf("node %s does not answer requests", cmd))
+			e.Reply(nil, fmt.Errorf("switchboard %s does not answer requests", cmd))
 		}
 		if line := eventLine(e); line != "" {
 			fmt.Fprintln(std.stdout, line)
@@ -318,7 +325,7 @@ func destAndPayload(fs *flag.FlagSet, args []string, std stdio, usage string) (r
 	if len(rest) == 2 {
 		var err error
 		if payload, err = readPayload(std, rest[1]); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return nil, nil, exitUsage, false
 		}
 	}
