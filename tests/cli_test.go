@@ -82,7 +82,7 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "bench call groups help info ls members monitor names publish request serve status subscribe version" {
+	if strings.Join(names, " ") != "bench call completion groups help info ls man members monitor names publish request serve status subscribe version" {
 		t.Errorf("commands listed: %v", names)
 	}
 	for _, name := range names {

@@ -16,6 +16,8 @@
 //	switchboard monitor [TARGET...]   a live tail of the bus's traffic (privileged)
 //	switchboard bench                 standard workloads against a running node, with a result table
 //	switchboard version               print the version, commit and Go version (also --version)
+//	switchboard completion SHELL      a completion script for bash, zsh or fish
+//	switchboard man                   the manual page, as roff
 //
 // Every client command takes --socket (default $SWITCHBOARD_SOCKET, else
 // the default path) and --json where it prints a record. Exit codes: 0 ok,
@@ -92,6 +94,8 @@ func init() {
 		{"monitor", "[GROUP|ADDRESS|NAME...]", "live tail of the bus's traffic (privileged)", cmdMonitor},
 		{"bench", "[--duration D]", "measure standard workloads against a running node", cmdBench},
 		{"version", "", "print this program's version, commit and Go version", cmdVersion},
+		{"completion", "bash|zsh|fish", "print a shell completion script", cmdCompletion},
+		{"man", "", "print the manual page (roff: man -l <(" + prog + " man))", cmdMan},
 		{"help", "[COMMAND]", "show this help, or a command's", cmdHelp},
 	}
 }
