@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchboard-ipc/switchboard"
+	"golang.org/x/sys/unix"
 )
 
 // newFlagSet returns a flag set for a subcommand whose help is the given
@@ -164,4 +166,25 @@ func (f *clientFlags) connect(ctx context.Context, std stdio, opts ...switchboar
 		return nil, exitUnavail
 	}
 	return c, exitOK
+}
+
+// isTTY reports whether w is a terminal: tcgetattr succeeds on it. (A
+// character device is not enough: /dev/null is one.)
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// announceServing reports whether serve says where it listens in a plain
+// line on standard error: when a person watches it (tty) and the log
+// would not say so (its level is above info, the default warn) in text
+// (a JSON log stays JSON lines). Under systemd standard error is the
+// journal, not a terminal, and the info log line says it at the level
+// the unit sets.
+func announceServing(tty bool, logFormat string, level slog.Level) bool {
+	return tty && logFormat == "text" && level > slog.LevelInfo
 }

@@ -168,6 +168,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	go func() { served <- n.Serve(context.Background()) }() // ends when n.Close closes the listener
 	log.Info("node serving", slog.String("socket", n.SocketPath()), slog.String("name", cfg.Name),
 		slog.Int("pid", os.Getpid()), slog.Bool("socket_activated", ln != nil))
+	if announceServing(isTTY(stderr), cfg.Log.Format, level.Level()) {
+		fmt.Fprintf(stderr, "%s: node %s serving on %s (pid %d; Ctrl-C stops it)\n", prog, cfg.Name, n.SocketPath(), os.Getpid())
+	}
 	notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
 
 	code, servedErr := exitOK, false
