@@ -16,7 +16,8 @@ var (
 	nodeDir  string
 )
 
-// buildNode builds cmd/node once per test binary run.
+// buildNode builds cmd/node once per test binary run, as the README
+// installs it: under the name switchboard ("node" is Node.js's).
 func buildNode(t *testing.T) string {
 	t.Helper()
 	nodeOnce.Do(func() {
@@ -24,7 +25,7 @@ func buildNode(t *testing.T) string {
 		if nodeErr != nil {
 			return
 		}
-		nodeBin = filepath.Join(nodeDir, "node")
+		nodeBin = filepath.Join(nodeDir, "switchboard")
 		out, err := osexec.Command("go", "build", "-o", nodeBin, "../cmd/node").CombinedOutput()
 		if err != nil {
 			nodeErr = &buildError{err, string(out)}

@@ -82,12 +82,12 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "bench call groups help info ls members monitor names publish reply request serve services status subscribe version" {
+	if strings.Join(names, " ") != "bench call completion groups help info ls man members monitor names publish reply request serve services status subscribe version" {
 		t.Errorf("commands listed: %v", names)
 	}
 	for _, name := range names {
 		r := runCLI(t, nil, name, "--help")
-		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: node ") || r.stderr != "" {
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: switchboard ") || r.stderr != "" {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
 		}
 	}
@@ -108,7 +108,7 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		{[]string{"version"}, 0},
 	} {
 		if r := runCLI(t, nil, tc.args...); r.code != tc.code {
-			t.Errorf("node %s: exit %d, want %d\n%s", strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
+			t.Errorf("switchboard %s: exit %d, want %d\n%s", strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
 		}
 	}
 	d := startDaemon(t, daemonOpts{})

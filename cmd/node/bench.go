@@ -15,7 +15,7 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const benchHelp = `usage: node bench [--socket PATH] [--duration D] [--subscribers K] [--json]
+const benchHelp = `usage: switchboard bench [--socket PATH] [--duration D] [--subscribers K] [--json]
 
 Measure standard workloads against a running node, each for --duration (setup included),
 one after the other, with clients in this process:
@@ -61,7 +61,7 @@ func cmdBench(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if len(rest) > 0 || *d <= 0 || *k <= 0 {
-		fmt.Fprintln(std.stderr, "usage: node bench [--duration D] [--subscribers K]   (node bench --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard bench [--duration D] [--subscribers K]   (switchboard bench --help)")
 		return exitUsage
 	}
 	b := &bench{cf: cf, std: std, d: *d}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -34,7 +33,7 @@ func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, i
 	defer cancel()
 	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName("node-cli"))
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		if errors.Is(err, switchboard.ErrRefused) {
 			return nil, exitFailure
 		}
@@ -54,21 +53,21 @@ func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.Nod
 	defer cancel()
 	ni, err := c.NodeInfo(cctx)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return nil, exitFailure
 	}
 	return &ni, exitOK
 }
 
-const callHelp = `usage: node call [--socket PATH] [--timeout D] [--output MODE | --json] SVC CMD [DATA | @FILE | -]
+const callHelp = `usage: switchboard call [--socket PATH] [--timeout D] [--output MODE | --json] SVC CMD [DATA | @FILE | -]
 
 Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
 write the reply to standard output. DATA is the request payload as text;
 @FILE reads it from a file, - from standard input. The built-in system
 service 0xffff answers ping (1), echo (2), info (3) and services (4); see
-node services for what a node serves:
+switchboard services for what a node serves:
 
-  node call 0xffff 2 hello
+  switchboard call 0xffff 2 hello
 
 On a terminal a reply that is text is printed as text (with a final
 newline), any other as a hex dump (like hexdump -C); piped, the reply is
@@ -94,32 +93,24 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if !out.valid() {
-		fmt.Fprintf(std.stderr, "node call: --output is raw, hex, text or auto, not %q\n", out.mode)
+		fmt.Fprintf(std.stderr, "switchboard call: --output is raw, hex, text or auto, not %q\n", out.mode)
 		return exitUsage
 	}
 	if len(args) < 2 || len(args) > 3 {
-		fmt.Fprintln(std.stderr, "usage: node call SVC CMD [DATA | @FILE | -]   (node call --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard call SVC CMD [DATA | @FILE | -]   (switchboard call --help)")
 		return exitUsage
 	}
 	svc, err1 := parseID(args[0])
 	cmd, err2 := parseID(args[1])
 	if err := errors.Join(err1, err2); err != nil {
-		fmt.Fprintf(std.stderr, "node: service and command are numbers from 0 to 65535: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: service and command are numbers from 0 to 65535: %v\n", err)
 		return exitUsage
 	}
 	var payload []byte
 	if len(args) == 3 {
 		var err error
-		switch d := args[2]; {
-		case d == "-":
-			payload, err = io.ReadAll(std.stdin)
-		case len(d) > 0 && d[0] == '@':
-			payload, err = os.ReadFile(d[1:])
-		default:
-			payload = []byte(d)
-		}
-		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+		if payload, err = readPayload(std, args[2]); err != nil {
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitUsage
 		}
 	}
@@ -128,11 +119,14 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	reply, err := c.Call(cctx, svc, cmd, payload)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitFailure
 	}
 	if *asJSON {
@@ -152,7 +146,7 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-const infoHelp = `usage: node info [--socket PATH] [--json]
+const infoHelp = `usage: switchboard info [--socket PATH] [--json]
 
 Show every field the node reports about itself (the system service's info
 command): name, version, pid, uid, start time, connections, calls, events.
@@ -175,7 +169,7 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(std.stderr, "node info: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(std.stderr, "switchboard info: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	ni, code := cf.nodeInfo(ctx, std)
@@ -185,7 +179,7 @@ func cmdInfo(ctx context.Context, std stdio, args []string) int {
 	if *asJSON {
 		out, err := json.Marshal(infoOf(ni))
 		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitFailure
 		}
 		return writeJSON(std, out)
@@ -233,7 +227,7 @@ func infoOf(ni *switchboard.NodeInfo) infoJSON {
 func writeJSON(std stdio, raw []byte) int {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, compactJSON(raw), "", "  "); err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitFailure
 	}
 	buf.WriteByte('\n')
@@ -249,7 +243,7 @@ func compactJSON(raw []byte) []byte {
 	return buf.Bytes()
 }
 
-const statusHelp = `usage: node status [--socket PATH] [--json]
+const statusHelp = `usage: switchboard status [--socket PATH] [--json]
 
 Show a running node's state: its name and version, how long it has been
 up, how many connections are open (this command's own included), and the
@@ -288,7 +282,7 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(std.stderr, "node status: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(std.stderr, "switchboard status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	ni, code := cf.nodeInfo(ctx, std)
@@ -305,7 +299,7 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	if *asJSON {
 		out, err := json.MarshalIndent(st, "", "  ")
 		if err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitFailure
 		}
 		std.stdout.Write(append(out, '\n'))
@@ -320,14 +314,5 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	t.add("calls", fmt.Sprint(st.Calls))
 	t.add("events", fmt.Sprint(st.Events))
 	t.write(std.stdout, width.get(std))
-	return exitOK
-}
-
-func cmdVersion(ctx context.Context, std stdio, args []string) int {
-	fs := newFlagSet("version", "usage: node version\n\nPrint this program's version.\n\nflags:\n")
-	if code, ok := parseFlags(fs, args, std); !ok {
-		return code
-	}
-	fmt.Fprintln(std.stdout, "switchboard node", switchboard.Version)
 	return exitOK
 }

@@ -459,7 +459,7 @@ func checkListen(s string) error {
 
 // writeTOML writes c as TOML, after a comment saying what it is.
 func writeTOML(w io.Writer, c *Config) error {
-	fmt.Fprintln(w, "# The effective configuration of this Switchboard node (node serve --print-config).")
+	fmt.Fprintln(w, "# The effective configuration of this Switchboard node (switchboard serve --print-config).")
 	enc := toml.NewEncoder(w)
 	enc.Indent = ""
 	return enc.Encode(c)

@@ -22,7 +22,7 @@ type connJSON struct {
 	Transport    string   `json:"transport"`
 	Groups       []string `json:"groups"`
 	Names        []string `json:"names"`
-	Calls        uint64   `json:"calls"` // requests to node services
+	Calls        uint64   `json:"calls"` // requests to switchboard services
 	Sends        uint64   `json:"sends"` // bus messages sent (direct, published, requests)
 	Events       uint64   `json:"events"`
 	Dropped      uint64   `json:"dropped"`
@@ -59,7 +59,7 @@ type nameJSON struct {
 func printJSON(std stdio, v any) int {
 	out, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitFailure
 	}
 	std.stdout.Write(append(out, '\n'))
@@ -87,7 +87,7 @@ func listCommand(ctx context.Context, std stdio, args []string, name, help strin
 		return code
 	}
 	if len(rest) != nargs {
-		fmt.Fprintf(std.stderr, "node %s: want %d argument(s), have %d   (node %s --help)\n", name, nargs, len(rest), name)
+		fmt.Fprintf(std.stderr, "switchboard %s: want %d argument(s), have %d   (switchboard %s --help)\n", name, nargs, len(rest), name)
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -108,7 +108,7 @@ func listCommand(ctx context.Context, std stdio, args []string, name, help strin
 	return exitOK
 }
 
-const lsHelp = `usage: node ls [--socket PATH] [--json]
+const lsHelp = `usage: switchboard ls [--socket PATH] [--json]
 
 List the node's connections, this command's own included, one a line:
 
@@ -117,7 +117,7 @@ List the node's connections, this command's own included, one a line:
   UID GID PID  the client process, as the kernel reported it
   TRANSPORT  shm (shared-memory rings) or socket
   GROUPS     groups it is subscribed to, and (in brackets) names it owns
-  CALLS/SENDS  calls to node services / bus messages it sent
+  CALLS/SENDS  calls to switchboard services / bus messages it sent
   EVENTS     events delivered to it
   IN OUT     bytes it sent and received
   DROPS      events dropped because it did not read them in time
@@ -198,7 +198,7 @@ func ageText(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
-const groupsHelp = `usage: node groups [--socket PATH] [--json]
+const groupsHelp = `usage: switchboard groups [--socket PATH] [--json]
 
 List the groups that have members, with how many. The reserved groups
 sys.connections, sys.groups and sys.names carry the node's notices; they
@@ -227,7 +227,7 @@ func cmdGroups(ctx context.Context, std stdio, args []string) int {
 	})
 }
 
-const membersHelp = `usage: node members [--socket PATH] [--json] GROUP
+const membersHelp = `usage: switchboard members [--socket PATH] [--json] GROUP
 
 List the members of GROUP: their addresses, client names and processes.
 An unknown or empty group has no members (that is not an error).
@@ -255,7 +255,7 @@ func cmdMembers(ctx context.Context, std stdio, args []string) int {
 	})
 }
 
-const namesHelp = `usage: node names [--socket PATH] [--json]
+const namesHelp = `usage: switchboard names [--socket PATH] [--json]
 
 List the well-known names that have an owner: the owner's address and the
 standby owners queued behind it, in the order they would take over.

@@ -12,14 +12,14 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const publishHelp = `usage: node publish [--socket PATH] [--want-answer] [--json] GROUP [DATA | @FILE | -]
+const publishHelp = `usage: switchboard publish [--socket PATH] [--want-answer] [--json] GROUP [DATA | @FILE | -]
 
 Publish a message to every member of GROUP (this command is not one).
 DATA is the payload as text; @FILE reads it from a file, - from standard
 input; without it the message is empty. Try it with a subscriber running:
 
-  node subscribe chat            # terminal 1
-  node publish chat "hello"      # terminal 2
+  switchboard subscribe chat            # terminal 1
+  switchboard publish chat "hello"      # terminal 2
 
 The command waits for the node to take the message, so a refusal is
 reported. Publishing to a group nobody is in succeeds and reaches no one,
@@ -41,7 +41,7 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	cf.register(fs)
 	wantAnswer := fs.Bool("want-answer", false, "wait for the node to deliver the message; fail if nobody took it")
 	asJSON := fs.Bool("json", false, "print what happened as JSON")
-	rest, payload, code, ok := destAndPayload(fs, args, std, "node publish GROUP [DATA | @FILE | -]   (node publish --help)")
+	rest, payload, code, ok := destAndPayload(fs, args, std, "switchboard publish GROUP [DATA | @FILE | -]   (switchboard publish --help)")
 	if !ok {
 		return code
 	}
@@ -50,6 +50,9 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	// The node always answers, so that a refusal is seen (and the message
@@ -68,13 +71,13 @@ func cmdPublish(ctx context.Context, std stdio, args []string) int {
 	return exitOK
 }
 
-const requestHelp = `usage: node request [--socket PATH] [--timeout D] [--output MODE | --json] ADDRESS|NAME [DATA | @FILE | -]
+const requestHelp = `usage: switchboard request [--socket PATH] [--timeout D] [--output MODE | --json] ADDRESS|NAME [DATA | @FILE | -]
 
-Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see node ls) or by a
-well-known name it owns (see node names), and write its reply to standard
+Send a request to a peer, by its address (":n1.mx2z3pcd1ldw.4", see switchboard ls) or by a
+well-known name it owns (see switchboard names), and write its reply to standard
 output. DATA is the payload as text; @FILE reads it from a file, - from
 standard input. --timeout bounds the wait for the reply (default 5s).
-The reply is printed as by node call: on a terminal text as text, binary
+The reply is printed as by switchboard call: on a terminal text as text, binary
 as a hex dump; piped, the raw bytes; --output raw|hex|text|auto chooses,
 --json prints {"size", "payload" (base64), "text" (if UTF-8)}. See node
 reply for answering requests from the command line.
@@ -94,12 +97,12 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	var out outputFlag
 	out.register(fs)
 	asJSON := fs.Bool("json", false, "print the reply as JSON")
-	rest, payload, code, ok := destAndPayload(fs, args, std, "node request ADDRESS|NAME [DATA | @FILE | -]   (node request --help)")
+	rest, payload, code, ok := destAndPayload(fs, args, std, "switchboard request ADDRESS|NAME [DATA | @FILE | -]   (switchboard request --help)")
 	if !ok {
 		return code
 	}
 	if !out.valid() {
-		fmt.Fprintf(std.stderr, "node request: --output is raw, hex, text or auto, not %q\n", out.mode)
+		fmt.Fprintf(std.stderr, "switchboard request: --output is raw, hex, text or auto, not %q\n", out.mode)
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -107,6 +110,9 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, payload); !ok {
+		return code
+	}
 	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
 	reply, err := c.Request(cctx, rest[0], payload)
@@ -123,7 +129,7 @@ func cmdRequest(ctx context.Context, std stdio, args []string) int {
 	return exitOK
 }
 
-const subscribeHelp = `usage: node subscribe [--socket PATH] [--count N] [--json] GROUP...
+const subscribeHelp = `usage: switchboard subscribe [--socket PATH] [--count N] [--json] GROUP...
 
 Join the groups and print every message published to them, one a line:
 
@@ -166,7 +172,7 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if len(rest) == 0 || *count < 0 {
-		fmt.Fprintln(std.stderr, "usage: node subscribe [--count N] GROUP...   (node subscribe --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard subscribe [--count N] GROUP...   (switchboard subscribe --help)")
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -186,7 +192,7 @@ func cmdSubscribe(ctx context.Context, std stdio, args []string) int {
 	return tail(ctx, std, c, "subscribe", *count, *asJSON)
 }
 
-const monitorHelp = `usage: node monitor [--socket PATH] [--count N] [--json] [GROUP|ADDRESS|NAME...]
+const monitorHelp = `usage: switchboard monitor [--socket PATH] [--count N] [--json] [GROUP|ADDRESS|NAME...]
 
 Print a copy of the bus's traffic as it happens, one line per message:
 
@@ -201,7 +207,7 @@ who may. A monitor never slows the bus: when this command cannot keep up,
 the node drops copies for it, and a line "monitor: N messages lost" says
 how many. It runs until interrupted (Ctrl-C), or until it has printed N
 messages with --count N. "monitoring …" on standard error says it is on.
---json prints JSON lines, as node subscribe does ("kind": send, publish,
+--json prints JSON lines, as switchboard subscribe does ("kind": send, publish,
 request, lost).
 
 Exit codes: 0 interrupted, or N lines printed; 1 refused (policy); 3 no
@@ -221,7 +227,7 @@ func cmdMonitor(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if *count < 0 {
-		fmt.Fprintln(std.stderr, "node monitor: --count must not be negative")
+		fmt.Fprintln(std.stderr, "switchboard monitor: --count must not be negative")
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)
@@ -258,7 +264,7 @@ func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count
 			return failed(std, err)
 		}
 		if e.Kind == switchboard.EventRequest {
-			e.Reply(nil, fmt.Errorf("node %s does not answer requests", cmd))
+			e.Reply(nil, fmt.Errorf("switchboard %s does not answer requests", cmd))
 		}
 		if asJSON {
 			if e.Dropped > 0 {
@@ -425,7 +431,7 @@ func destAndPayload(fs *flag.FlagSet, args []string, std stdio, usage string) (r
 	if len(rest) == 2 {
 		var err error
 		if payload, err = readPayload(std, rest[1]); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return nil, nil, exitUsage, false
 		}
 	}

@@ -15,9 +15,9 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const replyHelp = `usage: node reply [--socket PATH] [--group] [--data DATA | --echo | --command CMD] [--count N] [--json] NAME|GROUP
+const replyHelp = `usage: switchboard reply [--socket PATH] [--group] [--data DATA | --echo | --command CMD] [--count N] [--json] NAME|GROUP
 
-Answer requests from peers (node request, Conn.Request): own the
+Answer requests from peers (switchboard request, Conn.Request): own the
 well-known name NAME, or with --group join GROUP (a group request,
 RequestGroup, gets an answer from every member), and answer each
 request with:
@@ -41,8 +41,8 @@ the name. It runs until interrupted (Ctrl-C), or until it has answered N
 requests with --count N. Requests are answered one at a time, in order;
 --timeout bounds each --command run (default 5s).
 
-  node reply svc.greet --data "hello"    # terminal 1
-  node request svc.greet                 # terminal 2: prints hello
+  switchboard reply svc.greet --data "hello"    # terminal 1
+  switchboard request svc.greet                 # terminal 2: prints hello
 
 Exit codes: 0 interrupted, or N requests answered; 1 refused (the policy,
 an invalid name); 2 bad arguments; 3 no node, or the node went away.
@@ -83,7 +83,7 @@ func cmdReply(ctx context.Context, std stdio, args []string) int {
 		}
 	}
 	if len(rest) != 1 || *count < 0 || modes > 1 {
-		fmt.Fprintln(std.stderr, "usage: node reply [--group] [--data DATA | --echo | --command CMD] [--count N] NAME|GROUP   (node reply --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard reply [--group] [--data DATA | --echo | --command CMD] [--count N] NAME|GROUP   (switchboard reply --help)")
 		return exitUsage
 	}
 	var fixed []byte

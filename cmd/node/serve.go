@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +14,7 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const serveHelp = `usage: node serve [--config FILE] [--print-config] [flags]
+const serveHelp = `usage: switchboard serve [--config FILE] [--print-config] [flags]
 
 Run a node: listen on the socket and serve clients until SIGINT or SIGTERM.
 
@@ -25,7 +22,7 @@ Configuration comes from the built-in default, then the TOML file given to
 --config (or $SWITCHBOARD_CONFIG), then SWITCHBOARD_* environment variables,
 then flags; each setting below is also a key in the file (log-level is
 log.level, events-queue-limit is events.queue_limit) and an environment
-variable (SWITCHBOARD_LOG_LEVEL). "node serve --print-config" shows the
+variable (SWITCHBOARD_LOG_LEVEL). "switchboard serve --print-config" shows the
 result; a bad setting is refused at start with the key named.
 
 SIGHUP reloads the file: the policy and log.level change at once, without
@@ -59,18 +56,18 @@ func cmdServe(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(std.stderr, "node serve: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(std.stderr, "switchboard serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	ld := newLoader(*configPath, flags)
 	cfg, pol, err := ld.load()
 	if err != nil {
-		fmt.Fprintf(std.stderr, "node: %v\n", err)
+		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		return exitUsage
 	}
 	if *printConfig {
 		if err := writeTOML(std.stdout, cfg); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 			return exitFailure
 		}
 		return exitOK
@@ -184,6 +181,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	go func() { served <- n.Serve(context.Background()) }() // ends when n.Close closes the listener
 	log.Info("node serving", slog.String("socket", n.SocketPath()), slog.String("name", cfg.Name),
 		slog.Int("pid", os.Getpid()), slog.Bool("socket_activated", ln != nil))
+	if announceServing(isTTY(stderr), cfg.Log.Format, level.Level()) {
+		fmt.Fprintf(stderr, "%s: node %s serving on %s (pid %d; Ctrl-C stops it)\n", prog, cfg.Name, n.SocketPath(), os.Getpid())
+	}
 	notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
 	var wd *watchdog
 	if wdInterval > 0 {
@@ -273,35 +273,4 @@ func notifyOrLog(log *slog.Logger, sd *notifier, lines ...string) {
 	if err := sd.notify(lines...); err != nil {
 		log.Warn("sd_notify", slog.String("state", strings.Join(lines, " ")), slog.String("error", err.Error()))
 	}
-}
-
-// newFlagSet returns a flag set for a subcommand whose help is the given
-// text (ending in "flags:\n") followed by the flags.
-func newFlagSet(name, help string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), help)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseFlags parses args; ok is false when the command should exit with
-// code: 0 after -h or --help (the help goes to stdout, so that it pages),
-// 2 after a bad flag (the error and the help go to stderr).
-func parseFlags(fs *flag.FlagSet, args []string, std stdio) (code int, ok bool) {
-	var buf bytes.Buffer
-	fs.SetOutput(&buf)
-	err := fs.Parse(args)
-	fs.SetOutput(std.stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fs.SetOutput(std.stdout)
-		fs.Usage()
-		return exitOK, false
-	case err != nil:
-		fmt.Fprintf(std.stderr, "node %s: %v (node %s --help lists the flags)\n", fs.Name(), err, fs.Name())
-		return exitUsage, false
-	}
-	return 0, true
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-const servicesHelp = `usage: node services [--socket PATH] [--json] [--width N] [SVC]
+const servicesHelp = `usage: switchboard services [--socket PATH] [--json] [--width N] [SVC]
 
 List the services the node serves (the system service's services
 command), like busctl introspect: each service's id, the name and the
@@ -56,7 +56,7 @@ func cmdServices(ctx context.Context, std stdio, args []string) int {
 		return code
 	}
 	if len(rest) > 1 {
-		fmt.Fprintln(std.stderr, "usage: node services [SVC]   (node services --help)")
+		fmt.Fprintln(std.stderr, "usage: switchboard services [SVC]   (switchboard services --help)")
 		return exitUsage
 	}
 	c, code := cf.connect(ctx, std)

@@ -5,7 +5,7 @@
 //
 //	go run ./examples/httpembed                  # then: curl 'http://127.0.0.1:8080/hello?name=you'
 //	go run ./examples/httpembed -http 127.0.0.1:0 -once   # serve one request of its own and exit
-//	go run ./cmd/node call --socket S 10 1 you   # the node's service, from another process
+//	switchboard call --socket S 10 1 you   # the node's service, from another process (switchboard: go build -o switchboard ./cmd/node)
 package main
 
 import (
