@@ -21,12 +21,15 @@ that built it:
 The commit is known when the binary was built with go build or go install
 from a git checkout ("modified": with uncommitted changes); go run, and a
 build outside a checkout or with -buildvcs=false, leave it "unknown".
+--json prints {"program", "version", "module", "commit", "commit_time",
+"modified", "go", "os", "arch"}.
 
 flags:
 `
 
 func cmdVersion(ctx context.Context, std stdio, args []string) int {
 	fs := newFlagSet("version", versionHelp)
+	asJSON := fs.Bool("json", false, "print the version as JSON")
 	if code, ok := parseFlags(fs, args, std); !ok {
 		return code
 	}
@@ -35,44 +38,70 @@ func cmdVersion(ctx context.Context, std stdio, args []string) int {
 		return exitUsage
 	}
 	bi, _ := debug.ReadBuildInfo()
+	if *asJSON {
+		return printJSON(std, versionOf(bi))
+	}
 	fmt.Fprint(std.stdout, versionText(bi))
 	return exitOK
+}
+
+// buildVersion is what the binary knows of its build.
+type buildVersion struct {
+	Program    string `json:"program"`
+	Version    string `json:"version"`
+	Module     string `json:"module,omitempty"` // go install …@version
+	Commit     string `json:"commit"`           // "unknown" without VCS information
+	CommitTime string `json:"commit_time,omitempty"`
+	Modified   bool   `json:"modified"`
+	Go         string `json:"go"`
+	OS         string `json:"os"`
+	Arch       string `json:"arch"`
+}
+
+// versionOf reads the build information (nil when there is none).
+func versionOf(bi *debug.BuildInfo) buildVersion {
+	v := buildVersion{Program: prog, Version: switchboard.Version, Commit: "unknown", Go: runtime.Version(),
+		OS: runtime.GOOS, Arch: runtime.GOARCH}
+	if bi == nil {
+		return v
+	}
+	if m := bi.Main.Version; m != "" && m != "(devel)" {
+		v.Module = m
+	}
+	if bi.GoVersion != "" {
+		v.Go = bi.GoVersion
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Commit = s.Value
+		case "vcs.time":
+			v.CommitTime = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	return v
 }
 
 // versionText is what version prints, from the binary's build
 // information (nil when there is none).
 func versionText(bi *debug.BuildInfo) string {
-	v := prog + " " + switchboard.Version
-	commit, goVersion := "unknown", runtime.Version()
-	if bi != nil {
-		if m := bi.Main.Version; m != "" && m != "(devel)" {
-			v += " (module " + m + ")" // go install …@version: the module's version
-		}
-		if bi.GoVersion != "" {
-			goVersion = bi.GoVersion
-		}
-		var rev, at, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.time":
-				at = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
-		}
-		if rev != "" {
-			commit = rev
-			switch {
-			case at != "" && modified == "true":
-				commit += " (" + at + ", modified)"
-			case at != "":
-				commit += " (" + at + ")"
-			case modified == "true":
-				commit += " (modified)"
-			}
+	b := versionOf(bi)
+	v := b.Program + " " + b.Version
+	if b.Module != "" {
+		v += " (module " + b.Module + ")" // go install …@version: the module's version
+	}
+	commit := b.Commit
+	if commit != "unknown" {
+		switch {
+		case b.CommitTime != "" && b.Modified:
+			commit += " (" + b.CommitTime + ", modified)"
+		case b.CommitTime != "":
+			commit += " (" + b.CommitTime + ")"
+		case b.Modified:
+			commit += " (modified)"
 		}
 	}
-	return fmt.Sprintf("%s\ncommit: %s\ngo: %s %s/%s\n", v, commit, goVersion, runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s\ncommit: %s\ngo: %s %s/%s\n", v, commit, b.Go, b.OS, b.Arch)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -129,5 +130,22 @@ func TestIsTTY(t *testing.T) {
 	defer ptmx.Close()
 	if !isTTY(ptmx) {
 		t.Error("a pseudo-terminal is not a terminal")
+	}
+}
+
+// TestVersionJSON: version --json carries the same facts as the text.
+func TestVersionJSON(t *testing.T) {
+	v := versionOf(&debug.BuildInfo{GoVersion: "go1.99.0", Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"}}})
+	if v.Program != prog || v.Commit != "0123abcd" || v.CommitTime != "2026-01-02T03:04:05Z" || !v.Modified || v.Go != "go1.99.0" {
+		t.Fatalf("%+v", v)
+	}
+	var out, errb strings.Builder
+	if code := cmdVersion(t.Context(), stdio{stdout: &out, stderr: &errb}, []string{"--json"}); code != exitOK {
+		t.Fatalf("version --json: exit %d: %s", code, errb.String())
+	}
+	var got buildVersion
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil || got.Program != prog || got.Version == "" || got.Go == "" {
+		t.Fatalf("version --json printed %q: %+v %v", out.String(), got, err)
 	}
 }
