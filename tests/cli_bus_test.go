@@ -111,7 +111,7 @@ func TestCLIListingsJSON(t *testing.T) {
 		table    []string // in the human form
 	}{
 		{[]string{"ls"}, "ls.json.golden", []string{"pid", "uid", "gid", "since", "age_seconds", "bytes_in", "bytes_out", "request_fill", "response_fill", "event_fill"},
-			[]string{"ADDRESS", a1 + "  peer", "chat,news [svc.golden]", "node-cli"}},
+			[]string{"ADDRESS", a1 + "  peer", "chat,news [svc.golden]", "switchboard"}},
 		{[]string{"groups"}, "groups.json.golden", nil, []string{"GROUP", "chat   2", "news   1"}},
 		{[]string{"members", "chat"}, "members.json.golden", []string{"pid", "uid", "gid"}, []string{"ADDRESS", a1 + "  peer", a2 + "  peer"}},
 		{[]string{"names"}, "names.json.golden", nil, []string{"NAME", "svc.golden  " + a1 + "  " + a2}},
@@ -183,7 +183,7 @@ func TestCLIPublishSubscribe(t *testing.T) {
 		t.Fatalf("subscribe sys.connections: exit %d: %s", code, sub.stderr.String())
 	}
 	out := sub.stdout.String()
-	if !regexp.MustCompile(`node  sys.connections  connected :n1\.[0-9a-z]+\.\d+ \(node-cli\) pid \d+ uid \d+\n.*node  sys.connections  disconnected :n1\.[0-9a-z]+\.\d+ \(node-cli\): closed\n$`).MatchString(out) {
+	if !regexp.MustCompile(`node  sys.connections  connected :n1\.[0-9a-z]+\.\d+ \(switchboard\) pid \d+ uid \d+\n.*node  sys.connections  disconnected :n1\.[0-9a-z]+\.\d+ \(switchboard\): closed\n$`).MatchString(out) {
 		t.Errorf("sys.connections notices:\n%s", out)
 	}
 }

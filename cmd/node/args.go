@@ -156,7 +156,7 @@ func printable(p []byte) bool {
 func (f *clientFlags) connect(ctx context.Context, std stdio, opts ...switchboard.DialOption) (*switchboard.Conn, int) {
 	dctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	opts = append([]switchboard.DialOption{switchboard.WithSocket(f.socket), switchboard.WithClientName("node-cli")}, opts...)
+	opts = append([]switchboard.DialOption{switchboard.WithSocket(f.socket), switchboard.WithClientName(prog)}, opts...)
 	c, err := switchboard.Dial(dctx, opts...)
 	if err != nil {
 		fmt.Fprintf(std.stderr, "%s: %v\n", prog, err)

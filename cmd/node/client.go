@@ -31,7 +31,7 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, int) {
 	dctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName("node-cli"))
+	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName(prog))
 	if err != nil {
 		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
 		if errors.Is(err, switchboard.ErrRefused) {
