@@ -143,9 +143,15 @@ func (n *Node) serviceActorStopped(pid *actor.PID) {
 	}
 	id := v.(uint16)
 	if cur := n.services[id].Load(); cur != nil && cur.pid != nil && cur.pid.Equal(pid) {
+		// The placeholder keeps the service's labels, so that Services
+		// still lists it as registered, and says it stopped.
+		desc := "(stopped: its actor is gone)"
+		if cur.description != "" {
+			desc = cur.description + " " + desc
+		}
 		dead := &service{id: id, h: HandlerFunc(func(context.Context, *Request) ([]byte, error) {
 			return nil, fmt.Errorf("%w: the actor of service %d stopped", ErrInternal, id)
-		})}
+		}), name: cur.name, description: desc, commands: cur.commands}
 		if n.services[id].CompareAndSwap(cur, dead) {
 			n.o.logger.Error("service actor stopped; its calls fail until HandleActor gives it another", slog.Int("service", int(id)))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,4 +288,33 @@ func BenchmarkAbandonedActorCalls(b *testing.B) {
 	after := heap()
 	b.ReportMetric(float64(before)/(1<<20), "heap-before-MB")
 	b.ReportMetric(float64(after)/(1<<20), "heap-after-MB")
+}
+
+// A service whose actor stopped is still listed by Services, with the
+// name, description and commands its registration gave (and a note that
+// it stopped), no longer as an actor.
+func TestActorHandlerStoppedKeepsLabels(t *testing.T) {
+	n := startNode(t)
+	if _, err := n.HandleActor(9, actor.PropsFromProducer(func() actor.Actor { return panicActor{} }),
+		WithName("worker"), WithDescription("does the work"), WithCommand(1, "echo", "the payload back")); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n)
+	if _, err := c.Call(ctx5(t), 9, 5, nil); !errors.Is(err, ErrInternal) { // the actor stops serving
+		t.Fatalf("the call the actor stopped on: %v, want ErrInternal", err)
+	}
+	ss, err := c.Services(ctx5(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *ServiceInfo
+	for i := range ss {
+		if ss[i].ID == 9 {
+			got = &ss[i]
+		}
+	}
+	if got == nil || got.Name != "worker" || !strings.HasPrefix(got.Description, "does the work") || !strings.Contains(got.Description, "stopped") ||
+		got.Actor || len(got.Commands) != 1 || got.Commands[0] != (CommandInfo{ID: 1, Name: "echo", Description: "the payload back"}) {
+		t.Fatalf("service 9 after its actor stopped: %+v", got)
+	}
 }
