@@ -310,8 +310,13 @@ func ExampleConn_Fd() {
 		panic(err)
 	}
 	for got := 0; got < 3; {
-		if _, err := unix.Poll(fds, 10_000); err != nil && err != unix.EINTR {
+		n, err := unix.Poll(fds, 10_000)
+		if err != nil && err != unix.EINTR {
 			panic(err)
+		}
+		if n == 0 { // timed out: stop, with output that fails the example
+			fmt.Printf("no event within 10s (%d of 3)\n", got)
+			return
 		}
 		for { // take all that waits: the descriptor stays readable until then
 			ev, ok := c.TryRecvEvent()
