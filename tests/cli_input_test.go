@@ -57,6 +57,7 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"call", sock, "0xffff", "2", "@" + big}, nil, "2000 bytes; the node takes at most 1024"},
 		{[]string{"publish", sock, "g", "@" + big}, nil, "2000 bytes; the node takes at most 1024"},
 		{[]string{"request", sock, "svc.x", "@" + big}, nil, "2000 bytes; the node takes at most 1024"},
+		{[]string{"reply", sock, "svc.x", "--data", "@" + big}, nil, "2000 bytes; the node takes at most 1024"},
 		{[]string{"serve", "--config", badKey}, nil, "bogus_key: unknown key"},
 		{[]string{"serve", "--config", badValue}, nil, "events.queue_limit: must be >= 0"},
 		{[]string{"serve", "--config", filepath.Join(dir, "missing.toml")}, nil, "no such file"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -326,5 +327,55 @@ func TestCLIHexDump(t *testing.T) {
 	}
 	if r := runCLI(t, nil, "call", sock, "0xffff", "2", "--output", "bogus"); r.code != 2 {
 		t.Errorf("--output bogus: exit %d, want 2", r.code)
+	}
+}
+
+// TestCLIReplyCommandBounded: a reply --command that outlives --timeout
+// answers an error within about that time and leaves nothing running,
+// not even what the shell started (a sleep holding the output pipe); one
+// whose output is over the node's largest message answers an error and
+// says so, without reading it all (cat /dev/zero).
+func TestCLIReplyCommandBounded(t *testing.T) {
+	d := startDaemon(t, daemonOpts{args: []string{"--max-message", "1024"}})
+	sock := "--socket=" + d.socket
+	slow := startCLI(t, "reply", sock, "svc.slow", "--count", "1", "--timeout", "1s", "--command", "sleep 30.123; echo x")
+	slow.waitStderr(t, "replying as svc.slow")
+	start := time.Now()
+	r := runCLI(t, nil, "request", sock, "--timeout", "20s", "svc.slow")
+	if took := time.Since(start); r.code != 1 || !strings.Contains(r.stderr, "timed out after 1s") || took > 5*time.Second {
+		t.Errorf("request to a reply --command outliving --timeout: exit %d after %v, %q %q", r.code, took, r.stdout, r.stderr)
+	}
+	if code := slow.wait(t); code != 0 || !strings.Contains(slow.stdout.String(), "(error: command timed out after 1s)") {
+		t.Errorf("reply: exit %d\n%s%s", code, slow.stdout.String(), slow.stderr.String())
+	}
+	checkFor(t, 5*time.Second, func() error {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), "30.123") {
+				return fmt.Errorf("%s still runs: %q", p, b)
+			}
+		}
+		return nil
+	})
+
+	big := startCLI(t, "reply", sock, "svc.big", "--count", "2", "--timeout", "10s", "--command", "cat /dev/zero")
+	big.waitStderr(t, "replying as svc.big")
+	start = time.Now()
+	if r := runCLI(t, nil, "request", sock, "--timeout", "20s", "svc.big"); r.code != 1 || !strings.Contains(r.stderr, "over 1024 bytes") || time.Since(start) > 5*time.Second {
+		t.Errorf("request to a reply --command writing without end: exit %d after %v, %q", r.code, time.Since(start), r.stderr)
+	}
+	big.cmd.Process.Kill()
+	<-big.done
+	if out := big.stdout.String(); !strings.Contains(out, "(error: the command's output is over 1024 bytes") || strings.Contains(out, "answered") {
+		t.Errorf("reply printed %q", out)
+	}
+	// At the limit, the output is the answer.
+	fits := startCLI(t, "reply", sock, "svc.fits", "--count", "1", "--command", "head -c 1024 /dev/zero")
+	fits.waitStderr(t, "replying as svc.fits")
+	if r := runCLI(t, nil, "request", sock, "svc.fits"); r.code != 0 || len(r.stdout) != 1024 {
+		t.Errorf("request for 1024 bytes: exit %d, %d bytes, %s", r.code, len(r.stdout), r.stderr)
+	}
+	if code := fits.wait(t); code != 0 || !strings.Contains(fits.stdout.String(), "answered 1024 bytes") {
+		t.Errorf("reply: exit %d %q", code, fits.stdout.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -27,7 +28,10 @@ request with:
   --command CMD   what CMD (run by /bin/sh -c) writes to its standard output,
                   given the request on its standard input, and SWITCHBOARD_FROM
                   and SWITCHBOARD_TO in its environment; a command that fails
-                  answers an error with its standard error (or its exit status)
+                  answers an error with its standard error (or its exit status),
+                  and so does one that runs longer than --timeout (it is killed,
+                  with all it started) or whose output is over the node's
+                  largest message; what it leaves running is killed once it exits
 
 Each request handled is printed on standard output, one a line:
 
@@ -90,24 +94,27 @@ func cmdReply(ctx context.Context, std stdio, args []string) int {
 	if dataSet {
 		var err error
 		if fixed, err = readPayload(std, *data); err != nil {
-			fmt.Fprintf(std.stderr, "node: %v\n", err)
+			fmt.Fprintf(std.stderr, "%s: %v\n", prog, err)
 			return exitUsage
 		}
-	}
-	answer := func(ctx context.Context, e switchboard.Event) ([]byte, error) {
-		switch {
-		case dataSet:
-			return fixed, nil
-		case *command != "":
-			return runReplyCommand(ctx, *command, cf.timeout, e)
-		}
-		return e.Payload, nil
 	}
 	c, code := cf.connect(ctx, std)
 	if c == nil {
 		return code
 	}
 	defer c.Close()
+	if code, ok := fits(std, c, fixed); !ok {
+		return code
+	}
+	answer := func(ctx context.Context, e switchboard.Event) ([]byte, error) {
+		switch {
+		case dataSet:
+			return fixed, nil
+		case *command != "":
+			return runReplyCommand(ctx, *command, cf.timeout, c.MaxMessage(), e)
+		}
+		return e.Payload, nil
+	}
 	target := rest[0]
 	octx, cancel := context.WithTimeout(ctx, cf.timeout)
 	what, standby := "replying as "+target, false
@@ -176,23 +183,60 @@ func cmdReply(ctx context.Context, std stdio, args []string) int {
 }
 
 // runReplyCommand runs cmd with the request on its standard input; its
-// standard output is the answer.
-func runReplyCommand(ctx context.Context, cmd string, timeout time.Duration, e switchboard.Event) ([]byte, error) {
+// standard output, up to max bytes, is the answer. The command runs in a
+// process group of its own, killed whole at the timeout (a child of the
+// shell holding the output pipe cannot keep it waiting) and once the
+// command is done (it leaves nothing running behind it).
+func runReplyCommand(ctx context.Context, cmd string, timeout time.Duration, max int, e switchboard.Event) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	x := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
 	x.Stdin = bytes.NewReader(e.Payload)
 	x.Env = append(os.Environ(), "SWITCHBOARD_FROM="+e.From, "SWITCHBOARD_TO="+e.To)
-	var out, errb bytes.Buffer
-	x.Stdout, x.Stderr = &out, &errb
-	if err := x.Run(); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("command timed out after %v", timeout)
-		}
-		if msg := strings.TrimSpace(errb.String()); msg != "" {
+	x.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	x.Cancel = func() error { return syscall.Kill(-x.Process.Pid, syscall.SIGKILL) }
+	x.WaitDelay = time.Second // then the pipes are closed, whoever holds them
+	out := &cappedBuffer{max: max, fail: true}
+	errb := &cappedBuffer{max: 1024}
+	x.Stdout, x.Stderr = out, errb
+	err := x.Run()
+	if x.Process != nil {
+		syscall.Kill(-x.Process.Pid, syscall.SIGKILL) // what it left running
+	}
+	switch {
+	case out.over:
+		return nil, fmt.Errorf("the command's output is over %d bytes, the node's largest message", max)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("command timed out after %v", timeout)
+	case err != nil && !errors.Is(err, exec.ErrWaitDelay):
+		if msg := strings.TrimSpace(errb.buf.String()); msg != "" {
 			return nil, errors.New(msg)
 		}
 		return nil, fmt.Errorf("command failed: %v", err)
 	}
-	return out.Bytes(), nil
+	return out.buf.Bytes(), nil
+}
+
+// cappedBuffer keeps the first max bytes written to it. Past that it
+// records that there was more, and fails the write if fail is set (so
+// that the command's output pipe is closed) or drops the rest.
+type cappedBuffer struct {
+	buf  bytes.Buffer
+	max  int
+	fail bool
+	over bool
+}
+
+var errOutputTooLarge = errors.New("output too large")
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.buf.Len(); len(p) > room {
+		b.over = true
+		b.buf.Write(p[:max(room, 0)])
+		if b.fail {
+			return 0, errOutputTooLarge
+		}
+		return len(p), nil
+	}
+	return b.buf.Write(p)
 }
