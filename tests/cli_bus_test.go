@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/switchboard-ipc/switchboard"
 )
@@ -361,5 +363,49 @@ func TestCLIBench(t *testing.T) {
 	r = runCLI(t, nil, "bench", "--socket", d.socket, "--duration", "50ms")
 	if r.code != 0 || !strings.Contains(r.stdout, "WORKLOAD") || !strings.Contains(r.stdout, "request 64 B") {
 		t.Errorf("bench: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestCLINoTerminalEscapes: what clients chose (a client name with an
+// escape sequence, a bell and a line end in it) is printed by ls, members
+// and subscribe with its control characters escaped: nothing a client
+// says can drive the operator's terminal or forge a line.
+func TestCLINoTerminalEscapes(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	sock := "--socket=" + d.socket
+	const evil = "\x1b]0;pwn\x07evil\nname\u009b2J\u202e"
+	sub := startCLI(t, "subscribe", sock, "--count", "1", "sys.connections")
+	sub.waitStderr(t, "subscribed to")
+	c := dialT(t, d.socket, switchboard.WithClientName(evil))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Subscribe(ctx, "chat"); err != nil {
+		t.Fatal(err)
+	}
+	if code := sub.wait(t); code != 0 {
+		t.Fatalf("subscribe: exit %d: %s", code, sub.stderr.String())
+	}
+	outputs := map[string]string{"subscribe sys.connections": sub.stdout.String()}
+	for _, args := range [][]string{{"ls"}, {"members", "chat"}} {
+		for _, env := range [][]string{nil, tty80} {
+			r := runCLI(t, env, append(args, sock)...)
+			if r.code != 0 {
+				t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
+			}
+			outputs[fmt.Sprint(args, env)] = r.stdout
+		}
+	}
+	for what, out := range outputs {
+		if !strings.Contains(out, `\x1b]0;pwn\aevil\nname`) && !strings.Contains(out, `\x1b]0;pwn\aev`) {
+			t.Errorf("%s: no escaped client name in\n%s", what, out)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+			for _, r := range line {
+				if !unicode.IsPrint(r) || r == utf8.RuneError {
+					t.Errorf("%s: control character %U in %q", what, r, line)
+					break
+				}
+			}
+		}
 	}
 }

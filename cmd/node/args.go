@@ -119,7 +119,7 @@ func fits(std stdio, c *switchboard.Conn, payload []byte) (code int, ok bool) {
 // the node went away, 1 for anything else (refused, undeliverable, peer
 // gone, timed out).
 func failed(std stdio, err error) int {
-	fmt.Fprintf(std.stderr, "%s: %v\n", prog, err)
+	fmt.Fprintf(std.stderr, "%s: %s\n", prog, clean(err.Error()))
 	if errors.Is(err, switchboard.ErrNodeGone) || errors.Is(err, switchboard.ErrClosed) {
 		return exitUnavail
 	}

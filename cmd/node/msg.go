@@ -280,7 +280,7 @@ func tail(ctx context.Context, std stdio, c *switchboard.Conn, cmd string, count
 			fmt.Fprintf(std.stdout, "%s: %d messages lost\n", cmd, e.Dropped)
 		}
 		if line := eventLine(e); line != "" {
-			fmt.Fprintln(std.stdout, line)
+			fmt.Fprintln(std.stdout, clean(line))
 			printed++
 		}
 	}

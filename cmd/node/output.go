@@ -80,7 +80,15 @@ type table struct {
 	noHeader bool
 }
 
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+// add adds a row; its cells are cleaned (see clean): what a table shows
+// comes from the node and its clients.
+func (t *table) add(cells ...string) {
+	row := make([]string, len(cells))
+	for i, c := range cells {
+		row[i] = clean(c)
+	}
+	t.rows = append(t.rows, row)
+}
 
 func runeLen(s string) int { return utf8.RuneCountInString(s) }
 
@@ -247,13 +255,39 @@ func writePayload(std stdio, p []byte, mode string) {
 
 // escapeText is p with what is not text written as Go escapes (\x00).
 func escapeText(p []byte) string {
+	return escape(p, func(r rune) bool { return unicode.IsPrint(r) || r == '\t' || r == '\n' || r == '\r' })
+}
+
+// clean is s made safe to print on the operator's terminal: control
+// characters (escape sequences, line ends, bidirectional overrides) and
+// bytes that are not UTF-8 written as Go escapes (\x1b, \n, \u202e),
+// printable Unicode as it is. Every string that came from the node or a
+// client (client names, groups, names, addresses, services, errors) is
+// cleaned before it is printed as text; JSON is escaped by encoding/json.
+func clean(s string) string {
+	safe := true
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return escape([]byte(s), unicode.IsPrint)
+}
+
+// escape is p with the runes keep refuses, and bytes that are not UTF-8,
+// written as Go escapes.
+func escape(p []byte, keep func(rune) bool) string {
 	var b strings.Builder
 	for len(p) > 0 {
 		r, size := utf8.DecodeRune(p)
 		switch {
 		case r == utf8.RuneError && size <= 1:
 			fmt.Fprintf(&b, `\x%02x`, p[0])
-		case unicode.IsPrint(r) || r == '\t' || r == '\n' || r == '\r':
+		case keep(r):
 			b.WriteRune(r)
 		default:
 			q := strconv.QuoteRuneToASCII(r)

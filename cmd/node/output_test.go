@@ -74,3 +74,26 @@ func TestEllipsizeAndEscape(t *testing.T) {
 		t.Error("isText")
 	}
 }
+
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain.name":               "plain.name",
+		"héllo, 世界 …":              "héllo, 世界 …",
+		"\x1b]0;pwn\x07evil\nname": `\x1b]0;pwn\aevil\nname`,
+		"tab\there\r":              `tab\there\r`,
+		"bad\xffutf8":              `bad\xffutf8`,
+		"\u202eevil\u009b":         `\u202eevil\u009b`,
+		"":                         "",
+	} {
+		if got := clean(in); got != want {
+			t.Errorf("clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+	tb := &table{cols: []column{{name: "A"}}, noHeader: true}
+	tb.add("x\x1by")
+	var b strings.Builder
+	tb.write(&b, 0)
+	if b.String() != `x\x1by`+"\n" {
+		t.Errorf("table cell printed as %q", b.String())
+	}
+}

@@ -177,7 +177,7 @@ func cmdReply(ctx context.Context, std stdio, args []string) int {
 		if herr != nil {
 			result = "error: " + herr.Error()
 		}
-		fmt.Fprintf(std.stdout, "%s  %s -> %s  %s  (%s)\n", time.Now().Format("15:04:05.000"), e.From, e.To, payloadText(e.Payload), result)
+		fmt.Fprintln(std.stdout, clean(fmt.Sprintf("%s  %s -> %s  %s  (%s)", time.Now().Format("15:04:05.000"), e.From, e.To, payloadText(e.Payload), result)))
 	}
 	return exitOK
 }
