@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -90,7 +91,9 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: switchboard ") || r.stderr != "" {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
 		}
+		noNodeProgram(t, name+" --help", r.stdout, names)
 	}
+	noNodeProgram(t, "help", r.stdout, names)
 	missing := "--socket=" + filepath.Join(t.TempDir(), "none.sock")
 	for _, tc := range []struct {
 		args []string
@@ -115,7 +118,45 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 	if r := runCLI(t, nil, "call", "--socket", d.socket, "9", "1"); r.code != 1 || !strings.Contains(r.stderr, "no service 9") {
 		t.Errorf("call to an unknown service: exit %d, stderr %q; want 1", r.code, r.stderr)
 	}
+	// Errors name the program switchboard, never node.
+	for _, args := range [][]string{
+		{"services", "--socket", d.socket, "0x1234"},
+		{"reply", "--socket", d.socket, "--data", "@/nonexistent", "svc.x"},
+		{"call", "--socket", d.socket, "9", "1"},
+		{"request", "--socket", d.socket, "svc.nobody"},
+		{"publish", "--socket", d.socket, "g", "@/nonexistent"},
+		{"members", "--socket", d.socket},
+		{"serve", "--bogus"},
+	} {
+		r := runCLI(t, nil, args...)
+		if r.code == 0 || !strings.HasPrefix(r.stderr, "switchboard") {
+			t.Errorf("switchboard %s: exit %d, stderr %q; want an error from switchboard", strings.Join(args, " "), r.code, r.stderr)
+		}
+		noNodeProgram(t, strings.Join(args, " "), r.stderr, names)
+	}
 	if r := runCLI(t, []string{"SWITCHBOARD_SOCKET=" + d.socket}, "call", "0xffff", "2", "via env"); r.code != 0 || r.stdout != "via env" {
 		t.Errorf("call with $SWITCHBOARD_SOCKET: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// noNodeProgram fails t if text calls the program node: a line that
+// starts "node " or "node:", or "node COMMAND" in a line or across a
+// line break of prose. The program is switchboard; "node" is the bus's.
+func noNodeProgram(t *testing.T, what, text string, commands []string) {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(line, "node ") || strings.HasPrefix(line, "node:") {
+			t.Errorf("%s: a line starts with node: %q", what, line)
+		}
+		words := strings.Fields(line)
+		if i+1 < len(lines) && len(words) > 0 && words[len(words)-1] == "node" && !strings.HasPrefix(lines[i+1], " ") {
+			words = append(words, strings.Fields(lines[i+1])...) // prose goes on on the next line
+		}
+		for j := 0; j+1 < len(words); j++ {
+			if words[j] == "node" && slices.Contains(commands, strings.Trim(words[j+1], ".,;:)")) {
+				t.Errorf("%s: says \"node %s\" for switchboard %s: %q", what, words[j+1], words[j+1], line)
+			}
+		}
 	}
 }

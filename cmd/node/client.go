@@ -74,9 +74,9 @@ newline), any other as a hex dump (like hexdump -C); piped, the reply is
 written as it is, byte for byte. --output raw|hex|text|auto chooses;
 --json prints {"size", "payload" (base64), "text" (if UTF-8)}.
 
-Exit codes: 0 the reply was written; 1 the call failed (the error, as the
-node or the handler said it, goes to standard error); 2 bad arguments;
-3 no node.
+Exit codes: 0 the reply was written; 1 the call failed (the error, as
+the node or the handler said it, goes to standard error); 2 bad
+arguments; 3 no node, or the node went away.
 
 flags:
 `

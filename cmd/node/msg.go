@@ -79,8 +79,8 @@ output. DATA is the payload as text; @FILE reads it from a file, - from
 standard input. --timeout bounds the wait for the reply (default 5s).
 The reply is printed as by switchboard call: on a terminal text as text, binary
 as a hex dump; piped, the raw bytes; --output raw|hex|text|auto chooses,
---json prints {"size", "payload" (base64), "text" (if UTF-8)}. See node
-reply for answering requests from the command line.
+--json prints {"size", "payload" (base64), "text" (if UTF-8)}. See
+switchboard reply for answering requests from the command line.
 
 Exit codes: 0 the reply was written; 1 the request failed: nobody at that
 address or name (undeliverable), the peer left before replying, the peer

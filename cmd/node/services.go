@@ -88,7 +88,7 @@ func cmdServices(ctx context.Context, std stdio, args []string) int {
 			}
 		}
 		if one == nil {
-			fmt.Fprintf(std.stderr, "node: no service %s on this node\n", rest[0])
+			fmt.Fprintf(std.stderr, "%s: no service %s on this node\n", prog, rest[0])
 			return exitFailure
 		}
 		if *asJSON {
