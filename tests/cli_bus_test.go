@@ -409,3 +409,22 @@ func TestCLINoTerminalEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestCLINodeGoneMidCall: call exits 3, not 1, when the node goes away
+// while the call waits for its reply.
+func TestCLINodeGoneMidCall(t *testing.T) {
+	node, socket := nodeChild(t)
+	call := startCLI(t, "call", "--socket", socket, "--timeout", "20s", fmt.Sprint(svcTest), fmt.Sprint(cmdSlow))
+	checkFor(t, 10*time.Second, func() error { // the call's connection is there
+		r := runCLI(t, nil, "ls", "--socket", socket, "--json")
+		if strings.Count(r.stdout, `"client_name": "switchboard"`) < 2 {
+			return fmt.Errorf("no call yet: %s", r.stdout)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond) // for the call to be sent
+	node.cmd.Process.Kill()
+	if code := call.wait(t); code != 3 {
+		t.Errorf("call when the node went away: exit %d, want 3: %s", code, call.stderr.String())
+	}
+}

@@ -23,7 +23,31 @@ type clientFlags struct {
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.socket, "socket", switchboard.DefaultSocketPath(), "the node's Unix socket `path`")
-	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "how long to wait for the node")
+	f.timeout = 5 * time.Second
+	fs.Var((*positiveDuration)(&f.timeout), "timeout", "how long to wait for the node (a `duration`)")
+}
+
+// positiveDuration is a flag.Value for a duration that must be > 0: a
+// timeout of 0 or less would fail every operation at once.
+type positiveDuration time.Duration
+
+func (d *positiveDuration) String() string {
+	if d == nil {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("parse error")
+	case v <= 0:
+		return errors.New("must be positive")
+	}
+	*d = positiveDuration(v)
+	return nil
 }
 
 // dial connects to the node; on failure it says why and returns the exit
@@ -53,8 +77,7 @@ func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.Nod
 	defer cancel()
 	ni, err := c.NodeInfo(cctx)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
-		return nil, exitFailure
+		return nil, failed(std, err)
 	}
 	return &ni, exitOK
 }
@@ -126,8 +149,7 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 	defer cancel()
 	reply, err := c.Call(cctx, svc, cmd, payload)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
-		return exitFailure
+		return failed(std, err)
 	}
 	if *asJSON {
 		return printJSON(std, payloadOf(reply))
@@ -146,14 +168,15 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-const infoHelp = `usage: switchboard info [--socket PATH] [--json]
+const infoHelp = `usage: switchboard info [--socket PATH] [--json] [--width N]
 
 Show every field the node reports about itself (the system service's info
 command): name, version, pid, uid, start time, connections, calls, events.
 --json prints the NodeInfo message as JSON (protobuf field names). On a
 terminal, values too long for its width end in "…" (--width N).
 
-Exit codes: 0 ok; 1 the node answered with an error; 3 no node.
+Exit codes: 0 ok; 1 the node answered with an error; 3 no node, or
+the node went away.
 
 flags:
 `
@@ -243,7 +266,7 @@ func compactJSON(raw []byte) []byte {
 	return buf.Bytes()
 }
 
-const statusHelp = `usage: switchboard status [--socket PATH] [--json]
+const statusHelp = `usage: switchboard status [--socket PATH] [--json] [--width N]
 
 Show a running node's state: its name and version, how long it has been
 up, how many connections are open (this command's own included), and the

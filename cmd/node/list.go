@@ -108,7 +108,7 @@ func listCommand(ctx context.Context, std stdio, args []string, name, help strin
 	return exitOK
 }
 
-const lsHelp = `usage: switchboard ls [--socket PATH] [--json]
+const lsHelp = `usage: switchboard ls [--socket PATH] [--json] [--width N]
 
 List the node's connections, this command's own included, one a line:
 
@@ -198,7 +198,7 @@ func ageText(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
-const groupsHelp = `usage: switchboard groups [--socket PATH] [--json]
+const groupsHelp = `usage: switchboard groups [--socket PATH] [--json] [--width N]
 
 List the groups that have members, with how many. The reserved groups
 sys.connections, sys.groups and sys.names carry the node's notices; they
@@ -227,7 +227,7 @@ func cmdGroups(ctx context.Context, std stdio, args []string) int {
 	})
 }
 
-const membersHelp = `usage: switchboard members [--socket PATH] [--json] GROUP
+const membersHelp = `usage: switchboard members [--socket PATH] [--json] [--width N] GROUP
 
 List the members of GROUP: their addresses, client names and processes.
 An unknown or empty group has no members (that is not an error).
@@ -255,7 +255,7 @@ func cmdMembers(ctx context.Context, std stdio, args []string) int {
 	})
 }
 
-const namesHelp = `usage: switchboard names [--socket PATH] [--json]
+const namesHelp = `usage: switchboard names [--socket PATH] [--json] [--width N]
 
 List the well-known names that have an owner: the owner's address and the
 standby owners queued behind it, in the order they would take over.

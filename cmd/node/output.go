@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -54,7 +55,29 @@ func termWidth(std stdio) int {
 type widthFlag struct{ n int }
 
 func (w *widthFlag) register(fs *flag.FlagSet) {
-	fs.IntVar(&w.n, "width", -1, "fit tables into `N` columns, 0 for no limit (default: the terminal's width; no limit when piped)")
+	w.n = -1
+	fs.Var(w, "width", "fit tables into `N` columns, 0 for no limit (default: the terminal's width; no limit when piped)")
+}
+
+// String and Set make widthFlag a flag.Value: --width takes no negative
+// number (-1, the default, is not one to give).
+func (w *widthFlag) String() string {
+	if w == nil {
+		return "-1"
+	}
+	return strconv.Itoa(w.n)
+}
+
+func (w *widthFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("not a number")
+	case n < 0:
+		return errors.New("must not be negative")
+	}
+	w.n = n
+	return nil
 }
 
 func (w *widthFlag) get(std stdio) int {
