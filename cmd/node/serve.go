@@ -186,8 +186,11 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	}
 	notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
 	var wd *watchdog
-	if wdInterval > 0 {
-		wd = startWatchdog(wdInterval, probeNode(n.SocketPath()), sd, log)
+	switch {
+	case wdInterval > 0 && !sd.enabled():
+		log.Info("watchdog: $WATCHDOG_USEC is set but there is no $NOTIFY_SOCKET to ping; no watchdog")
+	case wdInterval > 0:
+		wd = startWatchdog(wdInterval, probeNode(n.SocketPath()), func() { notifyOrLog(log, sd, "WATCHDOG=1") }, log)
 		log.Info("watchdog pinging systemd", slog.Duration("every", wdInterval))
 	}
 
