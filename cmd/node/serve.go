@@ -167,7 +167,6 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 			n.Close()
 			return exitUnavail
 		}
-		defer metrics.stop()
 		log.Info("metrics serving", slog.String("listen", metrics.addr()))
 	}
 
@@ -223,6 +222,11 @@ loop:
 	}
 	notifyOrLog(log, sd, "STOPPING=1", "STATUS=stopping")
 	log.Info("node stopping")
+	if metrics != nil {
+		// Before the node closes: a scrape in flight would otherwise wait
+		// in the node's listing while it shuts down.
+		metrics.stop()
+	}
 	if err := n.Close(); err != nil {
 		log.Error("close", slog.String("error", err.Error()))
 		code = exitFailure
