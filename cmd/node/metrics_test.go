@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,52 @@ type chanSink = chan prometheus.Metric
 
 func drain(s chanSink) {
 	for range s {
+	}
+}
+
+// TestServiceLabels: services get a label each up to maxServiceLabels,
+// later ones share "other"; once an id is resolved, "other" included, its
+// lookup takes no lock (it returns while svcMu is held).
+func TestServiceLabels(t *testing.T) {
+	m := newMetrics(MetricsConfig{Connections: connSeriesOff})
+	if l := m.service(switchboard.SystemService).label; l != "system" {
+		t.Fatalf("system service labelled %q", l)
+	}
+	if l := m.service(0xFFFE).label; l != "bus" {
+		t.Fatalf("bus labelled %q", l)
+	}
+	for id := uint16(1); id < maxServiceLabels-1; id++ {
+		if l := m.service(id).label; l != strconv.Itoa(int(id)) {
+			t.Fatalf("service %d labelled %q", id, l)
+		}
+	}
+	if l := m.service(70).label; l != "other" {
+		t.Fatalf("service 70, past the %d labels, labelled %q, want other", maxServiceLabels, l)
+	}
+	if l := m.service(5).label; l != "5" {
+		t.Fatalf("service 5 labelled %q after the limit filled", l)
+	}
+	m.svcMu.Lock()
+	done := make(chan string)
+	go func() { done <- m.service(70).label + " " + m.service(5).label }()
+	select {
+	case l := <-done:
+		if l != "other 5" {
+			t.Errorf("labels %q under the lock", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second lookup of service 70 waits for svcMu")
+	}
+	m.svcMu.Unlock()
+	m.observeCall(70, time.Millisecond, switchboard.CodeCanceled)
+	m.observeCall(71, time.Millisecond, switchboard.CodeOK)
+	out := expose(t, m)
+	for _, want := range []string{
+		`switchboard_call_duration_seconds_count{result="canceled",service="other"} 1`,
+		`switchboard_call_duration_seconds_count{result="ok",service="other"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
 	}
 }
