@@ -313,9 +313,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.scrape.Lock()
 	defer c.scrape.Unlock()
 	now := c.now()
-	var seq uint64
 	if c.clients != nil {
-		seq = c.clients.begin() // before the listing: see clientTable
+		c.clients.begin() // before the listing: see clientTable
 	}
 	st := c.src.Stats()
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, switchboard.Version, st.Name)
@@ -331,7 +330,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	case connSeriesTop:
 		c.collectTop(ch, now)
 	case connSeriesClient:
-		c.clients.collect(ch, c.src.Connections(), seq)
+		c.clients.collect(ch, c.src.Connections())
 	}
 }
 
