@@ -12,8 +12,12 @@ import (
 // did before it went, without the node keeping histograms of its own.
 //
 // Each observer is a function the node calls on the pump of the
-// connection concerned, so it must be quick and must not block (an atomic
-// histogram update, not a channel send that can wait). None is set by
+// connection concerned (or on what stands in for it at the connection's
+// release), so it must be quick, must not block (an atomic histogram
+// update, not a channel send that can wait: while it runs, the
+// connection serves nothing) and must not panic (the node does not guard
+// observers: a panic lands in whatever the pump was doing, a handler's
+// reply or the connection's release). None is set by
 // default, and then the node does nothing for it: the pump reads no clock
 // and calls nothing. With WithCallObserver set, every call costs two
 // clock reads (time.Now, time.Since: tens of nanoseconds with the vDSO)
@@ -33,9 +37,11 @@ type observers struct {
 // naming), as its reply is decided: the service id, the time from the
 // request's read off the ring to its result (an actor handler's answer,
 // or its deadline, included), and the result's code (CodeOK for a reply).
+// A call to an actor handler still waiting when its connection ends is
+// reported with CodeCanceled, like a peer request cut by a disconnect.
 // Calls answered "unknown service" are not reported: their service ids
-// are the caller's choice. f runs on the caller's connection and must
-// not block.
+// are the caller's choice. f runs on the caller's connection's pump and
+// must not block nor panic.
 func WithCallObserver(f func(service uint16, d time.Duration, code Code)) NodeOption {
 	return nodeOption(func(o *nodeOptions) error { o.observe.call = f; return nil })
 }
@@ -47,7 +53,8 @@ func WithCallObserver(f func(service uint16, d time.Duration, code Code)) NodeOp
 // CodeOK for a group's gathered reply, CodeDeadlineExceeded past the
 // deadline, CodeCanceled when the caller cancelled it or left. Requests
 // the node refuses at once (no such name, the policy, too many pending)
-// are not reported. f runs on the caller's connection and must not block.
+// are not reported. f runs on the caller's connection's pump and must
+// not block nor panic.
 func WithPeerObserver(f func(group bool, d time.Duration, code Code)) NodeOption {
 	return nodeOption(func(o *nodeOptions) error { o.observe.peer = f; return nil })
 }
@@ -56,7 +63,7 @@ func WithPeerObserver(f func(group bool, d time.Duration, code Code)) NodeOption
 // it ends, with its final counters (as Connections would have listed it;
 // the fills are zero). It is called after the connection has left the
 // node's table: a Connections listing started after f returns does not
-// show it. f runs on the connection's pump and must not block.
+// show it. f runs on the connection's pump and must not block nor panic.
 func WithDisconnectObserver(f func(ConnInfo)) NodeOption {
 	return nodeOption(func(o *nodeOptions) error { o.observe.disconnect = f; return nil })
 }

@@ -129,3 +129,32 @@ func TestObservers(t *testing.T) {
 		}
 	}
 }
+
+// TestObserverActorCallDroppedAtDisconnect: a call still waiting for an
+// actor handler when its client leaves is reported once, CodeCanceled,
+// as a peer request cut by a disconnect is.
+func TestObserverActorCallDroppedAtDisconnect(t *testing.T) {
+	var o observed
+	n := startNode(t, o.options()...)
+	if _, err := n.HandleActor(9, actor.PropsFromProducer(func() actor.Actor { return panicActor{} })); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n, WithClientName("leaver"))
+	done := make(chan error, 1)
+	go func() { _, err := c.Call(context.Background(), 9, 4, nil); done <- err }() // never answered
+	waitFor(t, func() bool {
+		for _, ci := range n.Connections() {
+			if ci.Name == "leaver" && ci.ActorCalls == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	c.Close()
+	<-done
+	waitFor(t, func() bool { _, _, gone := o.snapshot(); return len(gone) == 1 })
+	calls, _, _ := o.snapshot()
+	if len(calls) != 1 || calls[0].service != 9 || calls[0].code != CodeCanceled || calls[0].d <= 0 {
+		t.Fatalf("observed calls %+v, want one call to 9, canceled", calls)
+	}
+}

@@ -290,9 +290,22 @@ func TestMetricsBoundedAndHistograms(t *testing.T) {
 	if pings != 10 {
 		t.Errorf("switchboard_call_duration_seconds{service=system,result=ok} has %d samples, want 10", pings)
 	}
+	// The peer series are there from the start, by kind and result; one
+	// request went to a peer, and was answered.
 	p := before["switchboard_peer_request_duration_seconds"]
-	if p.GetType() != dto.MetricType_HISTOGRAM || len(p.GetMetric()) != 1 || p.GetMetric()[0].GetHistogram().GetSampleCount() != 1 {
-		t.Errorf("switchboard_peer_request_duration_seconds: %v", p)
+	var peerOK, peerAll uint64
+	for _, s := range p.GetMetric() {
+		ls := map[string]string{}
+		for _, l := range s.GetLabel() {
+			ls[l.GetName()] = l.GetValue()
+		}
+		peerAll += s.GetHistogram().GetSampleCount()
+		if ls["kind"] == "peer" && ls["result"] == "ok" {
+			peerOK = s.GetHistogram().GetSampleCount()
+		}
+	}
+	if p.GetType() != dto.MetricType_HISTOGRAM || len(p.GetMetric()) != 8 || peerOK != 1 || peerAll != 1 {
+		t.Errorf("switchboard_peer_request_duration_seconds: %d series, %d answered peer requests, %d in all; want 8, 1, 1", len(p.GetMetric()), peerOK, peerAll)
 	}
 
 	const short = 1000

@@ -169,13 +169,16 @@ func (c *Endpoint) waitSend(id uint64) {
 
 // dropActorCalls, at release, forgets the calls still waiting: their
 // AfterFuncs are stopped first, so that the connection's end does not
-// start one goroutine and one dead letter per call.
+// start one goroutine and one dead letter per call. Each is reported to
+// Config.ObserveCall as CODE_CANCELED, as a peer request cut by the
+// disconnect is to ObservePeer.
 func (c *Endpoint) dropActorCalls() {
 	for id, ac := range c.actorCalls {
 		if ac.stop != nil {
 			ac.stop()
 		}
 		delete(c.actorCalls, id)
+		c.observe(ac, pb.Code_CODE_CANCELED)
 	}
 	c.actorGauge.Store(0)
 }

@@ -76,6 +76,9 @@ func describeCommand(c command) cmdDoc {
 		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
 			fd.def = f.DefValue
 		}
+		if def, ok := documentedDefaults[f.Name]; ok {
+			fd.def = def
+		}
 		d.flags = append(d.flags, fd)
 	})
 	var buf bytes.Buffer
@@ -97,6 +100,17 @@ func describeCommand(c command) cmdDoc {
 	}
 	d.help = strings.TrimSpace(text)
 	return d
+}
+
+// documentedDefaults are the defaults, by flag name, that a flag set
+// computes from the environment it runs in (DefaultSocketPath for
+// --socket, $SWITCHBOARD_CONFIG for serve's --config): the generated man
+// page and completions say what the default is, not what it was for
+// whoever generated them. "" leaves the default out (the usage says it).
+var documentedDefaults = map[string]string{
+	"socket": "$SWITCHBOARD_SOCKET, else /run/switchboard/node.sock as root, else $XDG_RUNTIME_DIR/switchboard/node.sock " +
+		"(without XDG_RUNTIME_DIR, switchboard-UID/node.sock in the temp directory)",
+	"config": "",
 }
 
 // parseSynopsis splits a synopsis ("SVC CMD [DATA|@FILE|-]") into its

@@ -288,3 +288,34 @@ func TestParseSynopsis(t *testing.T) {
 		}
 	}
 }
+
+// TestGeneratedDocsIgnoreEnvironment: the man page and the completions
+// give the documented defaults, not the generator's environment (its
+// $SWITCHBOARD_SOCKET, $SWITCHBOARD_CONFIG, $XDG_RUNTIME_DIR).
+func TestGeneratedDocsIgnoreEnvironment(t *testing.T) {
+	t.Setenv("SWITCHBOARD_SOCKET", "/tmp/xgensocket")
+	t.Setenv("SWITCHBOARD_CONFIG", "/tmp/xgenconfig.toml")
+	t.Setenv("XDG_RUNTIME_DIR", "/tmp/xgenxdg")
+	for _, args := range [][]string{{"man"}, {"completion", "bash"}, {"completion", "zsh"}, {"completion", "fish"}} {
+		var out, errb bytes.Buffer
+		if code := run(t.Context(), args, stdio{stdout: &out, stderr: &errb}); code != exitOK || errb.Len() > 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errb.String())
+		}
+		if strings.Contains(out.String(), "xgen") {
+			t.Errorf("%v shows the generator's environment:\n%s", args, grepLines(out.String(), "xgen"))
+		}
+		if args[0] == "man" && !strings.Contains(out.String(), `$SWITCHBOARD_SOCKET, else /run/switchboard/node.sock as root`) {
+			t.Errorf("man: --socket's documented default is missing")
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}

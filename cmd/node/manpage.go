@@ -64,7 +64,7 @@ func manPage(w io.Writer, docs []cmdDoc) {
 			if f.def != "" {
 				usage += " (default " + f.def + ")"
 			}
-			fmt.Fprintf(w, "%s\n", roffText(usage))
+			fmt.Fprintln(w, roffLine(usage))
 		}
 	}
 	fmt.Fprint(w, `.SH ENVIRONMENT

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,9 +61,26 @@ type metrics struct {
 	mode    string
 	clients *clientTable // mode client
 
-	svcMu sync.RWMutex
-	svcs  map[uint16]string // service id → its label, at most maxServiceLabels
+	// The calls histogram's series by service id, resolved once: the
+	// per-call path is an atomic load and an index, without a lock or
+	// WithLabelValues' hashing. Ids past maxServiceLabels point to other.
+	svcs    [1 << 16]atomic.Pointer[svcSeries]
+	svcMu   sync.Mutex                       // held to resolve a new id
+	nLabels int                              // ids with a label of their own
+	other   *svcSeries                       // made with the first id past the limit
+	peerObs [2][nResults]prometheus.Observer // by kind (peer, group) and result
 }
+
+// svcSeries is one service label's observers, by result.
+type svcSeries struct {
+	label string
+	obs   [nResults]prometheus.Observer
+}
+
+// results are the values of the result label, in resultIndex's order.
+var results = [...]string{"ok", "error", "deadline", "canceled"}
+
+const nResults = len(results)
 
 // newMetrics builds the registry for a node configured by cfg; the node
 // is attached later (attach), since it is built with nodeOptions.
@@ -80,7 +98,11 @@ func newMetrics(cfg MetricsConfig) *metrics {
 			Buckets: latencyBuckets,
 		}, []string{"kind", "result"}),
 		mode: cfg.Connections,
-		svcs: map[uint16]string{},
+	}
+	for k, kind := range []string{"peer", "group"} {
+		for r, res := range results {
+			m.peerObs[k][r] = m.peers.WithLabelValues(kind, res)
+		}
 	}
 	if m.mode == connSeriesClient {
 		m.clients = newClientTable(int(cfg.ConnectionsLimit))
@@ -108,57 +130,69 @@ func (m *metrics) attach(src statsSource, limit int) {
 	m.reg.MustRegister(&nodeCollector{src: src, mode: m.mode, limit: limit, clients: m.clients, now: time.Now})
 }
 
-func resultLabel(code switchboard.Code) string {
+// resultIndex is the index in results of code's label.
+func resultIndex(code switchboard.Code) int {
 	switch code {
 	case switchboard.CodeOK:
-		return "ok"
+		return 0
 	case switchboard.CodeDeadlineExceeded:
-		return "deadline"
+		return 2
 	case switchboard.CodeCanceled:
-		return "canceled"
+		return 3
 	}
-	return "error"
+	return 1
 }
 
 func (m *metrics) observeCall(service uint16, d time.Duration, code switchboard.Code) {
-	m.calls.WithLabelValues(m.serviceLabel(service), resultLabel(code)).Observe(d.Seconds())
+	m.service(service).obs[resultIndex(code)].Observe(d.Seconds())
 }
 
 func (m *metrics) observePeer(group bool, d time.Duration, code switchboard.Code) {
-	kind := "peer"
+	k := 0
 	if group {
-		kind = "group"
+		k = 1
 	}
-	m.peers.WithLabelValues(kind, resultLabel(code)).Observe(d.Seconds())
+	m.peerObs[k][resultIndex(code)].Observe(d.Seconds())
 }
 
-// serviceLabel names a service for the histogram: "system", "bus", or its
-// id in decimal; past maxServiceLabels services, "other".
-func (m *metrics) serviceLabel(id uint16) string {
-	m.svcMu.RLock()
-	l, ok := m.svcs[id]
-	m.svcMu.RUnlock()
-	if ok {
-		return l
+func (m *metrics) newSvcSeries(label string) *svcSeries {
+	s := &svcSeries{label: label}
+	for r, res := range results {
+		s.obs[r] = m.calls.WithLabelValues(label, res)
+	}
+	return s
+}
+
+// service returns the series of a service: labelled "system", "bus", or
+// its id in decimal; past maxServiceLabels services, "other". Only the
+// first call for an id takes svcMu; later ones, "other" included, load
+// the cached pointer.
+func (m *metrics) service(id uint16) *svcSeries {
+	if s := m.svcs[id].Load(); s != nil {
+		return s
 	}
 	m.svcMu.Lock()
 	defer m.svcMu.Unlock()
-	if l, ok := m.svcs[id]; ok {
-		return l
+	if s := m.svcs[id].Load(); s != nil {
+		return s
 	}
-	if len(m.svcs) >= maxServiceLabels {
-		return "other"
+	if m.other == nil && m.nLabels >= maxServiceLabels {
+		m.other = m.newSvcSeries("other")
 	}
-	switch id {
-	case switchboard.SystemService:
-		l = "system"
-	case 0xFFFE:
-		l = "bus"
-	default:
-		l = strconv.Itoa(int(id))
+	s := m.other
+	if m.nLabels < maxServiceLabels {
+		m.nLabels++
+		switch id {
+		case switchboard.SystemService:
+			s = m.newSvcSeries("system")
+		case 0xFFFE:
+			s = m.newSvcSeries("bus")
+		default:
+			s = m.newSvcSeries(strconv.Itoa(int(id)))
+		}
 	}
-	m.svcs[id] = l
-	return l
+	m.svcs[id].Store(s)
+	return s
 }
 
 // nodeCollector reads the node's totals, and its connections when asked
@@ -279,9 +313,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.scrape.Lock()
 	defer c.scrape.Unlock()
 	now := c.now()
-	var seq uint64
 	if c.clients != nil {
-		seq = c.clients.begin() // before the listing: see clientTable
+		c.clients.begin() // before the listing: see clientTable
 	}
 	st := c.src.Stats()
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, switchboard.Version, st.Name)
@@ -297,7 +330,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	case connSeriesTop:
 		c.collectTop(ch, now)
 	case connSeriesClient:
-		c.clients.collect(ch, c.src.Connections(), seq)
+		c.clients.collect(ch, c.src.Connections())
 	}
 }
 

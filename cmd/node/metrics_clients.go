@@ -10,28 +10,47 @@ import (
 
 // clientTable sums the connections' counters by client name (mode
 // client), so that short-lived connections add to a series that lasts
-// instead of each leaving one behind. It gives the first limit names it
-// sees a series each, and every later name the one series
-// client="(other)": the series set is bounded whatever clients call
-// themselves.
+// instead of each leaving one behind. At most limit names have a series
+// each; the others share client="(other)": the series set is bounded
+// whatever clients call themselves. When a new name needs a series and
+// the table is full, the name least recently seen that has no connection
+// open (none listed alive, none in the listing at hand) gives up its
+// series, its totals folded into "(other)": the first names seen do not
+// keep their series forever (any local user could take them with junk
+// names), and no counter goes down, since what a name counted stays
+// counted in "(other)" (its own series ends; should the name come back,
+// its series starts again from its new connections, which Prometheus
+// reads as a counter reset). Only when every name has a connection open
+// does a new name go to "(other)" at once.
 //
 // A client's counters are the final counters of its connections that
 // ended (WithDisconnectObserver) plus the last seen counters of those
 // alive. The node's listing and the disconnect reports race, and a
-// counter must never go down, so the table keeps, for a moment, the ids
-// of the connections that ended: a listing begun before a connection's
-// report may still show it, and must not count it twice. The node calls
-// the observer after removing the connection from its table, so a
-// listing begun after the report cannot show it, and the id can go.
+// counter must never go down: a listing begun before a connection's
+// report may still show it, and must not count it twice. So while a
+// scrape is between its begin (before the listing) and the end of its
+// collect, the table keeps the ids of the connections reported gone, and
+// collect skips them; the node calls the observer after removing the
+// connection from its table, so a listing begun after the report cannot
+// show it, and collect forgets the ids as it ends. Without a scrape in
+// progress no id is kept: with no scraper at all the table stays as
+// small as the names and the open connections.
 type clientTable struct {
 	limit int
 
-	mu     sync.Mutex
-	names  map[string]bool       // names with their own series
-	closed map[string]*[]float64 // by key: counters of ended connections
-	live   map[uint64]*liveConn  // by id: connections seen alive, not reported gone
-	gone   map[uint64]uint64     // by id: ended connections, with the seq of their report
-	seq    uint64                // counts the reports and the listings
+	mu       sync.Mutex
+	names    map[string]*nameSlot  // names with their own series
+	closed   map[string]*[]float64 // by key: counters of ended connections
+	live     map[uint64]*liveConn  // by id: connections seen alive, not reported gone
+	gone     map[uint64]struct{}   // by id: reported gone while a scrape is in progress
+	scraping bool                  // between begin and the end of collect
+	tick     uint64                // orders the names' uses
+}
+
+// nameSlot is a name with a series of its own.
+type nameSlot struct {
+	live int    // entries of live with this key
+	used uint64 // tick of its last use
 }
 
 type liveConn struct {
@@ -40,20 +59,68 @@ type liveConn struct {
 }
 
 func newClientTable(limit int) *clientTable {
-	return &clientTable{limit: limit, names: map[string]bool{}, closed: map[string]*[]float64{},
-		live: map[uint64]*liveConn{}, gone: map[uint64]uint64{}}
+	return &clientTable{limit: limit, names: map[string]*nameSlot{}, closed: map[string]*[]float64{},
+		live: map[uint64]*liveConn{}, gone: map[uint64]struct{}{}}
 }
 
-// key is the client label of name; it holds t.mu.
-func (t *clientTable) key(name string) string {
-	if t.names[name] {
+// key is the client label of name, taking a series for it if there is
+// room or a name to evict (none in listed); it holds t.mu.
+func (t *clientTable) key(name string, listed map[string]bool) string {
+	t.tick++
+	if s := t.names[name]; s != nil {
+		s.used = t.tick
 		return name
 	}
-	if len(t.names) < t.limit {
-		t.names[name] = true
-		return name
+	if len(t.names) >= t.limit && !t.evict(listed) {
+		return otherClients
 	}
-	return otherClients
+	t.names[name] = &nameSlot{used: t.tick}
+	return name
+}
+
+// evict frees the series of the least recently used name with no
+// connection alive and none in listed, folding its totals into
+// "(other)"; it reports whether it found one. It holds t.mu.
+func (t *clientTable) evict(listed map[string]bool) bool {
+	victim, oldest := "", uint64(0)
+	for n, s := range t.names {
+		if s.live == 0 && !listed[n] && (victim == "" || s.used < oldest) {
+			victim, oldest = n, s.used
+		}
+	}
+	if victim == "" {
+		return false
+	}
+	delete(t.names, victim)
+	if sum := t.closed[victim]; sum != nil {
+		delete(t.closed, victim)
+		o := t.closedSum(otherClients)
+		for i, v := range *sum {
+			(*o)[i] += v
+		}
+	}
+	return true
+}
+
+// closedSum returns the sums of key's ended connections; it holds t.mu.
+func (t *clientTable) closedSum(k string) *[]float64 {
+	sum := t.closed[k]
+	if sum == nil {
+		s := make([]float64, nCounters)
+		sum = &s
+		t.closed[k] = sum
+	}
+	return sum
+}
+
+// addLive records a connection seen alive; it holds t.mu.
+func (t *clientTable) addLive(id uint64, k string) *liveConn {
+	lc := &liveConn{key: k}
+	t.live[id] = lc
+	if s := t.names[k]; s != nil {
+		s.live++
+	}
+	return lc
 }
 
 func counters(ci *switchboard.ConnInfo) []float64 {
@@ -68,35 +135,36 @@ func counters(ci *switchboard.ConnInfo) []float64 {
 func (t *clientTable) disconnected(ci switchboard.ConnInfo) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k := t.key(ci.Name)
+	var k string
 	if lc := t.live[ci.ID]; lc != nil {
 		k = lc.key
 		delete(t.live, ci.ID)
+		if s := t.names[k]; s != nil {
+			s.live--
+		}
+	} else {
+		k = t.key(ci.Name, nil)
 	}
-	sum := t.closed[k]
-	if sum == nil {
-		s := make([]float64, nCounters)
-		sum = &s
-		t.closed[k] = sum
-	}
+	sum := t.closedSum(k)
 	for i, v := range counters(&ci) {
 		(*sum)[i] += v
 	}
-	t.seq++
-	t.gone[ci.ID] = t.seq
+	if t.scraping {
+		t.gone[ci.ID] = struct{}{}
+	}
 }
 
-// begin starts a scrape; call it before listing the connections.
-func (t *clientTable) begin() uint64 {
+// begin starts a scrape; call it before listing the connections, and
+// collect after.
+func (t *clientTable) begin() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.seq++
-	return t.seq
+	t.scraping = true
 }
 
-// collect writes the clients' series from conns, listed after begin
-// returned seq.
-func (t *clientTable) collect(ch chan<- prometheus.Metric, conns []switchboard.ConnInfo, seq uint64) {
+// collect writes the clients' series from conns, listed after begin,
+// and ends the scrape.
+func (t *clientTable) collect(ch chan<- prometheus.Metric, conns []switchboard.ConnInfo) {
 	t.mu.Lock()
 	type agg struct {
 		counters []float64
@@ -112,6 +180,10 @@ func (t *clientTable) collect(ch chan<- prometheus.Metric, conns []switchboard.C
 		}
 		return a
 	}
+	listed := make(map[string]bool, len(conns))
+	for i := range conns {
+		listed[conns[i].Name] = true
+	}
 	for i := range conns {
 		ci := &conns[i]
 		if _, ended := t.gone[ci.ID]; ended {
@@ -119,8 +191,7 @@ func (t *clientTable) collect(ch chan<- prometheus.Metric, conns []switchboard.C
 		}
 		lc := t.live[ci.ID]
 		if lc == nil {
-			lc = &liveConn{key: t.key(ci.Name)}
-			t.live[ci.ID] = lc
+			lc = t.addLive(ci.ID, t.key(ci.Name, listed))
 		}
 		lc.vals = counters(ci)
 		a := get(lc.key)
@@ -129,13 +200,10 @@ func (t *clientTable) collect(ch chan<- prometheus.Metric, conns []switchboard.C
 			a.gauges[j] += s.v(ci)
 		}
 	}
-	// Ids reported before this listing began cannot be in it, nor in any
-	// later one.
-	for id, s := range t.gone {
-		if s < seq {
-			delete(t.gone, id)
-		}
-	}
+	// Ids reported from here on cannot be in this listing, and those
+	// reported so far cannot be in the next one, begun after them.
+	clear(t.gone)
+	t.scraping = false
 	for k, sum := range t.closed {
 		a := get(k)
 		for i, v := range *sum {

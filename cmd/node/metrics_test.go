@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,26 +122,100 @@ func TestClientTableNeverGoesDown(t *testing.T) {
 		t.Fatalf("a after the report: %s, want 7", got)
 	}
 	// A listing begun before 3's report still shows it.
-	seq := m.clients.begin()
+	m.clients.begin()
 	m.clients.disconnected(conn(3, "a", 4))
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
 		sink := make(chanSink)
 		go drain(sink)
-		m.clients.collect(sink, []switchboard.ConnInfo{conn(2, "b", 1), conn(3, "a", 3)}, seq)
+		m.clients.collect(sink, []switchboard.ConnInfo{conn(2, "b", 1), conn(3, "a", 3)})
 		close(sink)
 	}()
 	<-ch
 	if got := calls("a"); got != "11" {
 		t.Fatalf("a after a stale listing: %s, want 11", got)
 	}
+	// The table is full (a, b). c takes the series of a, which has no
+	// connection open, a's 11 calls going to "(other)"; d finds none to
+	// take (b and c are open) and goes to "(other)".
 	src.conns = append(src.conns, conn(4, "c", 1), conn(5, "d", 2))
-	if got := calls(otherClients); got != "3" {
-		t.Fatalf("(other): %s, want 3 (c and d past the limit of 2 names)", got)
+	if got := calls(otherClients); got != "13" {
+		t.Fatalf("(other): %s, want 13 (a's 11 and d's 2)", got)
 	}
-	if got := calls("c"); got != "none" {
-		t.Fatalf("c has a series of its own: %s", got)
+	if got := calls("c"); got != "1" {
+		t.Fatalf("c: %s, want 1 (the series a gave up)", got)
+	}
+	if got := calls("a"); got != "none" {
+		t.Fatalf("a still has a series: %s", got)
+	}
+	if got := calls("b"); got != "1" {
+		t.Fatalf("b, open, lost its series: %s", got)
+	}
+}
+
+// TestClientTableBounded: with no scraper, 1,000 connections that come
+// and go with as many names leave the table bounded (no ids kept, at most
+// limit names); scraped meanwhile, the names are evicted as they leave,
+// never the open ones, and the sum over the clients never goes down.
+func TestClientTableBounded(t *testing.T) {
+	const limit = 4
+	src := &fakeStats{st: switchboard.NodeStats{Name: "n1", Started: time.Unix(1, 0)}}
+	m := newTestMetrics(connSeriesClient, limit, src, time.Unix(2, 0))
+	tab := m.clients
+	size := func() (names, closed, live, gone int) {
+		tab.mu.Lock()
+		defer tab.mu.Unlock()
+		return len(tab.names), len(tab.closed), len(tab.live), len(tab.gone)
+	}
+	for id := uint64(1); id <= 1000; id++ {
+		tab.disconnected(switchboard.ConnInfo{ID: id, Name: fmt.Sprintf("junk-%d", id), Calls: 1})
+	}
+	if names, closed, live, gone := size(); names > limit || closed > limit+1 || live != 0 || gone != 0 {
+		t.Fatalf("after 1,000 connections and no scrape: %d names, %d sums, %d live, %d gone ids; want at most %d names and no ids",
+			names, closed, live, gone, limit)
+	}
+	total := func() float64 {
+		var sum float64
+		for line := range strings.SplitSeq(expose(t, m), "\n") {
+			if strings.HasPrefix(line, "switchboard_client_calls_total{") {
+				v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum += v
+			}
+		}
+		return sum
+	}
+	keep := switchboard.ConnInfo{ID: 5000, Name: "keeper", Calls: 1}
+	src.conns = []switchboard.ConnInfo{keep}
+	prev := total()
+	if prev != 1001 {
+		t.Fatalf("total %v, want 1001", prev)
+	}
+	for id := uint64(2000); id < 2100; id++ {
+		ci := switchboard.ConnInfo{ID: id, Name: fmt.Sprintf("late-%d", id), Calls: 2}
+		src.conns = []switchboard.ConnInfo{keep, ci}
+		if got := total(); got < prev {
+			t.Fatalf("the clients' total went down: %v after %v", got, prev)
+		} else {
+			prev = got
+		}
+		src.conns = []switchboard.ConnInfo{keep}
+		tab.disconnected(ci)
+	}
+	if prev := total(); prev != 1201 {
+		t.Fatalf("total %v, want 1201", prev)
+	}
+	if names, closed, live, gone := size(); names > limit || closed > limit+1 || live != 1 || gone != 0 {
+		t.Fatalf("after 100 scrapes: %d names, %d sums, %d live, %d gone ids", names, closed, live, gone)
+	}
+	tab.mu.Lock()
+	_, kept := tab.names["keeper"]
+	tab.mu.Unlock()
+	if !kept {
+		t.Fatal("the open connection's name lost its series")
 	}
 }
 
@@ -147,5 +223,52 @@ type chanSink = chan prometheus.Metric
 
 func drain(s chanSink) {
 	for range s {
+	}
+}
+
+// TestServiceLabels: services get a label each up to maxServiceLabels,
+// later ones share "other"; once an id is resolved, "other" included, its
+// lookup takes no lock (it returns while svcMu is held).
+func TestServiceLabels(t *testing.T) {
+	m := newMetrics(MetricsConfig{Connections: connSeriesOff})
+	if l := m.service(switchboard.SystemService).label; l != "system" {
+		t.Fatalf("system service labelled %q", l)
+	}
+	if l := m.service(0xFFFE).label; l != "bus" {
+		t.Fatalf("bus labelled %q", l)
+	}
+	for id := uint16(1); id < maxServiceLabels-1; id++ {
+		if l := m.service(id).label; l != strconv.Itoa(int(id)) {
+			t.Fatalf("service %d labelled %q", id, l)
+		}
+	}
+	if l := m.service(70).label; l != "other" {
+		t.Fatalf("service 70, past the %d labels, labelled %q, want other", maxServiceLabels, l)
+	}
+	if l := m.service(5).label; l != "5" {
+		t.Fatalf("service 5 labelled %q after the limit filled", l)
+	}
+	m.svcMu.Lock()
+	done := make(chan string)
+	go func() { done <- m.service(70).label + " " + m.service(5).label }()
+	select {
+	case l := <-done:
+		if l != "other 5" {
+			t.Errorf("labels %q under the lock", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a second lookup of service 70 waits for svcMu")
+	}
+	m.svcMu.Unlock()
+	m.observeCall(70, time.Millisecond, switchboard.CodeCanceled)
+	m.observeCall(71, time.Millisecond, switchboard.CodeOK)
+	out := expose(t, m)
+	for _, want := range []string{
+		`switchboard_call_duration_seconds_count{result="canceled",service="other"} 1`,
+		`switchboard_call_duration_seconds_count{result="ok",service="other"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
 	}
 }

@@ -167,7 +167,6 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 			n.Close()
 			return exitUnavail
 		}
-		defer metrics.stop()
 		log.Info("metrics serving", slog.String("listen", metrics.addr()))
 	}
 
@@ -186,8 +185,11 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	}
 	notifyOrLog(log, sd, "READY=1", "STATUS="+statusLine(n))
 	var wd *watchdog
-	if wdInterval > 0 {
-		wd = startWatchdog(wdInterval, probeNode(n.SocketPath()), sd, log)
+	switch {
+	case wdInterval > 0 && !sd.enabled():
+		log.Info("watchdog: $WATCHDOG_USEC is set but there is no $NOTIFY_SOCKET to ping; no watchdog")
+	case wdInterval > 0:
+		wd = startWatchdog(wdInterval, probeNode(n.SocketPath()), func() { notifyOrLog(log, sd, "WATCHDOG=1") }, log)
 		log.Info("watchdog pinging systemd", slog.Duration("every", wdInterval))
 	}
 
@@ -220,6 +222,11 @@ loop:
 	}
 	notifyOrLog(log, sd, "STOPPING=1", "STATUS=stopping")
 	log.Info("node stopping")
+	if metrics != nil {
+		// Before the node closes: a scrape in flight would otherwise wait
+		// in the node's listing while it shuts down.
+		metrics.stop()
+	}
 	if err := n.Close(); err != nil {
 		log.Error("close", slog.String("error", err.Error()))
 		code = exitFailure

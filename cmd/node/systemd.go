@@ -99,6 +99,13 @@ func (s *notifier) notify(lines ...string) error {
 	return err
 }
 
+// enabled reports whether there is a socket to notify.
+func (s *notifier) enabled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != nil
+}
+
 // reloading is the message systemd expects when a reload starts
 // (Type=notify-reload wants MONOTONIC_USEC with it).
 func reloading() []string {

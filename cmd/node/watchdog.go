@@ -16,12 +16,18 @@ import (
 // unit): systemd sets WATCHDOG_USEC (and WATCHDOG_PID), and kills the
 // service if no WATCHDOG=1 comes within that time. The node sends one
 // every half of it, but only after a liveness probe succeeded: a new
-// connection through its own socket and a SysPing on it, each bounded by
-// half the period. That exercises the accept loop, the handshake (the
-// node's lock, its connection table), a connection's pump and the system
-// service: a node wedged in any of them misses its pings and is
-// restarted. A probe the policy refuses (policy.connect without the
-// node's uid) still proves the node answers, and counts as alive.
+// connection through its own socket and a SysPing on it, all within half
+// the period. That exercises the accept loop, the handshake (the node's
+// lock, its connection table), the pump of that fresh connection and the
+// system service; not the pumps of the other connections, each of which
+// runs on its own. A node wedged in any of those misses its pings and is
+// restarted.
+//
+// A probe the node refuses in its handshake, with a code (policy.connect
+// without the node's uid; the privileged limits full of root's or the
+// node's uid's own clients; out of file descriptors), still proves that
+// the accept loop and the handshake answer, and counts as alive: a busy
+// node is not a wedged one, and a restart would drop every client.
 
 // watchdogInterval returns how often to ping: half of $WATCHDOG_USEC, or 0
 // when systemd asks for no watchdog or asks another process
@@ -54,8 +60,9 @@ type watchdog struct {
 }
 
 // startWatchdog probes every interval, each probe bounded by half of it,
-// and sends WATCHDOG=1 after each success.
-func startWatchdog(interval time.Duration, probe func(context.Context) error, sd *notifier, log *slog.Logger) *watchdog {
+// and pings (WATCHDOG=1) after each one that shows the node alive
+// (probeOnce).
+func startWatchdog(interval time.Duration, probe func(context.Context) error, ping func(), log *slog.Logger) *watchdog {
 	w := &watchdog{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -68,9 +75,7 @@ func startWatchdog(interval time.Duration, probe func(context.Context) error, sd
 				return
 			case <-t.C:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), interval/2)
-			err := probe(ctx)
-			cancel()
+			err := probeOnce(probe, interval/2)
 			switch {
 			case err != nil && !failing:
 				failing = true
@@ -80,7 +85,7 @@ func startWatchdog(interval time.Duration, probe func(context.Context) error, sd
 				log.Warn("watchdog: the node answers again; pinging systemd")
 			}
 			if err == nil {
-				notifyOrLog(log, sd, "WATCHDOG=1")
+				ping()
 			}
 		}
 	}()
@@ -92,14 +97,41 @@ func (w *watchdog) stop() {
 	<-w.done
 }
 
+// probeOnce runs probe within timeout and returns nil when it shows the
+// node alive: it succeeded in time, or the node refused the connection
+// with a code (refusedByNode). A probe that outlives its timeout fails,
+// whatever it returns at last.
+func probeOnce(probe func(context.Context) error, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	err := probe(ctx)
+	if took := time.Since(start); took > timeout {
+		return fmt.Errorf("the probe took %v, more than %v (%v)", took.Round(time.Millisecond), timeout, err)
+	}
+	if err != nil && refusedByNode(err) {
+		return nil
+	}
+	return err
+}
+
+// refusedByNode reports whether err is the node's answer with a code:
+// a refusal in the handshake (any code: refused, limit exceeded, out of
+// descriptors) or an error code for the SysPing. Either way the accept
+// loop took the connection and the node answered. A dial error (no
+// socket, connection refused), a timeout, the node closing without a
+// word (ErrNodeGone) or a node of another uid (ErrNotAuthentic, found by
+// this end) is not.
+func refusedByNode(err error) bool {
+	var e *switchboard.Error
+	return errors.As(err, &e) && e.Code != switchboard.CodeNodeGone && e.Code != switchboard.CodeNotAuthentic
+}
+
 // probeNode connects to the node's socket and pings it.
 func probeNode(socket string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("systemd-watchdog"),
 			switchboard.WithRings(switchboard.MinRingSize, switchboard.MinRingSize, switchboard.MinRingSize))
-		if errors.Is(err, switchboard.ErrRefused) {
-			return nil // the node answered: the policy keeps its own uid out
-		}
 		if err != nil {
 			return err
 		}
