@@ -230,7 +230,9 @@ func TestClientKilledMidCall(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if len(fds) != len(base) {
+			// At most the baseline: the connection nodeChild checked with
+			// may still have been closing its eventfds when it was taken.
+			if len(fds) > len(base) {
 				return fmt.Errorf("node fds: %d, baseline %d", len(fds), len(base))
 			}
 			return nil
