@@ -36,6 +36,9 @@ type dialOptions struct {
 	actorPID    *actor.PID
 	eventQueue  int
 	spin        *time.Duration
+
+	onDisconnect func(error) // WithDisconnectHandler
+	waitNode     bool        // WithWaitForNode
 }
 
 // Transport is how a connection's frames travel.
@@ -79,12 +82,14 @@ func WithNodeUID(uid uint32) DialOption {
 
 // WithEventHandler delivers events to f, called in order on a goroutine of
 // the connection's own. f must not call Close (Close waits for that
-// goroutine): hand the Close to another goroutine.
+// goroutine): hand the Close to another goroutine. The end of the
+// connection comes to WithDisconnectHandler's f, after the last event.
 func WithEventHandler(f func(Event)) DialOption {
 	return dialOption(func(o *dialOptions) error { o.onEvent = f; return nil })
 }
 
-// WithEventActor delivers each event as an *Event message to pid.
+// WithEventActor delivers each event as an *Event message to pid, and
+// then, when the connection ends, a *Disconnected.
 func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 	return dialOption(func(o *dialOptions) error { o.actorSys, o.actorPID = sys, pid; return nil })
 }
@@ -181,7 +186,7 @@ type Conn struct {
 	inHandler     atomic.Bool                   // an inline request handler runs on the pump
 	inlineStarted atomic.Pointer[chan struct{}] // closed when an inline handler starts, replaced when it ends
 	life          context.Context               // ends when the connection ends
-	lifeCancel    context.CancelFunc
+	lifeCancel    context.CancelCauseFunc       // with Err's value
 
 	internMu   sync.Mutex // the cache of intern
 	interned   [8]string
@@ -191,6 +196,11 @@ type Conn struct {
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the connection's goroutines
+
+	// WithDisconnectHandler's f, on a goroutine of its own (client_life.go):
+	// Close waits for it unless it had begun.
+	final      sync.WaitGroup
+	finalBegun atomic.Bool
 }
 
 // Dial connects to a node, checks that the node's process runs as the
@@ -206,15 +216,10 @@ func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
 	if o.socket == "" {
 		o.socket = DefaultSocketPath()
 	}
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", o.socket)
-	if errors.Is(err, unix.EACCES) {
-		return nil, fmt.Errorf("switchboard: dial %s: the socket's mode and group (or a directory's on the way) keep uid %d out: %w", o.socket, os.Geteuid(), err)
-	}
+	sock, err := dialNode(ctx, &o)
 	if err != nil {
-		return nil, fmt.Errorf("switchboard: dial %s: %w", o.socket, err)
+		return nil, err
 	}
-	sock := nc.(*net.UnixConn)
 	c, err := handshake(ctx, sock, o)
 	if err != nil {
 		sock.Close()
@@ -310,7 +315,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
 	c.replies = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg}
 	c.evChunks = pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
-	c.life, c.lifeCancel = context.WithCancel(context.Background())
+	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
 	started := make(chan struct{})
 	c.inlineStarted.Store(&started)
 	if bridge != nil {
@@ -323,6 +328,8 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	if o.onEvent != nil || o.actorPID != nil {
 		c.wg.Go(c.deliver)
+	} else if o.onDisconnect != nil {
+		c.wg.Go(func() { <-c.gone; c.disconnected() })
 	}
 	if o.onRequest != nil || o.requestPID != nil {
 		c.wg.Go(c.serveRequests)
@@ -394,7 +401,7 @@ func (c *Conn) end(err error) {
 	c.goneErr = err
 	c.pending = map[uint64]*call{}
 	close(c.gone)
-	c.lifeCancel()
+	c.lifeCancel(err)
 	c.pmu.Unlock()
 	c.closing.Store(true)
 	c.link.Shutdown()
@@ -403,6 +410,7 @@ func (c *Conn) end(err error) {
 	case c.ewake <- struct{}{}:
 	default:
 	}
+	c.pollEnded()
 	c.emu.Unlock()
 }
 
@@ -410,7 +418,7 @@ func (c *Conn) end(err error) {
 // the socket transport, replies go into the local response ring and
 // events into the event queue.
 func (c *Conn) watch() {
-	reason := error(codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, "the node closed the connection"))
+	reason := nodeLost("the socket closed without a goodbye")
 	defer func() { c.end(reason) }()
 	if c.bridge == nil {
 		for {
@@ -471,10 +479,7 @@ func (c *Conn) watch() {
 // the connection will give when it ends.
 func (c *Conn) control(msg *pb.Control, reason error) error {
 	if g := msg.GetGoodbye(); g != nil {
-		reason = codeError(g.GetCode(), g.GetReason())
-		if g.GetCode() != pb.Code_CODE_NODE_SHUTTING_DOWN {
-			reason = fmt.Errorf("%w (%w)", ErrNodeGone, reason)
-		}
+		reason = goodbyeError(g)
 	}
 	return reason
 }
@@ -484,7 +489,15 @@ func (c *Conn) control(msg *pb.Control, reason error) error {
 func (c *Conn) sendFrames() {
 	err := shm.SendFrames(c.sock, &c.sockMu, c.bridge.Bell(pb.BellSocketRequest), c.bridge.Consumer(pb.RingRequest))
 	if err != nil {
-		c.end(fmt.Errorf("%w: %w", ErrNodeGone, err))
+		// watch reads the same socket: it sees the node's Goodbye, if
+		// one came before the failure, or the end; let it tell why.
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-c.gone:
+		case <-t.C:
+			c.end(nodeLost("socket write: " + err.Error()))
+		}
 	}
 }
 
@@ -501,8 +514,9 @@ func (c *Conn) sayGoodbye() {
 
 // Close closes the connection: pending calls fail with ErrClosed, the
 // node sees the client go, and every goroutine of the connection is waited
-// for. It is idempotent.
+// for (WithDisconnectHandler's f too, unless it had begun). It is idempotent.
 func (c *Conn) Close() error {
+	finalBegun := c.finalBegun.Load()
 	c.closeOnce.Do(func() {
 		c.sayGoodbye()
 		c.end(ErrClosed)
@@ -526,5 +540,8 @@ func (c *Conn) Close() error {
 		c.pollFd = -1
 		c.emu.Unlock()
 	})
+	if !finalBegun { // f may call Close: it must not wait for itself
+		c.final.Wait()
+	}
 	return nil
 }

@@ -276,7 +276,10 @@ func (c *Conn) pushEventDropOldest(e Event) {
 var errRequestDropped = errors.New("request dropped: the peer's event buffer was full")
 
 // TryRecvEvent returns the next event if one is waiting, without waiting
-// (poll mode, with Fd).
+// (poll mode, with Fd). Once the connection ended, the events that came
+// before the end are still returned, and then false for good, with Err
+// set: a poll loop checks Err when it gets false, as a bufio.Scanner's
+// caller checks Err when Scan returns false.
 func (c *Conn) TryRecvEvent() (Event, bool) {
 	e, ok, _ := c.tryRecv()
 	return e, ok
@@ -295,9 +298,9 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	c.ehead++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
-		if c.polled.Load() && c.pollFd >= 0 {
+		if c.polled.Load() && c.pollFd >= 0 && !c.closing.Load() {
 			var b [8]byte
-			unix.Read(c.pollFd, b[:]) // no more events: not readable
+			unix.Read(c.pollFd, b[:]) // no more events: not readable (unless ended)
 		}
 	} else if c.ehead > 1024 && 2*c.ehead > len(c.equeue) {
 		c.equeue = append(c.equeue[:0], c.equeue[c.ehead:]...)
@@ -312,7 +315,9 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 }
 
 // RecvEvent waits for the next event, and returns a copy of it (see
-// Receiving events in the package doc for the other ways).
+// Receiving events in the package doc for the other ways). Once the
+// connection ended, it returns the events that came before the end, then
+// Err's error, at once.
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	for {
 		if e, ok, more := c.tryRecv(); ok {
@@ -448,12 +453,14 @@ func (c *Conn) releaseView(gen uint64) {
 }
 
 // Fd returns a descriptor that polls readable while events wait to be
-// taken with TryRecvEvent (poll mode), for a caller's own event loop. The
-// descriptor is kept up to date from the first call of Fd on.
+// taken with TryRecvEvent (poll mode), for a caller's own event loop, and
+// for good once the connection ended (TryRecvEvent then returns false and
+// Err says why). The descriptor is kept up to date from the first call of
+// Fd on; Close closes it (take it out of your poll set before).
 func (c *Conn) Fd() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	if !c.polled.Swap(true) && len(c.equeue) > c.ehead && c.pollFd >= 0 {
+	if !c.polled.Swap(true) && (len(c.equeue) > c.ehead || c.closing.Load()) && c.pollFd >= 0 {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:])
@@ -473,6 +480,7 @@ func (c *Conn) deliver() {
 				for e, ok := c.TryRecvEvent(); ok; e, ok = c.TryRecvEvent() {
 					c.dispatch(e)
 				}
+				c.disconnected()
 				return
 			}
 		}

@@ -111,7 +111,7 @@ type PeerRequest struct {
 // cancels, or its deadline passes) or disconnects, when the request is
 // answered, and when this connection ends; context.Cause says which:
 // context.Canceled, context.DeadlineExceeded, ErrPeerGone (the caller
-// disconnected). A node that predates this (Welcome without
+// disconnected), or the connection's Err when it ended. A node that predates this (Welcome without
 // FEATURE_PEER_CONTEXT) sends neither the deadline nor the cancellation.
 func (r *PeerRequest) Context() context.Context {
 	if r.ctx == nil {
@@ -192,6 +192,7 @@ func (c *Conn) serveRequests() {
 			case <-c.rqwake:
 				continue
 			case <-c.gone:
+				c.requestActorGone()
 				return
 			}
 		}

@@ -117,6 +117,25 @@ var (
 // ErrClosed is returned by a Conn or Node used after Close.
 var ErrClosed = errors.New("switchboard: closed")
 
+// How a connection ended, as Conn.Err tells it, beyond ErrClosed (this
+// end closed it). Each of the first two also matches ErrNodeGone, so code
+// written before them still sees the node go; an eviction matches
+// ErrNodeGone and the code the node gave (ErrSlowConsumer, ErrProtocol).
+var (
+	// ErrNodeShutdown: the node shut down, and said so (its Goodbye):
+	// a restarted node may take the connection again.
+	ErrNodeShutdown = errors.New("switchboard: node shut down")
+	// ErrNodeLost: the connection's socket ended without a word from the
+	// node: it died, was killed, or the socket failed.
+	ErrNodeLost = errors.New("switchboard: node lost")
+	// ErrNodeNotReady: Dial found no node listening on the socket (no
+	// socket file, or one nobody accepts on, ENOENT or ECONNREFUSED; or a
+	// full backlog, EAGAIN). It is worth retrying; see WithWaitForNode.
+	// The error also matches the system's (fs.ErrNotExist,
+	// syscall.ECONNREFUSED).
+	ErrNodeNotReady = errors.New("switchboard: node not ready")
+)
+
 // codeError returns the error for a wire code and reason (nil for OK).
 func codeError(code pb.Code, reason string) error {
 	if code == pb.Code_CODE_OK {
