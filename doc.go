@@ -82,6 +82,17 @@
 //   - Fd and TryRecvEvent (poll mode): a descriptor that polls readable
 //     while events wait, for a program with its own epoll or select loop.
 //
+// Each learns the end of the connection, after the events that came
+// before it: RecvEvent and RecvEventView return Err's error at once;
+// WithDisconnectHandler's function is called after the handler's last
+// event (it may call Close); the actor gets a *Disconnected; Fd stays
+// readable for good and TryRecvEvent returns false, and the loop then
+// finds Err set (as a bufio.Scanner's caller checks Err when Scan returns
+// false). Done and Err tell anyone else. Err says why: ErrClosed (Close),
+// ErrNodeShutdown (the node said goodbye), ErrNodeLost (it died or was
+// killed), ErrSlowConsumer (evicted), ErrProtocol; the node's ends also
+// match ErrNodeGone, which the calls in flight fail with.
+//
 // Requests from peers go to WithRequestHandler, WithRequestActor, or, with
 // neither, arrive as events of kind EventRequest.
 //
@@ -170,5 +181,9 @@
 // Errors from the node, a peer or this end are *Error values, matched with
 // errors.Is against the sentinels (ErrRefused, ErrNodeGone,
 // ErrUnknownService, …), which compare codes, not text; errors.As gives
-// the code and the reason.
+// the code and the reason. A few sentinels of this end are plain errors,
+// matched the same way: ErrClosed, and the ends of a connection
+// ErrNodeShutdown and ErrNodeLost (which also match ErrNodeGone), and
+// Dial's ErrNodeNotReady: no node listens on the socket yet (no socket,
+// or a stale one), worth retrying, or waited for with WithWaitForNode.
 package switchboard
