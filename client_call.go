@@ -17,6 +17,7 @@ type call struct {
 	done    chan struct{}
 	payload []byte
 	code    pb.Code
+	async   *AsyncCall // Go, GoRequest: the reply completes it instead (client_async.go)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -258,6 +259,10 @@ func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
 	c.pmu.Unlock()
 	if cl == nil {
 		c.late.Add(1) // the caller gave up
+		return
+	}
+	if cl.async != nil {
+		cl.async.replied(payload, code)
 		return
 	}
 	cl.payload, cl.code = payload, code
