@@ -218,6 +218,12 @@ func testGatheredSends(t *testing.T, tr Transport) {
 		{"Request.SendEvent",
 			func(t *testing.T, m []byte) []byte { return asNode(2, svcEvent, true)(t, [][]byte{m}) },
 			asNode(1, svcEvent, true)},
+		{"Node.SendEvent",
+			func(t *testing.T, m []byte) []byte { check(t, n.SendEvent(c.ID(), 1, 9, m)); return event(t, c) },
+			func(t *testing.T, p [][]byte) []byte {
+				check(t, n.SendEventBuffers(c.ID(), 1, 9, p))
+				return event(t, c)
+			}},
 		{"Session.SendEvent",
 			func(t *testing.T, m []byte) []byte { return asNode(4, svcEvent, true)(t, [][]byte{m}) },
 			asNode(3, svcEvent, true)},

@@ -2,6 +2,7 @@ package switchboard
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -72,4 +73,16 @@ func (r *Request) SendEventBuffers(command uint16, parts net.Buffers) {
 // value itself may be reused at once.
 func (s *Session) SendEventBuffers(command uint16, parts net.Buffers) {
 	s.c.SendEventParts(s.service, command, append([][]byte(nil), parts...))
+}
+
+// SendEventBuffers is SendEvent with the payload gathered from parts, on
+// the terms of Session.SendEventBuffers.
+func (n *Node) SendEventBuffers(id uint64, service, command uint16, parts net.Buffers) error {
+	c := n.reg.Lookup(id)
+	if c == nil {
+		return fmt.Errorf("switchboard: no connection %d", id)
+	}
+	n.events.Add(1)
+	c.SendEventParts(service, command, append([][]byte(nil), parts...))
+	return nil
 }
