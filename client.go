@@ -399,10 +399,12 @@ func (c *Conn) end(err error) {
 		return
 	}
 	c.goneErr = err
+	calls := c.pending
 	c.pending = map[uint64]*call{}
 	close(c.gone)
 	c.lifeCancel(err)
 	c.pmu.Unlock()
+	failAsync(calls, err) // a synchronous call sees gone; an asynchronous one is told
 	c.closing.Store(true)
 	c.link.Shutdown()
 	c.emu.Lock()

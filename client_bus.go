@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
@@ -36,16 +37,17 @@ func destPrefix(dest string) ([]byte, error) {
 // order sent. Without WantAnswer it returns once the message is in the
 // ring; a message nobody can take is dropped (and counted by the node).
 func (c *Conn) SendTo(ctx context.Context, to string, payload []byte, opts ...MsgOption) error {
-	return c.sendMsg(ctx, pb.KindPeerSend, to, payload, opts)
+	return c.sendMsg(ctx, pb.KindPeerSend, to, net.Buffers{payload}, opts)
 }
 
 // Publish sends payload to every member of group (but this client, unless
 // Echo). Publishing to an empty group is not an error, unless WantAnswer.
 func (c *Conn) Publish(ctx context.Context, group string, payload []byte, opts ...MsgOption) error {
-	return c.sendMsg(ctx, pb.KindPublish, group, payload, opts)
+	return c.sendMsg(ctx, pb.KindPublish, group, net.Buffers{payload}, opts)
 }
 
-func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []byte, opts []MsgOption) error {
+// sendMsg sends a message to dest, its payload gathered from parts.
+func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]byte, opts []MsgOption) error {
 	var o msgOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -59,17 +61,18 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []
 		h.Flags |= pb.FlagEcho
 	}
 	if !o.wantAnswer {
-		if len(payload) > c.maxMsg { // the destination is the protocol's, not the user's
-			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+		if n := partsLen(parts); n > c.maxMsg { // the destination is the protocol's, not the user's
+			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 		}
 		if err := c.err(); err != nil {
 			return err
 		}
 		h.ID = c.nextID.Add(1)
-		return c.writeParts(ctx, h, prefix, payload)
+		var buf [8][]byte
+		return c.writeParts(ctx, h, gather(&buf, prefix, parts)...)
 	}
 	h.Flags |= pb.FlagWantAnswer
-	id, cl, err := c.startFrame(ctx, h, prefix, payload)
+	id, cl, err := c.startFrame(ctx, h, prefix, parts...)
 	if err != nil {
 		return err
 	}
@@ -87,16 +90,17 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, payload []
 // context.Canceled; the node turns any other code a peer sends into
 // ErrHandler (a peer cannot pose as the node).
 func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, error) {
+	return c.RequestBuffers(ctx, to, net.Buffers{payload})
+}
+
+// startRequest registers a request to a peer and writes it, its payload
+// gathered from parts.
+func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (uint64, *call, error) {
 	prefix, err := destPrefix(to)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	id, cl, err := c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, payload)
-	if err != nil {
-		return nil, err
-	}
-	c.lead(cl)
-	return c.finishCall(ctx, id, cl)
+	return c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, parts...)
 }
 
 // GroupResult is one member's answer to RequestGroup.
@@ -116,11 +120,16 @@ const groupGrace = 250 * time.Millisecond
 // context.DeadlineExceeded if ctx's deadline came first. A group with no
 // other member fails with ErrUndeliverable.
 func (c *Conn) RequestGroup(ctx context.Context, group string, payload []byte) ([]GroupResult, error) {
+	return c.requestGroup(ctx, group, net.Buffers{payload})
+}
+
+// requestGroup is RequestGroup with the payload gathered from parts.
+func (c *Conn) requestGroup(ctx context.Context, group string, parts [][]byte) ([]GroupResult, error) {
 	prefix, err := destPrefix(group)
 	if err != nil {
 		return nil, err
 	}
-	id, cl, err := c.startFrame(ctx, shm.Header{Kind: pb.KindGroupCall}, prefix, payload)
+	id, cl, err := c.startFrame(ctx, shm.Header{Kind: pb.KindGroupCall}, prefix, parts...)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ type call struct {
 	done    chan struct{}
 	payload []byte
 	code    pb.Code
+	async   *AsyncCall // Go, GoRequest: the reply completes it instead (client_async.go)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -25,24 +27,20 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 // (a late reply is discarded) and tells the node. If the node goes away
 // the call fails with ErrNodeGone at once.
 func (c *Conn) Call(ctx context.Context, service, command uint16, payload []byte) ([]byte, error) {
-	id, cl, err := c.startCall(ctx, service, command, payload)
-	if err != nil {
-		return nil, err
-	}
-	c.lead(cl)
-	return c.finishCall(ctx, id, cl)
+	return c.CallBuffers(ctx, service, command, net.Buffers{payload})
 }
 
-// startCall registers a call and writes its request.
-func (c *Conn) startCall(ctx context.Context, service, command uint16, payload []byte) (uint64, *call, error) {
-	return c.startFrame(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, payload)
+// startCall registers a call and writes its request, gathered from
+// payload's parts.
+func (c *Conn) startCall(ctx context.Context, service, command uint16, payload ...[]byte) (uint64, *call, error) {
+	return c.startFrame(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, payload...)
 }
 
 // startFrame registers a call and writes its frame: h with its ID and
-// deadline filled in, and a body of prefix then payload.
-func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []byte) (uint64, *call, error) {
-	if len(payload) > c.maxMsg { // a prefix (a destination) is the protocol's, not the user's
-		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+// deadline filled in, and a body of prefix then payload's parts.
+func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix []byte, payload ...[]byte) (uint64, *call, error) {
+	if n := partsLen(payload); n > c.maxMsg { // a prefix (a destination) is the protocol's, not the user's
+		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		us := time.Until(dl).Microseconds()
@@ -62,7 +60,8 @@ func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix, payload []b
 	}
 	c.pending[id] = cl
 	c.pmu.Unlock()
-	if err := c.writeParts(ctx, h, prefix, payload); err != nil {
+	var buf [8][]byte
+	if err := c.writeParts(ctx, h, gather(&buf, prefix, payload)...); err != nil {
 		if c.forget(id) {
 			callPool.Put(cl)
 		}
@@ -182,29 +181,28 @@ func (c *Conn) cancelCall(id uint64) {
 
 // Send sends a request without waiting for, or getting, a reply.
 func (c *Conn) Send(ctx context.Context, service, command uint16, payload []byte) error {
-	if len(payload) > c.maxMsg {
-		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", len(payload), c.maxMsg))
+	return c.send(ctx, service, command, net.Buffers{payload})
+}
+
+// send is Send with the payload gathered from parts.
+func (c *Conn) send(ctx context.Context, service, command uint16, parts [][]byte) error {
+	if n := partsLen(parts); n > c.maxMsg {
+		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 	}
 	if err := c.err(); err != nil {
 		return err
 	}
-	return c.write(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, payload)
+	return c.writeParts(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, parts...)
 }
 
-// write writes a request, in chunks if it is larger than a frame, waiting
-// for room in the ring.
-func (c *Conn) write(ctx context.Context, h shm.Header, payload []byte) error {
-	return c.writeParts(ctx, h, nil, payload)
-}
-
-// writeParts writes a frame whose body is prefix then payload.
-func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []byte) error {
+// writeParts writes a frame whose body is parts, gathered (never joined).
+func (c *Conn) writeParts(ctx context.Context, h shm.Header, parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closed {
 		return ErrClosed
 	}
-	err := pb.WriteMessage(ctx, c.life, c.req, h, false, prefix, payload)
+	err := pb.WriteMessage(ctx, c.life, c.req, h, false, parts...)
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
 	}
@@ -261,6 +259,10 @@ func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
 	c.pmu.Unlock()
 	if cl == nil {
 		c.late.Add(1) // the caller gave up
+		return
+	}
+	if cl.async != nil {
+		cl.async.replied(payload, code)
 		return
 	}
 	cl.payload, cl.code = payload, code

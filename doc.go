@@ -55,7 +55,10 @@
 // # Concurrency
 //
 // A Conn is safe for concurrent use: many goroutines may Call at once and
-// their calls are pipelined. On the node, each connection's requests are
+// their calls are pipelined. One goroutine may keep many calls in flight
+// too, without a goroutine each: Go and GoRequest start a call or a peer
+// request and return at once, and the connection completes each on a
+// channel (net/rpc's Client.Go). On the node, each connection's requests are
 // served one at a time, in order, on the connection's pump goroutine
 // (handlers of different connections run in parallel); a handler that
 // blocks holds up its own connection only, and not its end: once the
@@ -158,6 +161,14 @@
 // Payloads you send are copied into the ring before the call returns,
 // except Session.SendEvent's and Node.SendEvent's, which are shared until
 // the event reaches the ring: do not change them afterwards.
+//
+// Every send also takes its payload gathered from parts (net.Buffers):
+// CallBuffers, SendBuffers, SendToBuffers, PublishBuffers, RequestBuffers,
+// RequestGroupBuffers, GoBuffers, GoRequestBuffers; on the node
+// Request.SendEventBuffers, Session.SendEventBuffers,
+// Node.SendEventBuffers, and a BuffersHandler's reply. The parts are
+// copied into the ring one after the other, never joined first, on the
+// same terms as a single payload; the receiver sees their concatenation.
 //
 // # Actors are optional
 //

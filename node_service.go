@@ -186,9 +186,9 @@ func (s *connServer) Serve(ctx context.Context, c *conn.Endpoint, r *conn.Incomi
 		return s.n.sendToActor(ctx, c, svc, sess, r)
 	}
 	s.req = Request{Service: r.Service, Command: r.Command, Payload: r.Payload, Session: sess, NoReply: r.NoReply}
-	payload, err := svc.h.ServeIPC(ctx, &s.req)
+	res := s.serveHandler(ctx, svc.h) // node_gather.go: ServeIPC, or ServeIPCBuffers
 	s.req = Request{}
-	return result(payload, err)
+	return res
 }
 
 // Route routes a bus frame (conn.Host).

@@ -206,18 +206,18 @@ func (c *Endpoint) saturated() bool {
 func (c *Endpoint) SendEvents(evs []*Delivery) {
 	var bytes int64
 	for _, e := range evs {
-		bytes += int64(len(e.Payload))
+		bytes += int64(e.size())
 	}
 	if !c.admit(int64(len(evs)), bytes) {
 		// Keep what fits: drop from the end of the batch.
 		keep := 0
 		var kb int64
 		for _, e := range evs {
-			if !c.admit(1, int64(len(e.Payload))) {
+			if !c.admit(1, int64(e.size())) {
 				break
 			}
 			keep++
-			kb += int64(len(e.Payload))
+			kb += int64(e.size())
 		}
 		c.lateDrops.Add(uint64(len(evs) - keep))
 		for _, e := range evs[keep:] {

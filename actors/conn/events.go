@@ -85,7 +85,7 @@ func (c *Endpoint) queueEvent(m *Delivery) {
 	}
 	// Queued, the payload must outlive the caller's: a handler may have
 	// passed a view of its request, which the ring gives back soon.
-	m.Payload = append([]byte(nil), m.Payload...)
+	m.own()
 	c.backlog.push(m)
 	for c.backlog.full() {
 		if c.cfg.Overflow == Disconnect {
@@ -106,12 +106,14 @@ func (c *Endpoint) queueEvent(m *Delivery) {
 }
 
 // nextChunk is the size of the next frame of m.
-func (c *Endpoint) nextChunk(m *Delivery) int { return min(c.ev.MaxBody(), len(m.Payload)-m.sent) }
+func (c *Endpoint) nextChunk(m *Delivery) int { return min(c.ev.MaxBody(), m.size()-m.sent) }
 
 // tryEvent writes what fits now of m, with the drop count, and reports
 // whether all of it was written. An event larger than a frame goes in
 // chunks (FlagMore) with one sequence number; its progress is kept in m.
 func (c *Endpoint) tryEvent(m *Delivery) bool {
+	size := m.size()
+	var buf [4][]byte
 	for {
 		n := c.nextChunk(m)
 		if !c.ev.Fits(n) {
@@ -122,10 +124,10 @@ func (c *Endpoint) tryEvent(m *Delivery) bool {
 			m.seq, m.aux = c.eventSeq(), c.backlog.dropped
 		}
 		h := shm.Header{Kind: pb.KindEvent, Service: m.Service, Command: m.Command, Aux: m.aux, ID: m.seq}
-		if m.sent+n < len(m.Payload) {
+		if m.sent+n < size {
 			h.Flags = pb.FlagMore
 		}
-		if err := c.ev.Append(h, m.Payload[m.sent:m.sent+n]); err != nil {
+		if err := c.ev.Append(h, m.span(&buf, m.sent, n)...); err != nil {
 			if first {
 				m.seq, m.aux = 0, 0
 			}
@@ -135,12 +137,12 @@ func (c *Endpoint) tryEvent(m *Delivery) bool {
 			c.backlog.dropped = 0
 		}
 		m.sent += n
-		if m.sent == len(m.Payload) {
+		if m.sent == size {
 			break
 		}
 	}
 	c.stats.Events.Add(1)
-	c.stats.BytesOut.Add(uint64(len(m.Payload)))
+	c.stats.BytesOut.Add(uint64(size))
 	return true
 }
 

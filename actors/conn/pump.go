@@ -26,8 +26,9 @@ type Incoming struct {
 // Result is what Serve returns for a request.
 type Result struct {
 	Payload []byte
-	Code    pb.Code // CODE_OK, or the error code; Payload then holds the error text
-	Pending bool    // the reply will come later through Endpoint.Complete
+	Parts   [][]byte // instead of Payload (then nil): the payload gathered from these (gather.go)
+	Code    pb.Code  // CODE_OK, or the error code; Payload then holds the error text
+	Pending bool     // the reply will come later through Endpoint.Complete
 	// Actor, for a Pending result, is the actor handler that will
 	// complete it: FailActorCalls fails the call if that actor stops.
 	Actor *actor.PID
@@ -39,6 +40,7 @@ type (
 	Delivery struct {
 		Service, Command uint16
 		Payload          []byte    // not modified; may be shared between connections
+		Parts            [][]byte  // instead of Payload (then nil): the payload gathered from these (gather.go)
 		counted          bool      // counted in inbox by SendEvent
 		sent             int       // bytes already written (chunked events)
 		seq              uint64    // sequence number, once the first chunk is written
@@ -343,9 +345,13 @@ func (c *Endpoint) call(ctx context.Context, r *Incoming) (res Result) {
 // writeReply writes a reply, in chunks if needed, waiting for room.
 func (c *Endpoint) writeReply(id uint64, res Result) {
 	c.stats.Replies.Add(1)
-	c.stats.BytesOut.Add(uint64(len(res.Payload)))
+	c.stats.BytesOut.Add(uint64(res.size()))
 	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}
-	if err := pb.WriteMessage(c.ctx, c.ctx, c.resp, h, true, res.Payload); err != nil && c.ctx.Err() == nil {
+	parts := res.Parts
+	if parts == nil {
+		parts = [][]byte{res.Payload}
+	}
+	if err := pb.WriteMessage(c.ctx, c.ctx, c.resp, h, true, parts...); err != nil && c.ctx.Err() == nil {
 		c.violation("response ring: " + err.Error())
 	}
 }
@@ -379,7 +385,7 @@ func (a *connActor) Receive(ac actor.Context) {
 	case *Delivery:
 		if m.counted {
 			c.inbox.Add(-1)
-			c.inboxBytes.Add(-int64(len(m.Payload)))
+			c.inboxBytes.Add(-int64(m.size()))
 		}
 		c.queueEvent(m)
 	case *Completion:

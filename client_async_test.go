@@ -1,0 +1,203 @@
+package switchboard
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestAsyncPipeline keeps up to 512 calls and requests in flight from one
+// goroutine: 10,000 Go calls to a node service and 10,000 GoRequests to a
+// peer, interleaved. Every one completes with its own reply, and the
+// number of goroutines does not grow with the calls in flight.
+func TestAsyncPipeline(t *testing.T) { bothTransports(t, testAsyncPipeline) }
+
+func testAsyncPipeline(t *testing.T, tr Transport) {
+	n := startNode(t)
+	echoService(n)
+	peer := dial(t, n, WithTransport(tr), WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		return r.Payload, nil
+	}))
+	c := dial(t, n, WithTransport(tr))
+	ctx := ctx5(t)
+	if _, err := c.Call(ctx, svcEcho, cmdEcho, nil); err != nil { // warm up: the connections' goroutines are all there
+		t.Fatal(err)
+	}
+	const total, window = 20000, 512
+	done := make(chan *AsyncCall, window)
+	want := map[*AsyncCall][]byte{}
+	base := runtime.NumGoroutine()
+	most, inflight, completed := 0, 0, 0
+	for i := 0; completed < total; {
+		for ; i < total && inflight < window; i++ {
+			p := binary.LittleEndian.AppendUint64(nil, uint64(i))
+			var a *AsyncCall
+			if i%2 == 0 {
+				a = c.Go(ctx, svcEcho, cmdEcho, p, done)
+			} else {
+				a = c.GoRequest(ctx, peer.Address(), p, done)
+			}
+			want[a] = p
+			inflight++
+		}
+		if inflight == window {
+			most = max(most, runtime.NumGoroutine())
+		}
+		a := <-done
+		p, ok := want[a]
+		if !ok {
+			t.Fatalf("a completion for a call not in flight: %+v", a)
+		}
+		delete(want, a)
+		if a.Err != nil {
+			t.Fatalf("call %d: %v", binary.LittleEndian.Uint64(p), a.Err)
+		}
+		if !bytes.Equal(a.Reply, p) {
+			t.Fatalf("call %d got the reply %x", binary.LittleEndian.Uint64(p), a.Reply)
+		}
+		inflight--
+		completed++
+	}
+	if most > base+8 {
+		t.Fatalf("%d goroutines with %d calls in flight, %d before", most, window, base)
+	}
+	if fc := c.FlowControl(); fc.InFlight != 0 || fc.LateReplies != 0 {
+		t.Fatalf("after the pipeline: %+v", fc)
+	}
+	t.Logf("%d goroutines with %d calls in flight, %d before", most, window, base)
+}
+
+// TestAsyncCancel: cancelling an asynchronous call's context completes it
+// with the context's error and ends the handler's context (the Cancel
+// frame), for a call and for a request to a peer; a deadline does the
+// same, and so does the end of the connection.
+func TestAsyncCancel(t *testing.T) {
+	n := startNode(t)
+	handlerDone := make(chan error, 1)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		<-ctx.Done()
+		handlerDone <- ctx.Err()
+		return nil, ctx.Err()
+	})
+	peerDone := make(chan error, 1)
+	peer := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		<-ctx.Done()
+		peerDone <- context.Cause(ctx)
+		return nil, ctx.Err()
+	}))
+	c := dial(t, n)
+	wait := func(t *testing.T, ch <-chan *AsyncCall) *AsyncCall {
+		t.Helper()
+		select {
+		case a := <-ch:
+			return a
+		case <-time.After(5 * time.Second):
+			t.Fatal("no completion in 5s")
+			return nil
+		}
+	}
+	t.Run("Go", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		a := c.Go(ctx, svcEcho, cmdSlow, nil, nil)
+		time.Sleep(20 * time.Millisecond) // let the handler start: the cancel must reach it, not precede it
+		cancel()
+		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) || a.Reply != nil {
+			t.Fatalf("canceled Go: %v, %q", a.Err, a.Reply)
+		}
+		if err := <-handlerDone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the handler's context ended with %v", err)
+		}
+	})
+	t.Run("GoRequest", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		a := c.GoRequest(ctx, peer.Address(), []byte("x"), nil)
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) {
+			t.Fatalf("canceled GoRequest: %v", a.Err)
+		}
+		if err := <-peerDone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the peer's context ended with %v", err)
+		}
+	})
+	t.Run("Deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		a := c.Go(ctx, svcEcho, cmdSlow, nil, nil)
+		if a := wait(t, a.Done); !errors.Is(a.Err, context.DeadlineExceeded) {
+			t.Fatalf("Go past its deadline: %v", a.Err)
+		}
+		// The handler's context ends at its deadline, or at the Cancel
+		// frame the caller sends when its own deadline passes, as for Call.
+		if err := <-handlerDone; err == nil {
+			t.Fatal("the handler's context did not end")
+		}
+	})
+	t.Run("CanceledBefore", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		a := c.Go(ctx, svcEcho, cmdSlow, nil, nil)
+		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) {
+			t.Fatalf("Go with a canceled context: %v", a.Err)
+		}
+		select { // the request may have been written, and then canceled
+		case <-handlerDone:
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+	t.Run("Close", func(t *testing.T) {
+		c2 := dial(t, n)
+		done := make(chan *AsyncCall, 2)
+		c2.Go(context.Background(), svcEcho, cmdSlow, nil, done)
+		c2.GoRequest(context.Background(), peer.Address(), nil, done)
+		time.Sleep(20 * time.Millisecond)
+		c2.Close()
+		for range 2 {
+			if a := wait(t, done); !errors.Is(a.Err, ErrClosed) {
+				t.Fatalf("in flight at Close: %v", a.Err)
+			}
+		}
+		if a := wait(t, c2.Go(context.Background(), svcEcho, cmdEcho, nil, nil).Done); !errors.Is(a.Err, ErrClosed) {
+			t.Fatalf("Go after Close: %v", a.Err)
+		}
+		<-handlerDone
+		<-peerDone
+	})
+}
+
+// TestAsyncDoneChannel: an unbuffered done channel is refused at once; a
+// full one delays completions but loses none.
+func TestAsyncDoneChannel(t *testing.T) {
+	n := startNode(t)
+	echoService(n)
+	c := dial(t, n)
+	ctx := ctx5(t)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Go with an unbuffered done channel did not panic")
+			}
+		}()
+		c.Go(ctx, svcEcho, cmdEcho, nil, make(chan *AsyncCall))
+	}()
+	done := make(chan *AsyncCall, 1)
+	const calls = 50
+	for i := range calls {
+		c.Go(ctx, svcEcho, cmdEcho, []byte{byte(i)}, done)
+	}
+	seen := map[byte]bool{}
+	for range calls {
+		a := <-done
+		if a.Err != nil || len(a.Reply) != 1 {
+			t.Fatalf("%v %q", a.Err, a.Reply)
+		}
+		seen[a.Reply[0]] = true
+	}
+	if len(seen) != calls {
+		t.Fatalf("%d distinct replies of %d", len(seen), calls)
+	}
+}
