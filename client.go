@@ -169,6 +169,7 @@ type Conn struct {
 	evbufs   bufPool
 	received atomic.Uint64
 	dropped  atomic.Uint64
+	taps     nameTaps // the name clients' share of the events (client_name_tap.go)
 
 	// The pump's sleep, made once: no allocation per park.
 	parker                   *shm.Parker

@@ -347,6 +347,10 @@ func (c *Conn) busIntercept(e *Event) bool {
 			pb.KindPeerCall: EventRequest, pb.KindGroupCall: EventRequest}[e.Command-pb.MsgMonitor]
 		return false
 	}
+	if (e.Command == pb.MsgGroup || e.Command == pb.MsgNotice) && c.tapped(e) { // a name client's (client_name_tap.go)
+		e.Release()
+		return true
+	}
 	switch e.Command {
 	case pb.MsgDirect:
 		e.Kind = EventMessage
