@@ -20,7 +20,8 @@ import (
 //	peer: SB_MODE echo (answers requests with "ADDRESS:payload"), hang
 //	  (prints "request" and never answers), count (counts messages, see
 //	  countMessages), stall (reads no event until the file SB_RESUME
-//	  exists, then counts); SB_GROUPS, comma-separated, to
+//	  exists, then counts); SB_NOTIFY, with echo, a group each answer
+//	  is published to before it is sent; SB_GROUPS, comma-separated, to
 //	  subscribe; SB_NAME to own; SB_TRANSPORT.
 //	observer: subscribes to sys.connections, sys.groups and sys.names and
 //	  prints each notice as a line (see noticeLine).
@@ -42,13 +43,21 @@ func runBusRole(role string) (int, bool) {
 		mode := os.Getenv("SB_MODE")
 		var addrV atomic.Value // the handler may run before Dial returns
 		addrV.Store("")
+		var connV atomic.Pointer[switchboard.Conn]
 		switch mode {
 		case "echo":
 			if os.Getenv("SB_INLINE") != "" {
 				opts = append(opts, switchboard.WithInlineRequests())
 			}
+			notify := os.Getenv("SB_NOTIFY") // a group to publish each answer to first
 			opts = append(opts, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
-				return append([]byte(addrV.Load().(string)+":"), r.Payload...), nil
+				answer := append([]byte(addrV.Load().(string)+":"), r.Payload...)
+				if c := connV.Load(); notify != "" && c != nil {
+					if err := c.Publish(ctx, notify, answer); err != nil {
+						return nil, err
+					}
+				}
+				return answer, nil
 			}))
 		case "hang":
 			opts = append(opts, switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
@@ -68,6 +77,7 @@ func runBusRole(role string) (int, bool) {
 		}
 		addr := c.Address()
 		addrV.Store(addr)
+		connV.Store(c)
 		for _, g := range strings.Split(os.Getenv("SB_GROUPS"), ",") {
 			if g != "" {
 				if err := c.Subscribe(ctx, g); err != nil {
