@@ -99,6 +99,15 @@
 // Requests from peers go to WithRequestHandler, WithRequestActor, or, with
 // neither, arrive as events of kind EventRequest.
 //
+// A NameClient (NewNameClient) is a client of one well-known name on a
+// Conn, after pacemaker's IPC API objects: it follows the name's owner,
+// sends it requests by name, and receives its notifications from a group,
+// through callbacks on a goroutine of its own, a poll descriptor of its
+// own (Fd, TryNext) or Next. It takes from the Conn's events the notices
+// about its name and its group's messages; the Conn's delivery mode keeps
+// everything else (and gets those too for a group the Conn had joined
+// itself first), so any number of name clients share a Conn.
+//
 // # Serving requests from peers
 //
 // A request's context (the handler's ctx, PeerRequest.Context) carries

@@ -54,7 +54,9 @@ func TestNameClientHandover(t *testing.T) {
 	logs := map[string]*nameLog{"callbacks": {}, "poll": {}, "sync": {}}
 
 	cbOpts := opts
-	cbOpts.OnOwner = func(addr string) { logs["callbacks"].add(switchboard.NameEvent{Kind: switchboard.NameOwner, Owner: addr}) }
+	cbOpts.OnOwner = func(addr string) {
+		logs["callbacks"].add(switchboard.NameEvent{Kind: switchboard.NameOwner, Owner: addr})
+	}
 	cbOpts.OnOwnerGone = func(old string) {
 		logs["callbacks"].add(switchboard.NameEvent{Kind: switchboard.NameOwnerGone, Owner: old})
 	}
