@@ -208,6 +208,9 @@ func (c *Conn) writeParts(ctx context.Context, h shm.Header, prefix, payload []b
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
 	}
+	if err == nil {
+		c.noteSent(h) // for Flush and Close
+	}
 	return err
 }
 
