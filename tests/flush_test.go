@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -133,4 +135,69 @@ func TestFlushAcrossProcesses(t *testing.T) {
 			t.Fatal(sub.stdout.String())
 		}
 	})
+}
+
+// runDrainer is the "drainer" role: it subscribes to "d" with an event
+// handler, drains once the handler has had SB_DRAIN_AFTER events, and
+// prints "drained HANDLED RECEIVED DROPPED WAITING", then, 200 ms later,
+// "after HANDLED".
+func runDrainer() int {
+	var handled atomic.Int64
+	after, _ := strconv.Atoi(os.Getenv("SB_DRAIN_AFTER"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := switchboard.Dial(ctx, switchboard.WithSocket(os.Getenv("SB_SOCKET")), switchboard.WithEventQueue(100000),
+		switchboard.WithEventHandler(func(switchboard.Event) { handled.Add(1) }))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.Subscribe(ctx, "d"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready", c.Address())
+	for handled.Load() < int64(after) {
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Drain(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fc := c.FlowControl()
+	fmt.Println("drained", handled.Load(), fc.EventsTotal, fc.EventsDropped, fc.EventsWaiting)
+	time.Sleep(200 * time.Millisecond)
+	fmt.Println("after", handled.Load())
+	select {}
+}
+
+// TestDrainAcrossProcesses: a subscriber process drains while this one
+// publishes: every event it received before Drain returned was handed to
+// its handler, none after; the publisher's own Flush succeeds.
+func TestDrainAcrossProcesses(t *testing.T) {
+	_, socket := nodeChild(t, "SB_EVENT_QUEUE=100000")
+	d, _ := startPeer(t, "drainer", socket, "SB_DRAIN_AFTER=5000")
+	c := dialT(t, socket)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	published := 0
+	for !strings.Contains(d.stdout.String(), "after ") {
+		if err := c.Publish(ctx, "d", []byte("p "+strconv.Itoa(published))); err != nil {
+			t.Fatal(err)
+		}
+		published++
+		if published%1000 == 0 && ctx.Err() != nil {
+			t.Fatal("the drainer never finished")
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var handled, received, dropped, waiting, later int
+	fmt.Sscanf(waitLine(t, d, "drained "), "drained %d %d %d %d", &handled, &received, &dropped, &waiting)
+	fmt.Sscanf(waitLine(t, d, "after "), "after %d", &later)
+	t.Logf("published %d; drainer handled %d of %d received, %d dropped, %d left waiting; %d after", published, handled, received, dropped, waiting, later)
+	if handled != received-waiting || dropped != 0 || later != handled || handled < 5000 {
+		t.Fatalf("drained %d %d %d %d, after %d", handled, received, dropped, waiting, later)
+	}
 }
