@@ -34,15 +34,33 @@ func (c *Endpoint) heardGoodbye() {
 }
 
 // leave ends the connection once the pump has served the requests written
-// before the goodbye, or after goodbyeDrainLimit.
+// before the goodbye; or sooner, after goodbyeDrainLimit, or when a handler
+// has held the pump for a whole HandlerGrace (a handler that ignores its
+// context must not keep a gone client's connection: the reaper takes over
+// from it as usual once the connection ends).
 func (c *Endpoint) leave(why Reason) {
-	c.byeTimer = time.AfterFunc(goodbyeDrainLimit, func() {
-		if c.ctx.Err() == nil {
+	start := time.Now()
+	served := c.stats.Calls.Load() + c.stats.Sends.Load()
+	var check func()
+	check = func() {
+		now := c.stats.Calls.Load() + c.stats.Sends.Load()
+		stuck := c.serving.Load() == handlerRunning && now == served
+		served = now
+		switch {
+		case c.ctx.Err() != nil:
+			return
+		case stuck:
+		case time.Since(start) >= goodbyeDrainLimit:
 			c.cfg.Logger.Warn("client said goodbye: requests it wrote before were not all served in time",
 				slog.Uint64("conn", c.cfg.ID), slog.Duration("limit", goodbyeDrainLimit))
+		default:
+			c.byeTimer.Reset(c.cfg.HandlerGrace)
+			return
 		}
 		c.end(why)
-	})
+	}
+	c.byeTimer = time.AfterFunc(time.Hour, check) // set before check can run: it resets it
+	c.byeTimer.Reset(c.cfg.HandlerGrace)
 	c.sys.Root.Send(c.pid, &clientLeft{why: why})
 }
 
