@@ -19,23 +19,24 @@ import (
 )
 
 type dialOptions struct {
-	transport   Transport
-	socket      string
-	name        string
-	rings       [3]uint32
-	maxMessage  uint32
-	nodeUID     *uint32
-	onEvent     func(Event)
-	onRequest   func(context.Context, *PeerRequest) ([]byte, error)
-	inline      bool
-	requestConc int    // WithRequestConcurrency
-	features    uint32 // what Hello asks for: all the client knows (tests ask for less)
-	requestSys  *actor.ActorSystem
-	requestPID  *actor.PID
-	actorSys    *actor.ActorSystem
-	actorPID    *actor.PID
-	eventQueue  int
-	spin        *time.Duration
+	transport    Transport
+	socket       string
+	name         string
+	rings        [3]uint32
+	maxMessage   uint32
+	nodeUID      *uint32
+	onEvent      func(Event)
+	onRequest    func(context.Context, *PeerRequest) ([]byte, error)
+	inline       bool
+	requestConc  int    // WithRequestConcurrency
+	features     uint32 // what Hello asks for: all the client knows (tests ask for less)
+	requestSys   *actor.ActorSystem
+	requestPID   *actor.PID
+	actorSys     *actor.ActorSystem
+	actorPID     *actor.PID
+	eventQueue   int
+	spin         *time.Duration
+	closeTimeout *time.Duration // WithCloseTimeout
 
 	onDisconnect func(error) // WithDisconnectHandler
 	waitNode     bool        // WithWaitForNode
@@ -194,6 +195,8 @@ type Conn struct {
 	internNext int
 
 	data atomic.Pointer[any] // SetData's
+
+	flush flushState // what was accepted and taken: Flush, Close, Drain (client_flush.go)
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the connection's goroutines
@@ -372,7 +375,8 @@ func (c *Conn) FlowControl() FlowControl {
 	waiting := len(c.equeue) - c.ehead
 	c.emu.Unlock()
 	return FlowControl{InFlight: inflight, EventsWaiting: waiting, EventsTotal: c.received.Load(),
-		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load()}
+		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load(),
+		Accepted: c.flush.accepted.Load(), Unsent: c.flush.unsent.Load()}
 }
 
 // FlowControl describes the connection's backlog.
@@ -382,6 +386,10 @@ type FlowControl struct {
 	EventsTotal   uint64 // events received
 	EventsDropped uint64 // events the node dropped for this connection
 	LateReplies   uint64 // replies that arrived after their call gave up
+	// Accepted counts the messages this client accepted (Send, SendTo and
+	// Publish without WantAnswer, answers to peer requests); Unsent, set
+	// by Close, those of them the node never took (see Flush).
+	Accepted, Unsent uint64
 }
 
 // err returns why the connection ended, or nil.
@@ -515,12 +523,18 @@ func (c *Conn) sayGoodbye() {
 	pb.WriteControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
 }
 
-// Close closes the connection: pending calls fail with ErrClosed, the
-// node sees the client go, and every goroutine of the connection is waited
-// for (WithDisconnectHandler's f too, unless it had begun). It is idempotent.
+// Close closes the connection. It first waits, up to WithCloseTimeout
+// (default 5 s), until the node has taken every message this client
+// accepted (Flush); then pending calls fail with ErrClosed, the node sees
+// the client go, and every goroutine of the connection is waited for
+// (WithDisconnectHandler's f too, unless it had begun). If accepted
+// messages were never taken by the node, Close returns an *UnsentError
+// with their count (also FlowControl.Unsent). It is idempotent: later
+// calls return the first call's error.
 func (c *Conn) Close() error {
 	finalBegun := c.finalBegun.Load()
 	c.closeOnce.Do(func() {
+		cause := c.flushForClose()
 		c.sayGoodbye()
 		c.end(ErrClosed)
 		c.sock.Close()
@@ -533,6 +547,7 @@ func (c *Conn) Close() error {
 		c.evmu.Lock()
 		c.wmu.Lock()
 		c.closed = true
+		c.settleUnsent(cause)
 		c.link.Close()
 		c.wmu.Unlock()
 		c.evmu.Unlock()
@@ -546,5 +561,5 @@ func (c *Conn) Close() error {
 	if !finalBegun { // f may call Close: it must not wait for itself
 		c.final.Wait()
 	}
-	return nil
+	return c.flush.closeErr
 }

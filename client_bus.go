@@ -198,7 +198,11 @@ func (c *Conn) busCall(ctx context.Context, cmd uint16, m gproto.Message, reply 
 // harmless. Reserved groups (GroupConnections, GroupGroups, GroupNames)
 // carry the node's notices.
 func (c *Conn) Subscribe(ctx context.Context, group string) error {
-	return c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil)
+	if err := c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil); err != nil {
+		return err
+	}
+	c.noteGroup(group, true)
+	return nil
 }
 
 // SubscribeWithMembers joins group and returns its members (this client
@@ -210,6 +214,7 @@ func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member
 	if err := c.busCall(ctx, pb.BusSubscribeWithMembers, &pb.BusGroup{Group: group}, &l); err != nil {
 		return nil, err
 	}
+	c.noteGroup(group, true)
 	return members(&l), nil
 }
 
@@ -223,7 +228,11 @@ func members(l *pb.MemberList) []Member {
 
 // Unsubscribe leaves group. Leaving a group one is not in is harmless.
 func (c *Conn) Unsubscribe(ctx context.Context, group string) error {
-	return c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil)
+	if err := c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil); err != nil {
+		return err
+	}
+	c.noteGroup(group, false)
+	return nil
 }
 
 // Own claims a well-known name. It returns true if this client owns it
@@ -354,6 +363,10 @@ func (c *Conn) busIntercept(e *Event) bool {
 	switch e.Command {
 	case pb.MsgDirect:
 		e.Kind = EventMessage
+		if c.drainMarked(e, false) { // Drain's marker: never queued
+			e.Release()
+			return true
+		}
 	case pb.MsgGroup:
 		e.Kind = EventGroup
 	case pb.MsgNotice:

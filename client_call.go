@@ -206,6 +206,9 @@ func (c *Conn) writeParts(ctx context.Context, h shm.Header, parts ...[]byte) er
 	if errors.Is(err, shm.ErrClosed) {
 		return c.err()
 	}
+	if err == nil {
+		c.noteSent(h) // for Flush and Close
+	}
 	return err
 }
 

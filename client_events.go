@@ -489,6 +489,9 @@ func (c *Conn) deliver() {
 }
 
 func (c *Conn) dispatch(e Event) {
+	if c.drainMarked(&e, true) { // Drain's marker: the events before it are handed over
+		return
+	}
 	if c.o.onEvent != nil {
 		c.o.onEvent(e)
 		return

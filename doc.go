@@ -149,6 +149,20 @@
 //     with ErrUndeliverable at once, a peer that leaves with ErrPeerGone,
 //     and the replies one connection waits for are bounded (WithMaxPending,
 //     ErrTooManyPending past it).
+//   - Accepted messages: a message Send, SendTo or Publish accepted
+//     (returned nil for) is taken by the node unless the connection ends
+//     first, and then it is counted. Flush waits until the node has taken
+//     everything accepted before the call; Close flushes first (bounded by
+//     WithCloseTimeout, default 5 s) and returns an *UnsentError
+//     (errors.Is ErrUnsent) with the count of accepted messages the node
+//     never took, also in FlowControl.Unsent; the node serves what a
+//     client wrote before its goodbye before it ends the connection. With
+//     the socket transport, a message written to the socket counts as
+//     taken (a live node reads it, goodbye or not); Flush also waits for
+//     the node's answer behind it. A count Close reports after its timeout
+//     with a node that is slow, not gone, is an upper bound: the node may
+//     still serve some of them. Drain leaves the groups, hands the events
+//     already received to the application, flushes and closes.
 //
 // # Zero-copy views and how long they live
 //

@@ -103,6 +103,8 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 			list.Groups = append(list.Groups, &pb.GroupInfo{Name: g.Name, Members: uint32(g.Members)})
 		}
 		return marshalResult(list)
+	case pb.BusSync: // nothing to do: answered in order (Conn.Flush)
+		return conn.Result{}
 	case pb.BusMonitor:
 		var m pb.BusWatch
 		if err := gproto.Unmarshal(r.Payload, &m); err != nil {

@@ -83,6 +83,10 @@ const (
 	BusNames                uint16 = 8  // empty → NameList
 	BusConnections          uint16 = 9  // empty → ConnectionList
 	BusMonitor              uint16 = 10 // BusWatch → empty
+	// BusSync answers at once, empty: the node serves a connection's
+	// requests in order, so its answer means every frame written before
+	// the call was taken (the socket transport's Flush).
+	BusSync uint16 = 11 // empty → empty
 
 	// Messages (events). The event body starts with the sender's address
 	// and the destination it was sent to (a length byte and the bytes,

@@ -639,3 +639,24 @@ func (c *Consumer) Fill() int {
 
 // Capacity returns the size of the ring's data area.
 func (c *Consumer) Capacity() int { return int(c.r.size) }
+
+// Position returns the end of the frames this producer committed: a
+// running byte count (it never wraps), comparable with Consumed. Like the
+// rest of Producer, one goroutine at a time.
+func (p *Producer) Position() uint64 { return p.head }
+
+// Consumed returns the consumer's position as the shared counters say:
+// every frame that ends at or before it has been read and released. Any
+// goroutine may call it while the ring is mapped.
+func (p *Producer) Consumed() uint64 { return p.r.tail.Load() }
+
+// Position returns the end of the frames this consumer has read (released
+// or not), comparable with Published. Like the rest of Consumer, one
+// goroutine at a time.
+func (c *Consumer) Position() uint64 { return c.tail }
+
+// Published returns the producer's position as the shared counters say:
+// the end of the frames it has made visible. Any goroutine may call it
+// while the ring is mapped. It comes from the other side: a consumer must
+// not trust it beyond the checks Next makes.
+func (c *Consumer) Published() uint64 { return c.r.head.Load() }

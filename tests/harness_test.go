@@ -73,6 +73,9 @@ func runRole(role string) int {
 	if code, ok := runBusRole(role); ok {
 		return code
 	}
+	if role == "drainer" {
+		return runDrainer()
+	}
 	ctx := context.Background()
 	socket := os.Getenv("SB_SOCKET")
 	switch role {

@@ -125,8 +125,11 @@ type Endpoint struct {
 	byeOnce  sync.Once
 	sockMu   sync.Mutex // frames written to the socket do not interleave
 
-	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
-	saidBye atomic.Bool
+	cancels  sync.Map // call id -> context.CancelFunc, for Cancel frames
+	saidBye  atomic.Bool
+	byePos   atomic.Uint64 // the request ring's published end when the goodbye came (goodbye.go)
+	byeTimer *time.Timer   // set by watch before clientLeft is sent: bounds the wait for byePos
+	leaving  *Reason       // pump-only: the client left; end once byePos is served
 
 	// Handlers (see linger.go).
 	serving    atomic.Int32 // handlerIdle, handlerRunning, ...
@@ -407,8 +410,8 @@ func (c *Endpoint) watch() {
 			c.cfg.Sock.CloseRead()
 			return
 		case err != nil:
-			if c.saidBye.Load() {
-				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+			if c.saidBye.Load() { // after the requests it wrote before its goodbye
+				c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
 			} else {
 				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
 			}
@@ -435,7 +438,7 @@ func (c *Endpoint) watch() {
 			}
 		}
 		if m.GetClientGoodbye() != nil {
-			c.saidBye.Store(true)
+			c.heardGoodbye()
 		}
 	}
 }

@@ -119,6 +119,7 @@ func (c *Endpoint) run() {
 	for !c.stopped {
 		c.serveRequests()
 		c.runMailbox()
+		c.leaveWhenServed()
 		c.drainBacklog()
 		c.queued.Store(int64(c.backlog.len()))
 		c.resp.Flush()
@@ -404,6 +405,8 @@ func (a *connActor) Receive(ac actor.Context) {
 		c.peerResult(m)
 	case *callExpired:
 		c.expire(m)
+	case *clientLeft:
+		c.leaving = &m.why
 	case *actor.Stopping:
 		c.stopping = true
 		c.whyOnce.Do(func() { c.why = Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "stopped"}; c.cancel() })

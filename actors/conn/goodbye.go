@@ -1,0 +1,80 @@
+package conn
+
+import (
+	"log/slog"
+	"time"
+)
+
+// A client that says goodbye (ClientGoodbye) and closes its socket may
+// have written requests the pump has not read yet: publications, sends,
+// messages to peers, answers to their requests. The connection ends only
+// once the pump has served the request ring up to where it stood when the
+// goodbye arrived, so that nothing the client handed over is lost; a
+// client that never says goodbye (it crashed) is not waited for.
+
+// goodbyeDrainLimit bounds how long a connection whose client said goodbye
+// serves the requests written before it.
+const goodbyeDrainLimit = 5 * time.Second
+
+// clientLeft tells the pump that its client said goodbye and closed the
+// socket.
+type clientLeft struct{ why Reason }
+
+// heardGoodbye records, as the client's goodbye arrives on the socket, how
+// far the client had written its request ring: everything it wrote before
+// the goodbye is published by then (with the socket transport, watch
+// itself wrote it, in the socket's order).
+func (c *Endpoint) heardGoodbye() {
+	c.mapMu.RLock()
+	if !c.unmapped {
+		c.byePos.Store(c.in.Published())
+	}
+	c.mapMu.RUnlock()
+	c.saidBye.Store(true)
+}
+
+// leave ends the connection once the pump has served the requests written
+// before the goodbye; or sooner, after goodbyeDrainLimit, or when a handler
+// has held the pump for a whole HandlerGrace (a handler that ignores its
+// context must not keep a gone client's connection: the reaper takes over
+// from it as usual once the connection ends).
+func (c *Endpoint) leave(why Reason) {
+	start := time.Now()
+	served := c.stats.Calls.Load() + c.stats.Sends.Load()
+	var check func()
+	check = func() {
+		now := c.stats.Calls.Load() + c.stats.Sends.Load()
+		stuck := c.serving.Load() == handlerRunning && now == served
+		served = now
+		switch {
+		case c.ctx.Err() != nil:
+			return
+		case stuck:
+		case time.Since(start) >= goodbyeDrainLimit:
+			c.cfg.Logger.Warn("client said goodbye: requests it wrote before were not all served in time",
+				slog.Uint64("conn", c.cfg.ID), slog.Duration("limit", goodbyeDrainLimit))
+		default:
+			c.byeTimer.Reset(c.cfg.HandlerGrace)
+			return
+		}
+		c.end(why)
+	}
+	c.byeTimer = time.AfterFunc(time.Hour, check) // set before check can run: it resets it
+	c.byeTimer.Reset(c.cfg.HandlerGrace)
+	c.sys.Root.Send(c.pid, &clientLeft{why: why})
+}
+
+// leaveWhenServed, on the pump, ends a connection whose client left once
+// the request ring is served up to the goodbye.
+func (c *Endpoint) leaveWhenServed() {
+	if c.leaving == nil {
+		return
+	}
+	if !c.stopping && c.in.Position() < c.byePos.Load() && c.in.Ready() {
+		return // more to serve: the next round of run serves it
+	}
+	why := *c.leaving
+	c.leaving = nil
+	c.byeTimer.Stop()
+	c.end(why)
+}
