@@ -79,7 +79,7 @@ func TestEventModes(t *testing.T) {
 		}
 	}
 
-	sys := actor.NewActorSystem()
+	sys := quietActorSystem()
 	actorGot := make(chan *Event, 100)
 	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
 		if e, ok := ac.Message().(*Event); ok {

@@ -41,7 +41,7 @@ func testEndSeenEverywhere(t *testing.T, tr Transport) {
 		WithEventHandler(func(Event) { handled.Add(1) }),
 		WithDisconnectHandler(func(err error) { handlerErr <- err }))
 
-	sys := actor.NewActorSystem()
+	sys := quietActorSystem()
 	actorEnd := make(chan error, 1)
 	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
 		if d, ok := ac.Message().(*Disconnected); ok {

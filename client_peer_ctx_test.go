@@ -72,7 +72,7 @@ func testPeerRequestDeadline(t *testing.T, tr Transport) {
 	}
 	handler := dial(t, n, WithTransport(tr), WithRequestHandler(record), WithRequestConcurrency(4))
 	inline := dial(t, n, WithTransport(tr), WithRequestHandler(record), WithInlineRequests())
-	sys := actor.NewActorSystem()
+	sys := quietActorSystem()
 	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
 		if r, ok := ac.Message().(*PeerRequest); ok {
 			_, err := record(r.Context(), r)
@@ -258,7 +258,7 @@ func TestPeerRequestCallerGone(t *testing.T) {
 // TestPeerRequestActorCancel: an actor's request has the same context.
 func TestPeerRequestActorCancel(t *testing.T) {
 	n := startNode(t)
-	sys := actor.NewActorSystem()
+	sys := quietActorSystem()
 	got := make(chan *PeerRequest, 1)
 	pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
 		if r, ok := ac.Message().(*PeerRequest); ok {

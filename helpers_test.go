@@ -3,11 +3,13 @@ package switchboard
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,4 +141,12 @@ func readable(t *testing.T, fd int, timeoutMs int) bool {
 		t.Fatal(err)
 	}
 	return n > 0
+}
+
+// quietActorSystem is an actor system that does not log (protoactor logs
+// at info to stderr by default, which only clutters the tests' output).
+func quietActorSystem() *actor.ActorSystem {
+	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
 }

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -51,7 +52,7 @@ func TestNodeKilledEveryMode(t *testing.T) {
 				ended <- learned{"handler", int(handled.Load()), time.Now(), err}
 			}))
 
-		sys := actor.NewActorSystem()
+		sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
 		defer sys.Shutdown()
 		var acted int
 		pid := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
