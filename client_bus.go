@@ -65,7 +65,10 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]
 			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 		}
 		if err := c.err(); err != nil {
-			return err
+			if err := c.awaitBack(ctx, err); err != nil {
+				return err
+			}
+			return c.sendMsg(ctx, kind, dest, parts, opts)
 		}
 		h.ID = c.nextID.Add(1)
 		var buf [8][]byte
@@ -198,7 +201,11 @@ func (c *Conn) busCall(ctx context.Context, cmd uint16, m gproto.Message, reply 
 // harmless. Reserved groups (GroupConnections, GroupGroups, GroupNames)
 // carry the node's notices.
 func (c *Conn) Subscribe(ctx context.Context, group string) error {
-	return c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil)
+	err := c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil)
+	if err == nil {
+		c.rc.held.group(group, true)
+	}
+	return err
 }
 
 // SubscribeWithMembers joins group and returns its members (this client
@@ -210,6 +217,7 @@ func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member
 	if err := c.busCall(ctx, pb.BusSubscribeWithMembers, &pb.BusGroup{Group: group}, &l); err != nil {
 		return nil, err
 	}
+	c.rc.held.group(group, true)
 	return members(&l), nil
 }
 
@@ -223,7 +231,11 @@ func members(l *pb.MemberList) []Member {
 
 // Unsubscribe leaves group. Leaving a group one is not in is harmless.
 func (c *Conn) Unsubscribe(ctx context.Context, group string) error {
-	return c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil)
+	err := c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil)
+	if err == nil {
+		c.rc.held.group(group, false)
+	}
+	return err
 }
 
 // Own claims a well-known name. It returns true if this client owns it
@@ -235,13 +247,18 @@ func (c *Conn) Own(ctx context.Context, name string) (primary bool, position int
 	if err := c.busCall(ctx, pb.BusOwn, &pb.BusName{Name: name}, &r); err != nil {
 		return false, 0, err
 	}
+	c.rc.held.name(name, true)
 	return r.GetPrimary(), int(r.GetPosition()), nil
 }
 
 // Disown gives up a name (the next standby becomes its owner), or a place
 // in its queue.
 func (c *Conn) Disown(ctx context.Context, name string) error {
-	return c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
+	err := c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
+	if err == nil {
+		c.rc.held.name(name, false)
+	}
+	return err
 }
 
 // Members lists group's members, by connection id.

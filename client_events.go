@@ -27,7 +27,8 @@ type Event struct {
 	From, To  string
 	Monitored EventKind // for EventMonitor: the kind of the message copied
 
-	rc     *Conn // a request's connection, for Reply
+	rc     *Conn        // a request's connection, for Reply
+	gap    *Reconnected // EventDisconnected, EventReconnected
 	handle [pb.ReplyHandleSize]byte
 
 	pool *bufPool // the payload's buffer comes from this pool
@@ -309,7 +310,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	more := len(c.equeue) > c.ehead
 	c.emu.Unlock()
 	if wasFull {
-		c.bell.Ring() // the pump may have stopped reading events for lack of room
+		c.bell.Load().Ring() // the pump may have stopped reading events for lack of room
 	}
 	return e, true, more
 }
@@ -448,7 +449,7 @@ func (c *Conn) releaseView(gen uint64) {
 		c.ev.Release()
 		c.viewHeld.Store(false)
 		c.evmu.Unlock()
-		c.bell.Ring() // the pump left the events alone meanwhile
+		c.bell.Load().Ring() // the pump left the events alone meanwhile
 	}
 }
 
