@@ -215,8 +215,8 @@ func (e *gaveUpError) Error() string {
 }
 func (e *gaveUpError) Unwrap() error { return e.why }
 
-// lose begins a gap: calls in flight fail, the session stops, the
-// application is told, and the reconnection starts. end calls it with pmu
+// lose begins a gap: calls in flight fail, the session stops, and the
+// reconnection starts (which tells the application). end calls it with pmu
 // held, which it releases; it runs on a session goroutine (watch, or
 // sendFrames), so the session is not replaced meanwhile.
 func (c *Conn) lose(err error) {
@@ -246,7 +246,6 @@ func (c *Conn) lose(err error) {
 		}
 	}
 	c.emu.Unlock()
-	c.pushEventCounted(Event{Kind: EventDisconnected, gap: &Reconnected{Err: err, OldAddress: c.Address()}})
 	select {
 	case c.rc.lost <- struct{}{}:
 	default:
@@ -287,18 +286,33 @@ func (c *Conn) reconnect() {
 			return
 		}
 		c.rc.sess.Wait()
-		c.comeBack()
+		c.drainEvents()
+		c.pmu.Lock()
+		why := c.goneErr
+		c.pmu.Unlock()
+		c.pushEventCounted(Event{Kind: EventDisconnected, gap: &Reconnected{Err: why, OldAddress: c.Address()}})
+		c.comeBack(why)
+	}
+}
+
+// drainEvents moves the events the node wrote before it went from the old
+// session's event ring (still mapped: install unmaps it) to the queue, so
+// that they come before EventDisconnected, as far as the queue has room.
+func (c *Conn) drainEvents() {
+	c.evmu.Lock()
+	defer c.evmu.Unlock()
+	for c.eventRoom() && c.ev.Unreleased() {
+		if c.readEvents() != nil {
+			return
+		}
 	}
 }
 
 // comeBack redials until a node takes the Conn, the attempts are spent or
 // the Conn ends; then restores what the Conn held and tells the
 // application.
-func (c *Conn) comeBack() {
+func (c *Conn) comeBack(why error) {
 	p := c.o.reconnect
-	c.pmu.Lock()
-	why := c.goneErr
-	c.pmu.Unlock()
 	old, began := c.Address(), time.Now()
 	var last error
 	for attempt := 1; ; attempt++ {
