@@ -299,7 +299,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	c.ehead++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
-		if c.polled.Load() && c.pollFd >= 0 && !c.closing.Load() {
+		if c.polled.Load() && c.pollFd >= 0 && !c.ended() { // not closing: a reconnection's gap is no end
 			var b [8]byte
 			unix.Read(c.pollFd, b[:]) // no more events: not readable (unless ended)
 		}
@@ -461,7 +461,7 @@ func (c *Conn) releaseView(gen uint64) {
 func (c *Conn) Fd() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	if !c.polled.Swap(true) && (len(c.equeue) > c.ehead || c.closing.Load()) && c.pollFd >= 0 {
+	if !c.polled.Swap(true) && (len(c.equeue) > c.ehead || c.ended()) && c.pollFd >= 0 {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:])

@@ -80,6 +80,16 @@ func (c *Conn) Err() error {
 	return c.goneErr
 }
 
+// ended reports whether the connection ended for good (Done is closed).
+func (c *Conn) ended() bool {
+	select {
+	case <-c.gone:
+		return true
+	default:
+		return false
+	}
+}
+
 // endError is why the node ended a connection: a text, and the errors it
 // matches (a sentinel for the way it ended; the *Error with the code and
 // reason, for errors.As).

@@ -339,6 +339,9 @@ func (c *Conn) comeBack(why error) {
 		c.startSession()
 		r := c.restore()
 		r.Err, r.OldAddress, r.NewAddress, r.Attempts, r.Gap = why, old, c.Address(), attempt, time.Since(began)
+		if c.ended() { // closed meanwhile: the end is the last news
+			return
+		}
 		c.pushEventCounted(Event{Kind: EventReconnected, gap: r})
 		c.pmu.Lock()
 		if !c.rc.down && c.rc.back != nil {
