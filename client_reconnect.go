@@ -128,7 +128,8 @@ type waitKey struct{}
 // dialled WithReconnect, made during a gap, waits for the Conn to be back
 // and restored (bounded by ctx) and is then made, instead of failing at
 // once with ErrNodeGone. A call already in flight when the node goes still
-// fails: nothing is sent twice. Without WithReconnect it changes nothing.
+// fails: nothing is sent twice. Go and GoRequest wait in the call itself.
+// Without WithReconnect it changes nothing.
 func WaitForReconnect(ctx context.Context) context.Context {
 	return context.WithValue(ctx, waitKey{}, true)
 }
