@@ -38,8 +38,9 @@ type dialOptions struct {
 	spin         *time.Duration
 	closeTimeout *time.Duration // WithCloseTimeout
 
-	onDisconnect func(error) // WithDisconnectHandler
-	waitNode     bool        // WithWaitForNode
+	onDisconnect func(error)      // WithDisconnectHandler
+	waitNode     bool             // WithWaitForNode
+	reconnect    *ReconnectPolicy // WithReconnect
 }
 
 // Transport is how a connection's frames travel.
@@ -111,17 +112,20 @@ func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 // tries rmu; a
 // viewed event (RecvEventView) holds evmu until its Release, and a viewed
 // reply (CallView) rmu until its; Close takes mapMu, rmu, evmu and wmu in
-// that order before it unmaps the rings.
+// that order before it unmaps the rings. With WithReconnect, install
+// (client_reconnect.go) takes mapMu, rmu, evmu, wmu, sockMu and then pmu
+// to put a new session's transport in place of the old one's: the fields
+// from sock to bridge are written only there, and in handshake.
 type Conn struct {
 	o       dialOptions
-	sock    *net.UnixConn
-	link    *shm.Link
-	req     *shm.Producer
-	resp    *shm.Consumer
-	ev      *shm.Consumer
-	bell    *shm.Doorbell
-	welcome *pb.Welcome
-	maxMsg  int
+	sock    *net.UnixConn // under sockMu, or read by the session's goroutines
+	link    *shm.Link     // under pmu, or read by the session's goroutines and Close
+	req     *shm.Producer // under wmu
+	resp    *shm.Consumer // under rmu, or mapMu shared while !closing
+	ev      *shm.Consumer // under evmu, or mapMu shared while !closing
+	bell    atomic.Pointer[shm.Doorbell]
+	welcome atomic.Pointer[pb.Welcome]
+	maxMsg  int       // the first node's: requests are bounded by it for the Conn's life
 	bridge  *shm.Link // socket transport: the socket's side of the local rings
 	// sockEvents bounds the events held for the socket transport: what the
 	// client's buffer, the node's queue and a full event ring of the
@@ -149,8 +153,9 @@ type Conn struct {
 	// Calls waiting for replies, and the end of the connection.
 	pmu     sync.Mutex
 	pending map[uint64]*call
-	goneErr error         // under pmu: why the connection ended
+	goneErr error         // under pmu: why the connection ended (or, while down, why it is in a gap)
 	gone    chan struct{} // closed when it ended
+	rc      reconnState   // WithReconnect's state (client_reconnect.go)
 
 	// Events (node → client): read from the ring under evmu, queued under
 	// emu for the receiver, the handler or the actor.
@@ -233,6 +238,50 @@ func Dial(ctx context.Context, opts ...DialOption) (*Conn, error) {
 }
 
 func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, error) {
+	s, err := openSession(ctx, sock, &o)
+	if err != nil {
+		return nil, err
+	}
+	pollFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		s.link.Close()
+		return nil, err
+	}
+	w := s.welcome
+	c := &Conn{
+		o: o, maxMsg: int(w.GetMaxMessageBytes()), pending: map[uint64]*call{}, gone: make(chan struct{}),
+		spin:       s.spin,
+		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
+		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
+		peerCtx: w.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0, work: make(chan *PeerRequest),
+	}
+	c.useSession(s)
+	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
+	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
+	started := make(chan struct{})
+	c.inlineStarted.Store(&started)
+	if s.bridge != nil {
+		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
+	}
+	c.startSession()
+	if o.onEvent != nil || o.actorPID != nil {
+		c.wg.Go(c.deliver)
+	} else if o.onDisconnect != nil {
+		c.wg.Go(func() { <-c.gone; c.disconnected() })
+	}
+	if o.onRequest != nil || o.requestPID != nil {
+		c.wg.Go(c.serveRequests)
+	}
+	if o.reconnect != nil {
+		c.rc.init()
+		c.wg.Go(c.reconnect)
+	}
+	return c, nil
+}
+
+// openSession is the handshake on sock: the node's credentials, Hello,
+// Welcome (or Refused), and the rings.
+func openSession(ctx context.Context, sock *net.UnixConn, o *dialOptions) (*session, error) {
 	cred, err := shm.PeerCred(sock)
 	if err != nil {
 		return nil, err
@@ -301,54 +350,17 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		return nil, codeError(pb.Code_CODE_PROTOCOL_VIOLATION, "unexpected ring layout")
 	}
 	sock.SetDeadline(time.Time{})
-	pollFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		link.Close()
-		return nil, err
-	}
-	c := &Conn{
-		o: o, sock: sock, link: link, welcome: w, maxMsg: int(w.GetMaxMessageBytes()),
-		req: link.Producer(pb.RingRequest), resp: link.Consumer(pb.RingResponse), ev: link.Consumer(pb.RingEvent),
-		bell: link.Bell(pb.BellClient), pending: map[uint64]*call{}, gone: make(chan struct{}),
-		spin: spin, bridge: bridge,
-		sockEvents: o.eventQueue + int(w.GetEventQueueLimit()) + int(w.GetEventRingBytes())/shm.FrameSize(0),
-		ewake:      make(chan struct{}, 1), pollFd: pollFd, rqwake: make(chan struct{}, 1),
-		peerCtx: w.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0, work: make(chan *PeerRequest),
-	}
-	c.parker, c.parkConds = shm.NewParker(c.bell), []shm.Cond{c.resp, c.ev}
-	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
-	c.replies = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg}
-	c.evChunks = pb.Reassembly{MaxInFlight: 1, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
-	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
-	started := make(chan struct{})
-	c.inlineStarted.Store(&started)
-	if bridge != nil {
-		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
-	}
-	c.wg.Go(c.pump)
-	c.wg.Go(c.watch)
-	if bridge != nil {
-		c.wg.Go(c.sendFrames)
-	}
-	if o.onEvent != nil || o.actorPID != nil {
-		c.wg.Go(c.deliver)
-	} else if o.onDisconnect != nil {
-		c.wg.Go(func() { <-c.gone; c.disconnected() })
-	}
-	if o.onRequest != nil || o.requestPID != nil {
-		c.wg.Go(c.serveRequests)
-	}
-	return c, nil
+	return &session{sock: sock, link: link, bridge: bridge, welcome: w, spin: spin}, nil
 }
 
 // ID returns the connection id the node assigned: 1, 2, 3, … in each run
 // of the node, so a restarted node gives its ids again; Address does not.
-func (c *Conn) ID() uint64 { return c.welcome.GetConnectionId() }
+func (c *Conn) ID() uint64 { return c.welcome.Load().GetConnectionId() }
 
 // Address returns the connection's address on the bus,
 // ":NODE.INCARNATION.ID": unique to this connection, in this run of the
 // node and every later one.
-func (c *Conn) Address() string { return c.welcome.GetAddress() }
+func (c *Conn) Address() string { return c.welcome.Load().GetAddress() }
 
 // MaxMessage returns the negotiated largest message.
 func (c *Conn) MaxMessage() int { return c.maxMsg }
@@ -401,21 +413,31 @@ func (c *Conn) err() error {
 
 // end records why the connection ended, fails every pending call, and
 // wakes every wait on the rings.
+//
+// With WithReconnect, a node that went away (reconnectable) begins a gap
+// instead (lose); while in a gap, only Close and giving up end it.
 func (c *Conn) end(err error) {
 	c.pmu.Lock()
-	if c.goneErr != nil {
+	if c.goneErr != nil && !(c.rc.down && endsGap(err)) {
 		c.pmu.Unlock()
 		return
 	}
+	if c.o.reconnect != nil && c.goneErr == nil && reconnectable(err) {
+		c.lose(err) // unlocks pmu
+		return
+	}
+	c.rc.down = false
 	c.goneErr = err
 	calls := c.pending
 	c.pending = map[uint64]*call{}
 	close(c.gone)
 	c.lifeCancel(err)
+	link := c.link
+	c.endSession()
 	c.pmu.Unlock()
 	failAsync(calls, err) // a synchronous call sees gone; an asynchronous one is told
 	c.closing.Store(true)
-	c.link.Shutdown()
+	link.Shutdown()
 	c.emu.Lock()
 	select {
 	case c.ewake <- struct{}{}:
@@ -505,7 +527,7 @@ func (c *Conn) sendFrames() {
 		t := time.NewTimer(time.Second)
 		defer t.Stop()
 		select {
-		case <-c.gone:
+		case <-c.rc.sessDone:
 		case <-t.C:
 			c.end(nodeLost("socket write: " + err.Error()))
 		}

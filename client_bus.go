@@ -65,7 +65,10 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]
 			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 		}
 		if err := c.err(); err != nil {
-			return err
+			if err := c.awaitBack(ctx, err); err != nil {
+				return err
+			}
+			return c.sendMsg(ctx, kind, dest, parts, opts)
 		}
 		h.ID = c.nextID.Add(1)
 		var buf [8][]byte
@@ -202,6 +205,7 @@ func (c *Conn) Subscribe(ctx context.Context, group string) error {
 		return err
 	}
 	c.noteGroup(group, true)
+	c.rc.held.group(group, true)
 	return nil
 }
 
@@ -215,6 +219,7 @@ func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member
 		return nil, err
 	}
 	c.noteGroup(group, true)
+	c.rc.held.group(group, true)
 	return members(&l), nil
 }
 
@@ -232,6 +237,7 @@ func (c *Conn) Unsubscribe(ctx context.Context, group string) error {
 		return err
 	}
 	c.noteGroup(group, false)
+	c.rc.held.group(group, false)
 	return nil
 }
 
@@ -244,13 +250,18 @@ func (c *Conn) Own(ctx context.Context, name string) (primary bool, position int
 	if err := c.busCall(ctx, pb.BusOwn, &pb.BusName{Name: name}, &r); err != nil {
 		return false, 0, err
 	}
+	c.rc.held.name(name, true)
 	return r.GetPrimary(), int(r.GetPosition()), nil
 }
 
 // Disown gives up a name (the next standby becomes its owner), or a place
 // in its queue.
 func (c *Conn) Disown(ctx context.Context, name string) error {
-	return c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
+	err := c.busCall(ctx, pb.BusRelease, &pb.BusName{Name: name}, nil)
+	if err == nil {
+		c.rc.held.name(name, false)
+	}
+	return err
 }
 
 // Members lists group's members, by connection id.

@@ -56,7 +56,10 @@ func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix []byte, payl
 	if err := c.goneErr; err != nil {
 		c.pmu.Unlock()
 		callPool.Put(cl)
-		return 0, nil, err
+		if err := c.awaitBack(ctx, err); err != nil {
+			return 0, nil, err
+		}
+		return c.startFrame(ctx, h, prefix, payload...) // back after a gap (WaitForReconnect)
 	}
 	c.pending[id] = cl
 	c.pmu.Unlock()
@@ -190,7 +193,10 @@ func (c *Conn) send(ctx context.Context, service, command uint16, parts [][]byte
 		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 	}
 	if err := c.err(); err != nil {
-		return err
+		if err := c.awaitBack(ctx, err); err != nil {
+			return err
+		}
+		return c.send(ctx, service, command, parts)
 	}
 	return c.writeParts(ctx, shm.Header{Kind: pb.KindSend, Service: service, Command: command, ID: c.nextID.Add(1)}, parts...)
 }

@@ -27,7 +27,8 @@ type Event struct {
 	From, To  string
 	Monitored EventKind // for EventMonitor: the kind of the message copied
 
-	rc     *Conn // a request's connection, for Reply
+	rc     *Conn        // a request's connection, for Reply
+	gap    *Reconnected // EventDisconnected, EventReconnected
 	handle [pb.ReplyHandleSize]byte
 
 	pool *bufPool // the payload's buffer comes from this pool
@@ -298,7 +299,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	c.ehead++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
-		if c.polled.Load() && c.pollFd >= 0 && !c.closing.Load() {
+		if c.polled.Load() && c.pollFd >= 0 && !c.ended() { // not closing: a reconnection's gap is no end
 			var b [8]byte
 			unix.Read(c.pollFd, b[:]) // no more events: not readable (unless ended)
 		}
@@ -309,7 +310,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	more := len(c.equeue) > c.ehead
 	c.emu.Unlock()
 	if wasFull {
-		c.bell.Ring() // the pump may have stopped reading events for lack of room
+		c.bell.Load().Ring() // the pump may have stopped reading events for lack of room
 	}
 	return e, true, more
 }
@@ -448,7 +449,7 @@ func (c *Conn) releaseView(gen uint64) {
 		c.ev.Release()
 		c.viewHeld.Store(false)
 		c.evmu.Unlock()
-		c.bell.Ring() // the pump left the events alone meanwhile
+		c.bell.Load().Ring() // the pump left the events alone meanwhile
 	}
 }
 
@@ -460,7 +461,7 @@ func (c *Conn) releaseView(gen uint64) {
 func (c *Conn) Fd() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	if !c.polled.Swap(true) && (len(c.equeue) > c.ehead || c.closing.Load()) && c.pollFd >= 0 {
+	if !c.polled.Swap(true) && (len(c.equeue) > c.ehead || c.ended()) && c.pollFd >= 0 {
 		var one [8]byte
 		one[0] = 1
 		unix.Write(c.pollFd, one[:])

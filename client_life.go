@@ -67,7 +67,28 @@ func (c *Conn) Done() <-chan struct{} { return c.gone }
 //
 // All but ErrClosed and this end's ErrProtocol also match ErrNodeGone,
 // which pending calls fail with.
-func (c *Conn) Err() error { return c.err() }
+//
+// With WithReconnect, a gap (the node went away, the Conn redials) is not
+// an end: Err stays nil and Done open until the Conn is closed or gives
+// up; see WithReconnect.
+func (c *Conn) Err() error {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.rc.down {
+		return nil
+	}
+	return c.goneErr
+}
+
+// ended reports whether the connection ended for good (Done is closed).
+func (c *Conn) ended() bool {
+	select {
+	case <-c.gone:
+		return true
+	default:
+		return false
+	}
+}
 
 // endError is why the node ended a connection: a text, and the errors it
 // matches (a sentinel for the way it ended; the *Error with the code and

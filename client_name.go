@@ -26,6 +26,13 @@ import (
 //   - Synchronous: Next waits for the next event.
 //
 // With callbacks, Next and TryNext get nothing.
+//
+// On a Conn dialled WithReconnect, the name client lives through the
+// Conn's gaps: once the Conn is back it reads the name's owner again, and
+// an owner other than the one it knew comes as NameOwnerGone (the old
+// one) and NameOwner (the new one, which has a new address even if it is
+// the same client, reconnected). Requests during a gap fail with
+// ErrNodeGone.
 type NameClient struct {
 	c      *Conn
 	name   string

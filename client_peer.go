@@ -196,7 +196,7 @@ func (c *Conn) serveRequests() {
 				return
 			}
 		}
-		c.bell.Ring() // the pump may have stopped reading events for want of room
+		c.bell.Load().Ring() // the pump may have stopped reading events for want of room
 		for _, r := range q {
 			switch {
 			case c.o.requestPID != nil:

@@ -391,7 +391,7 @@ func TestPeerRequestOldClient(t *testing.T) {
 	if got, err := c.Request(ctx5(t), a.Address(), []byte("x")); err != nil || string(got) != a.Address()+":x" {
 		t.Fatalf("%q %v", got, err)
 	}
-	if b.welcome.GetFeatures() != uint32(pb.Feature_FEATURE_PEER_CONTEXT) || a.welcome.GetFeatures() != 0 {
+	if b.welcome.Load().GetFeatures() != uint32(pb.Feature_FEATURE_PEER_CONTEXT) || a.welcome.Load().GetFeatures() != 0 {
 		t.Fatal("Welcome.features")
 	}
 }

@@ -96,6 +96,20 @@
 // killed), ErrSlowConsumer (evicted), ErrProtocol; the node's ends also
 // match ErrNodeGone, which the calls in flight fail with.
 //
+// # Coming back
+//
+// A Conn dialled WithReconnect survives its node: when the node goes away
+// (ErrNodeShutdown, ErrNodeLost) it redials the socket with a jittered
+// backoff (ReconnectPolicy), joins its groups again, claims its names
+// again (as standby if someone took one meanwhile) and has its name
+// clients read their names' owners again. Each gap comes, in order with
+// the other events and in the Conn's delivery mode, as an
+// EventDisconnected and then an EventReconnected; Event.Reconnection says
+// why, the old and new address, and what was restored or lost. During a
+// gap Done stays open and Err nil; calls in flight fail with ErrNodeGone
+// and are never sent again; new calls fail at once with ErrNodeGone, or,
+// made with a ctx from WaitForReconnect, wait for the Conn to be back.
+//
 // Requests from peers go to WithRequestHandler, WithRequestActor, or, with
 // neither, arrive as events of kind EventRequest.
 //

@@ -37,6 +37,12 @@ const (
 	// EventMonitor: a copy of a message between other clients, for a
 	// monitor (see Monitor); Monitored says what it was.
 	EventMonitor
+	// EventDisconnected: with WithReconnect, the node went away and the
+	// Conn redials it; Reconnection says why, and the address it had.
+	EventDisconnected
+	// EventReconnected: with WithReconnect, the Conn is back and has
+	// restored what it could; Reconnection says what.
+	EventReconnected
 )
 
 // Notice types, re-exported from the protocol.

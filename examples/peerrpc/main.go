@@ -1,7 +1,10 @@
 // Command peerrpc shows peer RPC by well-known name. A server owns
 // "example.kv" and answers requests with WithRequestHandler; a second
 // server queues as its standby and takes the name over when the first
-// leaves; a client calls Request("example.kv") and never needs an address.
+// leaves; a client, through a name client of "example.kv", never needs an
+// address. The servers are dialled WithReconnect: if the node restarts,
+// each comes back by itself and claims the name again (the one that gets
+// there second queues as standby), and says what it got back.
 //
 //	go run ./examples/peerrpc                           # all in one process, with a node of its own
 //	go run ./examples/peerrpc -socket S server A        # against a running node: a server (run two) …
@@ -18,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/switchboard-ipc/switchboard"
 )
@@ -58,7 +62,12 @@ func run(ctx context.Context, socket string, args []string) error {
 			return err
 		}
 		defer c.Close()
-		reply, err := c.Request(ctx, name, []byte(strings.Join(args[1:], " ")))
+		nc, err := switchboard.NewNameClient(ctx, c, name, switchboard.NameClientOptions{})
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		reply, err := nc.Request(ctx, []byte(strings.Join(args[1:], " ")))
 		if err != nil {
 			return err
 		}
@@ -128,7 +137,7 @@ func server(ctx context.Context, socket, label string) (*switchboard.Conn, error
 		return nil, fmt.Errorf("[%s] want set KEY VALUE or get KEY", label)
 	}
 	c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("kv-"+label),
-		switchboard.WithRequestHandler(handle))
+		switchboard.WithRequestHandler(handle), switchboard.WithReconnect(switchboard.ReconnectPolicy{}))
 	if err != nil {
 		return nil, err
 	}
@@ -146,12 +155,21 @@ func server(ctx context.Context, socket, label string) (*switchboard.Conn, error
 }
 
 // takeOver waits for the node's notice that s now owns the name (which
-// comes at once to a server that got it when it asked).
+// comes at once to a server that got it when it asked), telling meanwhile
+// of the node going and s coming back.
 func takeOver(ctx context.Context, s *switchboard.Conn, label string) error {
 	for {
 		e, err := s.RecvEvent(ctx)
 		if err != nil {
 			return err
+		}
+		if r := e.Reconnection(); r != nil {
+			if e.Kind == switchboard.EventDisconnected {
+				fmt.Printf("server %s: the node went (%v); reconnecting\n", label, r.Err)
+			} else {
+				fmt.Printf("server %s: back as %s after %v; owns %v, standby for %v\n", label, r.NewAddress, r.Gap.Round(time.Millisecond), r.Names, r.Lost)
+			}
+			continue
 		}
 		if n, err := e.Notice(); err == nil && n.Kind == switchboard.NoticeNameAcquired && n.Name == name {
 			fmt.Printf("server %s: the node says it owns %s now\n", label, name)
