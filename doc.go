@@ -91,7 +91,11 @@
 // event (it may call Close); the actor gets a *Disconnected; Fd stays
 // readable for good and TryRecvEvent returns false, and the loop then
 // finds Err set (as a bufio.Scanner's caller checks Err when Scan returns
-// false). Done and Err tell anyone else. Err says why: ErrClosed (Close),
+// false). A poll loop must make that check and stop polling Fd once Err
+// is set: Fd stays readable, and a loop that only drains TryRecvEvent
+// spins at 100% CPU (loops written before the connection learnt its end
+// waited forever there instead; see examples/pollmode). Done and Err
+// tell anyone else. Err says why: ErrClosed (Close),
 // ErrNodeShutdown (the node said goodbye), ErrNodeLost (it died or was
 // killed), ErrSlowConsumer (evicted), ErrProtocol; the node's ends also
 // match ErrNodeGone, which the calls in flight fail with.
