@@ -109,8 +109,9 @@
 // through callbacks on a goroutine of its own, a poll descriptor of its
 // own (Fd, TryNext) or Next. It takes from the Conn's events the notices
 // about its name and its group's messages; the Conn's delivery mode keeps
-// everything else (and gets those too for a group the Conn had joined
-// itself first), so any number of name clients share a Conn.
+// everything else (and gets those too for a group the Conn is a member
+// of on its own: joined before its first name client did, or subscribed
+// to since), so any number of name clients share a Conn.
 //
 // # Serving requests from peers
 //
