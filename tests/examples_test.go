@@ -66,7 +66,7 @@ func TestExamples(t *testing.T) {
 		wantLines(t, "peerrpc", runExample(t, dir, "peerrpc", args...),
 			`^server A \(:n1\.[0-9a-z]+\.\d+\) owns example.kv$`,
 			`^server B \(:n1\.[0-9a-z]+\.\d+\) is standby 1 for example.kv$`,
-			`^\[A\] ok\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\n\[B\] ok\n\[B\] green$`)
+			`^client: example.kv is served by :n1\.[0-9a-z]+\.\d+\n\[A\] ok\nclient: :n1\.[0-9a-z]+\.\d+ changed color=blue\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\nclient: :n1\.[0-9a-z]+\.\d+ left example.kv\nclient: example.kv is served by :n1\.[0-9a-z]+\.\d+\n\[B\] ok\nclient: :n1\.[0-9a-z]+\.\d+ changed color=green\n\[B\] green$`)
 		wantLines(t, "pollmode", runExample(t, dir, "pollmode", append(args, "-count", "3")...),
 			`^event \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 1\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 2\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 3\n$`)
 	}
