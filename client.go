@@ -103,9 +103,15 @@ func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 // A lock is taken only while the locks before it in this order are held
 // or free, never after one that follows it:
 //
-//	mapMu (shared) → rmu → evmu → wmu → sockMu
+//	NameClient.closeMu → nameTaps.mu → mapMu (shared) → rmu → evmu → wmu → sockMu
 //
 // pmu, emu and internMu are leaves: nothing is locked while one is held.
+// nameTaps.mu (client_name_tap.go) is held across the bus calls that
+// join and leave groups (a name client's start and Close, and the Conn's
+// own Subscribe, SubscribeWithMembers and Unsubscribe); the event reader
+// never takes it (it reads the tap set through an atomic pointer). A
+// NameClient's mu is a leaf, taken by the event reader under evmu (or in
+// the socket reader) when it hands the name client an event.
 // The pump holds rmu, then evmu, never both; a caller spinning for its
 // reply (lead, finishCall's poll) tries mapMu shared (it may hold a viewed
 // event or reply, which Close waits for: failing means closing), then

@@ -201,6 +201,11 @@ func (c *Conn) busCall(ctx context.Context, cmd uint16, m gproto.Message, reply 
 // harmless. Reserved groups (GroupConnections, GroupGroups, GroupNames)
 // carry the node's notices.
 func (c *Conn) Subscribe(ctx context.Context, group string) error {
+	return c.tapOwn(group, true, func() error { return c.subscribe(ctx, group) }) // tells the name clients (client_name_tap.go)
+}
+
+// subscribe is Subscribe, unknown to the name clients (they call it).
+func (c *Conn) subscribe(ctx context.Context, group string) error {
 	if err := c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil); err != nil {
 		return err
 	}
@@ -215,7 +220,8 @@ func (c *Conn) Subscribe(ctx context.Context, group string) error {
 // missed and none already reflected in the list.
 func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member, error) {
 	var l pb.MemberList
-	if err := c.busCall(ctx, pb.BusSubscribeWithMembers, &pb.BusGroup{Group: group}, &l); err != nil {
+	err := c.tapOwn(group, true, func() error { return c.busCall(ctx, pb.BusSubscribeWithMembers, &pb.BusGroup{Group: group}, &l) })
+	if err != nil {
 		return nil, err
 	}
 	c.noteGroup(group, true)
@@ -231,8 +237,15 @@ func members(l *pb.MemberList) []Member {
 	return out
 }
 
-// Unsubscribe leaves group. Leaving a group one is not in is harmless.
+// Unsubscribe leaves group. Leaving a group one is not in is harmless. A
+// group a NameClient of this Conn still uses stays joined for it, but its
+// events no longer reach this Conn's own.
 func (c *Conn) Unsubscribe(ctx context.Context, group string) error {
+	return c.tapOwn(group, false, func() error { return c.unsubscribe(ctx, group) }) // tells the name clients (client_name_tap.go)
+}
+
+// unsubscribe is Unsubscribe, unknown to the name clients (they call it).
+func (c *Conn) unsubscribe(ctx context.Context, group string) error {
 	if err := c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil); err != nil {
 		return err
 	}

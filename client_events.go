@@ -281,6 +281,12 @@ var errRequestDropped = errors.New("request dropped: the peer's event buffer was
 // before the end are still returned, and then false for good, with Err
 // set: a poll loop checks Err when it gets false, as a bufio.Scanner's
 // caller checks Err when Scan returns false.
+//
+// A poll loop must check Err: once the connection ended, Fd polls
+// readable for good, so a loop that only drains TryRecvEvent and polls
+// again spins at 100% CPU. (Before the connection learnt its end, Fd
+// never became readable then, and such a loop waited forever instead.)
+// On Err set, take Fd out of the poll set and stop, or redial.
 func (c *Conn) TryRecvEvent() (Event, bool) {
 	e, ok, _ := c.tryRecv()
 	return e, ok
@@ -458,6 +464,11 @@ func (c *Conn) releaseView(gen uint64) {
 // for good once the connection ended (TryRecvEvent then returns false and
 // Err says why). The descriptor is kept up to date from the first call of
 // Fd on; Close closes it (take it out of your poll set before).
+//
+// Because it stays readable once the connection ended, a poll loop must
+// check Err whenever TryRecvEvent returns false, and stop polling Fd
+// when Err is set: otherwise it spins (see TryRecvEvent, and
+// examples/pollmode).
 func (c *Conn) Fd() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()

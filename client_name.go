@@ -111,11 +111,16 @@ var errNameCallbacks = errors.New("switchboard: the name client delivers its eve
 //
 // It shares c's events with c's own delivery mode, whichever it is, and
 // with any other name client of c: the notices about name on sys.names
-// and the messages to the notifications group go to the name client, and
-// are taken out of c's own events, unless c had joined that group itself
-// before its first name client did: then c gets them too. Close leaves the
-// groups that no name client of c uses any more, unless c had joined them
-// itself.
+// and the messages to the notifications group go to the name client. A
+// group c is a member of on its own (it had joined it before its first
+// name client did, or called Subscribe for it since) stays c's too: c's
+// own events get all of it, the name client's events included. A group
+// the name clients joined for themselves is not c's: none of its events
+// reach c's own (neither the notices about name nor those about other
+// names). c.Unsubscribe of a group a name client uses keeps it joined for
+// the name client, and stops c's own events of it. Close leaves the groups
+// that no name client of c uses any more, unless c is a member of them on
+// its own.
 //
 // Requests (Request, Go, Send) go to the name, so the node routes each to
 // the owner of the moment: ErrUndeliverable at once when there is none,
@@ -422,8 +427,8 @@ func (nc *NameClient) Err() error {
 func (nc *NameClient) Fd() int { return nc.fd }
 
 // Close stops the name client: it leaves the Conn's events (and the
-// groups no other name client uses, unless the Conn had joined them
-// itself), stops its goroutine and waits for it, a callback in progress
+// groups no other name client uses, unless the Conn is a member of them
+// on its own), stops its goroutine and waits for it, a callback in progress
 // included (so a callback must not call Close), and closes Fd. Events not
 // taken are dropped. The Conn stays open. Close is idempotent.
 func (nc *NameClient) Close() error {

@@ -91,7 +91,11 @@
 // event (it may call Close); the actor gets a *Disconnected; Fd stays
 // readable for good and TryRecvEvent returns false, and the loop then
 // finds Err set (as a bufio.Scanner's caller checks Err when Scan returns
-// false). Done and Err tell anyone else. Err says why: ErrClosed (Close),
+// false). A poll loop must make that check and stop polling Fd once Err
+// is set: Fd stays readable, and a loop that only drains TryRecvEvent
+// spins at 100% CPU (loops written before the connection learnt its end
+// waited forever there instead; see examples/pollmode). Done and Err
+// tell anyone else. Err says why: ErrClosed (Close),
 // ErrNodeShutdown (the node said goodbye), ErrNodeLost (it died or was
 // killed), ErrSlowConsumer (evicted), ErrProtocol; the node's ends also
 // match ErrNodeGone, which the calls in flight fail with.
@@ -119,8 +123,9 @@
 // through callbacks on a goroutine of its own, a poll descriptor of its
 // own (Fd, TryNext) or Next. It takes from the Conn's events the notices
 // about its name and its group's messages; the Conn's delivery mode keeps
-// everything else (and gets those too for a group the Conn had joined
-// itself first), so any number of name clients share a Conn.
+// everything else (and gets those too for a group the Conn is a member
+// of on its own: joined before its first name client did, or subscribed
+// to since), so any number of name clients share a Conn.
 //
 // # Serving requests from peers
 //

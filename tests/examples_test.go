@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	osexec "os/exec"
 	"path/filepath"
 	"regexp"
@@ -65,10 +66,64 @@ func TestExamples(t *testing.T) {
 		wantLines(t, "peerrpc", runExample(t, dir, "peerrpc", args...),
 			`^server A \(:n1\.[0-9a-z]+\.\d+\) owns example.kv$`,
 			`^server B \(:n1\.[0-9a-z]+\.\d+\) is standby 1 for example.kv$`,
-			`^\[A\] ok\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\n\[B\] ok\n\[B\] green$`)
+			`^client: example.kv is served by :n1\.[0-9a-z]+\.\d+\n\[A\] ok\nclient: :n1\.[0-9a-z]+\.\d+ changed color=blue\n\[A\] blue\nA leaves\nserver B: the node says it owns example.kv now\nclient: :n1\.[0-9a-z]+\.\d+ left example.kv\nclient: example.kv is served by :n1\.[0-9a-z]+\.\d+\n\[B\] ok\nclient: :n1\.[0-9a-z]+\.\d+ changed color=green\n\[B\] green$`)
 		wantLines(t, "pollmode", runExample(t, dir, "pollmode", append(args, "-count", "3")...),
 			`^event \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 1\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 2\nevent \d+ from :n1\.[0-9a-z]+\.\d+ on example.ticks: tick 3\n$`)
 	}
 	wantLines(t, "httpembed", runExample(t, dir, "httpembed", "-socket", filepath.Join(t.TempDir(), "node.sock"), "-http", "127.0.0.1:0", "-once"),
 		`^GET http://127.0.0.1:\d+/hello\?name=you: 200 OK hello, you \(greeting 1, from actor \S+\)$`)
+}
+
+// TestExamplePollmodeNodeGoes: the pollmode example, reading from a node
+// in a child process, stops soon after that node goes (its Fd then stays
+// readable for good: a loop that did not check Err would spin at 100%
+// CPU forever), saying why, and without having burnt a core meanwhile.
+func TestExamplePollmodeNodeGoes(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := osexec.Command("go", "build", "-o", dir+"/", "../examples/pollmode").CombinedOutput(); err != nil {
+		t.Fatal(&buildError{err, string(out)})
+	}
+	node, socket := nodeChild(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, filepath.Join(dir, "pollmode"), "-socket", socket, "-count", "1000000")
+	cmd.Env = nodeEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 5 * time.Second
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	checkFor(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "tick 2") {
+			return errors.New("no tick 2 yet")
+		}
+		return nil
+	})
+	node.cmd.Process.Signal(syscall.SIGKILL)
+	gone := time.Now()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("pollmode still runs 10s after its node was killed:\n%s", out)
+	}
+	t.Logf("pollmode exited %v after its node was killed", time.Since(gone))
+	var ee *osexec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("pollmode: %v, want exit status 1\n%s", err, out)
+	}
+	wantLines(t, "pollmode", out.String(), `^pollmode: the connection ended: .*node`)
+	// The loop spun, if it did, only until it checked Err: far less
+	// than the seconds a 100% loop would have used up by now.
+	if used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(); used > 2*time.Second {
+		t.Errorf("pollmode used %v of CPU", used)
+	}
+	node.cmd.Wait()
 }

@@ -1,10 +1,11 @@
 // Command peerrpc shows peer RPC by well-known name. A server owns
-// "example.kv" and answers requests with WithRequestHandler; a second
-// server queues as its standby and takes the name over when the first
-// leaves; a client, through a name client of "example.kv", never needs an
-// address. The servers are dialled WithReconnect: if the node restarts,
-// each comes back by itself and claims the name again (the one that gets
-// there second queues as standby), and says what it got back.
+// "example.kv" and answers requests with WithRequestHandler, and publishes
+// each change to "example.kv.changes"; a second server queues as its
+// standby and takes the name over when the first leaves. The demo's
+// client is a NameClient of "example.kv": it follows the name's owner
+// (told when one appears or goes, with its address), sends its requests
+// by name, never needing an address, and receives the changes. The
+// one-shot client (below) calls Request("example.kv").
 //
 //	go run ./examples/peerrpc                           # all in one process, with a node of its own
 //	go run ./examples/peerrpc -socket S server A        # against a running node: a server (run two) …
@@ -26,7 +27,10 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 )
 
-const name = "example.kv"
+const (
+	name    = "example.kv"
+	changes = "example.kv.changes" // the servers' notifications
+)
 
 func main() {
 	socket := flag.String("socket", "", "the node's socket (default for the demo: run a node in this process)")
@@ -57,17 +61,12 @@ func run(ctx context.Context, socket string, args []string) error {
 			}
 		}
 	case len(args) >= 3 && args[0] == "client":
-		c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("kv-client"))
+		c, err := dial(ctx, socket, "kv-client")
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		nc, err := switchboard.NewNameClient(ctx, c, name, switchboard.NameClientOptions{})
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		reply, err := nc.Request(ctx, []byte(strings.Join(args[1:], " ")))
+		reply, err := c.Request(ctx, name, []byte(strings.Join(args[1:], " ")))
 		if err != nil {
 			return err
 		}
@@ -105,28 +104,100 @@ func run(ctx context.Context, socket string, args []string) error {
 		return err
 	}
 	defer b.Close()
-	for _, req := range []string{"client set color blue", "client get color"} {
-		if err := run(ctx, socket, strings.Fields(req)); err != nil {
-			return err
-		}
+
+	// The client: a name client of example.kv on a connection of its own,
+	// in synchronous mode (Next), so that this demo prints in one order.
+	c, err := dial(ctx, socket, "kv-client")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	nc, err := switchboard.NewNameClient(ctx, c, name, switchboard.NameClientOptions{Notifications: changes})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := follow(ctx, nc, 1); err != nil { // the owner, A
+		return err
+	}
+	if err := request(ctx, nc, "set color blue", 1); err != nil {
+		return err
+	}
+	if err := request(ctx, nc, "get color", 0); err != nil {
+		return err
 	}
 	fmt.Println("A leaves")
 	a.Close()
 	if err := takeOver(ctx, b, "B"); err != nil {
 		return err
 	}
-	return errors.Join(run(ctx, socket, strings.Fields("client set color green")), run(ctx, socket, strings.Fields("client get color")))
+	if err := follow(ctx, nc, 2); err != nil { // A gone, B its owner
+		return err
+	}
+	if err := request(ctx, nc, "set color green", 1); err != nil {
+		return err
+	}
+	return request(ctx, nc, "get color", 0)
 }
 
-// server connects, serves a key-value store of its own to requests, and
-// claims the name: as its owner, or queued as a standby.
+// request sends a request to the name's owner, whoever it is, prints the
+// reply, then the n notifications it brought.
+func request(ctx context.Context, nc *switchboard.NameClient, req string, n int) error {
+	reply, err := nc.Request(ctx, []byte(req))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s\n", reply)
+	return follow(ctx, nc, n)
+}
+
+// follow prints the name client's next n events. (With callbacks instead,
+// NameClientOptions.OnOwner, OnOwnerGone and OnNotification get them on a
+// goroutine of the name client; in a poll loop, Fd and TryNext.)
+func follow(ctx context.Context, nc *switchboard.NameClient, n int) error {
+	for range n {
+		e, err := nc.Next(ctx)
+		if err != nil {
+			return err
+		}
+		switch e.Kind {
+		case switchboard.NameOwner:
+			fmt.Printf("client: %s is served by %s\n", nc.Name(), e.Owner)
+		case switchboard.NameOwnerGone:
+			fmt.Printf("client: %s left %s\n", e.Owner, nc.Name())
+		case switchboard.NameNotification:
+			fmt.Printf("client: %s changed %s\n", e.From, e.Payload)
+		}
+	}
+	return nil
+}
+
+// dial connects to the node at socket as clientName, WithReconnect: the
+// servers and the client outlive a restart of the node — a server claims
+// example.kv again (or queues as standby) and says what it got back, and
+// the client's name client keeps following the owner across it.
+func dial(ctx context.Context, socket, clientName string, opts ...switchboard.DialOption) (*switchboard.Conn, error) {
+	opts = append([]switchboard.DialOption{switchboard.WithSocket(socket), switchboard.WithClientName(clientName),
+		switchboard.WithReconnect(switchboard.ReconnectPolicy{})}, opts...)
+	return switchboard.Dial(ctx, opts...)
+}
+
+// server connects, serves a key-value store of its own to requests,
+// publishing each change to the changes group, and claims the name: as
+// its owner, or queued as a standby.
 func server(ctx context.Context, socket, label string) (*switchboard.Conn, error) {
 	store := map[string]string{} // the handler runs one request at a time
+	var c *switchboard.Conn
+	dialled := make(chan struct{}) // c is set
 	handle := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
 		f := strings.Fields(string(r.Payload))
 		switch {
 		case len(f) == 3 && f[0] == "set":
 			store[f[1]] = f[2]
+			<-dialled
+			if err := c.Publish(ctx, changes, []byte(f[1]+"="+f[2])); err != nil { // before the reply: the client sees it after
+				return nil, err
+			}
 			return []byte("[" + label + "] ok"), nil
 		case len(f) == 2 && f[0] == "get":
 			if v, ok := store[f[1]]; ok {
@@ -136,11 +207,11 @@ func server(ctx context.Context, socket, label string) (*switchboard.Conn, error
 		}
 		return nil, fmt.Errorf("[%s] want set KEY VALUE or get KEY", label)
 	}
-	c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket), switchboard.WithClientName("kv-"+label),
-		switchboard.WithRequestHandler(handle), switchboard.WithReconnect(switchboard.ReconnectPolicy{}))
+	c, err := dial(ctx, socket, "kv-"+label, switchboard.WithRequestHandler(handle))
 	if err != nil {
 		return nil, err
 	}
+	close(dialled)
 	primary, pos, err := c.Own(ctx, name)
 	if err != nil {
 		c.Close()
@@ -155,8 +226,7 @@ func server(ctx context.Context, socket, label string) (*switchboard.Conn, error
 }
 
 // takeOver waits for the node's notice that s now owns the name (which
-// comes at once to a server that got it when it asked), telling meanwhile
-// of the node going and s coming back.
+// comes at once to a server that got it when it asked).
 func takeOver(ctx context.Context, s *switchboard.Conn, label string) error {
 	for {
 		e, err := s.RecvEvent(ctx)

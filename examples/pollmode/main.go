@@ -2,7 +2,9 @@
 // event loop or a program with many descriptors would drive it: it adds
 // the connection's Fd() to its epoll set and, when it polls readable,
 // takes the waiting events with TryRecvEvent. No goroutine of its own
-// waits for events. A second connection publishes ticks to read.
+// waits for events. A second connection publishes ticks to read. When
+// the connection ends (the node went), Fd stays readable for good and
+// TryRecvEvent returns false: the loop checks Err and stops, with it.
 //
 //	go run ./examples/pollmode                # with a node of its own
 //	go run ./examples/pollmode -socket S -count 10
@@ -105,6 +107,17 @@ func run(ctx context.Context, socket string, count int) error {
 				got++
 				fmt.Printf("event %d from %s on %s: %s\n", e.Seq, e.From, e.To, e.Payload)
 			}
+		}
+		// TryRecvEvent's false means "nothing waits" or, for good, "the
+		// connection ended" (the node went, or Close): Err tells them
+		// apart. Once it ended, Fd stays readable for good, so a loop
+		// that went on polling it would spin: take it out and stop.
+		if err := c.Err(); err != nil {
+			unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, c.Fd(), nil)
+			if ctx.Err() != nil { // stopped by a signal: the node of our own went with it
+				return nil
+			}
+			return fmt.Errorf("the connection ended: %w", err)
 		}
 	}
 	return nil
