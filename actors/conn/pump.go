@@ -185,6 +185,7 @@ func (c *Endpoint) serveRequests() {
 		return
 	}
 	for range 64 {
+		before := c.in.Position()
 		f, err := c.in.Next()
 		if err == shm.ErrRingEmpty {
 			break
@@ -194,6 +195,13 @@ func (c *Endpoint) serveRequests() {
 			return
 		}
 		c.stats.BytesIn.Add(uint64(len(f.Body)))
+		if f.Kind == pb.KindCall {
+			// A handler may take long: what came before the call is
+			// served (routed: out it goes), and its client's Flush and
+			// Close need not wait for the call.
+			c.flushOutbox()
+			c.in.ReleaseTo(before)
+		}
 		if !c.frame(f) {
 			c.flushOutbox() // what was routed before the bad frame still goes
 			return
