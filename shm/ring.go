@@ -677,6 +677,11 @@ func (p *Producer) Consumed() uint64 { return p.r.tail.Load() }
 // goroutine at a time.
 func (c *Consumer) Position() uint64 { return c.tail }
 
+// Released returns the position this consumer last gave back (Release),
+// as the shared counters say. Any goroutine may call it while the ring is
+// mapped.
+func (c *Consumer) Released() uint64 { return c.r.tail.Load() }
+
 // Published returns the producer's position as the shared counters say:
 // the end of the frames it has made visible. Any goroutine may call it
 // while the ring is mapped. It comes from the other side: a consumer must
