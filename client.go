@@ -105,13 +105,16 @@ func WithEventActor(sys *actor.ActorSystem, pid *actor.PID) DialOption {
 //
 //	NameClient.closeMu → nameTaps.mu → mapMu (shared) → rmu → evmu → wmu → sockMu
 //
-// pmu, emu and internMu are leaves: nothing is locked while one is held.
-// nameTaps.mu (client_name_tap.go) is held across the bus calls that
-// join and leave groups (a name client's start and Close, and the Conn's
-// own Subscribe, SubscribeWithMembers and Unsubscribe); the event reader
-// never takes it (it reads the tap set through an atomic pointer). A
-// NameClient's mu is a leaf, taken by the event reader under evmu (or in
-// the socket reader) when it hands the name client an event.
+// pmu, emu, internMu, held.mu, flush.gmu and flush.lmu are leaves:
+// nothing is locked while one is held. A NameClient's closeMu comes
+// before all of these (its Close leaves groups, which takes the Conn's
+// locks), and so does nameTaps.mu (client_name_tap.go), after closeMu: it
+// is held across the bus calls that join and leave groups (a name
+// client's start and Close, and the Conn's own Subscribe,
+// SubscribeWithMembers and Unsubscribe); the event reader never takes it
+// (it reads the tap set through an atomic pointer). A NameClient's mu is
+// a leaf, taken by the event reader under evmu (or in the socket reader)
+// when it hands the name client an event.
 // The pump holds rmu, then evmu, never both; a caller spinning for its
 // reply (lead, finishCall's poll) tries mapMu shared (it may hold a viewed
 // event or reply, which Close waits for: failing means closing), then
@@ -406,7 +409,9 @@ type FlowControl struct {
 	LateReplies   uint64 // replies that arrived after their call gave up
 	// Accepted counts the messages this client accepted (Send, SendTo and
 	// Publish without WantAnswer, answers to peer requests); Unsent, set
-	// by Close, those of them the node never took (see Flush).
+	// by Close, those of them the node was not confirmed to have taken
+	// when the client let go: an upper bound, as the node may still have
+	// taken some of them after (see Flush and Close).
 	Accepted, Unsent uint64
 }
 
@@ -526,7 +531,7 @@ func (c *Conn) control(msg *pb.Control, reason error) error {
 // sendFrames, for the socket transport, sends the requests written to the
 // local request ring over the socket, a batch per write.
 func (c *Conn) sendFrames() {
-	err := shm.SendFrames(c.sock, &c.sockMu, c.bridge.Bell(pb.BellSocketRequest), c.bridge.Consumer(pb.RingRequest))
+	err := shm.SendFrames(sockWriter{c}, &c.sockMu, c.bridge.Bell(pb.BellSocketRequest), c.bridge.Consumer(pb.RingRequest))
 	if err != nil {
 		// watch reads the same socket: it sees the node's Goodbye, if
 		// one came before the failure, or the end; let it tell why.
@@ -541,27 +546,41 @@ func (c *Conn) sendFrames() {
 }
 
 // sayGoodbye tells the node this client closes on purpose (best effort).
+// With the socket transport no frame follows it (the node serves only
+// what came before), and none goes after a write that failed, maybe
+// halfway through a frame. The deadline is set before the lock: a frame
+// write blocked on a node that does not read gives up too.
 func (c *Conn) sayGoodbye() {
 	if c.err() != nil {
 		return
 	}
+	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	c.sockMu.Lock()
 	defer c.sockMu.Unlock()
+	if c.flush.sockBroken {
+		return
+	}
+	c.flush.byeSent = true
 	c.sock.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	pb.WriteControl(c.sock, &pb.Control{Msg: &pb.Control_ClientGoodbye{ClientGoodbye: &pb.ClientGoodbye{}}}, nil)
 }
 
-// Close closes the connection. It first waits, up to WithCloseTimeout
-// (default 5 s), until the node has taken every message this client
-// accepted (Flush); then pending calls fail with ErrClosed, the node sees
-// the client go, and every goroutine of the connection is waited for
-// (WithDisconnectHandler's f too, unless it had begun). If accepted
-// messages were never taken by the node, Close returns an *UnsentError
-// with their count (also FlowControl.Unsent). It is idempotent: later
-// calls return the first call's error.
+// Close closes the connection. It refuses new requests (ErrClosed), then
+// waits, up to WithCloseTimeout (default 5 s), until the node has taken
+// every message this client accepted (with the socket transport: until
+// they are written to the socket, ahead of the goodbye, after which the
+// node serves them); it does not wait for calls in flight. Then pending
+// calls fail with ErrClosed, the node sees the client go, and every
+// goroutine of the connection is waited for (WithDisconnectHandler's f
+// too, unless it had begun). If accepted messages were not confirmed
+// taken by the node, Close returns an *UnsentError with their count (also
+// FlowControl.Unsent): an upper bound, as the node may still take some of
+// them as the client lets go. It is idempotent: later calls return the
+// first call's error.
 func (c *Conn) Close() error {
 	finalBegun := c.finalBegun.Load()
 	c.closeOnce.Do(func() {
+		c.flush.stopped.Store(true)
 		cause := c.flushForClose()
 		c.sayGoodbye()
 		c.end(ErrClosed)
@@ -575,6 +594,7 @@ func (c *Conn) Close() error {
 		c.evmu.Lock()
 		c.wmu.Lock()
 		c.closed = true
+		c.flush.closed.Store(true)
 		c.settleUnsent(cause)
 		c.link.Close()
 		c.wmu.Unlock()

@@ -205,7 +205,7 @@ func (c *Conn) send(ctx context.Context, service, command uint16, parts [][]byte
 func (c *Conn) writeParts(ctx context.Context, h shm.Header, parts ...[]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.closed {
+	if c.closed || c.flush.stopped.Load() { // Close began: what it flushes is settled
 		return ErrClosed
 	}
 	err := pb.WriteMessage(ctx, c.life, c.req, h, false, parts...)

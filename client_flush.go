@@ -58,16 +58,32 @@ func (e *UnsentError) Unwrap() []error { return []error{ErrUnsent, e.Err} }
 
 // flushState is the Conn's account of what it accepted, and Drain's state.
 type flushState struct {
-	ends     sentLog       // under wmu
+	lmu      sync.Mutex    // a leaf: ends
+	ends     sentLog       // under lmu
+	last     atomic.Uint64 // the ring position where the last accepted message ends (0: none yet)
 	accepted atomic.Uint64 // messages accepted
-	unsent   atomic.Uint64 // set by Close: accepted and never taken
+	unsent   atomic.Uint64 // set by Close: accepted and not confirmed taken
+	stopped  atomic.Bool   // Close began: no new request is written
+	closed   atomic.Bool   // the rings are unmapped (Conn.closed, readable without wmu)
 	closeErr error         // set once by Close
+
+	// The socket transport: under sockMu.
+	byeSent    bool // the goodbye went on the socket: no frame may follow it
+	sockBroken bool // a frame write failed, maybe halfway: no goodbye may follow it
 
 	gmu    sync.Mutex
 	groups map[string]bool // under gmu: the groups subscribed to, for Drain
 
-	mark     atomic.Pointer[[]byte] // Drain's marker, while it waits for it
-	markSeen chan struct{}          // closed when the marker reached its place
+	prefix atomic.Pointer[[]byte]    // the marker prefix of this Conn's Drains, once one ran
+	mark   atomic.Pointer[drainMark] // the Drain that waits for its marker
+}
+
+// drainMark is one Drain's marker.
+type drainMark struct {
+	token    []byte
+	seen     chan struct{} // closed when the marker reached its place
+	seenOnce sync.Once
+	done     chan struct{} // closed when its Drain stops waiting
 }
 
 // sentLog holds, in order, the ring positions where the accepted messages
@@ -104,6 +120,8 @@ func (l *sentLog) between(consumed, upTo uint64) uint64 {
 
 // noteSent records a frame writeParts wrote, if it is a message the
 // client accepted and nobody waits an answer for. The caller holds wmu.
+// It touches no memory the node writes: the log is trimmed to where the
+// producer last saw the node's position.
 func (c *Conn) noteSent(h shm.Header) {
 	switch h.Kind {
 	case pb.KindSend, pb.KindPeerSend, pb.KindPublish, pb.KindPeerReply:
@@ -113,9 +131,13 @@ func (c *Conn) noteSent(h shm.Header) {
 	if h.Flags&pb.FlagWantAnswer != 0 {
 		return
 	}
+	end := c.req.Position()
 	c.flush.accepted.Add(1)
-	c.flush.ends.trim(c.req.Consumed())
-	c.flush.ends.add(c.req.Position())
+	c.flush.lmu.Lock()
+	c.flush.ends.trim(c.req.CachedConsumed())
+	c.flush.ends.add(end)
+	c.flush.lmu.Unlock()
+	c.flush.last.Store(end)
 }
 
 // Flush returns once the node has taken every message this client
@@ -125,25 +147,34 @@ func (c *Conn) noteSent(h shm.Header) {
 // (the node answers a BusSync call behind them). Taken means the node
 // routed it: a publication reached its group's members' queues, as far as
 // their queues had room (a member's drop is counted as a gap at the
-// member). If ctx ends, or the connection, first, Flush returns an
-// *UnsentError with how many of them the node had not taken.
+// member). Calls in flight are not waited for. If ctx ends, or the
+// connection, first, Flush returns an *UnsentError with how many of them
+// the node had not taken, or the cause alone (ctx's error, ErrClosed, …)
+// if by then it had taken them all. Flush never waits for a writer blocked
+// on a full ring.
 func (c *Conn) Flush(ctx context.Context) error {
-	c.wmu.Lock()
-	if c.closed {
-		c.wmu.Unlock()
+	if c.flush.closed.Load() {
 		return ErrClosed
 	}
-	target := c.req.Position()
-	c.wmu.Unlock()
-	if c.bridge != nil {
+	target := c.flush.last.Load()
+	if err := c.waitTaken(ctx, target); err != nil {
+		return err
+	}
+	if c.bridge != nil && target > 0 {
 		err := c.busCall(ctx, pb.BusSync, nil, nil)
 		if err == nil || errors.Is(err, ErrUnknownCommand) { // an older node: answered in order too
 			return nil
 		}
 		return c.unsentError(target, err)
 	}
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
+	return nil
+}
+
+// waitTaken waits until the request ring's consumer passed target: the
+// node read it, or, with the socket transport, it was written to the
+// socket.
+func (c *Conn) waitTaken(ctx context.Context, target uint64) error {
+	var t *time.Timer
 	for wait := 10 * time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
 		if c.mapMu.TryRLock() { // fails only while Close unmaps
 			if !c.closing.Load() && c.req.Consumed() >= target {
@@ -152,7 +183,12 @@ func (c *Conn) Flush(ctx context.Context) error {
 			}
 			c.mapMu.RUnlock()
 		}
-		t.Reset(wait)
+		if t == nil {
+			t = time.NewTimer(wait)
+			defer t.Stop()
+		} else {
+			t.Reset(wait)
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -166,14 +202,18 @@ func (c *Conn) Flush(ctx context.Context) error {
 // unsentError counts the messages accepted up to target that the node has
 // not taken, and returns them with err; err alone if there are none (with
 // the socket transport, the messages already written to the socket are
-// not counted: a live node reads them, even after the goodbye).
+// not counted: a live node reads them, even after the goodbye). It does
+// not take wmu, which a writer waiting for room in the ring holds.
 func (c *Conn) unsentError(target uint64, err error) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closed {
+	c.mapMu.RLock()
+	defer c.mapMu.RUnlock()
+	if c.flush.closed.Load() {
 		return err
 	}
-	n := c.flush.ends.between(c.req.Consumed(), target)
+	consumed := c.req.Consumed()
+	c.flush.lmu.Lock()
+	n := c.flush.ends.between(consumed, target)
+	c.flush.lmu.Unlock()
 	if n == 0 {
 		return err
 	}
@@ -181,7 +221,10 @@ func (c *Conn) unsentError(target uint64, err error) error {
 }
 
 // flushForClose is Close's flush, bounded by WithCloseTimeout; it returns
-// why the node may not have taken everything (nil: it did).
+// why the node may not have taken everything (nil: it did). It waits only
+// for the accepted messages (not for calls in flight, which Close fails),
+// and with the socket transport until they are written to the socket,
+// ahead of the goodbye: the node serves them before it lets go.
 func (c *Conn) flushForClose() error {
 	if err := c.err(); err != nil {
 		return err
@@ -193,7 +236,7 @@ func (c *Conn) flushForClose() error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var ue *UnsentError
-	if err := c.Flush(ctx); errors.As(err, &ue) {
+	if err := c.waitTaken(ctx, c.flush.last.Load()); errors.As(err, &ue) {
 		return ue.Err
 	} else if err != nil {
 		return err
@@ -202,10 +245,15 @@ func (c *Conn) flushForClose() error {
 }
 
 // settleUnsent counts, as Close unmaps the rings, the accepted messages
-// the node never took, and makes them Close's error. The caller holds wmu;
-// cause is why (nil: Flush succeeded, and they came after it).
+// the node was not confirmed to have taken, and makes them Close's error.
+// The caller holds wmu; cause is why (nil: Flush succeeded, and they came
+// after it). The count is an upper bound: the node may still read some of
+// them after the client stopped looking.
 func (c *Conn) settleUnsent(cause error) {
-	n := c.flush.ends.between(c.req.Consumed(), ^uint64(0))
+	consumed := c.req.Consumed()
+	c.flush.lmu.Lock()
+	n := c.flush.ends.between(consumed, ^uint64(0))
+	c.flush.lmu.Unlock()
 	if n == 0 {
 		return
 	}
@@ -214,6 +262,25 @@ func (c *Conn) settleUnsent(cause error) {
 	}
 	c.flush.unsent.Store(n)
 	c.flush.closeErr = &UnsentError{Unsent: n, Err: cause}
+}
+
+// errSaidGoodbye: a frame would follow the goodbye on the socket.
+var errSaidGoodbye = errors.New("switchboard: the goodbye was sent")
+
+// sockWriter is the socket as the socket transport's sendFrames writes it
+// (under sockMu): nothing after the goodbye, and no goodbye after a write
+// that failed, maybe in the middle of a frame.
+type sockWriter struct{ c *Conn }
+
+func (w sockWriter) Write(b []byte) (int, error) {
+	if w.c.flush.byeSent {
+		return 0, errSaidGoodbye
+	}
+	n, err := w.c.sock.Write(b)
+	if err != nil {
+		w.c.flush.sockBroken = true
+	}
+	return n, err
 }
 
 // noteGroup records a subscription (or its end), for Drain.
@@ -285,26 +352,66 @@ func (c *Conn) drain(ctx context.Context) error {
 
 func isNoticeGroup(g string) bool { return len(g) > 4 && g[:4] == "sys." }
 
+// drainMarkerTag begins the payload of every Drain marker; a random
+// prefix of the connection's own follows it.
+const drainMarkerTag = "\x00sb-drain:"
+
 // drainEvents sends a marker to this client itself and waits until it
 // comes out of the event queue: every event read before it has been
-// handed to the application.
+// handed to the application. A marker may be dropped on the way (a full
+// event queue drops the oldest): it is sent again when this client learns
+// of a drop, and every second. Every marker of this connection is kept
+// from the application for the connection's whole life, a late one too.
+// Drains run one at a time.
 func (c *Conn) drainEvents(ctx context.Context) error {
-	token := make([]byte, 24)
-	copy(token, "\x00sb-drain:")
-	rand.Read(token[10:])
-	seen := make(chan struct{})
-	c.flush.markSeen = seen
-	c.flush.mark.Store(&token)
-	defer c.flush.mark.Store(nil)
-	if err := c.SendTo(ctx, c.Address(), token); err != nil {
-		return err
+	if c.flush.prefix.Load() == nil {
+		p := make([]byte, len(drainMarkerTag)+16)
+		copy(p, drainMarkerTag)
+		rand.Read(p[len(drainMarkerTag):])
+		c.flush.prefix.CompareAndSwap(nil, &p)
 	}
-	select {
-	case <-seen:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-c.gone:
-		return c.err()
+	var seq [8]byte
+	rand.Read(seq[:])
+	m := &drainMark{token: append(append([]byte(nil), *c.flush.prefix.Load()...), seq[:]...),
+		seen: make(chan struct{}), done: make(chan struct{})}
+	for !c.flush.mark.CompareAndSwap(nil, m) { // another Drain waits for its marker: after it
+		if other := c.flush.mark.Load(); other != nil {
+			select {
+			case <-other.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.gone:
+				return c.err()
+			}
+		}
+	}
+	defer func() {
+		c.flush.mark.CompareAndSwap(m, nil)
+		close(m.done)
+	}()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for seen := false; !seen; {
+		dropped := c.dropped.Load()
+		if err := c.SendTo(ctx, c.Address(), m.token, WantAnswer()); err != nil {
+			return err
+		}
+		for n := 1; ; n++ {
+			select {
+			case <-m.seen:
+				seen = true
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.gone:
+				return c.err()
+			case <-t.C:
+				if c.dropped.Load() == dropped && n%20 != 0 {
+					continue
+				}
+				// Maybe the marker was dropped: send it again.
+			}
+			break
+		}
 	}
 	if c.o.onEvent != nil || c.o.actorPID != nil {
 		return nil // the marker was dispatched: the events before it were too
@@ -321,21 +428,23 @@ func (c *Conn) drainEvents(ctx context.Context) error {
 	return nil
 }
 
-// drainMarked reports whether e is Drain's marker, and if so notes that
-// it arrived. dispatch asks (handler and actor modes: the marker is
-// handed over in turn), and busIntercept (the other modes: it is never
-// queued).
+// drainMarked reports whether e is a Drain marker of this connection, and
+// if it is the awaited one notes that it arrived. dispatch asks (handler
+// and actor modes: the marker is handed over in turn), and busIntercept
+// (the other modes: it is never queued).
 func (c *Conn) drainMarked(e *Event, dispatching bool) bool {
-	p := c.flush.mark.Load()
-	if p == nil || e.Kind != EventMessage || dispatching != (c.o.onEvent != nil || c.o.actorPID != nil) ||
-		e.From != c.Address() || !bytes.Equal(e.Payload, *p) {
+	if e.Kind != EventMessage || len(e.Payload) < len(drainMarkerTag) || e.Payload[0] != 0 ||
+		dispatching != (c.o.onEvent != nil || c.o.actorPID != nil) || e.From != c.Address() {
+		return false
+	}
+	if p := c.flush.prefix.Load(); p == nil || !bytes.HasPrefix(e.Payload, *p) {
 		return false
 	}
 	if dispatching {
 		c.received.Add(^uint64(0)) // queued and counted, but no event of the application's
 	}
-	if c.flush.mark.CompareAndSwap(p, nil) {
-		close(c.flush.markSeen)
+	if m := c.flush.mark.Load(); m != nil && bytes.Equal(e.Payload, m.token) {
+		m.seenOnce.Do(func() { close(m.seen) })
 	}
 	return true
 }

@@ -171,18 +171,24 @@ func TestDrain(t *testing.T) {
 				}
 			})
 			for handled.Load() < 2000 {
+				if ctx.Err() != nil {
+					t.Fatalf("only %d events handled", handled.Load())
+				}
 				time.Sleep(time.Millisecond)
 			}
 			if err := sub.Drain(ctx); err != nil {
 				t.Fatal(err)
 			}
+			// In recv mode the receiver counts an event after RecvEvent
+			// returned it: wait for it to see the end (RecvEvent fails
+			// once the connection is closed and its queue was taken).
+			recv.Wait()
 			got, fc := handled.Load(), sub.FlowControl()
 			close(stop)
 			pubs.Wait()
 			if err := pub.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			recv.Wait()
 			time.Sleep(20 * time.Millisecond)
 			if after := handled.Load(); after != got {
 				t.Fatalf("handled %d events after Drain returned", after-got)

@@ -172,10 +172,11 @@
 //     (returned nil for) is taken by the node unless the connection ends
 //     first, and then it is counted. Flush waits until the node has taken
 //     everything accepted before the call; Close flushes first (bounded by
-//     WithCloseTimeout, default 5 s) and returns an *UnsentError
-//     (errors.Is ErrUnsent) with the count of accepted messages the node
-//     never took, also in FlowControl.Unsent; the node serves what a
-//     client wrote before its goodbye before it ends the connection. With
+//     WithCloseTimeout, default 5 s; calls in flight are not waited for)
+//     and returns an *UnsentError (errors.Is ErrUnsent) with the count of
+//     accepted messages not confirmed taken, also in FlowControl.Unsent;
+//     the node serves the messages (not the calls) a client wrote before
+//     its goodbye before it ends the connection. With
 //     the socket transport, a message written to the socket counts as
 //     taken (a live node reads it, goodbye or not); Flush also waits for
 //     the node's answer behind it. A count Close reports after its timeout

@@ -469,6 +469,21 @@ func (c *Consumer) Release() {
 	}
 }
 
+// ReleaseTo gives back the frames that end at or before pos, a Position
+// this consumer reached since the last Release, and keeps the views of
+// the frames read after it valid: a consumer about to spend long on one
+// frame hands back the ones before it.
+func (c *Consumer) ReleaseTo(pos uint64) {
+	if pos <= c.released || pos > c.tail {
+		return
+	}
+	c.released = pos
+	c.r.tail.Store(pos)
+	if c.r.waiting.Load() != 0 && c.r.waiting.CompareAndSwap(1, 0) && c.o.space != nil {
+		c.o.space.Ring()
+	}
+}
+
 // Read copies the next frame's body into buf (grown as needed) and releases
 // it. It returns ErrRingEmpty when no frame is ready.
 func (c *Consumer) Read(buf []byte) (Frame, error) {
@@ -597,10 +612,12 @@ func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }
 // call it.
 func (c *Consumer) Unreleased() bool { return c.r.head.Load() != c.r.tail.Load() }
 
-// AppendFrames moves frames from the consumers into dst, encoded as
-// AppendFrame encodes them, until they are empty or dst holds limit bytes,
-// and releases what it took: the pump of a bridge between rings and a
-// stream.
+// AppendFrames copies frames from the consumers into dst, encoded as
+// AppendFrame encodes them, until they are empty or dst holds limit bytes:
+// the pump of a bridge between rings and a stream. It does not release
+// what it took: the caller releases each consumer (Release) once dst went
+// where it goes, so that the producer's Consumed counts only frames
+// really handed on.
 func AppendFrames(dst []byte, limit int, cons ...*Consumer) []byte {
 	for _, c := range cons {
 		for len(dst) < limit {
@@ -610,7 +627,6 @@ func AppendFrames(dst []byte, limit int, cons ...*Consumer) []byte {
 			}
 			dst = AppendFrame(dst, f.Header, f.Body)
 		}
-		c.Release()
 	}
 	return dst
 }
@@ -645,6 +661,12 @@ func (c *Consumer) Capacity() int { return int(c.r.size) }
 // rest of Producer, one goroutine at a time.
 func (p *Producer) Position() uint64 { return p.head }
 
+// CachedConsumed returns the consumer's position as this producer last
+// read it (when it looked for room): at most Consumed, and, unlike
+// Consumed, it touches no memory the consumer writes. Like the rest of
+// Producer, one goroutine at a time.
+func (p *Producer) CachedConsumed() uint64 { return p.tail }
+
 // Consumed returns the consumer's position as the shared counters say:
 // every frame that ends at or before it has been read and released. Any
 // goroutine may call it while the ring is mapped.
@@ -654,6 +676,11 @@ func (p *Producer) Consumed() uint64 { return p.r.tail.Load() }
 // or not), comparable with Published. Like the rest of Consumer, one
 // goroutine at a time.
 func (c *Consumer) Position() uint64 { return c.tail }
+
+// Released returns the position this consumer last gave back (Release),
+// as the shared counters say. Any goroutine may call it while the ring is
+// mapped.
+func (c *Consumer) Released() uint64 { return c.r.tail.Load() }
 
 // Published returns the producer's position as the shared counters say:
 // the end of the frames it has made visible. Any goroutine may call it

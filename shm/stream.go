@@ -60,6 +60,8 @@ func (fr *FrameReader) Next() (Frame, error) {
 // SendFrames moves the frames published in the consumers to w, as
 // AppendFrame encodes them, a batch of up to 256 KiB per write, sleeping on
 // bell while they are empty: the writing half of the socket transport. It
+// releases the frames of a batch only once it is written, so that their
+// producer's Consumed counts only frames that reached w. It
 // holds mu, if not nil, for each write, so that other writers of w (a
 // control frame) do not interleave. It returns the error of a failed
 // write or of a broken ring, or nil once bell is closed.
@@ -96,7 +98,10 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 				mu.Unlock()
 			}
 			if err != nil {
-				return err
+				return err // unreleased: the producer does not count them handed on
+			}
+			for _, c := range cons {
+				c.Release()
 			}
 			continue
 		}

@@ -174,6 +174,9 @@ type Stats struct {
 	// it ended, actor answers after their call was forgotten, and answers
 	// it gave peers that had given up.
 	LateReplies atomic.Uint64
+	// ByeSkipped counts the calls a client wrote before its goodbye that
+	// were not served: the client had already failed them (goodbye.go).
+	ByeSkipped atomic.Uint64
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
@@ -454,6 +457,16 @@ func (c *Endpoint) sendFrames() {
 	br := c.cfg.Bridge
 	err := shm.SendFrames(c.cfg.Sock, &c.sockMu, br.Bell(pb.BellClient), br.Consumer(pb.RingResponse), br.Consumer(pb.RingEvent))
 	if err != nil {
+		// A client that said goodbye and closed its socket does not read
+		// any more: its connection ends when the requests it wrote before
+		// the goodbye are served (goodbye.go), not at this failure. Its
+		// goodbye may still be on its way to watch: wait a little for it.
+		for range 200 {
+			if c.saidBye.Load() || c.ctx.Err() != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		c.end(Reason{Code: pb.Code_CODE_OK, Text: "socket write: " + err.Error()})
 	}
 }

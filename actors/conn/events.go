@@ -68,6 +68,10 @@ func (c *Endpoint) queueEvent(m *Delivery) {
 	if c.stopping {
 		return
 	}
+	if c.saidBye.Load() { // the client is gone: nobody reads its events
+		c.requestDropped(m) // a peer's request: its caller learns at once
+		return
+	}
 	if n := c.lateDrops.Swap(0); n > 0 { // dropped by SendEvent before the mailbox
 		c.backlog.dropped += uint32(n)
 		c.stats.EventsDropped.Add(n)

@@ -27,40 +27,48 @@ type clientLeft struct{ why Reason }
 func (c *Endpoint) heardGoodbye() {
 	c.mapMu.RLock()
 	if !c.unmapped {
-		c.byePos.Store(c.in.Published())
+		// From shared memory: the client may lie. The pump never serves
+		// past one ring's worth beyond what it had released.
+		pos, done := c.in.Published(), c.in.Released()
+		c.byePos.Store(min(max(pos, done), done+uint64(c.in.Capacity())))
 	}
 	c.mapMu.RUnlock()
 	c.saidBye.Store(true)
 }
 
 // leave ends the connection once the pump has served the requests written
-// before the goodbye; or sooner, after goodbyeDrainLimit, or when a handler
-// has held the pump for a whole HandlerGrace (a handler that ignores its
-// context must not keep a gone client's connection: the reaper takes over
-// from it as usual once the connection ends).
+// before the goodbye; or sooner, after goodbyeDrainLimit exactly, or when
+// one handler has held the pump for a whole HandlerGrace (a handler that
+// ignores its context must not keep a gone client's connection: the
+// reaper takes over from it as usual once the connection ends).
 func (c *Endpoint) leave(why Reason) {
 	start := time.Now()
+	grace := c.cfg.HandlerGrace
 	served := c.stats.Calls.Load() + c.stats.Sends.Load()
+	progress := start // when the pump was last seen idle or between handlers
 	var check func()
 	check = func() {
 		now := c.stats.Calls.Load() + c.stats.Sends.Load()
-		stuck := c.serving.Load() == handlerRunning && now == served
-		served = now
+		if c.serving.Load() != handlerRunning || now != served {
+			served, progress = now, time.Now()
+		}
+		stuck := time.Since(progress) >= grace
+		left := goodbyeDrainLimit - time.Since(start)
 		switch {
 		case c.ctx.Err() != nil:
 			return
 		case stuck:
-		case time.Since(start) >= goodbyeDrainLimit:
+		case left <= 0:
 			c.cfg.Logger.Warn("client said goodbye: requests it wrote before were not all served in time",
 				slog.Uint64("conn", c.cfg.ID), slog.Duration("limit", goodbyeDrainLimit))
 		default:
-			c.byeTimer.Reset(c.cfg.HandlerGrace)
+			c.byeTimer.Reset(max(min(left, grace-time.Since(progress), grace/4), time.Millisecond))
 			return
 		}
 		c.end(why)
 	}
 	c.byeTimer = time.AfterFunc(time.Hour, check) // set before check can run: it resets it
-	c.byeTimer.Reset(c.cfg.HandlerGrace)
+	c.byeTimer.Reset(min(grace/4, goodbyeDrainLimit))
 	c.sys.Root.Send(c.pid, &clientLeft{why: why})
 }
 

@@ -185,6 +185,7 @@ func (c *Endpoint) serveRequests() {
 		return
 	}
 	for range 64 {
+		before := c.in.Position()
 		f, err := c.in.Next()
 		if err == shm.ErrRingEmpty {
 			break
@@ -194,6 +195,13 @@ func (c *Endpoint) serveRequests() {
 			return
 		}
 		c.stats.BytesIn.Add(uint64(len(f.Body)))
+		if f.Kind == pb.KindCall {
+			// A handler may take long: what came before the call is
+			// served (routed: out it goes), and its client's Flush and
+			// Close need not wait for the call.
+			c.flushOutbox()
+			c.in.ReleaseTo(before)
+		}
 		if !c.frame(f) {
 			c.flushOutbox() // what was routed before the bad frame still goes
 			return
@@ -283,6 +291,12 @@ func (c *Endpoint) serve(r *Incoming) bool {
 		c.violation(fmt.Sprintf("call id %d is already in flight", r.ID))
 		return false
 	}
+	if !r.NoReply && c.saidBye.Load() {
+		// Written before a goodbye: its client failed it with ErrClosed
+		// and reads no reply.
+		c.stats.ByeSkipped.Add(1)
+		return true
+	}
 	c.serveSvc, c.serveCmd = r.Service, r.Command // before the CAS, after which the reaper may read them
 	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
 		return true // the connection has ended (barred): nobody waits for a reply
@@ -345,6 +359,10 @@ func (c *Endpoint) call(ctx context.Context, r *Incoming) (res Result) {
 
 // writeReply writes a reply, in chunks if needed, waiting for room.
 func (c *Endpoint) writeReply(id uint64, res Result) {
+	if c.saidBye.Load() { // the client is gone: nobody reads the ring
+		c.countLate()
+		return
+	}
 	c.stats.Replies.Add(1)
 	c.stats.BytesOut.Add(uint64(res.size()))
 	h := shm.Header{Kind: pb.KindReply, Aux: uint32(res.Code), ID: id}

@@ -1,0 +1,179 @@
+package switchboard
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCloseCallInFlight: Close does not wait for a call in flight (its
+// handler waits for its context): it returns at once, and the call fails
+// with ErrClosed. The 2 s bound is a failure bound (Close used to wait out
+// its whole 5 s timeout), not a speed claim.
+func TestCloseCallInFlight(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		echoService(n)
+		c := dial(t, n, WithTransport(tr))
+		ctx := ctx5(t)
+		if err := c.Publish(ctx, "nobody", []byte("x")); err != nil { // taken before the call
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Call(context.Background(), svcEcho, cmdSlow, nil)
+			errc <- err
+		}()
+		waitFor(t, func() bool { return c.FlowControl().InFlight == 1 })
+		time.Sleep(20 * time.Millisecond) // the node runs the handler
+		start := time.Now()
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Close took %v with a call in flight", d)
+		}
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("call: %v, want ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the call did not end")
+		}
+	})
+}
+
+// TestCloseWriterParked: a writer parked on a full request ring (the
+// node's pump is held by a handler) does not keep Close past its timeout,
+// nor Flush past its context.
+func TestCloseWriterParked(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) }) // before the node's Close
+		n.HandleFunc(40, func(ctx context.Context, r *Request) ([]byte, error) {
+			<-release
+			return nil, nil
+		})
+		c := dial(t, n, WithTransport(tr), WithRings(4096, 0, 0), WithCloseTimeout(100*time.Millisecond))
+		ctx := ctx5(t)
+		if err := c.Send(ctx, 40, 1, nil); err != nil { // holds the pump
+			t.Fatal(err)
+		}
+		var writers sync.WaitGroup
+		sent := make(chan struct{}, 1)
+		writers.Go(func() {
+			payload := make([]byte, 512)
+			for {
+				if err := c.Publish(context.Background(), "nobody", payload); err != nil {
+					return // the connection closed under the parked writer
+				}
+				select {
+				case sent <- struct{}{}:
+				default:
+				}
+			}
+		})
+		<-sent
+		time.Sleep(100 * time.Millisecond) // rings and socket buffers fill: the writer parks
+		fctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := c.Flush(fctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Flush: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Flush took %v", d)
+		}
+		start = time.Now()
+		err := c.Close()
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Close took %v", d)
+		}
+		if !errors.Is(err, ErrUnsent) {
+			t.Fatalf("Close: %v, want unsent messages", err)
+		}
+		writers.Wait()
+	})
+}
+
+// TestCloseSocketCounts: with the socket transport, every publication is
+// delivered or counted unsent, even when Close gives up before the node
+// took them all (its buffer and the goodbye's place included).
+func TestCloseSocketCounts(t *testing.T) {
+	const count = 200000
+	n := startNode(t, WithEventQueue(2*count), WithEventQueueBytes(256<<20))
+	sub := dial(t, n, WithEventQueue(2*count))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, n, WithTransport(TransportSocket), WithCloseTimeout(time.Millisecond))
+	payload := make([]byte, 64)
+	for range count {
+		if err := pub.Publish(ctx, "g", payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cerr := pub.Close()
+	unsent := pub.FlowControl().Unsent
+	var ue *UnsentError
+	if unsent > 0 && (!errors.As(cerr, &ue) || ue.Unsent != unsent) {
+		t.Fatalf("Close: %v with %d unsent", cerr, unsent)
+	}
+	// The node serves what was written before the goodbye: wait until the
+	// subscriber's count settles.
+	var delivered uint64
+	for last, stable := uint64(0), 0; stable < 20; {
+		time.Sleep(10 * time.Millisecond)
+		fc := sub.FlowControl()
+		if fc.EventsDropped != 0 {
+			t.Fatalf("subscriber dropped %d", fc.EventsDropped)
+		}
+		if delivered = fc.EventsTotal; delivered == last {
+			stable++
+		} else {
+			last, stable = delivered, 0
+		}
+		if delivered+unsent == count {
+			break
+		}
+	}
+	if delivered+unsent != count {
+		t.Fatalf("delivered %d + unsent %d != sent %d (Close: %v)", delivered, unsent, count, cerr)
+	}
+	t.Logf("delivered %d, unsent %d", delivered, unsent)
+}
+
+// TestHotPathAllocs: Send allocates nothing on the single-buffer path
+// (its account for Flush included); Publish and Call stay at what they
+// allocate today (Publish: the destination's prefix and the gathered
+// parts, not the account), so that noteSent never adds to them.
+func TestHotPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	n := startNode(t)
+	echoService(n)
+	n.HandleFunc(41, func(ctx context.Context, r *Request) ([]byte, error) { return nil, nil })
+	c := dial(t, n)
+	ctx := context.Background()
+	payload := make([]byte, 32)
+	for _, tc := range []struct {
+		name string
+		max  float64
+		f    func()
+	}{
+		{"Publish", 3, func() { c.Publish(ctx, "nobody", payload) }},
+		{"Send", 0, func() { c.Send(ctx, 41, 1, payload) }},
+		{"Call", 7, func() { c.Call(ctx, svcEcho, cmdEcho, payload) }},
+	} {
+		if got := testing.AllocsPerRun(2000, tc.f); got > tc.max {
+			t.Errorf("%s: %v allocations per run, want at most %v", tc.name, got, tc.max)
+		}
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package switchboard
+
+const raceEnabled = false
