@@ -101,6 +101,9 @@ func (c *Conn) startAsync(ctx context.Context, a *AsyncCall, h shm.Header, prefi
 	if ctx.Done() != nil { // no goroutine: a standard context runs it when it ends
 		a.stop = context.AfterFunc(ctx, func() { a.canceled(ctx) })
 	}
+	if h := testHookAsyncSwap.Load(); h != nil {
+		(*h)(c, id)
+	}
 	c.pmu.Lock()
 	swapped := c.pending[id] == cl
 	if swapped {
@@ -111,15 +114,27 @@ func (c *Conn) startAsync(ctx context.Context, a *AsyncCall, h shm.Header, prefi
 		callPool.Put(cl)
 		return
 	}
+	// The reply (or the end of the connection, or ctx) came first: the
+	// AfterFunc is not needed, and must not keep a (and its reply) until
+	// ctx ends.
+	if a.stop != nil {
+		a.stop()
+	}
 	reply, err := c.finishCall(ctx, id, cl) // at once: its reply is there, or the connection ended, or ctx did
 	a.finish(reply, err)
 }
 
-// canceled runs when a's context ends before its reply came.
+// testHookAsyncSwap, when set, runs in startAsync between the write of
+// the request and the swap of its pending call (tests only).
+var testHookAsyncSwap atomic.Pointer[func(*Conn, uint64)]
+
+// canceled runs when a's context ends before its reply came. The caller
+// learns it first; the Cancel frame (a socket write, which may wait up to
+// 100 ms behind other frames) follows.
 func (a *AsyncCall) canceled(ctx context.Context) {
 	if a.c.forget(a.id) {
-		a.c.cancelCall(a.id)
 		a.finish(nil, ctx.Err())
+		a.c.cancelCall(a.id)
 	}
 }
 

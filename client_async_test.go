@@ -201,3 +201,38 @@ func TestAsyncDoneChannel(t *testing.T) {
 		t.Fatalf("%d distinct replies of %d", len(seen), calls)
 	}
 }
+
+// TestAsyncReplyBeforeSwap: a reply that reaches the call before it takes
+// its place among the pending calls completes it, and the AfterFunc on a
+// long-lived context is stopped then: it does not keep the AsyncCall and
+// its reply until the context ends.
+func TestAsyncReplyBeforeSwap(t *testing.T) {
+	n := startNode(t)
+	echoService(n)
+	c := dial(t, n)
+	hook := func(hc *Conn, id uint64) {
+		if hc != c {
+			return
+		}
+		waitFor(t, func() bool { // the reply is delivered before the swap
+			c.pmu.Lock()
+			defer c.pmu.Unlock()
+			_, ok := c.pending[id]
+			return !ok
+		})
+	}
+	testHookAsyncSwap.Store(&hook)
+	defer testHookAsyncSwap.Store(nil)
+	ctx, cancel := context.WithCancel(context.Background()) // long-lived
+	defer cancel()
+	for i := range 10 {
+		a := c.Go(ctx, svcEcho, cmdEcho, []byte{byte(i)}, nil)
+		<-a.Done
+		if a.Err != nil || !bytes.Equal(a.Reply, []byte{byte(i)}) {
+			t.Fatalf("call %d: %v, %q", i, a.Err, a.Reply)
+		}
+		if a.stop == nil || a.stop() {
+			t.Fatalf("call %d: its AfterFunc is still registered on the context", i)
+		}
+	}
+}
