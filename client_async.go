@@ -37,7 +37,8 @@ type AsyncCall struct {
 // without the wait, with the same errors, ctx's deadline and cancellation:
 // cancelling ctx abandons the call (a late reply is discarded), tells the
 // node (the handler's context ends), and completes the call with ctx's
-// error. If the connection ends, every call in flight completes with its
+// error; a ctx that has already ended writes nothing and completes the
+// call with its error at once. If the connection ends, every call in flight completes with its
 // error (ErrClosed, ErrNodeGone, …). Every AsyncCall is sent on its done
 // channel exactly once, even when it fails before anything was written.
 //
@@ -92,6 +93,10 @@ func newAsync(done chan *AsyncCall) *AsyncCall {
 // end of the connection) that came before the swap is taken as a call
 // would take it.
 func (c *Conn) startAsync(ctx context.Context, a *AsyncCall, h shm.Header, prefix []byte, parts [][]byte) {
+	if err := ctx.Err(); err != nil { // nothing is written for a call already abandoned
+		a.finish(nil, err)
+		return
+	}
 	id, cl, err := c.startFrame(ctx, h, prefix, parts...)
 	if err != nil {
 		a.finish(nil, err)
