@@ -253,3 +253,36 @@ func TestAsyncReplyBeforeSwap(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelBeforeRead: a Cancel frame that reaches the node before the
+// call it names is read keeps the call's handler from running: the call is
+// answered CODE_CANCELED at once, instead of running with a live context
+// that may hold the connection's requests until it ends.
+func TestCancelBeforeRead(t *testing.T) {
+	n := startNode(t)
+	started := make(chan struct{}, 1)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		if r.Command == cmdEcho {
+			return r.Payload, nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	// With the socket transport the Cancel and the call travel on one
+	// stream: the Cancel, written first, is read first.
+	c := dial(t, n, WithTransport(TransportSocket))
+	c.cancelCall(c.nextID.Load() + 1)
+	_, err := c.Call(ctx5(t), svcEcho, cmdSlow, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a call cancelled before it was read: %v", err)
+	}
+	if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+		t.Fatal("the handler ran for a call cancelled before it was read")
+	default:
+	}
+}
