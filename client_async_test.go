@@ -286,3 +286,81 @@ func TestCancelBeforeRead(t *testing.T) {
 	default:
 	}
 }
+
+// TestAsyncOverflowAfterClose: Close completes every call in flight at
+// once; those that find the done channel full wait in the Conn's queue,
+// handed over by one goroutine, not one each. Those taken after Close all
+// arrive; once nobody takes any for AsyncGrace, the rest are given up and
+// counted, and the goroutine ends.
+func TestAsyncOverflowAfterClose(t *testing.T) {
+	defer func(g time.Duration) { AsyncGrace = g }(AsyncGrace)
+	AsyncGrace = 100 * time.Millisecond
+	n := startNode(t)
+	started := make(chan struct{}, 1)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	c := dial(t, n)
+	done := make(chan *AsyncCall, 1)
+	const calls, taken = 20, 5
+	for range calls {
+		c.Go(context.Background(), svcEcho, cmdSlow, nil, done)
+	}
+	within(t, started, "handler start")
+	base := runtime.NumGoroutine()
+	c.Close()
+	if g := runtime.NumGoroutine(); g > base+2 {
+		t.Fatalf("%d goroutines after Close with %d completions queued, %d before", g, calls-1, base)
+	}
+	for range 1 + taken { // the one in the channel, then some from the queue
+		if a := within(t, done, "completion"); !errors.Is(a.Err, ErrClosed) {
+			t.Fatalf("in flight at Close: %v", a.Err)
+		}
+	}
+	// One more waits in the channel, which the queue filled again.
+	waitFor(t, func() bool { return c.FlowControl().AsyncUndelivered >= calls-2-taken })
+	if got := c.FlowControl().AsyncUndelivered; got != calls-2-taken {
+		t.Fatalf("%d completions given up, want %d", got, calls-2-taken)
+	}
+	if a := within(t, done, "completion"); !errors.Is(a.Err, ErrClosed) {
+		t.Fatalf("in flight at Close: %v", a.Err)
+	}
+	waitFor(t, func() bool {
+		c.overflow.mu.Lock()
+		defer c.overflow.mu.Unlock()
+		return !c.overflow.running
+	})
+	select {
+	case a := <-done:
+		t.Fatalf("a completion after it was given up: %v", a.Err)
+	case <-time.After(2 * AsyncGrace):
+	}
+}
+
+// TestAsyncClosedDone: a done channel closed with a call in flight does
+// not crash the connection's reader when the reply comes: the completion
+// is counted undelivered, and the connection goes on.
+func TestAsyncClosedDone(t *testing.T) {
+	n := startNode(t)
+	release := make(chan struct{})
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		if r.Command == cmdSlow {
+			<-release
+		}
+		return r.Payload, nil
+	})
+	c := dial(t, n)
+	done := make(chan *AsyncCall, 1)
+	c.Go(ctx5(t), svcEcho, cmdSlow, nil, done)
+	close(done) // against the rules
+	close(release)
+	waitFor(t, func() bool { return c.FlowControl().AsyncUndelivered == 1 })
+	if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, []byte("x")); err != nil {
+		t.Fatalf("after a completion on a closed channel: %v", err)
+	}
+}
