@@ -78,6 +78,7 @@ type Conn struct {
 	spin     time.Duration // how long one caller spins for its reply (0: never)
 	spinning atomic.Bool   // a caller is spinning; the others block
 	late     atomic.Uint64 // replies whose caller had given up
+	overflow asyncOverflow // completions waiting for room on their done channels (client_async.go)
 
 	// Calls waiting for replies, and the end of the connection.
 	pmu     sync.Mutex
@@ -316,7 +317,7 @@ func (c *Conn) FlowControl() FlowControl {
 	waiting := len(c.equeue) - c.ehead
 	c.emu.Unlock()
 	return FlowControl{InFlight: inflight, EventsWaiting: waiting, EventsTotal: c.received.Load(),
-		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load(),
+		EventsDropped: c.dropped.Load(), LateReplies: c.late.Load(), AsyncUndelivered: c.overflow.undelivered.Load(),
 		Accepted: c.flush.accepted.Load(), Unsent: c.flush.unsent.Load()}
 }
 
@@ -327,6 +328,10 @@ type FlowControl struct {
 	EventsTotal   uint64 // events received
 	EventsDropped uint64 // events the node dropped for this connection
 	LateReplies   uint64 // replies that arrived after their call gave up
+	// AsyncUndelivered counts the completions of asynchronous calls never
+	// sent on their done channel: it was closed, or nobody took them
+	// within AsyncGrace after the connection ended (see Conn.Go).
+	AsyncUndelivered uint64
 	// Accepted counts the messages this client accepted (Send, SendTo and
 	// Publish without WantAnswer, answers to peer requests); Unsent, set
 	// by Close, those of them the node was not confirmed to have taken

@@ -74,17 +74,25 @@ func testAsyncPipeline(t *testing.T, tr Transport) {
 // TestAsyncCancel: cancelling an asynchronous call's context completes it
 // with the context's error and ends the handler's context (the Cancel
 // frame), for a call and for a request to a peer; a deadline does the
-// same, and so does the end of the connection.
+// same, and so does the end of the connection. A context cancelled before
+// Go writes nothing: the handler never runs.
 func TestAsyncCancel(t *testing.T) {
 	n := startNode(t)
-	handlerDone := make(chan error, 1)
+	handlerStarted := make(chan struct{}, 4)
+	handlerDone := make(chan error, 4)
 	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		if r.Command == cmdEcho {
+			return r.Payload, nil
+		}
+		handlerStarted <- struct{}{}
 		<-ctx.Done()
 		handlerDone <- ctx.Err()
 		return nil, ctx.Err()
 	})
-	peerDone := make(chan error, 1)
+	peerStarted := make(chan struct{}, 4)
+	peerDone := make(chan error, 4)
 	peer := dial(t, n, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		peerStarted <- struct{}{}
 		<-ctx.Done()
 		peerDone <- context.Cause(ctx)
 		return nil, ctx.Err()
@@ -92,35 +100,29 @@ func TestAsyncCancel(t *testing.T) {
 	c := dial(t, n)
 	wait := func(t *testing.T, ch <-chan *AsyncCall) *AsyncCall {
 		t.Helper()
-		select {
-		case a := <-ch:
-			return a
-		case <-time.After(5 * time.Second):
-			t.Fatal("no completion in 5s")
-			return nil
-		}
+		return within(t, ch, "completion")
 	}
 	t.Run("Go", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		a := c.Go(ctx, svcEcho, cmdSlow, nil, nil)
-		time.Sleep(20 * time.Millisecond) // let the handler start: the cancel must reach it, not precede it
+		within(t, handlerStarted, "handler start") // the cancel must reach the handler, not precede it
 		cancel()
 		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) || a.Reply != nil {
 			t.Fatalf("canceled Go: %v, %q", a.Err, a.Reply)
 		}
-		if err := <-handlerDone; !errors.Is(err, context.Canceled) {
+		if err := within(t, handlerDone, "handler end"); !errors.Is(err, context.Canceled) {
 			t.Fatalf("the handler's context ended with %v", err)
 		}
 	})
 	t.Run("GoRequest", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		a := c.GoRequest(ctx, peer.Address(), []byte("x"), nil)
-		time.Sleep(20 * time.Millisecond)
+		within(t, peerStarted, "peer request")
 		cancel()
 		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) {
 			t.Fatalf("canceled GoRequest: %v", a.Err)
 		}
-		if err := <-peerDone; !errors.Is(err, context.Canceled) {
+		if err := within(t, peerDone, "peer request end"); !errors.Is(err, context.Canceled) {
 			t.Fatalf("the peer's context ended with %v", err)
 		}
 	})
@@ -132,9 +134,18 @@ func TestAsyncCancel(t *testing.T) {
 			t.Fatalf("Go past its deadline: %v", a.Err)
 		}
 		// The handler's context ends at its deadline, or at the Cancel
-		// frame the caller sends when its own deadline passes, as for Call.
-		if err := <-handlerDone; err == nil {
-			t.Fatal("the handler's context did not end")
+		// frame the caller sends when its own deadline passes, as for Call
+		// (a Cancel that overtakes the request keeps the handler from
+		// running at all). A call after it is served once it returned.
+		if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, nil); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-handlerStarted:
+			if err := within(t, handlerDone, "handler end"); err == nil {
+				t.Fatal("the handler's context did not end")
+			}
+		default:
 		}
 	})
 	t.Run("CanceledBefore", func(t *testing.T) {
@@ -144,17 +155,23 @@ func TestAsyncCancel(t *testing.T) {
 		if a := wait(t, a.Done); !errors.Is(a.Err, context.Canceled) {
 			t.Fatalf("Go with a canceled context: %v", a.Err)
 		}
-		select { // the request may have been written, and then canceled
-		case <-handlerDone:
-		case <-time.After(100 * time.Millisecond):
+		// A call after it is served after it, had it been written.
+		if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, nil); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-handlerStarted:
+			t.Fatal("the handler ran for a call whose context had ended before Go")
+		default:
 		}
 	})
 	t.Run("Close", func(t *testing.T) {
 		c2 := dial(t, n)
 		done := make(chan *AsyncCall, 2)
-		c2.Go(context.Background(), svcEcho, cmdSlow, nil, done)
 		c2.GoRequest(context.Background(), peer.Address(), nil, done)
-		time.Sleep(20 * time.Millisecond)
+		within(t, peerStarted, "peer request")
+		c2.Go(context.Background(), svcEcho, cmdSlow, nil, done) // holds c2's requests: after the GoRequest
+		within(t, handlerStarted, "handler start")
 		c2.Close()
 		for range 2 {
 			if a := wait(t, done); !errors.Is(a.Err, ErrClosed) {
@@ -164,8 +181,8 @@ func TestAsyncCancel(t *testing.T) {
 		if a := wait(t, c2.Go(context.Background(), svcEcho, cmdEcho, nil, nil).Done); !errors.Is(a.Err, ErrClosed) {
 			t.Fatalf("Go after Close: %v", a.Err)
 		}
-		<-handlerDone
-		<-peerDone
+		within(t, handlerDone, "handler end")
+		within(t, peerDone, "peer request end")
 	})
 }
 
@@ -199,5 +216,151 @@ func TestAsyncDoneChannel(t *testing.T) {
 	}
 	if len(seen) != calls {
 		t.Fatalf("%d distinct replies of %d", len(seen), calls)
+	}
+}
+
+// TestAsyncReplyBeforeSwap: a reply that reaches the call before it takes
+// its place among the pending calls completes it, and the AfterFunc on a
+// long-lived context is stopped then: it does not keep the AsyncCall and
+// its reply until the context ends.
+func TestAsyncReplyBeforeSwap(t *testing.T) {
+	n := startNode(t)
+	echoService(n)
+	c := dial(t, n)
+	hook := func(hc *Conn, id uint64) {
+		if hc != c {
+			return
+		}
+		waitFor(t, func() bool { // the reply is delivered before the swap
+			c.pmu.Lock()
+			defer c.pmu.Unlock()
+			_, ok := c.pending[id]
+			return !ok
+		})
+	}
+	testHookAsyncSwap.Store(&hook)
+	defer testHookAsyncSwap.Store(nil)
+	ctx, cancel := context.WithCancel(context.Background()) // long-lived
+	defer cancel()
+	for i := range 10 {
+		a := c.Go(ctx, svcEcho, cmdEcho, []byte{byte(i)}, nil)
+		<-a.Done
+		if a.Err != nil || !bytes.Equal(a.Reply, []byte{byte(i)}) {
+			t.Fatalf("call %d: %v, %q", i, a.Err, a.Reply)
+		}
+		if a.stop == nil || a.stop() {
+			t.Fatalf("call %d: its AfterFunc is still registered on the context", i)
+		}
+	}
+}
+
+// TestCancelBeforeRead: a Cancel frame that reaches the node before the
+// call it names is read keeps the call's handler from running: the call is
+// answered CODE_CANCELED at once, instead of running with a live context
+// that may hold the connection's requests until it ends.
+func TestCancelBeforeRead(t *testing.T) {
+	n := startNode(t)
+	started := make(chan struct{}, 1)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		if r.Command == cmdEcho {
+			return r.Payload, nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	// With the socket transport the Cancel and the call travel on one
+	// stream: the Cancel, written first, is read first.
+	c := dial(t, n, WithTransport(TransportSocket))
+	c.cancelCall(c.nextID.Load() + 1)
+	_, err := c.Call(ctx5(t), svcEcho, cmdSlow, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a call cancelled before it was read: %v", err)
+	}
+	if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+		t.Fatal("the handler ran for a call cancelled before it was read")
+	default:
+	}
+}
+
+// TestAsyncOverflowAfterClose: Close completes every call in flight at
+// once; those that find the done channel full wait in the Conn's queue,
+// handed over by one goroutine, not one each. Those taken after Close all
+// arrive; once nobody takes any for AsyncGrace, the rest are given up and
+// counted, and the goroutine ends.
+func TestAsyncOverflowAfterClose(t *testing.T) {
+	defer func(g time.Duration) { AsyncGrace = g }(AsyncGrace)
+	AsyncGrace = 100 * time.Millisecond
+	n := startNode(t)
+	started := make(chan struct{}, 1)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	c := dial(t, n)
+	done := make(chan *AsyncCall, 1)
+	const calls, taken = 20, 5
+	for range calls {
+		c.Go(context.Background(), svcEcho, cmdSlow, nil, done)
+	}
+	within(t, started, "handler start")
+	base := runtime.NumGoroutine()
+	c.Close()
+	if g := runtime.NumGoroutine(); g > base+2 {
+		t.Fatalf("%d goroutines after Close with %d completions queued, %d before", g, calls-1, base)
+	}
+	for range 1 + taken { // the one in the channel, then some from the queue
+		if a := within(t, done, "completion"); !errors.Is(a.Err, ErrClosed) {
+			t.Fatalf("in flight at Close: %v", a.Err)
+		}
+	}
+	// One more waits in the channel, which the queue filled again.
+	waitFor(t, func() bool { return c.FlowControl().AsyncUndelivered >= calls-2-taken })
+	if got := c.FlowControl().AsyncUndelivered; got != calls-2-taken {
+		t.Fatalf("%d completions given up, want %d", got, calls-2-taken)
+	}
+	if a := within(t, done, "completion"); !errors.Is(a.Err, ErrClosed) {
+		t.Fatalf("in flight at Close: %v", a.Err)
+	}
+	waitFor(t, func() bool {
+		c.overflow.mu.Lock()
+		defer c.overflow.mu.Unlock()
+		return !c.overflow.running
+	})
+	select {
+	case a := <-done:
+		t.Fatalf("a completion after it was given up: %v", a.Err)
+	case <-time.After(2 * AsyncGrace):
+	}
+}
+
+// TestAsyncClosedDone: a done channel closed with a call in flight does
+// not crash the connection's reader when the reply comes: the completion
+// is counted undelivered, and the connection goes on.
+func TestAsyncClosedDone(t *testing.T) {
+	n := startNode(t)
+	release := make(chan struct{})
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) {
+		if r.Command == cmdSlow {
+			<-release
+		}
+		return r.Payload, nil
+	})
+	c := dial(t, n)
+	done := make(chan *AsyncCall, 1)
+	c.Go(ctx5(t), svcEcho, cmdSlow, nil, done)
+	close(done) // against the rules
+	close(release)
+	waitFor(t, func() bool { return c.FlowControl().AsyncUndelivered == 1 })
+	if _, err := c.Call(ctx5(t), svcEcho, cmdEcho, []byte("x")); err != nil {
+		t.Fatalf("after a completion on a closed channel: %v", err)
 	}
 }

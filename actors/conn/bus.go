@@ -57,7 +57,6 @@ type busState struct {
 	inClosed bool
 	outbox   map[*Endpoint][]*Delivery
 	outOrder []*Endpoint
-	canceled map[uint64]bool // calls cancelled before their frame was read
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -321,8 +320,7 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		c.violation("request id reused while in flight")
 		return
 	}
-	if c.bus.canceled[id] {
-		delete(c.bus.canceled, id) // its Cancel overtook it: the client no longer waits
+	if c.takeCanceled(id) { // its Cancel overtook it: the client no longer waits
 		return
 	}
 	var noDeadline []byte // body for targets without PeerContext, made once, before any target is told
@@ -426,14 +424,11 @@ func (c *Endpoint) peerResult(r *PeerResult) {
 // expire ends a request at its deadline, or when the client cancels it.
 func (c *Endpoint) expire(m *callExpired) {
 	pc := c.bus.calls[m.id]
-	if pc == nil {
-		if m.canceled { // before its frame was read: remember it, briefly
-			if c.bus.canceled == nil || len(c.bus.canceled) > 4096 {
-				c.bus.canceled = map[uint64]bool{}
-			}
-			c.bus.canceled[m.id] = true
-		}
+	if pc == nil { // a Cancel before its frame was read: cancelFrame remembered it
 		return
+	}
+	if m.canceled {
+		c.takeCanceled(m.id) // in flight: nothing to remember
 	}
 	why := pb.Code_CODE_DEADLINE_EXCEEDED
 	if m.canceled {

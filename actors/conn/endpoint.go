@@ -125,7 +125,11 @@ type Endpoint struct {
 	byeOnce  sync.Once
 	sockMu   sync.Mutex // frames written to the socket do not interleave
 
-	cancels  sync.Map // call id -> context.CancelFunc, for Cancel frames
+	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
+	// A Cancel frame for a call not read yet is remembered (cancel.go):
+	// cancelMu orders it against the start of the call.
+	cancelMu sync.Mutex
+	canceled map[uint64]struct{} // under cancelMu; bounded by maxCanceled
 	saidBye  atomic.Bool
 	byePos   atomic.Uint64 // the request ring's published end when the goodbye came (goodbye.go)
 	byeTimer *time.Timer   // set by watch before clientLeft is sent: bounds the wait for byePos
@@ -434,11 +438,7 @@ func (c *Endpoint) watch() {
 			continue
 		}
 		if cm := m.GetCancel(); cm != nil {
-			if cancel, ok := c.cancels.Load(cm.GetId()); ok {
-				cancel.(context.CancelFunc)()
-			} else {
-				c.sys.Root.Send(c.pid, &callExpired{id: cm.GetId(), canceled: true})
-			}
+			c.cancelFrame(cm.GetId())
 		}
 		if m.GetClientGoodbye() != nil {
 			c.heardGoodbye()

@@ -297,8 +297,26 @@ func (c *Endpoint) serve(r *Incoming) bool {
 		c.stats.ByeSkipped.Add(1)
 		return true
 	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if !r.NoReply {
+		if !r.Deadline.IsZero() {
+			ctx, cancel = context.WithDeadline(c.ctx, r.Deadline)
+		} else {
+			ctx, cancel = context.WithCancel(c.ctx)
+		}
+		if !c.startCancelable(r.ID, cancel) { // its Cancel overtook it (cancel.go)
+			cancel()
+			c.refuseCanceled(r)
+			return true
+		}
+	}
 	c.serveSvc, c.serveCmd = r.Service, r.Command // before the CAS, after which the reaper may read them
 	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
+		if cancel != nil {
+			c.cancels.Delete(r.ID)
+			cancel()
+		}
 		return true // the connection has ended (barred): nobody waits for a reply
 	}
 	if r.NoReply { // a send: nobody waits, nobody cancels; its context is the connection's
@@ -315,14 +333,6 @@ func (c *Endpoint) serve(r *Incoming) bool {
 	if c.cfg.ObserveCall != nil {
 		start = time.Now()
 	}
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if !r.Deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(c.ctx, r.Deadline)
-	} else {
-		ctx, cancel = context.WithCancel(c.ctx)
-	}
-	c.cancels.Store(r.ID, cancel) // for a Cancel frame from the client
 	res := c.call(ctx, r)
 	c.leaveHandler(true) // returns only if the connection still belongs to this goroutine
 	if res.Pending {
