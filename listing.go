@@ -32,8 +32,9 @@ type ConnInfo struct {
 	Pending     int // its calls to peers waiting for a reply
 	ActorCalls  int // its calls waiting for actor handlers (and node listings)
 
-	// Bytes waiting in its rings, and events queued in the node behind
-	// its event ring.
+	// Bytes waiting in its rings, and the events the node holds for it
+	// short of its event ring (queued behind the ring, or still in its
+	// connection actor's mailbox).
 	RequestFill, ResponseFill, EventFill, EventsQueued int
 	RingBytes                                          [3]int // ring capacities: request, response, event
 }

@@ -304,16 +304,17 @@ func (c *Endpoint) RingBytes() [3]int {
 func (c *Endpoint) Since() time.Time { return c.started }
 
 // Fill returns the bytes waiting in the connection's request, response
-// and event rings, and how many events wait in the node's queue behind
-// the event ring. Any goroutine may call it; after the connection is
-// released it returns zeros.
+// and event rings, and how many events the node holds for the client
+// short of its event ring: in the queue behind the ring and in the
+// connection actor's mailbox, not yet taken by its pump. Any goroutine
+// may call it; after the connection is released it returns zeros.
 func (c *Endpoint) Fill() (request, response, event, queued int) {
 	c.mapMu.RLock()
 	defer c.mapMu.RUnlock()
 	if c.unmapped {
 		return 0, 0, 0, 0
 	}
-	return c.in.Fill(), c.resp.Fill(), c.ev.Fill(), int(c.queued.Load())
+	return c.in.Fill(), c.resp.Fill(), c.ev.Fill(), int(c.queued.Load() + c.inbox.Load())
 }
 
 // Stats returns the connection's counters.
