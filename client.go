@@ -96,6 +96,7 @@ type Conn struct {
 	emu      sync.Mutex
 	equeue   []Event // under emu, from ehead on
 	ehead    int
+	enq, deq uint64                                    // under emu: events ever queued, and ever taken out of the queue (taken or dropped)
 	reqq     []*PeerRequest                            // under emu: requests waiting for the request handler
 	served   map[[pb.ReplyHandleSize]byte]*PeerRequest // under emu: requests queued or being served, for MsgCancel
 	ewake    chan struct{}                             // a token: events wait

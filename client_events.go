@@ -232,6 +232,7 @@ func (c *Conn) pushEventCounted(e Event) {
 		unix.Write(c.pollFd, one[:]) // readable while events wait
 	}
 	c.equeue = append(c.equeue, e)
+	c.enq++
 	c.emu.Unlock()
 	select {
 	case c.ewake <- struct{}{}:
@@ -253,6 +254,7 @@ func (c *Conn) pushEventDropOldest(e Event) {
 		old := c.equeue[c.ehead]
 		c.equeue[c.ehead] = Event{}
 		c.ehead++
+		c.deq++
 		carry := 1 + old.Dropped
 		if c.ehead < len(c.equeue) {
 			c.equeue[c.ehead].Dropped += carry
@@ -303,6 +305,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	e := c.equeue[c.ehead]
 	c.equeue[c.ehead] = Event{}
 	c.ehead++
+	c.deq++
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
 		if c.polled.Load() && c.pollFd >= 0 && !c.ended() { // not closing: a reconnection's gap is no end

@@ -84,6 +84,9 @@ type drainMark struct {
 	seen     chan struct{} // closed when the marker reached its place
 	seenOnce sync.Once
 	done     chan struct{} // closed when its Drain stops waiting
+	// pos, in the pull modes, is how many events had ever been queued
+	// when the marker came: Drain waits until as many were taken out.
+	pos atomic.Uint64
 }
 
 // sentLog holds, in order, the ring positions where the accepted messages
@@ -309,10 +312,12 @@ func (c *Conn) noteGroup(group string, member bool) {
 //     WithEventActor, each was sent to the actor; otherwise, each was
 //     taken by RecvEvent, RecvEventView or TryRecvEvent. (It sends a
 //     message to itself and waits for it behind them; the application
-//     never sees it.) A publication the node was routing to this client
-//     just as the unsubscription took effect may arrive after that point:
-//     it waits in the event queue (FlowControl.EventsWaiting) and is not
-//     delivered after Drain returns.
+//     never sees it.) Drain does not wait for what came after the marker:
+//     a publication the node was routing to this client just as the
+//     unsubscription took effect, a direct message, a notice. With a
+//     handler or an actor it may still be handed over during the Close;
+//     RecvEvent and TryRecvEvent still return it after Drain, before the
+//     connection's error.
 //  3. It flushes (Flush) what this client accepted, then closes (Close).
 //
 // ctx bounds steps 1 to 3; Close's own flush is bounded by
@@ -416,7 +421,12 @@ func (c *Conn) drainEvents(ctx context.Context) error {
 	if c.o.onEvent != nil || c.o.actorPID != nil {
 		return nil // the marker was dispatched: the events before it were too
 	}
-	for wait := 10 * time.Microsecond; c.FlowControl().EventsWaiting > 0; wait = min(2*wait, time.Millisecond) {
+	taken := func() bool { // the events queued before the marker were taken (or dropped)
+		c.emu.Lock()
+		defer c.emu.Unlock()
+		return c.deq >= m.pos.Load()
+	}
+	for wait := 10 * time.Microsecond; !taken(); wait = min(2*wait, time.Millisecond) {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -444,6 +454,11 @@ func (c *Conn) drainMarked(e *Event, dispatching bool) bool {
 		c.received.Add(^uint64(0)) // queued and counted, but no event of the application's
 	}
 	if m := c.flush.mark.Load(); m != nil && bytes.Equal(e.Payload, m.token) {
+		if !dispatching { // the events before the marker are queued: they are what to wait for
+			c.emu.Lock()
+			m.pos.Store(c.enq)
+			c.emu.Unlock()
+		}
 		m.seenOnce.Do(func() { close(m.seen) })
 	}
 	return true

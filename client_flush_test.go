@@ -200,3 +200,45 @@ func TestDrain(t *testing.T) {
 		})
 	}
 }
+
+// In the pull modes, Drain waits for the events that came before its
+// marker to be taken, not for the queue to be empty: messages that keep
+// arriving after it do not hold it up.
+func TestDrainPullWaitsForItsMarkerOnly(t *testing.T) {
+	n := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dial(t, n)
+	peer := dial(t, n)
+	for i := range 3 {
+		if err := peer.SendTo(ctx, c.Address(), fmt.Appendf(nil, "before %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return c.FlowControl().EventsWaiting == 3 })
+	drained := make(chan error, 1)
+	go func() { drained <- c.Drain(ctx) }()
+	var m *drainMark
+	waitFor(t, func() bool { m = c.flush.mark.Load(); return m != nil })
+	<-m.seen // the marker is behind the three
+	for i := range 5 {
+		if err := peer.SendTo(ctx, c.Address(), fmt.Appendf(nil, "after %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return c.FlowControl().EventsWaiting == 8 })
+	for i := range 3 {
+		e, err := c.RecvEvent(ctx)
+		if err != nil || string(e.Payload) != fmt.Sprintf("before %d", i) {
+			t.Fatalf("event %d: %q %v", i, e.Payload, err)
+		}
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(10 * time.Second): // a failure bound: Drain waited for the events after its marker
+		t.Fatal("Drain waits for events that came after its marker")
+	}
+}
