@@ -25,7 +25,7 @@ import (
 //
 //	NameClient.closeMu → nameTaps.mu → mapMu (shared) → rmu → evmu → wmu → sockMu
 //
-// pmu, emu, internMu, held.mu, flush.gmu and flush.lmu are leaves:
+// pmu, emu, internMu, held.mu and flush.lmu are leaves:
 // nothing is locked while one is held. A NameClient's closeMu comes
 // before all of these (its Close leaves groups, which takes the Conn's
 // locks), and so does nameTaps.mu (client_name_tap.go), after closeMu: it
@@ -203,6 +203,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	if o.onRequest != nil || o.requestPID != nil {
 		c.wg.Go(c.serveRequests)
 	}
+	c.rc.held.groups = map[string]bool{}
 	if o.reconnect != nil {
 		c.rc.init()
 		c.wg.Go(c.reconnect)

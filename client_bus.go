@@ -209,7 +209,6 @@ func (c *Conn) subscribe(ctx context.Context, group string) error {
 	if err := c.busCall(ctx, pb.BusSubscribe, &pb.BusGroup{Group: group}, nil); err != nil {
 		return err
 	}
-	c.noteGroup(group, true)
 	c.rc.held.group(group, true)
 	return nil
 }
@@ -224,7 +223,6 @@ func (c *Conn) SubscribeWithMembers(ctx context.Context, group string) ([]Member
 	if err != nil {
 		return nil, err
 	}
-	c.noteGroup(group, true)
 	c.rc.held.group(group, true)
 	return members(&l), nil
 }
@@ -249,7 +247,6 @@ func (c *Conn) unsubscribe(ctx context.Context, group string) error {
 	if err := c.busCall(ctx, pb.BusUnsubscribe, &pb.BusName{Name: group}, nil); err != nil {
 		return err
 	}
-	c.noteGroup(group, false)
 	c.rc.held.group(group, false)
 	return nil
 }

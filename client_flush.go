@@ -71,9 +71,6 @@ type flushState struct {
 	byeSent    bool // the goodbye went on the socket: no frame may follow it
 	sockBroken bool // a frame write failed, maybe halfway: no goodbye may follow it
 
-	gmu    sync.Mutex
-	groups map[string]bool // under gmu: the groups subscribed to, for Drain
-
 	prefix atomic.Pointer[[]byte]    // the marker prefix of this Conn's Drains, once one ran
 	mark   atomic.Pointer[drainMark] // the Drain that waits for its marker
 }
@@ -286,20 +283,6 @@ func (w sockWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// noteGroup records a subscription (or its end), for Drain.
-func (c *Conn) noteGroup(group string, member bool) {
-	c.flush.gmu.Lock()
-	defer c.flush.gmu.Unlock()
-	if c.flush.groups == nil {
-		c.flush.groups = map[string]bool{}
-	}
-	if member {
-		c.flush.groups[group] = true
-	} else {
-		delete(c.flush.groups, group)
-	}
-}
-
 // Drain ends the connection gracefully, as NATS's Drain does, for a
 // service that restarts:
 //
@@ -336,14 +319,13 @@ func (c *Conn) drain(ctx context.Context) error {
 	if err := c.err(); err != nil {
 		return err
 	}
-	c.flush.gmu.Lock()
+	joined, _ := c.rc.held.list()
 	var groups []string
-	for g := range c.flush.groups {
+	for _, g := range joined {
 		if !isNoticeGroup(g) {
 			groups = append(groups, g)
 		}
 	}
-	c.flush.gmu.Unlock()
 	for _, g := range groups {
 		if err := c.Unsubscribe(ctx, g); err != nil {
 			return err

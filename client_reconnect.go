@@ -146,13 +146,15 @@ type reconnState struct {
 
 func (r *reconnState) init() {
 	r.lost = make(chan struct{}, 1)
-	r.held.groups, r.held.names = map[string]bool{}, map[string]bool{}
+	r.held.names = map[string]bool{}
 }
 
-// held is what a Conn with WithReconnect joined and claimed, to restore.
+// held is what a Conn joined (always: Drain leaves those groups) and,
+// with WithReconnect, claimed: what a reconnection restores.
 type held struct {
-	mu            sync.Mutex
-	groups, names map[string]bool // nil without WithReconnect
+	mu     sync.Mutex
+	groups map[string]bool // set by handshake
+	names  map[string]bool // nil without WithReconnect
 }
 
 // group records a group joined (on) or left.
