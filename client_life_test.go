@@ -15,19 +15,6 @@ import (
 	pb "github.com/switchboard-ipc/switchboard/proto"
 )
 
-// endWithin waits for ch, or fails the test after 5 s.
-func endWithin[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s: not within 5 s", what)
-	}
-	var zero T
-	return zero
-}
-
 // TestEndSeenEverywhere: a node's shutdown reaches Done and Err, the
 // disconnect handler (after the events), the event actor (a
 // *Disconnected after the events), Fd and TryRecvEvent, and RecvEvent.
@@ -77,8 +64,8 @@ func testEndSeenEverywhere(t *testing.T, tr Transport) {
 			t.Fatalf("%s: %v: no *Error with CodeNodeGone", what, err)
 		}
 	}
-	isShutdown("handler", endWithin(t, handlerErr, "disconnect handler"))
-	isShutdown("actor", endWithin(t, actorEnd, "actor's *Disconnected"))
+	isShutdown("handler", within(t, handlerErr, "disconnect handler"))
+	isShutdown("actor", within(t, actorEnd, "actor's *Disconnected"))
 	if !readable(t, fd, 5000) {
 		t.Fatal("Fd not readable after the end")
 	}
@@ -96,7 +83,7 @@ func testEndSeenEverywhere(t *testing.T, tr Transport) {
 		t.Fatalf("RecvEvent took %v after the end", d)
 	}
 	for _, c := range []*Conn{h, a, p, r} {
-		endWithin(t, c.Done(), "Done")
+		within(t, c.Done(), "Done")
 		isShutdown("Err", c.Err())
 		c.Close()
 		isShutdown("Err after Close", c.Err()) // the first reason stays
@@ -132,11 +119,11 @@ func TestDisconnectHandlerMayClose(t *testing.T) {
 	a = dial(t, n, WithDisconnectHandler(func(err error) { a.Close(); done <- err }))
 	b = dial(t, n, WithDisconnectHandler(func(err error) { b.Close(); done <- err }))
 	a.Close()
-	if err := endWithin(t, done, "handler of a closed Conn"); !errors.Is(err, ErrClosed) {
+	if err := within(t, done, "handler of a closed Conn"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("%v, want ErrClosed", err)
 	}
 	n.Close()
-	if err := endWithin(t, done, "handler of a Conn whose node shut down"); !errors.Is(err, ErrNodeShutdown) {
+	if err := within(t, done, "handler of a Conn whose node shut down"); !errors.Is(err, ErrNodeShutdown) {
 		t.Fatalf("%v, want ErrNodeShutdown", err)
 	}
 }
@@ -154,9 +141,9 @@ func TestRequestContextCause(t *testing.T) {
 	}))
 	// To itself: no other connection's end can cancel it first (ErrPeerGone).
 	go srv.Request(context.Background(), srv.Address(), nil)
-	endWithin(t, started, "the request")
+	within(t, started, "the request")
 	n.Close()
-	if err := endWithin(t, cause, "request's cause"); !errors.Is(err, ErrNodeShutdown) {
+	if err := within(t, cause, "request's cause"); !errors.Is(err, ErrNodeShutdown) {
 		t.Fatalf("cause %v, want ErrNodeShutdown", err)
 	}
 }
@@ -247,7 +234,7 @@ func TestWaitForNode(t *testing.T) {
 	}
 	go n.Serve(context.Background())
 	defer n.Close()
-	if err := endWithin(t, dialed, "Dial after the node listened"); err != nil {
+	if err := within(t, dialed, "Dial after the node listened"); err != nil {
 		t.Fatal(err)
 	}
 
