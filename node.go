@@ -63,6 +63,7 @@ type nodeOptions struct {
 	rings            [3]int
 	eventQueue       int
 	eventBytes       int
+	eventWait        time.Duration
 	overflow         OverflowPolicy
 	handshakeTimeout time.Duration
 	selector         func(service, command uint16) Handler
@@ -221,6 +222,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		rings:            [3]int{1 << 20, 1 << 20, 1 << 20},
 		eventQueue:       1024,
 		eventBytes:       4 << 20,
+		eventWait:        10 * time.Millisecond,
 		maxRing:          4 << 20,
 		uidConns:         1024,
 		uidHandshakes:    64,

@@ -58,9 +58,15 @@ type Config struct {
 	// waiting.
 	PeerContext bool
 
-	MaxMessage  int // largest reassembled message
-	EventQueue  int // events queued when the event ring is full
-	EventBytes  int // bytes queued when the event ring is full
+	MaxMessage int // largest reassembled message
+	EventQueue int // events queued when the event ring is full
+	EventBytes int // bytes queued when the event ring is full
+	// EventWait is how long an event a handler sends itself
+	// (SendEventFromServe, WriteEventFromServe) waits for room in a full
+	// event ring, so that it is written into the ring rather than copied
+	// into the queue (0: it never waits). The wait ends early when the
+	// connection ends, and is not taken while the queue holds events.
+	EventWait   time.Duration
 	Overflow    OverflowPolicy
 	Host        Host // serves the requests, routes the bus frames, hears of the end
 	Logger      *slog.Logger
@@ -181,6 +187,10 @@ type Stats struct {
 	// ByeSkipped counts the calls a client wrote before its goodbye that
 	// were not served: the client had already failed them (goodbye.go).
 	ByeSkipped atomic.Uint64
+	// EventWaits counts the times a handler's event waited for room in
+	// the event ring (EventWait); EventWaitsExpired, those whose wait
+	// ended before the room came (the event then took the queue's path).
+	EventWaits, EventWaitsExpired atomic.Uint64
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
