@@ -520,6 +520,7 @@ func connInfo(c *conn.Endpoint) ConnInfo {
 	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
+		EventWaits: st.EventWaits.Load(), EventWaitsExpired: st.EventWaitsExpired.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		Violations: st.Violations.Load(), Panics: st.Panics.Load(), LateReplies: st.LateReplies.Load(), RingBytes: c.RingBytes()}
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()

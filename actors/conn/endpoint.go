@@ -106,15 +106,20 @@ type Config struct {
 
 // Endpoint is the node side of one connection.
 type Endpoint struct {
-	cfg    Config
-	sys    *actor.ActorSystem
-	pid    *actor.PID
-	in     *shm.Consumer
-	resp   *shm.Producer
-	ev     *shm.Producer
-	bell   *shm.Doorbell
-	ctx    context.Context // ends when the connection ends
-	cancel context.CancelFunc
+	cfg  Config
+	sys  *actor.ActorSystem
+	pid  *actor.PID
+	in   *shm.Consumer
+	resp *shm.Producer
+	ev   *shm.Producer
+	bell *shm.Doorbell
+	ctx  context.Context // ends when the connection ends
+	// reading ends when nobody reads the event ring any more: the client
+	// said goodbye, or the connection ended. A handler waiting for room
+	// in the ring (send.go) waits on it.
+	reading  context.Context
+	stopRead context.CancelFunc
+	cancel   context.CancelFunc
 
 	qmu    sync.Mutex
 	q      []func() // mailbox runs handed over by the dispatcher
@@ -251,6 +256,7 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	c.parker = shm.NewParker(c.bell)
 	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
 	c.ctx, c.cancel = context.WithCancel(parent)
+	c.reading, c.stopRead = context.WithCancel(c.ctx)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
 		actor.WithDispatcher(pumpDispatcher{c}))
 	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))

@@ -153,14 +153,15 @@ func (c *Endpoint) writeWaiting(m *Delivery) bool {
 
 // awaitRoom waits until a frame with an n-byte body fits the event ring,
 // for at most EventWait, and reports whether it does. The wait ends early
-// when the connection's context ends (the client is gone or the node
-// closes) or the ring breaks.
+// when nobody reads the ring any more (the client said goodbye, or the
+// connection ended: the client is gone, or the node closes) or the ring
+// breaks.
 func (c *Endpoint) awaitRoom(n int) bool {
 	if c.cfg.EventWait <= 0 {
 		return false
 	}
 	c.stats.EventWaits.Add(1)
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.EventWait)
+	ctx, cancel := context.WithTimeout(c.reading, c.cfg.EventWait)
 	err := c.ev.WaitSpace(ctx, n)
 	cancel()
 	if err != nil {
