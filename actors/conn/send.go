@@ -32,9 +32,10 @@ func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
 		c.lateDrops.Add(1) // the connection went on without the handler
 		return
 	}
-	m := &Delivery{Service: service, Command: command, Payload: payload}
-	if !c.writeWaiting(m) {
-		c.queueEvent(m)
+	m := Delivery{Service: service, Command: command, Payload: payload} // on the stack unless it is queued
+	if !c.writeWaiting(&m) {
+		q := m
+		c.queueEvent(&q)
 	}
 	c.serving.Store(handlerRunning)
 }
@@ -46,9 +47,10 @@ func (c *Endpoint) SendEventFromServeParts(service, command uint16, parts [][]by
 		c.lateDrops.Add(1) // the connection went on without the handler
 		return
 	}
-	m := &Delivery{Service: service, Command: command, Parts: parts}
-	if !c.writeWaiting(m) {
-		c.queueEvent(m)
+	m := Delivery{Service: service, Command: command, Parts: parts} // on the stack unless it is queued
+	if !c.writeWaiting(&m) {
+		q := m
+		c.queueEvent(&q)
 	}
 	c.serving.Store(handlerRunning)
 }
