@@ -37,7 +37,8 @@ func WithEventWait(d time.Duration) NodeOption {
 // of the event's own, queued without a further copy.
 //
 // An error from fill abandons the event: nothing is sent, the room is
-// given back, and WriteEvent returns that error. fill runs before
+// given back, and WriteEvent returns that error (as it returns an error,
+// sending nothing, when fill reports a length outside [0, n]). fill runs before
 // WriteEvent returns and must be quick: it must not block, send events,
 // or keep p, whose bytes the client may read as soon as WriteEvent
 // returns. WriteEvent returns ErrTooLarge (nothing sent, fill not called)

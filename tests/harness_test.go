@@ -147,6 +147,15 @@ func runRole(role string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		if prof := os.Getenv("SB_MEMPROFILE"); prof != "" { // every allocation, written at exit
+			runtime.MemProfileRate = 1
+			defer func() {
+				if f, err := os.Create(prof); err == nil {
+					pprof.Lookup("allocs").WriteTo(f, 0)
+					f.Close()
+				}
+			}()
+		}
 		if prof := os.Getenv("SB_CPUPROFILE"); prof != "" { // for looking into benchmarks
 			f, err := os.Create(prof)
 			if err == nil && pprof.StartCPUProfile(f) == nil {
