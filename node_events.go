@@ -15,8 +15,10 @@ import (
 // copied into the node's queue for that client; a client that makes no
 // room in time gets it the queue's way (WithEventQueue, WithOverflow),
 // and while that queue holds events nothing waits. The wait ends at once
-// when the connection ends. Events sent through the Session or the Node
-// never wait.
+// when the connection ends or its client says goodbye. Events sent
+// through the Session or the Node never wait. A handler that waits holds
+// its request, so a client's Close that waits for the node to take what
+// the client sent (WithCloseTimeout) may wait as long.
 func WithEventWait(d time.Duration) NodeOption {
 	return nodeOption(func(o *nodeOptions) error {
 		if d < 0 {

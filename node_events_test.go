@@ -204,7 +204,10 @@ func TestEventWaitClientGone(t *testing.T) {
 				}
 				return nil, nil
 			})
-			c := dial(t, n, WithEventQueue(1))
+			// Close first waits for the node to take the Send, whose handler
+			// holds the request ring until it returns: here, until the
+			// goodbye after WithCloseTimeout ends the wait.
+			c := dial(t, n, WithEventQueue(1), WithCloseTimeout(200*time.Millisecond))
 			if err := c.Send(ctx5(t), svcEmit+1, 0, nil); err != nil {
 				t.Fatal(err)
 			}
