@@ -104,6 +104,7 @@ type Conn struct {
 	pollFd   int                                       // under emu: readable while events wait (once polled)
 	polled   atomic.Bool                               // Fd was called: keep pollFd readable while events wait
 	evbufs   bufPool
+	viewbufs bufPool // copies of CallView replies the pump delivered, back at Release
 	received atomic.Uint64
 	dropped  atomic.Uint64
 	taps     nameTaps // the name clients' share of the events (client_name_tap.go)

@@ -18,6 +18,7 @@ type call struct {
 	payload []byte
 	code    pb.Code
 	async   *AsyncCall // Go, GoRequest: the reply completes it instead (client_async.go)
+	view    bool       // CallView: a copy of the reply may be a pooled buffer (viewbufs)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -39,6 +40,11 @@ func (c *Conn) startCall(ctx context.Context, service, command uint16, payload .
 // startFrame registers a call and writes its frame: h with its ID and
 // deadline filled in, and a body of prefix then payload's parts.
 func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix []byte, payload ...[]byte) (uint64, *call, error) {
+	return c.startFrameView(ctx, h, prefix, false, payload...)
+}
+
+// startFrameView is startFrame, for CallView when view is set.
+func (c *Conn) startFrameView(ctx context.Context, h shm.Header, prefix []byte, view bool, payload ...[]byte) (uint64, *call, error) {
 	if n := partsLen(payload); n > c.maxMsg { // a prefix (a destination) is the protocol's, not the user's
 		return 0, nil, codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 	}
@@ -52,6 +58,7 @@ func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix []byte, payl
 	id := c.nextID.Add(1)
 	h.ID = id
 	cl := callPool.Get().(*call)
+	cl.view = view // before the reply can find it
 	c.pmu.Lock()
 	if err := c.goneErr; err != nil {
 		c.pmu.Unlock()
@@ -59,7 +66,7 @@ func (c *Conn) startFrame(ctx context.Context, h shm.Header, prefix []byte, payl
 		if err := c.awaitBack(ctx, err); err != nil {
 			return 0, nil, err
 		}
-		return c.startFrame(ctx, h, prefix, payload...) // back after a gap (WaitForReconnect)
+		return c.startFrameView(ctx, h, prefix, view, payload...) // back after a gap (WaitForReconnect)
 	}
 	c.pending[id] = cl
 	c.pmu.Unlock()
@@ -257,7 +264,7 @@ func (c *Conn) deliverReply(f shm.Frame) error {
 		}
 		return nil
 	}
-	c.reply(f.ID, pb.Code(f.Aux), append([]byte(nil), f.Body...))
+	c.replyCopy(f.ID, pb.Code(f.Aux), f.Body)
 	return nil
 }
 
@@ -270,6 +277,28 @@ func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
 		c.late.Add(1) // the caller gave up
 		return
 	}
+	c.complete(cl, code, payload)
+}
+
+// replyCopy is reply with a copy of body, a view of the response ring: a
+// pooled buffer for a CallView caller, which gives it back at Release.
+func (c *Conn) replyCopy(id uint64, code pb.Code, body []byte) {
+	c.pmu.Lock()
+	cl := c.pending[id]
+	delete(c.pending, id)
+	c.pmu.Unlock()
+	if cl == nil {
+		c.late.Add(1) // the caller gave up
+		return
+	}
+	if cl.view && code == pb.Code_CODE_OK {
+		c.complete(cl, code, c.viewbufs.get(body))
+		return
+	}
+	c.complete(cl, code, append([]byte(nil), body...))
+}
+
+func (c *Conn) complete(cl *call, code pb.Code, payload []byte) {
 	if cl.async != nil {
 		cl.async.replied(payload, code)
 		return
@@ -283,9 +312,11 @@ type Reply struct {
 	// Body is the reply's payload. When the caller found its reply in the
 	// response ring itself, Body is a view of shared memory: valid until
 	// Release, untrusted, and holding up every other reply of the
-	// connection until then. Otherwise it is a copy.
+	// connection until then. Otherwise it is a copy, which Release may
+	// reuse for a later reply: in both cases Body is valid until Release.
 	Body []byte
 	c    *Conn
+	pool *bufPool // a copy's pool
 }
 
 // Release gives the reply's memory back. Call it once, as soon as possible.
@@ -295,6 +326,10 @@ func (r *Reply) Release() {
 		r.c.rmu.Unlock()
 		r.c = nil
 	}
+	if r.pool != nil {
+		r.pool.put(r.Body)
+		r.pool = nil
+	}
 	r.Body = nil
 }
 
@@ -303,7 +338,7 @@ func (r *Reply) Release() {
 // spinning for it, the caller gets a view of the response ring instead of
 // a copy, and must Release it, before Close too. Errors are as for Call.
 func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []byte) (*Reply, error) {
-	id, cl, err := c.startCall(ctx, service, command, payload)
+	id, cl, err := c.startFrameView(ctx, shm.Header{Kind: pb.KindCall, Service: service, Command: command}, nil, true, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +377,7 @@ func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []
 	if err != nil {
 		return nil, err
 	}
-	return &Reply{Body: body}, nil
+	return &Reply{Body: body, pool: &c.viewbufs}, nil
 }
 
 // findReply reads the response ring up to the single-frame reply to call

@@ -22,8 +22,12 @@ type ConnInfo struct {
 
 	Calls, Sends, Replies uint64 // requests it made to node services, and replies it got
 	Events, Dropped       uint64 // events delivered to it, and dropped for it
-	BytesIn, BytesOut     uint64
-	Violations, Panics    uint64
+	// EventWaits counts the events its handlers sent that waited for room
+	// in its event ring (WithEventWait); EventWaitsExpired, those that
+	// found none in time and took the queue's path.
+	EventWaits, EventWaitsExpired uint64
+	BytesIn, BytesOut             uint64
+	Violations, Panics            uint64
 	// LateReplies counts replies the node dropped on this connection's
 	// account: results of its calls that came after it was gone or its
 	// actor call was forgotten, and answers it gave peers that had given

@@ -63,6 +63,7 @@ type nodeOptions struct {
 	rings            [3]int
 	eventQueue       int
 	eventBytes       int
+	eventWait        time.Duration
 	overflow         OverflowPolicy
 	handshakeTimeout time.Duration
 	selector         func(service, command uint16) Handler
@@ -221,6 +222,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		rings:            [3]int{1 << 20, 1 << 20, 1 << 20},
 		eventQueue:       1024,
 		eventBytes:       4 << 20,
+		eventWait:        10 * time.Millisecond,
 		maxRing:          4 << 20,
 		uidConns:         1024,
 		uidHandshakes:    64,
@@ -518,6 +520,7 @@ func connInfo(c *conn.Endpoint) ConnInfo {
 	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
+		EventWaits: st.EventWaits.Load(), EventWaitsExpired: st.EventWaitsExpired.Load(),
 		BytesIn: st.BytesIn.Load(), BytesOut: st.BytesOut.Load(),
 		Violations: st.Violations.Load(), Panics: st.Panics.Load(), LateReplies: st.LateReplies.Load(), RingBytes: c.RingBytes()}
 	ci.RequestFill, ci.ResponseFill, ci.EventFill, ci.EventsQueued = c.Fill()

@@ -56,8 +56,9 @@ func (s *connServer) serveHandler(ctx context.Context, h Handler) conn.Result {
 }
 
 // SendEventBuffers is SendEvent with the payload gathered from parts,
-// written into the ring at once, or joined into a copy if it has to wait:
-// the parts may be views of the request's Payload. Call it only from the
+// written into the ring at once or as room comes (WithEventWait), or
+// joined into a copy if it has to wait in the node's queue: the parts may
+// be views of the request's Payload. Call it only from the
 // handler, before it returns.
 func (r *Request) SendEventBuffers(command uint16, parts net.Buffers) {
 	if r.NoReply && r.Session == nil {

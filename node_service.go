@@ -58,9 +58,12 @@ type Request struct {
 // SendEvent queues an event to the caller, from the service of the
 // request, without the actor hop of Session.SendEvent: call it only from
 // the handler, before it returns (a goroutine started by the handler uses
-// Session.SendEvent). The payload goes into the ring at once, or is copied
-// if it has to wait, so it may be the request's Payload. Events sent by a
-// handler arrive in the order it sent them.
+// Session.SendEvent). The payload goes into the ring at once; when the
+// ring is full it waits for the client to make room (WithEventWait, 10ms
+// by default), and is copied into the node's queue only if no room came
+// in time, so it may be the request's Payload. Events sent by a handler
+// arrive in the order it sent them. WriteEvent writes the payload in
+// place instead.
 func (r *Request) SendEvent(command uint16, payload []byte) {
 	if r.NoReply && r.Session == nil {
 		return

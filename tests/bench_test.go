@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,6 +110,97 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
+// BenchmarkCallClients: 8 clients (one Conn each, in this process) call
+// the node's echo at once, 64 KiB each way, as the peer benchmark's
+// rpc-64k-8 row; /view reads replies in place (CallView). The node's own
+// allocations and GC cycles per call are reported (node-*), read from the
+// node child.
+func BenchmarkCallClients(b *testing.B) {
+	const clients = 8
+	for _, view := range []bool{false, true} {
+		name := "clients=8/size=65536"
+		if view {
+			name += "/view"
+		}
+		b.Run(name, func(b *testing.B) {
+			socket := benchNode(b, nil, nil)
+			ctx := context.Background()
+			conns := make([]*switchboard.Conn, clients)
+			for i := range conns {
+				c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				conns[i] = c
+			}
+			payload := make([]byte, 64<<10)
+			b.SetBytes(int64(2 * len(payload)))
+			b.ReportAllocs()
+			before := readNodeMem(b, conns[0])
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			errs := make(chan error, clients)
+			b.ResetTimer()
+			start := time.Now()
+			for _, c := range conns {
+				go func() {
+					for left.Add(-1) >= 0 {
+						if view {
+							r, err := c.CallView(ctx, svcTest, cmdEcho, payload)
+							if err != nil {
+								errs <- err
+								return
+							}
+							r.Release()
+						} else if _, err := c.Call(ctx, svcTest, cmdEcho, payload); err != nil {
+							errs <- err
+							return
+						}
+					}
+					errs <- nil
+				}()
+			}
+			for range clients {
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+			b.StopTimer()
+			readNodeMem(b, conns[0]).report(b, before)
+		})
+	}
+}
+
+// nodeMem is what the node child says of its memory (cmdMem).
+type nodeMem struct{ gc, mallocs, bytes, waits, expired uint64 }
+
+func readNodeMem(b *testing.B, c *switchboard.Conn) nodeMem {
+	b.Helper()
+	r, err := c.Call(context.Background(), svcTest, cmdMem, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m nodeMem
+	if _, err := fmt.Sscan(string(r), &m.gc, &m.mallocs, &m.bytes, &m.waits, &m.expired); err != nil {
+		b.Fatalf("cmdMem %q: %v", r, err)
+	}
+	return m
+}
+
+// report reports the node's allocations per op, its GC cycles per 10,000
+// ops and the times a handler's event waited for room per op, since
+// before.
+func (m nodeMem) report(b *testing.B, before nodeMem) {
+	n := float64(b.N)
+	b.ReportMetric(float64(m.mallocs-before.mallocs)/n, "node-allocs/op")
+	b.ReportMetric(float64(m.bytes-before.bytes)/n, "node-B/op")
+	b.ReportMetric(float64(m.gc-before.gc)*10000/n, "node-GC/10k")
+	b.ReportMetric(float64(m.waits-before.waits)/n, "node-waits/op")
+	b.ReportMetric(float64(m.expired-before.expired)/n, "node-waits-expired/op")
+}
+
 // BenchmarkCall's size=65536/view variant reads replies in place (CallView).
 
 // BenchmarkEvents measures event throughput from the node to one client,
@@ -117,12 +209,24 @@ func BenchmarkCall(b *testing.B) {
 // bound this benchmark, not the client's copy out.)
 // The client asks for events a window at a time (two windows in flight),
 // so that a node faster than its client does not overflow the queue; a
-// run that lost events reports them in the "dropped" metric.
+// run that lost events reports them in the "dropped" metric. /loan sends
+// with Request.WriteEvent (the payload copied from one buffer straight
+// into the ring). The node's allocations, GC cycles and waits for ring
+// room are reported per event (node-*); SB_EVENT_WAIT=0 in the
+// environment of the node child (set it for the go test command) makes
+// its handlers queue instead of waiting, as before WithEventWait.
 func BenchmarkEvents(b *testing.B) {
 	for _, cpus := range benchCPUs {
 		b.Run(cpus.name, func(b *testing.B) {
-			for _, size := range []int{64, 64 << 10} {
-				b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			for _, bc := range []struct {
+				size int
+				loan bool
+			}{{64, false}, {64 << 10, false}, {64 << 10, true}} {
+				size, emit, name := bc.size, cmdEmit, fmt.Sprintf("size=%d", bc.size)
+				if bc.loan {
+					emit, name = cmdEmitLoan, name+"/loan"
+				}
+				b.Run(name, func(b *testing.B) {
 					// A deep node queue (100,000 events, 1 GiB), so that a window
 					// ahead of the client waits in the node instead of being dropped.
 					socket := benchNode(b, cpus.client, cpus.node, "SB_EVENT_QUEUE=100000")
@@ -138,10 +242,12 @@ func BenchmarkEvents(b *testing.B) {
 					}
 					b.SetBytes(int64(size))
 					b.ReportAllocs()
+					before := readNodeMem(b, c)
+					b.ResetTimer()
 					var asked, got, dropped int
 					ask := func() {
 						n := min(window, b.N-asked)
-						if err := c.Send(ctx, svcTest, cmdEmit, []byte(fmt.Sprintf("%d:%d", n, size))); err != nil {
+						if err := c.Send(ctx, svcTest, emit, []byte(fmt.Sprintf("%d:%d", n, size))); err != nil {
 							b.Fatal(err)
 						}
 						asked += n
@@ -165,6 +271,8 @@ func BenchmarkEvents(b *testing.B) {
 					el := time.Since(start).Seconds()
 					b.ReportMetric(float64(got)/el, "events/s")
 					b.ReportMetric(float64(dropped), "dropped")
+					b.StopTimer()
+					readNodeMem(b, c).report(b, before)
 				})
 			}
 		})

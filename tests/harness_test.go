@@ -59,6 +59,12 @@ const (
 	cmdStuck   uint16 = 6
 	cmdUnstick uint16 = 7
 	cmdStats   uint16 = 8
+	// cmdEmitLoan is cmdEmit "COUNT:SIZE" with Request.WriteEvent: each
+	// event's payload is copied from one buffer straight into the ring.
+	cmdEmitLoan uint16 = 9
+	// cmdMem answers "NUMGC MALLOCS TOTALALLOC EVENTWAITS EXPIRED" from the
+	// node's runtime.MemStats and its connections' event waits.
+	cmdMem uint16 = 10
 )
 
 // The node role's node, and what cmdStuck waits for.
@@ -115,6 +121,14 @@ func runRole(role string) int {
 			h, _ := strconv.Atoi(hs)
 			opts = append(opts, switchboard.WithUIDLimits(c, h), switchboard.WithHandshakeTimeout(30*time.Second))
 		}
+		if w := os.Getenv("SB_EVENT_WAIT"); w != "" { // "0" restores the queue's path for handlers' events
+			d, err := time.ParseDuration(w)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			opts = append(opts, switchboard.WithEventWait(d))
+		}
 		if r := os.Getenv("SB_EVENT_RING"); r != "" {
 			n, _ := strconv.Atoi(r)
 			opts = append(opts, switchboard.WithRings(1<<20, 1<<20, n))
@@ -132,6 +146,15 @@ func runRole(role string) int {
 		if err := n.Listen(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
+		}
+		if prof := os.Getenv("SB_MEMPROFILE"); prof != "" { // every allocation, written at exit
+			runtime.MemProfileRate = 1
+			defer func() {
+				if f, err := os.Create(prof); err == nil {
+					pprof.Lookup("allocs").WriteTo(f, 0)
+					f.Close()
+				}
+			}()
 		}
 		if prof := os.Getenv("SB_CPUPROFILE"); prof != "" { // for looking into benchmarks
 			f, err := os.Create(prof)
@@ -294,6 +317,33 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 	case cmdStats:
 		st := roleNode.Stats()
 		return fmt.Appendf(nil, "%d %d %d %d", st.StuckHandlers, st.LateReplies, st.Connections, stuckCalls.Load()), nil
+	case cmdMem:
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		var waits, expired uint64
+		for _, ci := range roleNode.Connections() {
+			waits += ci.EventWaits
+			expired += ci.EventWaitsExpired
+		}
+		return fmt.Appendf(nil, "%d %d %d %d %d", ms.NumGC, ms.Mallocs, ms.TotalAlloc, waits, expired), nil
+	case cmdEmitLoan:
+		count, size, _ := strings.Cut(string(r.Payload), ":")
+		n, err := strconv.Atoi(count)
+		if err != nil {
+			return nil, err
+		}
+		sz, err := strconv.Atoi(size)
+		if err != nil {
+			return nil, err
+		}
+		payload := make([]byte, sz)
+		fill := func(p []byte) (int, error) { return copy(p, payload), nil }
+		for i := range n {
+			if err := r.WriteEvent(uint16(i), sz, fill); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
 	case cmdEmit: // "COUNT" numbers the events; "COUNT:SIZE" sends SIZE-byte events
 		count, size, sized := strings.Cut(string(r.Payload), ":")
 		n, err := strconv.Atoi(count)

@@ -58,9 +58,15 @@ type Config struct {
 	// waiting.
 	PeerContext bool
 
-	MaxMessage  int // largest reassembled message
-	EventQueue  int // events queued when the event ring is full
-	EventBytes  int // bytes queued when the event ring is full
+	MaxMessage int // largest reassembled message
+	EventQueue int // events queued when the event ring is full
+	EventBytes int // bytes queued when the event ring is full
+	// EventWait is how long an event a handler sends itself
+	// (SendEventFromServe, WriteEventFromServe) waits for room in a full
+	// event ring, so that it is written into the ring rather than copied
+	// into the queue (0: it never waits). The wait ends early when the
+	// connection ends, and is not taken while the queue holds events.
+	EventWait   time.Duration
 	Overflow    OverflowPolicy
 	Host        Host // serves the requests, routes the bus frames, hears of the end
 	Logger      *slog.Logger
@@ -100,15 +106,20 @@ type Config struct {
 
 // Endpoint is the node side of one connection.
 type Endpoint struct {
-	cfg    Config
-	sys    *actor.ActorSystem
-	pid    *actor.PID
-	in     *shm.Consumer
-	resp   *shm.Producer
-	ev     *shm.Producer
-	bell   *shm.Doorbell
-	ctx    context.Context // ends when the connection ends
-	cancel context.CancelFunc
+	cfg  Config
+	sys  *actor.ActorSystem
+	pid  *actor.PID
+	in   *shm.Consumer
+	resp *shm.Producer
+	ev   *shm.Producer
+	bell *shm.Doorbell
+	ctx  context.Context // ends when the connection ends
+	// reading ends when nobody reads the event ring any more: the client
+	// said goodbye, or the connection ended. A handler waiting for room
+	// in the ring (send.go) waits on it.
+	reading  context.Context
+	stopRead context.CancelFunc
+	cancel   context.CancelFunc
 
 	qmu    sync.Mutex
 	q      []func() // mailbox runs handed over by the dispatcher
@@ -181,6 +192,10 @@ type Stats struct {
 	// ByeSkipped counts the calls a client wrote before its goodbye that
 	// were not served: the client had already failed them (goodbye.go).
 	ByeSkipped atomic.Uint64
+	// EventWaits counts the times a handler's event waited for room in
+	// the event ring (EventWait); EventWaitsExpired, those whose wait
+	// ended before the room came (the event then took the queue's path).
+	EventWaits, EventWaitsExpired atomic.Uint64
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
@@ -241,6 +256,7 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	c.parker = shm.NewParker(c.bell)
 	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
 	c.ctx, c.cancel = context.WithCancel(parent)
+	c.reading, c.stopRead = context.WithCancel(c.ctx)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
 		actor.WithDispatcher(pumpDispatcher{c}))
 	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))

@@ -72,10 +72,7 @@ func (c *Endpoint) queueEvent(m *Delivery) {
 		c.requestDropped(m) // a peer's request: its caller learns at once
 		return
 	}
-	if n := c.lateDrops.Swap(0); n > 0 { // dropped by SendEvent before the mailbox
-		c.backlog.dropped += uint32(n)
-		c.stats.EventsDropped.Add(n)
-	}
+	c.takeLateDrops() // dropped by SendEvent before the mailbox
 	if c.backlog.len() == 0 && c.tryEvent(m) {
 		return
 	}

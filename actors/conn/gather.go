@@ -38,6 +38,9 @@ func (d *Delivery) span(buf *[4][]byte, off, n int) [][]byte {
 // own makes d's payload a copy of its own, joining its parts: an event
 // that waits in the queue must outlive its sender's buffers.
 func (d *Delivery) own() {
+	if d.owned {
+		return
+	}
 	if d.Parts == nil {
 		d.Payload = append([]byte(nil), d.Payload...)
 		return
@@ -74,15 +77,4 @@ func (c *Endpoint) SendEventParts(service, command uint16, parts [][]byte) {
 		return
 	}
 	c.sys.Root.Send(c.pid, &Delivery{Service: service, Command: command, Parts: parts, counted: true})
-}
-
-// SendEventFromServeParts is SendEventFromServe with the payload gathered
-// from parts, written at once or copied (joined) if it has to wait.
-func (c *Endpoint) SendEventFromServeParts(service, command uint16, parts [][]byte) {
-	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
-		c.lateDrops.Add(1) // the connection went on without the handler
-		return
-	}
-	c.queueEvent(&Delivery{Service: service, Command: command, Parts: parts})
-	c.serving.Store(handlerRunning)
 }

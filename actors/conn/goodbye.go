@@ -34,6 +34,7 @@ func (c *Endpoint) heardGoodbye() {
 	}
 	c.mapMu.RUnlock()
 	c.saidBye.Store(true)
+	c.stopRead() // a handler waiting for room in the event ring stops waiting
 }
 
 // leave ends the connection once the pump has served the requests written

@@ -42,6 +42,7 @@ type (
 		Payload          []byte    // not modified; may be shared between connections
 		Parts            [][]byte  // instead of Payload (then nil): the payload gathered from these (gather.go)
 		counted          bool      // counted in inbox by SendEvent
+		owned            bool      // Payload is the event's own (WriteEventFromServe): queued without a copy
 		sent             int       // bytes already written (chunked events)
 		seq              uint64    // sequence number, once the first chunk is written
 		aux              uint32    // drop count carried by its frames
@@ -85,18 +86,6 @@ func (c *Endpoint) admit(n, bytes int64) bool {
 		return false
 	}
 	return true
-}
-
-// SendEventFromServe queues an event for the client without the mailbox
-// hop. Only Serve may call it, on the pump, during its call; events sent
-// this way keep their order among themselves.
-func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
-	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
-		c.lateDrops.Add(1) // the connection went on without the handler
-		return
-	}
-	c.queueEvent(&Delivery{Service: service, Command: command, Payload: payload})
-	c.serving.Store(handlerRunning)
 }
 
 // Complete delivers the result of a request that Serve left pending. Any

@@ -12,6 +12,17 @@ import (
 // Switchboard: an embedded node (default options) serving service 7:
 // command 1 echoes, command 2 (count, size) sends count events of size
 // bytes from the handler, then replies.
+//
+// How the loops use the public API, as a throughput-minded user would:
+// the echo handler returns the request's Payload (the node copies it into
+// the response ring once); RPC callers use CallView and Release (the
+// reply read in place, or a copy from a pool, instead of a new slice per
+// call); the emitting handler uses Request.SendEvent, which writes each
+// event into the client's event ring and, when the ring is full, waits
+// for the client to make room (WithEventWait, default 10ms) instead of
+// copying the event into the node's queue: one copy per event, as
+// libqb's qb_ipcs_event_send. Ring sizes are the defaults (1 MiB each;
+// the libqb clients ask for a 1 MiB max_msg_size).
 
 const (
 	sbService uint16 = 7
@@ -53,7 +64,7 @@ func sbServe(ctx context.Context, a *args) (*result, error) {
 				return nil, fmt.Errorf("emit: short request")
 			}
 			count, size := int(getU32(r.Payload)), int(getU32(r.Payload[4:]))
-			p := make([]byte, size) // the node copies it into the ring
+			p := make([]byte, size) // the node copies it into the ring, waiting for room
 			for range count {
 				r.SendEvent(1, p)
 			}
@@ -86,10 +97,14 @@ func sbRPC(ctx context.Context, a *args) (*result, error) {
 	}
 	defer c.Close()
 	return rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
-		r, err := c.Call(ctx, sbService, sbEcho, p)
-		if err == nil && len(r) != len(p) {
-			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r))
+		r, err := c.CallView(ctx, sbService, sbEcho, p)
+		if err != nil {
+			return err
 		}
+		if len(r.Body) != len(p) {
+			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r.Body))
+		}
+		r.Release()
 		return err
 	})
 }
