@@ -96,7 +96,13 @@ func NewSpinner(max time.Duration) *Spinner { return &Spinner{newSpinner(max)} }
 // Spin polls ready until it reports true (then Spin does too) or the
 // budget runs out. Success doubles the budget, up to its maximum; failure
 // halves it.
-func (s *Spinner) Spin(ready func() bool) bool { return s.s.spin(ready) }
+//
+// A goroutine about to spin has nothing to do but wait: it first wakes
+// the parked Parkers whose rings filled (harvest.go).
+func (s *Spinner) Spin(ready func() bool) bool {
+	harvestSweep()
+	return s.s.spin(ready)
+}
 
 // Woke reports how long the park that followed a failed Spin lasted, so
 // that the budget recovers when spinning a little longer would have won.
