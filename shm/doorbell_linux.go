@@ -176,14 +176,14 @@ func (d *Doorbell) Wait(ctx context.Context) error {
 // node serving eight callers. Go looks at the netpoller only when a P runs
 // out of goroutines (or from sysmon, every 10 ms), while it checks timers
 // at every switch; a busy process thus sees the re-check before the ring.
-// A Parker's first sleep is therefore listed for harvesting (harvest.go):
+// A Parker's first sleeps are therefore listed for harvesting (harvest.go):
 // the next goroutine of the process about to wait wakes it.
 func (d *Doorbell) WaitUntil(ctx context.Context, cond func() bool) error {
 	return d.waitUntil(ctx, cond, nil)
 }
 
 // waitUntil is WaitUntil for p, if not nil, which it lists for harvesting
-// (harvest.go) during its first sleep: a sweep may then end that sleep
+// (harvest.go) during its first sleeps: a sweep may then end a sleep
 // early, through the read deadline.
 func (d *Doorbell) waitUntil(ctx context.Context, cond func() bool, p *Parker) error {
 	d.cond = cond
@@ -191,7 +191,7 @@ func (d *Doorbell) waitUntil(ctx context.Context, cond func() bool, p *Parker) e
 	waitCounts.waits.Add(1)
 	for recheck := firstRecheck; ; recheck = min(2*recheck, maxRecheck) {
 		d.looks = 0
-		listed := p != nil && recheck == firstRecheck
+		listed := p != nil && recheck <= harvestInterval
 		if listed {
 			harvestAdd(p)
 		}

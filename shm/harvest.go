@@ -1,6 +1,9 @@
 package shm
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Harvesting: a Parker about to sleep wakes the Parkers of this process
 // that went to sleep shortly before it and whose rings have filled since.
@@ -19,13 +22,13 @@ import "sync"
 // frames through their read deadline, which readies the goroutine at once
 // on this P without the netpoller.
 //
-// Only sleeps within their first re-check interval are listed: a
-// connection that stayed idle longer is woken by its ring (the process
-// then has an idle P, which polls) and costs no sweep. A sweep looks at
-// harvestMax sleepers at most.
+// Only sleeps within their first three re-check intervals (7 ms) are
+// listed: a connection that stayed idle longer is woken by its ring (or
+// its re-check) and costs no sweep. A sweep looks at harvestMax sleepers at
+// most, starting where the last one stopped.
 
 // harvestMax bounds the sleepers one sweep looks at.
-const harvestMax = 64
+const harvestMax = 16
 
 // A prober is a Cond whose change another goroutine can detect from
 // shared counters alone: a Consumer has unread frames.
@@ -35,8 +38,9 @@ func (c *Consumer) probe() bool { return c.Unreleased() }
 
 var harvest struct {
 	mu     sync.Mutex
-	parked []*Parker // sleeping in their first re-check interval; each knows its index
-	next   int       // where the next sweep starts, when more than harvestMax sleep
+	parked []*Parker    // sleeping in their first re-check intervals; each knows its index
+	next   int          // where the next sweep starts, when more than harvestMax sleep
+	listed atomic.Int32 // len(parked), for a sweep's look without the lock
 }
 
 // harvestAdd lists p, about to sleep.
@@ -44,6 +48,7 @@ func harvestAdd(p *Parker) {
 	harvest.mu.Lock()
 	p.slot = len(harvest.parked)
 	harvest.parked = append(harvest.parked, p)
+	harvest.listed.Store(int32(len(harvest.parked)))
 	p.bell.kickable.Store(true)
 	harvest.mu.Unlock()
 }
@@ -65,6 +70,7 @@ func harvestRemoveLocked(p *Parker) {
 	harvest.parked[i].slot = i
 	harvest.parked[last] = nil
 	harvest.parked = harvest.parked[:last]
+	harvest.listed.Store(int32(last))
 	p.slot = -1
 }
 
@@ -84,6 +90,9 @@ func harvestForget(d *Doorbell) {
 // harvestSweep wakes the listed sleepers whose rings have unread frames,
 // and takes them off the list.
 func harvestSweep() {
+	if harvest.listed.Load() == 0 {
+		return // nobody to wake; one listed meanwhile waits for the next sweep
+	}
 	harvest.mu.Lock()
 	defer harvest.mu.Unlock()
 	n := len(harvest.parked)
@@ -132,3 +141,8 @@ func (d *Doorbell) kick() {
 	d.kicked.Store(true)
 	d.f.SetReadDeadline(longAgo)
 }
+
+// harvestInterval is the last re-check interval during which a sleeper
+// stays listed: its first three (7 ms in all), past which its connection
+// counts as idle.
+const harvestInterval = 4 * firstRecheck

@@ -51,7 +51,7 @@ func NewParker(bell *Doorbell) *Parker {
 //
 // Before it sleeps, Park wakes the other Parkers of the process whose
 // rings filled while the netpoller was not looking, and lists itself for
-// them during its first re-check interval (harvest.go).
+// them during its first re-check intervals (harvest.go).
 func (p *Parker) Park(ready func() bool, conds ...Cond) error {
 	p.ready, p.conds = ready, conds
 	harvestSweep()
