@@ -31,7 +31,10 @@ import (
 const harvestMax = 16
 
 // A prober is a Cond whose change another goroutine can detect from
-// shared counters alone: a Consumer has unread frames.
+// shared counters alone: a Consumer has unread frames. The counters are
+// the peer's to write too: a lie (or a frame another goroutine holds
+// unreleased) costs only a wake-up that finds nothing, and a sleeper
+// woken so stays listed for at most three (waitUntil's intervals double).
 type prober interface{ probe() bool }
 
 func (c *Consumer) probe() bool { return c.Unreleased() }
