@@ -8,13 +8,16 @@ import (
 
 // Allocations of the single-buffer paths, measured when these tests were
 // written (one 7-byte payload, a warm connection, shared memory, no
-// deadline): Call 6 (its reply's copy, the call's bookkeeping), Send 0,
-// Publish 3, Go 8 (the AsyncCall and its reply among them). Each wraps its
+// deadline; the node in this process, so its allocations count too): Call
+// 5 (the client's copy of the reply; the test handler's copy of the
+// request; the node's Incoming and the handler's context with its cancel
+// func, see TestCallAllocsNode), Send 0, Publish 3, Go 8 (the AsyncCall and
+// its reply among them). Each wraps its
 // payload in a net.Buffers of one part for the gathering path: the tests
 // below assert the wrapper costs nothing, that is, as many allocations as
 // the Buffers form it calls, and no more than the figure above.
 const (
-	callAllocs    = 6
+	callAllocs    = 5
 	sendAllocs    = 0
 	publishAllocs = 3
 	goAllocs      = 8
@@ -76,4 +79,33 @@ func TestGoAllocs(t *testing.T) {
 	checkAllocs(t, goAllocs,
 		func() { <-c.Go(ctx, svcEcho, cmdEcho, p, done).Done },
 		func() { <-c.GoBuffers(ctx, svcEcho, cmdEcho, net.Buffers{p}, done).Done })
+}
+
+// TestCallAllocsNode: a 64 B Call on the steady state allocates, client
+// and node together, four objects: the reply the client returns (Call's
+// result is the caller's to keep; CallView reads it in place instead), and
+// in the node the Incoming handed to the handler and the handler's context
+// with its cancel func. Each is the call's own: a handler may keep its
+// request or its context past its return (a stuck handler's goroutine
+// outlives its call, linger.go), so none can be reused for the next call.
+// The cancel funcs live in a map that reuses its room (not a sync.Map,
+// which allocated an entry per call).
+func TestCallAllocsNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts: not in -short")
+	}
+	n := startNode(t)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) { return r.Payload, nil })
+	c := dial(t, n)
+	ctx := context.Background()
+	p := make([]byte, 64)
+	call := func() {
+		if _, err := c.Call(ctx, svcEcho, cmdEcho, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call()
+	if a := testing.AllocsPerRun(500, call); a > 4 {
+		t.Errorf("64 B Call: %v allocations in client and node, want at most 4", a)
+	}
 }

@@ -32,11 +32,12 @@ type Parker struct {
 	ready func() bool
 	conds []Cond
 	check func() bool // rearmReady, bound once
+	slot  int         // index in the harvest list (harvest.go), -1 when not listed; under harvest.mu
 }
 
 // NewParker returns a Parker sleeping on bell.
 func NewParker(bell *Doorbell) *Parker {
-	p := &Parker{bell: bell}
+	p := &Parker{bell: bell, slot: -1}
 	p.check = p.rearmReady
 	return p
 }
@@ -47,9 +48,14 @@ func NewParker(bell *Doorbell) *Parker {
 // announces them again (Rearm), or a wake-up that found too little would
 // sleep through the next change. The error is ErrClosed once the doorbell
 // is closed.
+//
+// Before it sleeps, Park wakes the other Parkers of the process whose
+// rings filled while the netpoller was not looking, and lists itself for
+// them during its first re-check intervals (harvest.go).
 func (p *Parker) Park(ready func() bool, conds ...Cond) error {
 	p.ready, p.conds = ready, conds
-	err := p.bell.WaitUntil(context.Background(), p.check)
+	harvestSweep()
+	err := p.bell.waitUntil(context.Background(), p.check, p)
 	for _, c := range conds {
 		c.Disarm()
 	}

@@ -47,6 +47,7 @@ func DefaultSpin() time.Duration {
 type spinner struct {
 	max, cur time.Duration
 	short    uint32 // parks shorter than max
+	sweep    bool   // sweep the harvest list while spinning (Spinner)
 }
 
 func newSpinner(max time.Duration) spinner {
@@ -78,9 +79,14 @@ func (s *spinner) spin(ready func() bool) bool {
 			}
 			return true
 		}
-		if i%64 == 0 && time.Since(start) > s.cur {
-			s.cur = max(s.cur/2, min(minSpin, s.max))
-			return false
+		if i%64 == 0 {
+			if time.Since(start) > s.cur {
+				s.cur = max(s.cur/2, min(minSpin, s.max))
+				return false
+			}
+			if s.sweep {
+				harvestSweep()
+			}
 		}
 	}
 }
@@ -91,12 +97,22 @@ func (s *spinner) spin(ready func() bool) bool {
 type Spinner struct{ s spinner }
 
 // NewSpinner returns a spinner whose budget is at most max (0 never spins).
-func NewSpinner(max time.Duration) *Spinner { return &Spinner{newSpinner(max)} }
+func NewSpinner(max time.Duration) *Spinner {
+	s := &Spinner{newSpinner(max)}
+	s.s.sweep = true
+	return s
+}
 
 // Spin polls ready until it reports true (then Spin does too) or the
 // budget runs out. Success doubles the budget, up to its maximum; failure
 // halves it.
-func (s *Spinner) Spin(ready func() bool) bool { return s.s.spin(ready) }
+//
+// A goroutine about to spin has nothing to do but wait: first, and as it
+// spins, it wakes the parked Parkers whose rings filled (harvest.go).
+func (s *Spinner) Spin(ready func() bool) bool {
+	harvestSweep()
+	return s.s.spin(ready)
+}
 
 // Woke reports how long the park that followed a failed Spin lasted, so
 // that the budget recovers when spinning a little longer would have won.

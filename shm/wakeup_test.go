@@ -76,6 +76,7 @@ func TestCrossProcessNoLostWakeup(t *testing.T) {
 // kernel had lost the wake-up: the parked consumer must find it at its
 // first re-check and count the rescue.
 func TestWaitRescuesLostWakeup(t *testing.T) {
+	before := ReadWaitCounts()
 	data, space := newBells(t)
 	p, c := newTestRing(t, 1024, WithDoorbells(data, space), WithSpin(0))
 	done := make(chan error, 1)
@@ -103,6 +104,51 @@ func TestWaitRescuesLostWakeup(t *testing.T) {
 	if got := data.Rescued(); got != 1 {
 		t.Fatalf("rescued %d waits, want 1", got)
 	}
+	// No test in this package runs in parallel: the process's counters
+	// moved for this wait alone.
+	d := ReadWaitCounts().Sub(before)
+	if d.Rescued != 1 || d.Rechecks < 1 || d.Rings != 0 || d.Woken != 0 || d.Sleeps != d.Rechecks {
+		t.Errorf("wait counts %+v: want one rescue after re-checks, no ring, no wake-up by the netpoller, one sleep per re-check", d)
+	}
+}
+
+// TestWaitCountsRing: a consumer parked on its doorbell and woken by the
+// producer's ring counts one ring, one sleep and one wake-up, and no
+// re-check.
+func TestWaitCountsRing(t *testing.T) {
+	data, space := newBells(t)
+	p, c := newTestRing(t, 1024, WithDoorbells(data, space), WithSpin(0))
+	for range 20 {
+		before := ReadWaitCounts()
+		done := make(chan error, 1)
+		go func() { done <- c.Wait(context.Background()) }()
+		for c.r.sleeping.Load() == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		// Most likely past its look at the ring, and well before the re-check
+		// (a time.Sleep this short can last a millisecond: busy-wait).
+		for t0 := time.Now(); time.Since(t0) < 200*time.Microsecond; {
+		}
+		if err := p.TryWrite(Header{Kind: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Next(); err != nil {
+			t.Fatal(err)
+		}
+		c.Release()
+		d := ReadWaitCounts().Sub(before)
+		if d.Rechecks > 0 || d.Sleeps == 0 {
+			continue // the re-check (1 ms) beat the ring, or the ring came before the sleep: try again
+		}
+		if d.Rings != 1 || d.Waits != 1 || d.Sleeps != 1 || d.Woken < 1 || d.Rescued != 0 {
+			t.Fatalf("wait counts %+v: want one ring, one wait, one sleep, woken by the ring", d)
+		}
+		return
+	}
+	t.Skip("no try parked before the ring and woke by it: machine too busy")
 }
 
 func twoCPUs() bool { return availableCPUs() >= 2 }

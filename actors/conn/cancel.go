@@ -17,7 +17,7 @@ const maxCanceled = 4096
 // which abandons a request to peers in flight (expire).
 func (c *Endpoint) cancelFrame(id uint64) {
 	c.cancelMu.Lock()
-	cancel, ok := c.cancels.Load(id)
+	cancel, ok := c.cancels[id]
 	if !ok {
 		if c.canceled == nil || len(c.canceled) >= maxCanceled {
 			c.canceled = map[uint64]struct{}{}
@@ -26,7 +26,7 @@ func (c *Endpoint) cancelFrame(id uint64) {
 	}
 	c.cancelMu.Unlock()
 	if ok {
-		cancel.(context.CancelFunc)()
+		cancel()
 		return
 	}
 	c.sys.Root.Send(c.pid, &callExpired{id: id, canceled: true})
@@ -42,8 +42,27 @@ func (c *Endpoint) startCancelable(id uint64, cancel context.CancelFunc) bool {
 		delete(c.canceled, id)
 		return false
 	}
-	c.cancels.Store(id, cancel)
+	if c.cancels == nil {
+		c.cancels = map[uint64]context.CancelFunc{}
+	}
+	c.cancels[id] = cancel
 	return true
+}
+
+// hasCancel reports whether call id is being served with a cancelable
+// context.
+func (c *Endpoint) hasCancel(id uint64) bool {
+	c.cancelMu.Lock()
+	defer c.cancelMu.Unlock()
+	_, ok := c.cancels[id]
+	return ok
+}
+
+// dropCancel forgets call id's cancel func (its call ended).
+func (c *Endpoint) dropCancel(id uint64) {
+	c.cancelMu.Lock()
+	delete(c.cancels, id)
+	c.cancelMu.Unlock()
 }
 
 // takeCanceled reports whether a Cancel frame came for id before it, and

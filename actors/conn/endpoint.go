@@ -136,7 +136,7 @@ type Endpoint struct {
 	byeOnce  sync.Once
 	sockMu   sync.Mutex // frames written to the socket do not interleave
 
-	cancels sync.Map // call id -> context.CancelFunc, for Cancel frames
+	cancels map[uint64]context.CancelFunc // call id -> its cancel, for Cancel frames; under cancelMu (a leaf lock)
 	// A Cancel frame for a call not read yet is remembered (cancel.go):
 	// cancelMu orders it against the start of the call.
 	cancelMu sync.Mutex

@@ -205,7 +205,7 @@ func (c *Endpoint) complete(m *Completion) {
 	if ac.noReply {
 		return
 	}
-	c.cancels.Delete(m.ID)
+	c.dropCancel(m.ID)
 	ac.stop()
 	ac.cancel()
 	c.observe(ac, m.Result.Code)
@@ -226,7 +226,7 @@ func (c *Endpoint) actorDone(m *actorCallDone) {
 	}
 	delete(c.actorCalls, m.id)
 	c.actorGauge.Store(int64(len(c.actorCalls)))
-	c.cancels.Delete(m.id)
+	c.dropCancel(m.id)
 	res := Result{Code: pb.Code_CODE_CANCELED, Payload: []byte("cancelled before the actor answered")}
 	if errors.Is(ac.ctx.Err(), context.DeadlineExceeded) {
 		res = Result{Code: pb.Code_CODE_DEADLINE_EXCEEDED, Payload: []byte("no answer from the actor by the deadline")}
@@ -254,7 +254,7 @@ func (c *Endpoint) actorStopped(m *actorStopped) {
 			continue
 		}
 		delete(c.actorCalls, id)
-		c.cancels.Delete(id)
+		c.dropCancel(id)
 		ac.stop()
 		ac.cancel()
 		c.observe(ac, pb.Code_CODE_INTERNAL)

@@ -276,7 +276,7 @@ func deadline(since time.Time, aux uint32) time.Time {
 // CODE_INTERNAL, and writes the reply unless it is pending or not wanted;
 // false means the client broke the protocol.
 func (c *Endpoint) serve(r *Incoming) bool {
-	if _, dup := c.cancels.Load(r.ID); dup && !r.NoReply {
+	if !r.NoReply && c.hasCancel(r.ID) {
 		c.violation(fmt.Sprintf("call id %d is already in flight", r.ID))
 		return false
 	}
@@ -303,7 +303,7 @@ func (c *Endpoint) serve(r *Incoming) bool {
 	c.serveSvc, c.serveCmd = r.Service, r.Command // before the CAS, after which the reaper may read them
 	if !c.serving.CompareAndSwap(handlerIdle, handlerRunning) {
 		if cancel != nil {
-			c.cancels.Delete(r.ID)
+			c.dropCancel(r.ID)
 			cancel()
 		}
 		return true // the connection has ended (barred): nobody waits for a reply
@@ -328,7 +328,7 @@ func (c *Endpoint) serve(r *Incoming) bool {
 		c.waitActor(r.ID, ctx, cancel, res.Actor, r.Service, start) // the context lives until the Completion, or ends first
 		return true
 	}
-	c.cancels.Delete(r.ID)
+	c.dropCancel(r.ID)
 	cancel()
 	if c.cfg.ObserveCall != nil {
 		c.cfg.ObserveCall(r.Service, time.Since(start), res.Code)

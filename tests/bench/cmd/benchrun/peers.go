@@ -66,6 +66,7 @@ var allPeers = []*peer{
 	libqbPeer("socket"),
 	natsPeer(),
 	goPeer("grpc", "gRPC (Unix socket)", map[string]string{kindFanout: noBroker, kindP2P: noBroker}),
+	goPeer("shmipc", "shmipc-go", map[string]string{kindFanout: noBroker, kindP2P: noBroker}),
 	dbusPeer(),
 }
 

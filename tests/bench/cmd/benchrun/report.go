@@ -215,7 +215,10 @@ func (r *report) markdown() string {
 		"to a responder process (three processes), like their peer-to-peer row. NATS listens on loopback TCP (it has no Unix socket " +
 		"listener). Events and fan-out use credit: the receiver asks for windows of 500 (64 B) or 16 (64 KiB) messages, two in flight. " +
 		"godbus marshals a byte array one element at a time through reflection, so D-Bus's 64 KiB rows are bound by the clients' CPU " +
-		"more than by dbus-daemon. libqb clients ask for a 1 MiB max_msg_size (libqb has no default), which sizes its shm rings.\n")
+		"more than by dbus-daemon. libqb clients ask for a 1 MiB max_msg_size (libqb has no default), which sizes its shm rings. " +
+		"shmipc-go runs with its defaults (shmipc.DefaultConfig on the server, DefaultSessionManagerConfig on the client: one session, " +
+		"a 32 MiB buffer, an 8192-entry queue), one stream per client for the whole run, the Unix socket peer's frames written with the " +
+		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}
@@ -324,6 +327,7 @@ func versions(c *config) map[string]string {
 			"github.com/nats-io/nats.go":        "nats.go",
 			"google.golang.org/grpc":            "grpc-go",
 			"github.com/godbus/dbus/v5":         "godbus",
+			"github.com/cloudwego/shmipc-go":    "shmipc-go",
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)

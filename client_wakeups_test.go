@@ -1,0 +1,66 @@
+package switchboard
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// TestCallWakeupsEightCallers: eight connections calling at once, 64 B
+// echoes, count their wake-ups (client and node share this process, so
+// the counts are both ends'). With this many goroutines on two Ps, Go
+// polls the netpoller rarely, and a rung doorbell's waiter would wait for
+// its 1 ms re-check (a rescue), in 1-3 % of the calls: the calls' p99. The
+// next goroutine about to wait wakes it instead (shm/harvest.go): rescues
+// must stay a small part of the late wake-ups and of the calls. Not zero:
+// a sleeper may find no goroutine about to wait for a whole millisecond
+// (BENCHMARKS.md, "Wake-ups under load").
+func TestCallWakeupsEightCallers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts wake-ups: not in -short")
+	}
+	if raceEnabled {
+		t.Skip("counts wake-ups: the race detector's slowdown is not the load measured")
+	}
+	n := startNode(t)
+	n.HandleFunc(svcEcho, func(ctx context.Context, r *Request) ([]byte, error) { return r.Payload, nil })
+	const callers, calls = 8, 2000
+	conns := make([]*Conn, callers)
+	for i := range conns {
+		conns[i] = dial(t, n)
+	}
+	p := make([]byte, 64)
+	ctx := context.Background()
+	before := shm.ReadWaitCounts()
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for _, c := range conns {
+		wg.Go(func() {
+			for range calls {
+				if _, err := c.Call(ctx, svcEcho, cmdEcho, p); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	d := shm.ReadWaitCounts().Sub(before)
+	total := float64(callers * calls)
+
+	t.Logf("%d calls; per call: %.3f rings, %.3f waits, %.3f sleeps, %.3f netpoller wake-ups, %.4f re-checks, %.4f rescued (%d), %.3f harvested",
+		callers*calls, float64(d.Rings)/total, float64(d.Waits)/total, float64(d.Sleeps)/total, float64(d.Woken)/total,
+		float64(d.Rechecks)/total, float64(d.Rescued)/total, d.Rescued, float64(d.Harvested)/total)
+	if d.Rescued > 8 && d.Rescued*4 > d.Harvested {
+		t.Errorf("%d sleeps ended by the re-check, %d by a sweep: the sweeps miss the rings the netpoller is late for", d.Rescued, d.Harvested)
+	}
+	if limit := uint64(total / 50); d.Rescued > limit {
+		t.Errorf("%d of %d calls waited for the re-check (limit %d)", d.Rescued, callers*calls, limit)
+	}
+}
