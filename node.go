@@ -166,7 +166,12 @@ type Node struct {
 	o        nodeOptions
 	sys      *actor.ActorSystem
 	root     *actor.PID
+	connRoot *actor.RootContext // spawns connection actors under connGuardian (connSpawner)
 	reg      *registry.Registry // the one table of live connections, the groups, the names
+	// links are the shared-memory links of the default ring sizes, made
+	// ahead by the pool's goroutine; Close stops it once no handshake
+	// runs.
+	links    *shm.LinkPool
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 	// addrPrefix starts every address of this node run: ":NAME.INCARNATION."
@@ -261,6 +266,8 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		started:    time.Now(),
 	}
 	n.addrPrefix = ":" + o.name + "." + newIncarnation(n.started) + "."
+	n.connRoot = actor.NewRootContext(n.sys, nil).WithGuardian(connGuardian{n})
+	n.links = shm.NewLinkPool("switchboard-"+o.name, pb.ConnRings(o.rings), spareLinks, n.linkOptions()...)
 	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} }), "node")
 	if err != nil {
 		return nil, err
@@ -479,6 +486,7 @@ func (n *Node) Close() error {
 			removeDirs(dirs)
 		}
 		n.wg.Wait()
+		n.links.Close()
 		for _, c := range conns {
 			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
 		}
