@@ -167,6 +167,7 @@ type Node struct {
 	sys      *actor.ActorSystem
 	root     *actor.PID
 	connRoot *actor.RootContext // spawns connection actors under connGuardian (connSpawner)
+	pid, uid int                // the process's, for Welcome: read once, not per connection
 	reg      *registry.Registry // the one table of live connections, the groups, the names
 	// links are the shared-memory links of the default ring sizes, made
 	// ahead by the pool's goroutine; Close stops it once no handshake
@@ -264,6 +265,8 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		hsByUID:    map[uint32]int{},
 		connsByUID: map[uint32]int{},
 		started:    time.Now(),
+		pid:        os.Getpid(),
+		uid:        os.Geteuid(),
 	}
 	n.addrPrefix = ":" + o.name + "." + newIncarnation(n.started) + "."
 	n.connRoot = actor.NewRootContext(n.sys, nil).WithGuardian(connGuardian{n})

@@ -6,7 +6,6 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -124,8 +123,8 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		MaxFrameBytes:     uint32(link.Producer(pb.RingResponse).MaxBody()),
 		EventQueueLimit:   uint32(n.o.eventQueue),
 		EventQueueBytes:   uint64(n.o.eventBytes),
-		NodeUid:           uint32(os.Geteuid()),
-		NodePid:           int32(os.Getpid()),
+		NodeUid:           uint32(n.uid),
+		NodePid:           int32(n.pid),
 		Cpus:              shm.CPUMask(),
 		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
 	}
