@@ -440,12 +440,32 @@ func nodeChild(t testing.TB, env ...string) (*child, string) {
 		if n := countMatching(fds, "socket:"); n != 1 {
 			return fmt.Errorf("node holds %d sockets, want its listener alone", n)
 		}
-		if n := countMatching(fds, "memfd:"); n != 0 {
-			return fmt.Errorf("node still holds %d segments", n)
+		return nil
+	})
+	poolSettled(t, c.cmd.Process.Pid)
+	return c, socket
+}
+
+// nodeSpares is how many segments a node keeps made ahead for the
+// connections to come (spareLinks in node_handshake.go), each a memfd and
+// three eventfds.
+const nodeSpares = 4
+
+// poolSettled waits until the node at pid holds its spare segments and no
+// other memfd: a connection's goes with its Welcome, and the pool makes a
+// spare for each one taken. Descriptor baselines are taken after it.
+func poolSettled(t testing.TB, pid int) {
+	t.Helper()
+	checkFor(t, 5*time.Second, func() error {
+		fds, err := fdsOf(pid)
+		if err != nil {
+			return err
+		}
+		if n := countMatching(fds, "memfd:"); n != nodeSpares {
+			return fmt.Errorf("node holds %d segments, want its %d spares", n, nodeSpares)
 		}
 		return nil
 	})
-	return c, socket
 }
 
 // checkFor polls f until it returns nil or the time is up.
