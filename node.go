@@ -463,7 +463,8 @@ func (n *Node) Stats() NodeStats {
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load(),
-		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load()}
+		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load(),
+		SpareSegments: n.links.Stats().Spares}
 }
 
 // Close stops the node: it stops accepting, tells every client that the

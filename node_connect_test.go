@@ -159,10 +159,13 @@ func TestConnectCycleLeavesNothing(t *testing.T) {
 		if n.reg.Len() != 0 {
 			return fmt.Errorf("%d connections still registered", n.reg.Len())
 		}
-		if s := n.links.Stats().Spares; s != spareLinks {
+		if s := n.Stats().SpareSegments; s != spareLinks {
 			return fmt.Errorf("%d spare segments, want %d", s, spareLinks)
 		}
 		return nil
+	}
+	if s := n.Stats().SpareSegments; s != 0 {
+		t.Fatalf("%d spare segments before any connection, want none", s)
 	}
 	dial(t, n).Close() // the pool starts with the first connection
 	settleWithin(t, 5*time.Second, settled)

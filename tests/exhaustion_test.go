@@ -36,7 +36,7 @@ func TestNodeSurvivesDescriptorExhaustion(t *testing.T) {
 		return len(l)
 	}
 	// Descriptors per connection, measured on the node.
-	poolSettled(t, pid)
+	poolSettled(t, pid, socket)
 	base := fds()
 	var flood []*switchboard.Conn
 	defer func() {
@@ -51,7 +51,7 @@ func TestNodeSurvivesDescriptorExhaustion(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	poolSettled(t, pid) // the memfds go once Welcome is out, spares come back
+	poolSettled(t, pid, socket) // the memfds go once Welcome is out, spares come back
 	checkFor(t, 5*time.Second, func() error {
 		if per := float64(fds()-base) / 4; per > 4 {
 			return errors.New("more than four descriptors per connection")
