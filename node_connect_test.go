@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/group"
 	"golang.org/x/sys/unix"
 )
@@ -73,6 +74,38 @@ func TestConnectDoesNotWaitForRegistry(t *testing.T) {
 	e = recv(t, obs)
 	if e.Kind != EventGroup || e.From != b.Address() || string(e.Payload) != "first" {
 		t.Fatalf("second event %+v, want %s's publication", e, b.Address())
+	}
+}
+
+// TestConnSpawnerStopsFailed: a connection's actor, spawned without the
+// root actor, is still supervised: one that panics is stopped (its
+// connection ends), not restarted, and the node goes on.
+func TestConnSpawnerStopsFailed(t *testing.T) {
+	n := startNode(t)
+	stopped, restarted := make(chan struct{}), make(chan struct{}, 1)
+	pid, err := connSpawner{n}.SpawnChild(actor.PropsFromFunc(func(ac actor.Context) {
+		switch ac.Message().(type) {
+		case string:
+			panic("boom")
+		case *actor.Restarting:
+			restarted <- struct{}{}
+		case *actor.Stopped:
+			close(stopped)
+		}
+	}), "conn-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.sys.Root.Send(pid, "boom")
+	select {
+	case <-stopped:
+	case <-restarted:
+		t.Fatal("a failed connection actor was restarted")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed connection actor was not stopped")
+	}
+	if _, err := dial(t, n).Call(context.Background(), SystemService, SysPing, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -149,14 +149,14 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	srv := n.newServer()
 	announced := make(chan struct{})
 	cfg := conn.Config{
-		Announced: announced,
-		ID:        id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
+		ID: id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
 		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
 		HandlerGrace: n.o.handlerGrace,
 		PeerContext:  welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin:         derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
+		Announced: announced,
 	}
 	n.connObservers(&cfg)
 	cn, err := conn.Start(n.sys, cfg, connSpawner{n})
