@@ -91,6 +91,10 @@ type NodeStats struct {
 	StuckHandlers int
 	// ActorPanics counts the panics of actor handlers (HandleActor).
 	ActorPanics uint64
+	// SpareSegments counts the shared-memory segments (each with its
+	// doorbells) the node made ahead for the connections to come, none
+	// ever given to a client: up to 4, from the first connection on.
+	SpareSegments int
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

@@ -167,7 +167,13 @@ type Node struct {
 	o        nodeOptions
 	sys      *actor.ActorSystem
 	root     *actor.PID
+	connRoot *actor.RootContext // spawns connection actors under connGuardian (connSpawner)
+	pid, uid int                // the process's, for Welcome: read once, not per connection
 	reg      *registry.Registry // the one table of live connections, the groups, the names
+	// links are the shared-memory links of the default ring sizes, made
+	// ahead by the pool's goroutine; Close stops it once no handshake
+	// runs.
+	links    *shm.LinkPool
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 	// addrPrefix starts every address of this node run: ":NAME.INCARNATION."
@@ -261,8 +267,12 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		hsByUID:    map[uint32]int{},
 		connsByUID: map[uint32]int{},
 		started:    time.Now(),
+		pid:        os.Getpid(),
+		uid:        os.Geteuid(),
 	}
 	n.addrPrefix = ":" + o.name + "." + newIncarnation(n.started) + "."
+	n.connRoot = actor.NewRootContext(n.sys, nil).WithGuardian(connGuardian{n})
+	n.links = shm.NewLinkPool("switchboard-"+o.name, pb.ConnRings(o.rings), spareLinks, n.linkOptions()...)
 	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} }), "node")
 	if err != nil {
 		return nil, err
@@ -455,7 +465,8 @@ func (n *Node) Stats() NodeStats {
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load(),
-		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load()}
+		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load(),
+		SpareSegments: n.links.Stats().Spares}
 }
 
 // Close stops the node: it stops accepting, tells every client that the
@@ -481,6 +492,7 @@ func (n *Node) Close() error {
 			removeDirs(dirs)
 		}
 		n.wg.Wait()
+		n.links.Close()
 		for _, c := range conns {
 			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
 		}

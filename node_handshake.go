@@ -6,11 +6,11 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
@@ -90,15 +90,14 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	n.nextID++
 	id := n.nextID
 	n.mu.Unlock()
-	var lopts []shm.Option
-	if n.o.spin != nil {
-		lopts = append(lopts, shm.WithSpin(*n.o.spin))
-	}
 	var link, bridge *shm.Link
-	if socketOnly {
+	switch {
+	case socketOnly:
 		link, bridge, err = shm.NewLocalLink(pb.ConnRings(rings), shm.WithSpin(0))
-	} else {
-		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), pb.ConnRings(rings), lopts...)
+	case rings == n.o.rings:
+		link, err = n.links.Get() // made ahead: a segment nobody has had
+	default:
+		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), pb.ConnRings(rings), n.linkOptions()...)
 	}
 	if err != nil {
 		if outOfFds(err) {
@@ -124,17 +123,20 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		MaxFrameBytes:     uint32(link.Producer(pb.RingResponse).MaxBody()),
 		EventQueueLimit:   uint32(n.o.eventQueue),
 		EventQueueBytes:   uint64(n.o.eventBytes),
-		NodeUid:           uint32(os.Geteuid()),
-		NodePid:           int32(os.Getpid()),
+		NodeUid:           uint32(n.uid),
+		NodePid:           int32(n.pid),
 		Cpus:              shm.CPUMask(),
 		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
 	}
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
 	}
-	// The connection starts, and is registered, before the client hears
-	// Welcome: once its Dial returns, peers can reach it and observers
-	// have seen it connect.
+	// The connection starts, and enters the table, before the client hears
+	// Welcome: once its Dial returns, peers can reach it. The registry's
+	// actor announces it (the "connected" notice) on its own time: the
+	// handshake does not wait for it, the connection's pump does, before
+	// it serves the client's first request (cfg.Announced), so that
+	// everything the client does comes after its arrival in every order.
 	c.SetDeadline(time.Time{})
 	n.mu.Lock()
 	if n.closed {
@@ -145,6 +147,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		return
 	}
 	srv := n.newServer()
+	announced := make(chan struct{})
 	cfg := conn.Config{
 		ID: id, Address: address, Name: hello.GetClientName(), Cred: kcred, Link: link, Sock: c, Bridge: bridge,
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
@@ -153,9 +156,10 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		HandlerGrace: n.o.handlerGrace, EventWait: n.o.eventWait,
 		PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin:        derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
+		Announced: announced,
 	}
 	n.connObservers(&cfg)
-	cn, err := conn.Start(n.sys, cfg, spawner{n})
+	cn, err := conn.Start(n.sys, cfg, connSpawner{n})
 	if err != nil {
 		n.mu.Unlock()
 		link.Close()
@@ -166,15 +170,10 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	started = true
 	n.accepted.Add(1)
 	n.handshakeDone(c)
-	registered := make(chan struct{})
 	// Under mu, like connClosed's Remove: a connection that ends at once
 	// still leaves the table after it entered it.
-	n.reg.Add(cn, registered)
+	n.reg.Add(cn, announced)
 	n.mu.Unlock()
-	select {
-	case <-registered:
-	case <-time.After(n.o.handshakeTimeout):
-	}
 	c.SetWriteDeadline(time.Now().Add(n.o.handshakeTimeout))
 	err = cn.Welcome(func() error {
 		return pb.WriteControl(c, &pb.Control{Msg: &pb.Control_Welcome{Welcome: welcome}}, link.Fds())
@@ -189,6 +188,41 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	}
 	n.o.logger.Debug("connected", slog.Uint64("conn", id), slog.String("client", hello.GetClientName()),
 		slog.Int("uid", int(cred.UID)), slog.Int("pid", int(cred.PID)))
+}
+
+// connSpawner spawns a connection's actor at once, on the handshake's
+// goroutine, instead of asking the root actor and waiting for its answer
+// (spawner): the actor's parent is a guardian with the node's connGuardian
+// strategy, which stops a connection actor that fails, as the root actor
+// does with its own children. Node.Close ends the connections itself, so
+// they need not be the root's children.
+type connSpawner struct{ n *Node }
+
+func (s connSpawner) SpawnChild(props *actor.Props, name string) (*actor.PID, error) {
+	return s.n.connRoot.SpawnNamed(props, name)
+}
+
+// connGuardian supervises the connections' actors: one that fails is
+// stopped (its connection ends), and logged.
+type connGuardian struct{ n *Node }
+
+func (g connGuardian) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID,
+	_ *actor.RestartStatistics, reason any, _ any) {
+	g.n.o.logger.Error("node actor failed; stopping it", slog.String("actor", child.GetId()), slog.Any("reason", reason))
+	sup.StopChildren(child)
+}
+
+// spareLinks is how many links of the node's default ring sizes it keeps
+// made ahead (Node.links): enough for a burst of connections while the
+// pool's goroutine makes more.
+const spareLinks = 4
+
+// linkOptions are the options of the node's side of every link.
+func (n *Node) linkOptions() []shm.Option {
+	if n.o.spin != nil {
+		return []shm.Option{shm.WithSpin(*n.o.spin)}
+	}
+	return nil
 }
 
 // lastStart is the start, in Unix milliseconds, that this process's

@@ -76,41 +76,60 @@ func newDoorbell(fd int) (*Doorbell, error) {
 // RingerFromFd wraps an eventfd that this process only rings, never waits
 // on; it is not registered with the netpoller. It takes ownership of fd.
 func RingerFromFd(fd int) (*Doorbell, error) {
+	unix.CloseOnExec(fd)
+	return ringerFromFd(fd)
+}
+
+// ringerFromFd is RingerFromFd for a descriptor already close-on-exec.
+func ringerFromFd(fd int) (*Doorbell, error) {
 	if err := checkEventfd(fd); err != nil {
 		return nil, err
 	}
 	return &Doorbell{fd: fd}, nil
 }
 
+// checkEventfd closes fd unless it is an eventfd. Its link in /proc is
+// the one proof (fstat shows the anonymous inode that timerfds, epoll
+// descriptors and others share); read into a buffer on the stack, it
+// costs one system call and no allocation.
 func checkEventfd(fd int) error {
-	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || link != "anon_inode:[eventfd]" {
+	const want = "anon_inode:[eventfd]"
+	var path [32]byte
+	var buf [len(want) + 1]byte // one more: a longer name does not match
+	p := strconv.AppendInt(append(path[:0], "/proc/self/fd/"...), int64(fd), 10)
+	n, err := unix.Readlink(string(p), buf[:])
+	if err != nil || string(buf[:n]) != want {
 		unix.Close(fd)
 		if err == nil {
-			err = errors.New(link)
+			err = errors.New(string(buf[:n]))
 		}
 		return &OpError{Op: "doorbell: not an eventfd", Err: err}
 	}
-	unix.CloseOnExec(fd)
 	return nil
 }
 
 // DoorbellFromFd wraps an eventfd received from another process. It takes
 // ownership of fd, closing it if it is not an eventfd.
 func DoorbellFromFd(fd int) (*Doorbell, error) {
-	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || link != "anon_inode:[eventfd]" {
-		unix.Close(fd)
-		if err == nil {
-			err = errors.New(link)
-		}
-		return nil, &OpError{Op: "doorbell: not an eventfd", Err: err}
+	unix.CloseOnExec(fd)
+	return doorbellFromFd(fd)
+}
+
+// doorbellFromFd is DoorbellFromFd for a descriptor already close-on-exec.
+// The sender made it non-blocking, normally (the flag belongs to the open
+// file, which travels with it): it is set here only if not.
+func doorbellFromFd(fd int) (*Doorbell, error) {
+	if err := checkEventfd(fd); err != nil {
+		return nil, err
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil && fl&unix.O_NONBLOCK == 0 {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK)
+	}
+	if err != nil {
 		unix.Close(fd)
 		return nil, &OpError{Op: "doorbell: set nonblock", Err: err}
 	}
-	unix.CloseOnExec(fd)
 	return newDoorbell(fd)
 }
 

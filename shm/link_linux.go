@@ -85,7 +85,8 @@ func (l *Link) Fds() []int {
 }
 
 // OpenLink opens the peer's side of a link from the descriptors sent by the
-// creator. It takes ownership of fds, closing them all on error.
+// creator, close-on-exec as RecvFds receives them. It takes ownership of
+// fds, closing them all on error.
 func OpenLink(fds []int, opts ...Option) (*Link, error) {
 	if len(fds) < 3 {
 		closeFds(fds)
@@ -110,9 +111,9 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 	l.bells = make([]*Doorbell, nbells)
 	for i := range l.bells {
 		if l.waitsOn(i) {
-			l.bells[i], err = DoorbellFromFd(fds[1+i])
+			l.bells[i], err = doorbellFromFd(fds[1+i])
 		} else {
-			l.bells[i], err = RingerFromFd(fds[1+i])
+			l.bells[i], err = ringerFromFd(fds[1+i])
 		}
 		if err != nil {
 			closeFds(fds[2+i:])
@@ -331,7 +332,8 @@ func NewDuplex(name string, capacity int, opts ...Option) (*Duplex, error) {
 }
 
 // OpenDuplex opens the peer's side of a duplex: it reads ring 0 and writes
-// ring 1. It takes ownership of fds, closing them all on error.
+// ring 1. Like OpenLink, it takes fds close-on-exec, and takes ownership
+// of them, closing them all on error.
 func OpenDuplex(fds []int, opts ...Option) (*Duplex, error) {
 	l, err := OpenLink(fds, opts...)
 	if err != nil {

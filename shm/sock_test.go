@@ -1,11 +1,13 @@
 package shm
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -168,4 +170,41 @@ func fileUnixConn(t *testing.T, f *os.File) *net.UnixConn {
 		t.Fatal(err)
 	}
 	return c.(*net.UnixConn)
+}
+
+// TestDoorbellFromFdNonblock: an eventfd that arrives blocking is made
+// non-blocking (a wait parks in the netpoller, never in read(2)), and one
+// that arrives non-blocking stays so; another anonymous descriptor (a
+// timerfd, whose inode is the one eventfds share) is refused.
+func TestDoorbellFromFdNonblock(t *testing.T) {
+	for _, flags := range []int{unix.EFD_CLOEXEC, unix.EFD_CLOEXEC | unix.EFD_NONBLOCK} {
+		fd, err := unix.Eventfd(0, flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := doorbellFromFd(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil || fl&unix.O_NONBLOCK == 0 {
+			t.Fatalf("eventfd made with flags %#x: F_GETFL %#x, %v: not non-blocking", flags, fl, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		if err := d.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("wait on a silent doorbell: %v", err)
+		}
+		cancel()
+		d.Close()
+	}
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := doorbellFromFd(tfd); err == nil {
+		t.Fatal("timerfd accepted as a doorbell")
+	}
+	if _, err := unix.FcntlInt(uintptr(tfd), unix.F_GETFD, 0); err == nil {
+		t.Fatal("refused timerfd left open")
+	}
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -37,6 +38,13 @@ var benchCPUs = []struct {
 
 func benchNode(b *testing.B, clientCPUs, nodeCPUs []int, env ...string) string {
 	b.Helper()
+	socket, _ := benchNodeChild(b, clientCPUs, nodeCPUs, env...)
+	return socket
+}
+
+// benchNodeChild is benchNode that also returns the node's process.
+func benchNodeChild(b *testing.B, clientCPUs, nodeCPUs []int, env ...string) (string, *child) {
+	b.Helper()
 	if runtime.NumCPU() < 2 {
 		b.Skip("needs two CPUs")
 	}
@@ -51,19 +59,64 @@ func benchNode(b *testing.B, clientCPUs, nodeCPUs []int, env ...string) string {
 	if nodeCPUs != nil {
 		env = append(env, "SB_CPUS="+cpuString(nodeCPUs))
 	}
-	startRole(b, "node", append(env, "SB_SOCKET="+socket), nil)
+	node := startRole(b, "node", append(env, "SB_SOCKET="+socket), nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
 		if err == nil {
 			c.Close()
-			return socket
+			return socket, node
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("node not serving: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkConnect measures a client's whole connection to a node in a
+// child process: Dial (socket, handshake, the segment mapped, the
+// doorbells checked) and Close, one after the other, as the peer
+// benchmark's "connect" row does. allocs/op and B/op are the client's;
+// node-cpu-us/op is the node process's user and system time per cycle
+// (from /proc, in clock ticks: meaningful over a few thousand cycles).
+//
+//	go test -run '^$' -bench Connect -benchmem -count 5 ./tests
+func BenchmarkConnect(b *testing.B) {
+	for _, cpus := range benchCPUs {
+		b.Run(cpus.name, func(b *testing.B) {
+			socket, node := benchNodeChild(b, cpus.client, cpus.node)
+			ctx := context.Background()
+			b.ReportAllocs()
+			cpu0 := procCPU(b, node.cmd.Process.Pid)
+			for b.Loop() {
+				c, err := switchboard.Dial(ctx, switchboard.WithSocket(socket))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			used := procCPU(b, node.cmd.Process.Pid) - cpu0
+			b.ReportMetric(float64(used.Microseconds())/float64(b.N), "node-cpu-us/op")
+		})
+	}
+}
+
+// procCPU returns the user and system time process pid has used.
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond
 }
 
 func BenchmarkCall(b *testing.B) {

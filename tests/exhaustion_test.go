@@ -36,6 +36,7 @@ func TestNodeSurvivesDescriptorExhaustion(t *testing.T) {
 		return len(l)
 	}
 	// Descriptors per connection, measured on the node.
+	poolSettled(t, pid, socket)
 	base := fds()
 	var flood []*switchboard.Conn
 	defer func() {
@@ -50,7 +51,8 @@ func TestNodeSurvivesDescriptorExhaustion(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	checkFor(t, 5*time.Second, func() error { // the memfds go once Welcome is out
+	poolSettled(t, pid, socket) // the memfds go once Welcome is out, spares come back
+	checkFor(t, 5*time.Second, func() error {
 		if per := float64(fds()-base) / 4; per > 4 {
 			return errors.New("more than four descriptors per connection")
 		}

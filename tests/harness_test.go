@@ -54,8 +54,8 @@ const (
 	cmdEmit  uint16 = 4 // payload: decimal count; sends that many events, numbered
 	cmdFail  uint16 = 5
 	// cmdStuck ignores its context and returns once cmdUnstick is called;
-	// cmdStats answers "STUCK LATE CONNECTIONS ENTERED" from the node's
-	// stats and the count of cmdStuck calls that began.
+	// cmdStats answers "STUCK LATE CONNECTIONS ENTERED SPARES" from the
+	// node's stats and the count of cmdStuck calls that began.
 	cmdStuck   uint16 = 6
 	cmdUnstick uint16 = 7
 	cmdStats   uint16 = 8
@@ -316,7 +316,7 @@ func testService(ctx context.Context, r *switchboard.Request) ([]byte, error) {
 		return nil, nil
 	case cmdStats:
 		st := roleNode.Stats()
-		return fmt.Appendf(nil, "%d %d %d %d", st.StuckHandlers, st.LateReplies, st.Connections, stuckCalls.Load()), nil
+		return fmt.Appendf(nil, "%d %d %d %d %d", st.StuckHandlers, st.LateReplies, st.Connections, stuckCalls.Load(), st.SpareSegments), nil
 	case cmdMem:
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -490,12 +490,61 @@ func nodeChild(t testing.TB, env ...string) (*child, string) {
 		if n := countMatching(fds, "socket:"); n != 1 {
 			return fmt.Errorf("node holds %d sockets, want its listener alone", n)
 		}
-		if n := countMatching(fds, "memfd:"); n != 0 {
-			return fmt.Errorf("node still holds %d segments", n)
+		return nil
+	})
+	poolSettled(t, c.cmd.Process.Pid, socket)
+	return c, socket
+}
+
+// nodeSpares is how many segments a node keeps made ahead for the
+// connections to come (spareLinks in node_handshake.go), each a memfd and
+// three eventfds.
+const nodeSpares = 4
+
+// poolSettled waits until the node at pid holds its spare segments and no
+// other memfd, with nothing in flight: descriptor baselines are taken
+// after it. A probe connection asks the node (NodeStats.SpareSegments)
+// until the pool has made up for the probe's segment, then leaves; once it
+// is released the node holds its four spares, the connections it had
+// before, and nothing else.
+func poolSettled(t testing.TB, pid int, socket string) {
+	t.Helper()
+	sockets := func() int {
+		fds, err := fdsOf(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return countMatching(fds, "socket:")
+	}
+	before := sockets()
+	probe, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		b, err := probe.Call(context.Background(), svcTest, cmdStats, nil)
+		if err != nil {
+			return err
+		}
+		if f := strings.Fields(string(b)); len(f) != 5 || f[4] != strconv.Itoa(nodeSpares) {
+			return fmt.Errorf("node stats %q: want %d spare segments last", b, nodeSpares)
 		}
 		return nil
 	})
-	return c, socket
+	probe.Close()
+	checkFor(t, 5*time.Second, func() error {
+		fds, err := fdsOf(pid)
+		if err != nil {
+			return err
+		}
+		if n := countMatching(fds, "socket:"); n != before {
+			return fmt.Errorf("node holds %d sockets, %d before the probe", n, before)
+		}
+		if n := countMatching(fds, "memfd:"); n != nodeSpares {
+			return fmt.Errorf("node holds %d segments, want its %d spares", n, nodeSpares)
+		}
+		return nil
+	})
 }
 
 // checkFor polls f until it returns nil or the time is up.

@@ -27,6 +27,7 @@ func TestStuckHandlerReleasesKilledClient(t *testing.T) {
 		if err := watcher.Subscribe(context.Background(), switchboard.GroupConnections); err != nil {
 			t.Fatal(err)
 		}
+		poolSettled(t, pid, socket)
 		baseFds, err := fdsOf(pid) // the node's, and the watcher's connection
 		if err != nil {
 			t.Fatal(err)

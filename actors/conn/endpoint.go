@@ -44,6 +44,11 @@ type Config struct {
 	Cred    shm.Cred
 	Link    *shm.Link     // node side: reads RingRequest, writes RingResponse and RingEvent
 	Sock    *net.UnixConn // control socket; EOF on it ends the connection
+	// Announced, when set, is closed once the registry has announced the
+	// connection: the pump serves none of its requests before, so that
+	// everything the client does comes after its "connected" notice, in
+	// every observer's order.
+	Announced <-chan struct{}
 	// Bridge, for the socket transport, is the other side of a local Link:
 	// the connection's socket reader writes the client's frames into its
 	// request ring, and a socket writer sends what the pump writes.
@@ -127,14 +132,15 @@ type Endpoint struct {
 	parked atomic.Bool // the pump is parked or about to: Schedule must ring
 
 	// Pump state.
-	chunks   pb.Reassembly // requests arriving in chunks
-	backlog  eventQueue
-	stopping bool // Stopping received: stop serving requests
-	stopped  bool // Stopped received: the pump exits
-	why      Reason
-	whyOnce  sync.Once
-	byeOnce  sync.Once
-	sockMu   sync.Mutex // frames written to the socket do not interleave
+	chunks    pb.Reassembly // requests arriving in chunks
+	backlog   eventQueue
+	stopping  bool // Stopping received: stop serving requests
+	announced bool // Config.Announced was seen closed (announce.go)
+	stopped   bool // Stopped received: the pump exits
+	why       Reason
+	whyOnce   sync.Once
+	byeOnce   sync.Once
+	sockMu    sync.Mutex // frames written to the socket do not interleave
 
 	cancels map[uint64]context.CancelFunc // call id -> its cancel, for Cancel frames; under cancelMu (a leaf lock)
 	// A Cancel frame for a call not read yet is remembered (cancel.go):

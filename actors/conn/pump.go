@@ -170,7 +170,7 @@ func (c *Endpoint) runMailbox() {
 
 // serveRequests handles up to a batch of request frames.
 func (c *Endpoint) serveRequests() {
-	if c.stopping {
+	if c.stopping || !c.awaitAnnounced() {
 		return
 	}
 	for range 64 {

@@ -49,9 +49,9 @@ func (r *Registry) PID() *actor.PID { return r.pid }
 func (r *Registry) Groups() *group.Dir { return r.dir }
 
 // Add enters a connection in the table and asks the actor to announce it;
-// done is closed once it has been announced (the node waits for that
-// before its client hears Welcome, so that the connection's own doings
-// come after its arrival in every order).
+// done is closed once it has been announced (the connection's pump waits
+// for that before it serves the client's first request, so that the
+// connection's own doings come after its arrival in every order).
 func (r *Registry) Add(c *conn.Endpoint, done chan struct{}) {
 	r.byID.Store(c.ID(), c)
 	r.count.Add(1)
