@@ -142,7 +142,10 @@ type Endpoint struct {
 	actorCalls map[uint64]*actorCall // calls waiting for an actor handler's Complete (pump-only)
 	released   chan struct{}         // closed once release has run
 	lingering  chan struct{}         // closed once the pump's goroutine has returned
-	wg         sync.WaitGroup
+	// parts counts what Done waits for: watch, sendFrames (socket
+	// transport), the reaper and the release. The last to end closes done,
+	// so that no goroutine waits for them.
+	parts atomic.Int32
 
 	bus busState
 
@@ -252,21 +255,24 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	// Done waits for watch, sendFrames, the reaper and release, not for
 	// the pump's goroutine itself: abandoned in a handler that ignores
 	// its context, that one ends when the handler returns (Lingering).
-	c.wg.Go(c.watch)
+	c.parts.Store(3) // watch, the reaper, the release
 	if cfg.Bridge != nil {
-		c.wg.Go(c.sendFrames)
+		c.parts.Add(1)
+		go func() {
+			c.sendFrames()
+			c.partDone()
+		}()
 	}
-	c.wg.Add(1) // the reaper: it runs when the context ends, which release makes sure of
+	go func() {
+		c.watch()
+		c.partDone()
+	}()
+	// The reaper runs when the context ends, which release makes sure of.
 	context.AfterFunc(c.ctx, func() {
-		defer c.wg.Done()
 		c.reap()
+		c.partDone()
 	})
 	go c.pump()
-	go func() {
-		c.wg.Wait()
-		<-c.released
-		close(c.done)
-	}()
 	return c, nil
 }
 
@@ -409,7 +415,11 @@ func (c *Endpoint) watch() {
 		req = c.cfg.Bridge.Producer(pb.RingRequest)
 		maxFrame = req.MaxBody()
 	}
-	fr := shm.NewFrameReader(c.cfg.Sock, maxFrame)
+	fr, err := shm.NewSocketFrameReader(c.cfg.Sock, maxFrame)
+	if err != nil {
+		c.end(Reason{Code: pb.Code_CODE_INTERNAL, Text: "socket: " + err.Error()})
+		return
+	}
 	for {
 		f, err := fr.Next()
 		switch {
@@ -500,4 +510,13 @@ func (c *Endpoint) release() {
 		c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
 	}
 	close(c.released)
+	c.partDone()
+}
+
+// partDone says one of what Done waits for has ended; the last closes
+// done.
+func (c *Endpoint) partDone() {
+	if c.parts.Add(-1) == 0 {
+		close(c.done)
+	}
 }
