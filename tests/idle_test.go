@@ -28,6 +28,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 	const (
 		idleConns  = 1000
 		maxKiB     = 32 // per connection
+		maxShmKiB  = 8  // per connection: the one page of control words, with room
 		maxFds     = 4  // per connection, on the node
 		fdsPerConn = 6  // on this side, with room to spare
 	)
@@ -87,6 +88,11 @@ func TestIdleConnectionMemory(t *testing.T) {
 		pid, idleConns, per("VmRSS"), per("RssAnon"), per("RssShmem"), per("RssFile"), float64(fds)/idleConns, before["VmRSS"], after["VmRSS"])
 	if kib := per("VmRSS"); kib > maxKiB {
 		t.Errorf("the node spends %.1f KiB of memory per idle connection; want at most %d", kib, maxKiB)
+	}
+	// The segment's pages the node maps: an idle connection's rings keep
+	// their control words in one page.
+	if kib := per("RssShmem"); kib > maxShmKiB {
+		t.Errorf("the node maps %.1f KiB of shared memory per idle connection; want at most %d", kib, maxShmKiB)
 	}
 	if f := float64(fds) / idleConns; f > maxFds {
 		t.Errorf("the node holds %.2f descriptors per idle connection; want at most %d", f, maxFds)
