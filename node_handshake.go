@@ -150,9 +150,9 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
 		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
-		HandlerGrace: n.o.handlerGrace,
-		PeerContext:  welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
-		Spin:         derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
+		HandlerGrace: n.o.handlerGrace, Watcher: n.sockWatcher(),
+		PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
+		Spin:        derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
 	n.connObservers(&cfg)
 	cn, err := conn.Start(n.sys, cfg, spawner{n})

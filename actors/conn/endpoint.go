@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -91,6 +92,9 @@ type Config struct {
 	// and the result's code. It runs on the pump and must be quick. Unset,
 	// the pump reads no clock for it.
 	ObserveCall func(service uint16, d time.Duration, code pb.Code)
+	// Watcher, when set, reads the socket of a shared-memory connection
+	// on its one goroutine instead of one of the connection's own.
+	Watcher *SocketWatcher
 	// ObservePeer, when set, hears of every request to peers (one peer or a
 	// group) that StartRequest sent out, as it ends: answered, past its
 	// deadline, cancelled, or its caller gone (CODE_CANCELED). Like
@@ -146,6 +150,13 @@ type Endpoint struct {
 	// transport), the reaper and the release. The last to end closes done,
 	// so that no goroutine waits for them.
 	parts atomic.Int32
+
+	// With a SocketWatcher (sockwatch.go): the connection's token, its
+	// socket's raw access, and the bytes of a control frame read in part
+	// (the watcher's goroutine only).
+	watchTok uint64
+	sockRaw  syscall.RawConn
+	partial  []byte
 
 	bus busState
 
@@ -263,10 +274,12 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 			c.partDone()
 		}()
 	}
-	go func() {
-		c.watch()
-		c.partDone()
-	}()
+	if cfg.Watcher == nil || cfg.Bridge != nil || cfg.Watcher.add(c) != nil {
+		go func() {
+			c.watch()
+			c.partDone()
+		}()
+	}
 	// The reaper runs when the context ends, which release makes sure of.
 	context.AfterFunc(c.ctx, func() {
 		c.reap()
@@ -428,11 +441,7 @@ func (c *Endpoint) watch() {
 			c.cfg.Sock.CloseRead()
 			return
 		case err != nil:
-			if c.saidBye.Load() { // after the requests it wrote before its goodbye
-				c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
-			} else {
-				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
-			}
+			c.sockEnded()
 			return
 		case f.Kind != pb.KindControl && req != nil:
 			if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
@@ -444,16 +453,30 @@ func (c *Endpoint) watch() {
 			c.cfg.Sock.CloseRead()
 			return
 		}
-		m, err := pb.DecodeControl(f)
-		if err != nil {
-			continue
-		}
-		if cm := m.GetCancel(); cm != nil {
-			c.cancelFrame(cm.GetId())
-		}
-		if m.GetClientGoodbye() != nil {
-			c.heardGoodbye()
-		}
+		c.controlFrame(f)
+	}
+}
+
+// sockEnded: the client closed its socket (or it failed).
+func (c *Endpoint) sockEnded() {
+	if c.saidBye.Load() { // after the requests it wrote before its goodbye
+		c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+	} else {
+		c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
+	}
+}
+
+// controlFrame handles a control frame from the client's socket.
+func (c *Endpoint) controlFrame(f shm.Frame) {
+	m, err := pb.DecodeControl(f)
+	if err != nil {
+		return
+	}
+	if cm := m.GetCancel(); cm != nil {
+		c.cancelFrame(cm.GetId())
+	}
+	if m.GetClientGoodbye() != nil {
+		c.heardGoodbye()
 	}
 }
 
@@ -494,6 +517,9 @@ func (c *Endpoint) release() {
 	// the close from overtaking a Welcome still being written with the
 	// link's descriptors.
 	c.cfg.Sock.SetWriteDeadline(time.Now())
+	if c.sockRaw != nil && c.cfg.Watcher.forget(c) {
+		c.partDone() // the watcher's part, as watch's return would be
+	}
 	c.sockMu.Lock()
 	c.cfg.Sock.Close() // ends watch
 	c.sockMu.Unlock()
