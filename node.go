@@ -189,6 +189,8 @@ type Node struct {
 	hsByUID     map[uint32]int           // handshakes in progress by uid
 	connsByUID  map[uint32]int           // connections by uid, from the handshake's start to connClosed
 	closed      bool
+	watch       *conn.SocketWatcher // the connections' sockets (node_watch.go)
+	watchFailed bool
 
 	wg        sync.WaitGroup // accept loop and handshakes
 	closeOnce sync.Once
@@ -499,6 +501,7 @@ func (n *Node) Close() error {
 		for _, c := range conns {
 			<-c.Done()
 		}
+		n.closeWatcher()
 		n.bg.Wait() // the registry still answers them
 		if _, err := n.sys.Root.StopFuture(n.root).Result(); err != nil {
 			n.closeErr = fmt.Errorf("switchboard: stopping the root actor: %w", err)

@@ -153,7 +153,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		Transport: transportName(socketOnly), MaxPending: n.o.maxPending,
 		MaxMessage: maxMsg, EventQueue: n.o.eventQueue, EventBytes: n.o.eventBytes, Overflow: overflowPolicy(n.o.overflow),
 		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
-		HandlerGrace: n.o.handlerGrace, EventWait: n.o.eventWait,
+		HandlerGrace: n.o.handlerGrace, EventWait: n.o.eventWait, Watcher: n.sockWatcher(),
 		PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin:        derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 		Announced: announced,

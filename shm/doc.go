@@ -11,8 +11,10 @@
 //
 // A [Segment] is one memfd holding a header and a few rings. Each ring is a
 // control block of four 128-byte lines (head, tail, consumer-sleeping flag,
-// producer-waiting flag) followed by a data area whose size is a power of
-// two. A frame is a 24-byte little-endian [Header] followed by its body,
+// producer-waiting flag) and a data area whose size is a power of two; in a
+// segment, every ring's control block shares the header page, so that idle
+// rings touch one page; in process memory (tests, the socket transport's
+// local rings), the data area follows its control block. A frame is a 24-byte little-endian [Header] followed by its body,
 // padded to 8 bytes. A frame never crosses the end of the data area: the
 // producer writes a pad frame there instead and continues at the start.
 // The exact byte layout is written down in layout.go and frame.go and pinned

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"unsafe"
 )
 
 // fuzzCapacity is small so that fuzzed inputs cover whole rings and wraps.
@@ -133,6 +134,59 @@ func FuzzRoundTrip(f *testing.F) {
 				t.Fatalf("frame %d: %v", i, err)
 			}
 			off = end
+		}
+	})
+}
+
+// FuzzSegmentHeader: whatever header a peer writes, parseSegmentHeader
+// either refuses it or returns a geometry whose rings lie inside the
+// segment, past the header page, page-aligned, apart, with valid
+// capacities; and Ring then hands out control blocks inside the header
+// page, apart from each other and from the data areas.
+func FuzzSegmentHeader(f *testing.F) {
+	good := func(size uint64, rings ...ringDesc) []byte {
+		mem := make([]byte, segHeaderPage)
+		validHeader(size, rings...)(mem)
+		return mem
+	}
+	f.Add(good(3*pageSize, ringDesc{off: pageSize, capacity: 4096}), uint64(3*pageSize))
+	f.Add(good(pageSize+3*4096, ringDesc{off: pageSize, capacity: 4096}, ringDesc{off: 2 * pageSize, capacity: 4096, flags: ringCreatorWrites},
+		ringDesc{off: 3 * pageSize, capacity: 4096, flags: ringCreatorWrites | 1<<ringDataShift}), uint64(pageSize+3*4096))
+	f.Add(good(2*pageSize, ringDesc{off: 0, capacity: 4096}), uint64(2*pageSize))
+	f.Fuzz(func(t *testing.T, header []byte, size uint64) {
+		size = min(size, 64*pageSize) &^ (pageSize - 1)
+		if size < segHeaderPage {
+			size = segHeaderPage
+		}
+		mem := AlignedBuffer(int(size))
+		copy(mem[:segHeaderPage], header)
+		rings, reason := parseSegmentHeader(mem, size)
+		if reason != "" {
+			return
+		}
+		if len(rings) == 0 || len(rings) > MaxRings {
+			t.Fatalf("%d rings accepted", len(rings))
+		}
+		next := uint64(segHeaderPage)
+		for i, r := range rings {
+			if checkCapacity(r.capacity) != nil || r.off%pageSize != 0 || r.off < next || r.off+r.capacity > size {
+				t.Fatalf("ring %d accepted: %+v (segment of %d bytes)", i, r, size)
+			}
+			next = r.off + r.capacity
+		}
+		s := &Segment{mem: mem, rings: rings}
+		prevCtl := -1
+		for i := range rings {
+			ctl, data := s.Ring(i)
+			c := int(uintptr(unsafe.Pointer(&ctl[0])) - uintptr(unsafe.Pointer(&mem[0])))
+			if c+len(ctl) > segHeaderPage || c < segOffDesc+MaxRings*segDescSize || c <= prevCtl || c%cacheLine != 0 {
+				t.Fatalf("ring %d's control block at %d", i, c)
+			}
+			prevCtl = c
+			clear(ctl) // a new ring's counters
+			if _, err := NewProducerAt(ctl, data); err != nil {
+				t.Fatalf("ring %d: %v", i, err)
+			}
 		}
 	})
 }

@@ -14,8 +14,9 @@ import (
 // CPUs prefetch lines in adjacent pairs).
 const cacheLine = 128
 
-// Ring control block. Offsets are from the start of a ring's region; the
-// data area follows the control block. Every word is a little-endian
+// Ring control block. Offsets are from the start of the block, which sits
+// in a segment's header page (segment_linux.go), or in front of the data
+// area in a region of process memory. Every word is a little-endian
 // uint64 used only through sync/atomic.
 //
 //	offHead     bytes ever produced: written by the producer, read by the consumer.

@@ -24,7 +24,8 @@ type Link struct {
 	Seg *Segment // nil for a local link
 
 	specs    []RingSpec
-	regions  [][]byte
+	ctls     [][]byte // each ring's control block
+	datas    [][]byte // each ring's data area
 	creator  bool
 	prod     []*Producer // by ring number; nil where this side reads
 	cons     []*Consumer // by ring number; nil where this side writes
@@ -131,11 +132,11 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 // fromSegment takes the link's geometry from its segment's header.
 func (l *Link) fromSegment() {
 	n := l.Seg.NumRings()
-	l.specs, l.regions = make([]RingSpec, n), make([][]byte, n)
+	l.specs, l.ctls, l.datas = make([]RingSpec, n), make([][]byte, n), make([][]byte, n)
 	for r := range n {
 		data, space := l.Seg.Bells(r)
-		l.specs[r] = RingSpec{Capacity: len(l.Seg.Ring(r)) - ringCtlSize, CreatorWrites: l.Seg.CreatorWrites(r), DataBell: data, SpaceBell: space}
-		l.regions[r] = l.Seg.Ring(r)
+		l.ctls[r], l.datas[r] = l.Seg.Ring(r)
+		l.specs[r] = RingSpec{Capacity: len(l.datas[r]), CreatorWrites: l.Seg.CreatorWrites(r), DataBell: data, SpaceBell: space}
 	}
 }
 
@@ -160,7 +161,7 @@ func NewLocalLink(rings []RingSpec, opts ...Option) (creator, peer *Link, err er
 			return nil, nil, err
 		}
 	}
-	regions := make([][]byte, len(rings))
+	ctls, datas := make([][]byte, len(rings)), make([][]byte, len(rings))
 	for r, sp := range rings {
 		if sp.Capacity < 0 {
 			return nil, nil, checkCapacity(0)
@@ -168,10 +169,11 @@ func NewLocalLink(rings []RingSpec, opts ...Option) (creator, peer *Link, err er
 		if err := checkCapacity(uint64(sp.Capacity)); err != nil {
 			return nil, nil, err
 		}
-		regions[r] = AlignedBuffer(RingRegionSize(sp.Capacity))
+		region := AlignedBuffer(RingRegionSize(sp.Capacity))
+		ctls[r], datas[r] = region[:ringCtlSize:ringCtlSize], region[ringCtlSize:]
 	}
 	for _, l := range []*Link{creator, peer} {
-		l.bells, l.regions = bells, regions
+		l.bells, l.ctls, l.datas = bells, ctls, datas
 		if err := l.attach(opts); err != nil {
 			creator.Close()
 			return nil, nil, err
@@ -242,9 +244,9 @@ func (l *Link) attach(opts []Option) error {
 		ropts := append([]Option{WithDoorbells(l.bells[data], l.bells[space])}, opts...)
 		var err error
 		if l.writes(r) {
-			l.prod[r], err = NewProducer(l.regions[r], ropts...)
+			l.prod[r], err = NewProducerAt(l.ctls[r], l.datas[r], ropts...)
 		} else {
-			l.cons[r], err = NewConsumer(l.regions[r], ropts...)
+			l.cons[r], err = NewConsumerAt(l.ctls[r], l.datas[r], ropts...)
 		}
 		if err != nil {
 			return err

@@ -42,23 +42,31 @@ type ring struct {
 }
 
 func newRing(region []byte) (ring, error) {
-	if !isAligned(region) {
-		return ring{}, fmt.Errorf("shm: ring region is not 8-byte aligned")
-	}
 	if len(region) < ringCtlSize {
 		return ring{}, fmt.Errorf("shm: ring region of %d bytes is smaller than its control block", len(region))
 	}
-	size := uint64(len(region) - ringCtlSize)
+	return newRingAt(region[:ringCtlSize:ringCtlSize], region[ringCtlSize:len(region):len(region)])
+}
+
+// newRingAt makes a ring of its control block ctl (ringCtlSize bytes) and
+// its data area, which need not follow it.
+func newRingAt(ctl, data []byte) (ring, error) {
+	if !isAligned(ctl) || !isAligned(data) {
+		return ring{}, fmt.Errorf("shm: ring region is not 8-byte aligned")
+	}
+	if len(ctl) != ringCtlSize {
+		return ring{}, fmt.Errorf("shm: ring control block of %d bytes, want %d", len(ctl), ringCtlSize)
+	}
+	size := uint64(len(data))
 	if err := checkCapacity(size); err != nil {
 		return ring{}, err
 	}
-	data := region[ringCtlSize:len(region):len(region)]
 	return ring{
-		head:     atomicWord(region, offHead),
-		tail:     atomicWord(region, offTail),
-		sleeping: atomicWord(region, offSleeping),
-		waiting:  atomicWord(region, offWaiting),
-		data:     data,
+		head:     atomicWord(ctl, offHead),
+		tail:     atomicWord(ctl, offTail),
+		sleeping: atomicWord(ctl, offSleeping),
+		waiting:  atomicWord(ctl, offWaiting),
+		data:     data[:size:size],
 		size:     size,
 		mask:     size - 1,
 		maxBody:  uint64(MaxBody(int(size))),
@@ -130,6 +138,20 @@ func NewProducer(region []byte, opts ...Option) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newProducer(r, opts)
+}
+
+// NewProducerAt is NewProducer for a ring whose control block (ctl) and
+// data area lie apart, as a segment lays them out (Segment.Ring).
+func NewProducerAt(ctl, data []byte, opts ...Option) (*Producer, error) {
+	r, err := newRingAt(ctl, data)
+	if err != nil {
+		return nil, err
+	}
+	return newProducer(r, opts)
+}
+
+func newProducer(r ring, opts []Option) (*Producer, error) {
 	head, tail := r.head.Load(), r.tail.Load()
 	if err := r.checkCounters(head, tail); err != nil {
 		return nil, err
@@ -364,6 +386,20 @@ func NewConsumer(region []byte, opts ...Option) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newConsumer(r, opts)
+}
+
+// NewConsumerAt is NewConsumer for a ring whose control block and data
+// area lie apart (see NewProducerAt).
+func NewConsumerAt(ctl, data []byte, opts ...Option) (*Consumer, error) {
+	r, err := newRingAt(ctl, data)
+	if err != nil {
+		return nil, err
+	}
+	return newConsumer(r, opts)
+}
+
+func newConsumer(r ring, opts []Option) (*Consumer, error) {
 	head, tail := r.head.Load(), r.tail.Load()
 	if err := r.checkCounters(head, tail); err != nil {
 		return nil, err

@@ -59,8 +59,8 @@ func TestLayout(t *testing.T) {
 		t.Errorf("id not 8-aligned")
 	}
 	// Segment header: descriptors fit in the header page, ring regions page-aligned.
-	if segOffDesc+MaxRings*segDescSize > segHeaderPage {
-		t.Errorf("descriptors overflow the header page")
+	if segOffDesc+MaxRings*segDescSize > segOffCtl || segOffCtl+MaxRings*ringCtlSize > segHeaderPage || segOffCtl%cacheLine != 0 {
+		t.Errorf("descriptors and control blocks overflow the header page")
 	}
 	b := AlignedBuffer(64)
 	if uintptr(unsafe.Pointer(&b[0]))%8 != 0 {

@@ -19,15 +19,19 @@ import (
 //	16     8    size      total bytes of the memfd; must equal its sealed size
 //	24     8    reserved  zero
 //	32     16×n ring descriptors: offset (u64), data capacity (u32) and
-//	            flags (u32) of ring i; the region (control block + data)
-//	            starts at a page boundary after the header page, regions do
-//	            not overlap. Flags: bit 0 (ringCreatorWrites) says the
-//	            creator of the segment writes the ring; bits 8-15 are the
-//	            index of the ring's data doorbell, bits 16-23 of its space
-//	            doorbell, in the link's list of doorbells; the other bits
-//	            are zero.
+//	            flags (u32) of ring i; the data area starts at a page
+//	            boundary after the header page, data areas do not overlap.
+//	            Flags: bit 0 (ringCreatorWrites) says the creator of the
+//	            segment writes the ring; bits 8-15 are the index of the
+//	            ring's data doorbell, bits 16-23 of its space doorbell, in
+//	            the link's list of doorbells; the other bits are zero.
+//	512    512×n ring control blocks (see layout.go): ring i's at
+//	            512 + 512×i, in the header page.
 //
-// Rings start page-aligned, so every control word is 128-byte aligned.
+// Every ring's control words share the header page, so that a connection
+// nobody uses touches one page of the segment, not one per ring (layout
+// version 2; version 1 put each control block before its data area). The
+// page is the segment's first, so every control word is 128-byte aligned.
 const (
 	segOffMagic   = 0
 	segOffVersion = 8
@@ -36,9 +40,10 @@ const (
 	segOffDesc    = 32
 	segDescSize   = 16
 	segHeaderPage = 4096
+	segOffCtl     = 512 // ring 0's control block; ring i's at segOffCtl + i*ringCtlSize
 
 	// SegmentVersion is the layout version this package writes and accepts.
-	SegmentVersion = 1
+	SegmentVersion = 2
 	// MaxRings is the most rings one segment holds.
 	MaxRings = 4
 	// MaxSegmentSize bounds what OpenSegment maps.
@@ -132,7 +137,7 @@ func CreateSegmentSpec(name string, specs ...RingSpec) (*Segment, error) {
 		if sp.CreatorWrites {
 			rings[i].flags |= ringCreatorWrites
 		}
-		size += pageAlign(uint64(ringCtlSize + c))
+		size += pageAlign(uint64(c))
 	}
 	if size > MaxSegmentSize {
 		return nil, fmt.Errorf("shm: segment of %d bytes exceeds %d", size, MaxSegmentSize)
@@ -241,10 +246,10 @@ func parseSegmentHeader(mem []byte, size uint64) ([]ringDesc, string) {
 		if r.flags&^ringFlagsKnown != 0 {
 			return nil, fmt.Sprintf("ring %d has unknown flags %#x", i, r.flags)
 		}
-		if r.off < next || r.off%pageSize != 0 || r.off > size || size-r.off < ringCtlSize+r.capacity {
+		if r.off < next || r.off%pageSize != 0 || r.off > size || size-r.off < r.capacity {
 			return nil, fmt.Sprintf("ring %d at offset %d does not fit", i, r.off)
 		}
-		next = r.off + ringCtlSize + r.capacity
+		next = r.off + r.capacity
 		rings[i] = r
 	}
 	return rings, ""
@@ -278,12 +283,13 @@ func (s *Segment) Bells(i int) (data, space int) {
 	return int(f >> ringDataShift & 0xff), int(f >> ringSpaceShift & 0xff)
 }
 
-// Ring returns the region of ring i (control block and data area), to pass
-// to NewProducer or NewConsumer. It is valid until Close.
-func (s *Segment) Ring(i int) []byte {
+// Ring returns ring i's control block and data area, to pass to
+// NewProducerAt or NewConsumerAt. They are valid until Close.
+func (s *Segment) Ring(i int) (ctl, data []byte) {
 	r := s.rings[i]
-	end := r.off + ringCtlSize + r.capacity
-	return s.mem[r.off:end:end]
+	c := segOffCtl + i*ringCtlSize
+	end := r.off + r.capacity
+	return s.mem[c : c+ringCtlSize : c+ringCtlSize], s.mem[r.off:end:end]
 }
 
 // Retire gives the shared memory back while views of it may still be in

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,8 +49,27 @@ func TestSegmentCreateOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer seg.Close()
-	if seg.NumRings() != 2 || len(seg.Ring(0)) != RingRegionSize(4096) || len(seg.Ring(1)) != RingRegionSize(1<<16) {
+	ctl0, data0 := seg.Ring(0)
+	ctl1, data1 := seg.Ring(1)
+	if seg.NumRings() != 2 || len(data0) != 4096 || len(data1) != 1<<16 || len(ctl0) != ringCtlSize || len(ctl1) != ringCtlSize {
 		t.Fatalf("geometry: %d rings", seg.NumRings())
+	}
+	// The control blocks share the header page; the data areas follow,
+	// page-aligned, with nothing else.
+	if seg.Size() != pageSize+4096+1<<16 {
+		t.Fatalf("segment of %d bytes, want %d", seg.Size(), pageSize+4096+1<<16)
+	}
+	base := uintptr(unsafe.Pointer(&seg.mem[0]))
+	for i, b := range [][]byte{ctl0, ctl1} {
+		p := uintptr(unsafe.Pointer(&b[0]))
+		if p < base+segOffDesc+MaxRings*segDescSize || p+ringCtlSize > base+pageSize || p%cacheLine != 0 {
+			t.Fatalf("ring %d's control block at offset %d, not in the header page after the descriptors", i, p-base)
+		}
+	}
+	for i, b := range [][]byte{data0, data1} {
+		if p := uintptr(unsafe.Pointer(&b[0])); (p-base)%pageSize != 0 || p-base < pageSize {
+			t.Fatalf("ring %d's data at offset %d", i, p-base)
+		}
 	}
 	// Nothing appears in any file system.
 	for _, name := range listDir(t, "/dev/shm") { // others may use /dev/shm: look for ours
@@ -69,11 +89,11 @@ func TestSegmentCreateOpen(t *testing.T) {
 	if peer.NumRings() != 2 || peer.Size() != seg.Size() {
 		t.Fatalf("peer geometry differs")
 	}
-	p, err := NewProducer(seg.Ring(1))
+	p, err := NewProducerAt(seg.Ring(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewConsumer(peer.Ring(1))
+	c, err := NewConsumerAt(peer.Ring(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,13 +265,13 @@ func TestSegmentDropFd(t *testing.T) {
 	if seg.Fd() != -1 {
 		t.Fatalf("Fd after DropFd: %d", seg.Fd())
 	}
-	seg.Ring(0)[0] = 42 // still mapped
+	ringData(seg, 0)[0] = 42 // still mapped
 	peer, err := OpenSegment(dup)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	if peer.Ring(0)[0] != 42 {
+	if ringData(peer, 0)[0] != 42 {
 		t.Fatal("the peer does not see the creator's memory")
 	}
 	// Another descriptor takes the dropped number: Close must not close it.
@@ -281,8 +301,8 @@ func TestSegmentRetire(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	view := seg.Ring(0)[100:108] // what a handler would hold
-	peer.Ring(0)[100] = 7
+	view := ringData(seg, 0)[100:108] // what a handler would hold
+	ringData(peer, 0)[100] = 7
 	if view[0] != 7 {
 		t.Fatal("the view does not see the peer's write")
 	}
@@ -299,11 +319,11 @@ func TestSegmentRetire(t *testing.T) {
 		t.Fatalf("the view reads %d after Retire, want the placeholder's zero", view[0])
 	}
 	view[1] = 9 // writable, and private: the peer does not see it
-	peer.Ring(0)[102] = 5
-	if peer.Ring(0)[101] != 0 || view[2] != 0 {
+	ringData(peer, 0)[102] = 5
+	if ringData(peer, 0)[101] != 0 || view[2] != 0 {
 		t.Fatal("a retired segment still shares memory with its peer")
 	}
-	if peer.Ring(0)[100] != 7 {
+	if ringData(peer, 0)[100] != 7 {
 		t.Fatal("Retire changed the peer's memory")
 	}
 	// The mapping is no longer the memfd's.
@@ -320,4 +340,10 @@ func TestSegmentRetire(t *testing.T) {
 	if err := seg.Retire(); err != nil { // after Close: nothing to do
 		t.Fatal(err)
 	}
+}
+
+// ringData returns ring i's data area.
+func ringData(s *Segment, i int) []byte {
+	_, data := s.Ring(i)
+	return data
 }

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // FrameReader reads frames from a byte stream, as AppendFrame encodes
@@ -16,12 +19,54 @@ type FrameReader struct {
 	maxBody int
 	buf     []byte // bytes read; buf[start:] not yet returned
 	start   int
+	// raw, for a reader of a socket (NewSocketFrameReader), waits for it
+	// to be readable while no frame is in part read, with no buffer held.
+	raw    syscall.RawConn
+	pooled *[]byte // the pool's buffer buf was taken from, while held
 }
+
+// readBufSize is the buffer a FrameReader reads into, unless a larger
+// frame comes.
+const readBufSize = 64 << 10
+
+// readBufs holds the buffers of socket readers between frames, shared by
+// every connection: an idle one holds none.
+var readBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, readBufSize)
+	return &b
+}}
 
 // NewFrameReader returns a reader of frames from r that refuses bodies
 // over maxBody bytes.
 func NewFrameReader(r io.Reader, maxBody int) *FrameReader {
-	return &FrameReader{r: r, maxBody: maxBody, buf: make([]byte, 0, 64<<10)}
+	return &FrameReader{r: r, maxBody: maxBody, buf: make([]byte, 0, readBufSize)}
+}
+
+// NewSocketFrameReader is NewFrameReader for a socket that is mostly idle
+// (a connection's control socket): between frames it holds no buffer.
+// It waits for the socket to be readable with none, and takes a buffer
+// from a pool shared by all such readers only to read; once every byte
+// read has been returned as frames, the next call gives the buffer back
+// before it waits again.
+func NewSocketFrameReader(c interface {
+	io.Reader
+	syscall.Conn
+}, maxBody int) (*FrameReader, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &FrameReader{r: c, maxBody: maxBody, raw: raw}, nil
+}
+
+// waitReadable blocks until the socket has bytes to read, an end or an
+// error, peeking at one byte (on the stack, never kept).
+func (fr *FrameReader) waitReadable() error {
+	return fr.raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err != unix.EAGAIN && err != unix.EINTR
+	})
 }
 
 // Next returns the next frame. Its body is a view of the reader's buffer,
@@ -41,6 +86,15 @@ func (fr *FrameReader) Next() (Frame, error) {
 				return Frame{}, err
 			}
 		}
+		if fr.raw != nil && fr.start == len(fr.buf) {
+			// Nothing in part read: idle with no buffer.
+			fr.putBuf()
+			if err := fr.waitReadable(); err != nil {
+				return Frame{}, err
+			}
+			fr.pooled = readBufs.Get().(*[]byte)
+			fr.buf = (*fr.pooled)[:0]
+		}
 		n := copy(fr.buf[:cap(fr.buf)], fr.buf[fr.start:])
 		fr.buf, fr.start = fr.buf[:n], 0
 		if n == cap(fr.buf) { // a frame larger than the buffer: make room for all of it
@@ -52,9 +106,22 @@ func (fr *FrameReader) Next() (Frame, error) {
 			if err == io.EOF && n > 0 {
 				err = io.ErrUnexpectedEOF // the stream ended inside a frame
 			}
+			if fr.raw != nil {
+				fr.putBuf() // the stream is over
+			}
 			return Frame{}, err
 		}
 	}
+}
+
+// putBuf gives a socket reader's buffer back. (A buffer grown for a large
+// frame goes to the collector; the pool's own, which *pooled still holds,
+// goes back.)
+func (fr *FrameReader) putBuf() {
+	if fr.pooled != nil {
+		readBufs.Put(fr.pooled)
+	}
+	fr.buf, fr.start, fr.pooled = nil, 0, nil
 }
 
 // SendFrames moves the frames published in the consumers to w, as

@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"os"
 	"slices"
 	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // streamFrames returns frames of the given body sizes, each with its own
@@ -642,4 +646,56 @@ func frameBytes(frames []Frame) int {
 		n += FrameSize(len(f.Body))
 	}
 	return n
+}
+
+// TestSocketFrameReader: a socket reader returns the same frames as
+// NewFrameReader, whatever pieces they arrive in (halves of frames, frames
+// larger than its buffer), and holds no buffer between frames: an idle
+// connection costs none.
+func TestSocketFrameReader(t *testing.T) {
+	frames, stream := streamFrames(append([]int{0, 5, 64<<10 - HeaderSize, 100 << 10, 7}, manySizes(200, 300)...)...)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "reader")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := os.NewFile(uintptr(fds[1]), "writer")
+	fr, err := NewSocketFrameReader(c.(*net.UnixConn), 128<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written in pieces that cut frames, with pauses in which the reader
+	// waits with the bytes of a frame in part read.
+	go func() {
+		defer w.Close()
+		for rest := stream; len(rest) > 0; {
+			n := min(len(rest), 1000+len(rest)%7919)
+			if _, err := w.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var got []Frame
+	for {
+		fm, err := fr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d frames: %v", len(got), err)
+		}
+		got = append(got, Frame{Header: fm.Header, Body: bytes.Clone(fm.Body)})
+	}
+	checkFrames(t, got, frames)
+	if fr.buf != nil || fr.pooled != nil {
+		t.Fatalf("a reader at the end of its stream holds a buffer of %d bytes", cap(fr.buf))
+	}
 }

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// ringState describes a ring's shared words, for failure messages.
-func ringState(region []byte) string {
+// ringState describes a ring's shared words (its control block, as
+// Segment.Ring returns it first), for failure messages.
+func ringState(region, _ []byte) string {
 	return fmt.Sprintf("head %d tail %d sleeping %d waiting %d",
 		atomicWord(region, offHead).Load(), atomicWord(region, offTail).Load(),
 		atomicWord(region, offSleeping).Load(), atomicWord(region, offWaiting).Load())

@@ -212,7 +212,8 @@ func benchAtomicPingPong(b *testing.B, parent, childCPUs []int) {
 	}
 	defer seg.Close()
 	c := startChild(b, "atomic", childParams{CPUs: childCPUs}, seg.Fd())
-	w := atomicWord(seg.Ring(0), offHead)
+	ctl, _ := seg.Ring(0)
+	w := atomicWord(ctl, offHead)
 	lat := make(latencies, 0, 1<<16)
 	v := uint64(0)
 	for b.Loop() {

@@ -184,7 +184,8 @@ func runChild(role string, p childParams, fds []int, sock *net.UnixConn) error {
 		if err != nil {
 			return err
 		}
-		w := atomicWord(seg.Ring(0), offHead)
+		ctl, _ := seg.Ring(0)
+		w := atomicWord(ctl, offHead)
 		for last := uint64(0); ; {
 			v := w.Load()
 			if v == math.MaxUint64 {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -102,6 +103,9 @@ type Config struct {
 	// and the result's code. It runs on the pump and must be quick. Unset,
 	// the pump reads no clock for it.
 	ObserveCall func(service uint16, d time.Duration, code pb.Code)
+	// Watcher, when set, reads the socket of a shared-memory connection
+	// on its one goroutine instead of one of the connection's own.
+	Watcher *SocketWatcher
 	// ObservePeer, when set, hears of every request to peers (one peer or a
 	// group) that StartRequest sent out, as it ends: answered, past its
 	// deadline, cancelled, or its caller gone (CODE_CANCELED). Like
@@ -159,7 +163,17 @@ type Endpoint struct {
 	actorCalls map[uint64]*actorCall // calls waiting for an actor handler's Complete (pump-only)
 	released   chan struct{}         // closed once release has run
 	lingering  chan struct{}         // closed once the pump's goroutine has returned
-	wg         sync.WaitGroup
+	// parts counts what Done waits for: watch, sendFrames (socket
+	// transport), the reaper and the release. The last to end closes done,
+	// so that no goroutine waits for them.
+	parts atomic.Int32
+
+	// With a SocketWatcher (sockwatch.go): the connection's token, its
+	// socket's raw access, and the bytes of a control frame read in part
+	// (the watcher's goroutine only).
+	watchTok uint64
+	sockRaw  syscall.RawConn
+	partial  []byte
 
 	bus busState
 
@@ -274,21 +288,26 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	// Done waits for watch, sendFrames, the reaper and release, not for
 	// the pump's goroutine itself: abandoned in a handler that ignores
 	// its context, that one ends when the handler returns (Lingering).
-	c.wg.Go(c.watch)
+	c.parts.Store(3) // watch, the reaper, the release
 	if cfg.Bridge != nil {
-		c.wg.Go(c.sendFrames)
+		c.parts.Add(1)
+		go func() {
+			c.sendFrames()
+			c.partDone()
+		}()
 	}
-	c.wg.Add(1) // the reaper: it runs when the context ends, which release makes sure of
+	if cfg.Watcher == nil || cfg.Bridge != nil || cfg.Watcher.add(c) != nil {
+		go func() {
+			c.watch()
+			c.partDone()
+		}()
+	}
+	// The reaper runs when the context ends, which release makes sure of.
 	context.AfterFunc(c.ctx, func() {
-		defer c.wg.Done()
 		c.reap()
+		c.partDone()
 	})
 	go c.pump()
-	go func() {
-		c.wg.Wait()
-		<-c.released
-		close(c.done)
-	}()
 	return c, nil
 }
 
@@ -431,7 +450,11 @@ func (c *Endpoint) watch() {
 		req = c.cfg.Bridge.Producer(pb.RingRequest)
 		maxFrame = req.MaxBody()
 	}
-	fr := shm.NewFrameReader(c.cfg.Sock, maxFrame)
+	fr, err := shm.NewSocketFrameReader(c.cfg.Sock, maxFrame)
+	if err != nil {
+		c.end(Reason{Code: pb.Code_CODE_INTERNAL, Text: "socket: " + err.Error()})
+		return
+	}
 	for {
 		f, err := fr.Next()
 		switch {
@@ -440,11 +463,7 @@ func (c *Endpoint) watch() {
 			c.cfg.Sock.CloseRead()
 			return
 		case err != nil:
-			if c.saidBye.Load() { // after the requests it wrote before its goodbye
-				c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
-			} else {
-				c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
-			}
+			c.sockEnded()
 			return
 		case f.Kind != pb.KindControl && req != nil:
 			if err := req.Write(c.ctx, f.Header, f.Body); err != nil {
@@ -456,16 +475,30 @@ func (c *Endpoint) watch() {
 			c.cfg.Sock.CloseRead()
 			return
 		}
-		m, err := pb.DecodeControl(f)
-		if err != nil {
-			continue
-		}
-		if cm := m.GetCancel(); cm != nil {
-			c.cancelFrame(cm.GetId())
-		}
-		if m.GetClientGoodbye() != nil {
-			c.heardGoodbye()
-		}
+		c.controlFrame(f)
+	}
+}
+
+// sockEnded: the client closed its socket (or it failed).
+func (c *Endpoint) sockEnded() {
+	if c.saidBye.Load() { // after the requests it wrote before its goodbye
+		c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
+	} else {
+		c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
+	}
+}
+
+// controlFrame handles a control frame from the client's socket.
+func (c *Endpoint) controlFrame(f shm.Frame) {
+	m, err := pb.DecodeControl(f)
+	if err != nil {
+		return
+	}
+	if cm := m.GetCancel(); cm != nil {
+		c.cancelFrame(cm.GetId())
+	}
+	if m.GetClientGoodbye() != nil {
+		c.heardGoodbye()
 	}
 }
 
@@ -506,6 +539,9 @@ func (c *Endpoint) release() {
 	// the close from overtaking a Welcome still being written with the
 	// link's descriptors.
 	c.cfg.Sock.SetWriteDeadline(time.Now())
+	if c.sockRaw != nil && c.cfg.Watcher.forget(c) {
+		c.partDone() // the watcher's part, as watch's return would be
+	}
 	c.sockMu.Lock()
 	c.cfg.Sock.Close() // ends watch
 	c.sockMu.Unlock()
@@ -522,4 +558,13 @@ func (c *Endpoint) release() {
 		c.cfg.Link.Close() // for a local link, also wakes sendFrames, which then ends
 	}
 	close(c.released)
+	c.partDone()
+}
+
+// partDone says one of what Done waits for has ended; the last closes
+// done.
+func (c *Endpoint) partDone() {
+	if c.parts.Add(-1) == 0 {
+		close(c.done)
+	}
 }

@@ -12,7 +12,7 @@
 #                one-core case, 0,1 two cores)
 #   --out DIR    results folder (default tests/bench/results)
 #   other flags go to benchrun: --peers unix,nats  --workloads rpc-64-1
-#                --dur 2s  --reps 3  --conns 1000
+#                --dur 2s  --reps 3  --conns 1000  --many 10000
 #
 # Installs what is missing (Debian packages: gcc, pkg-config, libqb-dev,
 # dbus-daemon, util-linux; Go modules), builds into a directory outside the

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -218,7 +220,18 @@ func holdIdle(ctx context.Context, a *args, open func() (func(), error)) (*resul
 	}()
 	for i := range a.n {
 		c, err := open()
+		// A Unix socket's listen backlog may be full while the server
+		// catches up (connect says EAGAIN): wait for it.
+		for try := 0; errors.Is(err, syscall.EAGAIN) && try < 2000; try++ {
+			time.Sleep(time.Millisecond)
+			c, err = open()
+		}
 		if err != nil {
+			if msg := err.Error(); errors.Is(err, syscall.EMFILE) || strings.Contains(msg, "too many open files") || strings.Contains(msg, "file descriptors") {
+				var l syscall.Rlimit
+				syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+				return nil, fmt.Errorf("connection %d of %d: %w (out of descriptors: this process's RLIMIT_NOFILE is %d, hard %d; raise the hard limit for %d connections)", i+1, a.n, err, l.Cur, l.Max, a.n)
+			}
 			return nil, fmt.Errorf("connection %d of %d: %w", i+1, a.n, err)
 		}
 		closers = append(closers, c)

@@ -37,6 +37,7 @@ type config struct {
 	dur     time.Duration // measuring time per repetition
 	reps    int           // repetitions per cell
 	conns   int           // idle connections for the memory workload
+	many    int           // idle connections for the large memory workload
 	cpus    string        // taskset CPU list for every child, or ""
 	smoke   bool
 	peers   map[string]bool // only these peers (all if empty)
@@ -53,6 +54,7 @@ func main() {
 	flag.DurationVar(&c.dur, "dur", 2*time.Second, "measuring time per repetition")
 	flag.IntVar(&c.reps, "reps", 3, "repetitions per cell")
 	flag.IntVar(&c.conns, "conns", 1000, "idle connections for the memory workload")
+	flag.IntVar(&c.many, "many", 10000, "idle connections for the large memory workload (idle-10k)")
 	flag.StringVar(&c.cpus, "cpus", "", "pin every process to these CPUs (taskset list, e.g. 0 or 0,1)")
 	flag.BoolVar(&c.smoke, "smoke", false, "tiny durations, one repetition, 100 idle connections: checks the harness, measures nothing")
 	flag.StringVar(&peers, "peers", "", "comma-separated peers to run (default all)")
@@ -67,12 +69,20 @@ func main() {
 	if c.smoke {
 		c.dur, c.reps, c.conns = 200*time.Millisecond, 1, 100
 	}
+	if c.many != 10000 {
+		workloadByKey("idle-10k").title = fmt.Sprintf("broker memory, %d idle connections", c.many)
+	}
 	c.peers, c.works = set(peers), set(works)
 	c.unavail = map[string]string{}
 	for _, kv := range strings.Split(unavail, ";") {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			c.unavail[k] = v
 		}
+	}
+	// Every child inherits the limit: the 10,000-connection row needs
+	// tens of thousands of descriptors in the broker and the client.
+	if err := raiseNoFile(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchrun: RLIMIT_NOFILE:", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	ps := &procs{live: map[*proc]bool{}, cpus: c.cpus}
@@ -156,6 +166,14 @@ func runCell(ctx context.Context, c *config, ps *procs, p *peer, w *workload) *c
 	if why := p.na(w); why != "" {
 		cl.Status = why
 		return cl
+	}
+	if w.kind == kindIdleMany {
+		n := w.idleConns(c)
+		if need, lim := uint64(n*fdsPer(p.brokerFds)+256), noFileLimit(); need > lim {
+			cl.Status = fmt.Sprintf("n/a: %d connections need %d descriptors in the broker (%d each), over RLIMIT_NOFILE's %d here (raise the hard limit: ulimit -Hn, LimitNOFILE=)",
+				n, need, fdsPer(p.brokerFds), lim)
+			return cl
+		}
 	}
 	for i := range c.reps {
 		if ctx.Err() != nil {
@@ -325,28 +343,44 @@ func runRep(ctx context.Context, c *config, ps *procs, p *peer, w *workload, dir
 		}
 		return w.measure([]*result{r}), nil
 
-	case kindIdle:
+	case kindIdle, kindIdleMany:
+		n := w.idleConns(c)
 		settle := 300 * time.Millisecond
 		time.Sleep(settle)
 		before, err := rssKiB(in.mem.pid())
 		if err != nil {
 			return nil, err
 		}
-		ip, err := ps.start(p.name+" idle client", clientArgs("idle", "-addr", in.addr, "-n", strconv.Itoa(c.conns)))
+		fds0, err := fdCount(in.mem.pid())
 		if err != nil {
 			return nil, err
 		}
-		defer ip.stop(5 * time.Second)
-		if _, err := ip.ready("ready", 120*time.Second); err != nil {
-			return nil, err
+		// As many client processes as the descriptor limit needs.
+		per := max(1, (int(noFileLimit())-256)/fdsPer(p.clientFds))
+		for i, left := 0, n; left > 0; i++ {
+			k := min(left, per)
+			left -= k
+			ip, err := ps.start(fmt.Sprintf("%s idle client %d", p.name, i), clientArgs("idle", "-addr", in.addr, "-n", strconv.Itoa(k)))
+			if err != nil {
+				return nil, err
+			}
+			defer ip.stop(5 * time.Second)
+			if _, err := ip.ready("ready", 120*time.Second+time.Duration(k)*5*time.Millisecond); err != nil {
+				return nil, err
+			}
 		}
 		time.Sleep(settle)
 		after, err := rssKiB(in.mem.pid())
 		if err != nil {
 			return nil, err
 		}
-		return &sample{Values: map[string]float64{"kib_per_conn": float64(after-before) / float64(c.conns)},
-			Notes: []string{fmt.Sprintf("VmRSS %d → %d KiB (pid %d, %s)", before, after, in.mem.pid(), in.mem.name)}}, nil
+		fds, err := fdCount(in.mem.pid())
+		if err != nil {
+			return nil, err
+		}
+		return &sample{Values: map[string]float64{"kib_per_conn": float64(after-before) / float64(n), "fds": float64(fds)},
+			Notes: []string{fmt.Sprintf("%d connections: VmRSS %d → %d KiB, descriptors %d → %d (%.2f per connection) (pid %d, %s)",
+				n, before, after, fds0, fds, float64(fds-fds0)/float64(n), in.mem.pid(), in.mem.name)}}, nil
 	}
 	return nil, fmt.Errorf("unknown workload kind %q", w.kind)
 }

@@ -23,7 +23,15 @@ type peer struct {
 	clientArgs func(c *config, role string, w *workload, dir string, extra ...string) []string
 	// notFor maps a workload kind to why it does not apply to this peer.
 	notFor map[string]string
+	// brokerFds and clientFds are the descriptors one idle connection
+	// costs the broker (or server) and the client (1 when unset): the
+	// large idle row checks them against RLIMIT_NOFILE, and spreads its
+	// connections over as many client processes as the limit needs.
+	brokerFds, clientFds int
 }
+
+// fdsPer returns n, or 1 when unset.
+func fdsPer(n int) int { return max(n, 1) }
 
 func (p *peer) na(w *workload) string { return p.notFor[w.kind] }
 
@@ -33,6 +41,10 @@ const (
 	// one: implement its hook in cmd/benchpeer/peer_switchboard.go and
 	// delete its line from the switchboard peer's notFor below.
 	pending = "n/a (pending)"
+	// notMany: the 10,000-connection row runs where holding that many is
+	// cheap for the harness (one descriptor, or Switchboard's few, per
+	// connection; no per-connection files or daemon limits to lift).
+	notMany = "n/a: not run at 10,000 connections"
 )
 
 // goPeer is a peer whose processes are all benchpeer.
@@ -52,29 +64,39 @@ func goPeer(name, label string, notFor map[string]string, extra ...string) *peer
 }
 
 var allPeers = []*peer{
-	goPeer("switchboard", "Switchboard", nil),
-	goPeer("switchboard-socket", "Switchboard, socket transport", nil,
+	sbPeer(),
+	goPeer("switchboard-socket", "Switchboard, socket transport", map[string]string{kindIdleMany: notMany},
 		"-transport", "socket"),
 	goPeer("shm", "bare shm", map[string]string{
-		kindFanout:  noBroker,
-		kindP2P:     noBroker,
-		kindConnect: "n/a: no handshake to measure",
-		kindIdle:    "n/a: not a server",
+		kindFanout:   noBroker,
+		kindP2P:      noBroker,
+		kindConnect:  "n/a: no handshake to measure",
+		kindIdle:     "n/a: not a server",
+		kindIdleMany: "n/a: not a server",
 	}),
 	goPeer("unix", "Unix socket", map[string]string{kindFanout: noBroker, kindP2P: noBroker}),
 	libqbPeer("shm"),
 	libqbPeer("socket"),
 	natsPeer(),
-	goPeer("grpc", "gRPC (Unix socket)", map[string]string{kindFanout: noBroker, kindP2P: noBroker}),
-	goPeer("shmipc", "shmipc-go", map[string]string{kindFanout: noBroker, kindP2P: noBroker}),
+	goPeer("grpc", "gRPC (Unix socket)", map[string]string{kindFanout: noBroker, kindP2P: noBroker, kindIdleMany: notMany}),
+	goPeer("shmipc", "shmipc-go", map[string]string{kindFanout: noBroker, kindP2P: noBroker, kindIdleMany: notMany}),
 	dbusPeer(),
+}
+
+// sbPeer is Switchboard over shared memory. A connection costs the node
+// its socket and three doorbells (eventfds), the client its socket, the
+// segment's memfd kept for the mapping and its doorbells.
+func sbPeer() *peer {
+	p := goPeer("switchboard", "Switchboard", nil)
+	p.brokerFds, p.clientFds = 4, 6
+	return p
 }
 
 func libqbPeer(transport string) *peer {
 	name := "libqb-" + transport
 	return &peer{
 		name: name, label: "libqb " + transport,
-		notFor: map[string]string{kindFanout: noBroker, kindP2P: noBroker},
+		notFor: map[string]string{kindFanout: noBroker, kindP2P: noBroker, kindIdleMany: notMany},
 		serverArgs: func(c *config, dir, _ string) []string {
 			return []string{c.binPath("qbserver"), transport, fmt.Sprintf("sbb%d%s", os.Getpid(), filepath.Base(dir))}
 		},
@@ -153,7 +175,7 @@ const dbusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Co
 `
 
 func dbusPeer() *peer {
-	p := goPeer("dbus", "D-Bus (dbus-daemon)", map[string]string{})
+	p := goPeer("dbus", "D-Bus (dbus-daemon)", map[string]string{kindIdleMany: notMany})
 	p.broker = func(c *config, ps *procs, dir string) (*proc, string, error) {
 		cfg := filepath.Join(dir, "bus.conf")
 		if err := os.WriteFile(cfg, fmt.Appendf(nil, dbusConfig, filepath.Join(dir, "bus")), 0o644); err != nil {

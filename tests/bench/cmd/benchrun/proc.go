@@ -228,3 +228,42 @@ func rssKiB(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
+
+// fdCount counts a process's open descriptors.
+func fdCount(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(ents), err
+}
+
+// manyFds is the descriptor limit benchrun asks for: 10,000 Switchboard
+// connections hold four in the node and five in the client each.
+const manyFds = 1 << 17
+
+// raiseNoFile raises the soft RLIMIT_NOFILE to manyFds: past the hard
+// limit only with the privilege to (root), otherwise to the hard limit.
+// A row that needs more than it got fails saying so (noFileLimit). It
+// always calls Setrlimit, which is what makes children inherit the limit
+// (the Go runtime raises its own at start but gives children the
+// original back).
+func raiseNoFile() error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Max < manyFds {
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: manyFds, Max: manyFds}) == nil {
+			return nil
+		}
+	}
+	l.Cur = l.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
+// noFileLimit returns the soft RLIMIT_NOFILE the children inherit.
+func noFileLimit() uint64 {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 0
+	}
+	return l.Cur
+}

@@ -12,6 +12,9 @@ const (
 	kindP2P     = "p2p"
 	kindConnect = "connect"
 	kindIdle    = "idle"
+	// kindIdleMany is kindIdle with the workload's own (large) number of
+	// connections, run on the peers that hold them cheaply.
+	kindIdleMany = "idle-many"
 )
 
 // workload is one row group of the table.
@@ -38,6 +41,7 @@ var (
 	mGBs   = metric{key: "gb_s", label: "GB/s", unit: "GB/s", scale: 1}
 	mConns = metric{key: "conns_s", label: "connections/s", unit: "/s", scale: 1}
 	mMem   = metric{key: "kib_per_conn", label: "RSS per idle connection", unit: "KiB", lowerBetter: true, scale: 1}
+	mFds   = metric{key: "fds", label: "descriptors held", unit: "count", lowerBetter: true, scale: 1}
 )
 
 var allWorkloads = []*workload{
@@ -52,6 +56,7 @@ var allWorkloads = []*workload{
 	{key: "p2p-64", title: "peer-to-peer RPC via the broker, 64 B", kind: kindP2P, size: 64, clients: 1, metrics: []metric{mP50, mP99, mCalls}},
 	{key: "connect", title: "connect + handshake + disconnect", kind: kindConnect, size: 64, clients: 1, metrics: []metric{mConns}},
 	{key: "idle-mem", title: "broker memory, idle connections", kind: kindIdle, clients: 1, metrics: []metric{mMem}},
+	{key: "idle-10k", title: "broker memory, 10,000 idle connections", kind: kindIdleMany, clients: 1, metrics: []metric{mMem, mFds}},
 }
 
 func workloadByKey(k string) *workload {
@@ -61,6 +66,18 @@ func workloadByKey(k string) *workload {
 		}
 	}
 	return nil
+}
+
+// idleConns is the number of idle connections the workload opens: -conns,
+// or -many for the large row (a smoke run opens few: twice -conns).
+func (w *workload) idleConns(c *config) int {
+	switch {
+	case w.kind != kindIdleMany:
+		return c.conns
+	case c.smoke:
+		return 2 * c.conns
+	}
+	return c.many
 }
 
 // measure turns one repetition's client results into a sample.
