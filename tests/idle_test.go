@@ -47,6 +47,15 @@ func TestIdleConnectionMemory(t *testing.T) {
 	if _, err := first.Call(ctx, switchboard.SystemService, switchboard.SysPing, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The node keeps nodeSpares segments made ahead (its link pool): wait
+	// until the pool is full, so that before and after both hold them.
+	spares := func() error {
+		if n := countMatching(fdsOrFatal(t, pid), "memfd:"); n != nodeSpares {
+			return fmt.Errorf("the node holds %d segments, want its %d spares", n, nodeSpares)
+		}
+		return nil
+	}
+	checkFor(t, 30*time.Second, spares)
 	time.Sleep(200 * time.Millisecond)
 	before := memOf(t, pid)
 	fds0 := len(fdsOrFatal(t, pid))
@@ -65,7 +74,8 @@ func TestIdleConnectionMemory(t *testing.T) {
 		conns = append(conns, c)
 	}
 	// Every connection is in the node's table and its handshake is over
-	// (the segment's memfd is closed once the Welcome is out).
+	// (the segment's memfd is closed once the Welcome is out, and the pool
+	// has made its spares again).
 	checkFor(t, 30*time.Second, func() error {
 		ni, err := first.NodeInfo(ctx)
 		if err != nil {
@@ -74,10 +84,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 		if ni.Connections < idleConns+1 {
 			return fmt.Errorf("the node counts %d connections, want %d", ni.Connections, idleConns+1)
 		}
-		if n := countMatching(fdsOrFatal(t, pid), "memfd:"); n != 0 {
-			return fmt.Errorf("the node still holds %d segments", n)
-		}
-		return nil
+		return spares()
 	})
 	time.Sleep(200 * time.Millisecond)
 	after := memOf(t, pid)
