@@ -174,6 +174,7 @@ type Node struct {
 	// ahead by the pool's goroutine; Close stops it once no handshake
 	// runs.
 	links    *shm.LinkPool
+	fdMu     sync.Mutex // a leaf: held while a link is made and while the spare descriptor is traded (refuseOutOfFds)
 	services [1 << 16]atomic.Pointer[service]
 	started  time.Time
 	// addrPrefix starts every address of this node run: ":NAME.INCARNATION."
@@ -275,6 +276,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 	n.addrPrefix = ":" + o.name + "." + newIncarnation(n.started) + "."
 	n.connRoot = actor.NewRootContext(n.sys, nil).WithGuardian(connGuardian{n})
 	n.links = shm.NewLinkPool("switchboard-"+o.name, pb.ConnRings(o.rings), spareLinks, n.linkOptions()...)
+	n.links.Guard(&n.fdMu)
 	root, err := n.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &rootActor{n} }), "node")
 	if err != nil {
 		return nil, err

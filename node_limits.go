@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	gproto "google.golang.org/protobuf/proto"
+
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
 	"golang.org/x/sys/unix"
@@ -108,21 +110,56 @@ func outOfFds(err error) bool {
 // spare descriptor to accept the waiting client, tells it why it is
 // refused, and takes the spare back: a client learns the reason instead of
 // waiting. It returns the new spare (-1 if it could not be had).
+//
+// The close, the accept and the new spare happen under n.fdMu, which the
+// link pool holds while it makes a link (LinkPool.Guard): otherwise a link
+// made meanwhile, in the background or by a handshake, could take the
+// freed slot, the accept would fail again and the spare be lost, and every
+// later client would wait instead of being told. The accept never waits
+// under the lock: Linux fails accept with EMFILE before it looks for a
+// client, so often nobody is there.
 func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
 	n.fdExhausted.Add(1)
+	n.fdMu.Lock()
+	client := -1
 	if spare >= 0 {
 		unix.Close(spare)
-		if c, err := ln.AcceptUnix(); err == nil {
-			var cred Cred
-			if k, err := shm.PeerCred(c); err == nil {
-				cred = Cred(k)
-			}
-			n.refuseConnect(c, cred, pb.Code_CODE_REFUSED, errNoFds)
+		// A plain accept4 on the non-blocking listener: EAGAIN when
+		// nobody waits.
+		if rc, err := ln.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				if c, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC); err == nil {
+					client = c
+				}
+			})
 		}
 	}
 	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	n.fdMu.Unlock()
+	if client >= 0 {
+		n.refuseRaw(client)
+	}
 	if err != nil {
 		return -1
 	}
 	return fd
+}
+
+// refuseRaw is refuseConnect for a socket accepted outside the netpoller
+// (refuseOutOfFds): counted and logged, the Refused frame written with a
+// 100 ms send timeout, the socket closed.
+func (n *Node) refuseRaw(fd int) {
+	defer unix.Close(fd)
+	var cred Cred
+	if uc, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+		cred = Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
+	}
+	n.refused.Add(1)
+	n.refuse(cred, ActionConnect, "", errNoFds)
+	body, err := gproto.Marshal(&pb.Control{Msg: &pb.Control_Refused{Refused: &pb.Refused{Code: pb.Code_CODE_REFUSED, Reason: errNoFds.Error()}}})
+	if err != nil {
+		return
+	}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 100_000})
+	unix.Write(fd, shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
 }

@@ -29,6 +29,8 @@ type LinkPool struct {
 	started bool
 	closed  bool
 
+	guard sync.Locker // held while a link is made; set by Guard before the first Get
+
 	made, taken, missed atomic.Uint64
 	failed              atomic.Uint64
 }
@@ -47,6 +49,22 @@ func NewLinkPool(name string, rings []RingSpec, spares int, opts ...Option) *Lin
 	}
 }
 
+// Guard makes the pool hold l while it makes a link (its descriptors
+// come into being under l), both in the background and in Get. A process
+// that gives up a spare descriptor to accept a connection when it runs out
+// holds the same lock, so that no link takes the slot between the close
+// and the accept. Call it before the first Get.
+func (p *LinkPool) Guard(l sync.Locker) { p.guard = l }
+
+// make makes one link, under the guard if there is one.
+func (p *LinkPool) make() (*Link, error) {
+	if p.guard != nil {
+		p.guard.Lock()
+		defer p.guard.Unlock()
+	}
+	return NewLink(p.name, p.rings, p.opts...)
+}
+
 // Get returns a link that nobody else has ever had: a spare if one is
 // ready (and asks the pool for another), else one made now.
 func (p *LinkPool) Get() (*Link, error) {
@@ -59,7 +77,7 @@ func (p *LinkPool) Get() (*Link, error) {
 	}
 	p.missed.Add(1)
 	p.refill()
-	return NewLink(p.name, p.rings, p.opts...)
+	return p.make()
 }
 
 // refill wakes the filler, starting it the first time, unless the pool
@@ -93,7 +111,7 @@ func (p *LinkPool) fill() {
 		case <-p.want:
 		}
 		for len(p.spares) < cap(p.spares) {
-			l, err := NewLink(p.name, p.rings, p.opts...)
+			l, err := p.make()
 			if err != nil {
 				p.failed.Add(1)
 				break
