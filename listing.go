@@ -87,6 +87,11 @@ type NodeStats struct {
 	StuckHandlers int
 	// ActorPanics counts the panics of actor handlers (HandleActor).
 	ActorPanics uint64
+	// Direct peer channels (node_direct.go): open now; opened, refused
+	// (policy, limit, a monitor, a peer without the feature), revoked (a
+	// monitor, a policy change) and closed since start.
+	DirectChannels                                           int
+	DirectOpened, DirectRefused, DirectRevoked, DirectClosed uint64
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

@@ -127,7 +127,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		NodeUid:           uint32(os.Geteuid()),
 		NodePid:           int32(os.Getpid()),
 		Cpus:              shm.CPUMask(),
-		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
+		Features:          hello.GetFeatures() & n.grantable(socketOnly), // all the node knows
 	}
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
@@ -152,6 +152,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		Host: srv, Logger: n.o.logger, MaxActorCalls: n.o.maxActorCalls, Late: &n.late, Stuck: &n.stuck,
 		HandlerGrace: n.o.handlerGrace,
 		PeerContext:  welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
+		DirectPeers:  welcome.GetFeatures()&uint32(pb.Feature_FEATURE_DIRECT_PEERS) != 0,
 		Spin:         derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
 	}
 	n.connObservers(&cfg)
