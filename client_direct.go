@@ -56,8 +56,8 @@ type directSet struct {
 	out     map[string]*dchan // active channels, by the responder's address
 	in      map[string][]*dchan
 	byID    map[uint64]*dchan
-	seen    map[string]int // routed requests per address since the last attempt
-	arrived chan struct{}  // closed and replaced when a DirectChannel arrives
+	seen    map[string]int  // routed requests per address since the last attempt
+	arrived chan struct{}   // closed and replaced when a DirectChannel arrives
 	early   map[uint64]bool // responder: markers read before their channel's descriptors
 
 	requests, sends, opened, closedN, refused, corrupt, late atomic.Uint64
@@ -74,15 +74,15 @@ type dchan struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex          // prod, closed, pending
-	closed  bool                // unmapped, or about to be
+	mu      sync.Mutex           // prod, closed, pending
+	closed  bool                 // unmapped, or about to be
 	pending map[uint64]time.Time // caller: call ids in flight on it, and their deadlines (zero: none)
-	retired atomic.Bool         // caller: no new request; ends once pending is empty
-	last    atomic.Int64        // caller: unix nanoseconds of the last request
-	started chan struct{}       // responder: closed at MsgDirectStart
-	open    int                 // responder: requests read and not yet answered (under mu)
-	done    bool                // responder: the end marker was read (under mu)
-	quiet   chan struct{}       // responder: closed when done and open is 0
+	retired atomic.Bool          // caller: no new request; ends once pending is empty
+	last    atomic.Int64         // caller: unix nanoseconds of the last request
+	started chan struct{}        // responder: closed at MsgDirectStart
+	open    int                  // responder: requests read and not yet answered (under mu)
+	done    bool                 // responder: the end marker was read (under mu)
+	quiet   chan struct{}        // responder: closed when done and open is 0
 	once    sync.Once
 	// responder, under the Conn's evmu:
 	ended    bool // KindDirectEnd read

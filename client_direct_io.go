@@ -7,8 +7,8 @@ import (
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
-	gproto "google.golang.org/protobuf/proto"
 	"golang.org/x/sys/unix"
+	gproto "google.golang.org/protobuf/proto"
 )
 
 // directCloseAt tells the node this caller ended channel ref.
