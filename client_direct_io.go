@@ -3,6 +3,7 @@ package switchboard
 import (
 	"context"
 	"encoding/binary"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
@@ -84,7 +85,7 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 		c.directFail(ch, m.GetCode())
 	default: // the caller ended it, or is gone: what it wrote before is served first
 		c.evmu.Lock()
-		c.directDrain(ch)
+		c.directDrain(ch, true)
 		c.evmu.Unlock()
 		c.directServedCancel(ch, m.GetCode())
 		ch.cancel()
@@ -174,8 +175,11 @@ func (c *Conn) directRead(ch *dchan) {
 			// The consumer is the event reader's while it holds evmu (a
 			// fence drains it there too): outside, this goroutine waits on
 			// the doorbell looking only at the ring's shared words.
+			if d := directReaderLag.Load(); d > 0 {
+				time.Sleep(time.Duration(d))
+			}
 			c.evmu.Lock()
-			ok := c.directDrain(ch)
+			ok := c.directDrain(ch, false)
 			ended := ch.ended
 			if ok && !ended {
 				ch.cons.Arm()
@@ -254,11 +258,18 @@ func (c *Conn) directReplies(ch *dchan, reasm *pb.Reassembly) bool {
 	}
 }
 
+// directReaderLag, set by tests only, delays a responder's channel
+// goroutine before it reads (nanoseconds): a reader that lags behind the
+// event reader.
+var directReaderLag atomic.Int64
+
 // directDrain serves what waits in a responder's channel, as events would
 // be: requests to the request handler (or as events), messages as events.
-// The caller holds evmu. False: the peer broke the protocol (the channel
-// is ended, counted).
-func (c *Conn) directDrain(ch *dchan) bool {
+// It stops while the event queue is full, unless all (a fence: what the
+// channel holds came before the event about to be queued; at most a
+// ring's worth). The caller holds evmu. False: the peer broke the
+// protocol (the channel is ended, counted).
+func (c *Conn) directDrain(ch *dchan, all bool) bool {
 	if ch.draining || ch.ended || ch.ctx.Err() != nil {
 		return true
 	}
@@ -271,7 +282,7 @@ func (c *Conn) directDrain(ch *dchan) bool {
 	defer func() { ch.draining = false }()
 	defer ch.cons.Release()
 	me := c.Address()
-	for !ch.ended && c.eventRoom() {
+	for !ch.ended && (all || c.eventRoom()) {
 		f, err := ch.cons.Next()
 		if err == shm.ErrRingEmpty {
 			return true
@@ -387,7 +398,7 @@ func (c *Conn) directFence(from []byte) {
 	chs := c.dir.in[string(from)]
 	c.dir.mu.Unlock()
 	for _, ch := range chs {
-		c.directDrain(ch)
+		c.directDrain(ch, true)
 	}
 }
 

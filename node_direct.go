@@ -146,7 +146,7 @@ func (n *Node) directOpen(c *conn.Endpoint, body []byte) conn.Result {
 	return marshalResult(&pb.DirectRef{Id: ch.id})
 }
 
-// directFind returns channel id if c is its caller.
+// directFind returns channel id if c is one of its ends.
 func (n *Node) directFind(c *conn.Endpoint, body []byte) *brokered {
 	var m pb.DirectRef
 	if gproto.Unmarshal(body, &m) != nil {
@@ -155,7 +155,7 @@ func (n *Node) directFind(c *conn.Endpoint, body []byte) *brokered {
 	n.direct.mu.Lock()
 	defer n.direct.mu.Unlock()
 	ch := n.direct.chans[m.GetId()]
-	if ch == nil || ch.a != c {
+	if ch == nil || ch.a != c && ch.b != c {
 		return nil
 	}
 	return ch
@@ -166,7 +166,7 @@ func (n *Node) directFind(c *conn.Endpoint, body []byte) *brokered {
 // message the caller routed to it before (see ARCHITECTURE.md).
 func (n *Node) directStart(c *conn.Endpoint, body []byte) conn.Result {
 	ch := n.directFind(c, body)
-	if ch == nil {
+	if ch == nil || ch.a != c {
 		return n.directRefuse(c, pb.Code_CODE_INVALID_ARGUMENT, "no such direct channel")
 	}
 	n.direct.mu.Lock()
@@ -180,18 +180,23 @@ func (n *Node) directStart(c *conn.Endpoint, body []byte) conn.Result {
 }
 
 // directClose serves BusDirectClose: the caller ended the channel (idle,
-// revoked, or it closes).
+// revoked, or set up in vain), or the responder did (the caller wrote
+// what does not decode: the caller hears CODE_PROTOCOL_VIOLATION and
+// fails what it has in flight on it).
 func (n *Node) directClose(c *conn.Endpoint, body []byte) conn.Result {
-	if ch := n.directFind(c, body); ch != nil {
+	ch := n.directFind(c, body)
+	switch {
+	case ch == nil:
+	case ch.a == c:
 		n.directEnd(ch, pb.Code_CODE_OK, false)
+	default:
+		n.directEnd(ch, pb.Code_CODE_PROTOCOL_VIOLATION, true)
 	}
 	return conn.Result{}
 }
 
-// directEnd forgets a channel and tells its ends why: with goneA, a
-// disconnection of the caller (the responder hears CODE_PEER_GONE) — else
-// the responder hears code, and the caller only when code is PEER_GONE
-// (the responder went) or INTERNAL. Idempotent.
+// directEnd forgets a channel and tells the responder code, and the
+// caller too with tellBoth. Idempotent: only the first call tells.
 func (n *Node) directEnd(ch *brokered, code pb.Code, tellBoth bool) {
 	d := &n.direct
 	d.mu.Lock()
