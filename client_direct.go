@@ -257,9 +257,13 @@ func (c *Conn) directRetire(ch *dchan) {
 			delete(c.dir.out, ch.peer)
 		}
 		c.dir.mu.Unlock()
+		// Only tried: a responder that does not read must not hold up the
+		// switch (and so every routed send). The marker only lets it stop
+		// reading early; the order rests on its fence, and DirectClose ends
+		// the channel there anyway.
 		ch.mu.Lock()
 		if !ch.closed {
-			ch.prod.Write(ch.ctx, shm.Header{Kind: pb.KindDirectEnd})
+			ch.prod.TryWrite(shm.Header{Kind: pb.KindDirectEnd})
 		}
 		ch.mu.Unlock()
 	}
