@@ -268,7 +268,6 @@ func (c *Conn) directRetire(ch *dchan) {
 		ch.mu.Unlock()
 	}
 	c.dir.sw.Unlock()
-	ch.prod.Flush()
 }
 
 // directOpen asks the node for a channel to address to, waits for its
