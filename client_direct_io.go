@@ -154,7 +154,23 @@ func (c *Conn) directRead(ch *dchan) {
 		}
 	}
 	reasm := pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
+	// The waits allocate nothing: one condition each, made here; the
+	// doorbell's own re-checks (every second at most) see the idle end.
 	bell := ch.link.Bell(ch.link.Spec(0).DataBell)
+	ready := func() bool { ch.cons.Rearm(); return ch.cons.Unreleased() }
+	if ch.caller {
+		bell = ch.link.Bell(ch.link.Spec(1).DataBell)
+		ready = func() bool {
+			ch.cons.Rearm()
+			if ch.cons.Unreleased() {
+				return true
+			}
+			ch.mu.Lock()
+			idle := len(ch.pending) == 0
+			ch.mu.Unlock()
+			return idle && (ch.retired.Load() || time.Since(time.Unix(0, ch.last.Load())) > directIdle)
+		}
+	}
 	for ch.ctx.Err() == nil {
 		if ch.caller {
 			if !c.directReplies(ch, &reasm) {
@@ -205,15 +221,13 @@ func (c *Conn) directRead(ch *dchan) {
 				time.Sleep(time.Millisecond)
 				continue
 			}
-			wctx, cancel := context.WithTimeout(ch.ctx, time.Second)
-			bell.WaitUntil(wctx, func() bool { ch.cons.Rearm(); return ch.cons.Unreleased() })
-			cancel()
+			bell.WaitUntil(ch.ctx, ready)
 			ch.cons.Disarm()
 			continue
 		}
-		wctx, cancel := context.WithTimeout(ch.ctx, time.Second)
-		ch.cons.Wait(wctx)
-		cancel()
+		ch.cons.Arm()
+		bell.WaitUntil(ch.ctx, ready)
+		ch.cons.Disarm()
 	}
 }
 

@@ -53,6 +53,7 @@ func TestDirectRequest(t *testing.T) {
 	goDirect(t, cl, srv)
 	ctx := ctx5(t)
 	before := cl.DirectStats().Requests
+	routed := n.Stats().Delivered
 	for i := range 100 {
 		r, err := cl.Request(ctx, srv.Address(), []byte(fmt.Sprint(i)))
 		if err != nil || string(r) != fmt.Sprintf("re:%d", i) {
@@ -61,6 +62,9 @@ func TestDirectRequest(t *testing.T) {
 	}
 	if got := cl.DirectStats().Requests - before; got != 100 {
 		t.Fatalf("%d of 100 requests went direct", got)
+	}
+	if d := n.Stats().Delivered - routed; d != 0 {
+		t.Fatalf("the node routed %d messages meanwhile", d)
 	}
 	if _, err := cl.Request(ctx, srv.Address(), []byte("fail")); !errors.Is(err, ErrHandler) || !contains(err.Error(), "no way") {
 		t.Fatalf("failing handler: %v", err)
