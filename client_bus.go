@@ -110,16 +110,16 @@ func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, 
 // startRequest registers a request to a peer and writes it, its payload
 // gathered from parts.
 func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (uint64, *call, error) {
-	prefix, err := destPrefix(to)
-	if err != nil {
-		return 0, nil, err
-	}
 	if c.dir != nil { // client_direct.go: a channel to to, or routed in order with the switch
 		c.dir.sw.RLock()
 		defer c.dir.sw.RUnlock()
-		if ch := c.directFor(to, true); ch != nil {
+		if ch := c.directFor(to, true); ch != nil { // to was checked when the channel was set up
 			return c.directRequest(ctx, ch, parts)
 		}
+	}
+	prefix, err := destPrefix(to)
+	if err != nil {
+		return 0, nil, err
 	}
 	return c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, parts...)
 }

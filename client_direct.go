@@ -122,7 +122,10 @@ func (c *Conn) directFor(to string, note bool) *dchan {
 	if ch := d.out[to]; ch != nil && !ch.retired.Load() {
 		return ch
 	}
-	if note && strings.HasPrefix(to, ":") && to != c.Address() {
+	if note && strings.HasPrefix(to, ":") && len(to) <= pb.MaxNameLen && to != c.Address() && !c.closing.Load() {
+		if len(d.seen) >= 4096 { // bounded: a client that calls many peers forgets the counts
+			clear(d.seen)
+		}
 		d.seen[to]++
 		if d.seen[to] == 1 {
 			d.seen[to] = 1 - 1<<30 // no second attempt while this one runs

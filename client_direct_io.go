@@ -221,12 +221,12 @@ func (c *Conn) directRead(ch *dchan) {
 				time.Sleep(time.Millisecond)
 				continue
 			}
-			bell.WaitUntil(ch.ctx, ready)
+			bell.WaitUntil(context.Background(), ready) // the channel's end shuts the bell
 			ch.cons.Disarm()
 			continue
 		}
 		ch.cons.Arm()
-		bell.WaitUntil(ch.ctx, ready)
+		bell.WaitUntil(context.Background(), ready)
 		ch.cons.Disarm()
 	}
 }
