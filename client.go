@@ -142,6 +142,8 @@ type Conn struct {
 	// Close waits for it unless it had begun.
 	final      sync.WaitGroup
 	finalBegun atomic.Bool
+
+	dir *directSet // direct peer channels, nil unless granted (client_direct.go)
 }
 
 // Dial connects to a node, checks that the node's process runs as the
@@ -188,6 +190,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		peerCtx: w.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0, work: make(chan *PeerRequest),
 	}
 	c.useSession(s)
+	c.initDirect(w.GetFeatures()) // client_direct.go
 	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
 	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
 	started := make(chan struct{})
@@ -394,9 +397,20 @@ func (c *Conn) watch() {
 	defer func() { c.end(reason) }()
 	if c.bridge == nil {
 		for {
-			msg, err := pb.ReadControl(c.sock)
+			var msg *pb.Control
+			var fds []int
+			var err error
+			if c.dir != nil { // direct channels come with descriptors (client_direct_io.go)
+				msg, fds, err = pb.ReadControlFds(c.sock, 8)
+			} else {
+				msg, err = pb.ReadControl(c.sock)
+			}
 			if err != nil {
 				return
+			}
+			if msg.GetDirectChannel() != nil || msg.GetDirectClosed() != nil || len(fds) > 0 {
+				c.directControl(msg, fds)
+				continue
 			}
 			reason = c.control(msg, reason)
 		}

@@ -88,6 +88,7 @@ func (c *Conn) GoRequestBuffers(ctx context.Context, to string, parts net.Buffer
 		a.finish(nil, err)
 		return a
 	}
+	c.directRouted(to) // in order with what went over a channel to it (client_direct.go)
 	c.startAsync(ctx, a, shm.Header{Kind: pb.KindPeerCall}, prefix, parts)
 	return a
 }

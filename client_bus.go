@@ -60,6 +60,17 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]
 	if o.echo {
 		h.Flags |= pb.FlagEcho
 	}
+	if c.dir != nil && kind == pb.KindPeerSend { // client_direct.go
+		if o.wantAnswer {
+			c.directRouted(dest)
+		} else {
+			c.dir.sw.RLock()
+			defer c.dir.sw.RUnlock()
+			if ch := c.directFor(dest, false); ch != nil {
+				return c.directSend(ctx, ch, parts)
+			}
+		}
+	}
 	if !o.wantAnswer {
 		if n := partsLen(parts); n > c.maxMsg { // the destination is the protocol's, not the user's
 			return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
@@ -99,6 +110,13 @@ func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, 
 // startRequest registers a request to a peer and writes it, its payload
 // gathered from parts.
 func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (uint64, *call, error) {
+	if c.dir != nil { // client_direct.go: a channel to to, or routed in order with the switch
+		c.dir.sw.RLock()
+		defer c.dir.sw.RUnlock()
+		if ch := c.directFor(to, true); ch != nil { // to was checked when the channel was set up
+			return c.directRequest(ctx, ch, parts)
+		}
+	}
 	prefix, err := destPrefix(to)
 	if err != nil {
 		return 0, nil, err
@@ -352,6 +370,11 @@ func (c *Conn) busIntercept(e *Event) bool {
 		e.Release()
 		return true
 	}
+	if e.Command == pb.MsgDirectStart && c.dir != nil { // never an event (client_direct_io.go)
+		c.directStarted(e.Payload)
+		e.Release()
+		return true
+	}
 	request := e.Command == pb.MsgRequest
 	var from, to, handle, payload []byte
 	var micros uint32 // a request's deadline
@@ -369,6 +392,9 @@ func (c *Conn) busIntercept(e *Event) bool {
 	if err != nil || !monitored && (e.Command < pb.MsgDirect || e.Command > pb.MsgNotice) {
 		c.dropped.Add(1)
 		return true
+	}
+	if c.dir != nil && !monitored {
+		c.directFence(from) // what the sender wrote on a channel to this client came first
 	}
 	e.From, e.To, e.Payload = c.intern(from), c.intern(to), payload
 	if monitored {

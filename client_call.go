@@ -179,6 +179,9 @@ func (c *Conn) forget(id uint64) bool {
 
 // cancelCall tells the node to cancel call id's context (best effort).
 func (c *Conn) cancelCall(id uint64) {
+	if c.directCancel(id) { // it went over a direct channel (client_direct.go)
+		return
+	}
 	if c.closing.Load() { // the node cancels everything itself
 		return
 	}

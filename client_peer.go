@@ -319,5 +319,8 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	if len(payload) > c.maxMsg {
 		code, payload = pb.Code_CODE_TOO_LARGE, []byte("reply too large")
 	}
+	if c.dir != nil && isDirectHandle(handle) { // client_direct_io.go
+		return c.directReply(handle, code, payload)
+	}
 	return c.writeParts(context.Background(), shm.Header{Kind: pb.KindPeerReply, Aux: uint32(code), ID: c.nextID.Add(1)}, handle[:], payload)
 }

@@ -95,6 +95,11 @@ type NodeStats struct {
 	// doorbells) the node made ahead for the connections to come, none
 	// ever given to a client: up to 4, from the first connection on.
 	SpareSegments int
+	// Direct peer channels (node_direct.go): open now; opened, refused
+	// (policy, limit, a monitor, a peer without the feature), revoked (a
+	// monitor, a policy change) and closed since start.
+	DirectChannels                                           int
+	DirectOpened, DirectRefused, DirectRevoked, DirectClosed uint64
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

@@ -81,6 +81,7 @@ type nodeOptions struct {
 	uidConns, uidHandshakes   int
 	privConns, privHandshakes int
 	observe                   observers // node_observe.go
+	noDirect                  bool      // WithDirectBrokering(false)
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -221,6 +222,7 @@ type Node struct {
 
 	monMu    sync.Mutex // writers of monitors
 	monitors atomic.Pointer[[]monitor]
+	direct   directBroker // node_direct.go
 }
 
 // NewNode returns a node configured by opts. It does not listen yet.
@@ -421,6 +423,7 @@ func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 		n.evictions.Add(1)
 	}
 	n.dropMonitor(c)
+	n.directGone(c)
 	n.mu.Lock() // after the handshake's Add, which holds mu (see there)
 	n.reg.Remove(c, why.Disconnect(), why.Text)
 	if !c.Abandoned() { // else its uid keeps the slot until the handler returns (connServer.Closed)
@@ -464,13 +467,15 @@ func (n *Node) Stats() NodeStats {
 	for a := range n.refusals {
 		refusals[Action(a)] = n.refusals[a].Load()
 	}
-	return NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
+	s := NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
 		HandshakesRefused: n.refused.Load(), Refusals: refusals, DescriptorsExhausted: n.fdExhausted.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
 		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load(),
 		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load(),
 		SpareSegments: n.links.Stats().Spares}
+	n.directStats(&s)
+	return s
 }
 
 // Close stops the node: it stops accepting, tells every client that the

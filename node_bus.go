@@ -105,6 +105,12 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		return marshalResult(list)
 	case pb.BusSync: // nothing to do: answered in order (Conn.Flush)
 		return conn.Result{}
+	case pb.BusDirectOpen:
+		return n.directOpen(c, r.Payload)
+	case pb.BusDirectStart:
+		return n.directStart(c, r.Payload)
+	case pb.BusDirectClose:
+		return n.directClose(c, r.Payload)
 	case pb.BusMonitor:
 		var m pb.BusWatch
 		if err := gproto.Unmarshal(r.Payload, &m); err != nil {

@@ -126,7 +126,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		NodeUid:           uint32(n.uid),
 		NodePid:           int32(n.pid),
 		Cpus:              shm.CPUMask(),
-		Features:          hello.GetFeatures() & uint32(pb.Feature_FEATURE_PEER_CONTEXT), // all the node knows
+		Features:          hello.GetFeatures() & n.grantable(socketOnly), // all the node knows
 	}
 	if socketOnly {
 		welcome.Transport = pb.Transport_TRANSPORT_SOCKET
@@ -156,7 +156,8 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		HandlerGrace: n.o.handlerGrace, EventWait: n.o.eventWait, Watcher: n.sockWatcher(),
 		PeerContext: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0,
 		Spin:        derefOr(n.o.spin, shm.SpinWith(hello.GetCpus())), SpinSet: true,
-		Announced: announced,
+		DirectPeers: welcome.GetFeatures()&uint32(pb.Feature_FEATURE_DIRECT_PEERS) != 0,
+		Announced:   announced,
 	}
 	n.connObservers(&cfg)
 	cn, err := conn.Start(n.sys, cfg, connSpawner{n})

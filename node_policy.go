@@ -22,6 +22,8 @@ func WithPolicy(p Policy) NodeOption {
 // Actions already decided stand; subscriptions and names held stay held.
 func (n *Node) SetPolicy(p Policy) {
 	n.policy.Store(&policyBox{p})
+	n.direct.policyGen.Add(1)
+	n.directRevokeWhere(nil) // the channels were allowed by the old policy
 }
 
 type policyBox struct{ p Policy }

@@ -203,6 +203,7 @@ func (n *Node) addMonitor(c *conn.Endpoint, targets []string) {
 	}
 	ms = append(ms, m)
 	n.monitors.Store(&ms)
+	n.directRevokeWhere(func(ch *brokered) bool { return n.monitored(ch.a, ch.b) }) // the monitor sees the traffic
 }
 
 // dropMonitor forgets a connection that ended.

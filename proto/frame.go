@@ -57,6 +57,17 @@ const (
 	// starts with the request's 16-byte reply handle; ID is unused; Aux is
 	// a Code.
 	KindPeerReply uint16 = 10
+
+	// Frames of a direct peer channel's rings only (FEATURE_DIRECT_PEERS;
+	// see WIRE.md). Its request ring carries KindPeerCall (ID the caller's
+	// call id, Aux the deadline; the body is the payload, no destination)
+	// and KindPeerSend (the body is the payload), and these two; its reply
+	// ring carries KindReply (ID the call id, Aux a Code).
+
+	// KindDirectCancel: the caller of request ID stopped waiting.
+	KindDirectCancel uint16 = 11
+	// KindDirectEnd: the caller writes nothing after it on this channel.
+	KindDirectEnd uint16 = 12
 )
 
 // Flags of bus frames.
@@ -87,6 +98,10 @@ const (
 	// requests in order, so its answer means every frame written before
 	// the call was taken (the socket transport's Flush).
 	BusSync uint16 = 11 // empty → empty
+	// Direct peer channels (FEATURE_DIRECT_PEERS; see WIRE.md).
+	BusDirectOpen  uint16 = 12 // BusName (an address) → DirectRef
+	BusDirectStart uint16 = 13 // DirectRef → empty; sent as KindSend
+	BusDirectClose uint16 = 14 // DirectRef → empty; sent as KindSend
 
 	// Messages (events). The event body starts with the sender's address
 	// and the destination it was sent to (a length byte and the bytes,
@@ -100,6 +115,10 @@ const (
 	// delivered to this client stopped waiting; its body is not a
 	// message's but a CancelBody.
 	MsgCancel uint16 = 5
+	// MsgDirectStart (FEATURE_DIRECT_PEERS only): the sender's requests
+	// and messages to this client continue on the direct channel whose id
+	// is the body (8 bytes, little-endian); see WIRE.md.
+	MsgDirectStart uint16 = 6
 	// MsgMonitor + a bus frame kind (KindPeerSend … KindGroupCall): a copy
 	// of a message, for a monitor; no reply handle.
 	MsgMonitor uint16 = 16

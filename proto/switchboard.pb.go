@@ -349,6 +349,12 @@ const (
 	// 4-byte deadline after the reply handle), and the node tells the
 	// recipient when a request's caller stops waiting (MsgCancel events).
 	Feature_FEATURE_PEER_CONTEXT Feature = 1
+	// Direct peer channels (shared-memory transport only): the client may
+	// ask the node to broker a channel to a peer (BusDirectOpen), receives
+	// DirectChannel and DirectClosed control frames on its socket (the
+	// first with descriptors), and MsgDirectStart events. See WIRE.md,
+	// "Direct peer channels".
+	Feature_FEATURE_DIRECT_PEERS Feature = 2
 )
 
 // Enum value maps for Feature.
@@ -356,10 +362,12 @@ var (
 	Feature_name = map[int32]string{
 		0: "FEATURE_NONE",
 		1: "FEATURE_PEER_CONTEXT",
+		2: "FEATURE_DIRECT_PEERS",
 	}
 	Feature_value = map[string]int32{
 		"FEATURE_NONE":         0,
 		"FEATURE_PEER_CONTEXT": 1,
+		"FEATURE_DIRECT_PEERS": 2,
 	}
 )
 
@@ -900,6 +908,8 @@ type Control struct {
 	//	*Control_Goodbye
 	//	*Control_Cancel
 	//	*Control_ClientGoodbye
+	//	*Control_DirectChannel
+	//	*Control_DirectClosed
 	Msg           isControl_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -996,6 +1006,24 @@ func (x *Control) GetClientGoodbye() *ClientGoodbye {
 	return nil
 }
 
+func (x *Control) GetDirectChannel() *DirectChannel {
+	if x != nil {
+		if x, ok := x.Msg.(*Control_DirectChannel); ok {
+			return x.DirectChannel
+		}
+	}
+	return nil
+}
+
+func (x *Control) GetDirectClosed() *DirectClosed {
+	if x != nil {
+		if x, ok := x.Msg.(*Control_DirectClosed); ok {
+			return x.DirectClosed
+		}
+	}
+	return nil
+}
+
 type isControl_Msg interface {
 	isControl_Msg()
 }
@@ -1030,6 +1058,16 @@ type Control_ClientGoodbye struct {
 	ClientGoodbye *ClientGoodbye `protobuf:"bytes,6,opt,name=client_goodbye,json=clientGoodbye,proto3,oneof"`
 }
 
+type Control_DirectChannel struct {
+	// Node->client: a direct peer channel, its descriptors attached.
+	DirectChannel *DirectChannel `protobuf:"bytes,7,opt,name=direct_channel,json=directChannel,proto3,oneof"`
+}
+
+type Control_DirectClosed struct {
+	// Node->client: stop using a direct peer channel.
+	DirectClosed *DirectClosed `protobuf:"bytes,8,opt,name=direct_closed,json=directClosed,proto3,oneof"`
+}
+
 func (*Control_Hello) isControl_Msg() {}
 
 func (*Control_Welcome) isControl_Msg() {}
@@ -1041,6 +1079,181 @@ func (*Control_Goodbye) isControl_Msg() {}
 func (*Control_Cancel) isControl_Msg() {}
 
 func (*Control_ClientGoodbye) isControl_Msg() {}
+
+func (*Control_DirectChannel) isControl_Msg() {}
+
+func (*Control_DirectClosed) isControl_Msg() {}
+
+// DirectChannel hands a client its end of a direct peer channel
+// (FEATURE_DIRECT_PEERS). The frame carries the segment and its four
+// doorbells (SCM_RIGHTS), in shm.Link.Fds order. Ring 0 carries requests
+// from the caller to the responder, ring 1 replies back.
+type DirectChannel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel's id, unique in this run of the node.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The other end's address.
+	Peer string `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// True for the caller's end (it writes ring 0), false for the responder's.
+	Caller        bool `protobuf:"varint,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectChannel) Reset() {
+	*x = DirectChannel{}
+	mi := &file_switchboard_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectChannel) ProtoMessage() {}
+
+func (x *DirectChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectChannel.ProtoReflect.Descriptor instead.
+func (*DirectChannel) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DirectChannel) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DirectChannel) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *DirectChannel) GetCaller() bool {
+	if x != nil {
+		return x.Caller
+	}
+	return false
+}
+
+// DirectClosed tells a client to stop using a direct peer channel.
+type DirectClosed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel's id.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why: CODE_PEER_GONE (the other end disconnected: fail what is in
+	// flight on it), or CODE_REFUSED (revoked: a monitor, a policy
+	// reload; the caller ends it and routes again).
+	Code          Code `protobuf:"varint,2,opt,name=code,proto3,enum=switchboard.v1.Code" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectClosed) Reset() {
+	*x = DirectClosed{}
+	mi := &file_switchboard_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectClosed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectClosed) ProtoMessage() {}
+
+func (x *DirectClosed) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectClosed.ProtoReflect.Descriptor instead.
+func (*DirectClosed) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DirectClosed) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DirectClosed) GetCode() Code {
+	if x != nil {
+		return x.Code
+	}
+	return Code_CODE_OK
+}
+
+// DirectRef names a direct peer channel: BusDirectOpen's reply, and the
+// body of BusDirectStart and BusDirectClose.
+type DirectRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel's id.
+	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectRef) Reset() {
+	*x = DirectRef{}
+	mi := &file_switchboard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectRef) ProtoMessage() {}
+
+func (x *DirectRef) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectRef.ProtoReflect.Descriptor instead.
+func (*DirectRef) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DirectRef) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
 
 // NodeInfo is the reply of the built-in system service's info command.
 type NodeInfo struct {
@@ -1069,7 +1282,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_switchboard_proto_msgTypes[7]
+	mi := &file_switchboard_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1294,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[7]
+	mi := &file_switchboard_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1307,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1171,7 +1384,7 @@ type ServiceList struct {
 
 func (x *ServiceList) Reset() {
 	*x = ServiceList{}
-	mi := &file_switchboard_proto_msgTypes[8]
+	mi := &file_switchboard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1396,7 @@ func (x *ServiceList) String() string {
 func (*ServiceList) ProtoMessage() {}
 
 func (x *ServiceList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[8]
+	mi := &file_switchboard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1409,7 @@ func (x *ServiceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceList.ProtoReflect.Descriptor instead.
 func (*ServiceList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServiceList) GetServices() []*ServiceDesc {
@@ -1226,7 +1439,7 @@ type ServiceDesc struct {
 
 func (x *ServiceDesc) Reset() {
 	*x = ServiceDesc{}
-	mi := &file_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1451,7 @@ func (x *ServiceDesc) String() string {
 func (*ServiceDesc) ProtoMessage() {}
 
 func (x *ServiceDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[9]
+	mi := &file_switchboard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1464,7 @@ func (x *ServiceDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceDesc.ProtoReflect.Descriptor instead.
 func (*ServiceDesc) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceDesc) GetId() uint32 {
@@ -1301,7 +1514,7 @@ type CommandDesc struct {
 
 func (x *CommandDesc) Reset() {
 	*x = CommandDesc{}
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1526,7 @@ func (x *CommandDesc) String() string {
 func (*CommandDesc) ProtoMessage() {}
 
 func (x *CommandDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[10]
+	mi := &file_switchboard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1539,7 @@ func (x *CommandDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandDesc.ProtoReflect.Descriptor instead.
 func (*CommandDesc) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CommandDesc) GetId() uint32 {
@@ -1363,7 +1576,7 @@ type BusGroup struct {
 
 func (x *BusGroup) Reset() {
 	*x = BusGroup{}
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1588,7 @@ func (x *BusGroup) String() string {
 func (*BusGroup) ProtoMessage() {}
 
 func (x *BusGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1601,7 @@ func (x *BusGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusGroup.ProtoReflect.Descriptor instead.
 func (*BusGroup) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BusGroup) GetGroup() string {
@@ -1410,7 +1623,7 @@ type BusName struct {
 
 func (x *BusName) Reset() {
 	*x = BusName{}
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1635,7 @@ func (x *BusName) String() string {
 func (*BusName) ProtoMessage() {}
 
 func (x *BusName) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1648,7 @@ func (x *BusName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusName.ProtoReflect.Descriptor instead.
 func (*BusName) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BusName) GetName() string {
@@ -1458,7 +1671,7 @@ type BusWatch struct {
 
 func (x *BusWatch) Reset() {
 	*x = BusWatch{}
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1683,7 @@ func (x *BusWatch) String() string {
 func (*BusWatch) ProtoMessage() {}
 
 func (x *BusWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1696,7 @@ func (x *BusWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusWatch.ProtoReflect.Descriptor instead.
 func (*BusWatch) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BusWatch) GetTargets() []string {
@@ -1506,7 +1719,7 @@ type OwnReply struct {
 
 func (x *OwnReply) Reset() {
 	*x = OwnReply{}
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1731,7 @@ func (x *OwnReply) String() string {
 func (*OwnReply) ProtoMessage() {}
 
 func (x *OwnReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1744,7 @@ func (x *OwnReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnReply.ProtoReflect.Descriptor instead.
 func (*OwnReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OwnReply) GetPrimary() bool {
@@ -1565,7 +1778,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1790,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1803,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Member) GetAddress() string {
@@ -1639,7 +1852,7 @@ type MemberList struct {
 
 func (x *MemberList) Reset() {
 	*x = MemberList{}
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1864,7 @@ func (x *MemberList) String() string {
 func (*MemberList) ProtoMessage() {}
 
 func (x *MemberList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1877,7 @@ func (x *MemberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberList.ProtoReflect.Descriptor instead.
 func (*MemberList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemberList) GetMembers() []*Member {
@@ -1687,7 +1900,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1912,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1925,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GroupInfo) GetName() string {
@@ -1740,7 +1953,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1965,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1978,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupList) GetGroups() []*GroupInfo {
@@ -1790,7 +2003,7 @@ type NameInfo struct {
 
 func (x *NameInfo) Reset() {
 	*x = NameInfo{}
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2015,7 @@ func (x *NameInfo) String() string {
 func (*NameInfo) ProtoMessage() {}
 
 func (x *NameInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2028,7 @@ func (x *NameInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameInfo.ProtoReflect.Descriptor instead.
 func (*NameInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NameInfo) GetName() string {
@@ -1850,7 +2063,7 @@ type NameList struct {
 
 func (x *NameList) Reset() {
 	*x = NameList{}
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2075,7 @@ func (x *NameList) String() string {
 func (*NameList) ProtoMessage() {}
 
 func (x *NameList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2088,7 @@ func (x *NameList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameList.ProtoReflect.Descriptor instead.
 func (*NameList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NameList) GetNames() []*NameInfo {
@@ -1919,7 +2132,7 @@ type ConnectionInfo struct {
 
 func (x *ConnectionInfo) Reset() {
 	*x = ConnectionInfo{}
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2144,7 @@ func (x *ConnectionInfo) String() string {
 func (*ConnectionInfo) ProtoMessage() {}
 
 func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2157,7 @@ func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConnectionInfo) GetMember() *Member {
@@ -2070,7 +2283,7 @@ type ConnectionList struct {
 
 func (x *ConnectionList) Reset() {
 	*x = ConnectionList{}
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2295,7 @@ func (x *ConnectionList) String() string {
 func (*ConnectionList) ProtoMessage() {}
 
 func (x *ConnectionList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2308,7 @@ func (x *ConnectionList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionList.ProtoReflect.Descriptor instead.
 func (*ConnectionList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConnectionList) GetConnections() []*ConnectionInfo {
@@ -2130,7 +2343,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2355,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2368,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Notice) GetKind() NoticeKind {
@@ -2229,7 +2442,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2454,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2467,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupResult) GetAddress() string {
@@ -2290,7 +2503,7 @@ type GroupReply struct {
 
 func (x *GroupReply) Reset() {
 	*x = GroupReply{}
-	mi := &file_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2515,7 @@ func (x *GroupReply) String() string {
 func (*GroupReply) ProtoMessage() {}
 
 func (x *GroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2528,7 @@ func (x *GroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReply.ProtoReflect.Descriptor instead.
 func (*GroupReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GroupReply) GetResults() []*GroupResult {
@@ -2367,15 +2580,26 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
 	"\rClientGoodbye\"\x18\n" +
 	"\x06Cancel\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\xd8\x02\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xe5\x03\n" +
 	"\aControl\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.switchboard.v1.HelloH\x00R\x05hello\x123\n" +
 	"\awelcome\x18\x02 \x01(\v2\x17.switchboard.v1.WelcomeH\x00R\awelcome\x123\n" +
 	"\arefused\x18\x03 \x01(\v2\x17.switchboard.v1.RefusedH\x00R\arefused\x123\n" +
 	"\agoodbye\x18\x04 \x01(\v2\x17.switchboard.v1.GoodbyeH\x00R\agoodbye\x120\n" +
 	"\x06cancel\x18\x05 \x01(\v2\x16.switchboard.v1.CancelH\x00R\x06cancel\x12F\n" +
-	"\x0eclient_goodbye\x18\x06 \x01(\v2\x1d.switchboard.v1.ClientGoodbyeH\x00R\rclientGoodbyeB\x05\n" +
-	"\x03msg\"\xa0\x02\n" +
+	"\x0eclient_goodbye\x18\x06 \x01(\v2\x1d.switchboard.v1.ClientGoodbyeH\x00R\rclientGoodbye\x12F\n" +
+	"\x0edirect_channel\x18\a \x01(\v2\x1d.switchboard.v1.DirectChannelH\x00R\rdirectChannel\x12C\n" +
+	"\rdirect_closed\x18\b \x01(\v2\x1c.switchboard.v1.DirectClosedH\x00R\fdirectClosedB\x05\n" +
+	"\x03msg\"K\n" +
+	"\rDirectChannel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\bR\x06caller\"H\n" +
+	"\fDirectClosed\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
+	"\x04code\x18\x02 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\"\x1b\n" +
+	"\tDirectRef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xa0\x02\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
@@ -2506,10 +2730,11 @@ const file_switchboard_proto_rawDesc = "" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTRANSPORT_SHM\x10\x01\x12\x14\n" +
-	"\x10TRANSPORT_SOCKET\x10\x02*5\n" +
+	"\x10TRANSPORT_SOCKET\x10\x02*O\n" +
 	"\aFeature\x12\x10\n" +
 	"\fFEATURE_NONE\x10\x00\x12\x18\n" +
-	"\x14FEATURE_PEER_CONTEXT\x10\x01B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
+	"\x14FEATURE_PEER_CONTEXT\x10\x01\x12\x18\n" +
+	"\x14FEATURE_DIRECT_PEERS\x10\x02B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -2524,7 +2749,7 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 }
 
 var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_switchboard_proto_goTypes = []any{
 	(Code)(0),              // 0: switchboard.v1.Code
 	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
@@ -2538,25 +2763,28 @@ var file_switchboard_proto_goTypes = []any{
 	(*ClientGoodbye)(nil),  // 9: switchboard.v1.ClientGoodbye
 	(*Cancel)(nil),         // 10: switchboard.v1.Cancel
 	(*Control)(nil),        // 11: switchboard.v1.Control
-	(*NodeInfo)(nil),       // 12: switchboard.v1.NodeInfo
-	(*ServiceList)(nil),    // 13: switchboard.v1.ServiceList
-	(*ServiceDesc)(nil),    // 14: switchboard.v1.ServiceDesc
-	(*CommandDesc)(nil),    // 15: switchboard.v1.CommandDesc
-	(*BusGroup)(nil),       // 16: switchboard.v1.BusGroup
-	(*BusName)(nil),        // 17: switchboard.v1.BusName
-	(*BusWatch)(nil),       // 18: switchboard.v1.BusWatch
-	(*OwnReply)(nil),       // 19: switchboard.v1.OwnReply
-	(*Member)(nil),         // 20: switchboard.v1.Member
-	(*MemberList)(nil),     // 21: switchboard.v1.MemberList
-	(*GroupInfo)(nil),      // 22: switchboard.v1.GroupInfo
-	(*GroupList)(nil),      // 23: switchboard.v1.GroupList
-	(*NameInfo)(nil),       // 24: switchboard.v1.NameInfo
-	(*NameList)(nil),       // 25: switchboard.v1.NameList
-	(*ConnectionInfo)(nil), // 26: switchboard.v1.ConnectionInfo
-	(*ConnectionList)(nil), // 27: switchboard.v1.ConnectionList
-	(*Notice)(nil),         // 28: switchboard.v1.Notice
-	(*GroupResult)(nil),    // 29: switchboard.v1.GroupResult
-	(*GroupReply)(nil),     // 30: switchboard.v1.GroupReply
+	(*DirectChannel)(nil),  // 12: switchboard.v1.DirectChannel
+	(*DirectClosed)(nil),   // 13: switchboard.v1.DirectClosed
+	(*DirectRef)(nil),      // 14: switchboard.v1.DirectRef
+	(*NodeInfo)(nil),       // 15: switchboard.v1.NodeInfo
+	(*ServiceList)(nil),    // 16: switchboard.v1.ServiceList
+	(*ServiceDesc)(nil),    // 17: switchboard.v1.ServiceDesc
+	(*CommandDesc)(nil),    // 18: switchboard.v1.CommandDesc
+	(*BusGroup)(nil),       // 19: switchboard.v1.BusGroup
+	(*BusName)(nil),        // 20: switchboard.v1.BusName
+	(*BusWatch)(nil),       // 21: switchboard.v1.BusWatch
+	(*OwnReply)(nil),       // 22: switchboard.v1.OwnReply
+	(*Member)(nil),         // 23: switchboard.v1.Member
+	(*MemberList)(nil),     // 24: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 25: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 26: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 27: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 28: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 29: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 30: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 31: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 32: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 33: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
 	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
@@ -2569,24 +2797,27 @@ var file_switchboard_proto_depIdxs = []int32{
 	8,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
 	10, // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
 	9,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
-	3,  // 10: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	14, // 11: switchboard.v1.ServiceList.services:type_name -> switchboard.v1.ServiceDesc
-	15, // 12: switchboard.v1.ServiceDesc.commands:type_name -> switchboard.v1.CommandDesc
-	20, // 13: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
-	22, // 14: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
-	24, // 15: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
-	20, // 16: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
-	26, // 17: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
-	2,  // 18: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
-	20, // 19: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
-	1,  // 20: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
-	0,  // 21: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
-	29, // 22: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	12, // 10: switchboard.v1.Control.direct_channel:type_name -> switchboard.v1.DirectChannel
+	13, // 11: switchboard.v1.Control.direct_closed:type_name -> switchboard.v1.DirectClosed
+	0,  // 12: switchboard.v1.DirectClosed.code:type_name -> switchboard.v1.Code
+	3,  // 13: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
+	17, // 14: switchboard.v1.ServiceList.services:type_name -> switchboard.v1.ServiceDesc
+	18, // 15: switchboard.v1.ServiceDesc.commands:type_name -> switchboard.v1.CommandDesc
+	23, // 16: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	25, // 17: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	27, // 18: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	23, // 19: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	29, // 20: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	2,  // 21: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
+	23, // 22: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	1,  // 23: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
+	0,  // 24: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
+	32, // 25: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -2601,6 +2832,8 @@ func file_switchboard_proto_init() {
 		(*Control_Goodbye)(nil),
 		(*Control_Cancel)(nil),
 		(*Control_ClientGoodbye)(nil),
+		(*Control_DirectChannel)(nil),
+		(*Control_DirectClosed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2608,7 +2841,7 @@ func file_switchboard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -89,6 +89,15 @@ func (l *Link) Fds() []int {
 // creator, close-on-exec as RecvFds receives them. It takes ownership of
 // fds, closing them all on error.
 func OpenLink(fds []int, opts ...Option) (*Link, error) {
+	return OpenLinkSide(fds, false, opts...)
+}
+
+// OpenLinkSide is OpenLink for either side: with creator true, the side
+// that writes the rings the segment's creator writes. A third party that
+// created a link for two others (the node brokering a direct channel
+// between two clients) hands one the creator's side this way, and the
+// other the peer's.
+func OpenLinkSide(fds []int, creator bool, opts ...Option) (*Link, error) {
 	if len(fds) < 3 {
 		closeFds(fds)
 		return nil, fmt.Errorf("shm: a link needs at least 3 descriptors, got %d", len(fds))
@@ -98,7 +107,7 @@ func OpenLink(fds []int, opts ...Option) (*Link, error) {
 		closeFds(fds[1:])
 		return nil, err
 	}
-	l := &Link{Seg: seg}
+	l := &Link{Seg: seg, creator: creator}
 	l.fromSegment()
 	nbells, err := l.checkBells()
 	if err == nil && len(fds) != 1+nbells {

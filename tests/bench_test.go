@@ -401,16 +401,24 @@ func setAffinity(set *unix.CPUSet) error {
 
 // BenchmarkPeerRequest: one-to-one RPC between two clients through the
 // node (this process → node → responder process → node → back), 64 B.
+// The /direct variants dial both clients WithDirectPeers(true): after a
+// warm-up request the two talk over a channel the node brokered (this
+// process → responder process → back), and the run fails unless every
+// timed request went that way.
 func BenchmarkPeerRequest(b *testing.B) {
-	for _, bc := range []struct{ spin, inline string }{{"default", ""}, {"0s", ""}, {"default", "1"}, {"0s", "1"}} {
+	for _, bc := range []struct{ spin, inline, direct string }{{"default", "", ""}, {"0s", "", ""}, {"default", "1", ""}, {"0s", "1", ""},
+		{"default", "", "1"}, {"0s", "", "1"}, {"default", "1", "1"}} {
 		spin := bc.spin
 		name := "spin=" + spin
 		if bc.inline != "" {
 			name += "/inline"
 		}
+		if bc.direct != "" {
+			name += "/direct"
+		}
 		b.Run(name, func(b *testing.B) {
-			env := []string{"SB_INLINE=" + bc.inline}
-			opts := []switchboard.DialOption{nil}
+			env := []string{"SB_INLINE=" + bc.inline, "SB_DIRECT=" + bc.direct}
+			opts := []switchboard.DialOption{nil, switchboard.WithDirectPeers(bc.direct != "")}
 			if spin != "default" {
 				env = append(env, "SB_SPIN="+spin)
 				d, _ := time.ParseDuration(spin)
@@ -426,8 +434,17 @@ func BenchmarkPeerRequest(b *testing.B) {
 			defer c.Close()
 			ctx := context.Background()
 			payload := make([]byte, 64)
+			if bc.direct != "" { // the channel is set up after the first request: not timed
+				for c.DirectStats().Opened == 0 {
+					if _, err := c.Request(ctx, addr, payload); err != nil {
+						b.Fatal(err)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
 			lat := make([]int64, 0, 1<<16)
 			b.ReportAllocs()
+			before := c.DirectStats().Requests
 			for b.Loop() {
 				t0 := time.Now()
 				if _, err := c.Request(ctx, addr, payload); err != nil {
@@ -436,6 +453,9 @@ func BenchmarkPeerRequest(b *testing.B) {
 				lat = append(lat, int64(time.Since(t0)))
 			}
 			reportLatency(b, lat)
+			if bc.direct != "" && c.DirectStats().Requests-before != uint64(b.N) {
+				b.Fatalf("%d of %d requests went direct", c.DirectStats().Requests-before, b.N)
+			}
 		})
 	}
 }

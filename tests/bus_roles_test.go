@@ -37,6 +37,9 @@ func runBusRole(role string) (int, bool) {
 		spin, _ := time.ParseDuration(d)
 		opts = append(opts, switchboard.WithSpin(spin))
 	}
+	if os.Getenv("SB_DIRECT") != "" {
+		opts = append(opts, switchboard.WithDirectPeers(true))
+	}
 	ctx := context.Background()
 	switch role {
 	case "peer":

@@ -63,6 +63,9 @@ type Config struct {
 	// their deadline, and it hears (MsgCancel) when their callers stop
 	// waiting.
 	PeerContext bool
+	// DirectPeers: the client has FEATURE_DIRECT_PEERS (the node may hand
+	// it direct peer channels, SendControl).
+	DirectPeers bool
 
 	MaxMessage int // largest reassembled message
 	EventQueue int // events queued when the event ring is full

@@ -1,0 +1,448 @@
+package switchboard
+
+import (
+	"context"
+	"encoding/binary"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/switchboard-ipc/switchboard/proto"
+	"github.com/switchboard-ipc/switchboard/shm"
+	"golang.org/x/sys/unix"
+	gproto "google.golang.org/protobuf/proto"
+)
+
+// directCloseAt tells the node this caller ended channel ref.
+func (c *Conn) directCloseAt(ref *pb.DirectRef) {
+	body, _ := gproto.Marshal(ref)
+	c.send(context.Background(), pb.BusService, pb.BusDirectClose, [][]byte{body})
+}
+
+// directControl handles a DirectChannel or DirectClosed control frame, on
+// the socket reader; it takes ownership of fds.
+func (c *Conn) directControl(msg *pb.Control, fds []int) {
+	if m := msg.GetDirectChannel(); m != nil && c.dir != nil {
+		link, err := shm.OpenLinkSide(fds, m.GetCaller())
+		if err == nil && (link.NumRings() != 2 || m.GetCaller() != (link.Producer(0) != nil) || link.Consumer(0) == nil && link.Consumer(1) == nil) {
+			link.Close()
+			err = shm.ErrBadSegment
+		}
+		if err != nil {
+			c.dir.corrupt.Add(1)
+			return
+		}
+		ch := &dchan{id: m.GetId(), peer: m.GetPeer(), caller: m.GetCaller(), link: link,
+			pending: map[uint64]time.Time{}, started: make(chan struct{}), quiet: make(chan struct{})}
+		ch.ctx, ch.cancel = context.WithCancel(c.life)
+		if ch.caller {
+			ch.prod, ch.cons = link.Producer(0), link.Consumer(1)
+		} else {
+			ch.prod, ch.cons = link.Producer(1), link.Consumer(0)
+			ch.reasm = pb.Reassembly{MaxInFlight: 16, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
+		}
+		ch.last.Store(time.Now().UnixNano())
+		c.dir.mu.Lock()
+		c.dir.byID[ch.id] = ch
+		if !ch.caller {
+			c.dir.in[ch.peer] = append(c.dir.in[ch.peer], ch)
+		}
+		close(c.dir.arrived)
+		c.dir.arrived = make(chan struct{})
+		if c.dir.early[ch.id] { // the marker came first: the event ring and the socket race
+			delete(c.dir.early, ch.id)
+			ch.once.Do(func() { close(ch.started) })
+		}
+		c.dir.mu.Unlock()
+		sess := c.rc.sessDone
+		c.wg.Go(func() { // the channel's own stop: the session's end
+			select {
+			case <-sess:
+			case <-ch.ctx.Done():
+			}
+			ch.cancel()
+			ch.link.Shutdown()
+		})
+		c.wg.Go(func() { c.directRead(ch) })
+		return
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	m := msg.GetDirectClosed()
+	if m == nil || c.dir == nil {
+		return
+	}
+	c.dir.mu.Lock()
+	ch := c.dir.byID[m.GetId()]
+	c.dir.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	switch {
+	case ch.caller && m.GetCode() == pb.Code_CODE_REFUSED: // revoked: end it, keep its replies coming
+		c.wg.Go(func() { c.directRetire(ch); ch.cons.Wake() })
+	case ch.caller: // the responder is gone: what is in flight fails now
+		c.directFail(ch, m.GetCode())
+	default: // the caller ended it, or is gone: what it wrote before is served first
+		c.evmu.Lock()
+		c.directDrain(ch, true)
+		c.evmu.Unlock()
+		c.directServedCancel(ch, m.GetCode())
+		ch.cancel()
+	}
+}
+
+// directFail fails every request in flight on a caller's channel with
+// code's error (ErrPeerGone), and ends the channel.
+func (c *Conn) directFail(ch *dchan, code pb.Code) {
+	if code == pb.Code_CODE_OK {
+		code = pb.Code_CODE_PEER_GONE
+	}
+	c.dir.sw.Lock()
+	ch.retired.Store(true)
+	c.dir.mu.Lock()
+	if c.dir.out[ch.peer] == ch {
+		delete(c.dir.out, ch.peer)
+	}
+	c.dir.mu.Unlock()
+	c.dir.sw.Unlock()
+	ch.mu.Lock()
+	ids := make([]uint64, 0, len(ch.pending))
+	for id := range ch.pending {
+		ids = append(ids, id)
+	}
+	clear(ch.pending)
+	ch.mu.Unlock()
+	for _, id := range ids {
+		c.reply(id, code, nil)
+	}
+	ch.cancel()
+}
+
+// directServedCancel cancels the requests from a responder's channel
+// still being served: their caller is gone (or ended the channel).
+func (c *Conn) directServedCancel(ch *dchan, code pb.Code) {
+	cause := context.Canceled
+	if code == pb.Code_CODE_PEER_GONE {
+		cause = ErrPeerGone
+	}
+	c.emu.Lock()
+	var rs []*PeerRequest
+	for h, r := range c.served {
+		if isDirectHandle(h) && binary.LittleEndian.Uint64(h[:])&^(1<<63) == ch.id {
+			rs = append(rs, r)
+			delete(c.served, h)
+		}
+	}
+	c.emu.Unlock()
+	for _, r := range rs {
+		r.cancel(cause)
+	}
+}
+
+// directRead is a channel's goroutine: for a caller, it reads the replies
+// and ends the channel when idle or retired; for a responder, it reads the
+// requests once the start marker came (under evmu, as the event reader).
+// It unmaps the channel when it exits.
+func (c *Conn) directRead(ch *dchan) {
+	defer c.directClose(ch)
+	if !ch.caller {
+		select {
+		case <-ch.started:
+		case <-ch.ctx.Done():
+			return
+		}
+	}
+	reasm := pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
+	// The waits allocate nothing: one condition each, made here; the
+	// doorbell's own re-checks (every second at most) see the idle end.
+	bell := ch.link.Bell(ch.link.Spec(0).DataBell)
+	ready := func() bool { ch.cons.Rearm(); return ch.cons.Unreleased() }
+	if ch.caller {
+		bell = ch.link.Bell(ch.link.Spec(1).DataBell)
+		ready = func() bool {
+			ch.cons.Rearm()
+			if ch.cons.Unreleased() {
+				return true
+			}
+			ch.mu.Lock()
+			idle := len(ch.pending) == 0
+			ch.mu.Unlock()
+			return idle && (ch.retired.Load() || time.Since(time.Unix(0, ch.last.Load())) > directIdle)
+		}
+	}
+	for ch.ctx.Err() == nil {
+		if ch.caller {
+			if !c.directReplies(ch, &reasm) {
+				return
+			}
+			ch.mu.Lock()
+			idle := len(ch.pending) == 0
+			ch.mu.Unlock()
+			if idle && ch.retired.Load() {
+				c.directCloseAt(&pb.DirectRef{Id: ch.id})
+				return
+			}
+			if idle && time.Since(time.Unix(0, ch.last.Load())) > directIdle {
+				c.directRetire(ch)
+				continue
+			}
+		} else {
+			// The consumer is the event reader's while it holds evmu (a
+			// fence drains it there too): outside, this goroutine waits on
+			// the doorbell looking only at the ring's shared words.
+			if d := directReaderLag.Load(); d > 0 {
+				time.Sleep(time.Duration(d))
+			}
+			c.evmu.Lock()
+			ok := c.directDrain(ch, false)
+			ended := ch.ended
+			if ok && !ended {
+				ch.cons.Arm()
+			}
+			c.evmu.Unlock()
+			if !ok {
+				return
+			}
+			if ended { // keep it for the answers still to come
+				ch.mu.Lock()
+				ch.done = true
+				open := ch.open
+				ch.mu.Unlock()
+				if open > 0 {
+					select {
+					case <-ch.quiet:
+					case <-ch.ctx.Done():
+					}
+				}
+				return
+			}
+			if !c.eventRoom() { // the event queue is full: wait for room, as the pump does
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			bell.WaitUntil(context.Background(), ready) // the channel's end shuts the bell
+			ch.cons.Disarm()
+			continue
+		}
+		ch.cons.Arm()
+		bell.WaitUntil(context.Background(), ready)
+		ch.cons.Disarm()
+	}
+}
+
+// directReplies hands the replies on a caller's channel to their callers;
+// false: the peer broke the protocol (counted; what is in flight fails).
+func (c *Conn) directReplies(ch *dchan, reasm *pb.Reassembly) bool {
+	defer ch.cons.Release()
+	for {
+		f, err := ch.cons.Next()
+		if err == shm.ErrRingEmpty {
+			return true
+		}
+		if err == nil && f.Kind != pb.KindReply {
+			err = shm.ErrCorrupt
+		}
+		var m pb.Message
+		whole := true
+		if err == nil {
+			m, whole, err = reasm.Add(f)
+		}
+		if err != nil {
+			c.dir.corrupt.Add(1)
+			c.directFail(ch, pb.Code_CODE_PROTOCOL_VIOLATION)
+			return false
+		}
+		if !whole {
+			continue
+		}
+		ch.mu.Lock()
+		_, ok := ch.pending[m.ID]
+		delete(ch.pending, m.ID)
+		ch.mu.Unlock()
+		if !ok { // canceled, or never asked: a peer cannot answer another channel's calls
+			c.dir.late.Add(1)
+			continue
+		}
+		body := m.Body
+		if !m.Owned {
+			body = append([]byte(nil), body...)
+		}
+		c.reply(m.ID, pb.PeerCode(pb.Code(m.Aux)), body)
+	}
+}
+
+// directReaderLag, set by tests only, delays a responder's channel
+// goroutine before it reads (nanoseconds): a reader that lags behind the
+// event reader.
+var directReaderLag atomic.Int64
+
+// directDrain serves what waits in a responder's channel, as events would
+// be: requests to the request handler (or as events), messages as events.
+// It stops while the event queue is full, unless all (a fence: what the
+// channel holds came before the event about to be queued; at most a
+// ring's worth). The caller holds evmu. False: the peer broke the
+// protocol (the channel is ended, counted).
+func (c *Conn) directDrain(ch *dchan, all bool) bool {
+	if ch.draining || ch.ended || ch.ctx.Err() != nil {
+		return true
+	}
+	select {
+	case <-ch.started:
+	default:
+		return true // not yet: the routed messages before the marker come first
+	}
+	ch.draining = true
+	defer func() { ch.draining = false }()
+	defer ch.cons.Release()
+	me := c.Address()
+	for !ch.ended && (all || c.eventRoom()) {
+		f, err := ch.cons.Next()
+		if err == shm.ErrRingEmpty {
+			return true
+		}
+		if err == nil {
+			err = c.directFrame(ch, f, me)
+		}
+		if err != nil {
+			c.dir.corrupt.Add(1)
+			ch.ended = true
+			c.directServedCancel(ch, pb.Code_CODE_CANCELED)
+			body, _ := gproto.Marshal(&pb.DirectRef{Id: ch.id})
+			c.send(context.Background(), pb.BusService, pb.BusDirectClose, [][]byte{body})
+			ch.cancel()
+			return false
+		}
+	}
+	return true
+}
+
+// directFrame serves one frame of a responder's channel (untrusted).
+func (c *Conn) directFrame(ch *dchan, f shm.Frame, me string) error {
+	switch f.Kind {
+	case pb.KindDirectEnd:
+		ch.ended = true
+		return nil
+	case pb.KindDirectCancel:
+		h := directHandle(ch.id, f.ID)
+		c.emu.Lock()
+		r := c.served[h]
+		delete(c.served, h)
+		c.emu.Unlock()
+		if r != nil {
+			cause := context.Canceled
+			if pb.Code(f.Aux) == pb.Code_CODE_DEADLINE_EXCEEDED {
+				cause = context.DeadlineExceeded
+			}
+			r.cancel(cause)
+		}
+		return nil
+	case pb.KindPeerCall, pb.KindPeerSend:
+	default:
+		return shm.ErrCorrupt
+	}
+	m, whole, err := ch.reasm.Add(f)
+	if err != nil || !whole {
+		return err
+	}
+	if f.Kind == pb.KindPeerSend {
+		c.pushEvent(Event{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, ch.peer, me, nil, m.Body)})
+		return nil
+	}
+	h := directHandle(ch.id, m.ID)
+	ch.mu.Lock()
+	ch.open++
+	ch.mu.Unlock()
+	c.pushEvent(Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: pb.AppendRequest(nil, ch.peer, me, h[:], m.Aux, m.Body)})
+	return nil
+}
+
+// directReply writes a responder's answer on its channel; an answer for a
+// channel that ended is dropped and counted.
+func (c *Conn) directReply(handle [pb.ReplyHandleSize]byte, code pb.Code, payload []byte) error {
+	id := binary.LittleEndian.Uint64(handle[:]) &^ (1 << 63)
+	c.dir.mu.Lock()
+	ch := c.dir.byID[id]
+	c.dir.mu.Unlock()
+	if ch == nil || ch.caller {
+		c.dir.late.Add(1)
+		return nil
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.closed {
+		c.dir.late.Add(1)
+		return nil
+	}
+	if ch.open--; ch.open == 0 && ch.done {
+		close(ch.quiet)
+	}
+	return pb.WriteMessage(ch.ctx, ch.ctx, ch.prod, shm.Header{Kind: pb.KindReply, Aux: uint32(code), ID: binary.LittleEndian.Uint64(handle[8:])}, false, payload)
+}
+
+// directStarted handles MsgDirectStart, in the event reader (evmu held):
+// the channel's frames come after the events read so far.
+func (c *Conn) directStarted(body []byte) {
+	if len(body) != 8 {
+		c.dropped.Add(1)
+		return
+	}
+	id := binary.LittleEndian.Uint64(body)
+	c.dir.mu.Lock()
+	ch := c.dir.byID[id]
+	if ch == nil && len(c.dir.early) < 2*MaxDirectChannels {
+		// Its descriptors are on their way on the socket (the node sent
+		// them first): directControl starts it when they come.
+		c.dir.early[id] = true
+		c.dir.mu.Unlock()
+		return
+	}
+	c.dir.mu.Unlock()
+	if ch == nil || ch.caller {
+		c.dropped.Add(1)
+		return
+	}
+	ch.once.Do(func() { close(ch.started) })
+}
+
+// directFence serves what the channels from peer from hold before an
+// event from it (evmu held): what it wrote there came before.
+func (c *Conn) directFence(from []byte) {
+	c.dir.mu.Lock()
+	chs := c.dir.in[string(from)]
+	c.dir.mu.Unlock()
+	for _, ch := range chs {
+		c.directDrain(ch, true)
+	}
+}
+
+// directClose unmaps a channel and forgets it (its reader, on exit).
+func (c *Conn) directClose(ch *dchan) {
+	ch.cancel()
+	ch.link.Shutdown()
+	ch.mu.Lock()
+	ch.closed = true
+	ch.link.Close()
+	ch.mu.Unlock()
+	c.dir.mu.Lock()
+	delete(c.dir.byID, ch.id)
+	if c.dir.out[ch.peer] == ch {
+		delete(c.dir.out, ch.peer)
+	}
+	in := c.dir.in[ch.peer][:0]
+	for _, o := range c.dir.in[ch.peer] {
+		if o != ch {
+			in = append(in, o)
+		}
+	}
+	if len(in) == 0 {
+		delete(c.dir.in, ch.peer)
+	} else {
+		c.dir.in[ch.peer] = in
+	}
+	c.dir.mu.Unlock()
+	c.dir.closedN.Add(1)
+	if ch.caller {
+		c.directFail(ch, pb.Code_CODE_PEER_GONE) // anything still in flight
+	}
+}
