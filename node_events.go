@@ -43,7 +43,13 @@ func WithEventWait(d time.Duration) NodeOption {
 // sending nothing, when fill reports a length outside [0, n]). fill runs before
 // WriteEvent returns and must be quick: it must not block, send events,
 // or keep p, whose bytes the client may read as soon as WriteEvent
-// returns. WriteEvent returns ErrTooLarge (nothing sent, fill not called)
+// returns. While fill writes the ring's memory the connection cannot be
+// taken from the handler: a fill that blocks there holds the connection
+// (its release, and Node.Close, wait for it) where a handler that ignores
+// its context is reaped after WithHandlerGrace. (A fill given a buffer of
+// its own is reaped like the handler.) A payload larger than one frame
+// never waits for room: it takes the queue's path at once, where
+// SendEvent's would wait. WriteEvent returns ErrTooLarge (nothing sent, fill not called)
 // when n exceeds the connection's largest message.
 func (r *Request) WriteEvent(command uint16, n int, fill func(p []byte) (int, error)) error {
 	if r.NoReply && r.Session == nil {

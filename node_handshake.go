@@ -93,11 +93,15 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 	var link, bridge *shm.Link
 	switch {
 	case socketOnly:
+		n.fdMu.Lock() // its doorbells are descriptors too: see refuseOutOfFds
 		link, bridge, err = shm.NewLocalLink(pb.ConnRings(rings), shm.WithSpin(0))
+		n.fdMu.Unlock()
 	case rings == n.o.rings:
-		link, err = n.links.Get() // made ahead: a segment nobody has had
+		link, err = n.links.Get() // made ahead: a segment nobody has had (made under fdMu)
 	default:
+		n.fdMu.Lock()
 		link, err = shm.NewLink(fmt.Sprintf("switchboard-%s-c%d", n.o.name, id), pb.ConnRings(rings), n.linkOptions()...)
+		n.fdMu.Unlock()
 	}
 	if err != nil {
 		if outOfFds(err) {

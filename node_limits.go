@@ -128,17 +128,17 @@ func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
 		// nobody waits.
 		if rc, err := ln.SyscallConn(); err == nil {
 			rc.Control(func(fd uintptr) {
-				if c, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC); err == nil {
+				if c, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK); err == nil {
 					client = c
 				}
 			})
 		}
 	}
+	if client >= 0 {
+		n.refuseRaw(client) // closes it: its slot is the new spare's
+	}
 	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	n.fdMu.Unlock()
-	if client >= 0 {
-		n.refuseRaw(client)
-	}
 	if err != nil {
 		return -1
 	}
@@ -146,8 +146,9 @@ func (n *Node) refuseOutOfFds(ln *net.UnixListener, spare int) int {
 }
 
 // refuseRaw is refuseConnect for a socket accepted outside the netpoller
-// (refuseOutOfFds): counted and logged, the Refused frame written with a
-// 100 ms send timeout, the socket closed.
+// (refuseOutOfFds, under fdMu): counted and logged, the Refused frame
+// written once without waiting (a new socket's send buffer always takes
+// it), the socket closed.
 func (n *Node) refuseRaw(fd int) {
 	defer unix.Close(fd)
 	var cred Cred
@@ -160,6 +161,5 @@ func (n *Node) refuseRaw(fd int) {
 	if err != nil {
 		return
 	}
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Usec: 100_000})
 	unix.Write(fd, shm.AppendFrame(nil, shm.Header{Kind: pb.KindControl}, body))
 }

@@ -192,7 +192,6 @@ func (n *Node) addMonitor(c *conn.Endpoint, targets []string) {
 		}
 	}
 	n.monMu.Lock()
-	defer n.monMu.Unlock()
 	var ms []monitor
 	if p := n.monitors.Load(); p != nil {
 		for _, o := range *p {
@@ -203,7 +202,12 @@ func (n *Node) addMonitor(c *conn.Endpoint, targets []string) {
 	}
 	ms = append(ms, m)
 	n.monitors.Store(&ms)
-	n.directRevokeWhere(func(ch *brokered) bool { return n.monitored(ch.a, ch.b) }) // the monitor sees the traffic
+	n.monMu.Unlock()
+	// The monitor sees the traffic: revoke the direct channels it watches,
+	// after monMu (a revoke writes to clients' sockets). A channel opened
+	// meanwhile checks the monitors again once it is in the table
+	// (directOpen), so none escapes.
+	n.directRevokeWhere(func(ch *brokered) bool { return n.monitored(ch.a, ch.b) })
 }
 
 // dropMonitor forgets a connection that ended.

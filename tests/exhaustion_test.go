@@ -79,9 +79,10 @@ func TestNodeSurvivesDescriptorExhaustion(t *testing.T) {
 	if !errors.Is(refused, switchboard.ErrRefused) || !strings.Contains(refused.Error(), "file descriptors") {
 		t.Fatalf("a client of a node out of descriptors got %v; want ErrRefused saying why", refused)
 	}
-	// While exhausted, each client is told why it is refused (or, when a
-	// link the node made ahead fits in what a refusal freed, let in: it
-	// then holds its descriptors); none waits, and the node serves the
+	// While exhausted, each client is told why it is refused, or let in
+	// when descriptors came free meanwhile (a connection drops its
+	// segment's memfd after its Welcome, a refused handshake its partial
+	// link), and then holds them; none waits, and the node serves the
 	// connections it has.
 	admitted := 0
 	for range 20 {

@@ -72,7 +72,12 @@ func (c *Endpoint) WriteEventFromServe(service, command uint16, n int, fill func
 		c.lateDrops.Add(1) // the connection went on without the handler
 		return nil
 	}
-	defer c.serving.Store(handlerRunning) // fill may panic: the handler's recover reports it
+	restore := true
+	defer func() {
+		if restore {
+			c.serving.Store(handlerRunning) // fill may panic: the handler's recover reports it
+		}
+	}()
 	if n <= c.ev.MaxBody() && c.direct() {
 		for {
 			p, err := c.ev.Reserve(n)
@@ -84,8 +89,19 @@ func (c *Endpoint) WriteEventFromServe(service, command uint16, n int, fill func
 			}
 		}
 	}
+	// A buffer of the event's own: fill runs as the handler does
+	// (running), so that a fill that blocks is reaped like a handler that
+	// ignores its context; the event is queued only if the pump is still
+	// the handler's afterwards.
 	p := make([]byte, n)
+	restore = false
+	c.serving.Store(handlerRunning)
 	k, err := fill(p)
+	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
+		c.lateDrops.Add(1) // the connection went on without the handler; leaveHandler ends this goroutine
+		return nil
+	}
+	restore = true
 	if err != nil {
 		return err
 	}
