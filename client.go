@@ -107,11 +107,15 @@ type Conn struct {
 	received atomic.Uint64
 	dropped  atomic.Uint64
 	taps     nameTaps // the name clients' share of the events (client_name_tap.go)
+	// RecvEvents' receivers read the event ring themselves (client_batch.go).
+	readers  atomic.Int32               // receivers in RecvEvents: the pump leaves the event ring alone
+	evSleep  atomic.Bool                // one of them sleeps: the pump wakes it when events come
+	handback atomic.Pointer[time.Timer] // gives the ring back to the pump after the last one left
 
 	// The pump's sleep, made once: no allocation per park.
-	parker                   *shm.Parker
-	parkConds                []shm.Cond // the response ring, then the event ring
-	readyRoomFn, readyFullFn func() bool
+	parker                                 *shm.Parker
+	parkConds                              []shm.Cond // the response ring, then the event ring
+	readyRoomFn, readyFullFn, readyBatchFn func() bool
 
 	// Peer requests: the node sends their deadlines and cancellations
 	// (FEATURE_PEER_CONTEXT); with WithRequestConcurrency above 1,
@@ -187,7 +191,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 		peerCtx: w.GetFeatures()&uint32(pb.Feature_FEATURE_PEER_CONTEXT) != 0, work: make(chan *PeerRequest),
 	}
 	c.useSession(s)
-	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
+	c.readyRoomFn, c.readyFullFn, c.readyBatchFn = c.readyRoom, c.readyFull, c.readyBatch
 	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
 	started := make(chan struct{})
 	c.inlineStarted.Store(&started)
@@ -513,6 +517,9 @@ func (c *Conn) Close() error {
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()
+		if t := c.handback.Load(); t != nil {
+			t.Stop() // a handBack running now finds the connection closing
+		}
 		// Callers look at the rings under mapMu (a peek), rmu (replies),
 		// evmu (events) or wmu (requests): once all are held, nobody does,
 		// and closing keeps them away afterwards.

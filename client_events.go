@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
@@ -71,41 +72,48 @@ func (e Event) Reply(payload []byte, err error) error {
 	return e.rc.replyPeer(e.handle, payload, err)
 }
 
-// bufPool keeps a few large payload buffers for reuse.
+// bufPool keeps a few payload buffers given back by Release for reuse.
 type bufPool struct {
 	mu   sync.Mutex
 	free [][]byte
 }
 
 const (
-	poolMin  = 4 << 10 // smaller payloads are cheap to allocate
-	poolKeep = 64      // buffers kept at most
+	poolKeep = 64 // buffers kept at most
+	poolLook = 4  // buffers looked at, the last given back first, for one that fits
 )
 
-// get returns a buffer holding a copy of b: a pooled one if it fits.
+// get returns a buffer holding a copy of b: a pooled one if one of the
+// last given back fits.
 func (p *bufPool) get(b []byte) []byte {
-	if len(b) >= poolMin {
-		p.mu.Lock()
-		if n := len(p.free); n > 0 && cap(p.free[n-1]) >= len(b) {
-			buf := p.free[n-1]
-			p.free = p.free[:n-1]
+	p.mu.Lock()
+	for i := len(p.free) - 1; i >= 0 && i >= len(p.free)-poolLook; i-- {
+		if buf := p.free[i]; cap(buf) >= len(b) {
+			last := len(p.free) - 1
+			p.free[i], p.free[last] = p.free[last], nil
+			p.free = p.free[:last]
 			p.mu.Unlock()
 			return append(buf[:0], b...)
 		}
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
 	return append([]byte(nil), b...)
 }
 
 func (p *bufPool) put(b []byte) {
-	if cap(b) < poolMin {
+	if cap(b) == 0 {
 		return
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.free {
+		if unsafe.SliceData(f) == unsafe.SliceData(b) {
+			return // released twice: keep it once
+		}
+	}
 	if len(p.free) < poolKeep {
 		p.free = append(p.free, b[:0])
 	}
-	p.mu.Unlock()
 }
 
 // pump reads replies and events.
@@ -114,7 +122,10 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		err := c.readResponses()
 		c.rmu.Unlock()
-		if err == nil && c.evmu.TryLock() { // held by an event viewed in place: replies go on
+		// evmu is held by an event viewed in place, or by RecvEvent
+		// reading the ring itself: replies go on. Receivers in
+		// RecvEvents read the events themselves.
+		if err == nil && c.readers.Load() == 0 && c.evmu.TryLock() {
 			err = c.readEvents()
 			c.evmu.Unlock()
 		}
@@ -128,6 +139,23 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		c.resp.Arm()
 		c.rmu.Unlock()
+		if c.readers.Load() > 0 {
+			// RecvEvents reads the event ring (client_batch.go): wake a
+			// receiver that sleeps there, and keep the ring armed while
+			// one does.
+			c.wakeReader()
+			conds := c.parkConds[:1]
+			if c.evSleep.Load() {
+				conds = c.parkConds
+			}
+			if err = c.parker.Park(c.readyBatchFn, conds...); err != nil {
+				if !errors.Is(err, shm.ErrClosed) {
+					c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
+				}
+				return
+			}
+			continue
+		}
 		room := c.eventRoom() && !c.viewHeld.Load()
 		if room && c.evmu.TryLock() {
 			c.ev.Arm()
@@ -159,7 +187,8 @@ func (c *Conn) readyRoom() bool {
 // readyFull is the pump's condition to wake while the event queue is full
 // (or an event is viewed in place): a reply, or room for events.
 func (c *Conn) readyFull() bool {
-	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load()
+	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load() ||
+		c.readers.Load() > 0 && c.evSleep.Load() && c.ev.Unreleased()
 }
 
 // readEvents moves events from the event ring to the event queue while it
@@ -335,6 +364,20 @@ func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 				c.passWake()
 			}
 			return e, nil
+		}
+		// Nothing queued: read the ring itself if the pump is not at it,
+		// sparing the hand-off from the pump.
+		var one [1]Event
+		n, err := c.readBatch(one[:], true)
+		if n > 0 {
+			if c.evSleep.Load() || c.queued() {
+				c.passWake()
+			}
+			return one[0], nil
+		}
+		if err != nil {
+			c.end(err)
+			return Event{}, err
 		}
 		select {
 		case <-c.ewake:
