@@ -215,15 +215,15 @@ func (c *Conn) leaveRing() {
 	t.Reset(handbackDelay)
 }
 
-// handBack wakes the pump to read the event ring again, if no receiver
-// reads it and events wait there.
+// handBack wakes the pump to read the event ring again, and to arm it
+// (which it does not while receivers read it), if no receiver reads it.
 func (c *Conn) handBack() {
 	if c.readers.Load() != 0 || !c.mapMu.TryRLock() {
 		return
 	}
-	waiting := !c.closing.Load() && c.ev.Unreleased()
+	closing := c.closing.Load()
 	c.mapMu.RUnlock()
-	if waiting {
+	if !closing {
 		c.bell.Load().Ring()
 	}
 }
