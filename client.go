@@ -40,7 +40,8 @@ import (
 // event or reply, which Close waits for: failing means closing), then
 // tries rmu; a
 // viewed event (RecvEventView) holds evmu until its Release, and a viewed
-// reply (CallView) rmu until its; Close takes mapMu, rmu, evmu and wmu in
+// reply (CallView) rmu until its; a receiver in RecvEvents or RecvEvent
+// holds evmu for one batch (client_batch.go); Close takes mapMu, rmu, evmu and wmu in
 // that order before it unmaps the rings. With WithReconnect, install
 // (client_reconnect.go) takes mapMu, rmu, evmu, wmu, sockMu and then pmu
 // to put a new session's transport in place of the old one's: the fields
