@@ -126,7 +126,7 @@ func BenchmarkEvents(b *testing.B) {
 				for _, size := range []int{64, 64 << 10} {
 					name := fmt.Sprintf("size=%d", size) // the name from before the batch API
 					if api == "batch" {
-						name += "/api=batch"
+						name = "api=batch/" + name
 					}
 					b.Run(name, func(b *testing.B) {
 						// A deep node queue (100,000 events, 1 GiB), so that a window
@@ -144,7 +144,7 @@ func BenchmarkEvents(b *testing.B) {
 						}
 						b.SetBytes(int64(size))
 						b.ReportAllocs()
-						var asked, got, dropped int
+						var asked, got, dropped, calls int
 						ask := func() {
 							n := min(window, b.N-asked)
 							if err := c.Send(ctx, svcTest, cmdEmit, []byte(fmt.Sprintf("%d:%d", n, size))); err != nil {
@@ -163,6 +163,7 @@ func BenchmarkEvents(b *testing.B) {
 								if err != nil {
 									b.Fatal(err)
 								}
+								calls++
 								got += k
 								for _, e := range evs[:k] {
 									dropped += int(e.Dropped)
@@ -183,6 +184,9 @@ func BenchmarkEvents(b *testing.B) {
 						el := time.Since(start).Seconds()
 						b.ReportMetric(float64(got)/el, "events/s")
 						b.ReportMetric(float64(dropped), "dropped")
+						if calls > 0 {
+							b.ReportMetric(float64(got)/float64(calls), "events/call")
+						}
 					})
 				}
 			}
