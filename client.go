@@ -435,7 +435,7 @@ func (c *Conn) watch() {
 				if !m.Owned {
 					payload = append([]byte(nil), payload...) // the reader's buffer is reused
 				}
-				c.pushEventDropOldest(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
+				c.pushEventDropOldest(&Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
 			}
 		case pb.KindControl:
 			if m, err := pb.DecodeControl(f); err == nil {

@@ -229,11 +229,11 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 			if !m.Owned { // a whole frame while another event comes in chunks
 				payload = append([]byte(nil), payload...)
 			}
-			c.pushEvent(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
+			c.pushEvent(&Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
 		}
 		return nil
 	}
-	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
+	c.pushEvent(&Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
 	return nil
 }
 
@@ -243,16 +243,16 @@ func (c *Conn) eventRoom() bool {
 	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
 }
 
-func (c *Conn) pushEvent(e Event) {
+func (c *Conn) pushEvent(e *Event) {
 	c.dropped.Add(e.Dropped)
-	if e.Service == pb.BusService && c.busIntercept(&e) {
+	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
 	c.pushEventCounted(e)
 }
 
 // pushEventCounted queues e; its drops are already counted.
-func (c *Conn) pushEventCounted(e Event) {
+func (c *Conn) pushEventCounted(e *Event) {
 	c.received.Add(1)
 	c.emu.Lock()
 	if len(c.equeue) == c.ehead && c.polled.Load() && c.pollFd >= 0 {
@@ -260,7 +260,7 @@ func (c *Conn) pushEventCounted(e Event) {
 		one[0] = 1
 		unix.Write(c.pollFd, one[:]) // readable while events wait
 	}
-	c.equeue = append(c.equeue, e)
+	c.equeue = append(c.equeue, *e)
 	c.enq++
 	c.emu.Unlock()
 	select {
@@ -273,9 +273,9 @@ func (c *Conn) pushEventCounted(e Event) {
 // The reader of the socket cannot wait for room, so past sockEvents the
 // oldest queued event is dropped, and counted in the Dropped of the event
 // after it, as the node counts its own drops.
-func (c *Conn) pushEventDropOldest(e Event) {
+func (c *Conn) pushEventDropOldest(e *Event) {
 	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
-	if e.Service == pb.BusService && c.busIntercept(&e) {
+	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
 	c.emu.Lock()
