@@ -166,7 +166,15 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 // (then the receiver reads instead of sleeping).
 func (c *Conn) armEvents() bool {
 	c.evSleep.Store(true)
-	c.evmu.Lock()
+	if !c.evmu.TryLock() {
+		if c.viewHeld.Load() {
+			// An event viewed in place holds the ring (maybe this
+			// goroutine's): its Release rings the pump, which finds
+			// evSleep and arms the ring itself.
+			return false
+		}
+		c.evmu.Lock()
+	}
 	defer c.evmu.Unlock()
 	if c.closing.Load() {
 		return false

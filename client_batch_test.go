@@ -385,3 +385,31 @@ func TestRecvEventAllocs(t *testing.T) {
 		t.Errorf("%v allocations per event", allocs)
 	}
 }
+
+// TestRecvEventsWhileViewHeld: a RecvEvents on the goroutine that holds
+// an event viewed in place returns what is queued or waits for its ctx,
+// without deadlocking on the ring the view holds; after the Release it
+// reads the ring again.
+func TestRecvEventsWhileViewHeld(t *testing.T) {
+	_, c := emitter(t, nil, WithSpin(time.Millisecond))
+	ctx := ctx5(t)
+	c.readers.Add(1) // the pump leaves the events in the ring, to be viewed there
+	if _, err := c.Call(ctx, 1, 0, []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.RecvEventView(ctx)
+	c.readers.Add(-1)
+	if err != nil || v.view == nil || string(v.Payload) != "0" {
+		t.Fatalf("not viewed in place: %+v, %v", v, err)
+	}
+	evs := make([]Event, 8)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if k, err := c.RecvEvents(short, evs); !errors.Is(err, context.DeadlineExceeded) || k != 0 {
+		t.Fatalf("with a view held: %d events, %v", k, err)
+	}
+	v.Release()
+	if k, err := c.RecvEvents(ctx, evs); err != nil || k != 2 || string(evs[0].Payload) != "1" || string(evs[1].Payload) != "2" {
+		t.Fatalf("after the Release: %d events, %v", k, err)
+	}
+}
