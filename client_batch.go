@@ -251,5 +251,15 @@ func (c *Conn) wakeReader() {
 // event ring: a reply, the last receiver gone, or events for a sleeping
 // one.
 func (c *Conn) readyBatch() bool {
-	return c.closing.Load() || c.resp.Unreleased() || c.readers.Load() == 0 || c.evSleep.Load() && c.ev.Unreleased()
+	if c.closing.Load() || c.resp.Unreleased() || c.readers.Load() == 0 {
+		return true
+	}
+	if !c.evSleep.Load() {
+		return false
+	}
+	// A receiver went to sleep after the pump parked, maybe without
+	// arming the ring (an event viewed in place held it): announce
+	// before looking, as Park does for its conditions.
+	c.ev.Rearm()
+	return c.ev.Unreleased()
 }
