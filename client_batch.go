@@ -143,14 +143,13 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 			}
 			continue
 		}
-		var payload []byte
-		var pool *bufPool
+		e := Event{Service: f.Service, Command: f.Command, Seq: f.ID, Dropped: uint64(f.Aux)}
 		if pooled {
-			payload, pool = c.evbufs.get(f.Body), &c.evbufs
+			e.Payload, e.buf, e.gen = c.evbufs.get(f.Body)
 		} else {
-			payload = append(evs[n].Payload[:0], f.Body...)
+			e.Payload = append(evs[n].Payload[:0], f.Body...)
 		}
-		evs[n] = Event{Service: f.Service, Command: f.Command, Payload: payload, Seq: f.ID, Dropped: uint64(f.Aux), pool: pool}
+		evs[n] = e
 		c.received.Add(1)
 		c.dropped.Add(uint64(f.Aux))
 		n++
@@ -201,10 +200,10 @@ func (c *Conn) takeQueued(evs []Event, pooled bool) int {
 // own returns a queued event for RecvEvents (!pooled): a payload from the
 // buffer pool is copied into buf, and the pool's buffer goes back.
 func (c *Conn) own(e Event, buf []byte, pooled bool) Event {
-	if e.pool != nil && !pooled {
-		p := e.Payload
-		e.Payload, e.pool = append(buf[:0], p...), nil
-		c.evbufs.put(p)
+	if e.buf != nil && !pooled {
+		e.Payload = append(buf[:0], e.Payload...)
+		e.Release()
+		e.buf, e.gen = nil, 0
 	}
 	return e
 }

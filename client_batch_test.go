@@ -296,14 +296,15 @@ func TestRecvEventsAllocs(t *testing.T) {
 	}
 	const batch, runs = 16, 100
 	const count = batch * (runs + 2)
-	var sess *Session
+	sessc := make(chan *Session, 1) // a channel: the race detector cannot see the ring's order
 	n := startNode(t)
-	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sess = r.Session; return nil, nil })
+	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sessc <- r.Session; return nil, nil })
 	c := dial(t, n)
 	ctx := ctx5(t)
 	if _, err := c.Call(ctx, 1, 0, nil); err != nil {
 		t.Fatal(err)
 	}
+	sess := <-sessc
 	evs := make([]Event, batch)
 	// A receiver inside: the pump leaves the ring alone while the node
 	// fills it; then the node is idle while the receiver is measured.
@@ -350,14 +351,15 @@ func TestRecvEventAllocs(t *testing.T) {
 		t.Skip("allocation counts: not in -short")
 	}
 	const runs = 200
-	var sess *Session
+	sessc := make(chan *Session, 1) // a channel: the race detector cannot see the ring's order
 	n := startNode(t)
-	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sess = r.Session; return nil, nil })
+	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sessc <- r.Session; return nil, nil })
 	c := dial(t, n)
 	ctx := ctx5(t)
 	if _, err := c.Call(ctx, 1, 0, nil); err != nil {
 		t.Fatal(err)
 	}
+	sess := <-sessc
 	c.readers.Add(1) // the pump stays off the ring while the node fills it
 	payload := make([]byte, 64)
 	for range runs + 2 {
@@ -411,5 +413,27 @@ func TestRecvEventsWhileViewHeld(t *testing.T) {
 	v.Release()
 	if k, err := c.RecvEvents(ctx, evs); err != nil || k != 2 || string(evs[0].Payload) != "1" || string(evs[1].Payload) != "2" {
 		t.Fatalf("after the Release: %d events, %v", k, err)
+	}
+}
+
+// TestBufPoolStaleRelease: a second Release of an event whose buffer was
+// lent again meanwhile leaves the new loan alone.
+func TestBufPoolStaleRelease(t *testing.T) {
+	var p bufPool
+	for _, size := range []int{64, 1000} { // a small buffer (one allocation) and a large one
+		b1, pb1, gen1 := p.get(bytes.Repeat([]byte{1}, size))
+		e1 := Event{Payload: b1, buf: pb1, gen: gen1}
+		e1.Release()
+		b2, pb2, gen2 := p.get(bytes.Repeat([]byte{2}, size))
+		if pb2 != pb1 {
+			t.Fatalf("size %d: the buffer given back was not reused", size)
+		}
+		e1.Release() // stale: the buffer is e2's now
+		b3, pb3, _ := p.get(bytes.Repeat([]byte{3}, size))
+		if pb3 == pb2 || b2[0] != 2 || b3[0] != 3 {
+			t.Fatalf("size %d: a stale Release gave away a buffer in use", size)
+		}
+		Event{Payload: b2, buf: pb2, gen: gen2}.Release()
+		p.free = nil
 	}
 }

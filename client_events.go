@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
-	"unsafe"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
@@ -32,21 +30,22 @@ type Event struct {
 	gap    *Reconnected // EventDisconnected, EventReconnected
 	handle [pb.ReplyHandleSize]byte
 
-	pool *bufPool // the payload's buffer comes from this pool
+	buf  *poolBuf // the payload's buffer comes from the connection's pool
 	view *Conn    // the payload is in place in this connection's event ring
-	gen  uint64   // which in-place event, for Release
+	gen  uint64   // which in-place event, or which loan of buf, for Release
 }
 
 // Release hands the event's payload buffer back for reuse by later events
-// of the same size class, sparing the allocation and the cache misses of a
-// fresh buffer (worth it for large events). The payload must not be used
-// afterwards. Calling it is optional; call it at most once.
+// that fit it, sparing an allocation (and, for large events, the cache
+// misses of a fresh buffer). The payload must not be used afterwards.
+// Calling it is optional; a second call, of the event or of a copy of it,
+// does nothing.
 func (e Event) Release() {
 	switch {
 	case e.view != nil:
 		e.view.releaseView(e.gen)
-	case e.pool != nil:
-		e.pool.put(e.Payload)
+	case e.buf != nil:
+		e.buf.release(e.gen)
 	}
 }
 
@@ -70,50 +69,6 @@ func (e Event) Reply(payload []byte, err error) error {
 		return errors.New("switchboard: not a request")
 	}
 	return e.rc.replyPeer(e.handle, payload, err)
-}
-
-// bufPool keeps a few payload buffers given back by Release for reuse.
-type bufPool struct {
-	mu   sync.Mutex
-	free [][]byte
-}
-
-const (
-	poolKeep = 64 // buffers kept at most
-	poolLook = 4  // buffers looked at, the last given back first, for one that fits
-)
-
-// get returns a buffer holding a copy of b: a pooled one if one of the
-// last given back fits.
-func (p *bufPool) get(b []byte) []byte {
-	p.mu.Lock()
-	for i := len(p.free) - 1; i >= 0 && i >= len(p.free)-poolLook; i-- {
-		if buf := p.free[i]; cap(buf) >= len(b) {
-			last := len(p.free) - 1
-			p.free[i], p.free[last] = p.free[last], nil
-			p.free = p.free[:last]
-			p.mu.Unlock()
-			return append(buf[:0], b...)
-		}
-	}
-	p.mu.Unlock()
-	return append([]byte(nil), b...)
-}
-
-func (p *bufPool) put(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, f := range p.free {
-		if unsafe.SliceData(f) == unsafe.SliceData(b) {
-			return // released twice: keep it once
-		}
-	}
-	if len(p.free) < poolKeep {
-		p.free = append(p.free, b[:0])
-	}
 }
 
 // pump reads replies and events.
@@ -233,7 +188,9 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 		}
 		return nil
 	}
-	c.pushEvent(&Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
+	e := Event{Service: f.Service, Command: f.Command, Seq: f.ID, Dropped: uint64(f.Aux)}
+	e.Payload, e.buf, e.gen = c.evbufs.get(f.Body)
+	c.pushEvent(&e)
 	return nil
 }
 
