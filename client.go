@@ -109,9 +109,10 @@ type Conn struct {
 	dropped  atomic.Uint64
 	taps     nameTaps // the name clients' share of the events (client_name_tap.go)
 	// RecvEvents' receivers read the event ring themselves (client_batch.go).
-	readers  atomic.Int32               // receivers in RecvEvents: the pump leaves the event ring alone
-	evSleep  atomic.Bool                // one of them sleeps: the pump wakes it when events come
-	handback atomic.Pointer[time.Timer] // gives the ring back to the pump after the last one left
+	readers   atomic.Int32               // receivers in RecvEvent or RecvEvents
+	ringTaken atomic.Bool                // receivers read the event ring: the pump leaves it alone (until handBack)
+	evSleep   atomic.Bool                // one of them sleeps: the pump wakes it when events come
+	handback  atomic.Pointer[time.Timer] // gives the ring back to the pump after the last one left
 
 	// The pump's sleep, made once: no allocation per park.
 	parker                                 *shm.Parker

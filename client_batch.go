@@ -15,7 +15,7 @@ import (
 // A receiver in RecvEvents reads the event ring itself, under evmu: it
 // copies a batch of events out of shared memory into the caller's
 // buffers and releases the ring once for the batch. While one is inside
-// (readers > 0) the pump leaves the event ring alone, so nothing is copied
+// (ringTaken) the pump leaves the event ring alone, so nothing is copied
 // twice, queued or handed between goroutines. A receiver with nothing to
 // read spins (as a caller spins for its reply), then announces that it
 // sleeps (evSleep), arms the event ring and waits on ewake; the pump,
@@ -61,11 +61,18 @@ func (c *Conn) RecvEvents(ctx context.Context, evs []Event) (int, error) {
 	if len(evs) == 0 {
 		return 0, nil
 	}
+	return c.recvEvents(ctx, evs, false)
+}
+
+// recvEvents is RecvEvents, and RecvEvent's way with pooled (one event,
+// its payload a copy in the buffer pool).
+func (c *Conn) recvEvents(ctx context.Context, evs []Event, pooled bool) (int, error) {
 	c.readers.Add(1)
+	c.ringTaken.Store(true)
 	defer c.leaveRing()
 	start := time.Now()
 	for i := 1; ; i++ {
-		n, err := c.readBatch(evs, false)
+		n, err := c.readBatch(evs, pooled)
 		if n > 0 {
 			if c.evSleep.Load() || c.queued() {
 				c.passWake() // another receiver sleeps, or events wait in the queue
@@ -87,7 +94,7 @@ func (c *Conn) RecvEvents(ctx context.Context, evs []Event) (int, error) {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-c.gone:
-			if n, _ := c.readBatch(evs, false); n > 0 {
+			if n, _ := c.readBatch(evs, pooled); n > 0 {
 				return n, nil
 			}
 			return 0, c.err()
@@ -108,9 +115,7 @@ func (c *Conn) queued() bool {
 // otherwise they are copied into evs[i].Payload's buffer.
 func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 	if !c.evmu.TryLock() {
-		if pooled || c.viewHeld.Load() {
-			// RecvEvent does not wait for the pump, which will queue what
-			// it reads; an event viewed in place holds up the ring.
+		if c.viewHeld.Load() { // an event viewed in place holds up the ring
 			return c.takeQueued(evs, pooled), nil
 		}
 		c.evmu.Lock()
@@ -228,7 +233,12 @@ func (c *Conn) leaveRing() {
 // handBack wakes the pump to read the event ring again, and to arm it
 // (which it does not while receivers read it), if no receiver reads it.
 func (c *Conn) handBack() {
-	if c.readers.Load() != 0 || !c.mapMu.TryRLock() {
+	c.ringTaken.Store(false)
+	if c.readers.Load() != 0 { // one came back meanwhile: it keeps the ring
+		c.ringTaken.Store(true)
+		return
+	}
+	if !c.mapMu.TryRLock() {
 		return
 	}
 	closing := c.closing.Load()
@@ -250,7 +260,7 @@ func (c *Conn) wakeReader() {
 // event ring: a reply, the last receiver gone, or events for a sleeping
 // one.
 func (c *Conn) readyBatch() bool {
-	if c.closing.Load() || c.resp.Unreleased() || c.readers.Load() == 0 {
+	if c.closing.Load() || c.resp.Unreleased() || !c.ringTaken.Load() {
 		return true
 	}
 	if !c.evSleep.Load() {

@@ -309,6 +309,7 @@ func TestRecvEventsAllocs(t *testing.T) {
 	// A receiver inside: the pump leaves the ring alone while the node
 	// fills it; then the node is idle while the receiver is measured.
 	c.readers.Add(1)
+	c.ringTaken.Store(true)
 	payload := make([]byte, 64)
 	for range count {
 		sess.SendEvent(2, payload)
@@ -361,6 +362,7 @@ func TestRecvEventAllocs(t *testing.T) {
 	}
 	sess := <-sessc
 	c.readers.Add(1) // the pump stays off the ring while the node fills it
+	c.ringTaken.Store(true)
 	payload := make([]byte, 64)
 	for range runs + 2 {
 		sess.SendEvent(2, payload)
@@ -396,6 +398,7 @@ func TestRecvEventsWhileViewHeld(t *testing.T) {
 	_, c := emitter(t, nil, WithSpin(time.Millisecond))
 	ctx := ctx5(t)
 	c.readers.Add(1) // the pump leaves the events in the ring, to be viewed there
+	c.ringTaken.Store(true)
 	if _, err := c.Call(ctx, 1, 0, []byte("3")); err != nil {
 		t.Fatal(err)
 	}

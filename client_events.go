@@ -77,10 +77,10 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		err := c.readResponses()
 		c.rmu.Unlock()
-		// evmu is held by an event viewed in place, or by RecvEvent
-		// reading the ring itself: replies go on. Receivers in
-		// RecvEvents read the events themselves.
-		if err == nil && c.readers.Load() == 0 && c.evmu.TryLock() {
+		// evmu is held by an event viewed in place, or by a receiver
+		// reading the ring itself: replies go on. While receivers have
+		// taken the ring (RecvEvent, RecvEvents), they read the events.
+		if err == nil && !c.ringTaken.Load() && c.evmu.TryLock() {
 			err = c.readEvents()
 			c.evmu.Unlock()
 		}
@@ -94,7 +94,7 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		c.resp.Arm()
 		c.rmu.Unlock()
-		if c.readers.Load() > 0 {
+		if c.ringTaken.Load() {
 			// RecvEvents reads the event ring (client_batch.go): wake a
 			// receiver that sleeps there, and keep the ring armed while
 			// one does.
@@ -143,7 +143,7 @@ func (c *Conn) readyRoom() bool {
 // (or an event is viewed in place): a reply, or room for events.
 func (c *Conn) readyFull() bool {
 	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load() ||
-		c.readers.Load() > 0 && c.evSleep.Load() && c.ev.Unreleased()
+		c.ringTaken.Load() && c.evSleep.Load() && c.ev.Unreleased()
 }
 
 // readEvents moves events from the event ring to the event queue while it
@@ -315,26 +315,22 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 // connection ended, it returns the events that came before the end, then
 // Err's error, at once.
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
-	for {
+	if c.o.onEvent == nil && c.o.actorPID == nil {
+		// It reads the ring itself, as RecvEvents does (client_batch.go):
+		// no hand-off from the pump, and a buffer given back by Release
+		// for the copy.
+		var one [1]Event
+		if _, err := c.recvEvents(ctx, one[:], true); err != nil {
+			return Event{}, err
+		}
+		return one[0], nil
+	}
+	for { // with a handler or an actor, which the pump feeds
 		if e, ok, more := c.tryRecv(); ok {
 			if more {
 				c.passWake()
 			}
 			return e, nil
-		}
-		// Nothing queued: read the ring itself if the pump is not at it,
-		// sparing the hand-off from the pump.
-		var one [1]Event
-		n, err := c.readBatch(one[:], true)
-		if n > 0 {
-			if c.evSleep.Load() || c.queued() {
-				c.passWake()
-			}
-			return one[0], nil
-		}
-		if err != nil {
-			c.end(err)
-			return Event{}, err
 		}
 		select {
 		case <-c.ewake:
