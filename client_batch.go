@@ -12,24 +12,24 @@ import (
 
 // Receiving events in batches.
 //
-// A receiver in RecvEvents reads the event ring itself, under evmu: it
-// copies a batch of events out of shared memory into the caller's
-// buffers and releases the ring once for the batch. While one is inside
+// A receiver in RecvEvents (or RecvEvent, a batch of one) reads the event
+// ring itself, under evmu: it copies a batch of events out of shared
+// memory into the caller's buffers (RecvEvent: a buffer of the pool) and
+// releases the ring once for the batch. From the first receiver on
 // (ringTaken) the pump leaves the event ring alone, so nothing is copied
 // twice, queued or handed between goroutines. A receiver with nothing to
 // read spins (as a caller spins for its reply), then announces that it
 // sleeps (evSleep), arms the event ring and waits on ewake; the pump,
 // which sleeps on the connection's doorbell anyway, wakes it when the
-// node publishes. When the last receiver left, the pump takes the event
-// ring back (for TryRecvEvent, Fd, the name clients' notices) after
-// handbackDelay: a receiver looping on RecvEvents comes back well before
-// that, and the doorbell is not rung once per batch.
+// node publishes. When no receiver came back for handbackDelay after the
+// last one left, handBack gives the ring back to the pump (for
+// TryRecvEvent, Fd, the name clients' notices), and rings it: a receiver
+// looping comes back well before that, so the pump does not read ahead
+// between two calls and no doorbell rings per batch.
 
-// handbackDelay is how long after the last RecvEvents returned the pump
+// handbackDelay is how long after the last receiver returned the pump
 // reads the event ring again: at least, as the runtime's timers fire
-// later (about 1 ms on the guests measured; the pump's own re-check of
-// its wait, 1 ms after it parked, may come first). A receiver that loops
-// comes back much sooner, so no doorbell rings per batch.
+// later (about 1 ms on the guests measured).
 const handbackDelay = 200 * time.Microsecond
 
 var errEventHandler = errors.New("switchboard: events go to the event handler or actor")

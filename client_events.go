@@ -311,9 +311,11 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 }
 
 // RecvEvent waits for the next event, and returns a copy of it (see
-// Receiving events in the package doc for the other ways). Once the
-// connection ended, it returns the events that came before the end, then
-// Err's error, at once.
+// Receiving events in the package doc for the other ways): it reads the
+// event ring itself, and copies the payload into a buffer that an earlier
+// event's Release gave back, if one fits. Once the connection ended, it
+// returns the events that came before the end, then Err's error, at once.
+// For many events, RecvEvents takes them a batch at a time.
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
 	if c.o.onEvent == nil && c.o.actorPID == nil {
 		// It reads the ring itself, as RecvEvents does (client_batch.go):

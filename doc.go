@@ -80,7 +80,10 @@
 //     the buffers have grown, one release of the ring per batch, and no
 //     hand-off between goroutines while events keep coming. The choice
 //     for throughput; it mixes with RecvEvent, RecvEventView and
-//     TryRecvEvent, in order.
+//     TryRecvEvent, in order. (RecvEvent and RecvEvents read shared
+//     memory themselves: TryRecvEvent and Fd see the events that come
+//     while one is in use, and for about a millisecond after, only once
+//     the pump took the ring back.)
 //   - RecvEventView: the same without the copy when the event is still in
 //     the ring: the fastest for large payloads, at the price of a Release
 //     that must come soon (see below).
