@@ -17,7 +17,7 @@ func TestEventDeliveryAllocs(t *testing.T) {
 		t.Skip("allocation counts: not in -short")
 	}
 	const batch = 64
-	const perEvent = 1 // the *Delivery; see above
+	const perEvent = 1              // the *Delivery; see above
 	sessc := make(chan *Session, 1) // a channel: the race detector cannot see the ring's order
 	n := startNode(t)
 	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sessc <- r.Session; return nil, nil })
