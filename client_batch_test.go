@@ -423,7 +423,7 @@ func TestRecvEventsWhileViewHeld(t *testing.T) {
 // lent again meanwhile leaves the new loan alone.
 func TestBufPoolStaleRelease(t *testing.T) {
 	var p bufPool
-	for _, size := range []int{64, 1000} { // a small buffer (one allocation) and a large one
+	for _, size := range []int{64, 200, 1000} { // buffers of one allocation, and a large one
 		b1, pb1, gen1 := p.get(bytes.Repeat([]byte{1}, size))
 		e1 := Event{Payload: b1, buf: pb1, gen: gen1}
 		e1.Release()
@@ -438,5 +438,6 @@ func TestBufPoolStaleRelease(t *testing.T) {
 		}
 		Event{Payload: b2, buf: pb2, gen: gen2}.Release()
 		p.free = nil
+		p.nfree.Store(0)
 	}
 }

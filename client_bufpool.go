@@ -12,8 +12,9 @@ import (
 // of a copy of it, finds the number moved on and does nothing, even if
 // the buffer was lent again meanwhile.
 type bufPool struct {
-	mu   sync.Mutex
-	free []*poolBuf
+	mu    sync.Mutex
+	free  []*poolBuf
+	nfree atomic.Int32 // len(free): a get finds an empty pool without the lock
 }
 
 // A poolBuf is a payload buffer of a bufPool.
@@ -23,15 +24,21 @@ type poolBuf struct {
 	pool *bufPool
 }
 
-// smallBuf is a poolBuf whose bytes come with it: a small event's fresh
-// buffer costs one allocation, as a bare copy would.
+// tinyBuf and smallBuf are poolBufs whose bytes come with them: a small
+// event's fresh buffer costs one allocation, as a bare copy would.
+type tinyBuf struct {
+	poolBuf
+	bytes [tinyBufSize]byte
+}
+
 type smallBuf struct {
 	poolBuf
 	bytes [smallBufSize]byte
 }
 
 const (
-	smallBufSize = 128 // small payloads share one allocation with their poolBuf
+	tinyBufSize  = 64
+	smallBufSize = 256 // small payloads share one allocation with their poolBuf
 	poolKeep     = 64  // buffers kept at most
 	poolLook     = 4   // buffers looked at, the last given back first, for one that fits
 )
@@ -40,19 +47,26 @@ const (
 // back if it fits, else a fresh one), the buffer, and its loan's number.
 func (p *bufPool) get(b []byte) ([]byte, *poolBuf, uint64) {
 	var pb *poolBuf
-	p.mu.Lock()
-	for i := len(p.free) - 1; i >= 0 && i >= len(p.free)-poolLook; i-- {
-		if cap(p.free[i].b) >= len(b) {
-			last := len(p.free) - 1
-			pb = p.free[i]
-			p.free[i], p.free[last] = p.free[last], nil
-			p.free = p.free[:last]
-			break
+	if p.nfree.Load() > 0 {
+		p.mu.Lock()
+		for i := len(p.free) - 1; i >= 0 && i >= len(p.free)-poolLook; i-- {
+			if cap(p.free[i].b) >= len(b) {
+				last := len(p.free) - 1
+				pb = p.free[i]
+				p.free[i], p.free[last] = p.free[last], nil
+				p.free = p.free[:last]
+				p.nfree.Store(int32(last))
+				break
+			}
 		}
+		p.mu.Unlock()
 	}
-	p.mu.Unlock()
 	switch {
 	case pb != nil:
+	case len(b) <= tinyBufSize:
+		s := &tinyBuf{}
+		s.b, s.pool = s.bytes[:0], p
+		pb = &s.poolBuf
 	case len(b) <= smallBufSize:
 		s := &smallBuf{}
 		s.b, s.pool = s.bytes[:0], p
@@ -74,6 +88,7 @@ func (pb *poolBuf) release(gen uint64) {
 	p.mu.Lock()
 	if len(p.free) < poolKeep {
 		p.free = append(p.free, pb)
+		p.nfree.Store(int32(len(p.free)))
 	}
 	p.mu.Unlock()
 }
