@@ -121,12 +121,26 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 		c.evmu.Lock()
 	}
 	defer c.evmu.Unlock()
+	// Counted once for the batch.
+	var got, lost uint64
+	defer func() {
+		c.received.Add(got)
+		c.dropped.Add(lost)
+	}()
 	n := 0
+	// While evmu is held only this loop queues events from the ring (the
+	// socket transport's reader queues too, but its events skip the ring:
+	// this loop finds it empty): the queue is looked at first, and again
+	// only after a frame went into it.
+	look := true
 	for n < len(evs) {
-		if e, ok, _ := c.tryRecv(); ok { // a chunked event, a bus message, or the pump's
-			evs[n] = c.own(e, evs[n].Payload, pooled)
-			n++
-			continue
+		if look {
+			if e, ok, _ := c.tryRecv(); ok { // a chunked event, a bus message, or the pump's
+				evs[n] = c.own(e, evs[n].Payload, pooled)
+				n++
+				continue
+			}
+			look = false
 		}
 		if c.closing.Load() {
 			break
@@ -146,6 +160,7 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 				c.ev.Release()
 				return n, err
 			}
+			look = true
 			continue
 		}
 		e := Event{Service: f.Service, Command: f.Command, Seq: f.ID, Dropped: uint64(f.Aux)}
@@ -155,8 +170,8 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 			e.Payload = append(evs[n].Payload[:0], f.Body...)
 		}
 		evs[n] = e
-		c.received.Add(1)
-		c.dropped.Add(uint64(f.Aux))
+		got++
+		lost += uint64(f.Aux)
 		n++
 	}
 	if !c.closing.Load() {
