@@ -40,7 +40,8 @@ import (
 // event or reply, which Close waits for: failing means closing), then
 // tries rmu; a
 // viewed event (RecvEventView) holds evmu until its Release, and a viewed
-// reply (CallView) rmu until its; Close takes mapMu, rmu, evmu and wmu in
+// reply (CallView) rmu until its; a receiver in RecvEvents or RecvEvent
+// holds evmu for one batch (client_batch.go); Close takes mapMu, rmu, evmu and wmu in
 // that order before it unmaps the rings. With WithReconnect, install
 // (client_reconnect.go) takes mapMu, rmu, evmu, wmu, sockMu and then pmu
 // to put a new session's transport in place of the old one's: the fields
@@ -104,15 +105,20 @@ type Conn struct {
 	pollFd   int                                       // under emu: readable while events wait (once polled)
 	polled   atomic.Bool                               // Fd was called: keep pollFd readable while events wait
 	evbufs   bufPool
-	viewbufs bufPool // copies of CallView replies the pump delivered, back at Release
+	viewbufs viewPool // copies of CallView replies the pump delivered, back at Release
 	received atomic.Uint64
 	dropped  atomic.Uint64
 	taps     nameTaps // the name clients' share of the events (client_name_tap.go)
+	// RecvEvents' receivers read the event ring themselves (client_batch.go).
+	readers   atomic.Int32               // receivers in RecvEvent or RecvEvents
+	ringTaken atomic.Bool                // receivers read the event ring: the pump leaves it alone (until handBack)
+	evSleep   atomic.Bool                // one of them sleeps: the pump wakes it when events come
+	handback  atomic.Pointer[time.Timer] // gives the ring back to the pump after the last one left
 
 	// The pump's sleep, made once: no allocation per park.
-	parker                   *shm.Parker
-	parkConds                []shm.Cond // the response ring, then the event ring
-	readyRoomFn, readyFullFn func() bool
+	parker                                 *shm.Parker
+	parkConds                              []shm.Cond // the response ring, then the event ring
+	readyRoomFn, readyFullFn, readyBatchFn func() bool
 
 	// Peer requests: the node sends their deadlines and cancellations
 	// (FEATURE_PEER_CONTEXT); with WithRequestConcurrency above 1,
@@ -191,7 +197,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	}
 	c.useSession(s)
 	c.initDirect(w.GetFeatures()) // client_direct.go
-	c.readyRoomFn, c.readyFullFn = c.readyRoom, c.readyFull
+	c.readyRoomFn, c.readyFullFn, c.readyBatchFn = c.readyRoom, c.readyFull, c.readyBatch
 	c.life, c.lifeCancel = context.WithCancelCause(context.Background())
 	started := make(chan struct{})
 	c.inlineStarted.Store(&started)
@@ -445,7 +451,7 @@ func (c *Conn) watch() {
 				if !m.Owned {
 					payload = append([]byte(nil), payload...) // the reader's buffer is reused
 				}
-				c.pushEventDropOldest(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
+				c.pushEventDropOldest(&Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
 			}
 		case pb.KindControl:
 			if m, err := pb.DecodeControl(f); err == nil {
@@ -528,6 +534,9 @@ func (c *Conn) Close() error {
 		c.end(ErrClosed)
 		c.sock.Close()
 		c.wg.Wait()
+		if t := c.handback.Load(); t != nil {
+			t.Stop() // a handBack running now finds the connection closing
+		}
 		// Callers look at the rings under mapMu (a peek), rmu (replies),
 		// evmu (events) or wmu (requests): once all are held, nobody does,
 		// and closing keeps them away afterwards.

@@ -319,7 +319,7 @@ type Reply struct {
 	// reuse for a later reply: in both cases Body is valid until Release.
 	Body []byte
 	c    *Conn
-	pool *bufPool // a copy's pool
+	pool *viewPool // a copy's pool (client_viewpool.go)
 }
 
 // Release gives the reply's memory back. Call it once, as soon as possible.

@@ -346,14 +346,14 @@ func (c *Conn) directFrame(ch *dchan, f shm.Frame, me string) error {
 		return err
 	}
 	if f.Kind == pb.KindPeerSend {
-		c.pushEvent(Event{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, ch.peer, me, nil, m.Body)})
+		c.pushEvent(&Event{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, ch.peer, me, nil, m.Body)})
 		return nil
 	}
 	h := directHandle(ch.id, m.ID)
 	ch.mu.Lock()
 	ch.open++
 	ch.mu.Unlock()
-	c.pushEvent(Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: pb.AppendRequest(nil, ch.peer, me, h[:], m.Aux, m.Body)})
+	c.pushEvent(&Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: pb.AppendRequest(nil, ch.peer, me, h[:], m.Aux, m.Body)})
 	return nil
 }
 

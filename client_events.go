@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
@@ -31,21 +30,22 @@ type Event struct {
 	gap    *Reconnected // EventDisconnected, EventReconnected
 	handle [pb.ReplyHandleSize]byte
 
-	pool *bufPool // the payload's buffer comes from this pool
+	buf  *poolBuf // the payload's buffer comes from the connection's pool
 	view *Conn    // the payload is in place in this connection's event ring
-	gen  uint64   // which in-place event, for Release
+	gen  uint64   // which in-place event, or which loan of buf, for Release
 }
 
 // Release hands the event's payload buffer back for reuse by later events
-// of the same size class, sparing the allocation and the cache misses of a
-// fresh buffer (worth it for large events). The payload must not be used
-// afterwards. Calling it is optional; call it at most once.
+// that fit it, sparing an allocation (and, for large events, the cache
+// misses of a fresh buffer). The payload must not be used afterwards.
+// Calling it is optional; a second call, of the event or of a copy of it,
+// does nothing.
 func (e Event) Release() {
 	switch {
 	case e.view != nil:
 		e.view.releaseView(e.gen)
-	case e.pool != nil:
-		e.pool.put(e.Payload)
+	case e.buf != nil:
+		e.buf.release(e.gen)
 	}
 }
 
@@ -71,50 +71,16 @@ func (e Event) Reply(payload []byte, err error) error {
 	return e.rc.replyPeer(e.handle, payload, err)
 }
 
-// bufPool keeps a few large payload buffers for reuse.
-type bufPool struct {
-	mu   sync.Mutex
-	free [][]byte
-}
-
-const (
-	poolMin  = 4 << 10 // smaller payloads are cheap to allocate
-	poolKeep = 64      // buffers kept at most
-)
-
-// get returns a buffer holding a copy of b: a pooled one if it fits.
-func (p *bufPool) get(b []byte) []byte {
-	if len(b) >= poolMin {
-		p.mu.Lock()
-		if n := len(p.free); n > 0 && cap(p.free[n-1]) >= len(b) {
-			buf := p.free[n-1]
-			p.free = p.free[:n-1]
-			p.mu.Unlock()
-			return append(buf[:0], b...)
-		}
-		p.mu.Unlock()
-	}
-	return append([]byte(nil), b...)
-}
-
-func (p *bufPool) put(b []byte) {
-	if cap(b) < poolMin {
-		return
-	}
-	p.mu.Lock()
-	if len(p.free) < poolKeep {
-		p.free = append(p.free, b[:0])
-	}
-	p.mu.Unlock()
-}
-
 // pump reads replies and events.
 func (c *Conn) pump() {
 	for !c.closing.Load() {
 		c.rmu.Lock()
 		err := c.readResponses()
 		c.rmu.Unlock()
-		if err == nil && c.evmu.TryLock() { // held by an event viewed in place: replies go on
+		// evmu is held by an event viewed in place, or by a receiver
+		// reading the ring itself: replies go on. While receivers have
+		// taken the ring (RecvEvent, RecvEvents), they read the events.
+		if err == nil && !c.ringTaken.Load() && c.evmu.TryLock() {
 			err = c.readEvents()
 			c.evmu.Unlock()
 		}
@@ -128,6 +94,23 @@ func (c *Conn) pump() {
 		c.rmu.Lock()
 		c.resp.Arm()
 		c.rmu.Unlock()
+		if c.ringTaken.Load() {
+			// RecvEvents reads the event ring (client_batch.go): wake a
+			// receiver that sleeps there, and keep the ring armed while
+			// one does.
+			c.wakeReader()
+			conds := c.parkConds[:1]
+			if c.evSleep.Load() {
+				conds = c.parkConds
+			}
+			if err = c.parker.Park(c.readyBatchFn, conds...); err != nil {
+				if !errors.Is(err, shm.ErrClosed) {
+					c.end(fmt.Errorf("%w: waiting for the node: %w", ErrProtocol, err))
+				}
+				return
+			}
+			continue
+		}
 		room := c.eventRoom() && !c.viewHeld.Load()
 		if room && c.evmu.TryLock() {
 			c.ev.Arm()
@@ -159,7 +142,8 @@ func (c *Conn) readyRoom() bool {
 // readyFull is the pump's condition to wake while the event queue is full
 // (or an event is viewed in place): a reply, or room for events.
 func (c *Conn) readyFull() bool {
-	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load()
+	return c.closing.Load() || c.resp.Unreleased() || c.eventRoom() && !c.viewHeld.Load() ||
+		c.ringTaken.Load() && c.evSleep.Load() && c.ev.Unreleased()
 }
 
 // readEvents moves events from the event ring to the event queue while it
@@ -200,11 +184,13 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 			if !m.Owned { // a whole frame while another event comes in chunks
 				payload = append([]byte(nil), payload...)
 			}
-			c.pushEvent(Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
+			c.pushEvent(&Event{Service: m.Service, Command: m.Command, Payload: payload, Seq: m.ID, Dropped: uint64(m.Aux)})
 		}
 		return nil
 	}
-	c.pushEvent(Event{Service: f.Service, Command: f.Command, Payload: c.evbufs.get(f.Body), Seq: f.ID, Dropped: uint64(f.Aux), pool: &c.evbufs})
+	e := Event{Service: f.Service, Command: f.Command, Seq: f.ID, Dropped: uint64(f.Aux)}
+	e.Payload, e.buf, e.gen = c.evbufs.get(f.Body)
+	c.pushEvent(&e)
 	return nil
 }
 
@@ -214,16 +200,16 @@ func (c *Conn) eventRoom() bool {
 	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
 }
 
-func (c *Conn) pushEvent(e Event) {
+func (c *Conn) pushEvent(e *Event) {
 	c.dropped.Add(e.Dropped)
-	if e.Service == pb.BusService && c.busIntercept(&e) {
+	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
 	c.pushEventCounted(e)
 }
 
 // pushEventCounted queues e; its drops are already counted.
-func (c *Conn) pushEventCounted(e Event) {
+func (c *Conn) pushEventCounted(e *Event) {
 	c.received.Add(1)
 	c.emu.Lock()
 	if len(c.equeue) == c.ehead && c.polled.Load() && c.pollFd >= 0 {
@@ -231,7 +217,7 @@ func (c *Conn) pushEventCounted(e Event) {
 		one[0] = 1
 		unix.Write(c.pollFd, one[:]) // readable while events wait
 	}
-	c.equeue = append(c.equeue, e)
+	c.equeue = append(c.equeue, *e)
 	c.enq++
 	c.emu.Unlock()
 	select {
@@ -244,9 +230,9 @@ func (c *Conn) pushEventCounted(e Event) {
 // The reader of the socket cannot wait for room, so past sockEvents the
 // oldest queued event is dropped, and counted in the Dropped of the event
 // after it, as the node counts its own drops.
-func (c *Conn) pushEventDropOldest(e Event) {
+func (c *Conn) pushEventDropOldest(e *Event) {
 	c.dropped.Add(e.Dropped) // the node's drops; carried counts below were counted already
-	if e.Service == pb.BusService && c.busIntercept(&e) {
+	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
 	c.emu.Lock()
@@ -325,11 +311,23 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 }
 
 // RecvEvent waits for the next event, and returns a copy of it (see
-// Receiving events in the package doc for the other ways). Once the
-// connection ended, it returns the events that came before the end, then
-// Err's error, at once.
+// Receiving events in the package doc for the other ways): it reads the
+// event ring itself, and copies the payload into a buffer that an earlier
+// event's Release gave back, if one fits. Once the connection ended, it
+// returns the events that came before the end, then Err's error, at once.
+// For many events, RecvEvents takes them a batch at a time.
 func (c *Conn) RecvEvent(ctx context.Context) (Event, error) {
-	for {
+	if c.o.onEvent == nil && c.o.actorPID == nil {
+		// It reads the ring itself, as RecvEvents does (client_batch.go):
+		// no hand-off from the pump, and a buffer given back by Release
+		// for the copy.
+		var one [1]Event
+		if _, err := c.recvEvents(ctx, one[:], true); err != nil {
+			return Event{}, err
+		}
+		return one[0], nil
+	}
+	for { // with a handler or an actor, which the pump feeds
 		if e, ok, more := c.tryRecv(); ok {
 			if more {
 				c.passWake()

@@ -293,7 +293,7 @@ func (c *Conn) reconnect() {
 		c.pmu.Lock()
 		why := c.goneErr
 		c.pmu.Unlock()
-		c.pushEventCounted(Event{Kind: EventDisconnected, gap: &Reconnected{Err: why, OldAddress: c.Address()}})
+		c.pushEventCounted(&Event{Kind: EventDisconnected, gap: &Reconnected{Err: why, OldAddress: c.Address()}})
 		c.comeBack(why)
 	}
 }
@@ -345,7 +345,7 @@ func (c *Conn) comeBack(why error) {
 		if c.ended() { // closed meanwhile: the end is the last news
 			return
 		}
-		c.pushEventCounted(Event{Kind: EventReconnected, gap: r})
+		c.pushEventCounted(&Event{Kind: EventReconnected, gap: r})
 		c.pmu.Lock()
 		if !c.rc.down && c.rc.back != nil {
 			close(c.rc.back)

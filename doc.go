@@ -71,10 +71,19 @@
 // # Receiving events: which delivery mode
 //
 // A connection's events (from services, peers, groups and the node) come
-// in order, in one of five ways; choose one per connection:
+// in order, in one of six ways; choose one per connection:
 //
 //   - RecvEvent: a goroutine of yours pulls them, each a copy (Release
-//     hands a large payload's buffer back for reuse). The default choice.
+//     hands the payload's buffer back for reuse). The default choice.
+//   - RecvEvents: the same in batches, into a slice of yours, each
+//     payload copied into the buffer its slot held: no allocation once
+//     the buffers have grown, one release of the ring per batch, and no
+//     hand-off between goroutines while events keep coming. The choice
+//     for throughput; it mixes with RecvEvent, RecvEventView and
+//     TryRecvEvent, in order. (RecvEvent and RecvEvents read shared
+//     memory themselves: TryRecvEvent and Fd see the events that come
+//     while one is in use, and for about a millisecond after, only once
+//     the pump took the ring back.)
 //   - RecvEventView: the same without the copy when the event is still in
 //     the ring: the fastest for large payloads, at the price of a Release
 //     that must come soon (see below).
@@ -86,7 +95,7 @@
 //     while events wait, for a program with its own epoll or select loop.
 //
 // Each learns the end of the connection, after the events that came
-// before it: RecvEvent and RecvEventView return Err's error at once;
+// before it: RecvEvent, RecvEvents and RecvEventView return Err's error at once;
 // WithDisconnectHandler's function is called after the handler's last
 // event (it may call Close); the actor gets a *Disconnected; Fd stays
 // readable for good and TryRecvEvent returns false, and the loop then

@@ -257,7 +257,8 @@ func (m nodeMem) report(b *testing.B, before nodeMem) {
 // BenchmarkCall's size=65536/view variant reads replies in place (CallView).
 
 // BenchmarkEvents measures event throughput from the node to one client,
-// which takes them with RecvEvent and Release. (RecvEventView, in place,
+// which takes them with RecvEvent and Release (api=one) or in batches of
+// up to 256 with RecvEvents (api=batch). (RecvEventView, in place,
 // measured no faster here: the node's copy into the ring and the windows
 // bound this benchmark, not the client's copy out.)
 // The client asks for events a window at a time (two windows in flight),
@@ -271,62 +272,84 @@ func (m nodeMem) report(b *testing.B, before nodeMem) {
 func BenchmarkEvents(b *testing.B) {
 	for _, cpus := range benchCPUs {
 		b.Run(cpus.name, func(b *testing.B) {
-			for _, bc := range []struct {
-				size int
-				loan bool
-			}{{64, false}, {64 << 10, false}, {64 << 10, true}} {
-				size, emit, name := bc.size, cmdEmit, fmt.Sprintf("size=%d", bc.size)
-				if bc.loan {
-					emit, name = cmdEmitLoan, name+"/loan"
-				}
-				b.Run(name, func(b *testing.B) {
-					// A deep node queue (100,000 events, 1 GiB), so that a window
-					// ahead of the client waits in the node instead of being dropped.
-					socket := benchNode(b, cpus.client, cpus.node, "SB_EVENT_QUEUE=100000")
-					c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventQueue(4096))
-					if err != nil {
-						b.Fatal(err)
+			for _, api := range []string{"one", "batch"} {
+				for _, bc := range []struct {
+					size int
+					loan bool
+				}{{64, false}, {64 << 10, false}, {64 << 10, true}} {
+					size, emit := bc.size, cmdEmit
+					name := fmt.Sprintf("size=%d", size) // the name from before the batch API
+					if bc.loan {
+						emit, name = cmdEmitLoan, name+"/loan"
 					}
-					defer c.Close()
-					ctx := context.Background()
-					window := 4096
-					if size > 4096 {
-						window = 64 // 4 MiB per window
+					if api == "batch" {
+						name = "api=batch/" + name
 					}
-					b.SetBytes(int64(size))
-					b.ReportAllocs()
-					before := readNodeMem(b, c)
-					b.ResetTimer()
-					var asked, got, dropped int
-					ask := func() {
-						n := min(window, b.N-asked)
-						if err := c.Send(ctx, svcTest, emit, []byte(fmt.Sprintf("%d:%d", n, size))); err != nil {
-							b.Fatal(err)
-						}
-						asked += n
-					}
-					start := time.Now()
-					for asked < b.N && asked < 2*window {
-						ask()
-					}
-					for got+dropped < b.N {
-						e, err := c.RecvEvent(ctx)
+					b.Run(name, func(b *testing.B) {
+						// A deep node queue (100,000 events, 1 GiB), so that a window
+						// ahead of the client waits in the node instead of being dropped.
+						socket := benchNode(b, cpus.client, cpus.node, "SB_EVENT_QUEUE=100000")
+						c, err := switchboard.Dial(context.Background(), switchboard.WithSocket(socket), switchboard.WithEventQueue(4096))
 						if err != nil {
 							b.Fatal(err)
 						}
-						got++
-						dropped += int(e.Dropped)
-						e.Release()
-						if asked < b.N && asked-(got+dropped) < window {
+						defer c.Close()
+						ctx := context.Background()
+						window := 4096
+						if size > 4096 {
+							window = 64 // 4 MiB per window
+						}
+						b.SetBytes(int64(size))
+						b.ReportAllocs()
+						before := readNodeMem(b, c)
+						b.ResetTimer()
+						var asked, got, dropped, calls int
+						ask := func() {
+							n := min(window, b.N-asked)
+							if err := c.Send(ctx, svcTest, emit, []byte(fmt.Sprintf("%d:%d", n, size))); err != nil {
+								b.Fatal(err)
+							}
+							asked += n
+						}
+						start := time.Now()
+						for asked < b.N && asked < 2*window {
 							ask()
 						}
-					}
-					el := time.Since(start).Seconds()
-					b.ReportMetric(float64(got)/el, "events/s")
-					b.ReportMetric(float64(dropped), "dropped")
-					b.StopTimer()
-					readNodeMem(b, c).report(b, before)
-				})
+						evs := make([]switchboard.Event, 256) // api=batch: RecvEvents into the same slice
+						for got+dropped < b.N {
+							if api == "batch" {
+								k, err := c.RecvEvents(ctx, evs)
+								if err != nil {
+									b.Fatal(err)
+								}
+								calls++
+								got += k
+								for _, e := range evs[:k] {
+									dropped += int(e.Dropped)
+								}
+							} else {
+								e, err := c.RecvEvent(ctx)
+								if err != nil {
+									b.Fatal(err)
+								}
+								got++
+								dropped += int(e.Dropped)
+								e.Release()
+							}
+							for asked < b.N && asked-(got+dropped) < window {
+								ask()
+							}
+						}
+						el := time.Since(start).Seconds()
+						b.ReportMetric(float64(got)/el, "events/s")
+						b.ReportMetric(float64(dropped), "dropped")
+						if calls > 0 {
+							b.ReportMetric(float64(got)/float64(calls), "events/call")
+						}
+						b.StopTimer()
+						readNodeMem(b, c).report(b, before)
+					})
+				}
 			}
 		})
 	}

@@ -218,7 +218,10 @@ func (r *report) markdown() string {
 		"more than by dbus-daemon. libqb clients ask for a 1 MiB max_msg_size (libqb has no default), which sizes its shm rings. " +
 		"shmipc-go runs with its defaults (shmipc.DefaultConfig on the server, DefaultSessionManagerConfig on the client: one session, " +
 		"a 32 MiB buffer, an 8192-entry queue), one stream per client for the whole run, the Unix socket peer's frames written with the " +
-		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do.\n")
+		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do. " +
+		"Switchboard's events receiver takes them in batches of up to 256 with RecvEvents (it reads the event ring itself, " +
+		"into buffers reused from batch to batch), as a user after throughput would; the other peers read one message at a time, " +
+		"as their APIs do.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}
