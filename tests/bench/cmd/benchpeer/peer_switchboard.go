@@ -237,9 +237,10 @@ func sbFanSub(ctx context.Context, a *args) (*result, error) {
 	return r, nil
 }
 
-// sbP2P requests the responder's address through the node.
+// sbP2P requests the responder's address: over a direct channel the node
+// brokers after the first request (WithDirectPeers on both ends).
 func sbP2P(ctx context.Context, a *args) (*result, error) {
-	c, err := sbDial(ctx, a)
+	c, err := sbDial(ctx, a, switchboard.WithDirectPeers(true))
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func sbP2P(ctx context.Context, a *args) (*result, error) {
 
 // sbP2PResponder answers requests from peers with their payload.
 func sbP2PResponder(ctx context.Context, a *args) (*result, error) {
-	c, err := sbDial(ctx, a, switchboard.WithInlineRequests(), // the handler runs where the request is read
+	c, err := sbDial(ctx, a, switchboard.WithDirectPeers(true), switchboard.WithInlineRequests(), // the handler runs where the request is read
 		switchboard.WithRequestHandler(func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
 			return append([]byte(nil), r.Payload...), nil // inline, the payload is a view
 		}))

@@ -218,7 +218,8 @@ func (r *report) markdown() string {
 		"more than by dbus-daemon. libqb clients ask for a 1 MiB max_msg_size (libqb has no default), which sizes its shm rings. " +
 		"shmipc-go runs with its defaults (shmipc.DefaultConfig on the server, DefaultSessionManagerConfig on the client: one session, " +
 		"a 32 MiB buffer, an 8192-entry queue), one stream per client for the whole run, the Unix socket peer's frames written with the " +
-		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do.\n")
+		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do. " +
+		"Switchboard's peer-to-peer row uses direct channels (WithDirectPeers), which the node brokers after the first routed request.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}
