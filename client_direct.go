@@ -92,6 +92,16 @@ type dchan struct {
 
 func (c *Conn) directOn() bool { return c.dir != nil }
 
+// wake wakes the channel's reader, unless it has unmapped the channel
+// already (a retired channel's reader may end it at any moment).
+func (ch *dchan) wake() {
+	ch.mu.Lock()
+	if !ch.closed {
+		ch.cons.Wake()
+	}
+	ch.mu.Unlock()
+}
+
 // lockSwitch takes sw exclusively without ever queueing for it: a writer
 // that waits for room on a full channel ring (a responder that does not
 // read) holds sw shared, and a queued Lock would hold up every later
@@ -334,7 +344,7 @@ func (c *Conn) directOpen(to string) {
 		ch.retired.Store(true) // nothing went on it: directRead closes it
 	}
 	c.dir.sw.Unlock()
-	ch.cons.Wake()
+	ch.wake()
 	if ok {
 		c.dir.opened.Add(1)
 	}

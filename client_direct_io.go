@@ -80,7 +80,7 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 	}
 	switch {
 	case ch.caller && m.GetCode() == pb.Code_CODE_REFUSED: // revoked: end it, keep its replies coming
-		c.wg.Go(func() { c.directRetire(ch); ch.cons.Wake() })
+		c.wg.Go(func() { c.directRetire(ch); ch.wake() })
 	case ch.caller: // the responder is gone: what is in flight fails now
 		c.directFail(ch, m.GetCode())
 	default: // the caller ended it, or is gone: what it wrote before is served first
