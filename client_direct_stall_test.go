@@ -86,7 +86,7 @@ func TestDirectStalledPeer(t *testing.T) {
 		}))
 	echo := func(ctx context.Context, r *PeerRequest) ([]byte, error) { return r.Payload, nil }
 	other := dial(t, n, WithDirectPeers(true), WithRequestHandler(echo)) // A switches to it meanwhile
-	third := dial(t, n, WithRequestHandler(echo))                         // routed
+	third := dial(t, n, WithRequestHandler(echo))                        // routed
 	cl := dial(t, n, WithDirectPeers(true))
 	goDirect(t, cl, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
