@@ -245,13 +245,17 @@ func sbP2P(ctx context.Context, a *args) (*result, error) {
 		return nil, err
 	}
 	defer c.Close()
-	return rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
+	r, err := rpcLoop(ctx, a, func(ctx context.Context, p []byte) error {
 		r, err := c.Request(ctx, a.target, p)
 		if err == nil && len(r) != len(p) {
 			err = fmt.Errorf("echo of %d bytes came back as %d", len(p), len(r))
 		}
 		return err
 	})
+	if st := c.DirectStats(); r != nil && int64(st.Requests) < r.Ops { // the row must say if it was not what it claims
+		r.Note = fmt.Sprintf("only %d of the %d timed requests went over a direct channel", st.Requests, r.Ops)
+	}
+	return r, err
 }
 
 // sbP2PResponder answers requests from peers with their payload.
