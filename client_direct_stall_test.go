@@ -30,28 +30,39 @@ func TestDirectMarkerLost(t *testing.T) {
 	defer release()
 	// B stops reading: its event handler waits, its own queue holds one
 	// event, its event ring and the node's queue for it fill.
-	for range 8 {
-		flood.SendTo(ctx, srv.Address(), make([]byte, MinRingSize/4))
+	deadline := time.Now().Add(5 * time.Second)
+	droppedForB := func() uint64 {
+		for _, ci := range n.Connections() {
+			if ci.Address == srv.Address() {
+				return ci.Dropped
+			}
+		}
+		return 0
+	}
+	for droppedForB() == 0 { // B's event ring and the node's queue for it are full
+		if time.Now().After(deadline) {
+			t.Fatalf("B's queue does not fill: %+v", n.Stats())
+		}
+		if err := flood.SendTo(ctx, srv.Address(), make([]byte, MinRingSize/4)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	// A's first request is routed and opens the channel; the marker joins
 	// B's full queue, and the flood pushes it out.
 	first := make(chan error, 1)
 	go func() { _, err := cl.Request(ctx, srv.Address(), []byte("first")); first <- err }()
-	deadline := time.Now().Add(5 * time.Second)
 	for cl.DirectStats().Opened+cl.DirectStats().Refused == 0 && n.Stats().DirectMarkersLost == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no channel: %+v %+v", cl.DirectStats(), n.Stats())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // the marker is in B's queue before the flood
-	for range 16 {
-		flood.SendTo(ctx, srv.Address(), make([]byte, MinRingSize/4))
-	}
-	for n.Stats().DirectMarkersLost != 1 {
+	for n.Stats().DirectMarkersLost != 1 { // the flood pushes the marker out of B's queue
 		if time.Now().After(deadline) {
 			t.Fatalf("the marker was not lost: %+v %+v", n.Stats(), cl.DirectStats())
 		}
+		flood.SendTo(ctx, srv.Address(), make([]byte, MinRingSize/4))
 		time.Sleep(time.Millisecond)
 	}
 	release()
