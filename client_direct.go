@@ -51,7 +51,7 @@ const directRetry = 64
 // sends; mu and dchan.mu are leaves but for dchan.mu held across a ring
 // write).
 type directSet struct {
-	sw      sync.RWMutex // shared: a routed send to an address; exclusive: a path switch
+	sw      sync.RWMutex // shared: a send to an address; exclusive: a path switch, only by lockSwitch (never queued)
 	mu      sync.Mutex
 	out     map[string]*dchan // active channels, by the responder's address
 	in      map[string][]*dchan
@@ -91,6 +91,29 @@ type dchan struct {
 }
 
 func (c *Conn) directOn() bool { return c.dir != nil }
+
+// wake wakes the channel's reader, unless it has unmapped the channel
+// already (a retired channel's reader may end it at any moment).
+func (ch *dchan) wake() {
+	ch.mu.Lock()
+	if !ch.closed {
+		ch.cons.Wake()
+	}
+	ch.mu.Unlock()
+}
+
+// lockSwitch takes sw exclusively without ever queueing for it: a writer
+// that waits for room on a full channel ring (a responder that does not
+// read) holds sw shared, and a queued Lock would hold up every later
+// RLock, the routed sends to every other peer with them. Only the switch
+// waits, polling, until no send is under way; sends never wait for it.
+func (d *directSet) lockSwitch() {
+	wait := 20 * time.Microsecond
+	for !d.sw.TryLock() {
+		time.Sleep(wait)
+		wait = min(2*wait, time.Millisecond)
+	}
+}
 
 // initDirect sets the Conn up for channels if the node granted them.
 func (c *Conn) initDirect(features uint32) {
@@ -253,7 +276,7 @@ func (c *Conn) directRouted(to string) {
 // goes into the ring before any later routed frame, under sw (see
 // ARCHITECTURE.md, ordering). directRead ends it once pending is empty.
 func (c *Conn) directRetire(ch *dchan) {
-	c.dir.sw.Lock()
+	c.dir.lockSwitch()
 	if !ch.retired.Swap(true) {
 		c.dir.mu.Lock()
 		if c.dir.out[ch.peer] == ch {
@@ -309,7 +332,7 @@ func (c *Conn) directOpen(to string) {
 			return
 		}
 	}
-	c.dir.sw.Lock()
+	c.dir.lockSwitch()
 	err := c.busCall(ctx, pb.BusDirectStart, &ref, nil)
 	if err == nil && ch.ctx.Err() == nil {
 		c.dir.mu.Lock()
@@ -321,7 +344,7 @@ func (c *Conn) directOpen(to string) {
 		ch.retired.Store(true) // nothing went on it: directRead closes it
 	}
 	c.dir.sw.Unlock()
-	ch.cons.Wake()
+	ch.wake()
 	if ok {
 		c.dir.opened.Add(1)
 	}

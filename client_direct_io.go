@@ -80,7 +80,7 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 	}
 	switch {
 	case ch.caller && m.GetCode() == pb.Code_CODE_REFUSED: // revoked: end it, keep its replies coming
-		c.wg.Go(func() { c.directRetire(ch); ch.cons.Wake() })
+		c.wg.Go(func() { c.directRetire(ch); ch.wake() })
 	case ch.caller: // the responder is gone: what is in flight fails now
 		c.directFail(ch, m.GetCode())
 	default: // the caller ended it, or is gone: what it wrote before is served first
@@ -98,7 +98,8 @@ func (c *Conn) directFail(ch *dchan, code pb.Code) {
 	if code == pb.Code_CODE_OK {
 		code = pb.Code_CODE_PEER_GONE
 	}
-	c.dir.sw.Lock()
+	ch.cancel() // first: a writer waiting for room on the channel gives up (ErrPeerGone) and lets go of sw
+	c.dir.lockSwitch()
 	ch.retired.Store(true)
 	c.dir.mu.Lock()
 	if c.dir.out[ch.peer] == ch {
@@ -113,8 +114,12 @@ func (c *Conn) directFail(ch *dchan, code pb.Code) {
 	}
 	clear(ch.pending)
 	ch.mu.Unlock()
+	var why []byte
+	if code == pb.Code_CODE_UNDELIVERABLE {
+		why = []byte(ch.peer + " is not reading: its queue dropped the direct channel's start")
+	}
 	for _, id := range ids {
-		c.reply(id, code, nil)
+		c.reply(id, code, why)
 	}
 	ch.cancel()
 }

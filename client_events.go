@@ -287,7 +287,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 		c.emu.Unlock()
 		return Event{}, false, false
 	}
-	wasFull := len(c.equeue)-c.ehead >= c.o.eventQueue
+	wasFull := len(c.equeue)-c.ehead+len(c.reqq) >= c.o.eventQueue // eventRoom's measure: see serveRequests
 	e := c.equeue[c.ehead]
 	c.equeue[c.ehead] = Event{}
 	c.ehead++

@@ -184,6 +184,11 @@ func (c *Conn) peerCanceled(body []byte) bool {
 func (c *Conn) serveRequests() {
 	for {
 		c.emu.Lock()
+		// Whoever takes the queue from full to not full rings the pump's
+		// bell (it stops reading events while full); only they: a ring
+		// per batch is an eventfd write and a wake-up of the pump per
+		// request when requests come one at a time (the direct path).
+		wasFull := len(c.equeue)-c.ehead+len(c.reqq) >= c.o.eventQueue
 		q := c.reqq
 		c.reqq = nil
 		c.emu.Unlock()
@@ -196,7 +201,9 @@ func (c *Conn) serveRequests() {
 				return
 			}
 		}
-		c.bell.Load().Ring() // the pump may have stopped reading events for want of room
+		if wasFull {
+			c.bell.Load().Ring() // the pump may have stopped reading events for want of room
+		}
 		for _, r := range q {
 			switch {
 			case c.o.requestPID != nil:

@@ -100,6 +100,10 @@ type NodeStats struct {
 	// monitor, a policy change) and closed since start.
 	DirectChannels                                           int
 	DirectOpened, DirectRefused, DirectRevoked, DirectClosed uint64
+	// DirectMarkersLost counts channels ended because the responder's
+	// queue dropped their start marker (the caller's requests on them
+	// failed at once with CODE_UNDELIVERABLE).
+	DirectMarkersLost uint64
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

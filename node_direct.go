@@ -48,7 +48,7 @@ type directBroker struct {
 
 	policyGen atomic.Uint64 // bumped by SetPolicy, after the new policy is stored
 
-	opened, refused, revoked, closed atomic.Uint64
+	opened, refused, revoked, closed, lost atomic.Uint64
 }
 
 // brokered is one channel: a is the caller (it writes ring 0), b the
@@ -126,10 +126,15 @@ func (n *Node) directOpen(c *conn.Endpoint, body []byte) conn.Result {
 		return n.directRefuse(c, pb.Code_CODE_INTERNAL, err.Error())
 	}
 	fds := link.Fds()
-	errB := to.SendControl(&pb.Control{Msg: &pb.Control_DirectChannel{DirectChannel: &pb.DirectChannel{Id: ch.id, Peer: c.Address()}}}, fds)
-	errA := c.SendControl(&pb.Control{Msg: &pb.Control_DirectChannel{DirectChannel: &pb.DirectChannel{Id: ch.id, Peer: to.Address(), Caller: true}}}, fds)
+	// On the caller's pump: each write gives up after conn.ControlWait, so
+	// a responder that does not read its socket refuses the channel (and
+	// holds up A's pump that long at most) instead of stalling it.
+	errA := to.SendControl(&pb.Control{Msg: &pb.Control_DirectChannel{DirectChannel: &pb.DirectChannel{Id: ch.id, Peer: c.Address()}}}, fds)
+	if errA == nil {
+		errA = c.SendControl(&pb.Control{Msg: &pb.Control_DirectChannel{DirectChannel: &pb.DirectChannel{Id: ch.id, Peer: to.Address(), Caller: true}}}, fds)
+	}
 	link.Close() // the clients hold the segment now; the node maps none of it
-	if errA != nil || errB != nil {
+	if errA != nil {
 		n.directEnd(ch, pb.Code_CODE_PEER_GONE, true)
 		return n.directRefuse(c, pb.Code_CODE_UNDELIVERABLE, "could not hand the channel over")
 	}
@@ -175,8 +180,23 @@ func (n *Node) directStart(c *conn.Endpoint, body []byte) conn.Result {
 	if revoked || ch.b.Saturated() {
 		return n.directRefuse(c, pb.Code_CODE_REFUSED, "channel revoked, or its responder is not reading")
 	}
-	c.Deliver(ch.b, &conn.Delivery{Service: pb.BusService, Command: pb.MsgDirectStart, Payload: binary.LittleEndian.AppendUint64(nil, ch.id)})
+	// The check above is not enough: B's mailbox can fill between it and
+	// the flush of this pump's batch. A marker dropped on any path (the
+	// mailbox, the event queue, a goodbye) ends the channel instead: B
+	// never read ring 0, so A fails what it wrote there at once
+	// (CODE_UNDELIVERABLE, as a routed request to B would have) and routes.
+	c.Deliver(ch.b, &conn.Delivery{Service: pb.BusService, Command: pb.MsgDirectStart,
+		Payload: binary.LittleEndian.AppendUint64(nil, ch.id), OnDrop: func() { n.directMarkerLost(ch) }})
 	return conn.Result{}
+}
+
+// directMarkerLost ends a channel whose start marker was dropped (counted,
+// logged): the caller hears CODE_UNDELIVERABLE. Any goroutine (the one
+// that dropped the marker).
+func (n *Node) directMarkerLost(ch *brokered) {
+	n.direct.lost.Add(1)
+	n.o.logger.Debug("direct channel ended: its start marker was dropped", slog.Uint64("conn", ch.b.ID()), slog.Uint64("channel", ch.id))
+	n.directEnd(ch, pb.Code_CODE_UNDELIVERABLE, true)
 }
 
 // directClose serves BusDirectClose: the caller ended the channel (idle,
@@ -293,4 +313,5 @@ func (n *Node) directStats(s *NodeStats) {
 	n.direct.mu.Unlock()
 	s.DirectOpened, s.DirectRefused = n.direct.opened.Load(), n.direct.refused.Load()
 	s.DirectRevoked, s.DirectClosed = n.direct.revoked.Load(), n.direct.closed.Load()
+	s.DirectMarkersLost = n.direct.lost.Load()
 }

@@ -17,16 +17,23 @@ const MaxControl = 64 << 10
 // WriteControl sends m on the socket as one KindControl frame, with the
 // descriptors fds attached (SCM_RIGHTS) if there are any.
 func WriteControl(c *net.UnixConn, m *Control, fds []int) error {
+	_, err := WriteControlN(c, m, fds)
+	return err
+}
+
+// WriteControlN is WriteControl that also reports how many bytes of the
+// frame were written: after an error (a write deadline), a frame written
+// in part leaves the stream out of step.
+func WriteControlN(c *net.UnixConn, m *Control, fds []int) (int, error) {
 	body, err := gproto.Marshal(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	frame := shm.AppendFrame(nil, shm.Header{Kind: KindControl}, body)
 	if len(fds) > 0 {
-		return shm.SendFds(c, frame, fds...)
+		return shm.SendFdsN(c, frame, fds...)
 	}
-	_, err = c.Write(frame)
-	return err
+	return c.Write(frame)
 }
 
 // ReadControl reads one control frame from the socket, and no byte more.

@@ -42,11 +42,18 @@ func PeerCred(c *net.UnixConn) (Cred, error) {
 // SendFds sends msg (at least one byte) with fds attached (SCM_RIGHTS). The
 // caller keeps its own copies of fds.
 func SendFds(c *net.UnixConn, msg []byte, fds ...int) error {
+	_, err := SendFdsN(c, msg, fds...)
+	return err
+}
+
+// SendFdsN is SendFds that also reports how many bytes of msg were
+// written (some, with an error, after a write deadline).
+func SendFdsN(c *net.UnixConn, msg []byte, fds ...int) (int, error) {
 	if len(msg) == 0 {
-		return errors.New("shm: SendFds needs at least one byte of message")
+		return 0, errors.New("shm: SendFds needs at least one byte of message")
 	}
 	if len(fds) > MaxFds {
-		return fmt.Errorf("shm: %d fds exceed the limit of %d", len(fds), MaxFds)
+		return 0, fmt.Errorf("shm: %d fds exceed the limit of %d", len(fds), MaxFds)
 	}
 	var oob []byte
 	if len(fds) > 0 {
@@ -54,12 +61,12 @@ func SendFds(c *net.UnixConn, msg []byte, fds ...int) error {
 	}
 	n, oobn, err := c.WriteMsgUnix(msg, oob, nil)
 	if err != nil {
-		return &OpError{Op: "sendmsg", Err: err}
+		return n, &OpError{Op: "sendmsg", Err: err}
 	}
 	if n != len(msg) || oobn != len(oob) {
-		return &OpError{Op: "sendmsg", Err: io.ErrShortWrite}
+		return n, &OpError{Op: "sendmsg", Err: io.ErrShortWrite}
 	}
-	return nil
+	return n, nil
 }
 
 // ErrTooManyFds is returned by RecvFds when the peer attached more

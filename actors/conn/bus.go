@@ -87,8 +87,13 @@ func (c *Endpoint) expect(caller *Endpoint, call uint64) bool {
 }
 
 // requestDropped tells the caller of a request that this connection's
-// queue could not take it: a request is never dropped silently.
+// queue could not take it: a request is never dropped silently; nor is a
+// marker (Delivery.OnDrop). Every path that drops a Delivery calls it.
 func (c *Endpoint) requestDropped(e *Delivery) {
+	if f := e.OnDrop; f != nil {
+		e.OnDrop = nil
+		f()
+	}
 	if e.caller == nil {
 		return
 	}

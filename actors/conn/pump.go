@@ -48,6 +48,10 @@ type (
 		aux              uint32    // drop count carried by its frames
 		caller           *Endpoint // a request: who waits for the answer to its call callID
 		callID           uint64
+		// OnDrop, if set, is called once if the event is dropped before
+		// it reaches the event ring (a marker that must not be lost
+		// silently), on the goroutine that drops it; it must not block.
+		OnDrop func()
 	}
 	// Completion delivers a pending request's result (Complete).
 	Completion struct {

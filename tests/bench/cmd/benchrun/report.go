@@ -221,7 +221,8 @@ func (r *report) markdown() string {
 		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do. " +
 		"Switchboard's events receiver takes them in batches of up to 256 with RecvEvents (it reads the event ring itself, " +
 		"into buffers reused from batch to batch), as a user after throughput would; the other peers read one message at a time, " +
-		"as their APIs do.\n")
+		"as their APIs do. " +
+		"Switchboard's peer-to-peer row uses direct channels (WithDirectPeers), which the node brokers after the first routed request.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}
