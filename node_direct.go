@@ -117,10 +117,12 @@ func (n *Node) directOpen(c *conn.Endpoint, body []byte) conn.Result {
 	d.per[c]++
 	d.per[to]++
 	d.mu.Unlock()
+	n.fdMu.Lock() // descriptors made under fdMu: see refuseOutOfFds
 	link, err := shm.NewLink("switchboard-direct", []shm.RingSpec{
 		{Capacity: DirectRingBytes, CreatorWrites: true, DataBell: 0, SpaceBell: 1},
 		{Capacity: DirectRingBytes, DataBell: 2, SpaceBell: 3},
 	})
+	n.fdMu.Unlock()
 	if err != nil {
 		n.directEnd(ch, pb.Code_CODE_INTERNAL, false)
 		return n.directRefuse(c, pb.Code_CODE_INTERNAL, err.Error())
