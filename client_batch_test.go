@@ -441,3 +441,39 @@ func TestBufPoolStaleRelease(t *testing.T) {
 		p.nfree.Store(0)
 	}
 }
+
+// TestTryRecvEventAfterRecvEvent: a loop that blocks in RecvEvent when it
+// has nothing to do and drains with TryRecvEvent otherwise (a publisher
+// reading its acknowledgements, say) sees at once the events already
+// there, though RecvEvent keeps the event ring a moment after it returns.
+func TestTryRecvEventAfterRecvEvent(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		_, c := emitter(t, nil, WithTransport(tr))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for round := range 50 {
+			// The handler sends its three events before its reply: once
+			// Call returns they are all in the event ring (or, over the
+			// socket, in flight ahead of the reply).
+			if _, err := c.Call(ctx, 1, 0, []byte("3")); err != nil {
+				t.Fatal(err)
+			}
+			e, err := c.RecvEvent(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Command != 0 {
+				t.Fatalf("round %d: first event %d", round, e.Command)
+			}
+			for want := uint16(1); want < 3; want++ {
+				e, ok := c.TryRecvEvent()
+				if !ok {
+					t.Fatalf("round %d: event %d waits, TryRecvEvent found nothing", round, want)
+				}
+				if e.Command != want {
+					t.Fatalf("round %d: event %d, want %d", round, e.Command, want)
+				}
+			}
+		}
+	})
+}

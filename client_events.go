@@ -275,7 +275,19 @@ var errRequestDropped = errors.New("request dropped: the peer's event buffer was
 // again spins at 100% CPU. (Before the connection learnt its end, Fd
 // never became readable then, and such a loop waited forever instead.)
 // On Err set, take Fd out of the poll set and stop, or redial.
+//
+// After RecvEvent or RecvEvents, which read the event ring themselves and
+// keep it a moment after they return (client_batch.go), TryRecvEvent reads
+// the ring too: a loop that mixes them sees every event that came.
 func (c *Conn) TryRecvEvent() (Event, bool) {
+	if c.ringTaken.Load() && c.o.onEvent == nil && c.o.actorPID == nil {
+		var one [1]Event
+		n, err := c.readBatch(one[:], true)
+		if err != nil {
+			c.end(err)
+		}
+		return one[0], n == 1
+	}
 	e, ok, _ := c.tryRecv()
 	return e, ok
 }

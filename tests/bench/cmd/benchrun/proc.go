@@ -92,7 +92,18 @@ func (ps *procs) start(name string, argv []string, env ...string) (*proc, error)
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
-			p.lines <- sc.Text()
+			// A result line is always passed on (a child prints one);
+			// other lines (the ready line, a peer library's chatter) are
+			// dropped once nobody reads them, so that a child that talks
+			// on stdout cannot block this goroutine and its Wait.
+			if line := sc.Text(); strings.HasPrefix(line, "{") {
+				p.lines <- line
+			} else {
+				select {
+				case p.lines <- line:
+				default:
+				}
+			}
 		}
 		close(p.lines)
 		p.err = cmd.Wait()
