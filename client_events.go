@@ -276,11 +276,12 @@ var errRequestDropped = errors.New("request dropped: the peer's event buffer was
 // never became readable then, and such a loop waited forever instead.)
 // On Err set, take Fd out of the poll set and stop, or redial.
 //
-// After RecvEvent or RecvEvents, which read the event ring themselves and
-// keep it a moment after they return (client_batch.go), TryRecvEvent reads
-// the ring too: a loop that mixes them sees every event that came.
+// Without a handler or actor it reads the event ring itself too, as
+// RecvEvent does (client_batch.go): an event the node wrote is found
+// whether the pump or a receiver had the ring, so a loop that mixes them
+// sees every event that came.
 func (c *Conn) TryRecvEvent() (Event, bool) {
-	if c.ringTaken.Load() && c.o.onEvent == nil && c.o.actorPID == nil {
+	if c.o.onEvent == nil && c.o.actorPID == nil {
 		var one [1]Event
 		n, err := c.readBatch(one[:], true)
 		if err != nil {
