@@ -24,7 +24,7 @@ func TestSocketWatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close() // after the endpoints' cleanups: deferred calls run first
+	defer w.Close() // before the endpoints' cleanups (deferred calls run first): forget copes
 	sys := conntest.NewSystem(t)
 	sp := conntest.NewSpawner(t, sys)
 	started := make(chan context.Context, 1)
