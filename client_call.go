@@ -272,26 +272,29 @@ func (c *Conn) deliverReply(f shm.Frame) error {
 }
 
 func (c *Conn) reply(id uint64, code pb.Code, payload []byte) {
+	if cl := c.take(id); cl != nil {
+		c.complete(cl, code, payload)
+	}
+}
+
+// take removes call id from the pending calls and returns it, or counts
+// a late reply if its caller gave up.
+func (c *Conn) take(id uint64) *call {
 	c.pmu.Lock()
 	cl := c.pending[id]
 	delete(c.pending, id)
 	c.pmu.Unlock()
 	if cl == nil {
 		c.late.Add(1) // the caller gave up
-		return
 	}
-	c.complete(cl, code, payload)
+	return cl
 }
 
 // replyCopy is reply with a copy of body, a view of the response ring: a
 // pooled buffer for a CallView caller, which gives it back at Release.
 func (c *Conn) replyCopy(id uint64, code pb.Code, body []byte) {
-	c.pmu.Lock()
-	cl := c.pending[id]
-	delete(c.pending, id)
-	c.pmu.Unlock()
+	cl := c.take(id)
 	if cl == nil {
-		c.late.Add(1) // the caller gave up
 		return
 	}
 	if cl.view && code == pb.Code_CODE_OK {

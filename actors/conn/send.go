@@ -28,26 +28,22 @@ var ErrTooLarge = errors.New("conn: event larger than the largest message")
 // this way keep their order among themselves. It waits for room in the
 // event ring as described above.
 func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
-	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
-		c.lateDrops.Add(1) // the connection went on without the handler
-		return
-	}
-	m := Delivery{Service: service, Command: command, Payload: payload} // on the stack unless it is queued
-	if !c.writeWaiting(&m) {
-		q := m
-		c.queueEvent(&q)
-	}
-	c.serving.Store(handlerRunning)
+	c.sendFromServe(Delivery{Service: service, Command: command, Payload: payload})
 }
 
 // SendEventFromServeParts is SendEventFromServe with the payload gathered
 // from parts, written at once or copied (joined) if it has to wait.
 func (c *Endpoint) SendEventFromServeParts(service, command uint16, parts [][]byte) {
+	c.sendFromServe(Delivery{Service: service, Command: command, Parts: parts})
+}
+
+// sendFromServe writes m (on the stack unless it is queued) from the
+// handler, waiting for room, or queues a copy of it.
+func (c *Endpoint) sendFromServe(m Delivery) {
 	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
 		c.lateDrops.Add(1) // the connection went on without the handler
 		return
 	}
-	m := Delivery{Service: service, Command: command, Parts: parts} // on the stack unless it is queued
 	if !c.writeWaiting(&m) {
 		q := m
 		c.queueEvent(&q)
