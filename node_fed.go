@@ -1,0 +1,44 @@
+package switchboard
+
+// Federation: the contract between a node and the links that join it to
+// the other nodes of a cluster. The root package knows nothing of how the
+// links are made (package actors/cluster makes them over protoactor-go
+// remote, and only cmd/node and programs that federate import it); it
+// hands a Federation opaque messages for a named node and takes the other
+// nodes' messages, comings and goings through the FederationHost it gives
+// Start. Node names are the names nodes are given (WithName); an
+// incarnation (the one in the node's addresses, ":NAME.INCARNATION.ID")
+// tells two runs of one name apart.
+
+// Federation carries this node's messages to the other nodes of its
+// cluster.
+type Federation interface {
+	// Start begins linking this node (named self, in its incarnation) to
+	// the others; the node calls it once, before it serves clients, and
+	// host's methods are called from then until Close returns.
+	Start(self string, incarnation string, host FederationHost) error
+	// Send queues msg for node and owns msg from then on. What Send
+	// accepts is delivered once, in Send's order per destination, or the
+	// link is declared down (host.NodeDown): never a silent gap. An error
+	// means msg will not be delivered: the node is not up, or the link's
+	// byte budget is spent.
+	Send(node string, msg []byte) error
+	// Close ends every link and waits for the goroutines that call host;
+	// it is idempotent.
+	Close() error
+}
+
+// FederationHost is the node's side of a Federation.
+type FederationHost interface {
+	// NodeUp: a link to node, in this incarnation, is up; its messages
+	// follow. A node comes up again only as a new incarnation.
+	NodeUp(node string, incarnation string)
+	// NodeDown: the link to node's incarnation is gone (the node was
+	// killed, hung, cut off, fenced, or its link lost a message); nothing
+	// more from that incarnation is delivered.
+	NodeDown(node string, incarnation string, reason string)
+	// Deliver hands over one message from node, which the host owns from
+	// then on, in node's Send order, one call at a time per node. It
+	// should not block: the link's budget backs up behind it.
+	Deliver(node string, msg []byte)
+}
