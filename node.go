@@ -352,7 +352,7 @@ func (n *Node) Serve(ctx context.Context) error {
 			c.Close()
 			continue
 		}
-		cred := Cred(k)
+		cred := credOf(k)
 		n.mu.Lock()
 		if n.closed {
 			n.mu.Unlock()
@@ -539,7 +539,7 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 
 func connInfo(c *conn.Endpoint) ConnInfo {
 	st := c.Stats()
-	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
+	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: credOf(c.Cred()), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
 		EventWaits: st.EventWaits.Load(), EventWaitsExpired: st.EventWaitsExpired.Load(),

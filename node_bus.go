@@ -27,7 +27,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		}
 		return conn.Result{Code: pb.Code(e.Code), Payload: []byte(e.Reason)}
 	}
-	who := Cred(c.Cred())
+	who := credOf(c.Cred())
 	switch r.Command {
 	case pb.BusSubscribe, pb.BusSubscribeWithMembers:
 		var m pb.BusGroup

@@ -50,7 +50,7 @@ func (n *Node) lookupAddress(addr string) *conn.Endpoint {
 // given and, for a name, for the owner's address too, so that a name is no
 // way around a rule on an address.
 func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error) {
-	if err := n.allow(Cred(from.Cred()), ActionSend, dest); err != nil {
+	if err := n.allow(credOf(from.Cred()), ActionSend, dest); err != nil {
 		return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 	}
 	var to *conn.Endpoint
@@ -59,7 +59,7 @@ func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error)
 	} else {
 		to = n.reg.Owner(dest)
 		if to != nil {
-			if err := n.allow(Cred(from.Cred()), ActionSend, to.Address()); err != nil {
+			if err := n.allow(credOf(from.Cred()), ActionSend, to.Address()); err != nil {
 				return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 			}
 		}
@@ -123,7 +123,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			fail(codeError(pb.Code_CODE_REFUSED, fmt.Sprintf("group %q is the node's", d)))
 			return
 		}
-		if err := n.allow(Cred(c.Cred()), ActionPublish, d); err != nil {
+		if err := n.allow(credOf(c.Cred()), ActionPublish, d); err != nil {
 			fail(codeError(pb.Code_CODE_REFUSED, err.Error()))
 			return
 		}

@@ -46,6 +46,37 @@ type eventBatch struct {
 
 type handle struct{ caller, call uint64 }
 
+// Caller is who waits for the answers to requests delivered to
+// connections: a connection (*Endpoint), or the node's stand-in for a
+// caller on another node of the cluster (DeliverRequest).
+type Caller interface {
+	// ID is unique among the node's callers: a connection's id, or, for
+	// a stand-in, a number with the top bit set (connection ids never
+	// have it).
+	ID() uint64
+	// PostResult takes an answer. Any goroutine may call it; it must not
+	// block.
+	PostResult(*PeerResult)
+}
+
+// Remote is a target of a request on another node of the cluster: the
+// node's stand-in for it, made per request. Its methods run on the
+// caller's pump.
+type Remote interface {
+	// Key is unique among the targets of the node's requests in flight
+	// (the top bit set): its answer comes as a PeerResult From Key.
+	Key() uint64
+	// Address is the target's address, for a group's results.
+	Address() string
+	// Ask sends caller's request call to the target (aux: the deadline in
+	// microseconds, 0 for none); false means it cannot go (the target's
+	// node is down) and no answer will come.
+	Ask(caller *Endpoint, call uint64, aux uint32) bool
+	// Forget tells the target that caller stopped waiting for call (why);
+	// it does nothing if the answer came already.
+	Forget(caller *Endpoint, call uint64, why pb.Code)
+}
+
 // busState is a connection's part of the bus: the requests it waits for
 // (owned by the pump), the requests it was sent (under inMu, since other
 // connections' pumps add to it), and its outbox.
@@ -53,7 +84,7 @@ type busState struct {
 	pending  int // replies from peers it waits for
 	calls    map[uint64]*peerCall
 	inMu     sync.Mutex
-	incoming map[handle]*Endpoint // requests delivered to this client, by handle, with their caller
+	incoming map[handle]Caller // requests delivered to this client, by handle, with their caller
 	inClosed bool
 	outbox   map[*Endpoint][]*Delivery
 	outOrder []*Endpoint
@@ -62,6 +93,7 @@ type busState struct {
 // peerCall is one request of this connection to one peer or a group.
 type peerCall struct {
 	targets []*Endpoint // whose incoming tables hold its handle
+	remotes []Remote    // targets on other nodes asked
 	group   bool
 	left    int // replies still expected
 	timer   *time.Timer
@@ -73,14 +105,14 @@ type peerCall struct {
 // Expect records that this connection's client will be asked call of
 // caller, and reports false if the connection is ending (the caller then
 // knows at once that no answer will come). Any goroutine may call it.
-func (c *Endpoint) expect(caller *Endpoint, call uint64) bool {
+func (c *Endpoint) expect(caller Caller, call uint64) bool {
 	c.bus.inMu.Lock()
 	defer c.bus.inMu.Unlock()
 	if c.bus.inClosed {
 		return false
 	}
 	if c.bus.incoming == nil {
-		c.bus.incoming = map[handle]*Endpoint{}
+		c.bus.incoming = map[handle]Caller{}
 	}
 	c.bus.incoming[handle{caller.ID(), call}] = caller
 	return true
@@ -113,7 +145,7 @@ func (c *Endpoint) requestDropped(e *Delivery) {
 // yet, why (CODE_CANCELED, CODE_DEADLINE_EXCEEDED, CODE_PEER_GONE): its
 // answer, if one comes, is then late (Stats.LateReplies). Any goroutine
 // may call it.
-func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64, why pb.Code) {
+func (c *Endpoint) forgetIncoming(caller Caller, call uint64, why pb.Code) {
 	h := handle{caller.ID(), call}
 	c.bus.inMu.Lock()
 	_, waiting := c.bus.incoming[h]
@@ -124,7 +156,7 @@ func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64, why pb.Code) {
 		// request delivered, and the client must hear it. Sent after the
 		// request (by the caller's pump, as the request was), it arrives
 		// after it.
-		body := pb.AppendCancel(make([]byte, 0, pb.CancelSize), caller.ReplyHandle(call), why)
+		body := pb.AppendCancel(make([]byte, 0, pb.CancelSize), replyHandle(caller.ID(), call), why)
 		c.sys.Root.Send(c.pid, &Delivery{Service: pb.BusService, Command: pb.MsgCancel, Payload: body})
 	}
 }
@@ -283,11 +315,49 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 
 // ReplyHandle returns the handle of call of this connection, as the
 // request's recipient must quote it.
-func (c *Endpoint) ReplyHandle(call uint64) []byte {
+func (c *Endpoint) ReplyHandle(call uint64) []byte { return replyHandle(c.ID(), call) }
+
+func replyHandle(caller, call uint64) []byte {
 	var b [pb.ReplyHandleSize]byte
-	binary.LittleEndian.PutUint64(b[:], c.ID())
+	binary.LittleEndian.PutUint64(b[:], caller)
 	binary.LittleEndian.PutUint64(b[8:], call)
 	return b[:]
+}
+
+// ReplyHandleOf returns the handle a request's recipient quotes for call
+// of caller (a stand-in for a caller on another node).
+func ReplyHandleOf(caller Caller, call uint64) []byte { return replyHandle(caller.ID(), call) }
+
+// DeliverRequest delivers a request from a caller that is not a
+// connection of this node (the stand-in for one on another node): body as
+// pb.AppendRequest makes it, with ReplyHandleOf(caller, call). The answer,
+// or the node's verdict that none will come (the connection ended, its
+// queue was full), goes to caller.PostResult. It returns an error code
+// when the request cannot be delivered at all (then caller hears
+// nothing). Any goroutine may call it, one at a time per caller for the
+// order to hold.
+func (c *Endpoint) DeliverRequest(caller Caller, call uint64, body []byte) (pb.Code, string) {
+	if !c.cfg.PeerContext {
+		var err error
+		if body, err = pb.WithoutDeadline(body); err != nil {
+			return pb.Code_CODE_INTERNAL, "bad request body"
+		}
+	}
+	if len(body) > c.MaxEvent() {
+		return pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than %s takes (%d)", len(body), c.Address(), c.MaxEvent())
+	}
+	if !c.expect(caller, call) {
+		return pb.Code_CODE_PEER_GONE, c.Address() + " disconnected"
+	}
+	c.SendEvents([]*Delivery{{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: caller, callID: call}})
+	return pb.Code_CODE_OK, ""
+}
+
+// ForgetRequest: the caller of a request DeliverRequest delivered no
+// longer waits for it (why); the client hears it (MsgCancel) if it has not
+// answered. Any goroutine may call it.
+func (c *Endpoint) ForgetRequest(caller Caller, call uint64, why pb.Code) {
+	c.forgetIncoming(caller, call, why)
 }
 
 // Fail answers the client's call id with an error at once (a bus
@@ -310,11 +380,18 @@ func (c *Endpoint) Answer(id uint64, payload []byte) {
 // CODE_DEADLINE_EXCEEDED for one that has not answered by the deadline
 // (aux microseconds; 0: none). On the pump, from Route.
 func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*Endpoint, body []byte) {
+	c.StartRequestRemote(id, aux, group, targets, nil, body)
+}
+
+// StartRequestRemote is StartRequest with targets on other nodes too
+// (remotes, asked after targets; a group's results list them after the
+// local ones). On the pump, from Route.
+func (c *Endpoint) StartRequestRemote(id uint64, aux uint32, group bool, targets []*Endpoint, remotes []Remote, body []byte) {
 	max := c.cfg.MaxPending
 	if max <= 0 {
 		max = 4096
 	}
-	if c.bus.pending+len(targets) > max {
+	if c.bus.pending+len(targets)+len(remotes) > max {
 		c.Fail(id, pb.Code_CODE_TOO_MANY_PENDING, "too many requests waiting for replies")
 		return
 	}
@@ -344,8 +421,8 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		pc.start = time.Now()
 	}
 	if group {
-		pc.slots = make(map[uint64]int, len(targets))
-		pc.results = make([]*pb.GroupResult, len(targets))
+		pc.slots = make(map[uint64]int, len(targets)+len(remotes))
+		pc.results = make([]*pb.GroupResult, len(targets)+len(remotes))
 	}
 	for i, t := range targets {
 		if group {
@@ -376,6 +453,23 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		pc.left++
 		pc.targets = append(pc.targets, t)
 		c.Deliver(t, &Delivery{Service: pb.BusService, Command: pb.MsgRequest, Payload: tbody, caller: c, callID: id})
+	}
+	for j, r := range remotes {
+		i := len(targets) + j
+		if group {
+			pc.slots[r.Key()] = i
+			pc.results[i] = &pb.GroupResult{Address: r.Address(), Code: pb.Code_CODE_DEADLINE_EXCEEDED}
+		}
+		if !r.Ask(c, id, aux) {
+			if group {
+				pc.results[i].Code = pb.Code_CODE_PEER_GONE
+				continue
+			}
+			c.Fail(id, pb.Code_CODE_PEER_GONE, r.Address()+" is on a node that is gone")
+			return
+		}
+		pc.left++
+		pc.remotes = append(pc.remotes, r)
 	}
 	if pc.left == 0 {
 		c.finishGroup(id, pc)
@@ -441,6 +535,9 @@ func (c *Endpoint) expire(m *callExpired) {
 	}
 	for _, t := range pc.targets { // those that answered are forgotten already
 		t.forgetIncoming(c, m.id, why)
+	}
+	for _, r := range pc.remotes {
+		r.Forget(c, m.id, why)
 	}
 	c.bus.pending -= pc.left
 	c.pendingGauge.Store(int64(c.bus.pending))
@@ -513,6 +610,9 @@ func (c *Endpoint) abandonCalls() {
 		c.endCall(id, pc, pb.Code_CODE_CANCELED)
 		for _, t := range pc.targets {
 			t.forgetIncoming(c, id, pb.Code_CODE_PEER_GONE)
+		}
+		for _, r := range pc.remotes {
+			r.Forget(c, id, pb.Code_CODE_PEER_GONE)
 		}
 	}
 }

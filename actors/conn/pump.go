@@ -46,7 +46,7 @@ type (
 		sent             int       // bytes already written (chunked events)
 		seq              uint64    // sequence number, once the first chunk is written
 		aux              uint32    // drop count carried by its frames
-		caller           *Endpoint // a request: who waits for the answer to its call callID
+		caller           Caller    // a request: who waits for the answer to its call callID
 		callID           uint64
 		// OnDrop, if set, is called once if the event is dropped before
 		// it reaches the event ring (a marker that must not be lost

@@ -68,6 +68,31 @@ func (r *Registry) Remove(c *conn.Endpoint, why pb.DisconnectReason, detail stri
 	r.sys.Root.Send(r.pid, &unregister{id: c.ID(), why: why, detail: detail})
 }
 
+// Observer hears what the registry announces, on its actor, in the one
+// order of its notices (the node's federation tells the other nodes). Its
+// methods must not block.
+type Observer interface {
+	// Connected runs before the connection's pump serves anything.
+	Connected(c *conn.Endpoint)
+	// Changed: c joined (or left) group, by its own request.
+	Changed(c *conn.Endpoint, group string, joined bool)
+	// Disconnected runs after the connection's pump stopped, so after
+	// everything it routed.
+	Disconnected(c *conn.Endpoint, why pb.DisconnectReason, detail string)
+}
+
+// Observe makes o hear of every change from now on (nil: none).
+func (r *Registry) Observe(o Observer) {
+	r.sys.Root.Send(r.pid, &observe{o})
+}
+
+// Do runs f on the registry's actor with the live connections (their
+// groups filled in, in no order): between two of its announcements, so
+// that f and the Observer see one sequence.
+func (r *Registry) Do(f func([]Entry)) {
+	r.sys.Root.Send(r.pid, &do{f})
+}
+
 // Lookup returns the live connection with id, or nil.
 func (r *Registry) Lookup(id uint64) *conn.Endpoint {
 	if c, ok := r.byID.Load(id); ok {
@@ -175,6 +200,8 @@ type (
 		name string
 		id   uint64
 	}
+	observe   struct{ o Observer }
+	do        struct{ f func([]Entry) }
 	list      struct{ reply chan<- []Entry }        // buffered, one: the actor never blocks on it
 	listNames struct{ reply chan<- []*pb.NameInfo } // likewise
 )
@@ -193,6 +220,7 @@ type table struct {
 	r     *Registry
 	byID  map[uint64]*entry
 	names map[string][]*conn.Endpoint // owner first, then standbys
+	obs   Observer
 }
 
 // Receive handles one message.
@@ -201,6 +229,9 @@ func (t *table) Receive(ac actor.Context) {
 	case *register:
 		t.byID[m.c.ID()] = &entry{c: m.c, since: m.since, groups: map[string]bool{}, names: map[string]bool{}}
 		t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_CONNECTED, Member: m.c.Member()})
+		if t.obs != nil {
+			t.obs.Connected(m.c)
+		}
 		if m.done != nil {
 			close(m.done)
 		}
@@ -213,6 +244,14 @@ func (t *table) Receive(ac actor.Context) {
 	case *release:
 		t.release(m.c, m.name)
 		m.c.Complete(m.id, conn.Result{})
+	case *observe:
+		t.obs = m.o
+	case *do:
+		out := make([]Entry, 0, len(t.byID))
+		for _, e := range t.byID {
+			out = append(out, Entry{Conn: e.c, Since: e.since, Groups: sortedKeys(e.groups, nil)})
+		}
+		m.f(out)
 	case *list:
 		out := make([]Entry, 0, len(t.byID))
 		for _, e := range t.byID {
@@ -280,6 +319,9 @@ func (t *table) changed(ch *group.Change) {
 		n.Kind = pb.NoticeKind_NOTICE_UNSUBSCRIBED
 	}
 	t.publish(pb.GroupGroups, n)
+	if t.obs != nil {
+		t.obs.Changed(ch.Conn, ch.Group, ch.Joined)
+	}
 }
 
 // own gives name to c, or queues c for it.
@@ -369,6 +411,9 @@ func (t *table) remove(id uint64, why pb.DisconnectReason, detail string) {
 	}
 	t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_DISCONNECTED, Member: e.c.Member(), Reason: why, Detail: detail})
 	delete(t.byID, id)
+	if t.obs != nil {
+		t.obs.Disconnected(e.c, why, detail)
+	}
 }
 
 func sortedKeys(m map[string]bool, keep func(string) bool) []string {
