@@ -93,6 +93,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		for _, mc := range n.reg.Groups().Members(m.GetName()) {
 			list.Members = append(list.Members, mc.Member())
 		}
+		if n.fed != nil { // then its members on the other nodes
+			list.Members = append(list.Members, n.fed.remoteMembers(m.GetName())...)
+		}
 		return marshalResult(list)
 	case pb.BusGroups:
 		if err := n.allow(who, ActionList, ""); err != nil {

@@ -93,6 +93,10 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 	d := string(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
+		if n.remoteAddress(d) {
+			n.fedRoute(c, f, d, payload, wantAnswer, fail)
+			return
+		}
 		to, err := n.resolve(c, d)
 		if err != nil {
 			fail(err)
@@ -133,6 +137,11 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		if !echo && slices.Contains(members, c) {
 			count--
 		}
+		var rg fedGroup // its members on other nodes
+		if n.fed != nil {
+			rg = n.fed.group(d)
+			count += rg.count
+		}
 		if h != nil {
 			h.Published.Add(1)
 		}
@@ -150,7 +159,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 					targets = append(targets, m)
 				}
 			}
-			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
+			c.StartRequestRemote(f.ID, f.Aux, true, targets, n.fed.targets(d, rg, payload), pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
@@ -166,6 +175,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			took++
 			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
 		}
+		took += n.fed.publish(c, d, rg, payload)
 		if wantAnswer {
 			if took == 0 {
 				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))
