@@ -19,7 +19,7 @@ import (
 )
 
 // The node's side of a federation (ARCHITECTURE.md, "Federation: the
-// node's side"; WIRE.md §10). fedState keeps what the other nodes told
+// node's side"; WIRE.md §11). fedState keeps what the other nodes told
 // this one (their connections and groups: fedPeer), tells them what
 // happens here (the registry's Observer, in the registry's one order), and
 // routes this node's traffic to theirs (node_fed_route.go) and theirs to
