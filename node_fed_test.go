@@ -476,3 +476,74 @@ func TestFedLocalAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestFedThreeNodes: three nodes, two senders on different nodes
+// publishing to a group with members on all three: a publication crosses
+// each link once (two members on n3, one message to n3), every member gets
+// every sender's publications in that sender's order, and a group request
+// gathers the answers of all.
+func TestFedThreeNodes(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	n3 := startFedNode(t, cl, "n3")
+	waitMesh(t, n1, n2, n3)
+	ctx := ctx5(t)
+	answer := func(ctx context.Context, r *PeerRequest) ([]byte, error) { return []byte("ok"), nil }
+	var members []*Conn
+	for _, n := range []*Node{n1, n2, n3, n3} {
+		m := dial(t, n, WithRequestHandler(answer))
+		if err := m.Subscribe(ctx, "fan"); err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+	}
+	s1, s2 := dial(t, n1), dial(t, n2)
+	for _, n := range []*Node{n1, n2, n3} {
+		for _, m := range members {
+			if m.Address()[:4] != n.addrPrefix[:4] {
+				knows(t, n, m.Address(), "fan")
+			}
+		}
+	}
+	for _, n := range []*Node{n2, n3} {
+		knows(t, n, s1.Address())
+	}
+	sent := n1.FederationStats().Sent
+	const count = 200
+	for i := range count {
+		for _, s := range []*Conn{s1, s2} {
+			if err := s.Publish(ctx, "fan", seqPayload('p', i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, m := range members {
+		next := map[string]int{}
+		for range 2 * count {
+			e := recv(t, m)
+			i := int(binary.LittleEndian.Uint32(e.Payload[1:]))
+			if i != next[e.From] {
+				t.Fatalf("%s: from %s got %d, want %d", m.Address(), e.From, i, next[e.From])
+			}
+			next[e.From]++
+		}
+		if next[s1.Address()] != count || next[s2.Address()] != count {
+			t.Fatalf("%s: got %v", m.Address(), next)
+		}
+	}
+	// n1's publications: one message per publication to n2 and to n3
+	// (n3 has two members), and nothing else.
+	if d := n1.FederationStats().Sent - sent; d != 2*count {
+		t.Fatalf("n1 sent %d messages for %d publications to 2 nodes", d, count)
+	}
+	res, err := s2.RequestGroup(ctx, "fan", []byte("q"))
+	if err != nil || len(res) != len(members) {
+		t.Fatalf("group request: %+v %v", res, err)
+	}
+	for _, r := range res {
+		if r.Err != nil || string(r.Payload) != "ok" {
+			t.Fatalf("%s: %q %v", r.Address, r.Payload, r.Err)
+		}
+	}
+}
