@@ -143,6 +143,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 				for _, ci := range n.Connections() {
 					list.Connections = append(list.Connections, ci.proto())
 				}
+				if n.fed != nil { // then the other nodes' (transport "remote")
+					list.Connections = append(list.Connections, n.fed.listConns()...)
+				}
 				res = marshalResult(list)
 			}
 			c.Complete(id, res)

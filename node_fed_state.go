@@ -413,6 +413,25 @@ func (fs *fedState) remoteMembers(g string) []*pb.Member {
 	return out
 }
 
+// listConns lists the other nodes' connections, by node name then id,
+// as Connections lists a node's own (transport "remote", no counters).
+func (fs *fedState) listConns() []*pb.ConnectionInfo {
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	var out []*pb.ConnectionInfo
+	for _, p := range fs.sortedPeers() {
+		for _, fc := range sortedConns(p.conns) {
+			groups := make([]string, 0, len(fc.groups))
+			for g := range fc.groups {
+				groups = append(groups, g)
+			}
+			slices.Sort(groups)
+			out = append(out, &pb.ConnectionInfo{Member: fc.member, Groups: groups, Transport: "remote"})
+		}
+	}
+	return out
+}
+
 // sortedPeers returns the nodes up, by name; mu held.
 func (fs *fedState) sortedPeers() []*fedPeer {
 	out := make([]*fedPeer, 0, len(fs.peers))

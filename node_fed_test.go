@@ -172,6 +172,20 @@ func TestFedCrossNodeTraffic(t *testing.T) {
 	if err != nil || len(ms) != 3 {
 		t.Fatalf("subscribe with members: %+v %v", ms, err)
 	}
+	// The connections listing ends with the other node's, in its groups.
+	cs, err := a.Connections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var remote []ConnInfo
+	for _, ci := range cs {
+		if ci.Transport == "remote" {
+			remote = append(remote, ci)
+		}
+	}
+	if len(remote) != 1 || remote[0].Address != b.Address() || remote[0].Cred.Node != "n2" || !slices.Equal(remote[0].Groups, []string{"g"}) {
+		t.Fatalf("remote connections listed: %+v", remote)
+	}
 	if st := n2.FederationStats(); st.Malformed != 0 || st.Received == 0 {
 		t.Fatalf("n2's federation stats %+v", st)
 	}
