@@ -561,3 +561,87 @@ func TestFedThreeNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestFedGroupWatchers: a member that subscribed with members hears of
+// members joining on another node, and of their loss with that node.
+func TestFedGroupWatchers(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	w := dial(t, n2)
+	if ms, err := w.SubscribeWithMembers(ctx, "w"); err != nil || len(ms) != 1 {
+		t.Fatalf("%+v %v", ms, err)
+	}
+	a := dial(t, n1)
+	if err := a.Subscribe(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	nt := notices(t, w, 1)[0]
+	if nt.Kind != NoticeSubscribed || nt.Member.Address != a.Address() || nt.Member.Cred.Node != "n1" || nt.Group != "w" {
+		t.Fatalf("subscribed notice %+v", nt)
+	}
+	cl.down("n1", "gone")
+	nt = notices(t, w, 1)[0]
+	if nt.Kind != NoticeUnsubscribed || nt.Member.Address != a.Address() || nt.Reason != DisconnectNodeLost {
+		t.Fatalf("unsubscribed notice %+v", nt)
+	}
+	if ms, err := w.Members(ctx, "w"); err != nil || len(ms) != 1 || ms[0].Address != w.Address() {
+		t.Fatalf("members after n1 left: %+v %v", ms, err)
+	}
+}
+
+// BenchmarkFedLocal: the local rows on a node alone and on a node with a
+// Federation and another node up (with a remote member of another group):
+// the lead compares their times in a quiet sitting; -benchmem shows the
+// allocations, which TestFedLocalAllocs asserts equal.
+func BenchmarkFedLocal(b *testing.B) {
+	run := func(b *testing.B, n *Node) {
+		echoService(n)
+		c := dial(b, n)
+		peer := dial(b, n)
+		ctx := context.Background()
+		if err := peer.Subscribe(ctx, "local.g"); err != nil {
+			b.Fatal(err)
+		}
+		p := make([]byte, 64)
+		b.Run("Call", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Call(ctx, svcEcho, cmdEcho, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("Publish", func(b *testing.B) {
+			b.ReportAllocs()
+			go func() {
+				for {
+					if _, err := peer.RecvEvent(ctx); err != nil {
+						return
+					}
+				}
+			}()
+			for b.Loop() {
+				if err := c.Publish(ctx, "local.g", p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("alone", func(b *testing.B) { run(b, startNode(b)) })
+	b.Run("federated", func(b *testing.B) {
+		cl := newFakeCluster()
+		n1 := startFedNode(b, cl, "n1")
+		n2 := startFedNode(b, cl, "n2")
+		r := dial(b, n2)
+		if err := r.Subscribe(context.Background(), "elsewhere"); err != nil {
+			b.Fatal(err)
+		}
+		for n1.FederationStats().Nodes != 1 {
+			time.Sleep(time.Millisecond)
+		}
+		run(b, n1)
+	})
+}
