@@ -645,3 +645,69 @@ func BenchmarkFedLocal(b *testing.B) {
 		run(b, n1)
 	})
 }
+
+// TestFedRequestEnds: a remote request's context follows its caller
+// across the link: cancelled when the caller gives up, when the caller's
+// node is lost; and a target that disconnects fails its remote caller with
+// ErrPeerGone.
+func TestFedRequestEnds(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	started := make(chan struct{}, 4)
+	ended := make(chan error, 4)
+	b := dial(t, n2, WithRequestConcurrency(4), WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		ended <- context.Cause(ctx)
+		return nil, ctx.Err()
+	}))
+	a := dial(t, n1)
+	knows(t, n1, b.Address())
+	knows(t, n2, a.Address())
+	// The caller gives up.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { _, err := a.Request(ctx, b.Address(), nil); errc <- err }()
+	<-started
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the remote handler's context did not end when its caller cancelled")
+	}
+	// The target disconnects.
+	b2 := dial(t, n2, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	knows(t, n1, b2.Address())
+	go func() { _, err := a.Request(context.Background(), b2.Address(), nil); errc <- err }()
+	<-started
+	b2.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrPeerGone) {
+			t.Fatalf("request to a target that left: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not fail when its remote target left")
+	}
+	// The caller's node is lost.
+	go func() { _, err := a.Request(context.Background(), b.Address(), nil); errc <- err }()
+	<-started
+	cl.down("n1", "cut off")
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the remote handler's context did not end when its caller's node was lost")
+	}
+	if err := <-errc; !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("request from a node cut off: %v", err)
+	}
+}
