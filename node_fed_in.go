@@ -201,6 +201,7 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 		return
 	}
 	fs.n.delivered.Add(1)
+	fs.n.fedMonitor(fc.addr, pb.KindPeerSend, dest, to, d.GetPayload())
 	to.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgDirect, Payload: body}})
 	answer(pb.Code_CODE_OK, "", binary.LittleEndian.AppendUint32(nil, 1))
 }
@@ -230,6 +231,7 @@ func (fs *fedState) publishIn(node string, m *pb.FedPublish) {
 		fs.n.undeliverable.Add(1)
 		return
 	}
+	fs.n.fedMonitor(fc.addr, pb.KindPublish, g, nil, m.GetPayload())
 	body := pb.AppendMsg(nil, fc.addr, g, nil, m.GetPayload())
 	for _, t := range members {
 		if len(body) > t.MaxEvent() {
@@ -294,6 +296,35 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 		return
 	}
 	fs.n.delivered.Add(1)
+	kind := pb.KindPeerCall
+	if what == ActionPublish {
+		kind = pb.KindGroupCall
+	}
+	fs.n.fedMonitor(fc.addr, kind, dest, to, r.GetPayload())
+}
+
+// fedMonitor gives this node's monitors watching from, dest or to a copy
+// of a message from another node, as copyToMonitors does for a local
+// sender's.
+func (n *Node) fedMonitor(from string, kind uint16, dest string, to *conn.Endpoint, payload []byte) {
+	p := n.monitors.Load()
+	if p == nil || len(*p) == 0 {
+		return
+	}
+	var body []byte
+	for _, m := range *p {
+		if m.targets != nil && !m.targets[from] && !m.targets[dest] && (to == nil || !m.targets[to.Address()]) {
+			continue
+		}
+		if body == nil {
+			body = pb.AppendMsg(nil, from, dest, nil, payload)
+		}
+		if len(body) > m.c.MaxEvent() {
+			m.c.CountDrop()
+			continue
+		}
+		m.c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgMonitor + kind, Payload: body}})
+	}
 }
 
 // replyIn completes one of this node's requests to a remote connection.

@@ -203,11 +203,19 @@ func TestFedWantAnswer(t *testing.T) {
 	a := dial(t, n1)
 	b := dial(t, n2)
 	knows(t, n1, b.Address())
+	mon := dial(t, n2) // the node's uid may monitor
+	if err := mon.Monitor(ctx, b.Address()); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.SendTo(ctx, b.Address(), []byte("hi"), WantAnswer()); err != nil {
 		t.Fatalf("want-answer to a remote connection: %v", err)
 	}
 	if e := recv(t, b); string(e.Payload) != "hi" || e.From != a.Address() {
 		t.Fatalf("got %+v", e)
+	}
+	// n2's monitor of b sees the message from n1.
+	if e := recv(t, mon); e.Kind != EventMonitor || e.From != a.Address() || e.To != b.Address() || string(e.Payload) != "hi" {
+		t.Fatalf("monitor got %+v", e)
 	}
 	// An address on n2 nobody has, an address of a node that does not
 	// exist, a request to either.
