@@ -176,3 +176,21 @@ func startFedNode(t testing.TB, cl *fakeCluster, name string, opts ...NodeOption
 	})
 	return n
 }
+
+// heal joins f, cut off by down, to the others again, in the same
+// incarnation: a partition that heals.
+func (cl *fakeCluster) heal(f *fakeFed) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for name, o := range cl.nodes {
+		cl.links[[2]string{f.self, name}] = startLink(f, o)
+		cl.links[[2]string{name, f.self}] = startLink(o, f)
+	}
+	cl.nodes[f.self] = f
+}
+
+func (cl *fakeCluster) node(name string) *fakeFed {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.nodes[name]
+}

@@ -83,6 +83,10 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 		fs.replyIn(node, b.Reply)
 	case *pb.FedMessage_Cancel:
 		fs.cancelIn(node, b.Cancel)
+	case *pb.FedMessage_Claims:
+		fs.claimsIn(node, b.Claims)
+	case *pb.FedMessage_NameOwner:
+		fs.nameOwnerIn(node, b.NameOwner)
 	default: // a newer node's kind (or none): skew, not an error
 		fs.unknown.Add(1)
 	}

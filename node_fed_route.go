@@ -12,19 +12,32 @@ import (
 // (from route): one link per node, so a sender's messages, publications
 // and requests to one node keep their order.
 
-// remoteAddress reports whether dest is an address of another node (or of
-// another run of this one), which route leaves to the federation.
-func (n *Node) remoteAddress(dest string) bool {
-	return n.fed != nil && len(dest) > 0 && dest[0] == ':' && !strings.HasPrefix(dest, n.addrPrefix)
+// fedDest returns the address on another node a message or request to
+// dest goes to: dest itself, an address of another node; or the owner of
+// the name dest when the owner is on another node; "" otherwise.
+func (n *Node) fedDest(dest string) string {
+	if n.fed == nil || len(dest) == 0 {
+		return ""
+	}
+	if dest[0] == ':' {
+		if strings.HasPrefix(dest, n.addrPrefix) {
+			return ""
+		}
+		return dest
+	}
+	return n.reg.RemoteOwner(dest)
 }
 
-// fedRoute sends a message or request to an address on another node:
-// undeliverable, as locally, if that node is not up or has no such
-// connection.
-func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, d string, payload []byte, wantAnswer bool, fail func(error)) {
-	if err := n.allow(credOf(c.Cred()), ActionSend, d); err != nil {
-		fail(codeError(pb.Code_CODE_REFUSED, err.Error()))
-		return
+// fedRoute sends a message or request to an address on another node (to
+// dest, that address or a name it owns): undeliverable, as locally, if
+// that node is not up or has no such connection. The policy is asked for
+// dest and, for a name, its owner's address, as resolve does.
+func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, payload []byte, wantAnswer bool, fail func(error)) {
+	for _, target := range []string{dest, d}[:1+boolInt(dest != d)] {
+		if err := n.allow(credOf(c.Cred()), ActionSend, target); err != nil {
+			fail(codeError(pb.Code_CODE_REFUSED, err.Error()))
+			return
+		}
 	}
 	fs := n.fed
 	fs.mu.RLock()
@@ -52,6 +65,13 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, d string, payload []b
 	// A message that wants an answer waits for the other node's word, as a
 	// request does; its answer is the count delivered.
 	c.StartRequestRemote(f.ID, f.Aux, false, nil, []conn.Remote{t}, nil)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // lookup finds the node and connection of a remote address; mu held.

@@ -83,6 +83,8 @@ type fedState struct {
 	pmu        sync.Mutex
 	pending    map[uint64]*fedPending // this node's requests to remote targets, by rid
 
+	names fedNames // node_fed_names.go
+
 	sent, sendFails, received, malformed, unknown, refused, late atomic.Uint64
 	log                                                          logLimiter
 }
@@ -125,6 +127,7 @@ func (n *Node) fedInit() {
 	n.fed = fs
 	n.reg.Groups().SetRemote(fs.remoteMembers)
 	n.reg.Observe(fs)
+	fs.namesInit()
 }
 
 // fedStart starts the federation, once (Serve).
@@ -280,6 +283,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 	fs.mu.Unlock()
 	if old != nil {
 		fs.forget(old, "replaced by incarnation "+inc)
+		fs.namesMoved(node)
 	}
 	fs.n.notifyLocal(pb.GroupNodes, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NODE_JOINED, Node: node, Incarnation: inc})
 	fs.n.reg.Do(func(es []registry.Entry) {
@@ -290,12 +294,14 @@ func (fs *fedState) NodeUp(node, inc string) {
 		}
 		b := encode(&pb.FedMessage{Body: &pb.FedMessage_State{State: st}})
 		fs.mu.Lock()
-		defer fs.mu.Unlock()
 		if fs.peers[node] != p {
+			fs.mu.Unlock()
 			return
 		}
 		p.out = true
 		fs.sendLocked(p, b)
+		fs.mu.Unlock()
+		fs.namesMoved("") // after the state: claims name connections it announced
 	})
 }
 
@@ -310,6 +316,7 @@ func (fs *fedState) NodeDown(node, inc, reason string) {
 	delete(fs.peers, node)
 	fs.mu.Unlock()
 	fs.forget(p, reason)
+	fs.namesMoved(node)
 }
 
 // forget ends what this node held for p, which is out of the table: its

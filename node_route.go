@@ -93,8 +93,8 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 	d := string(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
-		if n.remoteAddress(d) {
-			n.fedRoute(c, f, d, payload, wantAnswer, fail)
+		if a := n.fedDest(d); a != "" {
+			n.fedRoute(c, f, d, a, payload, wantAnswer, fail)
 			return
 		}
 		to, err := n.resolve(c, d)

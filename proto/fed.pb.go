@@ -46,6 +46,8 @@ type FedMessage struct {
 	//	*FedMessage_Request
 	//	*FedMessage_Reply
 	//	*FedMessage_Cancel
+	//	*FedMessage_Claims
+	//	*FedMessage_NameOwner
 	Body          isFedMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -178,6 +180,24 @@ func (x *FedMessage) GetCancel() *FedCancel {
 	return nil
 }
 
+func (x *FedMessage) GetClaims() *FedClaims {
+	if x != nil {
+		if x, ok := x.Body.(*FedMessage_Claims); ok {
+			return x.Claims
+		}
+	}
+	return nil
+}
+
+func (x *FedMessage) GetNameOwner() *FedNameOwner {
+	if x != nil {
+		if x, ok := x.Body.(*FedMessage_NameOwner); ok {
+			return x.NameOwner
+		}
+	}
+	return nil
+}
+
 type isFedMessage_Body interface {
 	isFedMessage_Body()
 }
@@ -233,6 +253,16 @@ type FedMessage_Cancel struct {
 	Cancel *FedCancel `protobuf:"bytes,10,opt,name=cancel,proto3,oneof"`
 }
 
+type FedMessage_Claims struct {
+	// The sender's claimants of a name, to the name's arbiter.
+	Claims *FedClaims `protobuf:"bytes,11,opt,name=claims,proto3,oneof"`
+}
+
+type FedMessage_NameOwner struct {
+	// The arbiter's decision on a name, to every node.
+	NameOwner *FedNameOwner `protobuf:"bytes,12,opt,name=name_owner,json=nameOwner,proto3,oneof"`
+}
+
 func (*FedMessage_State) isFedMessage_Body() {}
 
 func (*FedMessage_ConnUp) isFedMessage_Body() {}
@@ -253,6 +283,182 @@ func (*FedMessage_Reply) isFedMessage_Body() {}
 
 func (*FedMessage_Cancel) isFedMessage_Body() {}
 
+func (*FedMessage_Claims) isFedMessage_Body() {}
+
+func (*FedMessage_NameOwner) isFedMessage_Body() {}
+
+// FedClaims is every claimant of name on the sending node, in the order
+// they claimed (none: it claims the name no more), sent to the node that
+// arbitrates the name whenever they change and whenever the arbiter moves.
+type FedClaims struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Claims []*FedClaim            `protobuf:"bytes,2,rep,name=claims,proto3" json:"claims,omitempty"`
+	// The owner the sender last heard of (an address; "" for none).
+	BelievedOwner string `protobuf:"bytes,3,opt,name=believed_owner,json=believedOwner,proto3" json:"believed_owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedClaims) Reset() {
+	*x = FedClaims{}
+	mi := &file_fed_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedClaims) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedClaims) ProtoMessage() {}
+
+func (x *FedClaims) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedClaims.ProtoReflect.Descriptor instead.
+func (*FedClaims) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FedClaims) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FedClaims) GetClaims() []*FedClaim {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *FedClaims) GetBelievedOwner() string {
+	if x != nil {
+		return x.BelievedOwner
+	}
+	return ""
+}
+
+// FedClaim is one claimant: a connection id of the sending node, and
+// whether the arbiter's last decision the sender heard made it owner.
+type FedClaim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Owner         bool                   `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedClaim) Reset() {
+	*x = FedClaim{}
+	mi := &file_fed_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedClaim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedClaim) ProtoMessage() {}
+
+func (x *FedClaim) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedClaim.ProtoReflect.Descriptor instead.
+func (*FedClaim) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FedClaim) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *FedClaim) GetOwner() bool {
+	if x != nil {
+		return x.Owner
+	}
+	return false
+}
+
+// FedNameOwner is the arbiter's decision on name: its queue across the
+// cluster, owner first (empty: nobody claims it).
+type FedNameOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Queue         []string               `protobuf:"bytes,2,rep,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedNameOwner) Reset() {
+	*x = FedNameOwner{}
+	mi := &file_fed_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedNameOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedNameOwner) ProtoMessage() {}
+
+func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedNameOwner.ProtoReflect.Descriptor instead.
+func (*FedNameOwner) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FedNameOwner) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FedNameOwner) GetQueue() []string {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
 // FedConn is a connection of the sending node.
 type FedConn struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -272,7 +478,7 @@ type FedConn struct {
 
 func (x *FedConn) Reset() {
 	*x = FedConn{}
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +490,7 @@ func (x *FedConn) String() string {
 func (*FedConn) ProtoMessage() {}
 
 func (x *FedConn) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +503,7 @@ func (x *FedConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConn.ProtoReflect.Descriptor instead.
 func (*FedConn) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{1}
+	return file_fed_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FedConn) GetId() uint64 {
@@ -352,7 +558,7 @@ type FedState struct {
 
 func (x *FedState) Reset() {
 	*x = FedState{}
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +570,7 @@ func (x *FedState) String() string {
 func (*FedState) ProtoMessage() {}
 
 func (x *FedState) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +583,7 @@ func (x *FedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedState.ProtoReflect.Descriptor instead.
 func (*FedState) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{2}
+	return file_fed_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FedState) GetConns() []*FedConn {
@@ -399,7 +605,7 @@ type FedConnDown struct {
 
 func (x *FedConnDown) Reset() {
 	*x = FedConnDown{}
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +617,7 @@ func (x *FedConnDown) String() string {
 func (*FedConnDown) ProtoMessage() {}
 
 func (x *FedConnDown) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +630,7 @@ func (x *FedConnDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConnDown.ProtoReflect.Descriptor instead.
 func (*FedConnDown) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{3}
+	return file_fed_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FedConnDown) GetId() uint64 {
@@ -459,7 +665,7 @@ type FedMembership struct {
 
 func (x *FedMembership) Reset() {
 	*x = FedMembership{}
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +677,7 @@ func (x *FedMembership) String() string {
 func (*FedMembership) ProtoMessage() {}
 
 func (x *FedMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +690,7 @@ func (x *FedMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedMembership.ProtoReflect.Descriptor instead.
 func (*FedMembership) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{4}
+	return file_fed_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FedMembership) GetId() uint64 {
@@ -517,7 +723,7 @@ type FedDirect struct {
 
 func (x *FedDirect) Reset() {
 	*x = FedDirect{}
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +735,7 @@ func (x *FedDirect) String() string {
 func (*FedDirect) ProtoMessage() {}
 
 func (x *FedDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +748,7 @@ func (x *FedDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedDirect.ProtoReflect.Descriptor instead.
 func (*FedDirect) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{5}
+	return file_fed_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FedDirect) GetFrom() uint64 {
@@ -586,7 +792,7 @@ type FedPublish struct {
 
 func (x *FedPublish) Reset() {
 	*x = FedPublish{}
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +804,7 @@ func (x *FedPublish) String() string {
 func (*FedPublish) ProtoMessage() {}
 
 func (x *FedPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +817,7 @@ func (x *FedPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedPublish.ProtoReflect.Descriptor instead.
 func (*FedPublish) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{6}
+	return file_fed_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FedPublish) GetFrom() uint64 {
@@ -655,7 +861,7 @@ type FedRequest struct {
 
 func (x *FedRequest) Reset() {
 	*x = FedRequest{}
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +873,7 @@ func (x *FedRequest) String() string {
 func (*FedRequest) ProtoMessage() {}
 
 func (x *FedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +886,7 @@ func (x *FedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedRequest.ProtoReflect.Descriptor instead.
 func (*FedRequest) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{7}
+	return file_fed_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FedRequest) GetRid() uint64 {
@@ -737,7 +943,7 @@ type FedReply struct {
 
 func (x *FedReply) Reset() {
 	*x = FedReply{}
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +955,7 @@ func (x *FedReply) String() string {
 func (*FedReply) ProtoMessage() {}
 
 func (x *FedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +968,7 @@ func (x *FedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedReply.ProtoReflect.Descriptor instead.
 func (*FedReply) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{8}
+	return file_fed_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FedReply) GetRid() uint64 {
@@ -797,7 +1003,7 @@ type FedCancel struct {
 
 func (x *FedCancel) Reset() {
 	*x = FedCancel{}
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1015,7 @@ func (x *FedCancel) String() string {
 func (*FedCancel) ProtoMessage() {}
 
 func (x *FedCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1028,7 @@ func (x *FedCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedCancel.ProtoReflect.Descriptor instead.
 func (*FedCancel) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{9}
+	return file_fed_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FedCancel) GetRid() uint64 {
@@ -843,7 +1049,7 @@ var File_fed_proto protoreflect.FileDescriptor
 
 const file_fed_proto_rawDesc = "" +
 	"\n" +
-	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xae\x04\n" +
+	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xa2\x05\n" +
 	"\n" +
 	"FedMessage\x120\n" +
 	"\x05state\x18\x01 \x01(\v2\x18.switchboard.v1.FedStateH\x00R\x05state\x122\n" +
@@ -856,8 +1062,21 @@ const file_fed_proto_rawDesc = "" +
 	"\arequest\x18\b \x01(\v2\x1a.switchboard.v1.FedRequestH\x00R\arequest\x120\n" +
 	"\x05reply\x18\t \x01(\v2\x18.switchboard.v1.FedReplyH\x00R\x05reply\x123\n" +
 	"\x06cancel\x18\n" +
-	" \x01(\v2\x19.switchboard.v1.FedCancelH\x00R\x06cancelB\x06\n" +
-	"\x04body\"\x88\x01\n" +
+	" \x01(\v2\x19.switchboard.v1.FedCancelH\x00R\x06cancel\x123\n" +
+	"\x06claims\x18\v \x01(\v2\x19.switchboard.v1.FedClaimsH\x00R\x06claims\x12=\n" +
+	"\n" +
+	"name_owner\x18\f \x01(\v2\x1c.switchboard.v1.FedNameOwnerH\x00R\tnameOwnerB\x06\n" +
+	"\x04body\"x\n" +
+	"\tFedClaims\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x06claims\x18\x02 \x03(\v2\x18.switchboard.v1.FedClaimR\x06claims\x12%\n" +
+	"\x0ebelieved_owner\x18\x03 \x01(\tR\rbelievedOwner\"0\n" +
+	"\bFedClaim\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\bR\x05owner\"8\n" +
+	"\fFedNameOwner\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05queue\x18\x02 \x03(\tR\x05queue\"\x88\x01\n" +
 	"\aFedConn\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
@@ -914,41 +1133,47 @@ func file_fed_proto_rawDescGZIP() []byte {
 	return file_fed_proto_rawDescData
 }
 
-var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_fed_proto_goTypes = []any{
 	(*FedMessage)(nil),    // 0: switchboard.v1.FedMessage
-	(*FedConn)(nil),       // 1: switchboard.v1.FedConn
-	(*FedState)(nil),      // 2: switchboard.v1.FedState
-	(*FedConnDown)(nil),   // 3: switchboard.v1.FedConnDown
-	(*FedMembership)(nil), // 4: switchboard.v1.FedMembership
-	(*FedDirect)(nil),     // 5: switchboard.v1.FedDirect
-	(*FedPublish)(nil),    // 6: switchboard.v1.FedPublish
-	(*FedRequest)(nil),    // 7: switchboard.v1.FedRequest
-	(*FedReply)(nil),      // 8: switchboard.v1.FedReply
-	(*FedCancel)(nil),     // 9: switchboard.v1.FedCancel
-	(DisconnectReason)(0), // 10: switchboard.v1.DisconnectReason
-	(Code)(0),             // 11: switchboard.v1.Code
+	(*FedClaims)(nil),     // 1: switchboard.v1.FedClaims
+	(*FedClaim)(nil),      // 2: switchboard.v1.FedClaim
+	(*FedNameOwner)(nil),  // 3: switchboard.v1.FedNameOwner
+	(*FedConn)(nil),       // 4: switchboard.v1.FedConn
+	(*FedState)(nil),      // 5: switchboard.v1.FedState
+	(*FedConnDown)(nil),   // 6: switchboard.v1.FedConnDown
+	(*FedMembership)(nil), // 7: switchboard.v1.FedMembership
+	(*FedDirect)(nil),     // 8: switchboard.v1.FedDirect
+	(*FedPublish)(nil),    // 9: switchboard.v1.FedPublish
+	(*FedRequest)(nil),    // 10: switchboard.v1.FedRequest
+	(*FedReply)(nil),      // 11: switchboard.v1.FedReply
+	(*FedCancel)(nil),     // 12: switchboard.v1.FedCancel
+	(DisconnectReason)(0), // 13: switchboard.v1.DisconnectReason
+	(Code)(0),             // 14: switchboard.v1.Code
 }
 var file_fed_proto_depIdxs = []int32{
-	2,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
-	1,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
-	3,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
-	4,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
-	4,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
-	5,  // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
-	6,  // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
-	7,  // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
-	8,  // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
-	9,  // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
-	1,  // 10: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
-	10, // 11: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
-	11, // 12: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
-	11, // 13: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
+	4,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
+	6,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
+	7,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
+	7,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
+	8,  // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
+	9,  // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
+	10, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
+	11, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
+	12, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
+	1,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
+	3,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
+	2,  // 12: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
+	4,  // 13: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
+	13, // 14: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
+	14, // 15: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
+	14, // 16: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_fed_proto_init() }
@@ -968,6 +1193,8 @@ func file_fed_proto_init() {
 		(*FedMessage_Request)(nil),
 		(*FedMessage_Reply)(nil),
 		(*FedMessage_Cancel)(nil),
+		(*FedMessage_Claims)(nil),
+		(*FedMessage_NameOwner)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -975,7 +1202,7 @@ func file_fed_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fed_proto_rawDesc), len(file_fed_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

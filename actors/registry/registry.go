@@ -26,13 +26,16 @@ type Registry struct {
 	byID  sync.Map // connection id → *conn.Endpoint: Add to Remove
 	count atomic.Int64
 	names atomic.Pointer[map[string]*conn.Endpoint] // name → owner; replaced by the actor on every change
+	// remote: name → its owner's address on another node (with an
+	// Arbiter, arbiter.go); replaced likewise.
+	remote atomic.Pointer[map[string]string]
 }
 
 // Start spawns the registry's actor with sp, and the directory of groups
 // whose changes it announces.
 func Start(sys *actor.ActorSystem, sp conn.Spawner) (*Registry, error) {
 	r := &Registry{sys: sys}
-	a := &table{r: r, byID: map[uint64]*entry{}, names: map[string][]*conn.Endpoint{}}
+	a := &table{r: r, byID: map[uint64]*entry{}, names: map[string][]*conn.Endpoint{}, words: map[string]*word{}}
 	pid, err := sp.SpawnChild(actor.PropsFromProducer(func() actor.Actor { return a }), "registry")
 	if err != nil {
 		return nil, err
@@ -219,8 +222,13 @@ type entry struct {
 type table struct {
 	r     *Registry
 	byID  map[uint64]*entry
-	names map[string][]*conn.Endpoint // owner first, then standbys
+	names map[string][]*conn.Endpoint // owner first, then standbys (with an Arbiter: this node's claimants, in order)
 	obs   Observer
+	// With an Arbiter (arbiter.go): its decisions by name, and this
+	// node's address prefix.
+	arb    Arbiter
+	words  map[string]*word
+	prefix string
 }
 
 // Receive handles one message.
@@ -240,10 +248,22 @@ func (t *table) Receive(ac actor.Context) {
 	case *group.Change:
 		t.changed(m)
 	case *own:
+		if t.arb != nil {
+			t.ownArb(m.c, m.name, m.id)
+			return
+		}
 		m.c.Complete(m.id, t.own(m.c, m.name))
 	case *release:
-		t.release(m.c, m.name)
+		if t.arb != nil {
+			t.releaseArb(m.c, m.name)
+		} else {
+			t.release(m.c, m.name)
+		}
 		m.c.Complete(m.id, conn.Result{})
+	case *arbitrate:
+		t.arb, t.prefix = m.a, m.prefix
+	case *Decision:
+		t.decide(m)
 	case *observe:
 		t.obs = m.o
 	case *do:
@@ -256,11 +276,22 @@ func (t *table) Receive(ac actor.Context) {
 		out := make([]Entry, 0, len(t.byID))
 		for _, e := range t.byID {
 			out = append(out, Entry{Conn: e.c, Since: e.since, Groups: sortedKeys(e.groups, nil),
-				Names: sortedKeys(e.names, func(n string) bool { return t.names[n][0] == e.c })})
+				Names: sortedKeys(e.names, func(n string) bool {
+					if t.arb != nil {
+						return t.ownedArb(e.c, n)
+					}
+					return t.names[n][0] == e.c
+				})})
 		}
 		slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Conn.ID(), b.Conn.ID()) })
 		m.reply <- out
 	case *listNames:
+		if t.arb != nil {
+			out := t.listArb()
+			slices.SortFunc(out, func(a, b *pb.NameInfo) int { return cmp.Compare(a.Name, b.Name) })
+			m.reply <- out
+			return
+		}
 		out := make([]*pb.NameInfo, 0, len(t.names))
 		for name, q := range t.names {
 			ni := &pb.NameInfo{Name: name, Owner: q[0].Address()}
@@ -407,7 +438,11 @@ func (t *table) remove(id uint64, why pb.DisconnectReason, detail string) {
 			Reason: why, Detail: "disconnected"})
 	}
 	for _, name := range sortedKeys(e.names, nil) {
-		t.release(e.c, name)
+		if t.arb != nil {
+			t.releaseArb(e.c, name)
+		} else {
+			t.release(e.c, name)
+		}
 	}
 	t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_DISCONNECTED, Member: e.c.Member(), Reason: why, Detail: detail})
 	delete(t.byID, id)
