@@ -252,8 +252,10 @@
 // sys.connections and sys.groups like local ones (Member.Cred.Node names
 // their node; DisconnectNodeLost when their node is lost), and nodes joining
 // and leaving on GroupNodes (sys.nodes). Each node's notices keep their own
-// order; there is no total order across nodes. Well-known names stay local
-// to each node.
+// order; there is no total order across nodes. A well-known name has one
+// owner and one standby queue across the cluster, decided by one node per
+// name; in a partition each side keeps or elects an owner, and when it
+// heals one of them keeps the name (the other hears NoticeNameLost).
 //
 // # Errors
 //
