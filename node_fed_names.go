@@ -256,10 +256,17 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 			return
 		}
 	}
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if nm.mine[m.GetName()] != nil && nm.sentTo[m.GetName()] != node {
+		// Not where this node's claims went: a decision without them (an
+		// arbiter that moved, the other half of a partition healing).
+		fs.stale.Add(1)
+		return
+	}
 	fs.applyDecision(m.GetName(), m.GetQueue())
-	fs.names.mu.Lock()
-	fs.names.believe(m.GetName(), first(m.GetQueue()), fs.n.addrPrefix)
-	fs.names.mu.Unlock()
+	nm.believe(m.GetName(), first(m.GetQueue()), fs.n.addrPrefix)
 }
 
 // applyDecision hands a decision to the registry, with the owner's member.
@@ -290,15 +297,18 @@ func (nm *fedNames) believe(name, owner, prefix string) {
 	}
 }
 
-// namesMoved: the nodes up changed (node left, if not ""). The arbiter
+// namesMoved: the nodes up changed (left went, or came came). The arbiter
 // drops a node's claims when it leaves, and the names it no longer
 // arbitrates; every node sends its claims again where the arbiter moved.
-func (fs *fedState) namesMoved(left string) {
+func (fs *fedState) namesMoved(left, came string) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	for name, a := range nm.arb {
-		if left == "" && len(a.queue) > 0 { // a node came: it hears the decisions it may have missed
+		if came != "" && a.heard[came] && len(a.queue) > 0 {
+			// Its claims came before this node had sent it its state: the
+			// decision went to the others only. (Not before its claims: a
+			// partition's half would override its owner before the merge.)
 			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue}}})
 		}
 		if left != "" && a.claims[left] != nil {

@@ -65,6 +65,9 @@ type FederationStats struct {
 	Refused uint64
 	// Late: answers to requests nobody waits for any more.
 	Late uint64
+	// StaleDecisions: decisions on names from a node that is not the one
+	// this node's claims went to; ignored.
+	StaleDecisions uint64
 }
 
 type fedState struct {
@@ -85,8 +88,8 @@ type fedState struct {
 
 	names fedNames // node_fed_names.go
 
-	sent, sendFails, received, malformed, unknown, refused, late atomic.Uint64
-	log                                                          logLimiter
+	sent, sendFails, received, malformed, unknown, refused, late, stale atomic.Uint64
+	log                                                                 logLimiter
 }
 
 // fedPeer is one incarnation of another node, as it told this one.
@@ -173,7 +176,7 @@ func (n *Node) FederationStats() FederationStats {
 	nodes := len(fs.peers)
 	fs.mu.RUnlock()
 	return FederationStats{Nodes: nodes, Sent: fs.sent.Load(), SendFails: fs.sendFails.Load(), Received: fs.received.Load(),
-		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load()}
+		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load()}
 }
 
 // bad counts a message from node that made no sense, and logs it
@@ -283,7 +286,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 	fs.mu.Unlock()
 	if old != nil {
 		fs.forget(old, "replaced by incarnation "+inc)
-		fs.namesMoved(node)
+		fs.namesMoved(node, "")
 	}
 	fs.n.notifyLocal(pb.GroupNodes, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NODE_JOINED, Node: node, Incarnation: inc})
 	fs.n.reg.Do(func(es []registry.Entry) {
@@ -301,7 +304,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 		p.out = true
 		fs.sendLocked(p, b)
 		fs.mu.Unlock()
-		fs.namesMoved("") // after the state: claims name connections it announced
+		fs.namesMoved("", node) // after the state: claims name connections it announced
 	})
 }
 
@@ -316,7 +319,7 @@ func (fs *fedState) NodeDown(node, inc, reason string) {
 	delete(fs.peers, node)
 	fs.mu.Unlock()
 	fs.forget(p, reason)
-	fs.namesMoved(node)
+	fs.namesMoved(node, "")
 }
 
 // forget ends what this node held for p, which is out of the table: its
