@@ -59,7 +59,8 @@ func (e Event) Notice() (Notice, error) {
 		return Notice{}, fmt.Errorf("%w: bad notice: %w", ErrProtocol, err)
 	}
 	return Notice{Kind: n.GetKind(), Member: memberOf(n.GetMember()), Group: n.GetGroup(), Name: n.GetName(),
-		OldOwner: n.GetOldOwner(), NewOwner: n.GetNewOwner(), Reason: n.GetReason(), Detail: n.GetDetail()}, nil
+		OldOwner: n.GetOldOwner(), NewOwner: n.GetNewOwner(), Reason: n.GetReason(), Detail: n.GetDetail(),
+		Node: n.GetNode(), Incarnation: n.GetIncarnation()}, nil
 }
 
 // Reply answers an EventRequest: payload, or err's text (an *Error

@@ -239,6 +239,24 @@
 // list of four true. Importing the package still links protoactor-go into
 // the program.
 //
+// # Several nodes
+//
+// A node started WithFederation joins a cluster through a Federation (the
+// links between nodes; package actors/cluster makes them over protoactor-go
+// remote, and only programs that federate import it). Its clients' API
+// does not change: an address (":n2.17.4") reaches a connection on another
+// node, a group's members on every node get its publications (each crosses
+// a link once), Members, SubscribeWithMembers and RequestGroup see the whole
+// cluster, and a request waiting on a node that is lost fails with
+// ErrPeerGone at once. The other nodes' connections are announced on
+// sys.connections and sys.groups like local ones (Member.Cred.Node names
+// their node; DisconnectNodeLost when their node is lost), and nodes joining
+// and leaving on GroupNodes (sys.nodes). Each node's notices keep their own
+// order; there is no total order across nodes. A well-known name has one
+// owner and one standby queue across the cluster, decided by one node per
+// name; in a partition each side keeps or elects an owner, and when it
+// heals one of them keeps the name (the other hears NoticeNameLost).
+//
 // # Errors
 //
 // Errors from the node, a peer or this end are *Error values, matched with

@@ -80,8 +80,9 @@ type nodeOptions struct {
 	// root and the node's uid have their own.
 	uidConns, uidHandshakes   int
 	privConns, privHandshakes int
-	observe                   observers // node_observe.go
-	noDirect                  bool      // WithDirectBrokering(false)
+	observe                   observers  // node_observe.go
+	noDirect                  bool       // WithDirectBrokering(false)
+	fed                       Federation // WithFederation (node_fed_state.go)
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -224,6 +225,7 @@ type Node struct {
 	monMu    sync.Mutex // writers of monitors
 	monitors atomic.Pointer[[]monitor]
 	direct   directBroker // node_direct.go
+	fed      *fedState    // WithFederation; nil without (node_fed_state.go)
 }
 
 // NewNode returns a node configured by opts. It does not listen yet.
@@ -291,6 +293,7 @@ func NewNode(opts ...NodeOption) (*Node, error) {
 		n.sys.Root.StopFuture(root).Wait()
 		return nil, err
 	}
+	n.fedInit()
 	n.Handle(SystemService, HandlerFunc(n.serveSystem), systemServiceOptions...)
 	return n, nil
 }
@@ -314,6 +317,10 @@ func (n *Node) Serve(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { n.Close() })
 	defer stop()
+	if err := n.fedStart(); err != nil {
+		n.Close()
+		return fmt.Errorf("switchboard: starting the federation: %w", err)
+	}
 	// A spare descriptor, given up when the process runs out, so that a
 	// client waiting to connect can be told why it is refused.
 	spare, _ := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -353,7 +360,7 @@ func (n *Node) Serve(ctx context.Context) error {
 			c.Close()
 			continue
 		}
-		cred := Cred(k)
+		cred := credOf(k)
 		n.mu.Lock()
 		if n.closed {
 			n.mu.Unlock()
@@ -503,6 +510,7 @@ func (n *Node) Close() error {
 			removeDirs(dirs)
 		}
 		n.wg.Wait()
+		n.fedClose() // the links end; other nodes' connections are announced gone here
 		n.links.Close()
 		for _, c := range conns {
 			c.Close(conn.Reason{Code: pb.Code_CODE_NODE_SHUTTING_DOWN, Text: "node shutting down"})
@@ -541,7 +549,7 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 
 func connInfo(c *conn.Endpoint) ConnInfo {
 	st := c.Stats()
-	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: Cred(c.Cred()), Transport: c.Transport(), Since: c.Since(),
+	ci := ConnInfo{ID: c.ID(), Address: c.Address(), Name: c.Name(), Cred: credOf(c.Cred()), Transport: c.Transport(), Since: c.Since(),
 		Calls: st.Calls.Load(), Sends: st.Sends.Load(), Replies: st.Replies.Load(),
 		Events: st.Events.Load(), Dropped: st.EventsDropped.Load(),
 		EventWaits: st.EventWaits.Load(), EventWaitsExpired: st.EventWaitsExpired.Load(),

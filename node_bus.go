@@ -27,7 +27,7 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		}
 		return conn.Result{Code: pb.Code(e.Code), Payload: []byte(e.Reason)}
 	}
-	who := Cred(c.Cred())
+	who := credOf(c.Cred())
 	switch r.Command {
 	case pb.BusSubscribe, pb.BusSubscribeWithMembers:
 		var m pb.BusGroup
@@ -93,6 +93,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 		for _, mc := range n.reg.Groups().Members(m.GetName()) {
 			list.Members = append(list.Members, mc.Member())
 		}
+		if n.fed != nil { // then its members on the other nodes
+			list.Members = append(list.Members, n.fed.remoteMembers(m.GetName())...)
+		}
 		return marshalResult(list)
 	case pb.BusGroups:
 		if err := n.allow(who, ActionList, ""); err != nil {
@@ -139,6 +142,9 @@ func (n *Node) busOp(ctx context.Context, c *conn.Endpoint, r *conn.Incoming) co
 				list := &pb.ConnectionList{}
 				for _, ci := range n.Connections() {
 					list.Connections = append(list.Connections, ci.proto())
+				}
+				if n.fed != nil { // then the other nodes' (transport "remote")
+					list.Connections = append(list.Connections, n.fed.listConns()...)
 				}
 				res = marshalResult(list)
 			}

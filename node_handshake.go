@@ -30,7 +30,7 @@ func (n *Node) handshake(c *net.UnixConn, cred Cred) {
 		done()
 	}
 	c.SetDeadline(time.Now().Add(n.o.handshakeTimeout))
-	kcred := shm.Cred(cred)
+	kcred := shm.Cred{PID: cred.PID, UID: cred.UID, GID: cred.GID}
 	err := n.o.authorize(cred)
 	if err == nil {
 		err = n.decide(cred, ActionConnect, "") // refuseConnect counts and logs

@@ -50,7 +50,7 @@ func (n *Node) lookupAddress(addr string) *conn.Endpoint {
 // given and, for a name, for the owner's address too, so that a name is no
 // way around a rule on an address.
 func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error) {
-	if err := n.allow(Cred(from.Cred()), ActionSend, dest); err != nil {
+	if err := n.allow(credOf(from.Cred()), ActionSend, dest); err != nil {
 		return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 	}
 	var to *conn.Endpoint
@@ -59,7 +59,7 @@ func (n *Node) resolve(from *conn.Endpoint, dest string) (*conn.Endpoint, error)
 	} else {
 		to = n.reg.Owner(dest)
 		if to != nil {
-			if err := n.allow(Cred(from.Cred()), ActionSend, to.Address()); err != nil {
+			if err := n.allow(credOf(from.Cred()), ActionSend, to.Address()); err != nil {
 				return nil, codeError(pb.Code_CODE_REFUSED, err.Error())
 			}
 		}
@@ -93,6 +93,10 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 	d := string(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
+		if a := n.fedDest(d); a != "" {
+			n.fedRoute(c, f, d, a, payload, wantAnswer, fail)
+			return
+		}
 		to, err := n.resolve(c, d)
 		if err != nil {
 			fail(err)
@@ -123,7 +127,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			fail(codeError(pb.Code_CODE_REFUSED, fmt.Sprintf("group %q is the node's", d)))
 			return
 		}
-		if err := n.allow(Cred(c.Cred()), ActionPublish, d); err != nil {
+		if err := n.allow(credOf(c.Cred()), ActionPublish, d); err != nil {
 			fail(codeError(pb.Code_CODE_REFUSED, err.Error()))
 			return
 		}
@@ -132,6 +136,11 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		count := len(members)
 		if !echo && slices.Contains(members, c) {
 			count--
+		}
+		var rg fedGroup // its members on other nodes
+		if n.fed != nil {
+			rg = n.fed.group(d)
+			count += rg.count
 		}
 		if h != nil {
 			h.Published.Add(1)
@@ -150,7 +159,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 					targets = append(targets, m)
 				}
 			}
-			c.StartRequest(f.ID, f.Aux, true, targets, pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
+			c.StartRequestRemote(f.ID, f.Aux, true, targets, n.fed.targets(d, rg, payload), pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
@@ -166,6 +175,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			took++
 			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
 		}
+		took += n.fed.publish(c, d, rg, payload)
 		if wantAnswer {
 			if took == 0 {
 				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))

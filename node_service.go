@@ -93,7 +93,7 @@ func (s *Session) Address() string { return s.c.Address() }
 func (s *Session) Name() string { return s.c.Name() }
 
 // Cred returns the client's kernel-checked credentials.
-func (s *Session) Cred() Cred { return Cred(s.c.Cred()) }
+func (s *Session) Cred() Cred { return credOf(s.c.Cred()) }
 
 // Service returns the service this session belongs to.
 func (s *Session) Service() uint16 { return s.service }
@@ -171,11 +171,11 @@ func (s *connServer) Serve(ctx context.Context, c *conn.Endpoint, r *conn.Incomi
 	}
 	sess := s.sessions[r.Service]
 	if sess == nil {
-		if err := s.n.allow(Cred(c.Cred()), ActionCall, strconv.Itoa(int(r.Service))); err != nil {
+		if err := s.n.allow(credOf(c.Cred()), ActionCall, strconv.Itoa(int(r.Service))); err != nil {
 			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(err.Error())}
 		}
-		if svc.accept != nil && !svc.accept(Cred(c.Cred())) {
-			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(fmt.Sprintf("service %d refuses uid %d", r.Service, Cred(c.Cred()).UID))}
+		if svc.accept != nil && !svc.accept(credOf(c.Cred())) {
+			return conn.Result{Code: pb.Code_CODE_REFUSED, Payload: []byte(fmt.Sprintf("service %d refuses uid %d", r.Service, credOf(c.Cred()).UID))}
 		}
 		sess = &Session{c: c, service: r.Service}
 		if svc.onConnect != nil {

@@ -62,7 +62,16 @@ const (
 	NoticeNameOwnerChanged = pb.NoticeKind_NOTICE_NAME_OWNER_CHANGED
 	NoticeNameAcquired     = pb.NoticeKind_NOTICE_NAME_ACQUIRED
 	NoticeNameLost         = pb.NoticeKind_NOTICE_NAME_LOST
+	// NoticeNodeJoined and NoticeNodeLeft, on GroupNodes: a node of the
+	// cluster joined or left (Notice.Node, Notice.Incarnation; Detail
+	// says why it left).
+	NoticeNodeJoined = pb.NoticeKind_NOTICE_NODE_JOINED
+	NoticeNodeLeft   = pb.NoticeKind_NOTICE_NODE_LEFT
 )
+
+// GroupNodes is the reserved group of cluster notices: NoticeNodeJoined
+// and NoticeNodeLeft.
+const GroupNodes = pb.GroupNodes
 
 // Disconnect reasons.
 const (
@@ -71,6 +80,9 @@ const (
 	DisconnectEvicted   = pb.DisconnectReason_DISCONNECT_EVICTED
 	DisconnectViolation = pb.DisconnectReason_DISCONNECT_VIOLATION
 	DisconnectShutdown  = pb.DisconnectReason_DISCONNECT_SHUTDOWN
+	// DisconnectNodeLost: the connection was on another node of the
+	// cluster, and the link to that node was lost.
+	DisconnectNodeLost = pb.DisconnectReason_DISCONNECT_NODE_LOST
 )
 
 // Member is a connection as the bus lists it.
@@ -82,7 +94,7 @@ type Member struct {
 
 func memberOf(m *pb.Member) Member {
 	return Member{Address: m.GetAddress(), ClientName: m.GetClientName(),
-		Cred: Cred{UID: m.GetUid(), GID: m.GetGid(), PID: m.GetPid()}}
+		Cred: Cred{UID: m.GetUid(), GID: m.GetGid(), PID: m.GetPid(), Node: m.GetNode()}}
 }
 
 // Notice is what the node announces about the bus.
@@ -95,4 +107,7 @@ type Notice struct {
 	NewOwner string
 	Reason   DisconnectReason // disconnected, and unsubscribed by a disconnection
 	Detail   string
+	// Node and Incarnation: the node, for NoticeNodeJoined and
+	// NoticeNodeLeft.
+	Node, Incarnation string
 }

@@ -6,10 +6,17 @@ import (
 
 // Cred is a process's identity as the kernel recorded it when its socket
 // connected (SO_PEERCRED), not as the process claims it.
+//
+// A connection on another node of a cluster (WithFederation) has the
+// credentials its own node checked, and Node names that node: its uid is
+// another host's, distinct from the same number here (the default policy
+// and WithAuthorize never take it for root or the node's uid); a Policy
+// that admits remote connections matches on Node.
 type Cred struct {
-	PID int32
-	UID uint32
-	GID uint32
+	PID  int32
+	UID  uint32
+	GID  uint32
+	Node string // "" for a process of this node; else the node it is connected to
 }
 
 // Action is something a client does that the node's [Policy] may refuse.

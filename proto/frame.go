@@ -154,6 +154,7 @@ const (
 	GroupConnections = "sys.connections" // connected, disconnected
 	GroupGroups      = "sys.groups"      // subscribed, unsubscribed
 	GroupNames       = "sys.names"       // name owner changed
+	GroupNodes       = "sys.nodes"       // node joined, node left (a federated node)
 )
 
 // MaxNameLen is the longest address, well-known name or group, in bytes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate proto/switchboard.pb.go from proto/switchboard.proto with the
+# Regenerate proto/switchboard.pb.go and fed.pb.go from their .proto files with the
 # pinned protoc-gen-go. With --check, generate into a temporary directory and
 # fail if the checked-in file differs. Run it from anywhere.
 set -euo pipefail
@@ -37,7 +37,7 @@ if [[ ! -x $plugin ]] || [[ $("$plugin" --version 2>/dev/null) != "protoc-gen-go
 fi
 
 generate() { # generate OUTDIR
-	protoc --plugin=protoc-gen-go="$plugin" --go_out="$1" --go_opt=paths=source_relative switchboard.proto
+	protoc --plugin=protoc-gen-go="$plugin" --go_out="$1" --go_opt=paths=source_relative switchboard.proto fed.proto
 }
 
 if ! $check; then
@@ -48,7 +48,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 generate "$tmp"
-if ! diff -u switchboard.pb.go "$tmp/switchboard.pb.go" >"$tmp/diff"; then
+if ! { diff -u switchboard.pb.go "$tmp/switchboard.pb.go" && diff -u fed.pb.go "$tmp/fed.pb.go"; } >"$tmp/diff"; then
 	head -n 40 "$tmp/diff" >&2
 	# The header records the protoc version, so a different protoc alone
 	# makes the file differ; say so rather than leave it to the diff.
@@ -57,6 +57,6 @@ if ! diff -u switchboard.pb.go "$tmp/switchboard.pb.go" >"$tmp/diff"; then
 	if [[ -n $want && $want != "$have" ]]; then
 		echo "note: switchboard.pb.go was generated with protoc $want; this machine has protoc $have" >&2
 	fi
-	echo "proto/switchboard.pb.go is stale: run proto/gen.sh" >&2
+	echo "proto/switchboard.pb.go or fed.pb.go is stale: run proto/gen.sh" >&2
 	exit 1
 fi

@@ -162,6 +162,9 @@ const (
 	DisconnectReason_DISCONNECT_VIOLATION DisconnectReason = 4
 	// The node shut down.
 	DisconnectReason_DISCONNECT_SHUTDOWN DisconnectReason = 5
+	// The connection is on another node of the cluster, and the link to that
+	// node was lost (the node died, hung, was cut off or fenced).
+	DisconnectReason_DISCONNECT_NODE_LOST DisconnectReason = 6
 )
 
 // Enum value maps for DisconnectReason.
@@ -173,6 +176,7 @@ var (
 		3: "DISCONNECT_EVICTED",
 		4: "DISCONNECT_VIOLATION",
 		5: "DISCONNECT_SHUTDOWN",
+		6: "DISCONNECT_NODE_LOST",
 	}
 	DisconnectReason_value = map[string]int32{
 		"DISCONNECT_UNSPECIFIED": 0,
@@ -181,6 +185,7 @@ var (
 		"DISCONNECT_EVICTED":     3,
 		"DISCONNECT_VIOLATION":   4,
 		"DISCONNECT_SHUTDOWN":    5,
+		"DISCONNECT_NODE_LOST":   6,
 	}
 )
 
@@ -231,6 +236,10 @@ const (
 	NoticeKind_NOTICE_NAME_ACQUIRED NoticeKind = 6
 	// Sent to a client that stopped being a name's owner.
 	NoticeKind_NOTICE_NAME_LOST NoticeKind = 7
+	// A node of the cluster joined (sys.nodes): node names it.
+	NoticeKind_NOTICE_NODE_JOINED NoticeKind = 8
+	// A node of the cluster left (sys.nodes): node names it, detail says why.
+	NoticeKind_NOTICE_NODE_LEFT NoticeKind = 9
 )
 
 // Enum value maps for NoticeKind.
@@ -244,6 +253,8 @@ var (
 		5: "NOTICE_NAME_OWNER_CHANGED",
 		6: "NOTICE_NAME_ACQUIRED",
 		7: "NOTICE_NAME_LOST",
+		8: "NOTICE_NODE_JOINED",
+		9: "NOTICE_NODE_LEFT",
 	}
 	NoticeKind_value = map[string]int32{
 		"NOTICE_UNSPECIFIED":        0,
@@ -254,6 +265,8 @@ var (
 		"NOTICE_NAME_OWNER_CHANGED": 5,
 		"NOTICE_NAME_ACQUIRED":      6,
 		"NOTICE_NAME_LOST":          7,
+		"NOTICE_NODE_JOINED":        8,
+		"NOTICE_NODE_LEFT":          9,
 	}
 )
 
@@ -1769,9 +1782,12 @@ type Member struct {
 	// Its client name.
 	ClientName string `protobuf:"bytes,2,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
 	// Kernel-checked credentials.
-	Uid           uint32 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32 `protobuf:"varint,4,opt,name=gid,proto3" json:"gid,omitempty"`
-	Pid           int32  `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid uint32 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid int32  `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The node it is connected to, for a connection on another node of the
+	// cluster; "" for one on the node that tells.
+	Node          string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1839,6 +1855,13 @@ func (x *Member) GetPid() int32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *Member) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 // MemberList answers Members and SubscribeWithMembers.
@@ -2336,7 +2359,11 @@ type Notice struct {
 	// Why, for DISCONNECTED and UNSUBSCRIBED caused by a disconnection.
 	Reason DisconnectReason `protobuf:"varint,7,opt,name=reason,proto3,enum=switchboard.v1.DisconnectReason" json:"reason,omitempty"`
 	// Human-readable detail.
-	Detail        string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The node, for NODE_JOINED and NODE_LEFT.
+	Node string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	// The node's incarnation, for NODE_JOINED and NODE_LEFT.
+	Incarnation   string `protobuf:"bytes,10,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2423,6 +2450,20 @@ func (x *Notice) GetReason() DisconnectReason {
 func (x *Notice) GetDetail() string {
 	if x != nil {
 		return x.Detail
+	}
+	return ""
+}
+
+func (x *Notice) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Notice) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -2630,14 +2671,15 @@ const file_switchboard_proto_rawDesc = "" +
 	"\atargets\x18\x01 \x03(\tR\atargets\"@\n" +
 	"\bOwnReply\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\bR\aprimary\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\rR\bposition\"y\n" +
+	"\bposition\x18\x02 \x01(\rR\bposition\"\x8d\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +
 	"clientName\x12\x10\n" +
 	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x04 \x01(\rR\x03gid\x12\x10\n" +
-	"\x03pid\x18\x05 \x01(\x05R\x03pid\">\n" +
+	"\x03pid\x18\x05 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\">\n" +
 	"\n" +
 	"MemberList\x120\n" +
 	"\amembers\x18\x01 \x03(\v2\x16.switchboard.v1.MemberR\amembers\"9\n" +
@@ -2672,7 +2714,7 @@ const file_switchboard_proto_rawDesc = "" +
 	"event_fill\x18\x0f \x01(\rR\teventFill\x12#\n" +
 	"\revents_queued\x18\x10 \x01(\rR\feventsQueued\"R\n" +
 	"\x0eConnectionList\x12@\n" +
-	"\vconnections\x18\x01 \x03(\v2\x1e.switchboard.v1.ConnectionInfoR\vconnections\"\x9e\x02\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1e.switchboard.v1.ConnectionInfoR\vconnections\"\xd4\x02\n" +
 	"\x06Notice\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.switchboard.v1.NoticeKindR\x04kind\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.switchboard.v1.MemberR\x06member\x12\x14\n" +
@@ -2681,7 +2723,10 @@ const file_switchboard_proto_rawDesc = "" +
 	"\told_owner\x18\x05 \x01(\tR\boldOwner\x12\x1b\n" +
 	"\tnew_owner\x18\x06 \x01(\tR\bnewOwner\x128\n" +
 	"\x06reason\x18\a \x01(\x0e2 .switchboard.v1.DisconnectReasonR\x06reason\x12\x16\n" +
-	"\x06detail\x18\b \x01(\tR\x06detail\"k\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\x12\x12\n" +
+	"\x04node\x18\t \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\n" +
+	" \x01(\tR\vincarnation\"k\n" +
 	"\vGroupResult\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12(\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x18\n" +
@@ -2709,14 +2754,15 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x0eCODE_PEER_GONE\x10\x0f\x12\x19\n" +
 	"\x15CODE_TOO_MANY_PENDING\x10\x10\x12\x19\n" +
 	"\x15CODE_INVALID_ARGUMENT\x10\x11\x12\x17\n" +
-	"\x13CODE_LIMIT_EXCEEDED\x10\x12*\xa5\x01\n" +
+	"\x13CODE_LIMIT_EXCEEDED\x10\x12*\xbf\x01\n" +
 	"\x10DisconnectReason\x12\x1a\n" +
 	"\x16DISCONNECT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DISCONNECT_CLOSED\x10\x01\x12\x13\n" +
 	"\x0fDISCONNECT_LOST\x10\x02\x12\x16\n" +
 	"\x12DISCONNECT_EVICTED\x10\x03\x12\x18\n" +
 	"\x14DISCONNECT_VIOLATION\x10\x04\x12\x17\n" +
-	"\x13DISCONNECT_SHUTDOWN\x10\x05*\xd2\x01\n" +
+	"\x13DISCONNECT_SHUTDOWN\x10\x05\x12\x18\n" +
+	"\x14DISCONNECT_NODE_LOST\x10\x06*\x80\x02\n" +
 	"\n" +
 	"NoticeKind\x12\x16\n" +
 	"\x12NOTICE_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -2726,7 +2772,9 @@ const file_switchboard_proto_rawDesc = "" +
 	"\x13NOTICE_UNSUBSCRIBED\x10\x04\x12\x1d\n" +
 	"\x19NOTICE_NAME_OWNER_CHANGED\x10\x05\x12\x18\n" +
 	"\x14NOTICE_NAME_ACQUIRED\x10\x06\x12\x14\n" +
-	"\x10NOTICE_NAME_LOST\x10\a*O\n" +
+	"\x10NOTICE_NAME_LOST\x10\a\x12\x16\n" +
+	"\x12NOTICE_NODE_JOINED\x10\b\x12\x14\n" +
+	"\x10NOTICE_NODE_LEFT\x10\t*O\n" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rTRANSPORT_SHM\x10\x01\x12\x14\n" +

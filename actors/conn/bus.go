@@ -53,7 +53,7 @@ type busState struct {
 	pending  int // replies from peers it waits for
 	calls    map[uint64]*peerCall
 	inMu     sync.Mutex
-	incoming map[handle]*Endpoint // requests delivered to this client, by handle, with their caller
+	incoming map[handle]Caller // requests delivered to this client, by handle, with their caller
 	inClosed bool
 	outbox   map[*Endpoint][]*Delivery
 	outOrder []*Endpoint
@@ -62,6 +62,7 @@ type busState struct {
 // peerCall is one request of this connection to one peer or a group.
 type peerCall struct {
 	targets []*Endpoint // whose incoming tables hold its handle
+	remotes []Remote    // targets on other nodes asked
 	group   bool
 	left    int // replies still expected
 	timer   *time.Timer
@@ -73,14 +74,14 @@ type peerCall struct {
 // Expect records that this connection's client will be asked call of
 // caller, and reports false if the connection is ending (the caller then
 // knows at once that no answer will come). Any goroutine may call it.
-func (c *Endpoint) expect(caller *Endpoint, call uint64) bool {
+func (c *Endpoint) expect(caller Caller, call uint64) bool {
 	c.bus.inMu.Lock()
 	defer c.bus.inMu.Unlock()
 	if c.bus.inClosed {
 		return false
 	}
 	if c.bus.incoming == nil {
-		c.bus.incoming = map[handle]*Endpoint{}
+		c.bus.incoming = map[handle]Caller{}
 	}
 	c.bus.incoming[handle{caller.ID(), call}] = caller
 	return true
@@ -113,7 +114,7 @@ func (c *Endpoint) requestDropped(e *Delivery) {
 // yet, why (CODE_CANCELED, CODE_DEADLINE_EXCEEDED, CODE_PEER_GONE): its
 // answer, if one comes, is then late (Stats.LateReplies). Any goroutine
 // may call it.
-func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64, why pb.Code) {
+func (c *Endpoint) forgetIncoming(caller Caller, call uint64, why pb.Code) {
 	h := handle{caller.ID(), call}
 	c.bus.inMu.Lock()
 	_, waiting := c.bus.incoming[h]
@@ -124,7 +125,7 @@ func (c *Endpoint) forgetIncoming(caller *Endpoint, call uint64, why pb.Code) {
 		// request delivered, and the client must hear it. Sent after the
 		// request (by the caller's pump, as the request was), it arrives
 		// after it.
-		body := pb.AppendCancel(make([]byte, 0, pb.CancelSize), caller.ReplyHandle(call), why)
+		body := pb.AppendCancel(make([]byte, 0, pb.CancelSize), replyHandle(caller.ID(), call), why)
 		c.sys.Root.Send(c.pid, &Delivery{Service: pb.BusService, Command: pb.MsgCancel, Payload: body})
 	}
 }
@@ -283,9 +284,11 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 
 // ReplyHandle returns the handle of call of this connection, as the
 // request's recipient must quote it.
-func (c *Endpoint) ReplyHandle(call uint64) []byte {
+func (c *Endpoint) ReplyHandle(call uint64) []byte { return replyHandle(c.ID(), call) }
+
+func replyHandle(caller, call uint64) []byte {
 	var b [pb.ReplyHandleSize]byte
-	binary.LittleEndian.PutUint64(b[:], c.ID())
+	binary.LittleEndian.PutUint64(b[:], caller)
 	binary.LittleEndian.PutUint64(b[8:], call)
 	return b[:]
 }
@@ -310,11 +313,18 @@ func (c *Endpoint) Answer(id uint64, payload []byte) {
 // CODE_DEADLINE_EXCEEDED for one that has not answered by the deadline
 // (aux microseconds; 0: none). On the pump, from Route.
 func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*Endpoint, body []byte) {
+	c.StartRequestRemote(id, aux, group, targets, nil, body)
+}
+
+// StartRequestRemote is StartRequest with targets on other nodes too
+// (remotes, asked after targets; a group's results list them after the
+// local ones). On the pump, from Route.
+func (c *Endpoint) StartRequestRemote(id uint64, aux uint32, group bool, targets []*Endpoint, remotes []Remote, body []byte) {
 	max := c.cfg.MaxPending
 	if max <= 0 {
 		max = 4096
 	}
-	if c.bus.pending+len(targets) > max {
+	if c.bus.pending+len(targets)+len(remotes) > max {
 		c.Fail(id, pb.Code_CODE_TOO_MANY_PENDING, "too many requests waiting for replies")
 		return
 	}
@@ -344,8 +354,8 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		pc.start = time.Now()
 	}
 	if group {
-		pc.slots = make(map[uint64]int, len(targets))
-		pc.results = make([]*pb.GroupResult, len(targets))
+		pc.slots = make(map[uint64]int, len(targets)+len(remotes))
+		pc.results = make([]*pb.GroupResult, len(targets)+len(remotes))
 	}
 	for i, t := range targets {
 		if group {
@@ -376,6 +386,23 @@ func (c *Endpoint) StartRequest(id uint64, aux uint32, group bool, targets []*En
 		pc.left++
 		pc.targets = append(pc.targets, t)
 		c.Deliver(t, &Delivery{Service: pb.BusService, Command: pb.MsgRequest, Payload: tbody, caller: c, callID: id})
+	}
+	for j, r := range remotes {
+		i := len(targets) + j
+		if group {
+			pc.slots[r.Key()] = i
+			pc.results[i] = &pb.GroupResult{Address: r.Address(), Code: pb.Code_CODE_DEADLINE_EXCEEDED}
+		}
+		if !r.Ask(c, id, aux) {
+			if group {
+				pc.results[i].Code = pb.Code_CODE_PEER_GONE
+				continue
+			}
+			c.Fail(id, pb.Code_CODE_PEER_GONE, r.Address()+" is on a node that is gone")
+			return
+		}
+		pc.left++
+		pc.remotes = append(pc.remotes, r)
 	}
 	if pc.left == 0 {
 		c.finishGroup(id, pc)
@@ -441,6 +468,9 @@ func (c *Endpoint) expire(m *callExpired) {
 	}
 	for _, t := range pc.targets { // those that answered are forgotten already
 		t.forgetIncoming(c, m.id, why)
+	}
+	for _, r := range pc.remotes {
+		r.Forget(c, m.id, why)
 	}
 	c.bus.pending -= pc.left
 	c.pendingGauge.Store(int64(c.bus.pending))
@@ -513,6 +543,9 @@ func (c *Endpoint) abandonCalls() {
 		c.endCall(id, pc, pb.Code_CODE_CANCELED)
 		for _, t := range pc.targets {
 			t.forgetIncoming(c, id, pb.Code_CODE_PEER_GONE)
+		}
+		for _, r := range pc.remotes {
+			r.Forget(c, id, pb.Code_CODE_PEER_GONE)
 		}
 	}
 }

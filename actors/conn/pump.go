@@ -39,14 +39,14 @@ type (
 	// Delivery asks the actor to send an event to its client.
 	Delivery struct {
 		Service, Command uint16
-		Payload          []byte    // not modified; may be shared between connections
-		Parts            [][]byte  // instead of Payload (then nil): the payload gathered from these (gather.go)
-		counted          bool      // counted in inbox by SendEvent
-		owned            bool      // Payload is the event's own (WriteEventFromServe): queued without a copy
-		sent             int       // bytes already written (chunked events)
-		seq              uint64    // sequence number, once the first chunk is written
-		aux              uint32    // drop count carried by its frames
-		caller           *Endpoint // a request: who waits for the answer to its call callID
+		Payload          []byte   // not modified; may be shared between connections
+		Parts            [][]byte // instead of Payload (then nil): the payload gathered from these (gather.go)
+		counted          bool     // counted in inbox by SendEvent
+		owned            bool     // Payload is the event's own (WriteEventFromServe): queued without a copy
+		sent             int      // bytes already written (chunked events)
+		seq              uint64   // sequence number, once the first chunk is written
+		aux              uint32   // drop count carried by its frames
+		caller           Caller   // a request: who waits for the answer to its call callID
 		callID           uint64
 		// OnDrop, if set, is called once if the event is dropped before
 		// it reaches the event ring (a marker that must not be lost

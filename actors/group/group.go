@@ -45,7 +45,12 @@ type Dir struct {
 	mu     sync.RWMutex
 	groups map[string]*Handle
 	next   uint64
+	remote atomic.Pointer[func(group string) []*pb.Member] // SetRemote
 }
+
+// SetRemote makes f list a group's members on other nodes of the cluster:
+// a member list (SubscribeWithMembers) ends with them.
+func (d *Dir) SetRemote(f func(group string) []*pb.Member) { d.remote.Store(&f) }
 
 // Handle is a group as its users see it.
 type Handle struct {
@@ -195,6 +200,9 @@ func (g *groupActor) Receive(ac actor.Context) {
 			reply()
 		}
 		g.done(ac, true)
+	case *remoteNotice:
+		g.tellWatchers(0, m.body)
+		g.done(ac, true)
 	case *actor.Terminated:
 		if c := g.byPID[m.Who.Id]; c != nil {
 			g.remove(ac, c, true, nil)
@@ -215,6 +223,9 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		}
 		for _, mc := range members {
 			list.Members = append(list.Members, mc.Member())
+		}
+		if f := g.d.remote.Load(); f != nil {
+			list.Members = append(list.Members, (*f)(g.h.name)...)
 		}
 		res.Payload, _ = gproto.Marshal(list)
 	}
@@ -281,12 +292,28 @@ func (g *groupActor) notify(c *conn.Endpoint, kind pb.NoticeKind, lost bool) {
 		n.Detail = "disconnected"
 	}
 	b, _ := gproto.Marshal(n)
-	body := pb.AppendMsg(nil, "", g.h.name, nil, b)
+	g.tellWatchers(c.ID(), pb.AppendMsg(nil, "", g.h.name, nil, b))
+}
+
+// tellWatchers sends a notice's event body to the group's watchers but
+// connection skip.
+func (g *groupActor) tellWatchers(skip uint64, body []byte) {
 	for id, w := range g.watchers {
-		if id != c.ID() {
+		if id != skip {
 			w.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 		}
 	}
+}
+
+type remoteNotice struct{ body []byte }
+
+// NotifyRemote tells the watchers of group (SubscribeWithMembers) of a
+// change of one of its members on another node (n: subscribed or
+// unsubscribed). A group without local members has no watchers: nothing
+// is sent.
+func (d *Dir) NotifyRemote(group string, n *pb.Notice) {
+	b, _ := gproto.Marshal(n)
+	_ = d.op(group, false, &remoteNotice{pb.AppendMsg(nil, "", group, nil, b)})
 }
 
 func (g *groupActor) sorted() []*conn.Endpoint {

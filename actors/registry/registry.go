@@ -26,13 +26,16 @@ type Registry struct {
 	byID  sync.Map // connection id → *conn.Endpoint: Add to Remove
 	count atomic.Int64
 	names atomic.Pointer[map[string]*conn.Endpoint] // name → owner; replaced by the actor on every change
+	// remote: name → its owner's address on another node (with an
+	// Arbiter, arbiter.go); replaced likewise.
+	remote atomic.Pointer[map[string]string]
 }
 
 // Start spawns the registry's actor with sp, and the directory of groups
 // whose changes it announces.
 func Start(sys *actor.ActorSystem, sp conn.Spawner) (*Registry, error) {
 	r := &Registry{sys: sys}
-	a := &table{r: r, byID: map[uint64]*entry{}, names: map[string][]*conn.Endpoint{}}
+	a := &table{r: r, byID: map[uint64]*entry{}, names: map[string][]*conn.Endpoint{}, words: map[string]*word{}}
 	pid, err := sp.SpawnChild(actor.PropsFromProducer(func() actor.Actor { return a }), "registry")
 	if err != nil {
 		return nil, err
@@ -66,6 +69,31 @@ func (r *Registry) Remove(c *conn.Endpoint, why pb.DisconnectReason, detail stri
 		r.count.Add(-1)
 	}
 	r.sys.Root.Send(r.pid, &unregister{id: c.ID(), why: why, detail: detail})
+}
+
+// Observer hears what the registry announces, on its actor, in the one
+// order of its notices (the node's federation tells the other nodes). Its
+// methods must not block.
+type Observer interface {
+	// Connected runs before the connection's pump serves anything.
+	Connected(c *conn.Endpoint)
+	// Changed: c joined (or left) group, by its own request.
+	Changed(c *conn.Endpoint, group string, joined bool)
+	// Disconnected runs after the connection's pump stopped, so after
+	// everything it routed.
+	Disconnected(c *conn.Endpoint, why pb.DisconnectReason, detail string)
+}
+
+// Observe makes o hear of every change from now on (nil: none).
+func (r *Registry) Observe(o Observer) {
+	r.sys.Root.Send(r.pid, &observe{o})
+}
+
+// Do runs f on the registry's actor with the live connections (their
+// groups filled in, in no order): between two of its announcements, so
+// that f and the Observer see one sequence.
+func (r *Registry) Do(f func([]Entry)) {
+	r.sys.Root.Send(r.pid, &do{f})
 }
 
 // Lookup returns the live connection with id, or nil.
@@ -175,6 +203,8 @@ type (
 		name string
 		id   uint64
 	}
+	observe   struct{ o Observer }
+	do        struct{ f func([]Entry) }
 	list      struct{ reply chan<- []Entry }        // buffered, one: the actor never blocks on it
 	listNames struct{ reply chan<- []*pb.NameInfo } // likewise
 )
@@ -192,7 +222,13 @@ type entry struct {
 type table struct {
 	r     *Registry
 	byID  map[uint64]*entry
-	names map[string][]*conn.Endpoint // owner first, then standbys
+	names map[string][]*conn.Endpoint // owner first, then standbys (with an Arbiter: this node's claimants, in order)
+	obs   Observer
+	// With an Arbiter (arbiter.go): its decisions by name, and this
+	// node's address prefix.
+	arb    Arbiter
+	words  map[string]*word
+	prefix string
 }
 
 // Receive handles one message.
@@ -201,6 +237,9 @@ func (t *table) Receive(ac actor.Context) {
 	case *register:
 		t.byID[m.c.ID()] = &entry{c: m.c, since: m.since, groups: map[string]bool{}, names: map[string]bool{}}
 		t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_CONNECTED, Member: m.c.Member()})
+		if t.obs != nil {
+			t.obs.Connected(m.c)
+		}
 		if m.done != nil {
 			close(m.done)
 		}
@@ -209,19 +248,50 @@ func (t *table) Receive(ac actor.Context) {
 	case *group.Change:
 		t.changed(m)
 	case *own:
+		if t.arb != nil {
+			t.ownArb(m.c, m.name, m.id)
+			return
+		}
 		m.c.Complete(m.id, t.own(m.c, m.name))
 	case *release:
-		t.release(m.c, m.name)
+		if t.arb != nil {
+			t.releaseArb(m.c, m.name)
+		} else {
+			t.release(m.c, m.name)
+		}
 		m.c.Complete(m.id, conn.Result{})
+	case *arbitrate:
+		t.arb, t.prefix = m.a, m.prefix
+	case *Decision:
+		t.decide(m)
+	case *observe:
+		t.obs = m.o
+	case *do:
+		out := make([]Entry, 0, len(t.byID))
+		for _, e := range t.byID {
+			out = append(out, Entry{Conn: e.c, Since: e.since, Groups: sortedKeys(e.groups, nil)})
+		}
+		m.f(out)
 	case *list:
 		out := make([]Entry, 0, len(t.byID))
 		for _, e := range t.byID {
 			out = append(out, Entry{Conn: e.c, Since: e.since, Groups: sortedKeys(e.groups, nil),
-				Names: sortedKeys(e.names, func(n string) bool { return t.names[n][0] == e.c })})
+				Names: sortedKeys(e.names, func(n string) bool {
+					if t.arb != nil {
+						return t.ownedArb(e.c, n)
+					}
+					return t.names[n][0] == e.c
+				})})
 		}
 		slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Conn.ID(), b.Conn.ID()) })
 		m.reply <- out
 	case *listNames:
+		if t.arb != nil {
+			out := t.listArb()
+			slices.SortFunc(out, func(a, b *pb.NameInfo) int { return cmp.Compare(a.Name, b.Name) })
+			m.reply <- out
+			return
+		}
 		out := make([]*pb.NameInfo, 0, len(t.names))
 		for name, q := range t.names {
 			ni := &pb.NameInfo{Name: name, Owner: q[0].Address()}
@@ -280,6 +350,9 @@ func (t *table) changed(ch *group.Change) {
 		n.Kind = pb.NoticeKind_NOTICE_UNSUBSCRIBED
 	}
 	t.publish(pb.GroupGroups, n)
+	if t.obs != nil {
+		t.obs.Changed(ch.Conn, ch.Group, ch.Joined)
+	}
 }
 
 // own gives name to c, or queues c for it.
@@ -365,10 +438,17 @@ func (t *table) remove(id uint64, why pb.DisconnectReason, detail string) {
 			Reason: why, Detail: "disconnected"})
 	}
 	for _, name := range sortedKeys(e.names, nil) {
-		t.release(e.c, name)
+		if t.arb != nil {
+			t.releaseArb(e.c, name)
+		} else {
+			t.release(e.c, name)
+		}
 	}
 	t.publish(pb.GroupConnections, &pb.Notice{Kind: pb.NoticeKind_NOTICE_DISCONNECTED, Member: e.c.Member(), Reason: why, Detail: detail})
 	delete(t.byID, id)
+	if t.obs != nil {
+		t.obs.Disconnected(e.c, why, detail)
+	}
 }
 
 func sortedKeys(m map[string]bool, keep func(string) bool) []string {

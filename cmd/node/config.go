@@ -90,11 +90,14 @@ type PolicyConfig struct {
 	Names    []NameRule    `toml:"name,omitempty"`
 }
 
-// Who lists the processes a rule admits: by uid, by (primary) gid, or all.
+// Who lists the processes a rule admits: by uid, by (primary) gid, or all
+// (this node's processes); and the other nodes of the cluster whose
+// connections it admits, by name ("*": any).
 type Who struct {
-	All  bool    `toml:"all,omitempty"`
-	UIDs []int64 `toml:"uids,omitempty"`
-	GIDs []int64 `toml:"gids,omitempty"`
+	All   bool     `toml:"all,omitempty"`
+	UIDs  []int64  `toml:"uids,omitempty"`
+	GIDs  []int64  `toml:"gids,omitempty"`
+	Nodes []string `toml:"nodes,omitempty"`
 }
 
 // BusRules covers the actions that have no target: listing connections,

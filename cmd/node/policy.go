@@ -27,9 +27,11 @@ import (
 //     only root and the node's uid may monitor, whatever the default.
 //
 // An action no rule covers gets policy.default (allow, unless set to
-// deny). A rule admits a process if its uid is in uids, its primary gid
-// (as SO_PEERCRED reports it; supplementary groups are not seen) is in
-// gids, or all is true.
+// deny). A rule admits a process of this node if its uid is in uids, its
+// primary gid (as SO_PEERCRED reports it; supplementary groups are not
+// seen) is in gids, or all is true; it admits a connection on another node
+// of the cluster only if that node is in nodes ("*": any node): another
+// host's uids are not this one's, so uids, gids and all never admit one.
 type policy struct {
 	allowByDefault bool
 	connect        *who // nil: root and the node's uid
@@ -42,13 +44,22 @@ type policy struct {
 }
 
 type who struct {
-	all  bool
-	uids map[uint32]bool
-	gids map[uint32]bool
+	all   bool
+	uids  map[uint32]bool
+	gids  map[uint32]bool
+	nodes map[string]bool // "*": every other node
 }
 
 func (w *who) admits(c switchboard.Cred) bool {
+	if c.Node != "" {
+		return w.nodes[c.Node] || w.nodes["*"]
+	}
 	return w.all || w.uids[c.UID] || w.gids[c.GID]
+}
+
+// privileged: root or the node's uid, on this node.
+func (p *policy) privileged(c switchboard.Cred) bool {
+	return c.Node == "" && (c.UID == 0 || c.UID == p.nodeUID)
 }
 
 // patternRule is a rule for an exact target, or for a prefix when
@@ -182,7 +193,13 @@ func compileWho(key string, w *Who) (*who, error) {
 	if w == nil {
 		return nil, nil
 	}
-	out := &who{all: w.All, uids: map[uint32]bool{}, gids: map[uint32]bool{}}
+	out := &who{all: w.All, uids: map[uint32]bool{}, gids: map[uint32]bool{}, nodes: map[string]bool{}}
+	for _, n := range w.Nodes {
+		if n == "" || len(n) > 64 || strings.ContainsAny(n, ". :\t\n") {
+			return nil, fmt.Errorf("config: %s.nodes: %q is not a node name", key, n)
+		}
+		out.nodes[n] = true
+	}
 	for _, u := range w.UIDs {
 		if u < 0 || u > 0xFFFFFFFE {
 			return nil, fmt.Errorf("config: %s.uids: %d is not a uid", key, u)
@@ -204,7 +221,7 @@ func (p *policy) Allow(c switchboard.Cred, a switchboard.Action, target string) 
 	switch a {
 	case switchboard.ActionConnect:
 		if p.connect == nil {
-			if c.UID == 0 || c.UID == p.nodeUID {
+			if p.privileged(c) {
 				return nil
 			}
 			return refusal(c, a, target)
@@ -229,7 +246,7 @@ func (p *policy) Allow(c switchboard.Cred, a switchboard.Action, target string) 
 		w = find(p.names[a], target)
 	case switchboard.ActionMonitor:
 		if p.busMonitor == nil { // privileged whatever the default: a copy of everyone's traffic
-			if c.UID == 0 || c.UID == p.nodeUID {
+			if p.privileged(c) {
 				return nil
 			}
 			return refusal(c, a, target)

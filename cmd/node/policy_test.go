@@ -154,3 +154,47 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyRemoteNodes: a connection on another node of the cluster is
+// admitted by the nodes it is on, never by a uid, a gid or all (another
+// host's uids are not this one's), and is never privileged.
+func TestPolicyRemoteNodes(t *testing.T) {
+	p := loadPolicy(t, `
+[policy]
+default = "deny"
+[[policy.name]]
+name = "svc.*"
+send = { all = true, uids = [0], nodes = ["n2"] }
+[[policy.group]]
+group = "*"
+publish = { nodes = ["*"] }
+`)
+	local := switchboard.Cred{UID: 1000}
+	remoteRoot := switchboard.Cred{UID: 0, Node: "n3"}
+	fromN2 := switchboard.Cred{UID: 4242, Node: "n2"}
+	for _, tc := range []struct {
+		who    switchboard.Cred
+		what   switchboard.Action
+		target string
+		allow  bool
+	}{
+		{local, switchboard.ActionSend, "svc.a", true},
+		{fromN2, switchboard.ActionSend, "svc.a", true},
+		{remoteRoot, switchboard.ActionSend, "svc.a", false}, // uid 0 of n3 is not root here
+		{remoteRoot, switchboard.ActionPublish, "g", true},
+		{remoteRoot, switchboard.ActionMonitor, "", false},
+		{switchboard.Cred{UID: 0}, switchboard.ActionMonitor, "", true},
+	} {
+		err := p.Allow(tc.who, tc.what, tc.target)
+		if (err == nil) != tc.allow {
+			t.Errorf("%+v %v %q: %v, want allowed=%v", tc.who, tc.what, tc.target, err, tc.allow)
+		}
+	}
+	c := defaultConfig()
+	if err := decodeFile("t.toml", []byte("[policy.connect]\nnodes = [\"a.b\"]\n"), c); err == nil {
+		c.Socket = "/nonexistent"
+		if _, err := c.validate(); err == nil || !strings.Contains(err.Error(), "nodes") {
+			t.Fatalf("a bad node name: %v", err)
+		}
+	}
+}

@@ -1,0 +1,337 @@
+package switchboard
+
+import (
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/registry"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+)
+
+// Names across the cluster (ARCHITECTURE.md, "Names across nodes"). One
+// node arbitrates each name: the highest rendezvous hash of (name, node
+// name) among the nodes up, as each node sees them. Every node sends the
+// arbiter its claimants of the name (FedClaims, state, not deltas: the
+// arbiter keeps nothing it cannot rebuild) whenever they change and
+// whenever the arbiter moves; the arbiter decides the queue, owner first,
+// and tells every node (FedNameOwner), whose registry applies it. In a
+// partition each side arbitrates for itself (available); when it heals,
+// the claims meet at one arbiter again and the owner with the smallest
+// address keeps the name (a deterministic merge), the other hears
+// NAME_LOST.
+//
+// Lock order: fedNames.mu, then fedState.mu (sends take it).
+
+type fedNames struct {
+	mu     sync.Mutex
+	mine   map[string]*pb.FedClaims // this node's claims, by name, as last sent
+	sentTo map[string]string        // name → the arbiter they went to
+	arb    map[string]*arbName      // the names this node arbitrates
+}
+
+// arbName is one name as its arbiter knows it.
+type arbName struct {
+	claims   map[string][]string // node → its claimants' addresses, in order
+	owners   map[string]string   // node → the claimant it holds as owner
+	believed map[string]string   // node → the owner it last heard of
+	heard    map[string]bool     // nodes whose claims came since this node arbitrates the name
+	queue    []string            // the decision, owner first
+}
+
+// fedNamesInit hands the registry's names to the arbiters.
+func (fs *fedState) namesInit() {
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, arb: map[string]*arbName{}}
+	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
+}
+
+// arbiterOf returns the node that arbitrates name, among this node and
+// the nodes up (their state sent).
+func (fs *fedState) arbiterOf(name string) string {
+	score := func(node string) uint64 {
+		h := fnv.New64a()
+		h.Write([]byte(name))
+		h.Write([]byte{0})
+		h.Write([]byte(node))
+		return h.Sum64()
+	}
+	best, bs := fs.self, score(fs.self)
+	fs.mu.RLock()
+	for name, p := range fs.peers {
+		if !p.out {
+			continue
+		}
+		if s := score(name); s > bs || s == bs && name < best {
+			best, bs = name, s
+		}
+	}
+	fs.mu.RUnlock()
+	return best
+}
+
+// Claims is the registry's Arbiter: this node's claimants of name changed.
+func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, owner *conn.Endpoint) {
+	m := &pb.FedClaims{Name: name}
+	for _, c := range claimants {
+		m.Claims = append(m.Claims, &pb.FedClaim{Id: c.ID(), Owner: c == owner})
+	}
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if old := nm.mine[name]; old != nil {
+		m.BelievedOwner = old.BelievedOwner
+	}
+	if owner != nil {
+		m.BelievedOwner = owner.Address()
+	}
+	nm.mine[name] = m
+	fs.sendClaims(m)
+	if len(m.Claims) == 0 {
+		delete(nm.mine, name)
+		delete(nm.sentTo, name)
+	}
+}
+
+// sendClaims sends m to its name's arbiter (this node's own: at once);
+// names.mu held.
+func (fs *fedState) sendClaims(m *pb.FedClaims) {
+	to := fs.arbiterOf(m.Name)
+	fs.names.sentTo[m.Name] = to
+	if to == fs.self {
+		fs.arbClaims(fs.self, m)
+		return
+	}
+	fs.mu.RLock()
+	p := fs.peers[to]
+	fs.mu.RUnlock()
+	if p != nil {
+		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: m}})
+	}
+}
+
+// claimsIn takes another node's claims, for a name this node arbitrates.
+func (fs *fedState) claimsIn(node string, m *pb.FedClaims) {
+	if checkName(m.GetName()) != nil || len(m.GetClaims()) > fedMaxConns {
+		fs.bad(node, "claims on a bad name")
+		return
+	}
+	fs.mu.RLock()
+	p := fs.peers[node]
+	ok := p != nil
+	for _, c := range m.GetClaims() {
+		ok = ok && p.conns[c.GetId()] != nil
+	}
+	fs.mu.RUnlock()
+	if !ok {
+		fs.bad(node, "claims of unknown connections")
+		return
+	}
+	fs.names.mu.Lock()
+	defer fs.names.mu.Unlock()
+	fs.arbClaims(node, m)
+}
+
+// arbClaims records node's claims on a name and decides; names.mu held.
+func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
+	a := fs.names.arb[m.Name]
+	if a == nil {
+		a = &arbName{claims: map[string][]string{}, owners: map[string]string{}, believed: map[string]string{}, heard: map[string]bool{}}
+		fs.names.arb[m.Name] = a
+	}
+	prefix := fs.prefixOf(node)
+	if prefix == "" {
+		return
+	}
+	var addrs []string
+	a.heard[node] = true
+	delete(a.owners, node)
+	for _, c := range m.GetClaims() {
+		addr := prefix + strconv.FormatUint(c.GetId(), 10)
+		addrs = append(addrs, addr)
+		if c.GetOwner() {
+			a.owners[node] = addr
+		}
+	}
+	if len(addrs) == 0 {
+		delete(a.claims, node)
+		delete(a.believed, node)
+	} else {
+		a.claims[node] = addrs
+		a.believed[node] = m.GetBelievedOwner()
+	}
+	fs.arbDecide(m.Name, a)
+}
+
+// prefixOf returns the address prefix of node ("" if it is not up).
+func (fs *fedState) prefixOf(node string) string {
+	if node == fs.self {
+		return fs.n.addrPrefix
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	if p := fs.peers[node]; p != nil {
+		return p.prefix
+	}
+	return ""
+}
+
+// arbDecide decides name's queue from the claims, and tells every node if
+// it changed; names.mu held. The owner is the current owner if it still
+// claims, or a claimant its node holds as owner: when there are several
+// (a partition healed), the smallest address; else, while a node up that has not sent its claims
+// yet is believed to hold the owner, nothing is decided; else the first
+// standby still claiming; else the first claimant.
+func (fs *fedState) arbDecide(name string, a *arbName) {
+	claimed := map[string]bool{}
+	nodes := make([]string, 0, len(a.claims))
+	for node, addrs := range a.claims {
+		nodes = append(nodes, node)
+		for _, addr := range addrs {
+			claimed[addr] = true
+		}
+	}
+	slices.Sort(nodes)
+	// The claimants their nodes hold as owner: more than one is a
+	// partition healing, and the smallest address keeps the name.
+	owner := ""
+	if cur := first(a.queue); claimed[cur] {
+		owner = cur
+	}
+	for _, o := range a.owners {
+		if claimed[o] && (owner == "" || o < owner) {
+			owner = o
+		}
+	}
+	if owner == "" {
+		for _, b := range a.believed {
+			if b == "" || claimed[b] {
+				continue
+			}
+			node, _, _, ok := parseAddress(b)
+			if ok && node != fs.self && !a.heard[node] && fs.prefixOf(node) != "" && strings.HasPrefix(b, fs.prefixOf(node)) {
+				return // wait for that node's claims
+			}
+		}
+	}
+	queue := make([]string, 0, len(claimed))
+	if owner != "" {
+		queue = append(queue, owner)
+	}
+	for _, addr := range a.queue {
+		if claimed[addr] && !slices.Contains(queue, addr) {
+			queue = append(queue, addr)
+		}
+	}
+	for _, node := range nodes {
+		for _, addr := range a.claims[node] {
+			if !slices.Contains(queue, addr) {
+				queue = append(queue, addr)
+			}
+		}
+	}
+	if slices.Equal(queue, a.queue) && len(queue) > 0 {
+		return
+	}
+	a.queue = queue
+	if len(queue) == 0 {
+		delete(fs.names.arb, name)
+	}
+	fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
+	fs.applyDecision(name, queue)
+	fs.names.believe(name, first(queue), fs.n.addrPrefix)
+}
+
+// nameOwnerIn takes an arbiter's decision.
+func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
+	if checkName(m.GetName()) != nil || len(m.GetQueue()) > fedMaxConns {
+		fs.bad(node, "a decision on a bad name")
+		return
+	}
+	for _, a := range m.GetQueue() {
+		if _, _, _, ok := parseAddress(a); !ok || len(a) > pb.MaxNameLen {
+			fs.bad(node, "a decision with a bad address")
+			return
+		}
+	}
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if nm.mine[m.GetName()] != nil && nm.sentTo[m.GetName()] != node {
+		// Not where this node's claims went: a decision without them (an
+		// arbiter that moved, the other half of a partition healing).
+		fs.stale.Add(1)
+		return
+	}
+	fs.applyDecision(m.GetName(), m.GetQueue())
+	nm.believe(m.GetName(), first(m.GetQueue()), fs.n.addrPrefix)
+}
+
+// applyDecision hands a decision to the registry, with the owner's member.
+func (fs *fedState) applyDecision(name string, queue []string) {
+	d := &registry.Decision{Name: name, Queue: queue}
+	if o := first(queue); o != "" && !strings.HasPrefix(o, fs.n.addrPrefix) {
+		fs.mu.RLock()
+		if _, fc := fs.lookup(o); fc != nil {
+			d.Owner = fc.member
+		}
+		fs.mu.RUnlock()
+	} else if o != "" {
+		if c := fs.n.lookupAddress(o); c != nil {
+			d.Owner = c.Member()
+		}
+	}
+	fs.n.reg.Decide(d)
+}
+
+// believe records the owner this node last heard of, for its next claims
+// (prefix: this node's addresses').
+func (nm *fedNames) believe(name, owner, prefix string) {
+	if m := nm.mine[name]; m != nil {
+		m.BelievedOwner = owner
+		for _, c := range m.Claims {
+			c.Owner = owner == prefix+strconv.FormatUint(c.GetId(), 10)
+		}
+	}
+}
+
+// namesMoved: the nodes up changed (left went, or came came). The arbiter
+// drops a node's claims when it leaves, and the names it no longer
+// arbitrates; every node sends its claims again where the arbiter moved.
+func (fs *fedState) namesMoved(left, came string) {
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	for name, a := range nm.arb {
+		if came != "" && a.heard[came] && len(a.queue) > 0 {
+			// Its claims came before this node had sent it its state: the
+			// decision went to the others only. (Not before its claims: a
+			// partition's half would override its owner before the merge.)
+			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue}}})
+		}
+		if left != "" && a.claims[left] != nil {
+			delete(a.claims, left)
+			delete(a.owners, left)
+			delete(a.believed, left)
+			delete(a.heard, left)
+			fs.arbDecide(name, a)
+		}
+		if fs.arbiterOf(name) != fs.self {
+			delete(nm.arb, name)
+		}
+	}
+	for name, m := range nm.mine {
+		if fs.arbiterOf(name) != nm.sentTo[name] || nm.sentTo[name] == left {
+			fs.sendClaims(m)
+		}
+	}
+}
+
+func first(q []string) string {
+	if len(q) == 0 {
+		return ""
+	}
+	return q[0]
+}
