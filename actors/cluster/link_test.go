@@ -1,0 +1,242 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var addrs = map[string]string{"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7102", "n3": "127.0.0.1:7103", "n4": "127.0.0.1:7104"}
+
+// startThree starts n1, n2 and n3, each dialling the other two, and waits
+// until every one has the other two up.
+func startThree(t *testing.T, o memberOpts) map[string]*member {
+	t.Helper()
+	ms := map[string]*member{}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		var peers []string
+		for _, p := range []string{"n1", "n2", "n3"} {
+			if p != n {
+				peers = append(peers, addrs[p])
+			}
+		}
+		ms[n] = startMember(t, n, "a"+n, addrs[n], peers, o)
+	}
+	for n, m := range ms {
+		for p := range ms {
+			if p != n {
+				m.wait("up "+p+" a"+p, 10*time.Second)
+			}
+		}
+	}
+	return ms
+}
+
+func stats(t *testing.T, m *member) Stats {
+	t.Helper()
+	var s Stats
+	if err := json.Unmarshal([]byte(m.do("stats")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitCount waits until m has received want messages from node, and
+// checks they came in order.
+func waitCount(t *testing.T, m *member, node string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got, bad int
+		fmt.Sscan(m.do("count", node), &got, &bad)
+		if bad != 0 {
+			t.Fatalf("%s got %d messages from %s out of order", m.name, bad, node)
+		}
+		if got == want {
+			return
+		}
+		if got > want || time.Now().After(deadline) {
+			t.Fatalf("%s got %d messages from %s, want %d", m.name, got, node, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLinkThreeNodes: three nodes link up; sequence-numbered messages
+// cross every link in order with nothing lost; a 16 MiB message crosses;
+// a node of a name already linked is refused, and the cluster keeps the
+// first.
+func TestLinkThreeNodes(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	ms := startThree(t, memberOpts{})
+	const n = 3000
+	for from, m := range ms {
+		for to := range ms {
+			if to != from {
+				if got := m.do("send", to, n, 64); got != fmt.Sprintf("%d 0 ", n) {
+					t.Fatalf("%s sending to %s: %q", from, to, got)
+				}
+			}
+		}
+	}
+	for to, m := range ms {
+		for from := range ms {
+			if from != to {
+				waitCount(t, m, from, n)
+			}
+		}
+	}
+
+	// 16 MiB, in 64 chunks, arrives whole.
+	answer := strings.Fields(ms["n1"].do("big", "n2", 16<<20))
+	if answer[0] != "<nil>" {
+		t.Fatalf("sending 16 MiB: %v", answer)
+	}
+	got := strings.Fields(ms["n2"].wait("big n1", 20*time.Second).text)
+	if got[2] != fmt.Sprint(16<<20) || got[3] != answer[1] {
+		t.Fatalf("16 MiB message arrived as %v, sent with sha256 %s", got, answer[1])
+	}
+
+	// A second n2, elsewhere, is refused by all; the first stays up.
+	dup := startMember(t, "n2", "other", addrs["n4"], []string{addrs["n1"], addrs["n2"], addrs["n3"]}, memberOpts{})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := stats(t, dup)
+		if len(s.Refused) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the duplicate n2 was refused by %v, want all three", s.Refused)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // as long as two heartbeats: nothing more happens
+	if dup.has("up ") {
+		t.Fatalf("a duplicate n2 came up:\n%s", dup.output())
+	}
+	for _, m := range []*member{ms["n1"], ms["n3"]} {
+		if m.has("down n2") || m.has("up n2 other") {
+			t.Fatalf("%s took the duplicate n2:\n%s", m.name, m.output())
+		}
+	}
+	if got := ms["n1"].do("send", "n2", 1, 64); got != "1 0 " {
+		t.Fatalf("n1 → n2 after the duplicate: %q", got)
+	}
+	waitCount(t, ms["n2"], "n1", n+1)
+}
+
+// TestLinkBudget: a receiver that stops taking messages stops
+// acknowledging them; its sender's budget fills and Send refuses (counted),
+// and when the receiver resumes everything accepted arrives in order.
+func TestLinkBudget(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	const budget = 20 << 20
+	ms := startThree(t, memberOpts{budget: budget})
+	ms["n2"].do("stall")
+	var ok, refused int
+	var why string
+	fmt.Sscan(ms["n1"].do("send", "n2", 1000, 64<<10), &ok, &refused, &why)
+	t.Logf("n1 → stalled n2, 1000 × 64 KiB with a %d MiB budget: %d accepted, %d refused (%s)", budget>>20, ok, refused, why)
+	if refused == 0 || why != "cluster:_link_budget_spent" || ok > budget/(64<<10) || ok == 0 {
+		t.Fatalf("accepted %d, refused %d (%s): want the budget to refuse past %d", ok, refused, why, budget/(64<<10))
+	}
+	if s := stats(t, ms["n1"]); s.Overflow != uint64(refused) {
+		t.Fatalf("overflow counted %d, want %d", s.Overflow, refused)
+	}
+	// n1's other links are not held back.
+	if got := ms["n1"].do("send", "n3", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n3 while n2 stalls: %q", got)
+	}
+	waitCount(t, ms["n3"], "n1", 10)
+	ms["n2"].do("unstall")
+	waitCount(t, ms["n2"], "n1", ok)
+	if got := ms["n1"].do("send", "n2", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n2 once it resumed: %q", got)
+	}
+	waitCount(t, ms["n2"], "n1", ok+10)
+}
+
+// TestLinkKilledNode: a SIGKILLed node is declared down by the others at
+// once (remote sees its stream break); restarted, it comes up as a new
+// incarnation.
+func TestLinkKilledNode(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	ms := startThree(t, memberOpts{})
+	killed := time.Now()
+	ms["n3"].kill()
+	for _, n := range []string{"n1", "n2"} {
+		l := ms[n].wait("down n3 an3", 5*time.Second)
+		took := l.at.Sub(killed)
+		t.Logf("%s declared the killed n3 down after %v: %s", n, took.Round(time.Microsecond), l.text)
+		if took > time.Second {
+			t.Errorf("%s took %v to declare a killed node down", n, took)
+		}
+	}
+	n3 := startMember(t, "n3", "bn3", addrs["n3"], []string{addrs["n1"], addrs["n2"]}, memberOpts{})
+	for _, n := range []string{"n1", "n2"} {
+		ms[n].wait("up n3 bn3", 10*time.Second)
+		n3.wait("up "+n+" a"+n, 10*time.Second)
+	}
+	if got := ms["n1"].do("send", "n3", 5, 64); got != "5 0 " {
+		t.Fatalf("n1 → restarted n3: %q", got)
+	}
+	waitCount(t, n3, "n1", 5)
+}
+
+// TestLinkHungNode: a node stopped (SIGSTOP) for 3 s is declared down
+// within the link timeout; resumed, it is fenced: nothing more from that
+// incarnation is delivered, and the others' links are unaffected.
+func TestLinkHungNode(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	ms := startThree(t, memberOpts{})
+	if got := ms["n3"].do("send", "n1", 100, 64); got != "100 0 " {
+		t.Fatalf("n3 → n1: %q", got)
+	}
+	waitCount(t, ms["n1"], "n3", 100)
+	stopped := time.Now()
+	ms["n3"].cmd.Process.Signal(syscall.SIGSTOP)
+	for _, n := range []string{"n1", "n2"} {
+		l := ms[n].wait("down n3 an3", 3*time.Second)
+		took := l.at.Sub(stopped)
+		t.Logf("%s declared the stopped n3 down after %v: %s", n, took.Round(time.Millisecond), l.text)
+		if took > 1500*time.Millisecond {
+			t.Errorf("%s took %v to declare a hung node down, want ≤ 1.5 s", n, took)
+		}
+	}
+	time.Sleep(3*time.Second - time.Since(stopped))
+	ms["n3"].cmd.Process.Signal(syscall.SIGCONT)
+	// Resumed, n3 sends at once, before it can learn it was fenced.
+	answer := ms["n3"].do("send", "n1", 100, 64)
+	t.Logf("resumed n3 → n1, 100 messages: %s accepted, refused, first error", answer)
+	ms["n3"].wait("down n1 an1", 5*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	waitCount(t, ms["n1"], "n3", 100)
+	if ms["n1"].has("up n3 an3") && strings.Count(ms["n1"].output(), "up n3 an3") > 1 {
+		t.Fatalf("n1 took the fenced n3 back:\n%s", ms["n1"].output())
+	}
+	s := stats(t, ms["n1"])
+	t.Logf("n1 ignored %d envelopes from unlinked sessions and refused %d Hellos", s.Stale, s.RefusedOut)
+	for _, l := range s.Links {
+		if l.Node == "n3" {
+			t.Fatalf("n1 still links n3: %+v", l)
+		}
+	}
+	if got := ms["n1"].do("send", "n2", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n2 after n3 was fenced: %q", got)
+	}
+	waitCount(t, ms["n2"], "n1", 10)
+	if ms["n1"].has("down n2") || ms["n2"].has("down n1") {
+		t.Fatalf("n1 and n2 lost each other:\n%s\n%s", ms["n1"].output(), ms["n2"].output())
+	}
+}
