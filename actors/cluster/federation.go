@@ -141,6 +141,9 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 	portN, _ := strconv.Atoi(port)
 	defer func() {
 		if r := recover(); r != nil {
+			// Whatever remote started before it panicked is left to
+			// the process's end: it cannot be stopped safely half made.
+			f.system = nil
 			err = fmt.Errorf("cluster: starting protoactor remote: %v", r)
 		}
 	}()
@@ -162,6 +165,7 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 	props := actor.PropsFromProducer(func() actor.Actor { return linkReceiver{f} })
 	if _, err := f.system.Root.SpawnNamed(props, linkActorName); err != nil {
 		f.shutdownRemote()
+		f.system = nil
 		return fmt.Errorf("cluster: spawning the link actor: %w", err)
 	}
 	f.sub = f.system.EventStream.Subscribe(func(ev any) {
@@ -315,14 +319,14 @@ func (f *Federation) isUp(p *peer) bool {
 	return p.up
 }
 
-// send hands one envelope to remote for pid.
+// send hands one envelope to remote for pid. Remote serializes it later,
+// on its writer's goroutine: an envelope is never touched once sent.
 func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
-	env.Session = f.session
 	f.system.Root.Send(pid, env)
 }
 
 func (f *Federation) hello(pid *actor.PID, seen uint64) {
-	f.send(pid, &linkpb.Envelope{Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
+	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
 		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
 		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget),
 	}}})
@@ -332,7 +336,7 @@ func (f *Federation) bye(pid *actor.PID, to uint64, code uint32, reason string) 
 	if len(reason) > maxReason {
 		reason = reason[:maxReason]
 	}
-	f.send(pid, &linkpb.Envelope{Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
+	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
 		Reason: reason, To: to, Code: code, Address: f.cfg.Advertise,
 	}}})
 }

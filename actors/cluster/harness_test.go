@@ -107,7 +107,8 @@ func startMember(t *testing.T, name, inc, addr string, peers []string, o memberO
 		cmd.Env = append(cmd.Env, fmt.Sprintf("SBM_BUDGET=%d", o.budget))
 	}
 	cmd.Env = append(cmd.Env, o.env...)
-	cmd.Stderr = os.Stderr
+	stderr := &raceWatch{}
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -134,7 +135,12 @@ func startMember(t *testing.T, name, inc, addr string, peers []string, o memberO
 		cmd.Wait()
 		close(m.exit)
 	}()
-	t.Cleanup(m.kill)
+	t.Cleanup(func() {
+		m.kill()
+		if stderr.raced() {
+			t.Errorf("member %s (%s) reported a data race", name, inc)
+		}
+	})
 	m.wait("ready", 10*time.Second)
 	return m
 }
@@ -196,6 +202,13 @@ func (m *member) output() string {
 // do sends a command and returns its answer (without the id).
 func (m *member) do(verb string, args ...any) string {
 	m.t.Helper()
+	id := m.start(verb, args...)
+	return strings.TrimPrefix(m.wait(id+" ", 60*time.Second).text, id+" ")
+}
+
+// start sends a command and returns its id, not waiting for its answer.
+func (m *member) start(verb string, args ...any) string {
+	m.t.Helper()
 	m.ids++
 	id := fmt.Sprintf("#%d", m.ids)
 	cmd := verb + " " + id
@@ -205,5 +218,30 @@ func (m *member) do(verb string, args ...any) string {
 	if _, err := io.WriteString(m.stdin, cmd+"\n"); err != nil {
 		m.t.Fatalf("%s: %v", m.name, err)
 	}
-	return strings.TrimPrefix(m.wait(id+" ", 60*time.Second).text, id+" ")
+	return id
+}
+
+// raceWatch passes a member's standard error on and notes a race report.
+type raceWatch struct {
+	mu   sync.Mutex
+	tail []byte
+	race bool
+}
+
+func (w *raceWatch) Write(b []byte) (int, error) {
+	os.Stderr.Write(b)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tail = append(w.tail, b...)
+	if strings.Contains(string(w.tail), "WARNING: DATA RACE") {
+		w.race = true
+	}
+	w.tail = w.tail[max(0, len(w.tail)-32):]
+	return len(b), nil
+}
+
+func (w *raceWatch) raced() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.race
 }

@@ -192,18 +192,17 @@ func TestLinkKilledNode(t *testing.T) {
 	waitCount(t, n3, "n1", 5)
 }
 
-// TestLinkHungNode: a node stopped (SIGSTOP) for 3 s is declared down
-// within the link timeout; resumed, it is fenced: nothing more from that
-// incarnation is delivered, and the others' links are unaffected.
+// TestLinkHungNode: a node stopped (SIGSTOP) for 3 s while it streams
+// messages is declared down within ~1.5 s; resumed, it is fenced: what it
+// had queued, and sends before it learns, is not delivered; the other
+// nodes' links are unaffected.
 func TestLinkHungNode(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
 	ms := startThree(t, memberOpts{})
-	if got := ms["n3"].do("send", "n1", 100, 64); got != "100 0 " {
-		t.Fatalf("n3 → n1: %q", got)
-	}
-	waitCount(t, ms["n1"], "n3", 100)
+	stream := ms["n3"].start("stream", "n1")
+	time.Sleep(200 * time.Millisecond)
 	stopped := time.Now()
 	ms["n3"].cmd.Process.Signal(syscall.SIGSTOP)
 	for _, n := range []string{"n1", "n2"} {
@@ -214,19 +213,25 @@ func TestLinkHungNode(t *testing.T) {
 			t.Errorf("%s took %v to declare a hung node down, want ≤ 1.5 s", n, took)
 		}
 	}
+	var atDown, bad int
+	fmt.Sscan(ms["n1"].do("count", "n3"), &atDown, &bad)
 	time.Sleep(3*time.Second - time.Since(stopped))
 	ms["n3"].cmd.Process.Signal(syscall.SIGCONT)
-	// Resumed, n3 sends at once, before it can learn it was fenced.
-	answer := ms["n3"].do("send", "n1", 100, 64)
-	t.Logf("resumed n3 → n1, 100 messages: %s accepted, refused, first error", answer)
+	var streamed int
+	var why string
+	fmt.Sscan(strings.TrimPrefix(ms["n3"].wait(stream+" ", 5*time.Second).text, stream+" "), &streamed, &why)
 	ms["n3"].wait("down n1 an1", 5*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	waitCount(t, ms["n1"], "n3", 100)
-	if ms["n1"].has("up n3 an3") && strings.Count(ms["n1"].output(), "up n3 an3") > 1 {
+	s := stats(t, ms["n1"])
+	t.Logf("n3 streamed %d messages to n1 (then %s); n1 delivered %d before it declared n3 down, "+
+		"then ignored %d envelopes from the fenced session and refused %d Hellos", streamed, why, atDown, s.Stale, s.RefusedOut)
+	waitCount(t, ms["n1"], "n3", atDown) // nothing more, in order
+	if atDown == 0 || streamed <= atDown {
+		t.Fatalf("n3 streamed %d, n1 delivered %d: want a stream cut by the fence", streamed, atDown)
+	}
+	if strings.Count(ms["n1"].output(), "up n3 an3") != 1 {
 		t.Fatalf("n1 took the fenced n3 back:\n%s", ms["n1"].output())
 	}
-	s := stats(t, ms["n1"])
-	t.Logf("n1 ignored %d envelopes from unlinked sessions and refused %d Hellos", s.Stale, s.RefusedOut)
 	for _, l := range s.Links {
 		if l.Node == "n3" {
 			t.Fatalf("n1 still links n3: %+v", l)

@@ -178,7 +178,6 @@ func (f *Federation) ticker() {
 // past the stall timeout, sends every up link a heartbeat, and every
 // address not linked yet a Hello.
 func (f *Federation) beat(now time.Time) {
-	hb := &linkpb.Envelope{Body: &linkpb.Envelope_Heartbeat{Heartbeat: &linkpb.Heartbeat{}}}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -192,7 +191,7 @@ func (f *Federation) beat(now time.Time) {
 		case p.up && p.stalled(now, f.cfg.StallTimeout):
 			f.downLocked(p, fmt.Sprintf("nothing acknowledged for %v", f.cfg.StallTimeout), byeFenced)
 		case p.up:
-			f.send(p.pid, hb)
+			f.send(p.pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Heartbeat{Heartbeat: &linkpb.Heartbeat{}}})
 		}
 	}
 	for addr, refused := range f.dial {

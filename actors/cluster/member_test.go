@@ -129,6 +129,22 @@ func memberMain() int {
 				ok++
 			}
 			h.printf("%s %d %d %s", id, ok, fails, first)
+		case "stream": // stream ID NODE: send until Send fails, then answer
+			node, seq := args[0], seqs[args[0]]
+			go func() {
+				ok := 0
+				for {
+					msg := make([]byte, 64)
+					binary.LittleEndian.PutUint64(msg, seq)
+					if err := f.Send(node, msg); err != nil {
+						h.printf("%s %d %s", id, ok, strings.ReplaceAll(err.Error(), " ", "_"))
+						return
+					}
+					seq++
+					ok++
+					time.Sleep(20 * time.Microsecond)
+				}
+			}()
 		case "big": // big ID NODE SIZE
 			size, _ := strconv.Atoi(args[1])
 			msg := make([]byte, size)
@@ -166,3 +182,11 @@ func memberMain() int {
 	f.Close()
 	return 0
 }
+
+type nopHost struct{}
+
+func (nopHost) NodeUp(string, string)           {}
+func (nopHost) NodeDown(string, string, string) {}
+func (nopHost) Deliver(string, []byte)          {}
+
+func isRoot() bool { return os.Geteuid() == 0 }
