@@ -60,7 +60,11 @@ func TestReassemblerRefuses(t *testing.T) {
 		}, "past the"},
 		{"wrong count", func() []*linkpb.Data { d := split(msg, 1); d[0].Count = 9; return d[:1] }, "chunks, want"},
 		{"starts mid-message", func() []*linkpb.Data { d := split(msg, 1); d[1].Seq = 1; return d[1:2] }, "starts at chunk"},
-		{"chunk skipped", func() []*linkpb.Data { d := split(msg, 1); d[2].Seq, d[2].Index = 2, 2; return []*linkpb.Data{d[0], d[2]} }, "inside chunk"},
+		{"chunk skipped", func() []*linkpb.Data {
+			d := split(msg, 1)
+			d[2].Seq, d[2].Index = 2, 2
+			return []*linkpb.Data{d[0], d[2]}
+		}, "inside chunk"},
 		{"short chunk", func() []*linkpb.Data { d := split(msg, 1); d[0].Bytes = d[0].Bytes[:10]; return d }, "holds"},
 		{"size lies", func() []*linkpb.Data { return []*linkpb.Data{{Seq: 1, Count: 1, Size: 9, Bytes: []byte("a")}} }, "carries"},
 		{"last chunk long", func() []*linkpb.Data {
