@@ -93,12 +93,24 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ConfigError is a Config that New refuses: Field names the setting at
+// fault, as the TOML key of cmd/node's [cluster] table does (name,
+// listen, advertise, peers, heartbeat, link_timeout, stall_timeout,
+// budget, max_message, overflow, tls).
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "cluster: " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // withDefaults fills in the defaults and checks every field.
 func (c Config) withDefaults() (Config, error) {
 	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("cluster: %s: %s", field, fmt.Sprintf(format, args...))
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 250 * time.Millisecond
@@ -120,15 +132,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case !clusterName.MatchString(c.Cluster):
-		return c, bad("cluster name", "must be 1 to 64 letters, digits, '_', '.' or '-', not %q", c.Cluster)
+		return c, bad("name", "must be 1 to 64 letters, digits, '_', '.' or '-', not %q", c.Cluster)
 	case c.Heartbeat < time.Millisecond:
 		return c, bad("heartbeat", "must be at least 1ms, not %v", c.Heartbeat)
 	case c.LinkTimeout < 2*c.Heartbeat:
-		return c, bad("link timeout", "must be at least twice the heartbeat (%v), not %v", c.Heartbeat, c.LinkTimeout)
+		return c, bad("link_timeout", "must be at least twice the heartbeat (%v), not %v", c.Heartbeat, c.LinkTimeout)
 	case c.StallTimeout < c.LinkTimeout:
-		return c, bad("stall timeout", "must be at least the link timeout (%v), not %v", c.LinkTimeout, c.StallTimeout)
+		return c, bad("stall_timeout", "must be at least the link timeout (%v), not %v", c.LinkTimeout, c.StallTimeout)
 	case c.MaxMessage < 1 || c.MaxMessage > 1<<30:
-		return c, bad("max message", "must be in [1, %d], not %d", 1<<30, c.MaxMessage)
+		return c, bad("max_message", "must be in [1, %d], not %d", 1<<30, c.MaxMessage)
 	case c.Budget < c.MaxMessage+frameCost*chunks(c.MaxMessage) || c.Budget > 1<<30:
 		return c, bad("budget", "must be in [max message + %d per %d-byte chunk, %d], not %d", frameCost, ChunkSize, 1<<30, c.Budget)
 	case c.Overflow != OverflowError && c.Overflow != OverflowDisconnect:
@@ -209,15 +221,15 @@ func (c Config) tlsConfigs() (server, client *tls.Config, err error) {
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls: certificate and key: %w", err)
+		return nil, nil, &ConfigError{Field: "tls", Err: fmt.Errorf("certificate and key: %w", err)}
 	}
 	pem, err := os.ReadFile(c.TLSCA)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: tls: CA: %w", err)
+		return nil, nil, &ConfigError{Field: "tls", Err: fmt.Errorf("CA: %w", err)}
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, nil, errors.New("cluster: tls: CA: " + c.TLSCA + " holds no PEM certificate")
+		return nil, nil, &ConfigError{Field: "tls", Err: errors.New("CA: " + c.TLSCA + " holds no PEM certificate")}
 	}
 	server = &tls.Config{
 		MinVersion:   tls.VersionTLS13,

@@ -126,8 +126,8 @@ func TestConfig(t *testing.T) {
 		{"part of TLS", func(c *Config) { c.TLSCert = "/x" }, "or none of them"},
 		{"unreachable advertise", func(c *Config) { c.Listen = "0.0.0.0:7000" }, "advertise"},
 		{"bad peer", func(c *Config) { c.Peers = []string{"nowhere"} }, "peers"},
-		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster name"},
-		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link timeout"},
+		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster: name"},
+		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
 		{"budget under a message", func(c *Config) { c.Budget = 1 << 20 }, "budget"},
 		{"missing certificate", func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = "/nonexistent", "/nonexistent", "/nonexistent" }, "tls"},
 	} {
