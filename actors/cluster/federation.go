@@ -63,8 +63,9 @@ type Federation struct {
 	bySession map[uint64]*peer
 	byName    map[string]*peer
 	byAddr    map[string]*peer
-	dial      map[string]string   // addresses to Hello until linked; value: why the node there refused us ("" none)
-	fenced    map[string][]string // node name → its fenced incarnations, the latest few
+	dial      map[string]string        // addresses to Hello until linked; value: why the node there refused us ("" none)
+	fenced    map[string][]string      // node name → its fenced incarnations, the latest few
+	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
 
 	stats counters
 }
@@ -90,6 +91,7 @@ func New(cfg Config) (*Federation, error) {
 		byAddr:    map[string]*peer{},
 		dial:      map[string]string{},
 		fenced:    map[string][]string{},
+		lastRun:   map[string]chan struct{}{},
 	}
 	server, client, err := cfg.tlsConfigs()
 	if err != nil {

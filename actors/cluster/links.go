@@ -81,8 +81,10 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 	if h.Seen == f.session && !p.up {
 		p.up = true
 		f.logf("cluster: node %s (%s) at %s is up", p.name, p.incarnation, p.addr)
+		prev := f.lastRun[p.name]
+		f.lastRun[p.name] = p.exited
 		f.wg.Add(1)
-		go p.run()
+		go p.run(prev)
 	}
 	if h.Seen != f.session || !wasUp {
 		f.hello(p.pid, session)

@@ -25,11 +25,12 @@ type peer struct {
 	addr        string
 	pid         *actor.PID
 
-	lastHeard atomic.Int64 // unix nanoseconds of the last envelope from it
-	isDown    atomic.Bool  // set under Federation.mu, read anywhere
-	done      chan struct{}
-	up        bool   // under Federation.mu: the Hello exchange completed
-	reason    string // under Federation.mu: why it went down
+	lastHeard atomic.Int64  // unix nanoseconds of the last envelope from it
+	isDown    atomic.Bool   // set under Federation.mu, read anywhere
+	done      chan struct{} // closed when it goes down
+	exited    chan struct{} // closed when its delivery goroutine has told the host it is down
+	up        bool          // under Federation.mu: the Hello exchange completed
+	reason    string        // under Federation.mu: why it went down
 
 	smu      sync.Mutex
 	seq      uint64    // the last sequence number sent
@@ -56,6 +57,7 @@ func newPeer(f *Federation, session uint64, h *linkpb.Hello) *peer {
 		addr:        h.Address,
 		pid:         actor.NewPID(h.Address, linkActorName),
 		done:        make(chan struct{}),
+		exited:      make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 	}
 	p.heard()
@@ -158,10 +160,16 @@ func (p *peer) enqueue(d *linkpb.Data) bool {
 // tells the host the node is up, delivers its messages in order, and
 // acknowledges them; when the peer goes down it tells the host, last.
 // Every call to the host about this peer is made here, so the host sees
-// NodeUp, the messages, then NodeDown, one at a time.
-func (p *peer) run() {
+// NodeUp, the messages, then NodeDown, one at a time; and an earlier run
+// of the same node (prev: its delivery goroutine's exited) has told the
+// host it is down before this one says it is up.
+func (p *peer) run(prev <-chan struct{}) {
 	f := p.f
 	defer f.wg.Done()
+	defer close(p.exited)
+	if prev != nil {
+		<-prev
+	}
 	f.host.NodeUp(p.name, p.incarnation)
 	r := newReassembler(f.cfg.MaxMessage)
 	var batch []*linkpb.Data
