@@ -78,6 +78,10 @@ type NodeStats struct {
 	Published            uint64 // group publications
 	Delivered            uint64 // bus messages delivered to peers (direct, group, name)
 	Undeliverable        uint64 // want-answer messages nobody could take
+	// Unserved counts the frames clients wrote before they left (a
+	// goodbye; with the socket transport, the socket's end) that the node
+	// did not serve within its drain limit of 5 s (each logged at warn).
+	Unserved uint64
 	// LateReplies counts the replies the node dropped because their
 	// caller had gone: handler results after the caller's connection
 	// ended, actor answers after their call was forgotten (deadline,

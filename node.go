@@ -208,6 +208,7 @@ type Node struct {
 	violations    atomic.Uint64 // totals of closed connections' counters, plus live ones at Stats
 	evictions     atomic.Uint64
 	dropped       atomic.Uint64
+	unserved      atomic.Uint64
 	published     atomic.Uint64
 	delivered     atomic.Uint64
 	undeliverable atomic.Uint64
@@ -416,6 +417,7 @@ type spawned struct {
 func (n *Node) connClosed(c *conn.Endpoint, why conn.Reason) {
 	st := c.Stats()
 	n.dropped.Add(st.EventsDropped.Load())
+	n.unserved.Add(st.ByeUnserved.Load())
 	if why.Code == pb.Code_CODE_PROTOCOL_VIOLATION {
 		n.violations.Add(1)
 	}
@@ -469,7 +471,7 @@ func (n *Node) Stats() NodeStats {
 	}
 	s := NodeStats{Name: n.o.name, Started: n.started, Connections: n.reg.Len(), Accepted: n.accepted.Load(),
 		HandshakesRefused: n.refused.Load(), Refusals: refusals, DescriptorsExhausted: n.fdExhausted.Load(), Calls: n.calls.Load(), Events: n.events.Load(),
-		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(),
+		Violations: n.violations.Load(), Evictions: n.evictions.Load(), Dropped: n.dropped.Load(), Unserved: n.unserved.Load(),
 		Groups: len(n.reg.Groups().List()), Names: n.reg.NameCount(), Published: n.published.Load(),
 		Delivered: n.delivered.Load(), Undeliverable: n.undeliverable.Load(),
 		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load(),

@@ -648,25 +648,6 @@ func (p *Producer) DisarmSpace() { p.r.waiting.CompareAndSwap(1, 0) }
 // call it.
 func (c *Consumer) Unreleased() bool { return c.r.head.Load() != c.r.tail.Load() }
 
-// AppendFrames copies frames from the consumers into dst, encoded as
-// AppendFrame encodes them, until they are empty or dst holds limit bytes:
-// the pump of a bridge between rings and a stream. It does not release
-// what it took: the caller releases each consumer (Release) once dst went
-// where it goes, so that the producer's Consumed counts only frames
-// really handed on.
-func AppendFrames(dst []byte, limit int, cons ...*Consumer) []byte {
-	for _, c := range cons {
-		for len(dst) < limit {
-			f, err := c.Next()
-			if err != nil {
-				break
-			}
-			dst = AppendFrame(dst, f.Header, f.Body)
-		}
-	}
-	return dst
-}
-
 // Fill returns the bytes published and not yet released by the consumer,
 // as the shared counters say (clamped to the ring's size: the other side
 // may lie). Unlike the rest of Producer, any goroutine may call it; it is

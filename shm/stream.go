@@ -124,11 +124,20 @@ func (fr *FrameReader) putBuf() {
 	fr.buf, fr.start, fr.pooled = nil, 0, nil
 }
 
+// frameMark is where a frame SendFrames wrote ends, in its batch and in its
+// ring.
+type frameMark struct {
+	end  int    // in the batch
+	cons int    // which consumer
+	pos  uint64 // that consumer's Position after the frame
+}
+
 // SendFrames moves the frames published in the consumers to w, as
 // AppendFrame encodes them, a batch of up to 256 KiB per write, sleeping on
 // bell while they are empty: the writing half of the socket transport. It
-// releases the frames of a batch only once it is written, so that their
-// producer's Consumed counts only frames that reached w. It
+// releases the frames of a batch only once they are written, so that their
+// producer's Consumed counts only frames that reached w: after a write that
+// failed partway, exactly the frames written whole. It
 // holds mu, if not nil, for each write, so that other writers of w (a
 // control frame) do not interleave. It returns the error of a failed
 // write or of a broken ring, or nil once bell is closed.
@@ -147,8 +156,19 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 		conds[i] = c
 	}
 	var buf []byte
+	var marks []frameMark
 	for {
-		buf = AppendFrames(buf[:0], 256<<10, cons...)
+		buf, marks = buf[:0], marks[:0]
+		for i, c := range cons {
+			for len(buf) < 256<<10 {
+				f, err := c.Next()
+				if err != nil {
+					break
+				}
+				buf = AppendFrame(buf, f.Header, f.Body)
+				marks = append(marks, frameMark{end: len(buf), cons: i, pos: c.Position()})
+			}
+		}
 		if len(buf) == 0 {
 			for _, c := range cons {
 				if err := c.Err(); err != nil {
@@ -160,12 +180,21 @@ func SendFrames(w io.Writer, mu *sync.Mutex, bell *Doorbell, cons ...*Consumer) 
 			if mu != nil {
 				mu.Lock()
 			}
-			_, err := w.Write(buf)
+			n, err := w.Write(buf)
 			if mu != nil {
 				mu.Unlock()
 			}
 			if err != nil {
-				return err // unreleased: the producer does not count them handed on
+				// The frames written whole are handed on (the reader
+				// serves them); the rest, a cut frame included, stay
+				// unreleased: the producer does not count them.
+				for _, m := range marks {
+					if m.end > n {
+						break
+					}
+					cons[m.cons].ReleaseTo(m.pos)
+				}
+				return err
 			}
 			for _, c := range cons {
 				c.Release()

@@ -699,3 +699,63 @@ func TestSocketFrameReader(t *testing.T) {
 		t.Fatalf("a reader at the end of its stream holds a buffer of %d bytes", cap(fr.buf))
 	}
 }
+
+// cutWriter writes the first n bytes it is given, then fails.
+type cutWriter struct {
+	n   int
+	err error
+}
+
+func (w *cutWriter) Write(b []byte) (int, error) {
+	if len(b) <= w.n {
+		w.n -= len(b)
+		return len(b), nil
+	}
+	n := w.n
+	w.n = 0
+	return n, w.err
+}
+
+// TestSendFramesCutWrite: a write that fails partway hands over exactly
+// the frames it wrote whole: those are released (their producer counts
+// them taken), the cut frame and the ones after it are not.
+func TestSendFramesCutWrite(t *testing.T) {
+	boom := errors.New("boom")
+	body := []byte("0123456789")
+	size := FrameSize(len(body))
+	for _, tc := range []struct {
+		name   string
+		cut    int // bytes written before the failure
+		r0, r1 int // frames of each ring handed over
+	}{
+		{"none", 0, 0, 0},
+		{"inside the first", size / 2, 0, 0},
+		{"after three", 3 * size, 3, 0},
+		{"inside the fourth", 3*size + 7, 3, 0},
+		{"across rings", 6*size + 1, 5, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cons, prods, bell, _ := newStreamLink(t, 4096, 4096)
+			for i := range 5 {
+				if err := prods[0].TryWrite(Header{Kind: 1, ID: uint64(i)}, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 3 {
+				if err := prods[1].TryWrite(Header{Kind: 2, ID: uint64(i)}, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wait := runSendFrames(t, &cutWriter{n: tc.cut, err: boom}, nil, bell, cons...)
+			if err := wait(); err != boom {
+				t.Fatalf("SendFrames: %v, want the write's error", err)
+			}
+			if got := prods[0].Fill(); got != (5-tc.r0)*size {
+				t.Errorf("ring 0: %d bytes not taken, want %d (%d frames handed over)", got, (5-tc.r0)*size, tc.r0)
+			}
+			if got := prods[1].Fill(); got != (3-tc.r1)*size {
+				t.Errorf("ring 1: %d bytes not taken, want %d (%d frames handed over)", got, (3-tc.r1)*size, tc.r1)
+			}
+		})
+	}
+}

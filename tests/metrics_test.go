@@ -116,6 +116,7 @@ func TestMetricsScrape(t *testing.T) {
 		"switchboard_protocol_violations_total":  0,
 		"switchboard_evictions_total":            0,
 		"switchboard_events_dropped_total":       0,
+		"switchboard_unserved_total":             0,
 		"switchboard_late_replies_total":         0,
 		"switchboard_stuck_handlers":             0,
 		"switchboard_actor_handler_panics_total": 0,

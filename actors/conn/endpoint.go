@@ -215,6 +215,11 @@ type Stats struct {
 	// ByeSkipped counts the calls a client wrote before its goodbye that
 	// were not served: the client had already failed them (goodbye.go).
 	ByeSkipped atomic.Uint64
+	// ByeUnserved counts the frames a client wrote before it left (its
+	// goodbye; with the socket transport, its socket's end) that were not
+	// served: the goodbye's drain limit or a stuck handler ended the
+	// connection first (goodbye.go).
+	ByeUnserved atomic.Uint64
 	// EventWaits counts the times a handler's event waited for room in
 	// the event ring (EventWait); EventWaitsExpired, those whose wait
 	// ended before the room came (the event then took the queue's path).
@@ -484,10 +489,19 @@ func (c *Endpoint) watch() {
 
 // sockEnded: the client closed its socket (or it failed).
 func (c *Endpoint) sockEnded() {
-	if c.saidBye.Load() { // after the requests it wrote before its goodbye
+	lost := Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true}
+	switch {
+	case c.saidBye.Load(): // after the requests it wrote before its goodbye
 		c.leave(Reason{Code: pb.Code_CODE_OK, Text: "client closed the connection"})
-	} else {
-		c.end(Reason{Code: pb.Code_CODE_OK, Text: "client lost: socket closed without goodbye", Lost: true})
+	case c.cfg.Bridge != nil:
+		// With the socket transport the frames that came whole before the
+		// end are served as after a goodbye: the client counted them
+		// handed over. (A Close that gave up on a node slow to read cut
+		// its last write short, and could not say goodbye after it.)
+		c.heardGoodbye()
+		c.leave(lost)
+	default:
+		c.end(lost)
 	}
 }
 
@@ -532,6 +546,7 @@ func (c *Endpoint) sendFrames() {
 
 // release runs once the pump has stopped.
 func (c *Endpoint) release() {
+	c.countUnserved()
 	c.dropActorCalls() // before the cancel, which would run their AfterFuncs
 	c.cancel()
 	c.failIncoming()

@@ -59,9 +59,7 @@ func (c *Endpoint) leave(why Reason) {
 		case c.ctx.Err() != nil:
 			return
 		case stuck:
-		case left <= 0:
-			c.cfg.Logger.Warn("client said goodbye: requests it wrote before were not all served in time",
-				slog.Uint64("conn", c.cfg.ID), slog.Duration("limit", goodbyeDrainLimit))
+		case left <= 0: // release counts and logs what is left
 		default:
 			c.byeTimer.Reset(max(min(left, grace-time.Since(progress), grace/4), time.Millisecond))
 			return
@@ -86,4 +84,25 @@ func (c *Endpoint) leaveWhenServed() {
 	c.leaving = nil
 	c.byeTimer.Stop()
 	c.end(why)
+}
+
+// countUnserved, as the connection is released, counts and logs the frames
+// its departed client wrote before it left that the pump did not serve.
+// It reads them from the ring without serving them, up to the goodbye's
+// position (clamped: the client may lie), on the pump's goroutine.
+func (c *Endpoint) countUnserved() {
+	if !c.saidBye.Load() {
+		return
+	}
+	var n uint64
+	for end := c.byePos.Load(); c.in.Position() < end; n++ {
+		if _, err := c.in.Next(); err != nil {
+			break
+		}
+	}
+	if n > 0 {
+		c.stats.ByeUnserved.Add(n)
+		c.cfg.Logger.Warn("client left: frames it wrote before were not served in time",
+			slog.Uint64("conn", c.cfg.ID), slog.Uint64("frames", n), slog.Duration("limit", goodbyeDrainLimit))
+	}
 }

@@ -238,6 +238,7 @@ var nodeScalars = []nodeScalar{
 	{desc("switchboard_protocol_violations_total", "Connections closed for breaking the protocol."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Violations) }},
 	{desc("switchboard_evictions_total", "Clients disconnected as slow consumers."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Evictions) }},
 	{desc("switchboard_events_dropped_total", "Events dropped for slow clients."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Dropped) }},
+	{desc("switchboard_unserved_total", "Frames departed clients wrote that were not served within the drain limit."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Unserved) }},
 	{desc("switchboard_late_replies_total", "Replies discarded because their caller had gone (deadline, cancel, disconnect)."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.LateReplies) }},
 	{desc("switchboard_stuck_handlers", "Handlers still running for connections released without them (they ignore their context)."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.StuckHandlers) }},
 	{desc("switchboard_spare_segments", "Shared-memory segments made ahead for the connections to come, never given to a client."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.SpareSegments) }},
