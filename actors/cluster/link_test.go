@@ -73,7 +73,12 @@ func TestLinkThreeNodes(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	ms := startThree(t, memberOpts{})
+	// A 16 MiB message crosses in one of remote's batches, and the
+	// heartbeats queued behind it arrive after it: on a loaded 2-CPU
+	// machine under -race that took over a second. The link timeout must
+	// exceed the time a link takes to carry its budget (WIRE.md §11.5);
+	// the hung-node test keeps the default.
+	ms := startThree(t, memberOpts{env: []string{"SBM_LINK_TIMEOUT=5s"}})
 	const n = 3000
 	for from, m := range ms {
 		for to := range ms {

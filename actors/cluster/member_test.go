@@ -86,6 +86,9 @@ func memberMain() int {
 	if b := env("BUDGET"); b != "" {
 		cfg.Budget, _ = strconv.ParseInt(b, 10, 64)
 	}
+	if d := env("LINK_TIMEOUT"); d != "" {
+		cfg.LinkTimeout, _ = time.ParseDuration(d)
+	}
 	if d := env("STALL"); d != "" {
 		cfg.StallTimeout, _ = time.ParseDuration(d)
 	}
