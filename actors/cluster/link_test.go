@@ -168,6 +168,33 @@ func TestLinkBudget(t *testing.T) {
 	waitCount(t, ms["n2"], "n1", ok+10)
 }
 
+// TestLinkBudgetDisconnect: with the disconnect policy, a Send past the
+// budget is refused and the link to the stalled node goes down.
+func TestLinkBudgetDisconnect(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	const budget = 20 << 20
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{budget: budget, env: []string{"SBM_OVERFLOW=disconnect"}})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{budget: budget})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	n2.do("stall")
+	var ok, refused int
+	var why string
+	fmt.Sscan(n1.do("send", "n2", 1000, 64<<10), &ok, &refused, &why)
+	if refused == 0 || ok > budget/(64<<10) || why != "cluster:_link_budget_spent" {
+		t.Fatalf("accepted %d, refused %d (%s): want the budget to refuse past %d", ok, refused, why, budget/(64<<10))
+	}
+	l := n1.wait("down n2 an2", 5*time.Second)
+	if !strings.Contains(l.text, "link budget spent") {
+		t.Fatalf("n1 declared n2 down for another reason: %s", l.text)
+	}
+	if got := n1.do("send", "n2", 1, 64); got != "0 1 cluster:_node_not_up" {
+		t.Fatalf("n1 → n2 after the link went down: %q", got)
+	}
+}
+
 // TestLinkKilledNode: a SIGKILLed node is declared down by the others at
 // once (remote sees its stream break); restarted, it comes up as a new
 // incarnation.

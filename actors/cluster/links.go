@@ -8,8 +8,12 @@ import (
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
-// fencedKept is how many fenced incarnations of one node name are kept.
-const fencedKept = 8
+const (
+	// fencedKept is how many fenced incarnations of one node name are kept.
+	fencedKept = 8
+	// maxDial bounds the addresses learned from Hellos and Byes.
+	maxDial = 4096
+)
 
 // onHello handles a Hello: it opens a link, completes one, or refuses.
 //
@@ -70,7 +74,9 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 		}
 		p = newPeer(f, session, h)
 		f.bySession[session], f.byName[h.Node], f.byAddr[h.Address] = p, p, p
-		f.dial[h.Address] = "" // dial it (again) until linked
+		if _, ok := f.dial[h.Address]; ok || len(f.dial) < maxDial {
+			f.dial[h.Address] = "" // dial it (again) until linked
+		}
 	} else if p.name != h.Node || p.incarnation != h.Incarnation || p.addr != h.Address {
 		f.stats.protocol.Add(1)
 		f.downLocked(p, "link protocol error: its Hello changed who it is", byeProtocol)
@@ -107,7 +113,7 @@ func (f *Federation) onBye(session uint64, b *linkpb.Bye) {
 		f.downLocked(p, "the node said bye: "+reason, 0)
 	}
 	if refusal(b.Code) && checkAddr(b.Address) == nil {
-		if _, ok := f.dial[b.Address]; ok || len(f.dial) < 4096 {
+		if _, ok := f.dial[b.Address]; ok || len(f.dial) < maxDial {
 			f.dial[b.Address] = reason
 		}
 		f.stats.refusedIn.Add(1)

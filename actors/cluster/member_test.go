@@ -86,6 +86,9 @@ func memberMain() int {
 	if b := env("BUDGET"); b != "" {
 		cfg.Budget, _ = strconv.ParseInt(b, 10, 64)
 	}
+	if o := env("OVERFLOW"); o != "" {
+		cfg.Overflow, _ = ParseOverflow(o)
+	}
 	if d := env("LINK_TIMEOUT"); d != "" {
 		cfg.LinkTimeout, _ = time.ParseDuration(d)
 	}
