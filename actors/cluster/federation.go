@@ -241,12 +241,17 @@ func (f *Federation) Close() error {
 	return nil
 }
 
-// shutdownRemote stops the gRPC server and the endpoint writers (their
-// client connections), then the actor system.
+// shutdownRemote stops the gRPC server, then the endpoint writers (each
+// closes its client connection as it stops) and the actor system. It does
+// not wait for the writers: one dialling an address where nothing
+// listens finishes its retries first (up to 10 s), and would hold Close.
+// (remote also leaks the client connection of each failed dial attempt:
+// a few gRPC goroutines per unreachable peer per retry cycle, until the
+// process ends.)
 func (f *Federation) shutdownRemote() {
 	f.remote.Shutdown(false)
-	_ = f.system.Root.StopFuture(f.system.NewLocalPID("EndpointSupervisor")).Wait()
-	_ = f.system.Root.StopFuture(f.system.NewLocalPID("activator")).Wait()
+	f.system.Root.Stop(f.system.NewLocalPID("EndpointSupervisor"))
+	f.system.Root.Stop(f.system.NewLocalPID("activator"))
 	f.system.Shutdown()
 }
 

@@ -163,7 +163,9 @@ func (f *Federation) endpointLost(addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if p := f.byAddr[addr]; p != nil {
-		f.downLocked(p, "connection lost", byeFenced)
+		// No Bye: it could not cross, and would only make remote
+		// dial the dead address again.
+		f.downLocked(p, "connection lost", 0)
 	}
 }
 

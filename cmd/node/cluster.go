@@ -84,8 +84,8 @@ func (c *ClusterConfig) federation(log *slog.Logger) (*cluster.Federation, error
 // clusterKeys maps cluster.ConfigError's fields to this table's keys
 // where they differ.
 var clusterKeys = map[string]string{
-	"budget":  "cluster.link_budget",
-	"tls":     "cluster.tls_cert, cluster.tls_key, cluster.tls_ca",
+	"budget": "cluster.link_budget",
+	"tls":    "cluster.tls_cert, cluster.tls_key, cluster.tls_ca",
 }
 
 // errNoFederation: this build's node package cannot take a Federation.
