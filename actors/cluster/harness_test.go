@@ -29,7 +29,7 @@ const netnsEnv = "SWITCHBOARD_CLUSTER_NETNS"
 // CLONE_NEWNET, reports its result, and returns false (the caller
 // returns); in the child, it brings loopback up and returns true. The
 // namespace ends with the child, and the members it starts die with it.
-func inNetns(t *testing.T) bool {
+func inNetns(t testing.TB) bool {
 	t.Helper()
 	if os.Getenv(netnsEnv) != "" {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -53,7 +53,16 @@ func inNetns(t *testing.T) bool {
 	if os.Geteuid() != 0 {
 		t.Skip("multi-node tests run each node in its own process on loopback in a private network namespace (unshare -n), which needs root")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=120s")
+	args := []string{"-test.run=^" + t.Name() + "$", "-test.v", "-test.count=1", "-test.timeout=120s"}
+	if _, bench := t.(*testing.B); bench {
+		args = []string{"-test.run=^$", "-test.bench=^" + t.Name() + "$", "-test.benchmem", "-test.count=1", "-test.timeout=300s"}
+		for _, a := range os.Args[1:] {
+			if strings.HasPrefix(a, "-test.benchtime") || strings.HasPrefix(a, "-test.cpu") {
+				args = append(args, a)
+			}
+		}
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
@@ -71,7 +80,7 @@ func inNetns(t *testing.T) bool {
 
 // member is one node, a child process running memberMain.
 type member struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	inc   string
 	addr  string
@@ -97,7 +106,7 @@ type memberOpts struct {
 
 // startMember starts a member named name (incarnation inc) listening at
 // addr and dialling peers, and waits until it listens.
-func startMember(t *testing.T, name, inc, addr string, peers []string, o memberOpts) *member {
+func startMember(t testing.TB, name, inc, addr string, peers []string, o memberOpts) *member {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), memberEnv+"=1",

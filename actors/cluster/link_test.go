@@ -13,7 +13,7 @@ var addrs = map[string]string{"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7102", "n
 
 // startThree starts n1, n2 and n3, each dialling the other two, and waits
 // until every one has the other two up.
-func startThree(t *testing.T, o memberOpts) map[string]*member {
+func startThree(t testing.TB, o memberOpts) map[string]*member {
 	t.Helper()
 	ms := map[string]*member{}
 	for _, n := range []string{"n1", "n2", "n3"} {
@@ -35,7 +35,7 @@ func startThree(t *testing.T, o memberOpts) map[string]*member {
 	return ms
 }
 
-func stats(t *testing.T, m *member) Stats {
+func stats(t testing.TB, m *member) Stats {
 	t.Helper()
 	var s Stats
 	if err := json.Unmarshal([]byte(m.do("stats")), &s); err != nil {
@@ -46,7 +46,7 @@ func stats(t *testing.T, m *member) Stats {
 
 // waitCount waits until m has received want messages from node, and
 // checks they came in order.
-func waitCount(t *testing.T, m *member, node string, want int) {
+func waitCount(t testing.TB, m *member, node string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
