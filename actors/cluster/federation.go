@@ -209,7 +209,8 @@ func (f *Federation) Send(node string, msg []byte) error {
 
 // Close says Bye to every linked node, ends every link (the host hears
 // NodeDown for each that was up) and stops remote. It implements
-// switchboard.Federation.
+// switchboard.Federation. It waits for the goroutines that call the host,
+// so the host must not call it from NodeUp, NodeDown or Deliver.
 func (f *Federation) Close() error {
 	f.closeOnce.Do(func() {
 		f.mu.Lock()
