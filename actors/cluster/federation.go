@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -17,8 +18,10 @@ import (
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // Errors Send returns.
@@ -74,6 +77,7 @@ type counters struct {
 	notUp, overflow, tooLarge       atomic.Uint64 // Send refusals
 	unknown, foreign, stale         atomic.Uint64 // envelopes ignored
 	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
+	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -159,7 +163,8 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		remote.WithAdvertisedHost(f.cfg.Advertise),
 		remote.WithEndpointWriterBatchSize(1000),
 		remote.WithEndpointWriterQueueSize(1024),
-		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit)),
+		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit),
+			grpc.ChainUnaryInterceptor(f.refuseUnary), grpc.ChainStreamInterceptor(f.recoverStream)),
 		remote.WithDialOptions(grpc.WithTransportCredentials(f.dialCreds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
 	))
@@ -179,6 +184,29 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 	f.wg.Add(1)
 	go f.ticker()
 	return nil
+}
+
+// refuseUnary answers remote's unary calls (ListProcesses,
+// GetProcessDiagnostics), which remote implements as panics that would
+// end the process: nothing but the stream is served.
+func (f *Federation) refuseUnary(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+	f.stats.refusedCalls.Add(1)
+	return nil, status.Error(codes.Unimplemented, "switchboard link: only the stream is served")
+}
+
+// recoverStream turns a panic in remote's stream reader into the end of
+// that stream: it indexes a batch's tables with the indexes the batch
+// carries, unchecked, so a lying peer would otherwise crash the node.
+// Ending the stream ends the link (its sender sees it break).
+func (f *Federation) recoverStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.stats.panics.Add(1)
+			f.logf("cluster: a stream from another node broke remote (%v): closed", r)
+			err = status.Error(codes.InvalidArgument, "switchboard link: malformed batch")
+		}
+	}()
+	return handler(srv, ss)
 }
 
 // Send queues msg for node. It implements switchboard.Federation.

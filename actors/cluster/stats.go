@@ -22,6 +22,10 @@ type Stats struct {
 	Protocol   uint64 `json:"protocol"`
 	RefusedOut uint64 `json:"refused_out"`
 	RefusedIn  uint64 `json:"refused_in"`
+	// remote's stream reader panicked on what a node sent (the stream
+	// was closed instead); unary gRPC calls refused.
+	Panics       uint64 `json:"panics"`
+	RefusedCalls uint64 `json:"refused_calls"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -42,16 +46,18 @@ type LinkStats struct {
 // Stats returns the Federation's figures now.
 func (f *Federation) Stats() Stats {
 	s := Stats{
-		Session:    f.session,
-		NotUp:      f.stats.notUp.Load(),
-		Overflow:   f.stats.overflow.Load(),
-		TooLarge:   f.stats.tooLarge.Load(),
-		Unknown:    f.stats.unknown.Load(),
-		Foreign:    f.stats.foreign.Load(),
-		Stale:      f.stats.stale.Load(),
-		Protocol:   f.stats.protocol.Load(),
-		RefusedOut: f.stats.refusedOut.Load(),
-		RefusedIn:  f.stats.refusedIn.Load(),
+		Session:      f.session,
+		NotUp:        f.stats.notUp.Load(),
+		Overflow:     f.stats.overflow.Load(),
+		TooLarge:     f.stats.tooLarge.Load(),
+		Unknown:      f.stats.unknown.Load(),
+		Foreign:      f.stats.foreign.Load(),
+		Stale:        f.stats.stale.Load(),
+		Protocol:     f.stats.protocol.Load(),
+		RefusedOut:   f.stats.refusedOut.Load(),
+		RefusedIn:    f.stats.refusedIn.Load(),
+		Panics:       f.stats.panics.Load(),
+		RefusedCalls: f.stats.refusedCalls.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))
