@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -152,6 +153,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return c, bad("listen", "port must be a number in [0, 65535], not %q", port)
+	}
+	if strings.Contains(host, ":") {
+		// remote joins host and port with a bare colon.
+		return c, bad("listen", "an IPv6 address cannot be listened on by protoactor remote: %q", c.Listen)
 	}
 	if err := checkAddr(c.Advertise); err != nil {
 		return c, bad("advertise", "%v", err)

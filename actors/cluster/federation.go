@@ -142,9 +142,13 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 	if err != nil {
 		return fmt.Errorf("cluster: listen: %w", err)
 	}
-	host0, port, _ := net.SplitHostPort(ln.Addr().String())
+	_, port, _ := net.SplitHostPort(ln.Addr().String()) // the port taken, if Listen said 0
 	ln.Close()
 	portN, _ := strconv.Atoi(port)
+	host0, _, _ := net.SplitHostPort(f.cfg.Listen)
+	if host0 == "" {
+		host0 = "0.0.0.0"
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			// Whatever remote started before it panicked is left to

@@ -126,6 +126,7 @@ func TestConfig(t *testing.T) {
 		{"part of TLS", func(c *Config) { c.TLSCert = "/x" }, "or none of them"},
 		{"unreachable advertise", func(c *Config) { c.Listen = "0.0.0.0:7000" }, "advertise"},
 		{"bad peer", func(c *Config) { c.Peers = []string{"nowhere"} }, "peers"},
+		{"IPv6 listen", func(c *Config) { c.Listen = "[::1]:7000"; c.Advertise = "[::1]:7000" }, "IPv6"},
 		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster: name"},
 		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
 		{"budget under a message", func(c *Config) { c.Budget = 1 << 20 }, "budget"},
