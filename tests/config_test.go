@@ -62,6 +62,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "socket group unknown", env: []string{"SWITCHBOARD_SOCKET_GROUP=no-such-group-sb"}, want: `config: socket_group: no group "no-such-group-sb"`},
 		{name: "from the environment", env: []string{"SWITCHBOARD_EVENTS_QUEUE_LIMIT=lots"}, want: "config: events.queue_limit (from $SWITCHBOARD_EVENTS_QUEUE_LIMIT): not an integer"},
 		{name: "from a flag", args: []string{"--events-queue-limit", "-5"}, want: "config: events.queue_limit: must be >= 0"},
+		{name: "cluster listen without TLS", args: []string{"--cluster-enabled=true", "--cluster-listen", "10.1.2.3:7946"}, want: "config: cluster.listen: \"10.1.2.3:7946\" is not a loopback address: TLS is required"},
+		{name: "cluster half TLS", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=true", "SWITCHBOARD_CLUSTER_TLS_CERT=/x.pem"}, want: "config: cluster.tls_cert, cluster.tls_key, cluster.tls_ca: "},
+		{name: "cluster bad peer", config: "[cluster]\nenabled = true\npeers = [\"nohost\"]\n", want: "config: cluster.peers: "},
+		{name: "cluster bad overflow", config: "[cluster]\nenabled = true\noverflow = \"drop\"\n", want: "config: cluster.overflow: must be error or disconnect"},
+		{name: "cluster budget", args: []string{"--cluster-enabled", "true", "--cluster-link-budget", "1024"}, want: "config: cluster.link_budget: "},
+		{name: "cluster enabled not a bool", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=yes"}, want: "config: cluster.enabled (from $SWITCHBOARD_CLUSTER_ENABLED): not true or false"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/node.toml"}, want: "config: open /nonexistent/node.toml"},
 	}
 	dir := t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -39,9 +40,33 @@ func TestRootFilesHaveARole(t *testing.T) {
 }
 
 // TestCmdNodeUsesPublicAPI checks that cmd/node imports nothing of this
-// module but its root package, the public API.
+// module but its root package, the public API, and actors/cluster, the
+// links between nodes (which the root package never imports).
 func TestCmdNodeUsesPublicAPI(t *testing.T) {
 	reportProblems(t, checkCmdImports, repoRoot)
+}
+
+// TestNodeDoesNotLinkGRPC checks that a program embedding a node or only
+// dialling one links neither gRPC nor protoactor's remote: only
+// actors/cluster does, and only programs that federate import it.
+func TestNodeDoesNotLinkGRPC(t *testing.T) {
+	mod, err := modulePath(repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-deps", mod)
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for dep := range strings.SplitSeq(string(out), "\n") {
+		switch {
+		case dep == mod+"/actors/cluster", strings.HasPrefix(dep, "google.golang.org/grpc"),
+			dep == "github.com/asynkron/protoactor-go/remote":
+			t.Errorf("package switchboard depends on %s", dep)
+		}
+	}
 }
 
 // TestFilesStayShort checks that no hand-written file of the root package
@@ -154,8 +179,8 @@ func checkCmdImports(root string) ([]problem, error) {
 			return nil, err
 		}
 		for _, p := range ims {
-			if strings.HasPrefix(p, mod+"/") {
-				probs = append(probs, problem{"cmd/node/" + name, "imports " + p + ", not only the public API"})
+			if strings.HasPrefix(p, mod+"/") && p != mod+"/actors/cluster" {
+				probs = append(probs, problem{"cmd/node/" + name, "imports " + p + ", not only the public API and actors/cluster"})
 			}
 		}
 	}

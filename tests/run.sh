@@ -32,6 +32,7 @@ fi
 
 step "generated code is current"
 bash proto/gen.sh --check
+bash actors/cluster/linkpb/gen.sh --check
 
 step "go vet"
 go vet ./...

@@ -42,6 +42,7 @@ type Config struct {
 	Limits           LimitsConfig  `toml:"limits"`
 	Metrics          MetricsConfig `toml:"metrics"`
 	Policy           PolicyConfig  `toml:"policy"`
+	Cluster          ClusterConfig `toml:"cluster"`
 }
 
 // LogConfig is the [log] table.
@@ -173,6 +174,18 @@ var settings = []setting{
 	{key: "metrics.connections", usage: "per-connection series: `off`, client (summed by client name) or top (the busiest connections)", field: func(c *Config) any { return &c.Metrics.Connections }},
 	{key: "metrics.connections_limit", usage: "client names (client) or connections (top) given series, at most (`n`)", field: func(c *Config) any { return &c.Metrics.ConnectionsLimit }},
 	{key: "policy.default", usage: "what an action no policy rule covers gets: `allow` or deny", live: true, field: func(c *Config) any { return &c.Policy.Default }},
+	{key: "cluster.enabled", usage: "link this node to the other nodes of its cluster (`true` or false)", field: func(c *Config) any { return &c.Cluster.Enabled }},
+	{key: "cluster.name", usage: "the cluster's `name`: nodes of another cluster are refused", field: func(c *Config) any { return &c.Cluster.Name }},
+	{key: "cluster.listen", usage: "where the node's link server listens, `HOST:PORT` (not loopback: TLS required)", field: func(c *Config) any { return &c.Cluster.Listen }},
+	{key: "cluster.advertise", usage: "the `HOST:PORT` the other nodes reach this one at (\"\": cluster.listen)", field: func(c *Config) any { return &c.Cluster.Advertise }},
+	{key: "cluster.peers", usage: "the other nodes' addresses, `HOST:PORT,...`", field: func(c *Config) any { return &c.Cluster.Peers }},
+	{key: "cluster.heartbeat", usage: "how often each link says it is alive (a `duration`)", field: func(c *Config) any { return &c.Cluster.Heartbeat }},
+	{key: "cluster.link_timeout", usage: "a link silent this long (a `duration`) is declared down", field: func(c *Config) any { return &c.Cluster.LinkTimeout }},
+	{key: "cluster.link_budget", usage: "unacknowledged `bytes` one link may hold", field: func(c *Config) any { return &c.Cluster.LinkBudget }},
+	{key: "cluster.overflow", usage: "past the link budget: `error` (the message is refused) or disconnect (the link is)", field: func(c *Config) any { return &c.Cluster.Overflow }},
+	{key: "cluster.tls_cert", usage: "the node's certificate, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSCert }},
+	{key: "cluster.tls_key", usage: "the node's private key, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSKey }},
+	{key: "cluster.tls_ca", usage: "the CA every node's certificate chains to, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSCA }},
 }
 
 // value returns the setting's value in c as text.
@@ -184,6 +197,10 @@ func (s setting) value(c *Config) string {
 		return strconv.FormatInt(*p, 10)
 	case *time.Duration:
 		return p.String()
+	case *bool:
+		return strconv.FormatBool(*p)
+	case *[]string:
+		return strings.Join(*p, ",")
 	}
 	panic("config: setting " + s.key + " has an unknown type")
 }
@@ -205,6 +222,19 @@ func (s setting) set(c *Config, v string) error {
 			return fmt.Errorf("not a duration (like 2s or 500ms): %q", v)
 		}
 		*p = d
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("not true or false: %q", v)
+		}
+		*p = b
+	case *[]string:
+		*p = nil
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				*p = append(*p, f)
+			}
+		}
 	default:
 		panic("config: setting " + s.key + " has an unknown type")
 	}
@@ -393,6 +423,9 @@ func (c *Config) validate() (*policy, error) {
 	}
 	if c.Metrics.ConnectionsLimit < 1 || c.Metrics.ConnectionsLimit > 10000 {
 		return nil, bad("metrics.connections_limit", "must be in [1, 10000], not %d", c.Metrics.ConnectionsLimit)
+	}
+	if err := c.Cluster.check(); err != nil {
+		return nil, err
 	}
 	return compilePolicy(&c.Policy)
 }

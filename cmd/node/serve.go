@@ -146,6 +146,20 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		reg = newMetrics(cfg.Metrics)
 		opts = append(opts, reg.nodeOptions()...)
 	}
+	if cfg.Cluster.Enabled {
+		fed, err := cfg.Cluster.federation(log)
+		if err == nil {
+			opts = append(opts, switchboard.WithFederation(fed))
+			defer fed.Close() // after the node's own Close; idempotent
+		}
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			log.Error("configuration", slog.String("error", err.Error()))
+			return exitUsage
+		}
+	}
 	n, err := switchboard.NewNode(opts...)
 	if err != nil {
 		if ln != nil {

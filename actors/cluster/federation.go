@@ -1,0 +1,388 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/switchboard-ipc/switchboard"
+	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Errors Send returns.
+var (
+	// ErrNodeNotUp: no link to that node is up.
+	ErrNodeNotUp = errors.New("cluster: node not up")
+	// ErrBudget: the link's byte budget is spent (OverflowError), or was
+	// and the link is now down (OverflowDisconnect).
+	ErrBudget = errors.New("cluster: link budget spent")
+	// ErrTooLarge: the message is larger than Config.MaxMessage.
+	ErrTooLarge = errors.New("cluster: message too large")
+)
+
+// linkActorName is the name of the actor every node receives its links'
+// envelopes at.
+const linkActorName = "switchboard-link"
+
+// Federation links a node to the other nodes of its cluster over
+// protoactor-go remote; see the package documentation.
+type Federation struct {
+	cfg         Config
+	session     uint64
+	serverCreds credentials.TransportCredentials
+	dialCreds   credentials.TransportCredentials
+
+	// Set by Start, then read-only.
+	self, incarnation string
+	host              switchboard.FederationHost
+	system            *actor.ActorSystem
+	remote            *remote.Remote
+	sub               *eventstream.Subscription
+
+	started   atomic.Bool
+	closeOnce sync.Once
+	stop      chan struct{}
+	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
+
+	// mu guards the maps, each peer's up and reason, and closed. Lock
+	// order: mu, then a peer's smu or imu (never the other way round).
+	mu        sync.RWMutex
+	closed    bool
+	bySession map[uint64]*peer
+	byName    map[string]*peer
+	byAddr    map[string]*peer
+	dial      map[string]string        // addresses to Hello until linked; value: why the node there refused us ("" none)
+	fenced    map[string][]string      // node name → its fenced incarnations, the latest few
+	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
+
+	stats counters
+}
+
+type counters struct {
+	notUp, overflow, tooLarge       atomic.Uint64 // Send refusals
+	unknown, foreign, stale         atomic.Uint64 // envelopes ignored
+	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
+	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
+}
+
+// New checks cfg and returns a Federation that Start brings up. It starts
+// nothing: no listener, no goroutine.
+func New(cfg Config) (*Federation, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	f := &Federation{
+		cfg:       cfg,
+		stop:      make(chan struct{}),
+		bySession: map[uint64]*peer{},
+		byName:    map[string]*peer{},
+		byAddr:    map[string]*peer{},
+		dial:      map[string]string{},
+		fenced:    map[string][]string{},
+		lastRun:   map[string]chan struct{}{},
+	}
+	server, client, err := cfg.tlsConfigs()
+	if err != nil {
+		return nil, err
+	}
+	if server != nil {
+		f.serverCreds, f.dialCreds = credentials.NewTLS(server), credentials.NewTLS(client)
+	} else {
+		f.serverCreds, f.dialCreds = insecure.NewCredentials(), insecure.NewCredentials()
+	}
+	var b [8]byte
+	for f.session == 0 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("cluster: session: %w", err)
+		}
+		f.session = binary.LittleEndian.Uint64(b[:])
+	}
+	for _, p := range cfg.Peers {
+		if p != cfg.Advertise {
+			f.dial[p] = ""
+		}
+	}
+	return f, nil
+}
+
+// Start listens, then dials every peer. It implements
+// switchboard.Federation.
+func (f *Federation) Start(self, incarnation string, host switchboard.FederationHost) (err error) {
+	switch {
+	case len(self) == 0 || len(self) > maxName:
+		return errors.New("cluster: node name must be 1 to 64 bytes")
+	case len(incarnation) == 0 || len(incarnation) > maxName:
+		return errors.New("cluster: incarnation must be 1 to 64 bytes")
+	case host == nil:
+		return errors.New("cluster: no FederationHost")
+	case !f.started.CompareAndSwap(false, true):
+		return errors.New("cluster: Start called twice")
+	}
+	f.self, f.incarnation, f.host = self, incarnation, host
+	// remote.Start panics when it cannot listen: listen first to turn the
+	// common case (port taken, no such address) into an error, and
+	// recover from the rest.
+	ln, err := net.Listen("tcp", f.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster: listen: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String()) // the port taken, if Listen said 0
+	ln.Close()
+	portN, _ := strconv.Atoi(port)
+	host0, _, _ := net.SplitHostPort(f.cfg.Listen)
+	if host0 == "" {
+		host0 = "0.0.0.0"
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			// Whatever remote started before it panicked is left to
+			// the process's end: it cannot be stopped safely half made.
+			f.system = nil
+			err = fmt.Errorf("cluster: starting protoactor remote: %v", r)
+		}
+	}()
+	f.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	// A batch is at most 1000 envelopes, and what is queued is within
+	// the budget: the receive limit covers a batch of a whole budget.
+	limit := int(f.cfg.Budget) + 1000*(frameCost+2*maxAddress+4*maxName) + 1<<20
+	f.remote = remote.NewRemote(f.system, remote.Configure(host0, portN,
+		remote.WithAdvertisedHost(f.cfg.Advertise),
+		remote.WithEndpointWriterBatchSize(1000),
+		remote.WithEndpointWriterQueueSize(1024),
+		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit),
+			grpc.ChainUnaryInterceptor(f.refuseUnary), grpc.ChainStreamInterceptor(f.recoverStream)),
+		remote.WithDialOptions(grpc.WithTransportCredentials(f.dialCreds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
+	))
+	f.remote.Start()
+	props := actor.PropsFromProducer(func() actor.Actor { return linkReceiver{f} })
+	if _, err := f.system.Root.SpawnNamed(props, linkActorName); err != nil {
+		f.shutdownRemote()
+		f.system = nil
+		return fmt.Errorf("cluster: spawning the link actor: %w", err)
+	}
+	f.sub = f.system.EventStream.Subscribe(func(ev any) {
+		if t, ok := ev.(*remote.EndpointTerminatedEvent); ok {
+			f.endpointLost(t.Address)
+		}
+	})
+	f.logf("cluster: node %s (%s) linking at %s", self, incarnation, f.cfg.Advertise)
+	f.wg.Add(1)
+	go f.ticker()
+	return nil
+}
+
+// refuseUnary answers remote's unary calls (ListProcesses,
+// GetProcessDiagnostics), which remote implements as panics that would
+// end the process: nothing but the stream is served.
+func (f *Federation) refuseUnary(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+	f.stats.refusedCalls.Add(1)
+	return nil, status.Error(codes.Unimplemented, "switchboard link: only the stream is served")
+}
+
+// recoverStream turns a panic in remote's stream reader into the end of
+// that stream: it indexes a batch's tables with the indexes the batch
+// carries, unchecked, so a lying peer would otherwise crash the node.
+// Ending the stream ends the link (its sender sees it break).
+func (f *Federation) recoverStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.stats.panics.Add(1)
+			f.logf("cluster: a stream from another node broke remote (%v): closed", r)
+			err = status.Error(codes.InvalidArgument, "switchboard link: malformed batch")
+		}
+	}()
+	return handler(srv, ss)
+}
+
+// Send queues msg for node. It implements switchboard.Federation.
+func (f *Federation) Send(node string, msg []byte) error {
+	if int64(len(msg)) > f.cfg.MaxMessage {
+		f.stats.tooLarge.Add(1)
+		return ErrTooLarge
+	}
+	f.mu.RLock()
+	p := f.byName[node]
+	up := p != nil && p.up
+	f.mu.RUnlock()
+	if !up {
+		f.stats.notUp.Add(1)
+		return ErrNodeNotUp
+	}
+	refused, err := p.send(msg)
+	if refused {
+		f.stats.overflow.Add(1)
+		if f.cfg.Overflow == OverflowDisconnect {
+			f.declareDown(p, "link budget spent", byeProtocol)
+		}
+	} else if err != nil {
+		f.stats.notUp.Add(1)
+	}
+	return err
+}
+
+// Close says Bye to every linked node, ends every link (the host hears
+// NodeDown for each that was up) and stops remote. It implements
+// switchboard.Federation. It waits for the goroutines that call the host,
+// so the host must not call it from NodeUp, NodeDown or Deliver.
+func (f *Federation) Close() error {
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.closed = true
+		var peers []*peer
+		for _, p := range f.bySession {
+			peers = append(peers, p)
+			f.downLocked(p, "this node is closing its links", byeLeaving)
+		}
+		f.mu.Unlock()
+		// A Send that began before its peer went down holds smu until
+		// its envelopes are with remote; every later one sees the peer
+		// down. Wait for those, then stop the actor that replies to the
+		// other nodes, so that nothing sends once remote is stopped.
+		for _, p := range peers {
+			p.smu.Lock()
+			p.smu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
+		}
+		close(f.stop)
+		if f.system != nil {
+			_ = f.system.Root.StopFuture(f.system.NewLocalPID(linkActorName)).Wait()
+		}
+		f.wg.Wait()
+		if f.system != nil {
+			f.system.EventStream.Unsubscribe(f.sub)
+			f.shutdownRemote()
+		}
+	})
+	return nil
+}
+
+// shutdownRemote stops the gRPC server, then the endpoint writers (each
+// closes its client connection as it stops) and the actor system. It does
+// not wait for the writers: one dialling an address where nothing
+// listens finishes its retries first (up to 10 s), and would hold Close.
+// (remote also leaks the client connection of each failed dial attempt:
+// a few gRPC goroutines per unreachable peer per retry cycle, until the
+// process ends.)
+func (f *Federation) shutdownRemote() {
+	f.remote.Shutdown(false)
+	f.system.Root.Stop(f.system.NewLocalPID("EndpointSupervisor"))
+	f.system.Root.Stop(f.system.NewLocalPID("activator"))
+	f.system.Shutdown()
+}
+
+// linkReceiver is the actor the other nodes' envelopes arrive at. It runs
+// on protoactor's dispatcher, one envelope at a time.
+type linkReceiver struct{ f *Federation }
+
+func (r linkReceiver) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *linkpb.Envelope:
+		r.f.receive(m)
+	case actor.SystemMessage, actor.AutoReceiveMessage:
+	default:
+		r.f.stats.foreign.Add(1) // some other registered protobuf type
+	}
+}
+
+// receive handles one envelope from another node.
+func (f *Federation) receive(env *linkpb.Envelope) {
+	switch b := env.Body.(type) {
+	case *linkpb.Envelope_Data:
+		p := f.peer(env.Session)
+		if p == nil || p.isDown.Load() {
+			f.stats.stale.Add(1) // fenced, or never linked
+			return
+		}
+		p.heard()
+		if !f.isUp(p) {
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: data before the link was up", byeProtocol)
+			return
+		}
+		if !p.enqueue(b.Data) {
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: sent past its budget", byeProtocol)
+		}
+	case *linkpb.Envelope_Ack:
+		if p := f.peer(env.Session); p != nil && !p.isDown.Load() {
+			p.heard()
+			if !p.ack(b.Ack.GetSeq()) {
+				f.stats.protocol.Add(1)
+				f.declareDown(p, "link protocol error: acknowledged what was never sent", byeProtocol)
+			}
+		} else {
+			f.stats.stale.Add(1)
+		}
+	case *linkpb.Envelope_Heartbeat:
+		if p := f.peer(env.Session); p != nil {
+			p.heard()
+		} else {
+			f.stats.stale.Add(1)
+		}
+	case *linkpb.Envelope_Hello:
+		f.onHello(env.Session, b.Hello)
+	case *linkpb.Envelope_Bye:
+		f.onBye(env.Session, b.Bye)
+	default:
+		f.stats.unknown.Add(1) // a newer node's kind of envelope
+	}
+}
+
+func (f *Federation) peer(session uint64) *peer {
+	f.mu.RLock()
+	p := f.bySession[session]
+	f.mu.RUnlock()
+	return p
+}
+
+func (f *Federation) isUp(p *peer) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return p.up
+}
+
+// send hands one envelope to remote for pid. Remote serializes it later,
+// on its writer's goroutine: an envelope is never touched once sent.
+func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
+	f.system.Root.Send(pid, env)
+}
+
+func (f *Federation) hello(pid *actor.PID, seen uint64) {
+	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
+		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
+		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget),
+	}}})
+}
+
+func (f *Federation) bye(pid *actor.PID, to uint64, code uint32, reason string) {
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
+		Reason: reason, To: to, Code: code, Address: f.cfg.Advertise,
+	}}})
+}
+
+func (f *Federation) logf(format string, args ...any) {
+	if f.cfg.Logger != nil {
+		f.cfg.Logger.Info(fmt.Sprintf(format, args...))
+	}
+}

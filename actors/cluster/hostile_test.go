@@ -1,0 +1,66 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestLinkSurvivesHostileStreams: what remote itself would crash on — a
+// batch whose indexes point outside its tables, a unary call it never
+// implemented — closes that stream or is refused; the node lives on and
+// its links stay up.
+func TestLinkSurvivesHostileStreams(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+
+	conn, err := grpc.NewClient(addrs["n1"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := remote.NewRemotingClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.ListProcesses(ctx, &remote.ListProcessesRequest{}); err == nil {
+		t.Fatal("ListProcesses answered")
+	}
+	stream, err := client.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = stream.Send(&remote.RemoteMessage{MessageType: &remote.RemoteMessage_MessageBatch{MessageBatch: &remote.MessageBatch{
+		TypeNames: []string{"switchboard.link.Envelope"},
+		Envelopes: []*remote.MessageEnvelope{{Target: 99, TypeId: 7}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("the stream took a batch whose target index is out of range")
+	}
+	var s Stats
+	deadline := time.Now().Add(5 * time.Second)
+	for s = stats(t, n1); s.Panics == 0 || s.RefusedCalls == 0; s = stats(t, n1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 counted %d broken streams and %d refused calls, want 1 and 1", s.Panics, s.RefusedCalls)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := n2.do("send", "n1", 10, 64); got != "10 0 " {
+		t.Fatalf("n2 → n1 after the hostile stream: %q", got)
+	}
+	waitCount(t, n1, "n2", 10)
+	if n1.has("down ") || n2.has("down ") {
+		t.Fatalf("a link went down:\n%s\n%s", n1.output(), n2.output())
+	}
+}

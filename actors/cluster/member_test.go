@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The multi-node tests run each node as a separate process (protoactor
+// remote sets grpclog's global logger, so two in one process race): the
+// test binary re-executes itself with memberEnv set, and memberMain runs
+// a Federation whose host prints what it receives on stdout, taking
+// commands on stdin. Each command is "VERB ID ARGS..." and its answer is
+// "ID RESULT...".
+
+const memberEnv = "SWITCHBOARD_CLUSTER_MEMBER"
+
+// bigMark starts a message the member checksums instead of counting.
+const bigMark = ^uint64(0)
+
+type memberHost struct {
+	mu      sync.Mutex
+	out     *bufio.Writer
+	next    map[string]uint64 // sender → the sequence number wanted next
+	got     map[string]uint64
+	bad     map[string]uint64
+	stalled chan struct{} // non-nil: Deliver waits for it to close
+}
+
+func (h *memberHost) printf(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(h.out, format+"\n", args...)
+	h.out.Flush()
+}
+
+func (h *memberHost) NodeUp(node, inc string) { h.printf("up %s %s", node, inc) }
+func (h *memberHost) NodeDown(node, inc, reason string) {
+	h.printf("down %s %s %s", node, inc, reason)
+}
+
+func (h *memberHost) Deliver(node string, msg []byte) {
+	h.mu.Lock()
+	wait := h.stalled
+	h.mu.Unlock()
+	if wait != nil {
+		<-wait
+	}
+	if len(msg) >= 8 && binary.LittleEndian.Uint64(msg) == bigMark {
+		sum := sha256.Sum256(msg)
+		h.printf("big %s %d %s", node, len(msg), hex.EncodeToString(sum[:]))
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var seq uint64
+	if len(msg) >= 8 {
+		seq = binary.LittleEndian.Uint64(msg)
+	}
+	if seq != h.next[node] {
+		h.bad[node]++
+	}
+	h.next[node] = seq + 1
+	h.got[node]++
+}
+
+// memberMain runs one member: its configuration comes from the
+// environment (see startMember).
+func memberMain() int {
+	env := func(k string) string { return os.Getenv("SBM_" + k) }
+	cfg := Config{
+		Cluster: env("CLUSTER"),
+		Listen:  env("LISTEN"),
+	}
+	if p := env("PEERS"); p != "" {
+		cfg.Peers = strings.Split(p, ",")
+	}
+	if b := env("BUDGET"); b != "" {
+		cfg.Budget, _ = strconv.ParseInt(b, 10, 64)
+	}
+	if o := env("OVERFLOW"); o != "" {
+		cfg.Overflow, _ = ParseOverflow(o)
+	}
+	if d := env("LINK_TIMEOUT"); d != "" {
+		cfg.LinkTimeout, _ = time.ParseDuration(d)
+	}
+	if d := env("STALL"); d != "" {
+		cfg.StallTimeout, _ = time.ParseDuration(d)
+	}
+	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = env("CERT"), env("KEY"), env("CA")
+	out := bufio.NewWriter(os.Stdout)
+	h := &memberHost{out: out, next: map[string]uint64{}, got: map[string]uint64{}, bad: map[string]uint64{}}
+	f, err := New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "member:", err)
+		return 2
+	}
+	if err := f.Start(env("NAME"), env("INC"), h); err != nil {
+		h.printf("starterr %v", err)
+		return 2
+	}
+	h.printf("ready")
+	seqs := map[string]uint64{}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		w := strings.Fields(in.Text())
+		if len(w) < 2 {
+			continue
+		}
+		verb, id, args := w[0], w[1], w[2:]
+		switch verb {
+		case "send": // send ID NODE COUNT SIZE
+			n, _ := strconv.Atoi(args[1])
+			size, _ := strconv.Atoi(args[2])
+			ok, fails, first := 0, 0, ""
+			for range n {
+				msg := make([]byte, max(size, 8))
+				binary.LittleEndian.PutUint64(msg, seqs[args[0]])
+				if err := f.Send(args[0], msg); err != nil {
+					fails++
+					if first == "" {
+						first = strings.ReplaceAll(err.Error(), " ", "_")
+					}
+					continue
+				}
+				seqs[args[0]]++
+				ok++
+			}
+			h.printf("%s %d %d %s", id, ok, fails, first)
+		case "stream": // stream ID NODE: send until Send fails, then answer
+			node, seq := args[0], seqs[args[0]]
+			go func() {
+				ok := 0
+				for {
+					msg := make([]byte, 64)
+					binary.LittleEndian.PutUint64(msg, seq)
+					if err := f.Send(node, msg); err != nil {
+						h.printf("%s %d %s", id, ok, strings.ReplaceAll(err.Error(), " ", "_"))
+						return
+					}
+					seq++
+					ok++
+					time.Sleep(20 * time.Microsecond)
+				}
+			}()
+		case "big": // big ID NODE SIZE
+			size, _ := strconv.Atoi(args[1])
+			msg := make([]byte, size)
+			for i := range msg {
+				msg[i] = byte(i * 7)
+			}
+			binary.LittleEndian.PutUint64(msg, bigMark)
+			sum := sha256.Sum256(msg)
+			h.printf("%s %v %s", id, f.Send(args[0], msg), hex.EncodeToString(sum[:]))
+		case "count": // count ID NODE
+			h.mu.Lock()
+			got, bad := h.got[args[0]], h.bad[args[0]]
+			h.mu.Unlock()
+			h.printf("%s %d %d", id, got, bad)
+		case "stall":
+			h.mu.Lock()
+			h.stalled = make(chan struct{})
+			h.mu.Unlock()
+			h.printf("%s ok", id)
+		case "unstall":
+			h.mu.Lock()
+			close(h.stalled)
+			h.stalled = nil
+			h.mu.Unlock()
+			h.printf("%s ok", id)
+		case "stats":
+			b, _ := json.Marshal(f.Stats())
+			h.printf("%s %s", id, b)
+		case "quit":
+			f.Close()
+			h.printf("%s closed", id)
+			return 0
+		}
+	}
+	f.Close()
+	return 0
+}
+
+type nopHost struct{}
+
+func (nopHost) NodeUp(string, string)           {}
+func (nopHost) NodeDown(string, string, string) {}
+func (nopHost) Deliver(string, []byte)          {}
+
+func isRoot() bool { return os.Geteuid() == 0 }

@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"slices"
+	"strings"
+)
+
+// Stats are a Federation's figures.
+type Stats struct {
+	Session uint64 `json:"session"`
+	// Send refusals: no such node up; the budget spent; too large.
+	NotUp    uint64 `json:"not_up"`
+	Overflow uint64 `json:"overflow"`
+	TooLarge uint64 `json:"too_large"`
+	// Envelopes ignored: an unknown kind (a newer node's), another
+	// protobuf type, or from a session not linked (fenced or never up).
+	Unknown uint64 `json:"unknown"`
+	Foreign uint64 `json:"foreign"`
+	Stale   uint64 `json:"stale"`
+	// Links closed for breaking the protocol; nodes this one refused;
+	// refusals this one received.
+	Protocol   uint64 `json:"protocol"`
+	RefusedOut uint64 `json:"refused_out"`
+	RefusedIn  uint64 `json:"refused_in"`
+	// remote's stream reader panicked on what a node sent (the stream
+	// was closed instead); unary gRPC calls refused.
+	Panics       uint64 `json:"panics"`
+	RefusedCalls uint64 `json:"refused_calls"`
+	// Links, by node name.
+	Links []LinkStats `json:"links"`
+	// Refused lists the addresses that refused this node, with why.
+	Refused []string `json:"refused,omitempty"`
+}
+
+// LinkStats describe one link.
+type LinkStats struct {
+	Node        string `json:"node"`
+	Incarnation string `json:"incarnation"`
+	Address     string `json:"address"`
+	Up          bool   `json:"up"`
+	Unacked     int64  `json:"unacked_bytes"`
+	Sent        uint64 `json:"sent"`
+	Delivered   uint64 `json:"delivered"`
+}
+
+// Stats returns the Federation's figures now.
+func (f *Federation) Stats() Stats {
+	s := Stats{
+		Session:      f.session,
+		NotUp:        f.stats.notUp.Load(),
+		Overflow:     f.stats.overflow.Load(),
+		TooLarge:     f.stats.tooLarge.Load(),
+		Unknown:      f.stats.unknown.Load(),
+		Foreign:      f.stats.foreign.Load(),
+		Stale:        f.stats.stale.Load(),
+		Protocol:     f.stats.protocol.Load(),
+		RefusedOut:   f.stats.refusedOut.Load(),
+		RefusedIn:    f.stats.refusedIn.Load(),
+		Panics:       f.stats.panics.Load(),
+		RefusedCalls: f.stats.refusedCalls.Load(),
+	}
+	f.mu.RLock()
+	peers := make([]*peer, 0, len(f.bySession))
+	for _, p := range f.bySession {
+		peers = append(peers, p)
+		s.Links = append(s.Links, LinkStats{Node: p.name, Incarnation: p.incarnation, Address: p.addr, Up: p.up})
+	}
+	for addr, why := range f.dial {
+		if why != "" {
+			s.Refused = append(s.Refused, addr+": "+why)
+		}
+	}
+	f.mu.RUnlock()
+	for i, p := range peers {
+		s.Links[i].Unacked, s.Links[i].Sent = p.figures()
+		s.Links[i].Delivered = p.delivered.Load()
+	}
+	slices.SortFunc(s.Links, func(a, b LinkStats) int { return strings.Compare(a.Node, b.Node) })
+	slices.Sort(s.Refused)
+	return s
+}

@@ -1,0 +1,161 @@
+package cluster
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// split cuts msg into the Data envelopes a sender makes, from seq.
+func split(msg []byte, seq uint64) []*linkpb.Data {
+	n := int64(len(msg))
+	count := chunks(n)
+	var out []*linkpb.Data
+	for i := range count {
+		lo, hi := i*ChunkSize, min((i+1)*ChunkSize, n)
+		out = append(out, &linkpb.Data{Seq: seq + uint64(i), Index: uint32(i), Count: uint32(count), Size: uint64(n), Bytes: msg[lo:hi]})
+	}
+	return out
+}
+
+func TestReassemblerJoins(t *testing.T) {
+	r := newReassembler(16 << 20)
+	seq := uint64(1)
+	for _, size := range []int{0, 1, ChunkSize - 1, ChunkSize, ChunkSize + 1, 3*ChunkSize + 17, 16 << 20} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		parts := split(msg, seq)
+		seq += uint64(len(parts))
+		for i, d := range parts {
+			got, done, err := r.add(d)
+			if err != nil {
+				t.Fatalf("size %d chunk %d: %v", size, i, err)
+			}
+			if done != (i == len(parts)-1) {
+				t.Fatalf("size %d chunk %d: done %v", size, i, done)
+			}
+			if done && !bytes.Equal(got, msg) {
+				t.Fatalf("size %d: joined %d bytes, not the message", size, len(got))
+			}
+		}
+	}
+}
+
+func TestReassemblerRefuses(t *testing.T) {
+	msg := make([]byte, 2*ChunkSize+5)
+	for _, c := range []struct {
+		name string
+		feed func() []*linkpb.Data
+		want string
+	}{
+		{"gap", func() []*linkpb.Data { d := split([]byte("a"), 2); return d }, "sequence gap"},
+		{"duplicate", func() []*linkpb.Data { d := split([]byte("a"), 1); return append(d, d[0]) }, "sequence gap"},
+		{"too large", func() []*linkpb.Data {
+			return []*linkpb.Data{{Seq: 1, Count: 65, Size: 16<<20 + 1, Bytes: make([]byte, ChunkSize)}}
+		}, "past the"},
+		{"wrong count", func() []*linkpb.Data { d := split(msg, 1); d[0].Count = 9; return d[:1] }, "chunks, want"},
+		{"starts mid-message", func() []*linkpb.Data { d := split(msg, 1); d[1].Seq = 1; return d[1:2] }, "starts at chunk"},
+		{"chunk skipped", func() []*linkpb.Data {
+			d := split(msg, 1)
+			d[2].Seq, d[2].Index = 2, 2
+			return []*linkpb.Data{d[0], d[2]}
+		}, "inside chunk"},
+		{"short chunk", func() []*linkpb.Data { d := split(msg, 1); d[0].Bytes = d[0].Bytes[:10]; return d }, "holds"},
+		{"size lies", func() []*linkpb.Data { return []*linkpb.Data{{Seq: 1, Count: 1, Size: 9, Bytes: []byte("a")}} }, "carries"},
+		{"last chunk long", func() []*linkpb.Data {
+			d := split(msg, 1)
+			d[2].Bytes = make([]byte, 100)
+			return d
+		}, "add up to more"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReassembler(16 << 20)
+			var err error
+			for _, d := range c.feed() {
+				if _, _, err = r.add(d); err != nil {
+					break
+				}
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error with %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestUnknownEnvelopeIgnored: an envelope of a kind this node does not
+// know (a newer node's) is counted and ignored, not an error.
+func TestUnknownEnvelopeIgnored(t *testing.T) {
+	b, err := proto.Marshal(&linkpb.Envelope{Session: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = protowire.AppendTag(b, 99, protowire.BytesType) // a oneof case from the future
+	b = protowire.AppendBytes(b, []byte("whatever"))
+	var env linkpb.Envelope
+	if err := proto.Unmarshal(b, &env); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.receive(&env)
+	if got := f.Stats().Unknown; got != 1 {
+		t.Fatalf("unknown envelopes counted: %d, want 1", got)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	ok := Config{Cluster: "c", Listen: "127.0.0.1:7000", Peers: []string{"127.0.0.1:7001"}}
+	if _, err := New(ok); err != nil {
+		t.Fatalf("a loopback configuration: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"no TLS off loopback", func(c *Config) { c.Listen = "10.0.0.1:7000" }, "TLS is required"},
+		{"no TLS on all addresses", func(c *Config) { c.Listen = "0.0.0.0:7000"; c.Advertise = "10.0.0.1:7000" }, "TLS is required"},
+		{"part of TLS", func(c *Config) { c.TLSCert = "/x" }, "or none of them"},
+		{"unreachable advertise", func(c *Config) { c.Listen = "0.0.0.0:7000" }, "advertise"},
+		{"bad peer", func(c *Config) { c.Peers = []string{"nowhere"} }, "peers"},
+		{"IPv6 listen", func(c *Config) { c.Listen = "[::1]:7000"; c.Advertise = "[::1]:7000" }, "IPv6"},
+		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster: name"},
+		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
+		{"budget under a message", func(c *Config) { c.Budget = 1 << 20 }, "budget"},
+		{"missing certificate", func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = "/nonexistent", "/nonexistent", "/nonexistent" }, "tls"},
+	} {
+		cfg := ok
+		c.edit(&cfg)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestStartRefusesATakenPort: remote.Start would panic on a port it
+// cannot have; Start returns an error that says so.
+func TestStartRefusesATakenPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := New(Config{Cluster: "c", Listen: ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start("n1", "i1", nopHost{}); err == nil || !strings.Contains(err.Error(), "cluster: listen") {
+		t.Fatalf("Start on a port taken: %v, want a listen error", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

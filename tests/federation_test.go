@@ -1,0 +1,262 @@
+package tests
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+	"golang.org/x/sys/unix"
+)
+
+// The federation tests run three cmd/node processes linked by [cluster]
+// on loopback, inside a private network namespace (as root; skipped
+// otherwise), with this process's clients on each node's socket (Unix
+// sockets are paths: they do not belong to a network namespace).
+
+const fedNetnsEnv = "SWITCHBOARD_TESTS_NETNS"
+
+// inFedNetns runs the calling test again in a child process with a
+// network namespace of its own and reports its result (false: the caller
+// returns); in that child it brings loopback up and returns true.
+func inFedNetns(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(fedNetnsEnv) != "" {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			t.Fatal(err)
+		}
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			t.Fatalf("bringing lo up: %v", err)
+		}
+		return true
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("federation tests run three node processes on loopback in a private network namespace (CLONE_NEWNET), which needs root")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=5m")
+	cmd.Env = append(os.Environ(), fedNetnsEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		t.Log(line)
+	}
+	if err != nil {
+		t.Fatalf("in its network namespace, the test failed: %v", err)
+	}
+	return false
+}
+
+// fedCluster starts nodes n1..nN, each listening on 127.0.0.1:7951+i and
+// dialling the others, and waits until each sees the others up.
+func fedCluster(t *testing.T, n int) []*daemon {
+	t.Helper()
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 7951+i) }
+	var ds []*daemon
+	for i := range n {
+		var peers []string
+		for j := range n {
+			if j != i {
+				peers = append(peers, fmt.Sprintf("%q", addr(j)))
+			}
+		}
+		cfg := fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\n",
+			i+1, addr(i), strings.Join(peers, ", "))
+		ds = append(ds, startDaemon(t, daemonOpts{config: cfg}))
+	}
+	return ds
+}
+
+// fedDial connects to d, subscribed to sys.nodes, and waits until the
+// node sees want other nodes up (as Members of the cluster show).
+func fedDial(t *testing.T, d *daemon, opts ...switchboard.DialOption) *switchboard.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := switchboard.Dial(ctx, append([]switchboard.DialOption{switchboard.WithSocket(d.socket)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitMembers waits until c sees want members in group, cluster-wide.
+func waitMembers(t *testing.T, c *switchboard.Conn, group string, want int) {
+	t.Helper()
+	checkFor(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		ms, err := c.Members(ctx, group)
+		if err != nil {
+			return err
+		}
+		if len(ms) != want {
+			return fmt.Errorf("%d members of %s, want %d", len(ms), group, want)
+		}
+		return nil
+	})
+}
+
+func seqPayload(i int) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(i)) }
+
+// recvSeq reads n bus messages of kind from c, checking that their
+// payloads count 0..n-1 in order.
+func recvSeq(t *testing.T, c *switchboard.Conn, kind switchboard.EventKind, from string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for next := 0; next < n; {
+		e, err := c.RecvEvent(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", next, n, err)
+		}
+		if e.Kind != kind || e.From != from {
+			continue // notices
+		}
+		if len(e.Payload) != 8 || binary.LittleEndian.Uint64(e.Payload) != uint64(next) {
+			t.Fatalf("message %d of %d from %s: payload %x", next, n, from, e.Payload)
+		}
+		next++
+	}
+}
+
+// TestFederationBus: three node processes; a client on each. Direct
+// messages, publications, requests to one peer and to a group cross the
+// links in order, nothing lost; want-answer to a remote address nobody
+// has fails; a node killed mid-request fails its caller with ErrPeerGone
+// at once.
+func TestFederationBus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	ds := fedCluster(t, 3)
+	served := make(chan struct{}, 1)
+	block := make(chan struct{})
+	defer close(block)
+	handler := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+		if string(r.Payload) == "block" {
+			served <- struct{}{}
+			select {
+			case <-block:
+			case <-ctx.Done():
+			}
+			return nil, ctx.Err()
+		}
+		return append([]byte("re:"), r.Payload...), nil
+	}
+	c1 := fedDial(t, ds[0])
+	c2 := fedDial(t, ds[1], switchboard.WithRequestHandler(handler))
+	c3 := fedDial(t, ds[2], switchboard.WithRequestHandler(handler))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range []*switchboard.Conn{c2, c3} {
+		if err := c.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMembers(t, c1, "g", 2) // the links are up and the interest crossed them
+
+	const n = 2000
+	for i := range n {
+		if err := c1.Publish(ctx, "g", seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c1.SendTo(ctx, c2.Address(), seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvSeq(t, c3, switchboard.EventGroup, c1.Address(), n)
+	// c2 gets both streams, interleaved: each in its order.
+	func() {
+		rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+		defer rcancel()
+		var group, direct int
+		for group < n || direct < n {
+			e, err := c2.RecvEvent(rctx)
+			if err != nil {
+				t.Fatalf("after %d publications and %d messages: %v", group, direct, err)
+			}
+			p := &direct
+			switch {
+			case e.From != c1.Address():
+				continue
+			case e.Kind == switchboard.EventGroup:
+				p = &group
+			case e.Kind != switchboard.EventMessage:
+				continue
+			}
+			if binary.LittleEndian.Uint64(e.Payload) != uint64(*p) {
+				t.Fatalf("%v %d: payload %x", e.Kind, *p, e.Payload)
+			}
+			*p++
+		}
+	}()
+
+	// Requests: to one peer, then to the group (both remote nodes answer).
+	for i := range 100 {
+		p := seqPayload(i)
+		got, err := c1.Request(ctx, c2.Address(), p)
+		if err != nil || string(got) != "re:"+string(p) {
+			t.Fatalf("request %d: %q, %v", i, got, err)
+		}
+	}
+	rs, err := c1.RequestGroup(ctx, "g", []byte("all"))
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("RequestGroup: %d results, %v", len(rs), err)
+	}
+	for _, r := range rs {
+		if r.Err != nil || string(r.Payload) != "re:all" {
+			t.Fatalf("RequestGroup: %s answered %q, %v", r.Address, r.Payload, r.Err)
+		}
+	}
+
+	// Want-answer to an address of n2 that nobody has.
+	nobody := c2.Address()[:strings.LastIndexByte(c2.Address(), '.')+1] + "999999"
+	if err := c1.SendTo(ctx, nobody, []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Fatalf("SendTo %s with WantAnswer: %v, want ErrUndeliverable", nobody, err)
+	}
+
+	// n3 dies while c3 serves c1's request: the request fails at once.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c1.Request(ctx, c3.Address(), []byte("block"))
+		errc <- err
+	}()
+	select {
+	case <-served:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request did not reach c3")
+	}
+	killed := time.Now()
+	ds[2].cmd.Process.Kill()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, switchboard.ErrPeerGone) {
+			t.Fatalf("request to a killed node's client: %v, want ErrPeerGone", err)
+		}
+		t.Logf("a request to a killed node's client failed %v after the kill", time.Since(killed))
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request to a killed node's client did not fail")
+	}
+	waitMembers(t, c1, "g", 1)
+}
