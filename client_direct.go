@@ -84,22 +84,50 @@ type dchan struct {
 	done    bool                 // responder: the end marker was read (under mu)
 	quiet   chan struct{}        // responder: closed when done and open is 0
 	once    sync.Once
+	// The ring this end reads: its data bell, waited on by one goroutine
+	// at a time (the caller's reader, the responder's channel goroutine or
+	// its watcher), and their conditions, made once (no allocation per
+	// wait).
+	bell            *shm.Doorbell
+	spin            *shm.Spinner // under rd (caller), or the channel goroutine's (responder)
+	readyFn, spinFn func() bool
+	// reasm: the responder's under the Conn's evmu, the caller's under rd.
+	reasm pb.Reassembly
 	// responder, under the Conn's evmu:
 	ended    bool // KindDirectEnd read
 	draining bool
-	reasm    pb.Reassembly
+	// responder: a request served on the channel goroutine (client_direct_serve.go).
+	svc     atomic.Int32  // svcIdle, svcRunning (a handler runs on the channel goroutine), svcWatched (the watcher reads meanwhile)
+	watchT  *time.Timer   // starts the watcher when a handler runs long
+	watched chan struct{} // the watcher's exit
+	// caller: the reply ring's reader (client_direct_wait.go).
+	rd        sync.Mutex    // the consumer, reasm, spin, leadCall, unmapped: held by one waiting caller (or the keeper)
+	leadCall  *call         // under rd: the call of the caller reading
+	unmapped  bool          // under rd (and mu): the rings are gone
+	lead      chan struct{} // a token: the reader's role is free while callers wait
+	kick      chan struct{} // a token for the keeper: retired, abandoned, or a call ended
+	abandoned atomic.Int64  // calls given up whose replies may still come (late)
 }
 
 func (c *Conn) directOn() bool { return c.dir != nil }
 
-// wake wakes the channel's reader, unless it has unmapped the channel
-// already (a retired channel's reader may end it at any moment).
+// wake wakes the goroutine parked on the channel's data bell, if one is,
+// unless the channel is unmapped already (a retired channel may end at
+// any moment).
 func (ch *dchan) wake() {
 	ch.mu.Lock()
 	if !ch.closed {
 		ch.cons.Wake()
 	}
 	ch.mu.Unlock()
+}
+
+// poke wakes a caller's keeper (directKeep); a responder has none.
+func (ch *dchan) poke() {
+	select {
+	case ch.kick <- struct{}{}:
+	default:
+	}
 }
 
 // lockSwitch takes sw exclusively without ever queueing for it: a writer
@@ -251,6 +279,8 @@ func (c *Conn) directCancel(id uint64) bool {
 		}
 		ch.mu.Unlock()
 		if ok {
+			ch.abandoned.Add(1) // its reply may still come: the keeper reads it if no caller does
+			ch.poke()
 			return true
 		}
 	}
@@ -294,6 +324,7 @@ func (c *Conn) directRetire(ch *dchan) {
 		ch.mu.Unlock()
 	}
 	c.dir.sw.Unlock()
+	ch.poke() // the keeper ends it once no call is in flight
 }
 
 // directOpen asks the node for a channel to address to, waits for its
@@ -341,10 +372,10 @@ func (c *Conn) directOpen(to string) {
 		c.dir.mu.Unlock()
 		ok = true
 	} else {
-		ch.retired.Store(true) // nothing went on it: directRead closes it
+		ch.retired.Store(true) // nothing went on it: its keeper closes it
 	}
 	c.dir.sw.Unlock()
-	ch.wake()
+	ch.poke()
 	if ok {
 		c.dir.opened.Add(1)
 	}

@@ -68,11 +68,10 @@ func FuzzDirectRing(f *testing.F) {
 			before := c.dir.corrupt.Load()
 			var ok bool
 			if caller {
-				reasm := pb.Reassembly{MaxInFlight: 4, MaxSize: 1 << 16}
-				ok = c.directReplies(ch, &reasm)
+				ok = c.directReplies(ch)
 			} else {
 				c.evmu.Lock()
-				ok = c.directDrain(ch, false)
+				ok, _ = c.directDrain(ch, false, false)
 				c.evmu.Unlock()
 			}
 			if !ok && (c.dir.corrupt.Load() != before+1 || ch.ctx.Err() == nil) {

@@ -182,7 +182,14 @@ func (c *Conn) peerCanceled(body []byte) bool {
 
 // serveRequests runs the request handler, or feeds the request actor.
 func (c *Conn) serveRequests() {
+	// A direct channel's goroutine may run the handler too (directClaim):
+	// hmu keeps them one at a time, taken before the queue so that no
+	// request served there overtakes one taken here.
+	serial := c.dir != nil && c.o.requestPID == nil && c.o.requestConc == 1
 	for {
+		if serial {
+			c.hmu.Lock()
+		}
 		c.emu.Lock()
 		// Whoever takes the queue from full to not full rings the pump's
 		// bell (it stops reading events while full); only they: a ring
@@ -193,6 +200,9 @@ func (c *Conn) serveRequests() {
 		c.reqq = nil
 		c.emu.Unlock()
 		if len(q) == 0 {
+			if serial {
+				c.hmu.Unlock()
+			}
 			select {
 			case <-c.rqwake:
 				continue
@@ -213,8 +223,14 @@ func (c *Conn) serveRequests() {
 					return
 				}
 			case !c.runRequest(r):
+				if serial {
+					c.hmu.Unlock()
+				}
 				return
 			}
+		}
+		if serial {
+			c.hmu.Unlock()
 		}
 	}
 }
@@ -271,6 +287,10 @@ func (c *Conn) worker(r *PeerRequest) {
 // makes meanwhile are polled by their callers (see finishCall), since the
 // pump is busy here.
 func (c *Conn) serveInline(r *PeerRequest, micros uint32) {
+	if c.dir != nil { // one at a time with a direct channel's goroutine (directClaim)
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
+	}
 	r.ctx = c.life
 	if micros > 0 {
 		r.ctx, r.stop = context.WithDeadline(c.life, time.Now().Add(time.Duration(micros)*time.Microsecond))
