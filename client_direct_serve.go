@@ -88,7 +88,6 @@ func (c *Conn) directClaim() bool {
 // directServe runs the handler for r, which directClaim let the channel
 // goroutine serve (hmu held), and writes its reply on the channel.
 func (c *Conn) directServe(ch *dchan, r *PeerRequest) {
-	defer c.hmu.Unlock()
 	ch.svc.Store(svcRunning)
 	ch.watchT.Reset(directWatchAfter)
 	payload, err := c.o.onRequest(r.ctx, r)
@@ -97,6 +96,10 @@ func (c *Conn) directServe(ch *dchan, r *PeerRequest) {
 	} else {
 		c.endRequest(r) // the connection ends: the caller hears its peer is gone
 	}
+	// hmu first: the watcher may wait for it (a request it read goes to
+	// serveInline, under evmu), and an event reader holding evmu may too
+	// (a fence), while the watcher waits for evmu.
+	c.hmu.Unlock()
 	ch.watchT.Stop()
 	// Take the ring back from the watcher, if it started: it parks on the
 	// bell with svc in its condition, so it looks again once woken (the
