@@ -78,7 +78,9 @@ func WithRequestConcurrency(n int) DialOption {
 // when the caller gives up or disconnects (the news is an event, and the
 // goroutine that would read it is the handler's). The payload is a view,
 // valid until the handler returns. It has no effect with the socket
-// transport.
+// transport. A request that comes over a direct channel (WithDirectPeers)
+// runs on the goroutine that read it from the channel, with this option
+// or without, and its ctx is cancelled as WithRequestHandler says.
 func WithInlineRequests() DialOption {
 	return dialOption(func(o *dialOptions) error { o.inline = true; return nil })
 }
