@@ -100,11 +100,11 @@ func TestDirectHostilePeer(t *testing.T) {
 	cl.dir.mu.Lock()
 	ch := cl.dir.out[srv.Address()]
 	cl.dir.mu.Unlock()
-	ch.mu.Lock()
+	ch.wmu.Lock()
 	if err := ch.prod.Write(context.Background(), shm.Header{Kind: 77, ID: 5}, []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	ch.mu.Unlock()
+	ch.wmu.Unlock()
 	waitFor(t, func() bool { return srv.DirectStats().Corrupt == 1 && cl.DirectStats().Open == 0 })
 	ctx := ctx5(t)
 	other := dial(t, n)

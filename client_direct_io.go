@@ -381,16 +381,24 @@ func (c *Conn) directReply(handle [pb.ReplyHandleSize]byte, code pb.Code, payloa
 		c.dir.late.Add(1)
 		return nil
 	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.closed {
+	ch.wmu.Lock()
+	closed := ch.closed
+	var err error
+	if !closed {
+		err = pb.WriteMessage(ch.ctx, ch.ctx, ch.prod, shm.Header{Kind: pb.KindReply, Aux: uint32(code), ID: binary.LittleEndian.Uint64(handle[8:])}, false, payload)
+	}
+	ch.wmu.Unlock()
+	if closed {
 		c.dir.late.Add(1)
 		return nil
 	}
+	// After the write: once quiet, the channel goroutine ends the channel.
+	ch.mu.Lock()
 	if ch.open--; ch.open == 0 && ch.done {
 		close(ch.quiet)
 	}
-	return pb.WriteMessage(ch.ctx, ch.ctx, ch.prod, shm.Header{Kind: pb.KindReply, Aux: uint32(code), ID: binary.LittleEndian.Uint64(handle[8:])}, false, payload)
+	ch.mu.Unlock()
+	return err
 }
 
 // directStarted handles MsgDirectStart, in the event reader (evmu held):
@@ -438,10 +446,12 @@ func (c *Conn) directClose(ch *dchan) {
 		ch.unmapped = true
 		defer ch.rd.Unlock()
 	}
+	ch.wmu.Lock() // a writer waiting for room gave up: the channel's ctx ended
 	ch.mu.Lock()
 	ch.closed = true
 	ch.link.Close()
 	ch.mu.Unlock()
+	ch.wmu.Unlock()
 	c.dir.mu.Lock()
 	delete(c.dir.byID, ch.id)
 	if c.dir.out[ch.peer] == ch {

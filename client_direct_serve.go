@@ -24,8 +24,10 @@ import (
 // when the handler returns.
 
 // directWatchAfter is how long a handler runs on the channel goroutine
-// before the watcher reads the channel in its place.
-const directWatchAfter = time.Millisecond
+// before the watcher reads the channel in its place (a variable for tests
+// only: set it before the channels are made). Requests the watcher reads
+// are queued, and served after the running one by serveRequests.
+var directWatchAfter = time.Millisecond
 
 const (
 	svcIdle    = iota // no handler runs on the channel goroutine

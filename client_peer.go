@@ -190,6 +190,21 @@ func (c *Conn) serveRequests() {
 	serial := c.dir != nil && c.o.requestPID == nil && c.o.requestConc == 1
 	for {
 		if serial {
+			// Only when there is something to take: hmu held here for an
+			// empty look would send the channel goroutine's request to the
+			// queue (directClaim only tries it).
+			c.emu.Lock()
+			empty := len(c.reqq) == 0
+			c.emu.Unlock()
+			if empty {
+				select {
+				case <-c.rqwake:
+					continue
+				case <-c.gone:
+					c.requestActorGone()
+					return
+				}
+			}
 			c.hmu.Lock()
 		}
 		c.emu.Lock()
