@@ -366,5 +366,11 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	if c.dir != nil && isDirectHandle(handle) { // client_direct_io.go
 		return c.directReply(handle, code, payload)
 	}
+	return c.replyRouted(handle, code, payload)
+}
+
+// replyRouted writes a peer reply for the node to route. (Apart from
+// replyPeer: the handle's bytes go to the heap here, and only here.)
+func (c *Conn) replyRouted(handle [pb.ReplyHandleSize]byte, code pb.Code, payload []byte) error {
 	return c.writeParts(context.Background(), shm.Header{Kind: pb.KindPeerReply, Aux: uint32(code), ID: c.nextID.Add(1)}, handle[:], payload)
 }
