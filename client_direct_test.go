@@ -442,3 +442,43 @@ func TestDirectServedInPlace(t *testing.T) {
 		t.Fatalf("%d channel readers, want the responder's alone:\n%s", strings.Count(s, ".directRead("), s)
 	}
 }
+
+// TestDirectLateReplies: replies to requests their callers gave up on
+// keep coming after the caller stopped asking; nobody waits for them, yet
+// they must be read (the caller's keeper), or they fill the reply ring and
+// the responder, blocked writing the next one, serves nobody else.
+func TestDirectLateReplies(t *testing.T) {
+	n := startNode(t)
+	big := make([]byte, 32<<10) // 3 fill the channel's reply ring
+	srv, cl := directPair(t, n, func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		if string(r.Payload) == "late" {
+			time.Sleep(20 * time.Millisecond) // a handler that does not watch ctx
+			return big, nil
+		}
+		return r.Payload, nil
+	})
+	goDirect(t, cl, srv)
+	before := cl.DirectStats()
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		if _, err := cl.Request(ctx, srv.Address(), []byte("late")); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v", err)
+		}
+		cancel()
+	}
+	if cl.DirectStats().Requests-before.Requests != 8 {
+		t.Fatal("not direct")
+	}
+	other := dial(t, n)
+	ctx := ctx5(t)
+	t0 := time.Now()
+	if r, err := other.Request(ctx, srv.Address(), []byte("x")); err != nil || string(r) != "x" {
+		t.Fatalf("%q %v", r, err)
+	}
+	// 8 handlers of 20 ms before it; a responder stalled on the full ring
+	// waits for the channel's idle end (5 s).
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("another caller waited %v behind late replies nobody read", d)
+	}
+	waitFor(t, func() bool { return cl.DirectStats().Late-before.Late == 8 })
+}
