@@ -25,6 +25,8 @@ import (
 //
 //	NameClient.closeMu → nameTaps.mu → mapMu (shared) → rmu → evmu → wmu → sockMu
 //
+// hmu (direct channels only) comes after evmu (serveInline) and before
+// emu (serveRequests); the channel goroutine only tries it, under emu.
 // pmu, emu, internMu, held.mu and flush.lmu are leaves:
 // nothing is locked while one is held. A NameClient's closeMu comes
 // before all of these (its Close leaves groups, which takes the Conn's
@@ -126,6 +128,7 @@ type Conn struct {
 	peerCtx bool
 	work    chan *PeerRequest
 	workers int
+	hmu     sync.Mutex // with direct channels and one request at a time: held while a handler runs (serveRequests, serveInline, directServe)
 
 	// Peer requests served inline (WithInlineRequests).
 	inHandler     atomic.Bool                   // an inline request handler runs on the pump

@@ -108,20 +108,23 @@ func (c *Conn) Request(ctx context.Context, to string, payload []byte) ([]byte, 
 }
 
 // startRequest registers a request to a peer and writes it, its payload
-// gathered from parts.
-func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (uint64, *call, error) {
+// gathered from parts; ch is the direct channel it went on, if any (its
+// caller reads the reply there: directWait).
+func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (id uint64, cl *call, ch *dchan, err error) {
 	if c.dir != nil { // client_direct.go: a channel to to, or routed in order with the switch
 		c.dir.sw.RLock()
 		defer c.dir.sw.RUnlock()
 		if ch := c.directFor(to, true); ch != nil { // to was checked when the channel was set up
-			return c.directRequest(ctx, ch, parts)
+			id, cl, err := c.directRequest(ctx, ch, parts)
+			return id, cl, ch, err
 		}
 	}
 	prefix, err := destPrefix(to)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	return c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, parts...)
+	id, cl, err = c.startFrame(ctx, shm.Header{Kind: pb.KindPeerCall}, prefix, parts...)
+	return id, cl, nil, err
 }
 
 // GroupResult is one member's answer to RequestGroup.

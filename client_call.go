@@ -111,13 +111,7 @@ again:
 		}
 		goto again
 	case <-cl.done:
-		payload, code := cl.payload, cl.code
-		cl.payload = nil
-		callPool.Put(cl)
-		if code != pb.Code_CODE_OK {
-			return nil, replyError(code, string(payload))
-		}
-		return payload, nil
+		return callResult(cl)
 	case <-ctx.Done():
 		if c.forget(id) {
 			callPool.Put(cl)
@@ -128,6 +122,18 @@ again:
 		c.forget(id)
 		return nil, c.err()
 	}
+}
+
+// callResult is the result of a call whose reply came (taken from
+// cl.done); cl goes back to the pool.
+func callResult(cl *call) ([]byte, error) {
+	payload, code := cl.payload, cl.code
+	cl.payload = nil
+	callPool.Put(cl)
+	if code != pb.Code_CODE_OK {
+		return nil, replyError(code, string(payload))
+	}
+	return payload, nil
 }
 
 // lead spins for a while reading the response ring itself, so that a reply

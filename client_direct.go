@@ -46,10 +46,10 @@ const directIdle = 5 * time.Second
 // failed channel waits for before the caller asks again.
 const directRetry = 64
 
-// directSet is a Conn's direct channels. Lock order: sw → mu → dchan.mu,
-// all before the Conn's own (sw is taken before pmu and wmu by routed
-// sends; mu and dchan.mu are leaves but for dchan.mu held across a ring
-// write).
+// directSet is a Conn's direct channels. Lock order: sw → mu, and sw →
+// dchan.rd → dchan.wmu → dchan.mu, all before the Conn's own (sw is taken
+// before pmu and wmu by routed sends; mu and dchan.mu are leaves, dchan.wmu
+// is held across a ring write).
 type directSet struct {
 	sw      sync.RWMutex // shared: a send to an address; exclusive: a path switch, only by lockSwitch (never queued)
 	mu      sync.Mutex
@@ -74,8 +74,13 @@ type dchan struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex           // prod, closed, pending
-	closed  bool                 // unmapped, or about to be
+	// wmu is held across a write on prod (which may wait for room), mu
+	// only briefly: a reader that needs mu (a reply's call, a request's
+	// count) never waits for a writer that waits for the peer, which may
+	// be waiting for that reader (the peer's writes to the other ring).
+	wmu     sync.Mutex           // prod; before mu
+	mu      sync.Mutex           // closed, pending, open, done
+	closed  bool                 // unmapped, or about to be (written under wmu and mu)
 	pending map[uint64]time.Time // caller: call ids in flight on it, and their deadlines (zero: none)
 	retired atomic.Bool          // caller: no new request; ends once pending is empty
 	last    atomic.Int64         // caller: unix nanoseconds of the last request
@@ -84,22 +89,50 @@ type dchan struct {
 	done    bool                 // responder: the end marker was read (under mu)
 	quiet   chan struct{}        // responder: closed when done and open is 0
 	once    sync.Once
+	// The ring this end reads: its data bell, waited on by one goroutine
+	// at a time (the caller's reader, the responder's channel goroutine or
+	// its watcher), and their conditions, made once (no allocation per
+	// wait).
+	bell            *shm.Doorbell
+	spin            *shm.Spinner // under rd (caller), or the channel goroutine's (responder)
+	readyFn, spinFn func() bool
+	// reasm: the responder's under the Conn's evmu, the caller's under rd.
+	reasm pb.Reassembly
 	// responder, under the Conn's evmu:
 	ended    bool // KindDirectEnd read
 	draining bool
-	reasm    pb.Reassembly
+	// responder: a request served on the channel goroutine (client_direct_serve.go).
+	svc     atomic.Int32  // svcIdle, svcRunning (a handler runs on the channel goroutine), svcWatched (the watcher reads meanwhile)
+	watchT  *time.Timer   // starts the watcher when a handler runs long
+	watched chan struct{} // the watcher's exit
+	// caller: the reply ring's reader (client_direct_wait.go).
+	rd        sync.Mutex    // the consumer, reasm, spin, leadCall, unmapped: held by one waiting caller (or the keeper)
+	leadCall  *call         // under rd: the call of the caller reading
+	unmapped  bool          // under rd (and mu): the rings are gone
+	lead      chan struct{} // a token: the reader's role is free while callers wait
+	kick      chan struct{} // a token for the keeper: retired, abandoned, or a call ended
+	abandoned atomic.Int64  // calls given up whose replies may still come (late)
 }
 
 func (c *Conn) directOn() bool { return c.dir != nil }
 
-// wake wakes the channel's reader, unless it has unmapped the channel
-// already (a retired channel's reader may end it at any moment).
+// wake wakes the goroutine parked on the channel's data bell, if one is,
+// unless the channel is unmapped already (a retired channel may end at
+// any moment).
 func (ch *dchan) wake() {
 	ch.mu.Lock()
 	if !ch.closed {
 		ch.cons.Wake()
 	}
 	ch.mu.Unlock()
+}
+
+// poke wakes a caller's keeper (directKeep); a responder has none.
+func (ch *dchan) poke() {
+	select {
+	case ch.kick <- struct{}{}:
+	default:
+	}
 }
 
 // lockSwitch takes sw exclusively without ever queueing for it: a writer
@@ -186,16 +219,18 @@ func (c *Conn) directRequest(ctx context.Context, ch *dchan, parts [][]byte) (ui
 	c.pmu.Unlock()
 	ch.last.Store(time.Now().UnixNano())
 	ch.mu.Lock()
+	ch.pending[id] = dl // before the write: the reply may come at once
+	ch.mu.Unlock()
+	ch.wmu.Lock()
 	err := ErrPeerGone
 	if !ch.closed {
-		ch.pending[id] = dl
 		err = pb.WriteMessage(ctx, ch.ctx, ch.prod, h, false, parts...)
-		if err != nil {
-			delete(ch.pending, id)
-		}
 	}
-	ch.mu.Unlock()
+	ch.wmu.Unlock()
 	if err != nil {
+		ch.mu.Lock()
+		delete(ch.pending, id)
+		ch.mu.Unlock()
 		if c.forget(id) {
 			callPool.Put(cl)
 		}
@@ -213,8 +248,8 @@ func (c *Conn) directSend(ctx context.Context, ch *dchan, parts [][]byte) error 
 	if n := partsLen(parts); n > c.maxMsg {
 		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes, limit %d", n, c.maxMsg))
 	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
 	if ch.closed {
 		return ErrPeerGone
 	}
@@ -239,18 +274,20 @@ func (c *Conn) directCancel(id uint64) bool {
 	for _, ch := range chs {
 		ch.mu.Lock()
 		dl, ok := ch.pending[id]
+		delete(ch.pending, id)
+		ch.mu.Unlock()
 		if ok {
-			delete(ch.pending, id)
 			why := pb.Code_CODE_CANCELED
 			if !dl.IsZero() && !time.Now().Before(dl) {
 				why = pb.Code_CODE_DEADLINE_EXCEEDED
 			}
+			ch.wmu.Lock()
 			if !ch.closed {
 				ch.prod.TryWrite(shm.Header{Kind: pb.KindDirectCancel, ID: id, Aux: uint32(why)}) // full: the deadline still ends it there
 			}
-		}
-		ch.mu.Unlock()
-		if ok {
+			ch.wmu.Unlock()
+			ch.abandoned.Add(1) // its reply may still come: the keeper reads it if no caller does
+			ch.poke()
 			return true
 		}
 	}
@@ -287,13 +324,14 @@ func (c *Conn) directRetire(ch *dchan) {
 		// switch (and so every routed send). The marker only lets it stop
 		// reading early; the order rests on its fence, and DirectClose ends
 		// the channel there anyway.
-		ch.mu.Lock()
+		ch.wmu.Lock()
 		if !ch.closed {
 			ch.prod.TryWrite(shm.Header{Kind: pb.KindDirectEnd})
 		}
-		ch.mu.Unlock()
+		ch.wmu.Unlock()
 	}
 	c.dir.sw.Unlock()
+	ch.poke() // the keeper ends it once no call is in flight
 }
 
 // directOpen asks the node for a channel to address to, waits for its
@@ -341,10 +379,10 @@ func (c *Conn) directOpen(to string) {
 		c.dir.mu.Unlock()
 		ok = true
 	} else {
-		ch.retired.Store(true) // nothing went on it: directRead closes it
+		ch.retired.Store(true) // nothing went on it: its keeper closes it
 	}
 	c.dir.sw.Unlock()
-	ch.wake()
+	ch.poke()
 	if ok {
 		c.dir.opened.Add(1)
 	}

@@ -68,11 +68,10 @@ func FuzzDirectRing(f *testing.F) {
 			before := c.dir.corrupt.Load()
 			var ok bool
 			if caller {
-				reasm := pb.Reassembly{MaxInFlight: 4, MaxSize: 1 << 16}
-				ok = c.directReplies(ch, &reasm)
+				ok = c.directReplies(ch)
 			} else {
 				c.evmu.Lock()
-				ok = c.directDrain(ch, false)
+				ok, _ = c.directDrain(ch, false, false)
 				c.evmu.Unlock()
 			}
 			if !ok && (c.dir.corrupt.Load() != before+1 || ch.ctx.Err() == nil) {
@@ -101,11 +100,11 @@ func TestDirectHostilePeer(t *testing.T) {
 	cl.dir.mu.Lock()
 	ch := cl.dir.out[srv.Address()]
 	cl.dir.mu.Unlock()
-	ch.mu.Lock()
+	ch.wmu.Lock()
 	if err := ch.prod.Write(context.Background(), shm.Header{Kind: 77, ID: 5}, []byte("garbage")); err != nil {
 		t.Fatal(err)
 	}
-	ch.mu.Unlock()
+	ch.wmu.Unlock()
 	waitFor(t, func() bool { return srv.DirectStats().Corrupt == 1 && cl.DirectStats().Open == 0 })
 	ctx := ctx5(t)
 	other := dial(t, n)

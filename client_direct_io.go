@@ -36,10 +36,13 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 		ch.ctx, ch.cancel = context.WithCancel(c.life)
 		if ch.caller {
 			ch.prod, ch.cons = link.Producer(0), link.Consumer(1)
+			ch.reasm = pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
+			ch.lead, ch.kick = make(chan struct{}, 1), make(chan struct{}, 1)
 		} else {
 			ch.prod, ch.cons = link.Producer(1), link.Consumer(0)
 			ch.reasm = pb.Reassembly{MaxInFlight: 16, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
 		}
+		c.directWaits(ch) // client_direct_wait.go, client_direct_serve.go
 		ch.last.Store(time.Now().UnixNano())
 		c.dir.mu.Lock()
 		c.dir.byID[ch.id] = ch
@@ -62,7 +65,11 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 			ch.cancel()
 			ch.link.Shutdown()
 		})
-		c.wg.Go(func() { c.directRead(ch) })
+		if ch.caller {
+			c.wg.Go(func() { c.directKeep(ch) })
+		} else {
+			c.wg.Go(func() { c.directRead(ch) })
+		}
 		return
 	}
 	for _, fd := range fds {
@@ -80,12 +87,12 @@ func (c *Conn) directControl(msg *pb.Control, fds []int) {
 	}
 	switch {
 	case ch.caller && m.GetCode() == pb.Code_CODE_REFUSED: // revoked: end it, keep its replies coming
-		c.wg.Go(func() { c.directRetire(ch); ch.wake() })
+		c.wg.Go(func() { c.directRetire(ch) })
 	case ch.caller: // the responder is gone: what is in flight fails now
 		c.directFail(ch, m.GetCode())
 	default: // the caller ended it, or is gone: what it wrote before is served first
 		c.evmu.Lock()
-		c.directDrain(ch, true)
+		c.directDrain(ch, true, false)
 		c.evmu.Unlock()
 		c.directServedCancel(ch, m.GetCode())
 		ch.cancel()
@@ -122,6 +129,7 @@ func (c *Conn) directFail(ch *dchan, code pb.Code) {
 		c.reply(id, code, why)
 	}
 	ch.cancel()
+	ch.wake() // a caller parked on the reply ring sees its reply
 }
 
 // directServedCancel cancels the requests from a responder's channel
@@ -145,100 +153,75 @@ func (c *Conn) directServedCancel(ch *dchan, code pb.Code) {
 	}
 }
 
-// directRead is a channel's goroutine: for a caller, it reads the replies
-// and ends the channel when idle or retired; for a responder, it reads the
-// requests once the start marker came (under evmu, as the event reader).
-// It unmaps the channel when it exits.
+// directRead is a responder's channel goroutine: once the start marker
+// came, it reads the requests (under evmu, as the event reader) and serves
+// each it can itself: the handler runs here and its reply is written here
+// (client_direct_serve.go); the rest go to the event queue as routed ones.
+// It spins a while (shm.Spinner, the Conn's spin) before it parks on the
+// ring's data bell. It unmaps the channel when it exits. (A caller's end
+// has no reader goroutine: its callers read their replies themselves,
+// client_direct_wait.go.)
 func (c *Conn) directRead(ch *dchan) {
 	defer c.directClose(ch)
-	if !ch.caller {
-		select {
-		case <-ch.started:
-		case <-ch.ctx.Done():
-			return
-		}
-	}
-	reasm := pb.Reassembly{MaxInFlight: 64, MaxSize: c.maxMsg + pb.MaxMsgOverhead}
-	// The waits allocate nothing: one condition each, made here; the
-	// doorbell's own re-checks (every second at most) see the idle end.
-	bell := ch.link.Bell(ch.link.Spec(0).DataBell)
-	ready := func() bool { ch.cons.Rearm(); return ch.cons.Unreleased() }
-	if ch.caller {
-		bell = ch.link.Bell(ch.link.Spec(1).DataBell)
-		ready = func() bool {
-			ch.cons.Rearm()
-			if ch.cons.Unreleased() {
-				return true
-			}
-			ch.mu.Lock()
-			idle := len(ch.pending) == 0
-			ch.mu.Unlock()
-			return idle && (ch.retired.Load() || time.Since(time.Unix(0, ch.last.Load())) > directIdle)
-		}
+	defer ch.watchT.Stop()
+	select {
+	case <-ch.started:
+	case <-ch.ctx.Done():
+		return
 	}
 	for ch.ctx.Err() == nil {
-		if ch.caller {
-			if !c.directReplies(ch, &reasm) {
-				return
-			}
-			ch.mu.Lock()
-			idle := len(ch.pending) == 0
-			ch.mu.Unlock()
-			if idle && ch.retired.Load() {
-				c.directCloseAt(&pb.DirectRef{Id: ch.id})
-				return
-			}
-			if idle && time.Since(time.Unix(0, ch.last.Load())) > directIdle {
-				c.directRetire(ch)
-				continue
-			}
-		} else {
-			// The consumer is the event reader's while it holds evmu (a
-			// fence drains it there too): outside, this goroutine waits on
-			// the doorbell looking only at the ring's shared words.
-			if d := directReaderLag.Load(); d > 0 {
-				time.Sleep(time.Duration(d))
-			}
-			c.evmu.Lock()
-			ok := c.directDrain(ch, false)
-			ended := ch.ended
-			if ok && !ended {
-				ch.cons.Arm()
-			}
-			c.evmu.Unlock()
-			if !ok {
-				return
-			}
-			if ended { // keep it for the answers still to come
-				ch.mu.Lock()
-				ch.done = true
-				open := ch.open
-				ch.mu.Unlock()
-				if open > 0 {
-					select {
-					case <-ch.quiet:
-					case <-ch.ctx.Done():
-					}
-				}
-				return
-			}
-			if !c.eventRoom() { // the event queue is full: wait for room, as the pump does
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			bell.WaitUntil(context.Background(), ready) // the channel's end shuts the bell
-			ch.cons.Disarm()
+		if d := directReaderLag.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
+		// The consumer is the event reader's while it holds evmu (a fence
+		// drains it there too): outside, this goroutine looks only at the
+		// ring's shared words.
+		c.evmu.Lock()
+		ok, r := c.directDrain(ch, false, true)
+		ended := ch.ended
+		c.evmu.Unlock()
+		if r != nil {
+			c.directServe(ch, r)
 			continue
 		}
-		ch.cons.Arm()
-		bell.WaitUntil(context.Background(), ready)
+		if !ok {
+			return
+		}
+		if ended { // keep it for the answers still to come
+			ch.mu.Lock()
+			ch.done = true
+			open := ch.open
+			ch.mu.Unlock()
+			if open > 0 {
+				select {
+				case <-ch.quiet:
+				case <-ch.ctx.Done():
+				}
+			}
+			return
+		}
+		if !c.eventRoom() { // the event queue is full: wait for room, as the pump does
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if ch.spin.Spin(ch.spinFn) {
+			continue
+		}
+		// Announce the sleep (directDrain released what it read: only the
+		// shared word is written), then look once more in readyFn.
+		ch.cons.Rearm()
+		err := ch.bell.WaitUntil(context.Background(), ch.readyFn) // the channel's end shuts the bell
 		ch.cons.Disarm()
+		if err != nil {
+			return
+		}
 	}
 }
 
 // directReplies hands the replies on a caller's channel to their callers;
 // false: the peer broke the protocol (counted; what is in flight fails).
-func (c *Conn) directReplies(ch *dchan, reasm *pb.Reassembly) bool {
+// The caller holds ch.rd.
+func (c *Conn) directReplies(ch *dchan) bool {
 	defer ch.cons.Release()
 	for {
 		f, err := ch.cons.Next()
@@ -251,7 +234,7 @@ func (c *Conn) directReplies(ch *dchan, reasm *pb.Reassembly) bool {
 		var m pb.Message
 		whole := true
 		if err == nil {
-			m, whole, err = reasm.Add(f)
+			m, whole, err = ch.reasm.Add(f)
 		}
 		if err != nil {
 			c.dir.corrupt.Add(1)
@@ -267,6 +250,9 @@ func (c *Conn) directReplies(ch *dchan, reasm *pb.Reassembly) bool {
 		ch.mu.Unlock()
 		if !ok { // canceled, or never asked: a peer cannot answer another channel's calls
 			c.dir.late.Add(1)
+			if ch.abandoned.Add(-1) < 0 {
+				ch.abandoned.Store(0) // never asked: nothing was abandoned
+			}
 			continue
 		}
 		body := m.Body
@@ -286,16 +272,18 @@ var directReaderLag atomic.Int64
 // be: requests to the request handler (or as events), messages as events.
 // It stops while the event queue is full, unless all (a fence: what the
 // channel holds came before the event about to be queued; at most a
-// ring's worth). The caller holds evmu. False: the peer broke the
-// protocol (the channel is ended, counted).
-func (c *Conn) directDrain(ch *dchan, all bool) bool {
+// ring's worth). With serve (the channel goroutine only), it stops at a
+// request that goroutine may run itself, and returns it (directServe).
+// The caller holds evmu. False: the peer broke the protocol (the channel
+// is ended, counted).
+func (c *Conn) directDrain(ch *dchan, all, serve bool) (bool, *PeerRequest) {
 	if ch.draining || ch.ended || ch.ctx.Err() != nil {
-		return true
+		return true, nil
 	}
 	select {
 	case <-ch.started:
 	default:
-		return true // not yet: the routed messages before the marker come first
+		return true, nil // not yet: the routed messages before the marker come first
 	}
 	ch.draining = true
 	defer func() { ch.draining = false }()
@@ -304,10 +292,11 @@ func (c *Conn) directDrain(ch *dchan, all bool) bool {
 	for !ch.ended && (all || c.eventRoom()) {
 		f, err := ch.cons.Next()
 		if err == shm.ErrRingEmpty {
-			return true
+			return true, nil
 		}
+		var r *PeerRequest
 		if err == nil {
-			err = c.directFrame(ch, f, me)
+			r, err = c.directFrame(ch, f, me, serve)
 		}
 		if err != nil {
 			c.dir.corrupt.Add(1)
@@ -316,18 +305,23 @@ func (c *Conn) directDrain(ch *dchan, all bool) bool {
 			body, _ := gproto.Marshal(&pb.DirectRef{Id: ch.id})
 			c.send(context.Background(), pb.BusService, pb.BusDirectClose, [][]byte{body})
 			ch.cancel()
-			return false
+			return false, nil
+		}
+		if r != nil {
+			return true, r
 		}
 	}
-	return true
+	return true, nil
 }
 
-// directFrame serves one frame of a responder's channel (untrusted).
-func (c *Conn) directFrame(ch *dchan, f shm.Frame, me string) error {
+// directFrame serves one frame of a responder's channel (untrusted); a
+// request the channel goroutine may serve itself (serve, and directClaim)
+// is returned instead of queued.
+func (c *Conn) directFrame(ch *dchan, f shm.Frame, me string, serve bool) (*PeerRequest, error) {
 	switch f.Kind {
 	case pb.KindDirectEnd:
 		ch.ended = true
-		return nil
+		return nil, nil
 	case pb.KindDirectCancel:
 		h := directHandle(ch.id, f.ID)
 		c.emu.Lock()
@@ -341,25 +335,39 @@ func (c *Conn) directFrame(ch *dchan, f shm.Frame, me string) error {
 			}
 			r.cancel(cause)
 		}
-		return nil
+		return nil, nil
 	case pb.KindPeerCall, pb.KindPeerSend:
 	default:
-		return shm.ErrCorrupt
+		return nil, shm.ErrCorrupt
 	}
 	m, whole, err := ch.reasm.Add(f)
 	if err != nil || !whole {
-		return err
+		return nil, err
 	}
 	if f.Kind == pb.KindPeerSend {
 		c.pushEvent(&Event{Service: pb.BusService, Command: pb.MsgDirect, Payload: pb.AppendMsg(nil, ch.peer, me, nil, m.Body)})
-		return nil
+		return nil, nil
 	}
 	h := directHandle(ch.id, m.ID)
 	ch.mu.Lock()
 	ch.open++
 	ch.mu.Unlock()
+	if serve && c.directClaim() {
+		body := m.Body
+		if !m.Owned { // a view of the ring, released before the handler runs
+			body = append([]byte(nil), body...)
+		}
+		r := c.newRequest(ch.peer, me, h, m.Aux, body)
+		c.emu.Lock()
+		if c.served == nil {
+			c.served = map[[pb.ReplyHandleSize]byte]*PeerRequest{}
+		}
+		c.served[h] = r // for KindDirectCancel and the channel's end
+		c.emu.Unlock()
+		return r, nil
+	}
 	c.pushEvent(&Event{Service: pb.BusService, Command: pb.MsgRequest, Payload: pb.AppendRequest(nil, ch.peer, me, h[:], m.Aux, m.Body)})
-	return nil
+	return nil, nil
 }
 
 // directReply writes a responder's answer on its channel; an answer for a
@@ -373,16 +381,24 @@ func (c *Conn) directReply(handle [pb.ReplyHandleSize]byte, code pb.Code, payloa
 		c.dir.late.Add(1)
 		return nil
 	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.closed {
+	ch.wmu.Lock()
+	closed := ch.closed
+	var err error
+	if !closed {
+		err = pb.WriteMessage(ch.ctx, ch.ctx, ch.prod, shm.Header{Kind: pb.KindReply, Aux: uint32(code), ID: binary.LittleEndian.Uint64(handle[8:])}, false, payload)
+	}
+	ch.wmu.Unlock()
+	if closed {
 		c.dir.late.Add(1)
 		return nil
 	}
+	// After the write: once quiet, the channel goroutine ends the channel.
+	ch.mu.Lock()
 	if ch.open--; ch.open == 0 && ch.done {
 		close(ch.quiet)
 	}
-	return pb.WriteMessage(ch.ctx, ch.ctx, ch.prod, shm.Header{Kind: pb.KindReply, Aux: uint32(code), ID: binary.LittleEndian.Uint64(handle[8:])}, false, payload)
+	ch.mu.Unlock()
+	return err
 }
 
 // directStarted handles MsgDirectStart, in the event reader (evmu held):
@@ -417,18 +433,25 @@ func (c *Conn) directFence(from []byte) {
 	chs := c.dir.in[string(from)]
 	c.dir.mu.Unlock()
 	for _, ch := range chs {
-		c.directDrain(ch, true)
+		c.directDrain(ch, true, false)
 	}
 }
 
 // directClose unmaps a channel and forgets it (its reader, on exit).
 func (c *Conn) directClose(ch *dchan) {
 	ch.cancel()
-	ch.link.Shutdown()
+	ch.link.Shutdown() // a caller parked on the reply ring wakes (ErrClosed) and lets go of rd
+	if ch.caller {
+		ch.rd.Lock() // no caller reads the reply ring any more, nor will
+		ch.unmapped = true
+		defer ch.rd.Unlock()
+	}
+	ch.wmu.Lock() // a writer waiting for room gave up: the channel's ctx ended
 	ch.mu.Lock()
 	ch.closed = true
 	ch.link.Close()
 	ch.mu.Unlock()
+	ch.wmu.Unlock()
 	c.dir.mu.Lock()
 	delete(c.dir.byID, ch.id)
 	if c.dir.out[ch.peer] == ch {

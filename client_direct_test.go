@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -333,4 +337,148 @@ func TestDirectOrder(t *testing.T) {
 	if st.Requests == 0 || st.Sends == 0 || st.Opened < 3 {
 		t.Fatalf("the switch did not happen (twice): %+v", st)
 	}
+}
+
+// TestDirectLongHandler: a handler that runs longer than the responder's
+// channel goroutine waits before its watcher reads the channel in its
+// place, with callers on other goroutines writing meanwhile, inline or
+// not: every request is answered, in turn (one handler at a time).
+func TestDirectLongHandler(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprint("inline=", inline), func(t *testing.T) {
+			n := startNode(t)
+			var running, most atomic.Int32
+			opts := []DialOption{WithDirectPeers(true), WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+				now := running.Add(1)
+				defer running.Add(-1)
+				if now > most.Load() {
+					most.Store(now)
+				}
+				if string(r.Payload) != "warm" {
+					time.Sleep(3 * time.Millisecond) // past directWatchAfter: the watcher reads meanwhile
+				}
+				return append([]byte("re:"), r.Payload...), nil
+			})}
+			if inline {
+				opts = append(opts, WithInlineRequests())
+			}
+			srv := dial(t, n, opts...)
+			cl := dial(t, n, WithDirectPeers(true))
+			goDirect(t, cl, srv)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			before := cl.DirectStats().Requests
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			for g := range 4 {
+				wg.Go(func() {
+					for i := range 10 {
+						p := fmt.Sprintf("%d.%d", g, i)
+						if r, err := cl.Request(ctx, srv.Address(), []byte(p)); err != nil || string(r) != "re:"+p {
+							errs <- fmt.Errorf("%s: %q %v", p, r, err)
+							return
+						}
+						if err := cl.SendTo(ctx, srv.Address(), []byte("m")); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if got := cl.DirectStats().Requests - before; got != 40 {
+				t.Fatalf("%d of 40 requests went direct", got)
+			}
+			if most.Load() != 1 {
+				t.Fatalf("%d handlers ran at once", most.Load())
+			}
+		})
+	}
+}
+
+// TestDirectServedInPlace: one caller's requests are served on the
+// responder's channel goroutine, which read them (no hand-off to the
+// handler's goroutine), and the caller reads its replies itself (no
+// goroutine of the channel's on the caller's side reads them).
+func TestDirectServedInPlace(t *testing.T) {
+	// A handler that runs past directWatchAfter (a preempted goroutine on
+	// a loaded machine, or under the race detector) lets the watcher
+	// queue the next request: not what this test looks at.
+	old := directWatchAfter
+	directWatchAfter = time.Minute
+	t.Cleanup(func() { directWatchAfter = old })
+	n := startNode(t)
+	var inPlace, elsewhere atomic.Int32
+	srv, cl := directPair(t, n, func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		buf := make([]byte, 8192)
+		if strings.Contains(string(buf[:runtime.Stack(buf, false)]), ".directServe(") {
+			inPlace.Add(1)
+		} else if string(r.Payload) != "warm" {
+			elsewhere.Add(1)
+		}
+		return r.Payload, nil
+	})
+	goDirect(t, cl, srv)
+	// The routed warm-up's last request may still hold the handler's turn
+	// for a moment after its reply: then a request waits in the queue.
+	time.Sleep(50 * time.Millisecond)
+	ctx := ctx5(t)
+	for range 50 {
+		if _, err := cl.Request(ctx, srv.Address(), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if inPlace.Load() < 50 || elsewhere.Load() != 0 {
+		t.Fatalf("%d requests served on the channel goroutine, %d elsewhere", inPlace.Load(), elsewhere.Load())
+	}
+	buf := make([]byte, 1<<20)
+	// One reader in this process: the responder's. The caller's end has
+	// its keeper, which reads nothing while callers wait.
+	if s := string(buf[:runtime.Stack(buf, true)]); strings.Count(s, ".directRead(") != 1 {
+		t.Fatalf("%d channel readers, want the responder's alone:\n%s", strings.Count(s, ".directRead("), s)
+	}
+}
+
+// TestDirectLateReplies: replies to requests their callers gave up on
+// keep coming after the caller stopped asking; nobody waits for them, yet
+// they must be read (the caller's keeper), or they fill the reply ring and
+// the responder, blocked writing the next one, serves nobody else.
+func TestDirectLateReplies(t *testing.T) {
+	n := startNode(t)
+	big := make([]byte, 32<<10) // 3 fill the channel's reply ring
+	srv, cl := directPair(t, n, func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		if string(r.Payload) == "late" {
+			time.Sleep(20 * time.Millisecond) // a handler that does not watch ctx
+			return big, nil
+		}
+		return r.Payload, nil
+	})
+	goDirect(t, cl, srv)
+	before := cl.DirectStats()
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		if _, err := cl.Request(ctx, srv.Address(), []byte("late")); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v", err)
+		}
+		cancel()
+	}
+	if cl.DirectStats().Requests-before.Requests != 8 {
+		t.Fatal("not direct")
+	}
+	other := dial(t, n)
+	ctx := ctx5(t)
+	t0 := time.Now()
+	if r, err := other.Request(ctx, srv.Address(), []byte("x")); err != nil || string(r) != "x" {
+		t.Fatalf("%q %v", r, err)
+	}
+	// 8 handlers of 20 ms before it; a responder stalled on the full ring
+	// waits for the channel's idle end (5 s).
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("another caller waited %v behind late replies nobody read", d)
+	}
+	waitFor(t, func() bool { return cl.DirectStats().Late-before.Late == 8 })
 }

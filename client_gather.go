@@ -44,9 +44,12 @@ func (c *Conn) PublishBuffers(ctx context.Context, group string, parts net.Buffe
 
 // RequestBuffers is Request with the payload gathered from parts.
 func (c *Conn) RequestBuffers(ctx context.Context, to string, parts net.Buffers) ([]byte, error) {
-	id, cl, err := c.startRequest(ctx, to, parts)
+	id, cl, ch, err := c.startRequest(ctx, to, parts)
 	if err != nil {
 		return nil, err
+	}
+	if ch != nil {
+		return c.directWait(ctx, ch, id, cl) // client_direct_wait.go
 	}
 	c.lead(cl)
 	return c.finishCall(ctx, id, cl)

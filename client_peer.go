@@ -78,7 +78,9 @@ func WithRequestConcurrency(n int) DialOption {
 // when the caller gives up or disconnects (the news is an event, and the
 // goroutine that would read it is the handler's). The payload is a view,
 // valid until the handler returns. It has no effect with the socket
-// transport.
+// transport. A request that comes over a direct channel (WithDirectPeers)
+// runs on the goroutine that read it from the channel, with this option
+// or without, and its ctx is cancelled as WithRequestHandler says.
 func WithInlineRequests() DialOption {
 	return dialOption(func(o *dialOptions) error { o.inline = true; return nil })
 }
@@ -182,7 +184,29 @@ func (c *Conn) peerCanceled(body []byte) bool {
 
 // serveRequests runs the request handler, or feeds the request actor.
 func (c *Conn) serveRequests() {
+	// A direct channel's goroutine may run the handler too (directClaim):
+	// hmu keeps them one at a time, taken before the queue so that no
+	// request served there overtakes one taken here.
+	serial := c.dir != nil && c.o.requestPID == nil && c.o.requestConc == 1
 	for {
+		if serial {
+			// Only when there is something to take: hmu held here for an
+			// empty look would send the channel goroutine's request to the
+			// queue (directClaim only tries it).
+			c.emu.Lock()
+			empty := len(c.reqq) == 0
+			c.emu.Unlock()
+			if empty {
+				select {
+				case <-c.rqwake:
+					continue
+				case <-c.gone:
+					c.requestActorGone()
+					return
+				}
+			}
+			c.hmu.Lock()
+		}
 		c.emu.Lock()
 		// Whoever takes the queue from full to not full rings the pump's
 		// bell (it stops reading events while full); only they: a ring
@@ -193,6 +217,9 @@ func (c *Conn) serveRequests() {
 		c.reqq = nil
 		c.emu.Unlock()
 		if len(q) == 0 {
+			if serial {
+				c.hmu.Unlock()
+			}
 			select {
 			case <-c.rqwake:
 				continue
@@ -213,8 +240,14 @@ func (c *Conn) serveRequests() {
 					return
 				}
 			case !c.runRequest(r):
+				if serial {
+					c.hmu.Unlock()
+				}
 				return
 			}
+		}
+		if serial {
+			c.hmu.Unlock()
 		}
 	}
 }
@@ -271,6 +304,10 @@ func (c *Conn) worker(r *PeerRequest) {
 // makes meanwhile are polled by their callers (see finishCall), since the
 // pump is busy here.
 func (c *Conn) serveInline(r *PeerRequest, micros uint32) {
+	if c.dir != nil { // one at a time with a direct channel's goroutine (directClaim)
+		c.hmu.Lock()
+		defer c.hmu.Unlock()
+	}
 	r.ctx = c.life
 	if micros > 0 {
 		r.ctx, r.stop = context.WithDeadline(c.life, time.Now().Add(time.Duration(micros)*time.Microsecond))
@@ -329,5 +366,11 @@ func (c *Conn) replyPeer(handle [pb.ReplyHandleSize]byte, payload []byte, err er
 	if c.dir != nil && isDirectHandle(handle) { // client_direct_io.go
 		return c.directReply(handle, code, payload)
 	}
+	return c.replyRouted(handle, code, payload)
+}
+
+// replyRouted writes a peer reply for the node to route. (Apart from
+// replyPeer: the handle's bytes go to the heap here, and only here.)
+func (c *Conn) replyRouted(handle [pb.ReplyHandleSize]byte, code pb.Code, payload []byte) error {
 	return c.writeParts(context.Background(), shm.Header{Kind: pb.KindPeerReply, Aux: uint32(code), ID: c.nextID.Add(1)}, handle[:], payload)
 }

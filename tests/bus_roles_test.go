@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -99,6 +100,11 @@ func runBusRole(role string) (int, bool) {
 		if prof := os.Getenv("SB_PEER_CPUPROFILE"); prof != "" { // for looking into benchmarks
 			if f, err := os.Create(prof + "." + strconv.Itoa(os.Getpid())); err == nil && pprof.StartCPUProfile(f) == nil {
 				defer pprof.StopCPUProfile()
+			}
+		}
+		if out := os.Getenv("SB_PEER_TRACE"); out != "" { // an execution trace, for counting its goroutines' wake-ups
+			if f, err := os.Create(out + "." + strconv.Itoa(os.Getpid())); err == nil && trace.Start(f) == nil {
+				defer trace.Stop()
 			}
 		}
 		sctx, stop := signalContext()
