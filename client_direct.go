@@ -101,6 +101,11 @@ type dchan struct {
 	// responder, under the Conn's evmu:
 	ended    bool // KindDirectEnd read
 	draining bool
+	// umu: held by directDrain (under evmu) and by directClose around
+	// the unmap (after rd, before wmu), so that a fence never reads a
+	// ring the channel goroutine is unmapping.
+	umu  sync.Mutex
+	gone bool // under umu: the rings are unmapped
 	// responder: a request served on the channel goroutine (client_direct_serve.go).
 	svc     atomic.Int32  // svcIdle, svcRunning (a handler runs on the channel goroutine), svcWatched (the watcher reads meanwhile)
 	watchT  *time.Timer   // starts the watcher when a handler runs long

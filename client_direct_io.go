@@ -285,6 +285,14 @@ func (c *Conn) directDrain(ch *dchan, all, serve bool) (bool, *PeerRequest) {
 	default:
 		return true, nil // not yet: the routed messages before the marker come first
 	}
+	// A fence drains from the event reader while the channel goroutine
+	// may be ending: directClose unmaps under umu (draining, checked
+	// above, keeps a nested call from taking it twice).
+	ch.umu.Lock()
+	defer ch.umu.Unlock()
+	if ch.gone {
+		return true, nil
+	}
 	ch.draining = true
 	defer func() { ch.draining = false }()
 	defer ch.cons.Release()
@@ -446,12 +454,15 @@ func (c *Conn) directClose(ch *dchan) {
 		ch.unmapped = true
 		defer ch.rd.Unlock()
 	}
+	ch.umu.Lock() // no fence drains the responder's ring any more, nor will
+	ch.gone = true
 	ch.wmu.Lock() // a writer waiting for room gave up: the channel's ctx ended
 	ch.mu.Lock()
 	ch.closed = true
 	ch.link.Close()
 	ch.mu.Unlock()
 	ch.wmu.Unlock()
+	ch.umu.Unlock()
 	c.dir.mu.Lock()
 	delete(c.dir.byID, ch.id)
 	if c.dir.out[ch.peer] == ch {
