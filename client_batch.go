@@ -32,12 +32,19 @@ import (
 // later (about 1 ms on the guests measured).
 const handbackDelay = 200 * time.Microsecond
 
+// batchBytes ends a batch early: a receiver of large events gets them a
+// few at a time, in buffers that stay in its cache, rather than filling
+// all of evs with copies that pushed each other out.
+const batchBytes = 256 << 10
+
 var errEventHandler = errors.New("switchboard: events go to the event handler or actor")
 
 // RecvEvents waits for events and fills evs with as many as wait, up to
-// len(evs), in order, returning how many it filled. It reads them from
-// shared memory itself, a batch at a time, without a goroutine hand-off
-// when they are there already: the way to take many events quickly.
+// len(evs) (or, for large events, until about 256 KiB of payload: the
+// copies stay in the cache for the caller to read), in order, returning
+// how many it filled. It reads them from shared memory itself, a batch at
+// a time, without a goroutine hand-off when they are there already: the
+// way to take many events quickly.
 //
 // Each event's payload is copied into the buffer evs[i].Payload holds
 // (reusing its capacity, growing it if needed), so a loop that passes the
@@ -110,9 +117,10 @@ func (c *Conn) queued() bool {
 }
 
 // readBatch fills evs with the events queued, then with those in the
-// event ring, in order, and releases the ring once. With pooled, the
-// payloads are copies in the connection's buffer pool (for RecvEvent);
-// otherwise they are copied into evs[i].Payload's buffer.
+// event ring, in order, up to batchBytes of payload, and releases the
+// ring once (large events: each time a sixteenth of the ring was copied).
+// With pooled, the payloads are copies in the connection's buffer pool
+// (for RecvEvent); otherwise they are copied into evs[i].Payload's buffer.
 func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 	if !c.evmu.TryLock() {
 		if c.viewHeld.Load() { // an event viewed in place holds up the ring
@@ -127,7 +135,7 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 		c.received.Add(got)
 		c.dropped.Add(lost)
 	}()
-	n := 0
+	n, bytes := 0, 0
 	// While evmu is held only this loop queues events from the ring (the
 	// socket transport's reader queues too, but its events skip the ring:
 	// this loop finds it empty): the queue is looked at first, and again
@@ -137,7 +145,11 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 		if look {
 			if e, ok, _ := c.tryRecv(); ok { // a chunked event, a bus message, or the pump's
 				evs[n] = c.own(e, evs[n].Payload, pooled)
+				bytes += len(evs[n].Payload)
 				n++
+				if bytes >= batchBytes {
+					break
+				}
 				continue
 			}
 			look = false
@@ -169,10 +181,19 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 		} else {
 			e.Payload = append(evs[n].Payload[:0], f.Body...)
 		}
+		bytes += len(f.Body)
 		evs[n] = e
 		got++
 		lost += uint64(f.Aux)
 		n++
+		if c.ev.Held() >= c.ev.Capacity()>>4 && !c.closing.Load() {
+			// Large events: what was copied goes back now, so that
+			// the node writes the next while this loop copies.
+			c.ev.Release()
+		}
+		if bytes >= batchBytes {
+			break
+		}
 	}
 	if !c.closing.Load() {
 		c.ev.Release()

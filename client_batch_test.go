@@ -479,3 +479,43 @@ func TestTryRecvEventAfterRecvEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestRecvEventsLargeBatchBounded: RecvEvents ends a batch of large
+// events at about 256 KiB of payload, however many slots it was given,
+// so that the copies the caller is about to read stay in its cache (and
+// the ring is given back a part at a time); the rest come with the next
+// calls, in order. Both ways: events the pump had queued before the
+// first receiver came, and events read from the ring.
+func TestRecvEventsLargeBatchBounded(t *testing.T) {
+	for _, ring := range []bool{false, true} {
+		t.Run(map[bool]string{false: "queued", true: "ring"}[ring], func(t *testing.T) {
+			n := startNode(t) // a 1 MiB event ring
+			emitService(n)
+			c := dial(t, n)
+			if ring {
+				// As if a receiver had taken the ring already: the pump
+				// leaves the events there.
+				c.ringTaken.Store(true)
+			}
+			ctx := ctx5(t)
+			const count, size = 12, 64 << 10 // 768 KiB, all in the ring at once
+			if _, err := c.Call(ctx, svcEmit, cmdSend, emitRequest(count, size)); err != nil {
+				t.Fatal(err)
+			}
+			evs := make([]Event, 256)
+			for i := 0; i < count; {
+				k, err := c.RecvEvents(ctx, evs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if k > batchBytes/size {
+					t.Fatalf("a batch of %d events of %d bytes: more than %d bytes", k, size, batchBytes)
+				}
+				for _, e := range evs[:k] {
+					checkEvent(t, e, i, size)
+					i++
+				}
+			}
+		})
+	}
+}

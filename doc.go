@@ -77,8 +77,10 @@
 //     hands the payload's buffer back for reuse). The default choice.
 //   - RecvEvents: the same in batches, into a slice of yours, each
 //     payload copied into the buffer its slot held: no allocation once
-//     the buffers have grown, one release of the ring per batch, and no
-//     hand-off between goroutines while events keep coming. The choice
+//     the buffers have grown, one release of the ring per batch (large
+//     events are given back as they are copied, and a batch ends at
+//     about 256 KiB), and no hand-off between goroutines while events
+//     keep coming. The choice
 //     for throughput; it mixes with RecvEvent, RecvEventView and
 //     TryRecvEvent, in order. (RecvEvent and RecvEvents read shared
 //     memory themselves: TryRecvEvent and Fd see the events that come

@@ -289,3 +289,55 @@ func TestWriteEventAbandonFreesRoom(t *testing.T) {
 	}
 	noEvent(t, c)
 }
+
+// TestLargeEventsPublishedAsWritten: a handler's large events reach the
+// client while the handler is still running (each is published once a
+// sixteenth of the ring is written), so that the client copies one out
+// while the node writes the next. Here the handler sends one 64 KiB event
+// and waits for the client to have it before it sends the second: with
+// the events published only at the end of the handler, the client would
+// get nothing until the wait ran out.
+func TestLargeEventsPublishedAsWritten(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t) // a 1 MiB event ring: published every 64 KiB
+		const size = 64 << 10
+		seen := make(chan struct{})
+		early := make(chan bool, 1)
+		n.HandleFunc(svcEmit, func(ctx context.Context, r *Request) ([]byte, error) {
+			buf := make([]byte, size)
+			fillEvent(buf, 0)
+			r.SendEvent(0, buf)
+			select {
+			case <-seen:
+				early <- true
+			case <-time.After(2 * time.Second):
+				early <- false
+			}
+			fillEvent(buf, 1)
+			r.SendEvent(1, buf)
+			return nil, nil
+		})
+		c := dial(t, n, WithTransport(tr))
+		ctx := ctx5(t)
+		if err := c.Send(ctx, svcEmit, cmdSend, nil); err != nil {
+			t.Fatal(err)
+		}
+		evs := make([]Event, 4)
+		for i := 0; i < 2; {
+			k, err := c.RecvEvents(ctx, evs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs[:k] {
+				checkEvent(t, e, i, size)
+				if i == 0 {
+					close(seen)
+				}
+				i++
+			}
+		}
+		if !<-early {
+			t.Fatal("the first event reached the client only after the handler returned")
+		}
+	})
+}

@@ -267,6 +267,11 @@ func (p *Producer) Flush() {
 // Buffered reports whether committed frames wait for a Flush.
 func (p *Producer) Buffered() bool { return p.head != p.published }
 
+// Unflushed returns the bytes of the frames committed since the last
+// Flush: a producer writing a long batch publishes part of it once this
+// is a good part of the ring, so that the consumer reads while it writes.
+func (p *Producer) Unflushed() int { return int(p.head - p.published) }
+
 // TryWrite writes one frame whose body is the concatenation of bufs
 // (scatter-gather), and flushes it. It does not wait: ErrRingFull means try
 // later.
@@ -491,6 +496,11 @@ func (c *Consumer) Next() (Frame, error) {
 		return Frame{Header: h, Body: body}, nil
 	}
 }
+
+// Held returns the bytes of the frames read since the last Release: a
+// consumer reading a long batch gives part of it back once this is a good
+// part of the ring, so that the producer writes while it reads.
+func (c *Consumer) Held() int { return int(c.tail - c.released) }
 
 // Release gives the frames read since the last Release back to the
 // producer, and wakes it if it waits for room. Their views become invalid.

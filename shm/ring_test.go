@@ -445,3 +445,68 @@ func testPattern() []byte {
 	}
 	return b
 }
+
+// TestUnflushedAndHeld: the producer counts the bytes committed since its
+// last Flush, padding included, and the consumer the bytes read since its
+// last Release: what a writer or reader of a long batch looks at to
+// publish or give back part of it early.
+func TestUnflushedAndHeld(t *testing.T) {
+	p, c := newTestRing(t, 1024)
+	if p.Unflushed() != 0 || c.Held() != 0 {
+		t.Fatalf("new ring: unflushed %d, held %d", p.Unflushed(), c.Held())
+	}
+	body := make([]byte, 100)
+	for range 3 {
+		if err := p.Append(Header{Kind: 1}, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := p.Unflushed(), 3*FrameSize(100); got != want {
+		t.Fatalf("unflushed %d, want %d", got, want)
+	}
+	p.Flush()
+	if p.Unflushed() != 0 {
+		t.Fatalf("unflushed %d after Flush", p.Unflushed())
+	}
+	for i := range 2 {
+		if _, err := c.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Held(), (i+1)*FrameSize(100); got != want {
+			t.Fatalf("held %d after %d frames, want %d", got, i+1, want)
+		}
+	}
+	c.Release()
+	if c.Held() != 0 {
+		t.Fatalf("held %d after Release", c.Held())
+	}
+	// A frame that does not fit before the end pads: the pad counts on
+	// both sides, as the room it takes.
+	for range 2 { // the head at 640 of 1024
+		if err := p.Append(Header{Kind: 1}, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Flush()
+	for range 3 {
+		if _, err := c.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Release()
+	before := p.Position()
+	big := make([]byte, MaxBody(1024))
+	if err := p.Append(Header{Kind: 1}, big); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Unflushed(), int(p.Position()-before); got != want || got <= FrameSize(len(big)) {
+		t.Fatalf("unflushed %d with padding, want %d (more than the frame's %d)", got, want, FrameSize(len(big)))
+	}
+	p.Flush()
+	if _, err := c.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Held(); got != int(p.Position()-before) {
+		t.Fatalf("held %d, want %d", got, p.Position()-before)
+	}
+}

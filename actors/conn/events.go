@@ -137,6 +137,7 @@ func (c *Endpoint) tryEvent(m *Delivery) bool {
 		if first {
 			c.backlog.dropped = 0
 		}
+		c.publishSome()
 		m.sent += n
 		if m.sent == size {
 			break
@@ -145,6 +146,17 @@ func (c *Endpoint) tryEvent(m *Delivery) bool {
 	c.stats.Events.Add(1)
 	c.stats.BytesOut.Add(uint64(size))
 	return true
+}
+
+// publishSome publishes the events written since the last flush once
+// they fill a sixteenth of the ring (64 KiB of a 1 MiB ring): the client
+// reads a long batch of large events while the rest is written, instead of
+// after the ring filled. A batch of small events is still published once,
+// at the end of the pump's round (or as the ring fills).
+func (c *Endpoint) publishSome() {
+	if c.ev.Unflushed() >= c.ev.Capacity()>>4 {
+		c.ev.Flush()
+	}
 }
 
 // drainBacklog moves queued events into the ring while they fit.

@@ -28,7 +28,31 @@ var ErrTooLarge = errors.New("conn: event larger than the largest message")
 // this way keep their order among themselves. It waits for room in the
 // event ring as described above.
 func (c *Endpoint) SendEventFromServe(service, command uint16, payload []byte) {
-	c.sendFromServe(Delivery{Service: service, Command: command, Payload: payload})
+	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
+		c.lateDrops.Add(1) // the connection went on without the handler
+		return
+	}
+	if !c.writeNow(service, command, payload) {
+		c.sendWaiting(Delivery{Service: service, Command: command, Payload: payload})
+	}
+	c.serving.Store(handlerRunning)
+}
+
+// writeNow is the common case of SendEventFromServe: a payload that fits
+// one frame, nothing queued before it and room in the ring now. It copies
+// the payload into the ring and reports whether it did; if not, nothing
+// changed and the event takes writeWaiting's way.
+func (c *Endpoint) writeNow(service, command uint16, payload []byte) bool {
+	n := len(payload)
+	if n > c.ev.MaxBody() || !c.direct() {
+		return false
+	}
+	p, err := c.ev.Reserve(n)
+	if err != nil {
+		return false
+	}
+	copy(p, payload)
+	return c.commitEvent(service, command, n) == nil
 }
 
 // SendEventFromServeParts is SendEventFromServe with the payload gathered
@@ -37,18 +61,24 @@ func (c *Endpoint) SendEventFromServeParts(service, command uint16, parts [][]by
 	c.sendFromServe(Delivery{Service: service, Command: command, Parts: parts})
 }
 
-// sendFromServe writes m (on the stack unless it is queued) from the
-// handler, waiting for room, or queues a copy of it.
+// sendFromServe writes m from the handler, waiting for room, or queues a
+// copy of it.
 func (c *Endpoint) sendFromServe(m Delivery) {
 	if !c.serving.CompareAndSwap(handlerRunning, handlerSending) {
 		c.lateDrops.Add(1) // the connection went on without the handler
 		return
 	}
+	c.sendWaiting(m)
+	c.serving.Store(handlerRunning)
+}
+
+// sendWaiting writes m (on the stack unless it is queued), waiting for
+// room, or queues a copy of it. The caller moved the pump to sending.
+func (c *Endpoint) sendWaiting(m Delivery) {
 	if !c.writeWaiting(&m) {
 		q := m
 		c.queueEvent(&q)
 	}
-	c.serving.Store(handlerRunning)
 }
 
 // WriteEventFromServe sends an event whose payload fill writes in place:
@@ -119,13 +149,20 @@ func (c *Endpoint) commitLoan(service, command uint16, n int, p []byte, fill fun
 	if err != nil {
 		return err
 	}
+	return c.commitEvent(service, command, k)
+}
+
+// commitEvent commits the reserved frame's first n bytes as the next
+// event, with the drops before it, and counts it.
+func (c *Endpoint) commitEvent(service, command uint16, n int) error {
 	h := shm.Header{Kind: pb.KindEvent, Service: service, Command: command, Aux: c.backlog.dropped, ID: c.eventSeq()}
-	if err := c.ev.Commit(h, k); err != nil { // only if the reservation was lost: a bug
+	if err := c.ev.Commit(h, n); err != nil { // only if the reservation was lost: a bug
 		return err
 	}
 	c.backlog.dropped = 0
 	c.stats.Events.Add(1)
-	c.stats.BytesOut.Add(uint64(k))
+	c.stats.BytesOut.Add(uint64(n))
+	c.publishSome()
 	return nil
 }
 
@@ -144,6 +181,9 @@ func (c *Endpoint) direct() bool {
 // takeLateDrops moves the drops counted by SendEvent before the mailbox
 // into the count the next event carries.
 func (c *Endpoint) takeLateDrops() {
+	if c.lateDrops.Load() == 0 { // the common case, without a locked instruction per event
+		return
+	}
 	if n := c.lateDrops.Swap(0); n > 0 {
 		c.backlog.dropped += uint32(n)
 		c.stats.EventsDropped.Add(n)

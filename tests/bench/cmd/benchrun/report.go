@@ -219,9 +219,10 @@ func (r *report) markdown() string {
 		"shmipc-go runs with its defaults (shmipc.DefaultConfig on the server, DefaultSessionManagerConfig on the client: one session, " +
 		"a 32 MiB buffer, an 8192-entry queue), one stream per client for the whole run, the Unix socket peer's frames written with the " +
 		"stream's BufferWriter and read in place with its BufferReader; its clients map with MemMapTypeMemFd, as shmipc's examples do. " +
-		"Switchboard's events receiver takes them in batches of up to 256 with RecvEvents (it reads the event ring itself, " +
-		"into buffers reused from batch to batch), as a user after throughput would; the other peers read one message at a time, " +
-		"as their APIs do. " +
+		"Switchboard's events receiver asks for each window with Send (no reply, as the Unix socket, shmipc-go and bare shm " +
+		"receivers ask; libqb's requests have replies) and takes the events in batches of up to 256 (or 256 KiB) with RecvEvents " +
+		"(it reads the event ring itself, into buffers reused from batch to batch), as a user after throughput would; the other " +
+		"peers read one message at a time, as their APIs do. " +
 		"Switchboard's peer-to-peer row uses direct channels (WithDirectPeers), which the node brokers after the first routed request.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
