@@ -19,8 +19,8 @@ import (
 func (fs *fedState) Deliver(node string, msg []byte) {
 	fs.received.Add(1)
 	defer func() {
-		if v := recover(); v != nil { // our bug, on another node's input: this message is lost, counted
-			fs.bad(node, fmt.Sprint("panic: ", v))
+		if v := recover(); v != nil { // our bug, on another node's input: this message is lost, counted apart
+			fs.panics.Add(1)
 			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
 		}
 	}()

@@ -46,6 +46,7 @@ func WithFederation(f Federation) NodeOption {
 const (
 	fedMaxConns  = 1 << 16 // connections per node
 	fedMaxGroups = 1 << 12 // groups per connection
+	fedMaxNames  = 1 << 16 // names per node: claimed here, or decided by it
 )
 
 // FederationStats counts what crossed the node's links, and what it
@@ -65,9 +66,21 @@ type FederationStats struct {
 	Refused uint64
 	// Late: answers to requests nobody waits for any more.
 	Late uint64
-	// StaleDecisions: decisions on names from a node that is not the one
-	// this node's claims went to; ignored.
+	// StaleDecisions: decisions on names from a node that is not the
+	// name's arbiter as this node sees the nodes up, or not the one this
+	// node's claims went to; ignored.
 	StaleDecisions uint64
+	// StaleClaims: claims on names this node does not arbitrate, as it
+	// sees the nodes up; ignored (the sender sends them again when its
+	// view of the nodes changes).
+	StaleClaims uint64
+	// OverLimit: what a node asked this one to keep past the per-node
+	// limits (names claimed or decided, memberships, requests in flight);
+	// refused, logged.
+	OverLimit uint64
+	// Panics: messages whose handling panicked (a bug of this node's on
+	// another node's input): the message is lost, logged at error.
+	Panics uint64
 }
 
 type fedState struct {
@@ -89,7 +102,11 @@ type fedState struct {
 	names fedNames // node_fed_names.go
 
 	sent, sendFails, received, malformed, unknown, refused, late, stale atomic.Uint64
+	staleClaims, overLimits, panics                                     atomic.Uint64
 	log                                                                 logLimiter
+
+	// The per-node limits (fedLimits; tests lower them).
+	maxNames int
 }
 
 // fedPeer is one incarnation of another node, as it told this one.
@@ -126,7 +143,8 @@ func (n *Node) fedInit() {
 		return
 	}
 	inc := strings.TrimSuffix(strings.TrimPrefix(n.addrPrefix, ":"+n.o.name+"."), ".")
-	fs := &fedState{n: n, f: n.o.fed, self: n.o.name, inc: inc, peers: map[string]*fedPeer{}, pending: map[uint64]*fedPending{}}
+	fs := &fedState{n: n, f: n.o.fed, self: n.o.name, inc: inc, peers: map[string]*fedPeer{}, pending: map[uint64]*fedPending{},
+		maxNames: fedMaxNames}
 	n.fed = fs
 	n.reg.Groups().SetRemote(fs.remoteMembers)
 	n.reg.Observe(fs)
@@ -176,7 +194,18 @@ func (n *Node) FederationStats() FederationStats {
 	nodes := len(fs.peers)
 	fs.mu.RUnlock()
 	return FederationStats{Nodes: nodes, Sent: fs.sent.Load(), SendFails: fs.sendFails.Load(), Received: fs.received.Load(),
-		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load()}
+		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load(),
+		StaleClaims: fs.staleClaims.Load(), OverLimit: fs.overLimits.Load(), Panics: fs.panics.Load()}
+}
+
+// overLimit counts what node asked past a per-node limit, and logs it
+// (rate-limited).
+func (fs *fedState) overLimit(node, what string) {
+	fs.overLimits.Add(1)
+	if ok, skipped := fs.log.allow(time.Now()); ok {
+		fs.n.o.logger.Warn("federation: over a per-node limit", slog.String("node", node), slog.String("what", what),
+			slog.Uint64("not_logged", skipped))
+	}
 }
 
 // bad counts a message from node that made no sense, and logs it
@@ -286,7 +315,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 	fs.mu.Unlock()
 	if old != nil {
 		fs.forget(old, "replaced by incarnation "+inc)
-		fs.namesMoved(node, "")
+		fs.namesMoved(node, old.prefix, "")
 	}
 	fs.n.notifyLocal(pb.GroupNodes, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NODE_JOINED, Node: node, Incarnation: inc})
 	fs.n.reg.Do(func(es []registry.Entry) {
@@ -304,7 +333,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 		p.out = true
 		fs.sendLocked(p, b)
 		fs.mu.Unlock()
-		fs.namesMoved("", node) // after the state: claims name connections it announced
+		fs.namesMoved("", "", node) // after the state: claims name connections it announced
 	})
 }
 
@@ -319,7 +348,7 @@ func (fs *fedState) NodeDown(node, inc, reason string) {
 	delete(fs.peers, node)
 	fs.mu.Unlock()
 	fs.forget(p, reason)
-	fs.namesMoved(node, "")
+	fs.namesMoved(node, p.prefix, "")
 }
 
 // forget ends what this node held for p, which is out of the table: its
