@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -188,9 +189,16 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 		fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Reply{Reply: &pb.FedReply{Rid: d.GetRid(), Code: code, Payload: payload}}}))
 	}
 	dest := fs.n.addrPrefix + strconv.FormatUint(d.GetTo(), 10)
-	if !fs.allow(fc, ActionSend, dest) {
-		answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest), nil)
+	if name := d.GetName(); name != "" && checkName(name) != nil {
+		fs.bad(node, "a message to a bad name")
+		answer(pb.Code_CODE_INVALID_ARGUMENT, "bad name", nil)
 		return
+	}
+	for _, target := range []string{dest, d.GetName()} {
+		if target != "" && !fs.allow(fc, ActionSend, target) {
+			answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, target), nil)
+			return
+		}
 	}
 	to := fs.local(d.GetTo())
 	if to == nil {
@@ -263,22 +271,37 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 	addr := fs.n.addrPrefix + strconv.FormatUint(r.GetTo(), 10)
 	dest := r.GetDest()
 	what := ActionSend
+	checks := []string{dest, r.GetName()}
 	if dest != addr { // a group request: dest is the group
-		if checkName(dest) != nil || reserved(dest) {
+		if checkName(dest) != nil || reserved(dest) || r.GetName() != "" {
 			fs.bad(node, "request to a bad group")
 			fail(pb.Code_CODE_INVALID_ARGUMENT, "bad group")
 			return
 		}
 		what = ActionPublish
-	}
-	if !fs.allow(fc, what, dest) {
-		fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest))
+	} else if name := r.GetName(); name != "" && checkName(name) != nil {
+		fs.bad(node, "request to a bad name")
+		fail(pb.Code_CODE_INVALID_ARGUMENT, "bad name")
 		return
+	}
+	for _, target := range checks {
+		if target != "" && !fs.allow(fc, what, target) {
+			fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, target))
+			return
+		}
 	}
 	to := fs.local(r.GetTo())
 	if to == nil {
 		fs.n.undeliverable.Add(1)
 		fail(pb.Code_CODE_PEER_GONE, addr+" disconnected")
+		return
+	}
+	if what == ActionPublish && !slices.Contains(fs.n.reg.Groups().Members(dest), to) {
+		// Not a member of the group it is asked as: the group's label
+		// would carry it past the policy's word on its address.
+		fs.n.undeliverable.Add(1)
+		fs.notMember.Add(1)
+		fail(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("%s is not a member of %s", addr, dest))
 		return
 	}
 	p.inMu.Lock()

@@ -3,6 +3,7 @@ package switchboard
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,5 +227,67 @@ func TestFedDeliverPanic(t *testing.T) {
 	c := dial(t, n1)
 	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFedRequestLabels: a remote request labelled as a group request
+// reaches only a member of the group (the label cannot carry it past the
+// policy's word on the member's address), and one to a name is asked of
+// the receiver's policy on the name too.
+func TestFedRequestLabels(t *testing.T) {
+	var y, z *Conn
+	var yAddr atomic.Pointer[string]
+	n1, fs := loneFedNode(t, WithPolicy(PolicyFunc(func(who Cred, what Action, target string) error {
+		if ya := yAddr.Load(); who.Node == "n2" && what == ActionSend && (target == "secret" || ya != nil && target == *ya) {
+			return fmt.Errorf("n2 may not send to %s", target)
+		}
+		return nil
+	})))
+	fedConns(fs, 1)
+	ctx := ctx5(t)
+	seen := func() (*Conn, chan string) {
+		ch := make(chan string, 8)
+		c := dial(t, n1, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+			ch <- string(r.Payload)
+			return nil, nil
+		}))
+		return c, ch
+	}
+	var ys, zs chan string
+	y, ys = seen()
+	z, zs = seen()
+	ya := y.Address()
+	yAddr.Store(&ya)
+	if err := y.Subscribe(ctx, "other"); err != nil {
+		t.Fatal(err)
+	}
+	idOf := func(c *Conn) uint64 { _, _, id, _ := parseAddress(c.Address()); return id }
+	req := func(rid uint64, to *Conn, dest, name, payload string) []byte {
+		return fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Request{Request: &pb.FedRequest{Rid: rid, From: 1, To: idOf(to),
+			Dest: dest, Name: name, Payload: []byte(payload)}}})
+	}
+	before := n1.FederationStats()
+	fs.Deliver("n2", req(1, y, "public", "", "label")) // y is not in public
+	fs.Deliver("n2", req(2, y, "other", "", "legit"))
+	fs.Deliver("n2", req(3, z, z.Address(), "secret", "by name"))
+	fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: 1, To: idOf(z), Name: "secret", Payload: []byte("direct by name")}}}))
+	fs.Deliver("n2", req(4, z, z.Address(), "", "legit"))
+	fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: 1, To: idOf(z), Payload: []byte("legit direct")}}}))
+	if e := recv(t, z); string(e.Payload) != "legit direct" {
+		t.Fatalf("first message: %q, want the legit one", e.Payload)
+	}
+	for _, ch := range []chan string{ys, zs} {
+		select {
+		case got := <-ch:
+			if got != "legit" {
+				t.Fatalf("first delivered: %q, want legit", got)
+			}
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
+	st := n1.FederationStats()
+	if st.NotMember-before.NotMember != 1 || st.Refused-before.Refused != 2 {
+		t.Fatalf("not a member %d, refused %d: want 1, 2", st.NotMember-before.NotMember, st.Refused-before.Refused)
 	}
 }

@@ -78,6 +78,10 @@ type FederationStats struct {
 	// limits (names claimed or decided, memberships, requests in flight);
 	// refused, logged.
 	OverLimit uint64
+	// NotMember: group requests to a connection that is not a member of
+	// the group (it left meanwhile, or the label was false); answered
+	// UNDELIVERABLE.
+	NotMember uint64
 	// Panics: messages whose handling panicked (a bug of this node's on
 	// another node's input): the message is lost, logged at error.
 	Panics uint64
@@ -102,7 +106,7 @@ type fedState struct {
 	names fedNames // node_fed_names.go
 
 	sent, sendFails, received, malformed, unknown, refused, late, stale atomic.Uint64
-	staleClaims, overLimits, panics                                     atomic.Uint64
+	staleClaims, overLimits, panics, notMember                          atomic.Uint64
 	log                                                                 logLimiter
 
 	// The per-node limits (fedLimits; tests lower them).
@@ -195,7 +199,7 @@ func (n *Node) FederationStats() FederationStats {
 	fs.mu.RUnlock()
 	return FederationStats{Nodes: nodes, Sent: fs.sent.Load(), SendFails: fs.sendFails.Load(), Received: fs.received.Load(),
 		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load(),
-		StaleClaims: fs.staleClaims.Load(), OverLimit: fs.overLimits.Load(), Panics: fs.panics.Load()}
+		StaleClaims: fs.staleClaims.Load(), OverLimit: fs.overLimits.Load(), Panics: fs.panics.Load(), NotMember: fs.notMember.Load()}
 }
 
 // overLimit counts what node asked past a per-node limit, and logs it
