@@ -310,6 +310,12 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 		fs.bad(node, "request id reused while in flight")
 		return
 	}
+	if len(p.in) >= fs.maxInFlight {
+		p.inMu.Unlock()
+		fs.overLimit(node, "too many requests in flight")
+		fail(pb.Code_CODE_TOO_MANY_PENDING, fmt.Sprintf("%d requests from node %s in flight here", fs.maxInFlight, node))
+		return
+	}
 	p.in[rid] = to
 	p.inMu.Unlock()
 	// Not under mu: a drop answers through fedCaller.PostResult, which

@@ -291,3 +291,64 @@ func TestFedRequestLabels(t *testing.T) {
 		t.Fatalf("not a member %d, refused %d: want 1, 2", st.NotMember-before.NotMember, st.Refused-before.Refused)
 	}
 }
+
+// TestFedPerNodeLimits: what one node's connections may make this one
+// keep is bounded per node, in all: memberships, distinct groups, and
+// requests being served at once; past a limit the change or request is
+// refused and counted, and room made is room again.
+func TestFedPerNodeLimits(t *testing.T) {
+	n1, fs := loneFedNode(t)
+	fs.mu.Lock()
+	fs.maxMemberships, fs.maxNodeGroups, fs.maxInFlight = 3, 2, 1
+	fs.mu.Unlock()
+	fedConns(fs, 2)
+	ms := func(join bool, id uint64, g string) {
+		m := &pb.FedMembership{Id: id, Group: g}
+		if join {
+			fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Join{Join: m}}))
+		} else {
+			fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Leave{Leave: m}}))
+		}
+	}
+	before := n1.FederationStats()
+	ms(true, 1, "g1")
+	ms(true, 1, "g2")
+	ms(true, 1, "g3") // a third group
+	ms(true, 2, "g1")
+	ms(true, 2, "g2") // a fourth membership
+	count := func(g string) int { return len(fs.remoteMembers(g)) }
+	if count("g1") != 2 || count("g2") != 1 || count("g3") != 0 {
+		t.Fatalf("members g1 %d g2 %d g3 %d: want 2 1 0", count("g1"), count("g2"), count("g3"))
+	}
+	ms(false, 1, "g1")
+	ms(true, 2, "g2")
+	if count("g1") != 1 || count("g2") != 2 {
+		t.Fatalf("after a leave: members g1 %d g2 %d: want 1 2", count("g1"), count("g2"))
+	}
+	// Requests in flight: one at a time.
+	release := make(chan struct{})
+	defer close(release)
+	got := make(chan string, 4)
+	y := dial(t, n1, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) {
+		got <- string(r.Payload)
+		<-release
+		return nil, nil
+	}))
+	_, _, yid, _ := parseAddress(y.Address())
+	for rid, payload := range []string{"first", "second"} {
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Request{Request: &pb.FedRequest{Rid: uint64(rid + 1), From: 1, To: yid,
+			Dest: y.Address(), Payload: []byte(payload)}}}))
+	}
+	if p := <-got; p != "first" {
+		t.Fatalf("served %q", p)
+	}
+	fs.mu.RLock()
+	p := fs.peers["n2"]
+	fs.mu.RUnlock()
+	p.inMu.Lock()
+	inFlight := len(p.in)
+	p.inMu.Unlock()
+	if d := n1.FederationStats().OverLimit - before.OverLimit; d != 3 || inFlight != 1 {
+		t.Fatalf("%d refused past the limits, %d in flight: want 3, 1", d, inFlight)
+	}
+}

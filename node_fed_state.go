@@ -47,6 +47,12 @@ const (
 	fedMaxConns  = 1 << 16 // connections per node
 	fedMaxGroups = 1 << 12 // groups per connection
 	fedMaxNames  = 1 << 16 // names per node: claimed here, or decided by it
+	// Per node, in all: memberships of its connections, distinct groups
+	// they are members of, and its requests being served here at once
+	// (past it, CODE_TOO_MANY_PENDING).
+	fedMaxMemberships = 1 << 18
+	fedMaxNodeGroups  = 1 << 16
+	fedMaxInFlight    = 1 << 16
 )
 
 // FederationStats counts what crossed the node's links, and what it
@@ -109,8 +115,8 @@ type fedState struct {
 	staleClaims, overLimits, panics, notMember                          atomic.Uint64
 	log                                                                 logLimiter
 
-	// The per-node limits (fedLimits; tests lower them).
-	maxNames int
+	// The per-node limits (fedMax*; tests lower them).
+	maxNames, maxMemberships, maxNodeGroups, maxInFlight int
 }
 
 // fedPeer is one incarnation of another node, as it told this one.
@@ -119,6 +125,7 @@ type fedPeer struct {
 	out               bool // under mu: this node's state went out; its traffic may follow
 	conns             map[uint64]*fedConn
 	groups            map[string]map[uint64]*fedConn // group → its members there
+	memberships       int                            // under mu: its connections' memberships, in all
 	caller            *fedCaller                     // stands for its connections as callers here
 	inMu              sync.Mutex
 	in                map[uint64]*conn.Endpoint // its requests being served here: rid → target
@@ -148,7 +155,7 @@ func (n *Node) fedInit() {
 	}
 	inc := strings.TrimSuffix(strings.TrimPrefix(n.addrPrefix, ":"+n.o.name+"."), ".")
 	fs := &fedState{n: n, f: n.o.fed, self: n.o.name, inc: inc, peers: map[string]*fedPeer{}, pending: map[uint64]*fedPending{},
-		maxNames: fedMaxNames}
+		maxNames: fedMaxNames, maxMemberships: fedMaxMemberships, maxNodeGroups: fedMaxNodeGroups, maxInFlight: fedMaxInFlight}
 	n.fed = fs
 	n.reg.Groups().SetRemote(fs.remoteMembers)
 	n.reg.Observe(fs)
@@ -411,8 +418,17 @@ func (fs *fedState) join(p *fedPeer, fc *fedConn, g string) {
 	if fc.groups[g] {
 		return
 	}
-	fc.groups[g] = true
 	ms := p.groups[g]
+	switch {
+	case p.memberships >= fs.maxMemberships:
+		fs.overLimit(p.name, "too many memberships")
+		return
+	case ms == nil && len(p.groups) >= fs.maxNodeGroups:
+		fs.overLimit(p.name, "too many groups")
+		return
+	}
+	fc.groups[g] = true
+	p.memberships++
 	if ms == nil {
 		ms = map[uint64]*fedConn{}
 		p.groups[g] = ms
@@ -428,6 +444,7 @@ func (fs *fedState) leave(p *fedPeer, fc *fedConn, g string, why pb.DisconnectRe
 		return
 	}
 	delete(fc.groups, g)
+	p.memberships--
 	if ms := p.groups[g]; ms != nil {
 		delete(ms, fc.id)
 		if len(ms) == 0 {
