@@ -352,3 +352,39 @@ func TestFedPerNodeLimits(t *testing.T) {
 		t.Fatalf("%d refused past the limits, %d in flight: want 3, 1", d, inFlight)
 	}
 }
+
+// TestFedWatcherOrder: a watcher of a group (and of sys.connections) hears
+// of a remote member in that node's order: connected, subscribed, its
+// publication, unsubscribed, disconnected, every time (the membership
+// notices took a hop through the group's actor that the others did not).
+func TestFedWatcherOrder(t *testing.T) {
+	n1, fs := loneFedNode(t)
+	ctx := ctx5(t)
+	w := dial(t, n1)
+	if _, err := w.SubscribeWithMembers(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Subscribe(ctx, GroupConnections); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 50
+	for id := uint64(1); id <= rounds; id++ {
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: id, Groups: []string{"w"}}}}))
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Publish{Publish: &pb.FedPublish{From: id, Group: "w", Payload: []byte("m")}}}))
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnDown{ConnDown: &pb.FedConnDown{Id: id}}}))
+	}
+	want := []string{NoticeConnected.String(), NoticeSubscribed.String(), "message", NoticeUnsubscribed.String(), NoticeDisconnected.String()}
+	for id := uint64(1); id <= rounds; id++ {
+		addr := ":n2.x1." + fmt.Sprint(id)
+		for _, step := range want {
+			e := recv(t, w)
+			got, from := "message", e.From
+			if nt, err := e.Notice(); err == nil {
+				got, from = nt.Kind.String(), nt.Member.Address
+			}
+			if got != step || from != addr {
+				t.Fatalf("connection %d: %s from %s, want %s", id, got, from, step)
+			}
+		}
+	}
+}
