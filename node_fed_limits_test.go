@@ -388,3 +388,26 @@ func TestFedWatcherOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFedNodeUpReady: once NodeUp returns, the node's traffic may go: a
+// connection it announces next is reachable at once (a client told of it
+// by sys.connections found it undeliverable while the node's state had
+// not gone out).
+func TestFedNodeUpReady(t *testing.T) {
+	n1, fs := loneFedNode(t)
+	for i := 0; i < 20; i++ {
+		inc := fmt.Sprint("y", i)
+		fs.NodeUp("n2", inc)
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: 1}}}))
+		addr := ":n2." + inc + ".1"
+		if n1.fedDest(addr) != addr {
+			t.Fatalf("%s: not another node's", addr)
+		}
+		fs.mu.RLock()
+		_, fc := fs.lookup(addr)
+		fs.mu.RUnlock()
+		if fc == nil {
+			t.Fatalf("round %d: %s announced but not reachable", i, addr)
+		}
+	}
+}

@@ -307,7 +307,12 @@ func (fs *fedState) Disconnected(c *conn.Endpoint, why pb.DisconnectReason, deta
 
 // NodeUp: node's incarnation is linked. This node announces it, then (on
 // the registry's actor, between two of its announcements) sends it its
-// state in full, after which its traffic to that node may go.
+// state in full, after which its traffic to that node may go (out). NodeUp
+// returns only then: the node's messages, which follow NodeUp, are taken
+// once this node's traffic may go to it, so that no connection of it is
+// announced here (nor a decision from it taken) while it is up but not
+// out. (The registry's actor runs until the Federation is closed, and
+// Federation.Send does not wait for the goroutine that calls NodeUp.)
 func (fs *fedState) NodeUp(node, inc string) {
 	if node == fs.self || checkNodeName(node) != nil || checkNodeName(inc) != nil {
 		fs.bad(node, "node up with a bad name or incarnation")
@@ -329,7 +334,9 @@ func (fs *fedState) NodeUp(node, inc string) {
 		fs.namesMoved(node, old.prefix, "")
 	}
 	fs.n.notifyLocal(pb.GroupNodes, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NODE_JOINED, Node: node, Incarnation: inc})
+	done := make(chan struct{})
 	fs.n.reg.Do(func(es []registry.Entry) {
+		defer close(done)
 		slices.SortFunc(es, func(a, b registry.Entry) int { return cmp.Compare(a.Conn.ID(), b.Conn.ID()) })
 		st := &pb.FedState{}
 		for _, e := range es {
@@ -346,6 +353,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 		fs.mu.Unlock()
 		fs.namesMoved("", "", node) // after the state: claims name connections it announced
 	})
+	<-done
 }
 
 // NodeDown: node's incarnation is gone.
