@@ -21,7 +21,9 @@ type Federation interface {
 	// accepts is delivered once, in Send's order per destination, or the
 	// link is declared down (host.NodeDown): never a silent gap. An error
 	// means msg will not be delivered: the node is not up, or the link's
-	// byte budget is spent.
+	// byte budget is spent. Send must not wait for a goroutine that is
+	// calling the host's NodeUp (which waits for the node to send its
+	// state).
 	Send(node string, msg []byte) error
 	// Close ends every link and waits for the goroutines that call host;
 	// it is idempotent.
@@ -31,7 +33,8 @@ type Federation interface {
 // FederationHost is the node's side of a Federation.
 type FederationHost interface {
 	// NodeUp: a link to node, in this incarnation, is up; its messages
-	// follow. A node comes up again only as a new incarnation.
+	// follow. A node comes up again only as a new incarnation. It returns
+	// once this node's state went out to node (its traffic may follow).
 	NodeUp(node string, incarnation string)
 	// NodeDown: the link to node's incarnation is gone (the node was
 	// killed, hung, cut off, fenced, or its link lost a message); nothing
