@@ -190,7 +190,20 @@ func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 		a.claims[node] = addrs
 		a.believed[node] = m.GetBelievedOwner()
 	}
-	fs.arbDecide(m.Name, a)
+	if !fs.arbDecide(m.Name, a) && node != fs.self && len(a.queue) > 0 {
+		// Unchanged: the sender hears the decision all the same (it may
+		// have ignored it from here while its view of the nodes differed).
+		if p := fs.peer(node); p != nil {
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: m.Name, Queue: a.queue}}})
+		}
+	}
+}
+
+// peer returns node's fedPeer if it is up, or nil.
+func (fs *fedState) peer(node string) *fedPeer {
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	return fs.peers[node]
 }
 
 // unclaim drops node's claims on a's name; names.mu held.
@@ -226,7 +239,9 @@ func (fs *fedState) prefixOf(node string) string {
 // (a partition healed), the smallest address; else, while a node up that has not sent its claims
 // yet is believed to hold the owner, nothing is decided; else the first
 // standby still claiming; else the first claimant.
-func (fs *fedState) arbDecide(name string, a *arbName) {
+// It reports whether it decided anew or waits (false: the queue is
+// unchanged).
+func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	claimed := map[string]bool{}
 	nodes := make([]string, 0, len(a.claims))
 	for node, addrs := range a.claims {
@@ -254,7 +269,7 @@ func (fs *fedState) arbDecide(name string, a *arbName) {
 			}
 			node, _, _, ok := parseAddress(b)
 			if ok && node != fs.self && !a.heard[node] && fs.prefixOf(node) != "" && strings.HasPrefix(b, fs.prefixOf(node)) {
-				return // wait for that node's claims
+				return true // wait for that node's claims
 			}
 		}
 	}
@@ -280,7 +295,7 @@ func (fs *fedState) arbDecide(name string, a *arbName) {
 		}
 	}
 	if slices.Equal(queue, a.queue) && len(queue) > 0 {
-		return
+		return false
 	}
 	a.queue = queue
 	if len(queue) == 0 {
@@ -289,6 +304,7 @@ func (fs *fedState) arbDecide(name string, a *arbName) {
 	fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
 	fs.applyDecision(name, queue, "")
 	fs.names.believe(name, first(queue), fs.n.addrPrefix)
+	return true
 }
 
 // nameOwnerIn takes an arbiter's decision.
