@@ -90,7 +90,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		fail(codeError(pb.Code_CODE_INVALID_ARGUMENT, "bus frame without a destination"))
 		return
 	}
-	d := string(dest)
+	d := c.DestName(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
 		to, err := n.resolve(c, d)
@@ -154,6 +154,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
+		ev := conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // copied by Deliver, for each
 		took := 0
 		for _, t := range members {
 			if t == c && !echo {
@@ -164,7 +165,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				continue
 			}
 			took++
-			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
+			c.Deliver(t, &ev)
 		}
 		if wantAnswer {
 			if took == 0 {

@@ -38,9 +38,11 @@ type callExpired struct {
 
 // eventBatch is several events for one connection, sent as one actor
 // message: a publisher's pump sends one per destination per batch of
-// frames it reads.
+// frames it reads. The events are values in one array, the batch's own,
+// so that a batch costs its destination one allocation however many
+// events it holds (the receiving pump queues pointers into it).
 type eventBatch struct {
-	evs   []*Delivery
+	evs   []Delivery
 	bytes int64
 }
 
@@ -55,8 +57,10 @@ type busState struct {
 	inMu     sync.Mutex
 	incoming map[handle]*Endpoint // requests delivered to this client, by handle, with their caller
 	inClosed bool
-	outbox   map[*Endpoint][]*Delivery
+	outbox   map[*Endpoint][]Delivery // this batch's events, by destination (copies of Deliver's)
 	outOrder []*Endpoint
+	outHint  int    // the most events one destination had in the last batch: a new destination's first capacity
+	lastDest string // the destination of the last bus frame routed (DestName)
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -166,9 +170,11 @@ func (c *Endpoint) Waiting() int { return int(c.pendingGauge.Load()) }
 // goroutine may call it.
 func (c *Endpoint) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 
-// Deliver queues ev for dst's client. On this connection's pump only (from
-// Route): the events go out when the pump has read its batch of frames,
-// one actor message per destination, in the order Deliver was called.
+// Deliver queues a copy of ev for dst's client (ev itself is neither kept
+// nor changed: one Delivery may serve every member of a group). On this
+// connection's pump only (from Route): the events go out when the pump
+// has read its batch of frames, one actor message per destination, in the
+// order Deliver was called.
 func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 	if dst.saturated() {
 		// Its mailbox already holds all it may: the event would be dropped
@@ -176,24 +182,35 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		// atomic add, so that a stalled member costs its group's
 		// publishers next to nothing.
 		dst.lateDrops.Add(1)
-		dst.requestDropped(ev)
+		d := *ev
+		dst.requestDropped(&d)
 		return
 	}
 	if c.bus.outbox == nil {
-		c.bus.outbox = map[*Endpoint][]*Delivery{}
+		c.bus.outbox = map[*Endpoint][]Delivery{}
 	}
 	q, ok := c.bus.outbox[dst]
 	if !ok {
 		c.bus.outOrder = append(c.bus.outOrder, dst)
+		// As many as the busiest destination had last time: a group's
+		// members each get one array of the right size per batch.
+		q = make([]Delivery, 0, max(c.bus.outHint, 4))
 	}
-	c.bus.outbox[dst] = append(q, ev)
+	c.bus.outbox[dst] = append(q, *ev)
 }
 
 func (c *Endpoint) flushOutbox() {
+	if len(c.bus.outOrder) == 0 {
+		return
+	}
+	most := 0
 	for _, dst := range c.bus.outOrder {
-		dst.SendEvents(c.bus.outbox[dst])
+		evs := c.bus.outbox[dst]
+		most = max(most, len(evs))
+		dst.SendEvents(evs)
 		delete(c.bus.outbox, dst)
 	}
+	c.bus.outHint = min(most, 64) // a batch is at most 64 frames (serveRequests)
 	clear(c.bus.outOrder)
 	c.bus.outOrder = c.bus.outOrder[:0]
 }
@@ -206,36 +223,48 @@ func (c *Endpoint) saturated() bool {
 
 // SendEvents queues events for the client, as one actor message, with the
 // bounds of SendEvent. Any goroutine may call it; it never blocks. The
-// events must not be shared with another connection (their payloads may).
-func (c *Endpoint) SendEvents(evs []*Delivery) {
+// array becomes the connection's (its pump keeps pointers into it): the
+// caller must not use it again. Payloads may be shared between
+// connections.
+func (c *Endpoint) SendEvents(evs []Delivery) {
 	var bytes int64
-	for _, e := range evs {
-		bytes += int64(e.size())
+	for i := range evs {
+		bytes += int64(evs[i].size())
 	}
 	if !c.admit(int64(len(evs)), bytes) {
 		// Keep what fits: drop from the end of the batch.
 		keep := 0
 		var kb int64
-		for _, e := range evs {
-			if !c.admit(1, int64(e.size())) {
+		for i := range evs {
+			if !c.admit(1, int64(evs[i].size())) {
 				break
 			}
 			keep++
-			kb += int64(e.size())
+			kb += int64(evs[i].size())
 		}
 		c.lateDrops.Add(uint64(len(evs) - keep))
-		for _, e := range evs[keep:] {
-			c.requestDropped(e)
+		for i := range evs[keep:] {
+			c.requestDropped(&evs[keep+i])
 		}
 		evs, bytes = evs[:keep], kb
 		if keep == 0 {
 			return
 		}
 	}
-	for _, e := range evs {
-		e.counted = false // counted by the batch
+	for i := range evs {
+		evs[i].counted = false // counted by the batch
 	}
 	c.sys.Root.Send(c.pid, &eventBatch{evs: evs, bytes: bytes})
+}
+
+// DestName returns a bus frame's destination as a string, without
+// allocating when it is the previous frame's (a publisher sends to the
+// same group again and again). On the pump only (from Route).
+func (c *Endpoint) DestName(b []byte) string {
+	if string(b) != c.bus.lastDest {
+		c.bus.lastDest = string(b)
+	}
+	return c.bus.lastDest
 }
 
 // busFrame hands a bus frame to Route; false means the connection broke

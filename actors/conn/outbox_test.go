@@ -1,0 +1,61 @@
+package conn
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/switchboard-ipc/switchboard/proto"
+)
+
+// TestOutboxAllocs: a publisher's pump delivering a batch of group
+// messages allocates per destination, not per event: the events go out as
+// one array of values per member (one eventBatch message each), and
+// Deliver keeps no pointer to the Delivery it is given, so the router
+// passes one for the whole group. Before, each member's slice of pointers
+// grew by doubling (65 allocations for this batch), and the router made a
+// *Delivery per member and event besides (512 more).
+func TestOutboxAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts: not in -short")
+	}
+	const members, frames = 8, 64
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	t.Cleanup(sys.Shutdown)
+	var got atomic.Int64 // events the members' actors received
+	sink := sys.Root.Spawn(actor.PropsFromFunc(func(ac actor.Context) {
+		if b, ok := ac.Message().(*eventBatch); ok {
+			got.Add(int64(len(b.evs)))
+		}
+	}))
+	dsts := make([]*Endpoint, members)
+	for i := range dsts {
+		dsts[i] = &Endpoint{sys: sys, pid: sink, mailboxLimit: 1 << 40, mailboxBytes: 1 << 50}
+	}
+	pub := &Endpoint{}
+	body := make([]byte, 100)
+	batch := func() {
+		ev := Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}
+		for range frames {
+			for _, d := range dsts {
+				pub.Deliver(d, &ev)
+			}
+		}
+		pub.flushOutbox()
+	}
+	batch()
+	allocs := testing.AllocsPerRun(50, batch) // 51 batches: AllocsPerRun runs one first
+	// Per member: its array, its eventBatch, the mailbox's own (a queue
+	// node); the sink's run adds a few.
+	if allocs > 3*members+8 {
+		t.Errorf("%v allocations for %d events to %d members", allocs, frames*members, members)
+	}
+	t.Logf("%v allocations for %d events to %d members", allocs, frames*members, members)
+	for deadline := time.Now().Add(10 * time.Second); got.Load() != 52*frames*members; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the members' actors got %d events of %d", got.Load(), 52*frames*members)
+		}
+	}
+}
