@@ -375,7 +375,18 @@ func (c *Conn) passWake() {
 // event's Release, which must then be called, before Close too. Events
 // already queued in this process come first, as copies. Treat the bytes as
 // untrusted.
+//
+// Without an event handler or actor it takes the event ring as RecvEvent
+// does (client_batch.go): the pump leaves the ring alone meanwhile, so the
+// events wait there to be viewed rather than being copied into the queue,
+// and a Release rings nobody.
 func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
+	taken := c.o.onEvent == nil && c.o.actorPID == nil
+	if taken {
+		c.readers.Add(1)
+		c.ringTaken.Store(true)
+		defer c.leaveRing()
+	}
 	start := time.Now()
 	for i := 1; ; i++ {
 		if e, ok, more := c.tryRecv(); ok {
@@ -397,6 +408,9 @@ func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
 		}
 		if i%64 != 0 || time.Since(start) < c.spin {
 			continue // spin a while: the event may come before the pump wakes
+		}
+		if taken && c.armEvents() {
+			continue
 		}
 		select {
 		case <-c.ewake:
@@ -463,13 +477,18 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 	}
 }
 
-// releaseView ends the in-place event gen, once.
+// releaseView ends the in-place event gen, once. The pump is rung only
+// if it may be waiting for the ring: it reads events itself (no receiver
+// has taken the ring), or it must wake a receiver that went to sleep
+// while the view held the ring (armEvents).
 func (c *Conn) releaseView(gen uint64) {
 	if c.viewGen.CompareAndSwap(gen, gen+1) {
 		c.ev.Release()
 		c.viewHeld.Store(false)
 		c.evmu.Unlock()
-		c.bell.Load().Ring() // the pump left the events alone meanwhile
+		if !c.ringTaken.Load() || c.evSleep.Load() {
+			c.bell.Load().Ring() // the pump left the events alone meanwhile
+		}
 	}
 }
 
