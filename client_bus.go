@@ -396,7 +396,8 @@ func (c *Conn) busIntercept(e *Event) bool {
 	if c.dir != nil && !monitored {
 		c.directFence(from) // what the sender wrote on a channel to this client came first
 	}
-	e.From, e.To, e.Payload = c.intern(from), c.intern(to), payload
+	e.From, e.To = c.internPair(from, to)
+	e.Payload = payload
 	if monitored {
 		e.Kind = EventMonitor
 		e.Monitored = map[uint16]EventKind{pb.KindPeerSend: EventMessage, pb.KindPublish: EventGroup,
@@ -437,16 +438,21 @@ func (c *Conn) busIntercept(e *Event) bool {
 	return false
 }
 
-// intern returns b as a string, without allocating when it is one of the
-// last few seen (a subscriber hears the same senders and groups over and
-// over). Only the goroutine that holds evmu, or the socket reader, calls
-// it; the cache has its own lock for the two of them.
-func (c *Conn) intern(b []byte) string {
+// internPair returns a message's sender and destination as strings,
+// without allocating when they are among the last few seen (a subscriber
+// hears the same senders and groups over and over), under one lock. Only
+// the goroutine that holds evmu, or the socket reader, calls it; the cache
+// has its own lock for the two of them.
+func (c *Conn) internPair(from, to []byte) (string, string) {
+	c.internMu.Lock()
+	defer c.internMu.Unlock()
+	return c.internLocked(from), c.internLocked(to)
+}
+
+func (c *Conn) internLocked(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	c.internMu.Lock()
-	defer c.internMu.Unlock()
 	for i := range c.interned {
 		if c.interned[i] == string(b) {
 			return c.interned[i]
