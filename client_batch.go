@@ -125,8 +125,12 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 	// Counted once for the batch.
 	var got, lost uint64
 	defer func() {
-		c.received.Add(got)
-		c.dropped.Add(lost)
+		if got != 0 {
+			c.received.Add(got)
+		}
+		if lost != 0 {
+			c.dropped.Add(lost)
+		}
 	}()
 	n := 0
 	// While evmu is held only this loop queues events from the ring (the

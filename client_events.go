@@ -204,7 +204,9 @@ func (c *Conn) eventSpace() int {
 }
 
 func (c *Conn) pushEvent(e *Event) {
-	c.dropped.Add(e.Dropped)
+	if e.Dropped != 0 { // an atomic add saved per event, most have none
+		c.dropped.Add(e.Dropped)
+	}
 	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
@@ -469,7 +471,9 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 				continue
 			}
 			c.received.Add(1)
-			c.dropped.Add(uint64(f.Aux))
+			if f.Aux != 0 {
+				c.dropped.Add(uint64(f.Aux))
+			}
 			e.view, e.gen = c, c.viewGen.Add(1)
 			c.viewHeld.Store(true)
 			return e, true, nil

@@ -57,10 +57,11 @@ type busState struct {
 	inMu     sync.Mutex
 	incoming map[handle]*Endpoint // requests delivered to this client, by handle, with their caller
 	inClosed bool
-	outbox   map[*Endpoint][]Delivery // this batch's events, by destination (copies of Deliver's)
+	outbox   map[*Endpoint]int // a destination's index in outOrder and outQ, this batch
 	outOrder []*Endpoint
-	outHint  int    // the most events one destination had in the last batch: a new destination's first capacity
-	lastDest string // the destination of the last bus frame routed (DestName)
+	outQ     [][]Delivery // this batch's events for outOrder[i] (copies of Deliver's)
+	outHint  int          // the most events one destination had in the last batch: a new destination's first capacity
+	lastDest string       // the destination of the last bus frame routed (DestName)
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -187,16 +188,18 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		return
 	}
 	if c.bus.outbox == nil {
-		c.bus.outbox = map[*Endpoint][]Delivery{}
+		c.bus.outbox = map[*Endpoint]int{}
 	}
-	q, ok := c.bus.outbox[dst]
+	i, ok := c.bus.outbox[dst]
 	if !ok {
+		i = len(c.bus.outOrder)
+		c.bus.outbox[dst] = i
 		c.bus.outOrder = append(c.bus.outOrder, dst)
 		// As many as the busiest destination had last time: a group's
 		// members each get one array of the right size per batch.
-		q = make([]Delivery, 0, max(c.bus.outHint, 4))
+		c.bus.outQ = append(c.bus.outQ, make([]Delivery, 0, max(c.bus.outHint, 4)))
 	}
-	c.bus.outbox[dst] = append(q, *ev)
+	c.bus.outQ[i] = append(c.bus.outQ[i], *ev)
 }
 
 func (c *Endpoint) flushOutbox() {
@@ -204,15 +207,16 @@ func (c *Endpoint) flushOutbox() {
 		return
 	}
 	most := 0
-	for _, dst := range c.bus.outOrder {
-		evs := c.bus.outbox[dst]
+	for i, dst := range c.bus.outOrder {
+		evs := c.bus.outQ[i]
 		most = max(most, len(evs))
-		dst.SendEvents(evs)
+		dst.SendEvents(evs) // the destination's now
 		delete(c.bus.outbox, dst)
 	}
 	c.bus.outHint = min(most, 64) // a batch is at most 64 frames (serveRequests)
 	clear(c.bus.outOrder)
-	c.bus.outOrder = c.bus.outOrder[:0]
+	clear(c.bus.outQ)
+	c.bus.outOrder, c.bus.outQ = c.bus.outOrder[:0], c.bus.outQ[:0]
 }
 
 // saturated reports whether the connection's mailbox holds as many events

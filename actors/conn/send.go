@@ -144,6 +144,9 @@ func (c *Endpoint) direct() bool {
 // takeLateDrops moves the drops counted by SendEvent before the mailbox
 // into the count the next event carries.
 func (c *Endpoint) takeLateDrops() {
+	if c.lateDrops.Load() == 0 { // most events: a load, not a locked swap, per event
+		return
+	}
 	if n := c.lateDrops.Swap(0); n > 0 {
 		c.backlog.dropped += uint32(n)
 		c.stats.EventsDropped.Add(n)
