@@ -254,3 +254,51 @@ func TestEventMailboxBound(t *testing.T) {
 	}
 	t.Logf("%d received, %d dropped", got, dropped)
 }
+
+// TestPublishLargerThanRing: a group message larger than its members'
+// event rings goes to each in chunks as each makes room, whole and in
+// order with the small ones around it. The members share the node's one
+// Delivery of it (actors/conn Deliver): each writes it from a copy of its
+// own, with its own progress, so one member's chunks never move another's.
+func TestPublishLargerThanRing(t *testing.T) {
+	n := startNode(t, WithRings(1<<20, 1<<20, 4096))
+	big := make([]byte, 20000)
+	for i := range big {
+		big[i] = byte(i * 13)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	members := make([]*Conn, 3)
+	for i := range members {
+		members[i] = dial(t, n)
+		if err := members[i].Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := dial(t, n)
+	for _, p := range [][]byte{[]byte("before"), big, []byte("after"), big} {
+		if err := pub.Publish(ctx, "g", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for m, c := range members {
+		wg.Go(func() {
+			for i, want := range [][]byte{[]byte("before"), big, []byte("after"), big} {
+				if m == 0 {
+					time.Sleep(5 * time.Millisecond) // one slow member: the others go ahead
+				}
+				e, err := c.RecvEvent(ctx)
+				if err != nil {
+					t.Errorf("member %d, message %d: %v", m, i, err)
+					return
+				}
+				if e.Kind != EventGroup || !bytes.Equal(e.Payload, want) || e.Dropped != 0 {
+					t.Errorf("member %d, message %d: kind %v, %d bytes, %d dropped", m, i, e.Kind, len(e.Payload), e.Dropped)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

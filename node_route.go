@@ -154,7 +154,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
-		ev := conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // copied by Deliver, for each
+		ev := &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // one for every member
 		took := 0
 		for _, t := range members {
 			if t == c && !echo {
@@ -165,7 +165,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				continue
 			}
 			took++
-			c.Deliver(t, &ev)
+			c.Deliver(t, ev)
 		}
 		if wantAnswer {
 			if took == 0 {

@@ -38,11 +38,11 @@ type callExpired struct {
 
 // eventBatch is several events for one connection, sent as one actor
 // message: a publisher's pump sends one per destination per batch of
-// frames it reads. The events are values in one array, the batch's own,
-// so that a batch costs its destination one allocation however many
-// events it holds (the receiving pump queues pointers into it).
+// frames it reads. A Delivery in it may be shared with other connections
+// (a group's members get the same one): the receiving pump writes each
+// from a copy, and queues only copies (queueShared).
 type eventBatch struct {
-	evs   []Delivery
+	evs   []*Delivery
 	bytes int64
 }
 
@@ -59,9 +59,9 @@ type busState struct {
 	inClosed bool
 	outbox   map[*Endpoint]int // a destination's index in outOrder and outQ, this batch
 	outOrder []*Endpoint
-	outQ     [][]Delivery // this batch's events for outOrder[i] (copies of Deliver's)
-	outHint  int          // the most events one destination had in the last batch: a new destination's first capacity
-	lastDest string       // the destination of the last bus frame routed (DestName)
+	outQ     [][]*Delivery // this batch's events for outOrder[i]
+	outHint  int           // the most events one destination had in the last batch: a new destination's first capacity
+	lastDest string        // the destination of the last bus frame routed (DestName)
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -171,11 +171,13 @@ func (c *Endpoint) Waiting() int { return int(c.pendingGauge.Load()) }
 // goroutine may call it.
 func (c *Endpoint) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 
-// Deliver queues a copy of ev for dst's client (ev itself is neither kept
-// nor changed: one Delivery may serve every member of a group). On this
-// connection's pump only (from Route): the events go out when the pump
-// has read its batch of frames, one actor message per destination, in the
-// order Deliver was called.
+// Deliver queues ev for dst's client. One Delivery may go to several
+// destinations (every member of a group: one allocation for all of them):
+// nobody changes it once given (the destinations write and queue copies),
+// but for OnDrop, which only an event for one destination may have. On
+// this connection's pump only (from Route): the events go out when the
+// pump has read its batch of frames, one actor message per destination,
+// in the order Deliver was called.
 func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 	if dst.saturated() {
 		// Its mailbox already holds all it may: the event would be dropped
@@ -183,8 +185,7 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		// atomic add, so that a stalled member costs its group's
 		// publishers next to nothing.
 		dst.lateDrops.Add(1)
-		d := *ev
-		dst.requestDropped(&d)
+		dst.requestDropped(ev)
 		return
 	}
 	if c.bus.outbox == nil {
@@ -197,9 +198,9 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		c.bus.outOrder = append(c.bus.outOrder, dst)
 		// As many as the busiest destination had last time: a group's
 		// members each get one array of the right size per batch.
-		c.bus.outQ = append(c.bus.outQ, make([]Delivery, 0, max(c.bus.outHint, 4)))
+		c.bus.outQ = append(c.bus.outQ, make([]*Delivery, 0, max(c.bus.outHint, 4)))
 	}
-	c.bus.outQ[i] = append(c.bus.outQ[i], *ev)
+	c.bus.outQ[i] = append(c.bus.outQ[i], ev)
 }
 
 func (c *Endpoint) flushOutbox() {
@@ -227,36 +228,33 @@ func (c *Endpoint) saturated() bool {
 
 // SendEvents queues events for the client, as one actor message, with the
 // bounds of SendEvent. Any goroutine may call it; it never blocks. The
-// array becomes the connection's (its pump keeps pointers into it): the
-// caller must not use it again. Payloads may be shared between
-// connections.
-func (c *Endpoint) SendEvents(evs []Delivery) {
+// slice becomes the connection's: the caller must not use it again. The
+// events (and their payloads) may be shared with other connections, and
+// must not change once given (see Deliver).
+func (c *Endpoint) SendEvents(evs []*Delivery) {
 	var bytes int64
-	for i := range evs {
-		bytes += int64(evs[i].size())
+	for _, e := range evs {
+		bytes += int64(e.size())
 	}
 	if !c.admit(int64(len(evs)), bytes) {
 		// Keep what fits: drop from the end of the batch.
 		keep := 0
 		var kb int64
-		for i := range evs {
-			if !c.admit(1, int64(evs[i].size())) {
+		for _, e := range evs {
+			if !c.admit(1, int64(e.size())) {
 				break
 			}
 			keep++
-			kb += int64(evs[i].size())
+			kb += int64(e.size())
 		}
 		c.lateDrops.Add(uint64(len(evs) - keep))
-		for i := range evs[keep:] {
-			c.requestDropped(&evs[keep+i])
+		for _, e := range evs[keep:] {
+			c.requestDropped(e)
 		}
 		evs, bytes = evs[:keep], kb
 		if keep == 0 {
 			return
 		}
-	}
-	for i := range evs {
-		evs[i].counted = false // counted by the batch
 	}
 	c.sys.Root.Send(c.pid, &eventBatch{evs: evs, bytes: bytes})
 }

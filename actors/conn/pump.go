@@ -419,8 +419,8 @@ func (a *connActor) Receive(ac actor.Context) {
 	case *eventBatch:
 		c.inbox.Add(-int64(len(m.evs)))
 		c.inboxBytes.Add(-m.bytes)
-		for i := range m.evs {
-			c.queueEvent(&m.evs[i])
+		for _, e := range m.evs {
+			c.queueShared(e)
 		}
 	case *PeerResult:
 		c.peerResult(m)

@@ -284,7 +284,7 @@ func (g *groupActor) notify(c *conn.Endpoint, kind pb.NoticeKind, lost bool) {
 	body := pb.AppendMsg(nil, "", g.h.name, nil, b)
 	for id, w := range g.watchers {
 		if id != c.ID() {
-			w.SendEvents([]conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+			w.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 		}
 	}
 }

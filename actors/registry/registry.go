@@ -244,14 +244,14 @@ func (t *table) publish(g string, n *pb.Notice) {
 	b, _ := gproto.Marshal(n)
 	body := pb.AppendMsg(nil, "", g, nil, b)
 	for _, m := range ms {
-		m.SendEvents([]conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+		m.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
 	}
 }
 
 // tell sends a notice to one connection.
 func (t *table) tell(c *conn.Endpoint, n *pb.Notice) {
 	b, _ := gproto.Marshal(n)
-	c.SendEvents([]conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
+	c.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: pb.AppendMsg(nil, "", c.Address(), nil, b)}})
 }
 
 // changed announces a membership change of a connection still registered,
