@@ -266,6 +266,9 @@ func (c *Conn) leaveRing() {
 // later. A receiver inside when it looks arms it again when it leaves.
 func (c *Conn) handBack() {
 	if c.closing.Load() {
+		// Closed, or a reconnection's gap: the next receiver to leave
+		// (in the next session) arms the timer again.
+		c.handbackArmed.Store(false)
 		return
 	}
 	if n := c.leaves.Load(); c.leavesSeen.Swap(n) != n {

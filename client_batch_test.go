@@ -520,3 +520,21 @@ func TestTryRecvEventAfterRecvEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestHandBackAfterGap: a hand-back timer that fires while the session is
+// closing (a reconnection's gap) lets the next receiver's leave arm it
+// again: the ring goes back to the pump in the next session, so that its
+// requests and handler events are read.
+func TestHandBackAfterGap(t *testing.T) {
+	_, c := emitter(t, nil)
+	c.readers.Add(1)
+	c.ringTaken.Store(true)
+	c.leaveRing() // arms the timer
+	c.handback.Load().Stop()
+	c.closing.Store(true)
+	c.handBack() // the timer, firing in the gap: nothing to give back
+	c.closing.Store(false)
+	c.readers.Add(1) // the next session's receiver
+	c.leaveRing()
+	waitFor(t, func() bool { return !c.ringTaken.Load() })
+}
