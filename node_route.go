@@ -154,7 +154,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
-		ev := &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // one for every member
+		ev := c.SharedDelivery(conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}) // one for every member
 		took := 0
 		for _, t := range members {
 			if t == c && !echo {

@@ -62,6 +62,7 @@ type busState struct {
 	outQ     [][]*Delivery // this batch's events for outOrder[i]
 	outHint  int           // the most events one destination had in the last batch: a new destination's first capacity
 	lastDest string        // the destination of the last bus frame routed (DestName)
+	shared   []Delivery    // SharedDelivery's current array
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -257,6 +258,19 @@ func (c *Endpoint) SendEvents(evs []*Delivery) {
 		}
 	}
 	c.sys.Root.Send(c.pid, &eventBatch{evs: evs, bytes: bytes})
+}
+
+// SharedDelivery returns a copy of d for Deliver to give to several
+// destinations (a group's members), from an array of 16 the pump fills
+// before it makes the next: one allocation per 16 publications, not per
+// publication. The array lives until every destination wrote its events.
+// On the pump only (from Route).
+func (c *Endpoint) SharedDelivery(d Delivery) *Delivery {
+	if len(c.bus.shared) == cap(c.bus.shared) {
+		c.bus.shared = make([]Delivery, 0, 16)
+	}
+	c.bus.shared = append(c.bus.shared, d)
+	return &c.bus.shared[len(c.bus.shared)-1]
 }
 
 // DestName returns a bus frame's destination as a string, without
