@@ -32,6 +32,19 @@ func destPrefix(dest string) ([]byte, error) {
 	return append([]byte{byte(len(dest))}, dest...), nil
 }
 
+// msgOpts applies opts: apart (and not inlined), so that only a call with
+// options pays for the value they are applied to (its address escapes to
+// them).
+//
+//go:noinline
+func msgOpts(opts []MsgOption) msgOptions {
+	var o msgOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // SendTo sends payload to a peer: an address (":n1.mx2z3pcd1ldw.42") or a well-known
 // name's owner. Messages from one sender to one destination arrive in the
 // order sent. Without WantAnswer it returns once the message is in the
@@ -49,8 +62,8 @@ func (c *Conn) Publish(ctx context.Context, group string, payload []byte, opts .
 // sendMsg sends a message to dest, its payload gathered from parts.
 func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]byte, opts []MsgOption) error {
 	var o msgOptions
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		o = msgOpts(opts)
 	}
 	prefix, err := destPrefix(dest)
 	if err != nil {
