@@ -40,14 +40,25 @@ func checkAllocs(t *testing.T, want float64, one, many func()) {
 	t.Helper()
 	one()
 	many()
-	a1 := testing.AllocsPerRun(200, one)
-	an := testing.AllocsPerRun(200, many)
+	a1 := leastAllocs(one)
+	an := leastAllocs(many)
 	if a1 > an {
 		t.Errorf("single buffer: %v allocations, %v for the Buffers form: the net.Buffers conversion allocates", a1, an)
 	}
 	if a1 > want {
 		t.Errorf("single buffer: %v allocations, was %v", a1, want)
 	}
+}
+
+// leastAllocs is testing.AllocsPerRun(200, f), the least of three: the
+// count is the process's, and goroutines another test left ending (in
+// the whole suite, with -race) can add to one of them.
+func leastAllocs(f func()) float64 {
+	least := testing.AllocsPerRun(200, f)
+	for range 2 {
+		least = min(least, testing.AllocsPerRun(200, f))
+	}
+	return least
 }
 
 // TestCallAllocs: Call allocates what CallBuffers does.
