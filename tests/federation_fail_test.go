@@ -1,0 +1,208 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
+)
+
+// More federation tests with real node processes: a hung node (SIGSTOP),
+// a restarted node, names with standbys across nodes, a 16 MiB message,
+// a stalled remote subscriber, policy on remote credentials.
+
+// fedConfig is node i's configuration in a cluster of n on loopback
+// (127.0.0.1:7951+i), with extra appended (top-level keys before any
+// table: extra is added before [cluster] when it starts with no table).
+func fedConfig(i, n int, top, tables string) string {
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 7951+i) }
+	var peers []string
+	for j := range n {
+		if j != i {
+			peers = append(peers, fmt.Sprintf("%q", addr(j)))
+		}
+	}
+	return fmt.Sprintf("name = \"n%d\"\n%s\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\n%s\n",
+		i+1, top, addr(i), strings.Join(peers, ", "), tables)
+}
+
+// fedClusterWith starts n nodes with cfg(i) as node i's configuration.
+func fedClusterWith(t *testing.T, n int, cfg func(i int) string) []*daemon {
+	t.Helper()
+	var ds []*daemon
+	for i := range n {
+		ds = append(ds, startDaemon(t, daemonOpts{config: cfg(i)}))
+	}
+	return ds
+}
+
+// nextNotice reads c's events until a notice for which match is true,
+// and returns it; other events are skipped.
+func nextNotice(t *testing.T, c *switchboard.Conn, within time.Duration, match func(switchboard.Notice) bool) switchboard.Notice {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		e, err := c.RecvEvent(ctx)
+		if err != nil {
+			t.Fatalf("waiting for a notice: %v", err)
+		}
+		if e.Kind != switchboard.EventNotice {
+			continue
+		}
+		n, err := e.Notice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if testing.Verbose() {
+			t.Logf("notice %v %s %v %s.%s %q", n.Kind, n.Member.Address, n.Reason, n.Node, n.Incarnation, n.Detail)
+		}
+		if match(n) {
+			return n
+		}
+	}
+}
+
+// nodeOf returns the node name and incarnation of an address :NODE.INC.ID.
+func nodeOf(addr string) (node, inc string) {
+	f := strings.Split(strings.TrimPrefix(addr, ":"), ".")
+	if len(f) < 3 {
+		return "", ""
+	}
+	return f[0], f[1]
+}
+
+// quiet checks that c receives no bus message from a connection of node
+// (by address prefix) for d.
+func quiet(t *testing.T, c *switchboard.Conn, prefix string, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		e, err := c.RecvEvent(ctx)
+		if err != nil {
+			return
+		}
+		if e.Kind != switchboard.EventNotice && strings.HasPrefix(e.From, prefix) {
+			t.Fatalf("a %v from the fenced node's %s was delivered: %q", e.Kind, e.From, e.Payload)
+		}
+	}
+}
+
+// TestFederationHungNode: a node stopped (SIGSTOP) for 3 s is declared
+// down by the others within about the link timeout: a request waiting on
+// it fails with ErrPeerGone, its connections are announced disconnected
+// with DisconnectNodeLost, then its departure on sys.nodes. When it
+// resumes it is fenced: nothing it sends is delivered, while its own
+// clients keep talking to each other.
+func TestFederationHungNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	ds := fedCluster(t, 3)
+	served := make(chan struct{}, 1)
+	handler := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+		served <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	c1 := fedDial(t, ds[0])
+	c2 := fedDial(t, ds[1])
+	c3 := fedDial(t, ds[2], switchboard.WithRequestHandler(handler))
+	c3b := fedDial(t, ds[2])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range []*switchboard.Conn{c1, c3, c3b} {
+		if err := c.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range []string{switchboard.GroupConnections, switchboard.GroupNodes} {
+		if err := c2.Subscribe(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMembers(t, c1, "g", 3)
+	waitMembers(t, c2, "g", 3)
+	waitMembers(t, c3, "g", 3)
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c1.Request(ctx, c3.Address(), []byte("block"))
+		errc <- err
+	}()
+	select {
+	case <-served:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request did not reach c3")
+	}
+	stopped := time.Now()
+	ds[2].signal(t, syscall.SIGSTOP)
+	cont := func() { ds[2].cmd.Process.Signal(syscall.SIGCONT) }
+	defer cont() // also on failure, so that the cleanup's SIGTERM works
+	select {
+	case err := <-errc:
+		if !errors.Is(err, switchboard.ErrPeerGone) {
+			t.Fatalf("a request to a hung node's client: %v, want ErrPeerGone", err)
+		}
+		t.Logf("a request to a hung node's client failed %v after SIGSTOP", time.Since(stopped).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request to a hung node's client did not fail")
+	}
+
+	// c2 (on n2) hears both of n3's clients disconnected for the node's
+	// loss, then n3 leave.
+	n3, inc3 := nodeOf(c3.Address())
+	gone := map[string]bool{}
+	for len(gone) < 2 {
+		n := nextNotice(t, c2, 10*time.Second, func(n switchboard.Notice) bool {
+			return n.Kind == switchboard.NoticeDisconnected || n.Kind == switchboard.NoticeNodeLeft
+		})
+		if n.Kind == switchboard.NoticeNodeLeft {
+			t.Fatalf("n3 left before its connections were announced disconnected (%v)", gone)
+		}
+		if a := n.Member.Address; a == c3.Address() || a == c3b.Address() {
+			if n.Reason != switchboard.DisconnectNodeLost {
+				t.Fatalf("%s disconnected with reason %v, want %v", a, n.Reason, switchboard.DisconnectNodeLost)
+			}
+			gone[a] = true
+		}
+	}
+	left := nextNotice(t, c2, 10*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeLeft })
+	if left.Node != n3 || left.Incarnation != inc3 {
+		t.Fatalf("node left: %s.%s, want %s.%s", left.Node, left.Incarnation, n3, inc3)
+	}
+	t.Logf("n2 announced n3 left %v after SIGSTOP (%s)", time.Since(stopped).Round(time.Millisecond), left.Detail)
+	waitMembers(t, c1, "g", 1)
+
+	time.Sleep(time.Until(stopped.Add(3 * time.Second)))
+	cont()
+	// Fenced: what n3's clients send reaches nobody on the other nodes.
+	prefix := c3.Address()[:strings.LastIndexByte(c3.Address(), '.')+1]
+	for i := range 50 {
+		c3.Publish(ctx, "g", seqPayload(i))
+		c3.SendTo(ctx, c1.Address(), seqPayload(i))
+	}
+	// Its local clients keep working with each other.
+	for i := range 50 {
+		if err := c3.SendTo(ctx, c3b.Address(), seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvSeq(t, c3b, switchboard.EventMessage, c3.Address(), 50)
+	quiet(t, c1, prefix, 2*time.Second)
+	ms, err := c1.Members(ctx, "g")
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("after the fenced node resumed, n1 lists %v members of g (%v), want c1 alone", ms, err)
+	}
+	// And n3 itself saw the others leave: its clients see only its own.
+	waitMembers(t, c3, "g", 2)
+}
