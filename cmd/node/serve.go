@@ -147,7 +147,7 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		opts = append(opts, reg.nodeOptions()...)
 	}
 	if cfg.Cluster.Enabled {
-		fed, err := cfg.Cluster.federation(log)
+		fed, err := cfg.Cluster.federation(cfg.MaxMessage, log)
 		if err == nil {
 			opts = append(opts, switchboard.WithFederation(fed))
 			defer fed.Close() // after the node's own Close; idempotent
