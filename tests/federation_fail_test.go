@@ -1,7 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -205,4 +208,219 @@ func TestFederationHungNode(t *testing.T) {
 	}
 	// And n3 itself saw the others leave: its clients see only its own.
 	waitMembers(t, c3, "g", 2)
+}
+
+// TestFederationRestart: a node stopped (SIGTERM) and started again with
+// the same name and port comes back as a new incarnation: the others
+// hear it leave and join, its new clients' subscriptions are seen
+// cluster-wide, it learns the others' state, and messages flow again; an
+// address of its former run finds nobody.
+func TestFederationRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	ds := fedCluster(t, 3)
+	c1 := fedDial(t, ds[0])
+	c2 := fedDial(t, ds[1])
+	c3 := fedDial(t, ds[2])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range []*switchboard.Conn{c1, c2, c3} {
+		if err := c.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c1.Subscribe(ctx, switchboard.GroupNodes); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, c1, "g", 3)
+	waitMembers(t, c2, "g", 3)
+	old := c3.Address()
+	_, oldInc := nodeOf(old)
+
+	if code := ds[2].stop(t); code != 0 {
+		t.Fatalf("n3 exited with %d", code)
+	}
+	left := nextNotice(t, c1, 10*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeLeft })
+	if left.Node != "n3" || left.Incarnation != oldInc {
+		t.Fatalf("node left: %s.%s, want n3.%s", left.Node, left.Incarnation, oldInc)
+	}
+	d3 := startDaemon(t, daemonOpts{config: fedConfig(2, 3, "", "")})
+	joined := nextNotice(t, c1, 20*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeJoined })
+	if joined.Node != "n3" || joined.Incarnation == oldInc || joined.Incarnation == "" {
+		t.Fatalf("node joined: %s.%s, want n3 with an incarnation other than %s", joined.Node, joined.Incarnation, oldInc)
+	}
+	n3 := fedDial(t, d3)
+	if _, inc := nodeOf(n3.Address()); inc != joined.Incarnation {
+		t.Fatalf("the new client's address %s is not of the incarnation that joined, %s", n3.Address(), joined.Incarnation)
+	}
+	if err := n3.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	// Every node sees the new member; the new node sees the others'.
+	waitMembers(t, c1, "g", 3)
+	waitMembers(t, c2, "g", 3)
+	waitMembers(t, n3, "g", 3)
+	ms, err := c2.Members(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, m := range ms {
+		addrs = append(addrs, m.Address)
+		if m.Address == old {
+			t.Fatalf("the former run's client is still listed: %v", addrs)
+		}
+	}
+	if !strings.Contains(strings.Join(addrs, " "), n3.Address()) {
+		t.Fatalf("members of g on n2: %v, without %s", addrs, n3.Address())
+	}
+
+	const n = 500
+	for i := range n {
+		if err := c1.Publish(ctx, "g", seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n3.SendTo(ctx, c2.Address(), seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvSeq(t, n3, switchboard.EventGroup, c1.Address(), n)
+	recvSeq(t, c2, switchboard.EventMessage, n3.Address(), n)
+	if err := c1.SendTo(ctx, old, []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Fatalf("SendTo the former run's address %s with WantAnswer: %v, want ErrUndeliverable", old, err)
+	}
+}
+
+// TestFederationNameStandbys: one name claimed by a client on each of
+// three nodes; the owner's node is killed: the next standby, on another
+// node, becomes the owner everywhere, and messages to the name reach it.
+func TestFederationNameStandbys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	ds := fedCluster(t, 3)
+	a := fedDial(t, ds[0])
+	b := fedDial(t, ds[1])
+	c := fedDial(t, ds[2])
+	w := fedDial(t, ds[2]) // a watcher on sys.names
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, x := range []*switchboard.Conn{a, b, c} {
+		if err := x.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMembers(t, a, "g", 3)
+	waitMembers(t, b, "g", 3)
+	waitMembers(t, c, "g", 3)
+	if err := w.Subscribe(ctx, switchboard.GroupNames); err != nil {
+		t.Fatal(err)
+	}
+	const name = "svc.standby"
+	for i, x := range []*switchboard.Conn{a, b, c} {
+		primary, pos, err := x.Own(ctx, name)
+		if err != nil || primary != (i == 0) || pos != i {
+			t.Fatalf("Own %s by the client on n%d: primary %v, position %d, %v; want %v, %d", name, i+1, primary, pos, err, i == 0, i)
+		}
+	}
+	checkNames := func(x *switchboard.Conn, owner string, standby ...string) {
+		t.Helper()
+		checkFor(t, 10*time.Second, func() error {
+			ns, err := x.Names(ctx)
+			if err != nil {
+				return err
+			}
+			for _, n := range ns {
+				if n.Name == name {
+					if n.Owner != owner || strings.Join(n.Standby, " ") != strings.Join(standby, " ") {
+						return fmt.Errorf("%s: owner %s, standby %v; want %s, %v", name, n.Owner, n.Standby, owner, standby)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not listed in %v", name, ns)
+		})
+	}
+	checkNames(c, a.Address(), b.Address(), c.Address())
+	checkNames(b, a.Address(), b.Address(), c.Address())
+	nextNotice(t, w, 10*time.Second, func(n switchboard.Notice) bool {
+		return n.Kind == switchboard.NoticeNameOwnerChanged && n.Name == name && n.NewOwner == a.Address()
+	})
+
+	ds[0].cmd.Process.Kill()
+	nt := nextNotice(t, w, 10*time.Second, func(n switchboard.Notice) bool {
+		return n.Kind == switchboard.NoticeNameOwnerChanged && n.Name == name
+	})
+	if nt.OldOwner != a.Address() || nt.NewOwner != b.Address() {
+		t.Fatalf("%s: owner %q → %q, want %s → %s", name, nt.OldOwner, nt.NewOwner, a.Address(), b.Address())
+	}
+	nextNotice(t, b, 10*time.Second, func(n switchboard.Notice) bool {
+		return n.Kind == switchboard.NoticeNameAcquired && n.Name == name
+	})
+	checkNames(c, b.Address(), c.Address())
+	checkNames(b, b.Address(), c.Address())
+	const n = 200
+	for i := range n {
+		if err := c.SendTo(ctx, name, seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvSeq(t, b, switchboard.EventMessage, c.Address(), n)
+}
+
+// TestFederationLargeMessage: a 16 MiB message (the default max_message)
+// crosses a link intact, to a client and as a request to a peer (the
+// link's limit is max_message plus the envelope, FederationOverhead).
+func TestFederationLargeMessage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	// A client takes a message no larger than its event ring and the
+	// node's queue for it hold together: 16 MiB needs a larger queue.
+	ds := fedClusterWith(t, 2, func(i int) string { return fedConfig(i, 2, "", "[events]\nqueue_bytes = 33554432") })
+	echo := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
+		sum := sha256.Sum256(r.Payload)
+		return sum[:], nil
+	}
+	c1 := fedDial(t, ds[0])
+	c2 := fedDial(t, ds[1], switchboard.WithRequestHandler(echo))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := c2.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, c1, "g", 1)
+	big := make([]byte, 16<<20)
+	rand.Read(big)
+	want := sha256.Sum256(big)
+	if err := c1.SendTo(ctx, c2.Address(), big, switchboard.WantAnswer()); err != nil {
+		t.Fatalf("SendTo 16 MiB across the link: %v", err)
+	}
+	for {
+		e, err := c2.RecvEvent(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind != switchboard.EventMessage {
+			continue
+		}
+		if got := sha256.Sum256(e.Payload); e.From != c1.Address() || len(e.Payload) != len(big) || got != want {
+			t.Fatalf("received %d bytes from %s, sha256 %x; want %d from %s, %x", len(e.Payload), e.From, got, len(big), c1.Address(), want)
+		}
+		break
+	}
+	got, err := c1.Request(ctx, c2.Address(), big)
+	if err != nil || !bytes.Equal(got, want[:]) {
+		t.Fatalf("a 16 MiB request across the link: answer %x, %v; want %x", got, err, want)
+	}
 }
