@@ -424,3 +424,87 @@ func TestFederationLargeMessage(t *testing.T) {
 		t.Fatalf("a 16 MiB request across the link: answer %x, %v; want %x", got, err, want)
 	}
 }
+
+// TestFederationPolicyRemote: n1's policy admits connections of another
+// node only by node name (nodes = [...]): a client on n2, admitted, sends,
+// requests and publishes to n1's clients; one on n3, not admitted, is
+// refused (ErrRefused for what wants an answer; its publications reach
+// nobody on n1), while n1's own clients are admitted by all = true.
+func TestFederationPolicyRemote(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	const policy = `[policy]
+default = "allow"
+[[policy.name]]
+name = ":n1.*"
+send = { all = true, nodes = ["n2"] }
+[[policy.group]]
+group = "g.*"
+publish = { all = true, nodes = ["n2"] }
+`
+	ds := fedClusterWith(t, 3, func(i int) string {
+		if i == 0 {
+			return fedConfig(i, 3, "", policy)
+		}
+		return fedConfig(i, 3, "", "")
+	})
+	echo := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) { return r.Payload, nil }
+	s := fedDial(t, ds[0], switchboard.WithRequestHandler(echo))
+	local := fedDial(t, ds[0])
+	c2 := fedDial(t, ds[1])
+	c3 := fedDial(t, ds[2])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.Subscribe(ctx, "g.x"); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, c2, "g.x", 1)
+	waitMembers(t, c3, "g.x", 1)
+
+	for _, tc := range []struct {
+		c     *switchboard.Conn
+		allow bool
+	}{{local, true}, {c2, true}, {c3, false}} {
+		who := tc.c.Address()
+		err := tc.c.SendTo(ctx, s.Address(), []byte("m"), switchboard.WantAnswer())
+		if tc.allow != (err == nil) || !tc.allow && !errors.Is(err, switchboard.ErrRefused) {
+			t.Fatalf("SendTo from %s: %v; want allowed %v (else ErrRefused)", who, err, tc.allow)
+		}
+		got, err := tc.c.Request(ctx, s.Address(), []byte("q"))
+		if tc.allow != (err == nil) || !tc.allow && !errors.Is(err, switchboard.ErrRefused) || tc.allow && string(got) != "q" {
+			t.Fatalf("Request from %s: %q, %v; want allowed %v (else ErrRefused)", who, got, err, tc.allow)
+		}
+		// A publication, then a message on the same link: once the message
+		// is in, the publication was delivered before it, or refused.
+		if err := tc.c.Publish(ctx, "g.x", []byte("p")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.c.SendTo(ctx, s.Address(), []byte("end"), switchboard.WantAnswer()); tc.allow != (err == nil) {
+			t.Fatalf("SendTo from %s: %v", who, err)
+		}
+		if tc.allow {
+			want := []struct {
+				kind    switchboard.EventKind
+				payload string
+			}{{switchboard.EventMessage, "m"}, {switchboard.EventGroup, "p"}, {switchboard.EventMessage, "end"}}
+			for i := 0; i < len(want); {
+				e, err := s.RecvEvent(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.From != who || e.Kind == switchboard.EventNotice {
+					continue
+				}
+				if e.Kind != want[i].kind || string(e.Payload) != want[i].payload {
+					t.Fatalf("from %s, event %d: kind %d %q; want kind %d %q", who, i, e.Kind, e.Payload, want[i].kind, want[i].payload)
+				}
+				i++
+			}
+		}
+	}
+	quiet(t, s, c3.Address(), time.Second)
+}
