@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -507,4 +508,147 @@ publish = { all = true, nodes = ["n2"] }
 		}
 	}
 	quiet(t, s, c3.Address(), time.Second)
+}
+
+// TestFederationStalledSubscriber: two members of a group on n2, one of
+// which stops reading, and a publisher on n1 publishing far more than the
+// link's budget and n2's queues hold. The publisher never blocks: each
+// publication is taken by the link or refused at once (the budget spent:
+// the publisher hears it, since it wants an answer); the reading member
+// keeps receiving; and for each member every publication the link took
+// is either received or counted in the Dropped of a later event: nothing
+// is lost silently.
+func TestFederationStalledSubscriber(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two nodes")
+	}
+	if !inFedNetns(t) {
+		return
+	}
+	// A small budget, so that the link fills too, not only the queues.
+	ds := fedClusterWith(t, 2, func(i int) string {
+		return fedConfig(i, 2, "max_message = 65536", "link_budget = 262144\n")
+	})
+	p := fedDial(t, ds[0])
+	stalled := fedDial(t, ds[1])
+	reader := fedDial(t, ds[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range []*switchboard.Conn{stalled, reader} {
+		if err := c.Subscribe(ctx, "g"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMembers(t, p, "g", 2)
+
+	// The reader counts what it gets until the end marker.
+	type tally struct {
+		received, dropped, last int
+		err                     error
+	}
+	// read counts what c gets from p (messages and publications, and the
+	// drops the events tell of) until the message marker, or until c has
+	// been quiet for quiet (if not 0).
+	read := func(c *switchboard.Conn, marker string, quiet time.Duration) tally {
+		tl := tally{last: -1}
+		for {
+			rctx, rcancel := ctx, context.CancelFunc(func() {})
+			if quiet > 0 {
+				rctx, rcancel = context.WithTimeout(ctx, quiet)
+			}
+			e, err := c.RecvEvent(rctx)
+			rcancel()
+			if err != nil {
+				if quiet == 0 || ctx.Err() != nil {
+					tl.err = err
+				}
+				return tl
+			}
+			tl.dropped += int(e.Dropped)
+			if e.From != p.Address() {
+				continue
+			}
+			tl.received++
+			if e.Kind == switchboard.EventMessage {
+				if string(e.Payload) == marker {
+					return tl
+				}
+				continue
+			}
+			seq := int(binary.LittleEndian.Uint64(e.Payload))
+			if seq <= tl.last {
+				tl.err = fmt.Errorf("publication %d after %d", seq, tl.last)
+				return tl
+			}
+			tl.last = seq
+		}
+	}
+	readerDone := make(chan tally, 1)
+	go func() { readerDone <- read(reader, "end", 0) }()
+
+	const n = 3000 // 16 KiB each: 48 MiB, against a 256 KiB budget and 5 MiB of queue per member
+	payload := make([]byte, 16<<10)
+	taken, refused := 0, 0
+	var slowest time.Duration
+	for i := range n {
+		binary.LittleEndian.PutUint64(payload, uint64(i))
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		start := time.Now()
+		err := p.Publish(pctx, "g", payload, switchboard.WantAnswer())
+		slowest = max(slowest, time.Since(start))
+		pcancel()
+		switch {
+		case err == nil:
+			taken++
+		case errors.Is(err, context.DeadlineExceeded):
+			t.Fatalf("publication %d blocked for 10 s", i)
+		case errors.Is(err, switchboard.ErrUndeliverable), errors.Is(err, switchboard.ErrTooLarge):
+			refused++
+			if refused == 1 {
+				t.Logf("publication %d refused: %v", i, err)
+			}
+		default:
+			t.Fatalf("publication %d: %v", i, err)
+		}
+	}
+	t.Logf("%d publications taken by the link, %d refused (budget spent); the slowest Publish took %v", taken, refused, slowest)
+	for _, c := range []*switchboard.Conn{reader, stalled} {
+		if err := p.SendTo(ctx, c.Address(), []byte("end")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt := <-readerDone
+	if rt.err != nil {
+		t.Fatalf("the reading member: %v", rt.err)
+	}
+	t.Logf("the reading member received %d publications, %d counted dropped", rt.received-1, rt.dropped)
+	if rt.received+rt.dropped != taken+1 {
+		t.Fatalf("the reading member received %d publications and the marker and was told of %d dropped; want %d in all",
+			rt.received, rt.dropped, taken+1)
+	}
+	if rt.received < 2 {
+		t.Fatal("the reading member received no publication")
+	}
+	// The stalled member reads again: what it had kept, until quiet; then a
+	// second marker, whose event carries the count of any drops after the
+	// last event it had (the first marker's included).
+	st1 := read(stalled, "end", time.Second)
+	if err := p.SendTo(ctx, stalled.Address(), []byte("end2")); err != nil {
+		t.Fatal(err)
+	}
+	st2 := read(stalled, "end2", 0)
+	for _, err := range []error{st1.err, st2.err} {
+		if err != nil {
+			t.Fatalf("the stalled member: %v", err)
+		}
+	}
+	got, dropped := st1.received+st2.received, st1.dropped+st2.dropped
+	t.Logf("the stalled member received %d publications and markers, %d counted dropped; FlowControl %+v", got, dropped, stalled.FlowControl())
+	if got+dropped != taken+2 {
+		t.Fatalf("the stalled member received %d and was told of %d dropped: want %d in all (%d publications, 2 markers)",
+			got, dropped, taken+2, taken)
+	}
+	if dropped == 0 {
+		t.Fatal("the stalled member was told of no drop: its queues held everything?")
+	}
 }
