@@ -110,13 +110,14 @@ func (fs *fedState) group(g string) fedGroup {
 }
 
 // publish sends a publication once to each node with members; it returns
-// how many members those nodes had.
-func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) int {
+// how many members the nodes that took it had (took), and how many the
+// nodes whose links refused it had (lost: the link's budget spent, or the
+// node going; counted in SendFails).
+func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) (took, lost int) {
 	if rg.count == 0 {
-		return 0
+		return 0, 0
 	}
 	b := encode(&pb.FedMessage{Body: &pb.FedMessage_Publish{Publish: &pb.FedPublish{From: c.ID(), Group: g, Payload: payload}}})
-	took := 0
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
 	for i, p := range rg.peers {
@@ -126,9 +127,11 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 		}
 		if fs.sendLocked(p, msg) {
 			took += len(p.groups[g])
+		} else {
+			lost += len(p.groups[g])
 		}
 	}
-	return took
+	return took, lost
 }
 
 // targets returns the stand-ins for g's remote members, for a group
