@@ -47,8 +47,12 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, paylo
 		fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("nobody at %q", d)))
 		return
 	}
+	name := "" // the name dest, which the receiving node's policy is asked for too
+	if dest != d {
+		name = dest
+	}
 	if f.Kind == pb.KindPeerSend && !wantAnswer {
-		ok := fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: c.ID(), To: fc.id, Payload: payload}}}))
+		ok := fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: c.ID(), To: fc.id, Payload: payload, Name: name}}}))
 		fs.mu.RUnlock()
 		if ok {
 			n.delivered.Add(1)
@@ -59,6 +63,7 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, paylo
 		return
 	}
 	t := fs.target(p, fc, d, payload, f.Kind == pb.KindPeerSend)
+	t.name = name
 	fs.mu.RUnlock()
 	n.delivered.Add(1)
 	n.copyToMonitors(c, f.Kind, d, nil, payload)
@@ -164,6 +169,7 @@ type fedTarget struct {
 	p          *fedPeer
 	to         uint64
 	addr, dest string
+	name       string // the well-known name the caller addressed, or ""
 	payload    []byte // valid until Ask returns (route's frame)
 	direct     bool
 	rid        uint64
@@ -181,10 +187,10 @@ func (t *fedTarget) Ask(caller *conn.Endpoint, call uint64, aux uint32) bool {
 	fs.pmu.Unlock()
 	var m *pb.FedMessage
 	if t.direct {
-		m = &pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: caller.ID(), To: t.to, Payload: t.payload, Rid: t.rid}}}
+		m = &pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: caller.ID(), To: t.to, Payload: t.payload, Rid: t.rid, Name: t.name}}}
 	} else {
 		m = &pb.FedMessage{Body: &pb.FedMessage_Request{Request: &pb.FedRequest{Rid: t.rid, From: caller.ID(), To: t.to,
-			Dest: t.dest, DeadlineUs: aux, Payload: t.payload}}}
+			Dest: t.dest, DeadlineUs: aux, Payload: t.payload, Name: t.name}}}
 	}
 	t.payload = nil
 	if fs.send(t.p, m) {
