@@ -51,10 +51,11 @@ func nextNotice(t *testing.T, c *switchboard.Conn, within time.Duration, match f
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
+	var seen []string // the notices that did not match, for the failure's message
 	for {
 		e, err := c.RecvEvent(ctx)
 		if err != nil {
-			t.Fatalf("waiting for a notice: %v", err)
+			t.Fatalf("waiting for a notice: %v; the others seen: %v", err, seen)
 		}
 		if e.Kind != switchboard.EventNotice {
 			continue
@@ -63,9 +64,7 @@ func nextNotice(t *testing.T, c *switchboard.Conn, within time.Duration, match f
 		if err != nil {
 			t.Fatal(err)
 		}
-		if testing.Verbose() {
-			t.Logf("notice %v %s %v %s.%s %q", n.Kind, n.Member.Address, n.Reason, n.Node, n.Incarnation, n.Detail)
-		}
+		seen = append(seen, fmt.Sprintf("%v %s%s %q", n.Kind, n.Member.Address, n.Node, n.Detail))
 		if match(n) {
 			return n
 		}
