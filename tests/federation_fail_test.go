@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -527,7 +528,7 @@ func TestFederationStalledSubscriber(t *testing.T) {
 	}
 	// A small budget, so that the link fills too, not only the queues.
 	ds := fedClusterWith(t, 2, func(i int) string {
-		return fedConfig(i, 2, "max_message = 65536", "link_budget = 262144\n")
+		return fedConfig(i, 2, "max_message = 65536", fmt.Sprintf("link_budget = 262144\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", 9471+i))
 	})
 	p := fedDial(t, ds[0])
 	stalled := fedDial(t, ds[1])
@@ -612,6 +613,13 @@ func TestFederationStalledSubscriber(t *testing.T) {
 		}
 	}
 	t.Logf("%d publications taken by the link, %d refused (budget spent); the slowest Publish took %v", taken, refused, slowest)
+	// n1 counts each refusal where an operator sees it: its metrics.
+	fams := scrape(t, http.DefaultClient, "http://127.0.0.1:9471/metrics")
+	failed := value(t, fams, "switchboard_federation_messages_total", map[string]string{"what": "send_failed"})
+	overflow := value(t, fams, "switchboard_federation_link_events_total", map[string]string{"what": "overflow"})
+	if failed != float64(refused) || overflow != float64(refused) {
+		t.Fatalf("n1's metrics count %v messages a link refused, %v over the budget; want %d", failed, overflow, refused)
+	}
 	for _, c := range []*switchboard.Conn{reader, stalled} {
 		if err := p.SendTo(ctx, c.Address(), []byte("end")); err != nil {
 			t.Fatal(err)
