@@ -10,6 +10,12 @@ package switchboard
 // incarnation (the one in the node's addresses, ":NAME.INCARNATION.ID")
 // tells two runs of one name apart.
 
+// FederationOverhead is the most the envelope of a message to another
+// node adds to its payload (a request's ids, deadline and destination: a
+// name or an address). A Federation must carry messages of the node's
+// largest message (WithMaxMessage) plus this; cmd/node sizes its links so.
+const FederationOverhead = 1024
+
 // Federation carries this node's messages to the other nodes of its
 // cluster.
 type Federation interface {

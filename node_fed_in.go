@@ -169,6 +169,22 @@ func (fs *fedState) allow(fc *fedConn, what Action, target string) bool {
 	return true
 }
 
+// allowName asks the policy whether fc may send to the well-known name
+// it addressed (a message or request to a name owned here travels to the
+// owner's address, with the name beside it), as resolve does for a local
+// sender before the owner's address; "" (sent to the address) passes. A
+// bad name is malformed: refused, and counted.
+func (fs *fedState) allowName(node string, fc *fedConn, name string) bool {
+	if name == "" {
+		return true
+	}
+	if checkName(name) != nil {
+		fs.bad(node, "a message to a bad name")
+		return false
+	}
+	return fs.allow(fc, ActionSend, name)
+}
+
 // direct delivers a remote connection's message to a local one; one that
 // wants an answer gets it (the count delivered, or why not).
 func (fs *fedState) direct(node string, d *pb.FedDirect) {
@@ -188,6 +204,10 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 		fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Reply{Reply: &pb.FedReply{Rid: d.GetRid(), Code: code, Payload: payload}}}))
 	}
 	dest := fs.n.addrPrefix + strconv.FormatUint(d.GetTo(), 10)
+	if !fs.allowName(node, fc, d.GetName()) {
+		answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, d.GetName()), nil)
+		return
+	}
 	if !fs.allow(fc, ActionSend, dest) {
 		answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest), nil)
 		return
@@ -270,6 +290,10 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 			return
 		}
 		what = ActionPublish
+	}
+	if what == ActionSend && !fs.allowName(node, fc, r.GetName()) {
+		fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, r.GetName()))
+		return
 	}
 	if !fs.allow(fc, what, dest) {
 		fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest))

@@ -47,8 +47,12 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, paylo
 		fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("nobody at %q", d)))
 		return
 	}
+	name := "" // the name dest, which the receiving node's policy is asked for too
+	if dest != d {
+		name = dest
+	}
 	if f.Kind == pb.KindPeerSend && !wantAnswer {
-		ok := fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: c.ID(), To: fc.id, Payload: payload}}}))
+		ok := fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: c.ID(), To: fc.id, Payload: payload, Name: name}}}))
 		fs.mu.RUnlock()
 		if ok {
 			n.delivered.Add(1)
@@ -59,6 +63,7 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, paylo
 		return
 	}
 	t := fs.target(p, fc, d, payload, f.Kind == pb.KindPeerSend)
+	t.name = name
 	fs.mu.RUnlock()
 	n.delivered.Add(1)
 	n.copyToMonitors(c, f.Kind, d, nil, payload)
@@ -110,13 +115,14 @@ func (fs *fedState) group(g string) fedGroup {
 }
 
 // publish sends a publication once to each node with members; it returns
-// how many members those nodes had.
-func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) int {
+// how many members the nodes that took it had (took), and how many the
+// nodes whose links refused it had (lost: the link's budget spent, or the
+// node going; counted in SendFails).
+func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) (took, lost int) {
 	if rg.count == 0 {
-		return 0
+		return 0, 0
 	}
 	b := encode(&pb.FedMessage{Body: &pb.FedMessage_Publish{Publish: &pb.FedPublish{From: c.ID(), Group: g, Payload: payload}}})
-	took := 0
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
 	for i, p := range rg.peers {
@@ -126,9 +132,11 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 		}
 		if fs.sendLocked(p, msg) {
 			took += len(p.groups[g])
+		} else {
+			lost += len(p.groups[g])
 		}
 	}
-	return took
+	return took, lost
 }
 
 // targets returns the stand-ins for g's remote members, for a group
@@ -161,6 +169,7 @@ type fedTarget struct {
 	p          *fedPeer
 	to         uint64
 	addr, dest string
+	name       string // the well-known name the caller addressed, or ""
 	payload    []byte // valid until Ask returns (route's frame)
 	direct     bool
 	rid        uint64
@@ -178,10 +187,10 @@ func (t *fedTarget) Ask(caller *conn.Endpoint, call uint64, aux uint32) bool {
 	fs.pmu.Unlock()
 	var m *pb.FedMessage
 	if t.direct {
-		m = &pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: caller.ID(), To: t.to, Payload: t.payload, Rid: t.rid}}}
+		m = &pb.FedMessage{Body: &pb.FedMessage_Direct{Direct: &pb.FedDirect{From: caller.ID(), To: t.to, Payload: t.payload, Rid: t.rid, Name: t.name}}}
 	} else {
 		m = &pb.FedMessage{Body: &pb.FedMessage_Request{Request: &pb.FedRequest{Rid: t.rid, From: caller.ID(), To: t.to,
-			Dest: t.dest, DeadlineUs: aux, Payload: t.payload}}}
+			Dest: t.dest, DeadlineUs: aux, Payload: t.payload, Name: t.name}}}
 	}
 	t.payload = nil
 	if fs.send(t.p, m) {

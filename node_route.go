@@ -176,8 +176,13 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			took++
 			c.Deliver(t, ev)
 		}
-		took += n.fed.publish(c, d, rg, payload)
+		remote, lost := n.fed.publish(c, d, rg, payload)
+		took += remote
 		if wantAnswer {
+			if took == 0 && lost > 0 {
+				fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members are on other nodes whose links refused it (budget spent, or the node going)", d)))
+				return
+			}
 			if took == 0 {
 				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))
 				return

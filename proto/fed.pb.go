@@ -716,7 +716,11 @@ type FedDirect struct {
 	Payload []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Non-zero: the sender wants a FedReply with this rid (CODE_OK with the
 	// count delivered, or why not).
-	Rid           uint64 `protobuf:"varint,4,opt,name=rid,proto3" json:"rid,omitempty"`
+	Rid uint64 `protobuf:"varint,4,opt,name=rid,proto3" json:"rid,omitempty"`
+	// The well-known name the sender addressed, when it sent to a name the
+	// receiver's connection owns ("" when it sent to the address): the
+	// receiver asks its policy for it too, as for a local sender.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +781,13 @@ func (x *FedDirect) GetRid() uint64 {
 		return x.Rid
 	}
 	return 0
+}
+
+func (x *FedDirect) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
 }
 
 // FedPublish is a publication of connection from (the sender's) to group;
@@ -853,8 +864,10 @@ type FedRequest struct {
 	// group request.
 	Dest string `protobuf:"bytes,4,opt,name=dest,proto3" json:"dest,omitempty"`
 	// Microseconds left before its deadline when sent; 0: none.
-	DeadlineUs    uint32 `protobuf:"varint,5,opt,name=deadline_us,json=deadlineUs,proto3" json:"deadline_us,omitempty"`
-	Payload       []byte `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	DeadlineUs uint32 `protobuf:"varint,5,opt,name=deadline_us,json=deadlineUs,proto3" json:"deadline_us,omitempty"`
+	Payload    []byte `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	// As FedDirect's name: the well-known name the caller addressed, if any.
+	Name          string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -929,6 +942,13 @@ func (x *FedRequest) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+func (x *FedRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
 }
 
 // FedReply answers FedRequest or FedDirect rid.
@@ -1093,17 +1113,18 @@ const file_fed_proto_rawDesc = "" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\"5\n" +
 	"\rFedMembership\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
-	"\x05group\x18\x02 \x01(\tR\x05group\"[\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\"o\n" +
 	"\tFedDirect\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x10\n" +
-	"\x03rid\x18\x04 \x01(\x04R\x03rid\"P\n" +
+	"\x03rid\x18\x04 \x01(\x04R\x03rid\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"P\n" +
 	"\n" +
 	"FedPublish\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"\x91\x01\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\xa5\x01\n" +
 	"\n" +
 	"FedRequest\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\x04R\x03rid\x12\x12\n" +
@@ -1112,7 +1133,8 @@ const file_fed_proto_rawDesc = "" +
 	"\x04dest\x18\x04 \x01(\tR\x04dest\x12\x1f\n" +
 	"\vdeadline_us\x18\x05 \x01(\rR\n" +
 	"deadlineUs\x12\x18\n" +
-	"\apayload\x18\x06 \x01(\fR\apayload\"`\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload\x12\x12\n" +
+	"\x04name\x18\a \x01(\tR\x04name\"`\n" +
 	"\bFedReply\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\x04R\x03rid\x12(\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x14.switchboard.v1.CodeR\x04code\x12\x18\n" +

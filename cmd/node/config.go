@@ -424,7 +424,7 @@ func (c *Config) validate() (*policy, error) {
 	if c.Metrics.ConnectionsLimit < 1 || c.Metrics.ConnectionsLimit > 10000 {
 		return nil, bad("metrics.connections_limit", "must be in [1, 10000], not %d", c.Metrics.ConnectionsLimit)
 	}
-	if err := c.Cluster.check(); err != nil {
+	if err := c.Cluster.check(c.MaxMessage); err != nil {
 		return nil, err
 	}
 	return compilePolicy(&c.Policy)
