@@ -90,7 +90,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		fail(codeError(pb.Code_CODE_INVALID_ARGUMENT, "bus frame without a destination"))
 		return
 	}
-	d := string(dest)
+	d := c.DestName(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
 		if a := n.fedDest(d); a != "" {
@@ -163,6 +163,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
+		ev := c.SharedDelivery(conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}) // one for every member
 		took := 0
 		for _, t := range members {
 			if t == c && !echo {
@@ -173,7 +174,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				continue
 			}
 			took++
-			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
+			c.Deliver(t, ev)
 		}
 		took += n.fed.publish(c, d, rg, payload)
 		if wantAnswer {
