@@ -121,6 +121,15 @@ func New(cfg Config) (*Federation, error) {
 	return f, nil
 }
 
+// linkWindow is the HTTP/2 flow-control window of a link's connections,
+// both ways, fixed: the largest grpc-go's own estimator would grow it to.
+// Left dynamic, grpc-go sends a bandwidth-estimation PING (and a
+// WINDOW_UPDATE) each time data arrives with no PING outstanding: with one
+// message at a time in flight (a request, then its reply), two more
+// writes, reads and wake-ups on each side for every message. The link's
+// own byte budget (Config.Budget) bounds what is in flight.
+const linkWindow = 16 << 20
+
 // Start listens, then dials every peer. It implements
 // switchboard.Federation.
 func (f *Federation) Start(self, incarnation string, host switchboard.FederationHost) (err error) {
@@ -168,8 +177,10 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		remote.WithEndpointWriterBatchSize(1000),
 		remote.WithEndpointWriterQueueSize(1024),
 		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit),
+			grpc.StaticStreamWindowSize(linkWindow), grpc.StaticConnWindowSize(linkWindow),
 			grpc.ChainUnaryInterceptor(f.refuseUnary), grpc.ChainStreamInterceptor(f.recoverStream)),
 		remote.WithDialOptions(grpc.WithTransportCredentials(f.dialCreds),
+			grpc.WithStaticStreamWindowSize(linkWindow), grpc.WithStaticConnWindowSize(linkWindow),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
 	))
 	f.remote.Start()

@@ -77,8 +77,9 @@ func (h *memberHost) Deliver(node string, msg []byte) {
 func memberMain() int {
 	env := func(k string) string { return os.Getenv("SBM_" + k) }
 	cfg := Config{
-		Cluster: env("CLUSTER"),
-		Listen:  env("LISTEN"),
+		Cluster:   env("CLUSTER"),
+		Listen:    env("LISTEN"),
+		Advertise: env("ADVERTISE"),
 	}
 	if p := env("PEERS"); p != "" {
 		cfg.Peers = strings.Split(p, ",")
