@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +41,6 @@ const linkActorName = "switchboard-link"
 // protoactor-go remote; see the package documentation.
 type Federation struct {
 	cfg         Config
-	session     uint64
 	serverCreds credentials.TransportCredentials
 	dialCreds   credentials.TransportCredentials
 
@@ -66,9 +63,12 @@ type Federation struct {
 	bySession map[uint64]*peer
 	byName    map[string]*peer
 	byAddr    map[string]*peer
-	dial      map[string]string        // addresses to Hello until linked; value: why the node there refused us ("" none)
-	fenced    map[string][]string      // node name → its fenced incarnations, the latest few
+	dial      map[string]*dialAddr     // addresses to Hello until linked
 	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
+	// retired: the other nodes' sessions declared down, the latest
+	// retiredKept (retiredOrder, oldest first).
+	retired      map[uint64]struct{}
+	retiredOrder []uint64
 
 	stats counters
 }
@@ -78,6 +78,7 @@ type counters struct {
 	unknown, foreign, stale         atomic.Uint64 // envelopes ignored
 	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
+	resets                          atomic.Uint64 // sessions the host reset
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -93,9 +94,9 @@ func New(cfg Config) (*Federation, error) {
 		bySession: map[uint64]*peer{},
 		byName:    map[string]*peer{},
 		byAddr:    map[string]*peer{},
-		dial:      map[string]string{},
-		fenced:    map[string][]string{},
+		dial:      map[string]*dialAddr{},
 		lastRun:   map[string]chan struct{}{},
+		retired:   map[uint64]struct{}{},
 	}
 	server, client, err := cfg.tlsConfigs()
 	if err != nil {
@@ -106,16 +107,9 @@ func New(cfg Config) (*Federation, error) {
 	} else {
 		f.serverCreds, f.dialCreds = insecure.NewCredentials(), insecure.NewCredentials()
 	}
-	var b [8]byte
-	for f.session == 0 {
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("cluster: session: %w", err)
-		}
-		f.session = binary.LittleEndian.Uint64(b[:])
-	}
 	for _, p := range cfg.Peers {
 		if p != cfg.Advertise {
-			f.dial[p] = ""
+			f.dial[p] = &dialAddr{session: drawSession()}
 		}
 	}
 	return f, nil
@@ -221,7 +215,9 @@ func (f *Federation) Send(node string, msg []byte) error {
 	}
 	f.mu.RLock()
 	p := f.byName[node]
-	up := p != nil && p.up
+	// Not before the host heard NodeUp: until then, what it sends is
+	// meant for an earlier session of node's.
+	up := p != nil && p.up && p.announced.Load()
 	f.mu.RUnlock()
 	if !up {
 		f.stats.notUp.Add(1)
@@ -365,18 +361,18 @@ func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
 	f.system.Root.Send(pid, env)
 }
 
-func (f *Federation) hello(pid *actor.PID, seen uint64) {
-	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
+func (f *Federation) hello(pid *actor.PID, session, seen uint64) {
+	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
 		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
 		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget),
 	}}})
 }
 
-func (f *Federation) bye(pid *actor.PID, to uint64, code uint32, reason string) {
+func (f *Federation) bye(pid *actor.PID, session, to uint64, code uint32, reason string) {
 	if len(reason) > maxReason {
 		reason = reason[:maxReason]
 	}
-	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
+	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
 		Reason: reason, To: to, Code: code, Address: f.cfg.Advertise,
 	}}})
 }

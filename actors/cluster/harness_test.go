@@ -165,13 +165,22 @@ func (m *member) kill() {
 // prefix, waiting up to d for it, and when it was read.
 func (m *member) wait(prefix string, d time.Duration) line {
 	m.t.Helper()
+	return m.waitNth(prefix, 1, d)
+}
+
+// waitNth is wait for the nth line that starts with prefix.
+func (m *member) waitNth(prefix string, nth int, d time.Duration) line {
+	m.t.Helper()
 	deadline := time.After(d)
 	for {
 		m.mu.Lock()
+		seen := 0
 		for _, l := range m.lines {
 			if strings.HasPrefix(l.text, prefix) {
-				m.mu.Unlock()
-				return l
+				if seen++; seen == nth {
+					m.mu.Unlock()
+					return l
+				}
 			}
 		}
 		more := m.more

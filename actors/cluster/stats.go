@@ -7,7 +7,6 @@ import (
 
 // Stats are a Federation's figures.
 type Stats struct {
-	Session uint64 `json:"session"`
 	// Send refusals: no such node up; the budget spent; too large.
 	NotUp    uint64 `json:"not_up"`
 	Overflow uint64 `json:"overflow"`
@@ -26,6 +25,9 @@ type Stats struct {
 	// was closed instead); unary gRPC calls refused.
 	Panics       uint64 `json:"panics"`
 	RefusedCalls uint64 `json:"refused_calls"`
+	// Resets: sessions the host reset (Reset) after the link refused a
+	// message it could not do without.
+	Resets uint64 `json:"resets"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -46,7 +48,6 @@ type LinkStats struct {
 // Stats returns the Federation's figures now.
 func (f *Federation) Stats() Stats {
 	s := Stats{
-		Session:      f.session,
 		NotUp:        f.stats.notUp.Load(),
 		Overflow:     f.stats.overflow.Load(),
 		TooLarge:     f.stats.tooLarge.Load(),
@@ -58,6 +59,7 @@ func (f *Federation) Stats() Stats {
 		RefusedIn:    f.stats.refusedIn.Load(),
 		Panics:       f.stats.panics.Load(),
 		RefusedCalls: f.stats.refusedCalls.Load(),
+		Resets:       f.stats.resets.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))
@@ -65,9 +67,9 @@ func (f *Federation) Stats() Stats {
 		peers = append(peers, p)
 		s.Links = append(s.Links, LinkStats{Node: p.name, Incarnation: p.incarnation, Address: p.addr, Up: p.up})
 	}
-	for addr, why := range f.dial {
-		if why != "" {
-			s.Refused = append(s.Refused, addr+": "+why)
+	for addr, d := range f.dial {
+		if d.refused != "" {
+			s.Refused = append(s.Refused, addr+": "+d.refused)
 		}
 	}
 	f.mu.RUnlock()

@@ -18,7 +18,7 @@ const (
 // Bye codes (linkpb.Bye.code).
 const (
 	byeLeaving   = 1 // the node is closing its links
-	byeFenced    = 2 // the receiver was declared down: that incarnation is fenced
+	byeFenced    = 2 // the receiver's session was declared down: link again as a new session
 	byeDuplicate = 3 // another node of that name is linked
 	byeCluster   = 4 // the receiver is of another cluster
 	byeProtocol  = 5 // the receiver broke the link protocol
@@ -27,10 +27,11 @@ const (
 
 // refusal reports whether a Bye code refuses the receiver outright: it
 // must not dial the sender again until the sender comes back as a new
-// session.
+// session. (Code 2 is not one: the receiver Hellos again, from a new
+// session.)
 func refusal(code uint32) bool {
 	switch code {
-	case byeFenced, byeDuplicate, byeCluster, byeBudget:
+	case byeDuplicate, byeCluster, byeBudget:
 		return true
 	}
 	return false
