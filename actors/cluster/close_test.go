@@ -13,7 +13,8 @@ import (
 // processes), since remote sets grpclog's global logger.
 func TestCloseEndsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
-	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:7999", Peers: []string{"127.0.0.1:7998"}})
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:7999", Peers: []string{"127.0.0.1:7998"},
+		SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ const linkActorName = "switchboard-link"
 // protoactor-go remote; see the package documentation.
 type Federation struct {
 	cfg         Config
+	secret      []byte // the cluster's secret (nil: none)
 	serverCreds credentials.TransportCredentials
 	dialCreds   credentials.TransportCredentials
 
@@ -78,7 +79,7 @@ type counters struct {
 	unknown, foreign, stale         atomic.Uint64 // envelopes ignored
 	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
-	resets                          atomic.Uint64 // sessions the host reset
+	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -101,6 +102,11 @@ func New(cfg Config) (*Federation, error) {
 	server, client, err := cfg.tlsConfigs()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.SecretFile != "" {
+		if f.secret, err = readSecret(cfg.SecretFile); err != nil {
+			return nil, err
+		}
 	}
 	if server != nil {
 		f.serverCreds, f.dialCreds = credentials.NewTLS(server), credentials.NewTLS(client)
@@ -364,7 +370,7 @@ func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
 func (f *Federation) hello(pid *actor.PID, session, seen uint64) {
 	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
 		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
-		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget),
+		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget), Secret: f.secret,
 	}}})
 }
 

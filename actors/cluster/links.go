@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -94,6 +95,10 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 		f.bye(pid, f.localFor(h.Address), session, code, reason)
 	}
 	switch {
+	case f.secret != nil && subtle.ConstantTimeCompare(h.Secret, f.secret) != 1:
+		f.stats.badSecret.Add(1)
+		refuse(byeSecret, "it does not know the cluster's secret")
+		return
 	case h.Cluster != f.cfg.Cluster:
 		refuse(byeCluster, "cluster %q is not this node's cluster %q", h.Cluster, f.cfg.Cluster)
 		return

@@ -109,6 +109,7 @@ func memberMain() int {
 		cfg.StallTimeout, _ = time.ParseDuration(d)
 	}
 	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = env("CERT"), env("KEY"), env("CA")
+	cfg.SecretFile = env("SECRET")
 	out := bufio.NewWriter(os.Stdout)
 	h := &memberHost{out: out, next: map[string]uint64{}, got: map[string]uint64{}, bad: map[string]uint64{}, seqs: map[string]uint64{}, downs: map[string]int{}}
 	f, err := New(cfg)

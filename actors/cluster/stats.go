@@ -28,6 +28,9 @@ type Stats struct {
 	// Resets: sessions the host reset (Reset) after the link refused a
 	// message it could not do without.
 	Resets uint64 `json:"resets"`
+	// BadSecret: Hellos refused for not carrying the cluster's secret
+	// (counted in RefusedOut too).
+	BadSecret uint64 `json:"bad_secret"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -60,6 +63,7 @@ func (f *Federation) Stats() Stats {
 		Panics:       f.stats.panics.Load(),
 		RefusedCalls: f.stats.refusedCalls.Load(),
 		Resets:       f.stats.resets.Load(),
+		BadSecret:    f.stats.badSecret.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))

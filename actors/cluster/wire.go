@@ -23,6 +23,7 @@ const (
 	byeCluster   = 4 // the receiver is of another cluster
 	byeProtocol  = 5 // the receiver broke the link protocol
 	byeBudget    = 6 // the receiver's budget is larger than the sender's
+	byeSecret    = 7 // the receiver's Hello lacks the cluster's secret
 )
 
 // refusal reports whether a Bye code refuses the receiver outright: it
@@ -31,7 +32,7 @@ const (
 // session.)
 func refusal(code uint32) bool {
 	switch code {
-	case byeDuplicate, byeCluster, byeBudget:
+	case byeDuplicate, byeCluster, byeBudget, byeSecret:
 		return true
 	}
 	return false

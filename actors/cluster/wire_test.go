@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,7 +103,7 @@ func TestUnknownEnvelopeIgnored(t *testing.T) {
 	if err := proto.Unmarshal(b, &env); err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1"})
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1", SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +114,18 @@ func TestUnknownEnvelopeIgnored(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	ok := Config{Cluster: "c", Listen: "127.0.0.1:7000", Peers: []string{"127.0.0.1:7001"}}
+	ok := Config{Cluster: "c", Listen: "127.0.0.1:7000", Peers: []string{"127.0.0.1:7001"}, SecretFile: testSecret(t)}
 	if _, err := New(ok); err != nil {
 		t.Fatalf("a loopback configuration: %v", err)
+	}
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(open, []byte("a secret long enough to pass\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		name string
@@ -131,6 +142,10 @@ func TestConfig(t *testing.T) {
 		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
 		{"budget under a message", func(c *Config) { c.Budget = 1 << 20 }, "budget"},
 		{"missing certificate", func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = "/nonexistent", "/nonexistent", "/nonexistent" }, "tls"},
+		{"no secret without TLS", func(c *Config) { c.SecretFile = "" }, "secret_file: required without TLS"},
+		{"secret readable by the group", func(c *Config) { c.SecretFile = open }, "accessible by group or others"},
+		{"secret too short", func(c *Config) { c.SecretFile = short }, "a secret is 16 to 4096"},
+		{"secret missing", func(c *Config) { c.SecretFile = filepath.Join(dir, "none") }, "secret_file"},
 	} {
 		cfg := ok
 		c.edit(&cfg)
@@ -148,7 +163,7 @@ func TestStartRefusesATakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	f, err := New(Config{Cluster: "c", Listen: ln.Addr().String()})
+	f, err := New(Config{Cluster: "c", Listen: ln.Addr().String(), SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ type ClusterConfig struct {
 	TLSCert     string        `toml:"tls_cert"`
 	TLSKey      string        `toml:"tls_key"`
 	TLSCA       string        `toml:"tls_ca"`
+	SecretFile  string        `toml:"secret_file"`
 }
 
 // config translates the table into the link layer's configuration.
@@ -45,6 +46,7 @@ func (c *ClusterConfig) config(log *slog.Logger) (cluster.Config, error) {
 		TLSCert:     c.TLSCert,
 		TLSKey:      c.TLSKey,
 		TLSCA:       c.TLSCA,
+		SecretFile:  c.SecretFile,
 		Logger:      log,
 	}, nil
 }
