@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
@@ -55,6 +56,8 @@ type Federation struct {
 	started   atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{}
+	ctx       context.Context // cancelled by Close: ends the probes
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
@@ -80,6 +83,7 @@ type counters struct {
 	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
 	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
+	dials, dialFails                atomic.Uint64 // addresses probed and sent a Hello; probes that failed
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -103,6 +107,7 @@ func New(cfg Config) (*Federation, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
 	if cfg.SecretFile != "" {
 		if f.secret, err = readSecret(cfg.SecretFile); err != nil {
 			return nil, err
@@ -115,7 +120,7 @@ func New(cfg Config) (*Federation, error) {
 	}
 	for _, p := range cfg.Peers {
 		if p != cfg.Advertise {
-			f.dial[p] = &dialAddr{session: drawSession()}
+			f.dial[p] = &dialAddr{session: drawSession(), downSince: time.Now()}
 		}
 	}
 	return f, nil
@@ -264,6 +269,7 @@ func (f *Federation) Close() error {
 			p.smu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
 		}
 		close(f.stop)
+		f.cancel()
 		if f.system != nil {
 			_ = f.system.Root.StopFuture(f.system.NewLocalPID(linkActorName)).Wait()
 		}

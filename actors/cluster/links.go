@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -17,6 +18,14 @@ const (
 	retiredKept = 4096
 	// maxDial bounds the addresses learned from Hellos and Byes.
 	maxDial = 4096
+	// An address not linked is tried (probed, then sent a Hello) after
+	// a backoff that doubles from minBackoff to maxBackoff, back to the
+	// minimum once a node answers there.
+	minBackoff = 250 * time.Millisecond
+	maxBackoff = 10 * time.Second
+	// learnedKept is how long a learned address (not configured) is kept
+	// while nothing is linked there.
+	learnedKept = time.Minute
 )
 
 // dialAddr is an address this node Hellos until it is linked there.
@@ -26,6 +35,12 @@ type dialAddr struct {
 	// taken up again once either end declared it down.
 	session uint64
 	refused string // why the node there refused this one ("" none)
+	learned bool   // from a Hello or a Bye, not from Config.Peers
+
+	next      time.Time     // when to try it next
+	backoff   time.Duration // the wait after the next try
+	probing   bool          // a probe is under way
+	downSince time.Time     // nothing linked there since
 }
 
 // drawSession returns a random non-zero session.
@@ -44,10 +59,41 @@ func drawSession() uint64 {
 func (f *Federation) dialLocked(addr string) *dialAddr {
 	d := f.dial[addr]
 	if d == nil && len(f.dial) < maxDial {
-		d = &dialAddr{session: drawSession()}
+		d = &dialAddr{session: drawSession(), learned: true, downSince: time.Now()}
 		f.dial[addr] = d
 	}
 	return d
+}
+
+// try probes addr with a TCP connection and, if something listens there,
+// sends it a Hello: remote is given an address only when it just
+// accepted a connection (remote redials a dead address on its own, and
+// leaks a gRPC connection each time). The probe runs on its own
+// goroutine, owned by f.wg; Close cancels it. f.mu is held.
+func (f *Federation) try(addr string, d *dialAddr, now time.Time) {
+	d.probing = true
+	d.backoff = min(max(2*d.backoff, minBackoff), maxBackoff)
+	d.next = now.Add(d.backoff)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		dialer := net.Dialer{Timeout: f.cfg.LinkTimeout}
+		c, err := dialer.DialContext(f.ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		d.probing = false
+		switch {
+		case f.closed || f.dial[addr] != d:
+		case err != nil:
+			f.stats.dialFails.Add(1)
+		case f.byAddr[addr] == nil:
+			f.stats.dials.Add(1)
+			f.hello(actor.NewPID(addr, linkActorName), d.session, 0)
+		}
+	}()
 }
 
 // localFor is the session this node speaks to addr with. f.mu is held.
@@ -142,6 +188,9 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 			d.refused = ""
 		}
 		p = newPeer(f, session, local, h)
+		if d := f.dial[h.Address]; d != nil {
+			d.backoff, d.next = 0, time.Time{} // a node answers there
+		}
 		f.bySession[session], f.byName[h.Node], f.byAddr[h.Address] = p, p, p
 	} else if p.name != h.Node || p.incarnation != h.Incarnation || p.addr != h.Address {
 		f.stats.protocol.Add(1)
@@ -254,6 +303,7 @@ func (f *Federation) downLocked(p *peer, reason string, code uint32) {
 	}
 	if d := f.dial[p.addr]; d != nil && d.session == p.local {
 		d.session = drawSession()
+		d.downSince = time.Now()
 	}
 	if p.up {
 		f.logf("cluster: node %s (%s) at %s is down: %s", p.name, p.incarnation, p.addr, reason)
@@ -314,11 +364,14 @@ func (f *Federation) beat(now time.Time) {
 	for addr, d := range f.dial {
 		p := f.byAddr[addr]
 		switch {
-		case d.refused != "" || (p != nil && p.up):
-		case p != nil:
+		case p != nil && p.up:
+		case p != nil: // linking: it answered
 			f.hello(p.pid, p.local, p.session)
+		case d.learned && now.Sub(d.downSince) > learnedKept:
+			delete(f.dial, addr) // learned, and gone for a while
+		case d.refused != "" || d.probing || now.Before(d.next):
 		default:
-			f.hello(actor.NewPID(addr, linkActorName), d.session, 0)
+			f.try(addr, d, now)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,8 @@ func memberMain() int {
 		case "reset": // reset ID NODE
 			f.Reset(args[0], "asked by the test")
 			h.printf("%s ok", id)
+		case "goroutines":
+			h.printf("%s %d", id, runtime.NumGoroutine())
 		case "stats":
 			b, _ := json.Marshal(f.Stats())
 			h.printf("%s %s", id, b)

@@ -31,6 +31,11 @@ type Stats struct {
 	// BadSecret: Hellos refused for not carrying the cluster's secret
 	// (counted in RefusedOut too).
 	BadSecret uint64 `json:"bad_secret"`
+	// Dials: addresses not linked that took a TCP probe and were sent a
+	// Hello; DialFailures: probes that failed (the address is tried
+	// again after a backoff, 250 ms doubling to 10 s).
+	Dials        uint64 `json:"dials"`
+	DialFailures uint64 `json:"dial_failures"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -64,6 +69,8 @@ func (f *Federation) Stats() Stats {
 		RefusedCalls: f.stats.refusedCalls.Load(),
 		Resets:       f.stats.resets.Load(),
 		BadSecret:    f.stats.badSecret.Load(),
+		Dials:        f.stats.dials.Load(),
+		DialFailures: f.stats.dialFails.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))
