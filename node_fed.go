@@ -1,5 +1,10 @@
 package switchboard
 
+import (
+	"errors"
+	"strings"
+)
+
 // Federation: the contract between a node and the links that join it to
 // the other nodes of a cluster. The root package knows nothing of how the
 // links are made (package actors/cluster makes them over protoactor-go
@@ -41,4 +46,21 @@ type FederationHost interface {
 	// then on, in node's Send order, one call at a time per node. It
 	// should not block: the link's budget backs up behind it.
 	Deliver(node string, msg []byte)
+}
+
+// CheckNodeName reports whether s is a node name or incarnation the nodes
+// of a cluster take from each other: 1 to 64 printable ASCII bytes,
+// without '.' or ':'. A Federation refuses any other (a node named
+// otherwise cannot federate), so that every link it brings up is one the
+// host accepts.
+func CheckNodeName(s string) error {
+	if len(s) == 0 || len(s) > 64 || strings.ContainsAny(s, ".:") {
+		return errors.New("bad node name: 1 to 64 printable ASCII bytes, without '.', ':' or spaces")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return errors.New("bad node name: 1 to 64 printable ASCII bytes, without '.', ':' or spaces")
+		}
+	}
+	return nil
 }

@@ -508,19 +508,8 @@ func (n *Node) notifyLocal(group string, nt *pb.Notice) {
 	}
 }
 
-// checkNodeName checks a node name or incarnation from another node: as
-// WithNodeName allows.
-func checkNodeName(s string) error {
-	if len(s) == 0 || len(s) > 64 || strings.ContainsAny(s, ". :\t\n") {
-		return errors.New("bad node name")
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return errors.New("bad node name")
-		}
-	}
-	return nil
-}
+// checkNodeName checks a node name or incarnation from another node.
+func checkNodeName(s string) error { return CheckNodeName(s) }
 
 // parseAddress splits ":NAME.INCARNATION.ID".
 func parseAddress(addr string) (node, inc string, id uint64, ok bool) {

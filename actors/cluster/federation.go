@@ -130,10 +130,10 @@ func New(cfg Config) (*Federation, error) {
 // switchboard.Federation.
 func (f *Federation) Start(self, incarnation string, host switchboard.FederationHost) (err error) {
 	switch {
-	case len(self) == 0 || len(self) > maxName:
-		return errors.New("cluster: node name must be 1 to 64 bytes")
-	case len(incarnation) == 0 || len(incarnation) > maxName:
-		return errors.New("cluster: incarnation must be 1 to 64 bytes")
+	case switchboard.CheckNodeName(self) != nil:
+		return fmt.Errorf("cluster: node name %q: %w", self, switchboard.CheckNodeName(self))
+	case switchboard.CheckNodeName(incarnation) != nil:
+		return fmt.Errorf("cluster: incarnation %q: %w", incarnation, switchboard.CheckNodeName(incarnation))
 	case host == nil:
 		return errors.New("cluster: no FederationHost")
 	case !f.started.CompareAndSwap(false, true):

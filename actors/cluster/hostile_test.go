@@ -111,3 +111,35 @@ func TestLinkSecret(t *testing.T) {
 		t.Fatalf("a link went down:\n%s\n%s", n1.output(), n2.output())
 	}
 }
+
+// TestLinkImpostor: a new session claiming a linked node's name and
+// address (anyone can, in a Hello) while that node is alive is refused
+// (counted), not taken for the node restarted: the real node's link stays
+// up.
+func TestLinkImpostor(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	before := stats(t, n1).RefusedOut
+	// Listens at n4's address, says it is n2 at n2's.
+	startMember(t, "n2", "evil", addrs["n4"], []string{addrs["n1"]}, memberOpts{env: []string{"SBM_ADVERTISE=" + addrs["n2"]}})
+	deadline := time.Now().Add(10 * time.Second)
+	for stats(t, n1).RefusedOut < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 refused %d Hellos of the impostor, want 2 or more", stats(t, n1).RefusedOut-before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n1.has("down n2") || n2.has("down n1") || n1.has("up n2 evil") {
+		t.Fatalf("the impostor displaced n2:\n%s\n%s", n1.output(), n2.output())
+	}
+	if got := n1.do("send", "n2", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n2 after the impostor: %q", got)
+	}
+	waitCount(t, n2, "n1", 10)
+}

@@ -93,6 +93,8 @@ func memberMain() int {
 	cfg := Config{
 		Cluster: env("CLUSTER"),
 		Listen:  env("LISTEN"),
+		// An impostor's: another node's address, claimed in its Hellos.
+		Advertise: env("ADVERTISE"),
 	}
 	if p := env("PEERS"); p != "" {
 		cfg.Peers = strings.Split(p, ",")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
@@ -45,10 +46,10 @@ func checkHello(h *linkpb.Hello) error {
 		return fmt.Errorf("link protocol version %d, want %d", h.Version, protoVersion)
 	case len(h.Cluster) == 0 || len(h.Cluster) > maxName:
 		return errors.New("cluster name empty or too long")
-	case len(h.Node) == 0 || len(h.Node) > maxName:
-		return errors.New("node name empty or too long")
-	case len(h.Incarnation) == 0 || len(h.Incarnation) > maxName:
-		return errors.New("incarnation empty or too long")
+	case switchboard.CheckNodeName(h.Node) != nil:
+		return errors.New("node name: not 1 to 64 printable ASCII bytes without '.' or ':'")
+	case switchboard.CheckNodeName(h.Incarnation) != nil:
+		return errors.New("incarnation: not 1 to 64 printable ASCII bytes without '.' or ':'")
 	}
 	return checkAddr(h.Address)
 }

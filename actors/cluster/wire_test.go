@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -172,5 +173,39 @@ func TestStartRefusesATakenPort(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNodeNames: the link takes the node names and incarnations the host
+// takes, and no other: a name the host would ignore (not printable ASCII)
+// is refused in a Hello and by Start, never linked "up" in vain.
+func TestNodeNames(t *testing.T) {
+	hello := func(node, inc string) *linkpb.Hello {
+		return &linkpb.Hello{Version: protoVersion, Cluster: "c", Node: node, Incarnation: inc, Address: "127.0.0.1:7000"}
+	}
+	for _, c := range []struct {
+		node, inc string
+		ok        bool
+	}{
+		{"n1", "i1", true},
+		{"nöde", "i1", false},
+		{"n1", "inc\x7f", false},
+		{"n.1", "i1", false},
+		{"n 1", "i1", false},
+		{strings.Repeat("n", 65), "i1", false},
+		{"", "i1", false},
+	} {
+		hostOK := switchboard.CheckNodeName(c.node) == nil && switchboard.CheckNodeName(c.inc) == nil
+		if err := checkHello(hello(c.node, c.inc)); (err == nil) != c.ok || hostOK != c.ok {
+			t.Errorf("node %q incarnation %q: link %v, host ok %v; want ok %v", c.node, c.inc, err, hostOK, c.ok)
+		}
+	}
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1", SecretFile: testSecret(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Start("nöde", "i1", nopHost{}); err == nil || !strings.Contains(err.Error(), "node name") {
+		t.Fatalf("Start as nöde: %v, want a node name error", err)
 	}
 }
