@@ -36,7 +36,9 @@ type Federation interface {
 // FederationHost is the node's side of a Federation.
 type FederationHost interface {
 	// NodeUp: a link to node, in this incarnation, is up; its messages
-	// follow. A node comes up again only as a new incarnation.
+	// follow. A node comes up again only after its NodeDown: in a new
+	// incarnation (it restarted), or in the same one (its link was cut
+	// or reset, and linked again): either way, as a node new to the host.
 	NodeUp(node string, incarnation string)
 	// NodeDown: the link to node's incarnation is gone (the node was
 	// killed, hung, cut off, fenced, or its link lost a message); nothing
