@@ -221,10 +221,15 @@ func (f *Federation) onBye(session uint64, b *linkpb.Bye) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var d *dialAddr
+	p := f.bySession[session]
 	if checkAddr(b.Address) == nil {
 		d = f.dial[b.Address]
+		if q := f.byAddr[b.Address]; (p == nil || p.local != b.To) && q != nil && q.local == b.To {
+			// A refusal of our link there, sent from the session the
+			// other end has now (it retired the one we knew).
+			p = q
+		}
 	}
-	p := f.bySession[session]
 	ours := d != nil && d.session == b.To
 	switch {
 	case p != nil && p.local == b.To:
