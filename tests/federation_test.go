@@ -68,6 +68,10 @@ func inFedNetns(t *testing.T) bool {
 func fedCluster(t *testing.T, n int) []*daemon {
 	t.Helper()
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 7951+i) }
+	secret := t.TempDir() + "/cluster.secret"
+	if err := os.WriteFile(secret, []byte("the test cluster's secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var ds []*daemon
 	for i := range n {
 		var peers []string
@@ -76,8 +80,8 @@ func fedCluster(t *testing.T, n int) []*daemon {
 				peers = append(peers, fmt.Sprintf("%q", addr(j)))
 			}
 		}
-		cfg := fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\n",
-			i+1, addr(i), strings.Join(peers, ", "))
+		cfg := fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\nsecret_file = %q\n",
+			i+1, addr(i), strings.Join(peers, ", "), secret)
 		ds = append(ds, startDaemon(t, daemonOpts{config: cfg}))
 	}
 	return ds

@@ -26,6 +26,7 @@ type ClusterConfig struct {
 	TLSCert     string        `toml:"tls_cert"`
 	TLSKey      string        `toml:"tls_key"`
 	TLSCA       string        `toml:"tls_ca"`
+	SecretFile  string        `toml:"secret_file"`
 }
 
 // config translates the table into the link layer's configuration; a
@@ -48,6 +49,7 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 		TLSCert:     c.TLSCert,
 		TLSKey:      c.TLSKey,
 		TLSCA:       c.TLSCA,
+		SecretFile:  c.SecretFile,
 		Logger:      log,
 	}, nil
 }
