@@ -24,7 +24,7 @@ import (
 // fedConfig is node i's configuration in a cluster of n on loopback
 // (127.0.0.1:7951+i), with extra appended (top-level keys before any
 // table: extra is added before [cluster] when it starts with no table).
-func fedConfig(i, n int, top, tables string) string {
+func fedConfig(t *testing.T, i, n int, top, tables string) string {
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 7951+i) }
 	var peers []string
 	for j := range n {
@@ -32,8 +32,8 @@ func fedConfig(i, n int, top, tables string) string {
 			peers = append(peers, fmt.Sprintf("%q", addr(j)))
 		}
 	}
-	return fmt.Sprintf("name = \"n%d\"\n%s\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\n%s\n",
-		i+1, top, addr(i), strings.Join(peers, ", "), tables)
+	return fmt.Sprintf("name = \"n%d\"\n%s\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\nsecret_file = %q\n%s\n",
+		i+1, top, addr(i), strings.Join(peers, ", "), fedSecret(t), tables)
 }
 
 // fedClusterWith starts n nodes with cfg(i) as node i's configuration.
@@ -101,9 +101,10 @@ func quiet(t *testing.T, c *switchboard.Conn, prefix string, d time.Duration) {
 // TestFederationHungNode: a node stopped (SIGSTOP) for 3 s is declared
 // down by the others within about the link timeout: a request waiting on
 // it fails with ErrPeerGone, its connections are announced disconnected
-// with DisconnectNodeLost, then its departure on sys.nodes. When it
-// resumes it is fenced: nothing it sends is delivered, while its own
-// clients keep talking to each other.
+// with DisconnectNodeLost, then its departure on sys.nodes. Its own
+// clients keep talking to each other; when it resumes, its silent session
+// stays fenced and it links again as a new one (joined again, its state
+// resent), and traffic flows.
 func TestFederationHungNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
@@ -189,26 +190,29 @@ func TestFederationHungNode(t *testing.T) {
 
 	time.Sleep(time.Until(stopped.Add(3 * time.Second)))
 	cont()
-	// Fenced: what n3's clients send reaches nobody on the other nodes.
-	prefix := c3.Address()[:strings.LastIndexByte(c3.Address(), '.')+1]
-	for i := range 50 {
-		c3.Publish(ctx, "g", seqPayload(i))
-		c3.SendTo(ctx, c1.Address(), seqPayload(i))
-	}
-	// Its local clients keep working with each other.
+	// Its local clients keep working with each other meanwhile.
 	for i := range 50 {
 		if err := c3.SendTo(ctx, c3b.Address(), seqPayload(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	recvSeq(t, c3b, switchboard.EventMessage, c3.Address(), 50)
-	quiet(t, c1, prefix, 2*time.Second)
-	ms, err := c1.Members(ctx, "g")
-	if err != nil || len(ms) != 1 {
-		t.Fatalf("after the fenced node resumed, n1 lists %v members of g (%v), want c1 alone", ms, err)
+	// The session that went silent stays fenced; n3, the same run, links
+	// again as a new session: the others hear it join, its state is sent
+	// afresh (its members are seen again), and traffic flows in order.
+	joined := nextNotice(t, c2, 30*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeJoined })
+	if joined.Node != n3 || joined.Incarnation != inc3 {
+		t.Fatalf("node joined: %s.%s, want %s.%s again", joined.Node, joined.Incarnation, n3, inc3)
 	}
-	// And n3 itself saw the others leave: its clients see only its own.
-	waitMembers(t, c3, "g", 2)
+	t.Logf("n3 linked again %v after SIGCONT", time.Since(stopped.Add(3*time.Second)).Round(time.Millisecond))
+	waitMembers(t, c1, "g", 3)
+	waitMembers(t, c3, "g", 3)
+	for i := range 200 {
+		if err := c3.SendTo(ctx, c1.Address(), seqPayload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvSeq(t, c1, switchboard.EventMessage, c3.Address(), 200)
 }
 
 // TestFederationRestart: a node stopped (SIGTERM) and started again with
@@ -249,7 +253,7 @@ func TestFederationRestart(t *testing.T) {
 	if left.Node != "n3" || left.Incarnation != oldInc {
 		t.Fatalf("node left: %s.%s, want n3.%s", left.Node, left.Incarnation, oldInc)
 	}
-	d3 := startDaemon(t, daemonOpts{config: fedConfig(2, 3, "", "")})
+	d3 := startDaemon(t, daemonOpts{config: fedConfig(t, 2, 3, "", "")})
 	joined := nextNotice(t, c1, 20*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeJoined })
 	if joined.Node != "n3" || joined.Incarnation == oldInc || joined.Incarnation == "" {
 		t.Fatalf("node joined: %s.%s, want n3 with an incarnation other than %s", joined.Node, joined.Incarnation, oldInc)
@@ -388,7 +392,7 @@ func TestFederationLargeMessage(t *testing.T) {
 	}
 	// A client takes a message no larger than its event ring and the
 	// node's queue for it hold together: 16 MiB needs a larger queue.
-	ds := fedClusterWith(t, 2, func(i int) string { return fedConfig(i, 2, "", "[events]\nqueue_bytes = 33554432") })
+	ds := fedClusterWith(t, 2, func(i int) string { return fedConfig(t, i, 2, "", "[events]\nqueue_bytes = 33554432") })
 	echo := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) {
 		sum := sha256.Sum256(r.Payload)
 		return sum[:], nil
@@ -449,9 +453,9 @@ publish = { all = true, nodes = ["n2"] }
 `
 	ds := fedClusterWith(t, 3, func(i int) string {
 		if i == 0 {
-			return fedConfig(i, 3, "", policy)
+			return fedConfig(t, i, 3, "", policy)
 		}
-		return fedConfig(i, 3, "", "")
+		return fedConfig(t, i, 3, "", "")
 	})
 	echo := func(ctx context.Context, r *switchboard.PeerRequest) ([]byte, error) { return r.Payload, nil }
 	s := fedDial(t, ds[0], switchboard.WithRequestHandler(echo))
@@ -528,7 +532,7 @@ func TestFederationStalledSubscriber(t *testing.T) {
 	}
 	// A small budget, so that the link fills too, not only the queues.
 	ds := fedClusterWith(t, 2, func(i int) string {
-		return fedConfig(i, 2, "max_message = 65536", fmt.Sprintf("link_budget = 262144\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", 9471+i))
+		return fedConfig(t, i, 2, "max_message = 65536", fmt.Sprintf("link_budget = 262144\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", 9471+i))
 	})
 	p := fedDial(t, ds[0])
 	stalled := fedDial(t, ds[1])
