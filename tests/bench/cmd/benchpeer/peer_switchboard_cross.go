@@ -29,7 +29,15 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := cluster.Config{Cluster: "bench", Listen: link}
+	// Without TLS a node requires the cluster's secret: both nodes of the
+	// pair read the same file in the harness's private directory.
+	secret := filepath.Join(a.dir, "switchboard-cluster.secret")
+	if _, err := os.Stat(secret); err != nil {
+		if err := os.WriteFile(secret, []byte("the benchmark cluster's secret\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	cfg := cluster.Config{Cluster: "bench", Listen: link, SecretFile: secret}
 	if a.join != "" {
 		cfg.Peers = []string{a.join}
 	}
