@@ -116,6 +116,11 @@ type Conn struct {
 	ringTaken atomic.Bool                // receivers read the event ring: the pump leaves it alone (until handBack)
 	evSleep   atomic.Bool                // one of them sleeps: the pump wakes it when events come
 	handback  atomic.Pointer[time.Timer] // gives the ring back to the pump after the last one left
+	// The hand-back timer runs (handbackArmed) while receivers come and
+	// go; leaves counts their departures, leavesSeen is the count the
+	// timer saw last (client_batch.go, handBack).
+	handbackArmed      atomic.Bool
+	leaves, leavesSeen atomic.Uint64
 
 	// The pump's sleep, made once: no allocation per park.
 	parker                                 *shm.Parker

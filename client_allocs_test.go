@@ -11,7 +11,9 @@ import (
 // deadline; the node in this process, so its allocations count too): Call
 // 5 (the client's copy of the reply; the test handler's copy of the
 // request; the node's Incoming and the handler's context with its cancel
-// func, see TestCallAllocsNode), Send 0, Publish 3, Go 8 (the AsyncCall and
+// func, see TestCallAllocsNode), Send 0, Publish 2 (the destination's
+// prefix; the node's error for a group without members: was 3, the
+// options' value escaped), Go 8 (the AsyncCall and
 // its reply among them). Each wraps its
 // payload in a net.Buffers of one part for the gathering path: the tests
 // below assert the wrapper costs nothing, that is, as many allocations as
@@ -19,7 +21,7 @@ import (
 const (
 	callAllocs    = 5
 	sendAllocs    = 0
-	publishAllocs = 3
+	publishAllocs = 2
 	goAllocs      = 8
 )
 
@@ -38,14 +40,25 @@ func checkAllocs(t *testing.T, want float64, one, many func()) {
 	t.Helper()
 	one()
 	many()
-	a1 := testing.AllocsPerRun(200, one)
-	an := testing.AllocsPerRun(200, many)
+	a1 := leastAllocs(one)
+	an := leastAllocs(many)
 	if a1 > an {
 		t.Errorf("single buffer: %v allocations, %v for the Buffers form: the net.Buffers conversion allocates", a1, an)
 	}
 	if a1 > want {
 		t.Errorf("single buffer: %v allocations, was %v", a1, want)
 	}
+}
+
+// leastAllocs is testing.AllocsPerRun(200, f), the least of three: the
+// count is the process's, and goroutines another test left ending (in
+// the whole suite, with -race) can add to one of them.
+func leastAllocs(f func()) float64 {
+	least := testing.AllocsPerRun(200, f)
+	for range 2 {
+		least = min(least, testing.AllocsPerRun(200, f))
+	}
+	return least
 }
 
 // TestCallAllocs: Call allocates what CallBuffers does.

@@ -21,11 +21,12 @@ import (
 // read spins (as a caller spins for its reply), then announces that it
 // sleeps (evSleep), arms the event ring and waits on ewake; the pump,
 // which sleeps on the connection's doorbell anyway, wakes it when the
-// node publishes. When no receiver came back for handbackDelay after the
-// last one left, handBack gives the ring back to the pump (for
+// node publishes. When no receiver came or left for handbackDelay after
+// the last one left, handBack gives the ring back to the pump (for
 // TryRecvEvent, Fd, the name clients' notices), and rings it: a receiver
 // looping comes back well before that, so the pump does not read ahead
-// between two calls and no doorbell rings per batch.
+// between two calls and no doorbell rings per batch. RecvEventView takes
+// the ring the same way (client_events.go), viewing events in place.
 
 // handbackDelay is how long after the last receiver returned the pump
 // reads the event ring again: at least, as the runtime's timers fire
@@ -132,8 +133,12 @@ func (c *Conn) readBatch(evs []Event, pooled bool) (int, error) {
 	// Counted once for the batch.
 	var got, lost uint64
 	defer func() {
-		c.received.Add(got)
-		c.dropped.Add(lost)
+		if got != 0 {
+			c.received.Add(got)
+		}
+		if lost != 0 {
+			c.dropped.Add(lost)
+		}
 	}()
 	n, bytes := 0, 0
 	// While evmu is held only this loop queues events from the ring (the
@@ -250,9 +255,16 @@ func (c *Conn) own(e Event, buf []byte, pooled bool) Event {
 }
 
 // leaveRing is a receiver leaving RecvEvents: the last one lets the pump
-// take the event ring back a little later.
+// take the event ring back a little later. A receiver looping comes back
+// at once, so a leave only counts itself while the hand-back timer runs:
+// the timer, not each call, decides (handBack), and no timer is reset per
+// event.
 func (c *Conn) leaveRing() {
 	if c.readers.Add(-1) != 0 {
+		return
+	}
+	c.leaves.Add(1)
+	if c.handbackArmed.Load() {
 		return
 	}
 	t := c.handback.Load()
@@ -263,12 +275,31 @@ func (c *Conn) leaveRing() {
 		}
 		t = c.handback.Load()
 	}
-	t.Reset(handbackDelay)
+	if !c.handbackArmed.Swap(true) {
+		c.leavesSeen.Store(c.leaves.Load()) // this leave is the one it waits after
+		t.Reset(handbackDelay)
+	}
 }
 
 // handBack wakes the pump to read the event ring again, and to arm it
-// (which it does not while receivers read it), if no receiver reads it.
+// (which it does not while receivers read it), once no receiver came or
+// left for a whole handbackDelay: while they do, it looks again a delay
+// later. A receiver inside when it looks arms it again when it leaves.
 func (c *Conn) handBack() {
+	if c.closing.Load() {
+		// Closed, or a reconnection's gap: the next receiver to leave
+		// (in the next session) arms the timer again.
+		c.handbackArmed.Store(false)
+		return
+	}
+	if n := c.leaves.Load(); c.leavesSeen.Swap(n) != n {
+		c.handback.Load().Reset(handbackDelay) // receivers are at it
+		return
+	}
+	c.handbackArmed.Store(false) // a receiver leaving from now on arms it again
+	if c.readers.Load() != 0 {
+		return // one is inside: it keeps the ring, and arms the timer when it leaves
+	}
 	c.ringTaken.Store(false)
 	if c.readers.Load() != 0 { // one came back meanwhile: it keeps the ring
 		c.ringTaken.Store(true)

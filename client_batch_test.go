@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -423,7 +424,8 @@ func TestRecvEventsWhileViewHeld(t *testing.T) {
 // lent again meanwhile leaves the new loan alone.
 func TestBufPoolStaleRelease(t *testing.T) {
 	var p bufPool
-	for _, size := range []int{64, 200, 1000} { // buffers of one allocation, and a large one
+	p.wanted.Store(true)                             // a receiver that gives buffers back (TestBufPoolBareUntilReleased)
+	for _, size := range []int{64, 100, 200, 1000} { // buffers of one allocation, and a large one
 		b1, pb1, gen1 := p.get(bytes.Repeat([]byte{1}, size))
 		e1 := Event{Payload: b1, buf: pb1, gen: gen1}
 		e1.Release()
@@ -440,6 +442,45 @@ func TestBufPoolStaleRelease(t *testing.T) {
 		p.free = nil
 		p.nfree.Store(0)
 	}
+}
+
+// TestBufPoolBareUntilReleased: until an event is released, the pool's
+// copies are bare ones of the payload's size (an event handler that keeps
+// its events pays no pool buffer's header); after a Release, a copy that
+// finds no buffer gets one, and the buffers given back are lent again.
+func TestBufPoolBareUntilReleased(t *testing.T) {
+	var p bufPool
+	body := bytes.Repeat([]byte{7}, 100) // a 64-byte group message with its sender and group
+	const n = 1000
+	keep := make([][]byte, 0, n)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		b, pb, _ := p.get(body)
+		if pb != &p.bare || !bytes.Equal(b, body) {
+			t.Fatal("a copy before any Release is not a bare one")
+		}
+		keep = append(keep, b)
+	}
+	runtime.ReadMemStats(&after)
+	// A bare copy of 100 bytes takes the runtime's 112-byte class; a pool
+	// buffer of one allocation took 320 before, and 176 now.
+	if per := float64(after.TotalAlloc-before.TotalAlloc) / n; per > 150 {
+		t.Errorf("%.0f bytes allocated per copy of %d bytes, want one bare copy", per, len(body))
+	}
+	Event{Payload: keep[0], buf: &p.bare}.Release()
+	b, pb, gen := p.get(body)
+	if pb == &p.bare || !bytes.Equal(b, body) {
+		t.Fatal("a copy after a Release is still bare")
+	}
+	Event{Payload: b, buf: pb, gen: gen}.Release()
+	if allocs := testing.AllocsPerRun(100, func() {
+		b, pb, gen := p.get(body)
+		Event{Payload: b, buf: pb, gen: gen}.Release()
+	}); allocs != 0 {
+		t.Errorf("%v allocations per copy once buffers come back", allocs)
+	}
+	runtime.KeepAlive(keep)
 }
 
 // TestTryRecvEventAfterRecvEvent: a loop that blocks in RecvEvent when it
@@ -518,4 +559,22 @@ func TestRecvEventsLargeBatchBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHandBackAfterGap: a hand-back timer that fires while the session is
+// closing (a reconnection's gap) lets the next receiver's leave arm it
+// again: the ring goes back to the pump in the next session, so that its
+// requests and handler events are read.
+func TestHandBackAfterGap(t *testing.T) {
+	_, c := emitter(t, nil)
+	c.readers.Add(1)
+	c.ringTaken.Store(true)
+	c.leaveRing() // arms the timer
+	c.handback.Load().Stop()
+	c.closing.Store(true)
+	c.handBack() // the timer, firing in the gap: nothing to give back
+	c.closing.Store(false)
+	c.readers.Add(1) // the next session's receiver
+	c.leaveRing()
+	waitFor(t, func() bool { return !c.ringTaken.Load() })
 }

@@ -32,6 +32,19 @@ func destPrefix(dest string) ([]byte, error) {
 	return append([]byte{byte(len(dest))}, dest...), nil
 }
 
+// msgOpts applies opts: apart (and not inlined), so that only a call with
+// options pays for the value they are applied to (its address escapes to
+// them).
+//
+//go:noinline
+func msgOpts(opts []MsgOption) msgOptions {
+	var o msgOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // SendTo sends payload to a peer: an address (":n1.mx2z3pcd1ldw.42") or a well-known
 // name's owner. Messages from one sender to one destination arrive in the
 // order sent. Without WantAnswer it returns once the message is in the
@@ -49,8 +62,8 @@ func (c *Conn) Publish(ctx context.Context, group string, payload []byte, opts .
 // sendMsg sends a message to dest, its payload gathered from parts.
 func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]byte, opts []MsgOption) error {
 	var o msgOptions
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		o = msgOpts(opts)
 	}
 	prefix, err := destPrefix(dest)
 	if err != nil {
@@ -399,7 +412,8 @@ func (c *Conn) busIntercept(e *Event) bool {
 	if c.dir != nil && !monitored {
 		c.directFence(from) // what the sender wrote on a channel to this client came first
 	}
-	e.From, e.To, e.Payload = c.intern(from), c.intern(to), payload
+	e.From, e.To = c.internPair(from, to)
+	e.Payload = payload
 	if monitored {
 		e.Kind = EventMonitor
 		e.Monitored = map[uint16]EventKind{pb.KindPeerSend: EventMessage, pb.KindPublish: EventGroup,
@@ -440,16 +454,21 @@ func (c *Conn) busIntercept(e *Event) bool {
 	return false
 }
 
-// intern returns b as a string, without allocating when it is one of the
-// last few seen (a subscriber hears the same senders and groups over and
-// over). Only the goroutine that holds evmu, or the socket reader, calls
-// it; the cache has its own lock for the two of them.
-func (c *Conn) intern(b []byte) string {
+// internPair returns a message's sender and destination as strings,
+// without allocating when they are among the last few seen (a subscriber
+// hears the same senders and groups over and over), under one lock. Only
+// the goroutine that holds evmu, or the socket reader, calls it; the cache
+// has its own lock for the two of them.
+func (c *Conn) internPair(from, to []byte) (string, string) {
+	c.internMu.Lock()
+	defer c.internMu.Unlock()
+	return c.internLocked(from), c.internLocked(to)
+}
+
+func (c *Conn) internLocked(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	c.internMu.Lock()
-	defer c.internMu.Unlock()
 	for i := range c.interned {
 		if c.interned[i] == string(b) {
 			return c.interned[i]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -219,7 +220,9 @@ func (c *Conn) send(ctx context.Context, service, command uint16, parts [][]byte
 
 // writeParts writes a frame whose body is parts, gathered (never joined).
 func (c *Conn) writeParts(ctx context.Context, h shm.Header, parts ...[]byte) error {
-	c.wmu.Lock()
+	if err := c.lockW(ctx); err != nil {
+		return err
+	}
 	defer c.wmu.Unlock()
 	if c.closed || c.flush.stopped.Load() { // Close began: what it flushes is settled
 		return ErrClosed
@@ -232,6 +235,42 @@ func (c *Conn) writeParts(ctx context.Context, h shm.Header, parts ...[]byte) er
 		c.noteSent(h) // for Flush and Close
 	}
 	return err
+}
+
+// lockW takes wmu, or gives up when ctx ends: a writer holding it may wait
+// for room in the ring (with a context of its own, maybe none) while the
+// node does not read, and another writer's context must still end its
+// wait (a Flush's, a Call's deadline). Uncontended, it is one TryLock;
+// contended, it yields a few times (a writer between frames holds wmu
+// for a moment), then looks every 20 us to 1 ms.
+func (c *Conn) lockW(ctx context.Context) error {
+	if c.wmu.TryLock() {
+		return nil
+	}
+	done := ctx.Done()
+	if done == nil {
+		c.wmu.Lock()
+		return nil
+	}
+	for range 8 {
+		runtime.Gosched()
+		if c.wmu.TryLock() {
+			return nil
+		}
+	}
+	t := time.NewTimer(20 * time.Microsecond)
+	defer t.Stop()
+	for wait := 20 * time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
+		select {
+		case <-done:
+			return ctx.Err()
+		case <-t.C:
+		}
+		if c.wmu.TryLock() {
+			return nil
+		}
+		t.Reset(wait)
+	}
 }
 
 // readResponses delivers the replies waiting in the response ring. The

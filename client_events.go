@@ -151,10 +151,10 @@ func (c *Conn) readyFull() bool {
 // has room. The caller holds evmu.
 func (c *Conn) readEvents() error {
 	defer c.ev.Release()
-	for range 64 {
-		if !c.eventRoom() {
-			return nil
-		}
+	// A frame adds at most one event (or request) to the queue, and only
+	// takers change it meanwhile: the room, looked at once, bounds the
+	// batch.
+	for range min(64, c.eventSpace()) {
 		f, err := c.ev.Next()
 		if err == shm.ErrRingEmpty {
 			return nil
@@ -195,14 +195,19 @@ func (c *Conn) queueEventFrame(f shm.Frame) error {
 	return nil
 }
 
-func (c *Conn) eventRoom() bool {
+func (c *Conn) eventRoom() bool { return c.eventSpace() > 0 }
+
+// eventSpace is how many more events the queue takes.
+func (c *Conn) eventSpace() int {
 	c.emu.Lock()
 	defer c.emu.Unlock()
-	return len(c.equeue)-c.ehead+len(c.reqq) < c.o.eventQueue
+	return c.o.eventQueue - (len(c.equeue) - c.ehead + len(c.reqq))
 }
 
 func (c *Conn) pushEvent(e *Event) {
-	c.dropped.Add(e.Dropped)
+	if e.Dropped != 0 { // an atomic add saved per event, most have none
+		c.dropped.Add(e.Dropped)
+	}
 	if e.Service == pb.BusService && c.busIntercept(e) {
 		return
 	}
@@ -296,16 +301,24 @@ func (c *Conn) TryRecvEvent() (Event, bool) {
 
 // tryRecv is TryRecvEvent, also telling whether more events wait.
 func (c *Conn) tryRecv() (Event, bool, bool) {
+	var one [1]Event
+	n, more := c.takeEvents(one[:])
+	return one[0], n == 1, more
+}
+
+// takeEvents takes up to len(dst) queued events into dst, under one lock,
+// and tells whether more wait.
+func (c *Conn) takeEvents(dst []Event) (int, bool) {
 	c.emu.Lock()
 	if len(c.equeue) == c.ehead {
 		c.emu.Unlock()
-		return Event{}, false, false
+		return 0, false
 	}
 	wasFull := len(c.equeue)-c.ehead+len(c.reqq) >= c.o.eventQueue // eventRoom's measure: see serveRequests
-	e := c.equeue[c.ehead]
-	c.equeue[c.ehead] = Event{}
-	c.ehead++
-	c.deq++
+	n := copy(dst, c.equeue[c.ehead:])
+	clear(c.equeue[c.ehead : c.ehead+n])
+	c.ehead += n
+	c.deq += uint64(n)
 	if c.ehead == len(c.equeue) {
 		c.equeue, c.ehead = c.equeue[:0], 0
 		if c.polled.Load() && c.pollFd >= 0 && !c.ended() { // not closing: a reconnection's gap is no end
@@ -321,7 +334,7 @@ func (c *Conn) tryRecv() (Event, bool, bool) {
 	if wasFull {
 		c.bell.Load().Ring() // the pump may have stopped reading events for lack of room
 	}
-	return e, true, more
+	return n, more
 }
 
 // RecvEvent waits for the next event, and returns a copy of it (see
@@ -376,7 +389,18 @@ func (c *Conn) passWake() {
 // event's Release, which must then be called, before Close too. Events
 // already queued in this process come first, as copies. Treat the bytes as
 // untrusted.
+//
+// Without an event handler or actor it takes the event ring as RecvEvent
+// does (client_batch.go): the pump leaves the ring alone meanwhile, so the
+// events wait there to be viewed rather than being copied into the queue,
+// and a Release rings nobody.
 func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
+	taken := c.o.onEvent == nil && c.o.actorPID == nil
+	if taken {
+		c.readers.Add(1)
+		c.ringTaken.Store(true)
+		defer c.leaveRing()
+	}
 	start := time.Now()
 	for i := 1; ; i++ {
 		if e, ok, more := c.tryRecv(); ok {
@@ -398,6 +422,9 @@ func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
 		}
 		if i%64 != 0 || time.Since(start) < c.spin {
 			continue // spin a while: the event may come before the pump wakes
+		}
+		if taken && c.armEvents() {
+			continue
 		}
 		select {
 		case <-c.ewake:
@@ -445,7 +472,9 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 				continue
 			}
 			c.received.Add(1)
-			c.dropped.Add(uint64(f.Aux))
+			if f.Aux != 0 {
+				c.dropped.Add(uint64(f.Aux))
+			}
 			e.view, e.gen = c, c.viewGen.Add(1)
 			c.viewHeld.Store(true)
 			return e, true, nil
@@ -464,13 +493,18 @@ func (c *Conn) viewEvent() (Event, bool, error) {
 	}
 }
 
-// releaseView ends the in-place event gen, once.
+// releaseView ends the in-place event gen, once. The pump is rung only
+// if it may be waiting for the ring: it reads events itself (no receiver
+// has taken the ring), or it must wake a receiver that went to sleep
+// while the view held the ring (armEvents).
 func (c *Conn) releaseView(gen uint64) {
 	if c.viewGen.CompareAndSwap(gen, gen+1) {
 		c.ev.Release()
 		c.viewHeld.Store(false)
 		c.evmu.Unlock()
-		c.bell.Load().Ring() // the pump left the events alone meanwhile
+		if !c.ringTaken.Load() || c.evSleep.Load() {
+			c.bell.Load().Ring() // the pump left the events alone meanwhile
+		}
 	}
 }
 
@@ -495,11 +529,13 @@ func (c *Conn) Fd() int {
 	return c.pollFd
 }
 
-// deliver hands events to the handler or actor, in order.
+// deliver hands events to the handler or actor, in order: it takes those
+// queued a few at a time (one lock for the lot), then dispatches them.
 func (c *Conn) deliver() {
+	var batch [16]Event
 	for {
-		e, ok := c.TryRecvEvent()
-		if !ok {
+		n, _ := c.takeEvents(batch[:])
+		if n == 0 {
 			select {
 			case <-c.ewake:
 				continue
@@ -511,7 +547,10 @@ func (c *Conn) deliver() {
 				return
 			}
 		}
-		c.dispatch(e)
+		for i := range n {
+			c.dispatch(batch[i])
+			batch[i] = Event{} // the handler's now: not kept alive here
+		}
 	}
 }
 
@@ -523,5 +562,14 @@ func (c *Conn) dispatch(e Event) {
 		c.o.onEvent(e)
 		return
 	}
+	c.sendActor(e)
+}
+
+// sendActor hands e to the event actor. Apart from dispatch, so that only
+// the actor's events are copied to the heap (the message is a pointer),
+// not every event a handler takes by value.
+//
+//go:noinline
+func (c *Conn) sendActor(e Event) {
 	c.o.actorSys.Root.Send(c.o.actorPID, &e)
 }

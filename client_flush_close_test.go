@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -97,6 +98,55 @@ func TestCloseWriterParked(t *testing.T) {
 			t.Fatalf("Close: %v, want unsent messages", err)
 		}
 		writers.Wait()
+	})
+}
+
+// TestWriterContextWhileAnotherParked: a writer parked on a full request
+// ring (with no deadline of its own) holds the ring's writing side; a
+// second writer's context still ends its wait.
+func TestWriterContextWhileAnotherParked(t *testing.T) {
+	bothTransports(t, func(t *testing.T, tr Transport) {
+		n := startNode(t)
+		release := make(chan struct{})
+		n.HandleFunc(40, func(ctx context.Context, r *Request) ([]byte, error) {
+			<-release
+			return nil, nil
+		})
+		c := dial(t, n, WithTransport(tr), WithRings(4096, 0, 0), WithCloseTimeout(100*time.Millisecond))
+		t.Cleanup(func() { close(release) }) // after c's Close (cleanups run last first)
+		if err := c.Send(ctx5(t), 40, 1, nil); err != nil { // holds the pump
+			t.Fatal(err)
+		}
+		var writers sync.WaitGroup
+		defer writers.Wait()
+		defer c.Close() // ends the parked writer
+		var sent atomic.Int64
+		writers.Go(func() {
+			payload := make([]byte, 512)
+			for c.Publish(context.Background(), "nobody", payload) == nil {
+				sent.Add(1)
+			}
+		})
+		for last := int64(-1); ; { // the rings and socket buffers fill: the writer parks
+			time.Sleep(100 * time.Millisecond)
+			if now := sent.Load(); now == last {
+				break
+			} else {
+				last = now
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- c.Publish(ctx, "nobody", []byte("x")) }()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Publish: %v, want its deadline", err)
+			}
+		case <-time.After(10 * time.Second): // a failure bound
+			t.Fatal("Publish waited past its deadline for the parked writer")
+		}
 	})
 }
 

@@ -2,6 +2,8 @@ package switchboard
 
 import (
 	"context"
+	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
@@ -68,5 +70,46 @@ func TestEventDeliveryAllocs(t *testing.T) {
 		t.Errorf("from a handler: %v allocations per %d events", a, batch)
 	} else {
 		t.Logf("from a handler: %v allocations per %d events", a, batch)
+	}
+}
+
+// TestEventHandlerAllocs counts the allocations of 64-byte events taken by
+// an event handler, node and client together: the node's *Delivery (see
+// TestEventDeliveryAllocs) and the payload's copy, which the handler may
+// keep. Before, the Event given to the handler was copied to the heap too
+// (dispatch sent its address to the event actor on the other branch).
+func TestEventHandlerAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts: not in -short")
+	}
+	const batch = 64
+	const perEvent = 2 // the node's *Delivery, the payload's copy
+	var got atomic.Int64
+	sessc := make(chan *Session, 1)
+	n := startNode(t)
+	n.HandleFunc(1, func(ctx context.Context, r *Request) ([]byte, error) { sessc <- r.Session; return nil, nil })
+	c := dial(t, n, WithEventHandler(func(e Event) { got.Add(1) }))
+	ctx := ctx5(t)
+	if _, err := c.Call(ctx, 1, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	sess := <-sessc
+	payload := make([]byte, 64)
+	want := int64(0)
+	round := func() {
+		for range batch {
+			sess.SendEvent(3, payload)
+		}
+		want += batch
+		for got.Load() < want {
+			runtime.Gosched()
+		}
+	}
+	round()
+	const slack = 8 // per batch: the runtime's own, the pumps' wake-ups
+	if a := testing.AllocsPerRun(50, round); a > perEvent*batch+slack {
+		t.Errorf("%v allocations per %d events", a, batch)
+	} else {
+		t.Logf("%v allocations per %d events", a, batch)
 	}
 }

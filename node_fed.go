@@ -1,5 +1,10 @@
 package switchboard
 
+import (
+	"errors"
+	"strings"
+)
+
 // Federation: the contract between a node and the links that join it to
 // the other nodes of a cluster. The root package knows nothing of how the
 // links are made (package actors/cluster makes them over protoactor-go
@@ -9,6 +14,12 @@ package switchboard
 // Start. Node names are the names nodes are given (WithName); an
 // incarnation (the one in the node's addresses, ":NAME.INCARNATION.ID")
 // tells two runs of one name apart.
+
+// FederationOverhead is the most the envelope of a message to another
+// node adds to its payload (a request's ids, deadline and destination: a
+// name or an address). A Federation must carry messages of the node's
+// largest message (WithMaxMessage) plus this; cmd/node sizes its links so.
+const FederationOverhead = 1024
 
 // Federation carries this node's messages to the other nodes of its
 // cluster.
@@ -33,8 +44,11 @@ type Federation interface {
 // FederationHost is the node's side of a Federation.
 type FederationHost interface {
 	// NodeUp: a link to node, in this incarnation, is up; its messages
-	// follow. A node comes up again only as a new incarnation. It returns
-	// once this node's state went out to node (its traffic may follow).
+	// follow. A node comes up again only after its NodeDown: in a new
+	// incarnation (it restarted), or in the same one (its link was cut
+	// or reset, and linked again): either way, as a node new to the host.
+	// It returns once this node's state went out to node (its traffic
+	// may follow).
 	NodeUp(node string, incarnation string)
 	// NodeDown: the link to node's incarnation is gone (the node was
 	// killed, hung, cut off, fenced, or its link lost a message); nothing
@@ -44,4 +58,21 @@ type FederationHost interface {
 	// then on, in node's Send order, one call at a time per node. It
 	// should not block: the link's budget backs up behind it.
 	Deliver(node string, msg []byte)
+}
+
+// CheckNodeName reports whether s is a node name or incarnation the nodes
+// of a cluster take from each other: 1 to 64 printable ASCII bytes,
+// without '.' or ':'. A Federation refuses any other (a node named
+// otherwise cannot federate), so that every link it brings up is one the
+// host accepts.
+func CheckNodeName(s string) error {
+	if len(s) == 0 || len(s) > 64 || strings.ContainsAny(s, ".:") {
+		return errors.New("bad node name: 1 to 64 printable ASCII bytes, without '.', ':' or spaces")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return errors.New("bad node name: 1 to 64 printable ASCII bytes, without '.', ':' or spaces")
+		}
+	}
+	return nil
 }

@@ -170,6 +170,22 @@ func (fs *fedState) allow(fc *fedConn, what Action, target string) bool {
 	return true
 }
 
+// allowName asks the policy whether fc may send to the well-known name
+// it addressed (a message or request to a name owned here travels to the
+// owner's address, with the name beside it), as resolve does for a local
+// sender before the owner's address; "" (sent to the address) passes. A
+// bad name is malformed: refused, and counted.
+func (fs *fedState) allowName(node string, fc *fedConn, name string) bool {
+	if name == "" {
+		return true
+	}
+	if checkName(name) != nil {
+		fs.bad(node, "a message to a bad name")
+		return false
+	}
+	return fs.allow(fc, ActionSend, name)
+}
+
 // direct delivers a remote connection's message to a local one; one that
 // wants an answer gets it (the count delivered, or why not).
 func (fs *fedState) direct(node string, d *pb.FedDirect) {
@@ -189,16 +205,13 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 		fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_Reply{Reply: &pb.FedReply{Rid: d.GetRid(), Code: code, Payload: payload}}}))
 	}
 	dest := fs.n.addrPrefix + strconv.FormatUint(d.GetTo(), 10)
-	if name := d.GetName(); name != "" && checkName(name) != nil {
-		fs.bad(node, "a message to a bad name")
-		answer(pb.Code_CODE_INVALID_ARGUMENT, "bad name", nil)
+	if !fs.allowName(node, fc, d.GetName()) {
+		answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, d.GetName()), nil)
 		return
 	}
-	for _, target := range []string{dest, d.GetName()} {
-		if target != "" && !fs.allow(fc, ActionSend, target) {
-			answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, target), nil)
-			return
-		}
+	if !fs.allow(fc, ActionSend, dest) {
+		answer(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest), nil)
+		return
 	}
 	to := fs.local(d.GetTo())
 	if to == nil {
@@ -271,7 +284,6 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 	addr := fs.n.addrPrefix + strconv.FormatUint(r.GetTo(), 10)
 	dest := r.GetDest()
 	what := ActionSend
-	checks := []string{dest, r.GetName()}
 	if dest != addr { // a group request: dest is the group
 		if checkName(dest) != nil || reserved(dest) || r.GetName() != "" {
 			fs.bad(node, "request to a bad group")
@@ -279,16 +291,14 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 			return
 		}
 		what = ActionPublish
-	} else if name := r.GetName(); name != "" && checkName(name) != nil {
-		fs.bad(node, "request to a bad name")
-		fail(pb.Code_CODE_INVALID_ARGUMENT, "bad name")
+	}
+	if what == ActionSend && !fs.allowName(node, fc, r.GetName()) {
+		fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, r.GetName()))
 		return
 	}
-	for _, target := range checks {
-		if target != "" && !fs.allow(fc, what, target) {
-			fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, target))
-			return
-		}
+	if !fs.allow(fc, what, dest) {
+		fail(pb.Code_CODE_REFUSED, fmt.Sprintf("%s may not send to %s", fc.addr, dest))
+		return
 	}
 	to := fs.local(r.GetTo())
 	if to == nil {

@@ -159,3 +159,59 @@ func TestFedNamesPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestFedNamePolicy: a message or request to a name owned on another node
+// travels to the owner's address, and the owner's node asks its policy
+// for the name too, as for a local sender: a rule on the name there
+// refuses a remote sender it does not admit, while the owner's address
+// stays reachable.
+func TestFedNamePolicy(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2", WithPolicy(PolicyFunc(func(who Cred, what Action, target string) error {
+		if who.Node == "n1" && what == ActionSend && target == "svc.guarded" {
+			return errors.New("n1 may not send to svc.guarded")
+		}
+		return nil
+	})))
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	a := dial(t, n1)
+	b := dial(t, n2, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) { return []byte("b"), nil }))
+	knows(t, n1, b.Address())
+	knows(t, n2, a.Address())
+	for _, name := range []string{"svc.guarded", "svc.open"} {
+		if _, _, err := b.Own(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		owns(t, name, b.Address(), n1, n2)
+	}
+	if err := a.SendTo(ctx, "svc.guarded", []byte("x"), WantAnswer()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("SendTo svc.guarded from n1: %v, want ErrRefused by n2's policy", err)
+	}
+	if _, err := a.Request(ctx, "svc.guarded", []byte("x")); !errors.Is(err, ErrRefused) {
+		t.Fatalf("Request svc.guarded from n1: %v, want ErrRefused by n2's policy", err)
+	}
+	if err := a.SendTo(ctx, "svc.guarded", []byte("dropped")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Request(ctx, "svc.open", []byte("x")); err != nil || string(got) != "b" {
+		t.Fatalf("Request svc.open from n1: %q, %v", got, err)
+	}
+	if err := a.SendTo(ctx, b.Address(), []byte("to the address"), WantAnswer()); err != nil {
+		t.Fatalf("SendTo the owner's address: %v", err)
+	}
+	for {
+		e := recv(t, b)
+		if e.Kind != EventMessage {
+			continue
+		}
+		if string(e.Payload) != "to the address" {
+			t.Fatalf("b received %q sent to svc.guarded", e.Payload)
+		}
+		break
+	}
+	if st := n2.FederationStats(); st.Refused != 3 {
+		t.Fatalf("n2 refused %d, want 3", st.Refused)
+	}
+}

@@ -47,8 +47,8 @@ func (n *Node) fedRoute(c *conn.Endpoint, f conn.BusFrame, dest, d string, paylo
 		fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("nobody at %q", d)))
 		return
 	}
-	name := ""
-	if dest != d { // a name: the receiver asks its policy about it too
+	name := "" // the name dest, which the receiving node's policy is asked for too
+	if dest != d {
 		name = dest
 	}
 	if f.Kind == pb.KindPeerSend && !wantAnswer {
@@ -115,13 +115,14 @@ func (fs *fedState) group(g string) fedGroup {
 }
 
 // publish sends a publication once to each node with members; it returns
-// how many members those nodes had.
-func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) int {
+// how many members the nodes that took it had (took), and how many the
+// nodes whose links refused it had (lost: the link's budget spent, or the
+// node going; counted in SendFails).
+func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []byte) (took, lost int) {
 	if rg.count == 0 {
-		return 0
+		return 0, 0
 	}
 	b := encode(&pb.FedMessage{Body: &pb.FedMessage_Publish{Publish: &pb.FedPublish{From: c.ID(), Group: g, Payload: payload}}})
-	took := 0
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
 	for i, p := range rg.peers {
@@ -131,9 +132,11 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 		}
 		if fs.sendLocked(p, msg) {
 			took += len(p.groups[g])
+		} else {
+			lost += len(p.groups[g])
 		}
 	}
-	return took
+	return took, lost
 }
 
 // targets returns the stand-ins for g's remote members, for a group
@@ -166,7 +169,7 @@ type fedTarget struct {
 	p          *fedPeer
 	to         uint64
 	addr, dest string
-	name       string // the name the caller addressed, if any
+	name       string // the well-known name the caller addressed, or ""
 	payload    []byte // valid until Ask returns (route's frame)
 	direct     bool
 	rid        uint64

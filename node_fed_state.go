@@ -245,9 +245,34 @@ func (fs *fedState) sendLocked(p *fedPeer, msg []byte) bool {
 	}
 	if err := fs.f.Send(p.name, msg); err != nil {
 		fs.sendFails.Add(1)
+		if r, ok := fs.f.(fedResetter); ok && fedControl(msg) {
+			// The other node would be out of step: its session ends,
+			// and the next one starts with the state in full.
+			r.Reset(p.name, "a control message was refused: "+err.Error())
+		}
 		return false
 	}
 	fs.sent.Add(1)
+	return true
+}
+
+// fedResetter is a Federation that can declare a node's current session
+// down (NodeDown, then a new session: NodeUp and the state in full).
+// Called under mu: it must not call back into the host.
+type fedResetter interface{ Reset(node, reason string) }
+
+// fedControl reports whether an encoded FedMessage is one whose loss
+// would leave the other node out of step: anything but a publication, a
+// direct message or a request, whose loss their senders are told of.
+// The first byte is the tag of its one field (the oneof case; all < 16).
+func fedControl(msg []byte) bool {
+	if len(msg) == 0 {
+		return false
+	}
+	switch msg[0] >> 3 {
+	case 6, 7, 8: // direct, publish, request
+		return false
+	}
 	return true
 }
 
@@ -541,19 +566,8 @@ func (n *Node) notifyLocal(group string, nt *pb.Notice) {
 	}
 }
 
-// checkNodeName checks a node name or incarnation from another node: as
-// WithNodeName allows.
-func checkNodeName(s string) error {
-	if len(s) == 0 || len(s) > 64 || strings.ContainsAny(s, ". :\t\n") {
-		return errors.New("bad node name")
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return errors.New("bad node name")
-		}
-	}
-	return nil
-}
+// checkNodeName checks a node name or incarnation from another node.
+func checkNodeName(s string) error { return CheckNodeName(s) }
 
 // parseAddress splits ":NAME.INCARNATION.ID".
 func parseAddress(addr string) (node, inc string, id uint64, ok bool) {

@@ -90,7 +90,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		fail(codeError(pb.Code_CODE_INVALID_ARGUMENT, "bus frame without a destination"))
 		return
 	}
-	d := string(dest)
+	d := c.DestName(dest)
 	switch f.Kind {
 	case pb.KindPeerSend, pb.KindPeerCall:
 		if a := n.fedDest(d); a != "" {
@@ -163,6 +163,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			return
 		}
 		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
+		ev := c.SharedDelivery(conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}) // one for every member
 		took := 0
 		for _, t := range members {
 			if t == c && !echo {
@@ -173,10 +174,15 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				continue
 			}
 			took++
-			c.Deliver(t, &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body})
+			c.Deliver(t, ev)
 		}
-		took += n.fed.publish(c, d, rg, payload)
+		remote, lost := n.fed.publish(c, d, rg, payload)
+		took += remote
 		if wantAnswer {
+			if took == 0 && lost > 0 {
+				fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members are on other nodes whose links refused it (budget spent, or the node going)", d)))
+				return
+			}
 			if took == 0 {
 				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))
 				return

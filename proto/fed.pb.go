@@ -717,10 +717,9 @@ type FedDirect struct {
 	// Non-zero: the sender wants a FedReply with this rid (CODE_OK with the
 	// count delivered, or why not).
 	Rid uint64 `protobuf:"varint,4,opt,name=rid,proto3" json:"rid,omitempty"`
-	// The name the sender addressed, when it was sent to a name whose owner
-	// is connection to (the receiver asks its policy about the name too);
-	// empty for an address. Optional: a node that does not know it ignores
-	// it.
+	// The well-known name the sender addressed, when it sent to a name the
+	// receiver's connection owns ("" when it sent to the address): the
+	// receiver asks its policy for it too, as for a local sender.
 	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -867,8 +866,7 @@ type FedRequest struct {
 	// Microseconds left before its deadline when sent; 0: none.
 	DeadlineUs uint32 `protobuf:"varint,5,opt,name=deadline_us,json=deadlineUs,proto3" json:"deadline_us,omitempty"`
 	Payload    []byte `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
-	// The name the caller addressed, when dest is the address of the
-	// name's owner (as FedDirect.name).
+	// As FedDirect's name: the well-known name the caller addressed, if any.
 	Name          string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -182,6 +182,7 @@ const CancelSize = ReplyHandleSize + 4
 // destination, a request's reply handle (nil for other messages), then
 // the payload. from and to must be at most MaxNameLen bytes.
 func AppendMsg(b []byte, from, to string, handle []byte, payload []byte) []byte {
+	b = slices.Grow(b, 2+len(from)+len(to)+len(handle)+len(payload)) // one allocation, not one per part
 	b = append(b, byte(len(from)))
 	b = append(b, from...)
 	b = append(b, byte(len(to)))

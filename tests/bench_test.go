@@ -490,10 +490,20 @@ func BenchmarkPeerRequest(b *testing.B) {
 // publisher faster than its subscribers waits instead of overflowing their
 // queues (a run that lost messages reports them in "dropped"). With
 // stalled=1, one more subscriber reads nothing: "pub/s" against the run
-// without it shows what a stalled member costs the publisher.
+// without it shows what a stalled member costs the publisher. The
+// subscribers view their messages in place (RecvEventView); with
+// "handlers=N" they take them in an event handler instead, as the peer
+// run's (tests/bench) do.
 func BenchmarkFanout(b *testing.B) {
-	for _, bc := range []struct{ subs, stalled int }{{4, 0}, {4, 1}, {16, 0}, {64, 0}} {
-		b.Run(fmt.Sprintf("subs=%d/stalled=%d", bc.subs, bc.stalled), func(b *testing.B) {
+	for _, bc := range []struct {
+		subs, stalled int
+		handler       bool
+	}{{4, 0, false}, {4, 1, false}, {16, 0, false}, {64, 0, false}, {4, 0, true}, {16, 0, true}} {
+		name := fmt.Sprintf("subs=%d/stalled=%d", bc.subs, bc.stalled)
+		if bc.handler {
+			name = fmt.Sprintf("handlers=%d/stalled=%d", bc.subs, bc.stalled)
+		}
+		b.Run(name, func(b *testing.B) {
 			env := []string{"SB_SPIN=" + os.Getenv("SB_BENCH_SPIN")} // unset: the defaults
 			if os.Getenv("SB_BENCH_SPIN") == "" {
 				env = nil
@@ -508,9 +518,13 @@ func BenchmarkFanout(b *testing.B) {
 			for range bc.stalled {
 				startPeer(b, "peer", socket, append(env, "SB_MODE=stall", "SB_GROUPS=fan", "SB_RESUME=/nonexistent")...)
 			}
+			sub := append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_NOCHECK=1", "SB_ACK_TO="+c.Address(),
+				"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))
+			if bc.handler {
+				sub = append(sub, "SB_EVENT_HANDLER=1")
+			}
 			for range bc.subs {
-				startPeer(b, "peer", socket, append(env, "SB_MODE=count", "SB_GROUPS=fan", "SB_NOCHECK=1", "SB_ACK_TO="+c.Address(),
-					"SB_CLIENT_QUEUE=16384", fmt.Sprintf("SB_EXPECT=%d", b.N))...)
+				startPeer(b, "peer", socket, sub...)
 			}
 			window := 8192
 			acked := map[string]int{}

@@ -48,7 +48,12 @@ func runBusRole(role string) (int, bool) {
 		var addrV atomic.Value // the handler may run before Dial returns
 		addrV.Store("")
 		var connV atomic.Pointer[switchboard.Conn]
+		counted := make(chan struct{}) // SB_EVENT_HANDLER: the handler counted SB_EXPECT messages
 		switch mode {
+		case "count":
+			if os.Getenv("SB_EVENT_HANDLER") != "" {
+				opts = append(opts, countingHandler(&connV, counted))
+			}
 		case "echo":
 			if os.Getenv("SB_INLINE") != "" {
 				opts = append(opts, switchboard.WithInlineRequests())
@@ -111,6 +116,13 @@ func runBusRole(role string) (int, bool) {
 		defer stop()
 		switch mode {
 		case "count":
+			if os.Getenv("SB_EVENT_HANDLER") != "" {
+				select {
+				case <-counted:
+				case <-sctx.Done():
+				}
+				break
+			}
 			countMessages(sctx, c)
 		case "stall":
 			for {
@@ -259,6 +271,35 @@ func countMessages(ctx context.Context, c *switchboard.Conn) {
 		last[sender] = seq
 	}
 	fmt.Printf("got %d dropped %d disorder %d\n", got, dropped, disorder)
+}
+
+// countingHandler is countMessages' way for a subscriber that takes its
+// messages in an event handler (SB_EVENT_HANDLER), as the peer run's
+// subscribers do: it counts them, acknowledges to SB_ACK_TO every
+// SB_ACK_EVERY (1024) and at the end, and closes done once SB_EXPECT came.
+func countingHandler(conn *atomic.Pointer[switchboard.Conn], done chan struct{}) switchboard.DialOption {
+	expect, _ := strconv.Atoi(os.Getenv("SB_EXPECT"))
+	ackTo := os.Getenv("SB_ACK_TO")
+	ackEvery, _ := strconv.Atoi(os.Getenv("SB_ACK_EVERY"))
+	if ackEvery <= 0 {
+		ackEvery = 1024
+	}
+	var got, acked int // the handler's: one goroutine
+	return switchboard.WithEventHandler(func(e switchboard.Event) {
+		got += int(e.Dropped)
+		if e.Kind == switchboard.EventGroup || e.Kind == switchboard.EventMessage {
+			got++
+		}
+		c := conn.Load()
+		if c != nil && ackTo != "" && (got-acked >= ackEvery || got >= expect && acked < got) {
+			acked = got
+			c.SendTo(context.Background(), ackTo, []byte(strconv.Itoa(acked)))
+		}
+		if expect > 0 && got >= expect && done != nil {
+			close(done)
+			done = nil
+		}
+	})
 }
 
 // denyPolicy parses "action=target;…": those actions on those targets are

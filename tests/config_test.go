@@ -67,6 +67,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "cluster bad peer", config: "[cluster]\nenabled = true\npeers = [\"nohost\"]\n", want: "config: cluster.peers: "},
 		{name: "cluster bad overflow", config: "[cluster]\nenabled = true\noverflow = \"drop\"\n", want: "config: cluster.overflow: must be error or disconnect"},
 		{name: "cluster budget", args: []string{"--cluster-enabled", "true", "--cluster-link-budget", "1024"}, want: "config: cluster.link_budget: "},
+		{name: "cluster without a secret", args: []string{"--cluster-enabled=true"}, want: "config: cluster.secret_file: required without TLS"},
+		{name: "cluster secret readable by others", config: "[cluster]\nenabled = true\nsecret_file = \"/etc/passwd\"\n", want: "config: cluster.secret_file: /etc/passwd is accessible by group or others"},
 		{name: "cluster enabled not a bool", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=yes"}, want: "config: cluster.enabled (from $SWITCHBOARD_CLUSTER_ENABLED): not true or false"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/node.toml"}, want: "config: open /nonexistent/node.toml"},
 	}

@@ -55,6 +55,9 @@ type daemonOpts struct {
 	// shell sets it to its own pid, then execs the node in its place).
 	activate bool
 	noWait   bool // do not wait for the socket to accept
+	// netns runs the node in that named network namespace (ip netns
+	// exec, which execs the node in its place: the pid is the node's).
+	netns string
 }
 
 // startDaemon starts `node serve --socket DIR/node.sock` (or o.socket)
@@ -79,6 +82,10 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	if o.activate {
 		args = append([]string{"-c", `export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@"`, bin}, args...)
 		name = "/bin/sh"
+	}
+	if o.netns != "" {
+		args = append([]string{"netns", "exec", o.netns, name}, args...)
+		name = "ip"
 	}
 	d.cmd = exec.Command(name, args...)
 	d.cmd.Env = nodeEnv(o.env...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,11 +64,32 @@ func inFedNetns(t *testing.T) bool {
 	return false
 }
 
+// fedSecret returns the path of a cluster secret file (mode 0600) that the
+// loopback nodes of the calling test share: without TLS a node requires
+// one.
+func fedSecret(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-fed-%d", os.Getpid()))
+	path := filepath.Join(dir, "cluster.secret")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("the test cluster's secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return path
+}
+
 // fedCluster starts nodes n1..nN, each listening on 127.0.0.1:7951+i and
 // dialling the others, and waits until each sees the others up.
 func fedCluster(t *testing.T, n int) []*daemon {
 	t.Helper()
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 7951+i) }
+	secret := fedSecret(t)
 	var ds []*daemon
 	for i := range n {
 		var peers []string
@@ -76,8 +98,8 @@ func fedCluster(t *testing.T, n int) []*daemon {
 				peers = append(peers, fmt.Sprintf("%q", addr(j)))
 			}
 		}
-		cfg := fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\n",
-			i+1, addr(i), strings.Join(peers, ", "))
+		cfg := fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = %q\npeers = [%s]\nsecret_file = %q\n",
+			i+1, addr(i), strings.Join(peers, ", "), secret)
 		ds = append(ds, startDaemon(t, daemonOpts{config: cfg}))
 	}
 	return ds

@@ -1,16 +1,19 @@
 package cluster
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -89,6 +92,12 @@ type Config struct {
 	// is the CA (PEM) both ends' certificates must chain to. All three or
 	// none; required when Listen is not loopback.
 	TLSCert, TLSKey, TLSCA string
+	// SecretFile holds the cluster's secret, which every node's Hello
+	// carries and every node checks: a node without it is refused. The
+	// file must be readable by its owner only (as ssh wants of a key).
+	// Required without TLS (on loopback, where any local user could
+	// otherwise link as a node); with TLS, optional.
+	SecretFile string
 	// Logger receives the link's comings, goings and refusals (nil: none).
 	// protoactor's own log is discarded.
 	Logger *slog.Logger
@@ -97,7 +106,7 @@ type Config struct {
 // ConfigError is a Config that New refuses: Field names the setting at
 // fault, as the TOML key of cmd/node's [cluster] table does (name,
 // listen, advertise, peers, heartbeat, link_timeout, stall_timeout,
-// budget, max_message, overflow, tls).
+// budget, max_message, overflow, tls, secret_file).
 type ConfigError struct {
 	Field string
 	Err   error
@@ -177,8 +186,48 @@ func (c Config) withDefaults() (Config, error) {
 		return c, bad("tls", "give the certificate, the key and the CA, or none of them")
 	case files == 0 && !isLoopback(host):
 		return c, bad("listen", "%q is not a loopback address: TLS is required (set the certificate, key and CA)", c.Listen)
+	case files == 0 && c.SecretFile == "":
+		return c, bad("secret_file", "required without TLS: any local user could otherwise link as a node")
 	}
 	return c, nil
+}
+
+// minSecret is the shortest secret accepted.
+const minSecret = 16
+
+// readSecret reads the cluster's secret from path: a file only its owner
+// may read, owned by this process's user, holding at least minSecret
+// bytes (a trailing newline is not part of it).
+func readSecret(path string) ([]byte, error) {
+	bad := func(format string, args ...any) error {
+		return &ConfigError{Field: "secret_file", Err: fmt.Errorf(format, args...)}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	switch st, ok := fi.Sys().(*syscall.Stat_t); {
+	case !fi.Mode().IsRegular():
+		return nil, bad("%s is not a regular file", path)
+	case fi.Mode().Perm()&0o077 != 0:
+		return nil, bad("%s is accessible by group or others (mode %04o): it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
+	case ok && int(st.Uid) != os.Geteuid():
+		return nil, bad("%s is owned by uid %d, not this node's uid %d", path, st.Uid, os.Geteuid())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4097))
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) < minSecret || len(b) > 4096 {
+		return nil, bad("%s holds %d bytes: a secret is %d to 4096", path, len(b), minSecret)
+	}
+	return b, nil
 }
 
 // checkAddr accepts HOST:PORT with a host and a non-zero port: an address

@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
@@ -43,7 +42,7 @@ const linkActorName = "switchboard-link"
 // protoactor-go remote; see the package documentation.
 type Federation struct {
 	cfg         Config
-	session     uint64
+	secret      []byte // the cluster's secret (nil: none)
 	serverCreds credentials.TransportCredentials
 	dialCreds   credentials.TransportCredentials
 
@@ -57,6 +56,8 @@ type Federation struct {
 	started   atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{}
+	ctx       context.Context // cancelled by Close: ends the probes
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
@@ -66,9 +67,12 @@ type Federation struct {
 	bySession map[uint64]*peer
 	byName    map[string]*peer
 	byAddr    map[string]*peer
-	dial      map[string]string        // addresses to Hello until linked; value: why the node there refused us ("" none)
-	fenced    map[string][]string      // node name → its fenced incarnations, the latest few
+	dial      map[string]*dialAddr     // addresses to Hello until linked
 	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
+	// retired: the other nodes' sessions declared down, the latest
+	// retiredKept (retiredOrder, oldest first).
+	retired      map[uint64]struct{}
+	retiredOrder []uint64
 
 	stats counters
 }
@@ -78,6 +82,8 @@ type counters struct {
 	unknown, foreign, stale         atomic.Uint64 // envelopes ignored
 	protocol, refusedIn, refusedOut atomic.Uint64 // links closed or refused
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
+	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
+	dials, dialFails                atomic.Uint64 // addresses probed and sent a Hello; probes that failed
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -93,42 +99,50 @@ func New(cfg Config) (*Federation, error) {
 		bySession: map[uint64]*peer{},
 		byName:    map[string]*peer{},
 		byAddr:    map[string]*peer{},
-		dial:      map[string]string{},
-		fenced:    map[string][]string{},
+		dial:      map[string]*dialAddr{},
 		lastRun:   map[string]chan struct{}{},
+		retired:   map[uint64]struct{}{},
 	}
 	server, client, err := cfg.tlsConfigs()
 	if err != nil {
 		return nil, err
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	if cfg.SecretFile != "" {
+		if f.secret, err = readSecret(cfg.SecretFile); err != nil {
+			return nil, err
+		}
 	}
 	if server != nil {
 		f.serverCreds, f.dialCreds = credentials.NewTLS(server), credentials.NewTLS(client)
 	} else {
 		f.serverCreds, f.dialCreds = insecure.NewCredentials(), insecure.NewCredentials()
 	}
-	var b [8]byte
-	for f.session == 0 {
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("cluster: session: %w", err)
-		}
-		f.session = binary.LittleEndian.Uint64(b[:])
-	}
 	for _, p := range cfg.Peers {
 		if p != cfg.Advertise {
-			f.dial[p] = ""
+			f.dial[p] = &dialAddr{session: drawSession(), downSince: time.Now()}
 		}
 	}
 	return f, nil
 }
 
+// linkWindow is the HTTP/2 flow-control window of a link's connections,
+// both ways, fixed: the largest grpc-go's own estimator would grow it to.
+// Left dynamic, grpc-go sends a bandwidth-estimation PING (and a
+// WINDOW_UPDATE) each time data arrives with no PING outstanding: with one
+// message at a time in flight (a request, then its reply), two more
+// writes, reads and wake-ups on each side for every message. The link's
+// own byte budget (Config.Budget) bounds what is in flight.
+const linkWindow = 16 << 20
+
 // Start listens, then dials every peer. It implements
 // switchboard.Federation.
 func (f *Federation) Start(self, incarnation string, host switchboard.FederationHost) (err error) {
 	switch {
-	case len(self) == 0 || len(self) > maxName:
-		return errors.New("cluster: node name must be 1 to 64 bytes")
-	case len(incarnation) == 0 || len(incarnation) > maxName:
-		return errors.New("cluster: incarnation must be 1 to 64 bytes")
+	case switchboard.CheckNodeName(self) != nil:
+		return fmt.Errorf("cluster: node name %q: %w", self, switchboard.CheckNodeName(self))
+	case switchboard.CheckNodeName(incarnation) != nil:
+		return fmt.Errorf("cluster: incarnation %q: %w", incarnation, switchboard.CheckNodeName(incarnation))
 	case host == nil:
 		return errors.New("cluster: no FederationHost")
 	case !f.started.CompareAndSwap(false, true):
@@ -168,8 +182,10 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		remote.WithEndpointWriterBatchSize(1000),
 		remote.WithEndpointWriterQueueSize(1024),
 		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit),
+			grpc.StaticStreamWindowSize(linkWindow), grpc.StaticConnWindowSize(linkWindow),
 			grpc.ChainUnaryInterceptor(f.refuseUnary), grpc.ChainStreamInterceptor(f.recoverStream)),
 		remote.WithDialOptions(grpc.WithTransportCredentials(f.dialCreds),
+			grpc.WithStaticStreamWindowSize(linkWindow), grpc.WithStaticConnWindowSize(linkWindow),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
 	))
 	f.remote.Start()
@@ -221,7 +237,9 @@ func (f *Federation) Send(node string, msg []byte) error {
 	}
 	f.mu.RLock()
 	p := f.byName[node]
-	up := p != nil && p.up
+	// Not before the host heard NodeUp: until then, what it sends is
+	// meant for an earlier session of node's.
+	up := p != nil && p.up && p.announced.Load()
 	f.mu.RUnlock()
 	if !up {
 		f.stats.notUp.Add(1)
@@ -262,6 +280,7 @@ func (f *Federation) Close() error {
 			p.smu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
 		}
 		close(f.stop)
+		f.cancel()
 		if f.system != nil {
 			_ = f.system.Root.StopFuture(f.system.NewLocalPID(linkActorName)).Wait()
 		}
@@ -365,18 +384,18 @@ func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
 	f.system.Root.Send(pid, env)
 }
 
-func (f *Federation) hello(pid *actor.PID, seen uint64) {
-	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
+func (f *Federation) hello(pid *actor.PID, session, seen uint64) {
+	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
 		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
-		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget),
+		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget), Secret: f.secret,
 	}}})
 }
 
-func (f *Federation) bye(pid *actor.PID, to uint64, code uint32, reason string) {
+func (f *Federation) bye(pid *actor.PID, session, to uint64, code uint32, reason string) {
 	if len(reason) > maxReason {
 		reason = reason[:maxReason]
 	}
-	f.send(pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
+	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Bye{Bye: &linkpb.Bye{
 		Reason: reason, To: to, Code: code, Address: f.cfg.Advertise,
 	}}})
 }

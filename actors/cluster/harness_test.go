@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,6 +103,26 @@ type line struct {
 type memberOpts struct {
 	budget int64
 	env    []string
+	// secret is the cluster's secret file; "" is the test's
+	// (testSecret), "-" none.
+	secret string
+}
+
+var secrets sync.Map // test name → its secret file
+
+// testSecret returns a secret file for t's cluster, the same for all its
+// members: made on first use, readable by its owner only.
+func testSecret(t testing.TB) string {
+	t.Helper()
+	if path, ok := secrets.Load(t.Name()); ok {
+		return path.(string)
+	}
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("the cluster's secret for "+t.Name()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secrets.Store(t.Name(), path)
+	return path
 }
 
 // startMember starts a member named name (incarnation inc) listening at
@@ -112,6 +133,12 @@ func startMember(t testing.TB, name, inc, addr string, peers []string, o memberO
 	cmd.Env = append(os.Environ(), memberEnv+"=1",
 		"SBM_CLUSTER=test", "SBM_NAME="+name, "SBM_INC="+inc, "SBM_LISTEN="+addr,
 		"SBM_PEERS="+strings.Join(peers, ","))
+	if o.secret == "" {
+		o.secret = testSecret(t)
+	}
+	if o.secret != "-" {
+		cmd.Env = append(cmd.Env, "SBM_SECRET="+o.secret)
+	}
 	if o.budget != 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("SBM_BUDGET=%d", o.budget))
 	}
@@ -165,13 +192,22 @@ func (m *member) kill() {
 // prefix, waiting up to d for it, and when it was read.
 func (m *member) wait(prefix string, d time.Duration) line {
 	m.t.Helper()
+	return m.waitNth(prefix, 1, d)
+}
+
+// waitNth is wait for the nth line that starts with prefix.
+func (m *member) waitNth(prefix string, nth int, d time.Duration) line {
+	m.t.Helper()
 	deadline := time.After(d)
 	for {
 		m.mu.Lock()
+		seen := 0
 		for _, l := range m.lines {
 			if strings.HasPrefix(l.text, prefix) {
-				m.mu.Unlock()
-				return l
+				if seen++; seen == nth {
+					m.mu.Unlock()
+					return l
+				}
 			}
 		}
 		more := m.more

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -63,4 +65,81 @@ func TestLinkSurvivesHostileStreams(t *testing.T) {
 	if n1.has("down ") || n2.has("down ") {
 		t.Fatalf("a link went down:\n%s\n%s", n1.output(), n2.output())
 	}
+}
+
+// TestLinkSecret: a node without the cluster's secret is refused by every
+// node (counted), however it names itself: it can neither link nor take
+// a linked node's place; the nodes with the secret stay linked.
+func TestLinkSecret(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, []byte("not the cluster's secret at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// n3 without the secret, and an n2 impostor (a new n2 run at another
+	// address) without it either.
+	n3 := startMember(t, "n3", "an3", addrs["n3"], []string{addrs["n1"], addrs["n2"]}, memberOpts{secret: other})
+	dup := startMember(t, "n2", "evil", addrs["n4"], []string{addrs["n1"]}, memberOpts{secret: other})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s1, s2 := stats(t, n1), stats(t, n2)
+		if s1.BadSecret >= 2 && s2.BadSecret >= 1 && len(stats(t, n3).Refused) == 2 {
+			t.Logf("n1 refused %d Hellos without the secret, n2 %d", s1.BadSecret, s2.BadSecret)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Hellos without the secret refused: n1 %d, n2 %d; n3 refused by %v", s1.BadSecret, s2.BadSecret, stats(t, n3).Refused)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, m := range []*member{n1, n2, n3, dup} {
+		if m.has("up n3") || m.has("up n2 evil") || ((m == n3 || m == dup) && m.has("up ")) {
+			t.Fatalf("%s linked a node without the secret:\n%s", m.name, m.output())
+		}
+	}
+	if got := n1.do("send", "n2", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n2: %q", got)
+	}
+	waitCount(t, n2, "n1", 10)
+	if n1.has("down ") || n2.has("down ") {
+		t.Fatalf("a link went down:\n%s\n%s", n1.output(), n2.output())
+	}
+}
+
+// TestLinkImpostor: a new session claiming a linked node's name and
+// address (anyone can, in a Hello) while that node is alive is refused
+// (counted), not taken for the node restarted: the real node's link stays
+// up.
+func TestLinkImpostor(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	before := stats(t, n1).RefusedOut
+	// Listens at n4's address, says it is n2 at n2's.
+	startMember(t, "n2", "evil", addrs["n4"], []string{addrs["n1"]}, memberOpts{env: []string{"SBM_ADVERTISE=" + addrs["n2"]}})
+	deadline := time.Now().Add(10 * time.Second)
+	for stats(t, n1).RefusedOut < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 refused %d Hellos of the impostor, want 2 or more", stats(t, n1).RefusedOut-before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n1.has("down n2") || n2.has("down n1") || n1.has("up n2 evil") {
+		t.Fatalf("the impostor displaced n2:\n%s\n%s", n1.output(), n2.output())
+	}
+	if got := n1.do("send", "n2", 10, 64); got != "10 0 " {
+		t.Fatalf("n1 → n2 after the impostor: %q", got)
+	}
+	waitCount(t, n2, "n1", 10)
 }

@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +34,9 @@ type memberHost struct {
 	next    map[string]uint64 // sender → the sequence number wanted next
 	got     map[string]uint64
 	bad     map[string]uint64
-	stalled chan struct{} // non-nil: Deliver waits for it to close
+	seqs    map[string]uint64 // receiver → the sequence number to send next
+	downs   map[string]int    // node → NodeDowns heard
+	stalled chan struct{}     // non-nil: Deliver waits for it to close
 }
 
 func (h *memberHost) printf(format string, args ...any) {
@@ -42,8 +46,18 @@ func (h *memberHost) printf(format string, args ...any) {
 	h.out.Flush()
 }
 
-func (h *memberHost) NodeUp(node, inc string) { h.printf("up %s %s", node, inc) }
+// NodeUp starts the sequence numbers both ways afresh: each session of a
+// link is checked for order on its own.
+func (h *memberHost) NodeUp(node, inc string) {
+	h.mu.Lock()
+	h.next[node], h.seqs[node] = 0, 0
+	h.mu.Unlock()
+	h.printf("up %s %s", node, inc)
+}
 func (h *memberHost) NodeDown(node, inc, reason string) {
+	h.mu.Lock()
+	h.downs[node]++
+	h.mu.Unlock()
 	h.printf("down %s %s %s", node, inc, reason)
 }
 
@@ -79,6 +93,8 @@ func memberMain() int {
 	cfg := Config{
 		Cluster: env("CLUSTER"),
 		Listen:  env("LISTEN"),
+		// An impostor's: another node's address, claimed in its Hellos.
+		Advertise: env("ADVERTISE"),
 	}
 	if p := env("PEERS"); p != "" {
 		cfg.Peers = strings.Split(p, ",")
@@ -96,8 +112,9 @@ func memberMain() int {
 		cfg.StallTimeout, _ = time.ParseDuration(d)
 	}
 	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = env("CERT"), env("KEY"), env("CA")
+	cfg.SecretFile = env("SECRET")
 	out := bufio.NewWriter(os.Stdout)
-	h := &memberHost{out: out, next: map[string]uint64{}, got: map[string]uint64{}, bad: map[string]uint64{}}
+	h := &memberHost{out: out, next: map[string]uint64{}, got: map[string]uint64{}, bad: map[string]uint64{}, seqs: map[string]uint64{}, downs: map[string]int{}}
 	f, err := New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "member:", err)
@@ -108,7 +125,6 @@ func memberMain() int {
 		return 2
 	}
 	h.printf("ready")
-	seqs := map[string]uint64{}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		w := strings.Fields(in.Text())
@@ -123,7 +139,9 @@ func memberMain() int {
 			ok, fails, first := 0, 0, ""
 			for range n {
 				msg := make([]byte, max(size, 8))
-				binary.LittleEndian.PutUint64(msg, seqs[args[0]])
+				h.mu.Lock()
+				binary.LittleEndian.PutUint64(msg, h.seqs[args[0]])
+				h.mu.Unlock()
 				if err := f.Send(args[0], msg); err != nil {
 					fails++
 					if first == "" {
@@ -131,18 +149,30 @@ func memberMain() int {
 					}
 					continue
 				}
-				seqs[args[0]]++
+				h.mu.Lock()
+				h.seqs[args[0]]++
+				h.mu.Unlock()
 				ok++
 			}
 			h.printf("%s %d %d %s", id, ok, fails, first)
 		case "stream": // stream ID NODE: send until Send fails, then answer
-			node, seq := args[0], seqs[args[0]]
+			// It stops at its node's NodeDown too: a session of the
+			// link, never the next one.
+			h.mu.Lock()
+			node, seq, downs := args[0], h.seqs[args[0]], h.downs[args[0]]
+			h.mu.Unlock()
 			go func() {
 				ok := 0
 				for {
 					msg := make([]byte, 64)
 					binary.LittleEndian.PutUint64(msg, seq)
-					if err := f.Send(node, msg); err != nil {
+					h.mu.Lock()
+					err := f.Send(node, msg)
+					if h.downs[node] != downs {
+						err = errors.New("node down")
+					}
+					h.mu.Unlock()
+					if err != nil {
 						h.printf("%s %d %s", id, ok, strings.ReplaceAll(err.Error(), " ", "_"))
 						return
 					}
@@ -176,6 +206,11 @@ func memberMain() int {
 			h.stalled = nil
 			h.mu.Unlock()
 			h.printf("%s ok", id)
+		case "reset": // reset ID NODE
+			f.Reset(args[0], "asked by the test")
+			h.printf("%s ok", id)
+		case "goroutines":
+			h.printf("%s %d", id, runtime.NumGoroutine())
 		case "stats":
 			b, _ := json.Marshal(f.Stats())
 			h.printf("%s %s", id, b)

@@ -9,17 +9,19 @@ import (
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
-// A peer is one run of another node as this node sees it: one session.
-// It is created by that session's first Hello, comes up when the Hello
-// exchange completes, and goes down once, for good (fenced); a new run
-// of the node is a new peer.
+// A peer is one link with another node: one session each way (session,
+// the other node's, which finds the link; local, this node's). It is
+// created by that session's first Hello, comes up when the Hello exchange
+// completes, and goes down once, for good (both sessions retired); the
+// node links again, the same run of it or a new one, as a new peer.
 //
 // Its fields: the identity, fixed at creation; up, down and reason, under
 // Federation.mu; the send side under smu; the inbox under imu; the
 // reassembler owned by the delivery goroutine (run).
 type peer struct {
 	f           *Federation
-	session     uint64
+	session     uint64 // the other node's session on this link
+	local       uint64 // this node's session on this link
 	name        string
 	incarnation string
 	addr        string
@@ -27,6 +29,7 @@ type peer struct {
 
 	lastHeard atomic.Int64  // unix nanoseconds of the last envelope from it
 	isDown    atomic.Bool   // set under Federation.mu, read anywhere
+	announced atomic.Bool   // the host is told (or being told) NodeUp: Send may use it
 	done      chan struct{} // closed when it goes down
 	exited    chan struct{} // closed when its delivery goroutine has told the host it is down
 	up        bool          // under Federation.mu: the Hello exchange completed
@@ -48,10 +51,11 @@ type peer struct {
 	delivered atomic.Uint64 // messages handed to the host
 }
 
-func newPeer(f *Federation, session uint64, h *linkpb.Hello) *peer {
+func newPeer(f *Federation, session, local uint64, h *linkpb.Hello) *peer {
 	p := &peer{
 		f:           f,
 		session:     session,
+		local:       local,
 		name:        h.Node,
 		incarnation: h.Incarnation,
 		addr:        h.Address,
@@ -90,7 +94,7 @@ func (p *peer) send(msg []byte) (refused bool, err error) {
 		p.seq++
 		p.costs = append(p.costs, uint32(hi-lo+frameCost))
 		p.unacked += hi - lo + frameCost
-		p.f.system.Root.Send(p.pid, &linkpb.Envelope{Session: p.f.session, Body: &linkpb.Envelope_Data{Data: &linkpb.Data{
+		p.f.system.Root.Send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Data{Data: &linkpb.Data{
 			Seq: p.seq, Index: uint32(i), Count: uint32(count), Size: uint64(n), Bytes: msg[lo:hi],
 		}}})
 	}
@@ -170,6 +174,7 @@ func (p *peer) run(prev <-chan struct{}) {
 	if prev != nil {
 		<-prev
 	}
+	p.announced.Store(true)
 	f.host.NodeUp(p.name, p.incarnation)
 	r := newReassembler(f.cfg.MaxMessage)
 	var batch []*linkpb.Data
@@ -216,7 +221,7 @@ func (p *peer) run(prev <-chan struct{}) {
 			break
 		}
 		if last != 0 {
-			f.system.Root.Send(p.pid, &linkpb.Envelope{Session: f.session, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
+			f.system.Root.Send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
 		}
 	}
 	f.mu.RLock()

@@ -7,7 +7,6 @@ import (
 
 // Stats are a Federation's figures.
 type Stats struct {
-	Session uint64 `json:"session"`
 	// Send refusals: no such node up; the budget spent; too large.
 	NotUp    uint64 `json:"not_up"`
 	Overflow uint64 `json:"overflow"`
@@ -26,6 +25,17 @@ type Stats struct {
 	// was closed instead); unary gRPC calls refused.
 	Panics       uint64 `json:"panics"`
 	RefusedCalls uint64 `json:"refused_calls"`
+	// Resets: sessions the host reset (Reset) after the link refused a
+	// message it could not do without.
+	Resets uint64 `json:"resets"`
+	// BadSecret: Hellos refused for not carrying the cluster's secret
+	// (counted in RefusedOut too).
+	BadSecret uint64 `json:"bad_secret"`
+	// Dials: addresses not linked that took a TCP probe and were sent a
+	// Hello; DialFailures: probes that failed (the address is tried
+	// again after a backoff, 250 ms doubling to 10 s).
+	Dials        uint64 `json:"dials"`
+	DialFailures uint64 `json:"dial_failures"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -46,7 +56,6 @@ type LinkStats struct {
 // Stats returns the Federation's figures now.
 func (f *Federation) Stats() Stats {
 	s := Stats{
-		Session:      f.session,
 		NotUp:        f.stats.notUp.Load(),
 		Overflow:     f.stats.overflow.Load(),
 		TooLarge:     f.stats.tooLarge.Load(),
@@ -58,6 +67,10 @@ func (f *Federation) Stats() Stats {
 		RefusedIn:    f.stats.refusedIn.Load(),
 		Panics:       f.stats.panics.Load(),
 		RefusedCalls: f.stats.refusedCalls.Load(),
+		Resets:       f.stats.resets.Load(),
+		BadSecret:    f.stats.badSecret.Load(),
+		Dials:        f.stats.dials.Load(),
+		DialFailures: f.stats.dialFails.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))
@@ -65,9 +78,9 @@ func (f *Federation) Stats() Stats {
 		peers = append(peers, p)
 		s.Links = append(s.Links, LinkStats{Node: p.name, Incarnation: p.incarnation, Address: p.addr, Up: p.up})
 	}
-	for addr, why := range f.dial {
-		if why != "" {
-			s.Refused = append(s.Refused, addr+": "+why)
+	for addr, d := range f.dial {
+		if d.refused != "" {
+			s.Refused = append(s.Refused, addr+": "+d.refused)
 		}
 	}
 	f.mu.RUnlock()

@@ -71,7 +71,8 @@ func TestLinkTLS(t *testing.T) {
 	ca, cert, key := writeCA(t, dir, "good-")
 	otherCA, otherCert, otherKey := writeCA(t, dir, "other-")
 	tlsEnv := func(ca, cert, key string) memberOpts {
-		return memberOpts{env: []string{"SBM_CA=" + ca, "SBM_CERT=" + cert, "SBM_KEY=" + key}}
+		// With TLS the secret is optional: these nodes have none.
+		return memberOpts{secret: "-", env: []string{"SBM_CA=" + ca, "SBM_CERT=" + cert, "SBM_KEY=" + key}}
 	}
 	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"], addrs["n3"]}, tlsEnv(ca, cert, key))
 	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"], addrs["n3"]}, tlsEnv(ca, cert, key))

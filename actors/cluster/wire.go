@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
@@ -18,19 +19,21 @@ const (
 // Bye codes (linkpb.Bye.code).
 const (
 	byeLeaving   = 1 // the node is closing its links
-	byeFenced    = 2 // the receiver was declared down: that incarnation is fenced
+	byeFenced    = 2 // the receiver's session was declared down: link again as a new session
 	byeDuplicate = 3 // another node of that name is linked
 	byeCluster   = 4 // the receiver is of another cluster
 	byeProtocol  = 5 // the receiver broke the link protocol
 	byeBudget    = 6 // the receiver's budget is larger than the sender's
+	byeSecret    = 7 // the receiver's Hello lacks the cluster's secret
 )
 
 // refusal reports whether a Bye code refuses the receiver outright: it
 // must not dial the sender again until the sender comes back as a new
-// session.
+// session. (Code 2 is not one: the receiver Hellos again, from a new
+// session.)
 func refusal(code uint32) bool {
 	switch code {
-	case byeFenced, byeDuplicate, byeCluster, byeBudget:
+	case byeDuplicate, byeCluster, byeBudget, byeSecret:
 		return true
 	}
 	return false
@@ -43,10 +46,10 @@ func checkHello(h *linkpb.Hello) error {
 		return fmt.Errorf("link protocol version %d, want %d", h.Version, protoVersion)
 	case len(h.Cluster) == 0 || len(h.Cluster) > maxName:
 		return errors.New("cluster name empty or too long")
-	case len(h.Node) == 0 || len(h.Node) > maxName:
-		return errors.New("node name empty or too long")
-	case len(h.Incarnation) == 0 || len(h.Incarnation) > maxName:
-		return errors.New("incarnation empty or too long")
+	case switchboard.CheckNodeName(h.Node) != nil:
+		return errors.New("node name: not 1 to 64 printable ASCII bytes without '.' or ':'")
+	case switchboard.CheckNodeName(h.Incarnation) != nil:
+		return errors.New("incarnation: not 1 to 64 printable ASCII bytes without '.' or ':'")
 	}
 	return checkAddr(h.Address)
 }

@@ -3,10 +3,13 @@ package cluster
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -101,7 +104,7 @@ func TestUnknownEnvelopeIgnored(t *testing.T) {
 	if err := proto.Unmarshal(b, &env); err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1"})
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1", SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +115,18 @@ func TestUnknownEnvelopeIgnored(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	ok := Config{Cluster: "c", Listen: "127.0.0.1:7000", Peers: []string{"127.0.0.1:7001"}}
+	ok := Config{Cluster: "c", Listen: "127.0.0.1:7000", Peers: []string{"127.0.0.1:7001"}, SecretFile: testSecret(t)}
 	if _, err := New(ok); err != nil {
 		t.Fatalf("a loopback configuration: %v", err)
+	}
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(open, []byte("a secret long enough to pass\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		name string
@@ -131,6 +143,10 @@ func TestConfig(t *testing.T) {
 		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
 		{"budget under a message", func(c *Config) { c.Budget = 1 << 20 }, "budget"},
 		{"missing certificate", func(c *Config) { c.TLSCert, c.TLSKey, c.TLSCA = "/nonexistent", "/nonexistent", "/nonexistent" }, "tls"},
+		{"no secret without TLS", func(c *Config) { c.SecretFile = "" }, "secret_file: required without TLS"},
+		{"secret readable by the group", func(c *Config) { c.SecretFile = open }, "accessible by group or others"},
+		{"secret too short", func(c *Config) { c.SecretFile = short }, "a secret is 16 to 4096"},
+		{"secret missing", func(c *Config) { c.SecretFile = filepath.Join(dir, "none") }, "secret_file"},
 	} {
 		cfg := ok
 		c.edit(&cfg)
@@ -148,7 +164,7 @@ func TestStartRefusesATakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	f, err := New(Config{Cluster: "c", Listen: ln.Addr().String()})
+	f, err := New(Config{Cluster: "c", Listen: ln.Addr().String(), SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,5 +173,39 @@ func TestStartRefusesATakenPort(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNodeNames: the link takes the node names and incarnations the host
+// takes, and no other: a name the host would ignore (not printable ASCII)
+// is refused in a Hello and by Start, never linked "up" in vain.
+func TestNodeNames(t *testing.T) {
+	hello := func(node, inc string) *linkpb.Hello {
+		return &linkpb.Hello{Version: protoVersion, Cluster: "c", Node: node, Incarnation: inc, Address: "127.0.0.1:7000"}
+	}
+	for _, c := range []struct {
+		node, inc string
+		ok        bool
+	}{
+		{"n1", "i1", true},
+		{"nöde", "i1", false},
+		{"n1", "inc\x7f", false},
+		{"n.1", "i1", false},
+		{"n 1", "i1", false},
+		{strings.Repeat("n", 65), "i1", false},
+		{"", "i1", false},
+	} {
+		hostOK := switchboard.CheckNodeName(c.node) == nil && switchboard.CheckNodeName(c.inc) == nil
+		if err := checkHello(hello(c.node, c.inc)); (err == nil) != c.ok || hostOK != c.ok {
+			t.Errorf("node %q incarnation %q: link %v, host ok %v; want ok %v", c.node, c.inc, err, hostOK, c.ok)
+		}
+	}
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:1", SecretFile: testSecret(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Start("nöde", "i1", nopHost{}); err == nil || !strings.Contains(err.Error(), "node name") {
+		t.Fatalf("Start as nöde: %v, want a node name error", err)
 	}
 }

@@ -38,7 +38,9 @@ type callExpired struct {
 
 // eventBatch is several events for one connection, sent as one actor
 // message: a publisher's pump sends one per destination per batch of
-// frames it reads.
+// frames it reads. A Delivery in it may be shared with other connections
+// (a group's members get the same one): the receiving pump writes each
+// from a copy, and queues only copies (queueShared).
 type eventBatch struct {
 	evs   []*Delivery
 	bytes int64
@@ -55,8 +57,12 @@ type busState struct {
 	inMu     sync.Mutex
 	incoming map[handle]Caller // requests delivered to this client, by handle, with their caller
 	inClosed bool
-	outbox   map[*Endpoint][]*Delivery
+	outbox   map[*Endpoint]int // a destination's index in outOrder and outQ, this batch
 	outOrder []*Endpoint
+	outQ     [][]*Delivery // this batch's events for outOrder[i]
+	outHint  int           // the most events one destination had in the last batch: a new destination's first capacity
+	lastDest string        // the destination of the last bus frame routed (DestName)
+	shared   []Delivery    // SharedDelivery's current array
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -167,9 +173,13 @@ func (c *Endpoint) Waiting() int { return int(c.pendingGauge.Load()) }
 // goroutine may call it.
 func (c *Endpoint) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 
-// Deliver queues ev for dst's client. On this connection's pump only (from
-// Route): the events go out when the pump has read its batch of frames,
-// one actor message per destination, in the order Deliver was called.
+// Deliver queues ev for dst's client. One Delivery may go to several
+// destinations (every member of a group: one allocation for all of them):
+// nobody changes it once given (the destinations write and queue copies),
+// but for OnDrop, which only an event for one destination may have. On
+// this connection's pump only (from Route): the events go out when the
+// pump has read its batch of frames, one actor message per destination,
+// in the order Deliver was called.
 func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 	if dst.saturated() {
 		// Its mailbox already holds all it may: the event would be dropped
@@ -181,22 +191,35 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		return
 	}
 	if c.bus.outbox == nil {
-		c.bus.outbox = map[*Endpoint][]*Delivery{}
+		c.bus.outbox = map[*Endpoint]int{}
 	}
-	q, ok := c.bus.outbox[dst]
+	i, ok := c.bus.outbox[dst]
 	if !ok {
+		i = len(c.bus.outOrder)
+		c.bus.outbox[dst] = i
 		c.bus.outOrder = append(c.bus.outOrder, dst)
+		// As many as the busiest destination had last time: a group's
+		// members each get one array of the right size per batch.
+		c.bus.outQ = append(c.bus.outQ, make([]*Delivery, 0, max(c.bus.outHint, 4)))
 	}
-	c.bus.outbox[dst] = append(q, ev)
+	c.bus.outQ[i] = append(c.bus.outQ[i], ev)
 }
 
 func (c *Endpoint) flushOutbox() {
-	for _, dst := range c.bus.outOrder {
-		dst.SendEvents(c.bus.outbox[dst])
+	if len(c.bus.outOrder) == 0 {
+		return
+	}
+	most := 0
+	for i, dst := range c.bus.outOrder {
+		evs := c.bus.outQ[i]
+		most = max(most, len(evs))
+		dst.SendEvents(evs) // the destination's now
 		delete(c.bus.outbox, dst)
 	}
+	c.bus.outHint = min(most, 64) // a batch is at most 64 frames (serveRequests)
 	clear(c.bus.outOrder)
-	c.bus.outOrder = c.bus.outOrder[:0]
+	clear(c.bus.outQ)
+	c.bus.outOrder, c.bus.outQ = c.bus.outOrder[:0], c.bus.outQ[:0]
 }
 
 // saturated reports whether the connection's mailbox holds as many events
@@ -207,7 +230,9 @@ func (c *Endpoint) saturated() bool {
 
 // SendEvents queues events for the client, as one actor message, with the
 // bounds of SendEvent. Any goroutine may call it; it never blocks. The
-// events must not be shared with another connection (their payloads may).
+// slice becomes the connection's: the caller must not use it again. The
+// events (and their payloads) may be shared with other connections, and
+// must not change once given (see Deliver).
 func (c *Endpoint) SendEvents(evs []*Delivery) {
 	var bytes int64
 	for _, e := range evs {
@@ -233,10 +258,30 @@ func (c *Endpoint) SendEvents(evs []*Delivery) {
 			return
 		}
 	}
-	for _, e := range evs {
-		e.counted = false // counted by the batch
-	}
 	c.sys.Root.Send(c.pid, &eventBatch{evs: evs, bytes: bytes})
+}
+
+// SharedDelivery returns a copy of d for Deliver to give to several
+// destinations (a group's members), from an array of 16 the pump fills
+// before it makes the next: one allocation per 16 publications, not per
+// publication. The array lives until every destination wrote its events.
+// On the pump only (from Route).
+func (c *Endpoint) SharedDelivery(d Delivery) *Delivery {
+	if len(c.bus.shared) == cap(c.bus.shared) {
+		c.bus.shared = make([]Delivery, 0, 16)
+	}
+	c.bus.shared = append(c.bus.shared, d)
+	return &c.bus.shared[len(c.bus.shared)-1]
+}
+
+// DestName returns a bus frame's destination as a string, without
+// allocating when it is the previous frame's (a publisher sends to the
+// same group again and again). On the pump only (from Route).
+func (c *Endpoint) DestName(b []byte) string {
+	if string(b) != c.bus.lastDest {
+		c.bus.lastDest = string(b)
+	}
+	return c.bus.lastDest
 }
 
 // busFrame hands a bus frame to Route; false means the connection broke

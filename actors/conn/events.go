@@ -106,6 +106,23 @@ func (c *Endpoint) queueEvent(m *Delivery) {
 	}
 }
 
+// queueShared is queueEvent for an event other connections may have been
+// given too (SendEvents): it is written from a copy on the stack, and
+// only what cannot be written now is queued, as a copy of its own (with
+// its progress, for an event that went partly in).
+func (c *Endpoint) queueShared(m *Delivery) {
+	d := *m
+	if !c.stopping && !c.saidBye.Load() {
+		c.takeLateDrops()
+		if c.backlog.len() == 0 && c.tryEvent(&d) {
+			return
+		}
+	}
+	q := new(Delivery)
+	*q = d
+	c.queueEvent(q)
+}
+
 // nextChunk is the size of the next frame of m.
 func (c *Endpoint) nextChunk(m *Delivery) int { return min(c.ev.MaxBody(), m.size()-m.sent) }
 

@@ -420,7 +420,7 @@ func (a *connActor) Receive(ac actor.Context) {
 		c.inbox.Add(-int64(len(m.evs)))
 		c.inboxBytes.Add(-m.bytes)
 		for _, e := range m.evs {
-			c.queueEvent(e)
+			c.queueShared(e)
 		}
 	case *PeerResult:
 		c.peerResult(m)

@@ -181,7 +181,7 @@ func (c *Endpoint) direct() bool {
 // takeLateDrops moves the drops counted by SendEvent before the mailbox
 // into the count the next event carries.
 func (c *Endpoint) takeLateDrops() {
-	if c.lateDrops.Load() == 0 { // the common case, without a locked instruction per event
+	if c.lateDrops.Load() == 0 { // most events: a load, not a locked swap, per event
 		return
 	}
 	if n := c.lateDrops.Swap(0); n > 0 {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
 )
 
@@ -25,10 +26,12 @@ type ClusterConfig struct {
 	TLSCert     string        `toml:"tls_cert"`
 	TLSKey      string        `toml:"tls_key"`
 	TLSCA       string        `toml:"tls_ca"`
+	SecretFile  string        `toml:"secret_file"`
 }
 
-// config translates the table into the link layer's configuration.
-func (c *ClusterConfig) config(log *slog.Logger) (cluster.Config, error) {
+// config translates the table into the link layer's configuration; a
+// link carries the node's largest message (maxMessage) in its envelope.
+func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Config, error) {
 	overflow, err := cluster.ParseOverflow(c.Overflow)
 	if err != nil {
 		return cluster.Config{}, fmt.Errorf("config: cluster.overflow: %w", err)
@@ -42,26 +45,28 @@ func (c *ClusterConfig) config(log *slog.Logger) (cluster.Config, error) {
 		LinkTimeout: c.LinkTimeout,
 		Budget:      c.LinkBudget,
 		Overflow:    overflow,
+		MaxMessage:  maxMessage + switchboard.FederationOverhead,
 		TLSCert:     c.TLSCert,
 		TLSKey:      c.TLSKey,
 		TLSCA:       c.TLSCA,
+		SecretFile:  c.SecretFile,
 		Logger:      log,
 	}, nil
 }
 
 // check validates the table when the cluster is enabled: cluster.New
 // checks every field and loads the TLS files, and starts nothing.
-func (c *ClusterConfig) check() error {
+func (c *ClusterConfig) check(maxMessage int64) error {
 	if !c.Enabled {
 		return nil
 	}
-	_, err := c.federation(nil)
+	_, err := c.federation(maxMessage, nil)
 	return err
 }
 
 // federation builds the node's Federation; it starts when the node does.
-func (c *ClusterConfig) federation(log *slog.Logger) (*cluster.Federation, error) {
-	cfg, err := c.config(log)
+func (c *ClusterConfig) federation(maxMessage int64, log *slog.Logger) (*cluster.Federation, error) {
+	cfg, err := c.config(maxMessage, log)
 	if err != nil {
 		return nil, err
 	}

@@ -186,6 +186,7 @@ var settings = []setting{
 	{key: "cluster.tls_cert", usage: "the node's certificate, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSCert }},
 	{key: "cluster.tls_key", usage: "the node's private key, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSKey }},
 	{key: "cluster.tls_ca", usage: "the CA every node's certificate chains to, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSCA }},
+	{key: "cluster.secret_file", usage: "the cluster's secret, a `file` only the node's user may read (required without TLS)", field: func(c *Config) any { return &c.Cluster.SecretFile }},
 }
 
 // value returns the setting's value in c as text.
@@ -424,7 +425,7 @@ func (c *Config) validate() (*policy, error) {
 	if c.Metrics.ConnectionsLimit < 1 || c.Metrics.ConnectionsLimit > 10000 {
 		return nil, bad("metrics.connections_limit", "must be in [1, 10000], not %d", c.Metrics.ConnectionsLimit)
 	}
-	if err := c.Cluster.check(); err != nil {
+	if err := c.Cluster.check(c.MaxMessage); err != nil {
 		return nil, err
 	}
 	return compilePolicy(&c.Policy)

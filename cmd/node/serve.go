@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
+	"github.com/switchboard-ipc/switchboard/actors/cluster"
 )
 
 const serveHelp = `usage: switchboard serve [--config FILE] [--print-config] [flags]
@@ -146,8 +147,10 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		reg = newMetrics(cfg.Metrics)
 		opts = append(opts, reg.nodeOptions()...)
 	}
+	var fed *cluster.Federation
 	if cfg.Cluster.Enabled {
-		fed, err := cfg.Cluster.federation(log)
+		var err error
+		fed, err = cfg.Cluster.federation(cfg.MaxMessage, log)
 		if err == nil {
 			opts = append(opts, switchboard.WithFederation(fed))
 			defer fed.Close() // after the node's own Close; idempotent
@@ -176,6 +179,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 	var metrics *metricsServer
 	if reg != nil {
 		reg.attach(n, int(cfg.Metrics.ConnectionsLimit))
+		if fed != nil {
+			reg.attachFederation(n, fed)
+		}
 		if metrics, err = listenMetrics(cfg.Metrics.Listen, reg.reg, log); err != nil {
 			log.Error("cannot serve metrics", slog.String("error", err.Error()))
 			n.Close()

@@ -178,6 +178,7 @@ type Hello struct {
 	Address       string                 `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`         // where the receiver sends to the sender (host:port)
 	Seen          uint64                 `protobuf:"fixed64,6,opt,name=seen,proto3" json:"seen,omitempty"`             // the receiver's session as the sender last saw it (0: none)
 	Budget        uint64                 `protobuf:"varint,7,opt,name=budget,proto3" json:"budget,omitempty"`          // the sender's per-link byte budget
+	Secret        []byte                 `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`           // the cluster's secret (cluster.secret_file), if it has one
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +260,13 @@ func (x *Hello) GetBudget() uint64 {
 		return x.Budget
 	}
 	return 0
+}
+
+func (x *Hello) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
 }
 
 // Data carries one chunk of one message.
@@ -425,7 +433,7 @@ type Bye struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	To            uint64                 `protobuf:"fixed64,2,opt,name=to,proto3" json:"to,omitempty"`         // the session the sender ends or refuses
-	Code          uint32                 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`      // why: 1 leaving, 2 fenced, 3 duplicate name, 4 wrong cluster, 5 protocol error, 6 budget mismatch
+	Code          uint32                 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`      // why: 1 leaving, 2 fenced, 3 duplicate name, 4 wrong cluster, 5 protocol error, 6 budget mismatch, 7 wrong secret
 	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"` // the sender's address (host:port), as in its Hello
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -502,7 +510,7 @@ const file_link_proto_rawDesc = "" +
 	"\x03ack\x18\x04 \x01(\v2\x15.switchboard.link.AckH\x00R\x03ack\x12;\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1b.switchboard.link.HeartbeatH\x00R\theartbeat\x12)\n" +
 	"\x03bye\x18\x06 \x01(\v2\x15.switchboard.link.ByeH\x00R\x03byeB\x06\n" +
-	"\x04body\"\xb7\x01\n" +
+	"\x04body\"\xcf\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -510,7 +518,8 @@ const file_link_proto_rawDesc = "" +
 	"\vincarnation\x18\x04 \x01(\tR\vincarnation\x12\x18\n" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04seen\x18\x06 \x01(\x06R\x04seen\x12\x16\n" +
-	"\x06budget\x18\a \x01(\x04R\x06budget\"n\n" +
+	"\x06budget\x18\a \x01(\x04R\x06budget\x12\x16\n" +
+	"\x06secret\x18\b \x01(\fR\x06secret\"n\n" +
 	"\x04Data\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +

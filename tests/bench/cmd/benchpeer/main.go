@@ -6,8 +6,9 @@
 //
 // Roles: serve (a server, or a responder attached to a broker), broker (a
 // broker in a process of its own: NATS), rpc, events, fanpub, fansub, p2p,
-// connect, idle, version. A server or broker prints "ready ADDRESS" on
-// stdout once it accepts clients; a client prints one JSON result line
+// connect, idle, version; for the cross-node rows (cross.go) xnode and
+// xbroker (one of two linked nodes), xresp, xrpc, xpub, xsub. A server or
+// broker prints "ready ADDRESS" on stdout once it accepts clients; a client prints one JSON result line
 // (see result) when it is done; "idle" prints "ready" once it holds its
 // connections and then waits. Every process exits when its standard input
 // closes, so a dead benchrun leaves no process behind.
@@ -44,6 +45,8 @@ type args struct {
 	window     int           // events and fan-out: messages per credit window
 	transport  string        // switchboard: shm or socket
 	dir        string        // a private directory for sockets
+	name       string        // xnode, xbroker: this node's name
+	join       string        // xnode, xbroker: the other node's link (route) address
 }
 
 // roleFunc runs one role of one peer.
@@ -68,6 +71,8 @@ func main() {
 	flag.IntVar(&a.window, "window", 0, "messages per credit window (0: by size)")
 	flag.StringVar(&a.transport, "transport", "shm", "switchboard transport: shm or socket")
 	flag.StringVar(&a.dir, "dir", os.TempDir(), "directory for sockets")
+	flag.StringVar(&a.name, "name", "a", "xnode, xbroker: this node's name")
+	flag.StringVar(&a.join, "join", "", "xnode, xbroker: the other node's link (route) address")
 	flag.Parse()
 	if a.window == 0 {
 		a.window = defaultWindow(a.size)

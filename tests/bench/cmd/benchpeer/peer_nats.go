@@ -27,6 +27,11 @@ func init() {
 		"fansub":  natsFanSub,
 		"connect": natsConnect,
 		"idle":    natsIdle,
+		"xbroker": natsXBroker,
+		"xresp":   natsXResponder,
+		"xrpc":    natsXRPC,
+		"xpub":    natsXPub,
+		"xsub":    natsXSub,
 	})
 }
 

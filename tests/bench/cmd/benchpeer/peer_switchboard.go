@@ -51,6 +51,11 @@ var sbRoles = map[string]roleFunc{
 	"fansub":  sbFanSub,
 	"p2p":     sbP2P,
 	"p2presp": sbP2PResponder,
+	"xnode":   sbXNode,
+	"xresp":   sbXResponder,
+	"xrpc":    sbXRPC,
+	"xpub":    sbXPub,
+	"xsub":    sbXSub,
 }
 
 func sbServe(ctx context.Context, a *args) (*result, error) {

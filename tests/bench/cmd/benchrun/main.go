@@ -219,6 +219,9 @@ func (in *infra) stop() {
 func runRep(ctx context.Context, c *config, ps *procs, p *peer, w *workload, dir string, rep int) (*sample, error) {
 	in := &infra{}
 	defer in.stop()
+	if cross(w.kind) {
+		return runCross(c, ps, p, w, dir, in)
+	}
 	if p.broker != nil {
 		b, addr, err := p.broker(c, ps, dir)
 		if err != nil {
@@ -383,6 +386,67 @@ func runRep(ctx context.Context, c *config, ps *procs, p *peer, w *workload, dir
 				n, before, after, fds0, fds, float64(fds-fds0)/float64(n), in.mem.pid(), in.mem.name)}}, nil
 	}
 	return nil, fmt.Errorf("unknown workload kind %q", w.kind)
+}
+
+// runCross runs a cross-node workload: two linked nodes (in.procs), a
+// responder or subscriber on node B, a requester or publisher on node A.
+func runCross(c *config, ps *procs, p *peer, w *workload, dir string, in *infra) (*sample, error) {
+	nodes, addrA, addrB, err := p.cluster(c, ps, dir)
+	in.procs = append(in.procs, nodes...)
+	if err != nil {
+		return nil, err
+	}
+	timeout := c.dur + 30*time.Second
+	clientArgs := func(role string, extra ...string) []string {
+		return p.clientArgs(c, role, w, dir, extra...)
+	}
+	switch w.kind {
+	case kindXRPC:
+		resp, err := ps.start(p.name+" responder on B", clientArgs("xresp", "-addr", addrB))
+		if err != nil {
+			return nil, err
+		}
+		in.procs = append(in.procs, resp)
+		target, err := resp.ready("ready ", 20*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		req, err := ps.start(p.name+" requester on A", clientArgs("xrpc", "-addr", addrA, "-target", target))
+		if err != nil {
+			return nil, err
+		}
+		defer req.stop(time.Second)
+		r, err := req.result(timeout)
+		if err != nil {
+			return nil, err
+		}
+		return w.measure([]*result{r}), nil
+	case kindXEvents:
+		sub, err := ps.start(p.name+" subscriber on B", clientArgs("xsub", "-addr", addrB))
+		if err != nil {
+			return nil, err
+		}
+		defer sub.stop(time.Second)
+		if _, err := sub.ready("ready", 20*time.Second); err != nil {
+			return nil, err
+		}
+		pub, err := ps.start(p.name+" publisher on A", clientArgs("xpub", "-addr", addrA, "-n", "1"))
+		if err != nil {
+			return nil, err
+		}
+		defer pub.stop(time.Second)
+		pr, err := pub.result(timeout)
+		if err != nil {
+			return nil, err
+		}
+		sub.stdin.Close() // done: report
+		sr, err := sub.result(10 * time.Second)
+		if err != nil {
+			return nil, err
+		}
+		return w.measure([]*result{pr, sr}), nil
+	}
+	return nil, fmt.Errorf("unknown cross-node workload kind %q", w.kind)
 }
 
 // binPath is a built program.

@@ -23,6 +23,11 @@ type peer struct {
 	clientArgs func(c *config, role string, w *workload, dir string, extra ...string) []string
 	// notFor maps a workload kind to why it does not apply to this peer.
 	notFor map[string]string
+	// cluster starts two linked nodes (servers) of the peer, A and B, for
+	// the cross-node rows, and returns them with the address a client
+	// dials on each; nil: the peer has no cluster, its cross-node cells
+	// are n/a.
+	cluster func(c *config, ps *procs, dir string) (nodes []*proc, addrA, addrB string, err error)
 	// brokerFds and clientFds are the descriptors one idle connection
 	// costs the broker (or server) and the client (1 when unset): the
 	// large idle row checks them against RLIMIT_NOFILE, and spreads its
@@ -33,7 +38,12 @@ type peer struct {
 // fdsPer returns n, or 1 when unset.
 func fdsPer(n int) int { return max(n, 1) }
 
-func (p *peer) na(w *workload) string { return p.notFor[w.kind] }
+func (p *peer) na(w *workload) string {
+	if cross(w.kind) && p.cluster == nil {
+		return noCluster
+	}
+	return p.notFor[w.kind]
+}
 
 const (
 	noBroker = "n/a: no broker to route through"
@@ -45,6 +55,9 @@ const (
 	// cheap for the harness (one descriptor, or Switchboard's few, per
 	// connection; no per-connection files or daemon limits to lift).
 	notMany = "n/a: not run at 10,000 connections"
+	// noCluster: the cross-node rows run on the peers whose servers link
+	// to each other (Switchboard's [cluster], NATS's routes).
+	noCluster = "n/a: no cluster of nodes"
 )
 
 // goPeer is a peer whose processes are all benchpeer.
@@ -65,8 +78,7 @@ func goPeer(name, label string, notFor map[string]string, extra ...string) *peer
 
 var allPeers = []*peer{
 	sbPeer(),
-	goPeer("switchboard-socket", "Switchboard, socket transport", map[string]string{kindIdleMany: notMany},
-		"-transport", "socket"),
+	sbSocketPeer(),
 	goPeer("shm", "bare shm", map[string]string{
 		kindFanout:   noBroker,
 		kindP2P:      noBroker,
@@ -89,6 +101,52 @@ var allPeers = []*peer{
 func sbPeer() *peer {
 	p := goPeer("switchboard", "Switchboard", nil)
 	p.brokerFds, p.clientFds = 4, 6
+	p.cluster = benchpeerPair("switchboard", "xnode")
+	return p
+}
+
+// benchpeerPair starts two benchpeer processes in role, node A (-name a)
+// and node B (-name b, -join A's link address): each prints "ready ADDRESS
+// LINK", what clients dial and what the other node links to; B says ready
+// once its link to A is up. Each chooses its own free loopback ports (the
+// kernel's ephemeral ones, as the single NATS broker does): they cannot
+// collide with the harness's other servers, which listen on Unix sockets
+// or on ports the kernel chose.
+func benchpeerPair(name, role string) func(c *config, ps *procs, dir string) ([]*proc, string, string, error) {
+	return func(c *config, ps *procs, dir string) ([]*proc, string, string, error) {
+		var nodes []*proc
+		var addrs []string
+		join := ""
+		for _, node := range []string{"a", "b"} {
+			args := []string{c.binPath("benchpeer"), "-peer", name, "-role", role, "-dir", dir, "-name", node}
+			if join != "" {
+				args = append(args, "-join", join)
+			}
+			p, err := ps.start(fmt.Sprintf("%s node %s", name, node), args)
+			if err != nil {
+				return nodes, "", "", err
+			}
+			nodes = append(nodes, p)
+			line, err := p.ready("ready ", 30*time.Second)
+			if err != nil {
+				return nodes, "", "", err
+			}
+			addr, link, ok := strings.Cut(line, " ")
+			if !ok {
+				return nodes, "", "", p.fail("ready line without a link address: " + line)
+			}
+			addrs = append(addrs, addr)
+			join = link
+		}
+		return nodes, addrs[0], addrs[1], nil
+	}
+}
+
+// sbSocketPeer is Switchboard with its clients on the socket transport.
+func sbSocketPeer() *peer {
+	p := goPeer("switchboard-socket", "Switchboard, socket transport", map[string]string{kindIdleMany: notMany},
+		"-transport", "socket")
+	p.cluster = benchpeerPair("switchboard-socket", "xnode")
 	return p
 }
 
@@ -138,6 +196,7 @@ func natsPeer() *peer {
 		}
 		return b, addr, nil
 	}
+	p.cluster = benchpeerPair("nats", "xbroker")
 	return p
 }
 

@@ -223,7 +223,11 @@ func (r *report) markdown() string {
 		"receivers ask; libqb's requests have replies) and takes the events in batches of up to 256 (or 256 KiB) with RecvEvents " +
 		"(it reads the event ring itself, into buffers reused from batch to batch), as a user after throughput would; the other " +
 		"peers read one message at a time, as their APIs do. " +
-		"Switchboard's peer-to-peer row uses direct channels (WithDirectPeers), which the node brokers after the first routed request.\n")
+		"Switchboard's peer-to-peer row uses direct channels (WithDirectPeers), which the node brokers after the first routed request. " +
+		"The cross-node rows (x-) run two nodes linked on loopback TCP: Switchboard nodes with [cluster] links (protoactor-go remote), " +
+		"NATS servers joined by a route; the client on node A requests a responder on node B, or publishes to a subject (group) whose " +
+		"one subscriber is on node B, with the fan-out rows' credit (windows acknowledged by the subscriber, two in flight); the " +
+		"subscriber checks every message's sequence number.\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
 	}

@@ -15,7 +15,15 @@ const (
 	// kindIdleMany is kindIdle with the workload's own (large) number of
 	// connections, run on the peers that hold them cheaply.
 	kindIdleMany = "idle-many"
+	// kindXRPC and kindXEvents run across two linked nodes (a cluster of
+	// two servers): RPC from a client of node A to a responder on node B,
+	// and one-way publications from A to a subscriber on B.
+	kindXRPC    = "x-rpc"
+	kindXEvents = "x-events"
 )
+
+// cross says whether the kind runs across two linked nodes.
+func cross(kind string) bool { return kind == kindXRPC || kind == kindXEvents }
 
 // workload is one row group of the table.
 type workload struct {
@@ -57,6 +65,9 @@ var allWorkloads = []*workload{
 	{key: "connect", title: "connect + handshake + disconnect", kind: kindConnect, size: 64, clients: 1, metrics: []metric{mConns}},
 	{key: "idle-mem", title: "broker memory, idle connections", kind: kindIdle, clients: 1, metrics: []metric{mMem}},
 	{key: "idle-10k", title: "broker memory, 10,000 idle connections", kind: kindIdleMany, clients: 1, metrics: []metric{mMem, mFds}},
+	{key: "x-rpc-64", title: "RPC across linked nodes, 64 B", kind: kindXRPC, size: 64, clients: 1, metrics: []metric{mP50, mP99, mCalls}},
+	{key: "x-events-64", title: "publications across linked nodes, 64 B, one way", kind: kindXEvents, size: 64, clients: 1, metrics: []metric{mMsgs, mGBs}},
+	{key: "x-events-64k", title: "publications across linked nodes, 64 KiB, one way", kind: kindXEvents, size: 64 << 10, clients: 1, metrics: []metric{mMsgs, mGBs}},
 }
 
 func workloadByKey(k string) *workload {
@@ -89,7 +100,7 @@ func (w *workload) measure(rs []*result) *sample {
 		}
 	}
 	switch w.kind {
-	case kindRPC, kindP2P:
+	case kindRPC, kindP2P, kindXRPC:
 		hist := map[int]int64{}
 		var rate float64
 		for _, r := range rs {
@@ -121,6 +132,13 @@ func (w *workload) measure(rs []*result) *sample {
 			s.Values["msgs_s"] = float64(got) / pub.Secs
 		}
 		s.Lost = pub.Ops*int64(len(rs)-1) - got
+	case kindXEvents:
+		pub, sub := rs[0], rs[1]
+		if pub.Secs > 0 {
+			s.Values["msgs_s"] = float64(sub.Ops) / pub.Secs
+			s.Values["gb_s"] = float64(sub.Bytes) / pub.Secs / 1e9
+		}
+		s.Lost = pub.Ops - sub.Ops
 	case kindConnect:
 		if r := rs[0]; r.Secs > 0 {
 			s.Values["conns_s"] = float64(r.Ops) / r.Secs
