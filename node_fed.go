@@ -32,7 +32,9 @@ type Federation interface {
 	// accepts is delivered once, in Send's order per destination, or the
 	// link is declared down (host.NodeDown): never a silent gap. An error
 	// means msg will not be delivered: the node is not up, or the link's
-	// byte budget is spent.
+	// byte budget is spent. Send must not wait for a goroutine that is
+	// calling the host's NodeUp (which waits for the node to send its
+	// state).
 	Send(node string, msg []byte) error
 	// Close ends every link and waits for the goroutines that call host;
 	// it is idempotent.
@@ -45,6 +47,8 @@ type FederationHost interface {
 	// follow. A node comes up again only after its NodeDown: in a new
 	// incarnation (it restarted), or in the same one (its link was cut
 	// or reset, and linked again): either way, as a node new to the host.
+	// It returns once this node's state went out to node (its traffic
+	// may follow).
 	NodeUp(node string, incarnation string)
 	// NodeDown: the link to node's incarnation is gone (the node was
 	// killed, hung, cut off, fenced, or its link lost a message); nothing

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -19,8 +20,8 @@ import (
 func (fs *fedState) Deliver(node string, msg []byte) {
 	fs.received.Add(1)
 	defer func() {
-		if v := recover(); v != nil { // our bug, on another node's input: this message is lost, counted
-			fs.bad(node, fmt.Sprint("panic: ", v))
+		if v := recover(); v != nil { // our bug, on another node's input: this message is lost, counted apart
+			fs.panics.Add(1)
 			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
 		}
 	}()
@@ -284,7 +285,7 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 	dest := r.GetDest()
 	what := ActionSend
 	if dest != addr { // a group request: dest is the group
-		if checkName(dest) != nil || reserved(dest) {
+		if checkName(dest) != nil || reserved(dest) || r.GetName() != "" {
 			fs.bad(node, "request to a bad group")
 			fail(pb.Code_CODE_INVALID_ARGUMENT, "bad group")
 			return
@@ -305,10 +306,24 @@ func (fs *fedState) requestIn(node string, r *pb.FedRequest) {
 		fail(pb.Code_CODE_PEER_GONE, addr+" disconnected")
 		return
 	}
+	if what == ActionPublish && !slices.Contains(fs.n.reg.Groups().Members(dest), to) {
+		// Not a member of the group it is asked as: the group's label
+		// would carry it past the policy's word on its address.
+		fs.n.undeliverable.Add(1)
+		fs.notMember.Add(1)
+		fail(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("%s is not a member of %s", addr, dest))
+		return
+	}
 	p.inMu.Lock()
 	if _, dup := p.in[rid]; dup {
 		p.inMu.Unlock()
 		fs.bad(node, "request id reused while in flight")
+		return
+	}
+	if len(p.in) >= fs.maxInFlight {
+		p.inMu.Unlock()
+		fs.overLimit(node, "too many requests in flight")
+		fail(pb.Code_CODE_TOO_MANY_PENDING, fmt.Sprintf("%d requests from node %s in flight here", fs.maxInFlight, node))
 		return
 	}
 	p.in[rid] = to

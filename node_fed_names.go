@@ -27,10 +27,24 @@ import (
 // Lock order: fedNames.mu, then fedState.mu (sends take it).
 
 type fedNames struct {
-	mu     sync.Mutex
-	mine   map[string]*pb.FedClaims // this node's claims, by name, as last sent
-	sentTo map[string]string        // name → the arbiter they went to
-	arb    map[string]*arbName      // the names this node arbitrates
+	mu      sync.Mutex
+	mine    map[string]*pb.FedClaims // this node's claims, by name, as last sent
+	sentTo  map[string]string        // name → the arbiter they went to
+	arb     map[string]*arbName      // the names this node arbitrates
+	decided map[string]decided       // the decisions applied here, by name (none: no queue)
+	// What each other node makes this one keep, by node: the names it
+	// claims here (claimed) and the names whose decision came from it
+	// (by); at most fedState.maxNames each, past which its claims and
+	// decisions on new names are refused (FederationStats.OverLimit).
+	claimed, by map[string]int
+}
+
+// decided is the last decision applied on a name, and the node it came
+// from ("" for this node's own, or for a queue it cut itself when a node
+// was lost).
+type decided struct {
+	queue []string
+	from  string
 }
 
 // arbName is one name as its arbiter knows it.
@@ -44,7 +58,8 @@ type arbName struct {
 
 // fedNamesInit hands the registry's names to the arbiters.
 func (fs *fedState) namesInit() {
-	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, arb: map[string]*arbName{}}
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, arb: map[string]*arbName{},
+		decided: map[string]decided{}, claimed: map[string]int{}, by: map[string]int{}}
 	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
 }
 
@@ -129,8 +144,19 @@ func (fs *fedState) claimsIn(node string, m *pb.FedClaims) {
 		fs.bad(node, "claims of unknown connections")
 		return
 	}
+	if fs.arbiterOf(m.GetName()) != fs.self {
+		// Not a name this node arbitrates, as it sees the nodes up: the
+		// sender's view differs (a node coming or going); it sends its
+		// claims again where its view moves them.
+		fs.staleClaims.Add(1)
+		return
+	}
 	fs.names.mu.Lock()
 	defer fs.names.mu.Unlock()
+	if a := fs.names.arb[m.GetName()]; (a == nil || a.claims[node] == nil) && len(m.GetClaims()) > 0 && fs.names.claimed[node] >= fs.maxNames {
+		fs.overLimit(node, "claims on too many names")
+		return
+	}
 	fs.arbClaims(node, m)
 }
 
@@ -156,13 +182,42 @@ func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 		}
 	}
 	if len(addrs) == 0 {
-		delete(a.claims, node)
-		delete(a.believed, node)
+		fs.unclaim(a, node)
 	} else {
+		if a.claims[node] == nil && node != fs.self {
+			fs.names.claimed[node]++
+		}
 		a.claims[node] = addrs
 		a.believed[node] = m.GetBelievedOwner()
 	}
-	fs.arbDecide(m.Name, a)
+	if !fs.arbDecide(m.Name, a) && node != fs.self && len(a.queue) > 0 {
+		// Unchanged: the sender hears the decision all the same (it may
+		// have ignored it from here while its view of the nodes differed).
+		if p := fs.peer(node); p != nil {
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: m.Name, Queue: a.queue}}})
+		}
+	}
+}
+
+// peer returns node's fedPeer if it is up, or nil.
+func (fs *fedState) peer(node string) *fedPeer {
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	return fs.peers[node]
+}
+
+// unclaim drops node's claims on a's name; names.mu held.
+func (fs *fedState) unclaim(a *arbName, node string) {
+	if a.claims[node] == nil {
+		return
+	}
+	delete(a.claims, node)
+	delete(a.believed, node)
+	if nm := &fs.names; node != fs.self {
+		if nm.claimed[node]--; nm.claimed[node] <= 0 {
+			delete(nm.claimed, node)
+		}
+	}
 }
 
 // prefixOf returns the address prefix of node ("" if it is not up).
@@ -184,7 +239,9 @@ func (fs *fedState) prefixOf(node string) string {
 // (a partition healed), the smallest address; else, while a node up that has not sent its claims
 // yet is believed to hold the owner, nothing is decided; else the first
 // standby still claiming; else the first claimant.
-func (fs *fedState) arbDecide(name string, a *arbName) {
+// It reports whether it decided anew or waits (false: the queue is
+// unchanged).
+func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	claimed := map[string]bool{}
 	nodes := make([]string, 0, len(a.claims))
 	for node, addrs := range a.claims {
@@ -212,36 +269,42 @@ func (fs *fedState) arbDecide(name string, a *arbName) {
 			}
 			node, _, _, ok := parseAddress(b)
 			if ok && node != fs.self && !a.heard[node] && fs.prefixOf(node) != "" && strings.HasPrefix(b, fs.prefixOf(node)) {
-				return // wait for that node's claims
+				return true // wait for that node's claims
 			}
 		}
 	}
+	// The queue: the owner, the standbys in their old order, then the new
+	// claimants by node; claimed doubles as the set of those not placed
+	// yet (one pass, not a search per claimant).
 	queue := make([]string, 0, len(claimed))
-	if owner != "" {
-		queue = append(queue, owner)
-	}
-	for _, addr := range a.queue {
-		if claimed[addr] && !slices.Contains(queue, addr) {
+	place := func(addr string) {
+		if claimed[addr] {
+			delete(claimed, addr)
 			queue = append(queue, addr)
 		}
 	}
+	if owner != "" {
+		place(owner)
+	}
+	for _, addr := range a.queue {
+		place(addr)
+	}
 	for _, node := range nodes {
 		for _, addr := range a.claims[node] {
-			if !slices.Contains(queue, addr) {
-				queue = append(queue, addr)
-			}
+			place(addr)
 		}
 	}
 	if slices.Equal(queue, a.queue) && len(queue) > 0 {
-		return
+		return false
 	}
 	a.queue = queue
 	if len(queue) == 0 {
 		delete(fs.names.arb, name)
 	}
 	fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
-	fs.applyDecision(name, queue)
+	fs.applyDecision(name, queue, "")
 	fs.names.believe(name, first(queue), fs.n.addrPrefix)
+	return true
 }
 
 // nameOwnerIn takes an arbiter's decision.
@@ -259,18 +322,40 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
-	if nm.mine[m.GetName()] != nil && nm.sentTo[m.GetName()] != node {
-		// Not where this node's claims went: a decision without them (an
+	name := m.GetName()
+	if fs.arbiterOf(name) != node || nm.mine[name] != nil && nm.sentTo[name] != node {
+		// Not the name's arbiter as this node sees the nodes up, or not
+		// where this node's claims went: a decision without them (an
 		// arbiter that moved, the other half of a partition healing).
 		fs.stale.Add(1)
 		return
 	}
-	fs.applyDecision(m.GetName(), m.GetQueue())
-	nm.believe(m.GetName(), first(m.GetQueue()), fs.n.addrPrefix)
+	if d, ok := nm.decided[name]; (!ok || d.from != node) && len(m.GetQueue()) > 0 && nm.by[node] >= fs.maxNames {
+		fs.overLimit(node, "decisions on too many names")
+		return
+	}
+	fs.applyDecision(name, m.GetQueue(), node)
+	nm.believe(name, first(m.GetQueue()), fs.n.addrPrefix)
 }
 
-// applyDecision hands a decision to the registry, with the owner's member.
-func (fs *fedState) applyDecision(name string, queue []string) {
+// applyDecision hands a decision (from: the node that made it, "" for
+// this one) to the registry, with the owner's member, and records it;
+// names.mu held.
+func (fs *fedState) applyDecision(name string, queue []string, from string) {
+	nm := &fs.names
+	if old, ok := nm.decided[name]; ok && old.from != "" {
+		if nm.by[old.from]--; nm.by[old.from] <= 0 {
+			delete(nm.by, old.from)
+		}
+	}
+	if len(queue) == 0 {
+		delete(nm.decided, name)
+	} else {
+		nm.decided[name] = decided{queue: slices.Clone(queue), from: from}
+		if from != "" {
+			nm.by[from]++
+		}
+	}
 	d := &registry.Decision{Name: name, Queue: queue}
 	if o := first(queue); o != "" && !strings.HasPrefix(o, fs.n.addrPrefix) {
 		fs.mu.RLock()
@@ -297,10 +382,14 @@ func (nm *fedNames) believe(name, owner, prefix string) {
 	}
 }
 
-// namesMoved: the nodes up changed (left went, or came came). The arbiter
-// drops a node's claims when it leaves, and the names it no longer
-// arbitrates; every node sends its claims again where the arbiter moved.
-func (fs *fedState) namesMoved(left, came string) {
+// namesMoved: the nodes up changed (left went, its addresses starting
+// with leftPrefix; or came came). The arbiter drops a node's claims when
+// it leaves, and the names it no longer arbitrates; every node cuts the
+// lost node's addresses out of the queues it holds, so that a name whose
+// owner and arbiter were both on that node is nobody's (or the next
+// standby's) here at once, announced, until the new arbiter decides; and
+// every node sends its claims again where the arbiter moved.
+func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
@@ -312,14 +401,26 @@ func (fs *fedState) namesMoved(left, came string) {
 			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue}}})
 		}
 		if left != "" && a.claims[left] != nil {
-			delete(a.claims, left)
+			fs.unclaim(a, left)
 			delete(a.owners, left)
-			delete(a.believed, left)
 			delete(a.heard, left)
 			fs.arbDecide(name, a)
 		}
 		if fs.arbiterOf(name) != fs.self {
+			for node := range a.claims {
+				fs.unclaim(a, node)
+			}
 			delete(nm.arb, name)
+		}
+	}
+	if leftPrefix != "" {
+		for name, d := range nm.decided {
+			q := slices.DeleteFunc(slices.Clone(d.queue), func(addr string) bool { return strings.HasPrefix(addr, leftPrefix) })
+			if len(q) == len(d.queue) {
+				continue
+			}
+			fs.applyDecision(name, q, "")
+			nm.believe(name, first(q), fs.n.addrPrefix)
 		}
 	}
 	for name, m := range nm.mine {

@@ -46,6 +46,13 @@ func WithFederation(f Federation) NodeOption {
 const (
 	fedMaxConns  = 1 << 16 // connections per node
 	fedMaxGroups = 1 << 12 // groups per connection
+	fedMaxNames  = 1 << 16 // names per node: claimed here, or decided by it
+	// Per node, in all: memberships of its connections, distinct groups
+	// they are members of, and its requests being served here at once
+	// (past it, CODE_TOO_MANY_PENDING).
+	fedMaxMemberships = 1 << 18
+	fedMaxNodeGroups  = 1 << 16
+	fedMaxInFlight    = 1 << 16
 )
 
 // FederationStats counts what crossed the node's links, and what it
@@ -65,9 +72,25 @@ type FederationStats struct {
 	Refused uint64
 	// Late: answers to requests nobody waits for any more.
 	Late uint64
-	// StaleDecisions: decisions on names from a node that is not the one
-	// this node's claims went to; ignored.
+	// StaleDecisions: decisions on names from a node that is not the
+	// name's arbiter as this node sees the nodes up, or not the one this
+	// node's claims went to; ignored.
 	StaleDecisions uint64
+	// StaleClaims: claims on names this node does not arbitrate, as it
+	// sees the nodes up; ignored (the sender sends them again when its
+	// view of the nodes changes).
+	StaleClaims uint64
+	// OverLimit: what a node asked this one to keep past the per-node
+	// limits (names claimed or decided, memberships, requests in flight);
+	// refused, logged.
+	OverLimit uint64
+	// NotMember: group requests to a connection that is not a member of
+	// the group (it left meanwhile, or the label was false); answered
+	// UNDELIVERABLE.
+	NotMember uint64
+	// Panics: messages whose handling panicked (a bug of this node's on
+	// another node's input): the message is lost, logged at error.
+	Panics uint64
 }
 
 type fedState struct {
@@ -89,7 +112,11 @@ type fedState struct {
 	names fedNames // node_fed_names.go
 
 	sent, sendFails, received, malformed, unknown, refused, late, stale atomic.Uint64
+	staleClaims, overLimits, panics, notMember                          atomic.Uint64
 	log                                                                 logLimiter
+
+	// The per-node limits (fedMax*; tests lower them).
+	maxNames, maxMemberships, maxNodeGroups, maxInFlight int
 }
 
 // fedPeer is one incarnation of another node, as it told this one.
@@ -98,6 +125,7 @@ type fedPeer struct {
 	out               bool // under mu: this node's state went out; its traffic may follow
 	conns             map[uint64]*fedConn
 	groups            map[string]map[uint64]*fedConn // group → its members there
+	memberships       int                            // under mu: its connections' memberships, in all
 	caller            *fedCaller                     // stands for its connections as callers here
 	inMu              sync.Mutex
 	in                map[uint64]*conn.Endpoint // its requests being served here: rid → target
@@ -126,7 +154,8 @@ func (n *Node) fedInit() {
 		return
 	}
 	inc := strings.TrimSuffix(strings.TrimPrefix(n.addrPrefix, ":"+n.o.name+"."), ".")
-	fs := &fedState{n: n, f: n.o.fed, self: n.o.name, inc: inc, peers: map[string]*fedPeer{}, pending: map[uint64]*fedPending{}}
+	fs := &fedState{n: n, f: n.o.fed, self: n.o.name, inc: inc, peers: map[string]*fedPeer{}, pending: map[uint64]*fedPending{},
+		maxNames: fedMaxNames, maxMemberships: fedMaxMemberships, maxNodeGroups: fedMaxNodeGroups, maxInFlight: fedMaxInFlight}
 	n.fed = fs
 	n.reg.Groups().SetRemote(fs.remoteMembers)
 	n.reg.Observe(fs)
@@ -176,7 +205,18 @@ func (n *Node) FederationStats() FederationStats {
 	nodes := len(fs.peers)
 	fs.mu.RUnlock()
 	return FederationStats{Nodes: nodes, Sent: fs.sent.Load(), SendFails: fs.sendFails.Load(), Received: fs.received.Load(),
-		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load()}
+		Malformed: fs.malformed.Load(), Unknown: fs.unknown.Load(), Refused: fs.refused.Load(), Late: fs.late.Load(), StaleDecisions: fs.stale.Load(),
+		StaleClaims: fs.staleClaims.Load(), OverLimit: fs.overLimits.Load(), Panics: fs.panics.Load(), NotMember: fs.notMember.Load()}
+}
+
+// overLimit counts what node asked past a per-node limit, and logs it
+// (rate-limited).
+func (fs *fedState) overLimit(node, what string) {
+	fs.overLimits.Add(1)
+	if ok, skipped := fs.log.allow(time.Now()); ok {
+		fs.n.o.logger.Warn("federation: over a per-node limit", slog.String("node", node), slog.String("what", what),
+			slog.Uint64("not_logged", skipped))
+	}
 }
 
 // bad counts a message from node that made no sense, and logs it
@@ -292,7 +332,12 @@ func (fs *fedState) Disconnected(c *conn.Endpoint, why pb.DisconnectReason, deta
 
 // NodeUp: node's incarnation is linked. This node announces it, then (on
 // the registry's actor, between two of its announcements) sends it its
-// state in full, after which its traffic to that node may go.
+// state in full, after which its traffic to that node may go (out). NodeUp
+// returns only then: the node's messages, which follow NodeUp, are taken
+// once this node's traffic may go to it, so that no connection of it is
+// announced here (nor a decision from it taken) while it is up but not
+// out. (The registry's actor runs until the Federation is closed, and
+// Federation.Send does not wait for the goroutine that calls NodeUp.)
 func (fs *fedState) NodeUp(node, inc string) {
 	if node == fs.self || checkNodeName(node) != nil || checkNodeName(inc) != nil {
 		fs.bad(node, "node up with a bad name or incarnation")
@@ -311,10 +356,12 @@ func (fs *fedState) NodeUp(node, inc string) {
 	fs.mu.Unlock()
 	if old != nil {
 		fs.forget(old, "replaced by incarnation "+inc)
-		fs.namesMoved(node, "")
+		fs.namesMoved(node, old.prefix, "")
 	}
 	fs.n.notifyLocal(pb.GroupNodes, &pb.Notice{Kind: pb.NoticeKind_NOTICE_NODE_JOINED, Node: node, Incarnation: inc})
+	done := make(chan struct{})
 	fs.n.reg.Do(func(es []registry.Entry) {
+		defer close(done)
 		slices.SortFunc(es, func(a, b registry.Entry) int { return cmp.Compare(a.Conn.ID(), b.Conn.ID()) })
 		st := &pb.FedState{}
 		for _, e := range es {
@@ -329,8 +376,9 @@ func (fs *fedState) NodeUp(node, inc string) {
 		p.out = true
 		fs.sendLocked(p, b)
 		fs.mu.Unlock()
-		fs.namesMoved("", node) // after the state: claims name connections it announced
+		fs.namesMoved("", "", node) // after the state: claims name connections it announced
 	})
+	<-done
 }
 
 // NodeDown: node's incarnation is gone.
@@ -344,7 +392,7 @@ func (fs *fedState) NodeDown(node, inc, reason string) {
 	delete(fs.peers, node)
 	fs.mu.Unlock()
 	fs.forget(p, reason)
-	fs.namesMoved(node, "")
+	fs.namesMoved(node, p.prefix, "")
 }
 
 // forget ends what this node held for p, which is out of the table: its
@@ -403,8 +451,17 @@ func (fs *fedState) join(p *fedPeer, fc *fedConn, g string) {
 	if fc.groups[g] {
 		return
 	}
-	fc.groups[g] = true
 	ms := p.groups[g]
+	switch {
+	case p.memberships >= fs.maxMemberships:
+		fs.overLimit(p.name, "too many memberships")
+		return
+	case ms == nil && len(p.groups) >= fs.maxNodeGroups:
+		fs.overLimit(p.name, "too many groups")
+		return
+	}
+	fc.groups[g] = true
+	p.memberships++
 	if ms == nil {
 		ms = map[uint64]*fedConn{}
 		p.groups[g] = ms
@@ -420,6 +477,7 @@ func (fs *fedState) leave(p *fedPeer, fc *fedConn, g string, why pb.DisconnectRe
 		return
 	}
 	delete(fc.groups, g)
+	p.memberships--
 	if ms := p.groups[g]; ms != nil {
 		delete(ms, fc.id)
 		if len(ms) == 0 {

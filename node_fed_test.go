@@ -409,6 +409,9 @@ func TestFedMalformed(t *testing.T) {
 		st := n1.FederationStats()
 		return st.Malformed-before.Malformed == uint64(len(bad)) && st.Unknown-before.Unknown == 1
 	})
+	if st := n1.FederationStats(); st.Panics != 0 {
+		t.Fatalf("%d panics on malformed messages", st.Panics)
+	}
 	// The link and the node still serve.
 	if err := b.SendTo(ctx, a.Address(), []byte("still"), WantAnswer()); err != nil {
 		t.Fatal(err)
@@ -447,6 +450,9 @@ func FuzzFedDeliver(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		fs.Deliver("n2", msg)
 		fs.Deliver("n3", msg) // a node that is not up
+		if p := n1.FederationStats().Panics; p != 0 {
+			t.Fatalf("%d panics delivering %x", p, msg)
+		}
 	})
 	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); err != nil {
 		f.Fatal(err)

@@ -57,6 +57,7 @@ type Handle struct {
 	name      string
 	pid       *actor.PID
 	members   atomic.Pointer[[]*conn.Endpoint] // sorted by connection id
+	watchers  atomic.Pointer[[]*conn.Endpoint] // the watchers, as the actor last published them (NotifyRemote)
 	ops       int                              // under Dir.mu: operations sent and not yet handled
 	Published atomic.Uint64                    // messages published to it
 }
@@ -200,9 +201,6 @@ func (g *groupActor) Receive(ac actor.Context) {
 			reply()
 		}
 		g.done(ac, true)
-	case *remoteNotice:
-		g.tellWatchers(0, m.body)
-		g.done(ac, true)
 	case *actor.Terminated:
 		if c := g.byPID[m.Who.Id]; c != nil {
 			g.remove(ac, c, true, nil)
@@ -214,10 +212,21 @@ func (g *groupActor) Receive(ac actor.Context) {
 func (g *groupActor) join(ac actor.Context, m *join) {
 	c := m.c
 	res := conn.Result{}
+	_, already := g.members[c.ID()]
+	joining := !already && c.Context().Err() == nil
+	if m.withMembers && (already || joining) {
+		// A watcher from before its list of the remote members is made:
+		// a remote change after the list reaches it (NotifyRemote).
+		if g.watchers == nil {
+			g.watchers = map[uint64]*conn.Endpoint{}
+		}
+		g.watchers[c.ID()] = c
+		g.publishWatchers()
+	}
 	if m.withMembers {
 		list := &pb.MemberList{}
 		members := g.sorted()
-		if _, already := g.members[c.ID()]; !already {
+		if !already {
 			i, _ := slices.BinarySearchFunc(members, c.ID(), func(m *conn.Endpoint, id uint64) int { return cmp.Compare(m.ID(), id) })
 			members = slices.Insert(members, i, c)
 		}
@@ -230,7 +239,7 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		res.Payload, _ = gproto.Marshal(list)
 	}
 	reply := func() { c.Complete(m.id, res) }
-	if _, ok := g.members[c.ID()]; ok || c.Context().Err() != nil {
+	if !joining {
 		reply() // already a member (or going): nothing to announce
 	} else {
 		g.members[c.ID()] = c
@@ -239,14 +248,6 @@ func (g *groupActor) join(ac actor.Context, m *join) {
 		g.publish()
 		g.notify(c, pb.NoticeKind_NOTICE_SUBSCRIBED, false)
 		g.announce(&Change{Group: g.h.name, Conn: c, Joined: true, Done: reply})
-	}
-	if m.withMembers {
-		if _, ok := g.members[c.ID()]; ok {
-			if g.watchers == nil {
-				g.watchers = map[uint64]*conn.Endpoint{}
-			}
-			g.watchers[c.ID()] = c
-		}
 	}
 }
 
@@ -258,7 +259,10 @@ func (g *groupActor) remove(ac actor.Context, c *conn.Endpoint, lost bool, done 
 	}
 	delete(g.members, c.ID())
 	delete(g.byPID, c.PID().Id)
-	delete(g.watchers, c.ID())
+	if _, ok := g.watchers[c.ID()]; ok {
+		delete(g.watchers, c.ID())
+		g.publishWatchers()
+	}
 	if !lost {
 		ac.Unwatch(c.PID())
 	}
@@ -305,15 +309,36 @@ func (g *groupActor) tellWatchers(skip uint64, body []byte) {
 	}
 }
 
-type remoteNotice struct{ body []byte }
+// publishWatchers makes the watchers visible to NotifyRemote.
+func (g *groupActor) publishWatchers() {
+	ws := make([]*conn.Endpoint, 0, len(g.watchers))
+	for _, w := range g.watchers {
+		ws = append(ws, w)
+	}
+	g.h.watchers.Store(&ws)
+}
 
 // NotifyRemote tells the watchers of group (SubscribeWithMembers) of a
 // change of one of its members on another node (n: subscribed or
-// unsubscribed). A group without local members has no watchers: nothing
-// is sent.
+// unsubscribed), at once, from the caller's goroutine: in the caller's
+// order with whatever else it hands the watchers (the other node's
+// messages, its connections' comings and goings), not after a hop through
+// the group's actor. A group without local members has no watchers:
+// nothing is sent.
 func (d *Dir) NotifyRemote(group string, n *pb.Notice) {
+	h := d.Handle(group)
+	if h == nil {
+		return
+	}
+	ws := h.watchers.Load()
+	if ws == nil || len(*ws) == 0 {
+		return
+	}
 	b, _ := gproto.Marshal(n)
-	_ = d.op(group, false, &remoteNotice{pb.AppendMsg(nil, "", group, nil, b)})
+	body := pb.AppendMsg(nil, "", group, nil, b)
+	for _, w := range *ws {
+		w.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgNotice, Payload: body}})
+	}
 }
 
 func (g *groupActor) sorted() []*conn.Endpoint {
