@@ -450,8 +450,10 @@ func TestDirectServedInPlace(t *testing.T) {
 func TestDirectLateReplies(t *testing.T) {
 	n := startNode(t)
 	big := make([]byte, 32<<10) // 3 fill the channel's reply ring
+	started := make(chan struct{}, 8)
 	srv, cl := directPair(t, n, func(ctx context.Context, r *PeerRequest) ([]byte, error) {
 		if string(r.Payload) == "late" {
+			started <- struct{}{}
 			time.Sleep(20 * time.Millisecond) // a handler that does not watch ctx
 			return big, nil
 		}
@@ -460,11 +462,23 @@ func TestDirectLateReplies(t *testing.T) {
 	goDirect(t, cl, srv)
 	before := cl.DirectStats()
 	for range 8 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-		if _, err := cl.Request(ctx, srv.Address(), []byte("late")); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("got %v", err)
+		// The caller gives up once its request reached the handler (a
+		// deadline instead could end it before the request went out).
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := cl.Request(ctx, srv.Address(), []byte("late"))
+			errc <- err
+		}()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request did not reach the handler")
 		}
 		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v", err)
+		}
 	}
 	if cl.DirectStats().Requests-before.Requests != 8 {
 		t.Fatal("not direct")
