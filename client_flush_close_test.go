@@ -113,7 +113,8 @@ func TestWriterContextWhileAnotherParked(t *testing.T) {
 			return nil, nil
 		})
 		c := dial(t, n, WithTransport(tr), WithRings(4096, 0, 0), WithCloseTimeout(100*time.Millisecond))
-		t.Cleanup(func() { close(release) }) // after c's Close (cleanups run last first)
+		// After c's Close: cleanups run last first.
+		t.Cleanup(func() { close(release) })
 		if err := c.Send(ctx5(t), 40, 1, nil); err != nil { // holds the pump
 			t.Fatal(err)
 		}
