@@ -435,7 +435,8 @@ func (c *Conn) directStarted(body []byte) {
 }
 
 // directFence serves what the channels from peer from hold before an
-// event from it (evmu held): what it wrote there came before.
+// event from it (evmu held): what it wrote there came before. It walks the
+// slice outside dir.mu: directClose replaces the slice, never edits it.
 func (c *Conn) directFence(from []byte) {
 	c.dir.mu.Lock()
 	chs := c.dir.in[string(from)]
@@ -468,7 +469,9 @@ func (c *Conn) directClose(ch *dchan) {
 	if c.dir.out[ch.peer] == ch {
 		delete(c.dir.out, ch.peer)
 	}
-	in := c.dir.in[ch.peer][:0]
+	// A new slice, not the old one compacted: a fence may be walking the
+	// old one outside dir.mu (directFence).
+	in := make([]*dchan, 0, len(c.dir.in[ch.peer]))
 	for _, o := range c.dir.in[ch.peer] {
 		if o != ch {
 			in = append(in, o)
