@@ -44,7 +44,7 @@ func TestCloseEndsEverything(t *testing.T) {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		var ours []string
 		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "actors/cluster.(*") || strings.Contains(g, "actors/cluster.linkReceiver") {
+			if strings.Contains(g, "actors/cluster.(*") || strings.Contains(g, "actors/cluster.linkProcess") {
 				ours = append(ours, g)
 			}
 		}

@@ -101,6 +101,12 @@ type Config struct {
 	// Logger receives the link's comings, goings and refusals (nil: none).
 	// protoactor's own log is discarded.
 	Logger *slog.Logger
+
+	// v1Only makes the node speak the link as its first version did:
+	// no features in its Hello, one Data envelope per chunk and an Ack
+	// per pass of deliveries whatever the other node takes. For the
+	// tests of links between nodes of different versions.
+	v1Only bool
 }
 
 // ConfigError is a Config that New refuses: Field names the setting at

@@ -53,6 +53,11 @@ type Federation struct {
 	remote            *remote.Remote
 	sub               *eventstream.Subscription
 
+	// rmu: held (read) by remote's readers while they hand the link an
+	// envelope; Close takes it to stop them (rclosed).
+	rmu     sync.RWMutex
+	rclosed bool
+
 	started   atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -84,6 +89,7 @@ type counters struct {
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
 	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
 	dials, dialFails                atomic.Uint64 // addresses probed and sent a Hello; probes that failed
+	batches, acks                   atomic.Uint64 // Batch envelopes sent; Ack envelopes sent
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -189,15 +195,21 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
 	))
 	f.remote.Start()
-	props := actor.PropsFromProducer(func() actor.Actor { return linkReceiver{f} })
-	if _, err := f.system.Root.SpawnNamed(props, linkActorName); err != nil {
+	if _, ok := f.system.ProcessRegistry.Add(linkProcess{f}, linkActorName); !ok {
 		f.shutdownRemote()
 		f.system = nil
-		return fmt.Errorf("cluster: spawning the link actor: %w", err)
+		return fmt.Errorf("cluster: the process name %q is taken", linkActorName)
 	}
 	f.sub = f.system.EventStream.Subscribe(func(ev any) {
-		if t, ok := ev.(*remote.EndpointTerminatedEvent); ok {
+		switch t := ev.(type) {
+		case *remote.EndpointTerminatedEvent:
 			f.endpointLost(t.Address)
+		case *actor.DeadLetterEvent:
+			if tok, ok := t.Message.(*sendToken); ok {
+				// remote had no stream to send it on: what it
+				// stood for is lost, and nothing more would go.
+				f.declareDown(tok.p, "remote dropped queued messages: no connection", 0)
+			}
 		}
 	})
 	f.logf("cluster: node %s (%s) linking at %s", self, incarnation, f.cfg.Advertise)
@@ -273,17 +285,18 @@ func (f *Federation) Close() error {
 		f.mu.Unlock()
 		// A Send that began before its peer went down holds smu until
 		// its envelopes are with remote; every later one sees the peer
-		// down. Wait for those, then stop the actor that replies to the
-		// other nodes, so that nothing sends once remote is stopped.
+		// down. Wait for those, then for remote's readers handing the
+		// link an envelope (they may reply), so that nothing sends once
+		// remote is stopped.
 		for _, p := range peers {
 			p.smu.Lock()
 			p.smu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
 		}
 		close(f.stop)
 		f.cancel()
-		if f.system != nil {
-			_ = f.system.Root.StopFuture(f.system.NewLocalPID(linkActorName)).Wait()
-		}
+		f.rmu.Lock()
+		f.rclosed = true
+		f.rmu.Unlock()
 		f.wg.Wait()
 		if f.system != nil {
 			f.system.EventStream.Unsubscribe(f.sub)
@@ -307,19 +320,30 @@ func (f *Federation) shutdownRemote() {
 	f.system.Shutdown()
 }
 
-// linkReceiver is the actor the other nodes' envelopes arrive at. It runs
-// on protoactor's dispatcher, one envelope at a time.
-type linkReceiver struct{ f *Federation }
+// linkProcess is the process the other nodes' envelopes arrive at
+// (linkActorName in remote's process registry): not an actor with a
+// mailbox, so that remote's reader of a link's stream hands each envelope
+// straight to the link, one at a time per stream, with no goroutine in
+// between.
+type linkProcess struct{ f *Federation }
 
-func (r linkReceiver) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *linkpb.Envelope:
-		r.f.receive(m)
-	case actor.SystemMessage, actor.AutoReceiveMessage:
-	default:
-		r.f.stats.foreign.Add(1) // some other registered protobuf type
+func (lp linkProcess) SendUserMessage(_ *actor.PID, m any) {
+	f := lp.f
+	_, m, _ = actor.UnwrapEnvelope(m) // a sender or headers: ignored
+	env, ok := m.(*linkpb.Envelope)
+	if !ok {
+		f.stats.foreign.Add(1) // some other registered protobuf type
+		return
+	}
+	f.rmu.RLock()
+	defer f.rmu.RUnlock()
+	if !f.rclosed {
+		f.receive(env)
 	}
 }
+
+func (linkProcess) SendSystemMessage(*actor.PID, any) {} // watches and stops: nothing to do
+func (linkProcess) Stop(*actor.PID)                    {}
 
 // receive handles one envelope from another node.
 func (f *Federation) receive(env *linkpb.Envelope) {
@@ -336,7 +360,25 @@ func (f *Federation) receive(env *linkpb.Envelope) {
 			f.declareDown(p, "link protocol error: data before the link was up", byeProtocol)
 			return
 		}
-		if !p.enqueue(b.Data) {
+		if !p.take([]*linkpb.Data{b.Data}) {
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: sent past its budget", byeProtocol)
+		}
+	case *linkpb.Envelope_Batch:
+		p := f.peer(env.Session)
+		if p == nil || p.isDown.Load() {
+			f.stats.stale.Add(1)
+			return
+		}
+		p.heard()
+		switch {
+		case !f.isUp(p):
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: data before the link was up", byeProtocol)
+		case b.Batch.Ack != 0 && !p.ack(b.Batch.Ack):
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: acknowledged what was never sent", byeProtocol)
+		case len(b.Batch.Data) > 0 && !p.take(b.Batch.Data):
 			f.stats.protocol.Add(1)
 			f.declareDown(p, "link protocol error: sent past its budget", byeProtocol)
 		}
@@ -351,10 +393,15 @@ func (f *Federation) receive(env *linkpb.Envelope) {
 			f.stats.stale.Add(1)
 		}
 	case *linkpb.Envelope_Heartbeat:
-		if p := f.peer(env.Session); p != nil {
-			p.heard()
-		} else {
+		p := f.peer(env.Session)
+		if p == nil {
 			f.stats.stale.Add(1)
+			return
+		}
+		p.heard()
+		if a := b.Heartbeat.GetAck(); a != 0 && !p.isDown.Load() && !p.ack(a) {
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: acknowledged what was never sent", byeProtocol)
 		}
 	case *linkpb.Envelope_Hello:
 		f.onHello(env.Session, b.Hello)
@@ -388,7 +435,16 @@ func (f *Federation) hello(pid *actor.PID, session, seen uint64) {
 	f.send(pid, &linkpb.Envelope{Session: session, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
 		Version: protoVersion, Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation,
 		Address: f.cfg.Advertise, Seen: seen, Budget: uint64(f.cfg.Budget), Secret: f.secret,
+		Features: f.features(),
 	}}})
+}
+
+// features is what this node announces it takes (Hello.features).
+func (f *Federation) features() uint32 {
+	if f.cfg.v1Only {
+		return 0
+	}
+	return uint32(linkpb.Feature_FEATURE_BATCH)
 }
 
 func (f *Federation) bye(pid *actor.PID, session, to uint64, code uint32, reason string) {

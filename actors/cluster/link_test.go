@@ -191,9 +191,12 @@ func TestLinkBudgetDisconnect(t *testing.T) {
 	if !strings.Contains(l.text, "link budget spent") {
 		t.Fatalf("n1 declared n2 down for another reason: %s", l.text)
 	}
-	// The session is over; the two link again as a new one (n2's host
-	// hears of it once it takes messages again).
+	// The session is over. n2's reader of n1's stream is held by its
+	// host's Deliver, so n2 reads n1's Bye and Hellos once its host takes
+	// messages again; then the two link again as a new session.
+	n2.do("unstall")
 	n1.waitNth("up n2 an2", 2, 15*time.Second)
+	n2.waitNth("up n1 an1", 2, 15*time.Second)
 }
 
 // TestLinkKilledNode: a SIGKILLed node is declared down by the others at
@@ -324,4 +327,84 @@ func TestLinkReset(t *testing.T) {
 	}
 	waitCount(t, n2, "n1", 20)
 	waitCount(t, n1, "n2", 10)
+}
+
+// TestLinkAcksRideAlong: between nodes that take batches, a burst of
+// messages crosses in a few Batch envelopes, its acknowledgement rides on
+// heartbeats (no Ack envelope for a burst far below a quarter of the
+// budget), and the sender's window empties within a heartbeat or two.
+func TestLinkAcksRideAlong(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	const n = 5000
+	if got := n1.do("send", "n2", n, 64); got != fmt.Sprintf("%d 0 ", n) {
+		t.Fatalf("send: %q", got)
+	}
+	waitCount(t, n2, "n1", n)
+	s1 := stats(t, n1)
+	if s1.Batches == 0 || s1.Batches > n/4 {
+		t.Fatalf("%d messages crossed in %d batches: want them gathered", n, s1.Batches)
+	}
+	if s2 := stats(t, n2); s2.Acks != 0 {
+		t.Fatalf("n2 sent %d Ack envelopes for %d bytes: want the acknowledgement on its heartbeats", s2.Acks, n*64)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := stats(t, n1)
+		if len(s.Links) == 1 && s.Links[0].Unacked == 0 {
+			t.Logf("%d messages in %d batches; acknowledged by heartbeat", n, s1.Batches)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1's window never emptied: %+v", s.Links)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestLinkV1Peer: a node that speaks the link's first version (no
+// batches, an Ack for every pass) and a current one link and exchange
+// messages both ways, in order, small and chunked, with nothing held
+// unacknowledged.
+func TestLinkV1Peer(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{env: []string{"SBM_V1=1"}})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	for _, pair := range [][2]*member{{n1, n2}, {n2, n1}} {
+		from, to := pair[0], pair[1]
+		if got := from.do("send", to.name, 2000, 64); got != "2000 0 " {
+			t.Fatalf("%s → %s: %q", from.name, to.name, got)
+		}
+		if got := from.do("send", to.name, 3, 600<<10); got != "3 0 " {
+			t.Fatalf("%s → %s, chunked: %q", from.name, to.name, got)
+		}
+		waitCount(t, to, from.name, 2003)
+	}
+	s1, s2 := stats(t, n1), stats(t, n2)
+	if s1.Batches != 0 || s2.Batches != 0 {
+		t.Fatalf("batches sent: n1 %d, n2 %d: want none on a link with a first-version node", s1.Batches, s2.Batches)
+	}
+	if s2.Acks == 0 {
+		t.Fatal("n2 sent the first-version node no Ack envelope")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, b := stats(t, n1), stats(t, n2)
+		if len(a.Links) == 1 && len(b.Links) == 1 && a.Links[0].Unacked == 0 && b.Links[0].Unacked == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unacknowledged: n1 %+v, n2 %+v", a.Links, b.Links)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

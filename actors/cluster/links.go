@@ -110,7 +110,10 @@ func (f *Federation) localFor(addr string) uint64 {
 // silent reports whether p has said nothing for longer than the link
 // timeout.
 func (f *Federation) silent(p *peer, now time.Time) bool {
-	return now.Sub(time.Unix(0, p.lastHeard.Load())) > f.cfg.LinkTimeout
+	// A reader delivering in place reads nothing meanwhile: the host
+	// holds the link up, as a delivery goroutine's would (the other node
+	// sees its acknowledgements stall).
+	return !p.inPlace.Load() && now.Sub(time.Unix(0, p.lastHeard.Load())) > f.cfg.LinkTimeout
 }
 
 // onHello handles a Hello: it opens a link, completes one, or refuses.
@@ -362,6 +365,8 @@ func (f *Federation) beat(now time.Time) {
 			f.downLocked(p, fmt.Sprintf("no heartbeat for %v", silent.Round(time.Millisecond)), byeFenced)
 		case p.up && p.stalled(now, f.cfg.StallTimeout):
 			f.downLocked(p, fmt.Sprintf("nothing acknowledged for %v", f.cfg.StallTimeout), byeFenced)
+		case p.up && p.batch:
+			f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Heartbeat{Heartbeat: &linkpb.Heartbeat{Ack: p.inSeq.Load()}}})
 		case p.up:
 			f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Heartbeat{Heartbeat: &linkpb.Heartbeat{}}})
 		}

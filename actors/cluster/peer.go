@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
@@ -16,8 +18,21 @@ import (
 // node links again, the same run of it or a new one, as a new peer.
 //
 // Its fields: the identity, fixed at creation; up, down and reason, under
-// Federation.mu; the send side under smu; the inbox under imu; the
-// reassembler owned by the delivery goroutine (run).
+// Federation.mu; the send side under smu; the inbox and who delivers
+// under imu; the reassembler owned by whoever delivers (delivering).
+//
+// Sending: Send queues chunks; to a node that takes batches (batch), the
+// chunks wait in pend and one sendToken at a time is with remote's
+// writer, which turns it into a Batch of everything pending when it takes
+// it (sendToken.Serialize), so a burst of messages crosses as a few
+// envelopes and a lone message as soon as the writer runs. Receiving:
+// remote's reader of the link's stream hands Data to the host in place
+// when nothing is queued and nobody else delivers (take), and otherwise
+// queues it for the peer's delivery goroutine (run), which also tells the
+// host the node is up and down. Acknowledgements ride on Batches and
+// heartbeats; an Ack of its own is sent when a quarter of the other
+// node's budget was delivered since the last (or after every pass, to a
+// node that does not take batches).
 type peer struct {
 	f           *Federation
 	session     uint64 // the other node's session on this link
@@ -26,27 +41,38 @@ type peer struct {
 	incarnation string
 	addr        string
 	pid         *actor.PID
+	batch       bool  // the other node takes Batches and acknowledgements in them (FEATURE_BATCH)
+	ackEvery    int64 // bytes delivered that call for an Ack of their own
 
 	lastHeard atomic.Int64  // unix nanoseconds of the last envelope from it
 	isDown    atomic.Bool   // set under Federation.mu, read anywhere
 	announced atomic.Bool   // the host is told (or being told) NodeUp: Send may use it
+	inPlace   atomic.Bool   // a reader is delivering in place: the link is not silent
 	done      chan struct{} // closed when it goes down
 	exited    chan struct{} // closed when its delivery goroutine has told the host it is down
 	up        bool          // under Federation.mu: the Hello exchange completed
 	reason    string        // under Federation.mu: why it went down
 
 	smu      sync.Mutex
-	seq      uint64    // the last sequence number sent
-	acked    uint64    // the last sequence number acknowledged
-	costs    []uint32  // the costs of the chunks acked+1..seq, oldest first
-	unacked  int64     // their sum
-	ackMoved time.Time // when acked last moved, or the window last filled from empty
-	sent     uint64    // messages accepted by Send
+	seq      uint64         // the last sequence number sent
+	acked    uint64         // the last sequence number acknowledged
+	costs    []uint32       // the costs of the chunks acked+1..seq, oldest first
+	unacked  int64          // their sum
+	ackMoved time.Time      // when acked last moved, or the window last filled from empty
+	sent     uint64         // messages accepted by Send
+	pend     []*linkpb.Data // chunks for the next Batch (batch only)
+	queued   bool           // a sendToken is with remote's writer
 
 	imu        sync.Mutex
 	inbox      []*linkpb.Data
 	inboxBytes int64
-	wake       chan struct{} // capacity 1: the inbox gained something
+	ready      bool          // the host heard NodeUp and nothing stops delivery: readers may deliver in place
+	delivering bool          // someone owns r and is calling the host
+	wake       chan struct{} // capacity 1: the inbox gained something, or an in-place delivery ended
+	r          *reassembler
+
+	inSeq     atomic.Uint64 // the last sequence number delivered from it
+	inUnacked atomic.Int64  // bytes delivered since the last Ack of their own
 
 	delivered atomic.Uint64 // messages handed to the host
 }
@@ -60,9 +86,14 @@ func newPeer(f *Federation, session, local uint64, h *linkpb.Hello) *peer {
 		incarnation: h.Incarnation,
 		addr:        h.Address,
 		pid:         actor.NewPID(h.Address, linkActorName),
-		done:        make(chan struct{}),
-		exited:      make(chan struct{}),
-		wake:        make(chan struct{}, 1),
+		batch:       !f.cfg.v1Only && h.Features&uint32(linkpb.Feature_FEATURE_BATCH) != 0,
+		// The other node's budget is at most this one's (a larger one
+		// is refused): acknowledge well before it fills.
+		ackEvery: max(int64(min(h.Budget, uint64(f.cfg.Budget)))/4, 1),
+		done:     make(chan struct{}),
+		exited:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		r:        newReassembler(f.cfg.MaxMessage),
 	}
 	p.heard()
 	return p
@@ -94,11 +125,65 @@ func (p *peer) send(msg []byte) (refused bool, err error) {
 		p.seq++
 		p.costs = append(p.costs, uint32(hi-lo+frameCost))
 		p.unacked += hi - lo + frameCost
-		p.f.system.Root.Send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Data{Data: &linkpb.Data{
-			Seq: p.seq, Index: uint32(i), Count: uint32(count), Size: uint64(n), Bytes: msg[lo:hi],
-		}}})
+		d := &linkpb.Data{Seq: p.seq, Index: uint32(i), Count: uint32(count), Size: uint64(n), Bytes: msg[lo:hi]}
+		if p.batch {
+			p.pend = append(p.pend, d)
+		} else {
+			p.f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Data{Data: d}})
+		}
+	}
+	if p.batch && !p.queued {
+		p.queued = true
+		p.f.system.Root.Send(p.pid, &sendToken{p})
 	}
 	return false, nil
+}
+
+// A Batch carries at most batchBytes of chunks (at least one chunk) and
+// batchChunks chunks: large enough that a burst crosses in few envelopes,
+// small enough that a heartbeat queued behind one is not held long.
+const (
+	batchBytes  = 1 << 20
+	batchChunks = 4096
+)
+
+// errNothingPending: a sendToken found nothing to send (its peer went
+// down meanwhile); remote's writer skips it.
+var errNothingPending = errors.New("cluster: nothing pending")
+
+// A sendToken stands for p's pending chunks in remote's writer queue.
+// Only one is queued at a time (p.queued): Sends meanwhile add to p.pend.
+type sendToken struct{ p *peer }
+
+// Serialize is called by remote's writer, on its goroutine, as it takes
+// the token: it returns a Batch of the chunks pending now (up to
+// batchBytes), acknowledging what p delivered, and queues the token again
+// if chunks are left.
+func (t *sendToken) Serialize() (remote.RootSerialized, error) {
+	p := t.p
+	p.smu.Lock()
+	if p.isDown.Load() {
+		p.pend, p.queued = nil, false // the other node takes nothing more from this session
+		p.smu.Unlock()
+		return nil, errNothingPending
+	}
+	n, size := 0, 0
+	for n < len(p.pend) && n < batchChunks && (n == 0 || size+len(p.pend[n].Bytes) <= batchBytes) {
+		size += len(p.pend[n].Bytes)
+		n++
+	}
+	data := p.pend[:n:n]
+	if p.pend = p.pend[n:]; len(p.pend) == 0 {
+		p.pend, p.queued = nil, false
+	} else {
+		p.f.system.Root.Send(p.pid, t) // the rest, after what the writer holds now
+	}
+	p.smu.Unlock()
+	if n == 0 {
+		return nil, errNothingPending
+	}
+	p.f.stats.batches.Add(1)
+	return &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Batch{Batch: &linkpb.Batch{Data: data, Ack: p.inSeq.Load()}}}, nil
 }
 
 // ack takes an acknowledgement of every chunk up to seq. It reports false
@@ -140,33 +225,98 @@ func (p *peer) figures() (unacked int64, sent uint64) {
 	return p.unacked, p.sent
 }
 
-// enqueue hands a Data envelope to the delivery goroutine. It reports
-// false when the peer has sent past its budget (it ignores our
-// acknowledgements): the link must close.
-func (p *peer) enqueue(d *linkpb.Data) bool {
-	cost := int64(len(d.Bytes)) + frameCost
+// take hands Data envelopes from the link's stream to the host, in order:
+// in place, on the calling goroutine (remote's reader of the stream), when
+// the host heard NodeUp, nothing is queued and nobody else is delivering;
+// queued for the delivery goroutine otherwise. It reports false when the
+// peer has sent past its budget (it ignores our acknowledgements): the
+// link must close.
+func (p *peer) take(ds []*linkpb.Data) bool {
 	p.imu.Lock()
+	if p.ready && !p.delivering && len(p.inbox) == 0 {
+		p.delivering = true
+		p.imu.Unlock()
+		p.inPlace.Store(true)
+		p.deliver(ds)
+		p.inPlace.Store(false)
+		p.imu.Lock()
+		p.delivering = false
+		signal := len(p.inbox) > 0 || !p.ready
+		p.imu.Unlock()
+		if signal {
+			p.signal()
+		}
+		return true
+	}
+	var cost int64
+	for _, d := range ds {
+		cost += int64(len(d.Bytes)) + frameCost
+	}
 	if p.inboxBytes+cost > p.f.cfg.Budget {
 		p.imu.Unlock()
 		return false
 	}
-	p.inbox = append(p.inbox, d)
+	p.inbox = append(p.inbox, ds...)
 	p.inboxBytes += cost
 	p.imu.Unlock()
+	p.signal()
+	return true
+}
+
+func (p *peer) signal() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	return true
+}
+
+// deliver joins ds's chunks into messages and hands each whole one to the
+// host, then acknowledges them. The caller owns delivery (delivering). It
+// stops at the link's end: nothing more from a session that went down.
+// It returns the bytes ds cost.
+func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
+	f := p.f
+	var done int64
+	var last uint64
+	for i, d := range ds {
+		ds[i] = nil
+		cost += int64(len(d.Bytes)) + frameCost
+		if p.isDown.Load() {
+			continue // fenced: nothing more from this session
+		}
+		msg, whole, err := p.r.add(d)
+		if err != nil {
+			f.stats.protocol.Add(1)
+			f.logf("cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
+			f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
+			continue
+		}
+		done += int64(len(d.Bytes)) + frameCost
+		last = d.Seq
+		if whole && !p.isDown.Load() {
+			f.host.Deliver(p.name, msg)
+			p.delivered.Add(1)
+		}
+	}
+	if last == 0 || p.isDown.Load() {
+		return cost
+	}
+	p.inSeq.Store(last)
+	if !p.batch || p.inUnacked.Add(done) >= p.ackEvery {
+		p.inUnacked.Store(0)
+		f.stats.acks.Add(1)
+		f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
+	}
+	return cost
 }
 
 // run is the peer's delivery goroutine, started when it comes up: it
-// tells the host the node is up, delivers its messages in order, and
-// acknowledges them; when the peer goes down it tells the host, last.
-// Every call to the host about this peer is made here, so the host sees
-// NodeUp, the messages, then NodeDown, one at a time; and an earlier run
-// of the same node (prev: its delivery goroutine's exited) has told the
-// host it is down before this one says it is up.
+// tells the host the node is up, delivers what the readers queued, and
+// when the peer goes down waits for a delivery in place to end and tells
+// the host, last. So the host sees NodeUp, the messages, then NodeDown,
+// one call at a time; and an earlier run of the same node (prev: its
+// delivery goroutine's exited) has told the host it is down before this
+// one says it is up.
 func (p *peer) run(prev <-chan struct{}) {
 	f := p.f
 	defer f.wg.Done()
@@ -176,54 +326,37 @@ func (p *peer) run(prev <-chan struct{}) {
 	}
 	p.announced.Store(true)
 	f.host.NodeUp(p.name, p.incarnation)
-	r := newReassembler(f.cfg.MaxMessage)
+	p.imu.Lock()
+	p.ready = true
 	var batch []*linkpb.Data
-	for {
-		p.imu.Lock()
-		batch, p.inbox = p.inbox, batch[:0]
-		p.imu.Unlock()
-		if len(batch) == 0 {
+	for !p.isDown.Load() {
+		if p.delivering || len(p.inbox) == 0 {
+			p.imu.Unlock()
 			select {
 			case <-p.wake:
-				continue
 			case <-p.done:
 			}
-			break
+			p.imu.Lock()
+			continue
 		}
-		var cost int64
-		var last uint64
-		for i, d := range batch {
-			batch[i] = nil
-			if p.isDown.Load() {
-				break // fenced: nothing more from this incarnation
-			}
-			cost += int64(len(d.Bytes)) + frameCost
-			msg, whole, err := r.add(d)
-			if err != nil {
-				f.stats.protocol.Add(1)
-				f.logf("cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
-				f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
-				break
-			}
-			last = d.Seq
-			if whole {
-				if p.isDown.Load() {
-					break
-				}
-				f.host.Deliver(p.name, msg)
-				p.delivered.Add(1)
-			}
-		}
+		batch, p.inbox = p.inbox, batch[:0]
+		p.delivering = true
+		p.imu.Unlock()
+		cost := p.deliver(batch)
 		p.imu.Lock()
 		p.inboxBytes -= cost
-		p.imu.Unlock()
-		if p.isDown.Load() {
-			break
-		}
-		if last != 0 {
-			f.system.Root.Send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
-		}
+		p.delivering = false
 	}
+	// Down: no reader delivers in place from now on; wait for one that
+	// is.
+	p.ready = false
+	for p.delivering {
+		p.imu.Unlock()
+		<-p.wake
+		p.imu.Lock()
+	}
+	p.inbox, p.inboxBytes = nil, 0
+	p.imu.Unlock()
 	f.mu.RLock()
 	reason := p.reason
 	f.mu.RUnlock()

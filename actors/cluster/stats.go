@@ -36,6 +36,11 @@ type Stats struct {
 	// again after a backoff, 250 ms doubling to 10 s).
 	Dials        uint64 `json:"dials"`
 	DialFailures uint64 `json:"dial_failures"`
+	// Batches: Batch envelopes sent (each carries the chunks queued
+	// while remote's writer was busy); Acks: acknowledgements sent as
+	// envelopes of their own (the others ride on Batches and heartbeats).
+	Batches uint64 `json:"batches"`
+	Acks    uint64 `json:"acks"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -71,6 +76,8 @@ func (f *Federation) Stats() Stats {
 		BadSecret:    f.stats.badSecret.Load(),
 		Dials:        f.stats.dials.Load(),
 		DialFailures: f.stats.dialFails.Load(),
+		Batches:      f.stats.batches.Load(),
+		Acks:         f.stats.acks.Load(),
 	}
 	f.mu.RLock()
 	peers := make([]*peer, 0, len(f.bySession))

@@ -28,6 +28,57 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Features a node announces in its Hello. A node sends another only what
+// that node announced it takes.
+type Feature int32
+
+const (
+	Feature_FEATURE_NONE Feature = 0
+	// The node takes Batch envelopes, and acknowledgements carried by
+	// Batch.ack and Heartbeat.ack: it need not be sent an Ack for every
+	// pass of deliveries.
+	Feature_FEATURE_BATCH Feature = 1
+)
+
+// Enum value maps for Feature.
+var (
+	Feature_name = map[int32]string{
+		0: "FEATURE_NONE",
+		1: "FEATURE_BATCH",
+	}
+	Feature_value = map[string]int32{
+		"FEATURE_NONE":  0,
+		"FEATURE_BATCH": 1,
+	}
+)
+
+func (x Feature) Enum() *Feature {
+	p := new(Feature)
+	*p = x
+	return p
+}
+
+func (x Feature) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Feature) Descriptor() protoreflect.EnumDescriptor {
+	return file_link_proto_enumTypes[0].Descriptor()
+}
+
+func (Feature) Type() protoreflect.EnumType {
+	return &file_link_proto_enumTypes[0]
+}
+
+func (x Feature) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Feature.Descriptor instead.
+func (Feature) EnumDescriptor() ([]byte, []int) {
+	return file_link_proto_rawDescGZIP(), []int{0}
+}
+
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sender's session: a random number drawn when its Federation
@@ -40,6 +91,7 @@ type Envelope struct {
 	//	*Envelope_Ack
 	//	*Envelope_Heartbeat
 	//	*Envelope_Bye
+	//	*Envelope_Batch
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -134,6 +186,15 @@ func (x *Envelope) GetBye() *Bye {
 	return nil
 }
 
+func (x *Envelope) GetBatch() *Batch {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -158,6 +219,10 @@ type Envelope_Bye struct {
 	Bye *Bye `protobuf:"bytes,6,opt,name=bye,proto3,oneof"`
 }
 
+type Envelope_Batch struct {
+	Batch *Batch `protobuf:"bytes,7,opt,name=batch,proto3,oneof"` // only to a node whose Hello has FEATURE_BATCH
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Data) isEnvelope_Body() {}
@@ -167,6 +232,8 @@ func (*Envelope_Ack) isEnvelope_Body() {}
 func (*Envelope_Heartbeat) isEnvelope_Body() {}
 
 func (*Envelope_Bye) isEnvelope_Body() {}
+
+func (*Envelope_Batch) isEnvelope_Body() {}
 
 // Hello opens a link and is repeated each heartbeat until the link is up.
 type Hello struct {
@@ -179,6 +246,7 @@ type Hello struct {
 	Seen          uint64                 `protobuf:"fixed64,6,opt,name=seen,proto3" json:"seen,omitempty"`             // the receiver's session as the sender last saw it (0: none)
 	Budget        uint64                 `protobuf:"varint,7,opt,name=budget,proto3" json:"budget,omitempty"`          // the sender's per-link byte budget
 	Secret        []byte                 `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`           // the cluster's secret (cluster.secret_file), if it has one
+	Features      uint32                 `protobuf:"varint,9,opt,name=features,proto3" json:"features,omitempty"`      // what the sender takes besides version 1's envelopes: a sum of Feature
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -267,6 +335,13 @@ func (x *Hello) GetSecret() []byte {
 		return x.Secret
 	}
 	return nil
+}
+
+func (x *Hello) GetFeatures() uint32 {
+	if x != nil {
+		return x.Features
+	}
+	return 0
 }
 
 // Data carries one chunk of one message.
@@ -391,16 +466,74 @@ func (x *Ack) GetSeq() uint64 {
 	return 0
 }
 
-// Heartbeat says the sender is alive; any envelope does too.
+// Batch carries Data envelopes' contents, in sequence order, and an
+// acknowledgement of what the sender delivered from the receiver (0: none;
+// as Ack.seq otherwise). Sent only to a node whose Hello has FEATURE_BATCH.
+type Batch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []*Data                `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
+	Ack           uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batch) Reset() {
+	*x = Batch{}
+	mi := &file_link_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batch) ProtoMessage() {}
+
+func (x *Batch) ProtoReflect() protoreflect.Message {
+	mi := &file_link_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batch.ProtoReflect.Descriptor instead.
+func (*Batch) Descriptor() ([]byte, []int) {
+	return file_link_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Batch) GetData() []*Data {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Batch) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+// Heartbeat says the sender is alive; any envelope does too. To a node
+// whose Hello has FEATURE_BATCH it acknowledges what the sender delivered
+// (ack, as Ack.seq; 0: nothing yet).
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ack           uint64                 `protobuf:"varint,1,opt,name=ack,proto3" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_link_proto_msgTypes[4]
+	mi := &file_link_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +545,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_link_proto_msgTypes[4]
+	mi := &file_link_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +558,14 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_link_proto_rawDescGZIP(), []int{4}
+	return file_link_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Heartbeat) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
 }
 
 // Bye ends a link or refuses one.
@@ -441,7 +581,7 @@ type Bye struct {
 
 func (x *Bye) Reset() {
 	*x = Bye{}
-	mi := &file_link_proto_msgTypes[5]
+	mi := &file_link_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +593,7 @@ func (x *Bye) String() string {
 func (*Bye) ProtoMessage() {}
 
 func (x *Bye) ProtoReflect() protoreflect.Message {
-	mi := &file_link_proto_msgTypes[5]
+	mi := &file_link_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +606,7 @@ func (x *Bye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bye.ProtoReflect.Descriptor instead.
 func (*Bye) Descriptor() ([]byte, []int) {
-	return file_link_proto_rawDescGZIP(), []int{5}
+	return file_link_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bye) GetReason() string {
@@ -502,15 +642,16 @@ var File_link_proto protoreflect.FileDescriptor
 const file_link_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"link.proto\x12\x10switchboard.link\"\x9e\x02\n" +
+	"link.proto\x12\x10switchboard.link\"\xcf\x02\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\asession\x18\x01 \x01(\x06R\asession\x12/\n" +
 	"\x05hello\x18\x02 \x01(\v2\x17.switchboard.link.HelloH\x00R\x05hello\x12,\n" +
 	"\x04data\x18\x03 \x01(\v2\x16.switchboard.link.DataH\x00R\x04data\x12)\n" +
 	"\x03ack\x18\x04 \x01(\v2\x15.switchboard.link.AckH\x00R\x03ack\x12;\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1b.switchboard.link.HeartbeatH\x00R\theartbeat\x12)\n" +
-	"\x03bye\x18\x06 \x01(\v2\x15.switchboard.link.ByeH\x00R\x03byeB\x06\n" +
-	"\x04body\"\xcf\x01\n" +
+	"\x03bye\x18\x06 \x01(\v2\x15.switchboard.link.ByeH\x00R\x03bye\x12/\n" +
+	"\x05batch\x18\a \x01(\v2\x17.switchboard.link.BatchH\x00R\x05batchB\x06\n" +
+	"\x04body\"\xeb\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -519,7 +660,8 @@ const file_link_proto_rawDesc = "" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04seen\x18\x06 \x01(\x06R\x04seen\x12\x16\n" +
 	"\x06budget\x18\a \x01(\x04R\x06budget\x12\x16\n" +
-	"\x06secret\x18\b \x01(\fR\x06secret\"n\n" +
+	"\x06secret\x18\b \x01(\fR\x06secret\x12\x1a\n" +
+	"\bfeatures\x18\t \x01(\rR\bfeatures\"n\n" +
 	"\x04Data\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
@@ -527,13 +669,20 @@ const file_link_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\fR\x05bytes\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\v\n" +
-	"\tHeartbeat\"[\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"E\n" +
+	"\x05Batch\x12*\n" +
+	"\x04data\x18\x01 \x03(\v2\x16.switchboard.link.DataR\x04data\x12\x10\n" +
+	"\x03ack\x18\x02 \x01(\x04R\x03ack\"\x1d\n" +
+	"\tHeartbeat\x12\x10\n" +
+	"\x03ack\x18\x01 \x01(\x04R\x03ack\"[\n" +
 	"\x03Bye\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x06R\x02to\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddressB>Z<github.com/switchboard-ipc/switchboard/actors/cluster/linkpbb\x06proto3"
+	"\aaddress\x18\x04 \x01(\tR\aaddress*.\n" +
+	"\aFeature\x12\x10\n" +
+	"\fFEATURE_NONE\x10\x00\x12\x11\n" +
+	"\rFEATURE_BATCH\x10\x01B>Z<github.com/switchboard-ipc/switchboard/actors/cluster/linkpbb\x06proto3"
 
 var (
 	file_link_proto_rawDescOnce sync.Once
@@ -547,26 +696,31 @@ func file_link_proto_rawDescGZIP() []byte {
 	return file_link_proto_rawDescData
 }
 
-var file_link_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_link_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_link_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_link_proto_goTypes = []any{
-	(*Envelope)(nil),  // 0: switchboard.link.Envelope
-	(*Hello)(nil),     // 1: switchboard.link.Hello
-	(*Data)(nil),      // 2: switchboard.link.Data
-	(*Ack)(nil),       // 3: switchboard.link.Ack
-	(*Heartbeat)(nil), // 4: switchboard.link.Heartbeat
-	(*Bye)(nil),       // 5: switchboard.link.Bye
+	(Feature)(0),      // 0: switchboard.link.Feature
+	(*Envelope)(nil),  // 1: switchboard.link.Envelope
+	(*Hello)(nil),     // 2: switchboard.link.Hello
+	(*Data)(nil),      // 3: switchboard.link.Data
+	(*Ack)(nil),       // 4: switchboard.link.Ack
+	(*Batch)(nil),     // 5: switchboard.link.Batch
+	(*Heartbeat)(nil), // 6: switchboard.link.Heartbeat
+	(*Bye)(nil),       // 7: switchboard.link.Bye
 }
 var file_link_proto_depIdxs = []int32{
-	1, // 0: switchboard.link.Envelope.hello:type_name -> switchboard.link.Hello
-	2, // 1: switchboard.link.Envelope.data:type_name -> switchboard.link.Data
-	3, // 2: switchboard.link.Envelope.ack:type_name -> switchboard.link.Ack
-	4, // 3: switchboard.link.Envelope.heartbeat:type_name -> switchboard.link.Heartbeat
-	5, // 4: switchboard.link.Envelope.bye:type_name -> switchboard.link.Bye
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2, // 0: switchboard.link.Envelope.hello:type_name -> switchboard.link.Hello
+	3, // 1: switchboard.link.Envelope.data:type_name -> switchboard.link.Data
+	4, // 2: switchboard.link.Envelope.ack:type_name -> switchboard.link.Ack
+	6, // 3: switchboard.link.Envelope.heartbeat:type_name -> switchboard.link.Heartbeat
+	7, // 4: switchboard.link.Envelope.bye:type_name -> switchboard.link.Bye
+	5, // 5: switchboard.link.Envelope.batch:type_name -> switchboard.link.Batch
+	3, // 6: switchboard.link.Batch.data:type_name -> switchboard.link.Data
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_link_proto_init() }
@@ -580,19 +734,21 @@ func file_link_proto_init() {
 		(*Envelope_Ack)(nil),
 		(*Envelope_Heartbeat)(nil),
 		(*Envelope_Bye)(nil),
+		(*Envelope_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_link_proto_rawDesc), len(file_link_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_link_proto_goTypes,
 		DependencyIndexes: file_link_proto_depIdxs,
+		EnumInfos:         file_link_proto_enumTypes,
 		MessageInfos:      file_link_proto_msgTypes,
 	}.Build()
 	File_link_proto = out.File
