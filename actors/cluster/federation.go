@@ -343,7 +343,7 @@ func (lp linkProcess) SendUserMessage(_ *actor.PID, m any) {
 }
 
 func (linkProcess) SendSystemMessage(*actor.PID, any) {} // watches and stops: nothing to do
-func (linkProcess) Stop(*actor.PID)                    {}
+func (linkProcess) Stop(*actor.PID)                   {}
 
 // receive handles one envelope from another node.
 func (f *Federation) receive(env *linkpb.Envelope) {
