@@ -19,7 +19,7 @@ type reportingFed struct {
 }
 
 func (f *reportingFed) ClusterName() string { return "prod" }
-func (f *reportingFed) Links() []LinkInfo  { return f.links }
+func (f *reportingFed) Links() []LinkInfo   { return f.links }
 
 // TestClusterNodesNotFederated: a node without a federation answers the
 // nodes command with its name, its run and Federated false: no error.

@@ -138,4 +138,5 @@ func (f *Federation) Links() []switchboard.LinkInfo {
 	}
 	return out
 }
+
 var _ switchboard.FederationReporter = (*Federation)(nil)
