@@ -87,7 +87,8 @@ const callHelp = `usage: switchboard call [--socket PATH] [--timeout D] [--outpu
 Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
 write the reply to standard output. DATA is the request payload as text;
 @FILE reads it from a file, - from standard input. The built-in system
-service 0xffff answers ping (1), echo (2), info (3) and services (4); see
+service 0xffff answers ping (1), echo (2), info (3), services (4) and
+nodes (5); see
 switchboard services for what a node serves:
 
   switchboard call 0xffff 2 hello
