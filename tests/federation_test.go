@@ -336,4 +336,11 @@ func TestFederationBus(t *testing.T) {
 		t.Fatal("a request to a killed node's client did not fail")
 	}
 	waitMembers(t, c1, "g", 1)
+	// nodes on n1 shows n3 down, by name, and why (the connection lost,
+	// or no heartbeat: whichever saw it first).
+	r := runCLI(t, nil, "nodes", "--socket="+ds[0].socket)
+	if !regexp.MustCompile(`(?m)^n3 +\S+ +127\.0\.0\.1:7953 +down: \S`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^n2 +\S+ +127\.0\.0\.1:7952 +up `).MatchString(r.stdout) {
+		t.Errorf("nodes on n1 after n3 was killed:\n%s%s", r.stdout, r.stderr)
+	}
 }
