@@ -153,3 +153,77 @@ type CommandInfo struct {
 	ID                uint16
 	Name, Description string
 }
+
+// ClusterInfo is a node's view of its cluster, as its system service
+// reports it (SysNodes, Conn.ClusterNodes, Node.ClusterNodes).
+type ClusterInfo struct {
+	Node, Incarnation string // this node's name and run (the one in its addresses)
+	// Federated reports whether the node is joined to a cluster
+	// (WithFederation); when false, nothing below is set.
+	Federated bool
+	Cluster   string // the cluster's name; "" if its Federation does not say
+	// Links are the other nodes: those linked or linking, and the
+	// addresses configured or learned that are not linked, by node name
+	// (unknown names last) then address.
+	Links []LinkInfo
+}
+
+// Up counts the other nodes whose link is up.
+func (ci ClusterInfo) Up() int {
+	n := 0
+	for _, l := range ci.Links {
+		if l.State == LinkUp {
+			n++
+		}
+	}
+	return n
+}
+
+// LinkState is the state of a node's link to another node.
+type LinkState uint8
+
+const (
+	// LinkDown: not linked, never yet or since the last link there went
+	// down (LinkInfo.Reason says why); the address is tried again.
+	LinkDown LinkState = iota
+	// LinkLinking: the node there answered; the exchange that brings the
+	// link up is under way.
+	LinkLinking
+	// LinkUp: linked; messages flow.
+	LinkUp
+	// LinkRefused: the node there refused this one (LinkInfo.Reason says
+	// why: another cluster, a name taken, the secret); it is not tried
+	// again until it says hello itself.
+	LinkRefused
+)
+
+var linkStateNames = [...]string{"down", "linking", "up", "refused"}
+
+// String returns the state's name in lower case ("up").
+func (s LinkState) String() string {
+	if int(s) < len(linkStateNames) {
+		return linkStateNames[s]
+	}
+	return fmt.Sprintf("linkstate(%d)", int(s))
+}
+
+// LinkInfo describes a node's link to another node.
+type LinkInfo struct {
+	// Node and Incarnation name the node there: "" while unknown (an
+	// address that never answered). A node not linked keeps the name it
+	// had when it last was.
+	Node, Incarnation string
+	Address           string // the address the node advertises (host:port)
+	State             LinkState
+	// Reason: for LinkRefused, why the node there refused this one; for
+	// LinkDown, why the last link there ended ("" if none ever came up).
+	Reason     string
+	Configured bool // the address is one of this node's configured peers, not learned
+	// Messages sent on the link and delivered from it, since it came up.
+	Sent, Delivered uint64
+	// Bytes sent and not yet acknowledged, against the link's byte
+	// budget (sends past it are refused or close the link, as configured).
+	Unacked, Budget int64
+	// LastHeard is when the node there last sent anything (zero: never).
+	LastHeard time.Time
+}

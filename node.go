@@ -28,13 +28,15 @@ const Version = "0.1.0-dev"
 // SystemService is the service id of the node's built-in service, served
 // by every node: SysPing answers an empty reply, SysEcho returns the
 // payload, SysInfo returns a NodeInfo protobuf message, SysServices a
-// ServiceList (see Conn.Services).
+// ServiceList (see Conn.Services), SysNodes a ClusterNodes (see
+// Conn.ClusterNodes).
 const (
 	SystemService uint16 = 0xFFFF
 	SysPing       uint16 = 1
 	SysEcho       uint16 = 2
 	SysInfo       uint16 = 3
 	SysServices   uint16 = 4
+	SysNodes      uint16 = 5
 )
 
 // DefaultSocketPath returns where a node listens and a client connects by

@@ -41,6 +41,19 @@ type Federation interface {
 	Close() error
 }
 
+// FederationReporter is what a Federation may also implement to say how
+// its links stand: the node's SysNodes command (Conn.ClusterNodes,
+// `switchboard nodes`) reports it. Without it the node reports the nodes
+// up as it heard of them (NodeUp), with no link figures.
+type FederationReporter interface {
+	// ClusterName returns the name of the cluster the Federation joins.
+	ClusterName() string
+	// Links describes every link: the nodes linked or linking, and the
+	// addresses configured or learned that are not linked. It is called
+	// from any goroutine, and must not call the host.
+	Links() []LinkInfo
+}
+
 // FederationHost is the node's side of a Federation.
 type FederationHost interface {
 	// NodeUp: a link to node, in this incarnation, is up; its messages

@@ -34,11 +34,12 @@ func WithCommand(id uint16, name, description string) ServiceOption {
 // systemServiceOptions name the built-in system service and its commands.
 var systemServiceOptions = []ServiceOption{
 	WithName("system"),
-	WithDescription("the node's built-in service: ping, echo, info, services"),
+	WithDescription("the node's built-in service: ping, echo, info, services, nodes"),
 	WithCommand(SysPing, "ping", "an empty reply"),
 	WithCommand(SysEcho, "echo", "the request's payload"),
 	WithCommand(SysInfo, "info", "the node's NodeInfo"),
 	WithCommand(SysServices, "services", "the node's services, as a ServiceList"),
+	WithCommand(SysNodes, "nodes", "the node's cluster and links, as a ClusterNodes"),
 }
 
 // serviceList describes the registered services, by id. Services found

@@ -240,6 +240,8 @@ func (n *Node) serveSystem(ctx context.Context, r *Request) ([]byte, error) {
 			TransportDefault: pb.Transport_TRANSPORT_SHM})
 	case SysServices:
 		return n.serveServices()
+	case SysNodes:
+		return gproto.Marshal(clusterProto(n.ClusterNodes()))
 	}
 	return nil, ErrUnknownCommand
 }

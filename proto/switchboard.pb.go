@@ -411,6 +411,64 @@ func (Feature) EnumDescriptor() ([]byte, []int) {
 	return file_switchboard_proto_rawDescGZIP(), []int{4}
 }
 
+// LinkState is the state of this node's link to another node.
+type LinkState int32
+
+const (
+	// Not linked: never yet, or since the last link there went down.
+	LinkState_LINK_STATE_DOWN LinkState = 0
+	// The node there answered; the exchange that brings a link up is under way.
+	LinkState_LINK_STATE_LINKING LinkState = 1
+	// Linked: messages flow.
+	LinkState_LINK_STATE_UP LinkState = 2
+	// The node there refused this one (reason says why); not tried again
+	// until it says hello.
+	LinkState_LINK_STATE_REFUSED LinkState = 3
+)
+
+// Enum value maps for LinkState.
+var (
+	LinkState_name = map[int32]string{
+		0: "LINK_STATE_DOWN",
+		1: "LINK_STATE_LINKING",
+		2: "LINK_STATE_UP",
+		3: "LINK_STATE_REFUSED",
+	}
+	LinkState_value = map[string]int32{
+		"LINK_STATE_DOWN":    0,
+		"LINK_STATE_LINKING": 1,
+		"LINK_STATE_UP":      2,
+		"LINK_STATE_REFUSED": 3,
+	}
+)
+
+func (x LinkState) Enum() *LinkState {
+	p := new(LinkState)
+	*p = x
+	return p
+}
+
+func (x LinkState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LinkState) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_proto_enumTypes[5].Descriptor()
+}
+
+func (LinkState) Type() protoreflect.EnumType {
+	return &file_switchboard_proto_enumTypes[5]
+}
+
+func (x LinkState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LinkState.Descriptor instead.
+func (LinkState) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{5}
+}
+
 // Hello is the first message a client sends to the node.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1386,6 +1444,224 @@ func (x *NodeInfo) GetTransportDefault() Transport {
 	return Transport_TRANSPORT_UNSPECIFIED
 }
 
+// ClusterNodes is the reply of the system service's nodes command (5):
+// this node, its cluster, and its links to the other nodes. A node that is
+// not federated answers federated = false and nothing else but its name
+// and incarnation.
+type ClusterNodes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This node's name and incarnation (the run in its addresses).
+	Node        string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation string `protobuf:"bytes,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Whether the node is joined to a cluster (WithFederation).
+	Federated bool `protobuf:"varint,3,opt,name=federated,proto3" json:"federated,omitempty"`
+	// The cluster's name; empty when the federation does not report it.
+	Cluster string `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// The other nodes: every node linked or linking, and every address
+	// configured or learned that is not linked, by node name then address.
+	Links         []*LinkInfo `protobuf:"bytes,5,rep,name=links,proto3" json:"links,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNodes) Reset() {
+	*x = ClusterNodes{}
+	mi := &file_switchboard_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNodes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNodes) ProtoMessage() {}
+
+func (x *ClusterNodes) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNodes.ProtoReflect.Descriptor instead.
+func (*ClusterNodes) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ClusterNodes) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ClusterNodes) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *ClusterNodes) GetFederated() bool {
+	if x != nil {
+		return x.Federated
+	}
+	return false
+}
+
+func (x *ClusterNodes) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterNodes) GetLinks() []*LinkInfo {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+// LinkInfo describes this node's link to one other node.
+type LinkInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name and incarnation; empty when unknown (an address that
+	// never answered).
+	Node        string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Incarnation string `protobuf:"bytes,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The address the node advertises (host:port).
+	Address string    `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	State   LinkState `protobuf:"varint,4,opt,name=state,proto3,enum=switchboard.v1.LinkState" json:"state,omitempty"`
+	// Refused: why; down: why the last link there ended (empty if never up).
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The address is one of this node's configured peers (not learned).
+	Configured bool `protobuf:"varint,6,opt,name=configured,proto3" json:"configured,omitempty"`
+	// Messages sent on the link and delivered from it, in the current link.
+	Sent      uint64 `protobuf:"varint,7,opt,name=sent,proto3" json:"sent,omitempty"`
+	Delivered uint64 `protobuf:"varint,8,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Bytes sent and not yet acknowledged, and the link's byte budget.
+	UnackedBytes int64 `protobuf:"varint,9,opt,name=unacked_bytes,json=unackedBytes,proto3" json:"unacked_bytes,omitempty"`
+	BudgetBytes  int64 `protobuf:"varint,10,opt,name=budget_bytes,json=budgetBytes,proto3" json:"budget_bytes,omitempty"`
+	// When the node was last heard from, in Unix nanoseconds (0: never).
+	LastHeardUnixNano int64 `protobuf:"varint,11,opt,name=last_heard_unix_nano,json=lastHeardUnixNano,proto3" json:"last_heard_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LinkInfo) Reset() {
+	*x = LinkInfo{}
+	mi := &file_switchboard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkInfo) ProtoMessage() {}
+
+func (x *LinkInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkInfo.ProtoReflect.Descriptor instead.
+func (*LinkInfo) Descriptor() ([]byte, []int) {
+	return file_switchboard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LinkInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *LinkInfo) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *LinkInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *LinkInfo) GetState() LinkState {
+	if x != nil {
+		return x.State
+	}
+	return LinkState_LINK_STATE_DOWN
+}
+
+func (x *LinkInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LinkInfo) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
+}
+
+func (x *LinkInfo) GetSent() uint64 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *LinkInfo) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *LinkInfo) GetUnackedBytes() int64 {
+	if x != nil {
+		return x.UnackedBytes
+	}
+	return 0
+}
+
+func (x *LinkInfo) GetBudgetBytes() int64 {
+	if x != nil {
+		return x.BudgetBytes
+	}
+	return 0
+}
+
+func (x *LinkInfo) GetLastHeardUnixNano() int64 {
+	if x != nil {
+		return x.LastHeardUnixNano
+	}
+	return 0
+}
+
 // ServiceList is the reply of the system service's services command (4):
 // the services the node serves, by id.
 type ServiceList struct {
@@ -1397,7 +1673,7 @@ type ServiceList struct {
 
 func (x *ServiceList) Reset() {
 	*x = ServiceList{}
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1685,7 @@ func (x *ServiceList) String() string {
 func (*ServiceList) ProtoMessage() {}
 
 func (x *ServiceList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[11]
+	mi := &file_switchboard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1698,7 @@ func (x *ServiceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceList.ProtoReflect.Descriptor instead.
 func (*ServiceList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceList) GetServices() []*ServiceDesc {
@@ -1452,7 +1728,7 @@ type ServiceDesc struct {
 
 func (x *ServiceDesc) Reset() {
 	*x = ServiceDesc{}
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1740,7 @@ func (x *ServiceDesc) String() string {
 func (*ServiceDesc) ProtoMessage() {}
 
 func (x *ServiceDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[12]
+	mi := &file_switchboard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1753,7 @@ func (x *ServiceDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceDesc.ProtoReflect.Descriptor instead.
 func (*ServiceDesc) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceDesc) GetId() uint32 {
@@ -1527,7 +1803,7 @@ type CommandDesc struct {
 
 func (x *CommandDesc) Reset() {
 	*x = CommandDesc{}
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1815,7 @@ func (x *CommandDesc) String() string {
 func (*CommandDesc) ProtoMessage() {}
 
 func (x *CommandDesc) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[13]
+	mi := &file_switchboard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1828,7 @@ func (x *CommandDesc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandDesc.ProtoReflect.Descriptor instead.
 func (*CommandDesc) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandDesc) GetId() uint32 {
@@ -1589,7 +1865,7 @@ type BusGroup struct {
 
 func (x *BusGroup) Reset() {
 	*x = BusGroup{}
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1877,7 @@ func (x *BusGroup) String() string {
 func (*BusGroup) ProtoMessage() {}
 
 func (x *BusGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[14]
+	mi := &file_switchboard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1890,7 @@ func (x *BusGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusGroup.ProtoReflect.Descriptor instead.
 func (*BusGroup) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BusGroup) GetGroup() string {
@@ -1636,7 +1912,7 @@ type BusName struct {
 
 func (x *BusName) Reset() {
 	*x = BusName{}
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1924,7 @@ func (x *BusName) String() string {
 func (*BusName) ProtoMessage() {}
 
 func (x *BusName) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[15]
+	mi := &file_switchboard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1937,7 @@ func (x *BusName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusName.ProtoReflect.Descriptor instead.
 func (*BusName) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{15}
+	return file_switchboard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BusName) GetName() string {
@@ -1684,7 +1960,7 @@ type BusWatch struct {
 
 func (x *BusWatch) Reset() {
 	*x = BusWatch{}
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1972,7 @@ func (x *BusWatch) String() string {
 func (*BusWatch) ProtoMessage() {}
 
 func (x *BusWatch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[16]
+	mi := &file_switchboard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1985,7 @@ func (x *BusWatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusWatch.ProtoReflect.Descriptor instead.
 func (*BusWatch) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{16}
+	return file_switchboard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BusWatch) GetTargets() []string {
@@ -1732,7 +2008,7 @@ type OwnReply struct {
 
 func (x *OwnReply) Reset() {
 	*x = OwnReply{}
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +2020,7 @@ func (x *OwnReply) String() string {
 func (*OwnReply) ProtoMessage() {}
 
 func (x *OwnReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[17]
+	mi := &file_switchboard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +2033,7 @@ func (x *OwnReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnReply.ProtoReflect.Descriptor instead.
 func (*OwnReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{17}
+	return file_switchboard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OwnReply) GetPrimary() bool {
@@ -1794,7 +2070,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2082,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[18]
+	mi := &file_switchboard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2095,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{18}
+	return file_switchboard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Member) GetAddress() string {
@@ -1875,7 +2151,7 @@ type MemberList struct {
 
 func (x *MemberList) Reset() {
 	*x = MemberList{}
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2163,7 @@ func (x *MemberList) String() string {
 func (*MemberList) ProtoMessage() {}
 
 func (x *MemberList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[19]
+	mi := &file_switchboard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2176,7 @@ func (x *MemberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberList.ProtoReflect.Descriptor instead.
 func (*MemberList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{19}
+	return file_switchboard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MemberList) GetMembers() []*Member {
@@ -1923,7 +2199,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2211,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[20]
+	mi := &file_switchboard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2224,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{20}
+	return file_switchboard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupInfo) GetName() string {
@@ -1976,7 +2252,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2264,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[21]
+	mi := &file_switchboard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2277,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{21}
+	return file_switchboard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GroupList) GetGroups() []*GroupInfo {
@@ -2026,7 +2302,7 @@ type NameInfo struct {
 
 func (x *NameInfo) Reset() {
 	*x = NameInfo{}
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2314,7 @@ func (x *NameInfo) String() string {
 func (*NameInfo) ProtoMessage() {}
 
 func (x *NameInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[22]
+	mi := &file_switchboard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2327,7 @@ func (x *NameInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameInfo.ProtoReflect.Descriptor instead.
 func (*NameInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{22}
+	return file_switchboard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NameInfo) GetName() string {
@@ -2086,7 +2362,7 @@ type NameList struct {
 
 func (x *NameList) Reset() {
 	*x = NameList{}
-	mi := &file_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2374,7 @@ func (x *NameList) String() string {
 func (*NameList) ProtoMessage() {}
 
 func (x *NameList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[23]
+	mi := &file_switchboard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2387,7 @@ func (x *NameList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameList.ProtoReflect.Descriptor instead.
 func (*NameList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{23}
+	return file_switchboard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NameList) GetNames() []*NameInfo {
@@ -2155,7 +2431,7 @@ type ConnectionInfo struct {
 
 func (x *ConnectionInfo) Reset() {
 	*x = ConnectionInfo{}
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2443,7 @@ func (x *ConnectionInfo) String() string {
 func (*ConnectionInfo) ProtoMessage() {}
 
 func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[24]
+	mi := &file_switchboard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2456,7 @@ func (x *ConnectionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionInfo.ProtoReflect.Descriptor instead.
 func (*ConnectionInfo) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{24}
+	return file_switchboard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ConnectionInfo) GetMember() *Member {
@@ -2306,7 +2582,7 @@ type ConnectionList struct {
 
 func (x *ConnectionList) Reset() {
 	*x = ConnectionList{}
-	mi := &file_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2594,7 @@ func (x *ConnectionList) String() string {
 func (*ConnectionList) ProtoMessage() {}
 
 func (x *ConnectionList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[25]
+	mi := &file_switchboard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2607,7 @@ func (x *ConnectionList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionList.ProtoReflect.Descriptor instead.
 func (*ConnectionList) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{25}
+	return file_switchboard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConnectionList) GetConnections() []*ConnectionInfo {
@@ -2370,7 +2646,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2658,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[26]
+	mi := &file_switchboard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2671,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{26}
+	return file_switchboard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Notice) GetKind() NoticeKind {
@@ -2483,7 +2759,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2771,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[27]
+	mi := &file_switchboard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2784,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{27}
+	return file_switchboard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GroupResult) GetAddress() string {
@@ -2544,7 +2820,7 @@ type GroupReply struct {
 
 func (x *GroupReply) Reset() {
 	*x = GroupReply{}
-	mi := &file_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2832,7 @@ func (x *GroupReply) String() string {
 func (*GroupReply) ProtoMessage() {}
 
 func (x *GroupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_proto_msgTypes[28]
+	mi := &file_switchboard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2845,7 @@ func (x *GroupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReply.ProtoReflect.Descriptor instead.
 func (*GroupReply) Descriptor() ([]byte, []int) {
-	return file_switchboard_proto_rawDescGZIP(), []int{28}
+	return file_switchboard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GroupReply) GetResults() []*GroupResult {
@@ -2650,7 +2926,28 @@ const file_switchboard_proto_rawDesc = "" +
 	"\vconnections\x18\x06 \x01(\rR\vconnections\x12\x14\n" +
 	"\x05calls\x18\a \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06events\x18\b \x01(\x04R\x06events\x12F\n" +
-	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\"F\n" +
+	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\"\xac\x01\n" +
+	"\fClusterNodes\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12\x1c\n" +
+	"\tfederated\x18\x03 \x01(\bR\tfederated\x12\x18\n" +
+	"\acluster\x18\x04 \x01(\tR\acluster\x12.\n" +
+	"\x05links\x18\x05 \x03(\v2\x18.switchboard.v1.LinkInfoR\x05links\"\xee\x02\n" +
+	"\bLinkInfo\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12/\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x19.switchboard.v1.LinkStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x06 \x01(\bR\n" +
+	"configured\x12\x12\n" +
+	"\x04sent\x18\a \x01(\x04R\x04sent\x12\x1c\n" +
+	"\tdelivered\x18\b \x01(\x04R\tdelivered\x12#\n" +
+	"\runacked_bytes\x18\t \x01(\x03R\funackedBytes\x12!\n" +
+	"\fbudget_bytes\x18\n" +
+	" \x01(\x03R\vbudgetBytes\x12/\n" +
+	"\x14last_heard_unix_nano\x18\v \x01(\x03R\x11lastHeardUnixNano\"F\n" +
 	"\vServiceList\x127\n" +
 	"\bservices\x18\x01 \x03(\v2\x1b.switchboard.v1.ServiceDescR\bservices\"\xa2\x01\n" +
 	"\vServiceDesc\x12\x0e\n" +
@@ -2782,7 +3079,12 @@ const file_switchboard_proto_rawDesc = "" +
 	"\aFeature\x12\x10\n" +
 	"\fFEATURE_NONE\x10\x00\x12\x18\n" +
 	"\x14FEATURE_PEER_CONTEXT\x10\x01\x12\x18\n" +
-	"\x14FEATURE_DIRECT_PEERS\x10\x02B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
+	"\x14FEATURE_DIRECT_PEERS\x10\x02*c\n" +
+	"\tLinkState\x12\x13\n" +
+	"\x0fLINK_STATE_DOWN\x10\x00\x12\x16\n" +
+	"\x12LINK_STATE_LINKING\x10\x01\x12\x11\n" +
+	"\rLINK_STATE_UP\x10\x02\x12\x16\n" +
+	"\x12LINK_STATE_REFUSED\x10\x03B1Z/github.com/switchboard-ipc/switchboard/proto;pbb\x06proto3"
 
 var (
 	file_switchboard_proto_rawDescOnce sync.Once
@@ -2796,76 +3098,81 @@ func file_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_proto_rawDescData
 }
 
-var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_switchboard_proto_goTypes = []any{
 	(Code)(0),              // 0: switchboard.v1.Code
 	(DisconnectReason)(0),  // 1: switchboard.v1.DisconnectReason
 	(NoticeKind)(0),        // 2: switchboard.v1.NoticeKind
 	(Transport)(0),         // 3: switchboard.v1.Transport
 	(Feature)(0),           // 4: switchboard.v1.Feature
-	(*Hello)(nil),          // 5: switchboard.v1.Hello
-	(*Welcome)(nil),        // 6: switchboard.v1.Welcome
-	(*Refused)(nil),        // 7: switchboard.v1.Refused
-	(*Goodbye)(nil),        // 8: switchboard.v1.Goodbye
-	(*ClientGoodbye)(nil),  // 9: switchboard.v1.ClientGoodbye
-	(*Cancel)(nil),         // 10: switchboard.v1.Cancel
-	(*Control)(nil),        // 11: switchboard.v1.Control
-	(*DirectChannel)(nil),  // 12: switchboard.v1.DirectChannel
-	(*DirectClosed)(nil),   // 13: switchboard.v1.DirectClosed
-	(*DirectRef)(nil),      // 14: switchboard.v1.DirectRef
-	(*NodeInfo)(nil),       // 15: switchboard.v1.NodeInfo
-	(*ServiceList)(nil),    // 16: switchboard.v1.ServiceList
-	(*ServiceDesc)(nil),    // 17: switchboard.v1.ServiceDesc
-	(*CommandDesc)(nil),    // 18: switchboard.v1.CommandDesc
-	(*BusGroup)(nil),       // 19: switchboard.v1.BusGroup
-	(*BusName)(nil),        // 20: switchboard.v1.BusName
-	(*BusWatch)(nil),       // 21: switchboard.v1.BusWatch
-	(*OwnReply)(nil),       // 22: switchboard.v1.OwnReply
-	(*Member)(nil),         // 23: switchboard.v1.Member
-	(*MemberList)(nil),     // 24: switchboard.v1.MemberList
-	(*GroupInfo)(nil),      // 25: switchboard.v1.GroupInfo
-	(*GroupList)(nil),      // 26: switchboard.v1.GroupList
-	(*NameInfo)(nil),       // 27: switchboard.v1.NameInfo
-	(*NameList)(nil),       // 28: switchboard.v1.NameList
-	(*ConnectionInfo)(nil), // 29: switchboard.v1.ConnectionInfo
-	(*ConnectionList)(nil), // 30: switchboard.v1.ConnectionList
-	(*Notice)(nil),         // 31: switchboard.v1.Notice
-	(*GroupResult)(nil),    // 32: switchboard.v1.GroupResult
-	(*GroupReply)(nil),     // 33: switchboard.v1.GroupReply
+	(LinkState)(0),         // 5: switchboard.v1.LinkState
+	(*Hello)(nil),          // 6: switchboard.v1.Hello
+	(*Welcome)(nil),        // 7: switchboard.v1.Welcome
+	(*Refused)(nil),        // 8: switchboard.v1.Refused
+	(*Goodbye)(nil),        // 9: switchboard.v1.Goodbye
+	(*ClientGoodbye)(nil),  // 10: switchboard.v1.ClientGoodbye
+	(*Cancel)(nil),         // 11: switchboard.v1.Cancel
+	(*Control)(nil),        // 12: switchboard.v1.Control
+	(*DirectChannel)(nil),  // 13: switchboard.v1.DirectChannel
+	(*DirectClosed)(nil),   // 14: switchboard.v1.DirectClosed
+	(*DirectRef)(nil),      // 15: switchboard.v1.DirectRef
+	(*NodeInfo)(nil),       // 16: switchboard.v1.NodeInfo
+	(*ClusterNodes)(nil),   // 17: switchboard.v1.ClusterNodes
+	(*LinkInfo)(nil),       // 18: switchboard.v1.LinkInfo
+	(*ServiceList)(nil),    // 19: switchboard.v1.ServiceList
+	(*ServiceDesc)(nil),    // 20: switchboard.v1.ServiceDesc
+	(*CommandDesc)(nil),    // 21: switchboard.v1.CommandDesc
+	(*BusGroup)(nil),       // 22: switchboard.v1.BusGroup
+	(*BusName)(nil),        // 23: switchboard.v1.BusName
+	(*BusWatch)(nil),       // 24: switchboard.v1.BusWatch
+	(*OwnReply)(nil),       // 25: switchboard.v1.OwnReply
+	(*Member)(nil),         // 26: switchboard.v1.Member
+	(*MemberList)(nil),     // 27: switchboard.v1.MemberList
+	(*GroupInfo)(nil),      // 28: switchboard.v1.GroupInfo
+	(*GroupList)(nil),      // 29: switchboard.v1.GroupList
+	(*NameInfo)(nil),       // 30: switchboard.v1.NameInfo
+	(*NameList)(nil),       // 31: switchboard.v1.NameList
+	(*ConnectionInfo)(nil), // 32: switchboard.v1.ConnectionInfo
+	(*ConnectionList)(nil), // 33: switchboard.v1.ConnectionList
+	(*Notice)(nil),         // 34: switchboard.v1.Notice
+	(*GroupResult)(nil),    // 35: switchboard.v1.GroupResult
+	(*GroupReply)(nil),     // 36: switchboard.v1.GroupReply
 }
 var file_switchboard_proto_depIdxs = []int32{
 	3,  // 0: switchboard.v1.Hello.transport:type_name -> switchboard.v1.Transport
 	3,  // 1: switchboard.v1.Welcome.transport:type_name -> switchboard.v1.Transport
 	0,  // 2: switchboard.v1.Refused.code:type_name -> switchboard.v1.Code
 	0,  // 3: switchboard.v1.Goodbye.code:type_name -> switchboard.v1.Code
-	5,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
-	6,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
-	7,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
-	8,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
-	10, // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
-	9,  // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
-	12, // 10: switchboard.v1.Control.direct_channel:type_name -> switchboard.v1.DirectChannel
-	13, // 11: switchboard.v1.Control.direct_closed:type_name -> switchboard.v1.DirectClosed
+	6,  // 4: switchboard.v1.Control.hello:type_name -> switchboard.v1.Hello
+	7,  // 5: switchboard.v1.Control.welcome:type_name -> switchboard.v1.Welcome
+	8,  // 6: switchboard.v1.Control.refused:type_name -> switchboard.v1.Refused
+	9,  // 7: switchboard.v1.Control.goodbye:type_name -> switchboard.v1.Goodbye
+	11, // 8: switchboard.v1.Control.cancel:type_name -> switchboard.v1.Cancel
+	10, // 9: switchboard.v1.Control.client_goodbye:type_name -> switchboard.v1.ClientGoodbye
+	13, // 10: switchboard.v1.Control.direct_channel:type_name -> switchboard.v1.DirectChannel
+	14, // 11: switchboard.v1.Control.direct_closed:type_name -> switchboard.v1.DirectClosed
 	0,  // 12: switchboard.v1.DirectClosed.code:type_name -> switchboard.v1.Code
 	3,  // 13: switchboard.v1.NodeInfo.transport_default:type_name -> switchboard.v1.Transport
-	17, // 14: switchboard.v1.ServiceList.services:type_name -> switchboard.v1.ServiceDesc
-	18, // 15: switchboard.v1.ServiceDesc.commands:type_name -> switchboard.v1.CommandDesc
-	23, // 16: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
-	25, // 17: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
-	27, // 18: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
-	23, // 19: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
-	29, // 20: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
-	2,  // 21: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
-	23, // 22: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
-	1,  // 23: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
-	0,  // 24: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
-	32, // 25: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	18, // 14: switchboard.v1.ClusterNodes.links:type_name -> switchboard.v1.LinkInfo
+	5,  // 15: switchboard.v1.LinkInfo.state:type_name -> switchboard.v1.LinkState
+	20, // 16: switchboard.v1.ServiceList.services:type_name -> switchboard.v1.ServiceDesc
+	21, // 17: switchboard.v1.ServiceDesc.commands:type_name -> switchboard.v1.CommandDesc
+	26, // 18: switchboard.v1.MemberList.members:type_name -> switchboard.v1.Member
+	28, // 19: switchboard.v1.GroupList.groups:type_name -> switchboard.v1.GroupInfo
+	30, // 20: switchboard.v1.NameList.names:type_name -> switchboard.v1.NameInfo
+	26, // 21: switchboard.v1.ConnectionInfo.member:type_name -> switchboard.v1.Member
+	32, // 22: switchboard.v1.ConnectionList.connections:type_name -> switchboard.v1.ConnectionInfo
+	2,  // 23: switchboard.v1.Notice.kind:type_name -> switchboard.v1.NoticeKind
+	26, // 24: switchboard.v1.Notice.member:type_name -> switchboard.v1.Member
+	1,  // 25: switchboard.v1.Notice.reason:type_name -> switchboard.v1.DisconnectReason
+	0,  // 26: switchboard.v1.GroupResult.code:type_name -> switchboard.v1.Code
+	35, // 27: switchboard.v1.GroupReply.results:type_name -> switchboard.v1.GroupResult
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_proto_init() }
@@ -2888,8 +3195,8 @@ func file_switchboard_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_proto_rawDesc), len(file_switchboard_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   29,
+			NumEnums:      6,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

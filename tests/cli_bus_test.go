@@ -113,7 +113,7 @@ func TestCLIListingsJSON(t *testing.T) {
 		table    []string // in the human form
 	}{
 		{[]string{"ls"}, "ls.json.golden", []string{"pid", "uid", "gid", "since", "age_seconds", "bytes_in", "bytes_out", "request_fill", "response_fill", "event_fill"},
-			[]string{"ADDRESS", a1 + "  peer", "chat,news [svc.golden]", "switchboard"}},
+			[]string{"ADDRESS", a1 + "  golden  peer", "chat,news [svc.golden]", "switchboard"}},
 		{[]string{"groups"}, "groups.json.golden", nil, []string{"GROUP", "chat   2", "news   1"}},
 		{[]string{"members", "chat"}, "members.json.golden", []string{"pid", "uid", "gid"}, []string{"ADDRESS", a1 + "  peer", a2 + "  peer"}},
 		{[]string{"names"}, "names.json.golden", nil, []string{"NAME", "svc.golden  " + a1 + "  " + a2}},

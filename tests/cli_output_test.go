@@ -79,12 +79,12 @@ func TestCLITablesAt80Columns(t *testing.T) {
 	if !regexp.MustCompile(`  chat,[^ ]*…  `).MatchString(r.stdout) { // the long group list, ellipsized
 		t.Errorf("ls at 80 columns: the groups not ellipsized in\n%s", r.stdout)
 	}
-	if strings.Contains(r.stdout, "GID") {
-		t.Errorf("ls at 80 columns kept GID:\n%s", r.stdout)
+	if strings.Contains(r.stdout, "GID") || strings.Contains(r.stdout, "NODE") {
+		t.Errorf("ls at 80 columns kept GID or NODE (the address names the node):\n%s", r.stdout)
 	}
 	r = runCLI(t, nil, "ls", sock)
 	header := strings.Fields(strings.SplitN(r.stdout, "\n", 2)[0])
-	if strings.Join(header, " ") != "ADDRESS NAME UID GID PID TRANSPORT GROUPS CALLS/SENDS EVENTS IN OUT DROPS FILL PENDING AGE" ||
+	if strings.Join(header, " ") != "ADDRESS NODE NAME UID GID PID TRANSPORT GROUPS CALLS/SENDS EVENTS IN OUT DROPS FILL PENDING AGE" ||
 		!strings.Contains(r.stdout, "chat,"+longGroup+" ["+longName+"]") || strings.Contains(r.stdout, "…") {
 		t.Errorf("ls piped is not complete:\n%s", r.stdout)
 	}
@@ -113,7 +113,7 @@ func TestCLIServicesOfEmbeddedNode(t *testing.T) {
 	r := runCLI(t, nil, "services", sock)
 	want := "ID      NAME    COMMANDS  DESCRIPTION\n" +
 		"0x0007  test    3         the tests' service: echo, slow, panic, emit, fail, stuck, unstick, stats\n" +
-		"0xffff  system  4         the node's built-in service: ping, echo, info, services\n"
+		"0xffff  system  5         the node's built-in service: ping, echo, info, services, nodes\n"
 	if r.code != 0 || r.stdout != want {
 		t.Errorf("services: exit %d\n%s%s\nwant:\n%s", r.code, r.stdout, r.stderr, want)
 	}

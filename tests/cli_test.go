@@ -83,7 +83,7 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "bench call completion groups help info ls man members monitor names publish reply request serve services status subscribe version" {
+	if strings.Join(names, " ") != "bench call completion groups help info ls man members monitor names nodes publish reply request serve services status subscribe version" {
 		t.Errorf("commands listed: %v", names)
 	}
 	for _, name := range names {
@@ -107,6 +107,8 @@ func TestCLIHelpAndExitCodes(t *testing.T) {
 		{[]string{"call", missing, "70000", "1"}, 2},
 		{[]string{"status", missing}, 3},
 		{[]string{"info", missing}, 3},
+		{[]string{"nodes", missing}, 3},
+		{[]string{"nodes", "extra"}, 2},
 		{[]string{"call", missing, "0xffff", "1"}, 3},
 		{[]string{"version"}, 0},
 	} {

@@ -3,11 +3,13 @@ package tests
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,6 +161,58 @@ func recvSeq(t *testing.T, c *switchboard.Conn, kind switchboard.EventKind, from
 	}
 }
 
+// checkFedCLI: the command line on n1 (of three nodes) lists n2 and n3
+// up, lists remote (a connection on n2) with its node, and counts the
+// nodes in status.
+func checkFedCLI(t *testing.T, d *daemon, remote *switchboard.Conn) {
+	t.Helper()
+	sock := "--socket=" + d.socket
+	r := runCLI(t, nil, "nodes", "--json", sock)
+	var nodes struct {
+		Node      string `json:"node"`
+		Federated bool   `json:"federated"`
+		Cluster   string `json:"cluster"`
+		NodesUp   int    `json:"nodes_up"`
+		Links     []struct {
+			Node, Address, State string
+			Configured           bool
+			Sent, Delivered      uint64
+			BudgetBytes          int64 `json:"budget_bytes"`
+		} `json:"links"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &nodes); r.code != 0 || err != nil {
+		t.Fatalf("nodes --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if nodes.Node != "n1" || !nodes.Federated || nodes.Cluster != "switchboard" || nodes.NodesUp != 2 || len(nodes.Links) != 2 {
+		t.Fatalf("nodes --json on n1:\n%s", r.stdout)
+	}
+	for i, l := range nodes.Links {
+		if l.Node != fmt.Sprintf("n%d", i+2) || l.State != "up" || l.Address != fmt.Sprintf("127.0.0.1:%d", 7952+i) ||
+			!l.Configured || l.Sent == 0 || l.Delivered == 0 || l.BudgetBytes <= 0 {
+			t.Errorf("nodes --json on n1: link %d: %+v", i, l)
+		}
+	}
+	r = runCLI(t, nil, "ls", "--json", sock)
+	var conns []struct{ Address, Node, Transport string }
+	if err := json.Unmarshal([]byte(r.stdout), &conns); r.code != 0 || err != nil {
+		t.Fatalf("ls --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	found := false
+	for _, c := range conns {
+		found = found || c.Address == remote.Address() && c.Node == "n2" && c.Transport == "remote"
+	}
+	if !found {
+		t.Errorf("ls --json on n1 does not list %s on n2:\n%s", remote.Address(), r.stdout)
+	}
+	if r = runCLI(t, nil, "ls", sock); !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(remote.Address()) + ` +n2 `).MatchString(r.stdout) {
+		t.Errorf("ls on n1 does not list %s on n2:\n%s", remote.Address(), r.stdout)
+	}
+	if r = runCLI(t, nil, "status", sock); !strings.Contains(r.stdout, "2 of 2 other nodes up, 2 configured") {
+		t.Errorf("status on n1:\n%s", r.stdout)
+	}
+	t.Logf("switchboard nodes on n1:\n%s", runCLI(t, nil, "nodes", sock).stdout)
+}
+
 // TestFederationBus: three node processes; a client on each. Direct
 // messages, publications, requests to one peer and to a group cross the
 // links in order, nothing lost; want-answer to a remote address nobody
@@ -197,6 +251,7 @@ func TestFederationBus(t *testing.T) {
 		}
 	}
 	waitMembers(t, c1, "g", 2) // the links are up and the interest crossed them
+	checkFedCLI(t, ds[0], c2)
 
 	const n = 2000
 	for i := range n {
@@ -281,4 +336,11 @@ func TestFederationBus(t *testing.T) {
 		t.Fatal("a request to a killed node's client did not fail")
 	}
 	waitMembers(t, c1, "g", 1)
+	// nodes on n1 shows n3 down, by name, and why (the connection lost,
+	// or no heartbeat: whichever saw it first).
+	r := runCLI(t, nil, "nodes", "--socket="+ds[0].socket)
+	if !regexp.MustCompile(`(?m)^n3 +\S+ +127\.0\.0\.1:7953 +down: \S`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^n2 +\S+ +127\.0\.0\.1:7952 +up `).MatchString(r.stdout) {
+		t.Errorf("nodes on n1 after n3 was killed:\n%s%s", r.stdout, r.stderr)
+	}
 }

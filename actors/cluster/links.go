@@ -41,6 +41,12 @@ type dialAddr struct {
 	backoff   time.Duration // the wait after the next try
 	probing   bool          // a probe is under way
 	downSince time.Time     // nothing linked there since
+
+	// The node last linked there, for Links: its name and incarnation,
+	// when it was last heard (unix nanoseconds) and why its link ended.
+	node, incarnation string
+	lastHeard         int64
+	downReason        string
 }
 
 // drawSession returns a random non-zero session.
@@ -189,6 +195,7 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 		if d := f.dialLocked(h.Address); d != nil {
 			local = d.session // dial it (again) until linked
 			d.refused = ""
+			d.node, d.incarnation = h.Node, h.Incarnation
 		}
 		p = newPeer(f, session, local, h)
 		if d := f.dial[h.Address]; d != nil {
@@ -312,6 +319,7 @@ func (f *Federation) downLocked(p *peer, reason string, code uint32) {
 	if d := f.dial[p.addr]; d != nil && d.session == p.local {
 		d.session = drawSession()
 		d.downSince = time.Now()
+		d.lastHeard, d.downReason = p.lastHeard.Load(), reason
 	}
 	if p.up {
 		f.logf("cluster: node %s (%s) at %s is down: %s", p.name, p.incarnation, p.addr, reason)

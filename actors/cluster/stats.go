@@ -3,6 +3,9 @@ package cluster
 import (
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard"
 )
 
 // Stats are a Federation's figures.
@@ -79,23 +82,68 @@ func (f *Federation) Stats() Stats {
 		Batches:      f.stats.batches.Load(),
 		Acks:         f.stats.acks.Load(),
 	}
-	f.mu.RLock()
-	peers := make([]*peer, 0, len(f.bySession))
-	for _, p := range f.bySession {
-		peers = append(peers, p)
-		s.Links = append(s.Links, LinkStats{Node: p.name, Incarnation: p.incarnation, Address: p.addr, Up: p.up})
+	for _, l := range f.Links() {
+		if l.State == switchboard.LinkUp || l.State == switchboard.LinkLinking {
+			s.Links = append(s.Links, LinkStats{Node: l.Node, Incarnation: l.Incarnation, Address: l.Address,
+				Up: l.State == switchboard.LinkUp, Unacked: l.Unacked, Sent: l.Sent, Delivered: l.Delivered})
+		}
 	}
+	f.mu.RLock()
 	for addr, d := range f.dial {
 		if d.refused != "" {
 			s.Refused = append(s.Refused, addr+": "+d.refused)
 		}
 	}
 	f.mu.RUnlock()
-	for i, p := range peers {
-		s.Links[i].Unacked, s.Links[i].Sent = p.figures()
-		s.Links[i].Delivered = p.delivered.Load()
-	}
 	slices.SortFunc(s.Links, func(a, b LinkStats) int { return strings.Compare(a.Node, b.Node) })
 	slices.Sort(s.Refused)
 	return s
 }
+
+// ClusterName returns the cluster's name (Config.Cluster). It implements
+// switchboard.FederationReporter.
+func (f *Federation) ClusterName() string { return f.cfg.Cluster }
+
+// Links describes the links: every node linked or linking (its figures
+// since the link came up), then every address to dial that is not
+// linked: configured (Config.Peers) or learned, down (with the reason its
+// last link ended and the name of the node last linked there) or refused
+// (with the refusal). Unordered. It implements
+// switchboard.FederationReporter.
+func (f *Federation) Links() []switchboard.LinkInfo {
+	var out []switchboard.LinkInfo
+	f.mu.RLock()
+	peers := make([]*peer, 0, len(f.bySession))
+	for _, p := range f.bySession {
+		state := switchboard.LinkLinking
+		if p.up {
+			state = switchboard.LinkUp
+		}
+		d := f.dial[p.addr]
+		peers = append(peers, p)
+		out = append(out, switchboard.LinkInfo{Node: p.name, Incarnation: p.incarnation, Address: p.addr, State: state,
+			Configured: d != nil && !d.learned, Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
+	}
+	for addr, d := range f.dial {
+		if f.byAddr[addr] != nil {
+			continue
+		}
+		l := switchboard.LinkInfo{Node: d.node, Incarnation: d.incarnation, Address: addr, State: switchboard.LinkDown,
+			Reason: d.downReason, Configured: !d.learned, Budget: f.cfg.Budget}
+		if d.lastHeard != 0 {
+			l.LastHeard = time.Unix(0, d.lastHeard)
+		}
+		if d.refused != "" {
+			l.State, l.Reason = switchboard.LinkRefused, d.refused
+		}
+		out = append(out, l)
+	}
+	f.mu.RUnlock()
+	for i, p := range peers { // the peers come first in out
+		out[i].Unacked, out[i].Sent = p.figures()
+		out[i].Delivered = p.delivered.Load()
+	}
+	return out
+}
+
+var _ switchboard.FederationReporter = (*Federation)(nil)

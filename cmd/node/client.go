@@ -87,7 +87,8 @@ const callHelp = `usage: switchboard call [--socket PATH] [--timeout D] [--outpu
 Call command CMD of service SVC (numbers from 0 to 65535; 0x… allowed) and
 write the reply to standard output. DATA is the request payload as text;
 @FILE reads it from a file, - from standard input. The built-in system
-service 0xffff answers ping (1), echo (2), info (3) and services (4); see
+service 0xffff answers ping (1), echo (2), info (3), services (4) and
+nodes (5); see
 switchboard services for what a node serves:
 
   switchboard call 0xffff 2 hello
@@ -270,7 +271,9 @@ const statusHelp = `usage: switchboard status [--socket PATH] [--json] [--width 
 
 Show a running node's state: its name and version, how long it has been
 up, how many connections are open (this command's own included), and the
-totals of calls and events since it started.
+totals of calls and events since it started; on a node of a cluster, the
+cluster's name, this node's run, how many of the other nodes are up
+(switchboard nodes lists them) and the totals of its links.
 
 Exit codes: 0 the node answered; 1 it answered with an error or refused
 this client; 3 no node at the socket. On a terminal, values too long for
@@ -292,6 +295,8 @@ type statusJSON struct {
 	Connections   uint32  `json:"connections"`
 	Calls         uint64  `json:"calls"`
 	Events        uint64  `json:"events"`
+	// Cluster is null for a node without [cluster] (or too old to say).
+	Cluster *clusterStatusJSON `json:"cluster"`
 }
 
 func cmdStatus(ctx context.Context, std stdio, args []string) int {
@@ -308,16 +313,27 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 		fmt.Fprintf(std.stderr, "switchboard status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	ni, code := cf.nodeInfo(ctx, std)
-	if ni == nil {
+	c, code := cf.dial(ctx, std)
+	if c == nil {
 		return code
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	ni, err := c.NodeInfo(cctx)
+	if err != nil {
+		return failed(std, err)
+	}
+	cl, err := clusterStatus(cctx, c)
+	if err != nil {
+		return failed(std, err)
 	}
 	started := ni.Started
 	uptime := time.Since(started)
 	st := statusJSON{
 		Name: ni.Name, Version: ni.Version, ClientVersion: switchboard.Version, Socket: cf.socket,
 		PID: ni.PID, UID: ni.UID, Started: started.UTC().Format(time.RFC3339Nano),
-		UptimeSeconds: uptime.Seconds(), Connections: ni.Connections, Calls: ni.Calls, Events: ni.Events,
+		UptimeSeconds: uptime.Seconds(), Connections: ni.Connections, Calls: ni.Calls, Events: ni.Events, Cluster: cl,
 	}
 	if *asJSON {
 		out, err := json.MarshalIndent(st, "", "  ")
@@ -336,6 +352,9 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 	t.add("connections", fmt.Sprintf("%d open (this one included)", st.Connections))
 	t.add("calls", fmt.Sprint(st.Calls))
 	t.add("events", fmt.Sprint(st.Events))
+	if cl != nil {
+		cl.rows(t)
+	}
 	t.write(std.stdout, width.get(std))
 	return exitOK
 }

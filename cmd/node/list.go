@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 type connJSON struct {
 	Address      string   `json:"address"`
+	Node         string   `json:"node"` // the node it is connected to
 	ClientName   string   `json:"client_name"`
 	UID          uint32   `json:"uid"`
 	GID          uint32   `json:"gid"`
@@ -73,12 +75,16 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// listCommand runs a listing: parse flags, dial, list, print.
-func listCommand(ctx context.Context, std stdio, args []string, name, help string, nargs int,
+// listCommand runs a listing: parse flags (the common ones, and those
+// flags registers, if not nil), dial, list, print.
+func listCommand(ctx context.Context, std stdio, args []string, name, help string, nargs int, flags func(*flag.FlagSet),
 	list func(ctx context.Context, c *switchboard.Conn, args []string) (any, *table, error)) int {
 	fs := newFlagSet(name, help)
 	var cf clientFlags
 	cf.register(fs)
+	if flags != nil {
+		flags(fs)
+	}
 	asJSON := fs.Bool("json", false, "print JSON (stable field names)")
 	var width widthFlag
 	width.register(fs)
@@ -108,14 +114,17 @@ func listCommand(ctx context.Context, std stdio, args []string, name, help strin
 	return exitOK
 }
 
-const lsHelp = `usage: switchboard ls [--socket PATH] [--json] [--width N]
+const lsHelp = `usage: switchboard ls [--socket PATH] [--json] [--width N] [--local]
 
-List the node's connections, this command's own included, one a line:
+List the bus's connections, this command's own included, one a line: the
+node's own, then (on a node of a cluster) those on the other nodes that
+it knows of, by node (--local leaves them out):
 
   ADDRESS    the connection's bus address (":NODE.RUN.ID"): send to it, request it
+  NODE       the node it is connected to
   NAME       the name the client gave when it connected
-  UID GID PID  the client process, as the kernel reported it
-  TRANSPORT  shm (shared-memory rings) or socket
+  UID GID PID  the client process, as the kernel of its node reported it
+  TRANSPORT  shm (shared-memory rings) or socket; remote for another node's
   GROUPS     groups it is subscribed to, and (in brackets) names it owns
   CALLS/SENDS  calls to switchboard services / bus messages it sent
   EVENTS     events delivered to it
@@ -125,34 +134,55 @@ List the node's connections, this command's own included, one a line:
   PENDING    its requests to peers waiting for a reply
   AGE        how long it has been connected
 
-On a terminal the table fits its width (--width N, $COLUMNS, else the
-terminal's): long names and groups end in "…" (addresses are never cut),
-and if that is not enough the least useful columns are left out, GID first, then UID, IN, OUT, TRANSPORT,
-FILL, CALLS/SENDS, EVENTS, DROPS, PENDING. Piped, or with --width 0,
-every column is there in full. --json prints an array of records
-(snake_case field names).
+Another node's connections have no figures here ("-"; 0 with --json):
+ask that node (switchboard ls on it). On a terminal the table fits its
+width (--width N, $COLUMNS, else the terminal's): long names and groups
+end in "…" (addresses are never cut), and if that is not enough the
+least useful columns are left out, GID first, then NODE, UID, IN, OUT,
+TRANSPORT, FILL, CALLS/SENDS, EVENTS, DROPS, PENDING. Piped, or with
+--width 0, every column is there in full. --json prints an array of
+records (snake_case field names).
 
 Exit codes: 0 ok; 1 refused (the policy's list rule); 3 no node.
 
 flags:
 `
 
+// addressNode is the node name in an address (":NODE.RUN.ID"; node names
+// have no '.').
+func addressNode(addr string) string {
+	node, _, _ := strings.Cut(strings.TrimPrefix(addr, ":"), ".")
+	return node
+}
+
 func cmdLs(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "ls", lsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
+	var local bool
+	flags := func(fs *flag.FlagSet) {
+		fs.BoolVar(&local, "local", false, "list only this node's connections, not those on the other nodes of its cluster")
+	}
+	return listCommand(ctx, std, args, "ls", lsHelp, 0, flags, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		conns, err := c.Connections(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		now := time.Now()
 		out := make([]connJSON, 0, len(conns))
+		var kept []switchboard.ConnInfo
 		for _, ci := range conns {
-			out = append(out, connJSON{Address: ci.Address, ClientName: ci.Name, UID: ci.Cred.UID, GID: ci.Cred.GID, PID: ci.Cred.PID,
+			node := ci.Cred.Node
+			if node == "" {
+				node = addressNode(ci.Address)
+			} else if local {
+				continue
+			}
+			kept = append(kept, ci)
+			out = append(out, connJSON{Address: ci.Address, Node: node, ClientName: ci.Name, UID: ci.Cred.UID, GID: ci.Cred.GID, PID: ci.Cred.PID,
 				Transport: ci.Transport, Groups: nonNil(ci.Groups), Names: nonNil(ci.Names),
 				Calls: ci.Calls, Sends: ci.Sends, Events: ci.Events, Dropped: ci.Dropped, BytesIn: ci.BytesIn, BytesOut: ci.BytesOut,
 				Pending: ci.Pending, RequestFill: ci.RequestFill, ResponseFill: ci.ResponseFill, EventFill: ci.EventFill,
 				EventsQueued: ci.EventsQueued, Since: ci.Since.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(ci.Since).Seconds()})
 		}
-		t := &table{cols: []column{{name: "ADDRESS"}, {name: "NAME", min: 6}, {name: "UID", drop: 9}, {name: "GID", drop: 10},
+		t := &table{cols: []column{{name: "ADDRESS"}, {name: "NODE", min: 4, drop: 10}, {name: "NAME", min: 6}, {name: "UID", drop: 9}, {name: "GID", drop: 11},
 			{name: "PID"}, {name: "TRANSPORT", drop: 6}, {name: "GROUPS", min: 8}, {name: "CALLS/SENDS", drop: 4}, {name: "EVENTS", drop: 3},
 			{name: "IN", drop: 8}, {name: "OUT", drop: 7}, {name: "DROPS", drop: 2}, {name: "FILL", drop: 5}, {name: "PENDING", drop: 1}, {name: "AGE"}}}
 		for i, r := range out {
@@ -167,10 +197,15 @@ func cmdLs(ctx context.Context, std stdio, args []string) int {
 			if name == "" {
 				name = "-"
 			}
-			t.add(r.Address, name, fmt.Sprint(r.UID), fmt.Sprint(r.GID), fmt.Sprint(r.PID), r.Transport, groups,
+			if kept[i].Cred.Node != "" { // another node's: no figures here
+				t.add(r.Address, r.Node, name, fmt.Sprint(r.UID), fmt.Sprint(r.GID), fmt.Sprint(r.PID), r.Transport, groups,
+					"-", "-", "-", "-", "-", "-", "-", "-")
+				continue
+			}
+			t.add(r.Address, r.Node, name, fmt.Sprint(r.UID), fmt.Sprint(r.GID), fmt.Sprint(r.PID), r.Transport, groups,
 				fmt.Sprintf("%d/%d", r.Calls, r.Sends), fmt.Sprint(r.Events), sizeText(r.BytesIn), sizeText(r.BytesOut), fmt.Sprint(r.Dropped),
 				fmt.Sprintf("%s/%s/%s+%d", sizeText(uint64(r.RequestFill)), sizeText(uint64(r.ResponseFill)), sizeText(uint64(r.EventFill)), r.EventsQueued),
-				fmt.Sprint(r.Pending), ageText(now.Sub(conns[i].Since)))
+				fmt.Sprint(r.Pending), ageText(now.Sub(kept[i].Since)))
 		}
 		return out, t, nil
 	})
@@ -210,7 +245,7 @@ flags:
 `
 
 func cmdGroups(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "groups", groupsHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
+	return listCommand(ctx, std, args, "groups", groupsHelp, 0, nil, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		gs, err := c.Groups(ctx)
 		if err != nil {
 			return nil, nil, err
@@ -238,7 +273,7 @@ flags:
 `
 
 func cmdMembers(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "members", membersHelp, 1, func(ctx context.Context, c *switchboard.Conn, args []string) (any, *table, error) {
+	return listCommand(ctx, std, args, "members", membersHelp, 1, nil, func(ctx context.Context, c *switchboard.Conn, args []string) (any, *table, error) {
 		ms, err := c.Members(ctx, args[0])
 		if err != nil {
 			return nil, nil, err
@@ -266,7 +301,7 @@ flags:
 `
 
 func cmdNames(ctx context.Context, std stdio, args []string) int {
-	return listCommand(ctx, std, args, "names", namesHelp, 0, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
+	return listCommand(ctx, std, args, "names", namesHelp, 0, nil, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
 		ns, err := c.Names(ctx)
 		if err != nil {
 			return nil, nil, err

@@ -87,6 +87,7 @@ func init() {
 		{"groups", "", "list the groups and their member counts", cmdGroups},
 		{"members", "GROUP", "list a group's members", cmdMembers},
 		{"names", "", "list the well-known names, their owners and standbys", cmdNames},
+		{"nodes", "", "list the cluster's other nodes: state, address, link figures", cmdNodes},
 		{"call", "SVC CMD [DATA|@FILE|-]", "call a service and print its reply", cmdCall},
 		{"publish", "GROUP [DATA|@FILE|-]", "publish a message to a group", cmdPublish},
 		{"subscribe", "GROUP...", "print the messages published to groups (and sys.* notices)", cmdSubscribe},

@@ -31,7 +31,7 @@ var (
 			"stale (from a fenced or unknown session), protocol (links closed for breaking it), refused_out, "+
 			"refused_in, panics, refused_calls.", "what")
 	descFedUnacked   = desc("switchboard_federation_link_unacked_bytes", "Bytes sent on the link to a node and not yet acknowledged.", "node")
-	descFedSent      = desc("switchboard_federation_link_sent_total", "Chunks sent on the link to a node, in its current run.", "node")
+	descFedSent      = desc("switchboard_federation_link_sent_total", "Messages sent on the link to a node, in its current run.", "node")
 	descFedDelivered = desc("switchboard_federation_link_delivered_total", "Messages delivered from a node, in its current run.", "node")
 )
 

@@ -18,7 +18,7 @@ The daemon serves the system service (0xffff) alone; a program that
 embeds a node lists its own too.
 
   ID      NAME    COMMANDS  DESCRIPTION
-  0xffff  system  4         the node's built-in service: ping, echo, info, services
+  0xffff  system  5         the node's built-in service: ping, echo, info, services, nodes
 
 On a terminal the table fits its width (long cells end in "…"); piped, or
 with --width 0, it is complete. --json prints an array of records, every
