@@ -143,7 +143,10 @@ func TestLinkBudget(t *testing.T) {
 		return
 	}
 	const budget = 20 << 20
-	ms := startThree(t, memberOpts{budget: budget})
+	// The stall timeout (10 s by default) would end the link if the
+	// machine were slow enough to keep n2 stalled that long: this test is
+	// of the budget, not of that timeout.
+	ms := startThree(t, memberOpts{budget: budget, env: []string{"SBM_STALL=2m"}})
 	ms["n2"].do("stall")
 	var ok, refused int
 	var why string
@@ -242,6 +245,9 @@ func TestLinkHungNode(t *testing.T) {
 		return
 	}
 	ms := startThree(t, memberOpts{})
+	// n3 streams faster than the link carries: when it stops, some of
+	// what it accepted is still queued, and crosses once it resumes, in
+	// the session n1 has fenced.
 	stream := ms["n3"].start("stream", "n1")
 	time.Sleep(200 * time.Millisecond)
 	stopped := time.Now()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -25,6 +26,19 @@ import (
 // a free loopback port. It prints "ready SOCKET LINK" once it serves and,
 // for node B, once the link to A is up.
 func sbXNode(ctx context.Context, a *args) (*result, error) {
+	if dir := os.Getenv("BENCHPEER_NODE_CPUPROFILE"); dir != "" {
+		// A CPU profile of the node, for reading where a crossing's
+		// time goes: DIR/node-NAME.prof.
+		f, err := os.Create(filepath.Join(dir, "node-"+a.name+".prof"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	link, err := freeLoopbackPort()
 	if err != nil {
 		return nil, err
