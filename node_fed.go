@@ -73,6 +73,16 @@ type FederationHost interface {
 	Deliver(node string, msg []byte)
 }
 
+// FederationBatchHost is a FederationHost that takes the messages a link
+// delivers in one pass at once: in order, as Deliver would take them one
+// by one, which lets the host hand them on in batches. A Federation whose
+// host has it calls DeliverBatch instead of Deliver. The host owns the
+// messages, not the slice, which is the Federation's again on return.
+type FederationBatchHost interface {
+	FederationHost
+	DeliverBatch(node string, msgs [][]byte)
+}
+
 // CheckNodeName reports whether s is a node name or incarnation the nodes
 // of a cluster take from each other: 1 to 64 printable ASCII bytes,
 // without '.' or ':'. A Federation refuses any other (a node named

@@ -81,6 +81,11 @@ func (l *fakeLink) run() {
 		q := l.q
 		l.q = nil
 		l.mu.Unlock()
+		if bh, ok := l.to.host.(FederationBatchHost); ok {
+			// As the link does: what came in one pass, at once.
+			bh.DeliverBatch(l.from.self, q)
+			continue
+		}
 		for _, m := range q {
 			l.mu.Lock()
 			stopped := l.stopped

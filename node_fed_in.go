@@ -77,7 +77,7 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 	case *pb.FedMessage_Direct:
 		fs.direct(node, b.Direct)
 	case *pb.FedMessage_Publish:
-		fs.publishIn(node, b.Publish)
+		fs.publishIn(node, b.Publish.GetFrom(), b.Publish.GetGroup(), b.Publish.GetPayload(), nil)
 	case *pb.FedMessage_Request:
 		fs.requestIn(node, b.Request)
 	case *pb.FedMessage_Reply:
@@ -232,15 +232,14 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 }
 
 // publishIn hands a remote publication to this node's members of its
-// group.
-func (fs *fedState) publishIn(node string, m *pb.FedPublish) {
+// group (ob: gathered for a pass of the link; nil: sent at once).
+func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte, ob *fedOutbox) {
 	fs.mu.RLock()
-	_, fc := fs.sender(node, m.GetFrom())
+	_, fc := fs.sender(node, from)
 	fs.mu.RUnlock()
 	if fc == nil {
 		return
 	}
-	g := m.GetGroup()
 	if checkName(g) != nil || reserved(g) {
 		fs.bad(node, "publication to a bad group")
 		return
@@ -256,15 +255,16 @@ func (fs *fedState) publishIn(node string, m *pb.FedPublish) {
 		fs.n.undeliverable.Add(1)
 		return
 	}
-	fs.n.fedMonitor(fc.addr, pb.KindPublish, g, nil, m.GetPayload())
-	body := pb.AppendMsg(nil, fc.addr, g, nil, m.GetPayload())
+	fs.n.fedMonitor(fc.addr, pb.KindPublish, g, nil, payload)
+	body := pb.AppendMsg(nil, fc.addr, g, nil, payload)
+	d := &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // one for every member
 	for _, t := range members {
 		if len(body) > t.MaxEvent() {
 			t.CountDrop()
 			continue
 		}
 		fs.n.delivered.Add(1)
-		t.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}})
+		ob.add(t, d)
 	}
 }
 

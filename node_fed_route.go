@@ -122,7 +122,7 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 	if rg.count == 0 {
 		return 0, 0
 	}
-	b := encode(&pb.FedMessage{Body: &pb.FedMessage_Publish{Publish: &pb.FedPublish{From: c.ID(), Group: g, Payload: payload}}})
+	b := appendFedPublish(nil, c.ID(), g, payload)
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
 	for i, p := range rg.peers {

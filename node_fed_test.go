@@ -727,3 +727,54 @@ func TestFedRequestEnds(t *testing.T) {
 		t.Fatalf("request from a node cut off: %v", err)
 	}
 }
+
+// TestFedOrderAcrossKinds: a sender's direct messages and publications to
+// one connection on another node arrive in the order they were sent,
+// whatever the link delivers in one pass (publications in a row are
+// handed over together; anything else goes after them).
+func TestFedOrderAcrossKinds(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	b := dial(t, n2)
+	if err := b.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	a := dial(t, n1)
+	knows(t, n1, b.Address(), "g")
+	const n = 3000
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			e, err := b.RecvEvent(ctx)
+			if err != nil {
+				done <- err
+				return
+			}
+			if got := int(binary.LittleEndian.Uint32(e.Payload[1:])); got != i {
+				done <- fmt.Errorf("event %d (%v) carries %d: out of the order sent", i, e.Kind, got)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range n {
+		var err error
+		if (i/3)%2 == 0 { // three publications, three direct messages, …
+			err = a.Publish(ctx, "g", seqPayload('g', i))
+		} else {
+			err = a.SendTo(ctx, b.Address(), seqPayload('d', i))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := n2.FederationStats(); st.Received < n {
+		t.Fatalf("n2 received %d messages from the link, want at least %d", st.Received, n)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 )
 
@@ -49,6 +50,7 @@ type Federation struct {
 	// Set by Start, then read-only.
 	self, incarnation string
 	host              switchboard.FederationHost
+	batchHost         switchboard.FederationBatchHost // host, if it takes a pass's messages at once
 	system            *actor.ActorSystem
 	remote            *remote.Remote
 	sub               *eventstream.Subscription
@@ -155,6 +157,7 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		return errors.New("cluster: Start called twice")
 	}
 	f.self, f.incarnation, f.host = self, incarnation, host
+	f.batchHost, _ = host.(switchboard.FederationBatchHost)
 	// remote.Start panics when it cannot listen: listen first to turn the
 	// common case (port taken, no such address) into an error, and
 	// recover from the rest.
@@ -189,10 +192,12 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		remote.WithEndpointWriterQueueSize(1024),
 		remote.WithServerOptions(grpc.Creds(f.serverCreds), grpc.MaxRecvMsgSize(limit),
 			grpc.StaticStreamWindowSize(linkWindow), grpc.StaticConnWindowSize(linkWindow),
+			experimental.BufferPool(linkBuffers), grpc.ForceServerCodecV2(linkCodec{}),
 			grpc.ChainUnaryInterceptor(f.refuseUnary), grpc.ChainStreamInterceptor(f.recoverStream)),
 		remote.WithDialOptions(grpc.WithTransportCredentials(f.dialCreds),
 			grpc.WithStaticStreamWindowSize(linkWindow), grpc.WithStaticConnWindowSize(linkWindow),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))),
+			experimental.WithBufferPool(linkBuffers),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit), grpc.ForceCodecV2(linkCodec{}))),
 	))
 	f.remote.Start()
 	if _, ok := f.system.ProcessRegistry.Add(linkProcess{f}, linkActorName); !ok {

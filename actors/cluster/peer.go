@@ -70,6 +70,7 @@ type peer struct {
 	delivering bool          // someone owns r and is calling the host
 	wake       chan struct{} // capacity 1: the inbox gained something, or an in-place delivery ended
 	r          *reassembler
+	whole      [][]byte // a pass's messages, for a host that takes them at once (owned with r)
 
 	inSeq     atomic.Uint64 // the last sequence number delivered from it
 	inUnacked atomic.Int64  // bytes delivered since the last Ack of their own
@@ -293,10 +294,22 @@ func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 		}
 		done += int64(len(d.Bytes)) + frameCost
 		last = d.Seq
-		if whole && !p.isDown.Load() {
+		switch {
+		case !whole:
+		case f.batchHost != nil:
+			p.whole = append(p.whole, msg)
+		case !p.isDown.Load():
 			f.host.Deliver(p.name, msg)
 			p.delivered.Add(1)
 		}
+	}
+	if len(p.whole) > 0 {
+		if !p.isDown.Load() {
+			f.batchHost.DeliverBatch(p.name, p.whole)
+			p.delivered.Add(uint64(len(p.whole)))
+		}
+		clear(p.whole)
+		p.whole = p.whole[:0]
 	}
 	if last == 0 || p.isDown.Load() {
 		return cost

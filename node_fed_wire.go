@@ -1,0 +1,162 @@
+package switchboard
+
+import (
+	"unicode/utf8"
+
+	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Publications are most of what crosses a link in a busy cluster: they
+// are written and read here with protowire, with no message structs, in
+// the bytes proto.Marshal writes for the same FedMessage (TestFedPublish-
+// Wire and FuzzFedPublishWire hold the two to each other). Everything else
+// takes proto.Marshal's and proto.Unmarshal's way.
+
+// fedPublishField is FedMessage.publish's field number (fed.proto).
+const fedPublishField = 7
+
+// appendFedPublish appends the FedMessage{publish: {from, group,
+// payload}} proto.Marshal would write.
+func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byte {
+	inner := 0
+	if from != 0 {
+		inner += protowire.SizeTag(1) + protowire.SizeVarint(from)
+	}
+	if group != "" {
+		inner += protowire.SizeTag(2) + protowire.SizeBytes(len(group))
+	}
+	if len(payload) > 0 {
+		inner += protowire.SizeTag(3) + protowire.SizeBytes(len(payload))
+	}
+	if b == nil {
+		b = make([]byte, 0, protowire.SizeTag(fedPublishField)+protowire.SizeBytes(inner))
+	}
+	b = protowire.AppendTag(b, fedPublishField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(inner))
+	if from != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, from)
+	}
+	if group != "" {
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, group)
+	}
+	if len(payload) > 0 {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendBytes(b, payload)
+	}
+	return b
+}
+
+// parseFedPublish reads msg as a FedMessage that holds a publication and
+// nothing else, each field of it at most once; ok is false for anything
+// else (another kind, unknown or repeated fields, a group that is not
+// UTF-8, a malformed message), which proto.Unmarshal then reads or
+// refuses. payload is msg's bytes, not a copy.
+func parseFedPublish(msg []byte) (from uint64, group string, payload []byte, ok bool) {
+	num, typ, n := protowire.ConsumeTag(msg)
+	if n < 0 || num != fedPublishField || typ != protowire.BytesType {
+		return 0, "", nil, false
+	}
+	inner, m := protowire.ConsumeBytes(msg[n:])
+	if m < 0 || n+m != len(msg) {
+		return 0, "", nil, false
+	}
+	var seen uint8
+	for len(inner) > 0 {
+		num, typ, n := protowire.ConsumeTag(inner)
+		if n < 0 {
+			return 0, "", nil, false
+		}
+		inner = inner[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType && seen&1 == 0:
+			v, k := protowire.ConsumeVarint(inner)
+			if k < 0 {
+				return 0, "", nil, false
+			}
+			from, inner, seen = v, inner[k:], seen|1
+		case num == 2 && typ == protowire.BytesType && seen&2 == 0:
+			v, k := protowire.ConsumeBytes(inner)
+			if k < 0 || !utf8.Valid(v) {
+				return 0, "", nil, false
+			}
+			group, inner, seen = string(v), inner[k:], seen|2
+		case num == 3 && typ == protowire.BytesType && seen&4 == 0:
+			v, k := protowire.ConsumeBytes(inner)
+			if k < 0 {
+				return 0, "", nil, false
+			}
+			payload, inner, seen = v, inner[k:], seen|4
+		default:
+			return 0, "", nil, false
+		}
+	}
+	return from, group, payload, true
+}
+
+// DeliverBatch takes the messages of one pass of node's link
+// (FederationBatchHost): Deliver for each, except that the publications
+// in a row are handed to their local members together, one batch per
+// member, instead of one at a time.
+func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
+	var ob fedOutbox
+	monitored := func() bool { p := fs.n.monitors.Load(); return p != nil && len(*p) > 0 }
+	for _, msg := range msgs {
+		if from, group, payload, ok := parseFedPublish(msg); ok && !monitored() {
+			fs.received.Add(1)
+			fs.publishIn(node, from, group, payload, &ob)
+			continue
+		}
+		// Anything else may reach the same connections another way:
+		// what is gathered goes first.
+		ob.flush()
+		fs.Deliver(node, msg)
+	}
+	ob.flush()
+}
+
+// fedOutboxBatch bounds the deliveries to one connection handed over at
+// once, as a pump's pass bounds a local sender's.
+const fedOutboxBatch = 256
+
+// fedOutbox gathers a pass's deliveries per local connection, in order.
+// The zero value is empty; nil sends at once.
+type fedOutbox struct {
+	index map[*conn.Endpoint]int
+	order []*conn.Endpoint
+	evs   [][]*conn.Delivery
+}
+
+func (ob *fedOutbox) add(to *conn.Endpoint, d *conn.Delivery) {
+	if ob == nil {
+		to.SendEvents([]*conn.Delivery{d})
+		return
+	}
+	if ob.index == nil {
+		ob.index = map[*conn.Endpoint]int{}
+	}
+	i, ok := ob.index[to]
+	if !ok {
+		i = len(ob.order)
+		ob.index[to] = i
+		ob.order = append(ob.order, to)
+		ob.evs = append(ob.evs, nil)
+	}
+	ob.evs[i] = append(ob.evs[i], d)
+}
+
+// flush hands each connection its deliveries, at most fedOutboxBatch to
+// a batch (SendEvents owns each batch from then on).
+func (ob *fedOutbox) flush() {
+	for i, to := range ob.order {
+		for evs := ob.evs[i]; len(evs) > 0; {
+			k := min(len(evs), fedOutboxBatch)
+			to.SendEvents(evs[:k:k])
+			evs = evs[k:]
+		}
+	}
+	clear(ob.index)
+	ob.order, ob.evs = ob.order[:0], ob.evs[:0]
+}
