@@ -85,6 +85,15 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 	}
 	ready(path + " " + link)
 	err = <-served
+	if dir := os.Getenv("BENCHPEER_NODE_CPUPROFILE"); dir != "" {
+		// And the link's figures: DIR/node-NAME.link.
+		s := fed.Stats()
+		var sent, delivered uint64
+		for _, l := range s.Links {
+			sent, delivered = sent+l.Sent, delivered+l.Delivered
+		}
+		os.WriteFile(filepath.Join(dir, "node-"+a.name+".link"), fmt.Appendf(nil, "sent %d delivered %d batches %d acks %d\n", sent, delivered, s.Batches, s.Acks), 0o644)
+	}
 	st := n.FederationStats()
 	if st.SendFails > 0 || st.Malformed > 0 {
 		// A refusal loses a message, which the subscriber's sequence
