@@ -42,3 +42,25 @@ func benchLink(b *testing.B, size int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
+
+// BenchmarkLinkRoundTrip: one 64 B message at a time from n1's Send to
+// n2's host, which sends it back, to n1's host; n1 times each round trip
+// and reports the median (rtt-p50-µs). As BenchmarkLinkOneWay, in a
+// private network namespace (as root).
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	if !inNetns(b) {
+		return
+	}
+	n1 := startMember(b, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(b, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	b.ResetTimer()
+	var ns int64
+	fmt.Sscan(n1.do("ping", "n2", b.N, 64), &ns)
+	b.StopTimer()
+	if ns == 0 {
+		b.Fatal("no round trip completed")
+	}
+	b.ReportMetric(float64(ns)/1e3, "rtt-p50-µs")
+}

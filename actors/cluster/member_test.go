@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,13 @@ const memberEnv = "SWITCHBOARD_CLUSTER_MEMBER"
 // bigMark starts a message the member checksums instead of counting.
 const bigMark = ^uint64(0)
 
+// pingMark starts a message the member sends back to its sender
+// (pingMark) or takes as the answer to its ping (pongMark).
+const (
+	pingMark = ^uint64(0) - 1
+	pongMark = ^uint64(0) - 2
+)
+
 type memberHost struct {
 	mu      sync.Mutex
 	out     *bufio.Writer
@@ -37,6 +45,8 @@ type memberHost struct {
 	seqs    map[string]uint64 // receiver → the sequence number to send next
 	downs   map[string]int    // node → NodeDowns heard
 	stalled chan struct{}     // non-nil: Deliver waits for it to close
+	f       *Federation
+	pongs   chan struct{}
 }
 
 func (h *memberHost) printf(format string, args ...any) {
@@ -67,6 +77,17 @@ func (h *memberHost) Deliver(node string, msg []byte) {
 	h.mu.Unlock()
 	if wait != nil {
 		<-wait
+	}
+	if len(msg) >= 8 {
+		switch binary.LittleEndian.Uint64(msg) {
+		case pingMark:
+			binary.LittleEndian.PutUint64(msg, pongMark)
+			h.f.Send(node, msg)
+			return
+		case pongMark:
+			h.pongs <- struct{}{}
+			return
+		}
 	}
 	if len(msg) >= 8 && binary.LittleEndian.Uint64(msg) == bigMark {
 		sum := sha256.Sum256(msg)
@@ -121,6 +142,7 @@ func memberMain() int {
 		fmt.Fprintln(os.Stderr, "member:", err)
 		return 2
 	}
+	h.f, h.pongs = f, make(chan struct{}, 1)
 	if err := f.Start(env("NAME"), env("INC"), h); err != nil {
 		h.printf("starterr %v", err)
 		return 2
@@ -196,6 +218,29 @@ func memberMain() int {
 			binary.LittleEndian.PutUint64(msg, bigMark)
 			sum := sha256.Sum256(msg)
 			h.printf("%s %v %s", id, f.Send(args[0], msg), hex.EncodeToString(sum[:]))
+		case "ping": // ping ID NODE COUNT SIZE: round trips, one at a time; answers the median in ns
+			n, _ := strconv.Atoi(args[1])
+			size, _ := strconv.Atoi(args[2])
+			rtts := make([]time.Duration, 0, n)
+			for range n {
+				msg := make([]byte, max(size, 8))
+				binary.LittleEndian.PutUint64(msg, pingMark)
+				start := time.Now()
+				if err := f.Send(args[0], msg); err != nil {
+					break
+				}
+				select {
+				case <-h.pongs:
+				case <-time.After(5 * time.Second):
+				}
+				rtts = append(rtts, time.Since(start))
+			}
+			slices.Sort(rtts)
+			if len(rtts) == 0 {
+				h.printf("%s 0", id)
+				break
+			}
+			h.printf("%s %d", id, rtts[len(rtts)/2].Nanoseconds())
 		case "count": // count ID NODE
 			h.mu.Lock()
 			got, bad := h.got[args[0]], h.bad[args[0]]
