@@ -213,7 +213,7 @@ func TestFedDeliverPanic(t *testing.T) {
 	n1, fs := loneFedNode(t)
 	// A peer whose tables are missing: entering a connection panics.
 	fs.mu.Lock()
-	fs.peers["n9"] = &fedPeer{name: "n9", inc: "x9", prefix: ":n9.x9.", out: true}
+	fs.setPeerLocked(&fedPeer{name: "n9", inc: "x9", prefix: ":n9.x9.", out: true})
 	fs.mu.Unlock()
 	before := n1.FederationStats()
 	fs.Deliver("n9", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: 1}}}))
@@ -222,7 +222,7 @@ func TestFedDeliverPanic(t *testing.T) {
 		t.Fatalf("panics %d, malformed %d: want 1, 0", st.Panics-before.Panics, st.Malformed-before.Malformed)
 	}
 	fs.mu.Lock()
-	delete(fs.peers, "n9")
+	fs.dropPeerLocked("n9")
 	fs.mu.Unlock()
 	c := dial(t, n1)
 	if _, err := c.Call(context.Background(), SystemService, SysPing, nil); err != nil {

@@ -2,6 +2,7 @@ package switchboard
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -104,7 +105,7 @@ type fedGroup struct {
 func (fs *fedState) group(g string) fedGroup {
 	var r fedGroup
 	fs.mu.RLock()
-	for _, p := range fs.peers {
+	for _, p := range fs.peerList {
 		if ms := p.groups[g]; len(ms) > 0 && p.out {
 			r.peers = append(r.peers, p)
 			r.count += len(ms)
@@ -213,4 +214,22 @@ func (t *fedTarget) Forget(_ *conn.Endpoint, _ uint64, why pb.Code) {
 	if waiting {
 		fs.send(t.p, &pb.FedMessage{Body: &pb.FedMessage_Cancel{Cancel: &pb.FedCancel{Rid: t.rid, Code: why}}})
 	}
+}
+
+// setPeerLocked makes p the node up under its name; mu is held for
+// writing.
+func (fs *fedState) setPeerLocked(p *fedPeer) {
+	fs.dropPeerLocked(p.name)
+	fs.peers[p.name] = p
+	fs.peerList = append(fs.peerList, p)
+}
+
+// dropPeerLocked forgets the node up under name, if any; mu is held for
+// writing.
+func (fs *fedState) dropPeerLocked(name string) {
+	if fs.peers[name] == nil {
+		return
+	}
+	delete(fs.peers, name)
+	fs.peerList = slices.DeleteFunc(fs.peerList, func(p *fedPeer) bool { return p.name == name })
 }

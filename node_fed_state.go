@@ -100,9 +100,13 @@ type fedState struct {
 	startOnce sync.Once
 	startErr  error
 
-	mu     sync.RWMutex
-	peers  map[string]*fedPeer // the nodes up, by name
-	closed bool
+	mu    sync.RWMutex
+	peers map[string]*fedPeer // the nodes up, by name
+	// peerList: peers' values, for what every publication walks (a
+	// slice is walked in a few ns, a map is not); changed with peers
+	// (setPeerLocked, dropPeerLocked).
+	peerList []*fedPeer
+	closed   bool
 
 	nextRID    atomic.Uint64
 	nextCaller atomic.Uint64
@@ -187,7 +191,7 @@ func (n *Node) fedClose() {
 	}
 	fs.mu.Lock()
 	peers := fs.peers
-	fs.peers = map[string]*fedPeer{}
+	fs.peers, fs.peerList = map[string]*fedPeer{}, nil
 	fs.mu.Unlock()
 	for _, p := range peers {
 		fs.forget(p, "node shutting down")
@@ -352,7 +356,7 @@ func (fs *fedState) NodeUp(node, inc string) {
 		return
 	}
 	old := fs.peers[node]
-	fs.peers[node] = p
+	fs.setPeerLocked(p)
 	fs.mu.Unlock()
 	if old != nil {
 		fs.forget(old, "replaced by incarnation "+inc)
@@ -389,7 +393,7 @@ func (fs *fedState) NodeDown(node, inc, reason string) {
 		fs.mu.Unlock()
 		return
 	}
-	delete(fs.peers, node)
+	fs.dropPeerLocked(node)
 	fs.mu.Unlock()
 	fs.forget(p, reason)
 	fs.namesMoved(node, p.prefix, "")
