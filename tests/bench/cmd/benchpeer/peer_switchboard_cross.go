@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -38,6 +39,18 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 			return nil, err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if dir := os.Getenv("BENCHPEER_NODE_TRACE"); dir != "" {
+		// An execution trace of the node: DIR/node-NAME.trace.
+		f, err := os.Create(filepath.Join(dir, "node-"+a.name+".trace"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return nil, err
+		}
+		defer trace.Stop()
 	}
 	link, err := freeLoopbackPort()
 	if err != nil {
