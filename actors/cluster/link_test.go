@@ -414,3 +414,22 @@ func TestLinkV1Peer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestLinkBallastNotResident: a node holds a GC ballast of its link budget
+// while its links run, in address space only: a node with a 512 MiB
+// budget is not 512 MiB larger in memory than one with 64 MiB.
+func TestLinkBallastNotResident(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	// Each started, alone (their budgets differ: they would not link).
+	n1 := startMember(t, "n1", "an1", addrs["n1"], nil, memberOpts{budget: 512 << 20})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], nil, memberOpts{budget: 64 << 20})
+	var big, small int64
+	fmt.Sscan(n1.do("rss"), &big)
+	fmt.Sscan(n2.do("rss"), &small)
+	t.Logf("resident: %d KiB with a 512 MiB budget, %d KiB with 64 MiB", big, small)
+	if big == 0 || small == 0 || big > small+(128<<10) {
+		t.Fatalf("resident %d KiB with a 512 MiB budget against %d KiB with 64 MiB: the ballast is in memory", big, small)
+	}
+}

@@ -260,6 +260,15 @@ func memberMain() int {
 		case "reset": // reset ID NODE
 			f.Reset(args[0], "asked by the test")
 			h.printf("%s ok", id)
+		case "rss": // rss ID: the process's resident memory, in KiB
+			b, _ := os.ReadFile("/proc/self/status")
+			var kb int64
+			for _, l := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+					kb, _ = strconv.ParseInt(f[1], 10, 64)
+				}
+			}
+			h.printf("%s %d", id, kb)
 		case "goroutines":
 			h.printf("%s %d", id, runtime.NumGoroutine())
 		case "stats":
