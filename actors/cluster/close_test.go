@@ -85,4 +85,3 @@ func TestLinkDeadPeers(t *testing.T) {
 		t.Fatalf("goroutines grew from %d to %d dialling dead addresses", early, late)
 	}
 }
-
