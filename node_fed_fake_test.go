@@ -83,6 +83,12 @@ func (l *fakeLink) run() {
 		l.mu.Unlock()
 		if bh, ok := l.to.host.(FederationBatchHost); ok {
 			// As the link does: what came in one pass, at once.
+			l.mu.Lock()
+			stopped := l.stopped
+			l.mu.Unlock()
+			if stopped {
+				return
+			}
 			bh.DeliverBatch(l.from.self, q)
 			continue
 		}

@@ -411,3 +411,42 @@ func TestFedNodeUpReady(t *testing.T) {
 		}
 	}
 }
+
+// panicPolicy panics when asked about the target "boom" (a bug of the
+// node's, reached through another node's message).
+type panicPolicy struct{}
+
+func (panicPolicy) Allow(_ Cred, _ Action, target string) error {
+	if target == "boom" {
+		panic("the policy broke on boom")
+	}
+	return nil
+}
+
+// TestFedDeliverBatchPanic: a panic on a publication that a pass of the
+// link hands over at once loses that publication, counted as a panic; the
+// others of the pass are delivered, and the node goes on.
+func TestFedDeliverBatchPanic(t *testing.T) {
+	n1, fs := loneFedNode(t, WithPolicy(panicPolicy{}))
+	ctx := ctx5(t)
+	m := dial(t, n1)
+	if err := m.Subscribe(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	fs.DeliverBatch("n2", [][]byte{fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: 1, ClientName: "r"}}})})
+	before := n1.FederationStats()
+	fs.DeliverBatch("n2", [][]byte{
+		appendFedPublish(nil, 1, "g", []byte("first")),
+		appendFedPublish(nil, 1, "boom", []byte("lost")),
+		appendFedPublish(nil, 1, "g", []byte("second")),
+	})
+	for _, want := range []string{"first", "second"} {
+		e, err := m.RecvEvent(ctx)
+		if err != nil || string(e.Payload) != want {
+			t.Fatalf("event %q, %v: want %q", e.Payload, err, want)
+		}
+	}
+	if st := n1.FederationStats(); st.Panics-before.Panics != 1 || st.Received-before.Received != 3 {
+		t.Fatalf("panics %d, received %d: want 1, 3", st.Panics-before.Panics, st.Received-before.Received)
+	}
+}

@@ -1,6 +1,7 @@
 package switchboard
 
 import (
+	"log/slog"
 	"unicode/utf8"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -105,8 +106,10 @@ func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
 	monitored := func() bool { p := fs.n.monitors.Load(); return p != nil && len(*p) > 0 }
 	for _, msg := range msgs {
 		if from, group, payload, ok := parseFedPublish(msg); ok && !monitored() {
-			fs.received.Add(1)
-			fs.publishIn(node, from, group, payload, &ob)
+			fs.publishGathered(node, from, group, payload, &ob)
+			if ob.n >= fedOutboxMax {
+				ob.flush()
+			}
 			continue
 		}
 		// Anything else may reach the same connections another way:
@@ -117,13 +120,33 @@ func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
 	ob.flush()
 }
 
+// publishGathered is Deliver's publication, gathered in ob: counted, and
+// a panic (a bug of this node's, on another node's input) loses only this
+// message, counted apart, as in Deliver.
+func (fs *fedState) publishGathered(node string, from uint64, group string, payload []byte, ob *fedOutbox) {
+	fs.received.Add(1)
+	defer func() {
+		if v := recover(); v != nil {
+			fs.panics.Add(1)
+			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
+		}
+	}()
+	fs.publishIn(node, from, group, payload, ob)
+}
+
 // fedOutboxBatch bounds the deliveries to one connection handed over at
-// once, as a pump's pass bounds a local sender's.
-const fedOutboxBatch = 256
+// once, as a pump's pass bounds a local sender's; fedOutboxMax the
+// deliveries gathered before they are handed over (a pass of the link may
+// hold thousands of publications).
+const (
+	fedOutboxBatch = 256
+	fedOutboxMax   = 1024
+)
 
 // fedOutbox gathers a pass's deliveries per local connection, in order.
 // The zero value is empty; nil sends at once.
 type fedOutbox struct {
+	n     int // deliveries gathered
 	index map[*conn.Endpoint]int
 	order []*conn.Endpoint
 	evs   [][]*conn.Delivery
@@ -145,6 +168,7 @@ func (ob *fedOutbox) add(to *conn.Endpoint, d *conn.Delivery) {
 		ob.evs = append(ob.evs, nil)
 	}
 	ob.evs[i] = append(ob.evs[i], d)
+	ob.n++
 }
 
 // flush hands each connection its deliveries, at most fedOutboxBatch to
@@ -158,5 +182,5 @@ func (ob *fedOutbox) flush() {
 		}
 	}
 	clear(ob.index)
-	ob.order, ob.evs = ob.order[:0], ob.evs[:0]
+	ob.order, ob.evs, ob.n = ob.order[:0], ob.evs[:0], 0
 }

@@ -68,9 +68,17 @@ func (linkCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	size := proto.Size(m)
 	buf := linkBuffers.Get(size)
-	if _, err := (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], m); err != nil {
+	out, err := (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], m)
+	if err != nil {
 		linkBuffers.Put(buf)
 		return nil, err
+	}
+	if len(out) != size || (size > 0 && &out[0] != &(*buf)[0]) {
+		// Not what Size said (never, for a message nobody changes
+		// meanwhile): send what was written, and never a pooled
+		// buffer's stale tail.
+		linkBuffers.Put(buf)
+		return mem.BufferSlice{mem.SliceBuffer(out)}, nil
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, linkBuffers)}, nil
 }

@@ -83,6 +83,10 @@ type Federation struct {
 
 	stats counters
 
+	// lost: addresses remote dead-lettered a message to; the ticker
+	// declares their links down (beat).
+	lost sync.Map
+
 	// ballast raises the garbage collector's heap goal by the link
 	// budget while the links run (see Start); never written, so it
 	// takes address space, not memory.
@@ -97,6 +101,8 @@ type counters struct {
 	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
 	dials, dialFails                atomic.Uint64 // addresses probed and sent a Hello; probes that failed
 	batches, acks                   atomic.Uint64 // Batch envelopes sent; Ack envelopes sent
+	unsent                          atomic.Uint64 // chunks accepted, still pending when their link went down
+	hostPanics                      atomic.Uint64 // deliveries the host panicked on
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -215,10 +221,14 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 		case *remote.EndpointTerminatedEvent:
 			f.endpointLost(t.Address)
 		case *actor.DeadLetterEvent:
-			if tok, ok := t.Message.(*sendToken); ok {
-				// remote had no stream to send it on: what it
-				// stood for is lost, and nothing more would go.
-				f.declareDown(tok.p, "remote dropped queued messages: no connection", 0)
+			// remote had no stream for a message to another node's
+			// link (a chunk, or a send token, bare or in remote's
+			// wrapper): it is lost, and after a token nothing more
+			// would go. This may run under a peer's smu (remote
+			// publishes it on the sending goroutine): the link is
+			// declared down at the next heartbeat, under mu.
+			if t.PID != nil && t.PID.Id == linkActorName && !f.local(t.PID.Address) {
+				f.lost.Store(t.PID.Address, struct{}{})
 			}
 		}
 	})
@@ -448,7 +458,13 @@ func (f *Federation) isUp(p *peer) bool {
 
 // send hands one envelope to remote for pid. Remote serializes it later,
 // on its writer's goroutine: an envelope is never touched once sent.
+// Never to this node's own address (remote would deliver it here, on the
+// calling goroutine, under the caller's locks): Hellos from it are
+// dropped, and it is never dialled.
 func (f *Federation) send(pid *actor.PID, env *linkpb.Envelope) {
+	if f.local(pid.Address) {
+		return
+	}
 	f.system.Root.Send(pid, env)
 }
 

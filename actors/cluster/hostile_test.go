@@ -4,12 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestLinkSurvivesHostileStreams: what remote itself would crash on — a
@@ -142,4 +145,53 @@ func TestLinkImpostor(t *testing.T) {
 		t.Fatalf("n1 → n2 after the impostor: %q", got)
 	}
 	waitCount(t, n2, "n1", 10)
+}
+
+// TestLinkSelfAddressHello: a Hello that gives the receiver's own address
+// as the sender's (anyone who reaches the port can send one) is dropped
+// and counted: answering it would deliver the answer to the receiver
+// itself, on the goroutine handling the Hello, which once deadlocked the
+// node. The node goes on serving its links.
+func TestLinkSelfAddressHello(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	before := stats(t, n1)
+
+	conn, err := grpc.NewClient(addrs["n1"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := remote.NewRemotingClient(conn).Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cluster := range []string{"evil", "test"} { // refused, and not: both would answer
+		env, _ := proto.Marshal(&linkpb.Envelope{Session: 77, Body: &linkpb.Envelope_Hello{Hello: &linkpb.Hello{
+			Version: protoVersion, Cluster: cluster, Node: "x", Incarnation: "y", Address: addrs["n1"]}}})
+		err = stream.Send(&remote.RemoteMessage{MessageType: &remote.RemoteMessage_MessageBatch{MessageBatch: &remote.MessageBatch{
+			TypeNames: []string{"switchboard.link.Envelope"},
+			Targets:   []string{linkActorName},
+			Envelopes: []*remote.MessageEnvelope{{MessageData: env}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// n1 still serves: it sends, and its counters answer.
+	id := n1.start("send", "n2", 10, 64)
+	if got := strings.TrimPrefix(n1.wait(id+" ", 5*time.Second).text, id+" "); got != "10 0 " {
+		t.Fatalf("n1 → n2 after the Hellos: %q", got)
+	}
+	waitCount(t, n2, "n1", 10)
+	if s := stats(t, n1); s.Protocol < before.Protocol+2 {
+		t.Fatalf("n1 counted %d protocol errors, want %d more", s.Protocol, 2)
+	}
 }

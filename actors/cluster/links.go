@@ -60,9 +60,18 @@ func drawSession() uint64 {
 	}
 }
 
+// local reports whether addr is this node's own: remote delivers what is
+// sent there in this process, on the sending goroutine.
+func (f *Federation) local(addr string) bool {
+	return addr == f.cfg.Advertise || f.system != nil && addr == f.system.Address()
+}
+
 // dialLocked returns addr's dial entry, making one if there is room; nil
-// when the table is full. f.mu is held.
+// when the table is full (or addr is this node's own). f.mu is held.
 func (f *Federation) dialLocked(addr string) *dialAddr {
+	if f.local(addr) {
+		return nil
+	}
 	d := f.dial[addr]
 	if d == nil && len(f.dial) < maxDial {
 		d = &dialAddr{session: drawSession(), learned: true, downSince: time.Now()}
@@ -136,6 +145,12 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 	if err := checkHello(h); err != nil || session == 0 {
 		f.stats.protocol.Add(1)
 		return // no trustworthy address to answer
+	}
+	if f.local(h.Address) {
+		// This node's own address: an answer would come straight back
+		// to it, on this goroutine, under mu. Nobody honest sends it.
+		f.stats.protocol.Add(1)
+		return
 	}
 	pid := actor.NewPID(h.Address, linkActorName)
 	f.mu.Lock()
@@ -366,6 +381,13 @@ func (f *Federation) beat(now time.Time) {
 	if f.closed {
 		return
 	}
+	f.lost.Range(func(addr, _ any) bool {
+		f.lost.Delete(addr)
+		if p := f.byAddr[addr.(string)]; p != nil {
+			f.downLocked(p, "remote dropped messages for it: no connection", 0)
+		}
+		return true
+	})
 	for _, p := range f.bySession {
 		switch {
 		case f.silent(p, now):

@@ -34,6 +34,9 @@ const bigMark = ^uint64(0)
 const (
 	pingMark = ^uint64(0) - 1
 	pongMark = ^uint64(0) - 2
+	// panicMark starts a message the member's host panics on (a bug of
+	// the host's).
+	panicMark = ^uint64(0) - 3
 )
 
 type memberHost struct {
@@ -87,6 +90,8 @@ func (h *memberHost) Deliver(node string, msg []byte) {
 		case pongMark:
 			h.pongs <- struct{}{}
 			return
+		case panicMark:
+			panic("the member's host broke on a message")
 		}
 	}
 	if len(msg) >= 8 && binary.LittleEndian.Uint64(msg) == bigMark {
@@ -241,6 +246,10 @@ func memberMain() int {
 				break
 			}
 			h.printf("%s %d", id, rtts[len(rtts)/2].Nanoseconds())
+		case "panic": // panic ID NODE: a message NODE's host panics on
+			msg := make([]byte, 8)
+			binary.LittleEndian.PutUint64(msg, panicMark)
+			h.printf("%s %v", id, f.Send(args[0], msg))
 		case "count": // count ID NODE
 			h.mu.Lock()
 			got, bad := h.got[args[0]], h.bad[args[0]]

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,7 +165,9 @@ func (t *sendToken) Serialize() (remote.RootSerialized, error) {
 	p := t.p
 	p.smu.Lock()
 	if p.isDown.Load() {
-		p.pend, p.queued = nil, false // the other node takes nothing more from this session
+		// The other node takes nothing more from this session.
+		p.f.stats.unsent.Add(uint64(len(p.pend)))
+		p.pend, p.queued = nil, false
 		p.smu.Unlock()
 		return nil, errNothingPending
 	}
@@ -239,6 +242,7 @@ func (p *peer) take(ds []*linkpb.Data) bool {
 		p.imu.Unlock()
 		p.inPlace.Store(true)
 		p.deliver(ds)
+		p.heard() // nothing was read meanwhile: not silent for that
 		p.inPlace.Store(false)
 		p.imu.Lock()
 		p.delivering = false
@@ -274,9 +278,20 @@ func (p *peer) signal() {
 // deliver joins ds's chunks into messages and hands each whole one to the
 // host, then acknowledges them. The caller owns delivery (delivering). It
 // stops at the link's end: nothing more from a session that went down.
-// It returns the bytes ds cost.
+// It returns the bytes ds cost. A panic in the host (its bug, on another
+// node's message) takes the link down, counted, and ends here: whoever
+// delivers goes on (and lets go of delivery).
 func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 	f := p.f
+	defer func() {
+		if r := recover(); r != nil {
+			clear(p.whole)
+			p.whole = p.whole[:0]
+			f.stats.hostPanics.Add(1)
+			f.logf("cluster: the host panicked on a message from %s: %v", p.name, r)
+			f.declareDown(p, fmt.Sprintf("the host panicked on a message: %v", r), byeProtocol)
+		}
+	}()
 	var done int64
 	var last uint64
 	for i, d := range ds {
@@ -355,7 +370,14 @@ func (p *peer) run(prev <-chan struct{}) {
 		batch, p.inbox = p.inbox, batch[:0]
 		p.delivering = true
 		p.imu.Unlock()
-		cost := p.deliver(batch)
+		// A pass at most as large as a Batch, so that the host is not
+		// handed a whole budget's worth at once.
+		var cost int64
+		for rest := batch; len(rest) > 0; {
+			k := min(len(rest), batchChunks)
+			cost += p.deliver(rest[:k])
+			rest = rest[k:]
+		}
 		p.imu.Lock()
 		p.inboxBytes -= cost
 		p.delivering = false

@@ -44,6 +44,13 @@ type Stats struct {
 	// envelopes of their own (the others ride on Batches and heartbeats).
 	Batches uint64 `json:"batches"`
 	Acks    uint64 `json:"acks"`
+	// Unsent: chunks Send accepted that were still pending when their
+	// link went down (their node hears NodeDown: nothing of that session
+	// is delivered after it anyway).
+	Unsent uint64 `json:"unsent"`
+	// HostPanics: deliveries the host panicked on (its bug, on another
+	// node's message): the link was declared down.
+	HostPanics uint64 `json:"host_panics"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -81,6 +88,8 @@ func (f *Federation) Stats() Stats {
 		DialFailures: f.stats.dialFails.Load(),
 		Batches:      f.stats.batches.Load(),
 		Acks:         f.stats.acks.Load(),
+		Unsent:       f.stats.unsent.Load(),
+		HostPanics:   f.stats.hostPanics.Load(),
 	}
 	for _, l := range f.Links() {
 		if l.State == switchboard.LinkUp || l.State == switchboard.LinkLinking {
