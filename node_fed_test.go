@@ -648,15 +648,16 @@ func BenchmarkFedLocal(b *testing.B) {
 	}
 	b.Run("alone", func(b *testing.B) { run(b, startNode(b)) })
 	b.Run("federated", func(b *testing.B) {
-		cl := newFakeCluster()
-		n1 := startFedNode(b, cl, "n1")
-		n2 := startFedNode(b, cl, "n2")
-		r := dial(b, n2)
-		if err := r.Subscribe(context.Background(), "elsewhere"); err != nil {
-			b.Fatal(err)
-		}
-		for n1.FederationStats().Nodes != 1 {
-			time.Sleep(time.Millisecond)
+		// One other node up, with a member of another group, and no
+		// node of its own in this process (whose goroutines would
+		// share the CPUs): the node's local paths with a Federation.
+		n1 := startFedNode(b, newFakeCluster(), "n1")
+		fs := n1.fed
+		fs.NodeUp("n2", "x1")
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: 1, ClientName: "r"}}}))
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_Join{Join: &pb.FedMembership{Id: 1, Group: "elsewhere"}}}))
+		if ms := fs.remoteMembers("elsewhere"); len(ms) != 1 {
+			b.Fatalf("remote members of elsewhere: %v", ms)
 		}
 		run(b, n1)
 	})

@@ -137,6 +137,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		if !echo && slices.Contains(members, c) {
 			count--
 		}
+		local := count  // its members here, the sender aside
 		var rg fedGroup // its members on other nodes
 		if n.fed != nil {
 			rg = n.fed.group(d)
@@ -162,19 +163,22 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			c.StartRequestRemote(f.ID, f.Aux, true, targets, n.fed.targets(d, rg, payload), pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
-		body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
-		ev := c.SharedDelivery(conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}) // one for every member
-		took := 0
-		for _, t := range members {
-			if t == c && !echo {
-				continue
+		took, size := 0, len(payload)
+		if local > 0 { // else only other nodes' members: no body to make here
+			body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
+			size = len(body)
+			ev := c.SharedDelivery(conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body}) // one for every member
+			for _, t := range members {
+				if t == c && !echo {
+					continue
+				}
+				if len(body) > t.MaxEvent() {
+					t.CountDrop() // a member that cannot take it sees a gap
+					continue
+				}
+				took++
+				c.Deliver(t, ev)
 			}
-			if len(body) > t.MaxEvent() {
-				t.CountDrop() // a member that cannot take it sees a gap
-				continue
-			}
-			took++
-			c.Deliver(t, ev)
 		}
 		remote, lost := n.fed.publish(c, d, rg, payload)
 		took += remote
@@ -184,7 +188,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				return
 			}
 			if took == 0 {
-				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", len(body))))
+				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", size)))
 				return
 			}
 			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, uint32(took)))
