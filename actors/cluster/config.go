@@ -107,6 +107,9 @@ type Config struct {
 	// per pass of deliveries whatever the other node takes. For the
 	// tests of links between nodes of different versions.
 	v1Only bool
+	// noPacked: the node neither announces nor sends packed batches, as
+	// a node between the two versions (tests).
+	noPacked bool
 }
 
 // ConfigError is a Config that New refuses: Field names the setting at

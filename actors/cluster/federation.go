@@ -100,7 +100,7 @@ type counters struct {
 	panics, refusedCalls            atomic.Uint64 // remote's streams that panicked, unary calls refused
 	resets, badSecret               atomic.Uint64 // sessions the host reset; Hellos without the secret
 	dials, dialFails                atomic.Uint64 // addresses probed and sent a Hello; probes that failed
-	batches, acks                   atomic.Uint64 // Batch envelopes sent; Ack envelopes sent
+	batches, acks, packed           atomic.Uint64 // Batch envelopes sent; Ack envelopes sent; Batches packed
 	unsent                          atomic.Uint64 // chunks accepted, still pending when their link went down
 	hostPanics                      atomic.Uint64 // deliveries the host panicked on
 }
@@ -409,7 +409,11 @@ func (f *Federation) receive(env *linkpb.Envelope) {
 		case b.Batch.Ack != 0 && !p.ack(b.Batch.Ack):
 			f.stats.protocol.Add(1)
 			f.declareDown(p, "link protocol error: acknowledged what was never sent", byeProtocol)
-		case len(b.Batch.Data) > 0 && !p.take(b.Batch.Data):
+		case len(b.Batch.Packed) > 0 && len(b.Batch.Data) > 0:
+			f.stats.protocol.Add(1)
+			f.declareDown(p, "link protocol error: a batch both packed and not", byeProtocol)
+		case len(b.Batch.Packed) > 0 && !p.takePacked(b.Batch.First, b.Batch.Packed),
+			len(b.Batch.Data) > 0 && !p.take(b.Batch.Data):
 			f.stats.protocol.Add(1)
 			f.declareDown(p, "link protocol error: sent past its budget", byeProtocol)
 		}
@@ -481,7 +485,10 @@ func (f *Federation) features() uint32 {
 	if f.cfg.v1Only {
 		return 0
 	}
-	return uint32(linkpb.Feature_FEATURE_BATCH)
+	if f.cfg.noPacked {
+		return uint32(linkpb.Feature_FEATURE_BATCH)
+	}
+	return uint32(linkpb.Feature_FEATURE_BATCH | linkpb.Feature_FEATURE_PACKED)
 }
 
 func (f *Federation) bye(pid *actor.PID, session, to uint64, code uint32, reason string) {

@@ -77,3 +77,32 @@ func FuzzReassembly(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnpack: whatever a Batch's packed bytes hold, unpack neither panics
+// nor hands out more than was sent: each message at most packMax, slices
+// of the bytes, numbered on from first.
+func FuzzUnpack(f *testing.F) {
+	f.Add(uint64(1), []byte{1, 'a', 2, 'b', 'c'})
+	f.Add(uint64(5), []byte{0x80, 0x08})
+	f.Add(uint64(0), []byte{0})
+	f.Fuzz(func(t *testing.T, first uint64, packed []byte) {
+		next, total := first, 0
+		err := unpack(first, packed, func(seq uint64, msg []byte) error {
+			if seq != next {
+				t.Fatalf("message %d numbered %d", next, seq)
+			}
+			if len(msg) > packMax {
+				t.Fatalf("a packed message of %d bytes", len(msg))
+			}
+			next++
+			total += len(msg) + 1
+			return nil
+		})
+		if total > len(packed) {
+			t.Fatalf("%d bytes of messages (with lengths) out of %d", total, len(packed))
+		}
+		if first == 0 && err == nil {
+			t.Fatal("packed messages numbered from 0 taken")
+		}
+	})
+}

@@ -140,6 +140,7 @@ func memberMain() int {
 	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = env("CERT"), env("KEY"), env("CA")
 	cfg.SecretFile = env("SECRET")
 	cfg.v1Only = env("V1") != ""
+	cfg.noPacked = env("NOPACK") != ""
 	out := bufio.NewWriter(os.Stdout)
 	h := &memberHost{out: out, next: map[string]uint64{}, got: map[string]uint64{}, bad: map[string]uint64{}, seqs: map[string]uint64{}, downs: map[string]int{}}
 	f, err := New(cfg)

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // A peer is one link with another node: one session each way (session,
@@ -43,6 +44,7 @@ type peer struct {
 	addr        string
 	pid         *actor.PID
 	batch       bool  // the other node takes Batches and acknowledgements in them (FEATURE_BATCH)
+	packed      bool  // and small messages packed in them (FEATURE_PACKED)
 	ackEvery    int64 // bytes delivered that call for an Ack of their own
 
 	lastHeard atomic.Int64  // unix nanoseconds of the last envelope from it
@@ -89,6 +91,7 @@ func newPeer(f *Federation, session, local uint64, h *linkpb.Hello) *peer {
 		addr:        h.Address,
 		pid:         actor.NewPID(h.Address, linkActorName),
 		batch:       !f.cfg.v1Only && h.Features&uint32(linkpb.Feature_FEATURE_BATCH) != 0,
+		packed:      !f.cfg.v1Only && !f.cfg.noPacked && h.Features&uint32(linkpb.Feature_FEATURE_BATCH|linkpb.Feature_FEATURE_PACKED) == uint32(linkpb.Feature_FEATURE_BATCH|linkpb.Feature_FEATURE_PACKED),
 		// The other node's budget is at most this one's (a larger one
 		// is refused): acknowledge well before it fills.
 		ackEvery: max(int64(min(h.Budget, uint64(f.cfg.Budget)))/4, 1),
@@ -171,9 +174,16 @@ func (t *sendToken) Serialize() (remote.RootSerialized, error) {
 		p.smu.Unlock()
 		return nil, errNothingPending
 	}
+	// A run of small whole messages is packed (to a node that takes
+	// it), a run of others goes as Data: one kind to a Batch.
+	small := func(d *linkpb.Data) bool { return p.packed && d.Count == 1 && len(d.Bytes) <= packMax }
+	packing := len(p.pend) > 0 && small(p.pend[0])
 	n, size := 0, 0
-	for n < len(p.pend) && n < batchChunks && (n == 0 || size+len(p.pend[n].Bytes) <= batchBytes) {
+	for n < len(p.pend) && n < batchChunks && small(p.pend[n]) == packing && (n == 0 || size+len(p.pend[n].Bytes) <= batchBytes) {
 		size += len(p.pend[n].Bytes)
+		if packing {
+			size += protowire.SizeVarint(uint64(len(p.pend[n].Bytes)))
+		}
 		n++
 	}
 	data := p.pend[:n:n]
@@ -187,7 +197,17 @@ func (t *sendToken) Serialize() (remote.RootSerialized, error) {
 		return nil, errNothingPending
 	}
 	p.f.stats.batches.Add(1)
-	return &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Batch{Batch: &linkpb.Batch{Data: data, Ack: p.inSeq.Load()}}}, nil
+	b := &linkpb.Batch{Ack: p.inSeq.Load()}
+	if packing {
+		p.f.stats.packed.Add(1)
+		b.First, b.Packed = data[0].Seq, make([]byte, 0, size)
+		for _, d := range data {
+			b.Packed = protowire.AppendBytes(b.Packed, d.Bytes)
+		}
+	} else {
+		b.Data = data
+	}
+	return &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Batch{Batch: b}}, nil
 }
 
 // ack takes an acknowledgement of every chunk up to seq. It reports false
@@ -268,6 +288,110 @@ func (p *peer) take(ds []*linkpb.Data) bool {
 	return true
 }
 
+// takePacked is take for a Batch's packed messages: delivered in place
+// from packed itself, or queued as Data (rarely: while the host hears
+// NodeUp or another delivery is under way). It reports false when the
+// peer sent past its budget; a malformed batch takes the link down.
+func (p *peer) takePacked(first uint64, packed []byte) bool {
+	p.imu.Lock()
+	if p.ready && !p.delivering && len(p.inbox) == 0 {
+		p.delivering = true
+		p.imu.Unlock()
+		p.inPlace.Store(true)
+		p.deliverPacked(first, packed)
+		p.heard()
+		p.inPlace.Store(false)
+		p.imu.Lock()
+		p.delivering = false
+		signal := len(p.inbox) > 0 || !p.ready
+		p.imu.Unlock()
+		if signal {
+			p.signal()
+		}
+		return true
+	}
+	p.imu.Unlock()
+	var ds []*linkpb.Data
+	if err := unpack(first, packed, func(seq uint64, msg []byte) error {
+		ds = append(ds, &linkpb.Data{Seq: seq, Count: 1, Size: uint64(len(msg)), Bytes: msg})
+		return nil
+	}); err != nil {
+		p.f.stats.protocol.Add(1)
+		p.f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
+		return true
+	}
+	return p.take(ds)
+}
+
+// deliverPacked is deliver for packed messages, which are whole: each
+// must be the next in sequence, with no message being joined.
+func (p *peer) deliverPacked(first uint64, packed []byte) {
+	f := p.f
+	defer p.recoverHost()
+	var done int64
+	var last uint64
+	err := unpack(first, packed, func(seq uint64, msg []byte) error {
+		if seq != p.r.next || p.r.buf != nil {
+			return fmt.Errorf("sequence gap: want %d, got packed %d", p.r.next, seq)
+		}
+		p.r.next++
+		done += int64(len(msg)) + frameCost
+		last = seq
+		if f.batchHost != nil {
+			p.whole = append(p.whole, msg)
+		} else if !p.isDown.Load() {
+			f.host.Deliver(p.name, msg)
+			p.delivered.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		clear(p.whole)
+		p.whole = p.whole[:0]
+		f.stats.protocol.Add(1)
+		f.logf("cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
+		f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
+		return
+	}
+	p.acknowledge(last, done)
+}
+
+// acknowledge records what a pass delivered (up to last, done bytes) and
+// hands the host a gathered pass; it sends an Ack of its own when due.
+func (p *peer) acknowledge(last uint64, done int64) {
+	f := p.f
+	if len(p.whole) > 0 {
+		if !p.isDown.Load() {
+			f.batchHost.DeliverBatch(p.name, p.whole)
+			p.delivered.Add(uint64(len(p.whole)))
+		}
+		clear(p.whole)
+		p.whole = p.whole[:0]
+	}
+	if last == 0 || p.isDown.Load() {
+		return
+	}
+	p.inSeq.Store(last)
+	if !p.batch || p.inUnacked.Add(done) >= p.ackEvery {
+		p.inUnacked.Store(0)
+		f.stats.acks.Add(1)
+		f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
+	}
+}
+
+// recoverHost, deferred by whoever hands the host messages, turns a
+// panic in the host (its bug, on another node's message) into the link's
+// end, counted: the goroutine delivering goes on, and lets go of delivery.
+func (p *peer) recoverHost() {
+	if r := recover(); r != nil {
+		clear(p.whole)
+		p.whole = p.whole[:0]
+		p.f.stats.hostPanics.Add(1)
+		p.f.logf("cluster: the host panicked on a message from %s: %v", p.name, r)
+		p.f.declareDown(p, fmt.Sprintf("the host panicked on a message: %v", r), byeProtocol)
+	}
+}
+
 func (p *peer) signal() {
 	select {
 	case p.wake <- struct{}{}:
@@ -283,15 +407,7 @@ func (p *peer) signal() {
 // delivers goes on (and lets go of delivery).
 func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 	f := p.f
-	defer func() {
-		if r := recover(); r != nil {
-			clear(p.whole)
-			p.whole = p.whole[:0]
-			f.stats.hostPanics.Add(1)
-			f.logf("cluster: the host panicked on a message from %s: %v", p.name, r)
-			f.declareDown(p, fmt.Sprintf("the host panicked on a message: %v", r), byeProtocol)
-		}
-	}()
+	defer p.recoverHost()
 	var done int64
 	var last uint64
 	for i, d := range ds {
@@ -318,23 +434,7 @@ func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 			p.delivered.Add(1)
 		}
 	}
-	if len(p.whole) > 0 {
-		if !p.isDown.Load() {
-			f.batchHost.DeliverBatch(p.name, p.whole)
-			p.delivered.Add(uint64(len(p.whole)))
-		}
-		clear(p.whole)
-		p.whole = p.whole[:0]
-	}
-	if last == 0 || p.isDown.Load() {
-		return cost
-	}
-	p.inSeq.Store(last)
-	if !p.batch || p.inUnacked.Add(done) >= p.ackEvery {
-		p.inUnacked.Store(0)
-		f.stats.acks.Add(1)
-		f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Ack{Ack: &linkpb.Ack{Seq: last}}})
-	}
+	p.acknowledge(last, done)
 	return cost
 }
 

@@ -44,6 +44,8 @@ type Stats struct {
 	// envelopes of their own (the others ride on Batches and heartbeats).
 	Batches uint64 `json:"batches"`
 	Acks    uint64 `json:"acks"`
+	// Packed: Batches that carried small messages packed (of Batches).
+	Packed uint64 `json:"packed"`
 	// Unsent: chunks Send accepted that were still pending when their
 	// link went down (their node hears NodeDown: nothing of that session
 	// is delivered after it anyway).
@@ -88,6 +90,7 @@ func (f *Federation) Stats() Stats {
 		DialFailures: f.stats.dialFails.Load(),
 		Batches:      f.stats.batches.Load(),
 		Acks:         f.stats.acks.Load(),
+		Packed:       f.stats.packed.Load(),
 		Unsent:       f.stats.unsent.Load(),
 		HostPanics:   f.stats.hostPanics.Load(),
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // What crosses a link is untrusted: these bound what a peer may say.
@@ -118,4 +119,33 @@ func (r *reassembler) add(d *linkpb.Data) (msg []byte, done bool, err error) {
 	}
 	msg, r.buf = r.buf, nil
 	return msg, true, nil
+}
+
+// packMax is the largest message a Batch packs (Batch.packed); larger
+// ones travel as Data.
+const packMax = 1 << 10
+
+// unpack walks a Batch's packed messages, the first numbered first: each
+// a varint length, then that many bytes, at most packMax. fn gets each in
+// turn, a slice of packed (not a copy); an error from fn ends the walk.
+// Packed bytes that do not parse, or a message over packMax, are an error
+// (the link ends): nothing past them is taken.
+func unpack(first uint64, packed []byte, fn func(seq uint64, msg []byte) error) error {
+	if first == 0 {
+		return errors.New("packed messages numbered from 0")
+	}
+	for seq := first; len(packed) > 0; seq++ {
+		msg, n := protowire.ConsumeBytes(packed)
+		if n < 0 {
+			return fmt.Errorf("packed message %d does not parse", seq)
+		}
+		if len(msg) > packMax {
+			return fmt.Errorf("packed message %d of %d bytes, past %d", seq, len(msg), packMax)
+		}
+		if err := fn(seq, msg[:len(msg):len(msg)]); err != nil {
+			return err
+		}
+		packed = packed[n:]
+	}
+	return nil
 }

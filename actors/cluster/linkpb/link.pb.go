@@ -38,6 +38,9 @@ const (
 	// Batch.ack and Heartbeat.ack: it need not be sent an Ack for every
 	// pass of deliveries.
 	Feature_FEATURE_BATCH Feature = 1
+	// The node takes Batch.packed: small whole messages packed in one
+	// bytes field.
+	Feature_FEATURE_PACKED Feature = 2
 )
 
 // Enum value maps for Feature.
@@ -45,10 +48,12 @@ var (
 	Feature_name = map[int32]string{
 		0: "FEATURE_NONE",
 		1: "FEATURE_BATCH",
+		2: "FEATURE_PACKED",
 	}
 	Feature_value = map[string]int32{
-		"FEATURE_NONE":  0,
-		"FEATURE_BATCH": 1,
+		"FEATURE_NONE":   0,
+		"FEATURE_BATCH":  1,
+		"FEATURE_PACKED": 2,
 	}
 )
 
@@ -470,9 +475,14 @@ func (x *Ack) GetSeq() uint64 {
 // acknowledgement of what the sender delivered from the receiver (0: none;
 // as Ack.seq otherwise). Sent only to a node whose Hello has FEATURE_BATCH.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []*Data                `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
-	Ack           uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []*Data                `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
+	Ack   uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`
+	// To a node with FEATURE_PACKED, instead of data: whole messages of at
+	// most 1 KiB, each a varint length then its bytes, the first numbered
+	// first, each next one more (each counts as a Data of one chunk).
+	First         uint64 `protobuf:"varint,3,opt,name=first,proto3" json:"first,omitempty"`
+	Packed        []byte `protobuf:"bytes,4,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -519,6 +529,20 @@ func (x *Batch) GetAck() uint64 {
 		return x.Ack
 	}
 	return 0
+}
+
+func (x *Batch) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *Batch) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
+	}
+	return nil
 }
 
 // Heartbeat says the sender is alive; any envelope does too. To a node
@@ -669,20 +693,23 @@ const file_link_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\fR\x05bytes\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"E\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"s\n" +
 	"\x05Batch\x12*\n" +
 	"\x04data\x18\x01 \x03(\v2\x16.switchboard.link.DataR\x04data\x12\x10\n" +
-	"\x03ack\x18\x02 \x01(\x04R\x03ack\"\x1d\n" +
+	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12\x14\n" +
+	"\x05first\x18\x03 \x01(\x04R\x05first\x12\x16\n" +
+	"\x06packed\x18\x04 \x01(\fR\x06packed\"\x1d\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03ack\x18\x01 \x01(\x04R\x03ack\"[\n" +
 	"\x03Bye\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x06R\x02to\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress*.\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress*B\n" +
 	"\aFeature\x12\x10\n" +
 	"\fFEATURE_NONE\x10\x00\x12\x11\n" +
-	"\rFEATURE_BATCH\x10\x01B>Z<github.com/switchboard-ipc/switchboard/actors/cluster/linkpbb\x06proto3"
+	"\rFEATURE_BATCH\x10\x01\x12\x12\n" +
+	"\x0eFEATURE_PACKED\x10\x02B>Z<github.com/switchboard-ipc/switchboard/actors/cluster/linkpbb\x06proto3"
 
 var (
 	file_link_proto_rawDescOnce sync.Once
