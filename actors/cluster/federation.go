@@ -83,8 +83,8 @@ type Federation struct {
 
 	stats counters
 
-	// lost: addresses remote dead-lettered a message to; the ticker
-	// declares their links down (beat).
+	// lost: addresses remote dead-lettered a message to, and when; the
+	// ticker declares down their links made before then (beat).
 	lost sync.Map
 
 	// ballast raises the garbage collector's heap goal by the link
@@ -234,8 +234,14 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 			// would go. This may run under a peer's smu (remote
 			// publishes it on the sending goroutine): the link is
 			// declared down at the next heartbeat, under mu.
+			// Hellos and Byes are not: a probe's Hello finds no
+			// stream when the node there is gone, which the dial's
+			// backoff deals with.
+			if env, ok := t.Message.(*linkpb.Envelope); ok && (env.GetHello() != nil || env.GetBye() != nil) {
+				break
+			}
 			if t.PID != nil && t.PID.Id == linkActorName && !f.local(t.PID.Address) {
-				f.lost.Store(t.PID.Address, struct{}{})
+				f.lost.Store(t.PID.Address, time.Now())
 			}
 		}
 	})

@@ -91,8 +91,8 @@ func FuzzUnpack(f *testing.F) {
 			if seq != next {
 				t.Fatalf("message %d numbered %d", next, seq)
 			}
-			if len(msg) > packMax {
-				t.Fatalf("a packed message of %d bytes", len(msg))
+			if len(msg) > packMax || seq-first >= batchChunks {
+				t.Fatalf("packed message %d of %d bytes taken", seq-first, len(msg))
 			}
 			next++
 			total += len(msg) + 1

@@ -381,9 +381,11 @@ func (f *Federation) beat(now time.Time) {
 	if f.closed {
 		return
 	}
-	f.lost.Range(func(addr, _ any) bool {
+	f.lost.Range(func(addr, at any) bool {
 		f.lost.Delete(addr)
-		if p := f.byAddr[addr.(string)]; p != nil {
+		// Not a link made since (a new session there is not the one
+		// whose message was lost).
+		if p := f.byAddr[addr.(string)]; p != nil && p.created.Before(at.(time.Time)) {
 			f.downLocked(p, "remote dropped messages for it: no connection", 0)
 		}
 		return true

@@ -47,6 +47,7 @@ type peer struct {
 	packed      bool  // and small messages packed in them (FEATURE_PACKED)
 	ackEvery    int64 // bytes delivered that call for an Ack of their own
 
+	created   time.Time     // when its first Hello came
 	lastHeard atomic.Int64  // unix nanoseconds of the last envelope from it
 	isDown    atomic.Bool   // set under Federation.mu, read anywhere
 	announced atomic.Bool   // the host is told (or being told) NodeUp: Send may use it
@@ -99,6 +100,7 @@ func newPeer(f *Federation, session, local uint64, h *linkpb.Hello) *peer {
 		exited:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		r:        newReassembler(f.cfg.MaxMessage),
+		created:  time.Now(),
 	}
 	p.heard()
 	return p
@@ -408,11 +410,13 @@ func (p *peer) signal() {
 func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 	f := p.f
 	defer p.recoverHost()
+	for _, d := range ds { // all of it, whatever happens below
+		cost += int64(len(d.Bytes)) + frameCost
+	}
 	var done int64
 	var last uint64
 	for i, d := range ds {
 		ds[i] = nil
-		cost += int64(len(d.Bytes)) + frameCost
 		if p.isDown.Load() {
 			continue // fenced: nothing more from this session
 		}

@@ -126,15 +126,19 @@ func (r *reassembler) add(d *linkpb.Data) (msg []byte, done bool, err error) {
 const packMax = 1 << 10
 
 // unpack walks a Batch's packed messages, the first numbered first: each
-// a varint length, then that many bytes, at most packMax. fn gets each in
+// a varint length, then that many bytes, at most packMax; at most
+// batchChunks of them (what a sender packs in one Batch). fn gets each in
 // turn, a slice of packed (not a copy); an error from fn ends the walk.
-// Packed bytes that do not parse, or a message over packMax, are an error
-// (the link ends): nothing past them is taken.
+// Packed bytes that do not parse, a message over packMax or one too many
+// are an error (the link ends): nothing past them is taken.
 func unpack(first uint64, packed []byte, fn func(seq uint64, msg []byte) error) error {
 	if first == 0 {
 		return errors.New("packed messages numbered from 0")
 	}
 	for seq := first; len(packed) > 0; seq++ {
+		if seq-first == batchChunks {
+			return fmt.Errorf("more than %d packed messages in a batch", batchChunks)
+		}
 		msg, n := protowire.ConsumeBytes(packed)
 		if n < 0 {
 			return fmt.Errorf("packed message %d does not parse", seq)

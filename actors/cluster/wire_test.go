@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"fmt"
+
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -207,5 +209,36 @@ func TestNodeNames(t *testing.T) {
 	defer f.Close()
 	if err := f.Start("nöde", "i1", nopHost{}); err == nil || !strings.Contains(err.Error(), "node name") {
 		t.Fatalf("Start as nöde: %v, want a node name error", err)
+	}
+}
+
+// TestUnpack: packed messages come out numbered on from first, as slices
+// of the batch; what a sender never packs ends the link.
+func TestUnpack(t *testing.T) {
+	var got []string
+	err := unpack(7, []byte{1, 'a', 0, 2, 'b', 'c'}, func(seq uint64, msg []byte) error {
+		got = append(got, fmt.Sprintf("%d:%s", seq, msg))
+		return nil
+	})
+	if err != nil || strings.Join(got, " ") != "7:a 8: 9:bc" {
+		t.Fatalf("unpack: %v, %v", got, err)
+	}
+	many := bytes.Repeat([]byte{0}, batchChunks+1)
+	big := append(protowire.AppendVarint(nil, packMax+1), make([]byte, packMax+1)...)
+	for name, c := range map[string]struct {
+		first  uint64
+		packed []byte
+	}{
+		"first 0":   {0, []byte{1, 'a'}},
+		"cut short": {1, []byte{5, 'a'}},
+		"too large": {1, big},
+		"too many":  {1, many},
+	} {
+		if err := unpack(c.first, c.packed, func(uint64, []byte) error { return nil }); err == nil {
+			t.Errorf("%s: taken", name)
+		}
+	}
+	if err := unpack(1, many[:batchChunks], func(uint64, []byte) error { return nil }); err != nil {
+		t.Errorf("%d empty messages: %v", batchChunks, err)
 	}
 }
