@@ -380,25 +380,12 @@ func TestLinkAcksRideAlong(t *testing.T) {
 // TestLinkV1Peer: a node that speaks the link's first version (no
 // batches, an Ack for every pass) and a current one link and exchange
 // messages both ways, in order, small and chunked, with nothing held
-// unacknowledged.
+// unacknowledged; neither sends a Batch.
 func TestLinkV1Peer(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{env: []string{"SBM_V1=1"}})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
-	for _, pair := range [][2]*member{{n1, n2}, {n2, n1}} {
-		from, to := pair[0], pair[1]
-		if got := from.do("send", to.name, 2000, 64); got != "2000 0 " {
-			t.Fatalf("%s → %s: %q", from.name, to.name, got)
-		}
-		if got := from.do("send", to.name, 3, 600<<10); got != "3 0 " {
-			t.Fatalf("%s → %s, chunked: %q", from.name, to.name, got)
-		}
-		waitCount(t, to, from.name, 2003)
-	}
+	n1, n2 := exchangeAcrossVersions(t, "SBM_V1=1")
 	s1, s2 := stats(t, n1), stats(t, n2)
 	if s1.Batches != 0 || s2.Batches != 0 {
 		t.Fatalf("batches sent: n1 %d, n2 %d: want none on a link with a first-version node", s1.Batches, s2.Batches)
@@ -406,29 +393,35 @@ func TestLinkV1Peer(t *testing.T) {
 	if s2.Acks == 0 {
 		t.Fatal("n2 sent the first-version node no Ack envelope")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a, b := stats(t, n1), stats(t, n2)
-		if len(a.Links) == 1 && len(b.Links) == 1 && a.Links[0].Unacked == 0 && b.Links[0].Unacked == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("unacknowledged: n1 %+v, n2 %+v", a.Links, b.Links)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitAcked(t, n1, n2)
 }
 
-// TestLinkBatchOnlyPeer: a node that speaks the link's first version (no
-// batches, an Ack for every pass) and a current one link and exchange
-// messages both ways, in order, small and chunked, with nothing held
-// unacknowledged.
+// TestLinkBatchOnlyPeer: a node that takes batches but not packed ones
+// (FEATURE_BATCH alone) and a current one link and exchange messages both
+// ways, as TestLinkV1Peer; the current node sends it no packed batch and
+// no Ack envelope.
 func TestLinkBatchOnlyPeer(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{env: []string{"SBM_NOPACK=1"}})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
+	n1, n2 := exchangeAcrossVersions(t, "SBM_NOPACK=1")
+	s1, s2 := stats(t, n1), stats(t, n2)
+	if s1.Packed != 0 || s2.Packed != 0 || s1.Batches == 0 || s2.Batches == 0 {
+		t.Fatalf("batches n1 %d (%d packed), n2 %d (%d packed): want batches, none packed", s1.Batches, s1.Packed, s2.Batches, s2.Packed)
+	}
+	if s2.Acks != 0 {
+		t.Fatalf("n2 sent %d Ack envelopes to a node that takes acknowledgements in batches", s2.Acks)
+	}
+	waitAcked(t, n1, n2)
+}
+
+// exchangeAcrossVersions starts n1 speaking an older version of the link
+// (env), n2 the current one, and has each send the other 2,000 small
+// messages and 3 chunked ones, checked in order.
+func exchangeAcrossVersions(t *testing.T, env string) (n1, n2 *member) {
+	t.Helper()
+	n1 = startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{env: []string{env}})
+	n2 = startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
 	n1.wait("up n2 an2", 10*time.Second)
 	n2.wait("up n1 an1", 10*time.Second)
 	for _, pair := range [][2]*member{{n1, n2}, {n2, n1}} {
@@ -441,13 +434,13 @@ func TestLinkBatchOnlyPeer(t *testing.T) {
 		}
 		waitCount(t, to, from.name, 2003)
 	}
-	s1, s2 := stats(t, n1), stats(t, n2)
-	if s1.Packed != 0 || s2.Packed != 0 || s1.Batches == 0 || s2.Batches == 0 {
-		t.Fatalf("batches n1 %d (%d packed), n2 %d (%d packed): want batches, none packed", s1.Batches, s1.Packed, s2.Batches, s2.Packed)
-	}
-	if s2.Acks != 0 {
-		t.Fatalf("n2 sent %d Ack envelopes to a node that takes acknowledgements in batches", s2.Acks)
-	}
+	return n1, n2
+}
+
+// waitAcked waits until neither of two linked members holds anything
+// unacknowledged.
+func waitAcked(t *testing.T, n1, n2 *member) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		a, b := stats(t, n1), stats(t, n2)
