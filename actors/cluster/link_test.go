@@ -245,12 +245,13 @@ func TestLinkHungNode(t *testing.T) {
 		return
 	}
 	ms := startThree(t, memberOpts{})
-	// n3 streams faster than the link carries: when it stops, some of
-	// what it accepted is still queued; once it resumes, that crosses in
+	// n3 keeps its link's budget (64 MiB) full of 16 KiB messages: when
+	// it stops, most of that is still queued in it (the network holds at
+	// most the links' 16 MiB windows); once it resumes, that crosses in
 	// the session n1 has fenced (counted stale there), or is dropped
 	// unsent if n3 learns first that the session is over (its Unsent):
 	// either way n1 delivers none of it.
-	stream := ms["n3"].start("stream", "n1")
+	stream := ms["n3"].start("stream", "n1", 16<<10)
 	time.Sleep(200 * time.Millisecond)
 	stopped := time.Now()
 	ms["n3"].cmd.Process.Signal(syscall.SIGSTOP)

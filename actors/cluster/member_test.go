@@ -184,19 +184,21 @@ func memberMain() int {
 				ok++
 			}
 			h.printf("%s %d %d %s", id, ok, fails, first)
-		case "stream": // stream ID NODE: send until Send fails, then answer
-			// It sends as fast as it can, faster than the link carries:
-			// a backlog builds up (until the budget refuses), so that
-			// some is always queued when the node is stopped.
+		case "stream": // stream ID NODE SIZE: send until Send fails (but for the budget), then answer
+			// It keeps the link's budget full: a Send the budget refuses
+			// is tried again, so that most of a budget's worth is always
+			// queued in the node (the network holds at most the links'
+			// 16 MiB windows), whenever the node is stopped.
 			// It stops at its node's NodeDown too: a session of the
 			// link, never the next one.
+			size, _ := strconv.Atoi(args[1])
 			h.mu.Lock()
 			node, seq, downs := args[0], h.seqs[args[0]], h.downs[args[0]]
 			h.mu.Unlock()
 			go func() {
 				ok := 0
 				for {
-					msg := make([]byte, 64)
+					msg := make([]byte, max(size, 8))
 					binary.LittleEndian.PutUint64(msg, seq)
 					h.mu.Lock()
 					err := f.Send(node, msg)
@@ -204,6 +206,10 @@ func memberMain() int {
 						err = errors.New("node down")
 					}
 					h.mu.Unlock()
+					if errors.Is(err, ErrBudget) {
+						time.Sleep(200 * time.Microsecond)
+						continue
+					}
 					if err != nil {
 						h.printf("%s %d %s", id, ok, strings.ReplaceAll(err.Error(), " ", "_"))
 						return
