@@ -77,7 +77,9 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 	case *pb.FedMessage_Direct:
 		fs.direct(node, b.Direct)
 	case *pb.FedMessage_Publish:
-		fs.publishIn(node, b.Publish.GetFrom(), b.Publish.GetGroup(), b.Publish.GetPayload(), nil)
+		var ob conn.Outbox
+		fs.publishIn(node, b.Publish.GetFrom(), b.Publish.GetGroup(), b.Publish.GetPayload(), &ob)
+		ob.Flush()
 	case *pb.FedMessage_Request:
 		fs.requestIn(node, b.Request)
 	case *pb.FedMessage_Reply:
@@ -232,8 +234,8 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 }
 
 // publishIn hands a remote publication to this node's members of its
-// group (ob: gathered for a pass of the link; nil: sent at once).
-func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte, ob *fedOutbox) {
+// group, gathered in ob (the caller flushes it).
+func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte, ob *conn.Outbox) {
 	fs.mu.RLock()
 	_, fc := fs.sender(node, from)
 	fs.mu.RUnlock()
@@ -264,7 +266,7 @@ func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte
 			continue
 		}
 		fs.n.delivered.Add(1)
-		ob.add(t, d)
+		ob.Add(t, d)
 	}
 }
 

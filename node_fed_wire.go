@@ -102,28 +102,32 @@ func parseFedPublish(msg []byte) (from uint64, group string, payload []byte, ok 
 // in a row are handed to their local members together, one batch per
 // member, instead of one at a time.
 func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
-	var ob fedOutbox
+	var ob conn.Outbox
 	monitored := func() bool { p := fs.n.monitors.Load(); return p != nil && len(*p) > 0 }
 	for _, msg := range msgs {
 		if from, group, payload, ok := parseFedPublish(msg); ok && !monitored() {
 			fs.publishGathered(node, from, group, payload, &ob)
-			if ob.n >= fedOutboxMax {
-				ob.flush()
+			if ob.Len() >= fedOutboxMax {
+				ob.Flush()
 			}
 			continue
 		}
 		// Anything else may reach the same connections another way:
 		// what is gathered goes first.
-		ob.flush()
+		ob.Flush()
 		fs.Deliver(node, msg)
 	}
-	ob.flush()
+	ob.Flush()
 }
+
+// fedOutboxMax bounds the deliveries gathered before they are handed over
+// (a pass of the link may hold thousands of publications).
+const fedOutboxMax = 1024
 
 // publishGathered is Deliver's publication, gathered in ob: counted, and
 // a panic (a bug of this node's, on another node's input) loses only this
 // message, counted apart, as in Deliver.
-func (fs *fedState) publishGathered(node string, from uint64, group string, payload []byte, ob *fedOutbox) {
+func (fs *fedState) publishGathered(node string, from uint64, group string, payload []byte, ob *conn.Outbox) {
 	fs.received.Add(1)
 	defer func() {
 		if v := recover(); v != nil {
@@ -132,55 +136,4 @@ func (fs *fedState) publishGathered(node string, from uint64, group string, payl
 		}
 	}()
 	fs.publishIn(node, from, group, payload, ob)
-}
-
-// fedOutboxBatch bounds the deliveries to one connection handed over at
-// once, as a pump's pass bounds a local sender's; fedOutboxMax the
-// deliveries gathered before they are handed over (a pass of the link may
-// hold thousands of publications).
-const (
-	fedOutboxBatch = 256
-	fedOutboxMax   = 1024
-)
-
-// fedOutbox gathers a pass's deliveries per local connection, in order.
-// The zero value is empty; nil sends at once.
-type fedOutbox struct {
-	n     int // deliveries gathered
-	index map[*conn.Endpoint]int
-	order []*conn.Endpoint
-	evs   [][]*conn.Delivery
-}
-
-func (ob *fedOutbox) add(to *conn.Endpoint, d *conn.Delivery) {
-	if ob == nil {
-		to.SendEvents([]*conn.Delivery{d})
-		return
-	}
-	if ob.index == nil {
-		ob.index = map[*conn.Endpoint]int{}
-	}
-	i, ok := ob.index[to]
-	if !ok {
-		i = len(ob.order)
-		ob.index[to] = i
-		ob.order = append(ob.order, to)
-		ob.evs = append(ob.evs, nil)
-	}
-	ob.evs[i] = append(ob.evs[i], d)
-	ob.n++
-}
-
-// flush hands each connection its deliveries, at most fedOutboxBatch to
-// a batch (SendEvents owns each batch from then on).
-func (ob *fedOutbox) flush() {
-	for i, to := range ob.order {
-		for evs := ob.evs[i]; len(evs) > 0; {
-			k := min(len(evs), fedOutboxBatch)
-			to.SendEvents(evs[:k:k])
-			evs = evs[k:]
-		}
-	}
-	clear(ob.index)
-	ob.order, ob.evs, ob.n = ob.order[:0], ob.evs[:0], 0
 }

@@ -57,12 +57,9 @@ type busState struct {
 	inMu     sync.Mutex
 	incoming map[handle]Caller // requests delivered to this client, by handle, with their caller
 	inClosed bool
-	outbox   map[*Endpoint]int // a destination's index in outOrder and outQ, this batch
-	outOrder []*Endpoint
-	outQ     [][]*Delivery // this batch's events for outOrder[i]
-	outHint  int           // the most events one destination had in the last batch: a new destination's first capacity
-	lastDest string        // the destination of the last bus frame routed (DestName)
-	shared   []Delivery    // SharedDelivery's current array
+	out      Outbox     // this batch's events for other connections
+	lastDest string     // the destination of the last bus frame routed (DestName)
+	shared   []Delivery // SharedDelivery's current array
 }
 
 // peerCall is one request of this connection to one peer or a group.
@@ -180,7 +177,28 @@ func (c *Endpoint) PostResult(r *PeerResult) { c.sys.Root.Send(c.pid, r) }
 // this connection's pump only (from Route): the events go out when the
 // pump has read its batch of frames, one actor message per destination,
 // in the order Deliver was called.
-func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
+func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) { c.bus.out.Add(dst, ev) }
+
+func (c *Endpoint) flushOutbox() { c.bus.out.Flush() }
+
+// Outbox gathers events for several connections and hands each its share
+// as one batch (SendEvents) when flushed, in the order they were added:
+// one actor message per destination per batch instead of one per event.
+// The zero value is empty. One goroutine at a time: a connection's pump
+// (Deliver), or the node's delivery of a pass of another node's messages.
+// What reaches a destination another way in the meantime overtakes what
+// is gathered: its owner flushes first.
+type Outbox struct {
+	index map[*Endpoint]int // a destination's index in order and queue
+	order []*Endpoint
+	queue [][]*Delivery // the events gathered for order[i]
+	hint  int           // the most one destination had last time: a new destination's first capacity
+	n     int           // events gathered
+}
+
+// Add gathers ev for dst. One Delivery may go to several destinations,
+// and must not change once given (see Deliver).
+func (o *Outbox) Add(dst *Endpoint, ev *Delivery) {
 	if dst.saturated() {
 		// Its mailbox already holds all it may: the event would be dropped
 		// when the batch goes out. Count it now, for the price of an
@@ -190,36 +208,41 @@ func (c *Endpoint) Deliver(dst *Endpoint, ev *Delivery) {
 		dst.requestDropped(ev)
 		return
 	}
-	if c.bus.outbox == nil {
-		c.bus.outbox = map[*Endpoint]int{}
+	if o.index == nil {
+		o.index = map[*Endpoint]int{}
 	}
-	i, ok := c.bus.outbox[dst]
+	i, ok := o.index[dst]
 	if !ok {
-		i = len(c.bus.outOrder)
-		c.bus.outbox[dst] = i
-		c.bus.outOrder = append(c.bus.outOrder, dst)
+		i = len(o.order)
+		o.index[dst] = i
+		o.order = append(o.order, dst)
 		// As many as the busiest destination had last time: a group's
 		// members each get one array of the right size per batch.
-		c.bus.outQ = append(c.bus.outQ, make([]*Delivery, 0, max(c.bus.outHint, 4)))
+		o.queue = append(o.queue, make([]*Delivery, 0, max(o.hint, 4)))
 	}
-	c.bus.outQ[i] = append(c.bus.outQ[i], ev)
+	o.queue[i] = append(o.queue[i], ev)
+	o.n++
 }
 
-func (c *Endpoint) flushOutbox() {
-	if len(c.bus.outOrder) == 0 {
+// Len returns how many events are gathered.
+func (o *Outbox) Len() int { return o.n }
+
+// Flush hands each destination what was gathered for it.
+func (o *Outbox) Flush() {
+	if len(o.order) == 0 {
 		return
 	}
 	most := 0
-	for i, dst := range c.bus.outOrder {
-		evs := c.bus.outQ[i]
+	for i, dst := range o.order {
+		evs := o.queue[i]
 		most = max(most, len(evs))
 		dst.SendEvents(evs) // the destination's now
-		delete(c.bus.outbox, dst)
+		delete(o.index, dst)
 	}
-	c.bus.outHint = min(most, 64) // a batch is at most 64 frames (serveRequests)
-	clear(c.bus.outOrder)
-	clear(c.bus.outQ)
-	c.bus.outOrder, c.bus.outQ = c.bus.outOrder[:0], c.bus.outQ[:0]
+	o.hint = min(most, 64) // a pump's batch is at most 64 frames (serveRequests)
+	clear(o.order)
+	clear(o.queue)
+	o.order, o.queue, o.n = o.order[:0], o.queue[:0], 0
 }
 
 // saturated reports whether the connection's mailbox holds as many events
