@@ -258,27 +258,14 @@ func (p *peer) figures() (unacked int64, sent uint64) {
 // peer has sent past its budget (it ignores our acknowledgements): the
 // link must close.
 func (p *peer) take(ds []*linkpb.Data) bool {
-	p.imu.Lock()
-	if p.ready && !p.delivering && len(p.inbox) == 0 {
-		p.delivering = true
-		p.imu.Unlock()
-		p.inPlace.Store(true)
-		p.deliver(ds)
-		p.heard() // nothing was read meanwhile: not silent for that
-		p.inPlace.Store(false)
-		p.imu.Lock()
-		p.delivering = false
-		signal := len(p.inbox) > 0 || !p.ready
-		p.imu.Unlock()
-		if signal {
-			p.signal()
-		}
+	if p.inPlaceDo(func() { p.deliver(ds) }) {
 		return true
 	}
 	var cost int64
 	for _, d := range ds {
 		cost += int64(len(d.Bytes)) + frameCost
 	}
+	p.imu.Lock()
 	if p.inboxBytes+cost > p.f.cfg.Budget {
 		p.imu.Unlock()
 		return false
@@ -290,29 +277,41 @@ func (p *peer) take(ds []*linkpb.Data) bool {
 	return true
 }
 
+// inPlaceDo runs deliver on the calling goroutine if delivery may happen
+// in place now (the host heard NodeUp, nothing is queued, nobody else is
+// delivering), owning delivery meanwhile, and reports whether it did.
+// Else the caller queues what it has; run delivers it (a reader is alone
+// on its stream, so nothing of its own overtakes it meanwhile).
+func (p *peer) inPlaceDo(deliver func()) bool {
+	p.imu.Lock()
+	if !p.ready || p.delivering || len(p.inbox) > 0 {
+		p.imu.Unlock()
+		return false
+	}
+	p.delivering = true
+	p.imu.Unlock()
+	p.inPlace.Store(true)
+	deliver()
+	p.heard() // nothing was read meanwhile: not silent for that
+	p.inPlace.Store(false)
+	p.imu.Lock()
+	p.delivering = false
+	signal := len(p.inbox) > 0 || !p.ready
+	p.imu.Unlock()
+	if signal {
+		p.signal()
+	}
+	return true
+}
+
 // takePacked is take for a Batch's packed messages: delivered in place
 // from packed itself, or queued as Data (rarely: while the host hears
 // NodeUp or another delivery is under way). It reports false when the
 // peer sent past its budget; a malformed batch takes the link down.
 func (p *peer) takePacked(first uint64, packed []byte) bool {
-	p.imu.Lock()
-	if p.ready && !p.delivering && len(p.inbox) == 0 {
-		p.delivering = true
-		p.imu.Unlock()
-		p.inPlace.Store(true)
-		p.deliverPacked(first, packed)
-		p.heard()
-		p.inPlace.Store(false)
-		p.imu.Lock()
-		p.delivering = false
-		signal := len(p.inbox) > 0 || !p.ready
-		p.imu.Unlock()
-		if signal {
-			p.signal()
-		}
+	if p.inPlaceDo(func() { p.deliverPacked(first, packed) }) {
 		return true
 	}
-	p.imu.Unlock()
 	var ds []*linkpb.Data
 	if err := unpack(first, packed, func(seq uint64, msg []byte) error {
 		ds = append(ds, &linkpb.Data{Seq: seq, Count: 1, Size: uint64(len(msg)), Bytes: msg})
