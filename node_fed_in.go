@@ -19,12 +19,7 @@ import (
 // crash or stop the node.
 func (fs *fedState) Deliver(node string, msg []byte) {
 	fs.received.Add(1)
-	defer func() {
-		if v := recover(); v != nil { // our bug, on another node's input: this message is lost, counted apart
-			fs.panics.Add(1)
-			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
-		}
-	}()
+	defer fs.recoverMessage(node)
 	var m pb.FedMessage
 	if err := gproto.Unmarshal(msg, &m); err != nil {
 		fs.bad(node, "undecodable: "+err.Error())
@@ -92,6 +87,16 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 		fs.nameOwnerIn(node, b.NameOwner)
 	default: // a newer node's kind (or none): skew, not an error
 		fs.unknown.Add(1)
+	}
+}
+
+// recoverMessage, deferred by what handles one message from node, turns a
+// panic (our bug, on another node's input) into that message's loss,
+// counted apart (Panics) and logged.
+func (fs *fedState) recoverMessage(node string) {
+	if v := recover(); v != nil {
+		fs.panics.Add(1)
+		fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
 	}
 }
 
@@ -374,9 +379,7 @@ func (n *Node) fedMonitor(from string, kind uint16, dest string, to *conn.Endpoi
 
 // replyIn completes one of this node's requests to a remote connection.
 func (fs *fedState) replyIn(node string, r *pb.FedReply) {
-	fs.mu.RLock()
-	p := fs.peers[node]
-	fs.mu.RUnlock()
+	p := fs.peer(node)
 	if p == nil {
 		fs.bad(node, "a message from a node that is not up")
 		return
@@ -395,9 +398,7 @@ func (fs *fedState) replyIn(node string, r *pb.FedReply) {
 
 // cancelIn: a remote caller stopped waiting.
 func (fs *fedState) cancelIn(node string, c *pb.FedCancel) {
-	fs.mu.RLock()
-	p := fs.peers[node]
-	fs.mu.RUnlock()
+	p := fs.peer(node)
 	if p == nil {
 		fs.bad(node, "a message from a node that is not up")
 		return

@@ -1,7 +1,6 @@
 package switchboard
 
 import (
-	"log/slog"
 	"unicode/utf8"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
@@ -129,11 +128,6 @@ const fedOutboxMax = 1024
 // message, counted apart, as in Deliver.
 func (fs *fedState) publishGathered(node string, from uint64, group string, payload []byte, ob *conn.Outbox) {
 	fs.received.Add(1)
-	defer func() {
-		if v := recover(); v != nil {
-			fs.panics.Add(1)
-			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
-		}
-	}()
+	defer fs.recoverMessage(node)
 	fs.publishIn(node, from, group, payload, ob)
 }
