@@ -89,19 +89,9 @@ func (t *table) ownArb(c *conn.Endpoint, name string, id uint64) {
 
 // releaseArb withdraws c's claim on name.
 func (t *table) releaseArb(c *conn.Endpoint, name string) {
-	q := t.names[name]
-	pos := slices.Index(q, c)
+	q, pos := t.unqueue(c, name)
 	if pos < 0 {
 		return
-	}
-	if e := t.byID[c.ID()]; e != nil {
-		delete(e.names, name)
-	}
-	q = slices.Delete(q, pos, pos+1)
-	if len(q) == 0 {
-		delete(t.names, name)
-	} else {
-		t.names[name] = q
 	}
 	if w := t.words[name]; w != nil {
 		w.waiting = slices.DeleteFunc(w.waiting, func(o ownWait) bool {

@@ -379,10 +379,26 @@ func (t *table) own(c *conn.Endpoint, name string) conn.Result {
 // release takes c out of name's queue; if it owned the name, the next in
 // line gets it.
 func (t *table) release(c *conn.Endpoint, name string) {
+	q, pos := t.unqueue(c, name)
+	if pos < 0 {
+		return
+	}
+	if pos == 0 {
+		var next *conn.Endpoint
+		if len(q) > 0 {
+			next = q[0]
+		}
+		t.handover(name, c, next, "")
+	}
+}
+
+// unqueue takes c out of name's queue and its entry's names; it returns
+// the queue left and where c stood (-1: not in it, nothing changed).
+func (t *table) unqueue(c *conn.Endpoint, name string) ([]*conn.Endpoint, int) {
 	q := t.names[name]
 	pos := slices.Index(q, c)
 	if pos < 0 {
-		return
+		return q, -1
 	}
 	if e := t.byID[c.ID()]; e != nil {
 		delete(e.names, name)
@@ -393,13 +409,7 @@ func (t *table) release(c *conn.Endpoint, name string) {
 	} else {
 		t.names[name] = q
 	}
-	if pos == 0 {
-		var next *conn.Endpoint
-		if len(q) > 0 {
-			next = q[0]
-		}
-		t.handover(name, c, next, "")
-	}
+	return q, pos
 }
 
 // handover announces a name's new owner (nil: none) and updates the
