@@ -21,10 +21,7 @@ func benchLink(b *testing.B, size int) {
 	if !inNetns(b) {
 		return
 	}
-	n1 := startMember(b, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(b, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(b, memberOpts{}, memberOpts{})
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	start := time.Now()
@@ -51,10 +48,7 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 	if !inNetns(b) {
 		return
 	}
-	n1 := startMember(b, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(b, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, _ := startTwo(b, memberOpts{}, memberOpts{})
 	b.ResetTimer()
 	var ns int64
 	fmt.Sscan(n1.do("ping", "n2", b.N, 64), &ns)

@@ -23,19 +23,9 @@ func TestLinkSurvivesHostileStreams(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 
-	conn, err := grpc.NewClient(addrs["n1"], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := remote.NewRemotingClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	client, ctx := rawClient(t, addrs["n1"])
 	if _, err := client.ListProcesses(ctx, &remote.ListProcessesRequest{}); err == nil {
 		t.Fatal("ListProcesses answered")
 	}
@@ -77,10 +67,7 @@ func TestLinkSecret(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	other := filepath.Join(t.TempDir(), "other")
 	if err := os.WriteFile(other, []byte("not the cluster's secret at all"), 0o600); err != nil {
 		t.Fatal(err)
@@ -123,10 +110,7 @@ func TestLinkImpostor(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	before := stats(t, n1).RefusedOut
 	// Listens at n4's address, says it is n2 at n2's.
 	startMember(t, "n2", "evil", addrs["n4"], []string{addrs["n1"]}, memberOpts{env: []string{"SBM_ADVERTISE=" + addrs["n2"]}})
@@ -156,20 +140,11 @@ func TestLinkSelfAddressHello(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	before := stats(t, n1)
 
-	conn, err := grpc.NewClient(addrs["n1"], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := remote.NewRemotingClient(conn).Receive(ctx)
+	client, ctx := rawClient(t, addrs["n1"])
+	stream, err := client.Receive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,4 +169,19 @@ func TestLinkSelfAddressHello(t *testing.T) {
 	if s := stats(t, n1); s.Protocol < before.Protocol+2 {
 		t.Fatalf("n1 counted %d protocol errors, want %d more", s.Protocol, 2)
 	}
+}
+
+// rawClient dials a node's link port as remote's own client would, with
+// none of the link's checks on what it sends; the connection and the
+// context (10 s) end with the test.
+func rawClient(t *testing.T, addr string) (remote.RemotingClient, context.Context) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return remote.NewRemotingClient(conn), ctx
 }

@@ -11,6 +11,17 @@ import (
 
 var addrs = map[string]string{"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7102", "n3": "127.0.0.1:7103", "n4": "127.0.0.1:7104"}
 
+// startTwo starts n1 (with o1) and n2 (with o2), each dialling the other,
+// and waits until each has the other up.
+func startTwo(t testing.TB, o1, o2 memberOpts) (n1, n2 *member) {
+	t.Helper()
+	n1 = startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, o1)
+	n2 = startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, o2)
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
+	return n1, n2
+}
+
 // startThree starts n1, n2 and n3, each dialling the other two, and waits
 // until every one has the other two up.
 func startThree(t testing.TB, o memberOpts) map[string]*member {
@@ -179,10 +190,7 @@ func TestLinkBudgetDisconnect(t *testing.T) {
 		return
 	}
 	const budget = 20 << 20
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{budget: budget, env: []string{"SBM_OVERFLOW=disconnect"}})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{budget: budget})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{budget: budget, env: []string{"SBM_OVERFLOW=disconnect"}}, memberOpts{budget: budget})
 	n2.do("stall")
 	var ok, refused int
 	var why string
@@ -310,10 +318,7 @@ func TestLinkReset(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	if got := n1.do("send", "n2", 10, 64); got != "10 0 " {
 		t.Fatalf("n1 → n2: %q", got)
 	}
@@ -346,10 +351,7 @@ func TestLinkAcksRideAlong(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	const n = 5000
 	if got := n1.do("send", "n2", n, 64); got != fmt.Sprintf("%d 0 ", n) {
 		t.Fatalf("send: %q", got)
@@ -421,10 +423,7 @@ func TestLinkBatchOnlyPeer(t *testing.T) {
 // messages and 3 chunked ones, checked in order.
 func exchangeAcrossVersions(t *testing.T, env string) (n1, n2 *member) {
 	t.Helper()
-	n1 = startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{env: []string{env}})
-	n2 = startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 = startTwo(t, memberOpts{env: []string{env}}, memberOpts{})
 	for _, pair := range [][2]*member{{n1, n2}, {n2, n1}} {
 		from, to := pair[0], pair[1]
 		if got := from.do("send", to.name, 2000, 64); got != "2000 0 " {
@@ -482,10 +481,7 @@ func TestLinkHostPanics(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"]}, memberOpts{})
-	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"]}, memberOpts{})
-	n1.wait("up n2 an2", 10*time.Second)
-	n2.wait("up n1 an1", 10*time.Second)
+	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
 	if got := n1.do("panic", "n2"); got != "<nil>" {
 		t.Fatalf("panic: %q", got)
 	}
