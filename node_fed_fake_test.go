@@ -1,9 +1,7 @@
 package switchboard
 
 import (
-	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -167,25 +165,7 @@ func (cl *fakeCluster) down(node, reason string) {
 // startFedNode runs a node named name in cl.
 func startFedNode(t testing.TB, cl *fakeCluster, name string, opts ...NodeOption) *Node {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "node.sock")
-	n, err := NewNode(append([]NodeOption{WithSocket(path), WithNodeName(name), WithFederation(cl.fed())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	})
-	return n
+	return startNode(t, append([]NodeOption{WithNodeName(name), WithFederation(cl.fed())}, opts...)...)
 }
 
 // heal joins f, cut off by down, to the others again, in the same
