@@ -89,61 +89,37 @@ func nodesOf(ci switchboard.ClusterInfo, now time.Time) nodesJSON {
 }
 
 func cmdNodes(ctx context.Context, std stdio, args []string) int {
-	fs := newFlagSet("nodes", nodesHelp)
-	var cf clientFlags
-	cf.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON (stable field names)")
-	var width widthFlag
-	width.register(fs)
-	rest, code, ok := parseArgs(fs, args, std)
-	if !ok {
-		return code
-	}
-	if len(rest) != 0 {
-		fmt.Fprintf(std.stderr, "switchboard nodes: unexpected argument %q\n", rest[0])
-		return exitUsage
-	}
-	c, code := cf.connect(ctx, std)
-	if c == nil {
-		return code
-	}
-	defer c.Close()
-	cctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	ci, err := clusterNodes(cctx, c)
-	if err != nil {
-		return failed(std, err)
-	}
-	now := time.Now()
-	out := nodesOf(ci, now)
-	if *asJSON {
-		return printJSON(std, out)
-	}
-	if !ci.Federated {
-		fmt.Fprintf(std.stdout, "node %s is not federated: its configuration has no [cluster] enabled\n", clean(ci.Node))
-		return exitOK
-	}
-	t := &table{cols: []column{{name: "NODE", min: 6}, {name: "RUN", drop: 5}, {name: "ADDRESS"}, {name: "STATE", min: 8},
-		{name: "SENT", drop: 3}, {name: "DELIVERED", drop: 2}, {name: "UNACKED", drop: 4}, {name: "HEARD", drop: 1}}}
-	for i, l := range out.Links {
-		node, run, state, heard := l.Node, l.Incarnation, l.State, "-"
-		if node == "" {
-			node = "?"
+	return listCommand(ctx, std, args, "nodes", nodesHelp, 0, nil, func(ctx context.Context, c *switchboard.Conn, _ []string) (any, *table, error) {
+		ci, err := clusterNodes(ctx, c)
+		if err != nil {
+			return nil, nil, err
 		}
-		if run == "" {
-			run = "-"
+		now := time.Now()
+		out := nodesOf(ci, now)
+		if !ci.Federated {
+			return out, &table{note: fmt.Sprintf("node %s is not federated: its configuration has no [cluster] enabled", clean(ci.Node))}, nil
 		}
-		if l.Reason != "" {
-			state += ": " + l.Reason
+		t := &table{cols: []column{{name: "NODE", min: 6}, {name: "RUN", drop: 5}, {name: "ADDRESS"}, {name: "STATE", min: 8},
+			{name: "SENT", drop: 3}, {name: "DELIVERED", drop: 2}, {name: "UNACKED", drop: 4}, {name: "HEARD", drop: 1}}}
+		for i, l := range out.Links {
+			node, run, state, heard := l.Node, l.Incarnation, l.State, "-"
+			if node == "" {
+				node = "?"
+			}
+			if run == "" {
+				run = "-"
+			}
+			if l.Reason != "" {
+				state += ": " + l.Reason
+			}
+			if t := ci.Links[i].LastHeard; !t.IsZero() {
+				heard = ageText(max(now.Sub(t), 0)) + " ago"
+			}
+			t.add(node, run, l.Address, state, fmt.Sprint(l.Sent), fmt.Sprint(l.Delivered),
+				sizeText(uint64(l.UnackedBytes))+"/"+sizeText(uint64(l.BudgetBytes)), heard)
 		}
-		if t := ci.Links[i].LastHeard; !t.IsZero() {
-			heard = ageText(max(now.Sub(t), 0)) + " ago"
-		}
-		t.add(node, run, l.Address, state, fmt.Sprint(l.Sent), fmt.Sprint(l.Delivered),
-			sizeText(uint64(l.UnackedBytes))+"/"+sizeText(uint64(l.BudgetBytes)), heard)
-	}
-	t.write(std.stdout, width.get(std))
-	return exitOK
+		return out, t, nil
+	})
 }
 
 // clusterStatusJSON is the cluster section of `status --json`.

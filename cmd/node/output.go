@@ -101,6 +101,7 @@ type table struct {
 	cols     []column
 	rows     [][]string
 	noHeader bool
+	note     string // printed alone, instead of the table (a listing with nothing to tabulate)
 }
 
 // add adds a row; its cells are cleaned (see clean): what a table shows
@@ -130,6 +131,10 @@ func ellipsize(s string, w int) string {
 // write prints the table fitted into width characters (0: no limit):
 // columns two spaces apart, the last one unpadded.
 func (t *table) write(w io.Writer, width int) {
+	if t.note != "" {
+		fmt.Fprintln(w, t.note)
+		return
+	}
 	n := len(t.cols)
 	widths := make([]int, n)
 	show := make([]bool, n)
