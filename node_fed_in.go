@@ -263,10 +263,17 @@ func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte
 		return
 	}
 	fs.n.fedMonitor(fc.addr, pb.KindPublish, g, nil, payload)
-	body := pb.AppendMsg(nil, fc.addr, g, nil, payload)
-	d := &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: body} // one for every member
+	var d *conn.Delivery // one for every member
+	if len(payload) >= fedCopyMin {
+		// The payload is this node's own (FederationHost): the event is
+		// its prefix and the payload as they are, never joined.
+		d = conn.KeptParts(pb.BusService, pb.MsgGroup, pb.AppendMsg(nil, fc.addr, g, nil, nil), payload)
+	} else {
+		d = &conn.Delivery{Service: pb.BusService, Command: pb.MsgGroup, Payload: pb.AppendMsg(nil, fc.addr, g, nil, payload)}
+	}
+	size := d.Size()
 	for _, t := range members {
-		if len(body) > t.MaxEvent() {
+		if size > t.MaxEvent() {
 			t.CountDrop()
 			continue
 		}

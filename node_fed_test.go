@@ -1,6 +1,7 @@
 package switchboard
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -777,5 +778,74 @@ func TestFedOrderAcrossKinds(t *testing.T) {
 	}
 	if st := n2.FederationStats(); st.Received < n {
 		t.Fatalf("n2 received %d messages from the link, want at least %d", st.Received, n)
+	}
+}
+
+// TestFedLargePublications: publications large enough to be handed to
+// their members as they came off the link (fedCopyMin) arrive whole and in
+// order, at a member that reads as they come and at one that reads only
+// after the last was published: more than its client's queue (1024
+// events) and its event ring (1 MiB) take, so that hundreds waited in the
+// node's queue for it. The publisher keeps within what the members can
+// hold (it waits for the first to read each window of 100 but the last):
+// past that, the node drops the oldest, counted.
+func TestFedLargePublications(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	fast, slow := dial(t, n2), dial(t, n2)
+	for _, c := range []*Conn{fast, slow} {
+		if err := c.Subscribe(ctx, "big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := dial(t, n1)
+	knows(t, n1, fast.Address(), "big")
+	knows(t, n1, slow.Address(), "big")
+	const count, window = 1500, 100
+	payload := func(i int) []byte {
+		p := make([]byte, fedCopyMin+i%8*100)
+		for j := range p {
+			p[j] = byte(i*31 + j*7)
+		}
+		return p
+	}
+	check := func(c *Conn, read chan<- int) error {
+		for i := range count {
+			e, err := c.RecvEvent(ctx)
+			if err != nil {
+				return err
+			}
+			if e.Kind != EventGroup || e.From != a.Address() || !bytes.Equal(e.Payload, payload(i)) || e.Dropped != 0 {
+				return fmt.Errorf("%s: event %d: kind %v from %q, %d bytes, %d dropped before it; want publication %d from %q (%d bytes)",
+					c.Address(), i, e.Kind, e.From, len(e.Payload), e.Dropped, i, a.Address(), len(payload(i)))
+			}
+			if read != nil && (i+1)%window == 0 {
+				read <- i + 1
+			}
+		}
+		return nil
+	}
+	done, read := make(chan error, 1), make(chan int, count/window)
+	go func() { done <- check(fast, read) }()
+	for i := range count {
+		if i >= 2*window && i%window == 0 {
+			select { // fast read all but the last window
+			case <-read:
+			case err := <-done:
+				t.Fatalf("fast member: %v", err)
+			}
+		}
+		if err := a.Publish(ctx, "big", payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := check(slow, nil); err != nil {
+		t.Fatal(err)
 	}
 }

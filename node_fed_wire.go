@@ -16,6 +16,12 @@ import (
 // fedPublishField is FedMessage.publish's field number (fed.proto).
 const fedPublishField = 7
 
+// fedCopyMin is the size from which a payload crossing this node is not
+// copied where it can be helped, nor cleared before it is copied: below
+// it, one allocation and a short copy cost less than the second
+// allocation the avoiding takes.
+const fedCopyMin = 4096
+
 // appendFedPublish appends the FedMessage{publish: {from, group,
 // payload}} proto.Marshal would write.
 func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byte {
@@ -30,7 +36,14 @@ func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byt
 		inner += protowire.SizeTag(3) + protowire.SizeBytes(len(payload))
 	}
 	if b == nil {
-		b = make([]byte, 0, protowire.SizeTag(fedPublishField)+protowire.SizeBytes(inner))
+		size := protowire.SizeTag(fedPublishField) + protowire.SizeBytes(inner)
+		if len(payload) >= fedCopyMin {
+			// Room for the header only: the payload's append below then
+			// allocates for both without clearing what it copies (make
+			// would clear all of it first).
+			size -= len(payload)
+		}
+		b = make([]byte, 0, size)
 	}
 	b = protowire.AppendTag(b, fedPublishField, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(inner))
@@ -44,7 +57,8 @@ func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byt
 	}
 	if len(payload) > 0 {
 		b = protowire.AppendTag(b, 3, protowire.BytesType)
-		b = protowire.AppendBytes(b, payload)
+		b = protowire.AppendVarint(b, uint64(len(payload)))
+		b = append(b, payload...)
 	}
 	return b
 }

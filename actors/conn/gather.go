@@ -35,6 +35,17 @@ func (d *Delivery) span(buf *[4][]byte, off, n int) [][]byte {
 	return out
 }
 
+// KeptParts returns an event whose payload is gathered from parts, which
+// nobody changes or reuses: queued behind a full ring, it is kept as it
+// is, not joined into a copy (another node's message, which the node
+// owns once it has it).
+func KeptParts(service, command uint16, parts ...[]byte) *Delivery {
+	return &Delivery{Service: service, Command: command, Parts: parts, owned: true}
+}
+
+// Size returns the length of d's payload.
+func (d *Delivery) Size() int { return d.size() }
+
 // own makes d's payload a copy of its own, joining its parts: an event
 // that waits in the queue must outlive its sender's buffers.
 func (d *Delivery) own() {

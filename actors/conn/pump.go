@@ -42,7 +42,7 @@ type (
 		Payload          []byte   // not modified; may be shared between connections
 		Parts            [][]byte // instead of Payload (then nil): the payload gathered from these (gather.go)
 		counted          bool     // counted in inbox by SendEvent
-		owned            bool     // Payload is the event's own (WriteEventFromServe): queued without a copy
+		owned            bool     // Payload or Parts are the event's own (WriteEventFromServe, KeptParts): queued without a copy
 		sent             int      // bytes already written (chunked events)
 		seq              uint64   // sequence number, once the first chunk is written
 		aux              uint32   // drop count carried by its frames
