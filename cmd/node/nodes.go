@@ -11,15 +11,15 @@ import (
 
 const nodesHelp = `usage: switchboard nodes [--socket PATH] [--json] [--width N]
 
-List the other nodes of the node's cluster as the node sees them, one a
-line: every node linked or linking, and every address in its
-configuration (cluster.peers) or learned from the others that is not
-linked.
+List the nodes of the node's cluster as the node sees them, one a line:
+the node itself first ("this node"), then every node linked or linking,
+and every address in its configuration (cluster.peers) or learned from
+the others that is not linked.
 
   NODE       the node's name ("?" for an address that never answered)
   RUN        its incarnation: the run in its addresses (":NODE.RUN.ID")
   ADDRESS    the address it advertises (host:port)
-  STATE      up; linking (it answered, the link is coming up); down, and
+  STATE      this node; up; linking (it answered, the link is coming up); down, and
              why the last link ended; refused, and why the node there
              refused this one (it is not tried again until it says hello)
   SENT       messages this node sent it on the current link
@@ -101,6 +101,9 @@ func cmdNodes(ctx context.Context, std stdio, args []string) int {
 		}
 		t := &table{cols: []column{{name: "NODE", min: 6}, {name: "RUN", drop: 5}, {name: "ADDRESS"}, {name: "STATE", min: 8},
 			{name: "SENT", drop: 3}, {name: "DELIVERED", drop: 2}, {name: "UNACKED", drop: 4}, {name: "HEARD", drop: 1}}}
+		// The node itself first, as a membership list shows the local
+		// member: its name and run; its links are the lines below.
+		t.add(clean(ci.Node), clean(ci.Incarnation), "-", "this node", "-", "-", "-", "-")
 		for i, l := range out.Links {
 			node, run, state, heard := l.Node, l.Incarnation, l.State, "-"
 			if node == "" {

@@ -168,7 +168,8 @@ func TestCLINodesNotFederated(t *testing.T) {
 	}
 }
 
-// TestCLINodes: nodes lists the links as the federation reports them:
+// TestCLINodes: nodes lists the node itself, then the links as the
+// federation reports them:
 // state and why, figures, last heard; --json has every field; status sums
 // them up.
 func TestCLINodes(t *testing.T) {
@@ -185,10 +186,13 @@ func TestCLINodes(t *testing.T) {
 	run := n1.ClusterNodes().Incarnation
 
 	code, out, errs := cli(t, "nodes", "--socket", sock)
-	want := "NODE  RUN  ADDRESS        STATE                                                      SENT  DELIVERED  UNACKED     HEARD\n" +
-		"n2    r2   10.0.0.2:7946  up                                                         12    34         2.0K/64.0M  300ms ago\n" +
-		"n3    r3   10.0.0.3:7946  down: connection lost                                      0     0          0/64.0M     1m0s ago\n" +
-		"?     -    10.0.0.4:7946  refused: cluster \"prod\" is not this node's cluster \"test\"  0     0          0/64.0M     -\n"
+	// The RUN column is as wide as this node's run.
+	pad := func(s string) string { return s + strings.Repeat(" ", len(run)-len(s)) + "  " }
+	want := "NODE  " + pad("RUN") + "ADDRESS        STATE                                                      SENT  DELIVERED  UNACKED     HEARD\n" +
+		"n1    " + pad(run) + "-              this node                                                  -     -          -           -\n" +
+		"n2    " + pad("r2") + "10.0.0.2:7946  up                                                         12    34         2.0K/64.0M  300ms ago\n" +
+		"n3    " + pad("r3") + "10.0.0.3:7946  down: connection lost                                      0     0          0/64.0M     1m0s ago\n" +
+		"?     " + pad("-") + "10.0.0.4:7946  refused: cluster \"prod\" is not this node's cluster \"test\"  0     0          0/64.0M     -\n"
 	// The ages move on while the test runs: compare them by pattern.
 	ages := regexp.MustCompile(`[0-9.]+(ms|s)? ago|1m0s ago`)
 	if code != exitOK || ages.ReplaceAllString(out, "AGE") != ages.ReplaceAllString(want, "AGE") {
