@@ -169,9 +169,8 @@ func TestCLINodesNotFederated(t *testing.T) {
 }
 
 // TestCLINodes: nodes lists the node itself, then the links as the
-// federation reports them:
-// state and why, figures, last heard; --json has every field; status sums
-// them up.
+// federation reports them: state and why, figures, last heard; --json has
+// every field; status sums them up.
 func TestCLINodes(t *testing.T) {
 	now := time.Now()
 	links := []switchboard.LinkInfo{
