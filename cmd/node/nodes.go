@@ -18,10 +18,11 @@ the others that is not linked.
 
   NODE       the node's name ("?" for an address that never answered)
   RUN        its incarnation: the run in its addresses (":NODE.RUN.ID")
-  ADDRESS    the address it advertises (host:port)
-  STATE      this node; up; linking (it answered, the link is coming up); down, and
-             why the last link ended; refused, and why the node there
-             refused this one (it is not tried again until it says hello)
+  ADDRESS    the address it advertises (host:port; "-" for this node)
+  STATE      this node; up; linking (it answered, the link is coming
+             up); down, and why the last link ended; refused, and why
+             the node there refused this one (it is not tried again
+             until it says hello)
   SENT       messages this node sent it on the current link
   DELIVERED  messages it sent this node, delivered here
   UNACKED    bytes sent and not yet acknowledged / the link's byte budget
