@@ -26,10 +26,38 @@ func WantAnswer() MsgOption { return func(o *msgOptions) { o.wantAnswer = true }
 func Echo() MsgOption { return func(o *msgOptions) { o.echo = true } }
 
 func destPrefix(dest string) ([]byte, error) {
-	if len(dest) == 0 || len(dest) > pb.MaxNameLen {
-		return nil, codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("destination %q: must be 1 to %d bytes", dest, pb.MaxNameLen))
+	if err := checkDest(dest); err != nil {
+		return nil, err
 	}
 	return append([]byte{byte(len(dest))}, dest...), nil
+}
+
+// destCache is a destination's prefix, which nobody changes: one
+// allocation, as the prefix alone would be.
+type destCache struct {
+	n int
+	b [1 + pb.MaxNameLen]byte
+}
+
+// prefixFor returns dest's prefix (checked already): the last one made,
+// if it was for dest, so that messages to one destination in a row
+// allocate none (and to changing ones, one each, as before).
+func (c *Conn) prefixFor(dest string) []byte {
+	if d := c.lastDst.Load(); d != nil && string(d.b[1:d.n]) == dest {
+		return d.b[:d.n:d.n]
+	}
+	d := new(destCache)
+	d.b[0] = byte(len(dest))
+	d.n = 1 + copy(d.b[1:], dest)
+	c.lastDst.Store(d)
+	return d.b[:d.n:d.n]
+}
+
+func checkDest(dest string) error {
+	if len(dest) == 0 || len(dest) > pb.MaxNameLen {
+		return codeError(pb.Code_CODE_INVALID_ARGUMENT, fmt.Sprintf("destination %q: must be 1 to %d bytes", dest, pb.MaxNameLen))
+	}
+	return nil
 }
 
 // msgOpts applies opts: apart (and not inlined), so that only a call with
@@ -65,8 +93,7 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]
 	if len(opts) > 0 {
 		o = msgOpts(opts)
 	}
-	prefix, err := destPrefix(dest)
-	if err != nil {
+	if err := checkDest(dest); err != nil {
 		return err
 	}
 	h := shm.Header{Kind: kind}
@@ -96,10 +123,10 @@ func (c *Conn) sendMsg(ctx context.Context, kind uint16, dest string, parts [][]
 		}
 		h.ID = c.nextID.Add(1)
 		var buf [8][]byte
-		return c.writeParts(ctx, h, gather(&buf, prefix, parts)...)
+		return c.writeParts(ctx, h, gather(&buf, c.prefixFor(dest), parts)...)
 	}
 	h.Flags |= pb.FlagWantAnswer
-	id, cl, err := c.startFrame(ctx, h, prefix, parts...)
+	id, cl, err := c.startFrame(ctx, h, c.prefixFor(dest), parts...)
 	if err != nil {
 		return err
 	}
