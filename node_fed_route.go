@@ -94,20 +94,27 @@ func (fs *fedState) lookup(addr string) (*fedPeer, *fedConn) {
 }
 
 // fedGroup is a group's membership on the other nodes, as this node was
-// told: the nodes with members, and how many in all.
+// told: the nodes with members (the first fedFew of them, by value: a
+// publication allocates no list), and how many members in all.
 type fedGroup struct {
-	peers []*fedPeer
+	few   [fedFew]*fedPeer
+	nodes int // nodes with members; past fedFew, publish looks them up again
 	count int
 }
 
+const fedFew = 4
+
 // group returns g's remote membership. A group without remote members
-// costs a read lock and a map lookup per node, and no allocation.
+// costs a read lock and a map lookup per node; none allocates.
 func (fs *fedState) group(g string) fedGroup {
 	var r fedGroup
 	fs.mu.RLock()
 	for _, p := range fs.peerList {
 		if ms := p.groups[g]; len(ms) > 0 && p.out {
-			r.peers = append(r.peers, p)
+			if r.nodes < fedFew {
+				r.few[r.nodes] = p
+			}
+			r.nodes++
 			r.count += len(ms)
 		}
 	}
@@ -126,9 +133,9 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 	b := appendFedPublish(nil, c.ID(), g, payload)
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
-	for i, p := range rg.peers {
+	send := func(p *fedPeer, last bool) {
 		msg := b
-		if i < len(rg.peers)-1 {
+		if !last {
 			msg = append([]byte(nil), b...) // Send owns what it is given
 		}
 		if fs.sendLocked(p, msg) {
@@ -136,6 +143,24 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 		} else {
 			lost += len(p.groups[g])
 		}
+	}
+	if rg.nodes <= fedFew {
+		for i, p := range rg.few[:rg.nodes] {
+			send(p, i == rg.nodes-1)
+		}
+		return took, lost
+	}
+	var prev *fedPeer // more nodes than group kept: those with members now
+	for _, p := range fs.peerList {
+		if len(p.groups[g]) > 0 && p.out {
+			if prev != nil {
+				send(prev, false)
+			}
+			prev = p
+		}
+	}
+	if prev != nil {
+		send(prev, true)
 	}
 	return took, lost
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -847,5 +848,65 @@ func TestFedLargePublications(t *testing.T) {
 	}
 	if err := check(slow, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFedPublishManyNodes: a publication reaches every member once on
+// each of six other nodes, crossing to each node once, with more nodes
+// than a publication's route keeps by value (fedFew): the publisher's
+// node looks them up again.
+func TestFedPublishManyNodes(t *testing.T) {
+	cl := newFakeCluster()
+	ns := []*Node{startFedNode(t, cl, "n0")}
+	for i := 1; i <= fedFew+2; i++ {
+		ns = append(ns, startFedNode(t, cl, fmt.Sprintf("n%d", i)))
+	}
+	waitMesh(t, ns...)
+	ctx := ctx5(t)
+	a := dial(t, ns[0])
+	var members []*Conn
+	for _, n := range ns[1:] {
+		for range 2 {
+			m := dial(t, n)
+			if err := m.Subscribe(ctx, "g"); err != nil {
+				t.Fatal(err)
+			}
+			members = append(members, m)
+		}
+	}
+	for _, n := range ns { // every announcement has arrived everywhere
+		for _, m := range append([]*Conn{a}, members...) {
+			if strings.HasPrefix(m.Address(), n.addrPrefix) {
+				continue // its own
+			}
+			if m == a {
+				knows(t, n, m.Address())
+			} else {
+				knows(t, n, m.Address(), "g")
+			}
+		}
+	}
+	before := make([]uint64, len(ns))
+	for i, n := range ns {
+		before[i] = n.FederationStats().Received
+	}
+	const count = 3
+	for i := range count {
+		if err := a.Publish(ctx, "g", seqPayload('p', i), WantAnswer()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range members {
+		for i := range count {
+			e, err := m.RecvEvent(ctx)
+			if err != nil || e.Kind != EventGroup || !bytes.Equal(e.Payload, seqPayload('p', i)) {
+				t.Fatalf("%s: event %d: %+v %v", m.Address(), i, e, err)
+			}
+		}
+	}
+	for i, n := range ns[1:] {
+		if got := n.FederationStats().Received - before[i+1]; got != count {
+			t.Errorf("%s received %d messages for %d publications", n.ClusterNodes().Node, got, count)
+		}
 	}
 }
