@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,20 +37,34 @@ func init() {
 }
 
 func natsBroker(ctx context.Context, a *args) (*result, error) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true})
+	s, err := startNATS(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true})
+	if err != nil {
+		return nil, err
+	}
+	defer stopNATS(s)
+	ready(s.ClientURL())
+	<-ctx.Done()
+	return nil, nil
+}
+
+// startNATS starts a nats-server in this process with o and waits until
+// it takes clients; stopNATS stops it and waits.
+func startNATS(o *server.Options) (*server.Server, error) {
+	s, err := server.NewServer(o)
 	if err != nil {
 		return nil, err
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("nats-server not ready after 10 s")
+		stopNATS(s)
+		return nil, errors.New("nats-server not ready after 10 s")
 	}
-	ready(s.ClientURL())
-	<-ctx.Done()
+	return s, nil
+}
+
+func stopNATS(s *server.Server) {
 	s.Shutdown()
 	s.WaitForShutdown()
-	return nil, nil
 }
 
 // natsResponder echoes requests on "bench.rpc" and answers window

@@ -29,18 +29,11 @@ func natsXBroker(ctx context.Context, a *args) (*result, error) {
 		}
 		o.Routes = []*url.URL{u}
 	}
-	s, err := server.NewServer(o)
+	s, err := startNATS(o)
 	if err != nil {
 		return nil, err
 	}
-	go s.Start()
-	defer func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	}()
-	if !s.ReadyForConnections(10 * time.Second) {
-		return nil, errors.New("nats-server not ready after 10 s")
-	}
+	defer stopNATS(s)
 	if a.join != "" {
 		deadline := time.Now().Add(20 * time.Second)
 		for s.NumRoutes() < 1 {
