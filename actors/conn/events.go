@@ -22,14 +22,14 @@ func (q *eventQueue) peek() *Delivery { return q.items[q.head] }
 
 func (q *eventQueue) push(e *Delivery) {
 	q.items = append(q.items, e)
-	q.bytes += len(e.Payload)
+	q.bytes += e.size()
 }
 
 func (q *eventQueue) pop() *Delivery {
 	e := q.items[q.head]
 	q.items[q.head] = nil
 	q.head++
-	q.bytes -= len(e.Payload)
+	q.bytes -= e.size()
 	if q.head == len(q.items) {
 		q.items, q.head = q.items[:0], 0
 	} else if q.head > 1024 && q.head*2 > len(q.items) {
@@ -53,7 +53,7 @@ func (q *eventQueue) dropOldest() *Delivery {
 	}
 	i := q.head + 1
 	e := q.items[i]
-	q.bytes -= len(e.Payload)
+	q.bytes -= e.size()
 	copy(q.items[i:], q.items[i+1:])
 	q.items[len(q.items)-1] = nil
 	q.items = q.items[:len(q.items)-1]
