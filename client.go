@@ -57,9 +57,9 @@ type Conn struct {
 	ev      *shm.Consumer // under evmu, or mapMu shared while !closing
 	bell    atomic.Pointer[shm.Doorbell]
 	welcome atomic.Pointer[pb.Welcome]
-	lastDst atomic.Pointer[byte] // the prefix of the last destination sent to (client_bus.go)
-	maxMsg  int                  // the first node's: requests are bounded by it for the Conn's life
-	bridge  *shm.Link            // socket transport: the socket's side of the local rings
+	lastDst atomic.Pointer[destCache] // the prefix of the last destination sent to (client_bus.go)
+	maxMsg  int                       // the first node's: requests are bounded by it for the Conn's life
+	bridge  *shm.Link                 // socket transport: the socket's side of the local rings
 	// sockEvents bounds the events held for the socket transport: what the
 	// client's buffer, the node's queue and a full event ring of the
 	// smallest frames would hold together with shared memory.

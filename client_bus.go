@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"time"
-	"unsafe"
 
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	"github.com/switchboard-ipc/switchboard/shm"
@@ -33,22 +32,25 @@ func destPrefix(dest string) ([]byte, error) {
 	return append([]byte{byte(len(dest))}, dest...), nil
 }
 
+// destCache is a destination's prefix, which nobody changes: one
+// allocation, as the prefix alone would be.
+type destCache struct {
+	n int
+	b [1 + pb.MaxNameLen]byte
+}
+
 // prefixFor returns dest's prefix (checked already): the last one made,
 // if it was for dest, so that messages to one destination in a row
-// allocate none (and to changing ones, one each of the prefix's size, as
-// before). The prefix is kept by its first byte, its name's length; it
-// never changes once made.
+// allocate none (and to changing ones, one each, as before).
 func (c *Conn) prefixFor(dest string) []byte {
-	if p := c.lastDst.Load(); p != nil {
-		if b := unsafe.Slice(p, 1+int(*p)); string(b[1:]) == dest {
-			return b
-		}
+	if d := c.lastDst.Load(); d != nil && string(d.b[1:d.n]) == dest {
+		return d.b[:d.n:d.n]
 	}
-	b := make([]byte, 1, 1+len(dest))
-	b[0] = byte(len(dest))
-	b = append(b, dest...)
-	c.lastDst.Store(&b[0])
-	return b
+	d := new(destCache)
+	d.b[0] = byte(len(dest))
+	d.n = 1 + copy(d.b[1:], dest)
+	c.lastDst.Store(d)
+	return d.b[:d.n:d.n]
 }
 
 func checkDest(dest string) error {
