@@ -162,11 +162,14 @@ func memberMain() int {
 		}
 		verb, id, args := w[0], w[1], w[2:]
 		switch verb {
-		case "send": // send ID NODE COUNT SIZE
+		case "send", "fill": // send ID NODE COUNT SIZE; fill: the same, up to the first refusal
 			n, _ := strconv.Atoi(args[1])
 			size, _ := strconv.Atoi(args[2])
 			ok, fails, first := 0, 0, ""
 			for range n {
+				if fails > 0 && verb == "fill" {
+					break
+				}
 				msg := make([]byte, max(size, 8))
 				h.mu.Lock()
 				binary.LittleEndian.PutUint64(msg, h.seqs[args[0]])
