@@ -83,7 +83,7 @@ func (c *Conn) GoRequest(ctx context.Context, to string, payload []byte, done ch
 func (c *Conn) GoRequestBuffers(ctx context.Context, to string, parts net.Buffers, done chan *AsyncCall) *AsyncCall {
 	a := newAsync(c, done)
 	a.To = to
-	prefix, err := destPrefix(to)
+	prefix, err := c.destPrefix(to)
 	if err != nil {
 		a.finish(nil, err)
 		return a

@@ -25,11 +25,12 @@ func WantAnswer() MsgOption { return func(o *msgOptions) { o.wantAnswer = true }
 // Echo delivers a publication to the sender too, if it is a member.
 func Echo() MsgOption { return func(o *msgOptions) { o.echo = true } }
 
-func destPrefix(dest string) ([]byte, error) {
+// destPrefix checks dest and returns its prefix (prefixFor).
+func (c *Conn) destPrefix(dest string) ([]byte, error) {
 	if err := checkDest(dest); err != nil {
 		return nil, err
 	}
-	return append([]byte{byte(len(dest))}, dest...), nil
+	return c.prefixFor(dest), nil
 }
 
 // destCache is a destination's prefix, which nobody changes: one
@@ -159,7 +160,7 @@ func (c *Conn) startRequest(ctx context.Context, to string, parts [][]byte) (id 
 			return id, cl, ch, err
 		}
 	}
-	prefix, err := destPrefix(to)
+	prefix, err := c.destPrefix(to)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -189,7 +190,7 @@ func (c *Conn) RequestGroup(ctx context.Context, group string, payload []byte) (
 
 // requestGroup is RequestGroup with the payload gathered from parts.
 func (c *Conn) requestGroup(ctx context.Context, group string, parts [][]byte) ([]GroupResult, error) {
-	prefix, err := destPrefix(group)
+	prefix, err := c.destPrefix(group)
 	if err != nil {
 		return nil, err
 	}

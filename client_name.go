@@ -126,7 +126,7 @@ var errNameCallbacks = errors.New("switchboard: the name client delivers its eve
 // the owner of the moment: ErrUndeliverable at once when there is none,
 // and ErrPeerGone at once for a request in flight when the owner goes.
 func NewNameClient(ctx context.Context, c *Conn, name string, opts NameClientOptions) (*NameClient, error) {
-	if _, err := destPrefix(name); err != nil {
+	if err := checkDest(name); err != nil {
 		return nil, err
 	}
 	if opts.Queue <= 0 {
