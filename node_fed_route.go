@@ -110,16 +110,25 @@ func (fs *fedState) group(g string) fedGroup {
 	var r fedGroup
 	fs.mu.RLock()
 	for _, p := range fs.peerList {
-		if ms := p.groups[g]; len(ms) > 0 && p.out {
+		if n := p.members(g); n > 0 {
 			if r.nodes < fedFew {
 				r.few[r.nodes] = p
 			}
 			r.nodes++
-			r.count += len(ms)
+			r.count += n
 		}
 	}
 	fs.mu.RUnlock()
 	return r
+}
+
+// members is how many members of g node p has that this node sends to
+// (0 while p's link is not out); mu held.
+func (p *fedPeer) members(g string) int {
+	if !p.out {
+		return 0
+	}
+	return len(p.groups[g])
 }
 
 // publish sends a publication once to each node with members; it returns
@@ -152,7 +161,7 @@ func (fs *fedState) publish(c *conn.Endpoint, g string, rg fedGroup, payload []b
 	}
 	var prev *fedPeer // more nodes than group kept: those with members now
 	for _, p := range fs.peerList {
-		if len(p.groups[g]) > 0 && p.out {
+		if p.members(g) > 0 {
 			if prev != nil {
 				send(prev, false)
 			}
