@@ -68,6 +68,9 @@ type Config struct {
 	// Peers are the other nodes' advertised addresses; each is dialled.
 	// A node not listed here is linked when it dials this one.
 	Peers []string
+	// Discovery, if set, finds the other nodes beyond Peers (a registry
+	// such as etcd: package actors/cluster/etcd); nil: Peers only.
+	Discovery Discovery
 	// Heartbeat is how often each link says it is alive (default 250ms).
 	Heartbeat time.Duration
 	// LinkTimeout is how long a link may be silent before it is declared
@@ -204,37 +207,48 @@ func (c Config) withDefaults() (Config, error) {
 // minSecret is the shortest secret accepted.
 const minSecret = 16
 
-// readSecret reads the cluster's secret from path: a file only its owner
-// may read, owned by this process's user, holding at least minSecret
-// bytes (a trailing newline is not part of it).
+// readSecret reads the cluster's secret from path: a private file (see
+// ReadPrivateFile) holding at least minSecret bytes (a trailing newline is
+// not part of it).
 func readSecret(path string) ([]byte, error) {
-	bad := func(format string, args ...any) error {
-		return &ConfigError{Field: "secret_file", Err: fmt.Errorf(format, args...)}
+	b, err := ReadPrivateFile(path)
+	if err == nil && (len(b) < minSecret || len(b) > 4096) {
+		err = fmt.Errorf("%s holds %d bytes: a secret is %d to 4096", path, len(b), minSecret)
 	}
+	if err != nil {
+		return nil, &ConfigError{Field: "secret_file", Err: err}
+	}
+	return b, nil
+}
+
+// ReadPrivateFile reads a secret from path, a regular file of at most
+// 4096 bytes that only its owner may read, owned by this process's user
+// (as ssh wants of a key); a trailing newline is not part of the secret.
+func ReadPrivateFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, err
 	}
 	switch st, ok := fi.Sys().(*syscall.Stat_t); {
 	case !fi.Mode().IsRegular():
-		return nil, bad("%s is not a regular file", path)
+		return nil, fmt.Errorf("%s is not a regular file", path)
 	case fi.Mode().Perm()&0o077 != 0:
-		return nil, bad("%s is accessible by group or others (mode %04o): it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
+		return nil, fmt.Errorf("%s is accessible by group or others (mode %04o): it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
 	case ok && int(st.Uid) != os.Geteuid():
-		return nil, bad("%s is owned by uid %d, not this node's uid %d", path, st.Uid, os.Geteuid())
+		return nil, fmt.Errorf("%s is owned by uid %d, not this process's uid %d", path, st.Uid, os.Geteuid())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 4097))
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, err
 	}
 	b = bytes.TrimRight(b, "\r\n")
-	if len(b) < minSecret || len(b) > 4096 {
-		return nil, bad("%s holds %d bytes: a secret is %d to 4096", path, len(b), minSecret)
+	if len(b) > 4096 {
+		return nil, fmt.Errorf("%s holds more than 4096 bytes", path)
 	}
 	return b, nil
 }

@@ -69,13 +69,14 @@ type Federation struct {
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
 	// order: mu, then a peer's smu or imu (never the other way round).
-	mu        sync.RWMutex
-	closed    bool
-	bySession map[uint64]*peer
-	byName    map[string]*peer
-	byAddr    map[string]*peer
-	dial      map[string]*dialAddr     // addresses to Hello until linked
-	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
+	mu         sync.RWMutex
+	closed     bool
+	bySession  map[uint64]*peer
+	byName     map[string]*peer
+	byAddr     map[string]*peer
+	dial       map[string]*dialAddr     // addresses to Hello until linked
+	discovered int                      // addresses Config.Discovery lists now
+	lastRun    map[string]chan struct{} // node name → its latest delivery goroutine's exited
 	// retired: the other nodes' sessions declared down, the latest
 	// retiredKept (retiredOrder, oldest first).
 	retired      map[uint64]struct{}
@@ -103,6 +104,8 @@ type counters struct {
 	batches, acks, packed           atomic.Uint64 // Batch envelopes sent; Ack envelopes sent; Batches packed
 	unsent                          atomic.Uint64 // chunks accepted, still pending when their link went down
 	hostPanics                      atomic.Uint64 // deliveries the host panicked on
+	discoveryFails, badDiscovered   atomic.Uint64 // Discovery runs failed; addresses it gave that are not HOST:PORT
+	dialFull                        atomic.Uint64 // addresses discovered with the dial table full
 }
 
 // New checks cfg and returns a Federation that Start brings up. It starts
@@ -258,6 +261,10 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 	f.logf("cluster: node %s (%s) linking at %s", self, incarnation, f.cfg.Advertise)
 	f.wg.Add(1)
 	go f.ticker()
+	if f.cfg.Discovery != nil {
+		f.wg.Add(1)
+		go f.discover()
+	}
 	return nil
 }
 

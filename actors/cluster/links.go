@@ -36,6 +36,9 @@ type dialAddr struct {
 	session uint64
 	refused string // why the node there refused this one ("" none)
 	learned bool   // from a Hello or a Bye, not from Config.Peers
+	// discovered: Config.Discovery lists it now (then it is kept, as a
+	// configured one is, even when learned first).
+	discovered bool
 
 	next      time.Time     // when to try it next
 	backoff   time.Duration // the wait after the next try
@@ -409,7 +412,7 @@ func (f *Federation) beat(now time.Time) {
 		case p != nil && p.up:
 		case p != nil: // linking: it answered
 			f.hello(p.pid, p.local, p.session)
-		case d.learned && now.Sub(d.downSince) > learnedKept:
+		case d.learned && !d.discovered && now.Sub(d.downSince) > learnedKept:
 			delete(f.dial, addr) // learned, and gone for a while
 		case d.refused != "" || d.probing || now.Before(d.next):
 		default:

@@ -53,6 +53,15 @@ type Stats struct {
 	// HostPanics: deliveries the host panicked on (its bug, on another
 	// node's message): the link was declared down.
 	HostPanics uint64 `json:"host_panics"`
+	// Discovered: the addresses Config.Discovery lists now (this node's
+	// own not counted); DiscoveryFailures: its runs that failed (each
+	// logged, then tried again); BadDiscovered: addresses it listed that
+	// were not a dialable HOST:PORT (ignored); DialFull: addresses it
+	// listed that found the table of addresses to dial full (ignored).
+	Discovered        int    `json:"discovered"`
+	DiscoveryFailures uint64 `json:"discovery_failures"`
+	BadDiscovered     uint64 `json:"bad_discovered"`
+	DialFull          uint64 `json:"dial_full"`
 	// Links, by node name.
 	Links []LinkStats `json:"links"`
 	// Refused lists the addresses that refused this node, with why.
@@ -93,6 +102,10 @@ func (f *Federation) Stats() Stats {
 		Packed:       f.stats.packed.Load(),
 		Unsent:       f.stats.unsent.Load(),
 		HostPanics:   f.stats.hostPanics.Load(),
+
+		DiscoveryFailures: f.stats.discoveryFails.Load(),
+		BadDiscovered:     f.stats.badDiscovered.Load(),
+		DialFull:          f.stats.dialFull.Load(),
 	}
 	for _, l := range f.Links() {
 		if l.State == switchboard.LinkUp || l.State == switchboard.LinkLinking {
@@ -101,6 +114,7 @@ func (f *Federation) Stats() Stats {
 		}
 	}
 	f.mu.RLock()
+	s.Discovered = f.discovered
 	for addr, d := range f.dial {
 		if d.refused != "" {
 			s.Refused = append(s.Refused, addr+": "+d.refused)
@@ -118,7 +132,7 @@ func (f *Federation) ClusterName() string { return f.cfg.Cluster }
 
 // Links describes the links: every node linked or linking (its figures
 // since the link came up), then every address to dial that is not
-// linked: configured (Config.Peers) or learned, down (with the reason its
+// linked: configured (Config.Peers, or listed by Config.Discovery) or learned, down (with the reason its
 // last link ended and the name of the node last linked there) or refused
 // (with the refusal). Unordered. It implements
 // switchboard.FederationReporter.
@@ -134,14 +148,14 @@ func (f *Federation) Links() []switchboard.LinkInfo {
 		d := f.dial[p.addr]
 		peers = append(peers, p)
 		out = append(out, switchboard.LinkInfo{Node: p.name, Incarnation: p.incarnation, Address: p.addr, State: state,
-			Configured: d != nil && !d.learned, Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
+			Configured: d != nil && (!d.learned || d.discovered), Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
 	}
 	for addr, d := range f.dial {
 		if f.byAddr[addr] != nil {
 			continue
 		}
 		l := switchboard.LinkInfo{Node: d.node, Incarnation: d.incarnation, Address: addr, State: switchboard.LinkDown,
-			Reason: d.downReason, Configured: !d.learned, Budget: f.cfg.Budget}
+			Reason: d.downReason, Configured: !d.learned || d.discovered, Budget: f.cfg.Budget}
 		if d.lastHeard != 0 {
 			l.LastHeard = time.Unix(0, d.lastHeard)
 		}
