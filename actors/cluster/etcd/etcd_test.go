@@ -1,0 +1,220 @@
+package etcd
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/cluster"
+	"github.com/switchboard-ipc/switchboard/actors/cluster/etcd/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// node is one Run, as a Federation would make it: called again after an
+// error, until stopped; found's latest set kept.
+type node struct {
+	self   cluster.Member
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	set   []string
+	calls int
+	errs  []error
+}
+
+func runNode(t *testing.T, d *Discovery, name, addr string) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{self: cluster.Member{Cluster: "c1", Node: name, Incarnation: "i-" + name, Address: addr},
+		cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		for ctx.Err() == nil {
+			err := d.Run(ctx, n.self, func(addrs []string) {
+				n.mu.Lock()
+				n.set, n.calls = addrs, n.calls+1
+				n.mu.Unlock()
+			})
+			if err != nil {
+				n.mu.Lock()
+				n.errs = append(n.errs, err)
+				n.mu.Unlock()
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// stop cancels the node's Run and waits until it returned.
+func (n *node) stop() { n.cancel(); <-n.done }
+
+func (n *node) addrs() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.set
+}
+
+func (n *node) errors() []error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.errs)
+}
+
+func (n *node) failures() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.errs)
+}
+
+// waitSet waits until every node's latest set is want.
+func waitSet(t *testing.T, within time.Duration, want []string, ns ...*node) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok := true
+		for _, n := range ns {
+			if !slices.Equal(n.addrs(), want) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, n := range ns {
+				t.Errorf("%s knows %v, errors %v", n.self.Node, n.addrs(), n.errors())
+			}
+			t.Fatalf("want %v within %v", want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDiscoveryEtcd: nodes registered in etcd find each other; one that
+// stops is gone for the others at once (its lease revoked), one that dies
+// after the lease's TTL; what a stranger writes in the directory that is
+// not an address is ignored; a key of another cluster is not seen.
+func TestDiscoveryEtcd(t *testing.T) {
+	s := etcdtest.Start(t)
+	// A long TTL: a node that stops is gone long before it.
+	d, err := New(Config{Endpoints: []string{s.URL}, TTL: 30 * time.Second, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2, a3 := "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+	n1 := runNode(t, d, "n1", a1)
+	n2 := runNode(t, d, "n2", a2)
+	n3 := runNode(t, d, "n3", a3)
+	waitSet(t, 10*time.Second, []string{a1, a2, a3}, n1, n2, n3)
+
+	stopped := time.Now()
+	n3.stop()
+	waitSet(t, 15*time.Second, []string{a1, a2}, n1, n2)
+	if took := time.Since(stopped); took > 10*time.Second {
+		t.Errorf("a node that stopped was gone for the others after %v: its lease was not revoked (TTL 30s)", took)
+	}
+
+	// A node that dies: its key under a lease nobody keeps alive.
+	cli := s.Client()
+	defer cli.Close()
+	ctx := context.Background()
+	lease, err := cli.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, d.Dir("c1")+"n4/i-dead", "127.0.0.1:7004", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// A stranger's entries: too long to be an address; another cluster's.
+	if _, err := cli.Put(ctx, d.Dir("c1")+"junk", strings.Repeat("x", maxValue+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, d.Dir("c2")+"n9/i", "127.0.0.1:7009"); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, 10*time.Second, []string{a1, a2, "127.0.0.1:7004"}, n1, n2)
+	died := time.Now()
+	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
+	if took := time.Since(died); took < time.Second {
+		t.Errorf("a dead node's key went after %v, before its TTL (2s)", took)
+	}
+	// A key overwritten with junk is forgotten, not kept at its old value.
+	if _, err := cli.Put(ctx, d.Dir("c1")+"n5/i", "127.0.0.1:7005"); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, 10*time.Second, []string{a1, a2, "127.0.0.1:7005"}, n1, n2)
+	if _, err := cli.Put(ctx, d.Dir("c1")+"n5/i", strings.Repeat("y", maxValue+1)); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
+	if n1.failures()+n2.failures() != 0 {
+		t.Fatalf("runs failed with etcd up: %v %v", n1.errors(), n2.errors())
+	}
+}
+
+// TestDiscoveryEtcdOutage: with etcd gone, the nodes keep what they knew
+// (a run that cannot keep its lease fails and is called again, and fails
+// until etcd is back); once it is back, they register again, and a node
+// that came meanwhile is found.
+func TestDiscoveryEtcdOutage(t *testing.T) {
+	s := etcdtest.Start(t)
+	d, err := New(Config{Endpoints: []string{s.URL}, TTL: 2 * time.Second, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2, a3 := "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+	n1 := runNode(t, d, "n1", a1)
+	n2 := runNode(t, d, "n2", a2)
+	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
+
+	s.Stop()
+	n3 := runNode(t, d, "n3", a3) // cannot register: etcd is down
+	deadline := time.Now().Add(15 * time.Second)
+	for n1.failures() == 0 || n2.failures() == 0 || n3.failures() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("with etcd down for 15 s, runs failed %d, %d and %d times: want each to fail (the lease, TTL 2s, lost)",
+				n1.failures(), n2.failures(), n3.failures())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// What they knew is kept: no empty set reported.
+	if !slices.Equal(n1.addrs(), []string{a1, a2}) || !slices.Equal(n2.addrs(), []string{a1, a2}) || n3.addrs() != nil {
+		t.Fatalf("with etcd down: n1 knows %v, n2 %v, n3 %v", n1.addrs(), n2.addrs(), n3.addrs())
+	}
+
+	s.Restart()
+	waitSet(t, 20*time.Second, []string{a1, a2, a3}, n1, n2, n3)
+	t.Logf("failed runs while etcd was down: n1 %d, n2 %d, n3 %d", n1.failures(), n2.failures(), n3.failures())
+}
+
+// TestNewRefuses: New refuses what it cannot use.
+func TestNewRefuses(t *testing.T) {
+	for _, c := range []Config{
+		{},
+		{Endpoints: []string{"127.0.0.1:2379"}},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "switchboard"},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: time.Second},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: 2500 * time.Millisecond},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Timeout: -1},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+	d, err := New(Config{Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/a/b/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Dir("c"); got != "/a/b/c/" {
+		t.Fatalf("Dir = %q", got)
+	}
+}
