@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
+	"github.com/switchboard-ipc/switchboard/actors/cluster/etcd"
 )
 
 // ClusterConfig is the [cluster] table: the links to the other nodes of
@@ -27,6 +28,18 @@ type ClusterConfig struct {
 	TLSKey      string        `toml:"tls_key"`
 	TLSCA       string        `toml:"tls_ca"`
 	SecretFile  string        `toml:"secret_file"`
+
+	// Discovery: "" (the peers only) or "etcd" (the nodes registered
+	// under etcd_prefix at etcd_endpoints, as well as the peers).
+	Discovery        string        `toml:"discovery"`
+	EtcdEndpoints    []string      `toml:"etcd_endpoints"`
+	EtcdPrefix       string        `toml:"etcd_prefix"`
+	EtcdTTL          time.Duration `toml:"etcd_ttl"`
+	EtcdUsername     string        `toml:"etcd_username"`
+	EtcdPasswordFile string        `toml:"etcd_password_file"`
+	EtcdTLSCert      string        `toml:"etcd_tls_cert"`
+	EtcdTLSKey       string        `toml:"etcd_tls_key"`
+	EtcdTLSCA        string        `toml:"etcd_tls_ca"`
 }
 
 // config translates the table into the link layer's configuration; a
@@ -36,7 +49,12 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 	if err != nil {
 		return cluster.Config{}, fmt.Errorf("config: cluster.overflow: %w", err)
 	}
+	discovery, err := c.discovery(log)
+	if err != nil {
+		return cluster.Config{}, err
+	}
 	return cluster.Config{
+		Discovery:   discovery,
 		Cluster:     c.Name,
 		Listen:      c.Listen,
 		Advertise:   c.Advertise,
@@ -52,6 +70,33 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 		SecretFile:  c.SecretFile,
 		Logger:      log,
 	}, nil
+}
+
+// discovery builds the Discovery the table names (nil: none).
+func (c *ClusterConfig) discovery(log *slog.Logger) (cluster.Discovery, error) {
+	switch c.Discovery {
+	case "":
+		if len(c.EtcdEndpoints) != 0 {
+			return nil, errors.New("config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd")
+		}
+		return nil, nil
+	case "etcd":
+	default:
+		return nil, fmt.Errorf("config: cluster.discovery: must be \"\" (the peers only) or etcd, not %q", c.Discovery)
+	}
+	d, err := etcd.New(etcd.Config{Endpoints: c.EtcdEndpoints, Prefix: c.EtcdPrefix, TTL: c.EtcdTTL,
+		Username: c.EtcdUsername, PasswordFile: c.EtcdPasswordFile,
+		TLSCert: c.EtcdTLSCert, TLSKey: c.EtcdTLSKey, TLSCA: c.EtcdTLSCA, Logger: log})
+	var ce *etcd.ConfigError
+	switch {
+	case errors.As(err, &ce) && ce.Field == "tls":
+		return nil, fmt.Errorf("config: cluster.etcd_tls_cert, cluster.etcd_tls_key, cluster.etcd_tls_ca: %w", ce.Err)
+	case errors.As(err, &ce):
+		return nil, fmt.Errorf("config: cluster.etcd_%s: %w", ce.Field, ce.Err)
+	case err != nil:
+		return nil, fmt.Errorf("config: cluster: %w", err)
+	}
+	return d, nil
 }
 
 // check validates the table when the cluster is enabled: cluster.New

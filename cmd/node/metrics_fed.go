@@ -29,10 +29,12 @@ var (
 	descFedLink = desc("switchboard_federation_link_events_total",
 		"The link layer's refusals and drops: not_up, overflow (budget spent), too_large, unknown, foreign, "+
 			"stale (from a fenced or unknown session), protocol (links closed for breaking it), refused_out, "+
-			"refused_in, panics, refused_calls.", "what")
-	descFedUnacked   = desc("switchboard_federation_link_unacked_bytes", "Bytes sent on the link to a node and not yet acknowledged.", "node")
-	descFedSent      = desc("switchboard_federation_link_sent_total", "Messages sent on the link to a node, in its current run.", "node")
-	descFedDelivered = desc("switchboard_federation_link_delivered_total", "Messages delivered from a node, in its current run.", "node")
+			"refused_in, panics, refused_calls, discovery_failed (a discovery run that failed, tried again), "+
+			"bad_discovered (a discovered address that is not HOST:PORT), dial_full (one the dial table had no room for).", "what")
+	descFedDiscovered = desc("switchboard_federation_discovered_nodes", "Addresses of other nodes the discovery (cluster.discovery) lists now.")
+	descFedUnacked    = desc("switchboard_federation_link_unacked_bytes", "Bytes sent on the link to a node and not yet acknowledged.", "node")
+	descFedSent       = desc("switchboard_federation_link_sent_total", "Messages sent on the link to a node, in its current run.", "node")
+	descFedDelivered  = desc("switchboard_federation_link_delivered_total", "Messages delivered from a node, in its current run.", "node")
 )
 
 type fedCollector struct {
@@ -46,7 +48,7 @@ func (m *metrics) attachFederation(node fedSource, links linkSource) {
 }
 
 func (c *fedCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFedNodes, descFedMsgs, descFedLink, descFedUnacked, descFedSent, descFedDelivered} {
+	for _, d := range []*prometheus.Desc{descFedNodes, descFedMsgs, descFedLink, descFedDiscovered, descFedUnacked, descFedSent, descFedDelivered} {
 		ch <- d
 	}
 }
@@ -67,9 +69,11 @@ func (c *fedCollector) Collect(ch chan<- prometheus.Metric) {
 		n    uint64
 	}{{"not_up", ls.NotUp}, {"overflow", ls.Overflow}, {"too_large", ls.TooLarge}, {"unknown", ls.Unknown},
 		{"foreign", ls.Foreign}, {"stale", ls.Stale}, {"protocol", ls.Protocol}, {"refused_out", ls.RefusedOut},
-		{"refused_in", ls.RefusedIn}, {"panics", ls.Panics}, {"refused_calls", ls.RefusedCalls}} {
+		{"refused_in", ls.RefusedIn}, {"panics", ls.Panics}, {"refused_calls", ls.RefusedCalls},
+		{"discovery_failed", ls.DiscoveryFailures}, {"bad_discovered", ls.BadDiscovered}, {"dial_full", ls.DialFull}} {
 		ch <- prometheus.MustNewConstMetric(descFedLink, prometheus.CounterValue, float64(v.n), v.what)
 	}
+	ch <- prometheus.MustNewConstMetric(descFedDiscovered, prometheus.GaugeValue, float64(ls.Discovered))
 	seen := map[string]bool{}
 	for _, l := range ls.Links {
 		if !l.Up || seen[l.Node] { // one run of a node is up at a time; the others are gone
