@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
+	"github.com/switchboard-ipc/switchboard/actors/cluster/dns"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/etcd"
 )
 
@@ -29,8 +31,9 @@ type ClusterConfig struct {
 	TLSCA       string        `toml:"tls_ca"`
 	SecretFile  string        `toml:"secret_file"`
 
-	// Discovery: "" (the peers only) or "etcd" (the nodes registered
-	// under etcd_prefix at etcd_endpoints, as well as the peers).
+	// Discovery: "" (the peers only), "etcd" (the nodes registered
+	// under etcd_prefix at etcd_endpoints, as well as the peers) or "dns"
+	// (the A records of dns_name, at dns_port).
 	Discovery        string        `toml:"discovery"`
 	EtcdEndpoints    []string      `toml:"etcd_endpoints"`
 	EtcdPrefix       string        `toml:"etcd_prefix"`
@@ -40,6 +43,9 @@ type ClusterConfig struct {
 	EtcdTLSCert      string        `toml:"etcd_tls_cert"`
 	EtcdTLSKey       string        `toml:"etcd_tls_key"`
 	EtcdTLSCA        string        `toml:"etcd_tls_ca"`
+	DNSName          string        `toml:"dns_name"`
+	DNSPort          int64         `toml:"dns_port"`
+	DNSInterval      time.Duration `toml:"dns_interval"`
 }
 
 // config translates the table into the link layer's configuration; a
@@ -74,15 +80,24 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 
 // discovery builds the Discovery the table names (nil: none).
 func (c *ClusterConfig) discovery(log *slog.Logger) (cluster.Discovery, error) {
+	switch {
+	case c.Discovery != "etcd" && len(c.EtcdEndpoints) != 0:
+		return nil, errors.New("config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd")
+	case c.Discovery != "dns" && c.DNSName != "":
+		return nil, errors.New("config: cluster.dns_name: set, but cluster.discovery is not dns")
+	}
 	switch c.Discovery {
 	case "":
-		if len(c.EtcdEndpoints) != 0 {
-			return nil, errors.New("config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd")
-		}
 		return nil, nil
+	case "dns":
+		d, err := dns.New(dns.Config{Name: c.DNSName, Port: int(c.DNSPort), Interval: c.DNSInterval, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("config: cluster.%s", strings.TrimPrefix(err.Error(), "dns: "))
+		}
+		return d, nil
 	case "etcd":
 	default:
-		return nil, fmt.Errorf("config: cluster.discovery: must be \"\" (the peers only) or etcd, not %q", c.Discovery)
+		return nil, fmt.Errorf("config: cluster.discovery: must be \"\" (the peers only), etcd or dns, not %q", c.Discovery)
 	}
 	d, err := etcd.New(etcd.Config{Endpoints: c.EtcdEndpoints, Prefix: c.EtcdPrefix, TTL: c.EtcdTTL,
 		Username: c.EtcdUsername, PasswordFile: c.EtcdPasswordFile,

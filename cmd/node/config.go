@@ -187,7 +187,7 @@ var settings = []setting{
 	{key: "cluster.tls_key", usage: "the node's private key, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSKey }},
 	{key: "cluster.tls_ca", usage: "the CA every node's certificate chains to, a PEM `file`", field: func(c *Config) any { return &c.Cluster.TLSCA }},
 	{key: "cluster.secret_file", usage: "the cluster's secret, a `file` only the node's user may read (required without TLS)", field: func(c *Config) any { return &c.Cluster.SecretFile }},
-	{key: "cluster.discovery", usage: "where to find the other nodes beyond the peers: `\"\"` (nowhere) or etcd", field: func(c *Config) any { return &c.Cluster.Discovery }},
+	{key: "cluster.discovery", usage: "where to find the other nodes beyond the peers: `\"\"` (nowhere), etcd or dns", field: func(c *Config) any { return &c.Cluster.Discovery }},
 	{key: "cluster.etcd_endpoints", usage: "etcd's client `URLs`, http://HOST:PORT,... (discovery = etcd)", field: func(c *Config) any { return &c.Cluster.EtcdEndpoints }},
 	{key: "cluster.etcd_prefix", usage: "the etcd `directory` the nodes register under (its subdirectory named after the cluster)", field: func(c *Config) any { return &c.Cluster.EtcdPrefix }},
 	{key: "cluster.etcd_ttl", usage: "how long a dead node's registration outlives it (a `duration`, whole seconds)", field: func(c *Config) any { return &c.Cluster.EtcdTTL }},
@@ -195,6 +195,9 @@ var settings = []setting{
 	{key: "cluster.etcd_password_file", usage: "that user's password, a `file` only the node's user may read", field: func(c *Config) any { return &c.Cluster.EtcdPasswordFile }},
 	{key: "cluster.etcd_tls_cert", usage: "the node's client certificate for etcd, a PEM `file`", field: func(c *Config) any { return &c.Cluster.EtcdTLSCert }},
 	{key: "cluster.etcd_tls_key", usage: "its private key, a PEM `file`", field: func(c *Config) any { return &c.Cluster.EtcdTLSKey }},
+	{key: "cluster.dns_name", usage: "the DNS `name` whose A records are the nodes, as a Kubernetes headless Service's (discovery = dns)", field: func(c *Config) any { return &c.Cluster.DNSName }},
+	{key: "cluster.dns_port", usage: "the `port` the nodes found in DNS listen on (0: this node's advertised port)", field: func(c *Config) any { return &c.Cluster.DNSPort }},
+	{key: "cluster.dns_interval", usage: "how often the DNS name is resolved (a `duration`)", field: func(c *Config) any { return &c.Cluster.DNSInterval }},
 	{key: "cluster.etcd_tls_ca", usage: "the CA etcd's certificate chains to, a PEM `file` (\"\": the system's)", field: func(c *Config) any { return &c.Cluster.EtcdTLSCA }},
 }
 
