@@ -31,6 +31,13 @@ const fedNetnsEnv = "SWITCHBOARD_TESTS_NETNS"
 // returns); in that child it brings loopback up and returns true.
 func inFedNetns(t *testing.T) bool {
 	t.Helper()
+	return inFedNamespaces(t, 0)
+}
+
+// inFedNamespaces is inFedNetns with more namespaces for the child
+// (CLONE_NEWNS: a mount namespace of its own, the caller's to set up).
+func inFedNamespaces(t *testing.T, more uintptr) bool {
+	t.Helper()
 	if os.Getenv(fedNetnsEnv) != "" {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -55,7 +62,7 @@ func inFedNetns(t *testing.T) bool {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), fedNetnsEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | more, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		t.Log(line)
