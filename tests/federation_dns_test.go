@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster/dns/dnstest"
 	"golang.org/x/sys/unix"
 )
@@ -54,46 +53,18 @@ func TestFederationDNS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var ds []*daemon
-	var cs []*switchboard.Conn
-	join := func(i int) {
-		ds = append(ds, startDaemon(t, daemonOpts{config: cfg(i)}))
-		c := fedDial(t, ds[i])
-		if err := c.Subscribe(ctx, "g"); err != nil {
-			t.Fatal(err)
-		}
-		cs = append(cs, c)
-	}
+	g := &fedGroup{t: t, ctx: ctx, cfg: cfg}
 	for i := range 3 {
-		join(i)
+		g.join(i)
 	}
-	for _, c := range cs {
-		waitMembers(t, c, "g", 3)
-	}
+	g.waitMembers(3, 0, 1, 2)
 
 	s.Set(false, ip(0), ip(1), ip(2), ip(3))
-	join(3)
-	for _, c := range cs {
-		waitMembers(t, c, "g", 4)
-	}
-	if err := cs[3].Publish(ctx, "g", []byte("from n4")); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs[:3] {
-		for {
-			ev, err := c.RecvEvent(ctx)
-			if err != nil {
-				t.Fatalf("%s waiting for n4's publication: %v", c.Address(), err)
-			}
-			if ev.Kind == switchboard.EventGroup && string(ev.Payload) == "from n4" {
-				break
-			}
-		}
-	}
+	g.join(3)
+	g.waitMembers(4, 0, 1, 2, 3)
+	g.publish(3, "from n4", 0, 1, 2)
 
 	s.Set(false, ip(0), ip(1), ip(3))
-	ds[2].signal(t, syscall.SIGKILL)
-	for _, c := range []*switchboard.Conn{cs[0], cs[1], cs[3]} {
-		waitMembers(t, c, "g", 3)
-	}
+	g.ds[2].signal(t, syscall.SIGKILL)
+	g.waitMembers(3, 0, 1, 3)
 }

@@ -30,57 +30,26 @@ func TestFederationEtcd(t *testing.T) {
 			"discovery = \"etcd\"\netcd_endpoints = [%q]\netcd_ttl = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n",
 			i+1, 7951+i, fedSecret(t), e.URL, 9481+i)
 	}
-	var ds []*daemon
-	var cs []*switchboard.Conn
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	join := func(i int) {
-		ds = append(ds, startDaemon(t, daemonOpts{config: cfg(i)}))
-		c := fedDial(t, ds[i])
-		if err := c.Subscribe(ctx, "g"); err != nil {
-			t.Fatal(err)
-		}
-		cs = append(cs, c)
-	}
+	g := &fedGroup{t: t, ctx: ctx, cfg: cfg}
 	for i := range 3 {
-		join(i)
+		g.join(i)
 	}
-	for _, c := range cs {
-		waitMembers(t, c, "g", 3)
-	}
-	publish := func(want int) {
-		t.Helper()
-		payload := []byte(fmt.Sprintf("to %d members", want))
-		if err := cs[0].Publish(ctx, "g", payload); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cs[1:want] { // the publisher is not sent its own
-			for {
-				ev, err := c.RecvEvent(ctx)
-				if err != nil {
-					t.Fatalf("%s waiting for %q: %v", c.Address(), payload, err)
-				}
-				if ev.Kind == switchboard.EventGroup && string(ev.Payload) == string(payload) {
-					break
-				}
-			}
-		}
-	}
-	publish(3)
+	g.waitMembers(3, 0, 1, 2)
+	g.publish(0, "to 3 members", 1, 2)
 
 	// etcd gone for longer than the TTL: the links stay, the bus serves.
 	e.Stop()
 	time.Sleep(3 * time.Second)
-	waitMembers(t, cs[0], "g", 3)
-	publish(3)
+	g.waitMembers(3, 0)
+	g.publish(0, "etcd gone", 1, 2)
 
 	// A node started while etcd is down is found once it is back.
-	join(3)
+	g.join(3)
 	e.Restart()
-	for _, c := range cs {
-		waitMembers(t, c, "g", 4)
-	}
-	publish(4)
+	g.waitMembers(4, 0, 1, 2, 3)
+	g.publish(0, "to 4 members", 1, 2, 3)
 	discovered := func() float64 {
 		fams := scrape(t, http.DefaultClient, "http://127.0.0.1:9481/metrics")
 		return value(t, fams, "switchboard_federation_discovered_nodes", nil)
@@ -94,13 +63,63 @@ func TestFederationEtcd(t *testing.T) {
 
 	// n4 killed: its members leave at once (the link broke), its
 	// registration after the TTL.
-	ds[3].signal(t, syscall.SIGKILL)
-	waitMembers(t, cs[0], "g", 3)
+	g.ds[3].signal(t, syscall.SIGKILL)
+	g.waitMembers(3, 0)
 	checkFor(t, 20*time.Second, func() error {
 		if n := discovered(); n != 2 {
 			return fmt.Errorf("n1 has %v other nodes from etcd after n4 was killed, want 2", n)
 		}
 		return nil
 	})
-	publish(3)
+	g.publish(0, "n4 gone", 1, 2)
+}
+
+// fedGroup is nodes started one by one (cfg(i) is node i's
+// configuration), each with a client subscribed to group g: the
+// discovery tests' cluster.
+type fedGroup struct {
+	t   *testing.T
+	ctx context.Context
+	cfg func(i int) string
+	ds  []*daemon
+	cs  []*switchboard.Conn
+}
+
+// join starts node i and its client.
+func (g *fedGroup) join(i int) {
+	g.t.Helper()
+	g.ds = append(g.ds, startDaemon(g.t, daemonOpts{config: g.cfg(i)}))
+	c := fedDial(g.t, g.ds[i])
+	if err := c.Subscribe(g.ctx, "g"); err != nil {
+		g.t.Fatal(err)
+	}
+	g.cs = append(g.cs, c)
+}
+
+// waitMembers waits until the clients of nodes on see want members of g.
+func (g *fedGroup) waitMembers(want int, on ...int) {
+	g.t.Helper()
+	for _, i := range on {
+		waitMembers(g.t, g.cs[i], "g", want)
+	}
+}
+
+// publish publishes payload to g from node from's client and waits until
+// the clients of nodes to receive it (the publisher is not sent its own).
+func (g *fedGroup) publish(from int, payload string, to ...int) {
+	g.t.Helper()
+	if err := g.cs[from].Publish(g.ctx, "g", []byte(payload)); err != nil {
+		g.t.Fatal(err)
+	}
+	for _, i := range to {
+		for {
+			ev, err := g.cs[i].RecvEvent(g.ctx)
+			if err != nil {
+				g.t.Fatalf("%s waiting for %q: %v", g.cs[i].Address(), payload, err)
+			}
+			if ev.Kind == switchboard.EventGroup && string(ev.Payload) == payload {
+				break
+			}
+		}
+	}
 }
