@@ -153,8 +153,8 @@ func (c Config) withDefaults() (Config, error) {
 		c.Advertise = c.Listen
 	}
 	switch {
-	case !clusterName.MatchString(c.Cluster):
-		return c, bad("name", "must be 1 to 64 letters, digits, '_', '.' or '-', not %q", c.Cluster)
+	case !clusterName.MatchString(c.Cluster) || c.Cluster == "." || c.Cluster == "..":
+		return c, bad("name", "must be 1 to 64 letters, digits, '_', '.' or '-' (not . or ..), not %q", c.Cluster)
 	case c.Heartbeat < time.Millisecond:
 		return c, bad("heartbeat", "must be at least 1ms, not %v", c.Heartbeat)
 	case c.LinkTimeout < 2*c.Heartbeat:

@@ -34,8 +34,14 @@ type Discovery interface {
 }
 
 // discoveryBackoff bounds the wait before Run is called again after it
-// failed: doubling from minBackoff up to this.
+// failed: doubling from minBackoff up to this, and back to minBackoff
+// after a Run that lasted longer than it (a new episode of failures).
 const discoveryBackoff = 30 * time.Second
+
+// maxDiscovered bounds the addresses a Discovery may have the node dial
+// (well below maxDial, which learned addresses share): past it, the rest
+// are ignored (Stats.DialFull).
+const maxDiscovered = 1024
 
 // discover runs cfg.Discovery until Close, on a goroutine of f.wg.
 func (f *Federation) discover() {
@@ -43,9 +49,13 @@ func (f *Federation) discover() {
 	self := Member{Cluster: f.cfg.Cluster, Node: f.self, Incarnation: f.incarnation, Address: f.cfg.Advertise}
 	backoff := minBackoff
 	for {
+		began := time.Now()
 		err := f.cfg.Discovery.Run(f.ctx, self, f.found)
 		if f.ctx.Err() != nil {
 			return
+		}
+		if time.Since(began) > discoveryBackoff {
+			backoff = minBackoff
 		}
 		f.stats.discoveryFails.Add(1)
 		f.logf("cluster: discovery failed (trying again in %v): %v", backoff, err)
@@ -60,26 +70,39 @@ func (f *Federation) discover() {
 
 // found takes the addresses the Discovery knows now. Each is untrusted
 // (a registry is written by whoever may write there): one that is not a
-// dialable HOST:PORT is counted and ignored. An address newly listed is
-// tried at once, even in the backoff of an earlier failure; one no longer
-// listed is kept while it is linked, and forgotten a while after its link
-// ends, like an address learned from a Hello.
+// dialable HOST:PORT is ignored, and one past maxDiscovered or with the
+// dial table full too; each counted (and logged) when first listed. An
+// address newly listed is tried at once, even in the backoff of an earlier
+// failure (not one that refused this node: the node there, if another
+// since, lifts the refusal by linking to this one); one no longer listed
+// is kept while it is linked, and forgotten a while after its link ends,
+// like an address learned from a Hello.
 func (f *Federation) found(addrs []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return
 	}
-	listed := make(map[string]bool, len(addrs))
+	listed := make(map[string]bool, min(len(addrs), maxDiscovered))
+	ignored := make(map[string]bool)
 	for _, a := range addrs {
-		if f.local(a) {
-			continue
+		switch {
+		case f.local(a) || listed[a] || ignored[a]:
+		case checkAddr(a) != nil:
+			ignored[a] = true
+			if !f.ignored[a] {
+				f.stats.badDiscovered.Add(1)
+				f.logf("cluster: the discovery lists %q, not an address to dial: ignored", clip(a))
+			}
+		case len(listed) >= maxDiscovered:
+			ignored[a] = true
+			if !f.ignored[a] {
+				f.stats.dialFull.Add(1)
+				f.logf("cluster: the discovery lists more than %d addresses: %s ignored", maxDiscovered, a)
+			}
+		default:
+			listed[a] = true
 		}
-		if checkAddr(a) != nil {
-			f.stats.badDiscovered.Add(1)
-			continue
-		}
-		listed[a] = true
 	}
 	now := time.Now()
 	for addr, d := range f.dial {
@@ -94,14 +117,26 @@ func (f *Federation) found(addrs []string) {
 		d := f.dialLocked(addr)
 		switch {
 		case d == nil:
-			f.stats.dialFull.Add(1)
+			delete(listed, addr)
+			ignored[addr] = true
+			if !f.ignored[addr] {
+				f.stats.dialFull.Add(1)
+				f.logf("cluster: the table of addresses to dial is full: %s, discovered, ignored", addr)
+			}
 		case d.discovered:
 		default:
-			// Newly listed: tried at once, even if it refused this
-			// node before (it may be another node there now).
 			d.discovered = true
-			d.next, d.backoff, d.refused = now, 0, ""
+			d.next, d.backoff = now, 0
 		}
 	}
+	f.ignored = ignored
 	f.discovered = len(listed)
+}
+
+// clip returns s, cut to 64 bytes for a log line.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

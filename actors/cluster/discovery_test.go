@@ -6,36 +6,46 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
 // TestDiscoveryFound: the addresses a Discovery lists are dialled like
-// configured peers (tried at once, even one that refused this node or
-// was in a backoff, and never forgotten while listed); this node's own is
-// skipped; what is not a dialable HOST:PORT is counted and ignored; an
-// address no longer listed is forgotten a while after, like a learned one.
+// configured peers (tried at once, even one in the backoff of a failure,
+// and never forgotten while listed), except one that refused this node;
+// this node's own is skipped; what is not a dialable HOST:PORT is ignored,
+// counted once however often it is listed; an address no longer listed is
+// kept while linked, and forgotten a while after it is not, like a learned
+// one.
 func TestDiscoveryFound(t *testing.T) {
-	const self, a1, a2, a3 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+	const self, a1, a2, a3, a4 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004"
 	f, err := New(Config{Cluster: "c", Listen: self, SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// a3 learned from a Hello earlier, refused, in a long backoff.
+	// a3 learned from a Hello earlier and in a long backoff; a4 refused.
 	f.mu.Lock()
 	old := f.dialLocked(a3)
-	old.refused, old.backoff, old.next = "another node's name", maxBackoff, time.Now().Add(maxBackoff)
+	old.backoff, old.next = maxBackoff, time.Now().Add(maxBackoff)
+	refused := f.dialLocked(a4)
+	refused.refused = "another node's name"
 	f.mu.Unlock()
 
-	f.found([]string{self, a1, a2, a3, "no-port", "0.0.0.0:7004", a1})
+	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7005", a1})
+	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7005"})
 	st := f.Stats()
-	if st.Discovered != 3 || st.BadDiscovered != 2 {
-		t.Fatalf("discovered %d, bad %d: want 3 and 2", st.Discovered, st.BadDiscovered)
+	if st.Discovered != 4 || st.BadDiscovered != 2 {
+		t.Fatalf("discovered %d, bad %d: want 4 and 2 (each bad address counted once)", st.Discovered, st.BadDiscovered)
 	}
 	f.mu.Lock()
-	if _, ok := f.dial[self]; ok || len(f.dial) != 3 {
-		t.Errorf("dial table %v: want a1, a2, a3 and not this node's own address", f.dial)
+	if _, ok := f.dial[self]; ok || len(f.dial) != 4 {
+		t.Errorf("dial table %v: want a1 to a4 and not this node's own address", f.dial)
 	}
-	if old.refused != "" || old.backoff != 0 || old.next.After(time.Now()) || !old.discovered {
-		t.Errorf("a3 listed: refused %q, backoff %v, next in %v: want tried at once", old.refused, old.backoff, time.Until(old.next))
+	if old.backoff != 0 || old.next.After(time.Now()) || !old.discovered {
+		t.Errorf("a3 listed: backoff %v, next in %v: want tried at once", old.backoff, time.Until(old.next))
+	}
+	if refused.refused == "" {
+		t.Errorf("a4 listed: its refusal was forgotten (it would be sent a Hello, refused and logged at each change)")
 	}
 	f.mu.Unlock()
 	for _, l := range f.Links() {
@@ -44,19 +54,39 @@ func TestDiscoveryFound(t *testing.T) {
 		}
 	}
 
-	// a2 and a3 no longer listed: kept a while, then forgotten; a1,
-	// listed, kept however long it has been down.
-	f.found([]string{a1})
+	// a2 linked; then only a1 listed: a2, a3 and a4 are kept a while.
 	f.mu.Lock()
-	for _, d := range f.dial {
-		d.downSince = time.Now().Add(-2 * learnedKept)
-		d.probing = true // no probe from beat
+	d := f.dial[a2]
+	p := newPeer(f, 9, d.session, &linkpb.Hello{Node: "n2", Incarnation: "i-n2", Address: a2})
+	p.up = true
+	f.bySession[9], f.byName["n2"], f.byAddr[a2] = p, p, p
+	f.mu.Unlock()
+	f.found([]string{a1})
+	age := func() {
+		f.mu.Lock()
+		for _, d := range f.dial {
+			d.downSince = time.Now().Add(-2 * learnedKept)
+			d.probing = true // no probe
+		}
+		f.dialPass(time.Now())
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	if len(f.dial) != 4 {
+		t.Errorf("dial table %v just after a2, a3 and a4 were unlisted: want them kept a while", f.dial)
 	}
 	f.mu.Unlock()
-	f.beat(time.Now())
+	age()
+	f.mu.Lock()
+	if len(f.dial) != 2 || f.dial[a1] == nil || f.dial[a2] == nil {
+		t.Errorf("dial table %v a minute after: want a1 (listed) and a2 (linked)", f.dial)
+	}
+	f.mu.Unlock()
+	f.declareDown(p, "gone", 0)
+	age()
 	f.mu.Lock()
 	if len(f.dial) != 1 || f.dial[a1] == nil {
-		t.Errorf("dial table %v after a minute unlisted: want only a1", f.dial)
+		t.Errorf("dial table %v a minute after a2's link ended: want only a1", f.dial)
 	}
 	f.mu.Unlock()
 	if st := f.Stats(); st.Discovered != 1 {

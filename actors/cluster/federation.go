@@ -76,6 +76,7 @@ type Federation struct {
 	byAddr     map[string]*peer
 	dial       map[string]*dialAddr     // addresses to Hello until linked
 	discovered int                      // addresses Config.Discovery lists now
+	ignored    map[string]bool          // the addresses it lists that are ignored (each counted once)
 	lastRun    map[string]chan struct{} // node name → its latest delivery goroutine's exited
 	// retired: the other nodes' sessions declared down, the latest
 	// retiredKept (retiredOrder, oldest first).

@@ -406,6 +406,13 @@ func (f *Federation) beat(now time.Time) {
 			f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Heartbeat{Heartbeat: &linkpb.Heartbeat{}}})
 		}
 	}
+	f.dialPass(now)
+}
+
+// dialPass sends a Hello to every address linking, starts a probe of
+// every address not linked whose backoff ran out, and forgets the learned
+// addresses not linked for learnedKept. f.mu is held.
+func (f *Federation) dialPass(now time.Time) {
 	for addr, d := range f.dial {
 		p := f.byAddr[addr]
 		switch {

@@ -97,6 +97,10 @@ func New(cfg Config) (*Discovery, error) {
 		return nil, bad("timeout", "negative: %v", cfg.Timeout)
 	case cfg.Password != "" && cfg.PasswordFile != "":
 		return nil, bad("password_file", "give the password or its file, not both")
+	case cfg.Username != "" && cfg.Password == "" && cfg.PasswordFile == "":
+		return nil, bad("password_file", "user %q has no password (etcd's client would not authenticate at all)", cfg.Username)
+	case cfg.Username == "" && (cfg.Password != "" || cfg.PasswordFile != ""):
+		return nil, bad("username", "a password without a user")
 	}
 	for _, e := range cfg.Endpoints {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
@@ -149,86 +153,246 @@ func loadTLS(cert, key, ca string) (*tls.Config, error) {
 }
 
 // Dir is the directory of cluster's keys.
-func (d *Discovery) Dir(cluster string) string { return path.Join(d.cfg.Prefix, cluster) + "/" }
+func (d *Discovery) Dir(cluster string) string {
+	return strings.TrimSuffix(d.cfg.Prefix, "/") + "/" + cluster + "/"
+}
+
+// maxResponse bounds a response from etcd: whoever may write the
+// directory could otherwise make a node read gigabytes (etcd takes values
+// of up to 1.5 MiB, and a directory of thousands); past it, the read
+// fails and is tried again, logged.
+const maxResponse = 16 << 20
+
+// reportEvery is the least time between two reports to found: a key that
+// flaps costs the link layer one look at the set in this time.
+const reportEvery = 100 * time.Millisecond
+
+// errLeaseLost ends a Run: the node is no longer registered.
+var errLeaseLost = errors.New("the lease expired (etcd unreachable for longer than the TTL, or its data lost)")
 
 // Run registers self under a lease it keeps alive and reports the
-// cluster's addresses until ctx is done, when it revokes the lease. It
-// returns an error when etcd cannot be reached within the timeout, when
-// the lease is lost (etcd unreachable for longer than the TTL, or its data
-// lost) or when the watch ends: the Federation calls it again.
+// cluster's addresses until ctx is done, when it revokes the lease. A
+// read or a watch that fails is tried again, every second, in the same
+// registration; Run returns an error when it cannot register (etcd not
+// reached within the timeout) or when the lease is lost: the Federation
+// calls it again.
 func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]string)) error {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   d.cfg.Endpoints,
-		DialTimeout: d.cfg.Timeout,
-		Username:    d.cfg.Username,
-		Password:    d.cfg.Password,
-		TLS:         d.cfg.TLS,
-		Context:     ctx,
-		Logger:      zap.NewNop(),
+		Endpoints:          d.cfg.Endpoints,
+		DialTimeout:        d.cfg.Timeout,
+		Username:           d.cfg.Username,
+		Password:           d.cfg.Password,
+		TLS:                d.cfg.TLS,
+		Context:            ctx,
+		Logger:             zap.NewNop(),
+		MaxCallRecvMsgSize: maxResponse,
 	})
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
-	dir := d.Dir(self.Cluster)
-	key := dir + self.Node + "/" + self.Incarnation
-
+	s := &session{d: d, cli: cli, self: self, found: found, dir: d.Dir(self.Cluster),
+		nodes: directory{d: d, keys: map[string]string{}}}
+	s.key = s.dir + self.Node + "/" + self.Incarnation
 	call, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	lease, err := cli.Grant(call, int64(d.cfg.TTL/time.Second))
-	if err == nil {
-		_, err = cli.Put(call, key, self.Address, clientv3.WithLease(lease.ID))
-	}
 	cancel()
 	if err != nil {
-		return d.ended(ctx, "registering "+key, err)
+		return d.ended(ctx, "registering "+s.key, err)
 	}
+	s.lease = lease.ID
 	defer func() {
 		// Gone at once for the others, rather than after the TTL.
 		revoke, cancel := context.WithTimeout(context.Background(), time.Second)
 		cli.Revoke(revoke, lease.ID)
 		cancel()
 	}()
-	alive, err := cli.KeepAlive(ctx, lease.ID)
-	if err != nil {
+	if err := s.register(ctx); err != nil {
+		return d.ended(ctx, "registering "+s.key, err)
+	}
+	if s.alive, err = cli.KeepAlive(ctx, lease.ID); err != nil {
 		return d.ended(ctx, "keeping the lease alive", err)
 	}
-	call, cancel = context.WithTimeout(ctx, d.cfg.Timeout)
-	got, err := cli.Get(call, dir, clientv3.WithPrefix(), clientv3.WithLimit(maxNodes+1))
+	d.logf("etcd: node %s registered as %s (lease %x, TTL %v)", self.Node, s.key, lease.ID, d.cfg.TTL)
+	defer s.stopTimer()
+	for {
+		err := s.follow(ctx)
+		if ctx.Err() != nil || errors.Is(err, errLeaseLost) {
+			return d.ended(ctx, "keeping the lease alive", err)
+		}
+		d.logf("etcd: %v: reading %s again in a second", err, s.dir)
+		if err := s.pause(ctx, time.Second); err != nil {
+			return d.ended(ctx, "keeping the lease alive", err)
+		}
+	}
+}
+
+// session is one Run's registration: its client, lease and what it knows
+// of the directory.
+type session struct {
+	d          *Discovery
+	cli        *clientv3.Client
+	self       cluster.Member
+	dir, key   string
+	lease      clientv3.LeaseID
+	alive      <-chan *clientv3.LeaseKeepAliveResponse
+	nodes      directory
+	found      func([]string)
+	last       []string    // the set reported last
+	reported   bool        // whether any was
+	reportedAt time.Time   // when
+	timer      *time.Timer // a report held back by reportEvery (nil: none)
+}
+
+// register writes the node's key under its lease.
+func (s *session) register(ctx context.Context) error {
+	call, cancel := context.WithTimeout(ctx, s.d.cfg.Timeout)
+	defer cancel()
+	_, err := s.cli.Put(call, s.key, s.self.Address, clientv3.WithLease(s.lease))
+	return err
+}
+
+// follow reads the directory, then watches it from the revision read,
+// reporting each change, until the watch fails (an error), the lease is
+// lost (errLeaseLost) or ctx is done. The node's own key, if someone
+// deleted or changed it, is written again.
+func (s *session) follow(ctx context.Context) error {
+	call, cancel := context.WithTimeout(ctx, s.d.cfg.Timeout)
+	got, err := s.cli.Get(call, s.dir, clientv3.WithPrefix(), clientv3.WithLimit(maxNodes+1))
 	cancel()
 	if err != nil {
-		return d.ended(ctx, "reading "+dir, err)
+		return fmt.Errorf("reading %s: %w", s.dir, err)
 	}
-	d.logf("etcd: node %s registered as %s (lease %x, TTL %v)", self.Node, key, lease.ID, d.cfg.TTL)
-	nodes := directory{d: d, keys: map[string]string{}}
+	clear(s.nodes.keys)
+	own := false
 	for _, kv := range got.Kvs {
-		nodes.put(string(kv.Key), kv.Value)
+		s.nodes.put(string(kv.Key), kv.Value)
+		own = own || string(kv.Key) == s.key && string(kv.Value) == s.self.Address
 	}
 	if got.More {
-		nodes.ignore("%s holds more than %d keys: the others are ignored", dir, maxNodes)
+		s.nodes.ignore("%s holds more than %d keys: the others are ignored", s.dir, maxNodes)
 	}
-	found(nodes.addresses())
-	watch := cli.Watch(clientv3.WithRequireLeader(ctx), dir, clientv3.WithPrefix(), clientv3.WithRev(got.Header.Revision+1))
+	if !own {
+		if err := s.register(ctx); err != nil {
+			return fmt.Errorf("registering %s again: %w", s.key, err)
+		}
+	}
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	made := make(chan clientv3.WatchChan, 1)
+	go func() {
+		made <- s.cli.Watch(wctx, s.dir, clientv3.WithPrefix(), clientv3.WithRev(got.Header.Revision+1), clientv3.WithProgressNotify())
+	}()
+	defer func() {
+		wcancel()
+		if made != nil {
+			<-made // Watch returns once wctx is cancelled
+		}
+	}()
+	// Watch waits until etcd takes the watch, for as long as it takes:
+	// the lease is watched meanwhile, and the wait bounded.
+	var watch clientv3.WatchChan
+	deadline := time.NewTimer(s.d.cfg.Timeout)
+	defer deadline.Stop()
+	for watch == nil {
+		select {
+		case watch = <-made:
+			made = nil
+		case _, ok := <-s.alive:
+			if !ok {
+				return errLeaseLost
+			}
+		case <-deadline.C:
+			return fmt.Errorf("watching %s: not set up within %v", s.dir, s.d.cfg.Timeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.report()
 	for {
 		select {
-		case _, ok := <-alive:
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-s.alive:
 			if !ok {
-				return d.ended(ctx, "keeping the lease alive", errors.New("the lease expired"))
+				return errLeaseLost
 			}
+		case <-s.timerC():
+			s.timer = nil
+			s.report()
 		case w, ok := <-watch:
-			if !ok {
-				return d.ended(ctx, "watching "+dir, errors.New("the watch ended"))
+			switch {
+			case !ok:
+				return fmt.Errorf("watching %s: the watch ended", s.dir)
+			case w.Err() != nil:
+				return fmt.Errorf("watching %s: %w", s.dir, w.Err())
+			case w.IsProgressNotify():
+				continue
 			}
-			if err := w.Err(); err != nil {
-				return d.ended(ctx, "watching "+dir, err)
-			}
+			lost := false
 			for _, ev := range w.Events {
+				key := string(ev.Kv.Key)
 				if ev.Type == clientv3.EventTypeDelete {
-					delete(nodes.keys, string(ev.Kv.Key))
+					delete(s.nodes.keys, key)
 				} else {
-					nodes.put(string(ev.Kv.Key), ev.Kv.Value)
+					s.nodes.put(key, ev.Kv.Value)
+				}
+				lost = lost || key == s.key && (ev.Type == clientv3.EventTypeDelete || string(ev.Kv.Value) != s.self.Address)
+			}
+			if lost {
+				s.d.logf("etcd: %s was deleted or changed by another: written again", s.key)
+				if err := s.register(ctx); err != nil {
+					return fmt.Errorf("registering %s again: %w", s.key, err)
 				}
 			}
-			found(nodes.addresses())
+			s.report()
+		}
+	}
+}
+
+// report calls found with the addresses known, if they changed since the
+// last report, and not sooner than reportEvery after it (a report held
+// back is made when the timer fires).
+func (s *session) report() {
+	set := s.nodes.addresses()
+	switch {
+	case s.reported && slices.Equal(set, s.last):
+	case s.timer != nil:
+	case s.reported && time.Since(s.reportedAt) < reportEvery:
+		s.timer = time.NewTimer(reportEvery - time.Since(s.reportedAt))
+	default:
+		s.found(set)
+		s.last, s.reported, s.reportedAt = set, true, time.Now()
+	}
+}
+
+func (s *session) timerC() <-chan time.Time {
+	if s.timer == nil {
+		return nil
+	}
+	return s.timer.C
+}
+
+func (s *session) stopTimer() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+// pause waits d, keeping the lease's channel read; errLeaseLost if the
+// lease is lost meanwhile.
+func (s *session) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case _, ok := <-s.alive:
+			if !ok {
+				return errLeaseLost
+			}
 		}
 	}
 }

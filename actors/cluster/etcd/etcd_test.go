@@ -127,6 +127,7 @@ func TestDiscoveryEtcd(t *testing.T) {
 	cli := s.Client()
 	defer cli.Close()
 	ctx := context.Background()
+	granted := time.Now()
 	lease, err := cli.Grant(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +143,31 @@ func TestDiscoveryEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, 10*time.Second, []string{a1, a2, "127.0.0.1:7004"}, n1, n2)
-	died := time.Now()
 	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
-	if took := time.Since(died); took < time.Second {
-		t.Errorf("a dead node's key went after %v, before its TTL (2s)", took)
+	if took := time.Since(granted); took < 1500*time.Millisecond {
+		t.Errorf("a dead node's key went %v after its lease was granted, before its TTL (2s)", took)
 	}
+	// A node's own key deleted by another (a hasty clean-up) is written
+	// again: it stays registered.
+	own := d.Dir("c1") + "n1/i-n1"
+	if r, err := cli.Delete(ctx, own); err != nil || r.Deleted != 1 {
+		t.Fatalf("deleting %s: %v, %+v", own, err, r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := cli.Get(ctx, own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Kvs) == 1 && string(r.Kvs[0].Value) == a1 && r.Kvs[0].Lease != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not written again within 10 s: %+v", own, r.Kvs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
 	// A key overwritten with junk is forgotten, not kept at its old value.
 	if _, err := cli.Put(ctx, d.Dir("c1")+"n5/i", "127.0.0.1:7005"); err != nil {
 		t.Fatal(err)
@@ -205,6 +226,8 @@ func TestNewRefuses(t *testing.T) {
 		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: time.Second},
 		{Endpoints: []string{"http://127.0.0.1:2379"}, TTL: 2500 * time.Millisecond},
 		{Endpoints: []string{"http://127.0.0.1:2379"}, Timeout: -1},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Username: "u"},
+		{Endpoints: []string{"http://127.0.0.1:2379"}, Password: "p"},
 	} {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
