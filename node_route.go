@@ -163,7 +163,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 			c.StartRequestRemote(f.ID, f.Aux, true, targets, n.fed.targets(d, rg, payload), pb.AppendRequest(nil, c.Address(), d, c.ReplyHandle(f.ID), f.Aux, payload))
 			return
 		}
-		took, size := 0, len(payload)
+		took, tooBig, size := 0, 0, len(payload)
 		if local > 0 { // else only other nodes' members: no body to make here
 			body := pb.AppendMsg(nil, c.Address(), d, nil, payload)
 			size = len(body)
@@ -174,6 +174,7 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 				}
 				if len(body) > t.MaxEvent() {
 					t.CountDrop() // a member that cannot take it sees a gap
+					tooBig++
 					continue
 				}
 				took++
@@ -183,12 +184,8 @@ func (n *Node) route(c *conn.Endpoint, f conn.BusFrame) {
 		remote, lost := n.fed.publish(c, d, rg, payload)
 		took += remote
 		if wantAnswer {
-			if took == 0 && lost > 0 {
-				fail(codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members are on other nodes whose links refused it (budget spent, or the node going)", d)))
-				return
-			}
-			if took == 0 {
-				fail(codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", size)))
+			if err := publishRefusal(d, took, lost, tooBig, size); err != nil {
+				fail(err)
 				return
 			}
 			c.Answer(f.ID, binary.LittleEndian.AppendUint32(nil, uint32(took)))
@@ -282,4 +279,22 @@ func anyAddress(set map[string]bool, cs []*conn.Endpoint) bool {
 		}
 	}
 	return false
+}
+
+// publishRefusal is what a want-answer publication to group g that no
+// member took answers: UNDELIVERABLE when the links to the nodes with its
+// members refused it (lost), or when its members left between the look
+// at the group and the sending (none lost, none too small for it);
+// TOO_LARGE when members here could not take its size bytes (tooBig).
+// nil when some member took it.
+func publishRefusal(g string, took, lost, tooBig, size int) error {
+	switch {
+	case took > 0:
+		return nil
+	case lost > 0:
+		return codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members are on other nodes whose links refused it (budget spent, or the node going)", g))
+	case tooBig > 0:
+		return codeError(pb.Code_CODE_TOO_LARGE, fmt.Sprintf("%d bytes: more than any member takes", size))
+	}
+	return codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q has no other member (they left as it was sent)", g))
 }
