@@ -40,7 +40,9 @@ const discoveryBackoff = 30 * time.Second
 
 // maxDiscovered bounds the addresses a Discovery may have the node dial
 // (well below maxDial, which learned addresses share): past it, the rest
-// are ignored (Stats.DialFull).
+// are ignored (Stats.DialFull). Those it brought and no longer lists are
+// forgotten at once unless linked, so they never hold more than this and
+// the links up.
 const maxDiscovered = 1024
 
 // discover runs cfg.Discovery until Close, on a goroutine of f.wg.
@@ -71,66 +73,98 @@ func (f *Federation) discover() {
 // found takes the addresses the Discovery knows now. Each is untrusted
 // (a registry is written by whoever may write there): one that is not a
 // dialable HOST:PORT is ignored, and one past maxDiscovered or with the
-// dial table full too; each counted (and logged) when first listed. An
+// dial table full too (tried again each heartbeat until it fits); each
+// counted once while listed, and logged in a line at most every 10 s. An
 // address newly listed is tried at once, even in the backoff of an earlier
 // failure (not one that refused this node: the node there, if another
-// since, lifts the refusal by linking to this one); one no longer listed
-// is kept while it is linked, and forgotten a while after its link ends,
-// like an address learned from a Hello.
+// since, lifts the refusal by linking to this one). One no longer listed
+// is kept while it is linked; if the discovery brought it, it is forgotten
+// at once when not linked (so the addresses a discovery has in the table
+// are at most maxDiscovered, and those linked), else a while after its
+// link ends, like an address learned from a Hello.
 func (f *Federation) found(addrs []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed {
-		return
+	if !f.closed {
+		f.foundLocked(addrs, time.Now())
 	}
+}
+
+// foundLocked is found under f.mu; beat calls it again with the last list
+// while some of it did not fit in the dial table.
+func (f *Federation) foundLocked(addrs []string, now time.Time) {
+	f.lastFound, f.foundShort = addrs, false
 	listed := make(map[string]bool, min(len(addrs), maxDiscovered))
 	ignored := make(map[string]bool)
+	var bad, excess, full int
+	var example string
+	ignore := func(a string, n *int) {
+		ignored[a] = true
+		if !f.ignored[a] {
+			*n++
+			example = a
+		}
+	}
 	for _, a := range addrs {
 		switch {
 		case f.local(a) || listed[a] || ignored[a]:
 		case checkAddr(a) != nil:
-			ignored[a] = true
-			if !f.ignored[a] {
-				f.stats.badDiscovered.Add(1)
-				f.logf("cluster: the discovery lists %q, not an address to dial: ignored", clip(a))
-			}
+			ignore(a, &bad)
 		case len(listed) >= maxDiscovered:
-			ignored[a] = true
-			if !f.ignored[a] {
-				f.stats.dialFull.Add(1)
-				f.logf("cluster: the discovery lists more than %d addresses: %s ignored", maxDiscovered, a)
-			}
+			ignore(a, &excess)
 		default:
 			listed[a] = true
 		}
 	}
-	now := time.Now()
 	for addr, d := range f.dial {
-		if d.discovered && !listed[addr] {
+		switch {
+		case !d.discovered || listed[addr]:
+		case f.byAddr[addr] != nil:
+			d.discovered = false // linked: kept while it is
+		case d.viaDiscovery:
+			delete(f.dial, addr)
+		default:
 			d.discovered = false
-			if f.byAddr[addr] == nil {
-				d.downSince = now // forgotten learnedKept from now
-			}
+			d.downSince = now // forgotten learnedKept from now
 		}
 	}
 	for addr := range listed {
-		d := f.dialLocked(addr)
-		switch {
-		case d == nil:
-			delete(listed, addr)
-			ignored[addr] = true
-			if !f.ignored[addr] {
-				f.stats.dialFull.Add(1)
-				f.logf("cluster: the table of addresses to dial is full: %s, discovered, ignored", addr)
+		d := f.dial[addr]
+		if d == nil {
+			if d = f.dialLocked(addr); d == nil {
+				delete(listed, addr)
+				ignore(addr, &full)
+				f.foundShort = true
+				continue
 			}
-		case d.discovered:
-		default:
+			d.viaDiscovery = true
+		}
+		if !d.discovered {
 			d.discovered = true
 			d.next, d.backoff = now, 0
 		}
 	}
 	f.ignored = ignored
 	f.discovered = len(listed)
+	f.stats.badDiscovered.Add(uint64(bad))
+	f.stats.dialFull.Add(uint64(excess + full))
+	if n := bad + excess + full; n > 0 {
+		f.discoveryIgnored += n
+		if now.Sub(f.discoveryWarned) >= 10*time.Second {
+			f.logf("cluster: the discovery lists addresses that are ignored: %d not HOST:PORT, %d past %d, %d with the table of addresses to dial full (%d since the last such line; %q among them)",
+				bad, excess, maxDiscovered, full, f.discoveryIgnored, clip(example))
+			f.discoveryIgnored, f.discoveryWarned = 0, now
+		}
+	}
+}
+
+// discoveryRetries is what the Discovery counts of its own failures,
+// retried within a run (0 if it counts none).
+func (f *Federation) discoveryRetries() uint64 {
+	if c, ok := f.cfg.Discovery.(interface{ Failures() uint64 }); ok {
+		return c.Failures()
+	}
+	return 0
 }
 
 // clip returns s, cut to 64 bytes for a log line.

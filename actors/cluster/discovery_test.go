@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // kept while linked, and forgotten a while after it is not, like a learned
 // one.
 func TestDiscoveryFound(t *testing.T) {
-	const self, a1, a2, a3, a4 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004"
+	const self, a1, a2, a3, a4, a5 = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004", "127.0.0.1:7005"
 	f, err := New(Config{Cluster: "c", Listen: self, SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -31,8 +32,8 @@ func TestDiscoveryFound(t *testing.T) {
 	refused.refused = "another node's name"
 	f.mu.Unlock()
 
-	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7005", a1})
-	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7005"})
+	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7006", a1})
+	f.found([]string{self, a1, a2, a3, a4, "no-port", "0.0.0.0:7006"})
 	st := f.Stats()
 	if st.Discovered != 4 || st.BadDiscovered != 2 {
 		t.Fatalf("discovered %d, bad %d: want 4 and 2 (each bad address counted once)", st.Discovered, st.BadDiscovered)
@@ -54,7 +55,17 @@ func TestDiscoveryFound(t *testing.T) {
 		}
 	}
 
-	// a2 linked; then only a1 listed: a2, a3 and a4 are kept a while.
+	// a5, brought by the discovery alone, is forgotten once unlisted.
+	f.found([]string{a1, a2, a3, a4, a5})
+	f.found([]string{a1, a2, a3, a4})
+	f.mu.Lock()
+	if f.dial[a5] != nil {
+		t.Errorf("a5, discovered, not linked, unlisted: still in the dial table")
+	}
+	f.mu.Unlock()
+
+	// a2 linked; then only a1 listed: a2 (linked), a3 and a4 (learned
+	// before) are kept a while.
 	f.mu.Lock()
 	d := f.dial[a2]
 	p := newPeer(f, 9, d.session, &linkpb.Hello{Node: "n2", Incarnation: "i-n2", Address: a2})
@@ -91,6 +102,61 @@ func TestDiscoveryFound(t *testing.T) {
 	f.mu.Unlock()
 	if st := f.Stats(); st.Discovered != 1 {
 		t.Errorf("discovered %d, want 1", st.Discovered)
+	}
+}
+
+// TestDiscoveryBounds: a Discovery fills at most maxDiscovered entries
+// of the dial table (the rest counted once while listed); an address it
+// brought and no longer lists is forgotten at once unless linked; one that
+// found the table full is taken when there is room.
+func TestDiscoveryBounds(t *testing.T) {
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:7000", SecretFile: testSecret(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) string { return fmt.Sprintf("10.%d.%d.%d:7946", i>>16&255, i>>8&255, i&255) }
+	var many []string
+	for i := range maxDiscovered + 6 {
+		many = append(many, addr(i))
+	}
+	f.found(many)
+	f.found(many)
+	if st := f.Stats(); st.Discovered != maxDiscovered || st.DialFull != 6 {
+		t.Fatalf("listing %d: %d discovered, %d counted ignored; want %d and 6", len(many), st.Discovered, st.DialFull, maxDiscovered)
+	}
+	// Another list of as many: the first's are gone from the table.
+	f.found(many[maxDiscovered:])
+	f.mu.Lock()
+	if len(f.dial) != 6 {
+		t.Errorf("%d addresses to dial after the list changed to 6", len(f.dial))
+	}
+	f.mu.Unlock()
+
+	// The table full of learned addresses: the one discovered waits for
+	// room, and is taken at the heartbeat that makes some.
+	f.found(nil)
+	f.mu.Lock()
+	for i := range maxDial {
+		d := f.dialLocked(addr(1<<20 + i))
+		d.probing = true
+		if i < 10 {
+			d.downSince = time.Now().Add(-2 * learnedKept)
+		}
+	}
+	f.mu.Unlock()
+	f.found([]string{addr(7)})
+	if st := f.Stats(); st.Discovered != 0 || st.DialFull != 7 {
+		t.Fatalf("with the table full: %d discovered, %d counted ignored; want 0 and 7", st.Discovered, st.DialFull)
+	}
+	f.beat(time.Now()) // forgets the 10 learned a while ago
+	f.mu.Lock()
+	d := f.dial[addr(7)]
+	f.mu.Unlock()
+	if d == nil || !d.discovered {
+		t.Fatalf("room made in the table: the discovered address is still not in it")
+	}
+	if st := f.Stats(); st.Discovered != 1 {
+		t.Errorf("%d discovered, want 1", st.Discovered)
 	}
 }
 

@@ -39,6 +39,9 @@ type dialAddr struct {
 	// discovered: Config.Discovery lists it now (then it is kept, as a
 	// configured one is, even when learned first).
 	discovered bool
+	// viaDiscovery: the discovery brought it (forgotten at once when no
+	// longer listed and not linked).
+	viaDiscovery bool
 
 	next      time.Time     // when to try it next
 	backoff   time.Duration // the wait after the next try
@@ -407,6 +410,9 @@ func (f *Federation) beat(now time.Time) {
 		}
 	}
 	f.dialPass(now)
+	if f.foundShort {
+		f.foundLocked(f.lastFound, now)
+	}
 }
 
 // dialPass sends a Hello to every address linking, starts a probe of

@@ -55,7 +55,8 @@ type Stats struct {
 	HostPanics uint64 `json:"host_panics"`
 	// Discovered: the addresses Config.Discovery lists now (this node's
 	// own not counted); DiscoveryFailures: its runs that failed (each
-	// logged, then tried again); BadDiscovered: addresses it listed that
+	// logged, then tried again), and the failures it retried within a run
+	// (if it counts them: a Discovery with a Failures() uint64 method); BadDiscovered: addresses it listed that
 	// were not a dialable HOST:PORT (ignored); DialFull: addresses it
 	// listed that found the table of addresses to dial full (ignored).
 	Discovered        int    `json:"discovered"`
@@ -103,7 +104,7 @@ func (f *Federation) Stats() Stats {
 		Unsent:       f.stats.unsent.Load(),
 		HostPanics:   f.stats.hostPanics.Load(),
 
-		DiscoveryFailures: f.stats.discoveryFails.Load(),
+		DiscoveryFailures: f.stats.discoveryFails.Load() + f.discoveryRetries(),
 		BadDiscovered:     f.stats.badDiscovered.Load(),
 		DialFull:          f.stats.dialFull.Load(),
 	}

@@ -12,6 +12,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
@@ -56,7 +57,8 @@ const maxValue = 256
 
 // Discovery is a cluster.Discovery over etcd.
 type Discovery struct {
-	cfg Config
+	cfg     Config
+	retries atomic.Uint64 // reads and watches failed and done again within a Run
 }
 
 var _ cluster.Discovery = (*Discovery)(nil)
@@ -215,17 +217,37 @@ func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]s
 	}
 	d.logf("etcd: node %s registered as %s (lease %x, TTL %v)", self.Node, s.key, lease.ID, d.cfg.TTL)
 	defer s.stopTimer()
+	backoff, failed, lastLog := time.Duration(0), 0, time.Time{}
 	for {
+		s.watched = false
 		err := s.follow(ctx)
 		if ctx.Err() != nil || errors.Is(err, errLeaseLost) {
 			return d.ended(ctx, "keeping the lease alive", err)
 		}
-		d.logf("etcd: %v: reading %s again in a second", err, s.dir)
-		if err := s.pause(ctx, time.Second); err != nil {
+		d.retries.Add(1)
+		if s.watched { // it worked a while: a new episode
+			backoff = 0
+		}
+		backoff = min(max(2*backoff, time.Second), maxRetry)
+		failed++
+		if time.Since(lastLog) >= 10*time.Second {
+			d.logf("etcd: %v: reading %s again in %v (%d failures since the last such line)", err, s.dir, backoff, failed)
+			failed, lastLog = 0, time.Now()
+		}
+		if err := s.pause(ctx, backoff); err != nil {
 			return d.ended(ctx, "keeping the lease alive", err)
 		}
 	}
 }
+
+// maxRetry bounds the wait before a read or watch that failed is done
+// again within a registration: from a second, doubling to this.
+const maxRetry = 30 * time.Second
+
+// Failures returns how many times a read or a watch of the directory
+// failed and was done again within a registration (cluster.Stats counts
+// them among DiscoveryFailures).
+func (d *Discovery) Failures() uint64 { return d.retries.Load() }
 
 // session is one Run's registration: its client, lease and what it knows
 // of the directory.
@@ -242,6 +264,8 @@ type session struct {
 	reported   bool        // whether any was
 	reportedAt time.Time   // when
 	timer      *time.Timer // a report held back by reportEvery (nil: none)
+	watched    bool        // follow set its watch up
+	rewritten  time.Time   // when the node's own key was last written again
 }
 
 // register writes the node's key under its lease.
@@ -267,14 +291,15 @@ func (s *session) follow(ctx context.Context) error {
 	own := false
 	for _, kv := range got.Kvs {
 		s.nodes.put(string(kv.Key), kv.Value)
-		own = own || string(kv.Key) == s.key && string(kv.Value) == s.self.Address
+		own = own || string(kv.Key) == s.key && string(kv.Value) == s.self.Address && clientv3.LeaseID(kv.Lease) == s.lease
 	}
 	if got.More {
 		s.nodes.ignore("%s holds more than %d keys: the others are ignored", s.dir, maxNodes)
 	}
+	s.report()
 	if !own {
-		if err := s.register(ctx); err != nil {
-			return fmt.Errorf("registering %s again: %w", s.key, err)
+		if err := s.rewrite(ctx); err != nil {
+			return err
 		}
 	}
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -307,7 +332,7 @@ func (s *session) follow(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	s.report()
+	s.watched = true
 	for {
 		select {
 		case <-ctx.Done():
@@ -336,17 +361,34 @@ func (s *session) follow(ctx context.Context) error {
 				} else {
 					s.nodes.put(key, ev.Kv.Value)
 				}
-				lost = lost || key == s.key && (ev.Type == clientv3.EventTypeDelete || string(ev.Kv.Value) != s.self.Address)
+				lost = lost || key == s.key && (ev.Type == clientv3.EventTypeDelete ||
+					string(ev.Kv.Value) != s.self.Address || clientv3.LeaseID(ev.Kv.Lease) != s.lease)
 			}
 			if lost {
-				s.d.logf("etcd: %s was deleted or changed by another: written again", s.key)
-				if err := s.register(ctx); err != nil {
-					return fmt.Errorf("registering %s again: %w", s.key, err)
+				if err := s.rewrite(ctx); err != nil {
+					return err
 				}
 			}
 			s.report()
 		}
 	}
+}
+
+// rewrite writes the node's key again, after another deleted it or
+// wrote it (without the lease, or another address: a second node of the
+// same name and run, or a hasty clean-up). At most once a second: sooner
+// is an error, and Run's retries back off, so that two nodes that claim
+// the same key do not overwrite each other as fast as etcd answers.
+func (s *session) rewrite(ctx context.Context) error {
+	if time.Since(s.rewritten) < time.Second {
+		return fmt.Errorf("%s was deleted or overwritten again within a second (another node registers as %s?)", s.key, s.self.Node)
+	}
+	s.rewritten = time.Now()
+	s.d.logf("etcd: %s was missing, deleted or overwritten by another: written again", s.key)
+	if err := s.register(ctx); err != nil {
+		return fmt.Errorf("registering %s again: %w", s.key, err)
+	}
+	return nil
 }
 
 // report calls found with the addresses known, if they changed since the
@@ -389,6 +431,9 @@ func (s *session) pause(ctx context.Context, d time.Duration) error {
 			return ctx.Err()
 		case <-t.C:
 			return nil
+		case <-s.timerC(): // a report held back is not held through a retry
+			s.timer = nil
+			s.report()
 		case _, ok := <-s.alive:
 			if !ok {
 				return errLeaseLost

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -239,5 +240,82 @@ func TestNewRefuses(t *testing.T) {
 	}
 	if got := d.Dir("c"); got != "/a/b/c/" {
 		t.Fatalf("Dir = %q", got)
+	}
+}
+
+// TestDiscoveryEtcdBlip: etcd gone for less than the TTL: the nodes keep
+// their registration (the same lease) and their runs (none fails), and
+// follow the directory again once it is back.
+func TestDiscoveryEtcdBlip(t *testing.T) {
+	s := etcdtest.Start(t)
+	d, err := New(Config{Endpoints: []string{s.URL}, TTL: 20 * time.Second, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := "127.0.0.1:7001", "127.0.0.1:7002"
+	n1 := runNode(t, d, "n1", a1)
+	n2 := runNode(t, d, "n2", a2)
+	waitSet(t, 10*time.Second, []string{a1, a2}, n1, n2)
+	cli := s.Client()
+	defer cli.Close()
+	ctx := context.Background()
+	lease := func() int64 {
+		t.Helper()
+		r, err := cli.Get(ctx, d.Dir("c1")+"n1/i-n1")
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("n1's key: %v, %+v", err, r)
+		}
+		return r.Kvs[0].Lease
+	}
+	before := lease()
+
+	s.Stop()
+	time.Sleep(2 * time.Second)
+	s.Restart()
+	if _, err := cli.Put(ctx, d.Dir("c1")+"n3/i", "127.0.0.1:7003"); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, 20*time.Second, []string{a1, a2, "127.0.0.1:7003"}, n1, n2)
+	if after := lease(); after != before {
+		t.Errorf("n1 registered again (lease %x, was %x): a blip shorter than the TTL should not cost the registration", after, before)
+	}
+	if f := n1.failures() + n2.failures(); f != 0 {
+		t.Errorf("%d runs failed over a blip shorter than the TTL: %v %v", f, n1.errors(), n2.errors())
+	}
+	t.Logf("reads or watches retried within the runs: %d", d.Failures())
+}
+
+// TestDiscoveryEtcdCoalesced: a burst of changes reaches found as a few
+// reports, the last of them the whole set.
+func TestDiscoveryEtcdCoalesced(t *testing.T) {
+	s := etcdtest.Start(t)
+	d, err := New(Config{Endpoints: []string{s.URL}, TTL: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1 := runNode(t, d, "n1", "127.0.0.1:7001")
+	waitSet(t, 10*time.Second, []string{"127.0.0.1:7001"}, n1)
+	cli := s.Client()
+	defer cli.Close()
+	n1.mu.Lock()
+	calls := n1.calls
+	n1.mu.Unlock()
+	want := []string{"127.0.0.1:7001"}
+	const burst = 50
+	for i := range burst {
+		a := fmt.Sprintf("127.0.0.1:%d", 8000+i)
+		if _, err := cli.Put(context.Background(), d.Dir("c1")+fmt.Sprintf("b%d/i", i), a); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, a)
+	}
+	slices.Sort(want)
+	waitSet(t, 10*time.Second, want, n1)
+	n1.mu.Lock()
+	calls = n1.calls - calls
+	n1.mu.Unlock()
+	t.Logf("%d changes reported in %d calls", burst, calls)
+	if calls > burst/2 {
+		t.Errorf("%d changes reported in %d calls: not coalesced", burst, calls)
 	}
 }
