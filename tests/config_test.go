@@ -75,7 +75,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "cluster etcd without endpoints", config: "[cluster]\nenabled = true\ndiscovery = \"etcd\"\n", want: "config: cluster.etcd_endpoints: none given"},
 		{name: "cluster etcd endpoints unused", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=true", "SWITCHBOARD_CLUSTER_ETCD_ENDPOINTS=http://127.0.0.1:2379"}, want: "config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd"},
 		{name: "cluster etcd ttl", config: "[cluster]\nenabled = true\ndiscovery = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\netcd_ttl = \"1500ms\"\n", want: "config: cluster.etcd_ttl: must be whole seconds, at least 2s"},
-		{name: "cluster etcd password readable by others", config: "[cluster]\nenabled = true\ndiscovery = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\netcd_password_file = \"/etc/passwd\"\n", want: "config: cluster.etcd_password_file: /etc/passwd is accessible by group or others"},
+		{name: "cluster etcd password readable by others", config: "[cluster]\nenabled = true\ndiscovery = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\netcd_username = \"sb\"\netcd_password_file = \"/etc/passwd\"\n", want: "config: cluster.etcd_password_file: /etc/passwd is accessible by group or others"},
 		{name: "cluster enabled not a bool", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=yes"}, want: "config: cluster.enabled (from $SWITCHBOARD_CLUSTER_ENABLED): not true or false"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/node.toml"}, want: "config: open /nonexistent/node.toml"},
 	}
