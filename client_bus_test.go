@@ -324,8 +324,8 @@ func TestBusMonitor(t *testing.T) {
 
 // TestBusSizes: a message at the sender's limit reaches a peer with the
 // same limit (the bus's prefix does not push it over); a peer with a
-// smaller limit is refused with ErrTooLarge, and keeps its connection; a
-// group reply that would exceed the caller's limit gives way.
+// smaller limit is refused with ErrTooLarge (sent to, or published to a
+// group of it alone), and keeps its connection; a group reply that would exceed the caller's limit gives way.
 func TestBusSizes(t *testing.T) {
 	n := startNode(t, WithMaxMessage(1<<20))
 	ctx := ctx5(t)
@@ -340,6 +340,13 @@ func TestBusSizes(t *testing.T) {
 	}
 	if err := a.SendTo(ctx, small.Address(), big[:100<<10], WantAnswer()); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("to a smaller peer: %v", err)
+	}
+	// A publication only a member too small for it would get.
+	if err := small.Subscribe(ctx, "smallonly"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, "smallonly", big[:100<<10], WantAnswer()); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("publication to a group of one smaller member: %v", err)
 	}
 	if _, err := small.Call(ctx, SystemService, SysPing, nil); err != nil {
 		t.Fatalf("the smaller peer lost its connection: %v", err)

@@ -291,6 +291,8 @@ func publishRefusal(g string, took, lost, tooBig, size int) error {
 	switch {
 	case took > 0:
 		return nil
+	case lost > 0 && tooBig > 0:
+		return codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members here cannot take %d bytes, and the links to the other nodes with members refused it (budget spent, or the node going)", g, size))
 	case lost > 0:
 		return codeError(pb.Code_CODE_UNDELIVERABLE, fmt.Sprintf("group %q: its members are on other nodes whose links refused it (budget spent, or the node going)", g))
 	case tooBig > 0:

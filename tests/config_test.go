@@ -71,6 +71,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "cluster secret readable by others", config: "[cluster]\nenabled = true\nsecret_file = \"/etc/passwd\"\n", want: "config: cluster.secret_file: /etc/passwd is accessible by group or others"},
 		{name: "cluster discovery unknown", args: []string{"--cluster-enabled=true", "--cluster-discovery", "consul"}, want: `config: cluster.discovery: must be "" (the peers only), etcd or dns, not "consul"`},
 		{name: "cluster dns interval", config: "[cluster]\nenabled = true\ndiscovery = \"dns\"\ndns_name = \"sb.example\"\ndns_interval = \"1ms\"\n", want: "config: cluster.dns_interval: must be at least 100ms"},
+		{name: "cluster dns key with etcd", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=true", "SWITCHBOARD_CLUSTER_DISCOVERY=etcd", "SWITCHBOARD_CLUSTER_DNS_PORT=7946"}, want: "config: cluster.dns_port: set, but cluster.discovery is not dns"},
+		{name: "cluster discovery misspelt", config: "[cluster]\nenabled = true\ndiscovery = \"DNS\"\ndns_name = \"sb.example\"\n", want: `config: cluster.discovery: must be "" (the peers only), etcd or dns, not "DNS"`},
 		{name: "cluster dns without a name", args: []string{"--cluster-enabled=true", "--cluster-discovery=dns"}, want: "config: cluster.dns_name: must be a DNS name"},
 		{name: "cluster etcd without endpoints", config: "[cluster]\nenabled = true\ndiscovery = \"etcd\"\n", want: "config: cluster.etcd_endpoints: none given"},
 		{name: "cluster etcd endpoints unused", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=true", "SWITCHBOARD_CLUSTER_ETCD_ENDPOINTS=http://127.0.0.1:2379"}, want: "config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd"},

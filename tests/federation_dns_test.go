@@ -19,6 +19,10 @@ import (
 // test (the machine's is untouched).
 func useTestDNS(t *testing.T) {
 	t.Helper()
+	ns, err := os.Readlink("/proc/self/ns/mnt")
+	if parent := os.Getenv(parentMntEnv); err != nil || parent == "" || ns == parent {
+		t.Fatalf("not in a mount namespace of the test's own (%s, the parent's %q, %v): the machine's /etc/resolv.conf is not to be touched", ns, parent, err)
+	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		t.Fatalf("making the mounts private: %v", err)
 	}

@@ -26,6 +26,10 @@ import (
 
 const fedNetnsEnv = "SWITCHBOARD_TESTS_NETNS"
 
+// parentMntEnv carries the parent's mount namespace to a child made with
+// CLONE_NEWNS, which checks it is in another before it mounts anything.
+const parentMntEnv = "SWITCHBOARD_TESTS_PARENT_MNTNS"
+
 // inFedNetns runs the calling test again in a child process with a
 // network namespace of its own and reports its result (false: the caller
 // returns); in that child it brings loopback up and returns true.
@@ -62,6 +66,13 @@ func inFedNamespaces(t *testing.T, more uintptr) bool {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), fedNetnsEnv+"=1")
+	if more&syscall.CLONE_NEWNS != 0 {
+		ns, err := os.Readlink("/proc/self/ns/mnt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, parentMntEnv+"="+ns)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | more, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {

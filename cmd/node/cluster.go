@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -80,24 +79,43 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 
 // discovery builds the Discovery the table names (nil: none).
 func (c *ClusterConfig) discovery(log *slog.Logger) (cluster.Discovery, error) {
-	switch {
-	case c.Discovery != "etcd" && len(c.EtcdEndpoints) != 0:
-		return nil, errors.New("config: cluster.etcd_endpoints: set, but cluster.discovery is not etcd")
-	case c.Discovery != "dns" && c.DNSName != "":
-		return nil, errors.New("config: cluster.dns_name: set, but cluster.discovery is not dns")
+	if c.Discovery != "" && c.Discovery != "etcd" && c.Discovery != "dns" {
+		return nil, fmt.Errorf("config: cluster.discovery: must be \"\" (the peers only), etcd or dns, not %q", c.Discovery)
+	}
+	// A key of the discovery not chosen is a mistake, not a no-op.
+	for _, k := range []struct {
+		key, of string
+		set     bool
+	}{
+		{"etcd_endpoints", "etcd", len(c.EtcdEndpoints) != 0},
+		{"etcd_username", "etcd", c.EtcdUsername != ""},
+		{"etcd_password_file", "etcd", c.EtcdPasswordFile != ""},
+		{"etcd_tls_cert", "etcd", c.EtcdTLSCert != ""},
+		{"etcd_tls_key", "etcd", c.EtcdTLSKey != ""},
+		{"etcd_tls_ca", "etcd", c.EtcdTLSCA != ""},
+		{"dns_name", "dns", c.DNSName != ""},
+		{"dns_port", "dns", c.DNSPort != 0},
+	} {
+		if k.set && c.Discovery != k.of {
+			return nil, fmt.Errorf("config: cluster.%s: set, but cluster.discovery is not %s", k.key, k.of)
+		}
 	}
 	switch c.Discovery {
 	case "":
 		return nil, nil
 	case "dns":
+		if c.DNSPort < 0 || c.DNSPort > 65535 {
+			return nil, fmt.Errorf("config: cluster.dns_port: must be in [0, 65535], not %d", c.DNSPort)
+		}
 		d, err := dns.New(dns.Config{Name: c.DNSName, Port: int(c.DNSPort), Interval: c.DNSInterval, Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("config: cluster.%s", strings.TrimPrefix(err.Error(), "dns: "))
+		var ce *dns.ConfigError
+		switch {
+		case errors.As(err, &ce):
+			return nil, fmt.Errorf("config: cluster.dns_%s: %w", ce.Field, ce.Err)
+		case err != nil:
+			return nil, fmt.Errorf("config: cluster: %w", err)
 		}
 		return d, nil
-	case "etcd":
-	default:
-		return nil, fmt.Errorf("config: cluster.discovery: must be \"\" (the peers only), etcd or dns, not %q", c.Discovery)
 	}
 	d, err := etcd.New(etcd.Config{Endpoints: c.EtcdEndpoints, Prefix: c.EtcdPrefix, TTL: c.EtcdTTL,
 		Username: c.EtcdUsername, PasswordFile: c.EtcdPasswordFile,

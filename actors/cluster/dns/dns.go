@@ -8,6 +8,8 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
@@ -30,14 +32,31 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// maxNodes bounds the addresses one lookup may give; past it, the rest
-// are ignored.
-const maxNodes = 4096
+// maxNodes bounds the addresses one lookup may give (the link layer takes
+// no more from a discovery); past it, the rest (in address order) are
+// ignored.
+const maxNodes = 1024
 
 // Discovery is a cluster.Discovery over DNS.
 type Discovery struct {
-	cfg Config
+	cfg      Config
+	failures atomic.Uint64 // lookups failed (not NXDOMAIN)
 }
+
+// ConfigError is a Config that New refuses: Field names the setting at
+// fault as cmd/node's [cluster] table does after its "dns_" (name, port,
+// interval).
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "dns: " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Failures returns how many lookups failed otherwise than by the name not
+// existing (cluster.Stats counts them among DiscoveryFailures).
+func (d *Discovery) Failures() uint64 { return d.failures.Load() }
 
 var _ cluster.Discovery = (*Discovery)(nil)
 
@@ -47,17 +66,44 @@ func New(cfg Config) (*Discovery, error) {
 		cfg.Interval = 5 * time.Second
 	}
 	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
+		// Go's own resolver, strict: with the system's (cgo, through
+		// nsswitch) or lenient errors, a lookup that failed for one of
+		// the search domains could pass for a name that does not exist,
+		// and drop every node.
+		cfg.Resolver = &net.Resolver{PreferGo: true, StrictErrors: true}
+	}
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	switch {
-	case cfg.Name == "" || len(cfg.Name) > 253:
-		return nil, fmt.Errorf("dns: dns_name: must be a DNS name of 1 to 253 bytes, not %q", cfg.Name)
+	case !validName(cfg.Name):
+		return nil, bad("name", "must be a DNS name (labels of letters, digits, '-' and '_', 1 to 63 bytes each, 253 in all), not %q", cfg.Name)
 	case cfg.Port < 0 || cfg.Port > 65535:
-		return nil, fmt.Errorf("dns: dns_port: must be in [0, 65535], not %d", cfg.Port)
+		return nil, bad("port", "must be in [0, 65535], not %d", cfg.Port)
 	case cfg.Interval < 100*time.Millisecond:
-		return nil, fmt.Errorf("dns: dns_interval: must be at least 100ms, not %v", cfg.Interval)
+		return nil, bad("interval", "must be at least 100ms, not %v", cfg.Interval)
 	}
 	return &Discovery{cfg: cfg}, nil
+}
+
+// validName reports whether name is a DNS name: dot-separated labels of
+// letters, digits, '-' and '_' (a trailing dot allowed).
+func validName(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(name, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Run resolves the name every Interval until ctx is done, reporting the
@@ -82,6 +128,7 @@ func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]s
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
+			d.failures.Add(1)
 			if !failing {
 				d.logf("dns: resolving %s failed (what it found last is kept): %v", d.cfg.Name, err)
 			}
@@ -118,15 +165,16 @@ func (d *Discovery) lookup(ctx context.Context, port string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(ips) > maxNodes {
-		ips = ips[:maxNodes]
-	}
 	addrs := make([]string, 0, len(ips))
 	for _, ip := range ips {
 		addrs = append(addrs, net.JoinHostPort(ip.String(), port))
 	}
 	slices.Sort(addrs)
-	return slices.Compact(addrs), nil
+	addrs = slices.Compact(addrs)
+	if len(addrs) > maxNodes { // the same ones whatever order the server gave
+		addrs = addrs[:maxNodes]
+	}
+	return addrs, nil
 }
 
 func (d *Discovery) logf(format string, args ...any) {

@@ -18,7 +18,6 @@ type Server struct {
 	mu      sync.Mutex
 	ips     []netip.Addr
 	failing bool
-	queries int
 }
 
 // Start serves name on addr (HOST:PORT; port 0 picks one).
@@ -62,16 +61,6 @@ func (s *Server) Set(failing bool, ips ...string) {
 	}
 }
 
-// Queries returns how many queries the server answered, and zeroes the
-// count.
-func (s *Server) Queries() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.queries
-	s.queries = 0
-	return n
-}
-
 func (s *Server) answer(query []byte) []byte {
 	var p dnsmessage.Parser
 	h, err := p.Start(query)
@@ -84,7 +73,6 @@ func (s *Server) answer(query []byte) []byte {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.queries++
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
 	switch {
 	case s.failing:
