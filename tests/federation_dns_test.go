@@ -1,13 +1,11 @@
 package tests
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/cluster/dns/dnstest"
 	"golang.org/x/sys/unix"
@@ -55,13 +53,7 @@ func TestFederationDNS(t *testing.T) {
 		return fmt.Sprintf("name = \"n%d\"\n\n[cluster]\nenabled = true\nlisten = \"%s:7951\"\nsecret_file = %q\n"+
 			"discovery = \"dns\"\ndns_name = \"nodes.sb.test\"\ndns_interval = \"200ms\"\n", i+1, ip(i), fedSecret(t))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	g := &fedGroup{t: t, ctx: ctx, cfg: cfg}
-	for i := range 3 {
-		g.join(i)
-	}
-	g.waitMembers(3, 0, 1, 2)
+	g := startFedGroup(t, cfg, 3)
 
 	s.Set(false, ip(0), ip(1), ip(2), ip(3))
 	g.join(3)

@@ -30,13 +30,7 @@ func TestFederationEtcd(t *testing.T) {
 			"discovery = \"etcd\"\netcd_endpoints = [%q]\netcd_ttl = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n",
 			i+1, 7951+i, fedSecret(t), e.URL, 9481+i)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	g := &fedGroup{t: t, ctx: ctx, cfg: cfg}
-	for i := range 3 {
-		g.join(i)
-	}
-	g.waitMembers(3, 0, 1, 2)
+	g := startFedGroup(t, cfg, 3)
 	g.publish(0, "to 3 members", 1, 2)
 
 	// etcd gone for longer than the TTL: the links stay, the bus serves.
@@ -83,6 +77,22 @@ type fedGroup struct {
 	cfg func(i int) string
 	ds  []*daemon
 	cs  []*switchboard.Conn
+}
+
+// startFedGroup starts n nodes and their clients (a context of two minutes
+// for the test's calls), and waits until each client sees n members.
+func startFedGroup(t *testing.T, cfg func(i int) string, n int) *fedGroup {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	g := &fedGroup{t: t, ctx: ctx, cfg: cfg}
+	for i := range n {
+		g.join(i)
+	}
+	for i := range n {
+		g.waitMembers(n, i)
+	}
+	return g
 }
 
 // join starts node i and its client.
