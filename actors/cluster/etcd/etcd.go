@@ -174,8 +174,8 @@ var errLeaseLost = errors.New("the lease expired (etcd unreachable for longer th
 
 // Run registers self under a lease it keeps alive and reports the
 // cluster's addresses until ctx is done, when it revokes the lease. A
-// read or a watch that fails is tried again, every second, in the same
-// registration; Run returns an error when it cannot register (etcd not
+// read or a watch that fails is tried again in the same registration,
+// after 1 s doubling to maxRetry; Run returns an error when it cannot register (etcd not
 // reached within the timeout) or when the lease is lost: the Federation
 // calls it again.
 func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]string)) error {
@@ -217,7 +217,8 @@ func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]s
 	}
 	d.logf("etcd: node %s registered as %s (lease %x, TTL %v)", self.Node, s.key, lease.ID, d.cfg.TTL)
 	defer s.stopTimer()
-	backoff, failed, lastLog := time.Duration(0), 0, time.Time{}
+	var backoff time.Duration
+	var retries quietLog
 	for {
 		s.watched = false
 		err := s.follow(ctx)
@@ -229,11 +230,7 @@ func (d *Discovery) Run(ctx context.Context, self cluster.Member, found func([]s
 			backoff = 0
 		}
 		backoff = min(max(2*backoff, time.Second), maxRetry)
-		failed++
-		if time.Since(lastLog) >= 10*time.Second {
-			d.logf("etcd: %v: reading %s again in %v (%d failures since the last such line)", err, s.dir, backoff, failed)
-			failed, lastLog = 0, time.Now()
-		}
+		retries.logf(d, "etcd: %v: reading %s again in %v", err, s.dir, backoff)
 		if err := s.pause(ctx, backoff); err != nil {
 			return d.ended(ctx, "keeping the lease alive", err)
 		}
@@ -452,10 +449,9 @@ func (d *Discovery) ended(ctx context.Context, doing string, err error) error {
 
 // directory is what a Run knows of its cluster's keys: key → address.
 type directory struct {
-	d        *Discovery
-	keys     map[string]string
-	ignored  int       // entries ignored since the last log line
-	lastWarn time.Time // when the last was logged
+	d       *Discovery
+	keys    map[string]string
+	ignored quietLog // what it ignores: anyone who may write the directory could otherwise fill the log
 }
 
 // put records one key's address, unless the directory is full or the
@@ -473,15 +469,25 @@ func (n *directory) put(key string, value []byte) {
 	}
 }
 
-// ignore logs what was ignored, at most once in ten seconds (with how
-// many more were since the last line): anyone who may write the
-// directory could otherwise fill the log.
+// ignore logs what was ignored (quietly).
 func (n *directory) ignore(format string, args ...any) {
-	n.ignored++
-	if now := time.Now(); now.Sub(n.lastWarn) >= 10*time.Second {
-		n.d.logf("etcd: "+format+" (%d ignored since the last such line)", append(args, n.ignored)...)
-		n.ignored, n.lastWarn = 0, now
+	n.ignored.logf(n.d, "etcd: "+format, args...)
+}
+
+// quietLog writes a kind of line at most once in ten seconds, saying how
+// many it held back since the last.
+type quietLog struct {
+	held int       // lines held back since the last written
+	last time.Time // when that was
+}
+
+func (q *quietLog) logf(d *Discovery, format string, args ...any) {
+	if now := time.Now(); now.Sub(q.last) >= 10*time.Second {
+		d.logf(format+" (%d more such since the last line)", append(args, q.held)...)
+		q.held, q.last = 0, now
+		return
 	}
+	q.held++
 }
 
 // addresses returns the distinct addresses, sorted.
