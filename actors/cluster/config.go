@@ -221,6 +221,19 @@ func readSecret(path string) ([]byte, error) {
 	return b, nil
 }
 
+// ReadCA reads the certificates of a CA from path, a PEM file.
+func ReadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New(path + " holds no PEM certificate")
+	}
+	return pool, nil
+}
+
 // ReadPrivateFile reads a secret from path, a regular file of at most
 // 4096 bytes that only its owner may read, owned by this process's user
 // (as ssh wants of a key); a trailing newline is not part of the secret.
@@ -300,13 +313,9 @@ func (c Config) tlsConfigs() (server, client *tls.Config, err error) {
 	if err != nil {
 		return nil, nil, &ConfigError{Field: "tls", Err: fmt.Errorf("certificate and key: %w", err)}
 	}
-	pem, err := os.ReadFile(c.TLSCA)
+	pool, err := ReadCA(c.TLSCA)
 	if err != nil {
 		return nil, nil, &ConfigError{Field: "tls", Err: fmt.Errorf("CA: %w", err)}
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, nil, &ConfigError{Field: "tls", Err: errors.New("CA: " + c.TLSCA + " holds no PEM certificate")}
 	}
 	server = &tls.Config{
 		MinVersion:   tls.VersionTLS13,

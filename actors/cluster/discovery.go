@@ -70,6 +70,17 @@ func (f *Federation) discover() {
 	}
 }
 
+// discovered is what the Federation keeps of its Discovery's list, under
+// f.mu.
+type discovered struct {
+	listed  int             // the addresses it lists now, dialled
+	ignored map[string]bool // those it lists that are ignored (each counted once)
+	last    []string        // its last list
+	short   bool            // some of it did not fit in the dial table (beat tries again)
+	held    int             // addresses ignored since the last log line
+	warned  time.Time       // when that line was
+}
+
 // found takes the addresses the Discovery knows now. Each is untrusted
 // (a registry is written by whoever may write there): one that is not a
 // dialable HOST:PORT is ignored, and one past maxDiscovered or with the
@@ -93,14 +104,14 @@ func (f *Federation) found(addrs []string) {
 // foundLocked is found under f.mu; beat calls it again with the last list
 // while some of it did not fit in the dial table.
 func (f *Federation) foundLocked(addrs []string, now time.Time) {
-	f.lastFound, f.foundShort = addrs, false
+	f.disc.last, f.disc.short = addrs, false
 	listed := make(map[string]bool, min(len(addrs), maxDiscovered))
 	ignored := make(map[string]bool)
 	var bad, excess, full int
 	var example string
 	ignore := func(a string, n *int) {
 		ignored[a] = true
-		if !f.ignored[a] {
+		if !f.disc.ignored[a] {
 			*n++
 			example = a
 		}
@@ -134,7 +145,7 @@ func (f *Federation) foundLocked(addrs []string, now time.Time) {
 			if d = f.dialLocked(addr); d == nil {
 				delete(listed, addr)
 				ignore(addr, &full)
-				f.foundShort = true
+				f.disc.short = true
 				continue
 			}
 			d.viaDiscovery = true
@@ -144,16 +155,15 @@ func (f *Federation) foundLocked(addrs []string, now time.Time) {
 			d.next, d.backoff = now, 0
 		}
 	}
-	f.ignored = ignored
-	f.discovered = len(listed)
+	f.disc.ignored, f.disc.listed = ignored, len(listed)
 	f.stats.badDiscovered.Add(uint64(bad))
 	f.stats.dialFull.Add(uint64(excess + full))
 	if n := bad + excess + full; n > 0 {
-		f.discoveryIgnored += n
-		if now.Sub(f.discoveryWarned) >= 10*time.Second {
+		f.disc.held += n
+		if now.Sub(f.disc.warned) >= 10*time.Second {
 			f.logf("cluster: the discovery lists addresses that are ignored: %d not HOST:PORT, %d past %d, %d with the table of addresses to dial full (%d since the last such line; %q among them)",
-				bad, excess, maxDiscovered, full, f.discoveryIgnored, clip(example))
-			f.discoveryIgnored, f.discoveryWarned = 0, now
+				bad, excess, maxDiscovered, full, f.disc.held, clip(example))
+			f.disc.held, f.disc.warned = 0, now
 		}
 	}
 }

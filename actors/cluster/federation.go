@@ -69,19 +69,14 @@ type Federation struct {
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
 	// order: mu, then a peer's smu or imu (never the other way round).
-	mu               sync.RWMutex
-	closed           bool
-	bySession        map[uint64]*peer
-	byName           map[string]*peer
-	byAddr           map[string]*peer
-	dial             map[string]*dialAddr     // addresses to Hello until linked
-	discovered       int                      // addresses Config.Discovery lists now
-	ignored          map[string]bool          // the addresses it lists that are ignored (each counted once)
-	lastFound        []string                 // the Discovery's last list
-	foundShort       bool                     // some of it did not fit in the dial table
-	discoveryIgnored int                      // its addresses ignored since the last log line
-	discoveryWarned  time.Time                // when that line was
-	lastRun          map[string]chan struct{} // node name → its latest delivery goroutine's exited
+	mu        sync.RWMutex
+	closed    bool
+	bySession map[uint64]*peer
+	byName    map[string]*peer
+	byAddr    map[string]*peer
+	dial      map[string]*dialAddr     // addresses to Hello until linked
+	disc      discovered               // what Config.Discovery lists
+	lastRun   map[string]chan struct{} // node name → its latest delivery goroutine's exited
 	// retired: the other nodes' sessions declared down, the latest
 	// retiredKept (retiredOrder, oldest first).
 	retired      map[uint64]struct{}

@@ -55,6 +55,10 @@ type dialAddr struct {
 	downReason        string
 }
 
+// configured reports whether d is dialled by configuration: listed in
+// Config.Peers or, now, by Config.Discovery.
+func (d *dialAddr) configured() bool { return !d.learned || d.discovered }
+
 // drawSession returns a random non-zero session.
 func drawSession() uint64 {
 	var b [8]byte
@@ -410,8 +414,8 @@ func (f *Federation) beat(now time.Time) {
 		}
 	}
 	f.dialPass(now)
-	if f.foundShort {
-		f.foundLocked(f.lastFound, now)
+	if f.disc.short {
+		f.foundLocked(f.disc.last, now)
 	}
 }
 

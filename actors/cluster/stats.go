@@ -55,10 +55,12 @@ type Stats struct {
 	HostPanics uint64 `json:"host_panics"`
 	// Discovered: the addresses Config.Discovery lists now (this node's
 	// own not counted); DiscoveryFailures: its runs that failed (each
-	// logged, then tried again), and the failures it retried within a run
-	// (if it counts them: a Discovery with a Failures() uint64 method); BadDiscovered: addresses it listed that
-	// were not a dialable HOST:PORT (ignored); DialFull: addresses it
-	// listed that found the table of addresses to dial full (ignored).
+	// logged, then tried again), and the failures it retried within a
+	// run (if it counts them: a Discovery with a Failures() uint64
+	// method); BadDiscovered: addresses it listed that were not a
+	// dialable HOST:PORT (ignored); DialFull: addresses it listed past
+	// maxDiscovered or that found the table of addresses to dial full
+	// (ignored).
 	Discovered        int    `json:"discovered"`
 	DiscoveryFailures uint64 `json:"discovery_failures"`
 	BadDiscovered     uint64 `json:"bad_discovered"`
@@ -115,7 +117,7 @@ func (f *Federation) Stats() Stats {
 		}
 	}
 	f.mu.RLock()
-	s.Discovered = f.discovered
+	s.Discovered = f.disc.listed
 	for addr, d := range f.dial {
 		if d.refused != "" {
 			s.Refused = append(s.Refused, addr+": "+d.refused)
@@ -149,14 +151,14 @@ func (f *Federation) Links() []switchboard.LinkInfo {
 		d := f.dial[p.addr]
 		peers = append(peers, p)
 		out = append(out, switchboard.LinkInfo{Node: p.name, Incarnation: p.incarnation, Address: p.addr, State: state,
-			Configured: d != nil && (!d.learned || d.discovered), Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
+			Configured: d != nil && d.configured(), Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
 	}
 	for addr, d := range f.dial {
 		if f.byAddr[addr] != nil {
 			continue
 		}
 		l := switchboard.LinkInfo{Node: d.node, Incarnation: d.incarnation, Address: addr, State: switchboard.LinkDown,
-			Reason: d.downReason, Configured: !d.learned || d.discovered, Budget: f.cfg.Budget}
+			Reason: d.downReason, Configured: d.configured(), Budget: f.cfg.Budget}
 		if d.lastHeard != 0 {
 			l.LastHeard = time.Unix(0, d.lastHeard)
 		}

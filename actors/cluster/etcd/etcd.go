@@ -3,12 +3,10 @@ package etcd
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -142,13 +140,9 @@ func loadTLS(cert, key, ca string) (*tls.Config, error) {
 		t.Certificates = []tls.Certificate{pair}
 	}
 	if ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
+		var err error
+		if t.RootCAs, err = cluster.ReadCA(ca); err != nil {
 			return nil, err
-		}
-		t.RootCAs = x509.NewCertPool()
-		if !t.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", ca)
 		}
 	}
 	return t, nil
