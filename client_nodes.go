@@ -29,7 +29,8 @@ func clusterInfoOf(reply []byte) (ClusterInfo, error) {
 	if err := gproto.Unmarshal(reply, &m); err != nil {
 		return ClusterInfo{}, fmt.Errorf("%w: bad ClusterNodes: %w", ErrProtocol, err)
 	}
-	ci := ClusterInfo{Node: m.GetNode(), Incarnation: m.GetIncarnation(), Federated: m.GetFederated(), Cluster: m.GetCluster()}
+	ci := ClusterInfo{Node: m.GetNode(), Incarnation: m.GetIncarnation(), Federated: m.GetFederated(), Cluster: m.GetCluster(),
+		Discovery: m.GetDiscovery()}
 	for _, l := range m.GetLinks() {
 		ci.Links = append(ci.Links, linkInfoOf(l))
 	}
@@ -40,7 +41,7 @@ func clusterInfoOf(reply []byte) (ClusterInfo, error) {
 // know (a newer node's) reads as LinkDown.
 func linkInfoOf(m *pb.LinkInfo) LinkInfo {
 	l := LinkInfo{Node: m.GetNode(), Incarnation: m.GetIncarnation(), Address: m.GetAddress(), State: LinkDown,
-		Reason: m.GetReason(), Configured: m.GetConfigured(), Sent: m.GetSent(), Delivered: m.GetDelivered(),
+		Reason: m.GetReason(), Configured: m.GetConfigured(), Discovered: m.GetDiscovered(), Sent: m.GetSent(), Delivered: m.GetDelivered(),
 		Unacked: m.GetUnackedBytes(), Budget: m.GetBudgetBytes()}
 	if s := m.GetState(); s >= 0 && s <= pb.LinkState(LinkRefused) {
 		l.State = LinkState(s)

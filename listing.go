@@ -162,6 +162,11 @@ type ClusterInfo struct {
 	// (WithFederation); when false, nothing below is set.
 	Federated bool
 	Cluster   string // the cluster's name; "" if its Federation does not say
+	// Discovery is how the node finds other nodes beyond its configured
+	// peers, as the discovery describes itself (e.g. "etcd
+	// http://10.0.0.1:2379"); "" for the peers only, or a Federation that
+	// does not say (DiscoveryReporter).
+	Discovery string
 	// Links are the other nodes: those linked or linking, and the
 	// addresses configured or learned that are not linked, by node name
 	// (unknown names last) then address.
@@ -218,7 +223,8 @@ type LinkInfo struct {
 	// Reason: for LinkRefused, why the node there refused this one; for
 	// LinkDown, why the last link there ended ("" if none ever came up).
 	Reason     string
-	Configured bool // the address is one of this node's configured peers, not learned
+	Configured bool // the address is one of this node's configured peers, or listed by its discovery; not learned
+	Discovered bool // the cluster's discovery lists the address now (Configured is then true too)
 	// Messages sent on the link and delivered from it, since it came up.
 	Sent, Delivered uint64
 	// Bytes sent and not yet acknowledged, against the link's byte

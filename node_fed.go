@@ -54,6 +54,15 @@ type FederationReporter interface {
 	Links() []LinkInfo
 }
 
+// DiscoveryReporter is implemented by a FederationReporter that can say
+// how it finds other nodes beyond its configured peers (ClusterInfo's
+// Discovery).
+type DiscoveryReporter interface {
+	// DiscoveryName describes the discovery in use in a few words (its
+	// kind and where it looks), "" for none. Called from any goroutine.
+	DiscoveryName() string
+}
+
 // FederationHost is the node's side of a Federation.
 type FederationHost interface {
 	// NodeUp: a link to node, in this incarnation, is up; its messages

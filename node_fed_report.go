@@ -25,6 +25,9 @@ func (n *Node) ClusterNodes() ClusterInfo {
 	if r, ok := fs.f.(FederationReporter); ok {
 		ci.Cluster = r.ClusterName()
 		ci.Links = slices.Clone(r.Links())
+		if d, ok := r.(DiscoveryReporter); ok {
+			ci.Discovery = d.DiscoveryName()
+		}
 	} else {
 		fs.mu.RLock()
 		for _, p := range fs.sortedPeers() {
@@ -52,14 +55,14 @@ func sortLinks(ls []LinkInfo) {
 
 // clusterProto is ClusterInfo on the wire (WIRE.md §6.3).
 func clusterProto(ci ClusterInfo) *pb.ClusterNodes {
-	m := &pb.ClusterNodes{Node: ci.Node, Incarnation: ci.Incarnation, Federated: ci.Federated, Cluster: ci.Cluster}
+	m := &pb.ClusterNodes{Node: ci.Node, Incarnation: ci.Incarnation, Federated: ci.Federated, Cluster: ci.Cluster, Discovery: ci.Discovery}
 	for _, l := range ci.Links {
 		var heard int64
 		if !l.LastHeard.IsZero() {
 			heard = l.LastHeard.UnixNano()
 		}
 		m.Links = append(m.Links, &pb.LinkInfo{Node: l.Node, Incarnation: l.Incarnation, Address: l.Address,
-			State: pb.LinkState(l.State), Reason: l.Reason, Configured: l.Configured, Sent: l.Sent, Delivered: l.Delivered,
+			State: pb.LinkState(l.State), Reason: l.Reason, Configured: l.Configured, Discovered: l.Discovered, Sent: l.Sent, Delivered: l.Delivered,
 			UnackedBytes: l.Unacked, BudgetBytes: l.Budget, LastHeardUnixNano: heard})
 	}
 	return m

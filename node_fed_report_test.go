@@ -15,11 +15,13 @@ import (
 // FederationReporter), as actors/cluster's does.
 type reportingFed struct {
 	*fakeFed
-	links []LinkInfo
+	links     []LinkInfo
+	discovery string
 }
 
-func (f *reportingFed) ClusterName() string { return "prod" }
-func (f *reportingFed) Links() []LinkInfo   { return f.links }
+func (f *reportingFed) ClusterName() string   { return "prod" }
+func (f *reportingFed) Links() []LinkInfo     { return f.links }
+func (f *reportingFed) DiscoveryName() string { return f.discovery }
 
 // TestClusterNodesNotFederated: a node without a federation answers the
 // nodes command with its name, its run and Federated false: no error.
@@ -63,20 +65,20 @@ func TestClusterNodesFromHost(t *testing.T) {
 func TestClusterNodesReported(t *testing.T) {
 	heard := time.Unix(1_700_000_000, 123456789)
 	links := []LinkInfo{
-		{Address: "10.0.0.9:7000", State: LinkDown, Configured: true},
+		{Address: "10.0.0.9:7000", State: LinkDown, Configured: true, Discovered: true},
 		{Node: "n3", Incarnation: "i3", Address: "10.0.0.3:7000", State: LinkRefused, Reason: `cluster "x" is not this node's`, Configured: true, Budget: 1 << 26},
 		{Node: "n2", Incarnation: "i2", Address: "10.0.0.2:7000", State: LinkUp, Configured: true, Sent: 7, Delivered: 5, Unacked: 1234, Budget: 1 << 26, LastHeard: heard},
 		{Address: "10.0.0.8:7000", State: LinkDown, Reason: "connection lost"},
 		{Node: "n4", Address: "10.0.0.4:7000", State: LinkLinking, LastHeard: heard},
 	}
 	cl := newFakeCluster()
-	n1 := startFedNode(t, cl, "n1", WithFederation(&reportingFed{fakeFed: cl.fed(), links: links}))
+	n1 := startFedNode(t, cl, "n1", WithFederation(&reportingFed{fakeFed: cl.fed(), links: links, discovery: "dns nodes.example, port own, every 5s"}))
 	ci, err := dial(t, n1).ClusterNodes(ctx5(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []LinkInfo{links[2], links[1], links[4], links[3], links[0]}
-	if !ci.Federated || ci.Cluster != "prod" || ci.Node != "n1" || ci.Up() != 1 {
+	if !ci.Federated || ci.Cluster != "prod" || ci.Discovery != "dns nodes.example, port own, every 5s" || ci.Node != "n1" || ci.Up() != 1 {
 		t.Fatalf("n1: %+v", ci)
 	}
 	if len(ci.Links) != len(want) {

@@ -1459,7 +1459,11 @@ type ClusterNodes struct {
 	Cluster string `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// The other nodes: every node linked or linking, and every address
 	// configured or learned that is not linked, by node name then address.
-	Links         []*LinkInfo `protobuf:"bytes,5,rep,name=links,proto3" json:"links,omitempty"`
+	Links []*LinkInfo `protobuf:"bytes,5,rep,name=links,proto3" json:"links,omitempty"`
+	// How the node finds the other nodes beyond its configured peers, as
+	// the discovery describes itself (e.g. "etcd http://10.0.0.1:2379");
+	// empty: the peers only.
+	Discovery     string `protobuf:"bytes,6,opt,name=discovery,proto3" json:"discovery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1529,6 +1533,13 @@ func (x *ClusterNodes) GetLinks() []*LinkInfo {
 	return nil
 }
 
+func (x *ClusterNodes) GetDiscovery() string {
+	if x != nil {
+		return x.Discovery
+	}
+	return ""
+}
+
 // LinkInfo describes this node's link to one other node.
 type LinkInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1551,8 +1562,11 @@ type LinkInfo struct {
 	BudgetBytes  int64 `protobuf:"varint,10,opt,name=budget_bytes,json=budgetBytes,proto3" json:"budget_bytes,omitempty"`
 	// When the node was last heard from, in Unix nanoseconds (0: never).
 	LastHeardUnixNano int64 `protobuf:"varint,11,opt,name=last_heard_unix_nano,json=lastHeardUnixNano,proto3" json:"last_heard_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The cluster's discovery lists the address now (configured is then
+	// true as well).
+	Discovered    bool `protobuf:"varint,12,opt,name=discovered,proto3" json:"discovered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LinkInfo) Reset() {
@@ -1660,6 +1674,13 @@ func (x *LinkInfo) GetLastHeardUnixNano() int64 {
 		return x.LastHeardUnixNano
 	}
 	return 0
+}
+
+func (x *LinkInfo) GetDiscovered() bool {
+	if x != nil {
+		return x.Discovered
+	}
+	return false
 }
 
 // ServiceList is the reply of the system service's services command (4):
@@ -2926,13 +2947,14 @@ const file_switchboard_proto_rawDesc = "" +
 	"\vconnections\x18\x06 \x01(\rR\vconnections\x12\x14\n" +
 	"\x05calls\x18\a \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06events\x18\b \x01(\x04R\x06events\x12F\n" +
-	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\"\xac\x01\n" +
+	"\x11transport_default\x18\t \x01(\x0e2\x19.switchboard.v1.TransportR\x10transportDefault\"\xca\x01\n" +
 	"\fClusterNodes\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12\x1c\n" +
 	"\tfederated\x18\x03 \x01(\bR\tfederated\x12\x18\n" +
 	"\acluster\x18\x04 \x01(\tR\acluster\x12.\n" +
-	"\x05links\x18\x05 \x03(\v2\x18.switchboard.v1.LinkInfoR\x05links\"\xee\x02\n" +
+	"\x05links\x18\x05 \x03(\v2\x18.switchboard.v1.LinkInfoR\x05links\x12\x1c\n" +
+	"\tdiscovery\x18\x06 \x01(\tR\tdiscovery\"\x8e\x03\n" +
 	"\bLinkInfo\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12\x18\n" +
@@ -2947,7 +2969,10 @@ const file_switchboard_proto_rawDesc = "" +
 	"\runacked_bytes\x18\t \x01(\x03R\funackedBytes\x12!\n" +
 	"\fbudget_bytes\x18\n" +
 	" \x01(\x03R\vbudgetBytes\x12/\n" +
-	"\x14last_heard_unix_nano\x18\v \x01(\x03R\x11lastHeardUnixNano\"F\n" +
+	"\x14last_heard_unix_nano\x18\v \x01(\x03R\x11lastHeardUnixNano\x12\x1e\n" +
+	"\n" +
+	"discovered\x18\f \x01(\bR\n" +
+	"discovered\"F\n" +
 	"\vServiceList\x127\n" +
 	"\bservices\x18\x01 \x03(\v2\x1b.switchboard.v1.ServiceDescR\bservices\"\xa2\x01\n" +
 	"\vServiceDesc\x12\x0e\n" +

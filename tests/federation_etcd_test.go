@@ -32,6 +32,16 @@ func TestFederationEtcd(t *testing.T) {
 	}
 	g := startFedGroup(t, cfg, 3)
 	g.publish(0, "to 3 members", 1, 2)
+	// What `switchboard nodes` and `status` show: the discovery, and the
+	// other two nodes as listed by it.
+	ci, err := g.cs[0].ClusterNodes(g.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "etcd " + e.URL + ", prefix /switchboard"; ci.Discovery != want || len(ci.Links) != 2 ||
+		!ci.Links[0].Discovered || !ci.Links[1].Discovered {
+		t.Errorf("n1's cluster: discovery %q (want %q), links %+v (want both discovered)", ci.Discovery, want, ci.Links)
+	}
 
 	// etcd gone for longer than the TTL: the links stay, the bus serves.
 	e.Stop()

@@ -50,8 +50,8 @@ func TestDiscoveryFound(t *testing.T) {
 	}
 	f.mu.Unlock()
 	for _, l := range f.Links() {
-		if !l.Configured {
-			t.Errorf("%s: listed, but not reported as configured", l.Address)
+		if !l.Configured || !l.Discovered {
+			t.Errorf("%s: listed, but reported configured %v, discovered %v", l.Address, l.Configured, l.Discovered)
 		}
 	}
 
@@ -73,6 +73,11 @@ func TestDiscoveryFound(t *testing.T) {
 	f.bySession[9], f.byName["n2"], f.byAddr[a2] = p, p, p
 	f.mu.Unlock()
 	f.found([]string{a1})
+	for _, l := range f.Links() {
+		if want := l.Address == a1; l.Discovered != want {
+			t.Errorf("%s after only a1 was listed: reported discovered %v", l.Address, l.Discovered)
+		}
+	}
 	age := func() {
 		f.mu.Lock()
 		for _, d := range f.dial {
@@ -187,6 +192,9 @@ func TestDiscoveryRetried(t *testing.T) {
 	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:7998", Discovery: d, SecretFile: testSecret(t)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got, want := f.DiscoveryName(), "*cluster.failingDiscovery"; got != want {
+		t.Errorf("DiscoveryName() = %q, want %q (its type: it has no String)", got, want)
 	}
 	// Start's part that concerns it, without remote (which one test
 	// only starts in this process).

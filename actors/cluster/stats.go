@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -133,6 +134,19 @@ func (f *Federation) Stats() Stats {
 // switchboard.FederationReporter.
 func (f *Federation) ClusterName() string { return f.cfg.Cluster }
 
+// DiscoveryName describes Config.Discovery: its String if it has one,
+// else its type; "" for none. It implements switchboard.DiscoveryReporter.
+func (f *Federation) DiscoveryName() string {
+	switch d := f.cfg.Discovery.(type) {
+	case nil:
+		return ""
+	case fmt.Stringer:
+		return d.String()
+	default:
+		return fmt.Sprintf("%T", d)
+	}
+}
+
 // Links describes the links: every node linked or linking (its figures
 // since the link came up), then every address to dial that is not
 // linked: configured (Config.Peers, or listed by Config.Discovery) or learned, down (with the reason its
@@ -151,14 +165,14 @@ func (f *Federation) Links() []switchboard.LinkInfo {
 		d := f.dial[p.addr]
 		peers = append(peers, p)
 		out = append(out, switchboard.LinkInfo{Node: p.name, Incarnation: p.incarnation, Address: p.addr, State: state,
-			Configured: d != nil && d.configured(), Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
+			Configured: d != nil && d.configured(), Discovered: d != nil && d.discovered, Budget: f.cfg.Budget, LastHeard: time.Unix(0, p.lastHeard.Load())})
 	}
 	for addr, d := range f.dial {
 		if f.byAddr[addr] != nil {
 			continue
 		}
 		l := switchboard.LinkInfo{Node: d.node, Incarnation: d.incarnation, Address: addr, State: switchboard.LinkDown,
-			Reason: d.downReason, Configured: d.configured(), Budget: f.cfg.Budget}
+			Reason: d.downReason, Configured: d.configured(), Discovered: d.discovered, Budget: f.cfg.Budget}
 		if d.lastHeard != 0 {
 			l.LastHeard = time.Unix(0, d.lastHeard)
 		}
@@ -175,4 +189,7 @@ func (f *Federation) Links() []switchboard.LinkInfo {
 	return out
 }
 
-var _ switchboard.FederationReporter = (*Federation)(nil)
+var (
+	_ switchboard.FederationReporter = (*Federation)(nil)
+	_ switchboard.DiscoveryReporter  = (*Federation)(nil)
+)

@@ -19,8 +19,8 @@ func TestLinksReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.ClusterName() != "c" {
-		t.Errorf("cluster name %q", f.ClusterName())
+	if f.ClusterName() != "c" || f.DiscoveryName() != "" {
+		t.Errorf("cluster name %q, discovery %q (none configured)", f.ClusterName(), f.DiscoveryName())
 	}
 	link := func(session uint64, node, addr string) *peer {
 		f.mu.Lock()

@@ -30,7 +30,9 @@ the others that is not linked.
 
 A node without [cluster] says so, and the command exits 0. --json prints
 a record: this node's name and run, "federated", the cluster's name,
-"nodes_up", and "links" (snake_case field names).
+"discovery" (how other nodes are found beyond the peers, "" none),
+"nodes_up", and "links" (snake_case field names; "discovered": the
+discovery lists the address now).
 
 Exit codes: 0 ok; 1 refused, or a node too old to report its cluster; 3 no node.
 
@@ -43,6 +45,7 @@ type nodesJSON struct {
 	Incarnation string     `json:"incarnation"`
 	Federated   bool       `json:"federated"`
 	Cluster     string     `json:"cluster"`
+	Discovery   string     `json:"discovery"` // "" none: the peers only
 	NodesUp     int        `json:"nodes_up"`
 	Links       []linkJSON `json:"links"`
 }
@@ -54,6 +57,7 @@ type linkJSON struct {
 	State        string `json:"state"`  // up, linking, down, refused
 	Reason       string `json:"reason"` // refused: why; down: why the last link ended
 	Configured   bool   `json:"configured"`
+	Discovered   bool   `json:"discovered"` // listed by the discovery now
 	Sent         uint64 `json:"sent"`
 	Delivered    uint64 `json:"delivered"`
 	UnackedBytes int64  `json:"unacked_bytes"`
@@ -75,10 +79,10 @@ func clusterNodes(ctx context.Context, c *switchboard.Conn) (switchboard.Cluster
 
 func nodesOf(ci switchboard.ClusterInfo, now time.Time) nodesJSON {
 	out := nodesJSON{Node: ci.Node, Incarnation: ci.Incarnation, Federated: ci.Federated, Cluster: ci.Cluster,
-		NodesUp: ci.Up(), Links: make([]linkJSON, 0, len(ci.Links))}
+		Discovery: ci.Discovery, NodesUp: ci.Up(), Links: make([]linkJSON, 0, len(ci.Links))}
 	for _, l := range ci.Links {
 		j := linkJSON{Node: l.Node, Incarnation: l.Incarnation, Address: l.Address, State: l.State.String(), Reason: l.Reason,
-			Configured: l.Configured, Sent: l.Sent, Delivered: l.Delivered, UnackedBytes: l.Unacked, BudgetBytes: l.Budget}
+			Configured: l.Configured, Discovered: l.Discovered, Sent: l.Sent, Delivered: l.Delivered, UnackedBytes: l.Unacked, BudgetBytes: l.Budget}
 		if !l.LastHeard.IsZero() {
 			j.LastHeard = l.LastHeard.UTC().Format(time.RFC3339Nano)
 			ago := max(now.Sub(l.LastHeard), 0).Seconds()
@@ -133,7 +137,9 @@ type clusterStatusJSON struct {
 	Incarnation  string `json:"incarnation"`
 	NodesUp      int    `json:"nodes_up"`
 	NodesKnown   int    `json:"nodes_known"`      // linked, linking, or addresses to link to
-	Configured   int    `json:"nodes_configured"` // addresses in cluster.peers
+	Configured   int    `json:"nodes_configured"` // addresses in cluster.peers or listed by the discovery
+	Discovery    string `json:"discovery"`        // how other nodes are found beyond the peers ("" the peers only)
+	Discovered   int    `json:"nodes_discovered"` // addresses the discovery lists now
 	Sent         uint64 `json:"sent"`             // messages, on the links up now
 	Delivered    uint64 `json:"delivered"`
 	UnackedBytes int64  `json:"unacked_bytes"`
@@ -149,10 +155,14 @@ func clusterStatus(ctx context.Context, c *switchboard.Conn) (*clusterStatusJSON
 	if err != nil {
 		return nil, err
 	}
-	s := &clusterStatusJSON{Name: ci.Cluster, Node: ci.Node, Incarnation: ci.Incarnation, NodesUp: ci.Up(), NodesKnown: len(ci.Links)}
+	s := &clusterStatusJSON{Name: ci.Cluster, Node: ci.Node, Incarnation: ci.Incarnation, NodesUp: ci.Up(), NodesKnown: len(ci.Links),
+		Discovery: ci.Discovery}
 	for _, l := range ci.Links {
 		if l.Configured {
 			s.Configured++
+		}
+		if l.Discovered {
+			s.Discovered++
 		}
 		s.Sent += l.Sent
 		s.Delivered += l.Delivered
@@ -169,5 +179,8 @@ func (s *clusterStatusJSON) rows(t *table) {
 	}
 	t.add("cluster", fmt.Sprintf("%s (this node %s, run %s)", name, s.Node, s.Incarnation))
 	t.add("nodes", fmt.Sprintf("%d of %d other nodes up, %d configured (switchboard nodes)", s.NodesUp, s.NodesKnown, s.Configured))
+	if s.Discovery != "" {
+		t.add("discovery", fmt.Sprintf("%s: %d listed", clean(s.Discovery), s.Discovered))
+	}
 	t.add("links", fmt.Sprintf("%d sent, %d delivered, %s unacknowledged", s.Sent, s.Delivered, sizeText(uint64(s.UnackedBytes))))
 }

@@ -105,11 +105,13 @@ func (f *fakeFed) Close() error {
 // reportingFed reports links, as actors/cluster's Federation does.
 type reportingFed struct {
 	*fakeFed
-	links []switchboard.LinkInfo
+	links     []switchboard.LinkInfo
+	discovery string
 }
 
 func (f *reportingFed) ClusterName() string           { return "prod" }
 func (f *reportingFed) Links() []switchboard.LinkInfo { return f.links }
+func (f *reportingFed) DiscoveryName() string         { return f.discovery }
 
 // startNode runs an embedded node named name and returns its socket.
 func startNode(t *testing.T, name string, opts ...switchboard.NodeOption) (*switchboard.Node, string) {
@@ -177,10 +179,11 @@ func TestCLINodes(t *testing.T) {
 		{Node: "n2", Incarnation: "r2", Address: "10.0.0.2:7946", State: switchboard.LinkUp, Configured: true,
 			Sent: 12, Delivered: 34, Unacked: 2048, Budget: 64 << 20, LastHeard: now.Add(-300 * time.Millisecond)},
 		{Node: "n3", Incarnation: "r3", Address: "10.0.0.3:7946", State: switchboard.LinkDown, Reason: "connection lost",
-			Configured: true, Budget: 64 << 20, LastHeard: now.Add(-time.Minute)},
+			Configured: true, Discovered: true, Budget: 64 << 20, LastHeard: now.Add(-time.Minute)},
 		{Address: "10.0.0.4:7946", State: switchboard.LinkRefused, Reason: `cluster "prod" is not this node's cluster "test"`, Budget: 64 << 20},
 	}
-	fed := &reportingFed{fakeFed: &fakeFed{net: &fakeNet{nodes: map[string]*fakeFed{}}}, links: links}
+	fed := &reportingFed{fakeFed: &fakeFed{net: &fakeNet{nodes: map[string]*fakeFed{}}}, links: links,
+		discovery: "etcd http://10.0.0.9:2379, prefix /switchboard"}
 	n1, sock := startNode(t, "n1", switchboard.WithFederation(fed))
 	run := n1.ClusterNodes().Incarnation
 
@@ -202,20 +205,24 @@ func TestCLINodes(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &nj); code != exitOK || err != nil {
 		t.Fatalf("nodes --json: exit %d %v\n%s", code, err, out)
 	}
-	if !nj.Federated || nj.Cluster != "prod" || nj.Node != "n1" || nj.Incarnation != run || nj.NodesUp != 1 || len(nj.Links) != 3 {
+	if !nj.Federated || nj.Cluster != "prod" || nj.Discovery != fed.discovery || nj.Node != "n1" || nj.Incarnation != run || nj.NodesUp != 1 || len(nj.Links) != 3 {
 		t.Fatalf("nodes --json: %+v", nj)
 	}
 	l := nj.Links[0]
 	if l.Node != "n2" || l.State != "up" || l.Sent != 12 || l.Delivered != 34 || l.UnackedBytes != 2048 || l.BudgetBytes != 64<<20 ||
-		!l.Configured || l.HeardSecondsAgo == nil || *l.HeardSecondsAgo < 0.3 || *l.HeardSecondsAgo > 30 {
+		!l.Configured || l.Discovered || l.HeardSecondsAgo == nil || *l.HeardSecondsAgo < 0.3 || *l.HeardSecondsAgo > 30 {
 		t.Errorf("n2's link: %+v", l)
+	}
+	if l := nj.Links[1]; l.Node != "n3" || !l.Configured || !l.Discovered {
+		t.Errorf("n3's link, listed by the discovery: %+v", l)
 	}
 	if l := nj.Links[2]; l.Node != "" || l.State != "refused" || !strings.HasPrefix(l.Reason, `cluster "prod"`) || l.HeardSecondsAgo != nil || l.LastHeard != "" {
 		t.Errorf("the refusal: %+v", l)
 	}
 	code, out, _ = cli(t, "status", "--socket", sock)
 	for _, w := range []string{"cluster      prod (this node n1, run " + run + ")\n", "nodes        1 of 3 other nodes up, 2 configured",
-		"links        12 sent, 34 delivered, 2.0K unacknowledged\n"} {
+		"links        12 sent, 34 delivered, 2.0K unacknowledged\n",
+		"discovery    etcd http://10.0.0.9:2379, prefix /switchboard: 1 listed\n"} {
 		if code != exitOK || !strings.Contains(out, w) {
 			t.Errorf("status: no %q in\n%s", w, out)
 		}
@@ -223,7 +230,8 @@ func TestCLINodes(t *testing.T) {
 	code, out, _ = cli(t, "status", "--socket", sock, "--json")
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); code != exitOK || err != nil || st.Cluster == nil ||
-		*st.Cluster != (clusterStatusJSON{Name: "prod", Node: "n1", Incarnation: run, NodesUp: 1, NodesKnown: 3, Configured: 2, Sent: 12, Delivered: 34, UnackedBytes: 2048}) {
+		*st.Cluster != (clusterStatusJSON{Name: "prod", Node: "n1", Incarnation: run, NodesUp: 1, NodesKnown: 3, Configured: 2,
+			Discovery: fed.discovery, Discovered: 1, Sent: 12, Delivered: 34, UnackedBytes: 2048}) {
 		t.Errorf("status --json: %v %+v\n%s", err, st.Cluster, out)
 	}
 }

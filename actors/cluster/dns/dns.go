@@ -60,6 +60,16 @@ func (d *Discovery) Failures() uint64 { return d.failures.Load() }
 
 var _ cluster.Discovery = (*Discovery)(nil)
 
+// String describes d for the node's status: the name it resolves, the
+// port it dials ("own": the node's own) and how often.
+func (d *Discovery) String() string {
+	port := "own"
+	if d.cfg.Port != 0 {
+		port = strconv.Itoa(d.cfg.Port)
+	}
+	return fmt.Sprintf("dns %s, port %s, every %v", d.cfg.Name, port, d.cfg.Interval)
+}
+
 // New checks cfg; it resolves nothing (Run does).
 func New(cfg Config) (*Discovery, error) {
 	if cfg.Interval == 0 {

@@ -89,6 +89,9 @@ func TestDiscoveryDNSPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got, want := d.String(), "dns nodes.sb.test, port 9000, every 100ms"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan []string, 1)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -60,6 +61,20 @@ type Discovery struct {
 }
 
 var _ cluster.Discovery = (*Discovery)(nil)
+
+// String describes d for the node's status: the endpoints (without any
+// user information a URL may carry) and the cluster's directory.
+func (d *Discovery) String() string {
+	eps := make([]string, len(d.cfg.Endpoints))
+	for i, e := range d.cfg.Endpoints {
+		eps[i] = "(unreadable URL)"
+		if u, err := url.Parse(e); err == nil {
+			u.User = nil
+			eps[i] = u.String()
+		}
+	}
+	return fmt.Sprintf("etcd %s, prefix %s", strings.Join(eps, ","), d.cfg.Prefix)
+}
 
 // ConfigError is a Config that New refuses: Field names the setting at
 // fault as cmd/node's [cluster] table does after its "etcd_" (endpoints,

@@ -241,6 +241,15 @@ func TestNewRefuses(t *testing.T) {
 	if got := d.Dir("c"); got != "/a/b/c/" {
 		t.Fatalf("Dir = %q", got)
 	}
+	// Its description (status, nodes) names the endpoints, never a
+	// password a URL carries.
+	d, err = New(Config{Endpoints: []string{"http://u:secret@10.0.0.1:2379", "https://10.0.0.2:2379"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.String(), "etcd http://10.0.0.1:2379,https://10.0.0.2:2379, prefix /switchboard"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
 }
 
 // TestDiscoveryEtcdBlip: etcd gone for less than the TTL: the nodes keep
