@@ -56,18 +56,28 @@ func (f *Federation) discover() {
 		if f.ctx.Err() != nil {
 			return
 		}
-		if time.Since(began) > discoveryBackoff {
-			backoff = minBackoff
-		}
+		var wait time.Duration
+		wait, backoff = discoveryRetry(backoff, time.Since(began))
 		f.stats.discoveryFails.Add(1)
-		f.logf("cluster: discovery failed (trying again in %v): %v", backoff, err)
+		f.logf("cluster: discovery failed (trying again in %v): %v", wait, err)
 		select {
 		case <-f.ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, discoveryBackoff)
 	}
+}
+
+// discoveryRetry returns how long to wait before calling Run again after
+// a Run that failed having lasted ran, with backoff the wait it was due
+// (minBackoff at first), and the backoff due after that one: doubling up
+// to discoveryBackoff, back to minBackoff after a Run that lasted longer
+// than discoveryBackoff (a new episode of failures, not the same one).
+func discoveryRetry(backoff, ran time.Duration) (wait, next time.Duration) {
+	if ran > discoveryBackoff {
+		backoff = minBackoff
+	}
+	return backoff, min(2*backoff, discoveryBackoff)
 }
 
 // discovered is what the Federation keeps of its Discovery's list, under

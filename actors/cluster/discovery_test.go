@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,5 +217,34 @@ func TestDiscoveryRetried(t *testing.T) {
 	case <-d.ended:
 	default:
 		t.Fatal("Close returned before the Discovery's run ended")
+	}
+}
+
+// TestDiscoveryRetryBackoff: failed runs in a row wait minBackoff, then
+// twice as long each time up to discoveryBackoff; a run that lasted longer
+// than that before it failed starts again from minBackoff.
+func TestDiscoveryRetryBackoff(t *testing.T) {
+	backoff := minBackoff
+	var waits []time.Duration
+	for range 10 {
+		var wait time.Duration
+		wait, backoff = discoveryRetry(backoff, time.Millisecond)
+		waits = append(waits, wait)
+	}
+	want := []time.Duration{minBackoff, 2 * minBackoff, 4 * minBackoff, 8 * minBackoff, 16 * minBackoff, 32 * minBackoff, 64 * minBackoff}
+	for len(want) < 10 {
+		want = append(want, discoveryBackoff)
+	}
+	for i := range want {
+		want[i] = min(want[i], discoveryBackoff)
+	}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits after quick failures %v, want %v", waits, want)
+	}
+	if wait, next := discoveryRetry(backoff, discoveryBackoff+time.Second); wait != minBackoff || next != 2*minBackoff {
+		t.Errorf("after a run that lasted: wait %v then %v, want %v then %v", wait, next, minBackoff, 2*minBackoff)
+	}
+	if wait, _ := discoveryRetry(backoff, discoveryBackoff/2); wait != discoveryBackoff {
+		t.Errorf("after a run of %v: wait %v, want still %v (the same episode)", discoveryBackoff/2, wait, discoveryBackoff)
 	}
 }
