@@ -81,7 +81,11 @@ const (
 	DisconnectViolation = pb.DisconnectReason_DISCONNECT_VIOLATION
 	DisconnectShutdown  = pb.DisconnectReason_DISCONNECT_SHUTDOWN
 	// DisconnectNodeLost: the connection was on another node of the
-	// cluster, and the link to that node was lost.
+	// cluster, and the link to that node was lost. If that node was only
+	// cut off or paused, not restarted, the connection is announced
+	// connected again, under the same address, once the link is back
+	// (before anything it sends then): the one disconnection that is not
+	// final.
 	DisconnectNodeLost = pb.DisconnectReason_DISCONNECT_NODE_LOST
 )
 
