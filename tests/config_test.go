@@ -64,6 +64,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "from a flag", args: []string{"--events-queue-limit", "-5"}, want: "config: events.queue_limit: must be >= 0"},
 		{name: "cluster listen without TLS", args: []string{"--cluster-enabled=true", "--cluster-listen", "10.1.2.3:7946"}, want: "config: cluster.listen: \"10.1.2.3:7946\" is not a loopback address: TLS is required"},
 		{name: "cluster half TLS", env: []string{"SWITCHBOARD_CLUSTER_ENABLED=true", "SWITCHBOARD_CLUSTER_TLS_CERT=/x.pem"}, want: "config: cluster.tls_cert, cluster.tls_key, cluster.tls_ca: "},
+		{name: "cluster peer off loopback without TLS", args: []string{"--cluster-enabled=true", "--cluster-peers", "127.0.0.1:7947,10.1.2.4:7946"}, want: `config: cluster.peers: "10.1.2.4:7946" is not a loopback address: TLS is required`},
+		{name: "cluster link timeout past the stall timeout", args: []string{"--cluster-enabled=true", "--cluster-link-timeout", "15s"}, want: "config: cluster.stall_timeout: must be at least the link timeout (15s), not 10s"},
 		{name: "cluster bad peer", config: "[cluster]\nenabled = true\npeers = [\"nohost\"]\n", want: "config: cluster.peers: "},
 		{name: "cluster bad overflow", config: "[cluster]\nenabled = true\noverflow = \"drop\"\n", want: "config: cluster.overflow: must be error or disconnect"},
 		{name: "cluster budget", args: []string{"--cluster-enabled", "true", "--cluster-link-budget", "1024"}, want: "config: cluster.link_budget: "},

@@ -63,10 +63,12 @@ type Config struct {
 	// that is not loopback requires TLS (TLSCert, TLSKey, TLSCA).
 	Listen string
 	// Advertise is the HOST:PORT the other nodes reach this one at;
-	// "" is Listen (which then must name a host, not 0.0.0.0).
+	// "" is Listen (which then must name a host, not 0.0.0.0). Without
+	// TLS, a loopback address only.
 	Advertise string
 	// Peers are the other nodes' advertised addresses; each is dialled.
-	// A node not listed here is linked when it dials this one.
+	// A node not listed here is linked when it dials this one. Without
+	// TLS, loopback addresses only (the secret crosses in every Hello).
 	Peers []string
 	// Discovery, if set, finds the other nodes beyond Peers (a registry
 	// such as etcd: package actors/cluster/etcd); nil: Peers only.
@@ -78,7 +80,7 @@ type Config struct {
 	LinkTimeout time.Duration
 	// StallTimeout is how long a link may hold unacknowledged messages
 	// without any being acknowledged before it is declared down (default
-	// 10s; at least LinkTimeout).
+	// 10s, or LinkTimeout if longer; at least LinkTimeout).
 	StallTimeout time.Duration
 	// Budget bounds a link's unacknowledged bytes, each chunk counted
 	// with frameCost more (default 64 MiB; at least MaxMessage). Every
@@ -93,7 +95,7 @@ type Config struct {
 	// TLSCert and TLSKey are this node's certificate and key (PEM files),
 	// presented to the nodes it dials and to those that dial it; TLSCA
 	// is the CA (PEM) both ends' certificates must chain to. All three or
-	// none; required when Listen is not loopback.
+	// none; required when Listen, Advertise or a peer is not loopback.
 	TLSCert, TLSKey, TLSCA string
 	// SecretFile holds the cluster's secret, which every node's Hello
 	// carries and every node checks: a node without it is refused. The
@@ -141,7 +143,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.LinkTimeout = time.Second
 	}
 	if c.StallTimeout == 0 {
-		c.StallTimeout = 10 * time.Second
+		c.StallTimeout = max(10*time.Second, c.LinkTimeout)
 	}
 	if c.Budget == 0 {
 		c.Budget = 64 << 20
@@ -198,8 +200,21 @@ func (c Config) withDefaults() (Config, error) {
 		return c, bad("tls", "give the certificate, the key and the CA, or none of them")
 	case files == 0 && !isLoopback(host):
 		return c, bad("listen", "%q is not a loopback address: TLS is required (set the certificate, key and CA)", c.Listen)
-	case files == 0 && c.SecretFile == "":
-		return c, bad("secret_file", "required without TLS: any local user could otherwise link as a node")
+	}
+	if files == 0 {
+		// Without TLS the links are plaintext and every Hello carries
+		// the secret: they stay on this host.
+		if !loopbackAddr(c.Advertise) {
+			return c, bad("advertise", "%q is not a loopback address: TLS is required to link beyond this host (the secret would cross in the clear)", c.Advertise)
+		}
+		for _, p := range c.Peers {
+			if !loopbackAddr(p) {
+				return c, bad("peers", "%q is not a loopback address: TLS is required to link beyond this host (the secret would cross in the clear)", p)
+			}
+		}
+		if c.SecretFile == "" {
+			return c, bad("secret_file", "required without TLS: any local user could otherwise link as a node")
+		}
 	}
 	return c, nil
 }
@@ -292,6 +307,14 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackAddr reports whether addr is HOST:PORT with a loopback host
+// (isLoopback: a name other than localhost does not count, whatever it
+// resolves to).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && isLoopback(host)
 }
 
 // chunks is how many chunks a message of n bytes crosses in.

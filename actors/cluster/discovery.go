@@ -93,7 +93,7 @@ type discovered struct {
 
 // found takes the addresses the Discovery knows now. Each is untrusted
 // (a registry is written by whoever may write there): one that is not a
-// dialable HOST:PORT is ignored, and one past maxDiscovered or with the
+// dialable HOST:PORT (without TLS, a loopback one) is ignored, and one past maxDiscovered or with the
 // dial table full too (tried again each heartbeat until it fits); each
 // counted once while listed, and logged in a line at most every 10 s. An
 // address newly listed is tried at once, even in the backoff of an earlier
@@ -129,7 +129,7 @@ func (f *Federation) foundLocked(addrs []string, now time.Time) {
 	for _, a := range addrs {
 		switch {
 		case f.local(a) || listed[a] || ignored[a]:
-		case checkAddr(a) != nil:
+		case checkAddr(a) != nil || !f.dialable(a):
 			ignore(a, &bad)
 		case len(listed) >= maxDiscovered:
 			ignore(a, &excess)
@@ -171,7 +171,7 @@ func (f *Federation) foundLocked(addrs []string, now time.Time) {
 	if n := bad + excess + full; n > 0 {
 		f.disc.held += n
 		if now.Sub(f.disc.warned) >= 10*time.Second {
-			f.logf("cluster: the discovery lists addresses that are ignored: %d not HOST:PORT, %d past %d, %d with the table of addresses to dial full (%d since the last such line; %q among them)",
+			f.logf("cluster: the discovery lists addresses that are ignored: %d not HOST:PORT (or not loopback, without TLS), %d past %d, %d with the table of addresses to dial full (%d since the last such line; %q among them)",
 				bad, excess, maxDiscovered, full, f.disc.held, clip(example))
 			f.disc.held, f.disc.warned = 0, now
 		}

@@ -120,7 +120,7 @@ func TestDiscoveryBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := func(i int) string { return fmt.Sprintf("10.%d.%d.%d:7946", i>>16&255, i>>8&255, i&255) }
+	addr := func(i int) string { return fmt.Sprintf("127.%d.%d.%d:7946", i>>16&255, i>>8&255, i&255) }
 	var many []string
 	for i := range maxDiscovered + 6 {
 		many = append(many, addr(i))

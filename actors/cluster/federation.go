@@ -81,6 +81,7 @@ type Federation struct {
 	// retiredKept (retiredOrder, oldest first).
 	retired      map[uint64]struct{}
 	retiredOrder []uint64
+	plainWarned  time.Time // the last log of a Hello from an address not dialable in plaintext
 
 	stats counters
 

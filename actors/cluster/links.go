@@ -55,6 +55,13 @@ type dialAddr struct {
 	downReason        string
 }
 
+// dialable reports whether this node may dial addr: any address with
+// TLS; without it (plaintext, the secret in every Hello) a loopback one
+// only, as Config requires of the peers.
+func (f *Federation) dialable(addr string) bool {
+	return f.cfg.TLSCert != "" || loopbackAddr(addr)
+}
+
 // configured reports whether d is dialled by configuration: listed in
 // Config.Peers or, now, by Config.Discovery.
 func (d *dialAddr) configured() bool { return !d.learned || d.discovered }
@@ -166,6 +173,16 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
+		return
+	}
+	if !f.dialable(h.Address) {
+		// Linking would mean dialling it in the clear with the secret;
+		// not answered either (an answer dials it too).
+		f.stats.protocol.Add(1)
+		if now := time.Now(); now.Sub(f.plainWarned) >= 10*time.Second {
+			f.plainWarned = now
+			f.logf("cluster: ignored node %s (%s): it advertises %s, not a loopback address, and this node has no TLS", h.Node, h.Incarnation, h.Address)
+		}
 		return
 	}
 	refuse := func(code uint32, format string, args ...any) {

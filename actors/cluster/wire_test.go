@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -121,6 +122,11 @@ func TestConfig(t *testing.T) {
 	if _, err := New(ok); err != nil {
 		t.Fatalf("a loopback configuration: %v", err)
 	}
+	slow := ok
+	slow.LinkTimeout = 15 * time.Second
+	if f, err := New(slow); err != nil || f.cfg.StallTimeout != slow.LinkTimeout {
+		t.Fatalf("a link timeout past the default stall timeout: %v; want it accepted, the stall timeout raised to it", err)
+	}
 	dir := t.TempDir()
 	open := filepath.Join(dir, "open")
 	short := filepath.Join(dir, "short")
@@ -140,6 +146,10 @@ func TestConfig(t *testing.T) {
 		{"part of TLS", func(c *Config) { c.TLSCert = "/x" }, "or none of them"},
 		{"unreachable advertise", func(c *Config) { c.Listen = "0.0.0.0:7000" }, "advertise"},
 		{"bad peer", func(c *Config) { c.Peers = []string{"nowhere"} }, "peers"},
+		// Without TLS the secret crosses in every Hello: never off this host.
+		{"no TLS, a peer off loopback", func(c *Config) { c.Peers = []string{"127.0.0.1:7001", "10.0.0.2:7001"} }, `peers: "10.0.0.2:7001" is not a loopback address`},
+		{"no TLS, a peer by a name", func(c *Config) { c.Peers = []string{"node2:7001"} }, `peers: "node2:7001" is not a loopback address`},
+		{"no TLS, advertised off loopback", func(c *Config) { c.Advertise = "10.0.0.1:7000" }, `advertise: "10.0.0.1:7000" is not a loopback address`},
 		{"IPv6 listen", func(c *Config) { c.Listen = "[::1]:7000"; c.Advertise = "[::1]:7000" }, "IPv6"},
 		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster: name"},
 		{"timeout under two heartbeats", func(c *Config) { c.Heartbeat = time.Second }, "link_timeout"},
@@ -240,5 +250,33 @@ func TestUnpack(t *testing.T) {
 	}
 	if err := unpack(1, many[:batchChunks], func(uint64, []byte) error { return nil }); err != nil {
 		t.Errorf("%d empty messages: %v", batchChunks, err)
+	}
+}
+
+// TestPlaintextStaysOnHost: a node without TLS sends the cluster's secret
+// in every Hello, so it dials no address off this host: a Hello that
+// advertises one is neither answered nor dialled (counted), and a
+// discovery's non-loopback addresses are ignored (counted). localhost
+// and all of 127.0.0.0/8 are loopback.
+func TestPlaintextStaysOnHost(t *testing.T) {
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:7000", SecretFile: testSecret(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := readSecret(f.cfg.SecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.onHello(5, &linkpb.Hello{Version: protoVersion, Cluster: "c", Node: "n2", Incarnation: "i2", Address: "10.0.0.2:7000", Secret: secret})
+	f.found([]string{"10.0.0.3:7000", "node4:7000", "localhost:7001", "127.1.2.3:7002"})
+	f.mu.Lock()
+	dial := maps.Clone(f.dial)
+	peers := len(f.bySession)
+	f.mu.Unlock()
+	if peers != 0 || len(dial) != 2 || dial["localhost:7001"] == nil || dial["127.1.2.3:7002"] == nil {
+		t.Errorf("peers %d, dial table %v: want no peer, and only the two loopback addresses to dial", peers, dial)
+	}
+	if st := f.Stats(); st.Protocol != 1 || st.BadDiscovered != 2 {
+		t.Errorf("protocol %d, bad discovered %d: want 1 (the Hello) and 2", st.Protocol, st.BadDiscovered)
 	}
 }

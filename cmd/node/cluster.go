@@ -16,19 +16,20 @@ import (
 // the cluster (package actors/cluster). Off by default: then nothing of it
 // runs, and the node is exactly a lone node.
 type ClusterConfig struct {
-	Enabled     bool          `toml:"enabled"`
-	Name        string        `toml:"name"`
-	Listen      string        `toml:"listen"`
-	Advertise   string        `toml:"advertise"`
-	Peers       []string      `toml:"peers"`
-	Heartbeat   time.Duration `toml:"heartbeat"`
-	LinkTimeout time.Duration `toml:"link_timeout"`
-	LinkBudget  int64         `toml:"link_budget"`
-	Overflow    string        `toml:"overflow"`
-	TLSCert     string        `toml:"tls_cert"`
-	TLSKey      string        `toml:"tls_key"`
-	TLSCA       string        `toml:"tls_ca"`
-	SecretFile  string        `toml:"secret_file"`
+	Enabled      bool          `toml:"enabled"`
+	Name         string        `toml:"name"`
+	Listen       string        `toml:"listen"`
+	Advertise    string        `toml:"advertise"`
+	Peers        []string      `toml:"peers"`
+	Heartbeat    time.Duration `toml:"heartbeat"`
+	LinkTimeout  time.Duration `toml:"link_timeout"`
+	StallTimeout time.Duration `toml:"stall_timeout"`
+	LinkBudget   int64         `toml:"link_budget"`
+	Overflow     string        `toml:"overflow"`
+	TLSCert      string        `toml:"tls_cert"`
+	TLSKey       string        `toml:"tls_key"`
+	TLSCA        string        `toml:"tls_ca"`
+	SecretFile   string        `toml:"secret_file"`
 
 	// Discovery: "" (the peers only), "etcd" (the nodes registered
 	// under etcd_prefix at etcd_endpoints, as well as the peers) or "dns"
@@ -59,21 +60,22 @@ func (c *ClusterConfig) config(maxMessage int64, log *slog.Logger) (cluster.Conf
 		return cluster.Config{}, err
 	}
 	return cluster.Config{
-		Discovery:   discovery,
-		Cluster:     c.Name,
-		Listen:      c.Listen,
-		Advertise:   c.Advertise,
-		Peers:       c.Peers,
-		Heartbeat:   c.Heartbeat,
-		LinkTimeout: c.LinkTimeout,
-		Budget:      c.LinkBudget,
-		Overflow:    overflow,
-		MaxMessage:  maxMessage + switchboard.FederationOverhead,
-		TLSCert:     c.TLSCert,
-		TLSKey:      c.TLSKey,
-		TLSCA:       c.TLSCA,
-		SecretFile:  c.SecretFile,
-		Logger:      log,
+		Discovery:    discovery,
+		Cluster:      c.Name,
+		Listen:       c.Listen,
+		Advertise:    c.Advertise,
+		Peers:        c.Peers,
+		Heartbeat:    c.Heartbeat,
+		LinkTimeout:  c.LinkTimeout,
+		StallTimeout: c.StallTimeout,
+		Budget:       c.LinkBudget,
+		Overflow:     overflow,
+		MaxMessage:   maxMessage + switchboard.FederationOverhead,
+		TLSCert:      c.TLSCert,
+		TLSKey:       c.TLSKey,
+		TLSCA:        c.TLSCA,
+		SecretFile:   c.SecretFile,
+		Logger:       log,
 	}, nil
 }
 
