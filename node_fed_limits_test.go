@@ -3,6 +3,7 @@ package switchboard
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -448,5 +449,52 @@ func TestFedDeliverBatchPanic(t *testing.T) {
 	}
 	if st := n1.FederationStats(); st.Panics-before.Panics != 1 || st.Received-before.Received != 3 {
 		t.Fatalf("panics %d, received %d: want 1, 3", st.Panics-before.Panics, st.Received-before.Received)
+	}
+}
+
+// TestFedSenderOrder: the sending node's half of TestFedWatcherOrder. A
+// client that connects, at once sends to a watcher on another node and
+// publishes to its group, then closes: the watcher hears it connected
+// before either message and disconnected after both, every time (the
+// connection's announcement goes out on the link ahead of its first
+// frame, its end after its last).
+func TestFedSenderOrder(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	w := dial(t, n1)
+	for _, g := range []string{GroupConnections, "g"} {
+		if err := w.Subscribe(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	knows(t, n2, w.Address(), "g")
+	for round := range 50 {
+		c := dial(t, n2)
+		if err := c.SendTo(ctx, w.Address(), []byte("direct")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Publish(ctx, "g", []byte("group")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var seq []string
+		for len(seq) < 4 {
+			e := recv(t, w)
+			if nt, err := e.Notice(); err == nil {
+				if nt.Member.Address == c.Address() {
+					seq = append(seq, nt.Kind.String())
+				}
+			} else if e.From == c.Address() {
+				seq = append(seq, string(e.Payload))
+			}
+		}
+		if want := []string{NoticeConnected.String(), "direct", "group", NoticeDisconnected.String()}; !slices.Equal(seq, want) {
+			t.Fatalf("round %d: the watcher heard %v, want %v", round, seq, want)
+		}
 	}
 }

@@ -234,7 +234,7 @@ func checkFedCLI(t *testing.T, d *daemon, remote *switchboard.Conn) {
 // TestFederationBus: three node processes; a client on each. Direct
 // messages, publications, requests to one peer and to a group cross the
 // links in order, nothing lost; want-answer to a remote address nobody
-// has fails; a node killed mid-request fails its caller with ErrPeerGone
+// has, to a group empty cluster-wide and to an unowned name fails; a node killed mid-request fails its caller with ErrPeerGone
 // at once.
 func TestFederationBus(t *testing.T) {
 	if testing.Short() {
@@ -329,6 +329,39 @@ func TestFederationBus(t *testing.T) {
 	nobody := c2.Address()[:strings.LastIndexByte(c2.Address(), '.')+1] + "999999"
 	if err := c1.SendTo(ctx, nobody, []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
 		t.Fatalf("SendTo %s with WantAnswer: %v, want ErrUndeliverable", nobody, err)
+	}
+	// Want-answer to a group whose one member, on n2, left it: empty
+	// cluster-wide once n1 heard so.
+	if err := c2.Subscribe(ctx, "lonely"); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, c1, "lonely", 1)
+	if err := c1.Publish(ctx, "lonely", []byte("x"), switchboard.WantAnswer()); err != nil {
+		t.Fatalf("Publish to a group with a member on n2: %v", err)
+	}
+	if err := c2.Unsubscribe(ctx, "lonely"); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, c1, "lonely", 0)
+	if err := c1.Publish(ctx, "lonely", []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Fatalf("Publish with WantAnswer to a group empty cluster-wide: %v, want ErrUndeliverable", err)
+	}
+	// And to a name whose owner, on n2, gave it up: unowned everywhere.
+	if primary, _, err := c2.Own(ctx, "svc.fed"); err != nil || !primary {
+		t.Fatalf("Own svc.fed on n2: %v, %v", primary, err)
+	}
+	checkFor(t, 20*time.Second, func() error { return c1.SendTo(ctx, "svc.fed", []byte("x"), switchboard.WantAnswer()) })
+	if err := c2.Disown(ctx, "svc.fed"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, func() error {
+		if err := c1.SendTo(ctx, "svc.fed", []byte("x"), switchboard.WantAnswer()); !errors.Is(err, switchboard.ErrUndeliverable) {
+			return fmt.Errorf("SendTo an unowned name with WantAnswer: %v, want ErrUndeliverable", err)
+		}
+		return nil
+	})
+	if _, err := c1.Request(ctx, "svc.fed", []byte("x")); !errors.Is(err, switchboard.ErrUndeliverable) {
+		t.Fatalf("Request to an unowned name: %v, want ErrUndeliverable", err)
 	}
 
 	// n3 dies while c3 serves c1's request: the request fails at once.
