@@ -189,6 +189,18 @@ func TestFederationPartition(t *testing.T) {
 
 	cut := time.Now()
 	ipCmd(t, "-n", nsA, "link", "set", devA, "down")
+	// At once, before either side notices: n3 still takes these for its
+	// links up and sends them into sessions the other side is about to
+	// fence. None may ever be delivered, not even once the pair is back
+	// up and TCP carries what it held (checked after the heal).
+	for i := range 20 {
+		if err := c.Publish(ctx, "g", seqPayload(500+i)); err != nil {
+			t.Fatalf("publication %d in the silent window: %v", i, err)
+		}
+		if err := c.SendTo(ctx, a.Address(), seqPayload(500+i)); err != nil {
+			t.Fatalf("message %d in the silent window: %v", i, err)
+		}
+	}
 	left := nextNotice(t, wa, 10*time.Second, func(n switchboard.Notice) bool { return n.Kind == switchboard.NoticeNodeLeft })
 	if left.Node != "n3" {
 		t.Fatalf("n1 saw %s leave, want n3", left.Node)
@@ -249,9 +261,11 @@ func TestFederationPartition(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// What c published during the partition never reached a (n3 had no
-	// remote member of g, and its SendTo's to a found its node down):
-	// the first publication a gets from c is the first after the heal.
+	// What c sent during the partition never reached a: neither what went
+	// into the sessions n1 fenced (the silent window), nor what came after
+	// (n3 had no remote member of g, and its SendTo's to a found its node
+	// down): the first publication a gets from c is the first after the
+	// heal, and no message of c's arrives at all.
 	rctx, rcancel := context.WithTimeout(ctx, time.Minute)
 	defer rcancel()
 	for next := 0; next < 100; {

@@ -30,7 +30,7 @@ var (
 		"The link layer's refusals and drops: not_up, overflow (budget spent), too_large, unknown, foreign, "+
 			"stale (from a fenced or unknown session), protocol (links closed for breaking it), refused_out, "+
 			"refused_in, panics, refused_calls, discovery_failed (a discovery run that failed, tried again), "+
-			"bad_discovered (a discovered address that is not HOST:PORT), dial_full (one the dial table had no room for).", "what")
+			"bad_discovered (a discovered address that is not HOST:PORT, or not loopback without TLS), dial_full (one the dial table had no room for).", "what")
 	descFedDiscovered = desc("switchboard_federation_discovered_nodes", "Addresses of other nodes the discovery (cluster.discovery) lists now.")
 	descFedUnacked    = desc("switchboard_federation_link_unacked_bytes", "Bytes sent on the link to a node and not yet acknowledged.", "node")
 	descFedSent       = desc("switchboard_federation_link_sent_total", "Messages sent on the link to a node, in its current run.", "node")
