@@ -323,6 +323,9 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	name := m.GetName()
+	if m.GetCatchUp() && nm.mine[name] != nil {
+		return // this node's claims bring the decision that counts
+	}
 	if fs.arbiterOf(name) != node || nm.mine[name] != nil && nm.sentTo[name] != node {
 		// Not the name's arbiter as this node sees the nodes up, or not
 		// where this node's claims went: a decision without them (an
@@ -393,12 +396,23 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
+	var cameTo *fedPeer
+	if came != "" {
+		cameTo = fs.peer(came)
+	}
 	for name, a := range nm.arb {
-		if came != "" && a.heard[came] && len(a.queue) > 0 {
+		switch {
+		case came == "" || len(a.queue) == 0:
+		case a.heard[came]:
 			// Its claims came before this node had sent it its state: the
 			// decision went to the others only. (Not before its claims: a
 			// partition's half would override its owner before the merge.)
 			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue}}})
+		case cameTo != nil && fs.arbiterOf(name) == fs.self:
+			// It learns the name's owner, which nothing else would tell
+			// it while the decision stands: a catch-up, which it ignores
+			// if it claims the name (its claims bring the answer).
+			fs.send(cameTo, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
 		}
 		if left != "" && a.claims[left] != nil {
 			fs.unclaim(a, left)

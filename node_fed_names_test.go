@@ -215,3 +215,46 @@ func TestFedNamePolicy(t *testing.T) {
 		t.Fatalf("n2 refused %d, want 3", st.Refused)
 	}
 }
+
+// TestFedNamesNewNode: a node that comes up learns the owners of names
+// claimed only elsewhere, whose decisions stand (nothing changes them
+// when it comes): each name's arbiter catches it up. Names enough that
+// some have their arbiter on each of the nodes up before.
+func TestFedNamesNewNode(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	owner := dial(t, n2, WithRequestHandler(func(ctx context.Context, r *PeerRequest) ([]byte, error) { return []byte("owner"), nil }))
+	knows(t, n1, owner.Address())
+	var names []string
+	for i := range 12 {
+		name := fmt.Sprint("svc.new", i)
+		if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+			t.Fatalf("own %s: %v %v", name, primary, err)
+		}
+		names = append(names, name)
+	}
+	var byArbiter [2]int
+	for _, name := range names {
+		owns(t, name, owner.Address(), n1, n2)
+		if n1.fed.arbiterOf(name) == "n1" {
+			byArbiter[0]++
+		} else {
+			byArbiter[1]++
+		}
+	}
+	if byArbiter[0] == 0 || byArbiter[1] == 0 {
+		t.Fatalf("arbiters of the names: %v on n1 and n2; want some on each", byArbiter)
+	}
+	n3 := startFedNode(t, cl, "n3")
+	waitMesh(t, n1, n2, n3)
+	for _, name := range names {
+		owns(t, name, owner.Address(), n3)
+	}
+	caller := dial(t, n3)
+	if r, err := caller.Request(ctx, names[0], nil); err != nil || string(r) != "owner" {
+		t.Fatalf("request by name from the new node: %q %v", r, err)
+	}
+}

@@ -408,9 +408,14 @@ func (x *FedClaim) GetOwner() bool {
 // FedNameOwner is the arbiter's decision on name: its queue across the
 // cluster, owner first (empty: nobody claims it).
 type FedNameOwner struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Queue         []string               `protobuf:"bytes,2,rep,name=queue,proto3" json:"queue,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Queue []string               `protobuf:"bytes,2,rep,name=queue,proto3" json:"queue,omitempty"`
+	// Sent by the arbiter to a node that just came up, before any claims of
+	// that node's on the name were heard, so that it learns names owned
+	// elsewhere; a node that claims the name ignores it (its claims bring
+	// the arbiter's answer).
+	CatchUp       bool `protobuf:"varint,3,opt,name=catch_up,json=catchUp,proto3" json:"catch_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +462,13 @@ func (x *FedNameOwner) GetQueue() []string {
 		return x.Queue
 	}
 	return nil
+}
+
+func (x *FedNameOwner) GetCatchUp() bool {
+	if x != nil {
+		return x.CatchUp
+	}
+	return false
 }
 
 // FedConn is a connection of the sending node.
@@ -1093,10 +1105,11 @@ const file_fed_proto_rawDesc = "" +
 	"\x0ebelieved_owner\x18\x03 \x01(\tR\rbelievedOwner\"0\n" +
 	"\bFedClaim\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
-	"\x05owner\x18\x02 \x01(\bR\x05owner\"8\n" +
+	"\x05owner\x18\x02 \x01(\bR\x05owner\"S\n" +
 	"\fFedNameOwner\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05queue\x18\x02 \x03(\tR\x05queue\"\x88\x01\n" +
+	"\x05queue\x18\x02 \x03(\tR\x05queue\x12\x19\n" +
+	"\bcatch_up\x18\x03 \x01(\bR\acatchUp\"\x88\x01\n" +
 	"\aFedConn\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
 	"\vclient_name\x18\x02 \x01(\tR\n" +

@@ -218,8 +218,9 @@ func TestFederationHungNode(t *testing.T) {
 // TestFederationRestart: a node stopped (SIGTERM) and started again with
 // the same name and port comes back as a new incarnation: the others
 // hear it leave and join, its new clients' subscriptions are seen
-// cluster-wide, it learns the others' state, and messages flow again; an
-// address of its former run finds nobody.
+// cluster-wide, it learns the others' state (members and names; a name
+// its former run owned is nobody's), and messages flow again; an address
+// of its former run finds nobody.
 func TestFederationRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nodes")
@@ -245,6 +246,29 @@ func TestFederationRestart(t *testing.T) {
 	waitMembers(t, c2, "g", 3)
 	old := c3.Address()
 	_, oldInc := nodeOf(old)
+	for _, o := range []struct {
+		c    *switchboard.Conn
+		name string
+	}{{c1, "svc.one"}, {c3, "svc.three"}} {
+		if primary, _, err := o.c.Own(ctx, o.name); err != nil || !primary {
+			t.Fatalf("Own %s: %v, %v", o.name, primary, err)
+		}
+	}
+	owner := func(x *switchboard.Conn, name string) (string, error) {
+		ns, err := x.Names(ctx)
+		for _, n := range ns {
+			if n.Name == name {
+				return n.Owner, err
+			}
+		}
+		return "", err
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if o, err := owner(c2, "svc.three"); err != nil || o != old {
+			return fmt.Errorf("svc.three seen from n2: owner %q, %v; want %s", o, err, old)
+		}
+		return nil
+	})
 
 	if code := ds[2].stop(t); code != 0 {
 		t.Fatalf("n3 exited with %d", code)
@@ -282,6 +306,23 @@ func TestFederationRestart(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(addrs, " "), n3.Address()) {
 		t.Fatalf("members of g on n2: %v, without %s", addrs, n3.Address())
+	}
+
+	// Names too: the new run learns svc.one's owner on n1, and svc.three,
+	// whose owner went with the former run, is nobody's anywhere.
+	checkFor(t, 10*time.Second, func() error {
+		for _, x := range []*switchboard.Conn{c1, c2, n3} {
+			if o, err := owner(x, "svc.one"); err != nil || o != c1.Address() {
+				return fmt.Errorf("svc.one seen from %s: owner %q, %v; want %s", x.Address(), o, err, c1.Address())
+			}
+			if o, err := owner(x, "svc.three"); err != nil || o != "" {
+				return fmt.Errorf("svc.three seen from %s: owner %q, %v; want none", x.Address(), o, err)
+			}
+		}
+		return nil
+	})
+	if err := n3.SendTo(ctx, "svc.one", []byte("x"), switchboard.WantAnswer()); err != nil {
+		t.Fatalf("SendTo svc.one from the new run: %v", err)
 	}
 
 	const n = 500

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +134,8 @@ func clusterTLS(t *testing.T) string {
 // reaches the other side. When the pair comes back up, the sides link
 // again by themselves as new sessions (the silent ones stay fenced), the
 // name's two owners merge to one everywhere (the smaller address keeps
-// it), and traffic flows.
+// it), traffic flows, and nothing is left of the fenced sessions (every
+// node lists each connection once, nothing unacknowledged).
 func TestFederationPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the partition suite is long mode: it runs without -short")
@@ -285,5 +287,50 @@ func TestFederationPartition(t *testing.T) {
 		if e.Kind == switchboard.EventGroup {
 			next++
 		}
+	}
+	// Nothing leaked by the fenced sessions: every node lists the same
+	// connections, each once (none left over from before the cut, none
+	// twice), the other two nodes up, and nothing unacknowledged once
+	// the traffic is over.
+	var first []string
+	for i, x := range []*switchboard.Conn{a, b, c} {
+		checkFor(t, 10*time.Second, func() error {
+			cs, err := x.Connections(ctx)
+			if err != nil {
+				return err
+			}
+			var addrs []string
+			for _, ci := range cs {
+				addrs = append(addrs, ci.Address)
+			}
+			slices.Sort(addrs)
+			if len(slices.Compact(slices.Clone(addrs))) != len(addrs) {
+				return fmt.Errorf("n%d lists a connection twice: %v", i+1, addrs)
+			}
+			for _, y := range []*switchboard.Conn{a, b, c, wa, wc} {
+				if !slices.Contains(addrs, y.Address()) {
+					return fmt.Errorf("n%d does not list %s: %v", i+1, y.Address(), addrs)
+				}
+			}
+			if first != nil && !slices.Equal(addrs, first) {
+				return fmt.Errorf("n%d lists %v, n1 %v", i+1, addrs, first)
+			}
+			if first == nil {
+				first = addrs
+			}
+			ci, err := x.ClusterNodes(ctx)
+			if err != nil {
+				return err
+			}
+			for _, l := range ci.Links {
+				if l.State != switchboard.LinkUp || l.Unacked != 0 {
+					return fmt.Errorf("n%d's link to %s: %v, %d bytes unacknowledged", i+1, l.Node, l.State, l.Unacked)
+				}
+			}
+			if ci.Up() != 2 {
+				return fmt.Errorf("n%d has %d other nodes up, want 2", i+1, ci.Up())
+			}
+			return nil
+		})
 	}
 }
