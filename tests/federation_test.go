@@ -315,13 +315,19 @@ func TestFederationBus(t *testing.T) {
 			t.Fatalf("request %d: %q, %v", i, got, err)
 		}
 	}
-	rs, err := c1.RequestGroup(ctx, "g", []byte("all"))
-	if err != nil || len(rs) != 2 {
-		t.Fatalf("RequestGroup: %d results, %v", len(rs), err)
-	}
-	for _, r := range rs {
-		if r.Err != nil || string(r.Payload) != "re:all" {
-			t.Fatalf("RequestGroup: %s answered %q, %v", r.Address, r.Payload, r.Err)
+	for i := range 50 {
+		p := seqPayload(i)
+		rs, err := c1.RequestGroup(ctx, "g", p)
+		if err != nil || len(rs) != 2 {
+			t.Fatalf("RequestGroup %d: %d results, %v", i, len(rs), err)
+		}
+		for _, r := range rs {
+			if r.Err != nil || string(r.Payload) != "re:"+string(p) || (r.Address != c2.Address() && r.Address != c3.Address()) {
+				t.Fatalf("RequestGroup %d: %s answered %q, %v", i, r.Address, r.Payload, r.Err)
+			}
+		}
+		if rs[0].Address == rs[1].Address {
+			t.Fatalf("RequestGroup %d: %s answered twice", i, rs[0].Address)
 		}
 	}
 
