@@ -22,7 +22,7 @@ type Error struct {
 // reason if there is one: "switchboard: unknown service: no service 7".
 func (e *Error) Error() string {
 	s := "switchboard: " + e.Code.String()
-	if e.Reason != "" {
+	if e.Reason != "" && e.Reason != e.Code.String() {
 		s += ": " + e.Reason
 	}
 	return s

@@ -25,6 +25,13 @@ func TestError(t *testing.T) {
 			text:   `switchboard: unknown service: no service "kv"`,
 		},
 		{
+			name:   "a reason that only repeats the code",
+			err:    codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, CodeNodeGone.String()),
+			target: codeError(pb.Code_CODE_NODE_SHUTTING_DOWN, ""),
+			is:     true,
+			text:   "switchboard: " + CodeNodeGone.String(),
+		},
+		{
 			name:   "same code, other reason",
 			err:    codeError(pb.Code_CODE_CANCELED, "client went away"),
 			target: codeError(pb.Code_CODE_CANCELED, ""),

@@ -334,9 +334,16 @@ subscribe = { uids = [4242] }
 		{[]string{"request", ":n1.999", "x"}, "undeliverable"},
 	} {
 		r := runCLI(t, nil, append(tc.args, sock)...)
-		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
-			t.Errorf("node %s: exit %d, stderr %q; want 1 and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "switchboard: ") != 1 {
+			t.Errorf("node %s: exit %d, stderr %q; want 1 and %q, said once after one prefix", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
 		}
+	}
+	// A node that shuts down under a subscriber: said once, plainly.
+	sub := startCLI(t, "subscribe", "g", sock)
+	sub.waitStderr(t, "subscribed to g")
+	d.stop(t)
+	if code := sub.wait(t); code != 3 || !strings.HasSuffix(sub.stderr.String(), "(Ctrl-C to stop)\nswitchboard: node shutting down\n") {
+		t.Errorf("subscribe when the node shut down: exit %d, stderr %q; want 3 and \"switchboard: node shutting down\"", code, sub.stderr.String())
 	}
 }
 

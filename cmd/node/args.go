@@ -119,11 +119,17 @@ func fits(std stdio, c *switchboard.Conn, payload []byte) (code int, ok bool) {
 // the node went away, 1 for anything else (refused, undeliverable, peer
 // gone, timed out).
 func failed(std stdio, err error) int {
-	fmt.Fprintf(std.stderr, "%s: %s\n", prog, clean(err.Error()))
+	fmt.Fprintf(std.stderr, "%s: %s\n", prog, errText(err))
 	if errors.Is(err, switchboard.ErrNodeGone) || errors.Is(err, switchboard.ErrClosed) {
 		return exitUnavail
 	}
 	return exitFailure
+}
+
+// errText is err for a line of prog's: the library's errors start with
+// "switchboard: ", which the line has already.
+func errText(err error) string {
+	return clean(strings.TrimPrefix(err.Error(), "switchboard: "))
 }
 
 // payloadText is a payload as one line: the text if it is printable

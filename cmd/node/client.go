@@ -57,7 +57,7 @@ func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, i
 	defer cancel()
 	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName(prog))
 	if err != nil {
-		fmt.Fprintf(std.stderr, "switchboard: %v\n", err)
+		fmt.Fprintf(std.stderr, "%s: %s\n", prog, errText(err))
 		if errors.Is(err, switchboard.ErrRefused) {
 			return nil, exitFailure
 		}
