@@ -185,3 +185,28 @@ func (cl *fakeCluster) node(name string) *fakeFed {
 	defer cl.mu.Unlock()
 	return cl.nodes[name]
 }
+
+// cutPair cuts the links between a and b alone (each hears the other
+// down), leaving their links to the others: a partition that splits the
+// cluster along several pairs is cut pair by pair.
+func (cl *fakeCluster) cutPair(a, b string) {
+	cl.mu.Lock()
+	fa, fb := cl.nodes[a], cl.nodes[b]
+	ab, ba := cl.links[[2]string{a, b}], cl.links[[2]string{b, a}]
+	delete(cl.links, [2]string{a, b})
+	delete(cl.links, [2]string{b, a})
+	cl.mu.Unlock()
+	ab.stop()
+	ba.stop()
+	fa.host.NodeDown(b, fb.inc, "cut")
+	fb.host.NodeDown(a, fa.inc, "cut")
+}
+
+// joinPair links a and b again after cutPair, in the same incarnations.
+func (cl *fakeCluster) joinPair(a, b string) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	fa, fb := cl.nodes[a], cl.nodes[b]
+	cl.links[[2]string{a, b}] = startLink(fa, fb)
+	cl.links[[2]string{b, a}] = startLink(fb, fa)
+}

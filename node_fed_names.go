@@ -323,8 +323,8 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	name := m.GetName()
-	if m.GetCatchUp() && nm.mine[name] != nil {
-		return // this node's claims bring the decision that counts
+	if _, held := nm.decided[name]; m.GetCatchUp() && (nm.mine[name] != nil || held) {
+		return // its claims, or the merge of a healed partition, bring the decision that counts
 	}
 	if fs.arbiterOf(name) != node || nm.mine[name] != nil && nm.sentTo[name] != node {
 		// Not the name's arbiter as this node sees the nodes up, or not
@@ -401,24 +401,28 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 		cameTo = fs.peer(came)
 	}
 	for name, a := range nm.arb {
-		switch {
-		case came == "" || len(a.queue) == 0:
-		case a.heard[came]:
-			// Its claims came before this node had sent it its state: the
-			// decision went to the others only. (Not before its claims: a
-			// partition's half would override its owner before the merge.)
-			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue}}})
-		case cameTo != nil && fs.arbiterOf(name) == fs.self:
+		if cameTo != nil && len(a.queue) > 0 && fs.arbiterOf(name) == fs.self {
 			// It learns the name's owner, which nothing else would tell
-			// it while the decision stands: a catch-up, which it ignores
-			// if it claims the name (its claims bring the answer).
+			// it while the decision stands: a catch-up. (Its claims, if
+			// any, come after this: a node's messages follow its NodeUp.)
+			// It takes it only where it holds no decision and claims
+			// nothing: its claims bring the answer, and a partition's
+			// half must not give up its owner before the merge decides.
 			fs.send(cameTo, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
 		}
-		if left != "" && a.claims[left] != nil {
-			fs.unclaim(a, left)
-			delete(a.owners, left)
+		if left != "" {
+			// Heard from since this arbiter took the name: no longer, for
+			// a node that left (if it comes back, its claims come anew).
 			delete(a.heard, left)
-			fs.arbDecide(name, a)
+			if a.claims[left] != nil {
+				fs.unclaim(a, left)
+				delete(a.owners, left)
+				fs.arbDecide(name, a)
+			} else if fs.arbiterOf(name) == fs.self {
+				// It may have waited for the claims of the node that
+				// left, believed to hold the owner: it waits no more.
+				fs.arbDecide(name, a)
+			}
 		}
 		if fs.arbiterOf(name) != fs.self {
 			for node := range a.claims {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 )
 
 // owns waits until every node's registry gives name's owner as addr.
@@ -257,4 +259,223 @@ func TestFedNamesNewNode(t *testing.T) {
 	if r, err := caller.Request(ctx, names[0], nil); err != nil || string(r) != "owner" {
 		t.Fatalf("request by name from the new node: %q %v", r, err)
 	}
+}
+
+// arbiterAmong is the arbiter of name as self sees the nodes up: self and
+// the others.
+func arbiterAmong(name, self string, others ...string) string {
+	fs := &fedState{self: self, peers: map[string]*fedPeer{}}
+	for _, n := range others {
+		fs.peers[n] = &fedPeer{name: n, out: true}
+	}
+	return fs.arbiterOf(name)
+}
+
+// ownerChanges collects the owner changes of name c hears on sys.names
+// (c subscribed to it) until quiet for d.
+func ownerChanges(c *Conn, name string, d time.Duration) []string {
+	var out []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		e, err := c.RecvEvent(ctx)
+		cancel()
+		if err != nil {
+			return out
+		}
+		if nt, err := e.Notice(); err == nil && nt.Name == name && nt.Kind == NoticeNameOwnerChanged {
+			out = append(out, nt.OldOwner+" -> "+nt.NewOwner)
+		}
+	}
+}
+
+// TestFedNamesHalvesKeepOwners: a partition splits four nodes in two
+// halves of two, each with an owner of one name; the halves link again
+// one pair at a time. The first pair to link must not hand the name of
+// the half without the overall arbiter to the other half's owner before
+// the merge (a catch-up to a node that holds a decision is ignored); the
+// merge keeps the smaller address, so a node on its side never hears the
+// owner change.
+func TestFedNamesHalvesKeepOwners(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	// Roles: a is the arbiter of name among all, c among c and d; the
+	// owner on c's side has the smaller address (c < b by name).
+	var a, b, c, d, name string
+	for i := 0; name == ""; i++ {
+		n := fmt.Sprint("svc.half", i)
+		for _, p := range [][4]int{{0, 1, 2, 3}, {0, 2, 1, 3}, {0, 3, 1, 2}, {1, 2, 0, 3}, {1, 3, 0, 2}, {2, 3, 0, 1}} {
+			for _, q := range [][4]int{{p[0], p[1], p[2], p[3]}, {p[1], p[0], p[2], p[3]}, {p[0], p[1], p[3], p[2]}, {p[1], p[0], p[3], p[2]}} {
+				w, x, y, z := nodes[q[0]], nodes[q[1]], nodes[q[2]], nodes[q[3]]
+				if name == "" && arbiterAmong(n, w, x, y, z) == w && arbiterAmong(n, y, z) == y && y < x {
+					a, b, c, d, name = w, x, y, z, n
+				}
+			}
+		}
+	}
+	cl := newFakeCluster()
+	ns := map[string]*Node{}
+	for _, n := range nodes {
+		ns[n] = startFedNode(t, cl, n)
+	}
+	waitMesh(t, ns["n1"], ns["n2"], ns["n3"], ns["n4"])
+	ctx := ctx5(t)
+	o1, o2 := dial(t, ns[b]), dial(t, ns[c])
+	for _, n := range nodes {
+		if n != b {
+			knows(t, ns[n], o1.Address())
+		}
+		if n != c {
+			knows(t, ns[n], o2.Address())
+		}
+	}
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", b, primary, err)
+	}
+	owns(t, name, o1.Address(), ns[a], ns[b], ns[c], ns[d])
+	if primary, _, err := o2.Own(ctx, name); err != nil || primary {
+		t.Fatalf("own on %s: %v %v, want a standby", c, primary, err)
+	}
+	for _, x := range []string{a, b} {
+		for _, y := range []string{c, d} {
+			cl.cutPair(x, y)
+		}
+	}
+	owns(t, name, o2.Address(), ns[c], ns[d]) // each half has its owner
+	owns(t, name, o1.Address(), ns[a], ns[b])
+	w := dial(t, ns[d])
+	if err := w.Subscribe(ctx, GroupNames); err != nil {
+		t.Fatal(err)
+	}
+	// a and d link first: a's catch-up reaches d, then (the same ordered
+	// link) a connection of a's subscribing to a group.
+	cl.joinPair(a, d)
+	marker := dial(t, ns[a])
+	if err := marker.Subscribe(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	knows(t, ns[d], marker.Address(), "marker")
+	if got := ns[d].reg.RemoteOwner(name); got != o2.Address() {
+		t.Fatalf("%s, linked to %s alone of the other half: owner %q, want its half's %s until the merge", d, a, got, o2.Address())
+	}
+	for _, p := range [][2]string{{a, c}, {b, c}, {b, d}} {
+		cl.joinPair(p[0], p[1])
+	}
+	owns(t, name, o2.Address(), ns[a], ns[b], ns[c], ns[d])
+	if ch := ownerChanges(w, name, 300*time.Millisecond); len(ch) != 0 {
+		t.Errorf("%s heard the owner of %s change %v; want never (its half's owner won the merge)", d, name, ch)
+	}
+}
+
+// TestFedNamesHealedClaimantNotFlapped: a node that once claimed and gave
+// up a name is cut off, claims it alone, and heals; its owner wins the
+// merge (the smaller address) and hears the name acquired once, never
+// lost and acquired again (the arbiter forgot what it had heard from the
+// node when the node left).
+func TestFedNamesHealedClaimantNotFlapped(t *testing.T) {
+	cl := newFakeCluster()
+	n1 := startFedNode(t, cl, "n1")
+	n2 := startFedNode(t, cl, "n2")
+	waitMesh(t, n1, n2)
+	ctx := ctx5(t)
+	var name string
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprint("svc.healed", i); arbiterAmong(n, "n1", "n2") == "n2" {
+			name = n
+		}
+	}
+	o1 := dial(t, n2)
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on n2: %v %v", primary, err)
+	}
+	owns(t, name, o1.Address(), n1, n2)
+	once := dial(t, n1)
+	knows(t, n2, once.Address())
+	if _, _, err := once.Own(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := once.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		ns, err := once.Names(ctx)
+		return err == nil && len(ns) == 1 && len(ns[0].Standby) == 0
+	})
+	f1 := cl.node("n1")
+	cl.down("n1", "partition")
+	o2 := dial(t, n1)
+	if primary, _, err := o2.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on n1 cut off: %v %v", primary, err)
+	}
+	cl.heal(f1)
+	waitMesh(t, n1, n2)
+	owns(t, name, o2.Address(), n1, n2)
+	var heard []string
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		e, err := o2.RecvEvent(rctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		if nt, err := e.Notice(); err == nil && nt.Name == name {
+			heard = append(heard, nt.Kind.String())
+		}
+	}
+	if want := []string{NoticeNameAcquired.String()}; !slices.Equal(heard, want) {
+		t.Errorf("the owner on n1 heard %v, want %v", heard, want)
+	}
+}
+
+// TestFedNamesArbiterStopsWaiting: an arbiter that waits for the claims
+// of the node believed to hold the owner decides once that node is gone,
+// though that node had sent it no claims. Four nodes: a arbitrates the
+// name among all, c among b, c and d; the owner is on b. d is cut off
+// from a and b first (and so knows of no owner); c claims the name (a
+// standby, by a's decision); c is cut from a: c arbitrates and waits for
+// b's claims, which b, still seeing a, sends a; c is cut from b: c must
+// decide, and d hears that c's claimant owns the name.
+func TestFedNamesArbiterStopsWaiting(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	var a, b, c, d, name string
+	for i := 0; name == ""; i++ {
+		n := fmt.Sprint("svc.wait", i)
+		for _, w := range nodes {
+			for _, y := range nodes {
+				if w == y || arbiterAmong(n, w, slices.DeleteFunc(slices.Clone(nodes), func(s string) bool { return s == w })...) != w {
+					continue
+				}
+				rest := slices.DeleteFunc(slices.Clone(nodes), func(s string) bool { return s == w || s == y })
+				if name == "" && arbiterAmong(n, y, rest...) == y {
+					a, c, name = w, y, n
+					b, d = rest[0], rest[1]
+				}
+			}
+		}
+	}
+	cl := newFakeCluster()
+	ns := map[string]*Node{}
+	for _, n := range nodes {
+		ns[n] = startFedNode(t, cl, n)
+	}
+	waitMesh(t, ns["n1"], ns["n2"], ns["n3"], ns["n4"])
+	ctx := ctx5(t)
+	o1, o2 := dial(t, ns[b]), dial(t, ns[c])
+	for _, n := range nodes {
+		if n != b {
+			knows(t, ns[n], o1.Address())
+		}
+	}
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", b, primary, err)
+	}
+	owns(t, name, o1.Address(), ns[a], ns[b], ns[c], ns[d])
+	cl.cutPair(a, d)
+	cl.cutPair(b, d)
+	waitFor(t, func() bool { return ns[d].reg.RemoteOwner(name) == "" })
+	knows(t, ns[a], o2.Address())
+	if primary, pos, err := o2.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("own on %s: %v %d %v, want the standby", c, primary, pos, err)
+	}
+	cl.cutPair(a, c)
+	cl.cutPair(b, c)
+	owns(t, name, o2.Address(), ns[c], ns[d])
 }
