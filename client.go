@@ -258,12 +258,12 @@ func openSession(ctx context.Context, sock *net.UnixConn, o *dialOptions) (*sess
 	msg, fds, err := pb.ReadControlFds(sock, 8)
 	if err != nil {
 		if helloErr != nil {
-			return nil, fmt.Errorf("switchboard: hello: %w", helloErr)
+			return nil, wrapErr("hello", helloErr)
 		}
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("switchboard: node closed the connection during the handshake: %w", ErrNodeGone)
+			return nil, wrapErr("node closed the connection during the handshake", ErrNodeGone)
 		}
-		return nil, fmt.Errorf("switchboard: handshake: %w", err)
+		return nil, wrapErr("handshake", err)
 	}
 	closeFds := func() {
 		for _, fd := range fds {

@@ -90,9 +90,9 @@ func (c *Conn) ended() bool {
 	}
 }
 
-// endError is why the node ended a connection: a text, and the errors it
-// matches (a sentinel for the way it ended; the *Error with the code and
-// reason, for errors.As).
+// endError is a text and the errors it matches: why the node ended a
+// connection (a sentinel for the way it ended; the *Error with the code
+// and reason, for errors.As), or what wrapErr wraps.
 type endError struct {
 	text string
 	errs []error
@@ -195,7 +195,7 @@ func dialSocket(ctx context.Context, socket string) (*net.UnixConn, error) {
 	case errors.Is(err, unix.EACCES):
 		return nil, fmt.Errorf("switchboard: dial %s: the socket's mode and group (or a directory's on the way) keep uid %d out: %w", socket, os.Geteuid(), err)
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EAGAIN):
-		return nil, fmt.Errorf("switchboard: dial %s: %w: %w", socket, ErrNodeNotReady, err)
+		return nil, wrapErr("dial "+socket+": node not ready", err, ErrNodeNotReady)
 	}
 	return nil, fmt.Errorf("switchboard: dial %s: %w", socket, err)
 }

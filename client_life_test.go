@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -200,8 +201,9 @@ func TestDialNotReady(t *testing.T) {
 		{stale, syscall.ECONNREFUSED},
 	} {
 		_, err := Dial(ctx5(t), WithSocket(tc.path))
-		if !errors.Is(err, ErrNodeNotReady) || !errors.Is(err, tc.sys) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotAuthentic) || errors.Is(err, ErrNodeGone) {
-			t.Errorf("%s: %v, want ErrNodeNotReady and %v", tc.path, err, tc.sys)
+		if !errors.Is(err, ErrNodeNotReady) || !errors.Is(err, tc.sys) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotAuthentic) || errors.Is(err, ErrNodeGone) ||
+			strings.Count(err.Error(), "switchboard: ") != 1 {
+			t.Errorf("%s: %v, want ErrNodeNotReady and %v, said with one prefix", tc.path, err, tc.sys)
 		}
 	}
 }

@@ -173,3 +173,11 @@ func wireError(err error) (pb.Code, string) {
 	}
 	return pb.Code_CODE_HANDLER_ERROR, err.Error()
 }
+
+// wrapErr is the package's error for what failed because of err: its
+// text, "switchboard: WHAT: ERR", gives err's own text without the
+// "switchboard: " that the package's errors start with (said once is
+// enough); it matches err and also.
+func wrapErr(what string, err error, also ...error) error {
+	return &endError{text: "switchboard: " + what + ": " + strings.TrimPrefix(err.Error(), "switchboard: "), errs: append([]error{err}, also...)}
+}

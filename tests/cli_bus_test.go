@@ -296,8 +296,8 @@ func TestCLIBusExitCodes(t *testing.T) {
 		{"ls"}, {"groups"}, {"members", "g"}, {"names"}, {"publish", "g", "x"}, {"subscribe", "g"},
 		{"request", "svc.x"}, {"monitor"}, {"bench", "--duration", "10ms"},
 	} {
-		if r := runCLI(t, nil, append(args, missing)...); r.code != 3 {
-			t.Errorf("node %s with no node: exit %d, want 3\n%s", strings.Join(args, " "), r.code, r.stderr)
+		if r := runCLI(t, nil, append(args, missing)...); r.code != 3 || strings.Count(r.stderr, "switchboard: ") != 1 {
+			t.Errorf("node %s with no node: exit %d, want 3, and one prefix\n%s", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
 	for _, args := range [][]string{

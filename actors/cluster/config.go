@@ -300,9 +300,11 @@ func checkAddr(s string) error {
 	return nil
 }
 
-// isLoopback reports whether host can only be reached from this host.
+// isLoopback reports whether host can only be reached from this host:
+// localhost (in any case, with or without a final dot) or a loopback IP
+// address; another name is not, whatever it resolves to.
 func isLoopback(host string) bool {
-	if host == "localhost" {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -20,8 +20,9 @@ type Stats struct {
 	Unknown uint64 `json:"unknown"`
 	Foreign uint64 `json:"foreign"`
 	Stale   uint64 `json:"stale"`
-	// Links closed for breaking the protocol; nodes this one refused;
-	// refusals this one received.
+	// Links closed for breaking the protocol, and Hellos ignored (no
+	// trustworthy address, or, without TLS, one not on loopback); nodes
+	// this one refused; refusals this one received.
 	Protocol   uint64 `json:"protocol"`
 	RefusedOut uint64 `json:"refused_out"`
 	RefusedIn  uint64 `json:"refused_in"`

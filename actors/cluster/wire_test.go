@@ -268,13 +268,13 @@ func TestPlaintextStaysOnHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.onHello(5, &linkpb.Hello{Version: protoVersion, Cluster: "c", Node: "n2", Incarnation: "i2", Address: "10.0.0.2:7000", Secret: secret})
-	f.found([]string{"10.0.0.3:7000", "node4:7000", "localhost:7001", "127.1.2.3:7002"})
+	f.found([]string{"10.0.0.3:7000", "node4:7000", "localhost:7001", "127.1.2.3:7002", "LocalHost.:7003", "[::1]:7004"})
 	f.mu.Lock()
 	dial := maps.Clone(f.dial)
 	peers := len(f.bySession)
 	f.mu.Unlock()
-	if peers != 0 || len(dial) != 2 || dial["localhost:7001"] == nil || dial["127.1.2.3:7002"] == nil {
-		t.Errorf("peers %d, dial table %v: want no peer, and only the two loopback addresses to dial", peers, dial)
+	if peers != 0 || len(dial) != 4 || dial["localhost:7001"] == nil || dial["127.1.2.3:7002"] == nil || dial["LocalHost.:7003"] == nil || dial["[::1]:7004"] == nil {
+		t.Errorf("peers %d, dial table %v: want no peer, and only the four loopback addresses to dial", peers, dial)
 	}
 	if st := f.Stats(); st.Protocol != 1 || st.BadDiscovered != 2 {
 		t.Errorf("protocol %d, bad discovered %d: want 1 (the Hello) and 2", st.Protocol, st.BadDiscovered)

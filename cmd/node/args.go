@@ -165,7 +165,7 @@ func (f *clientFlags) connect(ctx context.Context, std stdio, opts ...switchboar
 	opts = append([]switchboard.DialOption{switchboard.WithSocket(f.socket), switchboard.WithClientName(prog)}, opts...)
 	c, err := switchboard.Dial(dctx, opts...)
 	if err != nil {
-		fmt.Fprintf(std.stderr, "%s: %v\n", prog, err)
+		fmt.Fprintf(std.stderr, "%s: %s\n", prog, errText(err))
 		if errors.Is(err, switchboard.ErrRefused) {
 			return nil, exitFailure
 		}

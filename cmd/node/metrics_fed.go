@@ -28,7 +28,7 @@ var (
 			"refused (by this node's policy), late (answers nobody waited for), stale_decisions.", "what")
 	descFedLink = desc("switchboard_federation_link_events_total",
 		"The link layer's refusals and drops: not_up, overflow (budget spent), too_large, unknown, foreign, "+
-			"stale (from a fenced or unknown session), protocol (links closed for breaking it), refused_out, "+
+			"stale (from a fenced or unknown session), protocol (links closed for breaking it, Hellos ignored), refused_out, "+
 			"refused_in, panics, refused_calls, discovery_failed (a discovery run that failed, tried again), "+
 			"bad_discovered (a discovered address that is not HOST:PORT, or not loopback without TLS), dial_full (one the dial table had no room for).", "what")
 	descFedDiscovered = desc("switchboard_federation_discovered_nodes", "Addresses of other nodes the discovery (cluster.discovery) lists now.")

@@ -13,8 +13,9 @@ const nodesHelp = `usage: switchboard nodes [--socket PATH] [--json] [--width N]
 
 List the nodes of the node's cluster as the node sees them, one a line:
 the node itself first ("this node"), then every node linked or linking,
-and every address in its configuration (cluster.peers) or learned from
-the others that is not linked.
+and every address in its configuration (cluster.peers), listed by its
+discovery (cluster.discovery) or learned from the others that is not
+linked.
 
   NODE       the node's name ("?" for an address that never answered)
   RUN        its incarnation: the run in its addresses (":NODE.RUN.ID")
