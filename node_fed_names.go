@@ -323,8 +323,8 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	name := m.GetName()
-	if _, held := nm.decided[name]; m.GetCatchUp() && (nm.mine[name] != nil || held) {
-		return // its claims, or the merge of a healed partition, bring the decision that counts
+	if m.GetCatchUp() && nm.mine[name] != nil {
+		return // its claims bring the decision that counts
 	}
 	if fs.arbiterOf(name) != node || nm.mine[name] != nil && nm.sentTo[name] != node {
 		// Not the name's arbiter as this node sees the nodes up, or not
@@ -405,9 +405,11 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 			// It learns the name's owner, which nothing else would tell
 			// it while the decision stands: a catch-up. (Its claims, if
 			// any, come after this: a node's messages follow its NodeUp.)
-			// It takes it only where it holds no decision and claims
-			// nothing: its claims bring the answer, and a partition's
-			// half must not give up its owner before the merge decides.
+			// It takes it unless it claims the name: then its claims
+			// bring the answer, and its claimant, owner in a healed
+			// partition's half, keeps the name until the merge decides.
+			// A node that only watches may see its half's owner change
+			// early; it holds the arbiter's word, not a stale one.
 			fs.send(cameTo, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
 		}
 		if left != "" {

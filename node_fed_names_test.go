@@ -271,9 +271,9 @@ func arbiterAmong(name, self string, others ...string) string {
 	return fs.arbiterOf(name)
 }
 
-// ownerChanges collects the owner changes of name c hears on sys.names
-// (c subscribed to it) until quiet for d.
-func ownerChanges(c *Conn, name string, d time.Duration) []string {
+// nameNotices collects the kinds of the notices on name c hears until
+// quiet for d.
+func nameNotices(c *Conn, name string, d time.Duration) []string {
 	var out []string
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -282,19 +282,19 @@ func ownerChanges(c *Conn, name string, d time.Duration) []string {
 		if err != nil {
 			return out
 		}
-		if nt, err := e.Notice(); err == nil && nt.Name == name && nt.Kind == NoticeNameOwnerChanged {
-			out = append(out, nt.OldOwner+" -> "+nt.NewOwner)
+		if nt, err := e.Notice(); err == nil && nt.Name == name {
+			out = append(out, nt.Kind.String())
 		}
 	}
 }
 
 // TestFedNamesHalvesKeepOwners: a partition splits four nodes in two
 // halves of two, each with an owner of one name; the halves link again
-// one pair at a time. The first pair to link must not hand the name of
-// the half without the overall arbiter to the other half's owner before
-// the merge (a catch-up to a node that holds a decision is ignored); the
-// merge keeps the smaller address, so a node on its side never hears the
-// owner change.
+// one pair at a time, first the overall arbiter with the node of the
+// other half that claims nothing. The owner of that half must keep the
+// name through the heal (its node ignores the arbiter's catch-up, and
+// the merge keeps the smaller address, its own): never lost, and every
+// node agrees on it in the end.
 func TestFedNamesHalvesKeepOwners(t *testing.T) {
 	nodes := []string{"n1", "n2", "n3", "n4"}
 	// Roles: a is the arbiter of name among all, c among c and d; the
@@ -341,28 +341,52 @@ func TestFedNamesHalvesKeepOwners(t *testing.T) {
 	}
 	owns(t, name, o2.Address(), ns[c], ns[d]) // each half has its owner
 	owns(t, name, o1.Address(), ns[a], ns[b])
-	w := dial(t, ns[d])
-	if err := w.Subscribe(ctx, GroupNames); err != nil {
-		t.Fatal(err)
-	}
-	// a and d link first: a's catch-up reaches d, then (the same ordered
-	// link) a connection of a's subscribing to a group.
-	cl.joinPair(a, d)
-	marker := dial(t, ns[a])
-	if err := marker.Subscribe(ctx, "marker"); err != nil {
-		t.Fatal(err)
-	}
-	knows(t, ns[d], marker.Address(), "marker")
-	if got := ns[d].reg.RemoteOwner(name); got != o2.Address() {
-		t.Fatalf("%s, linked to %s alone of the other half: owner %q, want its half's %s until the merge", d, a, got, o2.Address())
-	}
-	for _, p := range [][2]string{{a, c}, {b, c}, {b, d}} {
+	nameNotices(o2, name, 200*time.Millisecond) // its acquisition in the partition
+	for _, p := range [][2]string{{a, d}, {a, c}, {b, c}, {b, d}} {
 		cl.joinPair(p[0], p[1])
 	}
 	owns(t, name, o2.Address(), ns[a], ns[b], ns[c], ns[d])
-	if ch := ownerChanges(w, name, 300*time.Millisecond); len(ch) != 0 {
-		t.Errorf("%s heard the owner of %s change %v; want never (its half's owner won the merge)", d, name, ch)
+	if heard := nameNotices(o2, name, 300*time.Millisecond); len(heard) != 0 {
+		t.Errorf("the owner on %s heard %v through the heal; want nothing (it kept the name)", c, heard)
 	}
+}
+
+// TestFedNamesWatcherCaughtUpAfterHeal: three nodes; the arbiter's node
+// (with the owner) is cut off from both others, whose standby becomes the
+// owner on their side. The arbiter links with the standby's node first
+// (the merge gives the name back to the smaller address, the arbiter's
+// owner), then with the node that only watches: that node, which holds its
+// side's decision, takes the arbiter's catch-up and agrees with the others.
+func TestFedNamesWatcherCaughtUpAfterHeal(t *testing.T) {
+	a, c, x := "n1", "n2", "n3"
+	var name string
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprint("svc.watcher", i); arbiterAmong(n, a, c, x) == a {
+			name = n
+		}
+	}
+	cl := newFakeCluster()
+	ns := map[string]*Node{a: startFedNode(t, cl, a), c: startFedNode(t, cl, c), x: startFedNode(t, cl, x)}
+	waitMesh(t, ns[a], ns[c], ns[x])
+	ctx := ctx5(t)
+	o1, o2 := dial(t, ns[a]), dial(t, ns[c])
+	knows(t, ns[c], o1.Address())
+	knows(t, ns[x], o1.Address())
+	knows(t, ns[a], o2.Address())
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", a, primary, err)
+	}
+	owns(t, name, o1.Address(), ns[a], ns[c], ns[x])
+	if primary, _, err := o2.Own(ctx, name); err != nil || primary {
+		t.Fatalf("own on %s: %v %v, want a standby", c, primary, err)
+	}
+	cl.cutPair(a, c)
+	cl.cutPair(a, x)
+	owns(t, name, o2.Address(), ns[c], ns[x])
+	cl.joinPair(a, c)
+	owns(t, name, o1.Address(), ns[a], ns[c])
+	cl.joinPair(a, x)
+	owns(t, name, o1.Address(), ns[a], ns[c], ns[x])
 }
 
 // TestFedNamesHealedClaimantNotFlapped: a node that once claimed and gave
@@ -408,19 +432,7 @@ func TestFedNamesHealedClaimantNotFlapped(t *testing.T) {
 	cl.heal(f1)
 	waitMesh(t, n1, n2)
 	owns(t, name, o2.Address(), n1, n2)
-	var heard []string
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		e, err := o2.RecvEvent(rctx)
-		cancel()
-		if err != nil {
-			break
-		}
-		if nt, err := e.Notice(); err == nil && nt.Name == name {
-			heard = append(heard, nt.Kind.String())
-		}
-	}
-	if want := []string{NoticeNameAcquired.String()}; !slices.Equal(heard, want) {
+	if heard, want := nameNotices(o2, name, 300*time.Millisecond), []string{NoticeNameAcquired.String()}; !slices.Equal(heard, want) {
 		t.Errorf("the owner on n1 heard %v, want %v", heard, want)
 	}
 }
