@@ -85,6 +85,8 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 		fs.claimsIn(node, b.Claims)
 	case *pb.FedMessage_NameOwner:
 		fs.nameOwnerIn(node, b.NameOwner)
+	case *pb.FedMessage_NamesResync:
+		fs.namesResyncIn(node)
 	default: // a newer node's kind (or none): skew, not an error
 		fs.unknown.Add(1)
 	}

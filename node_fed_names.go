@@ -236,8 +236,9 @@ func (fs *fedState) prefixOf(node string) string {
 // arbDecide decides name's queue from the claims, and tells every node if
 // it changed; names.mu held. The owner is the current owner if it still
 // claims, or a claimant its node holds as owner: when there are several
-// (a partition healed), the smallest address; else, while a node up that has not sent its claims
-// yet is believed to hold the owner, nothing is decided; else the first
+// (a partition healed), the smallest address; else, while a node that
+// has not sent its claims yet (up here or not, but not up in another run)
+// is believed to hold the owner, nothing is decided; else the first
 // standby still claiming; else the first claimant.
 // It reports whether it decided anew or waits (false: the queue is
 // unchanged).
@@ -268,8 +269,13 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 				continue
 			}
 			node, _, _, ok := parseAddress(b)
-			if ok && node != fs.self && !a.heard[node] && fs.prefixOf(node) != "" && strings.HasPrefix(b, fs.prefixOf(node)) {
-				return true // wait for that node's claims
+			// Wait for that node's claims, whether or not it is up here
+			// yet (a new arbiter may hear the standbys' nodes first),
+			// unless it is up in another run (the owner died with the
+			// last). A claimant whose view loses that node sends its
+			// claims again, believing in another owner.
+			if pre := fs.prefixOf(node); ok && node != fs.self && !a.heard[node] && (pre == "" || strings.HasPrefix(b, pre)) {
+				return true
 			}
 		}
 	}
@@ -305,6 +311,35 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	fs.applyDecision(name, queue, "")
 	fs.names.believe(name, first(queue), fs.n.addrPrefix)
 	return true
+}
+
+// namesResyncIn answers a node whose view of the nodes up changed
+// (FedNamesResync): this node's claims on the names it arbitrates now, as
+// this node sees the nodes up, and, as catch-ups, the decisions on the
+// names this node arbitrates.
+func (fs *fedState) namesResyncIn(node string) {
+	p := fs.peer(node)
+	if p == nil {
+		return
+	}
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	for name, m := range nm.mine {
+		if fs.arbiterOf(name) == node {
+			fs.sendClaims(m)
+		}
+	}
+	for name, a := range nm.arb {
+		if len(a.queue) > 0 && fs.arbiterOf(name) == fs.self {
+			// A catch-up: taken unless the node claims the name (its
+			// claims bring the answer, and its owner, in a healed
+			// partition's half, keeps the name until the merge decides);
+			// a node that only watches may see its half's owner change
+			// early: it holds the arbiter's word, not a stale one.
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
+		}
+	}
 }
 
 // nameOwnerIn takes an arbiter's decision.
@@ -391,27 +426,14 @@ func (nm *fedNames) believe(name, owner, prefix string) {
 // lost node's addresses out of the queues it holds, so that a name whose
 // owner and arbiter were both on that node is nobody's (or the next
 // standby's) here at once, announced, until the new arbiter decides; and
-// every node sends its claims again where the arbiter moved.
+// every node sends its claims again where the arbiter moved or the owner
+// it believes in changed, and asks for claims and decisions again
+// (FedNamesResync).
 func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
-	var cameTo *fedPeer
-	if came != "" {
-		cameTo = fs.peer(came)
-	}
 	for name, a := range nm.arb {
-		if cameTo != nil && len(a.queue) > 0 && fs.arbiterOf(name) == fs.self {
-			// It learns the name's owner, which nothing else would tell
-			// it while the decision stands: a catch-up. (Its claims, if
-			// any, come after this: a node's messages follow its NodeUp.)
-			// It takes it unless it claims the name: then its claims
-			// bring the answer, and its claimant, owner in a healed
-			// partition's half, keeps the name until the merge decides.
-			// A node that only watches may see its half's owner change
-			// early; it holds the arbiter's word, not a stale one.
-			fs.send(cameTo, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
-		}
 		if left != "" {
 			// Heard from since this arbiter took the name: no longer, for
 			// a node that left (if it comes back, its claims come anew).
@@ -433,6 +455,7 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 			delete(nm.arb, name)
 		}
 	}
+	believed := map[string]bool{} // names whose believed owner this cut changed
 	if leftPrefix != "" {
 		for name, d := range nm.decided {
 			q := slices.DeleteFunc(slices.Clone(d.queue), func(addr string) bool { return strings.HasPrefix(addr, leftPrefix) })
@@ -440,13 +463,29 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 				continue
 			}
 			fs.applyDecision(name, q, "")
+			if first(q) != first(d.queue) {
+				believed[name] = true
+			}
 			nm.believe(name, first(q), fs.n.addrPrefix)
 		}
 	}
 	for name, m := range nm.mine {
-		if fs.arbiterOf(name) != nm.sentTo[name] || nm.sentTo[name] == left {
+		// Again where the arbiter moved, and where the owner it believes
+		// in changed (an arbiter may wait for the node it believed in).
+		if fs.arbiterOf(name) != nm.sentTo[name] || nm.sentTo[name] == left || believed[name] {
 			fs.sendClaims(m)
 		}
+	}
+	// This node's view changed: it asks for what it may have missed, the
+	// claims on the names it arbitrates now and the decisions of the
+	// arbiters it sees now (each node answers as it sees the nodes up, and
+	// asks in turn when its own view changes): of a node that came, the
+	// names it arbitrates; of every node, when one left.
+	resync := &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{}}}
+	if p := fs.peer(came); came != "" && p != nil {
+		fs.send(p, resync)
+	} else if left != "" {
+		fs.broadcast(resync)
 	}
 }
 

@@ -491,3 +491,154 @@ func TestFedNamesArbiterStopsWaiting(t *testing.T) {
 	cl.cutPair(b, c)
 	owns(t, name, o2.Address(), ns[c], ns[d])
 }
+
+// linkedTo waits until the nodes n has up are exactly want.
+func linkedTo(t *testing.T, n *Node, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	waitFor(t, func() bool {
+		n.fed.mu.RLock()
+		defer n.fed.mu.RUnlock()
+		var got []string
+		for name, p := range n.fed.peers {
+			if p.out {
+				got = append(got, name)
+			}
+		}
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	})
+}
+
+// roles finds a name and an order of nodes for it such that ok holds
+// (the arbiters of the name among subsets of them).
+func roles(prefix string, nodes []string, ok func(name string, order []string) bool) (string, []string) {
+	var perms [][]string
+	var permute func(rest, acc []string)
+	permute = func(rest, acc []string) {
+		if len(rest) == 0 {
+			perms = append(perms, slices.Clone(acc))
+		}
+		for i := range rest {
+			permute(slices.Concat(rest[:i], rest[i+1:]), append(acc, rest[i]))
+		}
+	}
+	permute(nodes, nil)
+	for i := 0; ; i++ {
+		name := fmt.Sprint(prefix, i)
+		for _, p := range perms {
+			if ok(name, p) {
+				return name, p
+			}
+		}
+	}
+}
+
+// TestFedNamesWatcherAfterArbiterLeft: a node that only watches a name
+// follows the arbiter it sees; when that arbiter leaves its view alone
+// (the others lost it before), the node asks for the decisions again
+// (FedNamesResync) and agrees with the others on the owner.
+func TestFedNamesWatcherAfterArbiterLeft(t *testing.T) {
+	name, order := roles("svc.left", []string{"n1", "n2", "n3", "n4"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2:]...) == o[1]
+	})
+	m, a, b, x := order[0], order[1], order[2], order[3] // m arbitrates among all, a without m
+	cl := newFakeCluster()
+	ns := map[string]*Node{}
+	for _, n := range order {
+		ns[n] = startFedNode(t, cl, n)
+	}
+	waitMesh(t, ns[m], ns[a], ns[b], ns[x])
+	ctx := ctx5(t)
+	o1 := dial(t, ns[b])
+	for _, n := range []string{m, a, x} {
+		knows(t, ns[n], o1.Address())
+	}
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", b, primary, err)
+	}
+	owns(t, name, o1.Address(), ns[m], ns[a], ns[b], ns[x])
+	cl.cutPair(m, a)
+	cl.cutPair(m, b) // m, which sees x alone, may tell x the name is nobody's
+	linkedTo(t, ns[m], x)
+	cl.cutPair(m, x)
+	linkedTo(t, ns[x], a, b)
+	owns(t, name, o1.Address(), ns[a], ns[b], ns[x])
+}
+
+// TestFedNamesClaimsResentToNewArbiter: claims a node sent to the node it
+// took for the arbiter, dropped there as stale (that node still saw the
+// former arbiter), reach it once its own view makes it the arbiter (it
+// asks again): a later claimant queues behind the owner instead of taking
+// the name.
+func TestFedNamesClaimsResentToNewArbiter(t *testing.T) {
+	name, order := roles("svc.resent", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2]) == o[1]
+	})
+	z, a, c := order[0], order[1], order[2] // z arbitrates among all, a among a and c
+	cl := newFakeCluster()
+	ns := map[string]*Node{z: startFedNode(t, cl, z), a: startFedNode(t, cl, a), c: startFedNode(t, cl, c)}
+	waitMesh(t, ns[z], ns[a], ns[c])
+	ctx := ctx5(t)
+	owner := dial(t, ns[c])
+	knows(t, ns[a], owner.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", c, primary, err)
+	}
+	owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
+	cl.cutPair(z, c) // c's claims go to a, which still sees z
+	linkedTo(t, ns[c], a)
+	cl.cutPair(z, a) // now a arbitrates; c's view does not change
+	linkedTo(t, ns[a], c)
+	owns(t, name, owner.Address(), ns[a], ns[c])
+	later := dial(t, ns[a])
+	knows(t, ns[c], later.Address())
+	if primary, pos, err := later.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("a later claimant on %s: primary %v, position %d, %v; want a standby behind %s", a, primary, pos, err, owner.Address())
+	}
+}
+
+// TestFedNamesArbiterWaitsForOwnersNode: an arbiter that links with the
+// standby's node before the owner's waits for the owner's node's claims
+// (the standby's node believes in the owner) instead of handing the name
+// to the standby: the owner keeps it, and neither hears a thing.
+func TestFedNamesArbiterWaitsForOwnersNode(t *testing.T) {
+	name, order := roles("svc.waits", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	arb, b, c := order[0], order[1], order[2] // the owner on b, the standby on c
+	cl := newFakeCluster()
+	ns := map[string]*Node{arb: startFedNode(t, cl, arb), b: startFedNode(t, cl, b), c: startFedNode(t, cl, c)}
+	waitMesh(t, ns[arb], ns[b], ns[c])
+	cl.cutPair(arb, b)
+	cl.cutPair(arb, c)
+	linkedTo(t, ns[b], c)
+	linkedTo(t, ns[c], b)
+	ctx := ctx5(t)
+	owner, standby := dial(t, ns[b]), dial(t, ns[c])
+	knows(t, ns[c], owner.Address())
+	knows(t, ns[b], standby.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", b, primary, err)
+	}
+	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("own on %s: %v %d %v, want the standby", c, primary, pos, err)
+	}
+	nameNotices(owner, name, 100*time.Millisecond)
+	cl.joinPair(arb, c)
+	waitFor(t, func() bool { // the arbiter has the standby's claims
+		nm := &ns[arb].fed.names
+		nm.mu.Lock()
+		defer nm.mu.Unlock()
+		a := nm.arb[name]
+		return a != nil && a.claims[c] != nil
+	})
+	cl.joinPair(arb, b)
+	owns(t, name, owner.Address(), ns[arb], ns[b], ns[c])
+	if heard := nameNotices(owner, name, 200*time.Millisecond); len(heard) != 0 {
+		t.Errorf("the owner heard %v; want nothing (it kept the name)", heard)
+	}
+	if heard := nameNotices(standby, name, 100*time.Millisecond); len(heard) != 0 {
+		t.Errorf("the standby heard %v; want nothing", heard)
+	}
+}

@@ -48,6 +48,7 @@ type FedMessage struct {
 	//	*FedMessage_Cancel
 	//	*FedMessage_Claims
 	//	*FedMessage_NameOwner
+	//	*FedMessage_NamesResync
 	Body          isFedMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -198,6 +199,15 @@ func (x *FedMessage) GetNameOwner() *FedNameOwner {
 	return nil
 }
 
+func (x *FedMessage) GetNamesResync() *FedNamesResync {
+	if x != nil {
+		if x, ok := x.Body.(*FedMessage_NamesResync); ok {
+			return x.NamesResync
+		}
+	}
+	return nil
+}
+
 type isFedMessage_Body interface {
 	isFedMessage_Body()
 }
@@ -263,6 +273,13 @@ type FedMessage_NameOwner struct {
 	NameOwner *FedNameOwner `protobuf:"bytes,12,opt,name=name_owner,json=nameOwner,proto3,oneof"`
 }
 
+type FedMessage_NamesResync struct {
+	// The sender's view of the nodes up changed: the receiver sends it
+	// its claims on the names the sender now arbitrates and, as
+	// catch-ups, its decisions on the names it arbitrates itself.
+	NamesResync *FedNamesResync `protobuf:"bytes,13,opt,name=names_resync,json=namesResync,proto3,oneof"`
+}
+
 func (*FedMessage_State) isFedMessage_Body() {}
 
 func (*FedMessage_ConnUp) isFedMessage_Body() {}
@@ -287,6 +304,45 @@ func (*FedMessage_Claims) isFedMessage_Body() {}
 
 func (*FedMessage_NameOwner) isFedMessage_Body() {}
 
+func (*FedMessage_NamesResync) isFedMessage_Body() {}
+
+// FedNamesResync asks for claims and decisions again (FedMessage.names_resync).
+type FedNamesResync struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedNamesResync) Reset() {
+	*x = FedNamesResync{}
+	mi := &file_fed_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedNamesResync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedNamesResync) ProtoMessage() {}
+
+func (x *FedNamesResync) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedNamesResync.ProtoReflect.Descriptor instead.
+func (*FedNamesResync) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{1}
+}
+
 // FedClaims is every claimant of name on the sending node, in the order
 // they claimed (none: it claims the name no more), sent to the node that
 // arbitrates the name whenever they change and whenever the arbiter moves.
@@ -302,7 +358,7 @@ type FedClaims struct {
 
 func (x *FedClaims) Reset() {
 	*x = FedClaims{}
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +370,7 @@ func (x *FedClaims) String() string {
 func (*FedClaims) ProtoMessage() {}
 
 func (x *FedClaims) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +383,7 @@ func (x *FedClaims) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaims.ProtoReflect.Descriptor instead.
 func (*FedClaims) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{1}
+	return file_fed_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FedClaims) GetName() string {
@@ -363,7 +419,7 @@ type FedClaim struct {
 
 func (x *FedClaim) Reset() {
 	*x = FedClaim{}
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +431,7 @@ func (x *FedClaim) String() string {
 func (*FedClaim) ProtoMessage() {}
 
 func (x *FedClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +444,7 @@ func (x *FedClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaim.ProtoReflect.Descriptor instead.
 func (*FedClaim) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{2}
+	return file_fed_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FedClaim) GetId() uint64 {
@@ -422,7 +478,7 @@ type FedNameOwner struct {
 
 func (x *FedNameOwner) Reset() {
 	*x = FedNameOwner{}
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +490,7 @@ func (x *FedNameOwner) String() string {
 func (*FedNameOwner) ProtoMessage() {}
 
 func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +503,7 @@ func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedNameOwner.ProtoReflect.Descriptor instead.
 func (*FedNameOwner) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{3}
+	return file_fed_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FedNameOwner) GetName() string {
@@ -490,7 +546,7 @@ type FedConn struct {
 
 func (x *FedConn) Reset() {
 	*x = FedConn{}
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +558,7 @@ func (x *FedConn) String() string {
 func (*FedConn) ProtoMessage() {}
 
 func (x *FedConn) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +571,7 @@ func (x *FedConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConn.ProtoReflect.Descriptor instead.
 func (*FedConn) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{4}
+	return file_fed_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FedConn) GetId() uint64 {
@@ -570,7 +626,7 @@ type FedState struct {
 
 func (x *FedState) Reset() {
 	*x = FedState{}
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +638,7 @@ func (x *FedState) String() string {
 func (*FedState) ProtoMessage() {}
 
 func (x *FedState) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +651,7 @@ func (x *FedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedState.ProtoReflect.Descriptor instead.
 func (*FedState) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{5}
+	return file_fed_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FedState) GetConns() []*FedConn {
@@ -617,7 +673,7 @@ type FedConnDown struct {
 
 func (x *FedConnDown) Reset() {
 	*x = FedConnDown{}
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +685,7 @@ func (x *FedConnDown) String() string {
 func (*FedConnDown) ProtoMessage() {}
 
 func (x *FedConnDown) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +698,7 @@ func (x *FedConnDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConnDown.ProtoReflect.Descriptor instead.
 func (*FedConnDown) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{6}
+	return file_fed_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FedConnDown) GetId() uint64 {
@@ -677,7 +733,7 @@ type FedMembership struct {
 
 func (x *FedMembership) Reset() {
 	*x = FedMembership{}
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +745,7 @@ func (x *FedMembership) String() string {
 func (*FedMembership) ProtoMessage() {}
 
 func (x *FedMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +758,7 @@ func (x *FedMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedMembership.ProtoReflect.Descriptor instead.
 func (*FedMembership) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{7}
+	return file_fed_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FedMembership) GetId() uint64 {
@@ -739,7 +795,7 @@ type FedDirect struct {
 
 func (x *FedDirect) Reset() {
 	*x = FedDirect{}
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +807,7 @@ func (x *FedDirect) String() string {
 func (*FedDirect) ProtoMessage() {}
 
 func (x *FedDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +820,7 @@ func (x *FedDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedDirect.ProtoReflect.Descriptor instead.
 func (*FedDirect) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{8}
+	return file_fed_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FedDirect) GetFrom() uint64 {
@@ -815,7 +871,7 @@ type FedPublish struct {
 
 func (x *FedPublish) Reset() {
 	*x = FedPublish{}
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +883,7 @@ func (x *FedPublish) String() string {
 func (*FedPublish) ProtoMessage() {}
 
 func (x *FedPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +896,7 @@ func (x *FedPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedPublish.ProtoReflect.Descriptor instead.
 func (*FedPublish) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{9}
+	return file_fed_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FedPublish) GetFrom() uint64 {
@@ -886,7 +942,7 @@ type FedRequest struct {
 
 func (x *FedRequest) Reset() {
 	*x = FedRequest{}
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +954,7 @@ func (x *FedRequest) String() string {
 func (*FedRequest) ProtoMessage() {}
 
 func (x *FedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +967,7 @@ func (x *FedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedRequest.ProtoReflect.Descriptor instead.
 func (*FedRequest) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{10}
+	return file_fed_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FedRequest) GetRid() uint64 {
@@ -975,7 +1031,7 @@ type FedReply struct {
 
 func (x *FedReply) Reset() {
 	*x = FedReply{}
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1043,7 @@ func (x *FedReply) String() string {
 func (*FedReply) ProtoMessage() {}
 
 func (x *FedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1056,7 @@ func (x *FedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedReply.ProtoReflect.Descriptor instead.
 func (*FedReply) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{11}
+	return file_fed_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FedReply) GetRid() uint64 {
@@ -1035,7 +1091,7 @@ type FedCancel struct {
 
 func (x *FedCancel) Reset() {
 	*x = FedCancel{}
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1103,7 @@ func (x *FedCancel) String() string {
 func (*FedCancel) ProtoMessage() {}
 
 func (x *FedCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1116,7 @@ func (x *FedCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedCancel.ProtoReflect.Descriptor instead.
 func (*FedCancel) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{12}
+	return file_fed_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FedCancel) GetRid() uint64 {
@@ -1081,7 +1137,7 @@ var File_fed_proto protoreflect.FileDescriptor
 
 const file_fed_proto_rawDesc = "" +
 	"\n" +
-	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xa2\x05\n" +
+	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xe7\x05\n" +
 	"\n" +
 	"FedMessage\x120\n" +
 	"\x05state\x18\x01 \x01(\v2\x18.switchboard.v1.FedStateH\x00R\x05state\x122\n" +
@@ -1097,8 +1153,10 @@ const file_fed_proto_rawDesc = "" +
 	" \x01(\v2\x19.switchboard.v1.FedCancelH\x00R\x06cancel\x123\n" +
 	"\x06claims\x18\v \x01(\v2\x19.switchboard.v1.FedClaimsH\x00R\x06claims\x12=\n" +
 	"\n" +
-	"name_owner\x18\f \x01(\v2\x1c.switchboard.v1.FedNameOwnerH\x00R\tnameOwnerB\x06\n" +
-	"\x04body\"x\n" +
+	"name_owner\x18\f \x01(\v2\x1c.switchboard.v1.FedNameOwnerH\x00R\tnameOwner\x12C\n" +
+	"\fnames_resync\x18\r \x01(\v2\x1e.switchboard.v1.FedNamesResyncH\x00R\vnamesResyncB\x06\n" +
+	"\x04body\"\x10\n" +
+	"\x0eFedNamesResync\"x\n" +
 	"\tFedClaims\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06claims\x18\x02 \x03(\v2\x18.switchboard.v1.FedClaimR\x06claims\x12%\n" +
@@ -1168,47 +1226,49 @@ func file_fed_proto_rawDescGZIP() []byte {
 	return file_fed_proto_rawDescData
 }
 
-var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_fed_proto_goTypes = []any{
-	(*FedMessage)(nil),    // 0: switchboard.v1.FedMessage
-	(*FedClaims)(nil),     // 1: switchboard.v1.FedClaims
-	(*FedClaim)(nil),      // 2: switchboard.v1.FedClaim
-	(*FedNameOwner)(nil),  // 3: switchboard.v1.FedNameOwner
-	(*FedConn)(nil),       // 4: switchboard.v1.FedConn
-	(*FedState)(nil),      // 5: switchboard.v1.FedState
-	(*FedConnDown)(nil),   // 6: switchboard.v1.FedConnDown
-	(*FedMembership)(nil), // 7: switchboard.v1.FedMembership
-	(*FedDirect)(nil),     // 8: switchboard.v1.FedDirect
-	(*FedPublish)(nil),    // 9: switchboard.v1.FedPublish
-	(*FedRequest)(nil),    // 10: switchboard.v1.FedRequest
-	(*FedReply)(nil),      // 11: switchboard.v1.FedReply
-	(*FedCancel)(nil),     // 12: switchboard.v1.FedCancel
-	(DisconnectReason)(0), // 13: switchboard.v1.DisconnectReason
-	(Code)(0),             // 14: switchboard.v1.Code
+	(*FedMessage)(nil),     // 0: switchboard.v1.FedMessage
+	(*FedNamesResync)(nil), // 1: switchboard.v1.FedNamesResync
+	(*FedClaims)(nil),      // 2: switchboard.v1.FedClaims
+	(*FedClaim)(nil),       // 3: switchboard.v1.FedClaim
+	(*FedNameOwner)(nil),   // 4: switchboard.v1.FedNameOwner
+	(*FedConn)(nil),        // 5: switchboard.v1.FedConn
+	(*FedState)(nil),       // 6: switchboard.v1.FedState
+	(*FedConnDown)(nil),    // 7: switchboard.v1.FedConnDown
+	(*FedMembership)(nil),  // 8: switchboard.v1.FedMembership
+	(*FedDirect)(nil),      // 9: switchboard.v1.FedDirect
+	(*FedPublish)(nil),     // 10: switchboard.v1.FedPublish
+	(*FedRequest)(nil),     // 11: switchboard.v1.FedRequest
+	(*FedReply)(nil),       // 12: switchboard.v1.FedReply
+	(*FedCancel)(nil),      // 13: switchboard.v1.FedCancel
+	(DisconnectReason)(0),  // 14: switchboard.v1.DisconnectReason
+	(Code)(0),              // 15: switchboard.v1.Code
 }
 var file_fed_proto_depIdxs = []int32{
-	5,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
-	4,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
-	6,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
-	7,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
-	7,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
-	8,  // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
-	9,  // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
-	10, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
-	11, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
-	12, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
-	1,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
-	3,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
-	2,  // 12: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
-	4,  // 13: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
-	13, // 14: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
-	14, // 15: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
-	14, // 16: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	6,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
+	5,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
+	7,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
+	8,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
+	8,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
+	9,  // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
+	10, // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
+	11, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
+	12, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
+	13, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
+	2,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
+	4,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
+	1,  // 12: switchboard.v1.FedMessage.names_resync:type_name -> switchboard.v1.FedNamesResync
+	3,  // 13: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
+	5,  // 14: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
+	14, // 15: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
+	15, // 16: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
+	15, // 17: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_fed_proto_init() }
@@ -1230,6 +1290,7 @@ func file_fed_proto_init() {
 		(*FedMessage_Cancel)(nil),
 		(*FedMessage_Claims)(nil),
 		(*FedMessage_NameOwner)(nil),
+		(*FedMessage_NamesResync)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1237,7 +1298,7 @@ func file_fed_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fed_proto_rawDesc), len(file_fed_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
