@@ -31,7 +31,9 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 			for _, c := range b.State.GetConns() {
 				fs.connUp(p, c)
 			}
+			p.stated = true
 		})
+		fs.namesStated()
 	case *pb.FedMessage_ConnUp:
 		fs.changes(node, func(p *fedPeer) { fs.connUp(p, b.ConnUp) })
 	case *pb.FedMessage_ConnDown:

@@ -53,6 +53,7 @@ type arbName struct {
 	owners   map[string]string   // node → the claimant it holds as owner
 	believed map[string]string   // node → the owner it last heard of
 	heard    map[string]bool     // nodes whose claims came since this node arbitrates the name
+	live     map[string]bool     // node → its believed owner is live as it sees the nodes (believed_live)
 	queue    []string            // the decision, owner first
 }
 
@@ -113,6 +114,7 @@ func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, owner *conn.
 // sendClaims sends m to its name's arbiter (this node's own: at once);
 // names.mu held.
 func (fs *fedState) sendClaims(m *pb.FedClaims) {
+	m.BelievedLive = fs.believedLive(m.GetBelievedOwner())
 	to := fs.arbiterOf(m.Name)
 	fs.names.sentTo[m.Name] = to
 	if to == fs.self {
@@ -164,7 +166,7 @@ func (fs *fedState) claimsIn(node string, m *pb.FedClaims) {
 func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 	a := fs.names.arb[m.Name]
 	if a == nil {
-		a = &arbName{claims: map[string][]string{}, owners: map[string]string{}, believed: map[string]string{}, heard: map[string]bool{}}
+		a = &arbName{claims: map[string][]string{}, owners: map[string]string{}, believed: map[string]string{}, heard: map[string]bool{}, live: map[string]bool{}}
 		fs.names.arb[m.Name] = a
 	}
 	prefix := fs.prefixOf(node)
@@ -189,6 +191,7 @@ func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 		}
 		a.claims[node] = addrs
 		a.believed[node] = m.GetBelievedOwner()
+		a.live[node] = m.GetBelievedLive()
 	}
 	if !fs.arbDecide(m.Name, a) && node != fs.self && len(a.queue) > 0 {
 		// Unchanged: the sender hears the decision all the same (it may
@@ -213,9 +216,56 @@ func (fs *fedState) unclaim(a *arbName, node string) {
 	}
 	delete(a.claims, node)
 	delete(a.believed, node)
+	delete(a.live, node)
 	if nm := &fs.names; node != fs.self {
 		if nm.claimed[node]--; nm.claimed[node] <= 0 {
 			delete(nm.claimed, node)
+		}
+	}
+}
+
+// ownerLives reports whether addr, a connection of another node, lives:
+// as that node told this one once its state came here, else as a
+// claimant's word (claimantSays).
+func (fs *fedState) ownerLives(addr string, claimantSays bool) bool {
+	node, inc, id, ok := parseAddress(addr)
+	if !ok {
+		return false
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	p := fs.peers[node]
+	if p == nil || !p.out || !p.stated {
+		return claimantSays && (p == nil || p.inc == inc)
+	}
+	return p.inc == inc && p.conns[id] != nil
+}
+
+// believedLive reports whether addr, the owner this node believes in,
+// is a live connection, of this node or of a node up here.
+func (fs *fedState) believedLive(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	if strings.HasPrefix(addr, fs.n.addrPrefix) {
+		return fs.n.lookupAddress(addr) != nil
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	_, fc := fs.lookup(addr)
+	return fc != nil
+}
+
+// namesStated: a node's state came in: the names this node arbitrates are
+// decided again (one may have waited for that node, or believed in an
+// owner its state says is gone).
+func (fs *fedState) namesStated() {
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	for name, a := range nm.arb {
+		if fs.arbiterOf(name) == fs.self {
+			fs.arbDecide(name, a)
 		}
 	}
 }
@@ -236,9 +286,9 @@ func (fs *fedState) prefixOf(node string) string {
 // arbDecide decides name's queue from the claims, and tells every node if
 // it changed; names.mu held. The owner is the current owner if it still
 // claims, or a claimant its node holds as owner: when there are several
-// (a partition healed), the smallest address; else, while a node that
-// has not sent its claims yet (up here or not, but not up in another run)
-// is believed to hold the owner, nothing is decided; else the first
+// (a partition healed), the smallest address; else, while a node up here
+// that has not sent its claims yet is believed to hold the owner, one of
+// its live connections, nothing is decided; else the first
 // standby still claiming; else the first claimant.
 // It reports whether it decided anew or waits (false: the queue is
 // unchanged).
@@ -264,17 +314,17 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 		}
 	}
 	if owner == "" {
-		for _, b := range a.believed {
+		for claimant, b := range a.believed {
 			if b == "" || claimed[b] {
 				continue
 			}
-			node, _, _, ok := parseAddress(b)
-			// Wait for that node's claims, whether or not it is up here
-			// yet (a new arbiter may hear the standbys' nodes first),
-			// unless it is up in another run (the owner died with the
-			// last). A claimant whose view loses that node sends its
-			// claims again, believing in another owner.
-			if pre := fs.prefixOf(node); ok && node != fs.self && !a.heard[node] && (pre == "" || strings.HasPrefix(b, pre)) {
+			// Wait for the claims of the node believed to hold the owner
+			// while the owner lives: as that node told this one, once its
+			// state came; before, as the claimant saw it (a new or
+			// restarted arbiter may hear the standbys' nodes first). A
+			// belief in an owner that closed, or on a node gone, waits
+			// for nothing: nothing would end the wait.
+			if node, _, _, ok := parseAddress(b); ok && node != fs.self && !a.heard[node] && fs.ownerLives(b, a.live[claimant]) {
 				return true
 			}
 		}
@@ -358,8 +408,14 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	name := m.GetName()
-	if m.GetCatchUp() && nm.mine[name] != nil {
-		return // its claims bring the decision that counts
+	if mine := nm.mine[name]; m.GetCatchUp() && mine != nil {
+		// Its claims bring the decision that counts: sent again to the
+		// arbiter, which answers them (its decision may have missed this
+		// node while their views differed).
+		if fs.arbiterOf(name) == node {
+			fs.sendClaims(mine)
+		}
+		return
 	}
 	if fs.arbiterOf(name) != node || nm.mine[name] != nil && nm.sentTo[name] != node {
 		// Not the name's arbiter as this node sees the nodes up, or not

@@ -642,3 +642,50 @@ func TestFedNamesArbiterWaitsForOwnersNode(t *testing.T) {
 		t.Errorf("the standby heard %v; want nothing", heard)
 	}
 }
+
+// TestFedNamesOwnerClosedWhileArbiterAway: a node joins as the arbiter of
+// a name, linked at first only to the standby's node, whose claims name
+// the owner on another node; the owner then closes (its node tells the
+// arbiter it sees, not the newcomer); then every link comes up. The
+// newcomer must not wait for ever for claims from the owner's node, which
+// claims nothing now: a new claimant's Own returns, and every node names
+// the standby.
+func TestFedNamesOwnerClosedWhileArbiterAway(t *testing.T) {
+	name, o := roles("svc.closed", []string{"n1", "n2", "n3", "n4"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2:]...) == o[1]
+	})
+	n, a, b, c := o[0], o[1], o[2], o[3] // n arbitrates among all, a among a, b and c
+	cl := newFakeCluster()
+	ns := map[string]*Node{a: startFedNode(t, cl, a), b: startFedNode(t, cl, b), c: startFedNode(t, cl, c)}
+	waitMesh(t, ns[a], ns[b], ns[c])
+	ctx := ctx5(t)
+	owner, standby := dial(t, ns[c]), dial(t, ns[b])
+	knows(t, ns[a], owner.Address())
+	knows(t, ns[b], owner.Address())
+	knows(t, ns[a], standby.Address())
+	knows(t, ns[c], standby.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own on %s: %v %v", c, primary, err)
+	}
+	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("own on %s: %v %d %v, want the standby", b, primary, pos, err)
+	}
+	ns[n] = startFedNode(t, cl, n)
+	waitMesh(t, ns[a], ns[b], ns[c], ns[n])
+	cl.cutPair(n, a)
+	cl.cutPair(n, c)
+	linkedTo(t, ns[n], b)
+	owner.Close()
+	waitFor(t, func() bool { return ns[a].reg.RemoteOwner(name) != owner.Address() }) // a heard the owner close
+	cl.joinPair(n, a)
+	cl.joinPair(n, c)
+	waitMesh(t, ns[a], ns[b], ns[c], ns[n])
+	later := dial(t, ns[a])
+	knows(t, ns[n], later.Address())
+	octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, _, err := later.Own(octx, name); err != nil {
+		t.Fatalf("a new claimant's Own, every link up: %v", err)
+	}
+	owns(t, name, standby.Address(), ns[a], ns[b], ns[c], ns[n])
+}

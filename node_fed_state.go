@@ -127,6 +127,7 @@ type fedState struct {
 type fedPeer struct {
 	name, inc, prefix string
 	out               bool // under mu: this node's state went out; its traffic may follow
+	stated            bool // under mu: its state came in (conns is what it has)
 	conns             map[uint64]*fedConn
 	groups            map[string]map[uint64]*fedConn // group → its members there
 	memberships       int                            // under mu: its connections' memberships, in all

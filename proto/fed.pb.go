@@ -352,6 +352,10 @@ type FedClaims struct {
 	Claims []*FedClaim            `protobuf:"bytes,2,rep,name=claims,proto3" json:"claims,omitempty"`
 	// The owner the sender last heard of (an address; "" for none).
 	BelievedOwner string `protobuf:"bytes,3,opt,name=believed_owner,json=believedOwner,proto3" json:"believed_owner,omitempty"`
+	// That owner is a live connection of a node up at the sender (or of the
+	// sender): an arbiter that does not see that node yet waits for its
+	// claims rather than hand the name away.
+	BelievedLive  bool `protobuf:"varint,4,opt,name=believed_live,json=believedLive,proto3" json:"believed_live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +409,13 @@ func (x *FedClaims) GetBelievedOwner() string {
 		return x.BelievedOwner
 	}
 	return ""
+}
+
+func (x *FedClaims) GetBelievedLive() bool {
+	if x != nil {
+		return x.BelievedLive
+	}
+	return false
 }
 
 // FedClaim is one claimant: a connection id of the sending node, and
@@ -1156,11 +1167,12 @@ const file_fed_proto_rawDesc = "" +
 	"name_owner\x18\f \x01(\v2\x1c.switchboard.v1.FedNameOwnerH\x00R\tnameOwner\x12C\n" +
 	"\fnames_resync\x18\r \x01(\v2\x1e.switchboard.v1.FedNamesResyncH\x00R\vnamesResyncB\x06\n" +
 	"\x04body\"\x10\n" +
-	"\x0eFedNamesResync\"x\n" +
+	"\x0eFedNamesResync\"\x9d\x01\n" +
 	"\tFedClaims\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06claims\x18\x02 \x03(\v2\x18.switchboard.v1.FedClaimR\x06claims\x12%\n" +
-	"\x0ebelieved_owner\x18\x03 \x01(\tR\rbelievedOwner\"0\n" +
+	"\x0ebelieved_owner\x18\x03 \x01(\tR\rbelievedOwner\x12#\n" +
+	"\rbelieved_live\x18\x04 \x01(\bR\fbelievedLive\"0\n" +
 	"\bFedClaim\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\bR\x05owner\"S\n" +
