@@ -299,24 +299,12 @@ func TestFedNamesHalvesKeepOwners(t *testing.T) {
 	nodes := []string{"n1", "n2", "n3", "n4"}
 	// Roles: a is the arbiter of name among all, c among c and d; the
 	// owner on c's side has the smaller address (c < b by name).
-	var a, b, c, d, name string
-	for i := 0; name == ""; i++ {
-		n := fmt.Sprint("svc.half", i)
-		for _, p := range [][4]int{{0, 1, 2, 3}, {0, 2, 1, 3}, {0, 3, 1, 2}, {1, 2, 0, 3}, {1, 3, 0, 2}, {2, 3, 0, 1}} {
-			for _, q := range [][4]int{{p[0], p[1], p[2], p[3]}, {p[1], p[0], p[2], p[3]}, {p[0], p[1], p[3], p[2]}, {p[1], p[0], p[3], p[2]}} {
-				w, x, y, z := nodes[q[0]], nodes[q[1]], nodes[q[2]], nodes[q[3]]
-				if name == "" && arbiterAmong(n, w, x, y, z) == w && arbiterAmong(n, y, z) == y && y < x {
-					a, b, c, d, name = w, x, y, z, n
-				}
-			}
-		}
-	}
+	name, o := roles("svc.half", nodes, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[2], o[3]) == o[2] && o[2] < o[1]
+	})
+	a, b, c, d := o[0], o[1], o[2], o[3]
 	cl := newFakeCluster()
-	ns := map[string]*Node{}
-	for _, n := range nodes {
-		ns[n] = startFedNode(t, cl, n)
-	}
-	waitMesh(t, ns["n1"], ns["n2"], ns["n3"], ns["n4"])
+	ns := startFedNodes(t, cl, nodes...)
 	ctx := ctx5(t)
 	o1, o2 := dial(t, ns[b]), dial(t, ns[c])
 	for _, n := range nodes {
@@ -366,8 +354,7 @@ func TestFedNamesWatcherCaughtUpAfterHeal(t *testing.T) {
 		}
 	}
 	cl := newFakeCluster()
-	ns := map[string]*Node{a: startFedNode(t, cl, a), c: startFedNode(t, cl, c), x: startFedNode(t, cl, x)}
-	waitMesh(t, ns[a], ns[c], ns[x])
+	ns := startFedNodes(t, cl, a, c, x)
 	ctx := ctx5(t)
 	o1, o2 := dial(t, ns[a]), dial(t, ns[c])
 	knows(t, ns[c], o1.Address())
@@ -447,28 +434,12 @@ func TestFedNamesHealedClaimantNotFlapped(t *testing.T) {
 // decide, and d hears that c's claimant owns the name.
 func TestFedNamesArbiterStopsWaiting(t *testing.T) {
 	nodes := []string{"n1", "n2", "n3", "n4"}
-	var a, b, c, d, name string
-	for i := 0; name == ""; i++ {
-		n := fmt.Sprint("svc.wait", i)
-		for _, w := range nodes {
-			for _, y := range nodes {
-				if w == y || arbiterAmong(n, w, slices.DeleteFunc(slices.Clone(nodes), func(s string) bool { return s == w })...) != w {
-					continue
-				}
-				rest := slices.DeleteFunc(slices.Clone(nodes), func(s string) bool { return s == w || s == y })
-				if name == "" && arbiterAmong(n, y, rest...) == y {
-					a, c, name = w, y, n
-					b, d = rest[0], rest[1]
-				}
-			}
-		}
-	}
+	name, o := roles("svc.wait", nodes, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2:]...) == o[1]
+	})
+	a, c, b, d := o[0], o[1], o[2], o[3] // a arbitrates among all, c among b, c and d
 	cl := newFakeCluster()
-	ns := map[string]*Node{}
-	for _, n := range nodes {
-		ns[n] = startFedNode(t, cl, n)
-	}
-	waitMesh(t, ns["n1"], ns["n2"], ns["n3"], ns["n4"])
+	ns := startFedNodes(t, cl, nodes...)
 	ctx := ctx5(t)
 	o1, o2 := dial(t, ns[b]), dial(t, ns[c])
 	for _, n := range nodes {
@@ -490,6 +461,20 @@ func TestFedNamesArbiterStopsWaiting(t *testing.T) {
 	cl.cutPair(a, c)
 	cl.cutPair(b, c)
 	owns(t, name, o2.Address(), ns[c], ns[d])
+}
+
+// startFedNodes starts the named nodes in cl and waits until they are
+// all linked.
+func startFedNodes(t *testing.T, cl *fakeCluster, names ...string) map[string]*Node {
+	t.Helper()
+	ns := map[string]*Node{}
+	var all []*Node
+	for _, n := range names {
+		ns[n] = startFedNode(t, cl, n)
+		all = append(all, ns[n])
+	}
+	waitMesh(t, all...)
+	return ns
 }
 
 // linkedTo waits until the nodes n has up are exactly want.
@@ -544,11 +529,7 @@ func TestFedNamesWatcherAfterArbiterLeft(t *testing.T) {
 	})
 	m, a, b, x := order[0], order[1], order[2], order[3] // m arbitrates among all, a without m
 	cl := newFakeCluster()
-	ns := map[string]*Node{}
-	for _, n := range order {
-		ns[n] = startFedNode(t, cl, n)
-	}
-	waitMesh(t, ns[m], ns[a], ns[b], ns[x])
+	ns := startFedNodes(t, cl, order...)
 	ctx := ctx5(t)
 	o1 := dial(t, ns[b])
 	for _, n := range []string{m, a, x} {
@@ -577,8 +558,7 @@ func TestFedNamesClaimsResentToNewArbiter(t *testing.T) {
 	})
 	z, a, c := order[0], order[1], order[2] // z arbitrates among all, a among a and c
 	cl := newFakeCluster()
-	ns := map[string]*Node{z: startFedNode(t, cl, z), a: startFedNode(t, cl, a), c: startFedNode(t, cl, c)}
-	waitMesh(t, ns[z], ns[a], ns[c])
+	ns := startFedNodes(t, cl, z, a, c)
 	ctx := ctx5(t)
 	owner := dial(t, ns[c])
 	knows(t, ns[a], owner.Address())
@@ -608,8 +588,7 @@ func TestFedNamesArbiterWaitsForOwnersNode(t *testing.T) {
 	})
 	arb, b, c := order[0], order[1], order[2] // the owner on b, the standby on c
 	cl := newFakeCluster()
-	ns := map[string]*Node{arb: startFedNode(t, cl, arb), b: startFedNode(t, cl, b), c: startFedNode(t, cl, c)}
-	waitMesh(t, ns[arb], ns[b], ns[c])
+	ns := startFedNodes(t, cl, arb, b, c)
 	cl.cutPair(arb, b)
 	cl.cutPair(arb, c)
 	linkedTo(t, ns[b], c)
@@ -656,8 +635,7 @@ func TestFedNamesOwnerClosedWhileArbiterAway(t *testing.T) {
 	})
 	n, a, b, c := o[0], o[1], o[2], o[3] // n arbitrates among all, a among a, b and c
 	cl := newFakeCluster()
-	ns := map[string]*Node{a: startFedNode(t, cl, a), b: startFedNode(t, cl, b), c: startFedNode(t, cl, c)}
-	waitMesh(t, ns[a], ns[b], ns[c])
+	ns := startFedNodes(t, cl, a, b, c)
 	ctx := ctx5(t)
 	owner, standby := dial(t, ns[c]), dial(t, ns[b])
 	knows(t, ns[a], owner.Address())
