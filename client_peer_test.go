@@ -215,7 +215,10 @@ func TestBusRequestDroppedBySocketClient(t *testing.T) {
 }
 
 // TestBusRequestDroppedInClientBuffer: the same with a node queue deep
-// enough that only the client's own buffer overflows.
+// enough that only the client's own buffer overflows. The pushes start
+// once the request waits at the node (else, on a loaded machine, they
+// could fill the node's queue before the request came, and it would be
+// refused there instead).
 func TestBusRequestDroppedInClientBuffer(t *testing.T) {
 	n := startNode(t, WithEventQueue(100000), WithEventQueueBytes(64<<20), WithOverflow(DropOldest))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -227,6 +230,14 @@ func TestBusRequestDroppedInClientBuffer(t *testing.T) {
 		_, err := a.Request(ctx, full.Address(), []byte("q"))
 		done <- err
 	}()
+	waitFor(t, func() bool {
+		for _, ci := range n.Connections() {
+			if ci.Address == a.Address() && ci.Pending == 1 {
+				return true
+			}
+		}
+		return false
+	})
 	for i := 0; ; i++ {
 		select {
 		case err := <-done:
