@@ -157,8 +157,9 @@ func printable(p []byte) bool {
 	return true
 }
 
-// connect dials with ctx bounded by the command's timeout and reports a
-// failure like dial does.
+// connect dials the node with ctx bounded by the command's timeout; on
+// failure it says why and returns the exit code: 1 if the node refused,
+// 3 if there is no node.
 func (f *clientFlags) connect(ctx context.Context, std stdio, opts ...switchboard.DialOption) (*switchboard.Conn, int) {
 	dctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()

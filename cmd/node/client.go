@@ -50,25 +50,9 @@ func (d *positiveDuration) Set(s string) error {
 	return nil
 }
 
-// dial connects to the node; on failure it says why and returns the exit
-// code: 1 if the node refused, 3 if there is no node.
-func (f *clientFlags) dial(ctx context.Context, std stdio) (*switchboard.Conn, int) {
-	dctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	c, err := switchboard.Dial(dctx, switchboard.WithSocket(f.socket), switchboard.WithClientName(prog))
-	if err != nil {
-		fmt.Fprintf(std.stderr, "%s: %s\n", prog, errText(err))
-		if errors.Is(err, switchboard.ErrRefused) {
-			return nil, exitFailure
-		}
-		return nil, exitUnavail
-	}
-	return c, exitOK
-}
-
 // nodeInfo asks the node's system service for its NodeInfo.
 func (f *clientFlags) nodeInfo(ctx context.Context, std stdio) (*switchboard.NodeInfo, int) {
-	c, code := f.dial(ctx, std)
+	c, code := f.connect(ctx, std)
 	if c == nil {
 		return nil, code
 	}
@@ -138,7 +122,7 @@ func cmdCall(ctx context.Context, std stdio, args []string) int {
 			return exitUsage
 		}
 	}
-	c, code := cf.dial(ctx, std)
+	c, code := cf.connect(ctx, std)
 	if c == nil {
 		return code
 	}
@@ -313,7 +297,7 @@ func cmdStatus(ctx context.Context, std stdio, args []string) int {
 		fmt.Fprintf(std.stderr, "switchboard status: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	c, code := cf.dial(ctx, std)
+	c, code := cf.connect(ctx, std)
 	if c == nil {
 		return code
 	}
