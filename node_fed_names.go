@@ -228,17 +228,17 @@ func (fs *fedState) unclaim(a *arbName, node string) {
 // as that node told this one once its state came here, else as a
 // claimant's word (claimantSays).
 func (fs *fedState) ownerLives(addr string, claimantSays bool) bool {
-	node, inc, id, ok := parseAddress(addr)
+	node, inc, _, ok := parseAddress(addr)
 	if !ok {
 		return false
 	}
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
-	p := fs.peers[node]
-	if p == nil || !p.out || !p.stated {
+	if p := fs.peers[node]; p == nil || !p.out || !p.stated {
 		return claimantSays && (p == nil || p.inc == inc)
 	}
-	return p.inc == inc && p.conns[id] != nil
+	_, fc := fs.lookup(addr)
+	return fc != nil
 }
 
 // believedLive reports whether addr, the owner this node believes in,
