@@ -120,7 +120,8 @@ type Config struct {
 // ConfigError is a Config that New refuses: Field names the setting at
 // fault, as the TOML key of cmd/node's [cluster] table does (name,
 // listen, advertise, peers, heartbeat, link_timeout, stall_timeout,
-// budget, max_message, overflow, tls, secret_file).
+// budget, max_message, overflow, tls, secret_file; and, from package etcd
+// and dns, the keys of the discovery: etcd_…, dns_…).
 type ConfigError struct {
 	Field string
 	Err   error

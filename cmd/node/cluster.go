@@ -110,26 +110,16 @@ func (c *ClusterConfig) discovery(log *slog.Logger) (cluster.Discovery, error) {
 			return nil, fmt.Errorf("config: cluster.dns_port: must be in [0, 65535], not %d", c.DNSPort)
 		}
 		d, err := dns.New(dns.Config{Name: c.DNSName, Port: int(c.DNSPort), Interval: c.DNSInterval, Logger: log})
-		var ce *dns.ConfigError
-		switch {
-		case errors.As(err, &ce):
-			return nil, fmt.Errorf("config: cluster.dns_%s: %w", ce.Field, ce.Err)
-		case err != nil:
-			return nil, fmt.Errorf("config: cluster: %w", err)
+		if err != nil {
+			return nil, configError(err)
 		}
 		return d, nil
 	}
 	d, err := etcd.New(etcd.Config{Endpoints: c.EtcdEndpoints, Prefix: c.EtcdPrefix, TTL: c.EtcdTTL,
 		Username: c.EtcdUsername, PasswordFile: c.EtcdPasswordFile,
 		TLSCert: c.EtcdTLSCert, TLSKey: c.EtcdTLSKey, TLSCA: c.EtcdTLSCA, Logger: log})
-	var ce *etcd.ConfigError
-	switch {
-	case errors.As(err, &ce) && ce.Field == "tls":
-		return nil, fmt.Errorf("config: cluster.etcd_tls_cert, cluster.etcd_tls_key, cluster.etcd_tls_ca: %w", ce.Err)
-	case errors.As(err, &ce):
-		return nil, fmt.Errorf("config: cluster.etcd_%s: %w", ce.Field, ce.Err)
-	case err != nil:
-		return nil, fmt.Errorf("config: cluster: %w", err)
+	if err != nil {
+		return nil, configError(err)
 	}
 	return d, nil
 }
@@ -151,23 +141,30 @@ func (c *ClusterConfig) federation(maxMessage int64, log *slog.Logger) (*cluster
 		return nil, err
 	}
 	f, err := cluster.New(cfg)
-	var ce *cluster.ConfigError
-	if errors.As(err, &ce) {
-		key, ok := clusterKeys[ce.Field]
-		if !ok {
-			key = "cluster." + ce.Field
-		}
-		return nil, fmt.Errorf("config: %s: %w", key, ce.Err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("config: cluster: %w", err)
+		return nil, configError(err)
 	}
 	return f, nil
+}
+
+// configError names the key of this table a cluster.ConfigError (of the
+// links or of a discovery) is about.
+func configError(err error) error {
+	var ce *cluster.ConfigError
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("config: cluster: %w", err)
+	}
+	key, ok := clusterKeys[ce.Field]
+	if !ok {
+		key = "cluster." + ce.Field
+	}
+	return fmt.Errorf("config: %s: %w", key, ce.Err)
 }
 
 // clusterKeys maps cluster.ConfigError's fields to this table's keys
 // where they differ.
 var clusterKeys = map[string]string{
-	"budget": "cluster.link_budget",
-	"tls":    "cluster.tls_cert, cluster.tls_key, cluster.tls_ca",
+	"budget":   "cluster.link_budget",
+	"tls":      "cluster.tls_cert, cluster.tls_key, cluster.tls_ca",
+	"etcd_tls": "cluster.etcd_tls_cert, cluster.etcd_tls_key, cluster.etcd_tls_ca",
 }

@@ -43,17 +43,6 @@ type Discovery struct {
 	failures atomic.Uint64 // lookups failed (not NXDOMAIN)
 }
 
-// ConfigError is a Config that New refuses: Field names the setting at
-// fault as cmd/node's [cluster] table does after its "dns_" (name, port,
-// interval).
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return "dns: " + e.Field + ": " + e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
-
 // Failures returns how many lookups failed otherwise than by the name not
 // existing (cluster.Stats counts them among DiscoveryFailures).
 func (d *Discovery) Failures() uint64 { return d.failures.Load() }
@@ -70,7 +59,9 @@ func (d *Discovery) String() string {
 	return fmt.Sprintf("dns %s, port %s, every %v", d.cfg.Name, port, d.cfg.Interval)
 }
 
-// New checks cfg; it resolves nothing (Run does).
+// New checks cfg; it resolves nothing (Run does). A Config it refuses is
+// a *cluster.ConfigError whose Field is the key of cmd/node's [cluster]
+// table: dns_name, dns_port or dns_interval.
 func New(cfg Config) (*Discovery, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = 5 * time.Second
@@ -83,7 +74,7 @@ func New(cfg Config) (*Discovery, error) {
 		cfg.Resolver = &net.Resolver{PreferGo: true, StrictErrors: true}
 	}
 	bad := func(field, format string, args ...any) error {
-		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+		return &cluster.ConfigError{Field: "dns_" + field, Err: fmt.Errorf(format, args...)}
 	}
 	switch {
 	case !validName(cfg.Name):

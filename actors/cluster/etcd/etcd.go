@@ -76,21 +76,13 @@ func (d *Discovery) String() string {
 	return fmt.Sprintf("etcd %s, prefix %s", strings.Join(eps, ","), d.cfg.Prefix)
 }
 
-// ConfigError is a Config that New refuses: Field names the setting at
-// fault as cmd/node's [cluster] table does after its "etcd_" (endpoints,
-// prefix, ttl, timeout, password_file, tls).
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return "etcd: " + e.Field + ": " + e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
-
 // New checks cfg and loads its files; it connects to nothing (Run does).
+// A Config it refuses is a *cluster.ConfigError whose Field is the key of
+// cmd/node's [cluster] table: etcd_endpoints, etcd_prefix, etcd_ttl,
+// etcd_timeout, etcd_username, etcd_password_file or etcd_tls.
 func New(cfg Config) (*Discovery, error) {
 	bad := func(field, format string, args ...any) error {
-		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+		return &cluster.ConfigError{Field: "etcd_" + field, Err: fmt.Errorf(format, args...)}
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "/switchboard"
