@@ -576,7 +576,10 @@ func TestFederationStalledSubscriber(t *testing.T) {
 		return fedConfig(t, i, 2, "max_message = 65536", fmt.Sprintf("link_budget = 262144\n\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", 9471+i))
 	})
 	p := fedDial(t, ds[0])
-	stalled := fedDial(t, ds[1])
+	// The stalled member's own buffer holds 16 events: what it can hold in
+	// all (that, its 1 MiB event ring and n2's 5 MiB queue: about 400
+	// publications) is well under what the link takes (below).
+	stalled := fedDial(t, ds[1], switchboard.WithEventQueue(16))
 	reader := fedDial(t, ds[1])
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -632,11 +635,17 @@ func TestFederationStalledSubscriber(t *testing.T) {
 	readerDone := make(chan tally, 1)
 	go func() { readerDone <- read(reader, "end", 0) }()
 
-	const n = 3000 // 16 KiB each: 48 MiB, against a 256 KiB budget and 5 MiB of queue per member
+	// 16 KiB each, against a 256 KiB budget and 5 MiB of queue per
+	// member: at least n publications, and on until the link has taken
+	// minTaken (twice what the stalled member can hold), so that it drops.
+	const n, minTaken, most = 3000, 800, 30000
 	payload := make([]byte, 16<<10)
 	taken, refused := 0, 0
 	var slowest time.Duration
-	for i := range n {
+	for i := 0; i < n || taken < minTaken; i++ {
+		if i == most {
+			t.Fatalf("the link took %d of %d publications, want %d", taken, i, minTaken)
+		}
 		binary.LittleEndian.PutUint64(payload, uint64(i))
 		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 		start := time.Now()
