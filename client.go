@@ -81,6 +81,7 @@ type Conn struct {
 	replies  pb.Reassembly // under rmu: replies arriving in chunks
 	spin     time.Duration // how long one caller spins for its reply (0: never)
 	spinning atomic.Bool   // a caller is spinning; the others block
+	leadSpin *shm.Spinner  // its adaptive budget (at most spin), the spinning caller's
 	late     atomic.Uint64 // replies whose caller had given up
 	overflow asyncOverflow // completions waiting for room on their done channels (client_async.go)
 
@@ -213,6 +214,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	if s.bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
 	}
+	c.leadSpin = shm.NewSpinner(c.spin)
 	c.startSession()
 	if o.onEvent != nil || o.actorPID != nil {
 		c.wg.Go(c.deliver)

@@ -20,6 +20,7 @@ type call struct {
 	code    pb.Code
 	async   *AsyncCall // Go, GoRequest: the reply completes it instead (client_async.go)
 	view    bool       // CallView: a copy of the reply may be a pooled buffer (viewbufs)
+	parked  time.Time  // when its caller's spin (lead) gave up; zero if it did not spin or won
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -112,6 +113,10 @@ again:
 		}
 		goto again
 	case <-cl.done:
+		if !cl.parked.IsZero() {
+			c.leadWoke(time.Since(cl.parked))
+			cl.parked = time.Time{}
+		}
 		return callResult(cl)
 	case <-ctx.Done():
 		if c.forget(id) {
@@ -139,37 +144,58 @@ func callResult(cl *call) ([]byte, error) {
 
 // lead spins for a while reading the response ring itself, so that a reply
 // that comes quickly reaches its caller without a wake-up of the pump and
-// a goroutine switch. One caller at a time spins; the others block.
+// a goroutine switch. One caller at a time spins; the others block. The
+// spin is adaptive (shm.Spinner): replies that keep coming later than it
+// (a peer on another node, a slow handler) shrink it to a microsecond, so
+// that such calls do not burn a CPU the node needs; one that comes soon
+// after a failed spin lets it grow again (finishCall reports the wait:
+// leadWoke).
 func (c *Conn) lead(cl *call) {
+	cl.parked = time.Time{}
 	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {
 		return
 	}
 	defer c.spinning.Store(false)
-	start := time.Now()
-	for i := 1; len(cl.done) == 0; i++ {
+	var err error
+	ready := func() bool {
+		if len(cl.done) > 0 {
+			return true
+		}
 		// Unreleased looks at the ring without rmu: under mapMu, which
 		// Close takes before it unmaps. Only tried: the caller may hold a
 		// viewed event or reply (evmu, rmu), which Close waits for.
 		if !c.mapMu.TryRLock() {
-			return
+			return true
 		}
 		if c.closing.Load() {
 			c.mapMu.RUnlock()
-			return
+			return true
 		}
-		var err error
 		if c.resp.Unreleased() && c.rmu.TryLock() {
 			err = c.readResponses()
 			c.rmu.Unlock()
 		}
 		c.mapMu.RUnlock()
 		if err != nil {
-			c.end(err)
-			return
+			return true
 		}
-		if i%64 == 0 && time.Since(start) > c.spin {
-			return
-		}
+		return len(cl.done) > 0
+	}
+	if !c.leadSpin.Spin(ready) {
+		cl.parked = time.Now()
+	}
+	if err != nil {
+		c.end(err)
+	}
+}
+
+// leadWoke tells the lead's spinner how long a caller whose spin gave up
+// waited for its reply, if no caller is spinning now (the spinner is the
+// spinning caller's).
+func (c *Conn) leadWoke(waited time.Duration) {
+	if c.spinning.CompareAndSwap(false, true) {
+		c.leadSpin.Woke(waited)
+		c.spinning.Store(false)
 	}
 }
 

@@ -137,3 +137,43 @@ func TestCallView(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// A caller's spin for its reply shrinks while replies come later than it
+// (it would only burn a CPU the node needs) and grows back once they come
+// soon after it gives up.
+func TestLeadSpinAdapts(t *testing.T) {
+	n := startNode(t)
+	echoService(n)
+	n.HandleFunc(svcEcho+1, func(ctx context.Context, r *Request) ([]byte, error) {
+		time.Sleep(5 * time.Millisecond)
+		return nil, nil
+	})
+	const spin = time.Millisecond
+	c := dial(t, n, WithSpin(spin))
+	ctx := context.Background()
+	if got := c.leadSpin.Budget(); got != spin {
+		t.Fatalf("budget %v at first, want %v", got, spin)
+	}
+	for i := range 12 { // each spin gives up after its budget: halved, 1 ms to 1 µs in 10
+		if _, err := c.Call(ctx, svcEcho+1, 1, nil); err != nil {
+			t.Fatalf("slow call %d: %v", i, err)
+		}
+	}
+	if got := c.leadSpin.Budget(); got > 2*time.Microsecond {
+		t.Fatalf("budget %v after 12 replies 5 ms late, want it shrunk to a microsecond or two", got)
+	}
+	// Quick replies: a spin that wins doubles the budget (and a reply that
+	// comes soon after one gave up counts towards restoring it whole).
+	for i := 0; ; i++ {
+		if i == 2000 {
+			t.Fatalf("budget %v after 2000 quick replies, want %v", c.leadSpin.Budget(), spin)
+		}
+		if _, err := c.Call(ctx, svcEcho, cmdEcho, []byte("quick")); err != nil {
+			t.Fatalf("quick call %d: %v", i, err)
+		}
+		if c.leadSpin.Budget() == spin {
+			t.Logf("budget back to %v after %d quick replies", spin, i+1)
+			break
+		}
+	}
+}

@@ -118,6 +118,9 @@ func (s *Spinner) Spin(ready func() bool) bool {
 // that the budget recovers when spinning a little longer would have won.
 func (s *Spinner) Woke(parked time.Duration) { s.s.woke(parked) }
 
+// Budget returns the current budget: what the next Spin may take.
+func (s *Spinner) Budget() time.Duration { return s.s.cur }
+
 // CPUMask returns the CPUs this process may run on, as a little-endian bit
 // mask (bit i: CPU i), for telling a peer.
 func CPUMask() []byte {
