@@ -98,12 +98,27 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	}
 	go func() { d.cmd.Wait(); close(d.waited) }()
 	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
+		// A node that exits with an error by itself during a test (a
+		// panic, a fatal error) fails it, whatever the test checked; so
+		// does one that does not stop cleanly on SIGTERM. One the test
+		// killed with a signal, or stopped itself, is the test's.
 		select {
 		case <-d.waited:
-		case <-time.After(10 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.waited
+			if st := d.cmd.ProcessState; !o.noWait && st.Exited() && st.ExitCode() != 0 {
+				t.Errorf("the node exited by itself during the test: %v", st)
+			}
+		default:
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.waited:
+				if st := d.cmd.ProcessState; st.ExitCode() != 0 {
+					t.Errorf("the node exited with %v on SIGTERM, want status 0", st)
+				}
+			case <-time.After(10 * time.Second):
+				d.cmd.Process.Kill()
+				<-d.waited
+				t.Error("the node did not stop within 10 s of SIGTERM")
+			}
 		}
 		if t.Failed() {
 			t.Logf("node log:\n%s", d.log.String())
