@@ -114,6 +114,10 @@ func TestEventWaitsForRoom(t *testing.T) {
 				const count = 200 // 3.2 MB through a 64 KiB ring
 				done := make(chan error, 1)
 				go func() { _, err := c.Call(ctx, svcEmit, cmd, emitRequest(count, evSize)); done <- err }()
+				// Nothing is read until the handler has had to wait for
+				// room at least once (a reader as quick as the handler
+				// would never let the ring fill).
+				waitFor(t, func() bool { return connInfoOf(t, n, c).EventWaits > 0 })
 				for i := range count {
 					e, err := c.RecvEvent(ctx)
 					if err != nil {
