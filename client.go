@@ -214,7 +214,7 @@ func handshake(ctx context.Context, sock *net.UnixConn, o dialOptions) (*Conn, e
 	if s.bridge != nil {
 		c.spin = 0 // nothing to gain: the replies come from this process's own bridge
 	}
-	c.leadSpin = shm.NewSpinner(c.spin)
+	c.leadSpin = shm.NewReplySpinner(c.spin)
 	c.startSession()
 	if o.onEvent != nil || o.actorPID != nil {
 		c.wg.Go(c.deliver)

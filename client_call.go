@@ -61,6 +61,7 @@ func (c *Conn) startFrameView(ctx context.Context, h shm.Header, prefix []byte, 
 	h.ID = id
 	cl := callPool.Get().(*call)
 	cl.view = view // before the reply can find it
+	cl.parked = time.Time{}
 	c.pmu.Lock()
 	if err := c.goneErr; err != nil {
 		c.pmu.Unlock()
@@ -145,11 +146,12 @@ func callResult(cl *call) ([]byte, error) {
 // lead spins for a while reading the response ring itself, so that a reply
 // that comes quickly reaches its caller without a wake-up of the pump and
 // a goroutine switch. One caller at a time spins; the others block. The
-// spin is adaptive (shm.Spinner): replies that keep coming later than it
-// (a peer on another node, a slow handler) shrink it to a microsecond, so
-// that such calls do not burn a CPU the node needs; one that comes soon
-// after a failed spin lets it grow again (finishCall reports the wait:
-// leadWoke).
+// spin adapts to how late the replies that outlast it come
+// (shm.NewReplySpinner; finishCall reports the wait: leadWoke): replies
+// that keep coming long after it (a peer on another node, a slow handler)
+// shrink it to a microsecond, so that such calls do not burn a CPU the
+// node needs; one that comes soon after it gave up, or a spin that wins,
+// grows it again.
 func (c *Conn) lead(cl *call) {
 	cl.parked = time.Time{}
 	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {

@@ -214,6 +214,7 @@ func (c *Conn) directRequest(ctx context.Context, ch *dchan, parts [][]byte) (ui
 	id := c.nextID.Add(1)
 	h.ID = id
 	cl := callPool.Get().(*call)
+	cl.parked = time.Time{}
 	c.pmu.Lock()
 	if err := c.goneErr; err != nil {
 		c.pmu.Unlock()

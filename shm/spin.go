@@ -48,6 +48,7 @@ type spinner struct {
 	max, cur time.Duration
 	short    uint32 // parks shorter than max
 	sweep    bool   // sweep the harvest list while spinning (Spinner)
+	byWait   bool   // judge a spin that gave up by the wait that followed (NewReplySpinner)
 }
 
 func newSpinner(max time.Duration) spinner {
@@ -59,6 +60,14 @@ func newSpinner(max time.Duration) spinner {
 
 // woke reports how long a park that followed a failed spin lasted.
 func (s *spinner) woke(parked time.Duration) {
+	if s.byWait {
+		if parked < s.max {
+			s.cur = s.max // a little longer would have won
+		} else {
+			s.cur = max(s.cur/2, min(minSpin, s.max))
+		}
+		return
+	}
 	if parked < s.max {
 		if s.short++; s.short%16 == 0 {
 			s.cur = s.max
@@ -81,7 +90,9 @@ func (s *spinner) spin(ready func() bool) bool {
 		}
 		if i%64 == 0 {
 			if time.Since(start) > s.cur {
-				s.cur = max(s.cur/2, min(minSpin, s.max))
+				if !s.byWait {
+					s.cur = max(s.cur/2, min(minSpin, s.max))
+				}
 				return false
 			}
 			if s.sweep {
@@ -103,14 +114,31 @@ func NewSpinner(max time.Duration) *Spinner {
 	return s
 }
 
+// NewReplySpinner returns a spinner for a caller waiting for one reply,
+// whose wait after a spin that gave up is reported (Woke): that wait, not
+// the give-up, judges the budget. A reply that came less than max after
+// the spin gave up puts the budget back to max (a longer spin would have
+// won); a later one halves it (down to a microsecond), so that a caller
+// whose replies take long stops burning a CPU on them. A give-up whose
+// wait is not reported leaves the budget as it was. It does not sweep
+// (Spin).
+func NewReplySpinner(max time.Duration) *Spinner {
+	s := &Spinner{newSpinner(max)}
+	s.s.byWait = true
+	return s
+}
+
 // Spin polls ready until it reports true (then Spin does too) or the
 // budget runs out. Success doubles the budget, up to its maximum; failure
-// halves it.
+// halves it (a NewReplySpinner's waits for Woke).
 //
 // A goroutine about to spin has nothing to do but wait: first, and as it
-// spins, it wakes the parked Parkers whose rings filled (harvest.go).
+// spins, it wakes the parked Parkers whose rings filled (harvest.go); a
+// NewReplySpinner does not.
 func (s *Spinner) Spin(ready func() bool) bool {
-	harvestSweep()
+	if s.s.sweep {
+		harvestSweep()
+	}
 	return s.s.spin(ready)
 }
 
