@@ -108,6 +108,7 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 				t.Errorf("the node exited by itself during the test: %v", st)
 			}
 		default:
+			d.cmd.Process.Signal(syscall.SIGCONT) // in case a test stopped it
 			d.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-d.waited:

@@ -577,7 +577,7 @@ func TestFederationStalledSubscriber(t *testing.T) {
 	})
 	p := fedDial(t, ds[0])
 	// The stalled member's own buffer holds 16 events: what it can hold in
-	// all (that, its 1 MiB event ring and n2's 5 MiB queue: about 400
+	// all (that, its 1 MiB event ring and n2's 4 MiB queue: about 334
 	// publications) is well under what the link takes (below).
 	stalled := fedDial(t, ds[1], switchboard.WithEventQueue(16))
 	reader := fedDial(t, ds[1])
@@ -635,7 +635,7 @@ func TestFederationStalledSubscriber(t *testing.T) {
 	readerDone := make(chan tally, 1)
 	go func() { readerDone <- read(reader, "end", 0) }()
 
-	// 16 KiB each, against a 256 KiB budget and 5 MiB of queue per
+	// 16 KiB each, against a 256 KiB budget and 4 MiB of queue per
 	// member: at least n publications, and on until the link has taken
 	// minTaken (twice what the stalled member can hold), so that it drops.
 	const n, minTaken, most = 3000, 800, 30000
@@ -656,7 +656,7 @@ func TestFederationStalledSubscriber(t *testing.T) {
 		case err == nil:
 			taken++
 		case errors.Is(err, context.DeadlineExceeded):
-			t.Fatalf("publication %d blocked for 10 s", i)
+			t.Fatalf("publication %d blocked until its deadline: %v", i, err)
 		case errors.Is(err, switchboard.ErrUndeliverable):
 			refused++
 			if refused == 1 {
