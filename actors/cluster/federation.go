@@ -67,6 +67,12 @@ type Federation struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
 
+	// sendTo is the peer Send found last, tried before mu and byName:
+	// it is byName's while it is announced and not down (a node's peer
+	// is replaced in byName only once down), and dropped when it goes
+	// down.
+	sendTo atomic.Pointer[peer]
+
 	// mu guards the maps, each peer's up and reason, and closed. Lock
 	// order: mu, then a peer's smu or imu (never the other way round).
 	mu        sync.RWMutex
@@ -298,15 +304,19 @@ func (f *Federation) Send(node string, msg []byte) error {
 		f.stats.tooLarge.Add(1)
 		return ErrTooLarge
 	}
-	f.mu.RLock()
-	p := f.byName[node]
-	// Not before the host heard NodeUp: until then, what it sends is
-	// meant for an earlier session of node's.
-	up := p != nil && p.up && p.announced.Load()
-	f.mu.RUnlock()
-	if !up {
-		f.stats.notUp.Add(1)
-		return ErrNodeNotUp
+	p := f.sendTo.Load()
+	if p == nil || p.name != node || p.isDown.Load() || !p.announced.Load() {
+		f.mu.RLock()
+		p = f.byName[node]
+		// Not before the host heard NodeUp: until then, what it sends is
+		// meant for an earlier session of node's.
+		up := p != nil && p.up && p.announced.Load()
+		f.mu.RUnlock()
+		if !up {
+			f.stats.notUp.Add(1)
+			return ErrNodeNotUp
+		}
+		f.sendTo.Store(p)
 	}
 	refused, err := p.send(msg)
 	if refused {

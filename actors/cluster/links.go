@@ -340,6 +340,7 @@ func (f *Federation) downLocked(p *peer, reason string, code uint32) {
 		return
 	}
 	p.isDown.Store(true)
+	f.sendTo.CompareAndSwap(p, nil)
 	p.reason = reason
 	if f.bySession[p.session] == p {
 		delete(f.bySession, p.session)

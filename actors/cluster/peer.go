@@ -58,14 +58,14 @@ type peer struct {
 	reason    string        // under Federation.mu: why it went down
 
 	smu      sync.Mutex
-	seq      uint64         // the last sequence number sent
-	acked    uint64         // the last sequence number acknowledged
-	costs    []uint32       // the costs of the chunks acked+1..seq, oldest first
-	unacked  int64          // their sum
-	ackMoved time.Time      // when acked last moved, or the window last filled from empty
-	sent     uint64         // messages accepted by Send
-	pend     []*linkpb.Data // chunks for the next Batch (batch only)
-	queued   bool           // a sendToken is with remote's writer
+	seq      uint64    // the last sequence number sent
+	acked    uint64    // the last sequence number acknowledged
+	costs    []uint32  // the costs of the chunks acked+1..seq, oldest first
+	unacked  int64     // their sum
+	ackMoved time.Time // when acked last moved, or the window last filled from empty
+	sent     uint64    // messages accepted by Send
+	pend     []chunk   // chunks for the next Batch (batch only)
+	queued   bool      // a sendToken is with remote's writer
 
 	imu        sync.Mutex
 	inbox      []*linkpb.Data
@@ -132,11 +132,11 @@ func (p *peer) send(msg []byte) (refused bool, err error) {
 		p.seq++
 		p.costs = append(p.costs, uint32(hi-lo+frameCost))
 		p.unacked += hi - lo + frameCost
-		d := &linkpb.Data{Seq: p.seq, Index: uint32(i), Count: uint32(count), Size: uint64(n), Bytes: msg[lo:hi]}
+		c := chunk{seq: p.seq, index: uint32(i), count: uint32(count), size: uint64(n), bytes: msg[lo:hi]}
 		if p.batch {
-			p.pend = append(p.pend, d)
+			p.pend = append(p.pend, c)
 		} else {
-			p.f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Data{Data: d}})
+			p.f.send(p.pid, &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Data{Data: c.data()}})
 		}
 	}
 	if p.batch && !p.queued {
@@ -144,6 +144,19 @@ func (p *peer) send(msg []byte) (refused bool, err error) {
 		p.f.system.Root.Send(p.pid, &sendToken{p})
 	}
 	return false, nil
+}
+
+// A chunk is a Data waiting in pend: a value, so that a message queued
+// for a Batch that packs it costs no Data of its own.
+type chunk struct {
+	seq          uint64
+	index, count uint32
+	size         uint64
+	bytes        []byte
+}
+
+func (c *chunk) data() *linkpb.Data {
+	return &linkpb.Data{Seq: c.seq, Index: c.index, Count: c.count, Size: c.size, Bytes: c.bytes}
 }
 
 // A Batch carries at most batchBytes of chunks (at least one chunk) and
@@ -178,13 +191,13 @@ func (t *sendToken) Serialize() (remote.RootSerialized, error) {
 	}
 	// A run of small whole messages is packed (to a node that takes
 	// it), a run of others goes as Data: one kind to a Batch.
-	small := func(d *linkpb.Data) bool { return p.packed && d.Count == 1 && len(d.Bytes) <= packMax }
-	packing := len(p.pend) > 0 && small(p.pend[0])
+	small := func(c *chunk) bool { return p.packed && c.count == 1 && len(c.bytes) <= packMax }
+	packing := len(p.pend) > 0 && small(&p.pend[0])
 	n, size := 0, 0
-	for n < len(p.pend) && n < batchChunks && small(p.pend[n]) == packing && (n == 0 || size+len(p.pend[n].Bytes) <= batchBytes) {
-		size += len(p.pend[n].Bytes)
+	for n < len(p.pend) && n < batchChunks && small(&p.pend[n]) == packing && (n == 0 || size+len(p.pend[n].bytes) <= batchBytes) {
+		size += len(p.pend[n].bytes)
 		if packing {
-			size += protowire.SizeVarint(uint64(len(p.pend[n].Bytes)))
+			size += protowire.SizeVarint(uint64(len(p.pend[n].bytes)))
 		}
 		n++
 	}
@@ -202,12 +215,15 @@ func (t *sendToken) Serialize() (remote.RootSerialized, error) {
 	b := &linkpb.Batch{Ack: p.inSeq.Load()}
 	if packing {
 		p.f.stats.packed.Add(1)
-		b.First, b.Packed = data[0].Seq, make([]byte, 0, size)
-		for _, d := range data {
-			b.Packed = protowire.AppendBytes(b.Packed, d.Bytes)
+		b.First, b.Packed = data[0].seq, make([]byte, 0, size)
+		for i := range data {
+			b.Packed = protowire.AppendBytes(b.Packed, data[i].bytes)
 		}
 	} else {
-		b.Data = data
+		b.Data = make([]*linkpb.Data, len(data))
+		for i := range data {
+			b.Data[i] = data[i].data()
+		}
 	}
 	return &linkpb.Envelope{Session: p.local, Body: &linkpb.Envelope_Batch{Batch: b}}, nil
 }
