@@ -261,9 +261,11 @@ func (fs *fedState) setPeerLocked(p *fedPeer) {
 // dropPeerLocked forgets the node up under name, if any; mu is held for
 // writing.
 func (fs *fedState) dropPeerLocked(name string) {
-	if fs.peers[name] == nil {
+	p := fs.peers[name]
+	if p == nil {
 		return
 	}
+	p.dropped = true
 	delete(fs.peers, name)
 	fs.peerList = slices.DeleteFunc(fs.peerList, func(p *fedPeer) bool { return p.name == name })
 }

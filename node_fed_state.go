@@ -127,6 +127,7 @@ type fedState struct {
 type fedPeer struct {
 	name, inc, prefix string
 	out               bool // under mu: this node's state went out; its traffic may follow
+	dropped           bool // under mu: no longer the node up under its name (peers)
 	stated            bool // under mu: its state came in (conns is what it has)
 	conns             map[uint64]*fedConn
 	groups            map[string]map[uint64]*fedConn // group → its members there
@@ -244,7 +245,7 @@ func encode(m *pb.FedMessage) []byte {
 
 // sendLocked hands msg to p's link; mu is held (read or write).
 func (fs *fedState) sendLocked(p *fedPeer, msg []byte) bool {
-	if fs.peers[p.name] != p || !p.out {
+	if p.dropped || !p.out {
 		fs.sendFails.Add(1)
 		return false
 	}
