@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
+	"github.com/switchboard-ipc/switchboard/actors/group"
 	pb "github.com/switchboard-ipc/switchboard/proto"
 	gproto "google.golang.org/protobuf/proto"
 )
@@ -245,22 +246,51 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 // publishIn hands a remote publication to this node's members of its
 // group, gathered in ob (the caller flushes it).
 func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte, ob *conn.Outbox) {
-	fs.mu.RLock()
-	_, fc := fs.sender(node, from)
-	fs.mu.RUnlock()
-	if fc == nil {
-		return
+	var run fedPubRun
+	fs.publishRun(&run, node, from, g, payload, ob)
+}
+
+// fedPubRun is what publishRun looked up for the last publication of a
+// pass, kept for the next ones of the same run (same sender, same group:
+// a burst): the sender, the policy's word and the group's members here
+// are taken once per run. The sender's own comings and goings arrive on
+// the same link, in order, and end the run (DeliverBatch); a change made
+// here meanwhile (a member joining or leaving, a policy reload) shows
+// from the next run, as if the run had come a moment earlier.
+type fedPubRun struct {
+	ok      bool // the fields below are the last publication's
+	from    uint64
+	g       string
+	fc      *fedConn
+	members []*conn.Endpoint
+	h       *group.Handle
+}
+
+// publishRun is publishIn within a run (run: the last publication's
+// lookups, which it takes if from and g are the same, and else makes
+// anew).
+func (fs *fedState) publishRun(run *fedPubRun, node string, from uint64, g string, payload []byte, ob *conn.Outbox) {
+	if !run.ok || run.from != from || run.g != g {
+		*run = fedPubRun{}
+		fs.mu.RLock()
+		_, fc := fs.sender(node, from)
+		fs.mu.RUnlock()
+		if fc == nil {
+			return
+		}
+		if checkName(g) != nil || reserved(g) {
+			fs.bad(node, "publication to a bad group")
+			return
+		}
+		if !fs.allow(fc, ActionPublish, g) {
+			return
+		}
+		members, h := fs.n.reg.Groups().Lookup(g)
+		*run = fedPubRun{ok: true, from: from, g: g, fc: fc, members: members, h: h}
 	}
-	if checkName(g) != nil || reserved(g) {
-		fs.bad(node, "publication to a bad group")
-		return
-	}
-	if !fs.allow(fc, ActionPublish, g) {
-		return
-	}
-	members, h := fs.n.reg.Groups().Lookup(g)
-	if h != nil {
-		h.Published.Add(1)
+	fc, members := run.fc, run.members
+	if run.h != nil {
+		run.h.Published.Add(1)
 	}
 	if len(members) == 0 { // they left meanwhile
 		fs.n.undeliverable.Add(1)

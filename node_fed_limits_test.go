@@ -498,3 +498,54 @@ func TestFedSenderOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFedDeliverBatchRuns: a pass's publications are looked up once per
+// run (same sender, same group), and a run ends where the sender or the
+// group changes or another message comes: each publication reaches the
+// group it names, from the connection that sent it, and one from a
+// connection that went down earlier in the pass reaches nobody.
+func TestFedDeliverBatchRuns(t *testing.T) {
+	n1, fs := loneFedNode(t)
+	ctx := ctx5(t)
+	m := dial(t, n1)
+	for _, g := range []string{"g", "h"} {
+		if err := m.Subscribe(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := range uint64(2) {
+		fs.Deliver("n2", fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnUp{ConnUp: &pb.FedConn{Id: id + 1, ClientName: "r"}}}))
+	}
+	before := n1.FederationStats()
+	fs.DeliverBatch("n2", [][]byte{
+		appendFedPublish(nil, 1, "g", []byte("a")),
+		appendFedPublish(nil, 1, "g", []byte("b")),
+		appendFedPublish(nil, 2, "g", []byte("c")),
+		appendFedPublish(nil, 1, "h", []byte("d")),
+		appendFedPublish(nil, 1, "g", []byte("e")),
+		fedEnc(&pb.FedMessage{Body: &pb.FedMessage_ConnDown{ConnDown: &pb.FedConnDown{Id: 1}}}),
+		appendFedPublish(nil, 1, "g", []byte("lost")),
+		appendFedPublish(nil, 2, "h", []byte("f")),
+	})
+	type got struct{ from, to, payload string }
+	var seen []got
+	for len(seen) < 6 {
+		e, err := m.RecvEvent(ctx)
+		if err != nil {
+			t.Fatalf("after %v: %v", seen, err)
+		}
+		if e.Kind == EventGroup {
+			seen = append(seen, got{e.From, e.To, string(e.Payload)})
+		}
+	}
+	a1, a2 := seen[0].from, seen[2].from
+	want := []got{{a1, "g", "a"}, {a1, "g", "b"}, {a2, "g", "c"}, {a1, "h", "d"}, {a1, "g", "e"}, {a2, "h", "f"}}
+	if a1 == a2 || !slices.Equal(seen, want) {
+		t.Fatalf("the member received %v, want %v (two senders)", seen, want)
+	}
+	noEvent(t, m)
+	if st := n1.FederationStats(); st.Malformed-before.Malformed != 1 || st.Received-before.Received != 8 {
+		t.Fatalf("malformed %d, received %d: want 1 (the publication from a connection gone), 8",
+			st.Malformed-before.Malformed, st.Received-before.Received)
+	}
+}

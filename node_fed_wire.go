@@ -69,42 +69,48 @@ func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byt
 // UTF-8, a malformed message), which proto.Unmarshal then reads or
 // refuses. payload is msg's bytes, not a copy.
 func parseFedPublish(msg []byte) (from uint64, group string, payload []byte, ok bool) {
+	from, g, payload, ok := parseFedPublishView(msg)
+	return from, string(g), payload, ok
+}
+
+// parseFedPublishView is parseFedPublish with the group a view of msg.
+func parseFedPublishView(msg []byte) (from uint64, group []byte, payload []byte, ok bool) {
 	num, typ, n := protowire.ConsumeTag(msg)
 	if n < 0 || num != fedPublishField || typ != protowire.BytesType {
-		return 0, "", nil, false
+		return 0, nil, nil, false
 	}
 	inner, m := protowire.ConsumeBytes(msg[n:])
 	if m < 0 || n+m != len(msg) {
-		return 0, "", nil, false
+		return 0, nil, nil, false
 	}
 	var seen uint8
 	for len(inner) > 0 {
 		num, typ, n := protowire.ConsumeTag(inner)
 		if n < 0 {
-			return 0, "", nil, false
+			return 0, nil, nil, false
 		}
 		inner = inner[n:]
 		switch {
 		case num == 1 && typ == protowire.VarintType && seen&1 == 0:
 			v, k := protowire.ConsumeVarint(inner)
 			if k < 0 {
-				return 0, "", nil, false
+				return 0, nil, nil, false
 			}
 			from, inner, seen = v, inner[k:], seen|1
 		case num == 2 && typ == protowire.BytesType && seen&2 == 0:
 			v, k := protowire.ConsumeBytes(inner)
 			if k < 0 || !utf8.Valid(v) {
-				return 0, "", nil, false
+				return 0, nil, nil, false
 			}
-			group, inner, seen = string(v), inner[k:], seen|2
+			group, inner, seen = v, inner[k:], seen|2
 		case num == 3 && typ == protowire.BytesType && seen&4 == 0:
 			v, k := protowire.ConsumeBytes(inner)
 			if k < 0 {
-				return 0, "", nil, false
+				return 0, nil, nil, false
 			}
 			payload, inner, seen = v, inner[k:], seen|4
 		default:
-			return 0, "", nil, false
+			return 0, nil, nil, false
 		}
 	}
 	return from, group, payload, true
@@ -116,18 +122,25 @@ func parseFedPublish(msg []byte) (from uint64, group string, payload []byte, ok 
 // member, instead of one at a time.
 func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
 	var ob conn.Outbox
+	var run fedPubRun // the lookups of a run of publications (publishRun)
 	monitored := func() bool { p := fs.n.monitors.Load(); return p != nil && len(*p) > 0 }
 	for _, msg := range msgs {
-		if from, group, payload, ok := parseFedPublish(msg); ok && !monitored() {
-			fs.publishGathered(node, from, group, payload, &ob)
+		if from, gv, payload, ok := parseFedPublishView(msg); ok && !monitored() {
+			g := run.g
+			if !run.ok || string(gv) != g { // (compared without a copy)
+				g = string(gv)
+			}
+			fs.publishGathered(&run, node, from, g, payload, &ob)
 			if ob.Len() >= fedOutboxMax {
 				ob.Flush()
 			}
 			continue
 		}
 		// Anything else may reach the same connections another way:
-		// what is gathered goes first.
+		// what is gathered goes first; and it may change what a run
+		// looked up (the sender leaving, say): the run ends.
 		ob.Flush()
+		run = fedPubRun{}
 		fs.Deliver(node, msg)
 	}
 	ob.Flush()
@@ -140,8 +153,8 @@ const fedOutboxMax = 1024
 // publishGathered is Deliver's publication, gathered in ob: counted, and
 // a panic (a bug of this node's, on another node's input) loses only this
 // message, counted apart, as in Deliver.
-func (fs *fedState) publishGathered(node string, from uint64, group string, payload []byte, ob *conn.Outbox) {
+func (fs *fedState) publishGathered(run *fedPubRun, node string, from uint64, group string, payload []byte, ob *conn.Outbox) {
 	fs.received.Add(1)
 	defer fs.recoverMessage(node)
-	fs.publishIn(node, from, group, payload, ob)
+	fs.publishRun(run, node, from, group, payload, ob)
 }
