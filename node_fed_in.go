@@ -252,11 +252,11 @@ func (fs *fedState) publishIn(node string, from uint64, g string, payload []byte
 
 // fedPubRun is what publishRun looked up for the last publication of a
 // pass, kept for the next ones of the same run (same sender, same group:
-// a burst): the sender, the policy's word and the group's members here
-// are taken once per run. The sender's own comings and goings arrive on
-// the same link, in order, and end the run (DeliverBatch); a change made
-// here meanwhile (a member joining or leaving, a policy reload) shows
-// from the next run, as if the run had come a moment earlier.
+// a burst): the sender and the group's members here are taken once per
+// run (the policy is asked for each). The sender's own comings and goings
+// arrive on the same link, in order, and end the run (DeliverBatch); a
+// member joining or leaving here meanwhile shows from the next run, as if
+// the run had come a moment earlier.
 type fedPubRun struct {
 	ok      bool // the fields below are the last publication's
 	from    uint64
@@ -282,13 +282,13 @@ func (fs *fedState) publishRun(run *fedPubRun, node string, from uint64, g strin
 			fs.bad(node, "publication to a bad group")
 			return
 		}
-		if !fs.allow(fc, ActionPublish, g) {
-			return
-		}
 		members, h := fs.n.reg.Groups().Lookup(g)
 		*run = fedPubRun{ok: true, from: from, g: g, fc: fc, members: members, h: h}
 	}
 	fc, members := run.fc, run.members
+	if !fs.allow(fc, ActionPublish, g) { // every time, as for a local sender: a policy may count
+		return
+	}
 	if run.h != nil {
 		run.h.Published.Add(1)
 	}

@@ -505,7 +505,13 @@ func TestFedSenderOrder(t *testing.T) {
 // group it names, from the connection that sent it, and one from a
 // connection that went down earlier in the pass reaches nobody.
 func TestFedDeliverBatchRuns(t *testing.T) {
-	n1, fs := loneFedNode(t)
+	var asked atomic.Int64 // the policy is asked for every publication, run or not
+	n1, fs := loneFedNode(t, WithPolicy(PolicyFunc(func(who Cred, what Action, _ string) error {
+		if who.Node != "" && what == ActionPublish {
+			asked.Add(1)
+		}
+		return nil
+	})))
 	ctx := ctx5(t)
 	m := dial(t, n1)
 	for _, g := range []string{"g", "h"} {
@@ -544,6 +550,9 @@ func TestFedDeliverBatchRuns(t *testing.T) {
 		t.Fatalf("the member received %v, want %v (two senders)", seen, want)
 	}
 	noEvent(t, m)
+	if n := asked.Load(); n != 6 {
+		t.Fatalf("the policy was asked %d times for 6 publications delivered", n)
+	}
 	if st := n1.FederationStats(); st.Malformed-before.Malformed != 1 || st.Received-before.Received != 8 {
 		t.Fatalf("malformed %d, received %d: want 1 (the publication from a connection gone), 8",
 			st.Malformed-before.Malformed, st.Received-before.Received)

@@ -193,6 +193,9 @@ func (n *Node) fedClose() {
 	}
 	fs.mu.Lock()
 	peers := fs.peers
+	for _, p := range peers {
+		p.dropped = true
+	}
 	fs.peers, fs.peerList = map[string]*fedPeer{}, nil
 	fs.mu.Unlock()
 	for _, p := range peers {

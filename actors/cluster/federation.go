@@ -55,6 +55,12 @@ type Federation struct {
 	remote            *remote.Remote
 	sub               *eventstream.Subscription
 
+	// names is a copy of byName, replaced under mu whenever byName
+	// changes (setNamesLocked), for Send's lookup without mu: a peer in it
+	// that is announced and not down is byName's (a node's peer is
+	// replaced there only once down).
+	names atomic.Pointer[map[string]*peer]
+
 	// rmu: held (read) by remote's readers while they hand the link an
 	// envelope; Close takes it to stop them (rclosed).
 	rmu     sync.RWMutex
@@ -66,12 +72,6 @@ type Federation struct {
 	ctx       context.Context // cancelled by Close: ends the probes
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
-
-	// sendTo is the peer Send found last, tried before mu and byName:
-	// it is byName's while it is announced and not down (a node's peer
-	// is replaced in byName only once down), and dropped when it goes
-	// down.
-	sendTo atomic.Pointer[peer]
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
 	// order: mu, then a peer's smu or imu (never the other way round).
@@ -304,8 +304,11 @@ func (f *Federation) Send(node string, msg []byte) error {
 		f.stats.tooLarge.Add(1)
 		return ErrTooLarge
 	}
-	p := f.sendTo.Load()
-	if p == nil || p.name != node || p.isDown.Load() || !p.announced.Load() {
+	var p *peer
+	if m := f.names.Load(); m != nil {
+		p = (*m)[node]
+	}
+	if p == nil || p.isDown.Load() || !p.announced.Load() {
 		f.mu.RLock()
 		p = f.byName[node]
 		// Not before the host heard NodeUp: until then, what it sends is
@@ -316,7 +319,6 @@ func (f *Federation) Send(node string, msg []byte) error {
 			f.stats.notUp.Add(1)
 			return ErrNodeNotUp
 		}
-		f.sendTo.Store(p)
 	}
 	refused, err := p.send(msg)
 	if refused {

@@ -244,6 +244,7 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 			d.backoff, d.next = 0, time.Time{} // a node answers there
 		}
 		f.bySession[session], f.byName[h.Node], f.byAddr[h.Address] = p, p, p
+		f.setNamesLocked()
 	} else if p.name != h.Node || p.incarnation != h.Incarnation || p.addr != h.Address {
 		f.stats.protocol.Add(1)
 		f.downLocked(p, "link protocol error: its Hello changed who it is", byeProtocol)
@@ -340,13 +341,13 @@ func (f *Federation) downLocked(p *peer, reason string, code uint32) {
 		return
 	}
 	p.isDown.Store(true)
-	f.sendTo.CompareAndSwap(p, nil)
 	p.reason = reason
 	if f.bySession[p.session] == p {
 		delete(f.bySession, p.session)
 	}
 	if f.byName[p.name] == p {
 		delete(f.byName, p.name)
+		f.setNamesLocked()
 	}
 	if f.byAddr[p.addr] == p {
 		delete(f.byAddr, p.addr)
@@ -454,4 +455,14 @@ func (f *Federation) dialPass(now time.Time) {
 			f.try(addr, d, now)
 		}
 	}
+}
+
+// setNamesLocked publishes a copy of byName for Send (names); mu is held
+// for writing. Nodes link and go rarely: a copy each time is cheap.
+func (f *Federation) setNamesLocked() {
+	m := make(map[string]*peer, len(f.byName))
+	for name, p := range f.byName {
+		m[name] = p
+	}
+	f.names.Store(&m)
 }
