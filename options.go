@@ -102,9 +102,12 @@ func WithMaxMessage(n int) Option {
 	}
 }
 
-// WithSpin sets how long a waiting goroutine (a client's caller or pump, a
-// node's pump) spins before it parks (see shm.WithSpin); by default each
-// end spins only when a core is to spare.
+// WithSpin sets how long at most a waiting goroutine (a client's caller or
+// pump, a node's pump) spins before it parks (see shm.WithSpin); by default
+// each end spins only when a core is to spare. Each spin adapts within that
+// bound: a caller waiting for its reply spins less while replies come long
+// after it gives up (shm.NewReplySpinner), a pump while its peer is slow to
+// answer (shm.NewSpinner).
 func WithSpin(d time.Duration) Option {
 	return Option{
 		dial: func(o *dialOptions) error { o.spin = &d; return nil },
