@@ -203,10 +203,16 @@ func memberMain() int {
 				for {
 					msg := make([]byte, max(size, 8))
 					binary.LittleEndian.PutUint64(msg, seq)
+					// Whether the session it started in is over, asked
+					// before each Send under mu, which NodeDown takes: the
+					// next session is announced only after NodeDown
+					// returned, so a Send made here goes to this session.
+					// (Asked after the Send, a message could go into the
+					// next session, numbered as this one's.)
 					h.mu.Lock()
-					err := f.Send(node, msg)
-					if h.downs[node] != downs {
-						err = errors.New("node down")
+					err := errors.New("node down")
+					if h.downs[node] == downs {
+						err = f.Send(node, msg)
 					}
 					h.mu.Unlock()
 					if errors.Is(err, ErrBudget) {
