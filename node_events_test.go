@@ -108,7 +108,9 @@ func TestEventWaitsForRoom(t *testing.T) {
 				n := startNode(t, WithRings(1<<20, 1<<20, 64<<10), WithEventQueue(1), WithEventQueueBytes(evSize),
 					WithEventWait(time.Minute))
 				emitService(n)
-				c := dial(t, n, WithTransport(tr))
+				// The client's own buffer holds one event, so that the
+				// ring fills while the test does not read.
+				c := dial(t, n, WithTransport(tr), WithEventQueue(1))
 				ctx, cancel := context.WithTimeout(context.Background(), emitTimeout)
 				defer cancel()
 				const count = 200 // 3.2 MB through a 64 KiB ring

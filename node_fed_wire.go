@@ -67,14 +67,8 @@ func appendFedPublish(b []byte, from uint64, group string, payload []byte) []byt
 // nothing else, each field of it at most once; ok is false for anything
 // else (another kind, unknown or repeated fields, a group that is not
 // UTF-8, a malformed message), which proto.Unmarshal then reads or
-// refuses. payload is msg's bytes, not a copy.
-func parseFedPublish(msg []byte) (from uint64, group string, payload []byte, ok bool) {
-	from, g, payload, ok := parseFedPublishView(msg)
-	return from, string(g), payload, ok
-}
-
-// parseFedPublishView is parseFedPublish with the group a view of msg.
-func parseFedPublishView(msg []byte) (from uint64, group []byte, payload []byte, ok bool) {
+// refuses. group and payload are msg's bytes, not copies.
+func parseFedPublish(msg []byte) (from uint64, group []byte, payload []byte, ok bool) {
 	num, typ, n := protowire.ConsumeTag(msg)
 	if n < 0 || num != fedPublishField || typ != protowire.BytesType {
 		return 0, nil, nil, false
@@ -125,7 +119,7 @@ func (fs *fedState) DeliverBatch(node string, msgs [][]byte) {
 	var run fedPubRun // the lookups of a run of publications (publishRun)
 	monitored := func() bool { p := fs.n.monitors.Load(); return p != nil && len(*p) > 0 }
 	for _, msg := range msgs {
-		if from, gv, payload, ok := parseFedPublishView(msg); ok && !monitored() {
+		if from, gv, payload, ok := parseFedPublish(msg); ok && !monitored() {
 			g := run.g
 			if !run.ok || string(gv) != g { // (compared without a copy)
 				g = string(gv)

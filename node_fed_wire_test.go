@@ -28,7 +28,7 @@ func TestFedPublishWire(t *testing.T) {
 			t.Fatalf("appendFedPublish(%d, %q, %d bytes) = %x, proto.Marshal = %x", c.from, c.group, len(c.payload), got, want)
 		}
 		from, group, payload, ok := parseFedPublish(got)
-		if !ok || from != c.from || group != c.group || !bytes.Equal(payload, c.payload) {
+		if !ok || from != c.from || string(group) != c.group || !bytes.Equal(payload, c.payload) {
 			t.Fatalf("parseFedPublish read (%d, %q, %d bytes, %v), want (%d, %q, %d bytes)", from, group, len(payload), ok, c.from, c.group, len(c.payload))
 		}
 	}
@@ -63,7 +63,7 @@ func FuzzFedPublishWire(f *testing.F) {
 				t.Fatalf("parseFedPublish took %x, which proto.Unmarshal refuses: %v", msg, err)
 			}
 			pub := m.GetPublish()
-			if pub == nil || pub.GetFrom() != f || pub.GetGroup() != g || !bytes.Equal(pub.GetPayload(), p) {
+			if pub == nil || pub.GetFrom() != f || pub.GetGroup() != string(g) || !bytes.Equal(pub.GetPayload(), p) {
 				t.Fatalf("parseFedPublish read %x as (%d, %q, %x); proto.Unmarshal as %v", msg, f, g, p, &m)
 			}
 		}

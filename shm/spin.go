@@ -44,6 +44,10 @@ func DefaultSpin() time.Duration {
 // Without that, a budget shrunk below the peer's answer time would never
 // grow again; doing it at every such park would spin in vain when the peer
 // shares our CPU (it answers quickly only because we parked).
+//
+// With byWait (NewReplySpinner) a park does not halve it: the wait that
+// follows, reported by woke, decides (shorter than max: back to max;
+// longer: halved), and a park not reported changes nothing.
 type spinner struct {
 	max, cur time.Duration
 	short    uint32 // parks shorter than max

@@ -62,8 +62,9 @@ type daemonOpts struct {
 
 // startDaemon starts `node serve --socket DIR/node.sock` (or o.socket)
 // and waits until the socket accepts. Cleanup stops it with SIGTERM
-// (SIGKILL after 10s) and waits for it; it also dies with the test
-// process (Pdeathsig).
+// (SIGKILL after 10s) and waits for it, and fails the test if it exited
+// with an error by itself or not with 0 on SIGTERM; it also dies with the
+// test process (Pdeathsig).
 func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	t.Helper()
 	bin := buildNode(t)
