@@ -116,10 +116,16 @@ func TestEventWaitsForRoom(t *testing.T) {
 				const count = 200 // 3.2 MB through a 64 KiB ring
 				done := make(chan error, 1)
 				go func() { _, err := c.Call(ctx, svcEmit, cmd, emitRequest(count, evSize)); done <- err }()
-				// Nothing is read until the handler has had to wait for
-				// room at least once (a reader as quick as the handler
-				// would never let the ring fill).
-				waitFor(t, func() bool { return connInfoOf(t, n, c).EventWaits > 0 })
+				// Over shared memory, nothing is read until the handler has
+				// had to wait for room at least once (a reader as quick as
+				// the handler would never let the ring fill). Over the
+				// socket the client's reader never stops reading (past its
+				// bound it drops the oldest instead), so whether the
+				// handler ever waits depends on which is quicker: there
+				// the test checks only that everything arrives.
+				if tr == TransportSHM {
+					waitFor(t, func() bool { return connInfoOf(t, n, c).EventWaits > 0 })
+				}
 				for i := range count {
 					e, err := c.RecvEvent(ctx)
 					if err != nil {
@@ -136,7 +142,7 @@ func TestEventWaitsForRoom(t *testing.T) {
 				}
 				noEvent(t, c)
 				ci := connInfoOf(t, n, c)
-				if ci.Dropped != 0 || ci.EventWaits == 0 || ci.EventWaitsExpired != 0 {
+				if ci.Dropped != 0 || (tr == TransportSHM && ci.EventWaits == 0) || ci.EventWaitsExpired != 0 {
 					t.Fatalf("dropped %d, waits %d, expired %d", ci.Dropped, ci.EventWaits, ci.EventWaitsExpired)
 				}
 			})
