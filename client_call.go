@@ -20,7 +20,7 @@ type call struct {
 	code    pb.Code
 	async   *AsyncCall // Go, GoRequest: the reply completes it instead (client_async.go)
 	view    bool       // CallView: a copy of the reply may be a pooled buffer (viewbufs)
-	parked  time.Time  // when its caller's spin (lead) gave up; zero if it did not spin or won
+	parked  time.Time  // when its caller's spin (lead) gave up; zero if it did not spin or won (cleared when taken from the pool)
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -116,7 +116,6 @@ again:
 	case <-cl.done:
 		if !cl.parked.IsZero() {
 			c.leadWoke(time.Since(cl.parked))
-			cl.parked = time.Time{}
 		}
 		return callResult(cl)
 	case <-ctx.Done():
@@ -153,7 +152,6 @@ func callResult(cl *call) ([]byte, error) {
 // node needs; one that comes soon after it gave up, or a spin that wins,
 // grows it again.
 func (c *Conn) lead(cl *call) {
-	cl.parked = time.Time{}
 	if c.spin <= 0 || !c.spinning.CompareAndSwap(false, true) {
 		return
 	}

@@ -56,9 +56,8 @@ type Federation struct {
 	sub               *eventstream.Subscription
 
 	// names is a copy of byName, replaced under mu whenever byName
-	// changes (setNamesLocked), for Send's lookup without mu: a peer in it
-	// that is announced and not down is byName's (a node's peer is
-	// replaced there only once down).
+	// changes (setNamesLocked), for Send's lookup without mu: loaded, it
+	// is byName as of some moment, as a read under mu would be.
 	names atomic.Pointer[map[string]*peer]
 
 	// rmu: held (read) by remote's readers while they hand the link an
@@ -305,20 +304,14 @@ func (f *Federation) Send(node string, msg []byte) error {
 		return ErrTooLarge
 	}
 	var p *peer
-	if m := f.names.Load(); m != nil {
+	if m := f.names.Load(); m != nil { // byName as of its last change
 		p = (*m)[node]
 	}
+	// Not before the host heard NodeUp (announced, which comes after up):
+	// until then, what it sends is meant for an earlier session of node's.
 	if p == nil || p.isDown.Load() || !p.announced.Load() {
-		f.mu.RLock()
-		p = f.byName[node]
-		// Not before the host heard NodeUp: until then, what it sends is
-		// meant for an earlier session of node's.
-		up := p != nil && p.up && p.announced.Load()
-		f.mu.RUnlock()
-		if !up {
-			f.stats.notUp.Add(1)
-			return ErrNodeNotUp
-		}
+		f.stats.notUp.Add(1)
+		return ErrNodeNotUp
 	}
 	refused, err := p.send(msg)
 	if refused {
