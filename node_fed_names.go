@@ -99,6 +99,13 @@ func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, owner *conn.
 	defer nm.mu.Unlock()
 	if old := nm.mine[name]; old != nil {
 		m.BelievedOwner = old.BelievedOwner
+	} else if d, ok := nm.decided[name]; ok {
+		// This node's first claims on a name decided elsewhere: it
+		// believes in the owner it applied, so that an arbiter that has
+		// not heard the owner's node yet waits for it (a new arbiter
+		// asks for claims when it takes over; this node's may come
+		// first).
+		m.BelievedOwner = first(d.queue)
 	}
 	if owner != nil {
 		m.BelievedOwner = owner.Address()
