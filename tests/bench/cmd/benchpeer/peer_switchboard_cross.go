@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
+	"strconv"
 	"time"
 
 	"github.com/switchboard-ipc/switchboard"
@@ -27,6 +29,15 @@ import (
 // a free loopback port. It prints "ready SOCKET LINK" once it serves and,
 // for node B, once the link to A is up.
 func sbXNode(ctx context.Context, a *args) (*result, error) {
+	if v := os.Getenv("BENCHPEER_NODE_PROCS"); v != "" {
+		// GOMAXPROCS for the nodes alone (the environment's GOMAXPROCS
+		// sets it for every process of the run, the other peers' too).
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 {
+			return nil, fmt.Errorf("BENCHPEER_NODE_PROCS=%q: want a number of Ps, 1 or more", v)
+		}
+		runtime.GOMAXPROCS(k)
+	}
 	if dir := os.Getenv("BENCHPEER_NODE_CPUPROFILE"); dir != "" {
 		// A CPU profile of the node, for reading where a crossing's
 		// time goes: DIR/node-NAME.prof.
