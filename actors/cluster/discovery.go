@@ -87,8 +87,6 @@ type discovered struct {
 	ignored map[string]bool // those it lists that are ignored (each counted once)
 	last    []string        // its last list
 	short   bool            // some of it did not fit in the dial table (beat tries again)
-	held    int             // addresses ignored since the last log line
-	warned  time.Time       // when that line was
 }
 
 // found takes the addresses the Discovery knows now. Each is untrusted
@@ -169,11 +167,9 @@ func (f *Federation) foundLocked(addrs []string, now time.Time) {
 	f.stats.badDiscovered.Add(uint64(bad))
 	f.stats.dialFull.Add(uint64(excess + full))
 	if n := bad + excess + full; n > 0 {
-		f.disc.held += n
-		if now.Sub(f.disc.warned) >= 10*time.Second {
+		if ok, since := f.logs.discovery.allow(now, uint64(n)); ok {
 			f.logf("cluster: the discovery lists addresses that are ignored: %d not HOST:PORT (or not loopback, without TLS), %d past %d, %d with the table of addresses to dial full (%d since the last such line; %q among them)",
-				bad, excess, maxDiscovered, full, f.disc.held, clip(example))
-			f.disc.held, f.disc.warned = 0, now
+				bad, excess, maxDiscovered, full, since, clip(example))
 		}
 	}
 }

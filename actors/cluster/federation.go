@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -73,7 +74,8 @@ type Federation struct {
 	wg        sync.WaitGroup // the ticker and the peers' delivery goroutines
 
 	// mu guards the maps, each peer's up and reason, and closed. Lock
-	// order: mu, then a peer's smu or imu (never the other way round).
+	// order: mu, then a peer's smu or imu (never the other way round);
+	// a logLimit's mu is a leaf, taken under any of them.
 	mu        sync.RWMutex
 	closed    bool
 	bySession map[uint64]*peer
@@ -86,9 +88,9 @@ type Federation struct {
 	// retiredKept (retiredOrder, oldest first).
 	retired      map[uint64]struct{}
 	retiredOrder []uint64
-	plainWarned  time.Time // the last log of a Hello from an address not dialable in plaintext
 
 	stats counters
+	logs  logLimits
 
 	// lost: addresses remote dead-lettered a message to, and when; the
 	// ticker declares down their links made before then (beat).
@@ -98,6 +100,17 @@ type Federation struct {
 	// budget while the links run (see Start); never written, so it
 	// takes address space, not memory.
 	ballast []byte
+}
+
+// logLimits holds back the log lines others can provoke at will, one
+// limit per kind (loglimit.go).
+type logLimits struct {
+	plain      logLimit // Hellos from an address not dialable in plaintext
+	refusedOut logLimit // Hellos this node refused
+	refusedIn  logLimit // Byes refusing this node
+	calls      logLimit // remote's unary calls refused
+	panics     logLimit // streams that broke remote
+	discovery  logLimit // addresses a discovery listed that are ignored
 }
 
 type counters struct {
@@ -277,9 +290,18 @@ func (f *Federation) Start(self, incarnation string, host switchboard.Federation
 // refuseUnary answers remote's unary calls (ListProcesses,
 // GetProcessDiagnostics), which remote implements as panics that would
 // end the process: nothing but the stream is served.
-func (f *Federation) refuseUnary(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+func (f *Federation) refuseUnary(ctx context.Context, _ any, info *grpc.UnaryServerInfo, _ grpc.UnaryHandler) (any, error) {
 	f.stats.refusedCalls.Add(1)
+	f.limitedf(&f.logs.calls, "cluster: refused %s from %s: only the stream is served", clip(info.FullMethod), peerOf(ctx))
 	return nil, status.Error(codes.Unimplemented, "switchboard link: only the stream is served")
+}
+
+// peerOf names the other end of a gRPC call, for a log line.
+func peerOf(ctx context.Context) string {
+	if p, ok := grpcpeer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "an unknown address"
 }
 
 // recoverStream turns a panic in remote's stream reader into the end of
@@ -290,7 +312,7 @@ func (f *Federation) recoverStream(srv any, ss grpc.ServerStream, _ *grpc.Stream
 	defer func() {
 		if r := recover(); r != nil {
 			f.stats.panics.Add(1)
-			f.logf("cluster: a stream from another node broke remote (%v): closed", r)
+			f.limitedf(&f.logs.panics, "cluster: a stream from %s broke remote (%v): closed", peerOf(ss.Context()), r)
 			err = status.Error(codes.InvalidArgument, "switchboard link: malformed batch")
 		}
 	}()

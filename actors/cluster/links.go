@@ -179,16 +179,13 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 		// Linking would mean dialling it in the clear with the secret;
 		// not answered either (an answer dials it too).
 		f.stats.protocol.Add(1)
-		if now := time.Now(); now.Sub(f.plainWarned) >= 10*time.Second {
-			f.plainWarned = now
-			f.logf("cluster: ignored node %s (%s): it advertises %s, not a loopback address, and this node has no TLS", h.Node, h.Incarnation, h.Address)
-		}
+		f.limitedf(&f.logs.plain, "cluster: ignored node %s (%s): it advertises %s, not a loopback address, and this node has no TLS", h.Node, h.Incarnation, h.Address)
 		return
 	}
 	refuse := func(code uint32, format string, args ...any) {
 		reason := fmt.Sprintf(format, args...)
 		f.stats.refusedOut.Add(1)
-		f.logf("cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
+		f.limitedf(&f.logs.refusedOut, "cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
 		f.bye(pid, f.localFor(h.Address), session, code, reason)
 	}
 	switch {
@@ -302,7 +299,7 @@ func (f *Federation) onBye(session uint64, b *linkpb.Bye) {
 	if refusal(b.Code) {
 		d.refused = reason
 		f.stats.refusedIn.Add(1)
-		f.logf("cluster: the node at %s refused this one: %s", b.Address, reason)
+		f.limitedf(&f.logs.refusedIn, "cluster: the node at %s refused this one: %s", b.Address, reason)
 	}
 }
 
