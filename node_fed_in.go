@@ -90,6 +90,8 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 		fs.nameOwnerIn(node, b.NameOwner)
 	case *pb.FedMessage_NamesResync:
 		fs.namesResyncIn(node)
+	case *pb.FedMessage_ClaimsAsk:
+		fs.claimsAskIn(node, b.ClaimsAsk)
 	default: // a newer node's kind (or none): skew, not an error
 		fs.unknown.Add(1)
 	}

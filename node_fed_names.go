@@ -53,6 +53,7 @@ type arbName struct {
 	owners   map[string]string   // node → the claimant it holds as owner
 	believed map[string]string   // node → the owner it last heard of
 	heard    map[string]bool     // nodes whose claims came since this node arbitrates the name
+	asked    map[string]bool     // nodes asked for their claims (FedClaimsAsk) while not heard
 	live     map[string]bool     // node → its believed owner is live as it sees the nodes (believed_live)
 	queue    []string            // the decision, owner first
 }
@@ -173,7 +174,7 @@ func (fs *fedState) claimsIn(node string, m *pb.FedClaims) {
 func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 	a := fs.names.arb[m.Name]
 	if a == nil {
-		a = &arbName{claims: map[string][]string{}, owners: map[string]string{}, believed: map[string]string{}, heard: map[string]bool{}, live: map[string]bool{}}
+		a = &arbName{claims: map[string][]string{}, owners: map[string]string{}, believed: map[string]string{}, heard: map[string]bool{}, asked: map[string]bool{}, live: map[string]bool{}}
 		fs.names.arb[m.Name] = a
 	}
 	prefix := fs.prefixOf(node)
@@ -207,6 +208,44 @@ func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: m.Name, Queue: a.queue}}})
 		}
 	}
+}
+
+// askClaims asks node for its claims on a's name, once while a waits
+// for them; names.mu held.
+func (fs *fedState) askClaims(name string, a *arbName, node string) {
+	if a.asked[node] {
+		return
+	}
+	if p := fs.peer(node); p != nil {
+		a.asked[node] = true
+		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+	}
+}
+
+// claimsAskIn answers an arbiter that waits for this node's claims on a
+// name (FedClaimsAsk): they go to it (none if this node claims nothing),
+// whichever node this one sees as the name's arbiter; where this node's
+// own claims go (sentTo), and whose decisions it takes, does not change.
+func (fs *fedState) claimsAskIn(node string, m *pb.FedClaimsAsk) {
+	name := m.GetName()
+	if checkName(name) != nil {
+		fs.bad(node, "a claims ask on a bad name")
+		return
+	}
+	p := fs.peer(node)
+	if p == nil {
+		fs.bad(node, "a message from a node that is not up")
+		return
+	}
+	nm := &fs.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	out := &pb.FedClaims{Name: name}
+	if mine := nm.mine[name]; mine != nil {
+		out.Claims, out.BelievedOwner = mine.Claims, mine.BelievedOwner
+		out.BelievedLive = fs.believedLive(mine.BelievedOwner)
+	}
+	fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: out}}) // encoded at once: sharing Claims is safe
 }
 
 // peer returns node's fedPeer if it is up, or nil.
@@ -330,8 +369,13 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 			// state came; before, as the claimant saw it (a new or
 			// restarted arbiter may hear the standbys' nodes first). A
 			// belief in an owner that closed, or on a node gone, waits
-			// for nothing: nothing would end the wait.
+			// for nothing: nothing would end the wait. The node waited
+			// for is asked for its claims, which it sends here whichever
+			// node it sees as the arbiter: one whose view of the nodes
+			// differs (a partial partition) would otherwise send them
+			// elsewhere, and the wait would last until the views agree.
 			if node, _, _, ok := parseAddress(b); ok && node != fs.self && !a.heard[node] && fs.ownerLives(b, a.live[claimant]) {
+				fs.askClaims(name, a, node)
 				return true
 			}
 		}
@@ -501,6 +545,7 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 			// Heard from since this arbiter took the name: no longer, for
 			// a node that left (if it comes back, its claims come anew).
 			delete(a.heard, left)
+			delete(a.asked, left)
 			if a.claims[left] != nil {
 				fs.unclaim(a, left)
 				delete(a.owners, left)

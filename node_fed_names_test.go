@@ -667,3 +667,53 @@ func TestFedNamesOwnerClosedWhileArbiterAway(t *testing.T) {
 	}
 	owns(t, name, standby.Address(), ns[a], ns[b], ns[c], ns[n])
 }
+
+// TestFedNamesArbiterAsksOwnersNode: in a partial partition (a no longer
+// sees z; c still sees both and sends its claims to z, its arbiter), a,
+// arbiter as it sees the nodes, waits for the claims of the node it
+// believes holds the owner, c, and asks c for them (FedClaimsAsk), which
+// c sends whichever node it sees as the arbiter: a new claimant on a
+// hears at once, as a standby behind the owner while the owner claims,
+// and as the owner once the owner disowned (a never heard z's decision).
+// Without the ask a waits until the views agree.
+func TestFedNamesArbiterAsksOwnersNode(t *testing.T) {
+	for _, disown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disowned=%v", disown), func(t *testing.T) {
+			name, order := roles("svc.asks", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+				return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2]) == o[1]
+			})
+			z, a, c := order[0], order[1], order[2] // z arbitrates among all, a among a and c
+			cl := newFakeCluster()
+			ns := startFedNodes(t, cl, z, a, c)
+			ctx := ctx5(t)
+			owner := dial(t, ns[c])
+			knows(t, ns[a], owner.Address())
+			if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+				t.Fatalf("own on %s: %v %v", c, primary, err)
+			}
+			owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
+			cl.cutPair(z, a)
+			linkedTo(t, ns[a], c)
+			linkedTo(t, ns[c], a, z)
+			if disown {
+				if err := owner.Disown(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, func() bool { return ns[z].reg.RemoteOwner(name) == "" && ns[z].reg.Owner(name) == nil })
+			}
+			later := dial(t, ns[a])
+			knows(t, ns[c], later.Address())
+			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			primary, pos, err := later.Own(octx, name)
+			switch {
+			case err != nil:
+				t.Fatalf("a new claimant on %s: %v; want an answer", a, err)
+			case disown && !primary:
+				t.Fatalf("a new claimant on %s, the owner disowned: a standby at %d; want the owner", a, pos)
+			case !disown && (primary || pos != 1):
+				t.Fatalf("a new claimant on %s: primary %v, position %d; want a standby behind %s", a, primary, pos, owner.Address())
+			}
+		})
+	}
+}

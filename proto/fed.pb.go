@@ -49,6 +49,7 @@ type FedMessage struct {
 	//	*FedMessage_Claims
 	//	*FedMessage_NameOwner
 	//	*FedMessage_NamesResync
+	//	*FedMessage_ClaimsAsk
 	Body          isFedMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -208,6 +209,15 @@ func (x *FedMessage) GetNamesResync() *FedNamesResync {
 	return nil
 }
 
+func (x *FedMessage) GetClaimsAsk() *FedClaimsAsk {
+	if x != nil {
+		if x, ok := x.Body.(*FedMessage_ClaimsAsk); ok {
+			return x.ClaimsAsk
+		}
+	}
+	return nil
+}
+
 type isFedMessage_Body interface {
 	isFedMessage_Body()
 }
@@ -280,6 +290,14 @@ type FedMessage_NamesResync struct {
 	NamesResync *FedNamesResync `protobuf:"bytes,13,opt,name=names_resync,json=namesResync,proto3,oneof"`
 }
 
+type FedMessage_ClaimsAsk struct {
+	// The sender arbitrates a name and waits for the receiver's claims on
+	// it (another node believes the owner is the receiver's): the
+	// receiver answers with its claims on the name (FedClaims, none if it
+	// has none), whichever node it sees as the name's arbiter.
+	ClaimsAsk *FedClaimsAsk `protobuf:"bytes,14,opt,name=claims_ask,json=claimsAsk,proto3,oneof"`
+}
+
 func (*FedMessage_State) isFedMessage_Body() {}
 
 func (*FedMessage_ConnUp) isFedMessage_Body() {}
@@ -306,6 +324,53 @@ func (*FedMessage_NameOwner) isFedMessage_Body() {}
 
 func (*FedMessage_NamesResync) isFedMessage_Body() {}
 
+func (*FedMessage_ClaimsAsk) isFedMessage_Body() {}
+
+// FedClaimsAsk asks for the receiver's claims on name (FedMessage.claims_ask).
+type FedClaimsAsk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedClaimsAsk) Reset() {
+	*x = FedClaimsAsk{}
+	mi := &file_fed_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedClaimsAsk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedClaimsAsk) ProtoMessage() {}
+
+func (x *FedClaimsAsk) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedClaimsAsk.ProtoReflect.Descriptor instead.
+func (*FedClaimsAsk) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FedClaimsAsk) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // FedNamesResync asks for claims and decisions again (FedMessage.names_resync).
 type FedNamesResync struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -315,7 +380,7 @@ type FedNamesResync struct {
 
 func (x *FedNamesResync) Reset() {
 	*x = FedNamesResync{}
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +392,7 @@ func (x *FedNamesResync) String() string {
 func (*FedNamesResync) ProtoMessage() {}
 
 func (x *FedNamesResync) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[1]
+	mi := &file_fed_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +405,7 @@ func (x *FedNamesResync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedNamesResync.ProtoReflect.Descriptor instead.
 func (*FedNamesResync) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{1}
+	return file_fed_proto_rawDescGZIP(), []int{2}
 }
 
 // FedClaims is every claimant of name on the sending node, in the order
@@ -362,7 +427,7 @@ type FedClaims struct {
 
 func (x *FedClaims) Reset() {
 	*x = FedClaims{}
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +439,7 @@ func (x *FedClaims) String() string {
 func (*FedClaims) ProtoMessage() {}
 
 func (x *FedClaims) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[2]
+	mi := &file_fed_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +452,7 @@ func (x *FedClaims) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaims.ProtoReflect.Descriptor instead.
 func (*FedClaims) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{2}
+	return file_fed_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FedClaims) GetName() string {
@@ -430,7 +495,7 @@ type FedClaim struct {
 
 func (x *FedClaim) Reset() {
 	*x = FedClaim{}
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +507,7 @@ func (x *FedClaim) String() string {
 func (*FedClaim) ProtoMessage() {}
 
 func (x *FedClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +520,7 @@ func (x *FedClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaim.ProtoReflect.Descriptor instead.
 func (*FedClaim) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{3}
+	return file_fed_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FedClaim) GetId() uint64 {
@@ -489,7 +554,7 @@ type FedNameOwner struct {
 
 func (x *FedNameOwner) Reset() {
 	*x = FedNameOwner{}
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +566,7 @@ func (x *FedNameOwner) String() string {
 func (*FedNameOwner) ProtoMessage() {}
 
 func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +579,7 @@ func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedNameOwner.ProtoReflect.Descriptor instead.
 func (*FedNameOwner) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{4}
+	return file_fed_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FedNameOwner) GetName() string {
@@ -557,7 +622,7 @@ type FedConn struct {
 
 func (x *FedConn) Reset() {
 	*x = FedConn{}
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +634,7 @@ func (x *FedConn) String() string {
 func (*FedConn) ProtoMessage() {}
 
 func (x *FedConn) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +647,7 @@ func (x *FedConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConn.ProtoReflect.Descriptor instead.
 func (*FedConn) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{5}
+	return file_fed_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FedConn) GetId() uint64 {
@@ -637,7 +702,7 @@ type FedState struct {
 
 func (x *FedState) Reset() {
 	*x = FedState{}
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +714,7 @@ func (x *FedState) String() string {
 func (*FedState) ProtoMessage() {}
 
 func (x *FedState) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +727,7 @@ func (x *FedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedState.ProtoReflect.Descriptor instead.
 func (*FedState) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{6}
+	return file_fed_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FedState) GetConns() []*FedConn {
@@ -684,7 +749,7 @@ type FedConnDown struct {
 
 func (x *FedConnDown) Reset() {
 	*x = FedConnDown{}
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +761,7 @@ func (x *FedConnDown) String() string {
 func (*FedConnDown) ProtoMessage() {}
 
 func (x *FedConnDown) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +774,7 @@ func (x *FedConnDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConnDown.ProtoReflect.Descriptor instead.
 func (*FedConnDown) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{7}
+	return file_fed_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FedConnDown) GetId() uint64 {
@@ -744,7 +809,7 @@ type FedMembership struct {
 
 func (x *FedMembership) Reset() {
 	*x = FedMembership{}
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +821,7 @@ func (x *FedMembership) String() string {
 func (*FedMembership) ProtoMessage() {}
 
 func (x *FedMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +834,7 @@ func (x *FedMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedMembership.ProtoReflect.Descriptor instead.
 func (*FedMembership) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{8}
+	return file_fed_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FedMembership) GetId() uint64 {
@@ -806,7 +871,7 @@ type FedDirect struct {
 
 func (x *FedDirect) Reset() {
 	*x = FedDirect{}
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +883,7 @@ func (x *FedDirect) String() string {
 func (*FedDirect) ProtoMessage() {}
 
 func (x *FedDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +896,7 @@ func (x *FedDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedDirect.ProtoReflect.Descriptor instead.
 func (*FedDirect) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{9}
+	return file_fed_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FedDirect) GetFrom() uint64 {
@@ -882,7 +947,7 @@ type FedPublish struct {
 
 func (x *FedPublish) Reset() {
 	*x = FedPublish{}
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +959,7 @@ func (x *FedPublish) String() string {
 func (*FedPublish) ProtoMessage() {}
 
 func (x *FedPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +972,7 @@ func (x *FedPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedPublish.ProtoReflect.Descriptor instead.
 func (*FedPublish) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{10}
+	return file_fed_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FedPublish) GetFrom() uint64 {
@@ -953,7 +1018,7 @@ type FedRequest struct {
 
 func (x *FedRequest) Reset() {
 	*x = FedRequest{}
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1030,7 @@ func (x *FedRequest) String() string {
 func (*FedRequest) ProtoMessage() {}
 
 func (x *FedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1043,7 @@ func (x *FedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedRequest.ProtoReflect.Descriptor instead.
 func (*FedRequest) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{11}
+	return file_fed_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FedRequest) GetRid() uint64 {
@@ -1042,7 +1107,7 @@ type FedReply struct {
 
 func (x *FedReply) Reset() {
 	*x = FedReply{}
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1119,7 @@ func (x *FedReply) String() string {
 func (*FedReply) ProtoMessage() {}
 
 func (x *FedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1132,7 @@ func (x *FedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedReply.ProtoReflect.Descriptor instead.
 func (*FedReply) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{12}
+	return file_fed_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FedReply) GetRid() uint64 {
@@ -1102,7 +1167,7 @@ type FedCancel struct {
 
 func (x *FedCancel) Reset() {
 	*x = FedCancel{}
-	mi := &file_fed_proto_msgTypes[13]
+	mi := &file_fed_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1179,7 @@ func (x *FedCancel) String() string {
 func (*FedCancel) ProtoMessage() {}
 
 func (x *FedCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[13]
+	mi := &file_fed_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1192,7 @@ func (x *FedCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedCancel.ProtoReflect.Descriptor instead.
 func (*FedCancel) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{13}
+	return file_fed_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FedCancel) GetRid() uint64 {
@@ -1148,7 +1213,7 @@ var File_fed_proto protoreflect.FileDescriptor
 
 const file_fed_proto_rawDesc = "" +
 	"\n" +
-	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xe7\x05\n" +
+	"\tfed.proto\x12\x0eswitchboard.v1\x1a\x11switchboard.proto\"\xa6\x06\n" +
 	"\n" +
 	"FedMessage\x120\n" +
 	"\x05state\x18\x01 \x01(\v2\x18.switchboard.v1.FedStateH\x00R\x05state\x122\n" +
@@ -1165,8 +1230,12 @@ const file_fed_proto_rawDesc = "" +
 	"\x06claims\x18\v \x01(\v2\x19.switchboard.v1.FedClaimsH\x00R\x06claims\x12=\n" +
 	"\n" +
 	"name_owner\x18\f \x01(\v2\x1c.switchboard.v1.FedNameOwnerH\x00R\tnameOwner\x12C\n" +
-	"\fnames_resync\x18\r \x01(\v2\x1e.switchboard.v1.FedNamesResyncH\x00R\vnamesResyncB\x06\n" +
-	"\x04body\"\x10\n" +
+	"\fnames_resync\x18\r \x01(\v2\x1e.switchboard.v1.FedNamesResyncH\x00R\vnamesResync\x12=\n" +
+	"\n" +
+	"claims_ask\x18\x0e \x01(\v2\x1c.switchboard.v1.FedClaimsAskH\x00R\tclaimsAskB\x06\n" +
+	"\x04body\"\"\n" +
+	"\fFedClaimsAsk\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
 	"\x0eFedNamesResync\"\x9d\x01\n" +
 	"\tFedClaims\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
@@ -1238,49 +1307,51 @@ func file_fed_proto_rawDescGZIP() []byte {
 	return file_fed_proto_rawDescData
 }
 
-var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_fed_proto_goTypes = []any{
 	(*FedMessage)(nil),     // 0: switchboard.v1.FedMessage
-	(*FedNamesResync)(nil), // 1: switchboard.v1.FedNamesResync
-	(*FedClaims)(nil),      // 2: switchboard.v1.FedClaims
-	(*FedClaim)(nil),       // 3: switchboard.v1.FedClaim
-	(*FedNameOwner)(nil),   // 4: switchboard.v1.FedNameOwner
-	(*FedConn)(nil),        // 5: switchboard.v1.FedConn
-	(*FedState)(nil),       // 6: switchboard.v1.FedState
-	(*FedConnDown)(nil),    // 7: switchboard.v1.FedConnDown
-	(*FedMembership)(nil),  // 8: switchboard.v1.FedMembership
-	(*FedDirect)(nil),      // 9: switchboard.v1.FedDirect
-	(*FedPublish)(nil),     // 10: switchboard.v1.FedPublish
-	(*FedRequest)(nil),     // 11: switchboard.v1.FedRequest
-	(*FedReply)(nil),       // 12: switchboard.v1.FedReply
-	(*FedCancel)(nil),      // 13: switchboard.v1.FedCancel
-	(DisconnectReason)(0),  // 14: switchboard.v1.DisconnectReason
-	(Code)(0),              // 15: switchboard.v1.Code
+	(*FedClaimsAsk)(nil),   // 1: switchboard.v1.FedClaimsAsk
+	(*FedNamesResync)(nil), // 2: switchboard.v1.FedNamesResync
+	(*FedClaims)(nil),      // 3: switchboard.v1.FedClaims
+	(*FedClaim)(nil),       // 4: switchboard.v1.FedClaim
+	(*FedNameOwner)(nil),   // 5: switchboard.v1.FedNameOwner
+	(*FedConn)(nil),        // 6: switchboard.v1.FedConn
+	(*FedState)(nil),       // 7: switchboard.v1.FedState
+	(*FedConnDown)(nil),    // 8: switchboard.v1.FedConnDown
+	(*FedMembership)(nil),  // 9: switchboard.v1.FedMembership
+	(*FedDirect)(nil),      // 10: switchboard.v1.FedDirect
+	(*FedPublish)(nil),     // 11: switchboard.v1.FedPublish
+	(*FedRequest)(nil),     // 12: switchboard.v1.FedRequest
+	(*FedReply)(nil),       // 13: switchboard.v1.FedReply
+	(*FedCancel)(nil),      // 14: switchboard.v1.FedCancel
+	(DisconnectReason)(0),  // 15: switchboard.v1.DisconnectReason
+	(Code)(0),              // 16: switchboard.v1.Code
 }
 var file_fed_proto_depIdxs = []int32{
-	6,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
-	5,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
-	7,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
-	8,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
-	8,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
-	9,  // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
-	10, // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
-	11, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
-	12, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
-	13, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
-	2,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
-	4,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
-	1,  // 12: switchboard.v1.FedMessage.names_resync:type_name -> switchboard.v1.FedNamesResync
-	3,  // 13: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
-	5,  // 14: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
-	14, // 15: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
-	15, // 16: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
-	15, // 17: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	7,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
+	6,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
+	8,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
+	9,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
+	9,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
+	10, // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
+	11, // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
+	12, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
+	13, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
+	14, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
+	3,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
+	5,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
+	2,  // 12: switchboard.v1.FedMessage.names_resync:type_name -> switchboard.v1.FedNamesResync
+	1,  // 13: switchboard.v1.FedMessage.claims_ask:type_name -> switchboard.v1.FedClaimsAsk
+	4,  // 14: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
+	6,  // 15: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
+	15, // 16: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
+	16, // 17: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
+	16, // 18: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_fed_proto_init() }
@@ -1303,6 +1374,7 @@ func file_fed_proto_init() {
 		(*FedMessage_Claims)(nil),
 		(*FedMessage_NameOwner)(nil),
 		(*FedMessage_NamesResync)(nil),
+		(*FedMessage_ClaimsAsk)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1310,7 +1382,7 @@ func file_fed_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fed_proto_rawDesc), len(file_fed_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
