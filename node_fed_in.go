@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/switchboard-ipc/switchboard/actors/conn"
 	"github.com/switchboard-ipc/switchboard/actors/group"
@@ -103,7 +104,10 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 func (fs *fedState) recoverMessage(node string) {
 	if v := recover(); v != nil {
 		fs.panics.Add(1)
-		fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v))
+		if ok, skipped := fs.log.allow(time.Now()); ok {
+			fs.n.o.logger.Error("federation: panic on a message", slog.String("node", node), slog.Any("panic", v),
+				slog.Uint64("not_logged", skipped))
+		}
 	}
 }
 

@@ -106,10 +106,13 @@ type Federation struct {
 // limit per kind (loglimit.go).
 type logLimits struct {
 	plain      logLimit // Hellos from an address not dialable in plaintext
-	refusedOut logLimit // Hellos this node refused
+	badSecret  logLimit // Hellos without the cluster's secret
+	refusedOut logLimit // the other Hellos this node refused
 	refusedIn  logLimit // Byes refusing this node
 	calls      logLimit // remote's unary calls refused
 	panics     logLimit // streams that broke remote
+	protocol   logLimit // links that broke the link protocol
+	hostPanics logLimit // messages the host panicked on
 	discovery  logLimit // addresses a discovery listed that are ignored
 }
 

@@ -62,12 +62,18 @@ func TestLinkSurvivesHostileStreams(t *testing.T) {
 
 // TestLinkSecret: a node without the cluster's secret is refused by every
 // node (counted), however it names itself: it can neither link nor take
-// a linked node's place; the nodes with the secret stay linked.
+// a linked node's place; the nodes with the secret stay linked. The nodes
+// that list its address (a peer given the wrong secret) tell it why; a
+// stranger at an address nobody dials is told nothing (a Bye would make
+// remote dial whatever address a Hello names).
 func TestLinkSecret(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	n1, n2 := startTwo(t, memberOpts{}, memberOpts{})
+	n1 := startMember(t, "n1", "an1", addrs["n1"], []string{addrs["n2"], addrs["n3"]}, memberOpts{})
+	n2 := startMember(t, "n2", "an2", addrs["n2"], []string{addrs["n1"], addrs["n3"]}, memberOpts{})
+	n1.wait("up n2 an2", 10*time.Second)
+	n2.wait("up n1 an1", 10*time.Second)
 	other := filepath.Join(t.TempDir(), "other")
 	if err := os.WriteFile(other, []byte("not the cluster's secret at all"), 0o600); err != nil {
 		t.Fatal(err)
@@ -92,6 +98,9 @@ func TestLinkSecret(t *testing.T) {
 		if m.has("up n3") || m.has("up n2 evil") || ((m == n3 || m == dup) && m.has("up ")) {
 			t.Fatalf("%s linked a node without the secret:\n%s", m.name, m.output())
 		}
+	}
+	if r := stats(t, dup).Refused; len(r) != 0 {
+		t.Fatalf("the stranger at an address nobody dials was told why: %v", r)
 	}
 	if got := n1.do("send", "n2", 10, 64); got != "10 0 " {
 		t.Fatalf("n1 → n2: %q", got)

@@ -190,8 +190,19 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 	}
 	switch {
 	case f.secret != nil && subtle.ConstantTimeCompare(h.Secret, f.secret) != 1:
+		// Anyone who reaches the port can send this, naming any
+		// address: its lines have a limit of their own (a flood of
+		// them would hide the refusals of nodes that know the
+		// secret), and the Bye that says why goes only to an address
+		// this node dials anyway (answering another would make
+		// remote dial it, and keep dialling one that is dead).
 		f.stats.badSecret.Add(1)
-		refuse(byeSecret, "it does not know the cluster's secret")
+		f.stats.refusedOut.Add(1)
+		const reason = "it does not know the cluster's secret"
+		f.limitedf(&f.logs.badSecret, "cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
+		if f.dial[h.Address] != nil {
+			f.bye(pid, f.localFor(h.Address), session, byeSecret, reason)
+		}
 		return
 	case h.Cluster != f.cfg.Cluster:
 		refuse(byeCluster, "cluster %q is not this node's cluster %q", h.Cluster, f.cfg.Cluster)
@@ -430,6 +441,7 @@ func (f *Federation) beat(now time.Time) {
 		}
 	}
 	f.dialPass(now)
+	f.flushLogs(now)
 	if f.disc.short {
 		f.foundLocked(f.disc.last, now)
 	}

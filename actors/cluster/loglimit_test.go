@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-ipc/switchboard/actors/cluster/linkpb"
 )
 
 // TestLogLimit: the first line of a kind goes at once, the others within
@@ -51,5 +54,56 @@ func TestLimitedfLines(t *testing.T) {
 	f.limitedf(&f.logs.refusedOut, "cluster: refused node %s", "n9")
 	if got := buf.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "(100 such since the last such line)") {
 		t.Fatalf("the next line, logEvery later: %q; want one line standing for the 99 held back and itself", got)
+	}
+}
+
+// TestLogFlush: a burst that ended is summed up once logEvery has passed
+// since its last line (the heartbeat flushes), and only then; nothing is
+// said of a kind that held nothing back.
+func TestLogFlush(t *testing.T) {
+	var buf bytes.Buffer
+	f := &Federation{cfg: Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))}}
+	for range 5 {
+		f.limitedf(&f.logs.badSecret, "cluster: refused node %s", "n9")
+	}
+	f.limitedf(&f.logs.calls, "cluster: refused a call")
+	buf.Reset()
+	now := time.Now()
+	f.flushLogs(now)
+	if buf.Len() != 0 {
+		t.Fatalf("flushed before logEvery passed: %q", buf.String())
+	}
+	f.flushLogs(now.Add(logEvery))
+	got := buf.String()
+	if strings.Count(got, "\n") != 1 || !strings.Contains(got, "4 more Hellos refused for want of the cluster's secret") {
+		t.Fatalf("logEvery later: %q; want one line for the 4 held back (none for the call: nothing held)", got)
+	}
+	buf.Reset()
+	f.flushLogs(now.Add(3 * logEvery))
+	if buf.Len() != 0 {
+		t.Fatalf("flushed twice: %q", buf.String())
+	}
+}
+
+// TestHelloFloodLogsOnce: Hellos without the cluster's secret from an
+// address this node does not dial, sent as fast as one can, are each
+// counted and make one log line; nothing is sent back (no Bye: the
+// Federation is not even started, which a send would need).
+func TestHelloFloodLogsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	f, err := New(Config{Cluster: "c", Listen: "127.0.0.1:0", Advertise: "127.0.0.1:7999", SecretFile: testSecret(t),
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		f.onHello(uint64(1000+i), &linkpb.Hello{Version: protoVersion, Cluster: "c", Node: "x", Incarnation: "i", Address: fmt.Sprintf("127.0.0.1:%d", 20000+i)})
+	}
+	st := f.Stats()
+	if st.BadSecret != 100 || st.RefusedOut != 100 {
+		t.Fatalf("counted %d without the secret, %d refused; want 100 and 100", st.BadSecret, st.RefusedOut)
+	}
+	if lines := strings.Count(buf.String(), "\n"); lines != 1 || !strings.Contains(buf.String(), "does not know the cluster's secret") {
+		t.Fatalf("%d log lines for 100 Hellos without the secret, want 1:\n%s", lines, buf.String())
 	}
 }

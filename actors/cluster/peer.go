@@ -366,7 +366,7 @@ func (p *peer) deliverPacked(first uint64, packed []byte) {
 		clear(p.whole)
 		p.whole = p.whole[:0]
 		f.stats.protocol.Add(1)
-		f.logf("cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
+		f.limitedf(&f.logs.protocol, "cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
 		f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
 		return
 	}
@@ -404,7 +404,7 @@ func (p *peer) recoverHost() {
 		clear(p.whole)
 		p.whole = p.whole[:0]
 		p.f.stats.hostPanics.Add(1)
-		p.f.logf("cluster: the host panicked on a message from %s: %v", p.name, r)
+		p.f.limitedf(&p.f.logs.hostPanics, "cluster: the host panicked on a message from %s: %v", p.name, r)
 		p.f.declareDown(p, fmt.Sprintf("the host panicked on a message: %v", r), byeProtocol)
 	}
 }
@@ -438,7 +438,7 @@ func (p *peer) deliver(ds []*linkpb.Data) (cost int64) {
 		msg, whole, err := p.r.add(d)
 		if err != nil {
 			f.stats.protocol.Add(1)
-			f.logf("cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
+			f.limitedf(&f.logs.protocol, "cluster: link to %s (%s) broke the protocol: %v", p.name, p.addr, err)
 			f.declareDown(p, "link protocol error: "+err.Error(), byeProtocol)
 			continue
 		}
