@@ -90,7 +90,7 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 	case *pb.FedMessage_NameOwner:
 		fs.nameOwnerIn(node, b.NameOwner)
 	case *pb.FedMessage_NamesResync:
-		fs.namesResyncIn(node)
+		fs.namesResyncIn(node, b.NamesResync)
 	case *pb.FedMessage_ClaimsAsk:
 		fs.claimsAskIn(node, b.ClaimsAsk)
 	default: // a newer node's kind (or none): skew, not an error

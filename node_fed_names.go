@@ -27,11 +27,16 @@ import (
 // Lock order: fedNames.mu, then fedState.mu (sends take it).
 
 type fedNames struct {
-	mu      sync.Mutex
-	mine    map[string]*pb.FedClaims // this node's claims, by name, as last sent
-	sentTo  map[string]string        // name → the arbiter they went to
-	arb     map[string]*arbName      // the names this node arbitrates
-	decided map[string]decided       // the decisions applied here, by name (none: no queue)
+	mu     sync.Mutex
+	mine   map[string]*pb.FedClaims // this node's claims, by name, as last sent
+	sentTo map[string]string        // name → the arbiter they went to
+	// askedBy: name → the nodes that asked for this node's claims on it
+	// (FedClaimsAsk) without being its arbiter as this node sees the
+	// nodes up; they hear each change of them too, until this node
+	// claims the name no more or they leave.
+	askedBy map[string]map[string]bool
+	arb     map[string]*arbName // the names this node arbitrates
+	decided map[string]decided  // the decisions applied here, by name (none: no queue)
 	// What each other node makes this one keep, by node: the names it
 	// claims here (claimed) and the names whose decision came from it
 	// (by); at most fedState.maxNames each, past which its claims and
@@ -60,7 +65,7 @@ type arbName struct {
 
 // fedNamesInit hands the registry's names to the arbiters.
 func (fs *fedState) namesInit() {
-	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, arb: map[string]*arbName{},
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, arb: map[string]*arbName{},
 		decided: map[string]decided{}, claimed: map[string]int{}, by: map[string]int{}}
 	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
 }
@@ -90,15 +95,32 @@ func (fs *fedState) arbiterOf(name string) string {
 }
 
 // Claims is the registry's Arbiter: this node's claimants of name changed.
-func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, owner *conn.Endpoint) {
-	m := &pb.FedClaims{Name: name}
-	for _, c := range claimants {
-		m.Claims = append(m.Claims, &pb.FedClaim{Id: c.ID(), Owner: c == owner})
-	}
+//
+// A claimant is held as owner (FedClaim.owner, which the arbiter's merge
+// of a healed partition weighs) only if an arbiter's decision made it
+// owner while it claimed (believe) and it has claimed ever since: not by
+// the registry's word (owner, which applies decisions later than this
+// side hears them: a claimant that released the name and claimed it again
+// before the registry applied the next decision would take the name back),
+// and not by this node's own cut of a lost node's addresses (namesMoved:
+// the arbiter may still see that node, and its owner).
+func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, _ *conn.Endpoint) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
-	if old := nm.mine[name]; old != nil {
+	old := nm.mine[name]
+	m := &pb.FedClaims{Name: name}
+	for _, c := range claimants {
+		held := false
+		for _, o := range old.GetClaims() {
+			if o.GetId() == c.ID() {
+				held = o.GetOwner()
+				break
+			}
+		}
+		m.Claims = append(m.Claims, &pb.FedClaim{Id: c.ID(), Owner: held})
+	}
+	if old != nil {
 		m.BelievedOwner = old.BelievedOwner
 	} else if d, ok := nm.decided[name]; ok {
 		// This node's first claims on a name decided elsewhere: it
@@ -108,14 +130,17 @@ func (fs *fedState) Claims(name string, claimants []*conn.Endpoint, owner *conn.
 		// first).
 		m.BelievedOwner = first(d.queue)
 	}
-	if owner != nil {
-		m.BelievedOwner = owner.Address()
-	}
 	nm.mine[name] = m
 	fs.sendClaims(m)
+	for node := range nm.askedBy[name] {
+		if p := fs.peer(node); p != nil && node != nm.sentTo[name] {
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: m}})
+		}
+	}
 	if len(m.Claims) == 0 {
 		delete(nm.mine, name)
 		delete(nm.sentTo, name)
+		delete(nm.askedBy, name)
 	}
 }
 
@@ -244,6 +269,15 @@ func (fs *fedState) claimsAskIn(node string, m *pb.FedClaimsAsk) {
 	if mine := nm.mine[name]; mine != nil {
 		out.Claims, out.BelievedOwner = mine.Claims, mine.BelievedOwner
 		out.BelievedLive = fs.believedLive(mine.BelievedOwner)
+		if nm.sentTo[name] != node {
+			// It holds them now: it hears their changes too (the
+			// owner releasing the name, say), or it would decide on
+			// claims that went stale.
+			if nm.askedBy[name] == nil {
+				nm.askedBy[name] = map[string]bool{}
+			}
+			nm.askedBy[name][node] = true
+		}
 	}
 	fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: out}}) // encoded at once: sharing Claims is safe
 }
@@ -410,7 +444,7 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	}
 	fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
 	fs.applyDecision(name, queue, "")
-	fs.names.believe(name, first(queue), fs.n.addrPrefix)
+	fs.names.believe(name, first(queue), fs.n.addrPrefix, true)
 	return true
 }
 
@@ -418,10 +452,15 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 // (FedNamesResync): this node's claims on the names it arbitrates now, as
 // this node sees the nodes up, and, as catch-ups, the decisions on the
 // names this node arbitrates.
-func (fs *fedState) namesResyncIn(node string) {
+func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 	p := fs.peer(node)
 	if p == nil {
 		return
+	}
+	asked := m.GetNames()
+	if len(asked) > fs.maxNames {
+		fs.overLimit(node, "a names resync listing too many names")
+		asked = asked[:fs.maxNames]
 	}
 	nm := &fs.names
 	nm.mu.Lock()
@@ -439,6 +478,18 @@ func (fs *fedState) namesResyncIn(node string) {
 			// a node that only watches may see its half's owner change
 			// early: it holds the arbiter's word, not a stale one.
 			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
+		}
+	}
+	for _, name := range asked {
+		// A name the node holds a decision on, which this node
+		// arbitrates and holds nothing of (an entry waiting for claims
+		// is left to decide): nobody's, said as a catch-up.
+		if checkName(name) != nil {
+			fs.bad(node, "a names resync listing a bad name")
+			return
+		}
+		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, CatchUp: true}}})
 		}
 	}
 }
@@ -480,7 +531,7 @@ func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 		return
 	}
 	fs.applyDecision(name, m.GetQueue(), node)
-	nm.believe(name, first(m.GetQueue()), fs.n.addrPrefix)
+	nm.believe(name, first(m.GetQueue()), fs.n.addrPrefix, true)
 }
 
 // applyDecision hands a decision (from: the node that made it, "" for
@@ -517,10 +568,14 @@ func (fs *fedState) applyDecision(name string, queue []string, from string) {
 }
 
 // believe records the owner this node last heard of, for its next claims
-// (prefix: this node's addresses').
-func (nm *fedNames) believe(name, owner, prefix string) {
+// (prefix: this node's addresses'), and, when an arbiter decided it
+// (decision), which of its claimants that makes the owner.
+func (nm *fedNames) believe(name, owner, prefix string, decision bool) {
 	if m := nm.mine[name]; m != nil {
 		m.BelievedOwner = owner
+		if !decision {
+			return
+		}
 		for _, c := range m.Claims {
 			c.Owner = owner == prefix+strconv.FormatUint(c.GetId(), 10)
 		}
@@ -540,6 +595,13 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	nm := &fs.names
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
+	if left != "" {
+		for name, by := range nm.askedBy {
+			if delete(by, left); len(by) == 0 {
+				delete(nm.askedBy, name)
+			}
+		}
+	}
 	for name, a := range nm.arb {
 		if left != "" {
 			// Heard from since this arbiter took the name: no longer, for
@@ -574,7 +636,7 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 			if first(q) != first(d.queue) {
 				believed[name] = true
 			}
-			nm.believe(name, first(q), fs.n.addrPrefix)
+			nm.believe(name, first(q), fs.n.addrPrefix, false) // this node's cut, no arbiter's decision
 		}
 	}
 	for name, m := range nm.mine {
@@ -589,11 +651,35 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	// arbiters it sees now (each node answers as it sees the nodes up, and
 	// asks in turn when its own view changes): of a node that came, the
 	// names it arbitrates; of every node, when one left.
-	resync := &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{}}}
+	// Each asked node is told the names this node holds a decision on
+	// (and claims nothing of) that it arbitrates as this node sees the
+	// nodes up: one whose queue emptied while the views differed is
+	// nobody's, and only the asked node can say so.
+	held := map[string][]string{} // arbiter → names
+	for name := range nm.decided {
+		if nm.mine[name] == nil {
+			if arb := fs.arbiterOf(name); arb != fs.self && len(held[arb]) < fs.maxNames {
+				held[arb] = append(held[arb], name)
+			}
+		}
+	}
+	resync := func(p *fedPeer) {
+		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Names: held[p.name]}}})
+	}
 	if p := fs.peer(came); came != "" && p != nil {
-		fs.send(p, resync)
+		resync(p)
 	} else if left != "" {
-		fs.broadcast(resync)
+		fs.mu.RLock()
+		up := make([]*fedPeer, 0, len(fs.peers))
+		for _, p := range fs.peers {
+			if p.out {
+				up = append(up, p)
+			}
+		}
+		fs.mu.RUnlock()
+		for _, p := range up {
+			resync(p)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -715,5 +716,414 @@ func TestFedNamesArbiterAsksOwnersNode(t *testing.T) {
 				t.Fatalf("a new claimant on %s: primary %v, position %d; want a standby behind %s", a, primary, pos, owner.Address())
 			}
 		})
+	}
+}
+
+// holdFed is a fake federation whose sends to some nodes can be held
+// (queued, in order) and let go later: one message's delay, without a
+// change in anyone's view of the nodes up.
+type holdFed struct {
+	*fakeFed
+	mu   sync.Mutex
+	hold map[string][][]byte // node → held messages (present: holding)
+}
+
+func (h *holdFed) Send(node string, msg []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if q, ok := h.hold[node]; ok {
+		h.hold[node] = append(q, msg)
+		return nil
+	}
+	return h.fakeFed.Send(node, msg)
+}
+
+func (h *holdFed) holdTo(node string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hold == nil {
+		h.hold = map[string][][]byte{}
+	}
+	h.hold[node] = nil
+}
+
+func (h *holdFed) release(node string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.hold[node] {
+		h.fakeFed.Send(node, m)
+	}
+	delete(h.hold, node)
+}
+
+func fedDecided(n *Node, name string) ([]string, bool) {
+	nm := &n.fed.names
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	d, ok := nm.decided[name]
+	return d.queue, ok
+}
+
+// TestFedNamesReleaseRacesNewClaim: full mesh, no partition. The owner on
+// B releases the name and the arbiter X decides it is nobody's; before
+// that decision reaches D (held), a client on D claims the name, its
+// node's first claims believing in the released owner. X waits for B's
+// claims, asks B for them (B has none), and places D's claimant: its Own
+// returns. Closing the owner changes nothing after that.
+func TestFedNamesReleaseRacesNewClaim(t *testing.T) {
+	name, o := roles("svc.race", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	x, b, d := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	hx := &holdFed{fakeFed: cl.fed()}
+	ns := map[string]*Node{}
+	ns[x] = startNode(t, WithNodeName(x), WithFederation(hx))
+	ns[b] = startFedNode(t, cl, b)
+	ns[d] = startFedNode(t, cl, d)
+	waitMesh(t, ns[x], ns[b], ns[d])
+	ctx := ctx5(t)
+	owner, later := dial(t, ns[b]), dial(t, ns[d])
+	knows(t, ns[x], owner.Address())
+	knows(t, ns[x], later.Address())
+	knows(t, ns[d], owner.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, owner.Address(), ns[x], ns[b], ns[d])
+	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 1 })
+
+	hx.holdTo(d) // X's next decision reaches D late
+	if err := owner.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ok := fedDecided(ns[x], name); return !ok }) // X: nobody's
+	res := make(chan error, 1)
+	go func() {
+		octx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, _, err := later.Own(octx, name)
+		res <- err
+	}()
+	waitFor(t, func() bool { // X has D's claims
+		nm := &ns[x].fed.names
+		nm.mu.Lock()
+		defer nm.mu.Unlock()
+		a := nm.arb[name]
+		return a != nil && a.claims[d] != nil
+	})
+	hx.release(d)
+	if err := <-res; err != nil {
+		nm := &ns[x].fed.names
+		nm.mu.Lock()
+		a := nm.arb[name]
+		t.Errorf("Own on %s (the only claimant): %v; arbiter %s: believed %v heard %v queue %v", d, err, x, a.believed, a.heard, a.queue)
+		nm.mu.Unlock()
+	}
+	// Closing the believed owner does not end the wait either.
+	owner.Close()
+	time.Sleep(200 * time.Millisecond)
+	if _, ok := fedDecided(ns[x], name); !ok {
+		t.Errorf("after the believed owner closed, %s still decided nothing", x)
+	}
+}
+
+// TestFedNamesNobodysNameCaughtUp: Z arbitrates among all; the owner is on
+// C. Z and A are cut (A still sees C, C sees both); the owner releases the
+// name, and Z decides it is nobody's, which A does not hear. When Z and A
+// link again, A's resync lists the names it holds a decision on that Z
+// arbitrates, and Z answers that this one is nobody's: A names no owner,
+// and a claimant there gets it.
+func TestFedNamesNobodysNameCaughtUp(t *testing.T) {
+	name, o := roles("svc.nobody", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	z, a, c := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, z, a, c)
+	ctx := ctx5(t)
+	owner := dial(t, ns[c])
+	knows(t, ns[a], owner.Address())
+	knows(t, ns[z], owner.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
+	cl.cutPair(z, a)
+	linkedTo(t, ns[a], c)
+	linkedTo(t, ns[z], c)
+	if err := owner.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ns[z].reg.RemoteOwner(name) == "" && ns[c].reg.Owner(name) == nil })
+	cl.joinPair(z, a)
+	waitMesh(t, ns[z], ns[a], ns[c])
+	time.Sleep(300 * time.Millisecond)
+	if got := ns[a].reg.RemoteOwner(name); got != "" {
+		t.Errorf("%s, every link up, still names %s the owner of %s (nobody's on %s and %s)", a, got, name, z, c)
+	}
+	// And with the fix, a claimant there waits for ever.
+	later := dial(t, ns[a])
+	knows(t, ns[z], later.Address())
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, _, err := later.Own(octx, name); err != nil {
+		t.Errorf("Own on %s, every link up, the name nobody's: %v", a, err)
+	}
+}
+
+// TestFedNamesStandbyPromotedAfterHeal: as TestFedNamesNobodysNameCaughtUp,
+// with a standby on A, whose claims believe in the released owner. After
+// the heal Z waits for C's claims and asks C for them (none): the standby,
+// the only claimant, owns the name everywhere, and a new claimant's Own
+// returns.
+func TestFedNamesStandbyPromotedAfterHeal(t *testing.T) {
+	name, o := roles("svc.standby", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	z, a, c := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, z, a, c)
+	ctx := ctx5(t)
+	owner, standby := dial(t, ns[c]), dial(t, ns[a])
+	for _, n := range []string{z, a} {
+		knows(t, ns[n], owner.Address())
+	}
+	for _, n := range []string{z, c} {
+		knows(t, ns[n], standby.Address())
+	}
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("standby: %v %d %v", primary, pos, err)
+	}
+	cl.cutPair(z, a)
+	linkedTo(t, ns[a], c)
+	linkedTo(t, ns[z], c)
+	if err := owner.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return ns[z].reg.RemoteOwner(name) == "" && ns[c].reg.Owner(name) == nil })
+	cl.joinPair(z, a)
+	waitMesh(t, ns[z], ns[a], ns[c])
+	time.Sleep(300 * time.Millisecond)
+	for _, n := range []string{z, a, c} {
+		if got, own := ns[n].reg.RemoteOwner(name), ns[n].reg.Owner(name); got != standby.Address() && (own == nil || own.Address() != standby.Address()) {
+			t.Errorf("%s: owner of %s %q / %v, want the only claimant %s", n, name, got, own, standby.Address())
+		}
+	}
+	later := dial(t, ns[z])
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, _, err := later.Own(octx, name); err != nil {
+		t.Errorf("Own on %s, every link up: %v", z, err)
+	}
+}
+
+// TestFedNamesReleaseThenOwnElsewhere: the race of
+// TestFedNamesReleaseRacesNewClaim with no message held: the owner on B
+// releases, and at once a client on D claims; its Own returns.
+func TestFedNamesReleaseThenOwnElsewhere(t *testing.T) {
+	name, o := roles("svc.race", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	x, b, d := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, x, b, d)
+	ctx := ctx5(t)
+	owner, later := dial(t, ns[b]), dial(t, ns[d])
+	knows(t, ns[x], owner.Address())
+	knows(t, ns[x], later.Address())
+	knows(t, ns[d], owner.Address())
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, owner.Address(), ns[x], ns[b], ns[d])
+	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 1 })
+	done := make(chan error, 1)
+	go func() { done <- owner.Disown(ctx, name) }()
+	octx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, _, err := later.Own(octx, name); err != nil {
+		t.Errorf("Own on %s right after the owner on %s released: %v", d, b, err)
+	}
+	<-done
+}
+
+// TestFedNamesReclaimAfterRelease: the owner c on D releases the name; the
+// arbiter X hands it to the standby s on S; c claims it again before D
+// hears X's decision (held). c is not held as owner in D's new claims (a
+// claimant is, only while it claims since a decision made it owner) and
+// D's registry does not answer the new claim from the queue it still
+// holds: c is a standby behind s, which keeps the name.
+func TestFedNamesReclaimAfterRelease(t *testing.T) {
+	name, o := roles("svc.reclaim", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && o[1] < o[2]
+	})
+	x, d, s := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	hx := &holdFed{fakeFed: cl.fed()}
+	ns := map[string]*Node{}
+	ns[x] = startNode(t, WithNodeName(x), WithFederation(hx))
+	ns[d] = startFedNode(t, cl, d)
+	ns[s] = startFedNode(t, cl, s)
+	waitMesh(t, ns[x], ns[d], ns[s])
+	ctx := ctx5(t)
+	c, sb := dial(t, ns[d]), dial(t, ns[s])
+	for _, n := range []string{x, s} {
+		knows(t, ns[n], c.Address())
+	}
+	for _, n := range []string{x, d} {
+		knows(t, ns[n], sb.Address())
+	}
+	if primary, _, err := c.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, c.Address(), ns[x], ns[d], ns[s])
+	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("standby: %v %d %v", primary, pos, err)
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 2 })
+	hx.holdTo(d) // X's decisions reach D late
+	if err := c.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[x], name); return len(q) == 1 && q[0] == sb.Address() })
+	res := make(chan string, 1)
+	go func() {
+		primary, pos, err := c.Own(ctx, name)
+		res <- fmt.Sprint(primary, pos, err)
+	}()
+	waitFor(t, func() bool { q, _ := fedDecided(ns[x], name); return len(q) == 2 })
+	hx.release(d)
+	got := <-res
+	time.Sleep(100 * time.Millisecond)
+	q, _ := fedDecided(ns[x], name)
+	if got != "false 1 <nil>" || first(q) != sb.Address() {
+		t.Errorf("c claimed again after s got the name: Own %s, queue %v; want c a standby behind s (%s)", got, q, sb.Address())
+	}
+	t.Logf("s heard %v", nameNotices(sb, name, 100*time.Millisecond))
+}
+
+// TestFedNamesReclaimRightAfterRelease: TestFedNamesReclaimAfterRelease
+// with no message held.
+func TestFedNamesReclaimRightAfterRelease(t *testing.T) {
+	name, o := roles("svc.reclaim", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && o[1] < o[2]
+	})
+	x, d, s := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, x, d, s)
+	ctx := ctx5(t)
+	c, sb := dial(t, ns[d]), dial(t, ns[s])
+	for _, n := range []string{x, s} {
+		knows(t, ns[n], c.Address())
+	}
+	for _, n := range []string{x, d} {
+		knows(t, ns[n], sb.Address())
+	}
+	if primary, _, err := c.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("standby: %v %d %v", primary, pos, err)
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 2 })
+	if err := c.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	primary, pos, err := c.Own(ctx, name)
+	if err != nil || primary || pos != 1 {
+		t.Errorf("c claimed again right after it released: primary %v position %d %v; want a standby behind s", primary, pos, err)
+	}
+}
+
+// TestFedNamesPairCutKeepsOwner: X arbitrates among all and sees every
+// node throughout; only the link between B (the owner's node) and D (the
+// standby's) is cut. D cuts B's addresses out of the queue it holds, but
+// does not hold its standby as owner in its claims for that (no arbiter
+// decided it): the owner, alive and seen by the arbiter, keeps the name,
+// before and after the link comes back.
+func TestFedNamesPairCutKeepsOwner(t *testing.T) {
+	name, o := roles("svc.paircut", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && o[1] < o[2]
+	})
+	x, d, b := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, x, d, b)
+	ctx := ctx5(t)
+	owner, sb := dial(t, ns[b]), dial(t, ns[d])
+	for _, n := range []string{x, d} {
+		knows(t, ns[n], owner.Address())
+	}
+	for _, n := range []string{x, b} {
+		knows(t, ns[n], sb.Address())
+	}
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("standby: %v %d %v", primary, pos, err)
+	}
+	owns(t, name, owner.Address(), ns[x], ns[d], ns[b])
+	cl.cutPair(d, b)
+	linkedTo(t, ns[d], x)
+	time.Sleep(200 * time.Millisecond)
+	if q, _ := fedDecided(ns[x], name); first(q) != owner.Address() {
+		t.Errorf("cut between %s and %s only: arbiter %s decided %v; want the owner %s kept", d, b, x, q, owner.Address())
+	}
+	cl.joinPair(d, b)
+	waitMesh(t, ns[x], ns[d], ns[b])
+	time.Sleep(200 * time.Millisecond)
+	if q, _ := fedDecided(ns[x], name); first(q) != owner.Address() {
+		t.Errorf("after the link came back: %v; owner heard %v", q, nameNotices(owner, name, 100*time.Millisecond))
+	}
+}
+
+// TestFedNamesOwnerReleasesWhileArbiterLeaves: Y, the arbiter among all, is
+// lost, and X, D and B hear it at different times (cut pair by pair). X
+// and D hear first: D sends X its standby's claims, believing in the owner
+// o1 on B; X, the new arbiter, asks B for its claims and decides on them.
+// o1 then releases the name before B hears Y lost: B's (empty) claims go
+// to Y, and to X, which asked for them. B then loses Y. The standby, the
+// only claimant, owns the name on X, B and D.
+func TestFedNamesOwnerReleasesWhileArbiterLeaves(t *testing.T) {
+	name, o := roles("svc.leaves", []string{"n1", "n2", "n3", "n4"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2:]...) == o[1]
+	})
+	y, x, b, d := o[0], o[1], o[2], o[3]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, y, x, b, d)
+	ctx := ctx5(t)
+	owner, sb := dial(t, ns[b]), dial(t, ns[d])
+	for _, n := range []string{y, x, d} {
+		knows(t, ns[n], owner.Address())
+	}
+	for _, n := range []string{y, x, b} {
+		knows(t, ns[n], sb.Address())
+	}
+	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
+		t.Fatalf("standby: %v %d %v", primary, pos, err)
+	}
+	owns(t, name, owner.Address(), ns[y], ns[x], ns[b], ns[d])
+	cl.cutPair(y, x)
+	cl.cutPair(y, d)
+	linkedTo(t, ns[x], b, d)
+	linkedTo(t, ns[d], x, b)
+	if err := owner.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ok := fedDecided(ns[b], name); return !ok }) // Y's word: nobody's
+	cl.cutPair(y, b)
+	linkedTo(t, ns[b], x, d)
+	time.Sleep(300 * time.Millisecond)
+	for _, n := range []string{x, b, d} {
+		if q, _ := fedDecided(ns[n], name); first(q) != sb.Address() {
+			t.Errorf("%s: queue %v; want the standby %s, the only claimant, as owner", n, q, sb.Address())
+		}
 	}
 }

@@ -373,7 +373,13 @@ func (x *FedClaimsAsk) GetName() string {
 
 // FedNamesResync asks for claims and decisions again (FedMessage.names_resync).
 type FedNamesResync struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The names the sender holds a decision on (and claims nothing of)
+	// whose arbiter, as the sender sees the nodes up, is the receiver: the
+	// receiver answers a catch-up for each it arbitrates and holds nothing
+	// of, with an empty queue (nobody's), so that a decision the sender
+	// missed while their views differed does not outlive the name.
+	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +412,13 @@ func (x *FedNamesResync) ProtoReflect() protoreflect.Message {
 // Deprecated: Use FedNamesResync.ProtoReflect.Descriptor instead.
 func (*FedNamesResync) Descriptor() ([]byte, []int) {
 	return file_fed_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FedNamesResync) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
 }
 
 // FedClaims is every claimant of name on the sending node, in the order
@@ -1235,8 +1248,9 @@ const file_fed_proto_rawDesc = "" +
 	"claims_ask\x18\x0e \x01(\v2\x1c.switchboard.v1.FedClaimsAskH\x00R\tclaimsAskB\x06\n" +
 	"\x04body\"\"\n" +
 	"\fFedClaimsAsk\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
-	"\x0eFedNamesResync\"\x9d\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"&\n" +
+	"\x0eFedNamesResync\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\x9d\x01\n" +
 	"\tFedClaims\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06claims\x18\x02 \x03(\v2\x18.switchboard.v1.FedClaimR\x06claims\x12%\n" +

@@ -78,12 +78,17 @@ func (t *table) ownArb(c *conn.Endpoint, name string, id uint64) {
 		return
 	}
 	w := t.word(name)
+	w.waiting = append(w.waiting, ownWait{c, id})
 	if !slices.Contains(t.names[name], c) {
+		// A new claim is placed by a decision made after it: the
+		// queue held now is older, and may still hold c if it
+		// released the name and claims it again before the decision
+		// on its release came.
 		t.names[name] = append(t.names[name], c)
 		e.names[name] = true
 		t.arb.Claims(name, t.names[name], t.localOwner(name))
+		return
 	}
-	w.waiting = append(w.waiting, ownWait{c, id})
 	t.answerWaiting(w)
 }
 
