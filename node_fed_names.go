@@ -235,53 +235,6 @@ func (fs *fedState) arbClaims(node string, m *pb.FedClaims) {
 	}
 }
 
-// askClaims asks node for its claims on a's name, once while a waits
-// for them; names.mu held.
-func (fs *fedState) askClaims(name string, a *arbName, node string) {
-	if a.asked[node] {
-		return
-	}
-	if p := fs.peer(node); p != nil {
-		a.asked[node] = true
-		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
-	}
-}
-
-// claimsAskIn answers an arbiter that waits for this node's claims on a
-// name (FedClaimsAsk): they go to it (none if this node claims nothing),
-// whichever node this one sees as the name's arbiter; where this node's
-// own claims go (sentTo), and whose decisions it takes, does not change.
-func (fs *fedState) claimsAskIn(node string, m *pb.FedClaimsAsk) {
-	name := m.GetName()
-	if checkName(name) != nil {
-		fs.bad(node, "a claims ask on a bad name")
-		return
-	}
-	p := fs.peer(node)
-	if p == nil {
-		fs.bad(node, "a message from a node that is not up")
-		return
-	}
-	nm := &fs.names
-	nm.mu.Lock()
-	defer nm.mu.Unlock()
-	out := &pb.FedClaims{Name: name}
-	if mine := nm.mine[name]; mine != nil {
-		out.Claims, out.BelievedOwner = mine.Claims, mine.BelievedOwner
-		out.BelievedLive = fs.believedLive(mine.BelievedOwner)
-		if nm.sentTo[name] != node {
-			// It holds them now: it hears their changes too (the
-			// owner releasing the name, say), or it would decide on
-			// claims that went stale.
-			if nm.askedBy[name] == nil {
-				nm.askedBy[name] = map[string]bool{}
-			}
-			nm.askedBy[name][node] = true
-		}
-	}
-	fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: out}}) // encoded at once: sharing Claims is safe
-}
-
 // peer returns node's fedPeer if it is up, or nil.
 func (fs *fedState) peer(node string) *fedPeer {
 	fs.mu.RLock()
@@ -334,20 +287,6 @@ func (fs *fedState) believedLive(addr string) bool {
 	defer fs.mu.RUnlock()
 	_, fc := fs.lookup(addr)
 	return fc != nil
-}
-
-// namesStated: a node's state came in: the names this node arbitrates are
-// decided again (one may have waited for that node, or believed in an
-// owner its state says is gone).
-func (fs *fedState) namesStated() {
-	nm := &fs.names
-	nm.mu.Lock()
-	defer nm.mu.Unlock()
-	for name, a := range nm.arb {
-		if fs.arbiterOf(name) == fs.self {
-			fs.arbDecide(name, a)
-		}
-	}
 }
 
 // prefixOf returns the address prefix of node ("" if it is not up).
@@ -448,52 +387,6 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	return true
 }
 
-// namesResyncIn answers a node whose view of the nodes up changed
-// (FedNamesResync): this node's claims on the names it arbitrates now, as
-// this node sees the nodes up, and, as catch-ups, the decisions on the
-// names this node arbitrates.
-func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
-	p := fs.peer(node)
-	if p == nil {
-		return
-	}
-	asked := m.GetNames()
-	if len(asked) > fs.maxNames {
-		fs.overLimit(node, "a names resync listing too many names")
-		asked = asked[:fs.maxNames]
-	}
-	nm := &fs.names
-	nm.mu.Lock()
-	defer nm.mu.Unlock()
-	for name, m := range nm.mine {
-		if fs.arbiterOf(name) == node {
-			fs.sendClaims(m)
-		}
-	}
-	for name, a := range nm.arb {
-		if len(a.queue) > 0 && fs.arbiterOf(name) == fs.self {
-			// A catch-up: taken unless the node claims the name (its
-			// claims bring the answer, and its owner, in a healed
-			// partition's half, keeps the name until the merge decides);
-			// a node that only watches may see its half's owner change
-			// early: it holds the arbiter's word, not a stale one.
-			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
-		}
-	}
-	for _, name := range asked {
-		// A name the node holds a decision on, which this node
-		// arbitrates and holds nothing of (an entry waiting for claims
-		// is left to decide): nobody's, said as a catch-up.
-		if checkName(name) != nil {
-			fs.bad(node, "a names resync listing a bad name")
-			return
-		}
-		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
-			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, CatchUp: true}}})
-		}
-	}
-}
-
 // nameOwnerIn takes an arbiter's decision.
 func (fs *fedState) nameOwnerIn(node string, m *pb.FedNameOwner) {
 	if checkName(m.GetName()) != nil || len(m.GetQueue()) > fedMaxConns {
@@ -578,107 +471,6 @@ func (nm *fedNames) believe(name, owner, prefix string, decision bool) {
 		}
 		for _, c := range m.Claims {
 			c.Owner = owner == prefix+strconv.FormatUint(c.GetId(), 10)
-		}
-	}
-}
-
-// namesMoved: the nodes up changed (left went, its addresses starting
-// with leftPrefix; or came came). The arbiter drops a node's claims when
-// it leaves, and the names it no longer arbitrates; every node cuts the
-// lost node's addresses out of the queues it holds, so that a name whose
-// owner and arbiter were both on that node is nobody's (or the next
-// standby's) here at once, announced, until the new arbiter decides; and
-// every node sends its claims again where the arbiter moved or the owner
-// it believes in changed, and asks for claims and decisions again
-// (FedNamesResync).
-func (fs *fedState) namesMoved(left, leftPrefix, came string) {
-	nm := &fs.names
-	nm.mu.Lock()
-	defer nm.mu.Unlock()
-	if left != "" {
-		for name, by := range nm.askedBy {
-			if delete(by, left); len(by) == 0 {
-				delete(nm.askedBy, name)
-			}
-		}
-	}
-	for name, a := range nm.arb {
-		if left != "" {
-			// Heard from since this arbiter took the name: no longer, for
-			// a node that left (if it comes back, its claims come anew).
-			delete(a.heard, left)
-			delete(a.asked, left)
-			if a.claims[left] != nil {
-				fs.unclaim(a, left)
-				delete(a.owners, left)
-				fs.arbDecide(name, a)
-			} else if fs.arbiterOf(name) == fs.self {
-				// It may have waited for the claims of the node that
-				// left, believed to hold the owner: it waits no more.
-				fs.arbDecide(name, a)
-			}
-		}
-		if fs.arbiterOf(name) != fs.self {
-			for node := range a.claims {
-				fs.unclaim(a, node)
-			}
-			delete(nm.arb, name)
-		}
-	}
-	believed := map[string]bool{} // names whose believed owner this cut changed
-	if leftPrefix != "" {
-		for name, d := range nm.decided {
-			q := slices.DeleteFunc(slices.Clone(d.queue), func(addr string) bool { return strings.HasPrefix(addr, leftPrefix) })
-			if len(q) == len(d.queue) {
-				continue
-			}
-			fs.applyDecision(name, q, "")
-			if first(q) != first(d.queue) {
-				believed[name] = true
-			}
-			nm.believe(name, first(q), fs.n.addrPrefix, false) // this node's cut, no arbiter's decision
-		}
-	}
-	for name, m := range nm.mine {
-		// Again where the arbiter moved, and where the owner it believes
-		// in changed (an arbiter may wait for the node it believed in).
-		if fs.arbiterOf(name) != nm.sentTo[name] || nm.sentTo[name] == left || believed[name] {
-			fs.sendClaims(m)
-		}
-	}
-	// This node's view changed: it asks for what it may have missed, the
-	// claims on the names it arbitrates now and the decisions of the
-	// arbiters it sees now (each node answers as it sees the nodes up, and
-	// asks in turn when its own view changes): of a node that came, the
-	// names it arbitrates; of every node, when one left.
-	// Each asked node is told the names this node holds a decision on
-	// (and claims nothing of) that it arbitrates as this node sees the
-	// nodes up: one whose queue emptied while the views differed is
-	// nobody's, and only the asked node can say so.
-	held := map[string][]string{} // arbiter → names
-	for name := range nm.decided {
-		if nm.mine[name] == nil {
-			if arb := fs.arbiterOf(name); arb != fs.self && len(held[arb]) < fs.maxNames {
-				held[arb] = append(held[arb], name)
-			}
-		}
-	}
-	resync := func(p *fedPeer) {
-		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Names: held[p.name]}}})
-	}
-	if p := fs.peer(came); came != "" && p != nil {
-		resync(p)
-	} else if left != "" {
-		fs.mu.RLock()
-		up := make([]*fedPeer, 0, len(fs.peers))
-		for _, p := range fs.peers {
-			if p.out {
-				up = append(up, p)
-			}
-		}
-		fs.mu.RUnlock()
-		for _, p := range up {
-			resync(p)
 		}
 	}
 }
