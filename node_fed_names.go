@@ -353,6 +353,17 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 			}
 		}
 	}
+	if owner == "" {
+		// No claimant held as owner, none waited for: the claimant the
+		// nodes believe in, if one still claims (each node's cut of a
+		// lost node's addresses makes the next standby its belief, not
+		// its flag), the smallest address if they differ.
+		for _, b := range a.believed {
+			if claimed[b] && (owner == "" || b < owner) {
+				owner = b
+			}
+		}
+	}
 	// The queue: the owner, the standbys in their old order, then the new
 	// claimants by node; claimed doubles as the set of those not placed
 	// yet (one pass, not a search per claimant).

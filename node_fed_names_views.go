@@ -82,14 +82,15 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 	if p == nil {
 		return
 	}
-	asked := m.GetNames()
-	if len(asked) > fs.maxNames {
+	held := m.GetHeld()
+	if len(held) > fs.maxNames {
 		fs.overLimit(node, "a names resync listing too many names")
-		asked = asked[:fs.maxNames]
+		held = held[:fs.maxNames]
 	}
+	var answers []*pb.FedMessage  // to the names listed, sent once names.mu is let go
+	asks := map[string][]string{} // the owner's node → the names to ask it about
 	nm := &fs.names
 	nm.mu.Lock()
-	defer nm.mu.Unlock()
 	for name, m := range nm.mine {
 		if fs.arbiterOf(name) == node {
 			fs.sendClaims(m)
@@ -105,18 +106,86 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: a.queue, CatchUp: true}}})
 		}
 	}
-	for _, name := range asked {
-		// A name the node holds a decision on, which this node
-		// arbitrates and holds nothing of (an entry waiting for claims
-		// is left to decide): nobody's, said as a catch-up.
-		if checkName(name) != nil {
-			fs.bad(node, "a names resync listing a bad name")
-			return
+	seen := make(map[string]bool, len(held))
+	for _, h := range held {
+		if len(answers)+len(asks) >= resyncAnswers {
+			fs.overLimit(node, "a names resync asking for too many answers")
+			break
 		}
-		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
-			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, CatchUp: true}}})
+		// A name the node holds a decision on, which this node
+		// arbitrates and holds nothing of (an entry, deciding or
+		// waiting, answers for itself): nobody's if the owner that
+		// decision names is gone as this node sees the nodes; if it
+		// lives, its node is asked for its claims (they went
+		// elsewhere while the views differed), whose arrival decides;
+		// if its node's state has not come yet, its claims are on
+		// their way.
+		name := h.GetName()
+		if checkName(name) != nil || len(h.GetOwner()) > pb.MaxNameLen {
+			fs.bad(node, "a names resync listing a bad name")
+			break
+		}
+		if seen[name] || nm.arb[name] != nil || fs.arbiterOf(name) != fs.self {
+			continue
+		}
+		seen[name] = true
+		switch owner, lives, known := fs.heldOwner(h.GetOwner()); {
+		case !known: // a bogus owner, or its node's state is on its way
+		case !lives:
+			answers = append(answers, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, CatchUp: true}}})
+		case lives:
+			asks[owner] = append(asks[owner], name)
 		}
 	}
+	nm.mu.Unlock()
+	for _, m := range answers {
+		fs.send(p, m)
+	}
+	for owner, names := range asks {
+		if q := fs.peer(owner); q != nil {
+			for _, name := range names {
+				fs.send(q, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+			}
+		}
+	}
+}
+
+// resyncAnswers bounds what one names_resync makes this node send for
+// the names it lists: a legitimate one lists the names whose decisions
+// its sender missed while their views differed, a few; a hostile one
+// could list 65,536.
+const resyncAnswers = 1024
+
+// heldOwner tells what this node knows of addr, the owner of a decision
+// another node holds (known false: nothing, for an address that does not
+// parse, whose node is not up here, which may be on its way up or cut
+// from this node alone, or up and has not sent its state yet): it lives
+// (lives, and node names its node, up and stated here, with the
+// connection), or it is gone (this node's own, which claims nothing here;
+// a node up here in another run; a state without it).
+func (fs *fedState) heldOwner(addr string) (node string, lives, known bool) {
+	n, inc, _, ok := parseAddress(addr)
+	switch {
+	case !ok:
+		return "", false, false
+	case n == fs.self:
+		return "", false, true
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	p := fs.peers[n]
+	switch {
+	case p == nil || !p.out:
+		return "", false, false
+	case p.inc != inc:
+		return "", false, true
+	case !p.stated:
+		return "", false, false
+	}
+	if _, fc := fs.lookup(addr); fc == nil {
+		return "", false, true
+	}
+	return n, true, true
 }
 
 // namesMoved: the nodes up changed (left went, its addresses starting
@@ -192,16 +261,16 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 	// (and claims nothing of) that it arbitrates as this node sees the
 	// nodes up: one whose queue emptied while the views differed is
 	// nobody's, and only the asked node can say so.
-	held := map[string][]string{} // arbiter → names
-	for name := range nm.decided {
+	held := map[string][]*pb.FedNameHeld{} // arbiter → names, with the owners decided
+	for name, d := range nm.decided {
 		if nm.mine[name] == nil {
 			if arb := fs.arbiterOf(name); arb != fs.self && len(held[arb]) < fs.maxNames {
-				held[arb] = append(held[arb], name)
+				held[arb] = append(held[arb], &pb.FedNameHeld{Name: name, Owner: first(d.queue)})
 			}
 		}
 	}
 	resync := func(p *fedPeer) {
-		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Names: held[p.name]}}})
+		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: held[p.name]}}})
 	}
 	if p := fs.peer(came); came != "" && p != nil {
 		resync(p)

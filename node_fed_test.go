@@ -437,7 +437,7 @@ func FuzzFedDeliver(f *testing.F) {
 	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_Claims{Claims: &pb.FedClaims{Name: "svc", Claims: []*pb.FedClaim{{Id: 5, Owner: true}}, BelievedOwner: ":n2.x1.9"}}}))
 	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: "svc", Queue: []string{":n2.x1.5", ":n1.zz.3"}}}}))
 	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: "svc"}}}))
-	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Names: []string{"svc", "other", ""}}}}))
+	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: []*pb.FedNameHeld{{Name: "svc", Owner: ":n2.x1.5"}, {Name: "other"}, {Name: ""}}}}}))
 	f.Add(enc(&pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: "bad name\x00"}}}))
 	cl := newFakeCluster()
 	n1 := startFedNode(f, cl, "n1")

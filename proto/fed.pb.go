@@ -375,11 +375,15 @@ func (x *FedClaimsAsk) GetName() string {
 type FedNamesResync struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The names the sender holds a decision on (and claims nothing of)
-	// whose arbiter, as the sender sees the nodes up, is the receiver: the
-	// receiver answers a catch-up for each it arbitrates and holds nothing
-	// of, with an empty queue (nobody's), so that a decision the sender
-	// missed while their views differed does not outlive the name.
-	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	// whose arbiter, as the sender sees the nodes up, is the receiver, each
+	// with the owner that decision names. For each it arbitrates and holds
+	// nothing of, the receiver answers a catch-up with an empty queue
+	// (nobody's) when that owner is gone as it sees the nodes (its node is
+	// not up, or its state says the owner closed), and asks the owner's
+	// node for its claims (claims_ask) when the owner lives: so a decision
+	// the sender missed while their views differed does not outlive the
+	// name, and a live owner is not dropped.
+	Held          []*FedNameHeld `protobuf:"bytes,1,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,11 +418,64 @@ func (*FedNamesResync) Descriptor() ([]byte, []int) {
 	return file_fed_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *FedNamesResync) GetNames() []string {
+func (x *FedNamesResync) GetHeld() []*FedNameHeld {
 	if x != nil {
-		return x.Names
+		return x.Held
 	}
 	return nil
+}
+
+// FedNameHeld is a name and the owner of the decision a node holds on it.
+type FedNameHeld struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FedNameHeld) Reset() {
+	*x = FedNameHeld{}
+	mi := &file_fed_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FedNameHeld) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FedNameHeld) ProtoMessage() {}
+
+func (x *FedNameHeld) ProtoReflect() protoreflect.Message {
+	mi := &file_fed_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FedNameHeld.ProtoReflect.Descriptor instead.
+func (*FedNameHeld) Descriptor() ([]byte, []int) {
+	return file_fed_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FedNameHeld) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FedNameHeld) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // FedClaims is every claimant of name on the sending node, in the order
@@ -440,7 +497,7 @@ type FedClaims struct {
 
 func (x *FedClaims) Reset() {
 	*x = FedClaims{}
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +509,7 @@ func (x *FedClaims) String() string {
 func (*FedClaims) ProtoMessage() {}
 
 func (x *FedClaims) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[3]
+	mi := &file_fed_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +522,7 @@ func (x *FedClaims) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaims.ProtoReflect.Descriptor instead.
 func (*FedClaims) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{3}
+	return file_fed_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FedClaims) GetName() string {
@@ -508,7 +565,7 @@ type FedClaim struct {
 
 func (x *FedClaim) Reset() {
 	*x = FedClaim{}
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +577,7 @@ func (x *FedClaim) String() string {
 func (*FedClaim) ProtoMessage() {}
 
 func (x *FedClaim) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[4]
+	mi := &file_fed_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +590,7 @@ func (x *FedClaim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedClaim.ProtoReflect.Descriptor instead.
 func (*FedClaim) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{4}
+	return file_fed_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FedClaim) GetId() uint64 {
@@ -567,7 +624,7 @@ type FedNameOwner struct {
 
 func (x *FedNameOwner) Reset() {
 	*x = FedNameOwner{}
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +636,7 @@ func (x *FedNameOwner) String() string {
 func (*FedNameOwner) ProtoMessage() {}
 
 func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[5]
+	mi := &file_fed_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +649,7 @@ func (x *FedNameOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedNameOwner.ProtoReflect.Descriptor instead.
 func (*FedNameOwner) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{5}
+	return file_fed_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FedNameOwner) GetName() string {
@@ -635,7 +692,7 @@ type FedConn struct {
 
 func (x *FedConn) Reset() {
 	*x = FedConn{}
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +704,7 @@ func (x *FedConn) String() string {
 func (*FedConn) ProtoMessage() {}
 
 func (x *FedConn) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[6]
+	mi := &file_fed_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +717,7 @@ func (x *FedConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConn.ProtoReflect.Descriptor instead.
 func (*FedConn) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{6}
+	return file_fed_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FedConn) GetId() uint64 {
@@ -715,7 +772,7 @@ type FedState struct {
 
 func (x *FedState) Reset() {
 	*x = FedState{}
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +784,7 @@ func (x *FedState) String() string {
 func (*FedState) ProtoMessage() {}
 
 func (x *FedState) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[7]
+	mi := &file_fed_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +797,7 @@ func (x *FedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedState.ProtoReflect.Descriptor instead.
 func (*FedState) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{7}
+	return file_fed_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FedState) GetConns() []*FedConn {
@@ -762,7 +819,7 @@ type FedConnDown struct {
 
 func (x *FedConnDown) Reset() {
 	*x = FedConnDown{}
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +831,7 @@ func (x *FedConnDown) String() string {
 func (*FedConnDown) ProtoMessage() {}
 
 func (x *FedConnDown) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[8]
+	mi := &file_fed_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +844,7 @@ func (x *FedConnDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedConnDown.ProtoReflect.Descriptor instead.
 func (*FedConnDown) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{8}
+	return file_fed_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FedConnDown) GetId() uint64 {
@@ -822,7 +879,7 @@ type FedMembership struct {
 
 func (x *FedMembership) Reset() {
 	*x = FedMembership{}
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +891,7 @@ func (x *FedMembership) String() string {
 func (*FedMembership) ProtoMessage() {}
 
 func (x *FedMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[9]
+	mi := &file_fed_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +904,7 @@ func (x *FedMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedMembership.ProtoReflect.Descriptor instead.
 func (*FedMembership) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{9}
+	return file_fed_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FedMembership) GetId() uint64 {
@@ -884,7 +941,7 @@ type FedDirect struct {
 
 func (x *FedDirect) Reset() {
 	*x = FedDirect{}
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +953,7 @@ func (x *FedDirect) String() string {
 func (*FedDirect) ProtoMessage() {}
 
 func (x *FedDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[10]
+	mi := &file_fed_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +966,7 @@ func (x *FedDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedDirect.ProtoReflect.Descriptor instead.
 func (*FedDirect) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{10}
+	return file_fed_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FedDirect) GetFrom() uint64 {
@@ -960,7 +1017,7 @@ type FedPublish struct {
 
 func (x *FedPublish) Reset() {
 	*x = FedPublish{}
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1029,7 @@ func (x *FedPublish) String() string {
 func (*FedPublish) ProtoMessage() {}
 
 func (x *FedPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[11]
+	mi := &file_fed_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1042,7 @@ func (x *FedPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedPublish.ProtoReflect.Descriptor instead.
 func (*FedPublish) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{11}
+	return file_fed_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FedPublish) GetFrom() uint64 {
@@ -1031,7 +1088,7 @@ type FedRequest struct {
 
 func (x *FedRequest) Reset() {
 	*x = FedRequest{}
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1100,7 @@ func (x *FedRequest) String() string {
 func (*FedRequest) ProtoMessage() {}
 
 func (x *FedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[12]
+	mi := &file_fed_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1113,7 @@ func (x *FedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedRequest.ProtoReflect.Descriptor instead.
 func (*FedRequest) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{12}
+	return file_fed_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FedRequest) GetRid() uint64 {
@@ -1120,7 +1177,7 @@ type FedReply struct {
 
 func (x *FedReply) Reset() {
 	*x = FedReply{}
-	mi := &file_fed_proto_msgTypes[13]
+	mi := &file_fed_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1189,7 @@ func (x *FedReply) String() string {
 func (*FedReply) ProtoMessage() {}
 
 func (x *FedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[13]
+	mi := &file_fed_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1202,7 @@ func (x *FedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedReply.ProtoReflect.Descriptor instead.
 func (*FedReply) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{13}
+	return file_fed_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FedReply) GetRid() uint64 {
@@ -1180,7 +1237,7 @@ type FedCancel struct {
 
 func (x *FedCancel) Reset() {
 	*x = FedCancel{}
-	mi := &file_fed_proto_msgTypes[14]
+	mi := &file_fed_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1249,7 @@ func (x *FedCancel) String() string {
 func (*FedCancel) ProtoMessage() {}
 
 func (x *FedCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_fed_proto_msgTypes[14]
+	mi := &file_fed_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1262,7 @@ func (x *FedCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FedCancel.ProtoReflect.Descriptor instead.
 func (*FedCancel) Descriptor() ([]byte, []int) {
-	return file_fed_proto_rawDescGZIP(), []int{14}
+	return file_fed_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FedCancel) GetRid() uint64 {
@@ -1248,9 +1305,12 @@ const file_fed_proto_rawDesc = "" +
 	"claims_ask\x18\x0e \x01(\v2\x1c.switchboard.v1.FedClaimsAskH\x00R\tclaimsAskB\x06\n" +
 	"\x04body\"\"\n" +
 	"\fFedClaimsAsk\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"&\n" +
-	"\x0eFedNamesResync\x12\x14\n" +
-	"\x05names\x18\x01 \x03(\tR\x05names\"\x9d\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x0eFedNamesResync\x12/\n" +
+	"\x04held\x18\x01 \x03(\v2\x1b.switchboard.v1.FedNameHeldR\x04held\"7\n" +
+	"\vFedNameHeld\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"\x9d\x01\n" +
 	"\tFedClaims\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06claims\x18\x02 \x03(\v2\x18.switchboard.v1.FedClaimR\x06claims\x12%\n" +
@@ -1321,51 +1381,53 @@ func file_fed_proto_rawDescGZIP() []byte {
 	return file_fed_proto_rawDescData
 }
 
-var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_fed_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_fed_proto_goTypes = []any{
 	(*FedMessage)(nil),     // 0: switchboard.v1.FedMessage
 	(*FedClaimsAsk)(nil),   // 1: switchboard.v1.FedClaimsAsk
 	(*FedNamesResync)(nil), // 2: switchboard.v1.FedNamesResync
-	(*FedClaims)(nil),      // 3: switchboard.v1.FedClaims
-	(*FedClaim)(nil),       // 4: switchboard.v1.FedClaim
-	(*FedNameOwner)(nil),   // 5: switchboard.v1.FedNameOwner
-	(*FedConn)(nil),        // 6: switchboard.v1.FedConn
-	(*FedState)(nil),       // 7: switchboard.v1.FedState
-	(*FedConnDown)(nil),    // 8: switchboard.v1.FedConnDown
-	(*FedMembership)(nil),  // 9: switchboard.v1.FedMembership
-	(*FedDirect)(nil),      // 10: switchboard.v1.FedDirect
-	(*FedPublish)(nil),     // 11: switchboard.v1.FedPublish
-	(*FedRequest)(nil),     // 12: switchboard.v1.FedRequest
-	(*FedReply)(nil),       // 13: switchboard.v1.FedReply
-	(*FedCancel)(nil),      // 14: switchboard.v1.FedCancel
-	(DisconnectReason)(0),  // 15: switchboard.v1.DisconnectReason
-	(Code)(0),              // 16: switchboard.v1.Code
+	(*FedNameHeld)(nil),    // 3: switchboard.v1.FedNameHeld
+	(*FedClaims)(nil),      // 4: switchboard.v1.FedClaims
+	(*FedClaim)(nil),       // 5: switchboard.v1.FedClaim
+	(*FedNameOwner)(nil),   // 6: switchboard.v1.FedNameOwner
+	(*FedConn)(nil),        // 7: switchboard.v1.FedConn
+	(*FedState)(nil),       // 8: switchboard.v1.FedState
+	(*FedConnDown)(nil),    // 9: switchboard.v1.FedConnDown
+	(*FedMembership)(nil),  // 10: switchboard.v1.FedMembership
+	(*FedDirect)(nil),      // 11: switchboard.v1.FedDirect
+	(*FedPublish)(nil),     // 12: switchboard.v1.FedPublish
+	(*FedRequest)(nil),     // 13: switchboard.v1.FedRequest
+	(*FedReply)(nil),       // 14: switchboard.v1.FedReply
+	(*FedCancel)(nil),      // 15: switchboard.v1.FedCancel
+	(DisconnectReason)(0),  // 16: switchboard.v1.DisconnectReason
+	(Code)(0),              // 17: switchboard.v1.Code
 }
 var file_fed_proto_depIdxs = []int32{
-	7,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
-	6,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
-	8,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
-	9,  // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
-	9,  // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
-	10, // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
-	11, // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
-	12, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
-	13, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
-	14, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
-	3,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
-	5,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
+	8,  // 0: switchboard.v1.FedMessage.state:type_name -> switchboard.v1.FedState
+	7,  // 1: switchboard.v1.FedMessage.conn_up:type_name -> switchboard.v1.FedConn
+	9,  // 2: switchboard.v1.FedMessage.conn_down:type_name -> switchboard.v1.FedConnDown
+	10, // 3: switchboard.v1.FedMessage.join:type_name -> switchboard.v1.FedMembership
+	10, // 4: switchboard.v1.FedMessage.leave:type_name -> switchboard.v1.FedMembership
+	11, // 5: switchboard.v1.FedMessage.direct:type_name -> switchboard.v1.FedDirect
+	12, // 6: switchboard.v1.FedMessage.publish:type_name -> switchboard.v1.FedPublish
+	13, // 7: switchboard.v1.FedMessage.request:type_name -> switchboard.v1.FedRequest
+	14, // 8: switchboard.v1.FedMessage.reply:type_name -> switchboard.v1.FedReply
+	15, // 9: switchboard.v1.FedMessage.cancel:type_name -> switchboard.v1.FedCancel
+	4,  // 10: switchboard.v1.FedMessage.claims:type_name -> switchboard.v1.FedClaims
+	6,  // 11: switchboard.v1.FedMessage.name_owner:type_name -> switchboard.v1.FedNameOwner
 	2,  // 12: switchboard.v1.FedMessage.names_resync:type_name -> switchboard.v1.FedNamesResync
 	1,  // 13: switchboard.v1.FedMessage.claims_ask:type_name -> switchboard.v1.FedClaimsAsk
-	4,  // 14: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
-	6,  // 15: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
-	15, // 16: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
-	16, // 17: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
-	16, // 18: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 14: switchboard.v1.FedNamesResync.held:type_name -> switchboard.v1.FedNameHeld
+	5,  // 15: switchboard.v1.FedClaims.claims:type_name -> switchboard.v1.FedClaim
+	7,  // 16: switchboard.v1.FedState.conns:type_name -> switchboard.v1.FedConn
+	16, // 17: switchboard.v1.FedConnDown.reason:type_name -> switchboard.v1.DisconnectReason
+	17, // 18: switchboard.v1.FedReply.code:type_name -> switchboard.v1.Code
+	17, // 19: switchboard.v1.FedCancel.code:type_name -> switchboard.v1.Code
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_fed_proto_init() }
@@ -1396,7 +1458,7 @@ func file_fed_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fed_proto_rawDesc), len(file_fed_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
