@@ -35,7 +35,7 @@ func (fs *fedState) Deliver(node string, msg []byte) {
 			}
 			p.stated = true
 		})
-		fs.namesStated()
+		fs.namesStated(node)
 	case *pb.FedMessage_ConnUp:
 		fs.changes(node, func(p *fedPeer) { fs.connUp(p, b.ConnUp) })
 	case *pb.FedMessage_ConnDown:

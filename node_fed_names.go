@@ -30,6 +30,12 @@ type fedNames struct {
 	mu     sync.Mutex
 	mine   map[string]*pb.FedClaims // this node's claims, by name, as last sent
 	sentTo map[string]string        // name → the arbiter they went to
+	// pend: node → names a resync listed with an owner on that node
+	// while this node, their arbiter, knew nothing of its connections
+	// (not up, or its state not come): asked of it when its state comes
+	// (namesStated). At most maxNames in all (pendN).
+	pend  map[string]map[string]bool
+	pendN int
 	// askedBy: name → the nodes that asked for this node's claims on it
 	// (FedClaimsAsk) without being its arbiter as this node sees the
 	// nodes up; they hear each change of them too, until this node
@@ -65,7 +71,7 @@ type arbName struct {
 
 // fedNamesInit hands the registry's names to the arbiters.
 func (fs *fedState) namesInit() {
-	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, arb: map[string]*arbName{},
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, pend: map[string]map[string]bool{}, arb: map[string]*arbName{},
 		decided: map[string]decided{}, claimed: map[string]int{}, by: map[string]int{}}
 	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
 }
@@ -353,11 +359,15 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 			}
 		}
 	}
-	if owner == "" {
-		// No claimant held as owner, none waited for: the claimant the
-		// nodes believe in, if one still claims (each node's cut of a
-		// lost node's addresses makes the next standby its belief, not
-		// its flag), the smallest address if they differ.
+	if owner == "" && !slices.ContainsFunc(a.queue, func(q string) bool { return claimed[q] }) {
+		// No claimant held as owner, none waited for, and none of the
+		// queue this arbiter decided (a new arbiter: none): the
+		// claimant the nodes believe in, if one still claims (each
+		// node's cut of a lost node's addresses makes the next standby
+		// its belief, not its flag), the smallest address if they
+		// differ. A queue of this arbiter's own goes first: a node's
+		// belief changes here only with its next claims, so it may be
+		// stale.
 		for _, b := range a.believed {
 			if claimed[b] && (owner == "" || b < owner) {
 				owner = b

@@ -165,3 +165,237 @@ func TestFedNamesResyncBounded(t *testing.T) {
 		t.Errorf("one names_resync made %d sends, more than %d", sent, resyncAnswers)
 	}
 }
+
+// TestFedNamesStandbyOrderOverStaleBelief: full mesh, no partition, no
+// delay. X arbitrates; c on D owns, s on X and t on T queue behind it:
+// [c s t]. T's claims (sent once, when t claimed) believe c. c releases:
+// [s t]; c claims again: [s t c] (T sends no claims again, so X still
+// holds T's belief in c). s releases: no claimant is flagged and none is
+// waited for, and the queue X decided goes first: t owns, not c.
+func TestFedNamesStandbyOrderOverStaleBelief(t *testing.T) {
+	name, o := roles("svc.stale", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	x, d, tn := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, x, d, tn)
+	ctx := ctx5(t)
+	c, s, tc := dial(t, ns[d]), dial(t, ns[x]), dial(t, ns[tn])
+	for _, cn := range []*Conn{c, s, tc} {
+		for _, n := range ns {
+			if cn.Address()[:4] != n.addrPrefix[:4] {
+				knows(t, n, cn.Address())
+			}
+		}
+	}
+	for i, cn := range []*Conn{c, s, tc} {
+		if primary, pos, err := cn.Own(ctx, name); err != nil || primary != (i == 0) || pos != i {
+			t.Fatalf("own %d: %v %d %v", i, primary, pos, err)
+		}
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[tn], name); return len(q) == 3 })
+	if err := c.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	owns(t, name, s.Address(), ns[x], ns[d], ns[tn])
+	if primary, pos, err := c.Own(ctx, name); err != nil || primary || pos != 2 {
+		t.Fatalf("c again: %v %d %v; want the last standby", primary, pos, err)
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[tn], name); return len(q) == 3 })
+	time.Sleep(100 * time.Millisecond)
+	nameNotices(tc, name, 50*time.Millisecond)
+	nameNotices(c, name, 50*time.Millisecond)
+	if err := s.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	q, _ := fedDecided(ns[x], name)
+	if first(q) != tc.Address() {
+		nm := &ns[x].fed.names
+		nm.mu.Lock()
+		a := nm.arb[name]
+		bel := fmt.Sprint(a.believed)
+		nm.mu.Unlock()
+		t.Errorf("s released [s t c]: arbiter %s decided %v; want t %s first (the standby order); arbiter's beliefs %s; t heard %v, c heard %v",
+			x, q, tc.Address(), bel, nameNotices(tc, name, 50*time.Millisecond), nameNotices(c, name, 50*time.Millisecond))
+	}
+}
+
+// TestFedNamesUnknownOwnerAskedLater: Z arbitrates among all, B among A
+// and B. Z is cut from A and B; o1 on B owns the name by B's decision,
+// which A, a watcher, holds. Z links with A: A's resync lists (name, o1)
+// to Z, which does not see B and keeps the listing (pend). o1 releases:
+// B decides nobody's, which A ignores (its arbiter is Z). Z links with B:
+// B's state comes, Z asks B for its claims (none) and decides nobody's,
+// which reaches A: every link up, nobody owns the name anywhere.
+func TestFedNamesUnknownOwnerAskedLater(t *testing.T) {
+	name, o := roles("svc.unknown", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[2], o[1]) == o[2]
+	})
+	z, a, b := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, z, a, b)
+	cl.cutPair(z, a)
+	cl.cutPair(z, b)
+	linkedTo(t, ns[a], b)
+	linkedTo(t, ns[b], a)
+	ctx := ctx5(t)
+	o1 := dial(t, ns[b])
+	knows(t, ns[a], o1.Address())
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, o1.Address(), ns[a], ns[b])
+	cl.joinPair(z, a)
+	linkedTo(t, ns[a], z, b)
+	linkedTo(t, ns[z], a)
+	time.Sleep(100 * time.Millisecond)
+	if err := o1.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ok := fedDecided(ns[b], name); return !ok })
+	cl.joinPair(z, b)
+	waitMesh(t, ns[z], ns[a], ns[b])
+	time.Sleep(300 * time.Millisecond)
+	if got := ns[a].reg.RemoteOwner(name); got != "" {
+		q, _ := fedDecided(ns[a], name)
+		t.Errorf("every link up, %s (watcher) names %s the owner of %s (queue %v); nobody's on %s (%q) and %s (%q); %s lives and claims nothing",
+			a, got, name, q, z, ownerOn(ns[z], name), b, ownerOn(ns[b], name), o1.Address())
+	}
+}
+
+// TestFedNamesLaggingStateKeepsLiveOwner: TestFedNamesLiveOwnerKeptThroughResync
+// with B's conn_up of o1 late on its way to Z (held; Z has B's state from
+// before o1 connected). A's resync lists (name, o1) to Z, which finds B
+// stated but o1 missing from what B told it so far: it asks B rather
+// than say nobody's (B's word on its own claims counts). A keeps the live
+// owner, and a client on A that claims the name is a standby behind o1.
+func TestFedNamesLaggingStateKeepsLiveOwner(t *testing.T) {
+	name, o := roles("svc.lag", []string{"n1", "n2", "n3", "n4"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0] && arbiterAmong(name, o[1], o[2:]...) == o[1]
+	})
+	y, z, a, b := o[0], o[1], o[2], o[3]
+	cl := newFakeCluster()
+	hb := &holdFed{fakeFed: cl.fed()}
+	ns := map[string]*Node{}
+	ns[y] = startFedNode(t, cl, y)
+	ns[z] = startFedNode(t, cl, z)
+	ns[a] = startFedNode(t, cl, a)
+	ns[b] = startNode(t, WithNodeName(b), WithFederation(hb))
+	waitMesh(t, ns[y], ns[z], ns[a], ns[b])
+	ctx := ctx5(t)
+	hb.holdTo(z) // what B sends Z comes late (o1's conn_up among it)
+	o1 := dial(t, ns[b])
+	for _, n := range []string{y, a} {
+		knows(t, ns[n], o1.Address())
+	}
+	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
+		t.Fatalf("own: %v %v", primary, err)
+	}
+	owns(t, name, o1.Address(), ns[y], ns[a], ns[b])
+	cl.cutPair(y, z)
+	cl.cutPair(y, a)
+	linkedTo(t, ns[a], z, b)
+	linkedTo(t, ns[z], a, b)
+	time.Sleep(200 * time.Millisecond)
+	hb.release(z)
+	knows(t, ns[z], o1.Address())
+	time.Sleep(200 * time.Millisecond)
+	if got := ns[a].reg.RemoteOwner(name); got != o1.Address() {
+		t.Errorf("%s (watcher, linked to %s and %s) names owner %q; want %s, alive on %s and owner there (and on %s)", a, z, b, got, o1.Address(), b, y)
+	}
+	later := dial(t, ns[a])
+	knows(t, ns[z], later.Address())
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	primary, pos, err := later.Own(octx, name)
+	if err != nil || primary || pos != 1 {
+		t.Errorf("a new claimant on %s: primary %v position %d %v; want a standby behind %s (owner on %s: %q, on %s: %q)",
+			a, primary, pos, err, o1.Address(), b, ownerOn(ns[b], name), y, ownerOn(ns[y], name))
+	}
+}
+
+// TestFedNamesResyncAsksBounded: TestFedNamesResyncBounded with each
+// listed name's owner a live connection of the sender: each name would
+// be a claims_ask to the sender's node; the bound counts the names asked
+// about: one resync makes at most resyncAnswers sends.
+func TestFedNamesResyncAsksBounded(t *testing.T) {
+	cl := newFakeCluster()
+	h2 := &holdFed{fakeFed: cl.fed()}
+	ns := map[string]*Node{"n1": startFedNode(t, cl, "n1"), "n2": startNode(t, WithNodeName("n2"), WithFederation(h2))}
+	waitMesh(t, ns["n1"], ns["n2"])
+	live := dial(t, ns["n2"])
+	knows(t, ns["n1"], live.Address())
+	fs := ns["n1"].fed
+	var held []*pb.FedNameHeld
+	for i := 0; len(held) < fs.maxNames; i++ {
+		if nm := fmt.Sprint("h", i); fs.arbiterOf(nm) == "n1" {
+			held = append(held, &pb.FedNameHeld{Name: nm, Owner: live.Address()})
+		}
+	}
+	msg := encode(&pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: held}}})
+	h2.holdTo("n1") // n2's answers (none) would make n1 decide, and send, meanwhile
+	defer h2.release("n1")
+	before := fs.sent.Load()
+	fs.Deliver("n2", msg)
+	if sent := fs.sent.Load() - before; sent > resyncAnswers || sent == 0 {
+		t.Errorf("one names_resync listing %d names owned by a live connection of its sender made %d sends (claims_ask); want 1 to %d", len(held), sent, resyncAnswers)
+	}
+}
+
+// TestFedNamesStandbyOrderOverCutBelief: X arbitrates among all and sees
+// every node throughout; o1 (owner) and o2 on O, p on P: [o1 o2 p]. Only
+// the link P–O is cut: P cuts O's addresses, believes p (its own cut),
+// and sends X its claims so; X's answer to P is late (held), so X still
+// holds P's belief in p when o1 releases. The next standby o2 lives and
+// X sees it: o2 owns, by the queue X decided, not p by P's belief.
+func TestFedNamesStandbyOrderOverCutBelief(t *testing.T) {
+	name, o := roles("svc.cutbelief", []string{"n1", "n2", "n3"}, func(name string, o []string) bool {
+		return arbiterAmong(name, o[0], o[1:]...) == o[0]
+	})
+	x, on, pn := o[0], o[1], o[2]
+	cl := newFakeCluster()
+	hx := &holdFed{fakeFed: cl.fed()}
+	ns := map[string]*Node{}
+	ns[x] = startNode(t, WithNodeName(x), WithFederation(hx))
+	ns[on] = startFedNode(t, cl, on)
+	ns[pn] = startFedNode(t, cl, pn)
+	waitMesh(t, ns[x], ns[on], ns[pn])
+	ctx := ctx5(t)
+	o1, o2, p := dial(t, ns[on]), dial(t, ns[on]), dial(t, ns[pn])
+	for _, c := range []*Conn{o1, o2} {
+		for _, n := range []string{x, pn} {
+			knows(t, ns[n], c.Address())
+		}
+	}
+	for _, n := range []string{x, on} {
+		knows(t, ns[n], p.Address())
+	}
+	for i, c := range []*Conn{o1, o2, p} {
+		if primary, pos, err := c.Own(ctx, name); err != nil || primary != (i == 0) || pos != i {
+			t.Fatalf("own %d: %v %d %v", i, primary, pos, err)
+		}
+	}
+	waitFor(t, func() bool { q, _ := fedDecided(ns[pn], name); return len(q) == 3 })
+	hx.holdTo(pn) // X's answers to P come late
+	cl.cutPair(on, pn)
+	waitFor(t, func() bool {
+		nm := &ns[x].fed.names
+		nm.mu.Lock()
+		defer nm.mu.Unlock()
+		a := nm.arb[name]
+		return a != nil && a.believed[pn] == p.Address()
+	})
+	if err := o1.Disown(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	q, _ := fedDecided(ns[x], name)
+	hx.release(pn)
+	if first(q) != o2.Address() {
+		t.Errorf("o1 released [o1 o2 p], o2 alive and seen by arbiter %s: decided %v; want o2 %s first", x, q, o2.Address())
+	}
+	time.Sleep(200 * time.Millisecond)
+	q, _ = fedDecided(ns[x], name)
+	t.Logf("after the release: %s decided %v; p heard %v", x, q, nameNotices(p, name, 50*time.Millisecond))
+}

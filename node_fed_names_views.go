@@ -15,13 +15,30 @@ import (
 // namesStated: a node's state came in: the names this node arbitrates are
 // decided again (one may have waited for that node, or believed in an
 // owner its state says is gone).
-func (fs *fedState) namesStated() {
+func (fs *fedState) namesStated(node string) {
 	nm := &fs.names
 	nm.mu.Lock()
-	defer nm.mu.Unlock()
 	for name, a := range nm.arb {
 		if fs.arbiterOf(name) == fs.self {
 			fs.arbDecide(name, a)
+		}
+	}
+	// The names a resync listed with an owner on node, known now: node
+	// is asked for its claims on each this node still arbitrates and
+	// holds nothing of; its answer (none, if the owner is gone) decides,
+	// and the decision goes to every node.
+	var ask []string
+	for name := range nm.pend[node] {
+		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
+			ask = append(ask, name)
+		}
+	}
+	nm.pendN -= len(nm.pend[node])
+	delete(nm.pend, node)
+	nm.mu.Unlock()
+	if p := fs.peer(node); p != nil {
+		for _, name := range ask {
+			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
 		}
 	}
 }
@@ -107,19 +124,21 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 		}
 	}
 	seen := make(map[string]bool, len(held))
+	asked := 0
 	for _, h := range held {
-		if len(answers)+len(asks) >= resyncAnswers {
+		if len(answers)+asked >= resyncAnswers {
 			fs.overLimit(node, "a names resync asking for too many answers")
 			break
 		}
 		// A name the node holds a decision on, which this node
 		// arbitrates and holds nothing of (an entry, deciding or
 		// waiting, answers for itself): nobody's if the owner that
-		// decision names is gone as this node sees the nodes; if it
-		// lives, its node is asked for its claims (they went
-		// elsewhere while the views differed), whose arrival decides;
-		// if its node's state has not come yet, its claims are on
-		// their way.
+		// decision names is gone for certain; else its node is asked
+		// for its claims (they may have gone elsewhere while the views
+		// differed; its word on its own claims is the one that
+		// counts), whose arrival decides, and the decision goes to
+		// every node: at once if its state came here, when it comes
+		// otherwise (pend).
 		name := h.GetName()
 		if checkName(name) != nil || len(h.GetOwner()) > pb.MaxNameLen {
 			fs.bad(node, "a names resync listing a bad name")
@@ -129,12 +148,25 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 			continue
 		}
 		seen[name] = true
-		switch owner, lives, known := fs.heldOwner(h.GetOwner()); {
-		case !known: // a bogus owner, or its node's state is on its way
-		case !lives:
+		switch owner, verdict := fs.heldOwner(h.GetOwner()); verdict {
+		case ownerGone:
 			answers = append(answers, &pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, CatchUp: true}}})
-		case lives:
+		case ownerAsk:
 			asks[owner] = append(asks[owner], name)
+			asked++
+		case ownerPend:
+			if nm.pend[owner][name] {
+				continue
+			}
+			if nm.pendN >= fs.maxNames {
+				fs.overLimit(node, "a names resync naming owners of nodes not known yet")
+				continue
+			}
+			if nm.pend[owner] == nil {
+				nm.pend[owner] = map[string]bool{}
+			}
+			nm.pend[owner][name] = true
+			nm.pendN++
 		}
 	}
 	nm.mu.Unlock()
@@ -156,36 +188,39 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 // could list 65,536.
 const resyncAnswers = 1024
 
-// heldOwner tells what this node knows of addr, the owner of a decision
-// another node holds (known false: nothing, for an address that does not
-// parse, whose node is not up here, which may be on its way up or cut
-// from this node alone, or up and has not sent its state yet): it lives
-// (lives, and node names its node, up and stated here, with the
-// connection), or it is gone (this node's own, which claims nothing here;
-// a node up here in another run; a state without it).
-func (fs *fedState) heldOwner(addr string) (node string, lives, known bool) {
+// What a resync's listed owner calls for (heldOwner).
+const (
+	ownerBogus = iota // an address that does not parse: nothing
+	ownerGone         // gone for certain: nobody's
+	ownerAsk          // its node is up and stated here: ask it
+	ownerPend         // its node is not up here or its state has not come: ask it then
+)
+
+// heldOwner tells what addr, the owner of a decision another node holds,
+// calls for, and its node: gone for certain (this node's own, which
+// claims nothing here, or one of a node up here in another run), its
+// node to ask for its claims (up and stated here: its own word on its
+// claims counts, not this node's copy of its connections, which may lag),
+// or to ask once it is known (not up here, which may be on its way up or
+// cut from this node alone, or up with its state to come).
+func (fs *fedState) heldOwner(addr string) (node string, verdict int) {
 	n, inc, _, ok := parseAddress(addr)
 	switch {
 	case !ok:
-		return "", false, false
+		return "", ownerBogus
 	case n == fs.self:
-		return "", false, true
+		return "", ownerGone
 	}
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
 	p := fs.peers[n]
 	switch {
-	case p == nil || !p.out:
-		return "", false, false
+	case p == nil || !p.out || !p.stated:
+		return n, ownerPend
 	case p.inc != inc:
-		return "", false, true
-	case !p.stated:
-		return "", false, false
+		return "", ownerGone
 	}
-	if _, fc := fs.lookup(addr); fc == nil {
-		return "", false, true
-	}
-	return n, true, true
+	return n, ownerAsk
 }
 
 // namesMoved: the nodes up changed (left went, its addresses starting

@@ -378,11 +378,12 @@ type FedNamesResync struct {
 	// whose arbiter, as the sender sees the nodes up, is the receiver, each
 	// with the owner that decision names. For each it arbitrates and holds
 	// nothing of, the receiver answers a catch-up with an empty queue
-	// (nobody's) when that owner is gone as it sees the nodes (its node is
-	// not up, or its state says the owner closed), and asks the owner's
-	// node for its claims (claims_ask) when the owner lives: so a decision
-	// the sender missed while their views differed does not outlive the
-	// name, and a live owner is not dropped.
+	// (nobody's) when that owner is gone for certain (the receiver's own,
+	// or of a node up there in another run), and else asks the owner's
+	// node for its claims (claims_ask), at once or when that node's state
+	// comes, whose answer decides: so a decision the sender missed while
+	// their views differed does not outlive the name, and a live owner is
+	// not dropped.
 	Held          []*FedNameHeld `protobuf:"bytes,1,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
