@@ -33,9 +33,12 @@ type fedNames struct {
 	// pend: node → names a resync listed with an owner on that node
 	// while this node, their arbiter, knew nothing of its connections
 	// (not up, or its state not come): asked of it when its state comes
-	// (namesStated). At most maxNames in all (pendN).
-	pend  map[string]map[string]bool
-	pendN int
+	// (namesStated), each with the node whose resync listed it; at most
+	// resyncAnswers per such node (pendBy), whose entries go when it
+	// leaves: a peer's resyncs naming a node that never comes fill its
+	// own share only.
+	pend   map[string]map[string]string
+	pendBy map[string]int
 	// askedBy: name → the nodes that asked for this node's claims on it
 	// (FedClaimsAsk) without being its arbiter as this node sees the
 	// nodes up; they hear each change of them too, until this node
@@ -71,7 +74,7 @@ type arbName struct {
 
 // fedNamesInit hands the registry's names to the arbiters.
 func (fs *fedState) namesInit() {
-	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, pend: map[string]map[string]bool{}, arb: map[string]*arbName{},
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, pend: map[string]map[string]string{}, pendBy: map[string]int{}, arb: map[string]*arbName{},
 		decided: map[string]decided{}, claimed: map[string]int{}, by: map[string]int{}}
 	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
 }
@@ -396,6 +399,15 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 		}
 	}
 	if slices.Equal(queue, a.queue) && len(queue) > 0 {
+		if d := fs.names.decided[name]; !slices.Equal(d.queue, queue) {
+			// This node applied its own cut of a lost node's addresses
+			// meanwhile (namesMoved) while its decision stood: the
+			// decision again, here and everywhere (so does any other
+			// node that cut them).
+			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
+			fs.applyDecision(name, queue, "")
+			fs.names.believe(name, first(queue), fs.n.addrPrefix, true)
+		}
 		return false
 	}
 	a.queue = queue

@@ -862,7 +862,7 @@ func TestFedNamesNobodysNameCaughtUp(t *testing.T) {
 	if got := ns[a].reg.RemoteOwner(name); got != "" {
 		t.Errorf("%s, every link up, still names %s the owner of %s (nobody's on %s and %s)", a, got, name, z, c)
 	}
-	// And with the fix, a claimant there waits for ever.
+	// And a claimant there gets the name (no wait for a released owner).
 	later := dial(t, ns[a])
 	knows(t, ns[z], later.Address())
 	octx, cancel := context.WithTimeout(ctx, 2*time.Second)

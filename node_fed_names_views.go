@@ -28,12 +28,14 @@ func (fs *fedState) namesStated(node string) {
 	// holds nothing of; its answer (none, if the owner is gone) decides,
 	// and the decision goes to every node.
 	var ask []string
-	for name := range nm.pend[node] {
+	for name, asker := range nm.pend[node] {
+		if nm.pendBy[asker]--; nm.pendBy[asker] <= 0 {
+			delete(nm.pendBy, asker)
+		}
 		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
 			ask = append(ask, name)
 		}
 	}
-	nm.pendN -= len(nm.pend[node])
 	delete(nm.pend, node)
 	nm.mu.Unlock()
 	if p := fs.peer(node); p != nil {
@@ -50,8 +52,9 @@ func (fs *fedState) askClaims(name string, a *arbName, node string) {
 		return
 	}
 	if p := fs.peer(node); p != nil {
-		a.asked[node] = true
-		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+		// Asked only if it went (a node not up yet takes nothing: its
+		// state's coming decides again, and asks then).
+		a.asked[node] = fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
 	}
 }
 
@@ -124,9 +127,9 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 		}
 	}
 	seen := make(map[string]bool, len(held))
-	asked := 0
+	asked, pended := 0, 0
 	for _, h := range held {
-		if len(answers)+asked >= resyncAnswers {
+		if len(answers)+asked+pended >= resyncAnswers {
 			fs.overLimit(node, "a names resync asking for too many answers")
 			break
 		}
@@ -155,18 +158,19 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 			asks[owner] = append(asks[owner], name)
 			asked++
 		case ownerPend:
-			if nm.pend[owner][name] {
+			if _, ok := nm.pend[owner][name]; ok {
 				continue
 			}
-			if nm.pendN >= fs.maxNames {
-				fs.overLimit(node, "a names resync naming owners of nodes not known yet")
+			if nm.pendBy[node] >= resyncAnswers {
+				fs.overLimit(node, "names resyncs naming owners of nodes not known yet")
 				continue
 			}
 			if nm.pend[owner] == nil {
-				nm.pend[owner] = map[string]bool{}
+				nm.pend[owner] = map[string]string{}
 			}
-			nm.pend[owner][name] = true
-			nm.pendN++
+			nm.pend[owner][name] = node
+			nm.pendBy[node]++
+			pended++
 		}
 	}
 	nm.mu.Unlock()
@@ -241,6 +245,19 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 			if delete(by, left); len(by) == 0 {
 				delete(nm.askedBy, name)
 			}
+		}
+		if nm.pendBy[left] > 0 {
+			for owner, names := range nm.pend {
+				for name, asker := range names {
+					if asker == left {
+						delete(names, name)
+					}
+				}
+				if len(names) == 0 {
+					delete(nm.pend, owner)
+				}
+			}
+			delete(nm.pendBy, left)
 		}
 	}
 	for name, a := range nm.arb {
