@@ -33,11 +33,11 @@ type fedNames struct {
 	// pend: node → names a resync listed with an owner on that node
 	// while this node, their arbiter, knew nothing of its connections
 	// (not up, or its state not come): asked of it when its state comes
-	// (namesStated), each with the node whose resync listed it; at most
-	// resyncAnswers per such node (pendBy), whose entries go when it
-	// leaves: a peer's resyncs naming a node that never comes fill its
-	// own share only.
-	pend   map[string]map[string]string
+	// (namesStated), each with the nodes whose resyncs listed it; at
+	// most resyncAnswers per such node (pendBy), whose share goes when it
+	// leaves (a name goes with its last asker): a peer's resyncs naming a
+	// node that never comes fill its own share only.
+	pend   map[string]map[string][]string
 	pendBy map[string]int
 	// askedBy: name → the nodes that asked for this node's claims on it
 	// (FedClaimsAsk) without being its arbiter as this node sees the
@@ -74,7 +74,7 @@ type arbName struct {
 
 // fedNamesInit hands the registry's names to the arbiters.
 func (fs *fedState) namesInit() {
-	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, pend: map[string]map[string]string{}, pendBy: map[string]int{}, arb: map[string]*arbName{},
+	fs.names = fedNames{mine: map[string]*pb.FedClaims{}, sentTo: map[string]string{}, askedBy: map[string]map[string]bool{}, pend: map[string]map[string][]string{}, pendBy: map[string]int{}, arb: map[string]*arbName{},
 		decided: map[string]decided{}, claimed: map[string]int{}, by: map[string]int{}}
 	fs.n.reg.Arbitrate(fs, fs.n.addrPrefix)
 }

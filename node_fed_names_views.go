@@ -28,9 +28,11 @@ func (fs *fedState) namesStated(node string) {
 	// holds nothing of; its answer (none, if the owner is gone) decides,
 	// and the decision goes to every node.
 	var ask []string
-	for name, asker := range nm.pend[node] {
-		if nm.pendBy[asker]--; nm.pendBy[asker] <= 0 {
-			delete(nm.pendBy, asker)
+	for name, askers := range nm.pend[node] {
+		for _, asker := range askers {
+			if nm.pendBy[asker]--; nm.pendBy[asker] <= 0 {
+				delete(nm.pendBy, asker)
+			}
 		}
 		if nm.arb[name] == nil && fs.arbiterOf(name) == fs.self {
 			ask = append(ask, name)
@@ -158,7 +160,7 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 			asks[owner] = append(asks[owner], name)
 			asked++
 		case ownerPend:
-			if _, ok := nm.pend[owner][name]; ok {
+			if slices.Contains(nm.pend[owner][name], node) {
 				continue
 			}
 			if nm.pendBy[node] >= resyncAnswers {
@@ -166,9 +168,9 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 				continue
 			}
 			if nm.pend[owner] == nil {
-				nm.pend[owner] = map[string]string{}
+				nm.pend[owner] = map[string][]string{}
 			}
-			nm.pend[owner][name] = node
+			nm.pend[owner][name] = append(nm.pend[owner][name], node)
 			nm.pendBy[node]++
 			pended++
 		}
@@ -248,9 +250,11 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 		}
 		if nm.pendBy[left] > 0 {
 			for owner, names := range nm.pend {
-				for name, asker := range names {
-					if asker == left {
+				for name, askers := range names {
+					if askers = slices.DeleteFunc(askers, func(a string) bool { return a == left }); len(askers) == 0 {
 						delete(names, name)
+					} else {
+						names[name] = askers
 					}
 				}
 				if len(names) == 0 {

@@ -256,3 +256,36 @@ func TestFedNamesPendAsksBounded(t *testing.T) {
 		t.Errorf("one names_resync of %d names made n1 send %d messages in all; want at most %d", len(held), atResync+later, bound)
 	}
 }
+
+// TestFedNamesPendTwoAskers: A and B each list (name, an owner on a node
+// Z does not know yet) in a names_resync to Z, its arbiter. Z keeps the
+// name for both, each charged for it. Only the link Z–A is cut: A's share
+// goes, and the name stays for B, whose view did not change (it does not
+// list the name again).
+func TestFedNamesPendTwoAskers(t *testing.T) {
+	cl := newFakeCluster()
+	ns := startFedNodes(t, cl, "n1", "n2", "n3")
+	z, a, b := "n1", "n2", "n3"
+	fs := ns[z].fed
+	name := ""
+	for i := 0; name == ""; i++ {
+		if nm := fmt.Sprint("p", i); fs.arbiterOf(nm) == z {
+			name = nm
+		}
+	}
+	resync := encode(&pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: []*pb.FedNameHeld{{Name: name, Owner: ":ghost.x.1"}}}}})
+	fs.Deliver(a, resync)
+	fs.Deliver(b, resync)
+	fs.names.mu.Lock()
+	before := fmt.Sprint(fs.names.pend, fs.names.pendBy)
+	fs.names.mu.Unlock()
+	t.Logf("before the cut: %s", before)
+	cl.cutPair(z, a)
+	waitFor(t, func() bool { return fs.peer(a) == nil })
+	fs.names.mu.Lock()
+	defer fs.names.mu.Unlock()
+	if got := fs.names.pend["ghost"][name]; len(got) != 1 || got[0] != b || fs.names.pendBy[b] != 1 || fs.names.pendBy[a] != 0 {
+		t.Errorf("%s left %s only; %s listed (%s, ghost) too, want it kept for %s alone, charged once (pend %v, pendBy %v)",
+			a, z, b, name, b, fs.names.pend, fs.names.pendBy)
+	}
+}
