@@ -235,6 +235,20 @@ func TestFedNamesUnknownOwnerAskedLater(t *testing.T) {
 	z, a, b := o[0], o[1], o[2]
 	cl := newFakeCluster()
 	ns := startFedNodes(t, cl, z, a, b)
+	o1 := releasedWhileArbiterAway(t, cl, ns, name, z, a, b)
+	if got := ns[a].reg.RemoteOwner(name); got != "" {
+		q, _ := fedDecided(ns[a], name)
+		t.Errorf("every link up, %s (watcher) names %s the owner of %s (queue %v); nobody's on %s (%q) and %s (%q); %s lives and claims nothing",
+			a, got, name, q, z, ownerOn(ns[z], name), b, ownerOn(ns[b], name), o1.Address())
+	}
+}
+
+// releasedWhileArbiterAway plays TestFedNamesUnknownOwnerAskedLater's
+// scenario on z, a and b, linked (z the arbiter of name among all, b
+// among a and b): z is cut from a and b; o1 on b owns name, which a
+// holds; z links with a; o1 releases; z links with b. It returns o1.
+func releasedWhileArbiterAway(t *testing.T, cl *fakeCluster, ns map[string]*Node, name, z, a, b string) *Conn {
+	t.Helper()
 	cl.cutPair(z, a)
 	cl.cutPair(z, b)
 	linkedTo(t, ns[a], b)
@@ -257,11 +271,7 @@ func TestFedNamesUnknownOwnerAskedLater(t *testing.T) {
 	cl.joinPair(z, b)
 	waitMesh(t, ns[z], ns[a], ns[b])
 	time.Sleep(300 * time.Millisecond)
-	if got := ns[a].reg.RemoteOwner(name); got != "" {
-		q, _ := fedDecided(ns[a], name)
-		t.Errorf("every link up, %s (watcher) names %s the owner of %s (queue %v); nobody's on %s (%q) and %s (%q); %s lives and claims nothing",
-			a, got, name, q, z, ownerOn(ns[z], name), b, ownerOn(ns[b], name), o1.Address())
-	}
+	return o1
 }
 
 // TestFedNamesLaggingStateKeepsLiveOwner: TestFedNamesLiveOwnerKeptThroughResync

@@ -42,7 +42,7 @@ func (fs *fedState) namesStated(node string) {
 	nm.mu.Unlock()
 	if p := fs.peer(node); p != nil {
 		for _, name := range ask {
-			fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+			fs.send(p, claimsAsk(name))
 		}
 	}
 }
@@ -56,8 +56,13 @@ func (fs *fedState) askClaims(name string, a *arbName, node string) {
 	if p := fs.peer(node); p != nil {
 		// Asked only if it went (a node not up yet takes nothing: its
 		// state's coming decides again, and asks then).
-		a.asked[node] = fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+		a.asked[node] = fs.send(p, claimsAsk(name))
 	}
+}
+
+// claimsAsk is the message that asks for a node's claims on name.
+func claimsAsk(name string) *pb.FedMessage {
+	return &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}}
 }
 
 // claimsAskIn answers an arbiter that waits for this node's claims on a
@@ -182,7 +187,7 @@ func (fs *fedState) namesResyncIn(node string, m *pb.FedNamesResync) {
 	for owner, names := range asks {
 		if q := fs.peer(owner); q != nil {
 			for _, name := range names {
-				fs.send(q, &pb.FedMessage{Body: &pb.FedMessage_ClaimsAsk{ClaimsAsk: &pb.FedClaimsAsk{Name: name}}})
+				fs.send(q, claimsAsk(name))
 			}
 		}
 	}

@@ -151,28 +151,7 @@ func TestFedNamesPendShareOfOnePeer(t *testing.T) {
 	fs.names.mu.Lock()
 	t.Logf("%s's pend after one resync from %s: %d of its entries", z, a, fs.names.pendBy[a])
 	fs.names.mu.Unlock()
-	cl.cutPair(z, a)
-	cl.cutPair(z, b)
-	linkedTo(t, ns[a], b)
-	linkedTo(t, ns[b], a)
-	ctx := ctx5(t)
-	o1 := dial(t, ns[b])
-	knows(t, ns[a], o1.Address())
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	owns(t, name, o1.Address(), ns[a], ns[b])
-	cl.joinPair(z, a)
-	linkedTo(t, ns[a], z, b)
-	linkedTo(t, ns[z], a)
-	time.Sleep(100 * time.Millisecond)
-	if err := o1.Disown(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { _, ok := fedDecided(ns[b], name); return !ok })
-	cl.joinPair(z, b)
-	waitMesh(t, ns[z], ns[a], ns[b])
-	time.Sleep(300 * time.Millisecond)
+	releasedWhileArbiterAway(t, cl, ns, name, z, a, b)
 	if got := ns[a].reg.RemoteOwner(name); got != "" {
 		t.Errorf("every link up, %s (watcher) names %s the owner of %s; nobody's on %s (%q) and %s (%q); OverLimit at %s: %d",
 			a, got, name, z, ownerOn(ns[z], name), b, ownerOn(ns[b], name), z, ns[z].FederationStats().OverLimit)

@@ -185,24 +185,25 @@ func (f *Federation) onHello(session uint64, h *linkpb.Hello) {
 	refuse := func(code uint32, format string, args ...any) {
 		reason := fmt.Sprintf(format, args...)
 		f.stats.refusedOut.Add(1)
-		f.limitedf(&f.logs.refusedOut, "cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
-		f.bye(pid, f.localFor(h.Address), session, code, reason)
+		// A Hello without the secret, which anyone who reaches the
+		// port can send naming any address, has a log limit of its own
+		// (a flood of them would hide the refusals of nodes that know
+		// the secret), and the Bye that says why goes only to an
+		// address this node dials anyway (answering another would make
+		// remote dial it, and keep dialling one that is dead).
+		l, answer := &f.logs.refusedOut, true
+		if code == byeSecret {
+			l, answer = &f.logs.badSecret, f.dial[h.Address] != nil
+		}
+		f.limitedf(l, "cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
+		if answer {
+			f.bye(pid, f.localFor(h.Address), session, code, reason)
+		}
 	}
 	switch {
 	case f.secret != nil && subtle.ConstantTimeCompare(h.Secret, f.secret) != 1:
-		// Anyone who reaches the port can send this, naming any
-		// address: its lines have a limit of their own (a flood of
-		// them would hide the refusals of nodes that know the
-		// secret), and the Bye that says why goes only to an address
-		// this node dials anyway (answering another would make
-		// remote dial it, and keep dialling one that is dead).
 		f.stats.badSecret.Add(1)
-		f.stats.refusedOut.Add(1)
-		const reason = "it does not know the cluster's secret"
-		f.limitedf(&f.logs.badSecret, "cluster: refused node %s (%s) at %s: %s", h.Node, h.Incarnation, h.Address, reason)
-		if f.dial[h.Address] != nil {
-			f.bye(pid, f.localFor(h.Address), session, byeSecret, reason)
-		}
+		refuse(byeSecret, "it does not know the cluster's secret")
 		return
 	case h.Cluster != f.cfg.Cluster:
 		refuse(byeCluster, "cluster %q is not this node's cluster %q", h.Cluster, f.cfg.Cluster)
