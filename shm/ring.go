@@ -264,6 +264,26 @@ func (p *Producer) Flush() {
 	}
 }
 
+// FlushLater is Flush that leaves the wake-up to the caller: it publishes
+// the committed frames and returns the consumer's doorbell if it sleeps
+// (nil otherwise), for the caller to ring once it has let go of the
+// Producer. Ringing it is safe from any goroutine, after the Producer has
+// passed on or been closed (a closed doorbell's Ring fails). A writer
+// that holds something another goroutine waits for (a pump's state, say)
+// publishes with FlushLater, lets go, then rings: the write that wakes the
+// consumer is where the scheduler may run the consumer in its place.
+func (p *Producer) FlushLater() *Doorbell {
+	if p.head == p.published {
+		return nil
+	}
+	p.published = p.head
+	p.r.head.Store(p.head)
+	if p.r.sleeping.Load() != 0 && p.r.sleeping.CompareAndSwap(1, 0) {
+		return p.o.data
+	}
+	return nil
+}
+
 // Buffered reports whether committed frames wait for a Flush.
 func (p *Producer) Buffered() bool { return p.head != p.published }
 

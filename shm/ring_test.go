@@ -510,3 +510,42 @@ func TestUnflushedAndHeld(t *testing.T) {
 		t.Fatalf("held %d, want %d", got, p.Position()-before)
 	}
 }
+
+// FlushLater publishes like Flush and hands back the doorbell of a
+// consumer that sleeps, unrung, once per announcement.
+func TestFlushLater(t *testing.T) {
+	bell, err := NewDoorbell()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bell.Close()
+	p, c := newTestRing(t, 4096, WithDoorbells(bell, nil))
+	if b := p.FlushLater(); b != nil {
+		t.Fatal("nothing to publish, yet a doorbell to ring")
+	}
+	if err := p.Append(Header{Kind: 1, ID: 1}, []byte("awake")); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.FlushLater(); b != nil {
+		t.Fatal("the consumer does not sleep, yet a doorbell to ring")
+	}
+	if f, err := c.Next(); err != nil || string(f.Body) != "awake" {
+		t.Fatalf("published frame: %q %v", f.Body, err)
+	}
+	c.Arm()
+	if err := p.Append(Header{Kind: 1, ID: 2}, []byte("asleep")); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.FlushLater(); b != bell {
+		t.Fatalf("a sleeping consumer's doorbell: got %p, want %p", b, bell)
+	}
+	if f, err := c.Next(); err != nil || string(f.Body) != "asleep" {
+		t.Fatalf("published frame: %q %v", f.Body, err)
+	}
+	if err := p.Append(Header{Kind: 1, ID: 3}, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.FlushLater(); b != nil {
+		t.Fatal("the announcement was taken: no second doorbell until the consumer sleeps again")
+	}
+}
