@@ -245,7 +245,7 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 	}
 	fs.n.delivered.Add(1)
 	fs.n.fedMonitor(fc.addr, pb.KindPeerSend, dest, to, d.GetPayload())
-	to.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgDirect, Payload: body}})
+	to.SendEventsNow([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgDirect, Payload: body}})
 	answer(pb.Code_CODE_OK, "", binary.LittleEndian.AppendUint32(nil, 1))
 }
 
@@ -440,7 +440,7 @@ func (fs *fedState) replyIn(node string, r *pb.FedReply) {
 	}
 	delete(fs.pending, r.GetRid())
 	fs.pmu.Unlock()
-	pd.caller.PostResult(&conn.PeerResult{CallID: pd.call, From: pd.key, Code: fedCode(r.GetCode()), Payload: r.GetPayload()})
+	pd.caller.PostResultNow(&conn.PeerResult{CallID: pd.call, From: pd.key, Code: fedCode(r.GetCode()), Payload: r.GetPayload()})
 }
 
 // cancelIn: a remote caller stopped waiting.

@@ -258,6 +258,7 @@ func (c *Endpoint) busFrame(f BusFrame) bool {
 			}
 		}
 	}()
+	c.routed = true
 	c.cfg.Host.Route(c, f)
 	return !c.stopping
 }
@@ -282,6 +283,7 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 		payload = append([]byte(nil), payload...)
 	}
 	code := pb.PeerCode(pb.Code(f.Aux))
+	c.routed = true
 	caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: code, Payload: payload})
 	return true
 }

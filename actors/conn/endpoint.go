@@ -136,7 +136,9 @@ type Endpoint struct {
 	qmu    sync.Mutex
 	q      []func() // mailbox runs handed over by the dispatcher
 	qn     atomic.Int32
-	parked atomic.Bool // the pump is parked or about to: Schedule must ring
+	parked atomic.Bool  // the pump is parked or about to: Schedule must ring
+	own    atomic.Int32 // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
+	nudged atomic.Bool  // a borrower wrote: the pump wakes to spin (lend.go)
 
 	// Pump state.
 	chunks    pb.Reassembly // requests arriving in chunks
@@ -144,6 +146,7 @@ type Endpoint struct {
 	stopping  bool // Stopping received: stop serving requests
 	announced bool // Config.Announced was seen closed (announce.go)
 	stopped   bool // Stopped received: the pump exits
+	routed    bool // the round routed a bus frame: yield before the spin (run)
 	why       Reason
 	whyOnce   sync.Once
 	byeOnce   sync.Once
@@ -192,6 +195,7 @@ type Endpoint struct {
 	spinner      *shm.Spinner
 	readyFn      func() bool
 	parkReadyFn  func() bool
+	lentReadyFn  func() bool
 	conds        [2]shm.Cond // park's, kept to spare an allocation
 	parker       *shm.Parker
 	done         chan struct{}
@@ -224,6 +228,9 @@ type Stats struct {
 	// the event ring (EventWait); EventWaitsExpired, those whose wait
 	// ended before the room came (the event then took the queue's path).
 	EventWaits, EventWaitsExpired atomic.Uint64
+	// InPlace counts the events and replies written by another goroutine
+	// while the pump slept (lend.go), without waking it.
+	InPlace atomic.Uint64
 }
 
 // OverflowPolicy is what happens when a client's event queue is full.
@@ -282,7 +289,7 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	}
 	c.spinner = shm.NewSpinner(spin)
 	c.parker = shm.NewParker(c.bell)
-	c.readyFn, c.parkReadyFn = c.readyToRun, c.parkReady
+	c.readyFn, c.parkReadyFn, c.lentReadyFn = c.readyToRun, c.parkReady, c.lentReady
 	c.ctx, c.cancel = context.WithCancel(parent)
 	c.reading, c.stopRead = context.WithCancel(c.ctx)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -120,6 +121,14 @@ func (c *Endpoint) run() {
 		if c.stopped {
 			break
 		}
+		if c.routed {
+			// What the round routed may have readied a goroutine on this
+			// P (another node's link writer, started by a go statement):
+			// it runs now, not after the spin below, or on the other
+			// CPU once that one steals it.
+			c.routed = false
+			runtime.Gosched()
+		}
 		c.park()
 	}
 }
@@ -139,7 +148,17 @@ func (c *Endpoint) park() {
 	}
 	parked := time.Now()
 	c.parked.Store(true) // before readyFn's look at qn: Schedule rings us if it sees it
-	err := c.parker.Park(c.parkReadyFn, conds...)
+	ready := c.parkReadyFn
+	lend := c.lendable()
+	if lend { // from here to reclaim, a borrower may hold the pump's state (lend.go)
+		ready = c.lentReadyFn
+		c.own.Store(ownLent)
+	}
+	err := c.parker.Park(ready, conds...)
+	if lend {
+		c.reclaim()
+		c.nudged.Store(false)
+	}
 	c.parked.Store(false)
 	c.spinner.Woke(time.Since(parked))
 	if err != nil { // the doorbell closed under us: only release does that

@@ -51,7 +51,8 @@ func ReplyHandleOf(caller Caller, call uint64) []byte { return replyHandle(calle
 // queue was full), goes to caller.PostResult. It returns an error code
 // when the request cannot be delivered at all (then caller hears
 // nothing). Any goroutine may call it, one at a time per caller for the
-// order to hold.
+// order to hold; the request is written in place when it can be
+// (SendEventsNow).
 func (c *Endpoint) DeliverRequest(caller Caller, call uint64, body []byte) (pb.Code, string) {
 	if !c.cfg.PeerContext {
 		var err error
@@ -65,7 +66,7 @@ func (c *Endpoint) DeliverRequest(caller Caller, call uint64, body []byte) (pb.C
 	if !c.expect(caller, call) {
 		return pb.Code_CODE_PEER_GONE, c.Address() + " disconnected"
 	}
-	c.SendEvents([]*Delivery{{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: caller, callID: call}})
+	c.SendEventsNow([]*Delivery{{Service: pb.BusService, Command: pb.MsgRequest, Payload: body, caller: caller, callID: call}})
 	return pb.Code_CODE_OK, ""
 }
 
