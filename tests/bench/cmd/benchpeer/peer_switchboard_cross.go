@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboard-ipc/switchboard"
 	"github.com/switchboard-ipc/switchboard/actors/cluster"
+	"github.com/switchboard-ipc/switchboard/shm"
 )
 
 // Switchboard across nodes: two embedded nodes (default options, as the
@@ -50,6 +51,16 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 			return nil, err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if dir := os.Getenv("BENCHPEER_NODE_WAITS"); dir != "" {
+		// The node's doorbell counters (rings, sleeps, re-checks),
+		// written as it stops: DIR/node-NAME.waits.
+		defer func() {
+			line := fmt.Sprintf("%+v\n", shm.ReadWaitCounts())
+			if err := os.WriteFile(filepath.Join(dir, "node-"+a.name+".waits"), []byte(line), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "BENCHPEER_NODE_WAITS:", err)
+			}
+		}()
 	}
 	if dir := os.Getenv("BENCHPEER_NODE_TRACE"); dir != "" {
 		// An execution trace of the node: DIR/node-NAME.trace.
