@@ -136,9 +136,10 @@ type Endpoint struct {
 	qmu    sync.Mutex
 	q      []func() // mailbox runs handed over by the dispatcher
 	qn     atomic.Int32
-	parked atomic.Bool  // the pump is parked or about to: Schedule must ring
-	own    atomic.Int32 // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
-	nudged atomic.Bool  // a borrower wrote: the pump wakes to spin (lend.go)
+	parked atomic.Bool                   // the pump is parked or about to: Schedule must ring
+	own    atomic.Int32                  // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
+	nudged atomic.Bool                   // a borrower wrote: the pump wakes to spin (lend.go)
+	mbox   atomic.Pointer[actor.Mailbox] // the actor's mailbox, for its count of messages not yet taken (lend.go)
 
 	// Pump state.
 	chunks    pb.Reassembly // requests arriving in chunks
@@ -229,7 +230,8 @@ type Stats struct {
 	// ended before the room came (the event then took the queue's path).
 	EventWaits, EventWaitsExpired atomic.Uint64
 	// InPlace counts the events and replies written by another goroutine
-	// while the pump slept (lend.go), without waking it.
+	// while the pump slept (lend.go): through no mailbox, the pump woken
+	// only after the client.
 	InPlace atomic.Uint64
 }
 
@@ -293,7 +295,12 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	c.ctx, c.cancel = context.WithCancel(parent)
 	c.reading, c.stopRead = context.WithCancel(c.ctx)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
-		actor.WithDispatcher(pumpDispatcher{c}))
+		actor.WithDispatcher(pumpDispatcher{c}),
+		actor.WithMailbox(func() actor.Mailbox { // protoactor's default, kept for borrow's look (lend.go)
+			m := actor.Unbounded()()
+			c.mbox.Store(&m)
+			return m
+		}))
 	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))
 	if err != nil {
 		c.cancel()

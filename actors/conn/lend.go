@@ -57,26 +57,43 @@ func (c *Endpoint) reclaim() {
 }
 
 // borrow takes the pump's state if the pump lent it and nothing waits in
-// the mailbox. The caller gives it back (giveBack).
+// the mailbox: no run handed to the pump (qn) and no message posted and
+// not yet taken (the mailbox's count, which a message joins before its
+// run is handed over, and which a suspended mailbox keeps). The caller
+// gives it back (giveBack), whatever happens.
 func (c *Endpoint) borrow() bool {
-	if c.own.Load() != ownLent || c.qn.Load() > 0 || !c.own.CompareAndSwap(ownLent, ownBorrowed) {
+	if c.own.Load() != ownLent || c.mailboxBusy() || !c.own.CompareAndSwap(ownLent, ownBorrowed) {
 		return false
 	}
-	if c.qn.Load() > 0 { // queued meanwhile: it goes first, on the pump
+	if c.mailboxBusy() { // posted meanwhile: it goes first, on the pump
 		c.own.Store(ownLent)
 		return false
 	}
 	return true
 }
 
-// giveBack ends a loan, then rings bell (if not nil): the client's
-// doorbell, rung only once the loan is given back, so that the scheduler,
-// which may run the woken client on this CPU at once, never keeps the
-// pump waiting for a borrower it put aside.
-func (c *Endpoint) giveBack(bell *shm.Doorbell) {
+func (c *Endpoint) mailboxBusy() bool {
+	if c.qn.Load() > 0 {
+		return true
+	}
+	m := c.mbox.Load()
+	return m == nil || (*m).UserMessageCount() > 0
+}
+
+// giveBack ends a loan (deferred by the borrower: a panic gives it back
+// too). After a write (wrote), it rings the client's doorbell (bell, if
+// the client sleeps) only now that the loan is given back, so that the
+// scheduler, which may run the woken client on this CPU at once, never
+// keeps the pump waiting for a borrower it put aside; then it rings the
+// pump, which wakes while the client reads and spins for the client's
+// answer (nudged): its own wake-up is off the critical path.
+func (c *Endpoint) giveBack(wrote *bool, bell **shm.Doorbell) {
 	c.own.Store(ownLent)
-	if bell != nil {
-		bell.Ring() // an error means the doorbell is closed: the client is gone anyway
+	if !*wrote {
+		return
+	}
+	if *bell != nil {
+		(*bell).Ring() // an error means the doorbell is closed: the client is gone anyway
 	}
 	c.nudged.Store(true)
 	if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
@@ -90,8 +107,7 @@ func (c *Endpoint) giveBack(bell *shm.Doorbell) {
 // after them.
 func (c *Endpoint) SendEventsNow(evs []*Delivery) {
 	if len(evs) > 0 && c.borrow() {
-		n, bell := c.eventsNow(evs)
-		c.giveBack(bell)
+		n := c.eventsNow(evs)
 		clear(evs[:n])
 		evs = evs[n:]
 	}
@@ -101,57 +117,61 @@ func (c *Endpoint) SendEventsNow(evs []*Delivery) {
 }
 
 // eventsNow writes the events of evs that fit, in one frame each, up to
-// the first that does not; it returns how many it wrote, and the
-// client's doorbell to ring if it sleeps. The borrower's.
-func (c *Endpoint) eventsNow(evs []*Delivery) (int, *shm.Doorbell) {
+// the first that does not, and returns how many it wrote. It holds the
+// loan, and gives it back.
+func (c *Endpoint) eventsNow(evs []*Delivery) (n int) {
+	var bell *shm.Doorbell
+	wrote := false
+	defer c.giveBack(&wrote, &bell)
 	if c.stopping || c.saidBye.Load() || c.backlog.len() > 0 {
-		return 0, nil
+		return 0
 	}
-	n := 0
 	for _, e := range evs {
 		d := *e // e may be shared: the write keeps its progress in d
 		if c.nextChunk(&d) < d.size() {
 			break
 		}
 		c.takeLateDrops()
-		if !c.tryEvent(&d) {
+		if !c.tryEvent(&d) { // no room, or a broken ring: the pump's to handle
 			break
 		}
 		n++
 	}
-	if n == 0 {
-		return 0, nil
+	if n > 0 {
+		c.stats.InPlace.Add(uint64(n))
+		bell, wrote = c.ev.FlushLater(), true
 	}
-	c.stats.InPlace.Add(uint64(n))
-	return n, c.ev.FlushLater()
+	return n
 }
 
 // PostResultNow is PostResult from a goroutine that should not wait for
 // the pump: one peer's answer that fits in the response ring at once is
 // written in place when the pump lent its state.
 func (c *Endpoint) PostResultNow(r *PeerResult) {
-	if c.borrow() {
-		done, bell := c.resultNow(r)
-		c.giveBack(bell)
-		if done {
-			return
-		}
+	if c.borrow() && c.resultNow(r) {
+		return
 	}
 	c.PostResult(r)
 }
 
-// resultNow writes r as peerResult would if that takes no wait and
-// nothing else; it reports whether it did, and returns the client's
-// doorbell to ring if it sleeps. The borrower's.
-func (c *Endpoint) resultNow(r *PeerResult) (bool, *shm.Doorbell) {
+// resultNow writes r as peerResult would, if that takes nothing but a
+// write that fits: a call to one peer, no observer (WithPeerObserver's
+// hook runs on the pump), a ring with room and not broken (checked in that
+// order: Fits may find it broken), so that nothing can fail, wait or end
+// the connection here. It reports whether it did. It holds the loan, and
+// gives it back.
+func (c *Endpoint) resultNow(r *PeerResult) (done bool) {
+	var bell *shm.Doorbell
+	defer c.giveBack(&done, &bell)
 	pc := c.bus.calls[r.CallID]
-	if pc == nil || pc.group || c.stopping || c.saidBye.Load() || c.ctx.Err() != nil || c.resp.Err() != nil {
-		return false, nil
+	if pc == nil || pc.group || c.cfg.ObservePeer != nil || c.stopping || c.saidBye.Load() || c.ctx.Err() != nil {
+		return false
 	}
-	if n := len(r.Payload); n > c.cfg.MaxMessage || n > c.resp.MaxBody() || !c.resp.Fits(n) {
-		return false, nil
+	if n := len(r.Payload); n > c.cfg.MaxMessage || n > c.resp.MaxBody() || !c.resp.Fits(n) || c.resp.Err() != nil {
+		return false
 	}
 	c.peerResult(r)
 	c.stats.InPlace.Add(1)
-	return true, c.resp.FlushLater()
+	bell = c.resp.FlushLater()
+	return true
 }

@@ -3,6 +3,7 @@ package conn_test
 import (
 	"bytes"
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,13 +105,99 @@ func TestPostResultNowWritesInPlace(t *testing.T) {
 			t.Fatalf("reply %d: id %d code %d %q", i, r.ID, r.Aux, r.Body)
 		}
 	}
-	if n := cl.EP.Stats().InPlace.Load(); n != 5 {
-		t.Fatalf("%d of 5 answers written in place", n)
+	if n := cl.EP.Stats().InPlace.Load(); n == 0 {
+		t.Fatal("no answer was written in place: the sleeping pump lent nothing")
 	}
 	// An answer nobody waits for any more is not written: it is late.
 	cl.EP.PostResultNow(&conn.PeerResult{CallID: 100, From: 1<<63 | 1, Payload: []byte("again")})
 	cl.NoReply(20 * time.Millisecond)
 	if n := cl.EP.Stats().LateReplies.Load(); n != 1 {
 		t.Fatalf("late replies %d, want 1", n)
+	}
+}
+
+// With a peer observer, whose hook runs on the pump, answers go through
+// the mailbox: the hook sees each call once, and nothing is in place.
+func TestPostResultNowLeavesObservedCallsToThePump(t *testing.T) {
+	h := &remoteHost{asked: make(chan uint64, 1)}
+	var observed atomic.Int32
+	cl := start(t, conn.Config{Host: h, ObservePeer: func(group bool, d time.Duration, code pb.Code) { observed.Add(1) }})
+	cl.Write(shm.Header{Kind: pb.KindPeerCall, ID: 7}, []byte("\x01gquestion"))
+	call := <-h.asked
+	time.Sleep(5 * time.Millisecond)
+	cl.EP.PostResultNow(&conn.PeerResult{CallID: call, From: 1<<63 | 1, Payload: []byte("answer")})
+	if r := cl.NextReply(conntest.Timeout); r.ID != 7 || string(r.Body) != "answer" {
+		t.Fatalf("reply: id %d %q", r.ID, r.Body)
+	}
+	if n := cl.EP.Stats().InPlace.Load(); n != 0 {
+		t.Fatalf("%d answers written in place with an observer", n)
+	}
+	if n := observed.Load(); n != 1 {
+		t.Fatalf("observer called %d times, want 1", n)
+	}
+}
+
+// A message posted by a third goroutine never lets one sender's later
+// event overtake its earlier one: events that cannot be written in place
+// (larger than a frame) go through the mailbox, and a SendEventsNow after
+// them waits behind them, while another goroutine posts to the same
+// mailbox all along.
+func TestSendEventsNowBehindAThirdPoster(t *testing.T) {
+	cl := start(t, conn.Config{EventQueue: 8192, EventBytes: 16 << 20})
+	stop := make(chan struct{})
+	others := make(chan int, 1)
+	go func() { // the third poster
+		k := 0
+		for {
+			select {
+			case <-stop:
+				others <- k
+				return
+			default:
+			}
+			cl.EP.SendEvent(6, 1, nil)
+			k++
+			if k%4 == 0 {
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+	}()
+	const n = 1500
+	defer close(stop) // (closed once: below, or on a failure)
+	big := make([]byte, 80<<10) // more than the 64 KiB event ring's frame
+	credit := make(chan struct{}, 16) // at most 16 of them unread: none dropped
+	for range cap(credit) {
+		credit <- struct{}{}
+	}
+	go func() {
+		for i := range n {
+			select {
+			case <-credit:
+			case <-stop:
+				return
+			}
+			p := binary.LittleEndian.AppendUint32(nil, uint32(i))
+			if i%2 == 0 {
+				p = append(p, big...)
+			}
+			cl.EP.SendEventsNow([]*conn.Delivery{{Service: 5, Command: 9, Payload: p}})
+		}
+	}()
+	next, seen := 0, 0
+	for next < n {
+		e := cl.NextEvent(conntest.Timeout)
+		if e.Service == 6 {
+			seen++
+			continue
+		}
+		if got := int(binary.LittleEndian.Uint32(e.Body)); got != next {
+			t.Fatalf("event %d came when %d was due (drops reported: %d)", got, next, e.Aux)
+		}
+		next++
+		credit <- struct{}{}
+	}
+	stop <- struct{}{} // the third poster stops and says how many it sent
+	if k := <-others; seen == 0 || k == 0 {
+		t.Fatalf("the third poster sent %d, %d came first", k, seen)
 	}
 }
