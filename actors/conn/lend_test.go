@@ -163,8 +163,8 @@ func TestSendEventsNowBehindAThirdPoster(t *testing.T) {
 		}
 	}()
 	const n = 1500
-	defer close(stop) // (closed once: below, or on a failure)
-	big := make([]byte, 80<<10) // more than the 64 KiB event ring's frame
+	defer close(stop)                 // (closed once: below, or on a failure)
+	big := make([]byte, 80<<10)       // more than the 64 KiB event ring's frame
 	credit := make(chan struct{}, 16) // at most 16 of them unread: none dropped
 	for range cap(credit) {
 		credit <- struct{}{}
