@@ -295,12 +295,7 @@ func Start(sys *actor.ActorSystem, cfg Config, sp Spawner) (*Endpoint, error) {
 	c.ctx, c.cancel = context.WithCancel(parent)
 	c.reading, c.stopRead = context.WithCancel(c.ctx)
 	props := actor.PropsFromProducer(func() actor.Actor { return (*connActor)(c) },
-		actor.WithDispatcher(pumpDispatcher{c}),
-		actor.WithMailbox(func() actor.Mailbox { // protoactor's default, kept for borrow's look (lend.go)
-			m := actor.Unbounded()()
-			c.mbox.Store(&m)
-			return m
-		}))
+		actor.WithDispatcher(pumpDispatcher{c}), actor.WithMailbox(c.newMailbox))
 	pid, err := sp.SpawnChild(props, fmt.Sprintf("conn-%d", cfg.ID))
 	if err != nil {
 		c.cancel()

@@ -3,6 +3,7 @@ package conn
 import (
 	"runtime"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/switchboard-ipc/switchboard/shm"
 )
 
@@ -70,6 +71,14 @@ func (c *Endpoint) borrow() bool {
 		return false
 	}
 	return true
+}
+
+// newMailbox makes the actor's mailbox, protoactor's default, kept for
+// mailboxBusy's look at its count.
+func (c *Endpoint) newMailbox() actor.Mailbox {
+	m := actor.Unbounded()()
+	c.mbox.Store(&m)
+	return m
 }
 
 func (c *Endpoint) mailboxBusy() bool {
