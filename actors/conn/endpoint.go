@@ -136,10 +136,10 @@ type Endpoint struct {
 	qmu    sync.Mutex
 	q      []func() // mailbox runs handed over by the dispatcher
 	qn     atomic.Int32
-	parked atomic.Bool                   // the pump is parked or about to: Schedule must ring
-	own    atomic.Int32                  // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
-	nudged atomic.Bool                   // a borrower wrote: the pump wakes to spin (lend.go)
-	mbox   atomic.Pointer[actor.Mailbox] // the actor's mailbox, for its count of messages not yet taken (lend.go)
+	parked atomic.Bool  // the pump is parked or about to: Schedule must ring
+	own    atomic.Int32 // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
+	nudged atomic.Bool  // a borrower wrote: the pump wakes to spin (lend.go)
+	posted atomic.Int64 // messages posted to the actor and not yet handled (lend.go)
 
 	// Pump state.
 	chunks    pb.Reassembly // requests arriving in chunks

@@ -59,9 +59,9 @@ func (c *Endpoint) reclaim() {
 
 // borrow takes the pump's state if the pump lent it and nothing waits in
 // the mailbox: no run handed to the pump (qn) and no message posted and
-// not yet taken (the mailbox's count, which a message joins before its
-// run is handed over, and which a suspended mailbox keeps). The caller
-// gives it back (giveBack), whatever happens.
+// not yet handled (posted, which a message joins before it enters the
+// mailbox and leaves once the actor has handled it; a suspended mailbox
+// keeps it). The caller gives it back (giveBack), whatever happens.
 func (c *Endpoint) borrow() bool {
 	if c.own.Load() != ownLent || c.mailboxBusy() || !c.own.CompareAndSwap(ownLent, ownBorrowed) {
 		return false
@@ -73,36 +73,45 @@ func (c *Endpoint) borrow() bool {
 	return true
 }
 
-// newMailbox makes the actor's mailbox, protoactor's default, kept for
-// mailboxBusy's look at its count.
-func (c *Endpoint) newMailbox() actor.Mailbox {
-	m := actor.Unbounded()()
-	c.mbox.Store(&m)
-	return m
-}
+func (c *Endpoint) mailboxBusy() bool { return c.qn.Load() > 0 || c.posted.Load() > 0 }
 
-func (c *Endpoint) mailboxBusy() bool {
-	if c.qn.Load() > 0 {
-		return true
-	}
-	m := c.mbox.Load()
-	return m == nil || (*m).UserMessageCount() > 0
+// newMailbox makes the actor's mailbox: protoactor's default, whose
+// middleware keeps posted (mailboxBusy).
+func (c *Endpoint) newMailbox() actor.Mailbox { return actor.Unbounded(postedCount{c})() }
+
+// postedCount counts the messages posted to the mailbox and not yet
+// handled: protoactor calls MessagePosted before a message enters the
+// mailbox, MessageReceived after the actor has handled it (user and
+// system messages alike), so the count never reads 0 while one waits.
+type postedCount struct{ c *Endpoint }
+
+func (postedCount) MailboxStarted()       {}
+func (p postedCount) MessagePosted(any)   { p.c.posted.Add(1) }
+func (p postedCount) MessageReceived(any) { p.c.posted.Add(-1) }
+func (postedCount) MailboxEmpty()         {}
+
+// A loan's outcome, for giveBack: touched once the borrower began to
+// write, wrote once it finished, bell the client's doorbell to ring.
+type loan struct {
+	touched, wrote bool
+	bell           *shm.Doorbell
 }
 
 // giveBack ends a loan (deferred by the borrower: a panic gives it back
-// too). After a write (wrote), it rings the client's doorbell (bell, if
-// the client sleeps) only now that the loan is given back, so that the
-// scheduler, which may run the woken client on this CPU at once, never
-// keeps the pump waiting for a borrower it put aside; then it rings the
-// pump, which wakes while the client reads and spins for the client's
-// answer (nudged): its own wake-up is off the critical path.
-func (c *Endpoint) giveBack(wrote *bool, bell **shm.Doorbell) {
+// too). After a write, it rings the client's doorbell (if the client
+// sleeps) only now that the loan is given back, so that the scheduler,
+// which may run the woken client on this CPU at once, never keeps the
+// pump waiting for a borrower it put aside; then it rings the pump, which
+// wakes while the client reads and spins for the client's answer
+// (nudged): its own wake-up is off the critical path. A write cut short
+// (a panic) rings the pump alone, whose round publishes what was written.
+func (c *Endpoint) giveBack(l *loan) {
 	c.own.Store(ownLent)
-	if !*wrote {
+	if !l.touched {
 		return
 	}
-	if *bell != nil {
-		(*bell).Ring() // an error means the doorbell is closed: the client is gone anyway
+	if l.wrote && l.bell != nil {
+		l.bell.Ring() // an error means the doorbell is closed: the client is gone anyway
 	}
 	c.nudged.Store(true)
 	if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
@@ -129,9 +138,8 @@ func (c *Endpoint) SendEventsNow(evs []*Delivery) {
 // the first that does not, and returns how many it wrote. It holds the
 // loan, and gives it back.
 func (c *Endpoint) eventsNow(evs []*Delivery) (n int) {
-	var bell *shm.Doorbell
-	wrote := false
-	defer c.giveBack(&wrote, &bell)
+	var l loan
+	defer c.giveBack(&l)
 	if c.stopping || c.saidBye.Load() || c.backlog.len() > 0 {
 		return 0
 	}
@@ -140,6 +148,7 @@ func (c *Endpoint) eventsNow(evs []*Delivery) (n int) {
 		if c.nextChunk(&d) < d.size() {
 			break
 		}
+		l.touched = true
 		c.takeLateDrops()
 		if !c.tryEvent(&d) { // no room, or a broken ring: the pump's to handle
 			break
@@ -148,7 +157,7 @@ func (c *Endpoint) eventsNow(evs []*Delivery) (n int) {
 	}
 	if n > 0 {
 		c.stats.InPlace.Add(uint64(n))
-		bell, wrote = c.ev.FlushLater(), true
+		l.bell, l.wrote = c.ev.FlushLater(), true
 	}
 	return n
 }
@@ -169,9 +178,9 @@ func (c *Endpoint) PostResultNow(r *PeerResult) {
 // order: Fits may find it broken), so that nothing can fail, wait or end
 // the connection here. It reports whether it did. It holds the loan, and
 // gives it back.
-func (c *Endpoint) resultNow(r *PeerResult) (done bool) {
-	var bell *shm.Doorbell
-	defer c.giveBack(&done, &bell)
+func (c *Endpoint) resultNow(r *PeerResult) bool {
+	var l loan
+	defer c.giveBack(&l)
 	pc := c.bus.calls[r.CallID]
 	if pc == nil || pc.group || c.cfg.ObservePeer != nil || c.stopping || c.saidBye.Load() || c.ctx.Err() != nil {
 		return false
@@ -179,8 +188,9 @@ func (c *Endpoint) resultNow(r *PeerResult) (done bool) {
 	if n := len(r.Payload); n > c.cfg.MaxMessage || n > c.resp.MaxBody() || !c.resp.Fits(n) || c.resp.Err() != nil {
 		return false
 	}
+	l.touched = true
 	c.peerResult(r)
 	c.stats.InPlace.Add(1)
-	bell = c.resp.FlushLater()
+	l.bell, l.wrote = c.resp.FlushLater(), true
 	return true
 }
