@@ -138,7 +138,7 @@ type Endpoint struct {
 	qn     atomic.Int32
 	parked atomic.Bool  // the pump is parked or about to: Schedule must ring
 	own    atomic.Int32 // who holds the pump's state: ownPump, ownLent, ownBorrowed (lend.go)
-	nudged atomic.Bool  // a borrower wrote: the pump wakes to spin (lend.go)
+	nudged atomic.Bool  // a borrower's write was cut short: the pump wakes to publish it (lend.go)
 	posted atomic.Int64 // messages posted to the actor and not yet handled (lend.go)
 
 	// Pump state.
@@ -230,8 +230,8 @@ type Stats struct {
 	// ended before the room came (the event then took the queue's path).
 	EventWaits, EventWaitsExpired atomic.Uint64
 	// InPlace counts the events and replies written by another goroutine
-	// while the pump slept (lend.go): through no mailbox, the pump woken
-	// only after the client.
+	// while the pump slept (lend.go), through no mailbox and without
+	// waking it.
 	InPlace atomic.Uint64
 }
 

@@ -101,21 +101,21 @@ type loan struct {
 // too). After a write, it rings the client's doorbell (if the client
 // sleeps) only now that the loan is given back, so that the scheduler,
 // which may run the woken client on this CPU at once, never keeps the
-// pump waiting for a borrower it put aside; then it rings the pump, which
-// wakes while the client reads and spins for the client's answer
-// (nudged): its own wake-up is off the critical path. A write cut short
-// (a panic) rings the pump alone, whose round publishes what was written.
+// pump waiting for a borrower it put aside. The pump sleeps on: the
+// client's answer wakes it. A write cut short (a panic) rings the pump
+// (nudged), whose round publishes what was written.
 func (c *Endpoint) giveBack(l *loan) {
 	c.own.Store(ownLent)
-	if !l.touched {
-		return
-	}
-	if l.wrote && l.bell != nil {
-		l.bell.Ring() // an error means the doorbell is closed: the client is gone anyway
-	}
-	c.nudged.Store(true)
-	if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
-		c.bell.Ring()
+	switch {
+	case l.wrote:
+		if l.bell != nil {
+			l.bell.Ring() // an error means the doorbell is closed: the client is gone anyway
+		}
+	case l.touched:
+		c.nudged.Store(true)
+		if c.parked.Load() && c.parked.CompareAndSwap(true, false) {
+			c.bell.Ring()
+		}
 	}
 }
 

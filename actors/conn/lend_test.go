@@ -23,7 +23,7 @@ func TestSendEventsNowWritesInPlace(t *testing.T) {
 		if e.ID != uint64(i+1) || e.Aux != 0 || e.Service != 5 || e.Command != 9 || !bytes.Equal(e.Body, []byte{byte(i)}) {
 			t.Fatalf("event %d: id %d aux %d %d/%d %q", i, e.ID, e.Aux, e.Service, e.Command, e.Body)
 		}
-		time.Sleep(time.Millisecond) // the pump, woken by the write, sleeps again
+		time.Sleep(time.Millisecond) // the client's read of it leaves the pump asleep
 	}
 	if n := cl.EP.Stats().InPlace.Load(); n == 0 {
 		t.Fatal("no event was written in place: the sleeping pump lent nothing")
