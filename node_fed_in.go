@@ -245,7 +245,7 @@ func (fs *fedState) direct(node string, d *pb.FedDirect) {
 	}
 	fs.n.delivered.Add(1)
 	fs.n.fedMonitor(fc.addr, pb.KindPeerSend, dest, to, d.GetPayload())
-	to.SendEventsNow([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgDirect, Payload: body}})
+	to.SendEvents([]*conn.Delivery{{Service: pb.BusService, Command: pb.MsgDirect, Payload: body}})
 	answer(pb.Code_CODE_OK, "", binary.LittleEndian.AppendUint32(nil, 1))
 }
 

@@ -258,7 +258,9 @@ func (c *Endpoint) busFrame(f BusFrame) bool {
 			}
 		}
 	}()
-	c.routed = true
+	if f.Kind == pb.KindPeerCall || f.Kind == pb.KindGroupCall {
+		c.asked = true
+	}
 	c.cfg.Host.Route(c, f)
 	return !c.stopping
 }
@@ -283,7 +285,7 @@ func (c *Endpoint) peerReply(f BusFrame) bool {
 		payload = append([]byte(nil), payload...)
 	}
 	code := pb.PeerCode(pb.Code(f.Aux))
-	c.routed = true
+	c.asked = true
 	caller.PostResult(&PeerResult{CallID: h.call, From: c.ID(), Code: code, Payload: payload})
 	return true
 }

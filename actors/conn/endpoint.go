@@ -147,7 +147,7 @@ type Endpoint struct {
 	stopping  bool // Stopping received: stop serving requests
 	announced bool // Config.Announced was seen closed (announce.go)
 	stopped   bool // Stopped received: the pump exits
-	routed    bool // the round routed a bus frame: yield before the spin (run)
+	asked     bool // the round routed a request or an answer: yield before the spin (run)
 	why       Reason
 	whyOnce   sync.Once
 	byeOnce   sync.Once

@@ -121,12 +121,14 @@ func (c *Endpoint) run() {
 		if c.stopped {
 			break
 		}
-		if c.routed {
-			// What the round routed may have readied a goroutine on this
-			// P (another node's link writer, started by a go statement):
-			// it runs now, not after the spin below, or on the other
-			// CPU once that one steals it.
-			c.routed = false
+		if c.asked {
+			// A request or an answer the round routed may have readied
+			// a goroutine on this P (another node's link writer, started
+			// by a go statement): it runs now, not after the spin below,
+			// or on the other CPU once that one steals it. Not after
+			// publications and sends: a stream's writer gathers more
+			// when it runs later.
+			c.asked = false
 			runtime.Gosched()
 		}
 		c.park()
