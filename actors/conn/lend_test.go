@@ -123,7 +123,12 @@ func TestPostResultNowLeavesObservedCallsToThePump(t *testing.T) {
 	var observed atomic.Int32
 	cl := start(t, conn.Config{Host: h, ObservePeer: func(group bool, d time.Duration, code pb.Code) { observed.Add(1) }})
 	cl.Write(shm.Header{Kind: pb.KindPeerCall, ID: 7}, []byte("\x01gquestion"))
-	call := <-h.asked
+	var call uint64
+	select {
+	case call = <-h.asked:
+	case <-time.After(conntest.Timeout):
+		t.Fatal("the request was not asked")
+	}
 	time.Sleep(5 * time.Millisecond)
 	cl.EP.PostResultNow(&conn.PeerResult{CallID: call, From: 1<<63 | 1, Payload: []byte("answer")})
 	if r := cl.NextReply(conntest.Timeout); r.ID != 7 || string(r.Body) != "answer" {
