@@ -398,18 +398,14 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 			place(addr)
 		}
 	}
-	if slices.Equal(queue, a.queue) && len(queue) > 0 {
-		if d := fs.names.decided[name]; !slices.Equal(d.queue, queue) {
-			// This node applied its own cut of a lost node's addresses
-			// meanwhile (namesMoved) while its decision stood: the
-			// decision again, here and everywhere (so does any other
-			// node that cut them).
-			fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
-			fs.applyDecision(name, queue, "")
-			fs.names.believe(name, first(queue), fs.n.addrPrefix, true)
-		}
+	changed := !slices.Equal(queue, a.queue) || len(queue) == 0
+	if !changed && slices.Equal(fs.names.decided[name].queue, queue) {
 		return false
 	}
+	// A new decision; or the same one again, here and everywhere, when
+	// this node applied its own cut of a lost node's addresses meanwhile
+	// (namesMoved) while its decision stood (so does any other node that
+	// cut them).
 	a.queue = queue
 	if len(queue) == 0 {
 		delete(fs.names.arb, name)
@@ -417,7 +413,7 @@ func (fs *fedState) arbDecide(name string, a *arbName) bool {
 	fs.broadcast(&pb.FedMessage{Body: &pb.FedMessage_NameOwner{NameOwner: &pb.FedNameOwner{Name: name, Queue: queue}}})
 	fs.applyDecision(name, queue, "")
 	fs.names.believe(name, first(queue), fs.n.addrPrefix, true)
-	return true
+	return changed
 }
 
 // nameOwnerIn takes an arbiter's decision.

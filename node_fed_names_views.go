@@ -331,21 +331,17 @@ func (fs *fedState) namesMoved(left, leftPrefix, came string) {
 		}
 	}
 	resync := func(p *fedPeer) {
-		fs.send(p, &pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: held[p.name]}}})
+		fs.sendLocked(p, encode(&pb.FedMessage{Body: &pb.FedMessage_NamesResync{NamesResync: &pb.FedNamesResync{Held: held[p.name]}}}))
 	}
-	if p := fs.peer(came); came != "" && p != nil {
+	fs.mu.RLock() // (after names.mu: the lock order)
+	defer fs.mu.RUnlock()
+	if p := fs.peers[came]; came != "" && p != nil {
 		resync(p)
 	} else if left != "" {
-		fs.mu.RLock()
-		up := make([]*fedPeer, 0, len(fs.peers))
 		for _, p := range fs.peers {
 			if p.out {
-				up = append(up, p)
+				resync(p)
 			}
-		}
-		fs.mu.RUnlock()
-		for _, p := range up {
-			resync(p)
 		}
 	}
 }
