@@ -28,9 +28,7 @@ func TestFedNamesLiveOwnerKeptThroughResync(t *testing.T) {
 	for _, n := range []string{y, z, a} {
 		knows(t, ns[n], o1.Address())
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[y], ns[z], ns[a], ns[b])
 	cl.cutPair(y, z)
 	cl.cutPair(y, a)
@@ -79,9 +77,7 @@ func TestFedNamesNewArbiterKeepsLiveOwner(t *testing.T) {
 	ctx := ctx5(t)
 	o1 := dial(t, ns[b])
 	knows(t, ns[a], o1.Address())
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[a], ns[b])
 	hb.holdTo(z) // what B sends Z (its state, its claims) comes late
 	ns[z] = startFedNode(t, cl, z)
@@ -119,9 +115,7 @@ func TestFedNamesCutStandbyKeepsName(t *testing.T) {
 		}
 	}
 	for i, c := range []*Conn{l1, d1, e1} {
-		if primary, pos, err := c.Own(ctx, name); err != nil || primary != (i == 0) || pos != i {
-			t.Fatalf("own %d: %v %d %v", i, primary, pos, err)
-		}
+		ownAt(t, ctx, c, name, i)
 	}
 	owns(t, name, l1.Address(), ns[l], ns[d], ns[e])
 	cl.down(l, "lost")
@@ -189,18 +183,14 @@ func TestFedNamesStandbyOrderOverStaleBelief(t *testing.T) {
 		}
 	}
 	for i, cn := range []*Conn{c, s, tc} {
-		if primary, pos, err := cn.Own(ctx, name); err != nil || primary != (i == 0) || pos != i {
-			t.Fatalf("own %d: %v %d %v", i, primary, pos, err)
-		}
+		ownAt(t, ctx, cn, name, i)
 	}
 	waitFor(t, func() bool { q, _ := fedDecided(ns[tn], name); return len(q) == 3 })
 	if err := c.Disown(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	owns(t, name, s.Address(), ns[x], ns[d], ns[tn])
-	if primary, pos, err := c.Own(ctx, name); err != nil || primary || pos != 2 {
-		t.Fatalf("c again: %v %d %v; want the last standby", primary, pos, err)
-	}
+	ownAt(t, ctx, c, name, 2)
 	waitFor(t, func() bool { q, _ := fedDecided(ns[tn], name); return len(q) == 3 })
 	time.Sleep(100 * time.Millisecond)
 	nameNotices(tc, name, 50*time.Millisecond)
@@ -256,9 +246,7 @@ func releasedWhileArbiterAway(t *testing.T, cl *fakeCluster, ns map[string]*Node
 	ctx := ctx5(t)
 	o1 := dial(t, ns[b])
 	knows(t, ns[a], o1.Address())
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[a], ns[b])
 	cl.joinPair(z, a)
 	linkedTo(t, ns[a], z, b)
@@ -299,9 +287,7 @@ func TestFedNamesLaggingStateKeepsLiveOwner(t *testing.T) {
 	for _, n := range []string{y, a} {
 		knows(t, ns[n], o1.Address())
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[y], ns[a], ns[b])
 	cl.cutPair(y, z)
 	cl.cutPair(y, a)
@@ -382,9 +368,7 @@ func TestFedNamesStandbyOrderOverCutBelief(t *testing.T) {
 		knows(t, ns[n], p.Address())
 	}
 	for i, c := range []*Conn{o1, o2, p} {
-		if primary, pos, err := c.Own(ctx, name); err != nil || primary != (i == 0) || pos != i {
-			t.Fatalf("own %d: %v %d %v", i, primary, pos, err)
-		}
+		ownAt(t, ctx, c, name, i)
 	}
 	waitFor(t, func() bool { q, _ := fedDecided(ns[pn], name); return len(q) == 3 })
 	hx.holdTo(pn) // X's answers to P come late

@@ -25,6 +25,15 @@ func owns(t *testing.T, name, addr string, ns ...*Node) {
 	})
 }
 
+// ownAt claims name for c and requires it placed at pos in the name's
+// queue: the owner (pos 0) or a standby.
+func ownAt(t *testing.T, ctx context.Context, c *Conn, name string, pos int) {
+	t.Helper()
+	if primary, got, err := c.Own(ctx, name); err != nil || primary != (pos == 0) || got != pos {
+		t.Fatalf("%s owns %s: primary %v, position %d, %v; want position %d", c.Address(), name, primary, got, err, pos)
+	}
+}
+
 // acquired waits for c's NAME_ACQUIRED notice of name.
 func acquired(t *testing.T, c *Conn, name string) {
 	t.Helper()
@@ -234,9 +243,7 @@ func TestFedNamesNewNode(t *testing.T) {
 	var names []string
 	for i := range 12 {
 		name := fmt.Sprint("svc.new", i)
-		if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-			t.Fatalf("own %s: %v %v", name, primary, err)
-		}
+		ownAt(t, ctx, owner, name, 0)
 		names = append(names, name)
 	}
 	var byArbiter [2]int
@@ -316,9 +323,7 @@ func TestFedNamesHalvesKeepOwners(t *testing.T) {
 			knows(t, ns[n], o2.Address())
 		}
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", b, primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[a], ns[b], ns[c], ns[d])
 	if primary, _, err := o2.Own(ctx, name); err != nil || primary {
 		t.Fatalf("own on %s: %v %v, want a standby", c, primary, err)
@@ -361,9 +366,7 @@ func TestFedNamesWatcherCaughtUpAfterHeal(t *testing.T) {
 	knows(t, ns[c], o1.Address())
 	knows(t, ns[x], o1.Address())
 	knows(t, ns[a], o2.Address())
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", a, primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[a], ns[c], ns[x])
 	if primary, _, err := o2.Own(ctx, name); err != nil || primary {
 		t.Fatalf("own on %s: %v %v, want a standby", c, primary, err)
@@ -395,9 +398,7 @@ func TestFedNamesHealedClaimantNotFlapped(t *testing.T) {
 		}
 	}
 	o1 := dial(t, n2)
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on n2: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), n1, n2)
 	once := dial(t, n1)
 	knows(t, n2, once.Address())
@@ -414,9 +415,7 @@ func TestFedNamesHealedClaimantNotFlapped(t *testing.T) {
 	f1 := cl.node("n1")
 	cl.down("n1", "partition")
 	o2 := dial(t, n1)
-	if primary, _, err := o2.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on n1 cut off: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o2, name, 0)
 	cl.heal(f1)
 	waitMesh(t, n1, n2)
 	owns(t, name, o2.Address(), n1, n2)
@@ -448,17 +447,13 @@ func TestFedNamesArbiterStopsWaiting(t *testing.T) {
 			knows(t, ns[n], o1.Address())
 		}
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", b, primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[a], ns[b], ns[c], ns[d])
 	cl.cutPair(a, d)
 	cl.cutPair(b, d)
 	waitFor(t, func() bool { return ns[d].reg.RemoteOwner(name) == "" })
 	knows(t, ns[a], o2.Address())
-	if primary, pos, err := o2.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("own on %s: %v %d %v, want the standby", c, primary, pos, err)
-	}
+	ownAt(t, ctx, o2, name, 1)
 	cl.cutPair(a, c)
 	cl.cutPair(b, c)
 	owns(t, name, o2.Address(), ns[c], ns[d])
@@ -536,9 +531,7 @@ func TestFedNamesWatcherAfterArbiterLeft(t *testing.T) {
 	for _, n := range []string{m, a, x} {
 		knows(t, ns[n], o1.Address())
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", b, primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[m], ns[a], ns[b], ns[x])
 	cl.cutPair(m, a)
 	cl.cutPair(m, b) // m, which sees x alone, may tell x the name is nobody's
@@ -563,9 +556,7 @@ func TestFedNamesClaimsResentToNewArbiter(t *testing.T) {
 	ctx := ctx5(t)
 	owner := dial(t, ns[c])
 	knows(t, ns[a], owner.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", c, primary, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
 	owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
 	cl.cutPair(z, c) // c's claims go to a, which still sees z
 	linkedTo(t, ns[c], a)
@@ -574,9 +565,7 @@ func TestFedNamesClaimsResentToNewArbiter(t *testing.T) {
 	owns(t, name, owner.Address(), ns[a], ns[c])
 	later := dial(t, ns[a])
 	knows(t, ns[c], later.Address())
-	if primary, pos, err := later.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("a later claimant on %s: primary %v, position %d, %v; want a standby behind %s", a, primary, pos, err, owner.Address())
-	}
+	ownAt(t, ctx, later, name, 1)
 }
 
 // TestFedNamesArbiterWaitsForOwnersNode: an arbiter that links with the
@@ -598,12 +587,8 @@ func TestFedNamesArbiterWaitsForOwnersNode(t *testing.T) {
 	owner, standby := dial(t, ns[b]), dial(t, ns[c])
 	knows(t, ns[c], owner.Address())
 	knows(t, ns[b], standby.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", b, primary, err)
-	}
-	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("own on %s: %v %d %v, want the standby", c, primary, pos, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
+	ownAt(t, ctx, standby, name, 1)
 	nameNotices(owner, name, 100*time.Millisecond)
 	cl.joinPair(arb, c)
 	waitFor(t, func() bool { // the arbiter has the standby's claims
@@ -643,12 +628,8 @@ func TestFedNamesOwnerClosedWhileArbiterAway(t *testing.T) {
 	knows(t, ns[b], owner.Address())
 	knows(t, ns[a], standby.Address())
 	knows(t, ns[c], standby.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own on %s: %v %v", c, primary, err)
-	}
-	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("own on %s: %v %d %v, want the standby", b, primary, pos, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
+	ownAt(t, ctx, standby, name, 1)
 	ns[n] = startFedNode(t, cl, n)
 	waitMesh(t, ns[a], ns[b], ns[c], ns[n])
 	cl.cutPair(n, a)
@@ -689,9 +670,7 @@ func TestFedNamesArbiterAsksOwnersNode(t *testing.T) {
 			ctx := ctx5(t)
 			owner := dial(t, ns[c])
 			knows(t, ns[a], owner.Address())
-			if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-				t.Fatalf("own on %s: %v %v", c, primary, err)
-			}
+			ownAt(t, ctx, owner, name, 0)
 			owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
 			cl.cutPair(z, a)
 			linkedTo(t, ns[a], c)
@@ -787,9 +766,7 @@ func TestFedNamesReleaseRacesNewClaim(t *testing.T) {
 	knows(t, ns[x], owner.Address())
 	knows(t, ns[x], later.Address())
 	knows(t, ns[d], owner.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
 	owns(t, name, owner.Address(), ns[x], ns[b], ns[d])
 	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 1 })
 
@@ -845,9 +822,7 @@ func TestFedNamesNobodysNameCaughtUp(t *testing.T) {
 	owner := dial(t, ns[c])
 	knows(t, ns[a], owner.Address())
 	knows(t, ns[z], owner.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
 	owns(t, name, owner.Address(), ns[z], ns[a], ns[c])
 	cl.cutPair(z, a)
 	linkedTo(t, ns[a], c)
@@ -892,12 +867,8 @@ func TestFedNamesStandbyPromotedAfterHeal(t *testing.T) {
 	for _, n := range []string{z, c} {
 		knows(t, ns[n], standby.Address())
 	}
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	if primary, pos, err := standby.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
+	ownAt(t, ctx, standby, name, 1)
 	cl.cutPair(z, a)
 	linkedTo(t, ns[a], c)
 	linkedTo(t, ns[z], c)
@@ -936,9 +907,7 @@ func TestFedNamesReleaseThenOwnElsewhere(t *testing.T) {
 	knows(t, ns[x], owner.Address())
 	knows(t, ns[x], later.Address())
 	knows(t, ns[d], owner.Address())
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
 	owns(t, name, owner.Address(), ns[x], ns[b], ns[d])
 	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 1 })
 	done := make(chan error, 1)
@@ -977,13 +946,9 @@ func TestFedNamesReclaimAfterRelease(t *testing.T) {
 	for _, n := range []string{x, d} {
 		knows(t, ns[n], sb.Address())
 	}
-	if primary, _, err := c.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, c, name, 0)
 	owns(t, name, c.Address(), ns[x], ns[d], ns[s])
-	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, sb, name, 1)
 	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 2 })
 	hx.holdTo(d) // X's decisions reach D late
 	if err := c.Disown(ctx, name); err != nil {
@@ -1023,12 +988,8 @@ func TestFedNamesReclaimRightAfterRelease(t *testing.T) {
 	for _, n := range []string{x, d} {
 		knows(t, ns[n], sb.Address())
 	}
-	if primary, _, err := c.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, c, name, 0)
+	ownAt(t, ctx, sb, name, 1)
 	waitFor(t, func() bool { q, _ := fedDecided(ns[d], name); return len(q) == 2 })
 	if err := c.Disown(ctx, name); err != nil {
 		t.Fatal(err)
@@ -1060,12 +1021,8 @@ func TestFedNamesPairCutKeepsOwner(t *testing.T) {
 	for _, n := range []string{x, b} {
 		knows(t, ns[n], sb.Address())
 	}
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
+	ownAt(t, ctx, sb, name, 1)
 	owns(t, name, owner.Address(), ns[x], ns[d], ns[b])
 	cl.cutPair(d, b)
 	linkedTo(t, ns[d], x)
@@ -1103,12 +1060,8 @@ func TestFedNamesOwnerReleasesWhileArbiterLeaves(t *testing.T) {
 	for _, n := range []string{y, x, b} {
 		knows(t, ns[n], sb.Address())
 	}
-	if primary, _, err := owner.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	if primary, pos, err := sb.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, owner, name, 0)
+	ownAt(t, ctx, sb, name, 1)
 	owns(t, name, owner.Address(), ns[y], ns[x], ns[b], ns[d])
 	cl.cutPair(y, x)
 	cl.cutPair(y, d)

@@ -78,9 +78,7 @@ func TestFedNamesAskResentWhenNodeStated(t *testing.T) {
 	o1, c1 := dial(t, ns[n]), dial(t, ns[c])
 	knows(t, ns[c], o1.Address())
 	knows(t, ns[n], c1.Address())
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
 	owns(t, name, o1.Address(), ns[n], ns[c])
 	hn.holdTo(c)
 	if err := o1.Disown(ctx, name); err != nil {
@@ -180,12 +178,8 @@ func TestFedNamesArbiterUndoesOwnCut(t *testing.T) {
 	for _, m := range []string{x, n} {
 		knows(t, ns[m], c1.Address())
 	}
-	if primary, _, err := o1.Own(ctx, name); err != nil || !primary {
-		t.Fatalf("own: %v %v", primary, err)
-	}
-	if primary, pos, err := c1.Own(ctx, name); err != nil || primary || pos != 1 {
-		t.Fatalf("standby: %v %d %v", primary, pos, err)
-	}
+	ownAt(t, ctx, o1, name, 0)
+	ownAt(t, ctx, c1, name, 1)
 	owns(t, name, o1.Address(), ns[x], ns[n], ns[c])
 	cl.cutPair(x, n)
 	linkedTo(t, ns[x], c)
