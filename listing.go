@@ -108,6 +108,9 @@ type NodeStats struct {
 	// queue dropped their start marker (the caller's requests on them
 	// failed at once with CODE_UNDELIVERABLE).
 	DirectMarkersLost uint64
+	// Procs is what the node's governor of the process's Ps did
+	// (WithAdaptiveProcs; zero without it).
+	Procs ProcsState
 }
 
 // NodeInfo describes a node, as its system service reports it (SysInfo).

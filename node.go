@@ -85,6 +85,7 @@ type nodeOptions struct {
 	observe                   observers  // node_observe.go
 	noDirect                  bool       // WithDirectBrokering(false)
 	fed                       Federation // WithFederation (node_fed_state.go)
+	adaptiveProcs             bool       // WithAdaptiveProcs (node_procs.go)
 }
 
 // WithNodeName names the node (Welcome, NodeInfo, addresses).
@@ -200,6 +201,7 @@ type Node struct {
 	wg        sync.WaitGroup // accept loop and handshakes
 	closeOnce sync.Once
 	closeErr  error
+	procsStop func() // the governor of Ps this node started (node_procs.go), under mu
 
 	calls, events atomic.Uint64
 	policy        atomic.Pointer[policyBox]
@@ -486,6 +488,7 @@ func (n *Node) Stats() NodeStats {
 		LateReplies: n.late.Load(), StuckHandlers: int(n.stuck.Load()), ActorPanics: n.actorPanics.Load(),
 		SpareSegments: n.links.Stats().Spares}
 	n.directStats(&s)
+	s.Procs = n.Procs()
 	return s
 }
 
@@ -505,6 +508,7 @@ func (n *Node) Close() error {
 		// they saw the node open: from here on, none does.
 		conns := n.reg.All()
 		dirs, sock := n.createdDirs, n.socketID
+		stopProcs := n.procsStop
 		n.mu.Unlock()
 		if ln != nil {
 			ln.Close()
@@ -527,6 +531,9 @@ func (n *Node) Close() error {
 		}
 		n.sys.EventStream.Unsubscribe(n.deadLetters)
 		n.sys.Shutdown()
+		if stopProcs != nil {
+			stopProcs() // GOMAXPROCS as the node found it
+		}
 	})
 	return n.closeErr
 }

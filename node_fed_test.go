@@ -666,6 +666,14 @@ func BenchmarkFedLocal(b *testing.B) {
 		}
 		run(b, n1)
 	})
+	b.Run("federated-adaptive", func(b *testing.B) {
+		// The same, with the Ps governed as cmd/node's procs = "auto"
+		// does with [cluster] on.
+		n1 := startFedNode(b, newFakeCluster(), "n1", WithAdaptiveProcs())
+		fs := n1.fed
+		fs.NodeUp("n2", "x1")
+		run(b, n1)
+	})
 }
 
 // TestFedRequestEnds: a remote request's context follows its caller

@@ -84,6 +84,7 @@ func (n *Node) Listen() error {
 			return ErrClosed
 		}
 		n.ln = n.o.listener
+		n.startProcs()
 		return nil
 	}
 	path := n.o.socket
@@ -126,6 +127,7 @@ func (n *Node) Listen() error {
 		return ErrClosed
 	}
 	n.ln, n.createdDirs, n.socketID = ln, created, id
+	n.startProcs()
 	return nil
 }
 

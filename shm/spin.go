@@ -30,7 +30,7 @@ var availableCPUs = sync.OnceValue(func() int {
 // process may run on at least two CPUs and GOMAXPROCS allows two running
 // goroutines, otherwise 0 (park at once).
 func DefaultSpin() time.Duration {
-	if availableCPUs() < 2 || runtime.GOMAXPROCS(0) < 2 {
+	if availableCPUs() < 2 || max(runtime.GOMAXPROCS(0), int(governed.Load())) < 2 {
 		return 0
 	}
 	return defaultSpin
@@ -52,6 +52,7 @@ type spinner struct {
 	max, cur time.Duration
 	short    uint32 // parks shorter than max
 	sweep    bool   // sweep the harvest list while spinning (Spinner)
+	paid     uint32 // spins that won and short parks not yet added to spinsPaid
 	byWait   bool   // judge a spin that gave up by the wait that followed (NewReplySpinner)
 }
 
@@ -64,6 +65,9 @@ func newSpinner(max time.Duration) spinner {
 
 // woke reports how long a park that followed a failed spin lasted.
 func (s *spinner) woke(parked time.Duration) {
+	if parked < shortPark {
+		s.didPay()
+	}
 	if s.byWait {
 		if parked < s.max {
 			s.cur = s.max // a little longer would have won
@@ -81,12 +85,13 @@ func (s *spinner) woke(parked time.Duration) {
 
 // spin polls ready until it returns true or the budget runs out.
 func (s *spinner) spin(ready func() bool) bool {
-	if s.cur <= 0 {
+	if s.cur <= 0 || oneP.Load() {
 		return false
 	}
 	start := time.Now()
 	for i := 1; ; i++ {
 		if ready() {
+			s.didPay()
 			if s.cur < s.max {
 				s.cur = min(2*s.cur, s.max)
 			}

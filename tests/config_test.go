@@ -48,6 +48,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{name: "wrong type", config: "[events]\nqueue_limit = \"many\"\n", want: "config: events.queue_limit: "},
 		{name: "bad duration", config: "handshake_timeout = \"soon\"\n", want: "config: handshake_timeout: "},
 		{name: "duration without a unit", config: "handshake_timeout = 5\n", want: "config: handshake_timeout: "},
+		{name: "bad procs", config: "procs = \"two\"\n", want: "config: procs: must be auto, adaptive or fixed, not \"two\""},
 		{name: "bad enum", config: "[events]\noverflow = \"explode\"\n", want: "config: events.overflow: must be drop-oldest or disconnect"},
 		{name: "ring not a power of two", config: "[rings]\nevent = 100000\n", want: "config: rings.event: must be a power of two"},
 		{name: "bad log level", config: "[log]\nlevel = \"loud\"\n", want: "config: log.level: "},

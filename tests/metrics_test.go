@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -360,4 +361,66 @@ func fams(all map[string]*dto.MetricFamily, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// TestProcsAdaptive: a node with procs = adaptive runs at one Go P while
+// nothing keeps it busy, and at all of them again while a client calls it
+// back to back; the metrics say so.
+func TestProcsAdaptive(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: the node keeps its one P")
+	}
+	dir := publicDir(t)
+	msock := filepath.Join(dir, "metrics.sock")
+	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--procs", "adaptive"}, env: []string{"GOMAXPROCS=2"}})
+	overUnix := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", msock)
+	}}, Timeout: 10 * time.Second}
+	defer overUnix.CloseIdleConnections()
+	metric := func(name string) float64 { return value(t, scrape(t, overUnix, "http://node/metrics"), name, nil) }
+	atOne := func(want float64) func() error {
+		return func() error {
+			if v := metric("switchboard_procs_one"); v != want {
+				return fmt.Errorf("switchboard_procs_one = %v, want %v", v, want)
+			}
+			return nil
+		}
+	}
+	checkFor(t, 30*time.Second, atOne(1)) // idle
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		p := make([]byte, 64)
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := c.Call(ctx, switchboard.SystemService, switchboard.SysEcho, p); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	checkFor(t, 30*time.Second, atOne(0)) // calls back to back
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v := metric("switchboard_procs_downs_total"); v < 1 {
+		t.Errorf("switchboard_procs_downs_total = %v, want at least 1", v)
+	}
+	if v := metric("switchboard_procs_one_seconds_total"); v <= 0 {
+		t.Errorf("switchboard_procs_one_seconds_total = %v, want more than 0", v)
+	}
+	checkFor(t, 30*time.Second, atOne(1)) // idle again
 }

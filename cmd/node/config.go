@@ -36,6 +36,7 @@ type Config struct {
 	Name             string        `toml:"name"`
 	MaxMessage       int64         `toml:"max_message"`
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	Procs            string        `toml:"procs"`
 	Log              LogConfig     `toml:"log"`
 	Rings            RingConfig    `toml:"rings"`
 	Events           EventConfig   `toml:"events"`
@@ -157,6 +158,7 @@ var settings = []setting{
 	{key: "name", usage: "node `name` (addresses are :NAME.RUN.ID)", field: func(c *Config) any { return &c.Name }},
 	{key: "max_message", usage: "largest message in `bytes`", field: func(c *Config) any { return &c.MaxMessage }},
 	{key: "handshake_timeout", usage: "how long a client may take to say Hello (a `duration`: 2s, 500ms)", field: func(c *Config) any { return &c.HandshakeTimeout }},
+	{key: "procs", usage: "the node's Go Ps: `auto` (adaptive with the cluster on and GOMAXPROCS unset, else fixed), adaptive (one while that is enough, all when busy), fixed (Go's GOMAXPROCS)", field: func(c *Config) any { return &c.Procs }},
 	{key: "log.level", usage: "log `level`: debug, info, warn, error", live: true, field: func(c *Config) any { return &c.Log.Level }},
 	{key: "log.format", usage: "log `format`: text or json", field: func(c *Config) any { return &c.Log.Format }},
 	{key: "rings.request", usage: "request ring `bytes` (a power of two)", field: func(c *Config) any { return &c.Rings.Request }},
@@ -385,6 +387,8 @@ func (c *Config) validate() (*policy, error) {
 		return nil, bad("max_message", "must be in [1, %d], not %d", 1<<30, c.MaxMessage)
 	case c.HandshakeTimeout <= 0:
 		return nil, bad("handshake_timeout", "must be > 0, not %v", c.HandshakeTimeout)
+	case c.Procs != "auto" && c.Procs != "adaptive" && c.Procs != "fixed":
+		return nil, bad("procs", "must be auto, adaptive or fixed, not %q", c.Procs)
 	}
 	if _, _, err := parseSocketMode(c.SocketMode); err != nil {
 		return nil, bad("socket_mode", "%v", err)

@@ -240,6 +240,9 @@ var nodeScalars = []nodeScalar{
 	{desc("switchboard_events_dropped_total", "Events dropped for slow clients."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Dropped) }},
 	{desc("switchboard_unserved_total", "Frames departed clients wrote that were not served within the drain limit."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Unserved) }},
 	{desc("switchboard_late_replies_total", "Replies discarded because their caller had gone (deadline, cancel, disconnect)."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.LateReplies) }},
+	{desc("switchboard_procs_one", "1 while the node's governor (procs = adaptive) runs the process at one Go P, else 0."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return b2f(s.Procs.One) }},
+	{desc("switchboard_procs_downs_total", "Moves of the node's governor to one Go P (procs = adaptive)."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.Procs.Downs) }},
+	{desc("switchboard_procs_one_seconds_total", "Seconds the process ran at one Go P, up to the governor's last move."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return s.Procs.AtOne.Seconds() }},
 	{desc("switchboard_stuck_handlers", "Handlers still running for connections released without them (they ignore their context)."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.StuckHandlers) }},
 	{desc("switchboard_spare_segments", "Shared-memory segments made ahead for the connections to come, never given to a client."), prometheus.GaugeValue, func(s *switchboard.NodeStats) float64 { return float64(s.SpareSegments) }},
 	{desc("switchboard_actor_handler_panics_total", "Panics of actor handlers, each answered with an internal error."), prometheus.CounterValue, func(s *switchboard.NodeStats) float64 { return float64(s.ActorPanics) }},
@@ -429,4 +432,11 @@ func (m *metricsServer) stop() {
 		m.srv.Close()
 	}
 	<-m.done
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

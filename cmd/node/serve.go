@@ -124,6 +124,9 @@ func serve(ctx context.Context, ld *loader, cfg *Config, pol *policy, stderr io.
 		switchboard.WithEventQueue(int(cfg.Events.QueueLimit)), switchboard.WithEventQueueBytes(int(cfg.Events.QueueBytes)), switchboard.WithOverflow(overflow),
 		switchboard.WithHandshakeTimeout(cfg.HandshakeTimeout),
 	}
+	if adaptiveProcs(cfg) {
+		opts = append(opts, switchboard.WithAdaptiveProcs())
+	}
 	if ln != nil {
 		opts = append(opts, switchboard.WithListener(ln))
 		if a := ln.Addr().String(); a != cfg.Socket {
@@ -300,4 +303,17 @@ func notifyOrLog(log *slog.Logger, sd *notifier, lines ...string) {
 	if err := sd.notify(lines...); err != nil {
 		log.Warn("sd_notify", slog.String("state", strings.Join(lines, " ")), slog.String("error", err.Error()))
 	}
+}
+
+// adaptiveProcs reports whether the node governs its Ps (the procs
+// setting): auto does with the cluster on, unless GOMAXPROCS was set.
+func adaptiveProcs(cfg *Config) bool {
+	switch cfg.Procs {
+	case "adaptive":
+		return true
+	case "auto":
+		_, set := os.LookupEnv("GOMAXPROCS")
+		return cfg.Cluster.Enabled && !set
+	}
+	return false
 }

@@ -30,7 +30,10 @@ import (
 // a free loopback port. It prints "ready SOCKET LINK" once it serves and,
 // for node B, once the link to A is up.
 func sbXNode(ctx context.Context, a *args) (*result, error) {
+	_, set := os.LookupEnv("GOMAXPROCS")
+	adaptive := !set // as cmd/node's procs = "auto" with [cluster] on
 	if v := os.Getenv("BENCHPEER_NODE_PROCS"); v != "" {
+		adaptive = false
 		// GOMAXPROCS for the nodes alone (the environment's GOMAXPROCS
 		// sets it for every process of the run, the other peers' too).
 		k, err := strconv.Atoi(v)
@@ -56,7 +59,7 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 		// The node's doorbell counters (rings, sleeps, re-checks),
 		// written as it stops: DIR/node-NAME.waits.
 		defer func() {
-			line := fmt.Sprintf("%+v\n", shm.ReadWaitCounts())
+			line := fmt.Sprintf("%+v\nprocs %+v\n", shm.ReadWaitCounts(), shm.ReadProcsState())
 			if err := os.WriteFile(filepath.Join(dir, "node-"+a.name+".waits"), []byte(line), 0o644); err != nil {
 				fmt.Fprintln(os.Stderr, "BENCHPEER_NODE_WAITS:", err)
 			}
@@ -96,7 +99,11 @@ func sbXNode(ctx context.Context, a *args) (*result, error) {
 	}
 	defer fed.Close()
 	path := filepath.Join(a.dir, "switchboard-"+a.name+".sock")
-	n, err := switchboard.NewNode(switchboard.WithSocket(path), switchboard.WithNodeName(a.name), switchboard.WithFederation(fed))
+	opts := []switchboard.NodeOption{switchboard.WithSocket(path), switchboard.WithNodeName(a.name), switchboard.WithFederation(fed)}
+	if adaptive {
+		opts = append(opts, switchboard.WithAdaptiveProcs())
+	}
+	n, err := switchboard.NewNode(opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,61 @@
+package switchboard
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard-ipc/switchboard/shm"
+)
+
+// WithAdaptiveProcs lets the node set its process's GOMAXPROCS from Listen
+// to Close: one P while its clients' rings are quiet (no spin would pay) and
+// the process needs less than most of a core, all of them (GOMAXPROCS as
+// the node found it) as soon as a spin would pay or the one P is nearly
+// busy. A node that crosses links answers sooner and spends about a third
+// less CPU per request at one P: each goroutine readied while a P is idle
+// wakes a thread on another CPU, and a crossing readies several (remote's
+// writer, gRPC's, the link's reader). Meant for a process that is a node
+// (cmd/node's procs setting); a program that embeds a node beside work of
+// its own should leave its Ps alone. One node per process governs; the
+// others' option does nothing. See shm.GovernProcs.
+func WithAdaptiveProcs() NodeOption {
+	return nodeOption(func(o *nodeOptions) error { o.adaptiveProcs = true; return nil })
+}
+
+// ProcsState is what a node with WithAdaptiveProcs did with the process's
+// Ps: whether it governs them (false without the option, or when another
+// node of the process does), whether the process runs at one P now, how
+// often it moved to one P and back, and how long it ran at one P (up to
+// the last move).
+type ProcsState struct {
+	Governing, One bool
+	Downs, Ups     uint64
+	AtOne          time.Duration
+}
+
+// Procs returns what the process's governor of Ps did so far.
+func (n *Node) Procs() ProcsState {
+	s := shm.ReadProcsState()
+	n.mu.Lock()
+	mine := n.procsStop != nil
+	n.mu.Unlock()
+	if !mine {
+		return ProcsState{}
+	}
+	return ProcsState{Governing: s.Governing, One: s.One, Downs: s.Downs, Ups: s.Ups, AtOne: s.AtOne}
+}
+
+// startProcs starts the governor of Ps when the node was asked to and is
+// not closed (Listen, n.mu held). Close stops it.
+func (n *Node) startProcs() {
+	if !n.o.adaptiveProcs || n.closed || n.procsStop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait, ok := shm.GovernProcs(ctx)
+	if !ok {
+		cancel()
+		return
+	}
+	n.procsStop = func() { cancel(); wait() }
+}
