@@ -201,7 +201,7 @@ type Node struct {
 	wg        sync.WaitGroup // accept loop and handshakes
 	closeOnce sync.Once
 	closeErr  error
-	procsStop func() // the governor of Ps this node started (node_procs.go), under mu
+	procsStop func() // stops the governor of Ps this node runs (node_procs.go), under mu; nil: none
 
 	calls, events atomic.Uint64
 	policy        atomic.Pointer[policyBox]
@@ -532,7 +532,10 @@ func (n *Node) Close() error {
 		n.sys.EventStream.Unsubscribe(n.deadLetters)
 		n.sys.Shutdown()
 		if stopProcs != nil {
-			stopProcs() // GOMAXPROCS as the node found it
+			stopProcs() // GOMAXPROCS back to the runtime's
+			n.mu.Lock()
+			n.procsStop = nil
+			n.mu.Unlock()
 		}
 	})
 	return n.closeErr

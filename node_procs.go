@@ -8,7 +8,8 @@ import (
 )
 
 // WithAdaptiveProcs lets the node set its process's GOMAXPROCS from Listen
-// to Close: one P while its clients' rings are quiet (no spin would pay) and
+// to Close (which leaves it at the runtime's default, or at the
+// GOMAXPROCS variable's value): one P while its clients' rings are quiet (no spin would pay) and
 // the process needs less than most of a core, all of them (GOMAXPROCS as
 // the node found it) as soon as a spin would pay or the one P is nearly
 // busy. A node that crosses links answers sooner and spends about a third
@@ -23,17 +24,18 @@ func WithAdaptiveProcs() NodeOption {
 }
 
 // ProcsState is what a node with WithAdaptiveProcs did with the process's
-// Ps: whether it governs them (false without the option, or when another
-// node of the process does), whether the process runs at one P now, how
-// often it moved to one P and back, and how long it ran at one P (up to
-// the last move).
+// Ps: whether it governs them now (false without the option, when another
+// node of the process does, and after Close), whether the process runs at
+// one P now, and, over the process's life, how often it moved to one P
+// and back and how long it ran at one P.
 type ProcsState struct {
 	Governing, One bool
 	Downs, Ups     uint64
 	AtOne          time.Duration
 }
 
-// Procs returns what the process's governor of Ps did so far.
+// Procs returns what the node's governor of Ps did so far; the zero
+// ProcsState if the node does not govern them (now).
 func (n *Node) Procs() ProcsState {
 	s := shm.ReadProcsState()
 	n.mu.Lock()

@@ -2,7 +2,9 @@ package shm
 
 import (
 	"context"
+	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,17 +19,22 @@ import (
 // a P is idle wakes a thread on another CPU (on a guest whose idle CPUs
 // halt, 10-30 µs), and the process's own hand-offs (a link's writer and
 // reader, the netpoller's) are such readies. GovernProcs moves the process
-// between the two: one P while its spins would not pay and it needs less
-// than govDownCPU of a core, all of them (GOMAXPROCS as it started) as soon
-// as a spin would pay or one P is nearly busy.
+// between the two.
 
 var (
 	governed  atomic.Int32  // the governor's Ps at most, while one runs (0: none)
 	oneP      atomic.Bool   // the governor holds the process at one P: nothing spins
-	spinsPaid atomic.Uint64 // spins that won and parks shorter than a spin, in batches of paidBatch
+	spinsPaid atomic.Uint64 // spins that won and short parks, in batches of ringBatch
+	parks     atomic.Uint64 // parks after a spin, or instead of one, in batches of ringBatch
 
 	govDowns, govUps atomic.Uint64 // the governor's moves to one P and back
-	govAtOne         atomic.Int64  // nanoseconds spent at one P, up to the last move
+
+	// The time at one P: what ended, and since when the process is there
+	// now (zero: it is not). One lock, so that a reader sees a total that
+	// never goes back.
+	govTime   sync.Mutex
+	govAtOne  time.Duration
+	govDownAt time.Time
 )
 
 // shortPark: a park shorter than this counts as one a spin would have
@@ -36,57 +43,81 @@ var (
 // whose idle CPUs halt).
 const shortPark = 2 * defaultSpin
 
-// paidBatch: a spinner adds to spinsPaid this many at a time, so that
-// waiters on many CPUs do not share a cache line for every spin.
-const paidBatch = 16
+// ringBatch: a spinner adds to spinsPaid and parks this many at a time,
+// so that waiters on many CPUs do not share a cache line for every spin.
+const ringBatch = 16
 
 // didPay counts a spin that won, or a park that a spin would have saved.
 func (s *spinner) didPay() {
-	if s.paid++; s.paid == paidBatch {
+	if s.paid++; s.paid == ringBatch {
 		s.paid = 0
-		spinsPaid.Add(paidBatch)
+		spinsPaid.Add(ringBatch)
 	}
 }
 
-// The governor's policy, window by window: down to one P after calm
-// windows in a row with fewer than govPaidRate paid spins a second and
-// less than govDownCPU cores of CPU; back up at once when a window has
-// that many paid spins or more than govUpCPU cores of CPU (one P nearly
-// busy: the process may need more). At two Ps a node that crosses a link
-// once per request uses about half a core where it needs a third at one
-// (BENCHMARKS.md, "seventh sitting"), hence the gap between the two.
+// didPark counts a park.
+func (s *spinner) didPark() {
+	if s.parked++; s.parked == ringBatch {
+		s.parked = 0
+		parks.Add(ringBatch)
+	}
+}
+
+// The governor's policy. It reads the process's CPU time and the spinners'
+// counts every govWindow (govIdle at one P after a window with nothing to
+// do). At every P it judges blocks of govCalm windows (half a
+// second): one P if the block averaged less than govDownCPU cores, fewer
+// than govPaidRate paid spins and fewer than govParkRate parks a second.
+// At one P it moves back up after two windows in a row with more than
+// govUpCPU cores (one P nearly busy), or with that many paid spins or
+// parks (clients whose rings are busy: a spin would pay at two; at one P
+// the wake-up of a parked pump often takes longer than shortPark, so the
+// rate of parks says it too). At two Ps a node that crosses a link once
+// per request uses about half a core, a third at one (BENCHMARKS.md,
+// "seventh sitting"), hence the gap between govDownCPU and govUpCPU.
 const (
 	govWindow   = 10 * time.Millisecond
-	govCalm     = 50 // windows: half a second
+	govIdle     = 50 * time.Millisecond // the window at one P after an idle one
+	govCalm     = 50
 	govPaidRate = 2000
+	govParkRate = 15000
 	govDownCPU  = 0.7
 	govUpCPU    = 0.85
 )
 
 // procsPolicy decides, window by window, whether the process runs at one P.
 type procsPolicy struct {
-	calmNeeded int  // windows in a row that would do with one P before it does
+	calmNeeded int  // windows in a block judged at every P
 	one        bool // at one P now
-	calm       int  // windows in a row that would do with one P
+	busyRun    int  // windows in a row, at one P, that were busy
+
+	// The block being judged at every P: windows, seconds, CPU seconds,
+	// paid spins, parks.
+	n                       int
+	secs, cpu, paid, parked float64
 }
 
-// step takes one window's CPU use (in cores) and paid spins per second and
-// reports whether the process should run at one P.
-func (g *procsPolicy) step(cores, paidPerSec float64) bool {
-	busy := paidPerSec >= govPaidRate
+// step takes one window: its length, the CPU seconds, paid spins and
+// parks in it; it reports whether the process should run at one P.
+func (g *procsPolicy) step(secs, cpu, paid, parked float64) bool {
 	if g.one {
-		if busy || cores > govUpCPU {
-			g.one, g.calm = false, 0
+		if cpu/secs > govUpCPU || paid/secs >= govPaidRate || parked/secs >= govParkRate {
+			g.busyRun++
+		} else {
+			g.busyRun = 0
+		}
+		if g.busyRun >= 2 {
+			g.one, g.busyRun = false, 0
 		}
 		return g.one
 	}
-	if busy || cores >= govDownCPU {
-		g.calm = 0
+	g.n++
+	g.secs, g.cpu, g.paid, g.parked = g.secs+secs, g.cpu+cpu, g.paid+paid, g.parked+parked
+	if g.n < g.calmNeeded {
 		return false
 	}
-	if g.calm++; g.calm >= g.calmNeeded {
-		g.one, g.calm = true, 0
-	}
+	g.one = g.cpu/g.secs < govDownCPU && g.paid/g.secs < govPaidRate && g.parked/g.secs < govParkRate
+	g.n, g.secs, g.cpu, g.paid, g.parked = 0, 0, 0, 0, 0
 	return g.one
 }
 
@@ -100,13 +131,18 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// GovernProcs adapts GOMAXPROCS to the process's load until ctx ends, then
-// puts it back as it found it. It reports false, and does nothing, when
-// the process has fewer than two Ps or CPUs or another governor runs. The
-// returned function waits until the governor stopped. Programs that set
-// GOMAXPROCS for a reason of their own should not call it: it changes the
-// process's Ps (a stop of the world, at most once a window) and turns
-// every spin of this package off while at one P.
+// GovernProcs adapts GOMAXPROCS to the process's load until ctx ends: one
+// P while its rings are quiet and it needs less than most of a core, the
+// Ps it started with as soon as it needs more or its clients' rings are
+// busy. While at one P, every spin of this package is off. It reports
+// false, and does nothing, when the process has fewer than two Ps or CPUs
+// or another governor runs. The returned function waits until the
+// governor stopped. If it moved, the governor leaves GOMAXPROCS at the
+// runtime's default as it stops (SetDefaultGOMAXPROCS: the runtime follows
+// the CPUs the process may use again), or at the value it started with
+// when the GOMAXPROCS variable is set. Programs that set GOMAXPROCS for a
+// reason of their own should not call it. Each move stops the world (tens
+// of microseconds).
 func GovernProcs(ctx context.Context) (wait func(), governing bool) {
 	return governProcs(ctx, govWindow, govCalm)
 }
@@ -116,56 +152,85 @@ func governProcs(ctx context.Context, window time.Duration, calm int) (wait func
 	if most < 2 || availableCPUs() < 2 || !governed.CompareAndSwap(0, int32(most)) {
 		return func() {}, false
 	}
+	_, fixed := os.LookupEnv("GOMAXPROCS")
+	all := func() {
+		if fixed {
+			runtime.GOMAXPROCS(most)
+		} else {
+			runtime.SetDefaultGOMAXPROCS()
+		}
+	}
 	done := make(chan struct{})
 	go func() {
-		var downAt time.Time
+		moved := false
 		defer close(done)
 		defer func() {
 			if oneP.Load() {
-				govAtOne.Add(int64(time.Since(downAt)))
+				oneP.Store(false)
+				atOne(time.Now(), false)
 			}
-			oneP.Store(false)
-			runtime.GOMAXPROCS(most)
+			if moved {
+				all()
+			}
 			governed.Store(0)
 		}()
 		g := procsPolicy{calmNeeded: calm}
-		t := time.NewTicker(window)
+		t := time.NewTimer(window)
 		defer t.Stop()
-		lastAt, lastCPU, lastPaid := time.Now(), cpuTime(), spinsPaid.Load()
+		lastAt, lastCPU, lastPaid, lastParks := time.Now(), cpuTime(), spinsPaid.Load(), parks.Load()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				now, cpu, paid := time.Now(), cpuTime(), spinsPaid.Load()
-				secs := now.Sub(lastAt).Seconds()
-				if secs <= 0 {
-					continue
-				}
-				one := g.step((cpu-lastCPU).Seconds()/secs, float64(paid-lastPaid)/secs)
-				lastAt, lastCPU, lastPaid = now, cpu, paid
-				if one != oneP.Load() {
-					if one {
-						oneP.Store(true) // spins stop before the second P goes
-						runtime.GOMAXPROCS(1)
-						govDowns.Add(1)
-						downAt = now
-					} else {
-						runtime.GOMAXPROCS(most)
-						oneP.Store(false)
-						govUps.Add(1)
-						govAtOne.Add(int64(now.Sub(downAt)))
-					}
+			}
+			now := time.Now()
+			cpu, paid, parked := cpuTime(), spinsPaid.Load(), parks.Load()
+			secs := now.Sub(lastAt).Seconds()
+			used := (cpu - lastCPU).Seconds()
+			one := g.step(secs, used, float64(paid-lastPaid), float64(parked-lastParks))
+			next := window
+			if one && used < secs/100 && paid == lastPaid && parked == lastParks {
+				next = govIdle // idle at one P: fewer wake-ups of its own
+			}
+			lastAt, lastCPU, lastPaid, lastParks = now, cpu, paid, parked
+			if one != oneP.Load() {
+				moved = true
+				if one {
+					oneP.Store(true) // spins stop before the second P goes
+					runtime.GOMAXPROCS(1)
+					atOne(now, true)
+					govDowns.Add(1)
+				} else {
+					all()
+					oneP.Store(false)
+					atOne(now, false)
+					govUps.Add(1)
 				}
 			}
+			t.Reset(next)
 		}
 	}()
 	return func() { <-done }, true
 }
 
+// atOne records a move to one P (down) or away from it at now.
+func atOne(now time.Time, down bool) {
+	govTime.Lock()
+	defer govTime.Unlock()
+	if down {
+		govDownAt = now
+		return
+	}
+	if !govDownAt.IsZero() {
+		govAtOne += now.Sub(govDownAt)
+		govDownAt = time.Time{}
+	}
+}
+
 // ProcsState is what GovernProcs did: whether it runs, whether it holds
-// the process at one P now, how often it moved down to one P and back up,
-// and how long the process ran at one P (up to the last move).
+// the process at one P now, and, over every governor the process ran, how
+// often one moved to one P and back and how long the process ran at one P.
 type ProcsState struct {
 	Governing, One bool
 	Downs, Ups     uint64
@@ -174,5 +239,12 @@ type ProcsState struct {
 
 // ReadProcsState returns what GovernProcs did so far in this process.
 func ReadProcsState() ProcsState {
-	return ProcsState{Governing: governed.Load() != 0, One: oneP.Load(), Downs: govDowns.Load(), Ups: govUps.Load(), AtOne: time.Duration(govAtOne.Load())}
+	s := ProcsState{Governing: governed.Load() != 0, One: oneP.Load(), Downs: govDowns.Load(), Ups: govUps.Load()}
+	govTime.Lock()
+	defer govTime.Unlock()
+	s.AtOne = govAtOne
+	if !govDownAt.IsZero() {
+		s.AtOne += time.Since(govDownAt)
+	}
+	return s
 }

@@ -7,33 +7,44 @@ import (
 	"time"
 )
 
-// The policy: down to one P only after calm windows in a row (low CPU, no
-// spin that pays), and back up at the first window that is busy either
-// way; a busy window in the calm starts the count again.
+// The policy: at every P, blocks of calm windows judged on their
+// averages (CPU, paid spins, parks); at one P, back up after two busy
+// windows in a row, whichever way they are busy.
 func TestProcsPolicy(t *testing.T) {
 	g := procsPolicy{calmNeeded: 3}
+	const w = 0.01 // a window's seconds
 	steps := []struct {
-		cores, paid float64
-		one         bool
+		cpu, paid, parks float64 // in the window
+		one              bool
 	}{
-		{0.1, 0, false},
-		{0.1, 0, false},
-		{0.1, govPaidRate, false}, // spins pay: the count starts again
-		{0.1, 0, false},
-		{govDownCPU, 0, false}, // most of a core at two Ps: again
-		{0.5, 0, false},
-		{0.5, 0, false},
-		{0.5, govPaidRate - 1, true}, // the third calm window in a row
-		{0.8, 0, true},               // nearly busy, not quite
-		{0.9, 0, false},              // busy at one P: back up at once
-		{0.1, 0, false},
-		{0.1, 0, false},
-		{0.1, 0, true},
-		{0.1, govPaidRate, false}, // a spin would pay: back up at once
+		{0.1 * w, 0, 0, false},
+		{0.1 * w, 0, 0, false},
+		{2.0 * w, 0, 0, false}, // the block averaged 0.73 cores: stay
+		{0.1 * w, 0, 0, false},
+		{0.1 * w, 0, 0, false},
+		{0.9 * w, 60, 0, false}, // 2000 paid spins a second on average: stay
+		{0.1 * w, 0, 0, false},
+		{0.1 * w, 0, 0, false},
+		{0.1 * w, 0, 450, false}, // 15,000 parks a second on average: stay
+		{0.6 * w, 0, 0, false},
+		{0.6 * w, 19, 100, false},
+		{0.6 * w, 19, 100, true}, // under every bar on average: one P
+		{0.9 * w, 0, 0, true},    // one busy window: not yet
+		{0.1 * w, 0, 0, true},
+		{0.9 * w, 0, 0, true},
+		{0.9 * w, 0, 0, false}, // two in a row: back up
+		{0, 0, 0, false},
+		{0, 0, 0, false},
+		{0, 0, 0, true},
+		{0, 20, 0, true},
+		{0, 0, 150, false}, // paid spins, then parks: busy twice in a row
+		{0, 0, 0, false},
+		{0, 0, 0, false},
+		{0, 0, 0, true},
 	}
 	for i, s := range steps {
-		if got := g.step(s.cores, s.paid); got != s.one {
-			t.Fatalf("step %d (%.2f cores, %.0f paid/s): one P %v, want %v", i, s.cores, s.paid, got, s.one)
+		if got := g.step(w, s.cpu, s.paid, s.parks); got != s.one {
+			t.Fatalf("step %d (%+v): one P %v, want %v", i, s, got, s.one)
 		}
 	}
 }
@@ -77,7 +88,7 @@ func TestGovernProcs(t *testing.T) {
 				return
 			default:
 			}
-			for range paidBatch {
+			for range ringBatch {
 				s.Woke(time.Microsecond)
 			}
 			time.Sleep(100 * time.Microsecond)

@@ -53,6 +53,7 @@ type spinner struct {
 	short    uint32 // parks shorter than max
 	sweep    bool   // sweep the harvest list while spinning (Spinner)
 	paid     uint32 // spins that won and short parks not yet added to spinsPaid
+	parked   uint32 // parks not yet added to parks
 	byWait   bool   // judge a spin that gave up by the wait that followed (NewReplySpinner)
 }
 
@@ -65,8 +66,11 @@ func newSpinner(max time.Duration) spinner {
 
 // woke reports how long a park that followed a failed spin lasted.
 func (s *spinner) woke(parked time.Duration) {
-	if parked < shortPark {
-		s.didPay()
+	if s.max > 0 { // a waiter that never spins tells nothing of spins
+		s.didPark()
+		if parked < shortPark {
+			s.didPay()
+		}
 	}
 	if s.byWait {
 		if parked < s.max {
@@ -98,7 +102,7 @@ func (s *spinner) spin(ready func() bool) bool {
 			return true
 		}
 		if i%64 == 0 {
-			if time.Since(start) > s.cur {
+			if time.Since(start) > s.cur || oneP.Load() {
 				if !s.byWait {
 					s.cur = max(s.cur/2, min(minSpin, s.max))
 				}
