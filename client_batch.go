@@ -91,7 +91,7 @@ func (c *Conn) recvEvents(ctx context.Context, evs []Event, pooled bool) (int, e
 			c.end(err)
 			return 0, err
 		}
-		if i%64 != 0 || time.Since(start) < c.spin {
+		if !shm.SpinsOff() && (i%64 != 0 || time.Since(start) < c.spin) {
 			continue // spin a while: the events may come before a wake-up would
 		}
 		if c.armEvents() {

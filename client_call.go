@@ -446,7 +446,7 @@ func (c *Conn) CallView(ctx context.Context, service, command uint16, payload []
 			c.resp.Release()
 			c.rmu.Unlock()
 		}
-		if i%64 == 0 && time.Since(start) > c.spin {
+		if shm.SpinsOff() || i%64 == 0 && time.Since(start) > c.spin {
 			break
 		}
 	}

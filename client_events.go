@@ -420,7 +420,7 @@ func (c *Conn) RecvEventView(ctx context.Context) (Event, error) {
 				return Event{}, err
 			}
 		}
-		if i%64 != 0 || time.Since(start) < c.spin {
+		if !shm.SpinsOff() && (i%64 != 0 || time.Since(start) < c.spin) {
 			continue // spin a while: the event may come before the pump wakes
 		}
 		if taken && c.armEvents() {

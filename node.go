@@ -201,7 +201,8 @@ type Node struct {
 	wg        sync.WaitGroup // accept loop and handshakes
 	closeOnce sync.Once
 	closeErr  error
-	procsStop func() // stops the governor of Ps this node runs (node_procs.go), under mu; nil: none
+	procsStop func()      // stops the governor of Ps this node runs (node_procs.go), under mu; nil: none
+	procsOn   atomic.Bool // the node's governor runs (read by Stats without mu)
 
 	calls, events atomic.Uint64
 	policy        atomic.Pointer[policyBox]
@@ -532,10 +533,8 @@ func (n *Node) Close() error {
 		n.sys.EventStream.Unsubscribe(n.deadLetters)
 		n.sys.Shutdown()
 		if stopProcs != nil {
-			stopProcs() // GOMAXPROCS back to the runtime's
-			n.mu.Lock()
-			n.procsStop = nil
-			n.mu.Unlock()
+			stopProcs() // GOMAXPROCS back as Listen found it
+			n.procsOn.Store(false)
 		}
 	})
 	return n.closeErr

@@ -673,6 +673,7 @@ func BenchmarkFedLocal(b *testing.B) {
 		fs := n1.fed
 		fs.NodeUp("n2", "x1")
 		run(b, n1)
+		b.Logf("the governor: %+v", n1.Procs()) // did it move (-v)
 	})
 }
 

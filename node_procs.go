@@ -8,8 +8,7 @@ import (
 )
 
 // WithAdaptiveProcs lets the node set its process's GOMAXPROCS from Listen
-// to Close (which leaves it at the runtime's default, or at the
-// GOMAXPROCS variable's value): one P while its clients' rings are quiet (no spin would pay) and
+// to Close (which leaves it as Listen found it): one P while its clients' rings are quiet (no spin would pay) and
 // the process needs less than most of a core, all of them (GOMAXPROCS as
 // the node found it) as soon as a spin would pay or the one P is nearly
 // busy. A node that crosses links answers sooner and spends about a third
@@ -37,13 +36,10 @@ type ProcsState struct {
 // Procs returns what the node's governor of Ps did so far; the zero
 // ProcsState if the node does not govern them (now).
 func (n *Node) Procs() ProcsState {
-	s := shm.ReadProcsState()
-	n.mu.Lock()
-	mine := n.procsStop != nil
-	n.mu.Unlock()
-	if !mine {
+	if !n.procsOn.Load() {
 		return ProcsState{}
 	}
+	s := shm.ReadProcsState()
 	return ProcsState{Governing: s.Governing, One: s.One, Downs: s.Downs, Ups: s.Ups, AtOne: s.AtOne}
 }
 
@@ -60,4 +56,5 @@ func (n *Node) startProcs() {
 		return
 	}
 	n.procsStop = func() { cancel(); wait() }
+	n.procsOn.Store(true)
 }

@@ -2,7 +2,6 @@ package shm
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -27,14 +26,14 @@ var (
 	spinsPaid atomic.Uint64 // spins that won and short parks, in batches of ringBatch
 	parks     atomic.Uint64 // parks after a spin, or instead of one, in batches of ringBatch
 
-	govDowns, govUps atomic.Uint64 // the governor's moves to one P and back
-
-	// The time at one P: what ended, and since when the process is there
-	// now (zero: it is not). One lock, so that a reader sees a total that
-	// never goes back.
-	govTime   sync.Mutex
-	govAtOne  time.Duration
-	govDownAt time.Time
+	// The moves and the time at one P: what ended, and since when the
+	// process is there now (zero: it is not). One lock, taken with each
+	// move (with oneP's change), so that a reader sees them agree and a
+	// total that never goes back.
+	govTime          sync.Mutex
+	govDowns, govUps uint64
+	govAtOne         time.Duration
+	govDownAt        time.Time
 )
 
 // shortPark: a park shorter than this counts as one a spin would have
@@ -67,20 +66,21 @@ func (s *spinner) didPark() {
 // counts every govWindow (govIdle at one P after a window with nothing to
 // do). At every P it judges blocks of govCalm windows (half a
 // second): one P if the block averaged less than govDownCPU cores, fewer
-// than govPaidRate paid spins and fewer than govParkRate parks a second.
+// than half govPaidRate paid spins and half govParkRate parks a second.
 // At one P it moves back up after two windows in a row with more than
 // govUpCPU cores (one P nearly busy), or with that many paid spins or
 // parks (clients whose rings are busy: a spin would pay at two; at one P
 // the wake-up of a parked pump often takes longer than shortPark, so the
 // rate of parks says it too). At two Ps a node that crosses a link once
 // per request uses about half a core, a third at one (BENCHMARKS.md,
-// "seventh sitting"), hence the gap between govDownCPU and govUpCPU.
+// "fifth sitting"), hence the gap between govDownCPU and govUpCPU, as
+// between half the rates and the rates.
 const (
 	govWindow   = 10 * time.Millisecond
 	govIdle     = 50 * time.Millisecond // the window at one P after an idle one
 	govCalm     = 50
-	govPaidRate = 2000
-	govParkRate = 15000
+	govPaidRate = 2000  // paid spins a second: busy at one P; a block at every P needs half
+	govParkRate = 15000 // parks a second: the same
 	govDownCPU  = 0.7
 	govUpCPU    = 0.85
 )
@@ -116,7 +116,7 @@ func (g *procsPolicy) step(secs, cpu, paid, parked float64) bool {
 	if g.n < g.calmNeeded {
 		return false
 	}
-	g.one = g.cpu/g.secs < govDownCPU && g.paid/g.secs < govPaidRate && g.parked/g.secs < govParkRate
+	g.one = g.cpu/g.secs < govDownCPU && g.paid/g.secs < govPaidRate/2 && g.parked/g.secs < govParkRate/2
 	g.n, g.secs, g.cpu, g.paid, g.parked = 0, 0, 0, 0, 0
 	return g.one
 }
@@ -134,15 +134,14 @@ func cpuTime() time.Duration {
 // GovernProcs adapts GOMAXPROCS to the process's load until ctx ends: one
 // P while its rings are quiet and it needs less than most of a core, the
 // Ps it started with as soon as it needs more or its clients' rings are
-// busy. While at one P, every spin of this package is off. It reports
-// false, and does nothing, when the process has fewer than two Ps or CPUs
-// or another governor runs. The returned function waits until the
-// governor stopped. If it moved, the governor leaves GOMAXPROCS at the
-// runtime's default as it stops (SetDefaultGOMAXPROCS: the runtime follows
-// the CPUs the process may use again), or at the value it started with
-// when the GOMAXPROCS variable is set. Programs that set GOMAXPROCS for a
-// reason of their own should not call it. Each move stops the world (tens
-// of microseconds).
+// busy. While at one P, every spin of this package is off (SpinsOff). It
+// reports false, and does nothing, when the process has fewer than two
+// Ps or CPUs or another governor runs. The returned function waits until
+// the governor stopped, GOMAXPROCS back at the value it started with.
+// Each move stops the world (tens of microseconds) and, as any call of
+// runtime.GOMAXPROCS does, ends the runtime's own updates of GOMAXPROCS
+// (to a container's CPU limit) for the life of the process. Programs that
+// set GOMAXPROCS for a reason of their own should not call it.
 func GovernProcs(ctx context.Context) (wait func(), governing bool) {
 	return governProcs(ctx, govWindow, govCalm)
 }
@@ -152,25 +151,14 @@ func governProcs(ctx context.Context, window time.Duration, calm int) (wait func
 	if most < 2 || availableCPUs() < 2 || !governed.CompareAndSwap(0, int32(most)) {
 		return func() {}, false
 	}
-	_, fixed := os.LookupEnv("GOMAXPROCS")
-	all := func() {
-		if fixed {
-			runtime.GOMAXPROCS(most)
-		} else {
-			runtime.SetDefaultGOMAXPROCS()
-		}
-	}
 	done := make(chan struct{})
 	go func() {
 		moved := false
 		defer close(done)
 		defer func() {
-			if oneP.Load() {
-				oneP.Store(false)
-				atOne(time.Now(), false)
-			}
 			if moved {
-				all()
+				runtime.GOMAXPROCS(most)
+				moveUp()
 			}
 			governed.Store(0)
 		}()
@@ -197,15 +185,11 @@ func governProcs(ctx context.Context, window time.Duration, calm int) (wait func
 			if one != oneP.Load() {
 				moved = true
 				if one {
-					oneP.Store(true) // spins stop before the second P goes
+					moveDown() // spins stop before the second P goes
 					runtime.GOMAXPROCS(1)
-					atOne(now, true)
-					govDowns.Add(1)
 				} else {
-					all()
-					oneP.Store(false)
-					atOne(now, false)
-					govUps.Add(1)
+					runtime.GOMAXPROCS(most)
+					moveUp()
 				}
 			}
 			t.Reset(next)
@@ -214,19 +198,34 @@ func governProcs(ctx context.Context, window time.Duration, calm int) (wait func
 	return func() { <-done }, true
 }
 
-// atOne records a move to one P (down) or away from it at now.
-func atOne(now time.Time, down bool) {
+// moveDown records a move to one P, before it: from here on nothing
+// spins.
+func moveDown() {
 	govTime.Lock()
 	defer govTime.Unlock()
-	if down {
-		govDownAt = now
+	oneP.Store(true)
+	govDowns++
+	govDownAt = time.Now()
+}
+
+// moveUp records a move from one P back to every P, after it; nothing if
+// the process is not at one P.
+func moveUp() {
+	govTime.Lock()
+	defer govTime.Unlock()
+	if !oneP.Load() {
 		return
 	}
-	if !govDownAt.IsZero() {
-		govAtOne += now.Sub(govDownAt)
-		govDownAt = time.Time{}
-	}
+	oneP.Store(false)
+	govUps++
+	govAtOne += time.Since(govDownAt)
+	govDownAt = time.Time{}
 }
+
+// SpinsOff reports whether a governor holds the process at one P, where
+// nothing should spin: a loop that polls a ring itself, not through a
+// Spinner, checks it too.
+func SpinsOff() bool { return oneP.Load() }
 
 // ProcsState is what GovernProcs did: whether it runs, whether it holds
 // the process at one P now, and, over every governor the process ran, how
@@ -239,10 +238,9 @@ type ProcsState struct {
 
 // ReadProcsState returns what GovernProcs did so far in this process.
 func ReadProcsState() ProcsState {
-	s := ProcsState{Governing: governed.Load() != 0, One: oneP.Load(), Downs: govDowns.Load(), Ups: govUps.Load()}
 	govTime.Lock()
 	defer govTime.Unlock()
-	s.AtOne = govAtOne
+	s := ProcsState{Governing: governed.Load() != 0, One: oneP.Load(), Downs: govDowns, Ups: govUps, AtOne: govAtOne}
 	if !govDownAt.IsZero() {
 		s.AtOne += time.Since(govDownAt)
 	}

@@ -8,8 +8,9 @@ import (
 )
 
 // The policy: at every P, blocks of calm windows judged on their
-// averages (CPU, paid spins, parks); at one P, back up after two busy
-// windows in a row, whichever way they are busy.
+// averages (CPU, paid spins, parks: under half the rates that move it up);
+// at one P, back up after two busy windows in a row, whichever way they
+// are busy.
 func TestProcsPolicy(t *testing.T) {
 	g := procsPolicy{calmNeeded: 3}
 	const w = 0.01 // a window's seconds
@@ -22,13 +23,13 @@ func TestProcsPolicy(t *testing.T) {
 		{2.0 * w, 0, 0, false}, // the block averaged 0.73 cores: stay
 		{0.1 * w, 0, 0, false},
 		{0.1 * w, 0, 0, false},
-		{0.9 * w, 60, 0, false}, // 2000 paid spins a second on average: stay
+		{0.9 * w, 31, 0, false}, // over 1000 paid spins a second on average (half the bar up): stay
 		{0.1 * w, 0, 0, false},
 		{0.1 * w, 0, 0, false},
-		{0.1 * w, 0, 450, false}, // 15,000 parks a second on average: stay
+		{0.1 * w, 0, 230, false}, // over 7,500 parks a second on average: stay
 		{0.6 * w, 0, 0, false},
-		{0.6 * w, 19, 100, false},
-		{0.6 * w, 19, 100, true}, // under every bar on average: one P
+		{0.6 * w, 14, 110, false},
+		{0.6 * w, 14, 110, true}, // under every bar on average: one P
 		{0.9 * w, 0, 0, true},    // one busy window: not yet
 		{0.1 * w, 0, 0, true},
 		{0.9 * w, 0, 0, true},

@@ -102,7 +102,10 @@ func (s *spinner) spin(ready func() bool) bool {
 			return true
 		}
 		if i%64 == 0 {
-			if time.Since(start) > s.cur || oneP.Load() {
+			if oneP.Load() {
+				return false // the governor moved to one P: not a spin that failed
+			}
+			if time.Since(start) > s.cur {
 				if !s.byWait {
 					s.cur = max(s.cur/2, min(minSpin, s.max))
 				}
