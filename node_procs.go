@@ -8,16 +8,16 @@ import (
 )
 
 // WithAdaptiveProcs lets the node set its process's GOMAXPROCS from Listen
-// to Close (which leaves it as Listen found it): one P while its clients' rings are quiet (no spin would pay) and
-// the process needs less than most of a core, all of them (GOMAXPROCS as
-// the node found it) as soon as a spin would pay or the one P is nearly
-// busy. A node that crosses links answers sooner and spends about a third
-// less CPU per request at one P: each goroutine readied while a P is idle
-// wakes a thread on another CPU, and a crossing readies several (remote's
-// writer, gRPC's, the link's reader). Meant for a process that is a node
-// (cmd/node's procs setting); a program that embeds a node beside work of
-// its own should leave its Ps alone. One node per process governs; the
-// others' option does nothing. See shm.GovernProcs.
+// to Close (which leaves it as Listen found it): one P while its clients'
+// rings are quiet (no spin would pay) and the process needs less than most
+// of a core, all of them as soon as a client's ring is busy or the one P
+// nearly is. A node that crosses links answers sooner and spends about a
+// third less CPU per request at one P: each goroutine readied while a P is
+// idle wakes a thread on another CPU, and a crossing readies several
+// (remote's writer, gRPC's, the link's reader). Meant for a process that
+// is a node (cmd/node's procs setting); a program that embeds a node beside
+// work of its own should leave its Ps alone. One node per process governs;
+// the others' option does nothing. See shm.GovernProcs.
 func WithAdaptiveProcs() NodeOption {
 	return nodeOption(func(o *nodeOptions) error { o.adaptiveProcs = true; return nil })
 }
