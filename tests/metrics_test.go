@@ -87,7 +87,8 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ma
 func TestMetricsScrape(t *testing.T) {
 	dir := publicDir(t)
 	msock := filepath.Join(dir, "metrics.sock")
-	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--name", "metrics", "--metrics-connections", "top"}})
+	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--name", "metrics", "--metrics-connections", "top", "--log-level", "info"}})
+	d.waitLog(t, "metrics serving", 1) // the node's socket accepts before the metrics' does
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := switchboard.Dial(ctx, switchboard.WithSocket(d.socket), switchboard.WithClientName("scraped"))
@@ -372,7 +373,8 @@ func TestProcsAdaptive(t *testing.T) {
 	}
 	dir := publicDir(t)
 	msock := filepath.Join(dir, "metrics.sock")
-	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--procs", "adaptive"}, env: []string{"GOMAXPROCS=2"}})
+	d := startDaemon(t, daemonOpts{args: []string{"--metrics-listen", "unix:" + msock, "--procs", "adaptive", "--log-level", "info"}, env: []string{"GOMAXPROCS=2"}})
+	d.waitLog(t, "metrics serving", 1) // the node's socket accepts before the metrics' does
 	overUnix := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var dl net.Dialer
 		return dl.DialContext(ctx, "unix", msock)
