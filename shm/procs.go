@@ -140,8 +140,10 @@ func cpuTime() time.Duration {
 // the governor stopped, GOMAXPROCS back at the value it started with.
 // Each move stops the world (tens of microseconds) and, as any call of
 // runtime.GOMAXPROCS does, ends the runtime's own updates of GOMAXPROCS
-// (to a container's CPU limit) for the life of the process. Programs that
-// set GOMAXPROCS for a reason of their own should not call it.
+// (to a container's CPU limit) for the life of the process; one the
+// runtime made after GovernProcs read GOMAXPROCS, before its first move,
+// is undone by that move. Programs that set GOMAXPROCS for a reason of
+// their own should not call it.
 func GovernProcs(ctx context.Context) (wait func(), governing bool) {
 	return governProcs(ctx, govWindow, govCalm)
 }

@@ -123,3 +123,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// At one P a park follows no spin: it leaves the budget as it was, so a
+// caller whose replies are slow at one P spins in full again after the
+// move back up.
+func TestSpinBudgetKeptAtOneP(t *testing.T) {
+	const most = 20 * time.Microsecond
+	s := NewReplySpinner(most)
+	oneP.Store(true)
+	defer oneP.Store(false)
+	for range 8 {
+		if s.Spin(func() bool { return false }) {
+			t.Fatal("a spin at one P won")
+		}
+		s.Woke(time.Millisecond) // a slow reply, after no spin
+	}
+	if got := s.Budget(); got != most {
+		t.Fatalf("budget %v after parks at one P, want %v", got, most)
+	}
+}

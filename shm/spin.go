@@ -72,6 +72,9 @@ func (s *spinner) woke(parked time.Duration) {
 			s.didPay()
 		}
 	}
+	if oneP.Load() {
+		return // no spin came before this park: it judges none
+	}
 	if s.byWait {
 		if parked < s.max {
 			s.cur = s.max // a little longer would have won
