@@ -19,7 +19,8 @@ import (
 
 // Switchboard across nodes: two embedded nodes (default options, as the
 // "serve" node, plus WithFederation: the [cluster] section of cmd/node
-// with its defaults) linked on loopback, a client on each. A publication
+// with its defaults, and WithAdaptiveProcs, as cmd/node's procs = "auto"
+// with it) linked on loopback, a client on each. A publication
 // goes to a group whose one member is on the other node: the publisher's
 // node sends it once over the link and the subscriber's node delivers it,
 // as a NATS server forwards a publication over a route to the server with
