@@ -39,8 +39,7 @@ func (n *Node) Procs() ProcsState {
 	if !n.procsOn.Load() {
 		return ProcsState{}
 	}
-	s := shm.ReadProcsState()
-	return ProcsState{Governing: s.Governing, One: s.One, Downs: s.Downs, Ups: s.Ups, AtOne: s.AtOne}
+	return ProcsState(shm.ReadProcsState()) // the same fields
 }
 
 // startProcs starts the governor of Ps when the node was asked to and is

@@ -47,18 +47,17 @@ const shortPark = 2 * defaultSpin
 const ringBatch = 16
 
 // didPay counts a spin that won, or a park that a spin would have saved.
-func (s *spinner) didPay() {
-	if s.paid++; s.paid == ringBatch {
-		s.paid = 0
-		spinsPaid.Add(ringBatch)
-	}
-}
+func (s *spinner) didPay() { countBatched(&s.paid, &spinsPaid) }
 
 // didPark counts a park.
-func (s *spinner) didPark() {
-	if s.parked++; s.parked == ringBatch {
-		s.parked = 0
-		parks.Add(ringBatch)
+func (s *spinner) didPark() { countBatched(&s.parked, &parks) }
+
+// countBatched counts one in mine, and adds ringBatch to total each time
+// mine reaches it.
+func countBatched(mine *uint32, total *atomic.Uint64) {
+	if *mine++; *mine == ringBatch {
+		*mine = 0
+		total.Add(ringBatch)
 	}
 }
 

@@ -254,13 +254,8 @@ func (p *Producer) Commit(h Header, n int) error {
 
 // Flush publishes the committed frames and wakes the consumer if it sleeps.
 func (p *Producer) Flush() {
-	if p.head == p.published {
-		return
-	}
-	p.published = p.head
-	p.r.head.Store(p.head)
-	if p.r.sleeping.Load() != 0 && p.r.sleeping.CompareAndSwap(1, 0) && p.o.data != nil {
-		p.o.data.Ring() // an error means the doorbell is closed: the peer is gone anyway
+	if bell := p.FlushLater(); bell != nil {
+		bell.Ring() // an error means the doorbell is closed: the peer is gone anyway
 	}
 }
 
