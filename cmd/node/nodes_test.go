@@ -7,6 +7,7 @@ import (
 	"errors"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -253,10 +254,23 @@ func TestCLILsRemote(t *testing.T) {
 	if err := c.Subscribe(ctx, "chat"); err != nil {
 		t.Fatal(err)
 	}
-	for !strings.Contains(lsJSON(t, sock1), c.Address()) { // n1 hears of it
+	// n1 hears of it, then of its membership (a later message on the link).
+	listed := func() bool {
+		var recs []connJSON
+		if err := json.Unmarshal([]byte(lsJSON(t, sock1)), &recs); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Address == c.Address() && slices.Contains(r.Groups, "chat") {
+				return true
+			}
+		}
+		return false
+	}
+	for !listed() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("n1 never listed %s", c.Address())
+			t.Fatalf("n1 never listed %s in chat", c.Address())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
